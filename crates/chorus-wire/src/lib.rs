@@ -1,1 +1,68 @@
-//! chorus-wire
+//! Chorus wire formats.
+//!
+//! Every message that crosses a trust boundary is defined in `proto/chorus.proto` and
+//! compiled with prost (via protox: no `protoc`). This crate wraps each generated type in
+//! a *parsed* type that can only exist once its input passed every check: size bounds
+//! before parsing, exact key lengths, valid points, supported versions and — for signed
+//! objects — signatures over the exact bytes received. Decoders return a typed
+//! [`WireError`] and never panic.
+//!
+//! ```
+//! use chorus_wire::{pad, unpad};
+//! let padded = pad(b"hi").unwrap();
+//! assert_eq!(padded.len(), 64);
+//! assert_eq!(unpad(&padded).unwrap(), b"hi");
+//! ```
+
+mod error;
+mod initial;
+mod invitation;
+pub mod limits;
+mod padding;
+mod prekeys;
+mod ratchet;
+
+/// The generated protobuf types. Prefer the parsed wrappers exported at the crate root.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/chorus.wire.v1.rs"));
+}
+
+pub use error::WireError;
+pub use initial::InitialMessage;
+pub use invitation::{Invitation, MailboxId};
+pub use padding::{pad, unpad};
+pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};
+pub use ratchet::{RatchetHeader, RatchetMessage};
+
+/// The only wire version this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+use prost::Message;
+
+/// Bounds the input, then decodes a prost message.
+pub(crate) fn decode_bounded<M: Message + Default>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<M, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            what,
+            max,
+            actual: bytes.len(),
+        });
+    }
+    M::decode(bytes).map_err(|e| WireError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn check_version(what: &'static str, version: u32) -> Result<(), WireError> {
+    if version == WIRE_VERSION {
+        Ok(())
+    } else {
+        Err(WireError::UnsupportedVersion { what, version })
+    }
+}

@@ -1,0 +1,70 @@
+//! Invitations: a prekey bundle plus where and how to answer.
+
+use prost::Message;
+
+use crate::limits::{MAX_INVITATION_LEN, MAX_RELAY_URL_LEN};
+use crate::prekeys::PrekeyBundle;
+use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, proto};
+
+/// A 32-byte mailbox id: whoever holds it may post to the mailbox.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct MailboxId(pub [u8; 32]);
+
+/// A parsed invitation (bundle signatures verified, URL checked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    /// The inviter's keys.
+    pub bundle: PrekeyBundle,
+    /// The inviter's home relay.
+    pub relay_url: String,
+    /// A one-time mailbox for the answer.
+    pub mailbox: MailboxId,
+}
+
+impl Invitation {
+    /// Decodes and checks an invitation.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let p: proto::Invitation = decode_bounded("invitation", bytes, MAX_INVITATION_LEN)?;
+        check_version("invitation", p.version)?;
+        let bundle = PrekeyBundle::from_proto(
+            p.bundle
+                .as_ref()
+                .ok_or(WireError::MissingField("invitation.bundle"))?,
+        )?;
+        if p.relay_url.len() > MAX_RELAY_URL_LEN {
+            return Err(WireError::TooLarge {
+                what: "relay URL",
+                max: MAX_RELAY_URL_LEN,
+                actual: p.relay_url.len(),
+            });
+        }
+        if !(p.relay_url.starts_with("http://") || p.relay_url.starts_with("https://")) {
+            return Err(WireError::InvalidText {
+                field: "invitation.relay_url",
+                reason: "must start with http:// or https://",
+            });
+        }
+        let mailbox = <[u8; 32]>::try_from(&p.mailbox_id[..])
+            .map(MailboxId)
+            .map_err(|_| WireError::InvalidText {
+                field: "invitation.mailbox_id",
+                reason: "must be 32 bytes",
+            })?;
+        Ok(Self {
+            bundle,
+            relay_url: p.relay_url,
+            mailbox,
+        })
+    }
+
+    /// Encodes the invitation.
+    pub fn encode(&self) -> Vec<u8> {
+        proto::Invitation {
+            version: WIRE_VERSION,
+            bundle: Some(self.bundle.to_proto()),
+            relay_url: self.relay_url.clone(),
+            mailbox_id: self.mailbox.0.to_vec(),
+        }
+        .encode_to_vec()
+    }
+}
