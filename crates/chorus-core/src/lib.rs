@@ -1,1 +1,54 @@
-//! chorus-core
+//! The Chorus protocol core, sans I/O.
+//!
+//! Everything here is a pure state machine: the caller passes in bytes received, random
+//! number generators, and (later) the time; it gets back bytes to send, plaintexts and
+//! state to persist. No sockets, clock, RNG or disk are touched inside, so the same code
+//! runs under the real client, the tests, the fuzzers and the deterministic simulator.
+//!
+//! This crate holds the hybrid handshake ([`initiate`], [`respond`]) and the
+//! [`Session`], whose Double Ratchet state is a *tree* of DH steps (see `tree.rs`) so that
+//! several devices of one identity can share it and merge forks.
+//!
+//! ```
+//! use chorus_core::{LocalIdentity, MemoryPrekeyStore, initiate, respond};
+//! use chorus_wire::PrekeyBundle;
+//! use rand::SeedableRng;
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+//! let (alice, bob) = (LocalIdentity::generate(&mut rng), LocalIdentity::generate(&mut rng));
+//!
+//! // Bob publishes a bundle.
+//! let mut bob_prekeys = MemoryPrekeyStore::default();
+//! let bundle = PrekeyBundle {
+//!     identity: bob.keys().clone(),
+//!     signed_prekey: bob_prekeys.new_signed_prekey(&bob, &mut rng),
+//!     one_time_prekey: Some(bob_prekeys.new_one_time_prekey(&mut rng)),
+//!     pq_prekey: bob_prekeys.new_pq_prekey(&bob, true, &mut rng),
+//! };
+//! // Alice fetches it (decoding verifies every signature) and writes first.
+//! let bundle = PrekeyBundle::decode(&bundle.encode()).unwrap();
+//! let mut alice_session = initiate(&alice, &bundle, &mut rng).unwrap();
+//! let first = alice_session.encrypt(b"hello Bob", &mut rng).unwrap();
+//!
+//! // Bob answers; the responder reads no randomness.
+//! let mut answered = respond(&bob, &bob_prekeys, &first.bytes).unwrap();
+//! bob_prekeys.consume(&answered.consumed);
+//! assert_eq!(&answered.plaintext[..], b"hello Bob");
+//! let reply = answered.session.encrypt(b"hi Alice", &mut rng).unwrap();
+//! assert_eq!(&alice_session.decrypt(&reply).unwrap()[..], b"hi Alice");
+//! ```
+
+mod consts;
+mod error;
+#[cfg(feature = "olm-compat")]
+pub mod olm_compat;
+mod pqxdh;
+mod session;
+mod tree;
+
+pub use consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
+pub use error::SessionError;
+pub use pqxdh::{
+    ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyStore, Responded, initiate, respond,
+};
+pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, Session};

@@ -228,6 +228,17 @@ impl RemoteChainKey {
     }
 }
 
+impl RemoteMessageKey {
+    /// An independent copy (a skipped key is copied out for a decryption attempt and only
+    /// removed from the store once the message authenticates).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            index: self.index,
+        }
+    }
+}
+
 impl ChainKey {
     /// Builds a sending chain directly from a handshake output (the Olm profile's first
     /// chain comes from the 3DH secret, not from a DH step).

@@ -157,6 +157,21 @@ x25519_role!(
     DeviceDhPublic
 );
 
+impl SignedPrekeySecret {
+    /// The responder's signed prekey is the root of its ratchet tree (Signal's
+    /// specification: Bob's first ratchet key pair is his signed prekey).
+    pub fn to_ratchet_secret(&self) -> RatchetSecret {
+        RatchetSecret(Box::new(StaticSecret::from(*self.0.as_bytes())))
+    }
+}
+
+impl SignedPrekeyPublic {
+    /// The signed prekey as the first node of the initiator's view of the ratchet tree.
+    pub const fn to_ratchet_public(&self) -> RatchetPublic {
+        RatchetPublic(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

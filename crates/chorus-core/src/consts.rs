@@ -1,0 +1,21 @@
+//! Every bound of the ratchet engine, named. Each has a test that hits it.
+//!
+//! The skipped-key and forward-jump limits are libsignal's (`MAX_MESSAGE_KEYS`,
+//! `MAX_FORWARD_JUMPS`): they bound what a peer can make us store and compute, while
+//! tolerating realistic loss and reordering.
+
+/// Skipped message keys kept per session; beyond this the oldest is evicted.
+pub const MAX_SKIPPED_KEYS: usize = 2_000;
+
+/// Largest gap accepted between a chain's next expected counter and a message's counter.
+/// Deriving a key costs two HMACs, so this bounds the work one message can cause.
+pub const MAX_FORWARD_JUMP: u32 = 25_000;
+
+/// Ratchet tree nodes kept per session (the "window"). Older nodes (smallest depth) are
+/// pruned first; a message on a pruned node can only use keys already skipped.
+pub const MAX_TREE_NODES: usize = 32;
+
+/// How many of our own generations behind the newest one the peer has acknowledged we
+/// keep private keys for, so a peer replica that lags one step can still reply.
+/// Everything older is deleted (forward secrecy) and announced via `honor_floor`.
+pub const HONOR_FLOOR_LAG: u32 = 1;

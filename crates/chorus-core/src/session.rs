@@ -1,0 +1,332 @@
+//! A session with one contact: the ratchet tree plus the identities it binds.
+//!
+//! Every message's associated data is `initiator identity ‖ responder identity ‖ header
+//! bytes as received`. Plaintext is padded to a bucket before encryption and the nonce is
+//! fresh randomness, so every output depends only on the state and the RNG passed in.
+//!
+//! **Persistence and stale snapshots.** Every mutation bumps [`Session::generation`].
+//! The caller persists the snapshot and remembers the newest generation it persisted
+//! (outside the snapshot). [`Session::restore`] refuses a snapshot older than that with
+//! [`SessionError::StaleSnapshot`] — it could re-send on spent message keys — and changes
+//! nothing. If the older snapshot is all there is, [`Session::restore_stale`] recovers it
+//! safely: every sending chain is closed, so the next message takes a fresh DH step (a
+//! new key pair, a fork sibling the peer accepts) and no message key is used twice.
+
+use std::fmt;
+
+use chorus_crypto::{
+    Aes256GcmCipher, CryptoRng, EphemeralPublic, KemCiphertext, MessageCipher, Nonce,
+};
+use chorus_wire::{
+    IdentityKeys, InitialMessage, RatchetHeader, RatchetMessage, limits::MAX_PLAINTEXT_LEN, pad,
+    unpad,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::SessionError;
+use crate::tree::{Incoming, Tree};
+
+/// Format version of [`Session::snapshot`].
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// How a message must be handed to the receiver's [`Session::decrypt`] (carried by the
+/// transport next to the bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// An [`InitialMessage`]: handshake fields plus the first ratchet message.
+    Initial,
+    /// A plain [`RatchetMessage`].
+    Ratchet,
+}
+
+/// An encrypted message and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedMessage {
+    /// How to decode it.
+    pub kind: MessageKind,
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Role {
+    Initiator,
+    Responder,
+}
+
+/// The handshake fields an initiator repeats until the responder answers.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PendingInitial {
+    pub ephemeral: EphemeralPublic,
+    pub signed_prekey_id: u32,
+    pub one_time_prekey_id: Option<u32>,
+    pub pq_prekey_id: u32,
+    pub kem_ciphertext: Vec<u8>,
+}
+
+/// A Double Ratchet session with one contact.
+///
+/// Holds secrets: `Debug` prints only public facts (role, the contact's root key,
+/// generation, tree size).
+#[derive(Serialize, Deserialize)]
+pub struct Session {
+    tree: Tree,
+    role: Role,
+    /// Encoded identity keys; kept as received so the AD uses exact bytes.
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+    pending: Option<PendingInitial>,
+    /// Responder: the initiator's base key, to recognise its repeated initial messages.
+    base_key: Option<EphemeralPublic>,
+    generation: u64,
+    /// `initiator ‖ responder` identity bytes; derived, not persisted.
+    #[serde(skip)]
+    ad_prefix: Vec<u8>,
+    #[serde(skip)]
+    their_keys: Option<IdentityKeys>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        tree: Tree,
+        role: Role,
+        ours: IdentityKeys,
+        theirs: IdentityKeys,
+        pending: Option<PendingInitial>,
+        base_key: Option<EphemeralPublic>,
+    ) -> Self {
+        let mut s = Self {
+            tree,
+            role,
+            ours: ours.encode(),
+            theirs: theirs.encode(),
+            pending,
+            base_key,
+            generation: 0,
+            ad_prefix: Vec::new(),
+            their_keys: Some(theirs),
+        };
+        s.derive(Some(ours));
+        s
+    }
+
+    fn derive(&mut self, ours: Option<IdentityKeys>) {
+        let ours = ours.or_else(|| IdentityKeys::decode(&self.ours).ok());
+        if self.their_keys.is_none() {
+            self.their_keys = IdentityKeys::decode(&self.theirs).ok();
+        }
+        let (Some(o), Some(t)) = (ours, self.their_keys.as_ref()) else {
+            return;
+        };
+        let (first, second) = match self.role {
+            Role::Initiator => (o.ad_bytes(), t.ad_bytes()),
+            Role::Responder => (t.ad_bytes(), o.ad_bytes()),
+        };
+        self.ad_prefix = [first, second].concat();
+        self.tree.refresh();
+    }
+
+    fn ad(&self, header: &[u8]) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(self.ad_prefix.len() + header.len());
+        ad.extend_from_slice(&self.ad_prefix);
+        ad.extend_from_slice(header);
+        ad
+    }
+
+    /// Encrypts one message. The plaintext is padded to its bucket first, so an oversized
+    /// plaintext is refused before any key is drawn.
+    pub fn encrypt<R: CryptoRng + ?Sized>(
+        &mut self,
+        plaintext: &[u8],
+        rng: &mut R,
+    ) -> Result<EncryptedMessage, SessionError> {
+        let mut buf = pad(plaintext).map_err(|_| SessionError::PlaintextTooLarge {
+            max: MAX_PLAINTEXT_LEN,
+            actual: plaintext.len(),
+        })?;
+        let out = self.tree.next_sending_key(rng)?;
+        let nonce = Nonce::random(rng);
+        let header = RatchetHeader {
+            sender: out.sender,
+            parent: out.parent,
+            previous_chain_length: out.previous_chain_length,
+            counter: out.key.index(),
+            nonce,
+            honor_floor: out.honor_floor,
+        }
+        .encode();
+        Aes256GcmCipher.seal(&out.key, &nonce, &self.ad(&header), &mut buf);
+        let message = RatchetMessage::encode(&header, &buf);
+        self.generation += 1;
+        match &self.pending {
+            None => Ok(EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes: message,
+            }),
+            Some(p) => {
+                let ours = IdentityKeys::decode(&self.ours)?;
+                let ct = KemCiphertext::from_slice(&p.kem_ciphertext)
+                    .map_err(SessionError::InvalidKey)?;
+                let bytes = InitialMessage::encode(
+                    &ours,
+                    &p.ephemeral,
+                    p.signed_prekey_id,
+                    p.one_time_prekey_id,
+                    p.pq_prekey_id,
+                    &ct,
+                    &message,
+                );
+                Ok(EncryptedMessage {
+                    kind: MessageKind::Initial,
+                    bytes,
+                })
+            }
+        }
+    }
+
+    /// Decrypts one message. On any error the session is unchanged and stays usable.
+    pub fn decrypt(
+        &mut self,
+        message: &EncryptedMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        match message.kind {
+            MessageKind::Ratchet => {
+                let m = RatchetMessage::decode(&message.bytes)?;
+                self.decrypt_parsed(&m)
+            }
+            MessageKind::Initial => {
+                let m = InitialMessage::decode(&message.bytes)?;
+                let ours_theirs = self.their_keys.as_ref().map(IdentityKeys::encode);
+                if self.base_key != Some(m.ephemeral)
+                    || ours_theirs.as_deref() != Some(&m.sender.encode()[..])
+                {
+                    return Err(SessionError::WrongSession);
+                }
+                self.decrypt_parsed(&m.message)
+            }
+        }
+    }
+
+    pub(crate) fn decrypt_parsed(
+        &mut self,
+        m: &RatchetMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        let h = &m.header;
+        let plan = self.tree.plan_receive(&Incoming {
+            sender: h.sender,
+            parent: h.parent,
+            counter: h.counter,
+            previous_chain_length: Some(h.previous_chain_length),
+            honor_floor: h.honor_floor,
+        })?;
+        let mut buf = Zeroizing::new(m.ciphertext.clone());
+        Aes256GcmCipher
+            .open(plan.key(), &h.nonce, &self.ad(&m.header_bytes), &mut buf)
+            .map_err(|_| SessionError::AuthenticationFailed)?;
+        let plaintext = Zeroizing::new(unpad(&buf)?.to_vec());
+        self.tree.commit(plan);
+        self.pending = None;
+        self.generation += 1;
+        Ok(plaintext)
+    }
+
+    /// The contact's identity keys.
+    pub fn their_identity(&self) -> Option<&IdentityKeys> {
+        self.their_keys.as_ref()
+    }
+
+    /// Whether our messages are still initial messages (no answer received yet).
+    pub fn awaiting_reply(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Bumped by every change; see the module docs on stale snapshots.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Skipped message keys currently held.
+    pub fn skipped_keys(&self) -> usize {
+        self.tree.skipped_count()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tree_nodes(&self) -> usize {
+        self.tree.node_count()
+    }
+
+    /// The ratchet key the next message goes out on, if no DH step is due. Exposed for
+    /// tests of branch choice.
+    pub fn sending_ratchet_key(&self) -> Option<chorus_crypto::RatchetPublic> {
+        self.tree.head()
+    }
+
+    /// Serializes the whole state: a version byte, then postcard. Contains secrets: store
+    /// it only encrypted.
+    pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![SNAPSHOT_VERSION]);
+        // Serializing in-memory state with only supported types cannot fail.
+        match postcard::to_allocvec(self) {
+            Ok(body) => {
+                let body = Zeroizing::new(body);
+                out.extend_from_slice(&body);
+            }
+            Err(_) => out.clear(),
+        }
+        out
+    }
+
+    fn decode_snapshot(bytes: &[u8]) -> Result<Self, SessionError> {
+        let (&version, body) = bytes
+            .split_first()
+            .ok_or_else(|| SessionError::CorruptSnapshot("empty".into()))?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SessionError::UnsupportedSnapshotVersion(version));
+        }
+        let mut s: Session =
+            postcard::from_bytes(body).map_err(|e| SessionError::CorruptSnapshot(e.to_string()))?;
+        s.derive(None);
+        if s.their_keys.is_none() || s.ad_prefix.is_empty() {
+            return Err(SessionError::CorruptSnapshot(
+                "identity keys do not verify".into(),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Restores a snapshot, refusing one older than `known_generation` (the newest
+    /// generation the caller persisted).
+    pub fn restore(bytes: &[u8], known_generation: u64) -> Result<Self, SessionError> {
+        let s = Self::decode_snapshot(bytes)?;
+        if s.generation < known_generation {
+            return Err(SessionError::StaleSnapshot {
+                snapshot: s.generation,
+                known: known_generation,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Restores a snapshot known to be (or possibly be) stale, safely: all sending chains
+    /// are closed, so the next message takes a fresh DH step and no message key is
+    /// reused. The generation continues from `known_generation`.
+    pub fn restore_stale(bytes: &[u8], known_generation: u64) -> Result<Self, SessionError> {
+        let mut s = Self::decode_snapshot(bytes)?;
+        s.tree.close_sending();
+        s.generation = s.generation.max(known_generation) + 1;
+        Ok(s)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .field("contact", &self.their_keys.as_ref().map(|k| k.root))
+            .field("generation", &self.generation)
+            .field("awaiting_reply", &self.pending.is_some())
+            .field("skipped_keys", &self.tree.skipped_count())
+            .finish_non_exhaustive()
+    }
+}

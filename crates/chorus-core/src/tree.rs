@@ -1,0 +1,686 @@
+//! The ratchet tree: Double Ratchet state that several replicas can share and merge.
+//!
+//! Signal's Double Ratchet keeps one sending and one receiving chain. Chorus keeps every
+//! DH ratchet step as a **node** keyed by its ratchet public key, with the parent named
+//! by the message header ("this key builds on your key X"). A linear conversation is a
+//! path; when two replicas of one identity step from the same node without coordination
+//! the path forks, and because a child's keys depend only on its parent's root key and
+//! the two DH keys, the receiver derives *both* branches (DESIGN §5).
+//!
+//! Node derivation: `(root_child, chain_child) = KDF_RK(root_parent, DH(child, parent))`.
+//! The responder's signed prekey is the tree's first node (its root key is the handshake
+//! secret), so the initiator's first ratchet key is an ordinary child of it.
+//!
+//! Properties the rest of the crate relies on:
+//! - **Receiving is deterministic.** It reads no randomness and no clock; two copies of
+//!   one state that receive the same messages end byte-identical.
+//! - **Receiving is plan-then-commit.** [`Tree::plan_receive`] derives keys without
+//!   touching the tree; only after the AEAD verifies does [`Tree::commit`] apply the
+//!   plan, so a forged or replayed message changes nothing.
+//! - **The sending DH step is lazy.** A new key pair is drawn at send time, on top of the
+//!   chosen peer node; receiving never draws randomness.
+//! - **Branch choice** when the tree has forks: walk from the oldest node, at each fork
+//!   prefer the child the other side acknowledged (built on), then the longest chain
+//!   (subtree height, then messages), then the lexicographically smallest key.
+//! - **Bounded.** Skipped keys, forward jumps and nodes are capped by the constants in
+//!   [`crate::consts`]. Our private keys older than the acknowledged generation minus
+//!   [`HONOR_FLOOR_LAG`] are deleted, and the oldest key we keep is announced to the
+//!   peer as `honor_floor`; the peer's announced floor stops us building on its older keys.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chorus_crypto::{
+    ChainKey, CryptoRng, KdfLabel, MessageKey, RatchetPublic, RatchetSecret, RemoteChainKey,
+    RemoteMessageKey, RootKey,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::SessionError;
+use crate::consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
+
+/// Which KDF labels the tree uses.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Profile {
+    /// Chorus v1.
+    Chorus,
+    /// Olm v1 (vodozemac interoperability checks only).
+    #[cfg_attr(not(feature = "olm-compat"), allow(dead_code))]
+    Olm,
+}
+
+impl Profile {
+    fn label(self) -> &'static KdfLabel {
+        match self {
+            Profile::Chorus => &KdfLabel::CHORUS,
+            Profile::Olm => &KdfLabel::OLM,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
+    Ours,
+    Theirs,
+}
+
+/// One DH ratchet step.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Node {
+    side: Side,
+    parent: Option<RatchetPublic>,
+    /// Distance from the handshake: ours and theirs alternate, so parity tells the side.
+    depth: u32,
+    /// Our private key (ours only); deleted below our honor floor.
+    secret: Option<RatchetSecret>,
+    /// Root key after this step: needed to derive children, deleted once none may come.
+    root: Option<RootKey>,
+    /// Our sending chain (ours only); closed when we step again.
+    sending: Option<ChainKey>,
+    /// The peer's chain (theirs only); closed once the peer moved on and we skipped to
+    /// the length it announced.
+    receiving: Option<RemoteChainKey>,
+    /// Messages on this chain: sent (ours), or highest counter + 1 received (theirs).
+    length: u32,
+    /// Ours: the length of our previous chain, announced in headers.
+    previous_length: u32,
+}
+
+/// What the sender needs to build one message.
+pub(crate) struct Outgoing {
+    pub sender: RatchetPublic,
+    pub parent: Option<RatchetPublic>,
+    pub previous_chain_length: u32,
+    pub honor_floor: Option<RatchetPublic>,
+    pub key: MessageKey,
+}
+
+/// A received header, as the tree needs it.
+pub(crate) struct Incoming {
+    pub sender: RatchetPublic,
+    /// `None`: the profile's headers carry no parent (Olm): our newest node is meant.
+    pub parent: Option<RatchetPublic>,
+    pub counter: u32,
+    /// `None` when the profile does not announce it.
+    pub previous_chain_length: Option<u32>,
+    pub honor_floor: Option<RatchetPublic>,
+}
+
+type Skips = Vec<(u32, RemoteMessageKey)>;
+
+enum PlanKind {
+    Skipped,
+    Advance {
+        chain: RemoteChainKey,
+        skipped: Skips,
+    },
+    NewNode {
+        node: Node,
+        skipped: Skips,
+        previous: Option<(RatchetPublic, Skips)>,
+    },
+}
+
+/// Keys derived for one received message, not yet applied.
+pub(crate) struct ReceivePlan {
+    sender: RatchetPublic,
+    counter: u32,
+    honor_floor: Option<RatchetPublic>,
+    kind: PlanKind,
+    key: RemoteMessageKey,
+}
+
+impl ReceivePlan {
+    pub(crate) fn key(&self) -> &RemoteMessageKey {
+        &self.key
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Tree {
+    profile: Profile,
+    nodes: BTreeMap<RatchetPublic, Node>,
+    skipped: BTreeMap<(RatchetPublic, u32), RemoteMessageKey>,
+    /// Insertion order of skipped keys, for evicting the oldest. May hold entries already
+    /// used; compacted when it grows past twice the cap.
+    skipped_order: VecDeque<(RatchetPublic, u32)>,
+    /// Depth of the oldest peer node the peer still accepts replies on.
+    peer_floor: u32,
+    /// Cached result of the branch-choice walk; derived, so not persisted.
+    #[serde(skip)]
+    head: Option<RatchetPublic>,
+}
+
+impl Tree {
+    fn empty(profile: Profile) -> Self {
+        Self {
+            profile,
+            nodes: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            skipped_order: VecDeque::new(),
+            peer_floor: 0,
+            head: None,
+        }
+    }
+
+    /// Initiator (Chorus): the responder's signed prekey is the first node, carrying the
+    /// handshake's root key. Our first message steps on top of it.
+    pub(crate) fn for_initiator(
+        profile: Profile,
+        signed_prekey: RatchetPublic,
+        root: RootKey,
+    ) -> Self {
+        let mut t = Self::empty(profile);
+        t.nodes
+            .insert(signed_prekey, Node::theirs(None, 0, Some(root), None));
+        t.refresh();
+        t
+    }
+
+    /// Responder (Chorus): our signed prekey is the first node.
+    pub(crate) fn for_responder(
+        profile: Profile,
+        signed_prekey: RatchetSecret,
+        root: RootKey,
+    ) -> Self {
+        let mut t = Self::empty(profile);
+        let public = signed_prekey.public_key();
+        t.nodes
+            .insert(public, Node::ours(None, 0, signed_prekey, root, None, 0));
+        t.refresh();
+        t
+    }
+
+    /// A first node of ours seeded straight from a handshake (Olm's initiator).
+    #[cfg_attr(not(feature = "olm-compat"), allow(dead_code))]
+    pub(crate) fn seeded_ours(
+        profile: Profile,
+        secret: RatchetSecret,
+        root: RootKey,
+        chain: ChainKey,
+    ) -> Self {
+        let mut t = Self::empty(profile);
+        let public = secret.public_key();
+        t.nodes
+            .insert(public, Node::ours(None, 1, secret, root, Some(chain), 0));
+        t.refresh();
+        t
+    }
+
+    /// A first node of theirs seeded straight from a handshake (Olm's responder).
+    #[cfg_attr(not(feature = "olm-compat"), allow(dead_code))]
+    pub(crate) fn seeded_theirs(
+        profile: Profile,
+        public: RatchetPublic,
+        root: RootKey,
+        chain: RemoteChainKey,
+    ) -> Self {
+        let mut t = Self::empty(profile);
+        t.nodes
+            .insert(public, Node::theirs(None, 1, Some(root), Some(chain)));
+        t.refresh();
+        t
+    }
+
+    /// Restores the derived parts after deserialization.
+    pub(crate) fn refresh(&mut self) {
+        self.head = self.walk();
+    }
+
+    // ------------------------------------------------------------------ sending
+
+    /// Draws the next message key, taking a DH step first if the chosen head is the
+    /// peer's (or our head chain is closed).
+    pub(crate) fn next_sending_key<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<Outgoing, SessionError> {
+        let head = self.head.ok_or(SessionError::NotReady)?;
+        let sender = match self.nodes.get(&head) {
+            Some(n) if n.side == Side::Ours && n.sending.is_some() => head,
+            Some(n) if n.side == Side::Theirs && n.root.is_some() => self.step_from(head, rng)?,
+            Some(n) if n.side == Side::Ours => {
+                // Our head chain is closed (restored from a stale snapshot): fork a fresh
+                // sibling from the same peer node rather than reuse a key.
+                let parent = n.parent.ok_or(SessionError::NotReady)?;
+                self.step_from(parent, rng)?
+            }
+            _ => {
+                let fallback = self
+                    .newest_buildable_peer_node()
+                    .ok_or(SessionError::NotReady)?;
+                self.step_from(fallback, rng)?
+            }
+        };
+        let honor_floor = self.our_floor();
+        let node = self.nodes.get_mut(&sender).ok_or(SessionError::NotReady)?;
+        let chain = node.sending.as_mut().ok_or(SessionError::NotReady)?;
+        let key = chain.next_message_key();
+        node.length = chain.index();
+        Ok(Outgoing {
+            sender,
+            parent: node.parent,
+            previous_chain_length: node.previous_length,
+            honor_floor,
+            key,
+        })
+    }
+
+    fn newest_buildable_peer_node(&self) -> Option<RatchetPublic> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.side == Side::Theirs && n.root.is_some())
+            .max_by_key(|(k, n)| (n.depth, n.length, std::cmp::Reverse(**k)))
+            .map(|(k, _)| *k)
+    }
+
+    fn step_from<R: CryptoRng + ?Sized>(
+        &mut self,
+        peer: RatchetPublic,
+        rng: &mut R,
+    ) -> Result<RatchetPublic, SessionError> {
+        let label = self.profile.label();
+        let p = self.nodes.get(&peer).ok_or(SessionError::NotReady)?;
+        let root = p.root.as_ref().ok_or(SessionError::NotReady)?;
+        let secret = RatchetSecret::generate(rng);
+        let public = secret.public_key();
+        let dh = secret
+            .diffie_hellman(&peer)
+            .map_err(SessionError::InvalidKey)?;
+        let (root, chain) = root.step_sending(&dh, label);
+        let depth = p.depth + 1;
+        let previous_length = p
+            .parent
+            .and_then(|g| self.nodes.get(&g))
+            .filter(|g| g.side == Side::Ours)
+            .map_or(0, |g| g.length);
+        // Forward secrecy: we never send on an older chain again.
+        for n in self.nodes.values_mut() {
+            n.sending = None;
+        }
+        self.nodes.insert(
+            public,
+            Node::ours(
+                Some(peer),
+                depth,
+                secret,
+                root,
+                Some(chain),
+                previous_length,
+            ),
+        );
+        self.prune_window();
+        self.refresh();
+        Ok(public)
+    }
+
+    /// Closes every sending chain, so the next send takes a fresh DH step. Used when a
+    /// snapshot may be older than state that already sent (its chains may be spent).
+    pub(crate) fn close_sending(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.sending = None;
+        }
+    }
+
+    /// Our oldest ratchet key that still has its private half.
+    fn our_floor(&self) -> Option<RatchetPublic> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.side == Side::Ours && n.secret.is_some())
+            .min_by_key(|(k, n)| (n.depth, **k))
+            .map(|(k, _)| *k)
+    }
+
+    // ---------------------------------------------------------------- receiving
+
+    /// Derives the key for a received message without changing the tree.
+    pub(crate) fn plan_receive(&self, msg: &Incoming) -> Result<ReceivePlan, SessionError> {
+        let plan = |kind, key| ReceivePlan {
+            sender: msg.sender,
+            counter: msg.counter,
+            honor_floor: msg.honor_floor,
+            kind,
+            key,
+        };
+        if let Some(key) = self.skipped.get(&(msg.sender, msg.counter)) {
+            return Ok(plan(PlanKind::Skipped, key.duplicate()));
+        }
+        if let Some(node) = self.nodes.get(&msg.sender) {
+            if node.side == Side::Ours {
+                // A peer can never send on our key: reflected or forged.
+                return Err(SessionError::AuthenticationFailed);
+            }
+            let chain = node
+                .receiving
+                .as_ref()
+                .ok_or(SessionError::DuplicateOrExpired {
+                    counter: msg.counter,
+                })?;
+            if msg.counter < chain.index() {
+                return Err(SessionError::DuplicateOrExpired {
+                    counter: msg.counter,
+                });
+            }
+            let (chain, skipped, key) = derive_to(chain.duplicate(), msg.counter)?;
+            return Ok(plan(PlanKind::Advance { chain, skipped }, key));
+        }
+
+        // A node we have not seen: derive it from the parent it names.
+        let parent_key = match msg.parent {
+            Some(p) => p,
+            None => self.newest_own_node().ok_or(SessionError::UnknownParent)?,
+        };
+        let parent = self
+            .nodes
+            .get(&parent_key)
+            .ok_or(SessionError::UnknownParent)?;
+        if parent.side != Side::Ours {
+            return Err(SessionError::UnknownParent);
+        }
+        let (Some(secret), Some(root)) = (parent.secret.as_ref(), parent.root.as_ref()) else {
+            return Err(SessionError::UnknownParent);
+        };
+        let dh = secret
+            .diffie_hellman(&msg.sender)
+            .map_err(SessionError::InvalidKey)?;
+        let (child_root, chain) = root.step_receiving(&dh, self.profile.label());
+
+        // The peer's previous chain: keep keys for its unreceived messages, close the chain.
+        let previous = match (parent.parent, msg.previous_chain_length) {
+            (Some(g), Some(pn)) => match self.nodes.get(&g) {
+                Some(gn) if gn.side == Side::Theirs => match gn.receiving.as_ref() {
+                    Some(gc) if pn > gc.index() => {
+                        let (_, mut skips, last) = derive_to(gc.duplicate(), pn - 1)?;
+                        skips.push((pn - 1, last));
+                        Some((g, skips))
+                    }
+                    Some(_) => Some((g, Vec::new())),
+                    None => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
+
+        let (chain, skipped, key) = derive_to(chain, msg.counter)?;
+        let node = Node::theirs(
+            Some(parent_key),
+            parent.depth + 1,
+            Some(child_root),
+            Some(chain),
+        );
+        Ok(plan(
+            PlanKind::NewNode {
+                node,
+                skipped,
+                previous,
+            },
+            key,
+        ))
+    }
+
+    fn newest_own_node(&self) -> Option<RatchetPublic> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.side == Side::Ours && n.secret.is_some())
+            .max_by_key(|(k, n)| (n.depth, std::cmp::Reverse(**k)))
+            .map(|(k, _)| *k)
+    }
+
+    /// Applies a plan whose message authenticated.
+    pub(crate) fn commit(&mut self, plan: ReceivePlan) {
+        let ReceivePlan {
+            sender,
+            counter,
+            honor_floor,
+            kind,
+            key: _,
+        } = plan;
+        let mut structural = false;
+        match kind {
+            PlanKind::Skipped => {
+                self.skipped.remove(&(sender, counter));
+            }
+            PlanKind::Advance { chain, skipped } => {
+                if let Some(n) = self.nodes.get_mut(&sender) {
+                    n.receiving = Some(chain);
+                    n.length = n.length.max(counter.saturating_add(1));
+                }
+                self.store_skipped(sender, skipped);
+            }
+            PlanKind::NewNode {
+                mut node,
+                skipped,
+                previous,
+            } => {
+                node.length = counter.saturating_add(1);
+                self.nodes.insert(sender, node);
+                if let Some((g, skips)) = previous {
+                    if let Some(gn) = self.nodes.get_mut(&g) {
+                        gn.receiving = None;
+                    }
+                    self.store_skipped(g, skips);
+                }
+                self.store_skipped(sender, skipped);
+                structural = true;
+            }
+        }
+        if let Some(floor) = honor_floor {
+            self.apply_peer_floor(floor);
+        }
+        if structural {
+            self.apply_our_floor();
+            self.prune_window();
+        }
+        self.refresh();
+    }
+
+    fn store_skipped(&mut self, node: RatchetPublic, keys: Skips) {
+        for (index, key) in keys {
+            if self.skipped.insert((node, index), key).is_none() {
+                self.skipped_order.push_back((node, index));
+            }
+        }
+        while self.skipped.len() > MAX_SKIPPED_KEYS {
+            match self.skipped_order.pop_front() {
+                Some(oldest) => {
+                    self.skipped.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        if self.skipped_order.len() > 2 * MAX_SKIPPED_KEYS {
+            let skipped = &self.skipped;
+            self.skipped_order.retain(|k| skipped.contains_key(k));
+        }
+    }
+
+    fn apply_peer_floor(&mut self, floor: RatchetPublic) {
+        let Some(depth) = self
+            .nodes
+            .get(&floor)
+            .filter(|n| n.side == Side::Theirs)
+            .map(|n| n.depth)
+        else {
+            return;
+        };
+        if depth <= self.peer_floor {
+            return;
+        }
+        self.peer_floor = depth;
+        for n in self.nodes.values_mut() {
+            if n.side == Side::Theirs && n.depth < depth {
+                n.root = None;
+            }
+        }
+    }
+
+    /// Deletes our private keys older than the acknowledged generation minus the lag.
+    fn apply_our_floor(&mut self) {
+        let acked = self
+            .nodes
+            .values()
+            .filter(|n| n.side == Side::Theirs)
+            .filter_map(|n| n.parent.and_then(|p| self.nodes.get(&p)))
+            .filter(|p| p.side == Side::Ours)
+            .map(|p| p.depth)
+            .max();
+        let Some(acked) = acked else { return };
+        let keep_from = acked.saturating_sub(2 * HONOR_FLOOR_LAG);
+        for n in self.nodes.values_mut() {
+            if n.side == Side::Ours && n.depth < keep_from {
+                n.secret = None;
+                n.root = None;
+                n.sending = None;
+            }
+        }
+    }
+
+    fn prune_window(&mut self) {
+        while self.nodes.len() > MAX_TREE_NODES {
+            let oldest = self
+                .nodes
+                .iter()
+                .min_by_key(|(k, n)| (n.depth, **k))
+                .map(|(k, _)| *k);
+            match oldest {
+                Some(k) => {
+                    self.nodes.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ branch choice
+
+    fn walk(&self) -> Option<RatchetPublic> {
+        let mut children: BTreeMap<RatchetPublic, Vec<RatchetPublic>> = BTreeMap::new();
+        let mut roots = Vec::new();
+        for (k, n) in &self.nodes {
+            match n.parent.filter(|p| self.nodes.contains_key(p)) {
+                Some(p) => children.entry(p).or_default().push(*k),
+                None => roots.push(*k),
+            }
+        }
+        let mut heights: BTreeMap<RatchetPublic, u32> = BTreeMap::new();
+        fn height(
+            k: RatchetPublic,
+            children: &BTreeMap<RatchetPublic, Vec<RatchetPublic>>,
+            memo: &mut BTreeMap<RatchetPublic, u32>,
+        ) -> u32 {
+            if let Some(h) = memo.get(&k) {
+                return *h;
+            }
+            let h = children.get(&k).map_or(0, |cs| {
+                cs.iter()
+                    .map(|c| 1 + height(*c, children, memo))
+                    .max()
+                    .unwrap_or(0)
+            });
+            memo.insert(k, h);
+            h
+        }
+        for k in self.nodes.keys() {
+            height(*k, &children, &mut heights);
+        }
+        let pick = |cands: &[RatchetPublic]| -> Option<RatchetPublic> {
+            cands
+                .iter()
+                .max_by_key(|k| {
+                    let acked = children.contains_key(*k);
+                    let h = heights.get(*k).copied().unwrap_or(0);
+                    let len = self.nodes.get(*k).map_or(0, |n| n.length);
+                    (acked, h, len, std::cmp::Reverse(**k))
+                })
+                .copied()
+        };
+        let mut cur = pick(&roots)?;
+        while let Some(cs) = children.get(&cur) {
+            cur = pick(cs)?;
+        }
+        Some(cur)
+    }
+
+    // ------------------------------------------------------------- inspection
+
+    #[cfg(test)]
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn skipped_count(&self) -> usize {
+        self.skipped.len()
+    }
+
+    /// The ratchet key the next message would be sent on, if no step is needed.
+    pub(crate) fn head(&self) -> Option<RatchetPublic> {
+        self.head
+    }
+}
+
+impl Node {
+    fn ours(
+        parent: Option<RatchetPublic>,
+        depth: u32,
+        secret: RatchetSecret,
+        root: RootKey,
+        sending: Option<ChainKey>,
+        previous_length: u32,
+    ) -> Self {
+        Self {
+            side: Side::Ours,
+            parent,
+            depth,
+            secret: Some(secret),
+            root: Some(root),
+            sending,
+            receiving: None,
+            length: 0,
+            previous_length,
+        }
+    }
+
+    fn theirs(
+        parent: Option<RatchetPublic>,
+        depth: u32,
+        root: Option<RootKey>,
+        receiving: Option<RemoteChainKey>,
+    ) -> Self {
+        Self {
+            side: Side::Theirs,
+            parent,
+            depth,
+            secret: None,
+            root,
+            sending: None,
+            receiving,
+            length: 0,
+            previous_length: 0,
+        }
+    }
+}
+
+/// Advances `chain` to `counter`, returning the chain after it, the keys skipped on the
+/// way (at most [`MAX_SKIPPED_KEYS`], the newest), and the key at `counter`.
+fn derive_to(
+    mut chain: RemoteChainKey,
+    counter: u32,
+) -> Result<(RemoteChainKey, Skips, RemoteMessageKey), SessionError> {
+    let jump = u64::from(counter) - u64::from(chain.index().min(counter));
+    if jump > u64::from(MAX_FORWARD_JUMP) {
+        return Err(SessionError::TooFarAhead {
+            jump,
+            max: MAX_FORWARD_JUMP,
+        });
+    }
+    let mut skipped: VecDeque<(u32, RemoteMessageKey)> = VecDeque::new();
+    while chain.index() < counter {
+        let k = chain.next_message_key();
+        skipped.push_back((k.index(), k));
+        if skipped.len() > MAX_SKIPPED_KEYS {
+            skipped.pop_front();
+        }
+    }
+    let key = chain.next_message_key();
+    Ok((chain, skipped.into(), key))
+}
