@@ -251,8 +251,8 @@ impl Session {
         self.tree.skipped_count()
     }
 
-    #[cfg(test)]
-    pub(crate) fn tree_nodes(&self) -> usize {
+    /// Ratchet tree nodes currently kept (at most [`MAX_TREE_NODES`](crate::MAX_TREE_NODES)).
+    pub fn ratchet_nodes(&self) -> usize {
         self.tree.node_count()
     }
 

@@ -603,7 +603,6 @@ impl Tree {
 
     // ------------------------------------------------------------- inspection
 
-    #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.len()
     }
