@@ -1,0 +1,224 @@
+//! The Chorus relay: an untrusted store-and-forward server.
+//!
+//! It stores and forwards ciphertext for identities whose devices form one
+//! constellation (DESIGN §4, §9): each identity's encrypted, append-only
+//! constellation log with optimistic-concurrency guards; mailboxes contacts post
+//! envelopes to; a prekey directory; encrypted blobs; rendezvous channels for
+//! linking; presence. It sees opaque ids, sizes and timing — never plaintext,
+//! contacts or device names — and is built to stay correct under concurrent
+//! clients, restarts and hostile input: every input is bounded
+//! ([`limits`]), every refusal is a short machine-readable code ([`error`]), and
+//! nothing from the network can make it panic.
+//!
+//! The HTTP API is documented in `docs/relay-api.md`; the request and response
+//! bodies are in [`api`]. Storage is the [`RelayStore`] trait with a SQLite
+//! backend (embedded default) and a PostgreSQL backend (several relay processes
+//! over one database, woken across processes by `LISTEN/NOTIFY`).
+//!
+//! Start one in-process (tests, the simulator, `chorus relay serve`):
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use chorus_relay::{AppState, Limits, SqliteStore, SystemClock, run};
+//!
+//! let store = SqliteStore::open(std::path::Path::new("relay.sqlite"), 4).await?;
+//! let state = AppState::new(Arc::new(store), Arc::new(SystemClock), Limits::default()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! run(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod auth;
+pub mod batcher;
+pub mod clock;
+pub mod error;
+pub mod limits;
+pub mod presence;
+pub mod ratelimit;
+mod routes;
+pub mod store;
+mod ws;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ApiError, StoreError, StoreResult};
+pub use limits::{Limits, Rate};
+pub use store::{Event, PostgresStore, RelayStore, SqliteStore};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::auth::Auth;
+use crate::batcher::Batcher;
+use crate::limits::{EVENT_BUS_CAPACITY, SWEEP_INTERVAL};
+use crate::presence::Presence;
+use crate::ratelimit::RateLimiter;
+
+/// Default TCP port of `chorus-relay serve`.
+pub const DEFAULT_PORT: u16 = 7470;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn RelayStore>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    auth: Arc<Auth>,
+    rate: RateLimiter,
+    presence: Presence,
+    bus: broadcast::Sender<Event>,
+    batcher: Batcher,
+    closing: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Wires a store, a clock and limits together, starts the group-commit
+    /// workers and (for PostgreSQL) the cross-process listener.
+    pub async fn new(
+        store: Arc<dyn RelayStore>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> StoreResult<Self> {
+        let (bus, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        store.listen(bus.clone()).await?;
+        let auth = Arc::new(Auth::default());
+        // Revocations heard from other processes drop sessions here too.
+        let mut revocations = bus.subscribe();
+        let auth_for_task = auth.clone();
+        tokio::spawn(async move {
+            loop {
+                match revocations.recv().await {
+                    Ok(Event::DeviceRevoked { log_id, device_id }) => {
+                        auth_for_task.revoke(log_id, device_id)
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let batcher = Batcher::start(store.clone(), bus.clone());
+        let (closing, _) = watch::channel(false);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                limits,
+                auth,
+                rate: RateLimiter::default(),
+                presence: Presence::default(),
+                bus,
+                batcher,
+                closing,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn RelayStore {
+        self.inner.store.as_ref()
+    }
+
+    /// Now, from the injected clock.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// The operational limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub(crate) fn rate(&self) -> &RateLimiter {
+        &self.inner.rate
+    }
+
+    pub(crate) fn presence(&self) -> &Presence {
+        &self.inner.presence
+    }
+
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.inner.batcher
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.bus.subscribe()
+    }
+
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Tells this process's sockets and the other processes about events.
+    pub(crate) async fn emit(&self, events: Vec<Event>) {
+        for e in &events {
+            let _ = self.inner.bus.send(e.clone());
+        }
+        if let Err(e) = self.inner.store.publish(&events).await {
+            tracing::warn!(error = %e, "could not notify other relay processes");
+        }
+    }
+
+    /// Deletes expired envelopes and channels now.
+    pub async fn sweep(&self) -> StoreResult<store::Swept> {
+        self.inner.store.sweep(self.now()).await
+    }
+}
+
+/// The relay's HTTP API as an axum router.
+pub fn app(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves the relay on `listener` until `shutdown` resolves, sweeping expired
+/// data every [`SWEEP_INTERVAL`]. Open WebSockets are closed on shutdown.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper_state = state.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            match sweeper_state.sweep().await {
+                Ok(s) if s.envelopes + s.channels > 0 => {
+                    tracing::info!(
+                        envelopes = s.envelopes,
+                        channels = s.channels,
+                        "swept expired data"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+    });
+    let closing = state.inner.closing.clone();
+    let router = app(state);
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    })
+    .await;
+    sweeper.abort();
+    result
+}

@@ -1,0 +1,213 @@
+//! Every bound the relay enforces, named in one place.
+//!
+//! The relay is reachable by anyone, so every input size, every queue and every
+//! write rate has a bound here, each with a comment saying why it has the value it
+//! has, and each hit exactly by a test (`tests/conformance.rs`, `limits_*`).
+//! Wire-level bounds (what a request may contain) are constants; operational bounds
+//! that an operator may want to tune (TTLs, quotas, rates) are defaults for
+//! [`Limits`], which `chorus-relay serve` exposes as flags.
+
+use std::time::Duration;
+
+/// Largest JSON request body. A full append batch of maximum-size records,
+/// hex-encoded, must fit: 64 records × 16 KiB × 2 (hex) ≈ 2 MiB, plus framing.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 64 * 1024;
+
+/// Most records in one atomic append. A device appends a handful of events per
+/// user action; 64 leaves room for catch-up bursts without letting one request hold
+/// the log's write lock for long.
+pub const MAX_APPEND_BATCH: usize = 64;
+
+/// Largest record ciphertext. Events are small (a `Sent` event carries one padded
+/// envelope); snapshots go to blobs, not to the log.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+
+/// Largest per-record AEAD nonce (AES-GCM uses 12 bytes, XChaCha 24).
+pub const MAX_NONCE_BYTES: usize = 32;
+
+/// Largest stream tag (an HMAC-SHA256 output is 32 bytes).
+pub const MAX_STREAM_TAG_BYTES: usize = 32;
+
+/// Most records (or envelopes) returned by one page of a read.
+pub const MAX_PAGE: u32 = 256;
+
+/// Page size when the client does not ask for one.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// Most devices ever registered under one log, revoked ones included (a roster
+/// that only grows must still be bounded).
+pub const MAX_DEVICES_PER_LOG: usize = 64;
+
+/// Most mailboxes registered under one log (one per contact relationship plus
+/// rotations).
+pub const MAX_MAILBOXES_PER_LOG: usize = 4096;
+
+/// Most mailboxes in one batched read.
+pub const MAX_BATCH_MAILBOXES: usize = 64;
+
+/// Largest envelope payload posted to a mailbox (padded messages are far smaller;
+/// attachments go to blobs).
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Default most unexpired envelopes held in one mailbox: a mailbox that nobody reads
+/// must not grow without bound.
+pub const DEFAULT_MAILBOX_DEPTH: u32 = 10_000;
+
+/// Default time an envelope is kept: long enough for a device that is away for a
+/// few weeks, short enough that the relay does not become an archive.
+pub const DEFAULT_MAILBOX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Default largest blob (checkpoints, history archives).
+pub const DEFAULT_MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default total blob bytes per log.
+pub const DEFAULT_BLOB_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Largest single published prekey (an ML-KEM-768 public key is 1184 bytes plus a
+/// 64-byte signature and a little framing).
+pub const MAX_PREKEY_BYTES: usize = 2048;
+
+/// Most one-time prekeys (of each kind) in one publish request.
+pub const MAX_PREKEYS_PER_PUBLISH: usize = 100;
+
+/// Most one-time prekeys (of each kind) stored per address.
+pub const MAX_PREKEYS_STORED: u32 = 1000;
+
+/// How long a rendezvous channel for linking lives (DESIGN §7).
+pub const RENDEZVOUS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Most messages in one rendezvous channel (linking needs three or four).
+pub const MAX_RENDEZVOUS_MESSAGES: u32 = 8;
+
+/// Largest rendezvous message (a provisioning bundle without the checkpoint, which
+/// travels as a blob).
+pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// How long an authentication challenge may be answered.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+
+/// Most outstanding challenges held in memory.
+pub const MAX_PENDING_CHALLENGES: usize = 100_000;
+
+/// Default session token lifetime: short, so a stolen token is worth little; a
+/// device re-authenticates with its key for free.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Most live sessions held in memory.
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// A device is shown as present for this long after its last heartbeat.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(90);
+
+/// Most logs with presence entries held in memory.
+pub const MAX_PRESENCE_LOGS: usize = 100_000;
+
+/// Most rate-limit buckets held in memory; beyond this, full (idle) buckets are
+/// forgotten, which only ever makes the limiter more generous, never stricter.
+pub const MAX_RATE_BUCKETS: usize = 200_000;
+
+/// Most append requests committed in one group commit.
+pub const MAX_GROUP_COMMIT: usize = 256;
+
+/// Depth of the group-commit queue; beyond it appenders wait (back-pressure).
+pub const APPEND_QUEUE_DEPTH: usize = 4096;
+
+/// Capacity of the in-process event bus feeding WebSockets; a socket that falls
+/// further behind re-reads from the store instead (nothing is lost).
+pub const EVENT_BUS_CAPACITY: usize = 4096;
+
+/// How often expired envelopes and channels are deleted.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A token bucket: `burst` requests at once, refilled at `per_sec`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_sec: f64,
+    /// Bucket size.
+    pub burst: f64,
+}
+
+impl Rate {
+    /// A rate that never limits (benchmarks).
+    pub const UNLIMITED: Rate = Rate {
+        per_sec: f64::INFINITY,
+        burst: f64::INFINITY,
+    };
+}
+
+/// Default posts per mailbox: a conversation burst is a few messages a second.
+pub const DEFAULT_MAILBOX_POST_RATE: Rate = Rate {
+    per_sec: 10.0,
+    burst: 100.0,
+};
+
+/// Default appends per device.
+pub const DEFAULT_APPEND_RATE: Rate = Rate {
+    per_sec: 50.0,
+    burst: 500.0,
+};
+
+/// Default prekey bundle fetches per address: fetching drains one-time prekeys, so
+/// this bounds how fast a stranger can exhaust them.
+pub const DEFAULT_PREKEY_FETCH_RATE: Rate = Rate {
+    per_sec: 1.0,
+    burst: 20.0,
+};
+
+/// Default unauthenticated creations (logs, rendezvous channels, challenges) per
+/// client IP address.
+pub const DEFAULT_OPEN_RATE: Rate = Rate {
+    per_sec: 20.0,
+    burst: 200.0,
+};
+
+/// Operational limits, defaulting to the constants above.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How long envelopes are kept.
+    pub mailbox_ttl: Duration,
+    /// Most unexpired envelopes per mailbox.
+    pub mailbox_depth: u32,
+    /// Session token lifetime.
+    pub session_ttl: Duration,
+    /// Largest blob.
+    pub max_blob_bytes: usize,
+    /// Total blob bytes per log.
+    pub blob_quota_bytes: u64,
+    /// Posts per mailbox.
+    pub mailbox_post_rate: Rate,
+    /// Appends per device.
+    pub append_rate: Rate,
+    /// Prekey fetches per address.
+    pub prekey_fetch_rate: Rate,
+    /// Unauthenticated creations per client IP.
+    pub open_rate: Rate,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            mailbox_ttl: DEFAULT_MAILBOX_TTL,
+            mailbox_depth: DEFAULT_MAILBOX_DEPTH,
+            session_ttl: DEFAULT_SESSION_TTL,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,
+            mailbox_post_rate: DEFAULT_MAILBOX_POST_RATE,
+            append_rate: DEFAULT_APPEND_RATE,
+            prekey_fetch_rate: DEFAULT_PREKEY_FETCH_RATE,
+            open_rate: DEFAULT_OPEN_RATE,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits with every rate unlimited (benchmarks, load tests).
+    pub fn unlimited_rates(mut self) -> Self {
+        self.mailbox_post_rate = Rate::UNLIMITED;
+        self.append_rate = Rate::UNLIMITED;
+        self.prekey_fetch_rate = Rate::UNLIMITED;
+        self.open_rate = Rate::UNLIMITED;
+        self
+    }
+}

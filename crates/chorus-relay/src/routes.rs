@@ -1,0 +1,711 @@
+//! HTTP handlers: decode, authorise, rate-limit, call the store, answer.
+//!
+//! Handlers are thin. Bodies are read as bytes under a size limit and decoded by
+//! [`crate::api::decode`] (never axum's `Json`, whose rejections are free text);
+//! queries and paths go through extractors that answer `400 malformed`/`bad_id`.
+//! Authorisation is the [`Authed`] extractor plus a check that the session's log is
+//! the log in the path. Every write that anyone may make is rate-limited.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::AppState;
+use crate::api::*;
+use crate::auth::Authed;
+use crate::clock::duration_ms;
+use crate::error::ApiError;
+use crate::limits::{
+    MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PREKEYS_STORED, RENDEZVOUS_TTL,
+};
+use crate::ratelimit::Kind;
+use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let blob_limit = state.limits().max_blob_bytes;
+    let json_routes = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/auth/challenge", post(challenge))
+        .route("/v1/auth/session", post(session))
+        .route("/v1/logs", post(create_log))
+        .route("/v1/logs/{log}", get(log_info))
+        .route("/v1/logs/{log}/append", post(append))
+        .route("/v1/logs/{log}/records", get(read_records))
+        .route("/v1/logs/{log}/cursor", post(ack_cursor))
+        .route("/v1/logs/{log}/trim", post(trim))
+        .route("/v1/logs/{log}/devices", get(list_devices).post(add_device))
+        .route("/v1/logs/{log}/devices/{device}", delete(revoke_device))
+        .route("/v1/logs/{log}/mailboxes", post(register_mailbox))
+        .route("/v1/logs/{log}/mailboxes/read", post(batch_read))
+        .route(
+            "/v1/logs/{log}/mailboxes/{mailbox}/envelopes",
+            get(read_envelopes),
+        )
+        .route("/v1/logs/{log}/prekeys/{address}", post(publish_prekeys))
+        .route("/v1/logs/{log}/prekeys/{address}/count", get(count_prekeys))
+        .route("/v1/logs/{log}/presence", get(presence).post(heartbeat))
+        .route("/v1/logs/{log}/ws", get(crate::ws::upgrade))
+        .route("/v1/mailboxes/{mailbox}/envelopes", post(post_envelope))
+        .route("/v1/prekeys/{address}/fetch", post(fetch_prekeys))
+        .route("/v1/rendezvous", post(create_channel))
+        .route("/v1/rendezvous/{channel}", delete(close_channel))
+        .route(
+            "/v1/rendezvous/{channel}/messages",
+            get(read_channel).post(post_channel),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let blob_routes = Router::new()
+        .route(
+            "/v1/logs/{log}/blobs/{blob}",
+            get(get_blob).put(put_blob).delete(delete_blob),
+        )
+        .layer(DefaultBodyLimit::max(blob_limit));
+    json_routes
+        .merge(blob_routes)
+        .fallback(|| async { ApiError::not_found() })
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------- extractors
+
+/// A request body read under the route's size limit.
+pub(crate) struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large("body_too_large")
+                } else {
+                    ApiError::malformed()
+                }
+            })
+    }
+}
+
+/// A query string decoded into `T`, or `400 malformed`.
+pub(crate) struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|_| ApiError::malformed())
+    }
+}
+
+/// Path segments as strings, or `400 malformed`.
+pub(crate) struct Segs<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Segs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Segs(v))
+            .map_err(|_| ApiError::malformed())
+    }
+}
+
+/// The client's IP address (absent when served without connection info).
+pub(crate) struct ClientIp(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl ClientIp {
+    fn key(&self) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        match self.0 {
+            Some(IpAddr::V4(a)) => k[..4].copy_from_slice(&a.octets()),
+            // Limit IPv6 per /64: one host gets a whole /64 for free.
+            Some(IpAddr::V6(a)) => k[..8].copy_from_slice(&a.octets()[..8]),
+            None => {}
+        }
+        k
+    }
+}
+
+fn allow(state: &AppState, kind: Kind, key: [u8; 32]) -> ApiResult<()> {
+    let l = state.limits();
+    let rate = match kind {
+        Kind::MailboxPost => l.mailbox_post_rate,
+        Kind::Append => l.append_rate,
+        Kind::PrekeyFetch => l.prekey_fetch_rate,
+        Kind::Open => l.open_rate,
+    };
+    if state.rate().allow(kind, key, rate, state.now()) {
+        Ok(())
+    } else {
+        Err(ApiError::rate_limited())
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(crate::limits::DEFAULT_PAGE).min(MAX_PAGE)
+}
+
+// ---------------------------------------------------------------- auth
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "ok": true, "backend": state.store().backend() }))
+}
+
+async fn challenge(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Body(body): Body,
+) -> ApiResult<Json<ChallengeResponse>> {
+    let req: ChallengeRequest = decode(&body)?;
+    allow(&state, Kind::Open, ip.key())?;
+    let (challenge, expires_ms) = state
+        .auth()
+        .challenge(req.log_id, req.device_id, state.now())?;
+    Ok(Json(ChallengeResponse {
+        challenge,
+        expires_ms,
+    }))
+}
+
+async fn session(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> ApiResult<Json<SessionResponse>> {
+    let req: SessionRequest = decode(&body)?;
+    let now = state.now();
+    let (log_id, device_id) = state
+        .auth()
+        .take_challenge(&req.challenge, now)
+        .ok_or_else(ApiError::unauthorized)?;
+    let key = VerifyingKey::from_bytes(&device_id.0).map_err(|_| ApiError::unauthorized())?;
+    let sig = Signature::from_slice(&req.signature.0).map_err(|_| ApiError::unauthorized())?;
+    key.verify_strict(&auth_message(&req.challenge, &log_id, &device_id), &sig)
+        .map_err(|_| ApiError::unauthorized())?;
+    match state.store().device(log_id, device_id).await? {
+        Some(d) if d.revoked_ms.is_none() => {}
+        // Unknown and revoked look the same from outside.
+        _ => return Err(ApiError::unauthorized()),
+    }
+    let ttl = duration_ms(state.limits().session_ttl);
+    let (token, expires_ms) = state.auth().issue(log_id, device_id, now, ttl)?;
+    tracing::debug!(log = ?log_id, device = ?device_id, "session issued");
+    Ok(Json(SessionResponse { token, expires_ms }))
+}
+
+// ---------------------------------------------------------------- log
+
+async fn create_log(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let req: CreateLogRequest = decode(&body)?;
+    VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
+    allow(&state, Kind::Open, ip.key())?;
+    state
+        .store()
+        .create_log(req.log_id, &req.genesis.0, req.device_id, state.now())
+        .await?;
+    tracing::info!(log = ?req.log_id, "log created");
+    Ok((StatusCode::CREATED, Json(json!({ "log_id": req.log_id }))).into_response())
+}
+
+async fn log_info(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+) -> ApiResult<Json<LogInfoResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let info = state
+        .store()
+        .log_info(log_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(LogInfoResponse {
+        log_id,
+        genesis: HexBytes(info.genesis),
+        head_seq: info.head_seq,
+        first_seq: info.first_seq,
+    }))
+}
+
+async fn append(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let log_id = Id32::parse(&log)?;
+    let s = authed.for_log(&log_id)?;
+    let req: AppendRequest = decode(&body)?;
+    allow(&state, Kind::Append, s.device_id.0)?;
+    let job = AppendJob {
+        log_id,
+        author: s.device_id,
+        records: req.records,
+    };
+    match state.batcher().append(job).await? {
+        Ok(seqs) => Ok(Json(AppendResponse { seqs }).into_response()),
+        Err(AppendRejection::NoLog) => Err(ApiError::not_found()),
+        Err(AppendRejection::NotCurrent) => Err(ApiError::forbidden()),
+        Err(AppendRejection::Guards(failed)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "guard_failed")
+                .with_detail(json!({ "failed": failed })))
+        }
+    }
+}
+
+async fn read_records(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Q(q): Q<PageQuery>,
+) -> ApiResult<Json<RecordsPage>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let limit = q.page()?;
+    let page = state
+        .store()
+        .read_records(log_id, q.after, limit + 1)
+        .await?;
+    let mut records = page.records;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    Ok(Json(RecordsPage {
+        records,
+        head_seq: page.head_seq,
+        first_seq: page.first_seq,
+        more,
+    }))
+}
+
+async fn ack_cursor(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let log_id = Id32::parse(&log)?;
+    let s = authed.for_log(&log_id)?;
+    let req: CursorRequest = decode(&body)?;
+    let cursor = state
+        .store()
+        .ack_cursor(log_id, s.device_id, req.seq)
+        .await?;
+    Ok(Json(json!({ "cursor": cursor })))
+}
+
+async fn trim(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<TrimResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: TrimRequest = decode(&body)?;
+    let first_seq = state.store().trim(log_id, req.below_seq).await?;
+    Ok(Json(TrimResponse { first_seq }))
+}
+
+// ---------------------------------------------------------------- devices
+
+async fn list_devices(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+) -> ApiResult<Json<DevicesResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let devices = state
+        .store()
+        .devices(log_id)
+        .await?
+        .into_iter()
+        .map(|d| DeviceOut {
+            device_id: d.device_id,
+            revoked_ms: d.revoked_ms,
+            cursor: d.cursor,
+        })
+        .collect();
+    Ok(Json(DevicesResponse { devices }))
+}
+
+async fn add_device(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: AddDeviceRequest = decode(&body)?;
+    VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
+    let added = state
+        .store()
+        .add_device(log_id, req.device_id, MAX_DEVICES_PER_LOG, state.now())
+        .await?;
+    let status = match added {
+        DeviceAdded::Added => StatusCode::CREATED,
+        DeviceAdded::AlreadyPresent => StatusCode::OK,
+    };
+    Ok((status, Json(json!({ "device_id": req.device_id }))).into_response())
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, device)): Segs<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let device_id = Id32::parse(&device)?;
+    state
+        .store()
+        .revoke_device(log_id, device_id, state.now())
+        .await?;
+    // Cut access here before answering; other processes and open sockets follow
+    // from the event.
+    state.auth().revoke(log_id, device_id);
+    state.presence().forget(log_id, device_id);
+    state
+        .emit(vec![Event::DeviceRevoked { log_id, device_id }])
+        .await;
+    tracing::info!(log = ?log_id, device = ?device_id, "device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- mailboxes
+
+async fn register_mailbox(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: RegisterMailboxRequest = decode(&body)?;
+    state
+        .store()
+        .register_mailbox(log_id, req.mailbox_id, state.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn post_envelope(
+    State(state): State<AppState>,
+    Segs(mailbox): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<PostEnvelopeResponse>> {
+    let mailbox_id = Id32::parse(&mailbox)?;
+    let req: PostEnvelopeRequest = decode(&body)?;
+    allow(&state, Kind::MailboxPost, mailbox_id.0)?;
+    let now = state.now();
+    let expires_ms = now.saturating_add(duration_ms(state.limits().mailbox_ttl));
+    let posted = state
+        .store()
+        .post_envelope(
+            mailbox_id,
+            req.envelope_id,
+            &req.payload.0,
+            now,
+            expires_ms,
+            state.limits().mailbox_depth,
+        )
+        .await?;
+    if !posted.duplicate {
+        state
+            .emit(vec![Event::MailboxPosted {
+                log_id: posted.log_id,
+                mailbox_id,
+                seq: posted.seq,
+            }])
+            .await;
+    }
+    Ok(Json(PostEnvelopeResponse {
+        seq: posted.seq,
+        duplicate: posted.duplicate,
+    }))
+}
+
+async fn read_envelopes(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, mailbox)): Segs<(String, String)>,
+    Q(q): Q<PageQuery>,
+) -> ApiResult<Json<EnvelopesPage>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let mailbox_id = Id32::parse(&mailbox)?;
+    let limit = q.page()?;
+    envelopes_page(&state, log_id, mailbox_id, q.after, limit)
+        .await
+        .map(Json)
+}
+
+async fn envelopes_page(
+    state: &AppState,
+    log_id: Id32,
+    mailbox_id: Id32,
+    after: i64,
+    limit: u32,
+) -> ApiResult<EnvelopesPage> {
+    let mut envelopes = state
+        .store()
+        .read_envelopes(log_id, mailbox_id, after, limit + 1, state.now())
+        .await?;
+    let more = envelopes.len() > limit as usize;
+    envelopes.truncate(limit as usize);
+    Ok(EnvelopesPage {
+        mailbox_id,
+        envelopes,
+        more,
+    })
+}
+
+async fn batch_read(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<BatchReadResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: BatchReadRequest = decode(&body)?;
+    let limit = page_limit(req.limit);
+    let mut results = Vec::with_capacity(req.mailboxes.len());
+    for m in &req.mailboxes {
+        results.push(envelopes_page(&state, log_id, m.mailbox_id, m.after, limit).await?);
+    }
+    Ok(Json(BatchReadResponse { results }))
+}
+
+// ---------------------------------------------------------------- prekeys
+
+async fn publish_prekeys(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, address)): Segs<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<Json<PrekeyCount>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let address = Id32::parse(&address)?;
+    let req: PublishPrekeysRequest = decode(&body)?;
+    let count = state
+        .store()
+        .publish_prekeys(log_id, address, &req, MAX_PREKEYS_STORED, state.now())
+        .await?;
+    Ok(Json(count))
+}
+
+async fn fetch_prekeys(
+    State(state): State<AppState>,
+    Segs(address): Segs<String>,
+) -> ApiResult<Json<PrekeyBundle>> {
+    let address = Id32::parse(&address)?;
+    allow(&state, Kind::PrekeyFetch, address.0)?;
+    let bundle = state
+        .store()
+        .fetch_prekeys(address)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(bundle))
+}
+
+async fn count_prekeys(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, address)): Segs<(String, String)>,
+) -> ApiResult<Json<PrekeyCount>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let address = Id32::parse(&address)?;
+    Ok(Json(state.store().count_prekeys(log_id, address).await?))
+}
+
+// ---------------------------------------------------------------- blobs
+
+async fn put_blob(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, blob)): Segs<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<Json<BlobPutResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let blob_id = Id32::parse(&blob)?;
+    let limits = state.limits();
+    if body.len() > limits.max_blob_bytes {
+        return Err(ApiError::too_large("body_too_large"));
+    }
+    let used = state
+        .store()
+        .put_blob(log_id, blob_id, &body, limits.blob_quota_bytes, state.now())
+        .await?;
+    Ok(Json(BlobPutResponse {
+        used,
+        quota: i64::try_from(limits.blob_quota_bytes).unwrap_or(i64::MAX),
+    }))
+}
+
+async fn get_blob(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, blob)): Segs<(String, String)>,
+) -> ApiResult<Response> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let blob_id = Id32::parse(&blob)?;
+    let data = state
+        .store()
+        .blob(log_id, blob_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+async fn delete_blob(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, blob)): Segs<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let blob_id = Id32::parse(&blob)?;
+    if state.store().delete_blob(log_id, blob_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+// ---------------------------------------------------------------- rendezvous
+
+async fn create_channel(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let req: CreateChannelRequest = decode(&body)?;
+    allow(&state, Kind::Open, ip.key())?;
+    let now = state.now();
+    let expires_ms = now + duration_ms(RENDEZVOUS_TTL);
+    state
+        .store()
+        .create_channel(req.channel_id, now, expires_ms)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateChannelResponse { expires_ms }),
+    )
+        .into_response())
+}
+
+async fn post_channel(
+    State(state): State<AppState>,
+    Segs(channel): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let channel_id = Id32::parse(&channel)?;
+    let req: ChannelPostRequest = decode(&body)?;
+    let seq = state
+        .store()
+        .post_channel(channel_id, &req.payload.0, state.now())
+        .await?;
+    Ok(Json(json!({ "seq": seq })))
+}
+
+async fn read_channel(
+    State(state): State<AppState>,
+    Segs(channel): Segs<String>,
+    Q(q): Q<PageQuery>,
+) -> ApiResult<Json<ChannelMessages>> {
+    let channel_id = Id32::parse(&channel)?;
+    q.page()?;
+    let messages = state
+        .store()
+        .read_channel(channel_id, q.after, state.now())
+        .await?
+        .into_iter()
+        .map(|(seq, payload)| ChannelMessage {
+            seq,
+            payload: HexBytes(payload),
+        })
+        .collect();
+    Ok(Json(ChannelMessages { messages }))
+}
+
+async fn close_channel(
+    State(state): State<AppState>,
+    Segs(channel): Segs<String>,
+) -> ApiResult<StatusCode> {
+    let channel_id = Id32::parse(&channel)?;
+    if state.store().close_channel(channel_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+// ---------------------------------------------------------------- presence
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    let s = authed.for_log(&log_id)?;
+    if state.presence().beat(log_id, s.device_id, state.now()) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::rate_limited())
+    }
+}
+
+async fn presence(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+) -> ApiResult<Json<PresenceResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    Ok(Json(PresenceResponse {
+        devices: state.presence().list(log_id, state.now()),
+    }))
+}

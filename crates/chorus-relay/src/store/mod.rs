@@ -1,0 +1,340 @@
+//! The storage contract: one trait, two backends, one conformance suite.
+//!
+//! [`RelayStore`] is everything the relay persists. Each method is one
+//! transaction and documents its contract; `tests/conformance.rs` runs the same
+//! scenarios over HTTP against [`SqliteStore`] and [`PostgresStore`]. Methods take
+//! `now` as an argument instead of reading a clock, so expiry is a pure function of
+//! inputs (see [`crate::clock`]).
+//!
+//! Appends are the hot path: the relay gathers concurrent append requests and
+//! hands them to [`RelayStore::append_group`] together, which commits them in one
+//! transaction (group commit, see [`crate::batcher`]). Each request in a group
+//! still succeeds or fails on its own.
+//!
+//! Cross-process wake-ups (several relay processes over one PostgreSQL database)
+//! go through [`RelayStore::publish`] and [`RelayStore::listen`]; SQLite has a
+//! single process and makes them no-ops.
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::api::{
+    EnvelopeOut, FailedGuard, Id16, Id32, PrekeyBundle, PrekeyCount, PublishPrekeysRequest,
+    RecordIn, RecordOut,
+};
+use crate::error::StoreResult;
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A log as stored.
+#[derive(Clone, Debug)]
+pub struct LogInfo {
+    /// Genesis bytes.
+    pub genesis: Vec<u8>,
+    /// Highest seq.
+    pub head_seq: i64,
+    /// Lowest seq still stored.
+    pub first_seq: i64,
+}
+
+/// A device row.
+#[derive(Clone, Debug)]
+pub struct DeviceRow {
+    /// Public key.
+    pub device_id: Id32,
+    /// When it was revoked.
+    pub revoked_ms: Option<i64>,
+    /// Acknowledged cursor.
+    pub cursor: i64,
+}
+
+/// What adding a device did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAdded {
+    /// Newly registered.
+    Added,
+    /// It was already current (linking is idempotent).
+    AlreadyPresent,
+}
+
+/// One append request inside a group commit.
+#[derive(Clone, Debug)]
+pub struct AppendJob {
+    /// The log.
+    pub log_id: Id32,
+    /// The authenticated device (stamped as author).
+    pub author: Id32,
+    /// The records, all or none.
+    pub records: Vec<RecordIn>,
+}
+
+/// Why one append in a group was refused (the others are unaffected).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppendRejection {
+    /// No such log.
+    NoLog,
+    /// The author is not a current device of the log.
+    NotCurrent,
+    /// Guards failed; nothing appended.
+    Guards(Vec<FailedGuard>),
+}
+
+/// Outcome of one append: the seqs given, or why not.
+pub type AppendOutcome = Result<Vec<i64>, AppendRejection>;
+
+/// A page of records.
+#[derive(Clone, Debug)]
+pub struct RecordPage {
+    /// Records after the requested seq (at most limit + 1 are fetched to know `more`).
+    pub records: Vec<RecordOut>,
+    /// Head.
+    pub head_seq: i64,
+    /// First stored.
+    pub first_seq: i64,
+}
+
+/// What posting an envelope did.
+#[derive(Clone, Copy, Debug)]
+pub struct Posted {
+    /// The owning log (for waking its devices).
+    pub log_id: Id32,
+    /// The envelope's seq.
+    pub seq: i64,
+    /// Whether it was already stored.
+    pub duplicate: bool,
+}
+
+/// A rendezvous message: seq and bytes.
+pub type ChannelRow = (i64, Vec<u8>);
+
+/// What a sweep deleted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Swept {
+    /// Expired envelopes.
+    pub envelopes: u64,
+    /// Expired rendezvous channels.
+    pub channels: u64,
+}
+
+/// Something devices may need to hear about, in this process or another.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "t")]
+pub enum Event {
+    /// A log's head moved.
+    LogAppended {
+        /// The log.
+        log_id: Id32,
+        /// New head.
+        head_seq: i64,
+    },
+    /// An envelope arrived in a mailbox owned by `log_id`.
+    MailboxPosted {
+        /// The owning log.
+        log_id: Id32,
+        /// The mailbox.
+        mailbox_id: Id32,
+        /// The envelope's seq.
+        seq: i64,
+    },
+    /// A device was revoked: drop its sessions and close its socket.
+    DeviceRevoked {
+        /// The log.
+        log_id: Id32,
+        /// The device.
+        device_id: Id32,
+    },
+    /// Notifications may have been lost (listener reconnected): re-read everything.
+    Resync,
+}
+
+/// Everything the relay stores. Each method is atomic.
+pub trait RelayStore: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates a log with its genesis and first device. `LogExists` if the id is taken.
+    fn create_log<'a>(
+        &'a self,
+        log_id: Id32,
+        genesis: &'a [u8],
+        device_id: Id32,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The log's genesis, head and first stored seq.
+    fn log_info(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Option<LogInfo>>>;
+
+    /// One device of a log.
+    fn device(
+        &self,
+        log_id: Id32,
+        device_id: Id32,
+    ) -> BoxFuture<'_, StoreResult<Option<DeviceRow>>>;
+
+    /// Every device of a log, in registration order.
+    fn devices(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Vec<DeviceRow>>>;
+
+    /// Registers a device. Idempotent for a current device; `DeviceRevoked` for a
+    /// revoked one; `TooManyDevices` at the bound.
+    fn add_device(
+        &self,
+        log_id: Id32,
+        device_id: Id32,
+        max_devices: usize,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<DeviceAdded>>;
+
+    /// Revokes a device (idempotent). `LastDevice` if it is the only current one.
+    fn revoke_device(
+        &self,
+        log_id: Id32,
+        device_id: Id32,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Appends each job atomically in one transaction. Per job: the author must be
+    /// current; every guard must match the stream's version (counting earlier
+    /// records of the same job) or nothing of that job is appended. Seqs are
+    /// consecutive and gap-free per log. Jobs are applied in the given order.
+    fn append_group<'a>(
+        &'a self,
+        jobs: &'a [AppendJob],
+    ) -> BoxFuture<'a, StoreResult<Vec<AppendOutcome>>>;
+
+    /// Records with seq > `after`, ascending, at most `limit`.
+    fn read_records(
+        &self,
+        log_id: Id32,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<RecordPage>>;
+
+    /// Moves a device's cursor forward (never back); returns the stored cursor.
+    fn ack_cursor(
+        &self,
+        log_id: Id32,
+        device_id: Id32,
+        seq: i64,
+    ) -> BoxFuture<'_, StoreResult<i64>>;
+
+    /// Deletes records with seq < `below`, if every current device's cursor is at
+    /// least `below - 1`. Returns the new first stored seq.
+    fn trim(&self, log_id: Id32, below: i64) -> BoxFuture<'_, StoreResult<i64>>;
+
+    /// Registers a mailbox under a log (idempotent for the same log).
+    fn register_mailbox(
+        &self,
+        log_id: Id32,
+        mailbox_id: Id32,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// The log's mailboxes and their heads.
+    fn mailboxes(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Vec<(Id32, i64)>>>;
+
+    /// Posts an envelope: idempotent by envelope id (same bytes → same seq,
+    /// `duplicate`); `EnvelopeConflict` for the same id with other bytes;
+    /// `MailboxFull` when `max_depth` unexpired envelopes are held.
+    #[allow(clippy::too_many_arguments)]
+    fn post_envelope<'a>(
+        &'a self,
+        mailbox_id: Id32,
+        envelope_id: Id16,
+        payload: &'a [u8],
+        now: i64,
+        expires_ms: i64,
+        max_depth: u32,
+    ) -> BoxFuture<'a, StoreResult<Posted>>;
+
+    /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`
+    /// (`NotFound` otherwise), at most `limit`.
+    fn read_envelopes(
+        &self,
+        log_id: Id32,
+        mailbox_id: Id32,
+        after: i64,
+        limit: u32,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>>;
+
+    /// Adds prekeys for an address, claiming it for `log_id` on first use.
+    fn publish_prekeys<'a>(
+        &'a self,
+        log_id: Id32,
+        address: Id32,
+        keys: &'a PublishPrekeysRequest,
+        max_stored: u32,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<PrekeyCount>>;
+
+    /// A bundle for an address, consuming exactly one one-time key of each kind
+    /// (atomically, even under concurrent fetches); `None` if unknown.
+    fn fetch_prekeys(&self, address: Id32) -> BoxFuture<'_, StoreResult<Option<PrekeyBundle>>>;
+
+    /// How many one-time keys remain for an address owned by `log_id`.
+    fn count_prekeys(&self, log_id: Id32, address: Id32)
+    -> BoxFuture<'_, StoreResult<PrekeyCount>>;
+
+    /// Stores (or replaces) a blob within the log's quota; returns bytes used.
+    fn put_blob<'a>(
+        &'a self,
+        log_id: Id32,
+        blob_id: Id32,
+        data: &'a [u8],
+        quota: u64,
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<i64>>;
+
+    /// A blob's bytes.
+    fn blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
+
+    /// Deletes a blob; false if absent.
+    fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Opens a rendezvous channel until `expires_ms`.
+    /// `ChannelExists` if a live channel has this id.
+    fn create_channel(
+        &self,
+        channel_id: Id32,
+        now: i64,
+        expires_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Adds a message to a live channel; returns its seq.
+    fn post_channel<'a>(
+        &'a self,
+        channel_id: Id32,
+        payload: &'a [u8],
+        now: i64,
+    ) -> BoxFuture<'a, StoreResult<i64>>;
+
+    /// Messages of a live channel after `after`.
+    fn read_channel(
+        &self,
+        channel_id: Id32,
+        after: i64,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<Vec<ChannelRow>>>;
+
+    /// Deletes a channel and its messages; false if absent.
+    fn close_channel(&self, channel_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Deletes expired envelopes and channels.
+    fn sweep(&self, now: i64) -> BoxFuture<'_, StoreResult<Swept>>;
+
+    /// Tells other relay processes about events (no-op for a single process).
+    fn publish<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Starts forwarding other processes' events into `bus`; returns once
+    /// listening (no-op for a single process).
+    fn listen(&self, bus: broadcast::Sender<Event>) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// How many append jobs to run concurrently (group-commit workers).
+    fn append_workers(&self) -> usize;
+}

@@ -1,0 +1,1065 @@
+//! The SQL both backends share, written once.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$n` placeholders,
+//! `ON CONFLICT`, `RETURNING`), so [`sql_store!`] implements [`super::RelayStore`]
+//! for either from one text. What differs is passed in: the row-lock suffix
+//! (`FOR UPDATE` on PostgreSQL, where several relay processes write concurrently;
+//! nothing on SQLite, where the store serialises writers itself), the one-time
+//! prekey consume statement (`SKIP LOCKED` on PostgreSQL), and how a write
+//! transaction begins (`begin_write`, an inherent method of each store).
+
+use crate::api::{Id16, Id32};
+use crate::error::StoreError;
+
+/// Decodes a stored 32-byte id; a wrong length means a corrupt database.
+pub(crate) fn id32(v: Vec<u8>) -> Result<Id32, StoreError> {
+    <[u8; 32]>::try_from(v.as_slice())
+        .map(Id32)
+        .map_err(|_| StoreError::Internal(sqlx::Error::Decode("stored id is not 32 bytes".into())))
+}
+
+/// Decodes a stored 16-byte id.
+pub(crate) fn id16(v: Vec<u8>) -> Result<Id16, StoreError> {
+    <[u8; 16]>::try_from(v.as_slice())
+        .map(Id16)
+        .map_err(|_| StoreError::Internal(sqlx::Error::Decode("stored id is not 16 bytes".into())))
+}
+
+/// Converts a count or size to the database's integer type.
+pub(crate) fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// Implements `RelayStore` for `$store` over database `$db`.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, backend = $backend:literal, lock = $lock:literal, consume_prekey = $consume:literal) => {
+        impl $crate::store::RelayStore for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            fn create_log<'a>(
+                &'a self,
+                log_id: Id32,
+                genesis: &'a [u8],
+                device_id: Id32,
+                now: i64,
+            ) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let r = sqlx::query(
+                        "INSERT INTO logs (log_id, genesis, head_seq, first_seq, blob_bytes, created_ms) \
+                         VALUES ($1, $2, 0, 1, 0, $3) ON CONFLICT (log_id) DO NOTHING",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(genesis)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::LogExists);
+                    }
+                    sqlx::query(
+                        "INSERT INTO devices (log_id, device_id, ordinal, revoked_ms, cursor_seq, created_ms) \
+                         VALUES ($1, $2, 0, NULL, 0, $3)",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn log_info(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Option<LogInfo>>> {
+                Box::pin(async move {
+                    let row = sqlx::query("SELECT genesis, head_seq, first_seq FROM logs WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    match row {
+                        None => Ok(None),
+                        Some(r) => Ok(Some(LogInfo {
+                            genesis: r.try_get(0)?,
+                            head_seq: r.try_get(1)?,
+                            first_seq: r.try_get(2)?,
+                        })),
+                    }
+                })
+            }
+
+            fn device(
+                &self,
+                log_id: Id32,
+                device_id: Id32,
+            ) -> BoxFuture<'_, StoreResult<Option<DeviceRow>>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT device_id, revoked_ms, cursor_seq FROM devices WHERE log_id = $1 AND device_id = $2",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|r| {
+                        Ok(DeviceRow {
+                            device_id: id32(r.try_get(0)?)?,
+                            revoked_ms: r.try_get(1)?,
+                            cursor: r.try_get(2)?,
+                        })
+                    })
+                    .transpose()
+                })
+            }
+
+            fn devices(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Vec<DeviceRow>>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT device_id, revoked_ms, cursor_seq FROM devices WHERE log_id = $1 ORDER BY ordinal",
+                    )
+                    .bind(&log_id.0[..])
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(DeviceRow {
+                                device_id: id32(r.try_get(0)?)?,
+                                revoked_ms: r.try_get(1)?,
+                                cursor: r.try_get(2)?,
+                            })
+                        })
+                        .collect()
+                })
+            }
+
+            fn add_device(
+                &self,
+                log_id: Id32,
+                device_id: Id32,
+                max_devices: usize,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<DeviceAdded>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let head: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT head_seq FROM logs WHERE log_id = $1", $lock))
+                            .bind(&log_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if head.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let existing: Option<Option<i64>> = sqlx::query_scalar(
+                        "SELECT revoked_ms FROM devices WHERE log_id = $1 AND device_id = $2",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match existing {
+                        Some(None) => return Ok(DeviceAdded::AlreadyPresent),
+                        Some(Some(_)) => return Err(StoreError::DeviceRevoked),
+                        None => {}
+                    }
+                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if count >= int(max_devices) {
+                        return Err(StoreError::TooManyDevices);
+                    }
+                    sqlx::query(
+                        "INSERT INTO devices (log_id, device_id, ordinal, revoked_ms, cursor_seq, created_ms) \
+                         VALUES ($1, $2, $3, NULL, 0, $4)",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .bind(count)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(DeviceAdded::Added)
+                })
+            }
+
+            fn revoke_device(
+                &self,
+                log_id: Id32,
+                device_id: Id32,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let head: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT head_seq FROM logs WHERE log_id = $1", $lock))
+                            .bind(&log_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if head.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let existing: Option<Option<i64>> = sqlx::query_scalar(
+                        "SELECT revoked_ms FROM devices WHERE log_id = $1 AND device_id = $2",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match existing {
+                        None => return Err(StoreError::NotFound),
+                        Some(Some(_)) => return Ok(()),
+                        Some(None) => {}
+                    }
+                    let current: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM devices WHERE log_id = $1 AND revoked_ms IS NULL",
+                    )
+                    .bind(&log_id.0[..])
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if current <= 1 {
+                        return Err(StoreError::LastDevice);
+                    }
+                    sqlx::query("UPDATE devices SET revoked_ms = $3 WHERE log_id = $1 AND device_id = $2")
+                        .bind(&log_id.0[..])
+                        .bind(&device_id.0[..])
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn append_group<'a>(
+                &'a self,
+                jobs: &'a [AppendJob],
+            ) -> BoxFuture<'a, StoreResult<Vec<AppendOutcome>>> {
+                Box::pin(async move {
+                    // Lock logs in id order so two concurrent groups cannot deadlock;
+                    // the sort is stable, so one log's jobs keep their arrival order.
+                    let mut order: Vec<usize> = (0..jobs.len()).collect();
+                    order.sort_by_key(|&i| jobs.get(i).map(|j| j.log_id));
+                    let mut out: Vec<AppendOutcome> = vec![Err(AppendRejection::NoLog); jobs.len()];
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    for i in order {
+                        let Some(job) = jobs.get(i) else { continue };
+                        let outcome = append_one(&mut tx, job).await?;
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = outcome;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(out)
+                })
+            }
+
+            fn read_records(
+                &self,
+                log_id: Id32,
+                after: i64,
+                limit: u32,
+            ) -> BoxFuture<'_, StoreResult<RecordPage>> {
+                Box::pin(async move {
+                    // Records first, then the head: the head read is never below
+                    // the records returned.
+                    let rows = sqlx::query(
+                        "SELECT seq, epoch, author, nonce, ciphertext, stream_tag, expected_version \
+                         FROM records WHERE log_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let info = sqlx::query("SELECT head_seq, first_seq FROM logs WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let mut records = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        let tag: Option<Vec<u8>> = r.try_get(5)?;
+                        let expected: Option<i64> = r.try_get(6)?;
+                        records.push(RecordOut {
+                            seq: r.try_get(0)?,
+                            epoch: r.try_get(1)?,
+                            author: id32(r.try_get(2)?)?,
+                            nonce: HexBytes(r.try_get(3)?),
+                            ciphertext: HexBytes(r.try_get(4)?),
+                            guard: match (tag, expected) {
+                                (Some(t), Some(v)) => Some(Guard {
+                                    stream_tag: HexBytes(t),
+                                    expected_version: v,
+                                }),
+                                _ => None,
+                            },
+                        });
+                    }
+                    Ok(RecordPage {
+                        records,
+                        head_seq: info.try_get(0)?,
+                        first_seq: info.try_get(1)?,
+                    })
+                })
+            }
+
+            fn ack_cursor(
+                &self,
+                log_id: Id32,
+                device_id: Id32,
+                seq: i64,
+            ) -> BoxFuture<'_, StoreResult<i64>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let head: i64 =
+                        sqlx::query_scalar("SELECT head_seq FROM logs WHERE log_id = $1")
+                            .bind(&log_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                    if seq > head {
+                        return Err(StoreError::CursorAhead { seq, head });
+                    }
+                    let stored: i64 = sqlx::query_scalar(
+                        "UPDATE devices SET cursor_seq = CASE WHEN cursor_seq < $3 THEN $3 ELSE cursor_seq END \
+                         WHERE log_id = $1 AND device_id = $2 AND revoked_ms IS NULL RETURNING cursor_seq",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&device_id.0[..])
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    tx.commit().await?;
+                    Ok(stored)
+                })
+            }
+
+            fn trim(&self, log_id: Id32, below: i64) -> BoxFuture<'_, StoreResult<i64>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let row = sqlx::query(concat!(
+                        "SELECT head_seq, first_seq FROM logs WHERE log_id = $1",
+                        $lock
+                    ))
+                    .bind(&log_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    let head: i64 = row.try_get(0)?;
+                    let first: i64 = row.try_get(1)?;
+                    if below > head {
+                        return Err(StoreError::CursorAhead { seq: below, head });
+                    }
+                    if below <= first {
+                        return Ok(first);
+                    }
+                    let min_cursor: Option<i64> = sqlx::query_scalar(
+                        "SELECT MIN(cursor_seq) FROM devices WHERE log_id = $1 AND revoked_ms IS NULL",
+                    )
+                    .bind(&log_id.0[..])
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let min_cursor = min_cursor.unwrap_or(0);
+                    if min_cursor < below {
+                        return Err(StoreError::NotAcknowledged { min_cursor });
+                    }
+                    sqlx::query("DELETE FROM records WHERE log_id = $1 AND seq < $2")
+                        .bind(&log_id.0[..])
+                        .bind(below)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE logs SET first_seq = $2 WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .bind(below)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(below)
+                })
+            }
+
+            fn register_mailbox(
+                &self,
+                log_id: Id32,
+                mailbox_id: Id32,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let head: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT head_seq FROM logs WHERE log_id = $1", $lock))
+                            .bind(&log_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if head.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let owner: Option<Vec<u8>> =
+                        sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                            .bind(&mailbox_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match owner {
+                        Some(o) if o == log_id.0 => return Ok(()),
+                        Some(_) => return Err(StoreError::MailboxTaken),
+                        None => {}
+                    }
+                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mailboxes WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if count >= int(MAX_MAILBOXES_PER_LOG) {
+                        return Err(StoreError::TooManyMailboxes);
+                    }
+                    sqlx::query(
+                        "INSERT INTO mailboxes (mailbox_id, log_id, head_seq, created_ms) VALUES ($1, $2, 0, $3)",
+                    )
+                    .bind(&mailbox_id.0[..])
+                    .bind(&log_id.0[..])
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn mailboxes(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Vec<(Id32, i64)>>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT mailbox_id, head_seq FROM mailboxes WHERE log_id = $1 ORDER BY created_ms, mailbox_id",
+                    )
+                    .bind(&log_id.0[..])
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|r| Ok((id32(r.try_get(0)?)?, r.try_get(1)?)))
+                        .collect()
+                })
+            }
+
+            fn post_envelope<'a>(
+                &'a self,
+                mailbox_id: Id32,
+                envelope_id: Id16,
+                payload: &'a [u8],
+                now: i64,
+                expires_ms: i64,
+                max_depth: u32,
+            ) -> BoxFuture<'a, StoreResult<Posted>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let mb = sqlx::query(concat!(
+                        "SELECT log_id, head_seq FROM mailboxes WHERE mailbox_id = $1",
+                        $lock
+                    ))
+                    .bind(&mailbox_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    let log_id = id32(mb.try_get(0)?)?;
+                    let head: i64 = mb.try_get(1)?;
+                    let existing = sqlx::query(
+                        "SELECT seq, payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
+                    )
+                    .bind(&mailbox_id.0[..])
+                    .bind(&envelope_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(e) = existing {
+                        let stored: Vec<u8> = e.try_get(1)?;
+                        if stored != payload {
+                            return Err(StoreError::EnvelopeConflict);
+                        }
+                        return Ok(Posted {
+                            log_id,
+                            seq: e.try_get(0)?,
+                            duplicate: true,
+                        });
+                    }
+                    let depth: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM envelopes WHERE mailbox_id = $1 AND expires_ms > $2",
+                    )
+                    .bind(&mailbox_id.0[..])
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if depth >= i64::from(max_depth) {
+                        return Err(StoreError::MailboxFull);
+                    }
+                    let seq = head + 1;
+                    sqlx::query(
+                        "INSERT INTO envelopes (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&mailbox_id.0[..])
+                    .bind(seq)
+                    .bind(&envelope_id.0[..])
+                    .bind(payload)
+                    .bind(now)
+                    .bind(expires_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE mailboxes SET head_seq = $2 WHERE mailbox_id = $1")
+                        .bind(&mailbox_id.0[..])
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Posted {
+                        log_id,
+                        seq,
+                        duplicate: false,
+                    })
+                })
+            }
+
+            fn read_envelopes(
+                &self,
+                log_id: Id32,
+                mailbox_id: Id32,
+                after: i64,
+                limit: u32,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>> {
+                Box::pin(async move {
+                    let owner: Option<Vec<u8>> =
+                        sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                            .bind(&mailbox_id.0[..])
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    if owner.as_deref() != Some(&log_id.0[..]) {
+                        return Err(StoreError::NotFound);
+                    }
+                    let rows = sqlx::query(
+                        "SELECT seq, envelope_id, payload, received_ms FROM envelopes \
+                         WHERE mailbox_id = $1 AND seq > $2 AND expires_ms > $3 ORDER BY seq LIMIT $4",
+                    )
+                    .bind(&mailbox_id.0[..])
+                    .bind(after)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(EnvelopeOut {
+                                seq: r.try_get(0)?,
+                                envelope_id: id16(r.try_get(1)?)?,
+                                payload: HexBytes(r.try_get(2)?),
+                                received_ms: r.try_get(3)?,
+                            })
+                        })
+                        .collect()
+                })
+            }
+
+            fn publish_prekeys<'a>(
+                &'a self,
+                log_id: Id32,
+                address: Id32,
+                keys: &'a PublishPrekeysRequest,
+                max_stored: u32,
+                now: i64,
+            ) -> BoxFuture<'a, StoreResult<PrekeyCount>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let owner: Option<Vec<u8>> = sqlx::query_scalar(concat!(
+                        "SELECT log_id FROM prekey_addresses WHERE address = $1",
+                        $lock
+                    ))
+                    .bind(&address.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match owner {
+                        Some(o) if o != log_id.0 => return Err(StoreError::AddressTaken),
+                        Some(_) => {}
+                        None => {
+                            let exists: Option<i64> =
+                                sqlx::query_scalar("SELECT head_seq FROM logs WHERE log_id = $1")
+                                    .bind(&log_id.0[..])
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
+                            if exists.is_none() {
+                                return Err(StoreError::NotFound);
+                            }
+                            sqlx::query(
+                                "INSERT INTO prekey_addresses (address, log_id, signed_prekey, pq_last_resort, updated_ms) \
+                                 VALUES ($1, $2, NULL, NULL, $3)",
+                            )
+                            .bind(&address.0[..])
+                            .bind(&log_id.0[..])
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    sqlx::query(
+                        "UPDATE prekey_addresses SET signed_prekey = COALESCE($2, signed_prekey), \
+                         pq_last_resort = COALESCE($3, pq_last_resort), updated_ms = $4 WHERE address = $1",
+                    )
+                    .bind(&address.0[..])
+                    .bind(keys.signed_prekey.as_ref().map(|k| k.0.as_slice()))
+                    .bind(keys.pq_last_resort.as_ref().map(|k| k.0.as_slice()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let before = count_one_time(&mut *tx, address).await?;
+                    if before.one_time + int(keys.one_time.len()) > i64::from(max_stored)
+                        || before.one_time_pq + int(keys.one_time_pq.len()) > i64::from(max_stored)
+                    {
+                        return Err(StoreError::TooManyPrekeys);
+                    }
+                    for (kind, list) in [(0i64, &keys.one_time), (1i64, &keys.one_time_pq)] {
+                        for k in list {
+                            sqlx::query("INSERT INTO one_time_prekeys (address, kind, prekey) VALUES ($1, $2, $3)")
+                                .bind(&address.0[..])
+                                .bind(kind)
+                                .bind(k.0.as_slice())
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    let after = count_one_time(&mut *tx, address).await?;
+                    tx.commit().await?;
+                    Ok(after)
+                })
+            }
+
+            fn fetch_prekeys(
+                &self,
+                address: Id32,
+            ) -> BoxFuture<'_, StoreResult<Option<PrekeyBundle>>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let Some(row) = sqlx::query(
+                        "SELECT signed_prekey, pq_last_resort FROM prekey_addresses WHERE address = $1",
+                    )
+                    .bind(&address.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let signed: Option<Vec<u8>> = row.try_get(0)?;
+                    let last_resort: Option<Vec<u8>> = row.try_get(1)?;
+                    let mut taken = [None, None];
+                    for (kind, slot) in taken.iter_mut().enumerate() {
+                        let k: Option<Vec<u8>> = sqlx::query_scalar($consume)
+                            .bind(&address.0[..])
+                            .bind(int(kind))
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        *slot = k;
+                    }
+                    tx.commit().await?;
+                    let [one_time, one_time_pq] = taken;
+                    let pq_is_last_resort = one_time_pq.is_none() && last_resort.is_some();
+                    Ok(Some(PrekeyBundle {
+                        signed_prekey: signed.map(HexBytes),
+                        one_time: one_time.map(HexBytes),
+                        pq: one_time_pq.or(last_resort).map(HexBytes),
+                        pq_is_last_resort,
+                    }))
+                })
+            }
+
+            fn count_prekeys(
+                &self,
+                log_id: Id32,
+                address: Id32,
+            ) -> BoxFuture<'_, StoreResult<PrekeyCount>> {
+                Box::pin(async move {
+                    let mut conn = self.pool.acquire().await?;
+                    let owner: Option<Vec<u8>> =
+                        sqlx::query_scalar("SELECT log_id FROM prekey_addresses WHERE address = $1")
+                            .bind(&address.0[..])
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    if owner.as_deref() != Some(&log_id.0[..]) {
+                        return Err(StoreError::NotFound);
+                    }
+                    count_one_time(&mut *conn, address).await
+                })
+            }
+
+            fn put_blob<'a>(
+                &'a self,
+                log_id: Id32,
+                blob_id: Id32,
+                data: &'a [u8],
+                quota: u64,
+                now: i64,
+            ) -> BoxFuture<'a, StoreResult<i64>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let used: i64 = sqlx::query_scalar(concat!(
+                        "SELECT blob_bytes FROM logs WHERE log_id = $1",
+                        $lock
+                    ))
+                    .bind(&log_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    let old: i64 = sqlx::query_scalar("SELECT size FROM blobs WHERE log_id = $1 AND blob_id = $2")
+                        .bind(&log_id.0[..])
+                        .bind(&blob_id.0[..])
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .unwrap_or(0);
+                    let new_used = used - old + int(data.len());
+                    let quota = int(quota);
+                    if new_used > quota {
+                        return Err(StoreError::QuotaExceeded { used, quota });
+                    }
+                    sqlx::query(
+                        "INSERT INTO blobs (log_id, blob_id, data, size, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (log_id, blob_id) DO UPDATE SET data = excluded.data, size = excluded.size, \
+                         created_ms = excluded.created_ms",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&blob_id.0[..])
+                    .bind(data)
+                    .bind(int(data.len()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE logs SET blob_bytes = $2 WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .bind(new_used)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(new_used)
+                })
+            }
+
+            fn blob(
+                &self,
+                log_id: Id32,
+                blob_id: Id32,
+            ) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar("SELECT data FROM blobs WHERE log_id = $1 AND blob_id = $2")
+                        .bind(&log_id.0[..])
+                        .bind(&blob_id.0[..])
+                        .fetch_optional(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let size: Option<i64> = sqlx::query_scalar(
+                        "DELETE FROM blobs WHERE log_id = $1 AND blob_id = $2 RETURNING size",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&blob_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(size) = size else { return Ok(false) };
+                    sqlx::query("UPDATE logs SET blob_bytes = blob_bytes - $2 WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .bind(size)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(true)
+                })
+            }
+
+            fn create_channel(
+                &self,
+                channel_id: Id32,
+                now: i64,
+                expires_ms: i64,
+            ) -> BoxFuture<'_, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    // An expired channel with the same id is gone already.
+                    delete_channel(&mut tx, channel_id, Some(now)).await?;
+                    let r = sqlx::query(
+                        "INSERT INTO channels (channel_id, expires_ms, head_seq) VALUES ($1, $2, 0) \
+                         ON CONFLICT (channel_id) DO NOTHING",
+                    )
+                    .bind(&channel_id.0[..])
+                    .bind(expires_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::ChannelExists);
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn post_channel<'a>(
+                &'a self,
+                channel_id: Id32,
+                payload: &'a [u8],
+                now: i64,
+            ) -> BoxFuture<'a, StoreResult<i64>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let row = sqlx::query(concat!(
+                        "SELECT head_seq, expires_ms FROM channels WHERE channel_id = $1",
+                        $lock
+                    ))
+                    .bind(&channel_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    let head: i64 = row.try_get(0)?;
+                    let expires: i64 = row.try_get(1)?;
+                    if expires <= now {
+                        return Err(StoreError::NotFound);
+                    }
+                    if head >= i64::from(MAX_RENDEZVOUS_MESSAGES) {
+                        return Err(StoreError::ChannelFull);
+                    }
+                    let seq = head + 1;
+                    sqlx::query("INSERT INTO channel_messages (channel_id, seq, payload) VALUES ($1, $2, $3)")
+                        .bind(&channel_id.0[..])
+                        .bind(seq)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE channels SET head_seq = $2 WHERE channel_id = $1")
+                        .bind(&channel_id.0[..])
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(seq)
+                })
+            }
+
+            fn read_channel(
+                &self,
+                channel_id: Id32,
+                after: i64,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<Vec<(i64, Vec<u8>)>>> {
+                Box::pin(async move {
+                    let expires: i64 =
+                        sqlx::query_scalar("SELECT expires_ms FROM channels WHERE channel_id = $1")
+                            .bind(&channel_id.0[..])
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                    if expires <= now {
+                        return Err(StoreError::NotFound);
+                    }
+                    let rows = sqlx::query(
+                        "SELECT seq, payload FROM channel_messages WHERE channel_id = $1 AND seq > $2 ORDER BY seq",
+                    )
+                    .bind(&channel_id.0[..])
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect()
+                })
+            }
+
+            fn close_channel(&self, channel_id: Id32) -> BoxFuture<'_, StoreResult<bool>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let gone = delete_channel(&mut tx, channel_id, None).await?;
+                    tx.commit().await?;
+                    Ok(gone)
+                })
+            }
+
+            fn sweep(&self, now: i64) -> BoxFuture<'_, StoreResult<Swept>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let envelopes = sqlx::query("DELETE FROM envelopes WHERE expires_ms <= $1")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(
+                        "DELETE FROM channel_messages WHERE channel_id IN \
+                         (SELECT channel_id FROM channels WHERE expires_ms <= $1)",
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let channels = sqlx::query("DELETE FROM channels WHERE expires_ms <= $1")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    tx.commit().await?;
+                    Ok(Swept { envelopes, channels })
+                })
+            }
+
+            fn publish<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(self.publish_events(events))
+            }
+
+            fn listen(&self, bus: broadcast::Sender<Event>) -> BoxFuture<'_, StoreResult<()>> {
+                Box::pin(self.listen_events(bus))
+            }
+
+            fn append_workers(&self) -> usize {
+                self.workers
+            }
+        }
+
+        /// One append job inside the group transaction.
+        async fn append_one(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            job: &AppendJob,
+        ) -> StoreResult<AppendOutcome> {
+            let head: Option<i64> =
+                sqlx::query_scalar(concat!("SELECT head_seq FROM logs WHERE log_id = $1", $lock))
+                    .bind(&job.log_id.0[..])
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            let Some(head) = head else {
+                return Ok(Err(AppendRejection::NoLog));
+            };
+            let author: Option<Option<i64>> = sqlx::query_scalar(
+                "SELECT revoked_ms FROM devices WHERE log_id = $1 AND device_id = $2",
+            )
+            .bind(&job.log_id.0[..])
+            .bind(&job.author.0[..])
+            .fetch_optional(&mut **tx)
+            .await?;
+            if author != Some(None) {
+                return Ok(Err(AppendRejection::NotCurrent));
+            }
+            // Versions as this job moves them, so a batch may guard one stream
+            // several times (expecting v, then v + 1, ...).
+            let mut versions: Vec<(&[u8], i64)> = Vec::new();
+            let mut failed = Vec::new();
+            for (index, rec) in job.records.iter().enumerate() {
+                let Some(g) = &rec.guard else { continue };
+                let tag = g.stream_tag.0.as_slice();
+                let current = match versions.iter().find(|(t, _)| *t == tag) {
+                    Some((_, v)) => *v,
+                    None => sqlx::query_scalar(
+                        "SELECT version FROM streams WHERE log_id = $1 AND stream_tag = $2",
+                    )
+                    .bind(&job.log_id.0[..])
+                    .bind(tag)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .unwrap_or(0),
+                };
+                let next = if current == g.expected_version {
+                    current + 1
+                } else {
+                    failed.push(FailedGuard {
+                        index,
+                        stream_tag: g.stream_tag.clone(),
+                        expected_version: g.expected_version,
+                        current_version: current,
+                    });
+                    current
+                };
+                match versions.iter_mut().find(|(t, _)| *t == tag) {
+                    Some(slot) => slot.1 = next,
+                    None => versions.push((tag, next)),
+                }
+            }
+            if !failed.is_empty() {
+                return Ok(Err(AppendRejection::Guards(failed)));
+            }
+            let mut seqs = Vec::with_capacity(job.records.len());
+            for (i, rec) in job.records.iter().enumerate() {
+                let seq = head + int(i) + 1;
+                sqlx::query(
+                    "INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&job.log_id.0[..])
+                .bind(seq)
+                .bind(rec.epoch)
+                .bind(&job.author.0[..])
+                .bind(rec.nonce.0.as_slice())
+                .bind(rec.ciphertext.0.as_slice())
+                .bind(rec.guard.as_ref().map(|g| g.stream_tag.0.as_slice()))
+                .bind(rec.guard.as_ref().map(|g| g.expected_version))
+                .execute(&mut **tx)
+                .await?;
+                seqs.push(seq);
+            }
+            for (tag, version) in versions {
+                sqlx::query(
+                    "INSERT INTO streams (log_id, stream_tag, version) VALUES ($1, $2, $3) \
+                     ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version",
+                )
+                .bind(&job.log_id.0[..])
+                .bind(tag)
+                .bind(version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            sqlx::query("UPDATE logs SET head_seq = $2 WHERE log_id = $1")
+                .bind(&job.log_id.0[..])
+                .bind(head + int(job.records.len()))
+                .execute(&mut **tx)
+                .await?;
+            Ok(Ok(seqs))
+        }
+
+        async fn count_one_time(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            address: Id32,
+        ) -> StoreResult<PrekeyCount> {
+            let rows = sqlx::query(
+                "SELECT kind, COUNT(*) FROM one_time_prekeys WHERE address = $1 GROUP BY kind",
+            )
+            .bind(&address.0[..])
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut count = PrekeyCount {
+                one_time: 0,
+                one_time_pq: 0,
+            };
+            for r in rows {
+                let kind: i64 = r.try_get(0)?;
+                let n: i64 = r.try_get(1)?;
+                if kind == 0 {
+                    count.one_time = n;
+                } else {
+                    count.one_time_pq = n;
+                }
+            }
+            Ok(count)
+        }
+
+        async fn delete_channel(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            channel_id: Id32,
+            only_expired_at: Option<i64>,
+        ) -> StoreResult<bool> {
+            let cutoff = only_expired_at.unwrap_or(i64::MAX);
+            let r = sqlx::query("DELETE FROM channels WHERE channel_id = $1 AND expires_ms <= $2")
+                .bind(&channel_id.0[..])
+                .bind(cutoff)
+                .execute(&mut **tx)
+                .await?;
+            if r.rows_affected() > 0 {
+                sqlx::query("DELETE FROM channel_messages WHERE channel_id = $1")
+                    .bind(&channel_id.0[..])
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(r.rows_affected() > 0)
+        }
+    };
+}
+
+pub(crate) use sql_store;

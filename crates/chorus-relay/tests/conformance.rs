@@ -1,0 +1,1198 @@
+//! The relay conformance suite: every scenario runs over real HTTP against both
+//! storage backends (SQLite always, PostgreSQL when `CHORUS_TEST_POSTGRES_URL` is
+//! set), so the two stores cannot drift apart. Scenario names say the hazard.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chorus_relay::Limits;
+use chorus_relay::limits::*;
+use common::{Backend, Device, Hex32, Relay, record};
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+both_backends!(
+    log_append_and_read_round_trip_with_author_stamped,
+    racing_guarded_appends_have_one_winner_per_version_and_no_gaps,
+    failed_guard_appends_nothing_and_names_current_versions,
+    append_batch_at_bound_is_accepted_and_one_over_changes_nothing,
+    records_are_paged_up_to_the_page_bound,
+    trim_waits_for_every_current_device_cursor,
+    revocation_cuts_access_including_the_live_websocket,
+    every_protected_endpoint_requires_a_valid_token,
+    session_for_one_log_is_forbidden_on_another,
+    forged_or_replayed_challenge_answers_are_refused,
+    device_count_at_bound_then_refused,
+    mailbox_post_is_idempotent_by_envelope_id,
+    mailbox_envelopes_expire_after_ttl,
+    mailbox_depth_at_bound_then_full,
+    mailbox_post_rate_at_bound_then_limited,
+    batched_read_across_mailboxes_and_push_of_envelopes,
+    concurrent_prekey_fetches_never_share_a_one_time_key,
+    prekey_fetch_rate_at_bound_then_limited,
+    blob_quota_and_size_bounds,
+    rendezvous_channel_lives_ten_minutes_and_is_gone_after_close,
+    presence_is_visible_to_siblings_and_fades,
+    malformed_input_gets_a_code_and_changes_nothing,
+);
+
+async fn head(r: &Relay, log: &Hex32, token: &str) -> i64 {
+    let (s, v) = r.get(&format!("/v1/logs/{}", log.0), Some(token)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["head_seq"].as_i64().unwrap()
+}
+
+async fn log_append_and_read_round_trip_with_author_stamped(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, tok) = r.identity(1).await;
+    let (s, v) = r
+        .append(
+            &log,
+            &tok,
+            vec![record("a", None), record("b", Some(("s", 0)))],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seqs"], json!([1, 2]));
+    let (s, v) = r
+        .get(&format!("/v1/logs/{}/records?after=0", log.0), Some(&tok))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["author"], json!(dev.id));
+    assert_eq!(recs[1]["ciphertext"], json!(hex::encode("b")));
+    assert_eq!(recs[1]["guard"]["expected_version"], json!(0));
+    assert_eq!(v["head_seq"], json!(2));
+    assert_eq!(v["more"], json!(false));
+    let (_, info) = r.get(&format!("/v1/logs/{}", log.0), Some(&tok)).await;
+    assert_eq!(info["genesis"], json!("67656e65736973"));
+    // Creating the same log again is a conflict.
+    let (s, v) = r
+        .post(
+            "/v1/logs",
+            None,
+            json!({ "log_id": log.0, "genesis": "", "device_id": dev.id }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("log_exists"))
+    );
+}
+
+async fn racing_guarded_appends_have_one_winner_per_version_and_no_gaps(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, _) = r.identity(2).await;
+    const CLIENTS: usize = 8;
+    const VERSIONS: i64 = 12;
+    let r = std::sync::Arc::new(r);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (r, log) = (r.clone(), log.clone());
+        let dev = Device::new(2);
+        let _ = &dev;
+        tasks.push(tokio::spawn(async move {
+            let tok = r.login(&log, &dev).await;
+            let mut wins = Vec::new();
+            let mut version = 0i64;
+            while version < VERSIONS {
+                let rec = record(&format!("c{c}v{version}"), Some(("session", version)));
+                // An unguarded record rides along: it must never get a seq if the guard fails.
+                let (s, v) = r.append(&log, &tok, vec![rec, record("side", None)]).await;
+                match s {
+                    StatusCode::OK => {
+                        wins.push(version);
+                        version += 1;
+                    }
+                    StatusCode::CONFLICT => {
+                        assert_eq!(v["error"], json!("guard_failed"));
+                        version = v["failed"][0]["current_version"].as_i64().unwrap();
+                    }
+                    other => panic!("unexpected {other}: {v}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        (0..VERSIONS).collect::<Vec<_>>(),
+        "exactly one winner per version"
+    );
+    let tok = r.login(&log, &dev).await;
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/records?after=0&limit=256", log.0),
+            Some(&tok),
+        )
+        .await;
+    let recs = v["records"].as_array().unwrap();
+    let seqs: Vec<i64> = recs.iter().map(|x| x["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=2 * VERSIONS).collect::<Vec<_>>(), "no seq gaps");
+    let versions: Vec<i64> = recs
+        .iter()
+        .filter_map(|x| x["guard"]["expected_version"].as_i64())
+        .collect();
+    assert_eq!(versions, (0..VERSIONS).collect::<Vec<_>>());
+}
+
+async fn failed_guard_appends_nothing_and_names_current_versions(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(3).await;
+    let (s, _) = r
+        .append(
+            &log,
+            &tok,
+            vec![record("x", Some(("a", 0))), record("y", Some(("a", 1)))],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "one batch may guard a stream twice");
+    let (s, v) = r
+        .append(
+            &log,
+            &tok,
+            vec![
+                record("p", Some(("b", 0))),
+                record("q", Some(("a", 0))),
+                record("z", Some(("c", 5))),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["error"], json!("guard_failed"));
+    let failed = v["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0]["index"], json!(1));
+    assert_eq!(failed[0]["stream_tag"], json!(hex::encode("a")));
+    assert_eq!(failed[0]["current_version"], json!(2));
+    assert_eq!(failed[1]["current_version"], json!(0));
+    assert_eq!(head(&r, &log, &tok).await, 2, "nothing appended");
+    // Stream b was not moved by the refused batch.
+    let (s, _) = r
+        .append(&log, &tok, vec![record("p", Some(("b", 0)))])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(4).await;
+    let big = "x".repeat(MAX_RECORD_BYTES);
+    let (s, v) = r
+        .append(&log, &tok, vec![record(&big, None); MAX_APPEND_BATCH])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seqs"].as_array().unwrap().len(), MAX_APPEND_BATCH);
+    let (s, v) = r
+        .append(&log, &tok, vec![record("x", None); MAX_APPEND_BATCH + 1])
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("batch_too_large"))
+    );
+    let (s, v) = r
+        .append(&log, &tok, vec![record(&format!("{big}x"), None)])
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("record_too_large"))
+    );
+    let (s, v) = r.append(&log, &tok, vec![]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("empty_batch"))
+    );
+    assert_eq!(head(&r, &log, &tok).await, MAX_APPEND_BATCH as i64);
+}
+
+async fn records_are_paged_up_to_the_page_bound(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(5).await;
+    let total = MAX_PAGE as usize + 44;
+    for chunk in 0..total.div_ceil(MAX_APPEND_BATCH) {
+        let n = MAX_APPEND_BATCH.min(total - chunk * MAX_APPEND_BATCH);
+        let (s, _) = r.append(&log, &tok, vec![record("r", None); n]).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, v) = r
+        .get(
+            &format!("/v1/logs/{}/records?after=0&limit={MAX_PAGE}", log.0),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["records"].as_array().unwrap().len(), MAX_PAGE as usize);
+    assert_eq!(v["more"], json!(true));
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/records?after={MAX_PAGE}", log.0),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 44);
+    assert_eq!(v["records"][0]["seq"], json!(MAX_PAGE + 1));
+    assert_eq!(v["more"], json!(false));
+    let (_, v) = r
+        .get(&format!("/v1/logs/{}/records", log.0), Some(&tok))
+        .await;
+    assert_eq!(
+        v["records"].as_array().unwrap().len(),
+        DEFAULT_PAGE as usize
+    );
+    let (s, v) = r
+        .get(
+            &format!("/v1/logs/{}/records?after=0&limit={}", log.0, MAX_PAGE + 1),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("limit_too_large"))
+    );
+    let (s, v) = r
+        .get(&format!("/v1/logs/{}/records?after=-1", log.0), Some(&tok))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_after"))
+    );
+}
+
+async fn trim_waits_for_every_current_device_cursor(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(6).await;
+    let d2 = Device::new(60);
+    let (s, _) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok),
+            json!({ "device_id": d2.id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tok2 = r.login(&log, &d2).await;
+    r.append(&log, &tok, vec![record("r", None); 10]).await;
+    let cursor = format!("/v1/logs/{}/cursor", log.0);
+    let trim = format!("/v1/logs/{}/trim", log.0);
+    let (s, v) = r.post(&cursor, Some(&tok), json!({ "seq": 8 })).await;
+    assert_eq!((s, v["cursor"].clone()), (StatusCode::OK, json!(8)));
+    let (s, v) = r.post(&cursor, Some(&tok), json!({ "seq": 3 })).await;
+    assert_eq!(v["cursor"], json!(8), "cursors never move back ({s})");
+    let (s, v) = r.post(&cursor, Some(&tok), json!({ "seq": 11 })).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("cursor_ahead"))
+    );
+    let (s, v) = r.post(&trim, Some(&tok), json!({ "below_seq": 5 })).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("not_acknowledged"))
+    );
+    assert_eq!(v["min_cursor"], json!(0));
+    r.post(&cursor, Some(&tok2), json!({ "seq": 5 })).await;
+    let (s, v) = r.post(&trim, Some(&tok), json!({ "below_seq": 5 })).await;
+    assert_eq!((s, v["first_seq"].clone()), (StatusCode::OK, json!(5)));
+    let (_, v) = r
+        .get(&format!("/v1/logs/{}/records?after=0", log.0), Some(&tok))
+        .await;
+    assert_eq!(v["first_seq"], json!(5));
+    assert_eq!(v["records"][0]["seq"], json!(5));
+    assert_eq!(v["records"].as_array().unwrap().len(), 6);
+    // A revoked device no longer holds trimming back.
+    r.call(
+        Method::DELETE,
+        &format!("/v1/logs/{}/devices/{}", log.0, d2.id),
+        Some(&tok),
+        None,
+    )
+    .await;
+    let (s, _) = r.post(&trim, Some(&tok), json!({ "below_seq": 8 })).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+async fn ws_connect(
+    r: &Relay,
+    log: &Hex32,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = format!("{}/v1/logs/{}/ws", r.ws_base, log.0)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws
+}
+
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("push in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+}
+
+async fn revocation_cuts_access_including_the_live_websocket(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, d1, tok1) = r.identity(7).await;
+    let d2 = Device::new(70);
+    let devices = format!("/v1/logs/{}/devices", log.0);
+    let (s, _) = r
+        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = r
+        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "registering twice is idempotent");
+    let tok2 = r.login(&log, &d2).await;
+    let mut ws = ws_connect(&r, &log, &tok2).await;
+    r.append(&log, &tok1, vec![record("hello", None)]).await;
+    let push = next_text(&mut ws).await;
+    assert_eq!(push["type"], json!("records"));
+    assert_eq!(push["records"][0]["seq"], json!(1));
+    assert_eq!(push["records"][0]["author"], json!(d1.id));
+
+    let (s, _) = r
+        .call(
+            Method::DELETE,
+            &format!("{devices}/{}", d2.id),
+            Some(&tok1),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // The socket closes at once with the revocation code.
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("socket closed promptly");
+    assert_eq!(closed, Some(4003));
+    let (s, _) = r
+        .get(&format!("/v1/logs/{}/records", log.0), Some(&tok2))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = r.append(&log, &tok2, vec![record("x", None)]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.try_login(&log, &d2).await.is_err(),
+        "a revoked key cannot log in again"
+    );
+    let (s, v) = r
+        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("device_revoked"))
+    );
+    let (s, v) = r
+        .call(
+            Method::DELETE,
+            &format!("{devices}/{}", d1.id),
+            Some(&tok1),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("last_device"))
+    );
+    let (_, v) = r.get(&devices, Some(&tok1)).await;
+    assert!(v["devices"][1]["revoked_ms"].is_i64());
+}
+
+async fn every_protected_endpoint_requires_a_valid_token(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, _) = r.identity(8).await;
+    let l = &log.0;
+    let x = Hex32::from_seed(9).0;
+    let table: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/v1/logs/{l}"), None),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/append"),
+            Some(json!({ "records": [record("a", None)] })),
+        ),
+        (Method::GET, format!("/v1/logs/{l}/records?after=0"), None),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/cursor"),
+            Some(json!({ "seq": 0 })),
+        ),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/trim"),
+            Some(json!({ "below_seq": 1 })),
+        ),
+        (Method::GET, format!("/v1/logs/{l}/devices"), None),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/devices"),
+            Some(json!({ "device_id": Device::new(1).id })),
+        ),
+        (Method::DELETE, format!("/v1/logs/{l}/devices/{x}"), None),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/mailboxes"),
+            Some(json!({ "mailbox_id": x })),
+        ),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/mailboxes/read"),
+            Some(json!({ "mailboxes": [{ "mailbox_id": x }] })),
+        ),
+        (
+            Method::GET,
+            format!("/v1/logs/{l}/mailboxes/{x}/envelopes"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/prekeys/{x}"),
+            Some(json!({ "one_time": ["01"] })),
+        ),
+        (Method::GET, format!("/v1/logs/{l}/prekeys/{x}/count"), None),
+        (Method::PUT, format!("/v1/logs/{l}/blobs/{x}"), None),
+        (Method::GET, format!("/v1/logs/{l}/blobs/{x}"), None),
+        (Method::DELETE, format!("/v1/logs/{l}/blobs/{x}"), None),
+        (Method::GET, format!("/v1/logs/{l}/presence"), None),
+        (Method::POST, format!("/v1/logs/{l}/presence"), None),
+        (Method::GET, format!("/v1/logs/{l}/ws"), None),
+    ];
+    let wrong = hex::encode([0x5a; 32]);
+    for (method, path, body) in &table {
+        for token in [None, Some(wrong.as_str()), Some("not even hex")] {
+            let (s, v) = r.call(method.clone(), path, token, body.clone()).await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {v}"
+            );
+            assert_eq!(v["error"], json!("unauthorized"));
+        }
+    }
+    // Nothing changed.
+    let tok = r.login(&log, &Device::new(8)).await;
+    assert_eq!(head(&r, &log, &tok).await, 0);
+}
+
+async fn session_for_one_log_is_forbidden_on_another(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log_a, _, _) = r.identity(10).await;
+    let (_, _, tok_b) = r.identity(11).await;
+    let (s, v) = r.append(&log_a, &tok_b, vec![record("x", None)]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden"))
+    );
+    let (s, _) = r
+        .get(&format!("/v1/logs/{}/records", log_a.0), Some(&tok_b))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+async fn forged_or_replayed_challenge_answers_are_refused(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, _) = r.identity(12).await;
+    let (_, v) = r
+        .post(
+            "/v1/auth/challenge",
+            None,
+            json!({ "log_id": log.0, "device_id": dev.id }),
+        )
+        .await;
+    let challenge = v["challenge"].as_str().unwrap().to_string();
+    // Signed by the wrong key.
+    let other = Device::new(99);
+    use ed25519_dalek::Signer;
+    let c: chorus_relay::api::Id32 = challenge.parse().unwrap();
+    let msg =
+        chorus_relay::api::auth_message(&c, &log.0.parse().unwrap(), &dev.id.parse().unwrap());
+    let bad = other.key.sign(&msg);
+    let (s, _) = r
+        .post(
+            "/v1/auth/session",
+            None,
+            json!({ "challenge": challenge, "signature": hex::encode(bad.to_bytes()) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // The challenge was consumed by the failed attempt: the right signature is now too late.
+    let good = dev.key.sign(&msg);
+    let (s, _) = r
+        .post(
+            "/v1/auth/session",
+            None,
+            json!({ "challenge": challenge, "signature": hex::encode(good.to_bytes()) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // An unknown device cannot log in.
+    assert!(r.try_login(&log, &Device::new(98)).await.is_err());
+    // An expired session stops working.
+    let tok = r.login(&log, &dev).await;
+    r.clock.advance(DEFAULT_SESSION_TTL);
+    let (s, _) = r.get(&format!("/v1/logs/{}", log.0), Some(&tok)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+async fn device_count_at_bound_then_refused(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(13).await;
+    let path = format!("/v1/logs/{}/devices", log.0);
+    for i in 1..MAX_DEVICES_PER_LOG {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[i as u8; 32]);
+        let id = hex::encode(key.verifying_key().to_bytes());
+        let (s, v) = r.post(&path, Some(&tok), json!({ "device_id": id })).await;
+        assert_eq!(s, StatusCode::CREATED, "device {i}: {v}");
+    }
+    let extra = ed25519_dalek::SigningKey::from_bytes(&[200; 32]);
+    let extra = hex::encode(extra.verifying_key().to_bytes());
+    let (s, v) = r
+        .post(&path, Some(&tok), json!({ "device_id": extra }))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("too_many_devices"))
+    );
+    let not_a_point = (0..=255u8)
+        .map(|b| {
+            let mut k = [0u8; 32];
+            k[0] = b;
+            k
+        })
+        .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+        .unwrap();
+    let (s, v) = r
+        .post(
+            &path,
+            Some(&tok),
+            json!({ "device_id": hex::encode(not_a_point) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "not a valid Ed25519 point: {v}");
+}
+
+async fn mailbox(r: &Relay, log: &Hex32, tok: &str, seed: u64) -> Hex32 {
+    let m = Hex32::from_u64(seed);
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes", log.0),
+            Some(tok),
+            json!({ "mailbox_id": m.0 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    m
+}
+
+async fn post_env(r: &Relay, m: &Hex32, id: u8, payload: &str) -> (StatusCode, Value) {
+    r.post(
+        &format!("/v1/mailboxes/{}/envelopes", m.0),
+        None,
+        json!({ "envelope_id": hex::encode([id; 16]), "payload": hex::encode(payload) }),
+    )
+    .await
+}
+
+async fn mailbox_post_is_idempotent_by_envelope_id(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(14).await;
+    let m = mailbox(&r, &log, &tok, 1).await;
+    let (s, v) = post_env(&r, &m, 1, "hi").await;
+    assert_eq!(
+        (s, v.clone()),
+        (StatusCode::OK, json!({ "seq": 1, "duplicate": false }))
+    );
+    let (s, v) = post_env(&r, &m, 1, "hi").await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, json!({ "seq": 1, "duplicate": true }))
+    );
+    let (s, v) = post_env(&r, &m, 1, "different").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("envelope_conflict"))
+    );
+    let (s, v) = post_env(&r, &m, 2, "second").await;
+    assert_eq!((s, v["seq"].clone()), (StatusCode::OK, json!(2)));
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/mailboxes/{}/envelopes?after=0", log.0, m.0),
+            Some(&tok),
+        )
+        .await;
+    let envs = v["envelopes"].as_array().unwrap();
+    assert_eq!(envs.len(), 2);
+    assert_eq!(envs[0]["payload"], json!(hex::encode("hi")));
+    // Unregistered mailbox: nobody to deliver to.
+    let (s, _) = post_env(&r, &Hex32::from_u64(777), 1, "x").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another log cannot claim or read it.
+    let (log2, _, tok2) = r.identity(15).await;
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes", log2.0),
+            Some(&tok2),
+            json!({ "mailbox_id": m.0 }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("mailbox_taken"))
+    );
+    let (s, _) = r
+        .get(
+            &format!("/v1/logs/{}/mailboxes/{}/envelopes", log2.0, m.0),
+            Some(&tok2),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+async fn mailbox_envelopes_expire_after_ttl(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, tok) = r.identity(16).await;
+    let m = mailbox(&r, &log, &tok, 2).await;
+    post_env(&r, &m, 1, "old").await;
+    r.clock.advance(Duration::from_secs(24 * 3600));
+    post_env(&r, &m, 2, "newer").await;
+    r.clock
+        .advance(DEFAULT_MAILBOX_TTL - Duration::from_secs(24 * 3600));
+    let tok = r.login(&log, &dev).await;
+    let read = format!("/v1/logs/{}/mailboxes/{}/envelopes", log.0, m.0);
+    let (_, v) = r.get(&read, Some(&tok)).await;
+    let envs = v["envelopes"].as_array().unwrap();
+    assert_eq!(
+        envs.len(),
+        1,
+        "the first envelope expired exactly at its TTL: {v}"
+    );
+    assert_eq!(envs[0]["seq"], json!(2));
+    let swept = r.state.sweep().await.unwrap();
+    assert_eq!(swept.envelopes, 1);
+    r.clock.advance(Duration::from_secs(24 * 3600));
+    let tok = r.login(&log, &dev).await;
+    let (_, v) = r.get(&read, Some(&tok)).await;
+    assert!(v["envelopes"].as_array().unwrap().is_empty(), "{v}");
+    // Seqs keep rising after expiry; ids of swept envelopes may be reused.
+    let (_, v) = post_env(&r, &m, 1, "again").await;
+    assert_eq!(v["seq"], json!(3));
+}
+
+async fn mailbox_depth_at_bound_then_full(b: Backend) {
+    let limits = Limits {
+        mailbox_depth: 5,
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(17).await;
+    let m = mailbox(&r, &log, &tok, 3).await;
+    for i in 0..5 {
+        let (s, _) = post_env(&r, &m, i, "x").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, v) = post_env(&r, &m, 9, "x").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("mailbox_full"))
+    );
+    let (s, _) = post_env(&r, &m, 0, "x").await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a duplicate of a stored envelope is still accepted"
+    );
+    r.clock.advance(DEFAULT_MAILBOX_TTL);
+    let (s, _) = post_env(&r, &m, 9, "x").await;
+    assert_eq!(s, StatusCode::OK, "expired envelopes no longer count");
+}
+
+async fn mailbox_post_rate_at_bound_then_limited(b: Backend) {
+    let limits = Limits {
+        mailbox_post_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 4.0,
+        },
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(18).await;
+    let m = mailbox(&r, &log, &tok, 4).await;
+    for i in 0..4 {
+        assert_eq!(post_env(&r, &m, i, "x").await.0, StatusCode::OK);
+    }
+    let (s, v) = post_env(&r, &m, 4, "x").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+    r.clock.advance(Duration::from_secs(1));
+    assert_eq!(post_env(&r, &m, 4, "x").await.0, StatusCode::OK);
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/mailboxes/{}/envelopes", log.0, m.0),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(
+        v["envelopes"].as_array().unwrap().len(),
+        5,
+        "the refused post stored nothing"
+    );
+}
+
+async fn batched_read_across_mailboxes_and_push_of_envelopes(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(19).await;
+    let ms: Vec<Hex32> =
+        futures::future::join_all((10..13).map(|i| mailbox(&r, &log, &tok, i))).await;
+    let mut ws = ws_connect(&r, &log, &tok).await;
+    for (i, m) in ms.iter().enumerate() {
+        for j in 0..=i as u8 {
+            post_env(&r, m, j, &format!("m{i}e{j}")).await;
+        }
+    }
+    let mut pushed = BTreeMap::new();
+    while pushed.values().map(|v: &usize| *v).sum::<usize>() < 6 {
+        let p = next_text(&mut ws).await;
+        assert_eq!(p["type"], json!("envelopes"));
+        *pushed
+            .entry(p["mailbox_id"].as_str().unwrap().to_string())
+            .or_default() += p["envelopes"].as_array().unwrap().len();
+    }
+    assert_eq!(pushed.len(), 3);
+    let body = json!({
+        "mailboxes": ms.iter().map(|m| json!({ "mailbox_id": m.0, "after": 0 })).collect::<Vec<_>>(),
+        "limit": 2
+    });
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes/read", log.0),
+            Some(&tok),
+            body,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let res = v["results"].as_array().unwrap();
+    let counts: Vec<usize> = res
+        .iter()
+        .map(|x| x["envelopes"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(counts, vec![1, 2, 2]);
+    assert_eq!(res[2]["more"], json!(true));
+    let too_many: Vec<Value> = (0..=MAX_BATCH_MAILBOXES)
+        .map(|_| json!({ "mailbox_id": ms[0].0 }))
+        .collect();
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes/read", log.0),
+            Some(&tok),
+            json!({ "mailboxes": too_many }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("batch_too_large"))
+    );
+    let at_bound: Vec<Value> = (0..MAX_BATCH_MAILBOXES)
+        .map(|_| json!({ "mailbox_id": ms[0].0 }))
+        .collect();
+    let (s, _) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes/read", log.0),
+            Some(&tok),
+            json!({ "mailboxes": at_bound }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+async fn concurrent_prekey_fetches_never_share_a_one_time_key(b: Backend) {
+    let limits = Limits::default().unlimited_rates();
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(20).await;
+    let addr = Hex32::from_u64(42);
+    let keys: Vec<String> = (0..40u32).map(|i| hex::encode(i.to_be_bytes())).collect();
+    let pq: Vec<String> = (0..5u32)
+        .map(|i| hex::encode((1000 + i).to_be_bytes()))
+        .collect();
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/prekeys/{}", log.0, addr.0),
+            Some(&tok),
+            json!({ "signed_prekey": "5350", "pq_last_resort": "4c52", "one_time": keys, "one_time_pq": pq }),
+        )
+        .await;
+    assert_eq!(
+        (s, v.clone()),
+        (StatusCode::OK, json!({ "one_time": 40, "one_time_pq": 5 }))
+    );
+    let r = std::sync::Arc::new(r);
+    let fetches = futures::future::join_all((0..48).map(|_| {
+        let (r, addr) = (r.clone(), addr.clone());
+        tokio::spawn(async move {
+            r.post(&format!("/v1/prekeys/{}/fetch", addr.0), None, json!({}))
+                .await
+        })
+    }))
+    .await;
+    let mut seen = HashSet::new();
+    let (mut none, mut last_resort) = (0, 0);
+    for f in fetches {
+        let (s, v) = f.unwrap();
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["signed_prekey"], json!("5350"));
+        match v["one_time"].as_str() {
+            Some(k) => assert!(
+                seen.insert(k.to_string()),
+                "one-time key {k} handed out twice"
+            ),
+            None => none += 1,
+        }
+        if v["pq_is_last_resort"] == json!(true) {
+            assert_eq!(v["pq"], json!("4c52"));
+            last_resort += 1;
+        }
+    }
+    assert_eq!((seen.len(), none, last_resort), (40, 8, 43));
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/prekeys/{}/count", log.0, addr.0),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(v, json!({ "one_time": 0, "one_time_pq": 0 }));
+    let (s, _) = r
+        .post(
+            &format!("/v1/prekeys/{}/fetch", Hex32::from_u64(43).0),
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another log cannot publish under this address.
+    let (log2, _, tok2) = r.identity(21).await;
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/prekeys/{}", log2.0, addr.0),
+            Some(&tok2),
+            json!({ "one_time": ["01"] }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("address_taken"))
+    );
+    // Storage bound per address.
+    let full: Vec<String> = (0..MAX_PREKEYS_PER_PUBLISH)
+        .map(|_| "01".to_string())
+        .collect();
+    for _ in 0..(MAX_PREKEYS_STORED as usize / MAX_PREKEYS_PER_PUBLISH) {
+        let (s, v) = r
+            .post(
+                &format!("/v1/logs/{}/prekeys/{}", log.0, addr.0),
+                Some(&tok),
+                json!({ "one_time": full }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/prekeys/{}", log.0, addr.0),
+            Some(&tok),
+            json!({ "one_time": ["01"] }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("too_many_prekeys"))
+    );
+}
+
+async fn prekey_fetch_rate_at_bound_then_limited(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(22).await;
+    let addr = Hex32::from_u64(44);
+    r.post(
+        &format!("/v1/logs/{}/prekeys/{}", log.0, addr.0),
+        Some(&tok),
+        json!({ "signed_prekey": "01" }),
+    )
+    .await;
+    for _ in 0..DEFAULT_PREKEY_FETCH_RATE.burst as usize {
+        let (s, _) = r
+            .post(&format!("/v1/prekeys/{}/fetch", addr.0), None, json!({}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, _) = r
+        .post(&format!("/v1/prekeys/{}/fetch", addr.0), None, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn blob_quota_and_size_bounds(b: Backend) {
+    let limits = Limits {
+        blob_quota_bytes: 1000,
+        max_blob_bytes: 700,
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(23).await;
+    let blob = |i: u64| format!("/v1/logs/{}/blobs/{}", log.0, Hex32::from_u64(i).0);
+    let (s, v) = r.raw(Method::PUT, &blob(1), Some(&tok), vec![1; 600]).await;
+    assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(600)));
+    let (s, v) = r.raw(Method::PUT, &blob(2), Some(&tok), vec![2; 401]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("quota_exceeded"))
+    );
+    let (s, v) = r.raw(Method::PUT, &blob(2), Some(&tok), vec![2; 400]).await;
+    assert_eq!(
+        (s, v["used"].clone()),
+        (StatusCode::OK, json!(1000)),
+        "exactly at quota"
+    );
+    let (s, v) = r.raw(Method::PUT, &blob(3), Some(&tok), vec![3; 701]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("body_too_large"))
+    );
+    let (s, _) = r.raw(Method::PUT, &blob(1), Some(&tok), vec![9; 300]).await;
+    assert_eq!(s, StatusCode::OK, "replacing frees the old size");
+    let resp = r
+        .http
+        .get(format!("{}{}", r.base, blob(1)))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), vec![9; 300]);
+    let (s, _) = r.call(Method::DELETE, &blob(1), Some(&tok), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = r.get(&blob(1), Some(&tok)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = r.raw(Method::PUT, &blob(3), Some(&tok), vec![3; 600]).await;
+    assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(1000)));
+}
+
+async fn rendezvous_channel_lives_ten_minutes_and_is_gone_after_close(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let ch = Hex32::from_u64(5);
+    let (s, _) = r
+        .post("/v1/rendezvous", None, json!({ "channel_id": ch.0 }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = r
+        .post("/v1/rendezvous", None, json!({ "channel_id": ch.0 }))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("channel_exists"))
+    );
+    let msgs = format!("/v1/rendezvous/{}/messages", ch.0);
+    for i in 0..MAX_RENDEZVOUS_MESSAGES {
+        let (s, v) = r
+            .post(
+                &msgs,
+                None,
+                json!({ "payload": hex::encode(format!("m{i}")) }),
+            )
+            .await;
+        assert_eq!((s, v["seq"].clone()), (StatusCode::OK, json!(i + 1)));
+    }
+    let (s, v) = r.post(&msgs, None, json!({ "payload": "00" })).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("channel_full"))
+    );
+    let (_, v) = r.get(&format!("{msgs}?after=6"), None).await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+    let (s, _) = r
+        .call(
+            Method::DELETE,
+            &format!("/v1/rendezvous/{}", ch.0),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = r.get(&msgs, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "gone after use");
+    // A channel expires after ten minutes, and its id can then be reused.
+    let ch2 = Hex32::from_u64(6);
+    r.post("/v1/rendezvous", None, json!({ "channel_id": ch2.0 }))
+        .await;
+    let msgs2 = format!("/v1/rendezvous/{}/messages", ch2.0);
+    r.clock.advance(RENDEZVOUS_TTL - Duration::from_millis(1));
+    assert_eq!(
+        r.post(&msgs2, None, json!({ "payload": "01" })).await.0,
+        StatusCode::OK
+    );
+    r.clock.advance(Duration::from_millis(1));
+    assert_eq!(r.get(&msgs2, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.post(&msgs2, None, json!({ "payload": "01" })).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(r.state.sweep().await.unwrap().channels, 1);
+    let (s, _) = r
+        .post("/v1/rendezvous", None, json!({ "channel_id": ch2.0 }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+async fn presence_is_visible_to_siblings_and_fades(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, d1, tok1) = r.identity(24).await;
+    let d2 = Device::new(240);
+    r.post(
+        &format!("/v1/logs/{}/devices", log.0),
+        Some(&tok1),
+        json!({ "device_id": d2.id }),
+    )
+    .await;
+    let tok2 = r.login(&log, &d2).await;
+    let path = format!("/v1/logs/{}/presence", log.0);
+    assert_eq!(
+        r.call(Method::POST, &path, Some(&tok1), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    r.clock.advance(Duration::from_secs(1));
+    let (_, v) = r.get(&path, Some(&tok2)).await;
+    assert_eq!(v["devices"][0]["device_id"], json!(d1.id));
+    r.clock.advance(PRESENCE_TTL);
+    let (_, v) = r.get(&path, Some(&tok2)).await;
+    assert!(v["devices"].as_array().unwrap().is_empty());
+}
+
+async fn malformed_input_gets_a_code_and_changes_nothing(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(25).await;
+    let append = format!("/v1/logs/{}/append", log.0);
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (b"{".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
+        (b"".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
+        (b"[]".to_vec(), StatusCode::BAD_REQUEST, "malformed"),
+        (br#"{"records":[{"epoch":0,"nonce":"zz","ciphertext":""}]}"#.to_vec(), StatusCode::BAD_REQUEST, "malformed"),
+        (br#"{"records":[{"epoch":-1,"nonce":"","ciphertext":""}]}"#.to_vec(), StatusCode::BAD_REQUEST, "bad_epoch"),
+        (
+            br#"{"records":[{"epoch":0,"nonce":"","ciphertext":"","guard":{"stream_tag":"","expected_version":0}}]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_stream_tag",
+        ),
+        (vec![b' '; MAX_BODY_BYTES + 1], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (vec![0xff, 0xfe, 0x00], StatusCode::BAD_REQUEST, "malformed"),
+    ];
+    for (body, status, code) in cases {
+        let (s, v) = r.raw(Method::POST, &append, Some(&tok), body).await;
+        assert_eq!((s, v["error"].clone()), (status, json!(code)));
+    }
+    let (s, v) = r.get("/v1/logs/zz/records", Some(&tok)).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_id"))
+    );
+    let (s, v) = r
+        .get(&format!("/v1/logs/{}/records?after=x", log.0), Some(&tok))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("malformed"))
+    );
+    let (s, v) = r.get("/v1/nope", None).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let (s, v) = r.post("/v1/mailboxes/00/envelopes", None, json!({})).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_id"))
+    );
+    assert_eq!(head(&r, &log, &tok).await, 0);
+    let (s, v) = r.get("/v1/health", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["backend"],
+        json!(match b {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    );
+}
