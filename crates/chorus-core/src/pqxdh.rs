@@ -257,7 +257,8 @@ pub fn initiate<R: CryptoRng + ?Sized>(
 }
 
 /// The result of answering an initial message.
-#[derive(Debug)]
+///
+/// `Debug` omits the plaintext.
 pub struct Responded {
     /// The new session.
     pub session: Session,
@@ -350,4 +351,14 @@ pub fn respond(
             },
         },
     })
+}
+
+impl fmt::Debug for Responded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responded")
+            .field("session", &self.session)
+            .field("plaintext_len", &self.plaintext.len())
+            .field("consumed", &self.consumed)
+            .finish()
+    }
 }

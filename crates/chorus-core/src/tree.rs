@@ -364,7 +364,12 @@ impl Tree {
             return Ok(plan(PlanKind::Advance { chain, skipped }, key));
         }
 
-        // A node we have not seen: derive it from the parent it names.
+        // A node we have not seen: derive it from the parent it names. A key that an
+        // existing node names as its parent was ours or theirs before and was pruned; a
+        // peer reusing it is replaying or attacking the tree's shape.
+        if self.nodes.values().any(|n| n.parent == Some(msg.sender)) {
+            return Err(SessionError::AuthenticationFailed);
+        }
         let parent_key = match msg.parent {
             Some(p) => p,
             None => self.newest_own_node().ok_or(SessionError::UnknownParent)?,
@@ -557,7 +562,12 @@ impl Tree {
         let mut children: BTreeMap<RatchetPublic, Vec<RatchetPublic>> = BTreeMap::new();
         let mut roots = Vec::new();
         for (k, n) in &self.nodes {
-            match n.parent.filter(|p| self.nodes.contains_key(p)) {
+            // Depth strictly increases from parent to child, so the links followed here
+            // can never form a cycle, whatever keys a peer reuses.
+            let parent = n
+                .parent
+                .filter(|p| self.nodes.get(p).is_some_and(|pn| pn.depth < n.depth));
+            match parent {
                 Some(p) => children.entry(p).or_default().push(*k),
                 None => roots.push(*k),
             }

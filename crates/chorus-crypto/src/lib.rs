@@ -21,6 +21,8 @@ mod error;
 mod fingerprint;
 mod handshake;
 mod kem;
+#[doc(hidden)]
+pub mod no_debug;
 #[cfg(feature = "olm")]
 pub mod olm;
 mod ratchet;

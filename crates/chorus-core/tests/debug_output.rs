@@ -1,0 +1,34 @@
+//! Snapshots of the `Debug` output of every type that holds secrets: a change that
+//! would print key material (or plaintext) shows up as a snapshot diff in review.
+
+mod common;
+
+use chorus_core::{LocalIdentity, MemoryPrekeyStore, respond};
+use common::{bundle, established};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+#[test]
+fn debug_output_of_secret_holders_shows_only_public_facts() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let identity = LocalIdentity::generate(&mut rng);
+    insta::assert_snapshot!("local_identity", format!("{identity:?}"));
+
+    let mut store = MemoryPrekeyStore::default();
+    let b = bundle(&identity, &mut store, &mut rng, true);
+    insta::assert_snapshot!("prekey_store", format!("{store:?}"));
+
+    let alice = LocalIdentity::generate(&mut rng);
+    let mut session = chorus_core::initiate(&alice, &b, &mut rng).unwrap();
+    let first = session
+        .encrypt(b"the plaintext must not appear", &mut rng)
+        .unwrap();
+    insta::assert_snapshot!("session_initiator", format!("{session:?}"));
+    let responded = respond(&identity, &store, &first.bytes).unwrap();
+    let shown = format!("{responded:?}");
+    assert!(!shown.contains("plaintext must not"), "{shown}");
+    insta::assert_snapshot!("responded", shown);
+
+    let p = established(43, 2);
+    insta::assert_snapshot!("session_established", format!("{:?}", p.bob));
+}
