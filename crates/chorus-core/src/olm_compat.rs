@@ -371,13 +371,13 @@ impl ChainMirror {
     }
 
     fn push(&mut self, key: RatchetPublic, state: ChainState) {
-        if self.chains.len() == OLM_MAX_RECEIVING_CHAINS {
-            if let Some((old, _)) = self.chains.pop_front() {
-                if self.retired.len() == OLM_RETIRED_CHAINS {
-                    self.retired.pop_front();
-                }
-                self.retired.push_back(old);
+        if self.chains.len() == OLM_MAX_RECEIVING_CHAINS
+            && let Some((old, _)) = self.chains.pop_front()
+        {
+            if self.retired.len() == OLM_RETIRED_CHAINS {
+                self.retired.pop_front();
             }
+            self.retired.push_back(old);
         }
         self.chains.push_back((key, state));
     }

@@ -7,6 +7,9 @@
 //! RNGs (vodozemac draws its own keys from the OS, which changes key bytes but never the
 //! schedule). See `docs/olm-interop.md` for what is matched and what is not.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::VecDeque;
 
 use chorus_core::olm_compat::{
@@ -92,19 +95,14 @@ fn header(parts: &Parts) -> ([u8; 32], u64) {
 }
 
 fn plaintext(rng: &mut StdRng, tag: &str) -> Vec<u8> {
-    // Lengths around AES block boundaries, including empty and exactly one block.
+    // Lengths around AES block boundaries, including empty and exactly one block: the tag,
+    // then random bytes, cut to length.
     let len = [0, 1, 15, 16, 17, 31, 32, 33, 100, 257][rng.random_range(0..10)];
     let mut p = tag.as_bytes().to_vec();
-    p.resize(p.len().max(len), b'.');
-    p.truncate(len.max(tag.len().min(len)));
-    if len == 0 {
-        p.clear();
+    while p.len() < len {
+        p.push(rng.random());
     }
-    let fill: Vec<u8> = (0..p.len()).map(|_| rng.random()).collect();
-    // Keep the tag readable when it fits, random bytes after it.
-    for (i, b) in fill.into_iter().enumerate().skip(tag.len()) {
-        p[i] = b;
-    }
+    p.truncate(len);
     p
 }
 
@@ -364,18 +362,8 @@ fn converse(
     };
     for r in 0..rounds {
         // Each side sends 0..=12 messages; silence means the peer keeps its chain.
-        for (who, from, to) in [("a", &mut sa, &mut sb), ("b", &mut sb, &mut sa)] {
-            let n = rng.random_range(0..=12);
-            for i in 0..n {
-                let p = plaintext(&mut rng, &format!("{who} r{r} m{i}"));
-                let parts = from.peer.encrypt(&p);
-                to.inbox.push(InFlight {
-                    parts,
-                    plaintext: p,
-                    held: 0,
-                });
-            }
-        }
+        send_batch(&mut sa, &mut sb.inbox, &mut rng, &format!("a r{r}"));
+        send_batch(&mut sb, &mut sa.inbox, &mut rng, &format!("b r{r}"));
         // Who reads first varies, so DH steps cross in both orders.
         if rng.random_bool(0.5) {
             deliver(&mut sb, &mut rng, "a");
@@ -396,7 +384,18 @@ fn converse(
     (sa.tally, sb.tally)
 }
 
-const ROUNDS: usize = 60;
+fn send_batch(from: &mut Side<'_>, to: &mut Vec<InFlight>, rng: &mut StdRng, tag: &str) {
+    for i in 0..rng.random_range(0..=12) {
+        let p = plaintext(rng, &format!("{tag} m{i}"));
+        to.push(InFlight {
+            parts: from.peer.encrypt(&p),
+            plaintext: p,
+            held: 0,
+        });
+    }
+}
+
+const ROUNDS: usize = 80;
 
 #[test]
 fn chorus_initiator_and_vodozemac_responder_exchange_hundreds_of_messages() {
@@ -462,6 +461,15 @@ fn flip_last_byte(parts: &Parts) -> Parts {
 #[test]
 fn a_flipped_mac_byte_is_rejected_and_the_session_stays_usable() {
     let (mut vodo, mut chorus, _) = vodozemac_to_chorus(41, 1, 0);
+    let r = chorus.encrypt(b"established");
+    vodo.decrypt(&r).unwrap();
+
+    // The first message of a new chain: a structural plan that must not be committed.
+    let m = vodo.encrypt(b"new chain");
+    assert_eq!(m.0, 1);
+    assert!(chorus.decrypt(&flip_last_byte(&m)).is_err());
+    assert_eq!(chorus.decrypt(&m).unwrap(), b"new chain");
+
     // On a chain we already know.
     let m = vodo.encrypt(b"same chain");
     let err = chorus.session.decrypt(&OlmCiphertext {
@@ -470,13 +478,6 @@ fn a_flipped_mac_byte_is_rejected_and_the_session_stays_usable() {
     });
     assert_eq!(err.err(), Some(OlmError::InvalidMac));
     assert_eq!(chorus.decrypt(&m).unwrap(), b"same chain");
-
-    // On the first message of a new chain (a structural plan must not be committed).
-    let r = chorus.encrypt(b"step");
-    vodo.decrypt(&r).unwrap();
-    let m = vodo.encrypt(b"new chain");
-    assert!(chorus.decrypt(&flip_last_byte(&m)).is_err());
-    assert_eq!(chorus.decrypt(&m).unwrap(), b"new chain");
     let back = chorus.encrypt(b"still fine");
     assert_eq!(vodo.decrypt(&back).unwrap(), b"still fine");
 
@@ -517,6 +518,9 @@ fn a_flipped_mac_byte_is_rejected_and_the_session_stays_usable() {
 /// Runs one limit scenario against a receiver and returns the verdicts, so the same
 /// scenario can be compared between vodozemac and Chorus receivers.
 fn limit_verdicts(sender: &mut dyn Peer, receiver: &mut dyn Peer) -> Vec<bool> {
+    // Start the sender on a fresh chain, so indices below are exact.
+    let ack = receiver.encrypt(b"ack");
+    sender.decrypt(&ack).unwrap();
     let mut verdicts = Vec::new();
     // 40 skipped keys per chain: after index 41 arrives first, index 0 is gone, 1 is kept.
     let batch: Vec<_> = (0..42)
@@ -528,14 +532,17 @@ fn limit_verdicts(sender: &mut dyn Peer, receiver: &mut dyn Peer) -> Vec<bool> {
     verdicts.push(receiver.decrypt(&batch[40]).is_ok());
     // A replay is refused.
     verdicts.push(receiver.decrypt(&batch[40]).is_ok());
-    // Gap limit: 2001 ahead is refused, 2000 ahead accepted.
+    // Gap limit: the receiver expects index 42 next, and `far[g]` is index 42 + g, so a
+    // gap of 2001 is refused and a gap of 2000 accepted.
     let far: Vec<_> = (0..=OLM_MAX_MESSAGE_GAP + 1)
         .map(|_| sender.encrypt(b"far"))
         .collect();
-    let next = 42u64; // the receiver's next expected index
-    let at = |gap: u64| &far[(gap + next - 42) as usize];
-    verdicts.push(receiver.decrypt(at(OLM_MAX_MESSAGE_GAP + 1)).is_ok());
-    verdicts.push(receiver.decrypt(at(OLM_MAX_MESSAGE_GAP)).is_ok());
+    verdicts.push(
+        receiver
+            .decrypt(&far[OLM_MAX_MESSAGE_GAP as usize + 1])
+            .is_ok(),
+    );
+    verdicts.push(receiver.decrypt(&far[OLM_MAX_MESSAGE_GAP as usize]).is_ok());
     verdicts
 }
 
@@ -559,8 +566,6 @@ fn olm_limits_are_enforced_identically_by_vodozemac_and_chorus() {
     let (mut c, mut v, _) = chorus_to_vodozemac(51, 1, 0);
     let vodozemac_receives = limit_verdicts(&mut c, &mut v);
     let (mut v, mut c, _) = vodozemac_to_chorus(52, 1, 0);
-    let r = c.encrypt(b"r");
-    v.decrypt(&r).unwrap();
     let chorus_receives = limit_verdicts(&mut v, &mut c);
     assert_eq!(
         vodozemac_receives,
@@ -572,8 +577,8 @@ fn olm_limits_are_enforced_identically_by_vodozemac_and_chorus() {
     let vodozemac_receives = chain_verdicts(&mut c, &mut v);
     let (mut v, mut c, _) = vodozemac_to_chorus(54, 1, 0);
     let chorus_receives = chain_verdicts(&mut v, &mut c);
-    assert_eq!(
-        vodozemac_receives[0], false,
+    assert!(
+        !vodozemac_receives[0],
         "the oldest of six chains is forgotten"
     );
     assert!(vodozemac_receives[1..].iter().all(|ok| *ok));
