@@ -259,7 +259,10 @@ impl Window {
 #[derive(Default, Debug)]
 struct Tally {
     delivered: usize,
+    /// Dropped by the network.
     lost: usize,
+    /// Not delivered because Olm's limits say the key is already gone.
+    expired: usize,
     replays_rejected: usize,
 }
 
@@ -297,7 +300,7 @@ fn deliver(to: &mut Side<'_>, rng: &mut StdRng, from: &str) {
     for m in now {
         let (key, index) = header(&m.parts);
         if !to.window.admits(&key, index) {
-            to.tally.lost += 1;
+            to.tally.expired += 1;
             continue;
         }
         let got = to.peer.decrypt(&m.parts).unwrap_or_else(|e| {
