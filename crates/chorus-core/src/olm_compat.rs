@@ -611,6 +611,8 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 #[cfg(test)]
+// Test code: a failed unwrap is a failed test.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
