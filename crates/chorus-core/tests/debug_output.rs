@@ -1,6 +1,8 @@
 //! Snapshots of the `Debug` output of every type that holds secrets: a change that
 //! would print key material (or plaintext) shows up as a snapshot diff in review.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
 mod common;
 
 use chorus_core::{LocalIdentity, MemoryPrekeyStore, respond};

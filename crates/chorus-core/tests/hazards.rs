@@ -1,5 +1,7 @@
 //! Scenario tests, one per hazard a messaging session meets in the wild.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
 mod common;
 
 use chorus_core::{

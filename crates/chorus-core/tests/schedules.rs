@@ -9,6 +9,8 @@
 //! - a failed delivery leaves the receiver's state byte-identical;
 //! - both sides can always send again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

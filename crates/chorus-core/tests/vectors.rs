@@ -5,6 +5,8 @@
 //! the padding or the header layout fails here. Regenerate (only on a deliberate
 //! protocol change) with `CHORUS_WRITE_VECTORS=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
 use std::path::PathBuf;
 
 use chorus_core::{

@@ -5,6 +5,8 @@
 //! bytes; a change to the schema or the encoders fails here, not in a peer's client.
 //! Regenerate (only on a deliberate format change) with `CHORUS_WRITE_VECTORS=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
 use std::path::PathBuf;
 
 use chorus_crypto::{

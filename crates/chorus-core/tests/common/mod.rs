@@ -1,5 +1,6 @@
 //! Shared set-up for the scenario tests: two identities with an established session.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use chorus_core::{EncryptedMessage, LocalIdentity, MemoryPrekeyStore, Session, initiate, respond};
