@@ -7,6 +7,7 @@
 //! `LISTEN/NOTIFY` on [`CHANNEL`]: each group commit sends one notification
 //! carrying the events, tagged with this process's id so it can ignore its own.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,7 +23,7 @@ use super::{
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id16, Id32, PrekeyBundle, PrekeyCount,
-    PublishPrekeysRequest, RecordOut,
+    PublishPrekeysRequest, RecordIn, RecordOut,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::limits::{MAX_MAILBOXES_PER_LOG, MAX_RENDEZVOUS_MESSAGES};
@@ -76,7 +77,9 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             instance: u64::from_le_bytes(seed),
-            workers: 2,
+            // Groups for different logs commit in parallel; one log's groups
+            // serialise on its row lock.
+            workers: 4,
         })
     }
 
@@ -87,6 +90,186 @@ impl PostgresStore {
 
     async fn begin_write(&self) -> StoreResult<((), sqlx::Transaction<'static, sqlx::Postgres>)> {
         Ok(((), self.pool.begin().await?))
+    }
+
+    /// Group commit in a constant number of statements, whatever the group size:
+    /// lock every log of the group (in id order, so concurrent groups cannot
+    /// deadlock), read their heads, authors and guarded stream versions in one
+    /// query each, decide every job in memory (in arrival order), then write all
+    /// records, stream versions and heads with one `UNNEST` statement each. Over a
+    /// network each statement is a round trip, so this, not the commit, is what
+    /// makes large groups cheap.
+    async fn append_group_impl(&self, jobs: &[AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let mut log_ids: Vec<Vec<u8>> = jobs.iter().map(|j| j.log_id.0.to_vec()).collect();
+        log_ids.sort();
+        log_ids.dedup();
+        let rows = sqlx::query(
+            "SELECT log_id, head_seq FROM logs WHERE log_id = ANY($1) ORDER BY log_id FOR UPDATE",
+        )
+        .bind(&log_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut heads: HashMap<Id32, i64> = HashMap::new();
+        for r in rows {
+            heads.insert(id32(r.try_get(0)?)?, r.try_get(1)?);
+        }
+
+        let (mut q_logs, mut q_devs) = (Vec::new(), Vec::new());
+        for j in jobs {
+            q_logs.push(j.log_id.0.to_vec());
+            q_devs.push(j.author.0.to_vec());
+        }
+        let rows = sqlx::query(
+            "SELECT d.log_id, d.device_id FROM devices d \
+             JOIN UNNEST($1::bytea[], $2::bytea[]) AS q(l, a) ON d.log_id = q.l AND d.device_id = q.a \
+             WHERE d.revoked_ms IS NULL",
+        )
+        .bind(&q_logs)
+        .bind(&q_devs)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut current: HashSet<(Id32, Id32)> = HashSet::new();
+        for r in rows {
+            current.insert((id32(r.try_get(0)?)?, id32(r.try_get(1)?)?));
+        }
+
+        let (mut g_logs, mut g_tags) = (Vec::new(), Vec::new());
+        for j in jobs {
+            for g in j.records.iter().filter_map(|r| r.guard.as_ref()) {
+                g_logs.push(j.log_id.0.to_vec());
+                g_tags.push(g.stream_tag.0.clone());
+            }
+        }
+        let mut versions: HashMap<(Id32, Vec<u8>), i64> = HashMap::new();
+        if !g_logs.is_empty() {
+            let rows = sqlx::query(
+                "SELECT s.log_id, s.stream_tag, s.version FROM streams s \
+                 JOIN UNNEST($1::bytea[], $2::bytea[]) AS q(l, t) ON s.log_id = q.l AND s.stream_tag = q.t",
+            )
+            .bind(&g_logs)
+            .bind(&g_tags)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                versions.insert((id32(r.try_get(0)?)?, r.try_get(1)?), r.try_get(2)?);
+            }
+        }
+
+        // Decide each job against the state left by the jobs before it.
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut rec = RecordColumns::default();
+        let mut touched_streams: HashMap<(Id32, Vec<u8>), i64> = HashMap::new();
+        let mut touched_logs: HashMap<Id32, i64> = HashMap::new();
+        for job in jobs {
+            let Some(head) = heads.get(&job.log_id).copied() else {
+                out.push(Err(AppendRejection::NoLog));
+                continue;
+            };
+            if !current.contains(&(job.log_id, job.author)) {
+                out.push(Err(AppendRejection::NotCurrent));
+                continue;
+            }
+            let mut local: Vec<(Vec<u8>, i64)> = Vec::new();
+            let mut failed = Vec::new();
+            for (index, r) in job.records.iter().enumerate() {
+                let Some(g) = &r.guard else { continue };
+                let tag = &g.stream_tag.0;
+                let now_at = match local.iter().find(|(t, _)| t == tag) {
+                    Some((_, v)) => *v,
+                    None => versions
+                        .get(&(job.log_id, tag.clone()))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                let next = if now_at == g.expected_version {
+                    now_at + 1
+                } else {
+                    failed.push(FailedGuard {
+                        index,
+                        stream_tag: g.stream_tag.clone(),
+                        expected_version: g.expected_version,
+                        current_version: now_at,
+                    });
+                    now_at
+                };
+                match local.iter_mut().find(|(t, _)| t == tag) {
+                    Some(slot) => slot.1 = next,
+                    None => local.push((tag.clone(), next)),
+                }
+            }
+            if !failed.is_empty() {
+                out.push(Err(AppendRejection::Guards(failed)));
+                continue;
+            }
+            let mut seqs = Vec::with_capacity(job.records.len());
+            for (i, r) in job.records.iter().enumerate() {
+                let seq = head + int(i) + 1;
+                rec.push(job, seq, r);
+                seqs.push(seq);
+            }
+            let new_head = head + int(job.records.len());
+            heads.insert(job.log_id, new_head);
+            touched_logs.insert(job.log_id, new_head);
+            for (tag, v) in local {
+                versions.insert((job.log_id, tag.clone()), v);
+                touched_streams.insert((job.log_id, tag), v);
+            }
+            out.push(Ok(seqs));
+        }
+
+        if !rec.seq.is_empty() {
+            sqlx::query(
+                "INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+                 SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::bytea[], \
+                 $7::bytea[], $8::int8[])",
+            )
+            .bind(&rec.log_id)
+            .bind(&rec.seq)
+            .bind(&rec.epoch)
+            .bind(&rec.author)
+            .bind(&rec.nonce)
+            .bind(&rec.ciphertext)
+            .bind(&rec.stream_tag)
+            .bind(&rec.expected)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !touched_streams.is_empty() {
+            let (mut l, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
+            for ((log, tag), version) in touched_streams {
+                l.push(log.0.to_vec());
+                t.push(tag);
+                v.push(version);
+            }
+            sqlx::query(
+                "INSERT INTO streams (log_id, stream_tag, version) \
+                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[]) \
+                 ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version",
+            )
+            .bind(&l)
+            .bind(&t)
+            .bind(&v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !touched_logs.is_empty() {
+            let (mut l, mut h) = (Vec::new(), Vec::new());
+            for (log, head) in touched_logs {
+                l.push(log.0.to_vec());
+                h.push(head);
+            }
+            sqlx::query(
+                "UPDATE logs SET head_seq = u.h FROM UNNEST($1::bytea[], $2::int8[]) AS u(l, h) \
+                 WHERE logs.log_id = u.l",
+            )
+            .bind(&l)
+            .bind(&h)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn publish_events(&self, events: &[Event]) -> StoreResult<()> {
@@ -151,6 +334,34 @@ impl PostgresStore {
             }
         });
         Ok(())
+    }
+}
+
+/// Records of a group, column by column, for one `UNNEST` insert.
+#[derive(Default)]
+struct RecordColumns {
+    log_id: Vec<Vec<u8>>,
+    seq: Vec<i64>,
+    epoch: Vec<i64>,
+    author: Vec<Vec<u8>>,
+    nonce: Vec<Vec<u8>>,
+    ciphertext: Vec<Vec<u8>>,
+    stream_tag: Vec<Option<Vec<u8>>>,
+    expected: Vec<Option<i64>>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, job: &AppendJob, seq: i64, r: &RecordIn) {
+        self.log_id.push(job.log_id.0.to_vec());
+        self.seq.push(seq);
+        self.epoch.push(r.epoch);
+        self.author.push(job.author.0.to_vec());
+        self.nonce.push(r.nonce.0.clone());
+        self.ciphertext.push(r.ciphertext.0.clone());
+        self.stream_tag
+            .push(r.guard.as_ref().map(|g| g.stream_tag.0.clone()));
+        self.expected
+            .push(r.guard.as_ref().map(|g| g.expected_version));
     }
 }
 

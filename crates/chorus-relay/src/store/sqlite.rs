@@ -94,6 +94,19 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 
+    /// Group commit, one job at a time inside one transaction: SQLite statements
+    /// are in-process calls costing microseconds, so only the commit (fsync) is
+    /// worth amortising.
+    async fn append_group_impl(&self, jobs: &[AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let (_guard, mut tx) = self.begin_write().await?;
+        for job in jobs {
+            out.push(append_one(&mut tx, job).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn publish_events(&self, _events: &[Event]) -> StoreResult<()> {
         Ok(())
     }
@@ -112,3 +125,99 @@ sql_store!(
         (SELECT id FROM one_time_prekeys WHERE address = $1 AND kind = $2 ORDER BY id LIMIT 1) \
         RETURNING prekey"
 );
+
+/// One append job inside the group transaction.
+async fn append_one(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    job: &AppendJob,
+) -> StoreResult<AppendOutcome> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT head_seq FROM logs WHERE log_id = $1")
+        .bind(&job.log_id.0[..])
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(head) = head else {
+        return Ok(Err(AppendRejection::NoLog));
+    };
+    let author: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT revoked_ms FROM devices WHERE log_id = $1 AND device_id = $2")
+            .bind(&job.log_id.0[..])
+            .bind(&job.author.0[..])
+            .fetch_optional(&mut **tx)
+            .await?;
+    if author != Some(None) {
+        return Ok(Err(AppendRejection::NotCurrent));
+    }
+    // Versions as this job moves them, so a batch may guard one stream
+    // several times (expecting v, then v + 1, ...).
+    let mut versions: Vec<(&[u8], i64)> = Vec::new();
+    let mut failed = Vec::new();
+    for (index, rec) in job.records.iter().enumerate() {
+        let Some(g) = &rec.guard else { continue };
+        let tag = g.stream_tag.0.as_slice();
+        let current = match versions.iter().find(|(t, _)| *t == tag) {
+            Some((_, v)) => *v,
+            None => sqlx::query_scalar(
+                "SELECT version FROM streams WHERE log_id = $1 AND stream_tag = $2",
+            )
+            .bind(&job.log_id.0[..])
+            .bind(tag)
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or(0),
+        };
+        let next = if current == g.expected_version {
+            current + 1
+        } else {
+            failed.push(FailedGuard {
+                index,
+                stream_tag: g.stream_tag.clone(),
+                expected_version: g.expected_version,
+                current_version: current,
+            });
+            current
+        };
+        match versions.iter_mut().find(|(t, _)| *t == tag) {
+            Some(slot) => slot.1 = next,
+            None => versions.push((tag, next)),
+        }
+    }
+    if !failed.is_empty() {
+        return Ok(Err(AppendRejection::Guards(failed)));
+    }
+    let mut seqs = Vec::with_capacity(job.records.len());
+    for (i, rec) in job.records.iter().enumerate() {
+        let seq = head + int(i) + 1;
+        sqlx::query(
+            "INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&job.log_id.0[..])
+        .bind(seq)
+        .bind(rec.epoch)
+        .bind(&job.author.0[..])
+        .bind(rec.nonce.0.as_slice())
+        .bind(rec.ciphertext.0.as_slice())
+        .bind(rec.guard.as_ref().map(|g| g.stream_tag.0.as_slice()))
+        .bind(rec.guard.as_ref().map(|g| g.expected_version))
+        .execute(&mut **tx)
+        .await?;
+        seqs.push(seq);
+    }
+    for (tag, version) in versions {
+        sqlx::query(
+            "INSERT INTO streams (log_id, stream_tag, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version",
+        )
+        .bind(&job.log_id.0[..])
+        .bind(tag)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("UPDATE logs SET head_seq = $2 WHERE log_id = $1")
+        .bind(&job.log_id.0[..])
+        .bind(head + int(job.records.len()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(Ok(seqs))
+}
