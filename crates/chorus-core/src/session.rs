@@ -246,6 +246,12 @@ impl Session {
         self.generation
     }
 
+    /// Whether a contact's new ratchet key built on our ratchet key `key` can still be
+    /// accepted (we hold its private half). Keys older than the honor floor are deleted.
+    pub fn accepts_replies_on(&self, key: &chorus_crypto::RatchetPublic) -> bool {
+        self.tree.accepts_children_of(key)
+    }
+
     /// Skipped message keys currently held.
     pub fn skipped_keys(&self) -> usize {
         self.tree.skipped_count()

@@ -148,6 +148,9 @@ pub(crate) struct Tree {
     /// Cached result of the branch-choice walk; derived, so not persisted.
     #[serde(skip)]
     head: Option<RatchetPublic>,
+    /// Cached [`Tree::our_floor`]; derived, so not persisted.
+    #[serde(skip)]
+    floor: Option<RatchetPublic>,
 }
 
 impl Tree {
@@ -159,6 +162,7 @@ impl Tree {
             skipped_order: VecDeque::new(),
             peer_floor: 0,
             head: None,
+            floor: None,
         }
     }
 
@@ -224,6 +228,7 @@ impl Tree {
     /// Restores the derived parts after deserialization.
     pub(crate) fn refresh(&mut self) {
         self.head = self.walk();
+        self.floor = self.our_floor();
     }
 
     // ------------------------------------------------------------------ sending
@@ -239,10 +244,22 @@ impl Tree {
             Some(n) if n.side == Side::Ours && n.sending.is_some() => head,
             Some(n) if n.side == Side::Theirs && n.root.is_some() => self.step_from(head, rng)?,
             Some(n) if n.side == Side::Ours => {
-                // Our head chain is closed (restored from a stale snapshot): fork a fresh
-                // sibling from the same peer node rather than reuse a key.
+                // The chosen chain is closed (we stepped away from it, or state was
+                // restored from a stale snapshot). Continue the sibling we opened
+                // instead, if any; otherwise fork a fresh sibling from the same peer node
+                // rather than reuse a key.
                 let parent = n.parent.ok_or(SessionError::NotReady)?;
-                self.step_from(parent, rng)?
+                let open_sibling = self
+                    .nodes
+                    .iter()
+                    .find(|(_, s)| {
+                        s.side == Side::Ours && s.sending.is_some() && s.parent == Some(parent)
+                    })
+                    .map(|(k, _)| *k);
+                match open_sibling {
+                    Some(k) => k,
+                    None => self.step_from(parent, rng)?,
+                }
             }
             _ => {
                 let fallback = self
@@ -251,7 +268,7 @@ impl Tree {
                 self.step_from(fallback, rng)?
             }
         };
-        let honor_floor = self.our_floor();
+        let honor_floor = self.floor;
         let node = self.nodes.get_mut(&sender).ok_or(SessionError::NotReady)?;
         let chain = node.sending.as_mut().ok_or(SessionError::NotReady)?;
         let key = chain.next_message_key();
@@ -446,10 +463,17 @@ impl Tree {
                 self.skipped.remove(&(sender, counter));
             }
             PlanKind::Advance { chain, skipped } => {
+                let mut parent = None;
                 if let Some(n) = self.nodes.get_mut(&sender) {
                     n.receiving = Some(chain);
                     n.length = n.length.max(counter.saturating_add(1));
+                    parent = n.parent;
                 }
+                // A chain's length only matters to branch choice when it has siblings.
+                structural |= self
+                    .nodes
+                    .iter()
+                    .any(|(k, n)| *k != sender && n.parent == parent);
                 self.store_skipped(sender, skipped);
             }
             PlanKind::NewNode {
@@ -470,13 +494,13 @@ impl Tree {
             }
         }
         if let Some(floor) = honor_floor {
-            self.apply_peer_floor(floor);
+            structural |= self.apply_peer_floor(floor);
         }
         if structural {
             self.apply_our_floor();
             self.prune_window();
+            self.refresh();
         }
-        self.refresh();
     }
 
     fn store_skipped(&mut self, node: RatchetPublic, keys: Skips) {
@@ -499,17 +523,18 @@ impl Tree {
         }
     }
 
-    fn apply_peer_floor(&mut self, floor: RatchetPublic) {
+    /// Returns whether anything changed.
+    fn apply_peer_floor(&mut self, floor: RatchetPublic) -> bool {
         let Some(depth) = self
             .nodes
             .get(&floor)
             .filter(|n| n.side == Side::Theirs)
             .map(|n| n.depth)
         else {
-            return;
+            return false;
         };
         if depth <= self.peer_floor {
-            return;
+            return false;
         }
         self.peer_floor = depth;
         for n in self.nodes.values_mut() {
@@ -517,6 +542,7 @@ impl Tree {
                 n.root = None;
             }
         }
+        true
     }
 
     /// Deletes our private keys older than the acknowledged generation minus the lag.
@@ -559,62 +585,69 @@ impl Tree {
     // ------------------------------------------------------------ branch choice
 
     fn walk(&self) -> Option<RatchetPublic> {
-        let mut children: BTreeMap<RatchetPublic, Vec<RatchetPublic>> = BTreeMap::new();
-        let mut roots = Vec::new();
-        for (k, n) in &self.nodes {
+        struct W {
+            key: RatchetPublic,
+            parent: Option<usize>,
+            depth: u32,
+            length: u32,
+            height: u32,
+            acked: bool,
+        }
+        // One allocation, indices instead of maps: this runs on every structural change.
+        let mut w: Vec<W> = self
+            .nodes
+            .iter()
+            .map(|(k, n)| W {
+                key: *k,
+                parent: None,
+                depth: n.depth,
+                length: n.length,
+                height: 0,
+                acked: false,
+            })
+            .collect();
+        for (i, n) in self.nodes.values().enumerate() {
             // Depth strictly increases from parent to child, so the links followed here
-            // can never form a cycle, whatever keys a peer reuses.
-            let parent = n
+            // can never form a cycle, whatever keys a peer presents.
+            w[i].parent = n
                 .parent
-                .filter(|p| self.nodes.get(p).is_some_and(|pn| pn.depth < n.depth));
-            match parent {
-                Some(p) => children.entry(p).or_default().push(*k),
-                None => roots.push(*k),
+                .and_then(|p| w.binary_search_by(|x| x.key.cmp(&p)).ok())
+                .filter(|&pi| w[pi].depth < n.depth);
+        }
+        let mut order: Vec<usize> = (0..w.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(w[i].depth));
+        for &i in &order {
+            if let Some(p) = w[i].parent {
+                let h = w[i].height + 1;
+                w[p].acked = true;
+                w[p].height = w[p].height.max(h);
             }
         }
-        let mut heights: BTreeMap<RatchetPublic, u32> = BTreeMap::new();
-        fn height(
-            k: RatchetPublic,
-            children: &BTreeMap<RatchetPublic, Vec<RatchetPublic>>,
-            memo: &mut BTreeMap<RatchetPublic, u32>,
-        ) -> u32 {
-            if let Some(h) = memo.get(&k) {
-                return *h;
-            }
-            let h = children.get(&k).map_or(0, |cs| {
-                cs.iter()
-                    .map(|c| 1 + height(*c, children, memo))
-                    .max()
-                    .unwrap_or(0)
-            });
-            memo.insert(k, h);
-            h
-        }
-        for k in self.nodes.keys() {
-            height(*k, &children, &mut heights);
-        }
-        let pick = |cands: &[RatchetPublic]| -> Option<RatchetPublic> {
-            cands
-                .iter()
-                .max_by_key(|k| {
-                    let acked = children.contains_key(*k);
-                    let h = heights.get(*k).copied().unwrap_or(0);
-                    let len = self.nodes.get(*k).map_or(0, |n| n.length);
-                    (acked, h, len, std::cmp::Reverse(**k))
-                })
-                .copied()
+        let score = |x: &W| (x.acked, x.height, x.length, std::cmp::Reverse(x.key));
+        let best = |parent: Option<usize>| {
+            (0..w.len())
+                .filter(|&i| w[i].parent == parent)
+                .max_by(|&a, &b| score(&w[a]).cmp(&score(&w[b])))
         };
-        let mut cur = pick(&roots)?;
-        while let Some(cs) = children.get(&cur) {
-            cur = pick(cs)?;
+        let mut cur = best(None)?;
+        while let Some(next) = best(Some(cur)) {
+            cur = next;
         }
-        Some(cur)
+        Some(w[cur].key)
     }
 
     // ------------------------------------------------------------- inspection
 
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Whether we still hold the private key and root of our node `key`, i.e. whether a
+    /// peer's new ratchet key built on it can be accepted.
+    pub(crate) fn accepts_children_of(&self, key: &RatchetPublic) -> bool {
+        self.nodes
+            .get(key)
+            .is_some_and(|n| n.side == Side::Ours && n.secret.is_some() && n.root.is_some())
     }
 
     pub(crate) fn skipped_count(&self) -> usize {

@@ -541,3 +541,26 @@ fn an_oversized_plaintext_is_refused_before_any_key_is_drawn() {
     let m = p.alice.encrypt(&max, &mut p.rng).unwrap();
     assert_eq!(&p.bob.decrypt(&m).unwrap()[..], &max[..]);
 }
+
+#[test]
+fn after_a_stale_restore_the_fresh_chain_is_reused_not_stepped_again() {
+    // Found by the schedule property test: the branch walk preferred the old (longer,
+    // closed) chain, so every send forked yet another sibling.
+    let mut p = established(29, 1);
+    for i in 0..3 {
+        p.bob
+            .decrypt(&send(&mut p.alice, &mut p.rng, &format!("{i}")))
+            .unwrap();
+    }
+    let mut restored = Session::restore_stale(&p.alice.snapshot(), p.alice.generation()).unwrap();
+    let first = send(&mut restored, &mut p.rng, "x");
+    let second = send(&mut restored, &mut p.rng, "y");
+    assert_eq!(
+        header(&first).sender,
+        header(&second).sender,
+        "one fresh step, then the same chain"
+    );
+    assert_eq!(header(&second).counter, 1);
+    assert_eq!(text(&mut p.bob, &second), "y");
+    assert_eq!(text(&mut p.bob, &first), "x");
+}

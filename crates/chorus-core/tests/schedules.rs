@@ -2,8 +2,9 @@
 //! order, loss, duplication and forks of the sender's state.
 //!
 //! Invariants after every step:
-//! - the first delivery of a message decrypts to exactly what was sent — except a reply
-//!   that builds on a fork branch the receiving replica never had, which must fail with
+//! - the first delivery of a message decrypts to exactly what was sent — except a new
+//!   ratchet key that builds on a key the receiving replica never had (a fork branch it
+//!   dropped) or has deleted (older than its honor floor), which must fail with
 //!   `UnknownParent` and change nothing;
 //! - every later delivery of the same message fails with `DuplicateOrExpired`;
 //! - a failed delivery leaves the receiver's state byte-identical;
@@ -148,13 +149,18 @@ fn run(seed: u64, actions: Vec<Action>) -> Result<(), TestCaseError> {
             }
             Action::DeliverToBob(i) if !w.to_bob.is_empty() => {
                 let n = w.to_bob.len();
-                deliver(&mut w.bob, &mut w.to_bob[i % n], false)?;
+                let sent = &mut w.to_bob[i % n];
+                let deleted = header(&sent.message)
+                    .parent
+                    .is_some_and(|k| !w.bob.accepts_replies_on(&k));
+                deliver(&mut w.bob, sent, deleted)?;
             }
             Action::DeliverToAlice(i) if !w.to_alice.is_empty() => {
                 let n = w.to_alice.len();
                 let sent = &mut w.to_alice[i % n];
                 let parent = header(&sent.message).parent;
-                let foreign = parent.is_some_and(|k| !w.alice_keys.contains(&k));
+                let foreign = parent
+                    .is_some_and(|k| !w.alice_keys.contains(&k) || !w.alice.accepts_replies_on(&k));
                 deliver(&mut w.alice, sent, foreign)?;
             }
             Action::DeliverToBob(_) | Action::DeliverToAlice(_) => {}
