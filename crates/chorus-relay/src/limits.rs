@@ -116,6 +116,11 @@ pub const APPEND_QUEUE_DEPTH: usize = 4096;
 /// further behind re-reads from the store instead (nothing is lost).
 pub const EVENT_BUS_CAPACITY: usize = 4096;
 
+/// Longest a request may take to be answered (a slow client trickling a body
+/// must not hold a connection and a body buffer forever). WebSockets are exempt
+/// once upgraded.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often expired envelopes and channels are deleted.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 

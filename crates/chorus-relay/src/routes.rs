@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::AppState;
 use crate::api::*;
@@ -28,6 +29,7 @@ use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::limits::{
     MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PREKEYS_STORED, RENDEZVOUS_TTL,
+    REQUEST_TIMEOUT,
 };
 use crate::ratelimit::Kind;
 use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event};
@@ -76,6 +78,10 @@ pub(crate) fn router(state: AppState) -> Router {
     json_routes
         .merge(blob_routes)
         .fallback(|| async { ApiError::not_found() })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 

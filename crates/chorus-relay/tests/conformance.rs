@@ -813,8 +813,8 @@ async fn batched_read_across_mailboxes_and_push_of_envelopes(b: Backend) {
             post_env(&r, m, j, &format!("m{i}e{j}")).await;
         }
     }
-    let mut pushed = BTreeMap::new();
-    while pushed.values().map(|v: &usize| *v).sum::<usize>() < 6 {
+    let mut pushed: BTreeMap<String, usize> = BTreeMap::new();
+    while pushed.values().sum::<usize>() < 6 {
         let p = next_text(&mut ws).await;
         assert_eq!(p["type"], json!("envelopes"));
         *pushed

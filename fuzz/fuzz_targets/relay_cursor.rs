@@ -1,0 +1,16 @@
+//! Fuzz the relay's `CursorRequest` decoder: arbitrary bytes must decode or be refused
+//! with a 4xx code, never panic, and anything accepted must be within bounds.
+#![no_main]
+
+use chorus_relay::api::{CursorRequest, Validate, decode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match decode::<CursorRequest>(data) {
+        Ok(req) => {
+            assert!(req.validate().is_ok());
+            assert!(req.seq >= 0);
+        }
+        Err(e) => assert!(e.status.is_client_error(), "{}", e.code),
+    }
+});

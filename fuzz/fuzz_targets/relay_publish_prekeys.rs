@@ -1,0 +1,16 @@
+//! Fuzz the relay's `PublishPrekeysRequest` decoder: arbitrary bytes must decode or be refused
+//! with a 4xx code, never panic, and anything accepted must be within bounds.
+#![no_main]
+
+use chorus_relay::api::{PublishPrekeysRequest, Validate, decode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match decode::<PublishPrekeysRequest>(data) {
+        Ok(req) => {
+            assert!(req.validate().is_ok());
+            assert!(req.one_time.len() <= chorus_relay::limits::MAX_PREKEYS_PER_PUBLISH);
+        }
+        Err(e) => assert!(e.status.is_client_error(), "{}", e.code),
+    }
+});
