@@ -202,6 +202,8 @@ pub trait RelayStore: Send + Sync + 'static {
     /// current; every guard must match the stream's version (counting earlier
     /// records of the same job) or nothing of that job is appended. Seqs are
     /// consecutive and gap-free per log. Jobs are applied in the given order.
+    /// The store itself tells other relay processes about moved heads (as part of
+    /// the transaction where it can), so no separate [`RelayStore::publish`].
     fn append_group<'a>(
         &'a self,
         jobs: &'a [AppendJob],

@@ -253,6 +253,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        let heads_moved: Vec<(Id32, i64)> = touched_logs.iter().map(|(l, h)| (*l, *h)).collect();
         if !touched_logs.is_empty() {
             let (mut l, mut h) = (Vec::new(), Vec::new());
             for (log, head) in touched_logs {
@@ -268,40 +269,60 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Wake other relay processes; delivered only if this commits.
+        let events: Vec<Event> = heads_moved
+            .into_iter()
+            .map(|(log_id, head_seq)| Event::LogAppended { log_id, head_seq })
+            .collect();
+        if !events.is_empty() {
+            for payload in self.notice_payloads(&events)? {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok(out)
     }
 
     async fn publish_events(&self, events: &[Event]) -> StoreResult<()> {
+        for payload in self.notice_payloads(events)? {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Events as notification payloads, each under PostgreSQL's size cap.
+    fn notice_payloads(&self, events: &[Event]) -> StoreResult<Vec<String>> {
+        let encode = |events: Vec<Event>| {
+            serde_json::to_string(&Notice {
+                from: self.instance,
+                events,
+            })
+            .map_err(|e| StoreError::Internal(sqlx::Error::Protocol(e.to_string())))
+        };
+        let mut out = Vec::new();
         let mut chunk: Vec<Event> = Vec::new();
         let mut size = 0;
         for e in events {
             let len = serde_json::to_vec(e).map(|v| v.len()).unwrap_or(0);
             if size + len > MAX_NOTIFY_PAYLOAD && !chunk.is_empty() {
-                self.notify(std::mem::take(&mut chunk)).await?;
+                out.push(encode(std::mem::take(&mut chunk))?);
                 size = 0;
             }
             size += len + 1;
             chunk.push(e.clone());
         }
         if !chunk.is_empty() {
-            self.notify(chunk).await?;
+            out.push(encode(chunk)?);
         }
-        Ok(())
-    }
-
-    async fn notify(&self, events: Vec<Event>) -> StoreResult<()> {
-        let payload = serde_json::to_string(&Notice {
-            from: self.instance,
-            events,
-        })
-        .map_err(|e| StoreError::Internal(sqlx::Error::Protocol(e.to_string())))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(payload)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(out)
     }
 
     async fn listen_events(&self, bus: broadcast::Sender<Event>) -> StoreResult<()> {

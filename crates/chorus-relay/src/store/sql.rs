@@ -247,32 +247,34 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> BoxFuture<'_, StoreResult<RecordPage>> {
                 Box::pin(async move {
-                    // Records first, then the head: the head read is never below
-                    // the records returned.
+                    // One statement (one snapshot, one round trip): the log row
+                    // joined to the records after `after`; a log without such
+                    // records yields one row of NULLs.
                     let rows = sqlx::query(
-                        "SELECT seq, epoch, author, nonce, ciphertext, stream_tag, expected_version \
-                         FROM records WHERE log_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                        "SELECT l.head_seq, l.first_seq, r.seq, r.epoch, r.author, r.nonce, r.ciphertext, \
+                         r.stream_tag, r.expected_version \
+                         FROM logs l LEFT JOIN records r ON r.log_id = l.log_id AND r.seq > $2 \
+                         WHERE l.log_id = $1 ORDER BY r.seq LIMIT $3",
                     )
                     .bind(&log_id.0[..])
                     .bind(after)
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?;
-                    let info = sqlx::query("SELECT head_seq, first_seq FROM logs WHERE log_id = $1")
-                        .bind(&log_id.0[..])
-                        .fetch_optional(&self.pool)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
+                    let first = rows.first().ok_or(StoreError::NotFound)?;
+                    let head_seq: i64 = first.try_get(0)?;
+                    let first_seq: i64 = first.try_get(1)?;
                     let mut records = Vec::with_capacity(rows.len());
                     for r in rows {
-                        let tag: Option<Vec<u8>> = r.try_get(5)?;
-                        let expected: Option<i64> = r.try_get(6)?;
+                        let Some(seq) = r.try_get::<Option<i64>, _>(2)? else { continue };
+                        let tag: Option<Vec<u8>> = r.try_get(7)?;
+                        let expected: Option<i64> = r.try_get(8)?;
                         records.push(RecordOut {
-                            seq: r.try_get(0)?,
-                            epoch: r.try_get(1)?,
-                            author: id32(r.try_get(2)?)?,
-                            nonce: HexBytes(r.try_get(3)?),
-                            ciphertext: HexBytes(r.try_get(4)?),
+                            seq,
+                            epoch: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                            author: id32(r.try_get::<Option<Vec<u8>>, _>(4)?.unwrap_or_default())?,
+                            nonce: HexBytes(r.try_get::<Option<Vec<u8>>, _>(5)?.unwrap_or_default()),
+                            ciphertext: HexBytes(r.try_get::<Option<Vec<u8>>, _>(6)?.unwrap_or_default()),
                             guard: match (tag, expected) {
                                 (Some(t), Some(v)) => Some(Guard {
                                     stream_tag: HexBytes(t),
@@ -284,8 +286,8 @@ macro_rules! sql_store {
                     }
                     Ok(RecordPage {
                         records,
-                        head_seq: info.try_get(0)?,
-                        first_seq: info.try_get(1)?,
+                        head_seq,
+                        first_seq,
                     })
                 })
             }
