@@ -40,6 +40,9 @@ struct Args {
     /// Database connections in the relay's pool (also used by the raw loop).
     #[arg(long, default_value_t = 8)]
     connections: u32,
+    /// PostgreSQL group-commit workers (default: the store's own choice).
+    #[arg(long)]
+    pg_append_workers: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -319,7 +322,10 @@ async fn main() -> Result<()> {
             None => bail!("bad PostgreSQL URL"),
         };
         let result = async {
-            let pg = PostgresStore::connect(&url, args.connections).await?;
+            let mut pg = PostgresStore::connect(&url, args.connections).await?;
+            if let Some(w) = args.pg_append_workers {
+                pg = pg.with_append_workers(w);
+            }
             let raw = RawPool::Postgres(pg.pool().clone());
             bench_backend("PostgreSQL", Arc::new(pg), raw, &args, &mut rows).await
         }

@@ -79,8 +79,14 @@ impl PostgresStore {
             instance: u64::from_le_bytes(seed),
             // Groups for different logs commit in parallel; one log's groups
             // serialise on its row lock.
-            workers: 4,
+            workers: 2,
         })
+    }
+
+    /// Sets how many group-commit workers run concurrently (at least one).
+    pub fn with_append_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// The connection pool (for the benchmark's raw baseline).

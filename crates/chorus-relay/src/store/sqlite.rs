@@ -81,6 +81,12 @@ impl SqliteStore {
         })
     }
 
+    /// Sets how many group-commit workers run concurrently (at least one).
+    pub fn with_append_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
     /// The connection pool (for the benchmark's raw baseline).
     pub fn pool(&self) -> &sqlx::SqlitePool {
         &self.pool
