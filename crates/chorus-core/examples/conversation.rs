@@ -6,7 +6,9 @@
 //!
 //! `cargo run -p chorus-core --example conversation`
 
-use chorus_core::{EncryptedMessage, LocalIdentity, MemoryPrekeyStore, MessageKind, Session, initiate, respond};
+use chorus_core::{
+    EncryptedMessage, LocalIdentity, MemoryPrekeyStore, MessageKind, Session, initiate, respond,
+};
 use chorus_crypto::SafetyNumber;
 use chorus_wire::{InitialMessage, PrekeyBundle, RatchetMessage};
 use rand::rngs::SysRng;
@@ -18,7 +20,13 @@ fn wire(m: &EncryptedMessage) -> String {
         MessageKind::Ratchet => RatchetMessage::decode(&m.bytes).map(|r| r.header),
     };
     match header {
-        Ok(h) => format!("{:?}, {} bytes, ratchet key {:?} #{}", m.kind, m.bytes.len(), h.sender, h.counter),
+        Ok(h) => format!(
+            "{:?}, {} bytes, ratchet key {:?} #{}",
+            m.kind,
+            m.bytes.len(),
+            h.sender,
+            h.counter
+        ),
         Err(e) => format!("undecodable: {e}"),
     }
 }
@@ -34,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = UnwrapErr(SysRng);
     let alice_id = LocalIdentity::generate(&mut rng);
     let bob_id = LocalIdentity::generate(&mut rng);
-    println!("safety number: {}", SafetyNumber::new(&alice_id.keys().root, &bob_id.keys().root));
+    println!(
+        "safety number: {}",
+        SafetyNumber::new(&alice_id.keys().root, &bob_id.keys().root)
+    );
 
     let mut prekeys = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
@@ -44,14 +55,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pq_prekey: prekeys.new_pq_prekey(&bob_id, false, &mut rng),
     };
     let bundle = PrekeyBundle::decode(&bundle.encode())?;
-    println!("Bob's bundle verified ({} bytes, ML-KEM-768 + X25519)", bundle.encode().len());
+    println!(
+        "Bob's bundle verified ({} bytes, ML-KEM-768 + X25519)",
+        bundle.encode().len()
+    );
 
     let mut alice = initiate(&alice_id, &bundle, &mut rng)?;
     let m1 = alice.encrypt(b"Hi Bob, it's Alice.", &mut rng)?;
     println!("Alice sends  {}", wire(&m1));
     let mut answered = respond(&bob_id, &prekeys, &m1.bytes)?;
     prekeys.consume(&answered.consumed);
-    println!("  Bob reads   {:?} (one-time prekeys left: {})", String::from_utf8_lossy(&answered.plaintext), prekeys.one_time_count());
+    println!(
+        "  Bob reads   {:?} (one-time prekeys left: {})",
+        String::from_utf8_lossy(&answered.plaintext),
+        prekeys.one_time_count()
+    );
     let bob = &mut answered.session;
 
     let r1 = bob.encrypt(b"Hello Alice!", &mut rng)?;
