@@ -742,6 +742,25 @@ mod tests {
     }
 
     #[test]
+    fn nonce_and_stream_tag_at_bound_decode_and_one_over_is_refused() {
+        let body = |nonce: usize, tag: usize| {
+            format!(
+                r#"{{"records":[{{"epoch":0,"nonce":"{}","ciphertext":"","guard":{{"stream_tag":"{}","expected_version":0}}}}]}}"#,
+                "ab".repeat(nonce),
+                "ab".repeat(tag)
+            )
+        };
+        let code = |n, t| {
+            decode::<AppendRequest>(body(n, t).as_bytes())
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(code(MAX_NONCE_BYTES, MAX_STREAM_TAG_BYTES), None);
+        assert_eq!(code(MAX_NONCE_BYTES + 1, 1), Some("nonce_too_large"));
+        assert_eq!(code(0, MAX_STREAM_TAG_BYTES + 1), Some("bad_stream_tag"));
+    }
+
+    #[test]
     fn full_batch_of_largest_records_fits_the_body_limit() {
         let rec = format!(
             r#"{{"epoch":0,"nonce":"{}","ciphertext":"{}","guard":{{"stream_tag":"{}","expected_version":9223372036854775807}}}}"#,

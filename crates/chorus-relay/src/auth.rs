@@ -221,6 +221,33 @@ mod tests {
     }
 
     #[test]
+    fn pending_challenges_at_bound_then_refused_until_some_expire() {
+        let auth = Auth::default();
+        let (log, dev) = (Id32([1; 32]), Id32([2; 32]));
+        for _ in 0..MAX_PENDING_CHALLENGES {
+            assert!(auth.challenge(log, dev, 0).is_ok());
+        }
+        let refused = auth.challenge(log, dev, 0).err().map(|e| e.code);
+        assert_eq!(refused, Some("rate_limited"));
+        let later = crate::clock::duration_ms(CHALLENGE_TTL);
+        assert!(auth.challenge(log, dev, later).is_ok());
+    }
+
+    #[test]
+    fn sessions_at_bound_then_refused_until_some_expire() {
+        let auth = Auth::default();
+        let (log, dev) = (Id32([1; 32]), Id32([2; 32]));
+        for _ in 0..MAX_SESSIONS {
+            assert!(auth.issue(log, dev, 0, 10).is_ok());
+        }
+        assert_eq!(
+            auth.issue(log, dev, 0, 10).err().map(|e| e.code),
+            Some("rate_limited")
+        );
+        assert!(auth.issue(log, dev, 10, 10).is_ok());
+    }
+
+    #[test]
     fn sessions_expire_and_revocation_drops_them() {
         let auth = Auth::default();
         let (log, dev) = (Id32([1; 32]), Id32([2; 32]));

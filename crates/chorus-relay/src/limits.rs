@@ -38,9 +38,9 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// that only grows must still be bounded).
 pub const MAX_DEVICES_PER_LOG: usize = 64;
 
-/// Most mailboxes registered under one log (one per contact relationship plus
-/// rotations).
-pub const MAX_MAILBOXES_PER_LOG: usize = 4096;
+/// Default most mailboxes registered under one log (one per contact relationship
+/// plus rotations).
+pub const DEFAULT_MAX_MAILBOXES_PER_LOG: usize = 4096;
 
 /// Most mailboxes in one batched read.
 pub const MAX_BATCH_MAILBOXES: usize = 64;
@@ -174,6 +174,8 @@ pub struct Limits {
     pub mailbox_ttl: Duration,
     /// Most unexpired envelopes per mailbox.
     pub mailbox_depth: u32,
+    /// Most mailboxes per log.
+    pub max_mailboxes_per_log: usize,
     /// Session token lifetime.
     pub session_ttl: Duration,
     /// Largest blob.
@@ -195,6 +197,7 @@ impl Default for Limits {
         Limits {
             mailbox_ttl: DEFAULT_MAILBOX_TTL,
             mailbox_depth: DEFAULT_MAILBOX_DEPTH,
+            max_mailboxes_per_log: DEFAULT_MAX_MAILBOXES_PER_LOG,
             session_ttl: DEFAULT_SESSION_TTL,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,

@@ -67,6 +67,9 @@ struct Serve {
     /// Most unexpired envelopes per mailbox.
     #[arg(long, env = "CHORUS_RELAY_MAILBOX_DEPTH", default_value_t = limits::DEFAULT_MAILBOX_DEPTH)]
     mailbox_depth: u32,
+    /// Most mailboxes per log.
+    #[arg(long, env = "CHORUS_RELAY_MAX_MAILBOXES", default_value_t = limits::DEFAULT_MAX_MAILBOXES_PER_LOG)]
+    max_mailboxes: usize,
     /// Session token lifetime, in seconds.
     #[arg(long, env = "CHORUS_RELAY_SESSION_TTL_SECS", default_value_t = limits::DEFAULT_SESSION_TTL.as_secs())]
     session_ttl_secs: u64,
@@ -108,6 +111,7 @@ impl Serve {
         let l = Limits {
             mailbox_ttl: Duration::from_secs(self.mailbox_ttl_secs),
             mailbox_depth: self.mailbox_depth,
+            max_mailboxes_per_log: self.max_mailboxes,
             session_ttl: Duration::from_secs(self.session_ttl_secs),
             max_blob_bytes: self.max_blob_bytes,
             blob_quota_bytes: self.blob_quota_bytes,

@@ -75,6 +75,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn presence_table_at_bound_refuses_new_logs_until_entries_fade() {
+        let p = Presence::default();
+        let dev = Id32([0; 32]);
+        for i in 0..MAX_PRESENCE_LOGS {
+            let mut log = [0u8; 32];
+            log[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert!(p.beat(Id32(log), dev, 0));
+        }
+        assert!(!p.beat(Id32([0xff; 32]), dev, 0));
+        assert!(p.beat(Id32([0xff; 32]), dev, duration_ms(PRESENCE_TTL)));
+    }
+
+    #[test]
     fn heartbeats_fade_after_the_presence_window() {
         let p = Presence::default();
         let (log, dev) = (Id32([1; 32]), Id32([2; 32]));

@@ -95,6 +95,32 @@ mod tests {
     }
 
     #[test]
+    fn bucket_table_at_bound_forgets_idle_buckets_never_busy_ones() {
+        let r = RateLimiter::default();
+        let rate = Rate {
+            per_sec: 1.0,
+            burst: 2.0,
+        };
+        let key = |i: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        for i in 0..MAX_RATE_BUCKETS {
+            assert!(r.allow(Kind::Open, key(i), rate, 0));
+        }
+        // Drain one bucket completely; it must stay limited.
+        assert!(r.allow(Kind::Open, key(0), rate, 0));
+        assert!(!r.allow(Kind::Open, key(0), rate, 0));
+        // One more key at the bound: idle (full-again) buckets are dropped, the
+        // drained one is kept.
+        assert!(r.allow(Kind::Open, key(MAX_RATE_BUCKETS), rate, 1000));
+        assert!(r.buckets.lock().map(|m| m.len() <= 2).unwrap_or(false));
+        assert!(r.allow(Kind::Open, key(0), rate, 1000));
+        assert!(!r.allow(Kind::Open, key(0), rate, 1000));
+    }
+
+    #[test]
     fn unlimited_rate_never_refuses() {
         let r = RateLimiter::default();
         for _ in 0..10_000 {

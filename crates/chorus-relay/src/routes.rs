@@ -427,7 +427,12 @@ async fn register_mailbox(
     let req: RegisterMailboxRequest = decode(&body)?;
     state
         .store()
-        .register_mailbox(log_id, req.mailbox_id, state.now())
+        .register_mailbox(
+            log_id,
+            req.mailbox_id,
+            state.limits().max_mailboxes_per_log,
+            state.now(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -40,7 +40,112 @@ both_backends!(
     rendezvous_channel_lives_ten_minutes_and_is_gone_after_close,
     presence_is_visible_to_siblings_and_fades,
     malformed_input_gets_a_code_and_changes_nothing,
+    mailboxes_per_log_at_bound_then_refused,
+    append_rate_at_bound_then_limited,
+    unauthenticated_creation_rate_at_bound_then_limited,
 );
+
+async fn mailboxes_per_log_at_bound_then_refused(b: Backend) {
+    let limits = Limits {
+        max_mailboxes_per_log: 3,
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(26).await;
+    for i in 0..3 {
+        mailbox(&r, &log, &tok, 100 + i).await;
+    }
+    mailbox(&r, &log, &tok, 100).await; // re-registering is idempotent, not a new one
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes", log.0),
+            Some(&tok),
+            json!({ "mailbox_id": Hex32::from_u64(200).0 }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("too_many_mailboxes"))
+    );
+}
+
+async fn append_rate_at_bound_then_limited(b: Backend) {
+    let limits = Limits {
+        append_rate: chorus_relay::Rate {
+            per_sec: 2.0,
+            burst: 3.0,
+        },
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(27).await;
+    for _ in 0..3 {
+        assert_eq!(
+            r.append(&log, &tok, vec![record("x", None)]).await.0,
+            StatusCode::OK
+        );
+    }
+    let (s, v) = r.append(&log, &tok, vec![record("x", None)]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+    assert_eq!(head(&r, &log, &tok).await, 3);
+    r.clock.advance(Duration::from_millis(500));
+    assert_eq!(
+        r.append(&log, &tok, vec![record("x", None)]).await.0,
+        StatusCode::OK
+    );
+}
+
+async fn unauthenticated_creation_rate_at_bound_then_limited(b: Backend) {
+    let limits = Limits {
+        open_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 2.0,
+        },
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let create = |i: u64| json!({ "channel_id": Hex32::from_u64(i).0 });
+    assert_eq!(
+        r.post("/v1/rendezvous", None, create(1)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        r.post("/v1/rendezvous", None, create(2)).await.0,
+        StatusCode::CREATED
+    );
+    let (s, v) = r.post("/v1/rendezvous", None, create(3)).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+    let dev = Device::new(28);
+    let (s, _) = r
+        .post(
+            "/v1/logs",
+            None,
+            json!({ "log_id": Hex32::from_seed(28).0, "genesis": "", "device_id": dev.id }),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "log creation shares the per-IP budget"
+    );
+    r.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        r.post("/v1/rendezvous", None, create(3)).await.0,
+        StatusCode::CREATED
+    );
+}
 
 async fn head(r: &Relay, log: &Hex32, token: &str) -> i64 {
     let (s, v) = r.get(&format!("/v1/logs/{}", log.0), Some(token)).await;

@@ -230,10 +230,12 @@ pub trait RelayStore: Send + Sync + 'static {
     fn trim(&self, log_id: Id32, below: i64) -> BoxFuture<'_, StoreResult<i64>>;
 
     /// Registers a mailbox under a log (idempotent for the same log).
+    /// `TooManyMailboxes` when the log already has `max_mailboxes`.
     fn register_mailbox(
         &self,
         log_id: Id32,
         mailbox_id: Id32,
+        max_mailboxes: usize,
         now: i64,
     ) -> BoxFuture<'_, StoreResult<()>>;
 

@@ -26,7 +26,7 @@ use crate::api::{
     PublishPrekeysRequest, RecordIn, RecordOut,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::limits::{MAX_MAILBOXES_PER_LOG, MAX_RENDEZVOUS_MESSAGES};
+use crate::limits::MAX_RENDEZVOUS_MESSAGES;
 
 /// The NOTIFY channel relay processes share.
 pub const CHANNEL: &str = "chorus_relay_events";

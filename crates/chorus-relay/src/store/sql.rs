@@ -372,6 +372,7 @@ macro_rules! sql_store {
                 &self,
                 log_id: Id32,
                 mailbox_id: Id32,
+                max_mailboxes: usize,
                 now: i64,
             ) -> BoxFuture<'_, StoreResult<()>> {
                 Box::pin(async move {
@@ -398,7 +399,7 @@ macro_rules! sql_store {
                         .bind(&log_id.0[..])
                         .fetch_one(&mut *tx)
                         .await?;
-                    if count >= int(MAX_MAILBOXES_PER_LOG) {
+                    if count >= int(max_mailboxes) {
                         return Err(StoreError::TooManyMailboxes);
                     }
                     sqlx::query(

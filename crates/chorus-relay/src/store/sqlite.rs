@@ -26,7 +26,7 @@ use crate::api::{
     PublishPrekeysRequest, RecordOut,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::limits::{MAX_MAILBOXES_PER_LOG, MAX_RENDEZVOUS_MESSAGES};
+use crate::limits::MAX_RENDEZVOUS_MESSAGES;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
