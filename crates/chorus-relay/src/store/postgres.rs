@@ -98,199 +98,149 @@ impl PostgresStore {
         Ok(((), self.pool.begin().await?))
     }
 
-    /// Group commit in a constant number of statements, whatever the group size:
-    /// lock every log of the group (in id order, so concurrent groups cannot
-    /// deadlock), read their heads, authors and guarded stream versions in one
-    /// query each, decide every job in memory (in arrival order), then write all
-    /// records, stream versions and heads with one `UNNEST` statement each. Over a
-    /// network each statement is a round trip, so this, not the commit, is what
-    /// makes large groups cheap.
+    /// Group commit in two round trips and no explicit transaction, whatever
+    /// the group size. Over a network every statement is a round trip, and a
+    /// `BEGIN … COMMIT` around a lock adds two more, so instead the group is
+    /// applied optimistically: one query reads the heads, authors and guarded
+    /// stream versions of every log in the group; every job is decided in memory
+    /// (in arrival order); one statement then writes all records, stream versions
+    /// and heads, conditional per log on its head being unchanged, and sends the
+    /// `NOTIFY` — atomically, as one implicit transaction. A log whose head moved
+    /// meanwhile (another worker or relay process appended) is not written, and its
+    /// jobs are decided again from a fresh read. Streams only move with the head,
+    /// so an unchanged head proves every guard decision for that log. After
+    /// [`OPTIMISTIC_ATTEMPTS`] the remaining jobs take the row-locking path.
     async fn append_group_impl(&self, jobs: &[AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        let mut log_ids: Vec<Vec<u8>> = jobs.iter().map(|j| j.log_id.0.to_vec()).collect();
-        log_ids.sort();
-        log_ids.dedup();
-        let rows = sqlx::query(
-            "SELECT log_id, head_seq FROM logs WHERE log_id = ANY($1) ORDER BY log_id FOR UPDATE",
-        )
-        .bind(&log_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut heads: HashMap<Id32, i64> = HashMap::new();
-        for r in rows {
-            heads.insert(id32(r.try_get(0)?)?, r.try_get(1)?);
-        }
-
-        let (mut q_logs, mut q_devs) = (Vec::new(), Vec::new());
-        for j in jobs {
-            q_logs.push(j.log_id.0.to_vec());
-            q_devs.push(j.author.0.to_vec());
-        }
-        let rows = sqlx::query(
-            "SELECT d.log_id, d.device_id FROM devices d \
-             JOIN UNNEST($1::bytea[], $2::bytea[]) AS q(l, a) ON d.log_id = q.l AND d.device_id = q.a \
-             WHERE d.revoked_ms IS NULL",
-        )
-        .bind(&q_logs)
-        .bind(&q_devs)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut current: HashSet<(Id32, Id32)> = HashSet::new();
-        for r in rows {
-            current.insert((id32(r.try_get(0)?)?, id32(r.try_get(1)?)?));
-        }
-
-        let (mut g_logs, mut g_tags) = (Vec::new(), Vec::new());
-        for j in jobs {
-            for g in j.records.iter().filter_map(|r| r.guard.as_ref()) {
-                g_logs.push(j.log_id.0.to_vec());
-                g_tags.push(g.stream_tag.0.clone());
-            }
-        }
-        let mut versions: HashMap<(Id32, Vec<u8>), i64> = HashMap::new();
-        if !g_logs.is_empty() {
-            let rows = sqlx::query(
-                "SELECT s.log_id, s.stream_tag, s.version FROM streams s \
-                 JOIN UNNEST($1::bytea[], $2::bytea[]) AS q(l, t) ON s.log_id = q.l AND s.stream_tag = q.t",
-            )
-            .bind(&g_logs)
-            .bind(&g_tags)
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in rows {
-                versions.insert((id32(r.try_get(0)?)?, r.try_get(1)?), r.try_get(2)?);
-            }
-        }
-
-        // Decide each job against the state left by the jobs before it.
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut rec = RecordColumns::default();
-        let mut touched_streams: HashMap<(Id32, Vec<u8>), i64> = HashMap::new();
-        let mut touched_logs: HashMap<Id32, i64> = HashMap::new();
-        for job in jobs {
-            let Some(head) = heads.get(&job.log_id).copied() else {
-                out.push(Err(AppendRejection::NoLog));
-                continue;
-            };
-            if !current.contains(&(job.log_id, job.author)) {
-                out.push(Err(AppendRejection::NotCurrent));
-                continue;
-            }
-            let mut local: Vec<(Vec<u8>, i64)> = Vec::new();
-            let mut failed = Vec::new();
-            for (index, r) in job.records.iter().enumerate() {
-                let Some(g) = &r.guard else { continue };
-                let tag = &g.stream_tag.0;
-                let now_at = match local.iter().find(|(t, _)| t == tag) {
-                    Some((_, v)) => *v,
-                    None => versions
-                        .get(&(job.log_id, tag.clone()))
-                        .copied()
-                        .unwrap_or(0),
-                };
-                let next = if now_at == g.expected_version {
-                    now_at + 1
-                } else {
-                    failed.push(FailedGuard {
-                        index,
-                        stream_tag: g.stream_tag.clone(),
-                        expected_version: g.expected_version,
-                        current_version: now_at,
-                    });
-                    now_at
-                };
-                match local.iter_mut().find(|(t, _)| t == tag) {
-                    Some(slot) => slot.1 = next,
-                    None => local.push((tag.clone(), next)),
+        let mut out: Vec<Option<AppendOutcome>> = vec![None; jobs.len()];
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let group: Vec<&AppendJob> = pending.iter().filter_map(|&i| jobs.get(i)).collect();
+            let snap = snapshot(&self.pool, &group).await?;
+            let plan = plan(&group, snap);
+            let confirmed = self.write(&self.pool, &plan).await?;
+            let mut retry = Vec::new();
+            for (k, &i) in pending.iter().enumerate() {
+                let Some(job) = jobs.get(i) else { continue };
+                if plan.logs.contains_key(&job.log_id) && !confirmed.contains(&job.log_id) {
+                    retry.push(i);
+                } else if let (Some(slot), Some(o)) = (out.get_mut(i), plan.out.get(k)) {
+                    *slot = Some(o.clone());
                 }
             }
-            if !failed.is_empty() {
-                out.push(Err(AppendRejection::Guards(failed)));
-                continue;
+            pending = retry;
+            if pending.is_empty() {
+                break;
             }
-            let mut seqs = Vec::with_capacity(job.records.len());
-            for (i, r) in job.records.iter().enumerate() {
-                let seq = head + int(i) + 1;
-                rec.push(job, seq, r);
-                seqs.push(seq);
-            }
-            let new_head = head + int(job.records.len());
-            heads.insert(job.log_id, new_head);
-            touched_logs.insert(job.log_id, new_head);
-            for (tag, v) in local {
-                versions.insert((job.log_id, tag.clone()), v);
-                touched_streams.insert((job.log_id, tag), v);
-            }
-            out.push(Ok(seqs));
         }
-
-        if !rec.seq.is_empty() {
-            sqlx::query(
-                "INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::bytea[], \
-                 $7::bytea[], $8::int8[])",
-            )
-            .bind(&rec.log_id)
-            .bind(&rec.seq)
-            .bind(&rec.epoch)
-            .bind(&rec.author)
-            .bind(&rec.nonce)
-            .bind(&rec.ciphertext)
-            .bind(&rec.stream_tag)
-            .bind(&rec.expected)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !touched_streams.is_empty() {
-            let (mut l, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
-            for ((log, tag), version) in touched_streams {
-                l.push(log.0.to_vec());
-                t.push(tag);
-                v.push(version);
+        if !pending.is_empty() {
+            let group: Vec<&AppendJob> = pending.iter().filter_map(|&i| jobs.get(i)).collect();
+            let decided = self.append_locked(&group).await?;
+            for (&i, o) in pending.iter().zip(decided) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(o);
+                }
             }
-            sqlx::query(
-                "INSERT INTO streams (log_id, stream_tag, version) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[]) \
-                 ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version",
-            )
-            .bind(&l)
-            .bind(&t)
-            .bind(&v)
-            .execute(&mut *tx)
-            .await?;
         }
-        let heads_moved: Vec<(Id32, i64)> = touched_logs.iter().map(|(l, h)| (*l, *h)).collect();
-        if !touched_logs.is_empty() {
-            let (mut l, mut h) = (Vec::new(), Vec::new());
-            for (log, head) in touched_logs {
-                l.push(log.0.to_vec());
-                h.push(head);
-            }
-            sqlx::query(
-                "UPDATE logs SET head_seq = u.h FROM UNNEST($1::bytea[], $2::int8[]) AS u(l, h) \
-                 WHERE logs.log_id = u.l",
-            )
-            .bind(&l)
-            .bind(&h)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // Wake other relay processes; delivered only if this commits.
-        let events: Vec<Event> = heads_moved
+        Ok(out
             .into_iter()
-            .map(|(log_id, head_seq)| Event::LogAppended { log_id, head_seq })
-            .collect();
-        if !events.is_empty() {
-            for payload in self.notice_payloads(&events)? {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(payload)
-                    .execute(&mut *tx)
-                    .await?;
+            .map(|o| o.unwrap_or(Err(AppendRejection::NoLog)))
+            .collect())
+    }
+
+    /// The contended path: lock the group's logs (in id order, so concurrent
+    /// groups cannot deadlock), then read, decide and write under the locks.
+    async fn append_locked(&self, group: &[&AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let mut log_ids: Vec<Vec<u8>> = group.iter().map(|j| j.log_id.0.to_vec()).collect();
+        log_ids.sort();
+        log_ids.dedup();
+        sqlx::query("SELECT log_id FROM logs WHERE log_id = ANY($1) ORDER BY log_id FOR UPDATE")
+            .bind(&log_ids)
+            .execute(&mut *tx)
+            .await?;
+        let snap = snapshot(&mut *tx, group).await?;
+        let plan = plan(group, snap);
+        self.write(&mut *tx, &plan).await?;
+        tx.commit().await?;
+        Ok(plan.out)
+    }
+
+    /// Writes a plan; returns the logs whose head was still as read (only those
+    /// were written).
+    async fn write<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        ex: E,
+        plan: &Plan,
+    ) -> StoreResult<HashSet<Id32>> {
+        if plan.logs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (mut l, mut old, mut new) = (Vec::new(), Vec::new(), Vec::new());
+        let mut events = Vec::new();
+        for (log, (o, n)) in &plan.logs {
+            l.push(log.0.to_vec());
+            old.push(*o);
+            new.push(*n);
+            if n > o {
+                events.push(Event::LogAppended {
+                    log_id: *log,
+                    head_seq: *n,
+                });
             }
         }
-        tx.commit().await?;
-        Ok(out)
+        let (mut sl, mut st, mut sv) = (Vec::new(), Vec::new(), Vec::new());
+        for ((log, tag), version) in &plan.streams {
+            sl.push(log.0.to_vec());
+            st.push(tag.clone());
+            sv.push(*version);
+        }
+        // One payload is enough here: a group's events are a few dozen bytes
+        // per log and a group holds at most MAX_GROUP_COMMIT jobs.
+        let payload = self
+            .notice_payloads(&events)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let rec = &plan.rec;
+        let rows = sqlx::query(
+            "WITH lg AS ( \
+               UPDATE logs SET head_seq = u.new FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) AS u(l, old, new) \
+               WHERE logs.log_id = u.l AND logs.head_seq = u.old RETURNING logs.log_id \
+             ), ins AS ( \
+               INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+               SELECT r.* FROM UNNEST($4::bytea[], $5::int8[], $6::int8[], $7::bytea[], $8::bytea[], $9::bytea[], \
+                 $10::bytea[], $11::int8[]) AS r(log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+               WHERE r.log_id IN (SELECT log_id FROM lg) \
+             ), st AS ( \
+               INSERT INTO streams (log_id, stream_tag, version) \
+               SELECT s.l, s.t, s.v FROM UNNEST($12::bytea[], $13::bytea[], $14::int8[]) AS s(l, t, v) \
+               WHERE s.l IN (SELECT log_id FROM lg) \
+               ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version \
+             ) \
+             SELECT lg.log_id FROM lg CROSS JOIN ( \
+               SELECT count(pg_notify($15, $16)) FROM (SELECT 1) AS one \
+               WHERE $16 <> '' AND EXISTS (SELECT 1 FROM lg) \
+             ) AS n",
+        )
+        .bind(&l)
+        .bind(&old)
+        .bind(&new)
+        .bind(&rec.log_id)
+        .bind(&rec.seq)
+        .bind(&rec.epoch)
+        .bind(&rec.author)
+        .bind(&rec.nonce)
+        .bind(&rec.ciphertext)
+        .bind(&rec.stream_tag)
+        .bind(&rec.expected)
+        .bind(&sl)
+        .bind(&st)
+        .bind(&sv)
+        .bind(CHANNEL)
+        .bind(payload)
+        .fetch_all(ex)
+        .await?;
+        rows.into_iter().map(|r| id32(r.try_get(0)?)).collect()
     }
 
     async fn publish_events(&self, events: &[Event]) -> StoreResult<()> {
@@ -362,6 +312,157 @@ impl PostgresStore {
         });
         Ok(())
     }
+}
+
+/// Optimistic group-commit rounds before falling back to row locks.
+const OPTIMISTIC_ATTEMPTS: usize = 4;
+
+/// What a group's logs looked like when read.
+#[derive(Default)]
+struct Snapshot {
+    heads: HashMap<Id32, i64>,
+    current: HashSet<(Id32, Id32)>,
+    versions: HashMap<(Id32, Vec<u8>), i64>,
+}
+
+/// Reads heads, current authors and guarded stream versions for a group in one
+/// query.
+async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
+    group: &[&AppendJob],
+) -> StoreResult<Snapshot> {
+    let mut logs: Vec<Vec<u8>> = group.iter().map(|j| j.log_id.0.to_vec()).collect();
+    logs.sort();
+    logs.dedup();
+    let (mut d_logs, mut d_devs, mut g_logs, mut g_tags) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for j in group {
+        d_logs.push(j.log_id.0.to_vec());
+        d_devs.push(j.author.0.to_vec());
+        for g in j.records.iter().filter_map(|r| r.guard.as_ref()) {
+            g_logs.push(j.log_id.0.to_vec());
+            g_tags.push(g.stream_tag.0.clone());
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT 0::int8 AS kind, l.log_id AS a, NULL::bytea AS b, l.head_seq AS v FROM logs l WHERE l.log_id = ANY($1) \
+         UNION ALL \
+         SELECT 1, d.log_id, d.device_id, 0 FROM devices d \
+           JOIN UNNEST($2::bytea[], $3::bytea[]) AS q(l, a) ON d.log_id = q.l AND d.device_id = q.a \
+           WHERE d.revoked_ms IS NULL \
+         UNION ALL \
+         SELECT 2, s.log_id, s.stream_tag, s.version FROM streams s \
+           JOIN UNNEST($4::bytea[], $5::bytea[]) AS q(l, t) ON s.log_id = q.l AND s.stream_tag = q.t",
+    )
+    .bind(&logs)
+    .bind(&d_logs)
+    .bind(&d_devs)
+    .bind(&g_logs)
+    .bind(&g_tags)
+    .fetch_all(ex)
+    .await?;
+    let mut snap = Snapshot::default();
+    for r in rows {
+        let kind: i64 = r.try_get(0)?;
+        let a = id32(r.try_get(1)?)?;
+        let b: Option<Vec<u8>> = r.try_get(2)?;
+        let v: i64 = r.try_get(3)?;
+        match (kind, b) {
+            (0, _) => {
+                snap.heads.insert(a, v);
+            }
+            (1, Some(dev)) => {
+                snap.current.insert((a, id32(dev)?));
+            }
+            (2, Some(tag)) => {
+                snap.versions.insert((a, tag), v);
+            }
+            _ => {}
+        }
+    }
+    Ok(snap)
+}
+
+/// A group decided against a snapshot: per-job outcomes and what to write.
+struct Plan {
+    out: Vec<AppendOutcome>,
+    rec: RecordColumns,
+    streams: HashMap<(Id32, Vec<u8>), i64>,
+    /// Every existing log the group touched: (head as read, new head). Logs whose
+    /// jobs were all refused are included (new = old) so the write confirms the
+    /// snapshot the refusals were based on.
+    logs: HashMap<Id32, (i64, i64)>,
+}
+
+/// Decides each job, in order, against the state left by the jobs before it.
+fn plan(group: &[&AppendJob], mut snap: Snapshot) -> Plan {
+    let mut p = Plan {
+        out: Vec::with_capacity(group.len()),
+        rec: RecordColumns::default(),
+        streams: HashMap::new(),
+        logs: HashMap::new(),
+    };
+    for job in group {
+        let Some(head) = snap.heads.get(&job.log_id).copied() else {
+            p.out.push(Err(AppendRejection::NoLog));
+            continue;
+        };
+        p.logs.entry(job.log_id).or_insert((head, head));
+        if !snap.current.contains(&(job.log_id, job.author)) {
+            p.out.push(Err(AppendRejection::NotCurrent));
+            continue;
+        }
+        let mut local: Vec<(Vec<u8>, i64)> = Vec::new();
+        let mut failed = Vec::new();
+        for (index, r) in job.records.iter().enumerate() {
+            let Some(g) = &r.guard else { continue };
+            let tag = &g.stream_tag.0;
+            let at = match local.iter().find(|(t, _)| t == tag) {
+                Some((_, v)) => *v,
+                None => snap
+                    .versions
+                    .get(&(job.log_id, tag.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            };
+            let next = if at == g.expected_version {
+                at + 1
+            } else {
+                failed.push(FailedGuard {
+                    index,
+                    stream_tag: g.stream_tag.clone(),
+                    expected_version: g.expected_version,
+                    current_version: at,
+                });
+                at
+            };
+            match local.iter_mut().find(|(t, _)| t == tag) {
+                Some(slot) => slot.1 = next,
+                None => local.push((tag.clone(), next)),
+            }
+        }
+        if !failed.is_empty() {
+            p.out.push(Err(AppendRejection::Guards(failed)));
+            continue;
+        }
+        let mut seqs = Vec::with_capacity(job.records.len());
+        for (i, r) in job.records.iter().enumerate() {
+            let seq = head + int(i) + 1;
+            p.rec.push(job, seq, r);
+            seqs.push(seq);
+        }
+        let new_head = head + int(job.records.len());
+        snap.heads.insert(job.log_id, new_head);
+        if let Some(entry) = p.logs.get_mut(&job.log_id) {
+            entry.1 = new_head;
+        }
+        for (tag, v) in local {
+            snap.versions.insert((job.log_id, tag.clone()), v);
+            p.streams.insert((job.log_id, tag), v);
+        }
+        p.out.push(Ok(seqs));
+    }
+    p
 }
 
 /// Records of a group, column by column, for one `UNNEST` insert.
