@@ -51,6 +51,8 @@ pub struct PostgresStore {
     /// Random per process, to recognise our own notifications.
     instance: u64,
     workers: usize,
+    /// Optimistic group-commit rounds before taking row locks.
+    optimistic_attempts: usize,
 }
 
 impl PostgresStore {
@@ -80,12 +82,19 @@ impl PostgresStore {
             // Groups for different logs commit in parallel; one log's groups
             // serialise on its row lock.
             workers: 2,
+            optimistic_attempts: OPTIMISTIC_ATTEMPTS,
         })
     }
 
     /// Sets how many group-commit workers run concurrently (at least one).
     pub fn with_append_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Sets the optimistic group-commit rounds before row locks (0: always lock).
+    pub fn with_optimistic_attempts(mut self, attempts: usize) -> Self {
+        self.optimistic_attempts = attempts;
         self
     }
 
@@ -113,7 +122,7 @@ impl PostgresStore {
     async fn append_group_impl(&self, jobs: &[AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
         let mut out: Vec<Option<AppendOutcome>> = vec![None; jobs.len()];
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
-        for _ in 0..OPTIMISTIC_ATTEMPTS {
+        for _ in 0..self.optimistic_attempts {
             let group: Vec<&AppendJob> = pending.iter().filter_map(|&i| jobs.get(i)).collect();
             let snap = snapshot(&self.pool, &group).await?;
             let plan = plan(&group, snap);
@@ -314,7 +323,7 @@ impl PostgresStore {
     }
 }
 
-/// Optimistic group-commit rounds before falling back to row locks.
+/// Default optimistic group-commit rounds before falling back to row locks.
 const OPTIMISTIC_ATTEMPTS: usize = 4;
 
 /// What a group's logs looked like when read.
