@@ -553,6 +553,7 @@ fn after_a_stale_restore_the_fresh_chain_is_reused_not_stepped_again() {
             .unwrap();
     }
     let mut restored = Session::restore_stale(&p.alice.snapshot(), p.alice.generation()).unwrap();
+    let nodes_before = restored.ratchet_nodes();
     let first = send(&mut restored, &mut p.rng, "x");
     let second = send(&mut restored, &mut p.rng, "y");
     assert_eq!(
@@ -563,4 +564,15 @@ fn after_a_stale_restore_the_fresh_chain_is_reused_not_stepped_again() {
     assert_eq!(header(&second).counter, 1);
     assert_eq!(text(&mut p.bob, &second), "y");
     assert_eq!(text(&mut p.bob, &first), "x");
+    // The fuzzer's version of the same bug: enough sends to overflow the tree window
+    // used to prune the node every sibling stepped from, and sending then failed.
+    for i in 0..MAX_TREE_NODES + 8 {
+        let m = send(&mut restored, &mut p.rng, &format!("more{i}"));
+        assert_eq!(header(&m).sender, header(&first).sender);
+    }
+    assert_eq!(
+        restored.ratchet_nodes(),
+        nodes_before + 1,
+        "exactly one fresh node"
+    );
 }
