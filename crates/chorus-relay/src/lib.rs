@@ -51,6 +51,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
@@ -210,6 +211,10 @@ pub async fn run(
     });
     let closing = state.inner.closing.clone();
     let router = app(state);
+    // Small request/response pairs: never let Nagle hold a reply back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
