@@ -28,6 +28,11 @@ pub enum CryptoError {
     /// An AEAD tag or MAC did not verify: the ciphertext, key, nonce or associated data differ.
     #[error("authentication failed (wrong key, tampered ciphertext or associated data)")]
     AuthenticationFailed,
+    /// A key derivation was refused its parameters or inputs.
+    ///
+    /// Raised if Argon2id rejects its cost parameters, the passphrase or the salt.
+    #[error("key derivation failed: {0}")]
+    KeyDerivation(&'static str),
     /// The ciphertext is shorter than the fixed overhead of its format.
     #[error("ciphertext too short: {actual} bytes, at least {minimum} needed")]
     CiphertextTooShort {

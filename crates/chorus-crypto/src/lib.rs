@@ -29,6 +29,7 @@ mod ratchet;
 mod sas;
 mod sealed_box;
 mod serde_fixed;
+mod store_key;
 mod x25519;
 
 pub use aead::{Aes256GcmCipher, MessageCipher, NONCE_LEN, Nonce, TAG_LEN};
@@ -45,6 +46,9 @@ pub use kem::{
 pub use ratchet::{ChainKey, MessageKey, RemoteChainKey, RemoteMessageKey, RootKey};
 pub use sas::Sas;
 pub use sealed_box::{SEALED_BOX_OVERHEAD, open_sealed, seal};
+pub use store_key::{
+    ARGON2_ITERATIONS, ARGON2_MEMORY_KIB, PASSPHRASE_SALT_LEN, STORE_SEAL_OVERHEAD, StoreKey,
+};
 pub use x25519::{
     DeviceDhPublic, DeviceDhSecret, DhOutput, DhPublic, EphemeralPublic, EphemeralSecret,
     IdentityDhPublic, IdentityDhSecret, OneTimePrekeyPublic, OneTimePrekeySecret, RatchetPublic,

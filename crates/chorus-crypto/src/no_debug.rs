@@ -53,6 +53,9 @@
 //! ```compile_fail
 //! fn leak(k: &chorus_crypto::HandshakeSecret) -> String { format!("{k:?}") }
 //! ```
+//! ```compile_fail
+//! fn leak(k: &chorus_crypto::StoreKey) -> String { format!("{k:?}") }
+//! ```
 //!
 //! The same paths do name real types (so the failures above are about `Debug`):
 //! ```
@@ -73,4 +76,5 @@
 //! fn _t14(_: &chorus_crypto::DhOutput) {}
 //! fn _t15(_: &chorus_crypto::KemSharedSecret) {}
 //! fn _t16(_: &chorus_crypto::HandshakeSecret) {}
+//! fn _t17(_: &chorus_crypto::StoreKey) {}
 //! ```
