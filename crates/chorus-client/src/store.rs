@@ -1,0 +1,343 @@
+//! The device's local store: one SQLite file per device home, every secret sealed.
+//!
+//! SQLite only ever sees ciphertext for secret values: each is sealed with
+//! [`StoreKey`] (AES-256-GCM, fresh nonce) under associated data that names its row, so a
+//! value copied into another row fails to open. The key comes from a key file in the home
+//! (created with mode 0600, refused if group- or world-readable) or from a passphrase via
+//! Argon2id (the salt lives in the store). A sealed check value tells a wrong passphrase
+//! or key file apart from a corrupt row.
+//!
+//! Writes are single SQLite transactions in WAL mode with `synchronous=FULL`: once a save
+//! returns, a `kill -9` cannot lose it, and a crash mid-save leaves the previous value.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chorus_core::{Session, SessionError};
+use chorus_crypto::{CryptoError, PASSPHRASE_SALT_LEN, StoreKey};
+use rand::rngs::SysRng;
+use rand_core::UnwrapErr;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use zeroize::Zeroizing;
+
+/// File name of the store inside a device home.
+pub const STORE_FILE: &str = "chorus.sqlite";
+/// File name of the key file inside a device home.
+pub const KEY_FILE: &str = "store.key";
+/// Longest contact name the store accepts.
+pub const MAX_CONTACT_NAME_LEN: usize = 256;
+
+const CHECK_AD: &[u8] = b"chorus-store/key-check/v1";
+const CHECK_PLAINTEXT: &[u8] = b"chorus local store";
+
+/// How the store key is obtained.
+pub enum Unlock {
+    /// A 32-byte key file in the device home, created on first use.
+    KeyFile,
+    /// A passphrase, stretched with Argon2id.
+    Passphrase(Zeroizing<String>),
+}
+
+/// Why the store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key file or passphrase does not open this store.
+    #[error("wrong passphrase or key file for this store")]
+    WrongKey,
+    /// The store was created with the other unlock method.
+    #[error("this store is protected by a {expected}, not a {given}")]
+    WrongUnlockMethod {
+        /// How the store was created.
+        expected: &'static str,
+        /// What was offered.
+        given: &'static str,
+    },
+    /// The key file is readable by other users.
+    #[error("key file {path} is readable by other users (mode {mode:o}); run `chmod 600` on it")]
+    InsecureKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The store exists but its key file is gone.
+    #[error("the store exists but its key file {0} is missing")]
+    MissingKeyFile(PathBuf),
+    /// A stored value failed to authenticate or decode: the file was modified.
+    #[error("stored {0} is corrupt or was tampered with")]
+    Corrupt(String),
+    /// A contact name is empty or too long.
+    #[error("invalid contact name: {0}")]
+    InvalidContact(&'static str),
+    /// A session snapshot was refused by the core.
+    #[error("session state: {0}")]
+    Session(#[from] SessionError),
+    /// The key could not be derived.
+    #[error("key derivation: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An open, unlocked local store.
+///
+/// Holds the store key: `Debug` prints only the path.
+pub struct Store {
+    pool: SqlitePool,
+    key: StoreKey,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unlock {
+    fn name(&self) -> &'static str {
+        match self {
+            Unlock::KeyFile => "key file",
+            Unlock::Passphrase(_) => "passphrase",
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `home`.
+    pub async fn open(home: &Path, unlock: Unlock) -> Result<Self, StoreError> {
+        Self::open_with_costs(
+            home,
+            unlock,
+            chorus_crypto::ARGON2_MEMORY_KIB,
+            chorus_crypto::ARGON2_ITERATIONS,
+        )
+        .await
+    }
+
+    /// As [`open`](Self::open) with explicit Argon2id costs (tests use small ones).
+    pub async fn open_with_costs(
+        home: &Path,
+        unlock: Unlock,
+        memory_kib: u32,
+        iterations: u32,
+    ) -> Result<Self, StoreError> {
+        create_private_dir(home)?;
+        let path = home.join(STORE_FILE);
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+
+        let method: Option<Vec<u8>> = meta(&pool, "unlock").await?;
+        let fresh = method.is_none();
+        if let Some(m) = method.as_deref().filter(|m| *m != unlock.name().as_bytes()) {
+            let expected = if m == b"passphrase" {
+                "passphrase"
+            } else {
+                "key file"
+            };
+            return Err(StoreError::WrongUnlockMethod {
+                expected,
+                given: unlock.name(),
+            });
+        }
+        let mut rng = UnwrapErr(SysRng);
+        let key = match &unlock {
+            Unlock::KeyFile => key_file(home, fresh, &mut rng)?,
+            Unlock::Passphrase(p) => {
+                let salt = match meta(&pool, "kdf_salt").await? {
+                    Some(s) => <[u8; PASSPHRASE_SALT_LEN]>::try_from(s.as_slice())
+                        .map_err(|_| StoreError::Corrupt("key derivation salt".into()))?,
+                    None => {
+                        let mut s = [0u8; PASSPHRASE_SALT_LEN];
+                        rand_core::Rng::fill_bytes(&mut rng, &mut s);
+                        s
+                    }
+                };
+                let key =
+                    StoreKey::from_passphrase_with(p.as_bytes(), &salt, memory_kib, iterations)?;
+                if fresh {
+                    set_meta(&pool, "kdf_salt", &salt).await?;
+                }
+                key
+            }
+        };
+        if fresh {
+            let check = key.seal(CHECK_AD, CHECK_PLAINTEXT, &mut rng);
+            let mut tx = pool.begin().await?;
+            for (k, v) in [
+                ("unlock", unlock.name().as_bytes()),
+                ("key_check", check.as_slice()),
+            ] {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                    .bind(k)
+                    .bind(v)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        } else {
+            let check = meta(&pool, "key_check")
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("key check".into()))?;
+            match key.open(CHECK_AD, &check) {
+                Ok(p) if p.as_slice() == CHECK_PLAINTEXT => {}
+                _ => return Err(StoreError::WrongKey),
+            }
+        }
+        Ok(Self { pool, key, path })
+    }
+
+    /// Persists a session atomically (sealed, with its generation as the high-water
+    /// mark). Call it before anything the session produced leaves the device.
+    pub async fn save_session(&self, contact: &str, session: &Session) -> Result<(), StoreError> {
+        check_contact(contact)?;
+        let snapshot = session.snapshot();
+        let sealed = self.key.seal(
+            &row_ad("session", contact),
+            &snapshot,
+            &mut UnwrapErr(SysRng),
+        );
+        let generation = i64::try_from(session.generation())
+            .map_err(|_| StoreError::Corrupt("generation".into()))?;
+        sqlx::query(
+            "INSERT INTO sessions (contact, generation, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT(contact) DO UPDATE SET generation = excluded.generation, sealed = excluded.sealed",
+        )
+        .bind(contact)
+        .bind(generation)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Loads a session, refusing a snapshot older than the generation last saved.
+    pub async fn load_session(&self, contact: &str) -> Result<Option<Session>, StoreError> {
+        check_contact(contact)?;
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT generation, sealed FROM sessions WHERE contact = $1")
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((generation, sealed)) = row else {
+            return Ok(None);
+        };
+        let snapshot = self
+            .key
+            .open(&row_ad("session", contact), &sealed)
+            .map_err(|_| StoreError::Corrupt(format!("session for {contact:?}")))?;
+        let known =
+            u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation".into()))?;
+        Ok(Some(Session::restore(&snapshot, known)?))
+    }
+
+    /// Contacts with a stored session, in name order.
+    pub async fn contacts(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT contact FROM sessions ORDER BY contact")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Where the store file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn row_ad(table: &str, id: &str) -> Vec<u8> {
+    format!("chorus-store/{table}/{id}").into_bytes()
+}
+
+fn check_contact(contact: &str) -> Result<(), StoreError> {
+    if contact.is_empty() {
+        return Err(StoreError::InvalidContact("empty"));
+    }
+    if contact.len() > MAX_CONTACT_NAME_LEN {
+        return Err(StoreError::InvalidContact("longer than 256 bytes"));
+    }
+    Ok(())
+}
+
+async fn meta(pool: &SqlitePool, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?)
+}
+
+async fn set_meta(pool: &SqlitePool, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+        .bind(key)
+        .bind(value)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn create_private_dir(home: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(home)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(home, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Reads the key file, or creates it (mode 0600, never overwriting) for a new store.
+fn key_file(
+    home: &Path,
+    create: bool,
+    rng: &mut UnwrapErr<SysRng>,
+) -> Result<StoreKey, StoreError> {
+    let path = home.join(KEY_FILE);
+    if !path.exists() {
+        if !create {
+            return Err(StoreError::MissingKeyFile(path));
+        }
+        let key = StoreKey::generate(rng);
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&path)?;
+        f.write_all(&key.to_key_file())?;
+        f.sync_all()?;
+        return Ok(key);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(StoreError::InsecureKeyFile { path, mode });
+        }
+    }
+    let bytes = Zeroizing::new(fs::read(&path)?);
+    Ok(StoreKey::from_key_file(&bytes)?)
+}
