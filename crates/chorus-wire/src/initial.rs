@@ -84,3 +84,28 @@ impl InitialMessage {
         .encode_to_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_initial_message_over_the_limit_is_not_parsed() {
+        let big = vec![0u8; MAX_INITIAL_MESSAGE_LEN + 1];
+        assert_eq!(
+            InitialMessage::decode(&big),
+            Err(WireError::TooLarge {
+                what: "initial message",
+                max: MAX_INITIAL_MESSAGE_LEN,
+                actual: MAX_INITIAL_MESSAGE_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_largest_legal_ratchet_message_fits_in_an_initial_message() {
+        // handshake fields: identity (~140 B), ephemeral 32 B, KEM ciphertext 1,088 B, ids
+        let handshake = 140 + 32 + chorus_crypto::KEM_CIPHERTEXT_LEN + 32;
+        assert!(crate::limits::MAX_RATCHET_MESSAGE_LEN + handshake <= MAX_INITIAL_MESSAGE_LEN);
+    }
+}

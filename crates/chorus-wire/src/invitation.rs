@@ -68,3 +68,66 @@ impl Invitation {
         .encode_to_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prekeys::tests::bundle;
+
+    fn invitation(url: &str) -> proto::Invitation {
+        proto::Invitation {
+            version: WIRE_VERSION,
+            bundle: Some(bundle(1).to_proto()),
+            relay_url: url.to_owned(),
+            mailbox_id: vec![9; 32],
+        }
+    }
+
+    #[test]
+    fn a_relay_url_at_the_limit_is_accepted_and_one_byte_longer_is_not() {
+        let at = format!("https://{}", "a".repeat(MAX_RELAY_URL_LEN - 8));
+        assert_eq!(at.len(), MAX_RELAY_URL_LEN);
+        assert!(Invitation::decode(&invitation(&at).encode_to_vec()).is_ok());
+        let over = format!("{at}a");
+        assert_eq!(
+            Invitation::decode(&invitation(&over).encode_to_vec()),
+            Err(WireError::TooLarge {
+                what: "relay URL",
+                max: MAX_RELAY_URL_LEN,
+                actual: MAX_RELAY_URL_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn an_invitation_over_the_limit_is_not_parsed() {
+        let big = vec![0u8; MAX_INVITATION_LEN + 1];
+        assert!(matches!(
+            Invitation::decode(&big),
+            Err(WireError::TooLarge {
+                what: "invitation",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_relay_url_without_an_http_scheme_and_a_short_mailbox_are_named() {
+        assert!(matches!(
+            Invitation::decode(&invitation("ftp://relay").encode_to_vec()),
+            Err(WireError::InvalidText {
+                field: "invitation.relay_url",
+                ..
+            })
+        ));
+        let mut p = invitation("https://relay");
+        p.mailbox_id.pop();
+        assert!(matches!(
+            Invitation::decode(&p.encode_to_vec()),
+            Err(WireError::InvalidText {
+                field: "invitation.mailbox_id",
+                ..
+            })
+        ));
+    }
+}

@@ -298,7 +298,7 @@ impl IdentityKeys {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chorus_crypto::{
         IdentityDhSecret, OneTimePrekeySecret, PqPrekeySecret, SignedPrekeySecret,
