@@ -296,13 +296,20 @@ async fn set_meta(pool: &SqlitePool, key: &str, value: &[u8]) -> Result<(), Stor
     Ok(())
 }
 
+/// Creates the home with mode 0700 if it does not exist. An existing directory keeps
+/// its permissions (it may be the user's own home); the secrets in it are sealed anyway.
 fn create_private_dir(home: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(home)?;
+    if home.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(home, fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
     }
+    builder.create(home)?;
     Ok(())
 }
 
