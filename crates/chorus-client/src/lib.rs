@@ -1,20 +1,124 @@
 //! The Chorus client: drives the sans-I/O core with real I/O.
 //!
-//! So far this is the device's encrypted local store ([`Store`]); the relay connection
-//! (HTTP + WebSocket with reconnect), timers and the prekey lifecycle come with the
-//! Client/CLI issue. Everything the device changes goes through the core and is
-//! persisted here, sealed, before anything it produced leaves the device.
+//! A [`Device`] is one device home: the encrypted local [`Store`] (one SQLite file,
+//! every secret sealed), the identity in it, and the home relay ([`relay`]: HTTP with
+//! retries and backoff, WebSocket push). Everything the device changes goes through
+//! the core and is committed to the store before anything it produced leaves the
+//! device (see [`device`] for the persist-then-act rule and what a `kill -9` can and
+//! cannot lose). The `chorus` binary is thin glue over this API.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), chorus_client::StoreError> {
-//! use chorus_client::{Store, Unlock};
-//! let store = Store::open(std::path::Path::new("/tmp/alice"), Unlock::KeyFile).await?;
-//! for contact in store.contacts().await? {
-//!     println!("{contact}");
+//! # async fn example() -> Result<(), chorus_client::ClientError> {
+//! use chorus_client::{Device, Options, Unlock};
+//! use std::path::Path;
+//!
+//! let alice = Device::init(Path::new("/tmp/alice"), Unlock::KeyFile,
+//!     "http://127.0.0.1:7470", "alice", Options::default()).await?;
+//! let bob = Device::init(Path::new("/tmp/bob"), Unlock::KeyFile,
+//!     "http://127.0.0.1:7470", "bob", Options::default()).await?;
+//! let code = alice.invite().await?;
+//! let (contact, _) = bob.accept(&code, None).await?;
+//! bob.send(&contact, "hello").await?;
+//! for event in alice.sync().await? {
+//!     println!("{event:?}");
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! A runnable version: `cargo run -p chorus-client --example two_devices`.
 
+pub mod code;
+pub mod device;
+mod identity;
+pub mod prekeys;
+pub mod relay;
 mod store;
 
+pub use device::{
+    Clock, ContactInfo, Device, Event, Message, Options, SendOutcome, Status, SystemClock,
+    Verification,
+};
+pub use identity::Address;
+pub use relay::{Backoff, RelayError};
 pub use store::{KEY_FILE, MAX_CONTACT_NAME_LEN, STORE_FILE, Store, StoreError, Unlock};
+
+use std::path::PathBuf;
+
+/// Why a client operation failed. Each variant says whose fault it is: the user's
+/// input, the local store, the relay, or bytes from the network.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The home holds no identity yet.
+    #[error("no Chorus identity in {0}; run `chorus init` first")]
+    NotInitialized(PathBuf),
+    /// `init` on a home that already has one.
+    #[error("{0} already holds a Chorus identity")]
+    AlreadyInitialized(PathBuf),
+    /// No contact by that name.
+    #[error("unknown contact {0:?} (see `chorus contacts`)")]
+    UnknownContact(String),
+    /// The alias is in use.
+    #[error("a contact named {0:?} already exists; choose another with --name")]
+    ContactNameTaken(String),
+    /// The identity is already a contact.
+    #[error("already a contact, as {contact:?}")]
+    AlreadyContact {
+        /// The existing alias.
+        contact: String,
+    },
+    /// This invitation was accepted before.
+    #[error("this invitation was already accepted (contact {contact:?})")]
+    AlreadyAccepted {
+        /// The contact it created.
+        contact: String,
+    },
+    /// Our own invitation or address.
+    #[error("that is this identity's own invitation or address")]
+    OwnIdentity,
+    /// An invitation code that does not parse.
+    #[error("invalid invitation code: {reason}")]
+    BadCode {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An address that does not parse.
+    #[error("invalid address: {reason}")]
+    BadAddress {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The directory has nothing at that address.
+    #[error("no identity is published at that address")]
+    UnknownAddress,
+    /// The directory answered with an identity whose fingerprint is not the address's.
+    #[error("the relay answered with a different identity than the address names")]
+    AddressMismatch,
+    /// An empty message.
+    #[error("the message is empty")]
+    EmptyMessage,
+    /// An envelope refused for a protocol reason.
+    #[error("{0}")]
+    Rejected(&'static str),
+    /// Bytes that fail their format's checks (an invitation, an envelope, a name, a
+    /// message over its size limit).
+    #[error("{0}")]
+    Wire(#[from] chorus_wire::WireError),
+    /// The core refused (a forged or replayed message, an unknown prekey).
+    #[error("{0}")]
+    Session(#[from] chorus_core::SessionError),
+    /// The relay failed or refused.
+    #[error("{0}")]
+    Relay(#[from] RelayError),
+    /// The local store could not be opened or used.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A stored value is not what this version wrote.
+    #[error("local store: {0} is corrupt")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for ClientError {
+    fn from(e: sqlx::Error) -> Self {
+        ClientError::Store(StoreError::Database(e))
+    }
+}

@@ -19,8 +19,10 @@ use chorus_core::{Session, SessionError};
 use chorus_crypto::{CryptoError, PASSPHRASE_SALT_LEN, StoreKey};
 use rand::rngs::SysRng;
 use rand_core::UnwrapErr;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use zeroize::Zeroizing;
 
@@ -210,13 +212,26 @@ impl Store {
     /// Persists a session atomically (sealed, with its generation as the high-water
     /// mark). Call it before anything the session produced leaves the device.
     pub async fn save_session(&self, contact: &str, session: &Session) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.put_session(&mut conn, contact, session).await
+    }
+
+    /// Loads a session, refusing a snapshot older than the generation last saved.
+    pub async fn load_session(&self, contact: &str) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.get_session(&mut conn, contact).await
+    }
+
+    /// [`save_session`](Self::save_session) inside a caller's transaction.
+    pub(crate) async fn put_session(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &str,
+        session: &Session,
+    ) -> Result<(), StoreError> {
         check_contact(contact)?;
         let snapshot = session.snapshot();
-        let sealed = self.key.seal(
-            &row_ad("session", contact),
-            &snapshot,
-            &mut UnwrapErr(SysRng),
-        );
+        let sealed = self.seal("session", contact, &snapshot);
         let generation = i64::try_from(session.generation())
             .map_err(|_| StoreError::Corrupt("generation".into()))?;
         sqlx::query(
@@ -226,26 +241,27 @@ impl Store {
         .bind(contact)
         .bind(generation)
         .bind(sealed)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
-    /// Loads a session, refusing a snapshot older than the generation last saved.
-    pub async fn load_session(&self, contact: &str) -> Result<Option<Session>, StoreError> {
+    /// [`load_session`](Self::load_session) inside a caller's transaction.
+    pub(crate) async fn get_session(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &str,
+    ) -> Result<Option<Session>, StoreError> {
         check_contact(contact)?;
         let row: Option<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT generation, sealed FROM sessions WHERE contact = $1")
                 .bind(contact)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?;
         let Some((generation, sealed)) = row else {
             return Ok(None);
         };
-        let snapshot = self
-            .key
-            .open(&row_ad("session", contact), &sealed)
-            .map_err(|_| StoreError::Corrupt(format!("session for {contact:?}")))?;
+        let snapshot = self.open_sealed("session", contact, &sealed)?;
         let known =
             u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation".into()))?;
         Ok(Some(Session::restore(&snapshot, known)?))
@@ -258,6 +274,36 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`), so
+    /// that two processes on one home (say `watch` and `send`) serialise their
+    /// read-modify-write of a session instead of one overwriting the other.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The connection pool, for reads.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Seals a value for the row `table/id`.
+    pub(crate) fn seal(&self, table: &str, id: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.key
+            .seal(&row_ad(table, id), plaintext, &mut UnwrapErr(SysRng))
+    }
+
+    /// Opens a value sealed for the row `table/id`; any mismatch is [`StoreError::Corrupt`].
+    pub(crate) fn open_sealed(
+        &self,
+        table: &str,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        self.key
+            .open(&row_ad(table, id), sealed)
+            .map_err(|_| StoreError::Corrupt(format!("{table} {id:?}")))
     }
 
     /// Where the store file is.

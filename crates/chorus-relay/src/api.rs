@@ -133,7 +133,7 @@ fn check(ok: bool, code: &'static str) -> Result<(), ApiError> {
 // ---------------------------------------------------------------- auth
 
 /// `POST /v1/auth/challenge`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The log the device belongs to.
@@ -158,7 +158,7 @@ pub struct ChallengeResponse {
 }
 
 /// `POST /v1/auth/session`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     /// The challenge being answered.
@@ -199,7 +199,7 @@ pub const AUTH_LABEL: &[u8] = b"chorus-relay-auth-v1\0";
 // ---------------------------------------------------------------- log
 
 /// `POST /v1/logs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLogRequest {
     /// Client-chosen random log id.
@@ -428,7 +428,7 @@ pub struct DevicesResponse {
 // ---------------------------------------------------------------- mailboxes
 
 /// `POST /v1/logs/{log}/mailboxes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMailboxRequest {
     /// The random mailbox id handed to one contact.
@@ -442,7 +442,7 @@ impl Validate for RegisterMailboxRequest {
 }
 
 /// `POST /v1/mailboxes/{mailbox}/envelopes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostEnvelopeRequest {
     /// Sender-chosen id; posting the same id twice stores it once.
@@ -494,7 +494,7 @@ pub struct EnvelopesPage {
 }
 
 /// One mailbox in a batched read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxCursor {
     /// The mailbox.
@@ -505,7 +505,7 @@ pub struct MailboxCursor {
 }
 
 /// `POST /v1/logs/{log}/mailboxes/read`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchReadRequest {
     /// Mailboxes to read.
@@ -541,7 +541,7 @@ pub struct BatchReadResponse {
 // ---------------------------------------------------------------- prekeys
 
 /// `POST /v1/logs/{log}/prekeys/{address}`: adds to what is stored.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PublishPrekeysRequest {
     /// Replaces the signed prekey (bytes include the root signature).

@@ -39,6 +39,7 @@ pub mod limits;
 pub mod presence;
 pub mod ratelimit;
 mod routes;
+pub mod serve;
 pub mod store;
 mod ws;
 

@@ -10,6 +10,36 @@ use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, proto};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct MailboxId(pub [u8; 32]);
 
+impl MailboxId {
+    /// Reads a 32-byte id from the named field.
+    pub(crate) fn from_slice(field: &'static str, bytes: &[u8]) -> Result<Self, WireError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(MailboxId)
+            .map_err(|_| WireError::InvalidText {
+                field,
+                reason: "must be 32 bytes",
+            })
+    }
+}
+
+/// Checks a relay URL's length and scheme.
+pub(crate) fn check_relay_url(field: &'static str, url: &str) -> Result<(), WireError> {
+    if url.len() > MAX_RELAY_URL_LEN {
+        return Err(WireError::TooLarge {
+            what: "relay URL",
+            max: MAX_RELAY_URL_LEN,
+            actual: url.len(),
+        });
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(WireError::InvalidText {
+            field,
+            reason: "must start with http:// or https://",
+        });
+    }
+    Ok(())
+}
+
 /// A parsed invitation (bundle signatures verified, URL checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invitation {
@@ -19,6 +49,8 @@ pub struct Invitation {
     pub relay_url: String,
     /// A one-time mailbox for the answer.
     pub mailbox: MailboxId,
+    /// The inviter's display name, if given: a suggested alias.
+    pub name: Option<String>,
 }
 
 impl Invitation {
@@ -31,29 +63,19 @@ impl Invitation {
                 .as_ref()
                 .ok_or(WireError::MissingField("invitation.bundle"))?,
         )?;
-        if p.relay_url.len() > MAX_RELAY_URL_LEN {
-            return Err(WireError::TooLarge {
-                what: "relay URL",
-                max: MAX_RELAY_URL_LEN,
-                actual: p.relay_url.len(),
-            });
-        }
-        if !(p.relay_url.starts_with("http://") || p.relay_url.starts_with("https://")) {
-            return Err(WireError::InvalidText {
-                field: "invitation.relay_url",
-                reason: "must start with http:// or https://",
-            });
-        }
-        let mailbox = <[u8; 32]>::try_from(&p.mailbox_id[..])
-            .map(MailboxId)
-            .map_err(|_| WireError::InvalidText {
-                field: "invitation.mailbox_id",
-                reason: "must be 32 bytes",
-            })?;
+        check_relay_url("invitation.relay_url", &p.relay_url)?;
+        let mailbox = MailboxId::from_slice("invitation.mailbox_id", &p.mailbox_id)?;
+        let name = if p.name.is_empty() {
+            None
+        } else {
+            crate::check_display_name("invitation.name", &p.name)?;
+            Some(p.name)
+        };
         Ok(Self {
             bundle,
             relay_url: p.relay_url,
             mailbox,
+            name,
         })
     }
 
@@ -64,6 +86,7 @@ impl Invitation {
             bundle: Some(self.bundle.to_proto()),
             relay_url: self.relay_url.clone(),
             mailbox_id: self.mailbox.0.to_vec(),
+            name: self.name.clone().unwrap_or_default(),
         }
         .encode_to_vec()
     }
@@ -80,6 +103,7 @@ mod tests {
             bundle: Some(bundle(1).to_proto()),
             relay_url: url.to_owned(),
             mailbox_id: vec![9; 32],
+            name: String::new(),
         }
     }
 

@@ -14,6 +14,7 @@
 //! assert_eq!(unpad(&padded).unwrap(), b"hi");
 //! ```
 
+mod app;
 mod error;
 mod initial;
 mod invitation;
@@ -28,6 +29,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/chorus.wire.v1.rs"));
 }
 
+pub use app::{DirectoryEntry, Envelope, Hello, Payload, check_display_name, check_text};
 pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};

@@ -23,3 +23,20 @@ pub const MAX_BUNDLE_LEN: usize = 4096;
 pub const MAX_INVITATION_LEN: usize = MAX_BUNDLE_LEN + 1024;
 /// Longest relay URL in an invitation.
 pub const MAX_RELAY_URL_LEN: usize = 512;
+
+/// Largest envelope (what a mailbox holds); equal to the relay's envelope bound.
+pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
+
+/// Longest message text in bytes. Chosen so that the largest payload pads to the
+/// 32 KiB bucket: with the handshake's overhead an initial message stays under
+/// [`MAX_ENVELOPE_LEN`].
+pub const MAX_TEXT_LEN: usize = 32_000;
+
+/// Longest display name (an identity's self-chosen name, a contact alias), in bytes.
+pub const MAX_DISPLAY_NAME_LEN: usize = 64;
+
+/// Largest directory entry (identity keys, signed prekey, intro mailbox).
+pub const MAX_DIRECTORY_ENTRY_LEN: usize = 1024;
+
+/// Largest single prekey as published in the directory (ML-KEM key + signature + id).
+pub const MAX_PREKEY_LEN: usize = 2048;

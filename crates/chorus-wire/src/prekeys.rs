@@ -11,7 +11,7 @@ use chorus_crypto::{
 use prost::Message;
 
 use crate::error::field;
-use crate::limits::MAX_BUNDLE_LEN;
+use crate::limits::{MAX_BUNDLE_LEN, MAX_PREKEY_LEN};
 use crate::{WireError, decode_bounded, proto};
 
 /// Signature contexts (domain separation) for everything the root key signs on the wire.
@@ -105,7 +105,10 @@ impl SignedPrekey {
         Self { id, key, signature }
     }
 
-    fn from_proto(p: &proto::SignedPrekey, root: &RootPublicKey) -> Result<Self, WireError> {
+    pub(crate) fn from_proto(
+        p: &proto::SignedPrekey,
+        root: &RootPublicKey,
+    ) -> Result<Self, WireError> {
         let key = field(
             "signed_prekey.public_key",
             SignedPrekeyPublic::from_slice(&p.public_key),
@@ -127,7 +130,7 @@ impl SignedPrekey {
         })
     }
 
-    fn to_proto(&self) -> proto::SignedPrekey {
+    pub(crate) fn to_proto(&self) -> proto::SignedPrekey {
         proto::SignedPrekey {
             id: self.id,
             public_key: self.key.as_bytes().to_vec(),
@@ -292,6 +295,55 @@ impl IdentityKeys {
     }
 
     /// Encodes the identity keys.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+}
+
+impl SignedPrekey {
+    /// Decodes a signed prekey on its own, verifying it under `root`.
+    pub fn decode(bytes: &[u8], root: &RootPublicKey) -> Result<Self, WireError> {
+        let p: proto::SignedPrekey = decode_bounded("signed prekey", bytes, MAX_PREKEY_LEN)?;
+        Self::from_proto(&p, root)
+    }
+
+    /// Encodes the prekey on its own.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+}
+
+impl OneTimePrekey {
+    /// Decodes a one-time prekey as published on its own in the directory.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let p: proto::OneTimePrekey = decode_bounded("one-time prekey", bytes, MAX_PREKEY_LEN)?;
+        Ok(Self {
+            id: p.id,
+            key: field(
+                "one_time_prekey.public_key",
+                OneTimePrekeyPublic::from_slice(&p.public_key),
+            )?,
+        })
+    }
+
+    /// Encodes the prekey on its own.
+    pub fn encode(&self) -> Vec<u8> {
+        proto::OneTimePrekey {
+            id: self.id,
+            public_key: self.key.as_bytes().to_vec(),
+        }
+        .encode_to_vec()
+    }
+}
+
+impl PqPrekey {
+    /// Decodes a PQ prekey published on its own, verifying it under `root`.
+    pub fn decode(bytes: &[u8], root: &RootPublicKey) -> Result<Self, WireError> {
+        let p: proto::PqPrekey = decode_bounded("PQ prekey", bytes, MAX_PREKEY_LEN)?;
+        Self::from_proto(&p, root)
+    }
+
+    /// Encodes the prekey on its own.
     pub fn encode(&self) -> Vec<u8> {
         self.to_proto().encode_to_vec()
     }

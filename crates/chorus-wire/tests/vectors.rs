@@ -144,6 +144,7 @@ fn invitation_vector() {
         bundle: bundle(),
         relay_url: "https://relay.example:7470".into(),
         mailbox: MailboxId([0x66; 32]),
+        name: None,
     };
     let bytes = inv.encode();
     let stored = std::fs::read(dir().join("invitation.bin")).unwrap_or(bytes.clone());

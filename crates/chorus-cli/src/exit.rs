@@ -1,0 +1,72 @@
+//! Exit codes: one per kind of fault, so scripts can tell "fix your input" from
+//! "try again later". Documented in the README.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | internal error or corrupt local store |
+//! | 2 | usage: bad flags or arguments (clap), unreadable input |
+//! | 3 | not found: no identity in the home, unknown contact, unknown address |
+//! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
+//! | 5 | wrong passphrase or key file, or the other unlock method |
+//! | 6 | invalid input: bad invitation code or address, oversized or empty message, bad name |
+//! | 7 | conflict: already initialised, invitation already accepted, contact exists |
+//! | 8 | `chorus demo`: a check failed |
+
+use chorus_client::{ClientError, StoreError};
+
+pub const INTERNAL: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const NOT_FOUND: u8 = 3;
+pub const RELAY: u8 = 4;
+pub const LOCKED: u8 = 5;
+pub const INVALID: u8 = 6;
+pub const CONFLICT: u8 = 7;
+pub const DEMO_FAILED: u8 = 8;
+
+/// A failed command: its exit code and the one line printed on stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(USAGE, message)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        use ClientError as E;
+        let code = match &e {
+            E::NotInitialized(_) | E::UnknownContact(_) | E::UnknownAddress => NOT_FOUND,
+            E::Relay(_) => RELAY,
+            E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })
+            | E::Store(StoreError::MissingKeyFile(_) | StoreError::InsecureKeyFile { .. }) => {
+                LOCKED
+            }
+            E::BadCode { .. }
+            | E::BadAddress { .. }
+            | E::AddressMismatch
+            | E::EmptyMessage
+            | E::Wire(_)
+            | E::Rejected(_) => INVALID,
+            E::AlreadyInitialized(_)
+            | E::AlreadyAccepted { .. }
+            | E::AlreadyContact { .. }
+            | E::ContactNameTaken(_)
+            | E::OwnIdentity => CONFLICT,
+            E::Session(_) | E::Store(_) | E::Corrupt(_) => INTERNAL,
+        };
+        Self::new(code, e.to_string())
+    }
+}

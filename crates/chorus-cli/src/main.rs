@@ -1,0 +1,469 @@
+//! `chorus`: the command line, thin glue over [`chorus_client`].
+//!
+//! Each subcommand parses its arguments (clap), opens the device home, calls one client
+//! method, and prints the result — text for people, `--json` for scripts. Errors are one
+//! line on stderr and a documented exit code (see [`exit`]); nothing here decides
+//! protocol behaviour.
+
+mod demo;
+mod exit;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chorus_client::{ClientError, Device, Event, Message, Options, StoreError, Unlock};
+use chorus_relay::serve::ServeArgs;
+use clap::{CommandFactory, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::exit::Failure;
+
+/// Chorus: end-to-end encrypted messaging where your devices are one identity.
+#[derive(Parser)]
+#[command(name = "chorus", version, propagate_version = true)]
+struct Cli {
+    /// Device home (store and key file). Default: the platform data directory.
+    #[arg(long, global = true, env = "CHORUS_HOME")]
+    home: Option<PathBuf>,
+    /// Read the store passphrase from this environment variable (instead of a key file).
+    #[arg(long, global = true, value_name = "VAR")]
+    passphrase_env: Option<String>,
+    /// Protect a new store with a passphrase asked at the prompt (instead of a key file).
+    #[arg(long, global = true)]
+    passphrase: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a relay.
+    Relay {
+        #[command(subcommand)]
+        command: RelayCommand,
+    },
+    /// Create this device's identity on a relay; prints its safety number.
+    Init {
+        /// The home relay, e.g. http://127.0.0.1:7470.
+        #[arg(long)]
+        relay: String,
+        /// Your display name (contacts see it as a suggested alias).
+        #[arg(long)]
+        name: String,
+    },
+    /// Print an invitation code (text and QR) for one new contact.
+    Invite {
+        /// Print only the code, no QR.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Accept an invitation code ("-" reads it from stdin).
+    Accept {
+        /// The code, starting with "chorus:".
+        code: String,
+        /// What to call the contact (default: the name in the code).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Manage contacts.
+    Contact {
+        #[command(subcommand)]
+        command: ContactCommand,
+    },
+    /// List contacts.
+    Contacts {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message (TEXT, or stdin when omitted).
+    Send {
+        /// The contact's alias.
+        contact: String,
+        /// The text.
+        text: Option<String>,
+    },
+    /// Show the conversation with a contact, oldest first.
+    History {
+        /// The contact's alias.
+        contact: String,
+        /// How many of the latest messages.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch and show new messages once.
+    Sync {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show incoming messages live (WebSocket), reconnecting when the relay goes away.
+    Watch {
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relay reachability, pending outbox, mailbox cursors, prekeys.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the safety numbers to compare with a contact.
+    Verify {
+        /// The contact's alias.
+        contact: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Run a whole scenario on an embedded relay and check every step.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum RelayCommand {
+    /// Serve the relay API (SQLite in the working directory by default).
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum ContactCommand {
+    /// Add a contact by address (fingerprint@relay) through the relay's directory.
+    Add {
+        /// DIGITS@RELAY, as `chorus status` prints it.
+        address: String,
+        /// What to call the contact.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if let Command::Relay {
+        command: RelayCommand::Serve(args),
+    } = &cli.command
+    {
+        args.init_logging();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn home(cli: &Cli) -> Result<PathBuf, Failure> {
+    if let Some(h) = &cli.home {
+        return Ok(h.clone());
+    }
+    directories::ProjectDirs::from("org", "chorus", "chorus")
+        .map(|d| d.data_dir().to_owned())
+        .ok_or_else(|| Failure::usage("cannot find a data directory; pass --home DIR"))
+}
+
+fn unlock(cli: &Cli, creating: bool) -> Result<Unlock, Failure> {
+    if let Some(var) = &cli.passphrase_env {
+        let value = std::env::var(var)
+            .map_err(|_| Failure::usage(format!("environment variable {var} is not set")))?;
+        return Ok(Unlock::Passphrase(Zeroizing::new(value)));
+    }
+    if cli.passphrase {
+        return prompt(creating);
+    }
+    Ok(Unlock::KeyFile)
+}
+
+fn prompt(creating: bool) -> Result<Unlock, Failure> {
+    let read = |label: &str| {
+        rpassword::prompt_password(label)
+            .map(Zeroizing::new)
+            .map_err(|e| Failure::usage(format!("cannot read the passphrase: {e}")))
+    };
+    let first = read("Passphrase: ")?;
+    if creating && *read("Passphrase (again): ")? != *first {
+        return Err(Failure::usage("the passphrases differ"));
+    }
+    Ok(Unlock::Passphrase(first))
+}
+
+async fn open(cli: &Cli) -> Result<Device, Failure> {
+    let home = home(cli)?;
+    match Device::open(&home, unlock(cli, false)?, Options::default()).await {
+        // A passphrase store opened without one: ask, if someone is there to answer.
+        Err(ClientError::Store(StoreError::WrongUnlockMethod {
+            expected: "passphrase",
+            ..
+        })) if std::io::stdin().is_terminal() && cli.passphrase_env.is_none() => {
+            Ok(Device::open(&home, prompt(false)?, Options::default()).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Relay {
+            command: RelayCommand::Serve(args),
+        } => args
+            .serve()
+            .await
+            .map_err(|e| Failure::new(exit::RELAY, format!("{e:#}"))),
+        Command::Init { relay, name } => {
+            let home = home(&cli)?;
+            let device =
+                Device::init(&home, unlock(&cli, true)?, relay, name, Options::default()).await?;
+            println!("Created identity {:?} in {}", device.name(), home.display());
+            println!("Safety number: {}", device.fingerprint());
+            println!("Address:       {}", device.address());
+            Ok(())
+        }
+        Command::Invite { no_qr } => {
+            let device = open(&cli).await?;
+            let code = device.invite().await?;
+            if !no_qr {
+                if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
+                    let image = qr
+                        .render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build();
+                    println!("{image}");
+                }
+                println!("Invitation code (give it to one person; it works once):");
+            }
+            println!("{code}");
+            Ok(())
+        }
+        Command::Accept { code, name } => {
+            let device = open(&cli).await?;
+            let code = if code == "-" {
+                read_stdin()?
+            } else {
+                code.clone()
+            };
+            let (contact, outcome) = device.accept(&code, name.as_deref()).await?;
+            println!(
+                "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+            );
+            report_queued(outcome)
+        }
+        Command::Contact {
+            command: ContactCommand::Add { address, name },
+        } => {
+            let device = open(&cli).await?;
+            let (contact, outcome) = device.add_contact(address, name.as_deref()).await?;
+            println!(
+                "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+            );
+            report_queued(outcome)
+        }
+        Command::Contacts { json } => {
+            let device = open(&cli).await?;
+            let contacts = device.contacts().await?;
+            if *json {
+                print_json(&contacts)?;
+            } else if contacts.is_empty() {
+                println!("No contacts yet: `chorus invite` or `chorus contact add ADDRESS`.");
+            } else {
+                for c in contacts {
+                    let state = if c.connected {
+                        ""
+                    } else {
+                        "  (waiting for reply)"
+                    };
+                    println!("{:<20} {}  {}{state}", c.name, c.fingerprint, c.relay_url);
+                }
+            }
+            Ok(())
+        }
+        Command::Send { contact, text } => {
+            let device = open(&cli).await?;
+            let text = match text {
+                Some(t) => t.clone(),
+                None => read_stdin()?,
+            };
+            let outcome = device.send(contact, &text).await?;
+            report_queued(outcome)
+        }
+        Command::History {
+            contact,
+            limit,
+            json,
+        } => {
+            let device = open(&cli).await?;
+            let messages = device.history(contact, *limit).await?;
+            if *json {
+                print_json(&messages)?;
+            } else {
+                for m in &messages {
+                    print_message(m, device.name());
+                }
+            }
+            Ok(())
+        }
+        Command::Sync { json } => {
+            let device = open(&cli).await?;
+            for e in device.sync().await? {
+                print_event(&e, *json, device.name())?;
+            }
+            Ok(())
+        }
+        Command::Watch { count, json } => {
+            let device = open(&cli).await?;
+            let mut seen = 0u64;
+            let mut failure = None;
+            device
+                .watch(
+                    |e| {
+                        if let Err(f) = print_event(e, *json, device.name()) {
+                            failure = Some(f);
+                            return false;
+                        }
+                        if matches!(e, Event::Message(_)) {
+                            seen += 1;
+                        }
+                        count.is_none_or(|c| seen < c)
+                    },
+                    |e| eprintln!("warning: {e}; retrying"),
+                )
+                .await?;
+            failure.map_or(Ok(()), Err)
+        }
+        Command::Status { json } => {
+            let device = open(&cli).await?;
+            let s = device.status().await?;
+            if *json {
+                print_json(&s)?;
+            } else {
+                println!("Identity:  {}", s.name);
+                println!("Address:   {}", s.address);
+                match &s.relay_error {
+                    None => println!("Relay:     {} (reachable)", s.relay_url),
+                    Some(e) => println!("Relay:     {} (UNREACHABLE: {e})", s.relay_url),
+                }
+                println!("Outbox:    {} pending", s.outbox);
+                println!(
+                    "Prekeys:   {} signed, {} one-time, {} post-quantum held; {} one-time in the directory",
+                    s.prekeys.signed,
+                    s.prekeys.one_time,
+                    s.prekeys.pq,
+                    s.directory_one_time
+                        .map_or_else(|| "?".to_owned(), |n| n.to_string())
+                );
+                println!("Mailboxes:");
+                for m in &s.mailboxes {
+                    println!(
+                        "  {:<10} {:<20} read up to {}",
+                        m.kind,
+                        m.contact.as_deref().unwrap_or("-"),
+                        m.after_seq
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Verify { contact } => {
+            let device = open(&cli).await?;
+            let v = device.verify(contact).await?;
+            println!("{:<10} {}", device.name(), v.ours);
+            println!("{:<10} {}", contact, v.theirs);
+            println!();
+            println!("Safety number (the same on both sides):");
+            println!("{}", v.safety_number);
+            println!();
+            println!("Compare it with {contact} in person or over a call you trust.");
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "chorus",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Demo => demo::run().await,
+    }
+}
+
+fn report_queued(outcome: chorus_client::SendOutcome) -> Result<(), Failure> {
+    match outcome.queued {
+        None => Ok(()),
+        Some(e) => Err(Failure::new(
+            exit::RELAY,
+            format!(
+                "{e}; the message is saved and will be delivered by the next send, sync or watch"
+            ),
+        )),
+    }
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut s = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
+    if json {
+        let s =
+            serde_json::to_string(e).map_err(|e| Failure::new(exit::INTERNAL, e.to_string()))?;
+        println!("{s}");
+    } else {
+        match e {
+            Event::ContactAdded { contact } => println!("* new contact {contact:?}"),
+            Event::Message(m) => print_message(m, me),
+            Event::Rejected { reason } => eprintln!("warning: skipped an envelope: {reason}"),
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn print_message(m: &Message, me: &str) {
+    let who = if m.outgoing { me } else { &m.contact };
+    println!("[{}] {who}: {}", clock(m.sent_ms), m.text);
+}
+
+/// `HH:MM:SS` (UTC) of a millisecond timestamp.
+fn clock(ms: i64) -> String {
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}

@@ -1,0 +1,1415 @@
+//! A device: the identity in the local store, driven against its relay.
+//!
+//! Every state change follows one rule: **persist, then act**. Sending encrypts with
+//! the session, then commits — in one SQLite transaction — the advanced session, the
+//! history entry and the envelope in the outbox; only then is the envelope posted. A
+//! `kill -9` before the commit loses nothing the user was told was sent (they were not
+//! told) and the message key was never used on the wire; a `kill -9` after it leaves the
+//! envelope in the outbox, and the next run posts the *same* bytes under the *same*
+//! envelope id, which the relay stores once. Receiving is symmetric: the decrypted
+//! message, the advanced session and the mailbox cursor are committed together.
+//!
+//! Transactions are `BEGIN IMMEDIATE`, so two processes on one home (`watch` in one
+//! terminal, `send` in another) never overwrite each other's session state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_core::{EncryptedMessage, LocalIdentity, MessageKind, Session, initiate, respond};
+use chorus_crypto::{Fingerprint, SafetyNumber};
+use chorus_relay::api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
+use chorus_wire::{
+    DirectoryEntry, Envelope, Hello, IdentityKeys, InitialMessage, Invitation, MailboxId,
+    OneTimePrekey, Payload, PqPrekey, PrekeyBundle, SignedPrekey, check_display_name, check_text,
+};
+use rand::rngs::SysRng;
+use rand_core::{Rng, UnwrapErr};
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use crate::identity::{Address, IdentitySecrets, Me, directory_address, genesis};
+use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
+use crate::relay::{Backoff, Login, RelayClient, RelayError, normalize_url};
+use crate::{ClientError, STORE_FILE, Store, Unlock, code};
+
+/// Envelopes read per mailbox per request while catching up.
+pub const SYNC_PAGE: u32 = 100;
+/// Mailboxes per batched read (the relay's bound).
+const MAILBOXES_PER_READ: usize = 64;
+
+/// Where "now" comes from. The client reads time only through this, so tests can move
+/// it (prekey rotation, grace periods).
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// How a device talks to the world.
+#[derive(Clone)]
+pub struct Options {
+    /// Retry schedule for relay calls.
+    pub backoff: Backoff,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Argon2id memory cost (KiB) for a passphrase-protected store.
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes.
+    pub argon2_iterations: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::COMMAND,
+            clock: Arc::new(SystemClock),
+            argon2_memory_kib: chorus_crypto::ARGON2_MEMORY_KIB,
+            argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that happened while receiving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Someone answered an invitation or wrote to our address: a new contact.
+    ContactAdded {
+        /// The alias given to them.
+        contact: String,
+    },
+    /// A message, in or out.
+    Message(Message),
+    /// An envelope that could not be accepted (forged, replayed, for a used invitation):
+    /// skipped, nothing changed but the mailbox cursor.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One history entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The contact.
+    pub contact: String,
+    /// Sent by us.
+    pub outgoing: bool,
+    /// The text.
+    pub text: String,
+    /// The sender's clock.
+    pub sent_ms: i64,
+    /// When this device stored it.
+    pub stored_ms: i64,
+}
+
+/// A contact as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContactInfo {
+    /// The local alias.
+    pub name: String,
+    /// Their fingerprint (the digits of their safety number half).
+    pub fingerprint: String,
+    /// Their home relay.
+    pub relay_url: String,
+    /// Whether they have answered (until then our messages are initial messages).
+    pub connected: bool,
+    /// When they were added.
+    pub added_ms: i64,
+}
+
+/// What became of a sent message.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// The envelope id.
+    pub envelope_id: [u8; 16],
+    /// `None`: the relay accepted it. `Some`: it is saved in the outbox and will be
+    /// posted by the next `send`, `sync` or `watch`.
+    pub queued: Option<RelayError>,
+}
+
+/// What `chorus status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The identity's name.
+    pub name: String,
+    /// `fingerprint@relay`.
+    pub address: String,
+    /// The home relay.
+    pub relay_url: String,
+    /// `None` if reachable, else why not.
+    pub relay_error: Option<String>,
+    /// Envelopes saved but not yet accepted by a relay.
+    pub outbox: i64,
+    /// Mailboxes read, with their cursors.
+    pub mailboxes: Vec<MailboxStatus>,
+    /// Private prekeys held.
+    pub prekeys: prekeys::PrekeyCounts,
+    /// One-time prekeys left in the directory (when the relay is reachable).
+    pub directory_one_time: Option<i64>,
+}
+
+/// One mailbox's cursor.
+#[derive(Debug, Serialize)]
+pub struct MailboxStatus {
+    /// `intro`, `invitation` or `contact`.
+    pub kind: String,
+    /// The contact it belongs to, if any.
+    pub contact: Option<String>,
+    /// Envelopes processed up to this relay seq.
+    pub after_seq: i64,
+}
+
+/// Safety numbers side by side.
+#[derive(Debug)]
+pub struct Verification {
+    /// Our fingerprint.
+    pub ours: Fingerprint,
+    /// Theirs.
+    pub theirs: Fingerprint,
+    /// The combined number both sides compare.
+    pub safety_number: SafetyNumber,
+}
+
+/// The contact row.
+struct ContactRow {
+    name: String,
+    relay_url: String,
+    send_mailbox: Vec<u8>,
+    recv_mailbox: Vec<u8>,
+    hello_acked: bool,
+}
+
+/// A device: an unlocked store, its identity and its relay.
+pub struct Device {
+    store: Store,
+    me: Me,
+    relay: RelayClient,
+    options: Options,
+    home: PathBuf,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("home", &self.home)
+            .field("name", &self.me.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rng().fill_bytes(&mut out);
+    out
+}
+
+fn id32(bytes: &[u8]) -> Result<Id32, ClientError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Id32)
+        .map_err(|_| ClientError::Corrupt("mailbox id".into()))
+}
+
+impl Device {
+    /// Whether `home` holds a store.
+    pub fn exists(home: &Path) -> bool {
+        home.join(STORE_FILE).exists()
+    }
+
+    /// Creates an identity: its log on the relay, its intro mailbox, its store and its
+    /// first prekeys. Relay calls come first, so a refused or unreachable relay leaves
+    /// no store behind; if anything fails after the store was created, it is removed.
+    pub async fn init(
+        home: &Path,
+        unlock: Unlock,
+        relay_url: &str,
+        name: &str,
+        options: Options,
+    ) -> Result<Self, ClientError> {
+        check_display_name("name", name)?;
+        let relay_url = normalize_url(relay_url)?;
+        if Self::exists(home) {
+            return Err(ClientError::AlreadyInitialized(home.to_owned()));
+        }
+        let secrets = IdentitySecrets {
+            root: chorus_crypto::RootSigningKey::generate(&mut rng()),
+            dh: chorus_crypto::IdentityDhSecret::generate(&mut rng()),
+            device: chorus_crypto::DeviceSigningKey::generate(&mut rng()),
+        };
+        let log_id = Id32(random());
+        let intro = Id32(random());
+        let device_id = Id32(*secrets.device.public_key().as_bytes());
+        let relay = RelayClient::new(&relay_url, options.backoff)?;
+        relay
+            .create_log(
+                log_id,
+                genesis(&secrets.root, &log_id, &secrets.device),
+                device_id,
+            )
+            .await?;
+        let sealed_secrets = secrets.to_bytes()?;
+        let IdentitySecrets { root, dh, device } = secrets;
+        let device = Arc::new(device);
+        let relay = relay.with_login(Login {
+            log_id,
+            device: device.clone(),
+        });
+        relay.register_mailbox(intro).await?;
+
+        let created = !home.exists();
+        let result = async {
+            let store = Store::open_with_costs(
+                home,
+                unlock,
+                options.argon2_memory_kib,
+                options.argon2_iterations,
+            )
+            .await?;
+            let now = options.clock.now_ms();
+            let mut tx = store.begin().await?;
+            sqlx::query(
+                "INSERT INTO identity (id, name, relay_url, log_id, intro_mailbox, sealed, created_ms)
+                 VALUES (1, $1, $2, $3, $4, $5, $6)",
+            )
+            .bind(name)
+            .bind(&relay_url)
+            .bind(&log_id.0[..])
+            .bind(&intro.0[..])
+            .bind(store.seal("identity", "1", &sealed_secrets))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
+            tx.commit().await?;
+            let device = Device {
+                store,
+                me: Me {
+                    name: name.to_owned(),
+                    relay_url,
+                    intro_mailbox: intro,
+                    identity: LocalIdentity::from_parts(root, dh),
+                },
+                relay,
+                options,
+                home: home.to_owned(),
+            };
+            device.maintain_prekeys().await?;
+            Ok::<_, ClientError>(device)
+        }
+        .await;
+        if result.is_err() {
+            remove_store(home, created);
+        }
+        result
+    }
+
+    /// Opens an existing identity.
+    pub async fn open(home: &Path, unlock: Unlock, options: Options) -> Result<Self, ClientError> {
+        if !Self::exists(home) {
+            return Err(ClientError::NotInitialized(home.to_owned()));
+        }
+        let store = Store::open_with_costs(
+            home,
+            unlock,
+            options.argon2_memory_kib,
+            options.argon2_iterations,
+        )
+        .await?;
+        let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, relay_url, log_id, intro_mailbox, sealed FROM identity WHERE id = 1",
+        )
+        .fetch_optional(store.pool())
+        .await?;
+        let Some((name, relay_url, log_id, intro, sealed)) = row else {
+            return Err(ClientError::NotInitialized(home.to_owned()));
+        };
+        let secrets = IdentitySecrets::from_bytes(&store.open_sealed("identity", "1", &sealed)?)?;
+        let IdentitySecrets { root, dh, device } = secrets;
+        let log_id = id32(&log_id)?;
+        let device = Arc::new(device);
+        let relay = RelayClient::new(&relay_url, options.backoff)?.with_login(Login {
+            log_id,
+            device: device.clone(),
+        });
+        Ok(Device {
+            store,
+            me: Me {
+                name,
+                relay_url,
+                intro_mailbox: id32(&intro)?,
+                identity: LocalIdentity::from_parts(root, dh),
+            },
+            relay,
+            options,
+            home: home.to_owned(),
+        })
+    }
+
+    /// The identity's display name.
+    pub fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    /// The identity's fingerprint (its half of every safety number).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.me.fingerprint()
+    }
+
+    /// `fingerprint@relay`, for `chorus contact add`.
+    pub fn address(&self) -> String {
+        self.me.address()
+    }
+
+    /// The home relay.
+    pub fn relay_url(&self) -> &str {
+        &self.me.relay_url
+    }
+
+    /// The device home.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    fn now(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
+
+    // ------------------------------------------------------------------ prekeys
+
+    /// Keeps the directory supplied: rotates the signed and last-resort prekeys when
+    /// due, replenishes one-time prekeys below [`REPLENISH_BELOW`], republishes the
+    /// directory entry, and deletes replaced keys past their grace period.
+    pub async fn maintain_prekeys(&self) -> Result<(), ClientError> {
+        let now = self.now();
+        let address = self.me.directory_address();
+        let remote = match self.relay.prekey_count(address).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code() == Some("not_found") => None,
+            Err(e) => return Err(e.into()),
+        };
+        let keys = Generator {
+            store: &self.store,
+            root: self.me.identity.root(),
+            purpose: Purpose::Directory,
+            now_ms: now,
+        };
+        let mut tx = self.store.begin().await?;
+        let rotate = match prekeys::current_signed(&mut tx).await? {
+            None => true,
+            Some((_, created)) => prekeys::rotation_due(created, now),
+        };
+        if rotate {
+            prekeys::retire_current(&mut tx, now).await?;
+            keys.signed(&mut tx).await?;
+            keys.pq(&mut tx, true).await?;
+        }
+        let mut request = PublishPrekeysRequest::default();
+        if remote.as_ref().is_none_or(|c| c.one_time < REPLENISH_BELOW) {
+            for _ in 0..ONE_TIME_BATCH {
+                request
+                    .one_time
+                    .push(HexBytes(keys.one_time(&mut tx).await?.encode()));
+            }
+        }
+        if remote
+            .as_ref()
+            .is_none_or(|c| c.one_time_pq < REPLENISH_BELOW)
+        {
+            for _ in 0..ONE_TIME_BATCH {
+                request
+                    .one_time_pq
+                    .push(HexBytes(keys.pq(&mut tx, false).await?.encode()));
+            }
+        }
+        let (signed, last_resort) = prekeys::current_directory_keys(&mut tx).await?;
+        let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
+        let entry = DirectoryEntry {
+            identity: self.me.identity.keys().clone(),
+            signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
+            intro_mailbox: MailboxId(self.me.intro_mailbox.0),
+        };
+        request.signed_prekey = Some(HexBytes(entry.encode()));
+        request.pq_last_resort = last_resort.map(HexBytes);
+        prekeys::purge_retired(&mut tx, now).await?;
+        // Private halves are durable before the relay can hand out a public half.
+        tx.commit().await?;
+        self.relay.publish_prekeys(address, &request).await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ contacts
+
+    /// Creates an invitation code: the current signed prekey, a fresh one-time X25519
+    /// and ML-KEM prekey, and a fresh one-time mailbox for the answer.
+    pub async fn invite(&self) -> Result<String, ClientError> {
+        let mailbox = Id32(random());
+        self.relay.register_mailbox(mailbox).await?;
+        let now = self.now();
+        let keys = Generator {
+            store: &self.store,
+            root: self.me.identity.root(),
+            purpose: Purpose::Invitation,
+            now_ms: now,
+        };
+        let mut tx = self.store.begin().await?;
+        let (signed, _) = prekeys::current_directory_keys(&mut tx).await?;
+        let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
+        let bundle = PrekeyBundle {
+            identity: self.me.identity.keys().clone(),
+            signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
+            one_time_prekey: Some(keys.one_time(&mut tx).await?),
+            pq_prekey: keys.pq(&mut tx, false).await?,
+        };
+        insert_mailbox(&mut tx, &mailbox.0, "invitation", None, now).await?;
+        tx.commit().await?;
+        Ok(code::encode(&Invitation {
+            bundle,
+            relay_url: self.me.relay_url.clone(),
+            mailbox: MailboxId(mailbox.0),
+            name: Some(self.me.name.clone()),
+        }))
+    }
+
+    /// Accepts an invitation code: starts the session and sends our hello (our mailbox
+    /// for them) to the invitation's mailbox. Returns the contact's alias.
+    pub async fn accept(
+        &self,
+        code_text: &str,
+        alias: Option<&str>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        let invitation = code::decode(code_text)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE invitation = $1")
+                .bind(&invitation.mailbox.0[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        if let Some(contact) = existing {
+            return Err(ClientError::AlreadyAccepted { contact });
+        }
+        let relay_url = normalize_url(&invitation.relay_url)?;
+        let suggested = invitation.name.clone();
+        self.establish(
+            &invitation.bundle,
+            alias.map(str::to_owned).or(suggested),
+            relay_url,
+            invitation.mailbox,
+            Some(invitation.mailbox),
+        )
+        .await
+    }
+
+    /// Adds a contact by address (`fingerprint@relay`) through the relay's prekey
+    /// directory, and sends our hello to their intro mailbox.
+    pub async fn add_contact(
+        &self,
+        address: &str,
+        alias: Option<&str>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        let address = Address::from_str(address)?;
+        let relay = RelayClient::new(&address.relay_url, self.options.backoff)?;
+        let fetched = relay
+            .fetch_prekeys(directory_address(&address.digits))
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found") => ClientError::UnknownAddress,
+                _ => ClientError::Relay(e),
+            })?;
+        let entry =
+            DirectoryEntry::decode(&fetched.signed_prekey.ok_or(ClientError::UnknownAddress)?.0)?;
+        if Fingerprint::of(&entry.identity.root).digits() != address.digits {
+            return Err(ClientError::AddressMismatch);
+        }
+        let root = entry.identity.root;
+        let bundle = PrekeyBundle {
+            one_time_prekey: fetched
+                .one_time
+                .map(|b| OneTimePrekey::decode(&b.0))
+                .transpose()?,
+            pq_prekey: PqPrekey::decode(&fetched.pq.ok_or(ClientError::UnknownAddress)?.0, &root)?,
+            identity: entry.identity,
+            signed_prekey: entry.signed_prekey,
+        };
+        let fallback = format!("contact-{}", &address.digits[..5]);
+        self.establish(
+            &bundle,
+            Some(alias.map_or(fallback, str::to_owned)),
+            address.relay_url,
+            entry.intro_mailbox,
+            None,
+        )
+        .await
+    }
+
+    async fn establish(
+        &self,
+        bundle: &PrekeyBundle,
+        alias: Option<String>,
+        relay_url: String,
+        send_mailbox: MailboxId,
+        invitation: Option<MailboxId>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        if bundle.identity.root == self.me.identity.keys().root {
+            return Err(ClientError::OwnIdentity);
+        }
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                .bind(&bundle.identity.root.as_bytes()[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        if let Some(name) = known {
+            return Err(ClientError::AlreadyContact { contact: name });
+        }
+        let alias = alias.unwrap_or_else(|| {
+            format!(
+                "contact-{}",
+                &Fingerprint::of(&bundle.identity.root).digits()[..5]
+            )
+        });
+        check_display_name("contact name", &alias)?;
+        if self.contact_row(self.store.pool(), &alias).await?.is_some() {
+            return Err(ClientError::ContactNameTaken(alias));
+        }
+        let mut session = initiate(&self.me.identity, bundle, &mut rng())?;
+        let recv = Id32(random());
+        self.relay.register_mailbox(recv).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        insert_contact(
+            &mut tx,
+            &alias,
+            &bundle.identity,
+            &relay_url,
+            &send_mailbox.0,
+            &recv.0,
+            invitation.as_ref().map(|m| &m.0[..]),
+            now,
+        )
+        .await?;
+        insert_mailbox(&mut tx, &recv.0, "contact", Some(&alias), now).await?;
+        let row = self
+            .contact_row(&mut *tx, &alias)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(alias.clone()))?;
+        let envelope_id = self.queue(&mut tx, &row, &mut session, "").await?;
+        tx.commit().await?;
+        let queued = self.flush_one(&envelope_id).await;
+        Ok((
+            alias,
+            SendOutcome {
+                envelope_id,
+                queued,
+            },
+        ))
+    }
+
+    /// The contacts, by name.
+    pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
+        let rows: Vec<(String, Vec<u8>, String, bool, i64)> = sqlx::query_as(
+            "SELECT name, identity, relay_url, hello_acked, added_ms FROM contacts ORDER BY name",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(name, identity, relay_url, connected, added_ms)| {
+                let keys = IdentityKeys::decode(&identity)?;
+                Ok(ContactInfo {
+                    name,
+                    fingerprint: Fingerprint::of(&keys.root).to_string(),
+                    relay_url,
+                    connected,
+                    added_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Safety numbers for a contact.
+    pub async fn verify(&self, contact: &str) -> Result<Verification, ClientError> {
+        let identity: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
+                .bind(contact)
+                .fetch_optional(self.store.pool())
+                .await?;
+        let identity = identity.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let theirs = IdentityKeys::decode(&identity)?;
+        let ours = &self.me.identity.keys().root;
+        Ok(Verification {
+            ours: Fingerprint::of(ours),
+            theirs: Fingerprint::of(&theirs.root),
+            safety_number: SafetyNumber::new(ours, &theirs.root),
+        })
+    }
+
+    async fn contact_row<'e, E: sqlx::SqliteExecutor<'e>>(
+        &self,
+        executor: E,
+        name: &str,
+    ) -> Result<Option<ContactRow>, ClientError> {
+        let row: Option<(String, String, Vec<u8>, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT name, relay_url, send_mailbox, recv_mailbox, hello_acked FROM contacts WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
+        Ok(row.map(
+            |(name, relay_url, send_mailbox, recv_mailbox, hello_acked)| ContactRow {
+                name,
+                relay_url,
+                send_mailbox,
+                recv_mailbox,
+                hello_acked,
+            },
+        ))
+    }
+
+    // ------------------------------------------------------------------ sending
+
+    /// Sends a text message: persisted (session, history, outbox) before it is posted.
+    pub async fn send(&self, contact: &str, text: &str) -> Result<SendOutcome, ClientError> {
+        check_text(text)?;
+        if text.is_empty() {
+            return Err(ClientError::EmptyMessage);
+        }
+        let mut tx = self.store.begin().await?;
+        let row = self
+            .contact_row(&mut *tx, contact)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let mut session = self
+            .store
+            .get_session(&mut tx, contact)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let envelope_id = self.queue(&mut tx, &row, &mut session, text).await?;
+        tx.commit().await?;
+        failpoint("after-persist");
+        let queued = self.flush_one(&envelope_id).await;
+        Ok(SendOutcome {
+            envelope_id,
+            queued,
+        })
+    }
+
+    /// Encrypts `text` (with our hello until the contact has it), and records the
+    /// advanced session, the history entry and the outbox row in `tx`.
+    async fn queue(
+        &self,
+        tx: &mut SqliteConnection,
+        row: &ContactRow,
+        session: &mut Session,
+        text: &str,
+    ) -> Result<[u8; 16], ClientError> {
+        let now = self.now();
+        let hello = (!row.hello_acked).then(|| Hello {
+            relay_url: self.me.relay_url.clone(),
+            mailbox: MailboxId(
+                <[u8; 32]>::try_from(row.recv_mailbox.as_slice()).unwrap_or([0; 32]),
+            ),
+            name: self.me.name.clone(),
+        });
+        let payload = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: text.to_owned(),
+            hello,
+        }
+        .encode()?;
+        let message = session.encrypt(&payload, &mut rng())?;
+        let envelope = match message.kind {
+            MessageKind::Initial => Envelope::Initial(message.bytes),
+            MessageKind::Ratchet => Envelope::Ratchet(message.bytes),
+        }
+        .encode();
+        let envelope_id: [u8; 16] = random();
+        if !text.is_empty() {
+            self.insert_message(tx, &row.name, true, &envelope_id, text, now, now)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&envelope_id[..])
+        .bind(&row.name)
+        .bind(&row.relay_url)
+        .bind(&row.send_mailbox)
+        .bind(envelope)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        self.store.put_session(tx, &row.name, session).await?;
+        Ok(envelope_id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_message(
+        &self,
+        tx: &mut SqliteConnection,
+        contact: &str,
+        outgoing: bool,
+        envelope_id: &[u8],
+        text: &str,
+        sent_ms: i64,
+        stored_ms: i64,
+    ) -> Result<(), ClientError> {
+        let id = hex::encode(envelope_id);
+        sqlx::query(
+            "INSERT INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(contact)
+        .bind(outgoing)
+        .bind(envelope_id)
+        .bind(sent_ms)
+        .bind(stored_ms)
+        .bind(self.store.seal("message", &id, text.as_bytes()))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Posts one outbox entry; `None` when the relay has it.
+    async fn flush_one(&self, envelope_id: &[u8; 16]) -> Option<RelayError> {
+        match self.flush_outbox(Some(envelope_id)).await {
+            Ok(errors) => errors.into_iter().next(),
+            Err(e) => Some(RelayError::BadResponse {
+                url: self.me.relay_url.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Posts every outbox entry (or just `only`), oldest first, deleting each once the
+    /// relay accepted it. An unreachable relay is tried once per flush; the errors
+    /// are returned, the entries stay.
+    pub async fn flush_outbox(
+        &self,
+        only: Option<&[u8; 16]>,
+    ) -> Result<Vec<RelayError>, ClientError> {
+        let rows: Vec<(Vec<u8>, String, Vec<u8>, Vec<u8>)> = match only {
+            Some(id) => sqlx::query_as(
+                "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox WHERE envelope_id = $1",
+            )
+            .bind(&id[..])
+            .fetch_all(self.store.pool())
+            .await?,
+            None => sqlx::query_as(
+                "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox ORDER BY created_ms, rowid",
+            )
+            .fetch_all(self.store.pool())
+            .await?,
+        };
+        let mut clients: HashMap<String, RelayClient> = HashMap::new();
+        let mut down: HashMap<String, ()> = HashMap::new();
+        let mut errors = Vec::new();
+        for (envelope_id, relay_url, mailbox, envelope) in rows {
+            if down.contains_key(&relay_url) {
+                continue;
+            }
+            let client = match clients.get(&relay_url) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = RelayClient::new(&relay_url, self.options.backoff)?;
+                    clients.insert(relay_url.clone(), c.clone());
+                    c
+                }
+            };
+            let id = <[u8; 16]>::try_from(envelope_id.as_slice())
+                .map_err(|_| ClientError::Corrupt("envelope id".into()))?;
+            match client
+                .post_envelope(id32(&mailbox)?, Id16(id), envelope)
+                .await
+            {
+                Ok(_) => {
+                    sqlx::query("DELETE FROM outbox WHERE envelope_id = $1")
+                        .bind(&envelope_id)
+                        .execute(self.store.pool())
+                        .await?;
+                }
+                Err(e) => {
+                    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE envelope_id = $1")
+                        .bind(&envelope_id)
+                        .execute(self.store.pool())
+                        .await?;
+                    if matches!(e, RelayError::Unreachable { .. }) {
+                        down.insert(relay_url.clone(), ());
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        Ok(errors)
+    }
+
+    // ------------------------------------------------------------------ receiving
+
+    /// Posts the outbox, then reads every mailbox to its end and processes what arrived.
+    pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
+        self.flush_outbox(None).await?;
+        let mut events = Vec::new();
+        loop {
+            let cursors: Vec<(Vec<u8>, i64)> =
+                sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
+                    .fetch_all(self.store.pool())
+                    .await?;
+            let mut more = false;
+            for chunk in cursors.chunks(MAILBOXES_PER_READ) {
+                let chunk = chunk
+                    .iter()
+                    .map(|(m, a)| Ok((id32(m)?, *a)))
+                    .collect::<Result<Vec<_>, ClientError>>()?;
+                let pages = self.relay.read_mailboxes(&chunk, SYNC_PAGE).await?;
+                for page in pages.results {
+                    more |= page.more;
+                    for env in &page.envelopes {
+                        events.extend(self.process(page.mailbox_id, env).await?);
+                    }
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        self.flush_outbox(None).await?;
+        Ok(events)
+    }
+
+    /// Processes one envelope from one of our mailboxes, exactly once: the decrypted
+    /// result, the session and the cursor are committed together, and an envelope at
+    /// or below the cursor is skipped.
+    pub async fn process(
+        &self,
+        mailbox: Id32,
+        envelope: &EnvelopeOut,
+    ) -> Result<Vec<Event>, ClientError> {
+        // A first message from a stranger needs a new mailbox for them: register it
+        // before the transaction (network calls never run inside one).
+        let stranger_mailbox = match self.stranger(&envelope.payload.0).await? {
+            true => {
+                let m = Id32(random());
+                self.relay.register_mailbox(m).await?;
+                Some(m)
+            }
+            false => None,
+        };
+        let mut tx = self.store.begin().await?;
+        let row: Option<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&mailbox.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((kind, contact, after)) = row else {
+            return Ok(Vec::new());
+        };
+        if envelope.seq <= after {
+            return Ok(Vec::new());
+        }
+        let events = match self
+            .receive(
+                &mut tx,
+                &mailbox,
+                &kind,
+                contact,
+                envelope,
+                stranger_mailbox,
+            )
+            .await
+        {
+            Ok(events) => events,
+            Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+            Err(e) => {
+                // Bad bytes from the network: roll back whatever was started, then
+                // advance the cursor alone so the envelope is not retried forever.
+                drop(tx);
+                tx = self.store.begin().await?;
+                tracing::warn!(error = %e, "envelope rejected");
+                vec![Event::Rejected {
+                    reason: e.to_string(),
+                }]
+            }
+        };
+        sqlx::query("UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1")
+            .bind(envelope.seq)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::ContactAdded { .. }))
+        {
+            self.flush_outbox(None).await?;
+        }
+        Ok(events)
+    }
+
+    /// Whether this envelope is a first message from an identity we do not know.
+    async fn stranger(&self, payload: &[u8]) -> Result<bool, ClientError> {
+        let Ok(Envelope::Initial(bytes)) = Envelope::decode(payload) else {
+            return Ok(false);
+        };
+        let Ok(initial) = InitialMessage::decode(&bytes) else {
+            return Ok(false);
+        };
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE root_key = $1")
+            .bind(&initial.sender.root.as_bytes()[..])
+            .fetch_optional(self.store.pool())
+            .await?;
+        Ok(known.is_none())
+    }
+
+    async fn receive(
+        &self,
+        tx: &mut SqliteConnection,
+        mailbox: &Id32,
+        kind: &str,
+        contact: Option<String>,
+        envelope: &EnvelopeOut,
+        stranger_mailbox: Option<Id32>,
+    ) -> Result<Vec<Event>, ClientError> {
+        let now = self.now();
+        let message = match Envelope::decode(&envelope.payload.0)? {
+            Envelope::Initial(bytes) => EncryptedMessage {
+                kind: MessageKind::Initial,
+                bytes,
+            },
+            Envelope::Ratchet(bytes) => EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes,
+            },
+        };
+        // Which contact: the mailbox's owner, or (first messages) the sender's identity.
+        let name = match (kind, contact, &message.kind) {
+            ("contact", Some(name), _) => Some(name),
+            ("contact", None, _) => return Err(ClientError::Corrupt("mailbox owner".into())),
+            (_, _, MessageKind::Ratchet) => {
+                return Err(ClientError::Rejected(
+                    "a ratchet message in an introduction mailbox",
+                ));
+            }
+            (_, used, MessageKind::Initial) => {
+                let initial = InitialMessage::decode(&message.bytes)?;
+                let known: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                        .bind(&initial.sender.root.as_bytes()[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if known.is_none() && used.is_some() {
+                    return Err(ClientError::Rejected("this invitation was already used"));
+                }
+                known
+            }
+        };
+        let mut events = Vec::new();
+        let (name, session, plaintext) = match name {
+            Some(name) => {
+                let mut session = self
+                    .store
+                    .get_session(tx, &name)
+                    .await?
+                    .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+                let plaintext = session.decrypt(&message)?;
+                (name, session, plaintext)
+            }
+            None => {
+                let initial = InitialMessage::decode(&message.bytes)?;
+                let ids: Vec<u32> = [
+                    Some(initial.signed_prekey_id),
+                    initial.one_time_prekey_id,
+                    Some(initial.pq_prekey_id),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
+                let responded = respond(&self.me.identity, &loaded, &message.bytes)?;
+                let payload = Payload::decode(&responded.plaintext)?;
+                let hello = payload
+                    .hello
+                    .as_ref()
+                    .ok_or(ClientError::Rejected("a first message without a hello"))?;
+                let recv = stranger_mailbox
+                    .ok_or(ClientError::Rejected("a first message raced a new contact"))?;
+                let name = self.free_alias(tx, &hello.name).await?;
+                let relay_url = normalize_url(&hello.relay_url)?;
+                let theirs = responded
+                    .session
+                    .their_identity()
+                    .cloned()
+                    .ok_or_else(|| ClientError::Corrupt("session identity".into()))?;
+                insert_contact(
+                    tx,
+                    &name,
+                    &theirs,
+                    &relay_url,
+                    &hello.mailbox.0,
+                    &recv.0,
+                    None,
+                    now,
+                )
+                .await?;
+                insert_mailbox(tx, &recv.0, "contact", Some(&name), now).await?;
+                if kind == "invitation" {
+                    sqlx::query("UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2")
+                        .bind(&name)
+                        .bind(&mailbox.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                prekeys::delete_consumed(tx, &responded.consumed).await?;
+                events.push(Event::ContactAdded {
+                    contact: name.clone(),
+                });
+                (name, responded.session, responded.plaintext)
+            }
+        };
+        let mut session = session;
+        let payload = Payload::decode(&plaintext)?;
+        if let Some(hello) = &payload.hello {
+            let relay_url = normalize_url(&hello.relay_url)?;
+            sqlx::query("UPDATE contacts SET send_mailbox = $1, relay_url = $2 WHERE name = $3")
+                .bind(&hello.mailbox.0[..])
+                .bind(&relay_url)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = self
+            .contact_row(&mut *tx, &name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        if row.recv_mailbox == mailbox.0 && !row.hello_acked {
+            sqlx::query("UPDATE contacts SET hello_acked = 1 WHERE name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !payload.text.is_empty() {
+            let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+            self.insert_message(
+                tx,
+                &name,
+                false,
+                &envelope.envelope_id.0,
+                &payload.text,
+                sent_ms,
+                now,
+            )
+            .await?;
+            events.push(Event::Message(Message {
+                contact: name.clone(),
+                outgoing: false,
+                text: payload.text.clone(),
+                sent_ms,
+                stored_ms: now,
+            }));
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::ContactAdded { .. }))
+        {
+            // Answer at once with our hello, so the new contact can write to the
+            // mailbox we made for them (and stop using the introduction mailbox).
+            let row = self
+                .contact_row(&mut *tx, &name)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+            self.queue(tx, &row, &mut session, "").await?;
+        } else {
+            self.store.put_session(tx, &name, &session).await?;
+        }
+        Ok(events)
+    }
+
+    /// `wanted`, or `wanted-2`, `wanted-3`… whichever is free.
+    async fn free_alias(
+        &self,
+        tx: &mut SqliteConnection,
+        wanted: &str,
+    ) -> Result<String, ClientError> {
+        let mut candidate = wanted.to_owned();
+        for n in 2.. {
+            if self.contact_row(&mut *tx, &candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+            let suffix = format!("-{n}");
+            let mut base = wanted.to_owned();
+            while base.len() + suffix.len() > chorus_wire::limits::MAX_DISPLAY_NAME_LEN {
+                base.pop();
+            }
+            candidate = format!("{base}{suffix}");
+        }
+        Err(ClientError::ContactNameTaken(wanted.to_owned()))
+    }
+
+    /// The last `limit` messages with a contact, oldest first.
+    pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
+        if self
+            .contact_row(self.store.pool(), contact)
+            .await?
+            .is_none()
+        {
+            return Err(ClientError::UnknownContact(contact.to_owned()));
+        }
+        let rows: Vec<(bool, Vec<u8>, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed FROM (
+               SELECT id, outgoing, envelope_id, sent_ms, stored_ms, sealed FROM messages
+               WHERE contact = $1 ORDER BY id DESC LIMIT $2
+             ) ORDER BY id ASC",
+        )
+        .bind(contact)
+        .bind(i64::from(limit))
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(outgoing, envelope_id, sent_ms, stored_ms, sealed)| {
+                let text =
+                    self.store
+                        .open_sealed("message", &hex::encode(&envelope_id), &sealed)?;
+                Ok(Message {
+                    contact: contact.to_owned(),
+                    outgoing,
+                    text: String::from_utf8(text.to_vec())
+                        .map_err(|_| ClientError::Corrupt("message text".into()))?,
+                    sent_ms,
+                    stored_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Relay reachability, outbox, cursors and prekeys.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        let relay_error = self.relay.health().await.err().map(|e| e.to_string());
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(self.store.pool())
+            .await?;
+        let mailboxes: Vec<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes ORDER BY rowid")
+                .fetch_all(self.store.pool())
+                .await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let prekeys = prekeys::counts(&mut conn).await?;
+        let directory_one_time = if relay_error.is_none() {
+            self.relay
+                .prekey_count(self.me.directory_address())
+                .await
+                .ok()
+                .map(|c| c.one_time)
+        } else {
+            None
+        };
+        Ok(Status {
+            name: self.me.name.clone(),
+            address: self.address(),
+            relay_url: self.me.relay_url.clone(),
+            relay_error,
+            outbox,
+            mailboxes: mailboxes
+                .into_iter()
+                .map(|(kind, contact, after_seq)| MailboxStatus {
+                    kind,
+                    contact,
+                    after_seq,
+                })
+                .collect(),
+            prekeys,
+            directory_one_time,
+        })
+    }
+
+    /// Follows the push channel: catches up, then processes envelopes as they arrive,
+    /// reconnecting with backoff when the connection drops. `on_event` returns `false`
+    /// to stop. Connection problems are reported through `on_error` and retried.
+    pub async fn watch(
+        &self,
+        mut on_event: impl FnMut(&Event) -> bool,
+        mut on_error: impl FnMut(&ClientError),
+    ) -> Result<(), ClientError> {
+        let mut failures = 0u32;
+        loop {
+            let mut push = match self.relay.connect_push().await {
+                Ok(p) => p,
+                Err(e) => {
+                    on_error(&e.into());
+                    tokio::time::sleep(
+                        self.options
+                            .backoff
+                            .delay(failures)
+                            .max(Duration::from_millis(100)),
+                    )
+                    .await;
+                    failures = failures.saturating_add(1);
+                    continue;
+                }
+            };
+            // Subscribed first, then caught up: nothing falls in between.
+            match self.sync().await {
+                Ok(events) => {
+                    for e in &events {
+                        if !on_event(e) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    on_error(&e);
+                    continue;
+                }
+            }
+            failures = 0;
+            let _ = self.maintain_prekeys().await.map_err(|e| on_error(&e));
+            while let Some(next) = push.next().await {
+                let events = match next {
+                    Ok(Push::Envelopes {
+                        mailbox_id,
+                        envelopes,
+                    }) => self.process_pushed(mailbox_id, &envelopes).await,
+                    Ok(Push::Records { .. }) => continue,
+                    Err(e) => Err(e.into()),
+                };
+                match events {
+                    Ok(events) => {
+                        for e in &events {
+                            if !on_event(e) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        on_error(&e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushed envelopes are processed directly when they continue the cursor; after a
+    /// gap (a reconnect, an expiry) the mailbox is read over HTTP instead.
+    async fn process_pushed(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<Vec<Event>, ClientError> {
+        let after: Option<i64> =
+            sqlx::query_scalar("SELECT after_seq FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&mailbox.0[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        let Some(after) = after else {
+            return Ok(Vec::new());
+        };
+        let contiguous = envelopes
+            .iter()
+            .find(|e| e.seq > after)
+            .is_none_or(|first| first.seq == after + 1);
+        if !contiguous {
+            return self.sync().await;
+        }
+        let mut events = Vec::new();
+        for e in envelopes {
+            events.extend(self.process(mailbox, e).await?);
+        }
+        Ok(events)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_contact(
+    tx: &mut SqliteConnection,
+    name: &str,
+    identity: &IdentityKeys,
+    relay_url: &str,
+    send_mailbox: &[u8],
+    recv_mailbox: &[u8],
+    invitation: Option<&[u8]>,
+    now: i64,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox, invitation, added_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(name)
+    .bind(&identity.root.as_bytes()[..])
+    .bind(identity.encode())
+    .bind(relay_url)
+    .bind(send_mailbox)
+    .bind(recv_mailbox)
+    .bind(invitation)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_mailbox(
+    tx: &mut SqliteConnection,
+    mailbox: &[u8],
+    kind: &str,
+    contact: Option<&str>,
+    now: i64,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "INSERT INTO mailboxes (mailbox_id, kind, contact, created_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(mailbox)
+    .bind(kind)
+    .bind(contact)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Removes what a failed `init` created, so a retry starts clean.
+fn remove_store(home: &Path, created_home: bool) {
+    for f in [
+        STORE_FILE,
+        "chorus.sqlite-wal",
+        "chorus.sqlite-shm",
+        crate::KEY_FILE,
+    ] {
+        let _ = std::fs::remove_file(home.join(f));
+    }
+    if created_home {
+        let _ = std::fs::remove_dir(home);
+    }
+}
+
+/// Test hook: with `CHORUS_FAILPOINT=<name>` the process stops at the named point
+/// (sleeping until killed), so tests can `kill -9` it exactly there. Never set in use.
+fn failpoint(name: &str) {
+    if std::env::var("CHORUS_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name} reached");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! This device's identity as stored: the shared identity secrets plus the device's own
+//! key, the relay it calls home, and the derived public names (fingerprint, address).
+
+use chorus_core::LocalIdentity;
+use chorus_crypto::{DeviceSigningKey, Fingerprint, IdentityDhSecret, RootSigningKey};
+use chorus_relay::api::Id32;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::ClientError;
+
+/// Signature context of the provisional roster genesis (one device per identity).
+const GENESIS_CONTEXT: &[u8] = b"Chorus_RosterGenesis_v0";
+/// Domain label of a directory address.
+const ADDRESS_LABEL: &[u8] = b"chorus-directory-address-v1\0";
+
+/// The secrets sealed in the `identity` row. No `Debug`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct IdentitySecrets {
+    pub(crate) root: RootSigningKey,
+    pub(crate) dh: IdentityDhSecret,
+    pub(crate) device: DeviceSigningKey,
+}
+
+impl IdentitySecrets {
+    pub(crate) fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        secret_bytes(self)
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, ClientError> {
+        postcard::from_bytes(bytes).map_err(|_| ClientError::Corrupt("identity".into()))
+    }
+}
+
+/// Serialises secrets into a buffer that is wiped, never into a growing `Vec`.
+pub(crate) fn secret_bytes<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let mut buf = Zeroizing::new([0u8; 256]);
+    let used = postcard::to_slice(value, buf.as_mut_slice())
+        .map_err(|_| ClientError::Corrupt("secret encoding".into()))?;
+    Ok(Zeroizing::new(used.to_vec()))
+}
+
+/// The loaded identity of this device.
+pub(crate) struct Me {
+    pub(crate) name: String,
+    pub(crate) relay_url: String,
+    pub(crate) intro_mailbox: Id32,
+    pub(crate) identity: LocalIdentity,
+}
+
+impl Me {
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.identity.keys().root)
+    }
+
+    /// `fingerprint@relay`: what others give `chorus contact add`.
+    pub(crate) fn address(&self) -> String {
+        format!("{}@{}", self.fingerprint().digits(), self.relay_url)
+    }
+
+    /// This identity's prekey directory address on its relay.
+    pub(crate) fn directory_address(&self) -> Id32 {
+        directory_address(&self.fingerprint().digits())
+    }
+}
+
+/// The directory address of a fingerprint: a hash, so the relay's address space says
+/// nothing more than the fingerprint the publisher chose to give out.
+pub(crate) fn directory_address(digits: &str) -> Id32 {
+    Id32(
+        Sha256::new()
+            .chain_update(ADDRESS_LABEL)
+            .chain_update(digits.as_bytes())
+            .finalize()
+            .into(),
+    )
+}
+
+/// The log's genesis for a one-device identity: the root key vouching for the first
+/// device on this log (root ‖ device ‖ signature). The constellation issue replaces it
+/// with a signed `RosterGenesis` event; the relay treats it as opaque either way.
+pub(crate) fn genesis(root: &RootSigningKey, log_id: &Id32, device: &DeviceSigningKey) -> Vec<u8> {
+    let device_pub = device.public_key();
+    let mut signed = Vec::with_capacity(64);
+    signed.extend_from_slice(&log_id.0);
+    signed.extend_from_slice(device_pub.as_bytes());
+    let sig = root.sign(GENESIS_CONTEXT, &signed);
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(root.public_key().as_bytes());
+    out.extend_from_slice(device_pub.as_bytes());
+    out.extend_from_slice(sig.as_bytes());
+    out
+}
+
+/// A parsed `fingerprint@relay` address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// The 30 fingerprint digits.
+    pub digits: String,
+    /// The relay URL.
+    pub relay_url: String,
+}
+
+impl std::str::FromStr for Address {
+    type Err = ClientError;
+    fn from_str(s: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &'static str| ClientError::BadAddress { reason };
+        let (digits, relay) = s
+            .trim()
+            .split_once('@')
+            .ok_or(bad("expected DIGITS@RELAY"))?;
+        let digits: String = digits.chars().filter(|c| *c != ' ').collect();
+        if digits.len() != 30 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the fingerprint must be 30 digits"));
+        }
+        let relay_url = crate::relay::normalize_url(relay)
+            .map_err(|_| bad("the relay must be an http:// or https:// URL"))?;
+        Ok(Self { digits, relay_url })
+    }
+}

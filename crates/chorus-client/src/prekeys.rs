@@ -1,0 +1,359 @@
+//! Private prekeys in the store, and the lifecycle that keeps the directory supplied.
+//!
+//! * One-time prekeys (X25519 and ML-KEM) are published in batches and **replenished**
+//!   when the relay's count drops below [`REPLENISH_BELOW`]. A private one-time key is
+//!   deleted only when a first message consumed it: the relay may hand out any key it
+//!   still holds.
+//! * The signed prekey and the last-resort PQ prekey are **rotated** every
+//!   [`SIGNED_PREKEY_LIFETIME`]. The replaced private halves are kept for
+//!   [`RETIRED_PREKEY_GRACE`] (longer than a mailbox keeps an envelope), so a first
+//!   message built on the old bundle can still be answered.
+//! * Private halves are persisted **before** the public halves are published: the relay
+//!   never hands out a key this device could lose.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chorus_core::{ConsumedPrekeys, PrekeyStore};
+use chorus_crypto::{OneTimePrekeySecret, PqPrekeySecret, RootSigningKey, SignedPrekeySecret};
+use chorus_wire::{OneTimePrekey, PqPrekey, SignedPrekey};
+use rand::rngs::SysRng;
+use rand_core::UnwrapErr;
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteConnection;
+
+use crate::identity::secret_bytes;
+use crate::{ClientError, Store};
+
+/// One-time prekeys of each kind published per batch (the relay's per-request bound).
+pub const ONE_TIME_BATCH: usize = 100;
+/// Publish a new batch when fewer than this many one-time prekeys are left.
+pub const REPLENISH_BELOW: i64 = 25;
+/// How long a signed (and last-resort PQ) prekey is the current one.
+pub const SIGNED_PREKEY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a replaced signed or last-resort prekey is kept: longer than the relay keeps
+/// an envelope (30 days by default), so every first message can still be answered.
+pub const RETIRED_PREKEY_GRACE: Duration = Duration::from_secs(35 * 24 * 3600);
+
+/// Which kind of prekey a row holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Signed,
+    OneTime,
+    Pq { last_resort: bool },
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Signed => "signed",
+            Kind::OneTime => "one_time",
+            Kind::Pq { .. } => "pq",
+        }
+    }
+}
+
+/// Who a prekey was made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Published in the relay's directory.
+    Directory,
+    /// Inside one invitation code.
+    Invitation,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Directory => "directory",
+            Purpose::Invitation => "invitation",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum Secret {
+    Signed(SignedPrekeySecret),
+    OneTime(OneTimePrekeySecret),
+    Pq(PqPrekeySecret),
+}
+
+/// Generates prekeys and stores their private halves inside the caller's transaction.
+pub(crate) struct Generator<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) root: &'a RootSigningKey,
+    pub(crate) purpose: Purpose,
+    pub(crate) now_ms: i64,
+}
+
+impl Generator<'_> {
+    async fn next_id(conn: &mut SqliteConnection) -> Result<u32, ClientError> {
+        let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM prekeys")
+            .fetch_one(&mut *conn)
+            .await?;
+        u32::try_from(max + 1).map_err(|_| ClientError::Corrupt("prekey ids exhausted".into()))
+    }
+
+    async fn insert(
+        &self,
+        conn: &mut SqliteConnection,
+        id: u32,
+        kind: Kind,
+        secret: &Secret,
+        public: &[u8],
+    ) -> Result<(), ClientError> {
+        let sealed = self
+            .store
+            .seal("prekey", &id.to_string(), &secret_bytes(secret)?);
+        sqlx::query(
+            "INSERT INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(i64::from(id))
+        .bind(kind.name())
+        .bind(matches!(kind, Kind::Pq { last_resort: true }))
+        .bind(self.purpose.name())
+        .bind(public)
+        .bind(sealed)
+        .bind(self.now_ms)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A new signed prekey.
+    pub(crate) async fn signed(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<SignedPrekey, ClientError> {
+        let secret = SignedPrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let id = Self::next_id(conn).await?;
+        let public = SignedPrekey::sign(self.root, id, secret.public_key());
+        self.insert(
+            conn,
+            id,
+            Kind::Signed,
+            &Secret::Signed(secret),
+            &public.encode(),
+        )
+        .await?;
+        Ok(public)
+    }
+
+    /// A new one-time X25519 prekey.
+    pub(crate) async fn one_time(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<OneTimePrekey, ClientError> {
+        let secret = OneTimePrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let id = Self::next_id(conn).await?;
+        let public = OneTimePrekey {
+            id,
+            key: secret.public_key(),
+        };
+        self.insert(
+            conn,
+            id,
+            Kind::OneTime,
+            &Secret::OneTime(secret),
+            &public.encode(),
+        )
+        .await?;
+        Ok(public)
+    }
+
+    /// A new ML-KEM prekey (one-time, or the last-resort fallback).
+    pub(crate) async fn pq(
+        &self,
+        conn: &mut SqliteConnection,
+        last_resort: bool,
+    ) -> Result<PqPrekey, ClientError> {
+        let secret = PqPrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let id = Self::next_id(conn).await?;
+        let public = PqPrekey::sign(self.root, id, secret.public_key(), last_resort);
+        self.insert(
+            conn,
+            id,
+            Kind::Pq { last_resort },
+            &Secret::Pq(secret),
+            &public.encode(),
+        )
+        .await?;
+        Ok(public)
+    }
+}
+
+/// The public halves of the current directory signed and last-resort prekeys.
+pub(crate) async fn current_directory_keys(
+    conn: &mut SqliteConnection,
+) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ClientError> {
+    let signed: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT public FROM prekeys WHERE purpose = 'directory' AND retired_ms IS NULL
+         AND kind = 'signed' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let last_resort: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT public FROM prekeys WHERE purpose = 'directory' AND retired_ms IS NULL
+         AND last_resort = 1 ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok((signed, last_resort))
+}
+
+/// The private prekeys one first message names, loaded for [`chorus_core::respond`].
+#[derive(Default)]
+pub(crate) struct LoadedPrekeys {
+    signed: HashMap<u32, SignedPrekeySecret>,
+    one_time: HashMap<u32, OneTimePrekeySecret>,
+    pq: HashMap<u32, (PqPrekeySecret, bool)>,
+}
+
+impl LoadedPrekeys {
+    /// Loads the rows with these ids (absent ids stay absent: `respond` names them).
+    pub(crate) async fn load(
+        store: &Store,
+        conn: &mut SqliteConnection,
+        ids: &[u32],
+    ) -> Result<Self, ClientError> {
+        let mut out = Self::default();
+        for id in ids {
+            let row: Option<(bool, Vec<u8>)> =
+                sqlx::query_as("SELECT last_resort, sealed FROM prekeys WHERE id = $1")
+                    .bind(i64::from(*id))
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some((last_resort, sealed)) = row else {
+                continue;
+            };
+            let bytes = store.open_sealed("prekey", &id.to_string(), &sealed)?;
+            let secret: Secret = postcard::from_bytes(&bytes)
+                .map_err(|_| ClientError::Corrupt(format!("prekey {id}")))?;
+            match secret {
+                Secret::Signed(s) => {
+                    out.signed.insert(*id, s);
+                }
+                Secret::OneTime(s) => {
+                    out.one_time.insert(*id, s);
+                }
+                Secret::Pq(s) => {
+                    out.pq.insert(*id, (s, last_resort));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl PrekeyStore for LoadedPrekeys {
+    fn signed_prekey(&self, id: u32) -> Option<&SignedPrekeySecret> {
+        self.signed.get(&id)
+    }
+    fn one_time_prekey(&self, id: u32) -> Option<&OneTimePrekeySecret> {
+        self.one_time.get(&id)
+    }
+    fn pq_prekey(&self, id: u32) -> Option<(&PqPrekeySecret, bool)> {
+        self.pq.get(&id).map(|(s, l)| (s, *l))
+    }
+}
+
+/// Deletes the one-time prekeys a first message used (a last-resort key stays).
+pub(crate) async fn delete_consumed(
+    conn: &mut SqliteConnection,
+    consumed: &ConsumedPrekeys,
+) -> Result<(), ClientError> {
+    for id in [consumed.one_time_prekey, consumed.pq_prekey]
+        .into_iter()
+        .flatten()
+    {
+        sqlx::query("DELETE FROM prekeys WHERE id = $1 AND last_resort = 0")
+            .bind(i64::from(id))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Counts of private prekeys held, for `chorus status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PrekeyCounts {
+    /// Signed prekeys (current and within their grace period).
+    pub signed: i64,
+    /// One-time X25519 prekeys not yet consumed.
+    pub one_time: i64,
+    /// ML-KEM prekeys (one-time and last-resort).
+    pub pq: i64,
+}
+
+pub(crate) async fn counts(conn: &mut SqliteConnection) -> Result<PrekeyCounts, ClientError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, COUNT(*) FROM prekeys GROUP BY kind")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut c = PrekeyCounts::default();
+    for (kind, n) in rows {
+        match kind.as_str() {
+            "signed" => c.signed = n,
+            "one_time" => c.one_time = n,
+            _ => c.pq = n,
+        }
+    }
+    Ok(c)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The current directory signed prekey's id and creation time, if any.
+pub(crate) async fn current_signed(
+    conn: &mut SqliteConnection,
+) -> Result<Option<(u32, i64)>, ClientError> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT id, created_ms FROM prekeys
+         WHERE kind = 'signed' AND purpose = 'directory' AND retired_ms IS NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(id, at)| {
+        u32::try_from(id)
+            .map(|id| (id, at))
+            .map_err(|_| ClientError::Corrupt("prekey id".into()))
+    })
+    .transpose()
+}
+
+/// Whether the current signed prekey is due for rotation at `now_ms`.
+pub(crate) fn rotation_due(created_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(created_ms) >= ms(SIGNED_PREKEY_LIFETIME)
+}
+
+/// Marks the current directory signed and last-resort prekeys as replaced at `now_ms`.
+pub(crate) async fn retire_current(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "UPDATE prekeys SET retired_ms = $1
+         WHERE purpose = 'directory' AND retired_ms IS NULL
+           AND (kind = 'signed' OR last_resort = 1)",
+    )
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes replaced prekeys whose grace period is over; returns how many.
+pub(crate) async fn purge_retired(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+) -> Result<u64, ClientError> {
+    let done = sqlx::query("DELETE FROM prekeys WHERE retired_ms IS NOT NULL AND retired_ms < $1")
+        .bind(now_ms.saturating_sub(ms(RETIRED_PREKEY_GRACE)))
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}

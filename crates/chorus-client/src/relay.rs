@@ -1,0 +1,516 @@
+//! The relay connection: typed calls over HTTP (reqwest, rustls) and the WebSocket push
+//! channel (tokio-tungstenite), with retries and exponential backoff for what is worth
+//! retrying (unreachable relay, 5xx, 429) and none for what is not (4xx: the request
+//! itself is wrong, and retrying would not change the answer).
+//!
+//! The request and response bodies are the relay's own types ([`chorus_relay::api`]),
+//! so both ends share one definition of the contract (`docs/relay-api.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_crypto::DeviceSigningKey;
+use chorus_relay::api::{
+    self, BatchReadRequest, BatchReadResponse, ChallengeRequest, ChallengeResponse,
+    CreateLogRequest, HexBytes, Id16, Id32, MailboxCursor, PostEnvelopeRequest,
+    PostEnvelopeResponse, PrekeyBundle, PrekeyCount, PublishPrekeysRequest, RegisterMailboxRequest,
+    SessionRequest, SessionResponse,
+};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The signature context of a relay login; with the separator byte it spells the
+/// relay's [`api::AUTH_LABEL`].
+const AUTH_CONTEXT: &[u8] = b"chorus-relay-auth-v1";
+
+/// How long one HTTP request may take before it counts as a failed attempt.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a relay call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No answer: connection refused, reset or timed out (after every retry).
+    #[error("relay {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The relay.
+        url: String,
+        /// What the network said.
+        reason: String,
+    },
+    /// The relay answered with an error status and code.
+    #[error("relay {url} refused the request: {status} {code}")]
+    Refused {
+        /// The relay.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The relay's error code (`docs/relay-api.md`).
+        code: String,
+    },
+    /// The relay answered something that is not the documented body.
+    #[error("relay {url} sent an unexpected answer: {reason}")]
+    BadResponse {
+        /// The relay.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The relay URL is not an http(s) URL.
+    #[error("invalid relay URL {0:?}: must start with http:// or https://")]
+    BadUrl(String),
+}
+
+impl RelayError {
+    /// The relay's error code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+/// Retry schedule: `attempts` tries in all, waiting `first`, then doubling up to `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Tries in all (at least one).
+    pub attempts: u32,
+    /// The first wait.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// For one command: a few quick retries, a clear error within about two seconds.
+    pub const COMMAND: Backoff = Backoff {
+        attempts: 4,
+        first: Duration::from_millis(150),
+        max: Duration::from_secs(1),
+    };
+
+    /// The wait before retry number `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        self.first.saturating_mul(1u32 << n.min(16)).min(self.max)
+    }
+}
+
+/// A login to one constellation log: the log id and the device key that proves membership.
+#[derive(Clone)]
+pub struct Login {
+    /// The identity's log.
+    pub log_id: Id32,
+    /// This device's key.
+    pub device: Arc<DeviceSigningKey>,
+}
+
+/// One relay, by base URL (`http://host:port`).
+#[derive(Clone)]
+pub struct RelayClient {
+    http: reqwest::Client,
+    url: String,
+    backoff: Backoff,
+    login: Option<Login>,
+    token: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for RelayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks and normalises a relay URL (scheme, no trailing slash).
+pub fn normalize_url(url: &str) -> Result<String, RelayError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| RelayError::BadUrl(url.to_owned()))?;
+    if rest.is_empty()
+        || rest.contains(char::is_whitespace)
+        || trimmed.len() > chorus_wire::limits::MAX_RELAY_URL_LEN
+    {
+        return Err(RelayError::BadUrl(url.to_owned()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+impl RelayClient {
+    /// A client for the relay at `url`, without a login (public endpoints only).
+    pub fn new(url: &str, backoff: Backoff) -> Result<Self, RelayError> {
+        let url = normalize_url(url)?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| RelayError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            url,
+            backoff,
+            login: None,
+            token: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The same relay, logged in as a device of a log.
+    pub fn with_login(mut self, login: Login) -> Self {
+        self.login = Some(login);
+        self.token = Arc::new(Mutex::new(None));
+        self
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        token: Option<&str>,
+    ) -> Result<T, RelayError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| RelayError::Unreachable {
+            url: self.url.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: error_chain(&e),
+            })?
+            .to_vec();
+        if !status.is_success() {
+            let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+            return Err(RelayError::Refused {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                code,
+            });
+        }
+        let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+            b"null".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// One call with retries; logs in (again) when the token is missing or expired.
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        authed: bool,
+    ) -> Result<T, RelayError> {
+        let mut n = 0;
+        loop {
+            let token = if authed {
+                Some(self.token().await?)
+            } else {
+                None
+            };
+            match self
+                .once(method.clone(), path, body, token.as_deref())
+                .await
+            {
+                Err(RelayError::Refused { status: 401, .. }) if authed && n == 0 => {
+                    *self.token.lock().await = None;
+                }
+                Err(e) if e.retryable() && n + 1 < self.backoff.attempts => {
+                    tracing::debug!(error = %e, attempt = n, "relay call failed; retrying");
+                    tokio::time::sleep(self.backoff.delay(n)).await;
+                }
+                other => return other,
+            }
+            n += 1;
+        }
+    }
+
+    async fn token(&self) -> Result<String, RelayError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let login = self.login.as_ref().ok_or_else(|| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason: "no login for an authenticated call".into(),
+        })?;
+        let device_id = Id32(*login.device.public_key().as_bytes());
+        let c: ChallengeResponse = self
+            .once(
+                Method::POST,
+                "/v1/auth/challenge",
+                Some(&ChallengeRequest {
+                    log_id: login.log_id,
+                    device_id,
+                }),
+                None,
+            )
+            .await?;
+        let mut signed = Vec::with_capacity(96);
+        signed.extend_from_slice(&c.challenge.0);
+        signed.extend_from_slice(&login.log_id.0);
+        signed.extend_from_slice(&device_id.0);
+        let signature = login.device.sign(AUTH_CONTEXT, &signed);
+        let s: SessionResponse = self
+            .once(
+                Method::POST,
+                "/v1/auth/session",
+                Some(&SessionRequest {
+                    challenge: c.challenge,
+                    signature: HexBytes(signature.as_bytes().to_vec()),
+                }),
+                None,
+            )
+            .await?;
+        *slot = Some(s.token.clone());
+        Ok(s.token)
+    }
+
+    fn log_path(&self, rest: &str) -> Result<String, RelayError> {
+        let login = self.login.as_ref().ok_or_else(|| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason: "no login for an authenticated call".into(),
+        })?;
+        Ok(format!("/v1/logs/{}{rest}", login.log_id))
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<serde_json::Value, RelayError> {
+        self.call::<(), _>(Method::GET, "/v1/health", None, false)
+            .await
+    }
+
+    /// `POST /v1/logs`: creates the identity's log with its first device.
+    pub async fn create_log(
+        &self,
+        log_id: Id32,
+        genesis: Vec<u8>,
+        device_id: Id32,
+    ) -> Result<(), RelayError> {
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                "/v1/logs",
+                Some(&CreateLogRequest {
+                    log_id,
+                    genesis: HexBytes(genesis),
+                    device_id,
+                }),
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Registers a mailbox for this log (idempotent).
+    pub async fn register_mailbox(&self, mailbox_id: Id32) -> Result<(), RelayError> {
+        let path = self.log_path("/mailboxes")?;
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                &path,
+                Some(&RegisterMailboxRequest { mailbox_id }),
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads up to `limit` envelopes after each cursor, for up to 64 mailboxes.
+    pub async fn read_mailboxes(
+        &self,
+        cursors: &[(Id32, i64)],
+        limit: u32,
+    ) -> Result<BatchReadResponse, RelayError> {
+        let path = self.log_path("/mailboxes/read")?;
+        let body = BatchReadRequest {
+            mailboxes: cursors
+                .iter()
+                .map(|(mailbox_id, after)| MailboxCursor {
+                    mailbox_id: *mailbox_id,
+                    after: *after,
+                })
+                .collect(),
+            limit: Some(limit),
+        };
+        self.call(Method::POST, &path, Some(&body), true).await
+    }
+
+    /// Posts an envelope to a mailbox (anyone holding its id may); idempotent by id.
+    pub async fn post_envelope(
+        &self,
+        mailbox: Id32,
+        envelope_id: Id16,
+        payload: Vec<u8>,
+    ) -> Result<PostEnvelopeResponse, RelayError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/mailboxes/{mailbox}/envelopes"),
+            Some(&PostEnvelopeRequest {
+                envelope_id,
+                payload: HexBytes(payload),
+            }),
+            false,
+        )
+        .await
+    }
+
+    /// Publishes prekeys at a directory address owned by this log.
+    pub async fn publish_prekeys(
+        &self,
+        address: Id32,
+        request: &PublishPrekeysRequest,
+    ) -> Result<PrekeyCount, RelayError> {
+        let path = self.log_path(&format!("/prekeys/{address}"))?;
+        self.call(Method::POST, &path, Some(request), true).await
+    }
+
+    /// One-time prekeys left at an address of this log.
+    pub async fn prekey_count(&self, address: Id32) -> Result<PrekeyCount, RelayError> {
+        let path = self.log_path(&format!("/prekeys/{address}/count"))?;
+        self.call::<(), _>(Method::GET, &path, None, true).await
+    }
+
+    /// Fetches (and so consumes) one bundle from a directory address.
+    pub async fn fetch_prekeys(&self, address: Id32) -> Result<PrekeyBundle, RelayError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/prekeys/{address}/fetch"),
+            None,
+            false,
+        )
+        .await
+    }
+
+    /// Opens the push WebSocket of this log.
+    pub async fn connect_push(&self) -> Result<PushStream, RelayError> {
+        let token = self.token().await?;
+        let ws_url = format!(
+            "{}{}",
+            self.url
+                .replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1),
+            self.log_path("/ws")?
+        );
+        let mut request = ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| RelayError::BadUrl(e.to_string()))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| RelayError::BadResponse {
+                url: self.url.clone(),
+                reason: "token is not a valid header value".into(),
+            })?;
+        request.headers_mut().insert("authorization", value);
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| {
+                // A refused token is worth one fresh login on the next attempt.
+                if let tokio_tungstenite::tungstenite::Error::Http(r) = &e
+                    && r.status() == StatusCode::UNAUTHORIZED
+                    && let Ok(mut slot) = self.token.try_lock()
+                {
+                    *slot = None;
+                }
+                RelayError::Unreachable {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(PushStream { ws })
+    }
+}
+
+/// The push channel of one log.
+pub struct PushStream {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl std::fmt::Debug for PushStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushStream")
+    }
+}
+
+impl PushStream {
+    /// The next push; `None` when the relay closed the connection.
+    pub async fn next(&mut self) -> Option<Result<api::Push, RelayError>> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = match self.ws.next().await? {
+                Ok(m) => m,
+                Err(e) => {
+                    return Some(Err(RelayError::Unreachable {
+                        url: "push".into(),
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+            match msg {
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(t.as_str()).map_err(|e| {
+                        RelayError::BadResponse {
+                            url: "push".into(),
+                            reason: e.to_string(),
+                        }
+                    }));
+                }
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,337 @@
+//! The application layer: what the client wraps around ratchet messages (an
+//! [`Envelope`] in a mailbox), what it puts inside them (a [`Payload`]), and what an
+//! identity publishes in its relay's prekey directory (a [`DirectoryEntry`]).
+//!
+//! Nothing here names a device: a contact sees one identity however many devices send
+//! for it. Every decoder bounds its input before parsing and checks every field.
+
+use prost::Message;
+
+use crate::invitation::{MailboxId, check_relay_url};
+use crate::limits::{
+    MAX_DIRECTORY_ENTRY_LEN, MAX_DISPLAY_NAME_LEN, MAX_ENVELOPE_LEN, MAX_INITIAL_MESSAGE_LEN,
+    MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN,
+};
+use crate::prekeys::{IdentityKeys, SignedPrekey};
+use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, proto};
+
+/// One encrypted message as a mailbox holds it. The inner bytes are decoded (and their
+/// bounds checked) by the core when it decrypts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Envelope {
+    /// An initial message: the sender has not yet heard back.
+    Initial(Vec<u8>),
+    /// A ratchet message.
+    Ratchet(Vec<u8>),
+}
+
+impl Envelope {
+    /// Decodes an envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let p: proto::Envelope = decode_bounded("envelope", bytes, MAX_ENVELOPE_LEN)?;
+        check_version("envelope", p.version)?;
+        let body = p.body.ok_or(WireError::MissingField("envelope.body"))?;
+        let (what, bytes, max, out): (_, _, _, fn(Vec<u8>) -> Self) = match body {
+            proto::envelope::Body::Initial(b) => {
+                ("initial message", b, MAX_INITIAL_MESSAGE_LEN, Self::Initial)
+            }
+            proto::envelope::Body::Ratchet(b) => {
+                ("ratchet message", b, MAX_RATCHET_MESSAGE_LEN, Self::Ratchet)
+            }
+        };
+        if bytes.is_empty() {
+            return Err(WireError::MissingField("envelope.body"));
+        }
+        if bytes.len() > max {
+            return Err(WireError::TooLarge {
+                what,
+                max,
+                actual: bytes.len(),
+            });
+        }
+        Ok(out(bytes))
+    }
+
+    /// Encodes the envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = match self {
+            Self::Initial(b) => proto::envelope::Body::Initial(b.clone()),
+            Self::Ratchet(b) => proto::envelope::Body::Ratchet(b.clone()),
+        };
+        proto::Envelope {
+            version: WIRE_VERSION,
+            body: Some(body),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// Where to write back to the sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's home relay.
+    pub relay_url: String,
+    /// A mailbox the sender created for this contact only.
+    pub mailbox: MailboxId,
+    /// The sender's display name (a suggestion).
+    pub name: String,
+}
+
+/// The plaintext of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The sender's clock (milliseconds since the Unix epoch), for display only.
+    pub sent_ms: u64,
+    /// The message text; empty for a pure control message.
+    pub text: String,
+    /// Present until the sender knows the contact has it.
+    pub hello: Option<Hello>,
+}
+
+impl Payload {
+    /// Decodes a payload (already unpadded and authenticated by the ratchet).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let p: proto::Payload = decode_bounded("payload", bytes, MAX_PLAINTEXT_LEN)?;
+        check_version("payload", p.version)?;
+        check_text(&p.text)?;
+        let hello = match p.hello {
+            None => None,
+            Some(h) => {
+                check_relay_url("hello.relay_url", &h.relay_url)?;
+                check_display_name("hello.name", &h.name)?;
+                Some(Hello {
+                    mailbox: MailboxId::from_slice("hello.mailbox_id", &h.mailbox_id)?,
+                    relay_url: h.relay_url,
+                    name: h.name,
+                })
+            }
+        };
+        Ok(Self {
+            sent_ms: p.sent_ms,
+            text: p.text,
+            hello,
+        })
+    }
+
+    /// Encodes the payload, refusing a text or hello over its bound (so nothing
+    /// oversized is ever encrypted).
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        check_text(&self.text)?;
+        let hello = match &self.hello {
+            None => None,
+            Some(h) => {
+                check_relay_url("hello.relay_url", &h.relay_url)?;
+                check_display_name("hello.name", &h.name)?;
+                Some(proto::Hello {
+                    relay_url: h.relay_url.clone(),
+                    mailbox_id: h.mailbox.0.to_vec(),
+                    name: h.name.clone(),
+                })
+            }
+        };
+        Ok(proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: self.sent_ms,
+            text: self.text.clone(),
+            hello,
+        }
+        .encode_to_vec())
+    }
+}
+
+/// Checks a message text against [`MAX_TEXT_LEN`].
+pub fn check_text(text: &str) -> Result<(), WireError> {
+    if text.len() > MAX_TEXT_LEN {
+        return Err(WireError::TooLarge {
+            what: "message text",
+            max: MAX_TEXT_LEN,
+            actual: text.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a display name: 1 to [`MAX_DISPLAY_NAME_LEN`] bytes, no control characters.
+pub fn check_display_name(field: &'static str, name: &str) -> Result<(), WireError> {
+    if name.is_empty() {
+        return Err(WireError::InvalidText {
+            field,
+            reason: "must not be empty",
+        });
+    }
+    if name.len() > MAX_DISPLAY_NAME_LEN {
+        return Err(WireError::TooLarge {
+            what: "display name",
+            max: MAX_DISPLAY_NAME_LEN,
+            actual: name.len(),
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(WireError::InvalidText {
+            field,
+            reason: "must not contain control characters",
+        });
+    }
+    Ok(())
+}
+
+/// What an identity publishes in its relay's prekey directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The identity (its root key's fingerprint is the address).
+    pub identity: IdentityKeys,
+    /// The current signed prekey, signed by the root.
+    pub signed_prekey: SignedPrekey,
+    /// Where first messages from strangers go.
+    pub intro_mailbox: MailboxId,
+}
+
+impl DirectoryEntry {
+    /// Decodes an entry, verifying the signed prekey under the entry's root key.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let p: proto::DirectoryEntry =
+            decode_bounded("directory entry", bytes, MAX_DIRECTORY_ENTRY_LEN)?;
+        check_version("directory entry", p.version)?;
+        let identity = IdentityKeys::from_proto(
+            p.identity
+                .as_ref()
+                .ok_or(WireError::MissingField("directory.identity"))?,
+        )?;
+        let signed_prekey = SignedPrekey::from_proto(
+            p.signed_prekey
+                .as_ref()
+                .ok_or(WireError::MissingField("directory.signed_prekey"))?,
+            &identity.root,
+        )?;
+        let intro_mailbox =
+            MailboxId::from_slice("directory.intro_mailbox_id", &p.intro_mailbox_id)?;
+        Ok(Self {
+            identity,
+            signed_prekey,
+            intro_mailbox,
+        })
+    }
+
+    /// Encodes the entry.
+    pub fn encode(&self) -> Vec<u8> {
+        proto::DirectoryEntry {
+            version: WIRE_VERSION,
+            identity: Some(self.identity.to_proto()),
+            signed_prekey: Some(self.signed_prekey.to_proto()),
+            intro_mailbox_id: self.intro_mailbox.0.to_vec(),
+        }
+        .encode_to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::PADDING_BUCKETS;
+    use crate::prekeys::tests::bundle;
+
+    fn hello() -> Hello {
+        Hello {
+            relay_url: format!(
+                "https://{}",
+                "r".repeat(crate::limits::MAX_RELAY_URL_LEN - 8)
+            ),
+            mailbox: MailboxId([7; 32]),
+            name: "n".repeat(MAX_DISPLAY_NAME_LEN),
+        }
+    }
+
+    #[test]
+    fn the_largest_payload_fits_the_second_largest_padding_bucket() {
+        // So that an initial message around it stays under the relay's 64 KiB envelope
+        // bound (the largest bucket plus handshake overhead would not).
+        let p = Payload {
+            sent_ms: u64::MAX,
+            text: "x".repeat(MAX_TEXT_LEN),
+            hello: Some(hello()),
+        };
+        let bytes = p.encode().unwrap();
+        assert!(bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2]);
+        assert_eq!(Payload::decode(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn a_text_one_byte_over_the_limit_is_refused_both_ways() {
+        let mut p = Payload {
+            sent_ms: 1,
+            text: "x".repeat(MAX_TEXT_LEN + 1),
+            hello: None,
+        };
+        let err = WireError::TooLarge {
+            what: "message text",
+            max: MAX_TEXT_LEN,
+            actual: MAX_TEXT_LEN + 1,
+        };
+        assert_eq!(p.encode(), Err(err.clone()));
+        let raw = proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: 1,
+            text: p.text.clone(),
+            hello: None,
+        }
+        .encode_to_vec();
+        assert_eq!(Payload::decode(&raw), Err(err));
+        p.text.pop();
+        assert!(p.encode().is_ok());
+    }
+
+    #[test]
+    fn display_names_are_bounded_and_printable() {
+        assert!(check_display_name("n", &"n".repeat(MAX_DISPLAY_NAME_LEN)).is_ok());
+        assert!(matches!(
+            check_display_name("n", &"n".repeat(MAX_DISPLAY_NAME_LEN + 1)),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert!(check_display_name("n", "").is_err());
+        assert!(check_display_name("n", "evil\u{1b}[2J").is_err());
+    }
+
+    #[test]
+    fn an_envelope_round_trips_and_an_empty_or_oversized_body_is_refused() {
+        let e = Envelope::Ratchet(vec![1, 2, 3]);
+        assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+        assert_eq!(
+            Envelope::decode(&Envelope::Initial(Vec::new()).encode()),
+            Err(WireError::MissingField("envelope.body"))
+        );
+        let big = Envelope::Ratchet(vec![0; MAX_RATCHET_MESSAGE_LEN + 1]).encode();
+        assert!(matches!(
+            Envelope::decode(&big),
+            Err(WireError::TooLarge { .. })
+        ));
+        let none = proto::Envelope {
+            version: WIRE_VERSION,
+            body: None,
+        }
+        .encode_to_vec();
+        assert_eq!(
+            Envelope::decode(&none),
+            Err(WireError::MissingField("envelope.body"))
+        );
+    }
+
+    #[test]
+    fn a_directory_entry_round_trips_and_a_foreign_signed_prekey_is_refused() {
+        let b = bundle(1);
+        let entry = DirectoryEntry {
+            identity: b.identity.clone(),
+            signed_prekey: b.signed_prekey.clone(),
+            intro_mailbox: MailboxId([3; 32]),
+        };
+        assert_eq!(DirectoryEntry::decode(&entry.encode()).unwrap(), entry);
+        let other = bundle(2);
+        let forged = DirectoryEntry {
+            signed_prekey: other.signed_prekey,
+            ..entry
+        };
+        assert_eq!(
+            DirectoryEntry::decode(&forged.encode()),
+            Err(WireError::BadSignature("signed prekey"))
+        );
+    }
+}
