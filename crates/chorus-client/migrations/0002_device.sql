@@ -34,6 +34,7 @@ CREATE TABLE contacts (
     send_mailbox  BLOB NOT NULL,             -- where we post: their invitation/intro mailbox until their Hello
     recv_mailbox  BLOB NOT NULL UNIQUE,      -- the mailbox we created for them
     hello_acked   INTEGER NOT NULL DEFAULT 0, -- they wrote to recv_mailbox: they have our Hello
+    answered      INTEGER NOT NULL DEFAULT 0, -- we decrypted a message from them: the session runs both ways
     invitation    BLOB UNIQUE,               -- the invitation mailbox we accepted (refuses a second accept)
     added_ms      INTEGER NOT NULL
 );

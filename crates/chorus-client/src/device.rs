@@ -135,7 +135,8 @@ pub struct ContactInfo {
     pub fingerprint: String,
     /// Their home relay.
     pub relay_url: String,
-    /// Whether they have answered (until then our messages are initial messages).
+    /// Whether a message from them has arrived: the conversation runs both ways (until
+    /// then our messages are initial messages to their invitation or address).
     pub connected: bool,
     /// When they were added.
     pub added_ms: i64,
@@ -193,6 +194,15 @@ pub struct Verification {
     /// The combined number both sides compare.
     pub safety_number: SafetyNumber,
 }
+
+/// `identity`: name, relay URL, log id, intro mailbox, sealed secrets.
+type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+/// `contacts`: name, relay URL, send mailbox, receive mailbox, hello acknowledged.
+type ContactTuple = (String, String, Vec<u8>, Vec<u8>, bool);
+/// `outbox`: envelope id, relay URL, mailbox, envelope.
+type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
+/// `messages`: outgoing, envelope id, sent, stored, sealed text.
+type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>);
 
 /// The contact row.
 struct ContactRow {
@@ -342,7 +352,7 @@ impl Device {
             options.argon2_iterations,
         )
         .await?;
-        let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let row: Option<IdentityRow> = sqlx::query_as(
             "SELECT name, relay_url, log_id, intro_mailbox, sealed FROM identity WHERE id = 1",
         )
         .fetch_optional(store.pool())
@@ -390,6 +400,11 @@ impl Device {
     /// The home relay.
     pub fn relay_url(&self) -> &str {
         &self.me.relay_url
+    }
+
+    /// The home relay's client, logged in as this device (for tools and tests).
+    pub fn relay(&self) -> &RelayClient {
+        &self.relay
     }
 
     /// The device home.
@@ -632,7 +647,7 @@ impl Device {
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
         let rows: Vec<(String, Vec<u8>, String, bool, i64)> = sqlx::query_as(
-            "SELECT name, identity, relay_url, hello_acked, added_ms FROM contacts ORDER BY name",
+            "SELECT name, identity, relay_url, answered, added_ms FROM contacts ORDER BY name",
         )
         .fetch_all(self.store.pool())
         .await?;
@@ -672,7 +687,7 @@ impl Device {
         executor: E,
         name: &str,
     ) -> Result<Option<ContactRow>, ClientError> {
-        let row: Option<(String, String, Vec<u8>, Vec<u8>, bool)> = sqlx::query_as(
+        let row: Option<ContactTuple> = sqlx::query_as(
             "SELECT name, relay_url, send_mailbox, recv_mailbox, hello_acked FROM contacts WHERE name = $1",
         )
         .bind(name)
@@ -812,7 +827,7 @@ impl Device {
         &self,
         only: Option<&[u8; 16]>,
     ) -> Result<Vec<RelayError>, ClientError> {
-        let rows: Vec<(Vec<u8>, String, Vec<u8>, Vec<u8>)> = match only {
+        let rows: Vec<OutboxRow> = match only {
             Some(id) => sqlx::query_as(
                 "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox WHERE envelope_id = $1",
             )
@@ -1104,12 +1119,12 @@ impl Device {
             .contact_row(&mut *tx, &name)
             .await?
             .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-        if row.recv_mailbox == mailbox.0 && !row.hello_acked {
-            sqlx::query("UPDATE contacts SET hello_acked = 1 WHERE name = $1")
-                .bind(&name)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
+        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
+            .bind(acked)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
         if !payload.text.is_empty() {
             let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
             self.insert_message(
@@ -1177,7 +1192,7 @@ impl Device {
         {
             return Err(ClientError::UnknownContact(contact.to_owned()));
         }
-        let rows: Vec<(bool, Vec<u8>, i64, i64, Vec<u8>)> = sqlx::query_as(
+        let rows: Vec<MessageRow> = sqlx::query_as(
             "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed FROM (
                SELECT id, outgoing, envelope_id, sent_ms, stored_ms, sealed FROM messages
                WHERE contact = $1 ORDER BY id DESC LIMIT $2

@@ -1,0 +1,397 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! End to end with real processes: the relay (`chorus relay serve`, a SQLite file) and
+//! two device homes driven through the real `chorus` binary, as a user would.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
+
+struct Relay {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Relay {
+    fn start(data: &Path, listen: &str) -> Relay {
+        let mut child = Command::new(CHORUS)
+            .args(["relay", "serve", "--listen", listen, "--no-rate-limits"])
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected relay output {line:?}"))
+            .to_owned();
+        Relay {
+            child,
+            url: format!("http://{addr}"),
+            data: data.to_owned(),
+        }
+    }
+
+    /// Stops and starts the relay on the same port and SQLite file.
+    fn restart(mut self) -> Relay {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        Relay::start(&self.data.clone(), &listen)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chorus(home: &Path, args: &[&str]) -> Output {
+    Command::new(CHORUS)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("CHORUS_HOME")
+        .env_remove("CHORUS_FAILPOINT")
+        .output()
+        .unwrap()
+}
+
+/// Runs and requires success; returns stdout.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = chorus(home, args);
+    assert!(
+        out.status.success(),
+        "chorus {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and requires failure with `code` and exactly one `error:` line on stderr.
+fn fails(home: &Path, args: &[&str], code: i32) -> String {
+    let out = chorus(home, args);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(code), "chorus {args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got {stderr:?}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    stderr
+}
+
+fn json(home: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(home, args)).unwrap()
+}
+
+fn texts(home: &Path, contact: &str) -> Vec<(bool, String)> {
+    json(home, &["history", contact, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["outgoing"].as_bool().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Two homes with an accepted invitation between them.
+fn pair(dir: &Path, relay: &Relay) -> (PathBuf, PathBuf) {
+    let (a, b) = (dir.join("alice"), dir.join("bob"));
+    let out = ok(&a, &["init", "--relay", &relay.url, "--name", "alice"]);
+    assert!(out.contains("Safety number: "), "{out}");
+    ok(&b, &["init", "--relay", &relay.url, "--name", "bob"]);
+    let code = ok(&a, &["invite", "--no-qr"]).trim().to_owned();
+    assert!(code.starts_with("chorus:"));
+    let out = ok(&b, &["accept", &code]);
+    assert!(out.contains("\"alice\""), "{out}");
+    let out = ok(&a, &["sync"]);
+    assert!(out.contains("new contact \"bob\""), "{out}");
+    (a, b)
+}
+
+#[test]
+fn invite_accept_messages_offline_catch_up_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (a, b) = pair(dir.path(), &relay);
+
+    ok(&b, &["send", "alice", "hi alice"]);
+    assert!(ok(&a, &["sync"]).contains("bob: hi alice"));
+    ok(&a, &["send", "bob", "hi bob"]);
+    ok(&b, &["sync"]);
+
+    // bob is offline while alice writes; the relay restarts in between.
+    for t in ["one", "two", "three"] {
+        ok(&a, &["send", "bob", t]);
+    }
+    let relay = relay.restart();
+    ok(&a, &["send", "bob", "four"]);
+    // Text from stdin.
+    let mut child = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&a)
+        .args(["send", "bob"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"five\n").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    ok(&b, &["sync"]);
+    let expected: Vec<(bool, String)> = [
+        (true, "hi alice"),
+        (false, "hi bob"),
+        (false, "one"),
+        (false, "two"),
+        (false, "three"),
+        (false, "four"),
+        (false, "five"),
+    ]
+    .iter()
+    .map(|(o, t)| (*o, (*t).to_owned()))
+    .collect();
+    assert_eq!(texts(&b, "alice"), expected);
+    let mirrored: Vec<(bool, String)> = expected.iter().map(|(o, t)| (!o, t.clone())).collect();
+    assert_eq!(texts(&a, "bob"), mirrored);
+    assert_eq!(
+        json(&b, &["history", "alice", "--limit", "2", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let contacts = json(&a, &["contacts", "--json"]);
+    assert_eq!(contacts[0]["name"], "bob");
+    assert_eq!(contacts[0]["connected"], true);
+    let status = json(&a, &["status", "--json"]);
+    assert_eq!(status["outbox"], 0);
+    assert!(status["relay_error"].is_null());
+    let verify_a = ok(&a, &["verify", "bob"]);
+    let verify_b = ok(&b, &["verify", "alice"]);
+    let number = |s: &str| s.lines().nth(4).unwrap().to_owned();
+    assert_eq!(number(&verify_a), number(&verify_b));
+    drop(relay);
+}
+
+#[test]
+fn watch_shows_messages_live_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (a, b) = pair(dir.path(), &relay);
+    ok(&a, &["send", "bob", "before watch"]);
+    let mut watch = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&b)
+        .args(["watch", "--count", "3", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&a, &["send", "bob", "live one"]);
+    ok(&a, &["send", "bob", "live two"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watch.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "watch did not see 3 messages");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let seen: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "message")
+        .map(|v| v["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, ["before watch", "live one", "live two"]);
+}
+
+#[test]
+fn kill_9_between_persisting_and_posting_delivers_exactly_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (a, b) = pair(dir.path(), &relay);
+    let mut send = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&a)
+        .args(["send", "bob", "survives kill -9"])
+        .env("CHORUS_FAILPOINT", "after-persist")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(send.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("failpoint after-persist reached"), "{line}");
+    send.kill().unwrap(); // SIGKILL
+    send.wait().unwrap();
+
+    // Persisted, not posted.
+    assert_eq!(json(&a, &["status", "--json"])["outbox"], 1);
+    assert!(ok(&b, &["sync"]).is_empty());
+    // The next command posts it; repeating changes nothing.
+    ok(&a, &["sync"]);
+    ok(&a, &["sync"]);
+    assert_eq!(json(&a, &["status", "--json"])["outbox"], 0);
+    ok(&b, &["sync"]);
+    ok(&b, &["sync"]);
+    let got = texts(&b, "alice");
+    assert_eq!(got, [(false, "survives kill -9".to_owned())]);
+    // The session is intact on both sides.
+    ok(&b, &["send", "alice", "got it once"]);
+    assert!(ok(&a, &["sync"]).contains("got it once"));
+}
+
+#[test]
+fn bad_input_is_one_line_a_code_and_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (a, b) = pair(dir.path(), &relay);
+    let state = |h: &Path| {
+        (
+            ok(h, &["contacts", "--json"]),
+            json(h, &["status", "--json"])["outbox"].clone(),
+            ok(
+                h,
+                &["history", if h == a { "bob" } else { "alice" }, "--json"],
+            ),
+        )
+    };
+    let before = (state(&a), state(&b));
+
+    // Unknown contact.
+    fails(&a, &["send", "carol", "hi"], 3);
+    fails(&a, &["history", "carol"], 3);
+    fails(&a, &["verify", "carol"], 3);
+    // No identity in the home.
+    fails(&dir.path().join("empty"), &["contacts"], 3);
+    assert!(!dir.path().join("empty").exists());
+    // An oversized message.
+    let big = "x".repeat(chorus_wire::limits::MAX_TEXT_LEN + 1);
+    fails(&a, &["send", "bob", &big], 6);
+    // Truncated, tampered and accepted-twice codes.
+    let code = ok(&a, &["invite", "--no-qr"]).trim().to_owned();
+    fails(&b, &["accept", &code[..code.len() - 10]], 6);
+    let mut tampered = code.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'x' { b'y' } else { b'x' };
+    fails(&b, &["accept", std::str::from_utf8(&tampered).unwrap()], 6);
+    fails(&b, &["accept", &code], 7); // bob already has alice as a contact
+    // Initialised twice.
+    fails(&a, &["init", "--relay", &relay.url, "--name", "again"], 7);
+    // A bad relay URL and a bad name are usage-level input errors.
+    fails(
+        &dir.path().join("x"),
+        &["init", "--relay", "ftp://x", "--name", "x"],
+        4,
+    );
+    fails(
+        &dir.path().join("x"),
+        &["init", "--relay", &relay.url, "--name", ""],
+        6,
+    );
+    assert!(!dir.path().join("x").exists());
+    assert_eq!((state(&a), state(&b)), before);
+
+    // A code accepted twice by the same new identity.
+    let carol = dir.path().join("carol");
+    ok(&carol, &["init", "--relay", &relay.url, "--name", "carol"]);
+    ok(&carol, &["accept", &code]);
+    let carol_before = ok(&carol, &["contacts", "--json"]);
+    let err = fails(&carol, &["accept", &code, "--name", "other"], 7);
+    assert!(err.contains("already accepted"), "{err}");
+    assert_eq!(ok(&carol, &["contacts", "--json"]), carol_before);
+}
+
+#[test]
+fn an_unreachable_relay_and_a_wrong_passphrase_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("p");
+    // Nothing listens on port 9 (discard) on loopback.
+    let err = fails(
+        &home,
+        &["init", "--relay", "http://127.0.0.1:9", "--name", "p"],
+        4,
+    );
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!home.exists(), "nothing half-written");
+
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let with_pass = |pass: &str, args: &[&str]| {
+        Command::new(CHORUS)
+            .arg("--home")
+            .arg(&home)
+            .args(["--passphrase-env", "CHORUS_TEST_PASS"])
+            .args(args)
+            .env("CHORUS_TEST_PASS", pass)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        with_pass(
+            "correct horse",
+            &["init", "--relay", &relay.url, "--name", "p"]
+        )
+        .status
+        .success()
+    );
+    let out = with_pass("wrong", &["contacts"]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    assert!(with_pass("correct horse", &["contacts"]).status.success());
+    // Without the passphrase (and no terminal to ask on): refused, not prompted.
+    fails(&home, &["contacts"], 5);
+}
+
+#[test]
+fn demo_passes_every_check() {
+    let out = Command::new(CHORUS).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    assert!(!stdout.contains('✗'), "{stdout}");
+}
+
+#[test]
+fn completions_and_help_work() {
+    let out = Command::new(CHORUS)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chorus"));
+    let out = Command::new(CHORUS)
+        .args(["send", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONTACT"));
+    let out = Command::new(CHORUS).args(["send"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,578 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Devices against a real relay: the relay's axum app on a loopback port with a real
+//! SQLite file, driven over HTTP and WebSocket by the client, with real device stores.
+//! Grouped by hazard: the happy paths, the prekey lifecycle, bad input (each leaves
+//! the store unchanged), and relay outages (the outbox).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chorus_client::prekeys::{ONE_TIME_BATCH, REPLENISH_BELOW};
+use chorus_client::relay::RelayClient;
+use chorus_client::{
+    Backoff, ClientError, Clock, Device, Event, Options, RelayError, StoreError, Unlock,
+};
+use chorus_relay::api::{Id16, Id32};
+use chorus_relay::serve::ServeArgs;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+struct Relay {
+    url: String,
+    addr: SocketAddr,
+    data: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let data = tempfile::tempdir().unwrap();
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), data).await
+    }
+
+    async fn start_at(listen: SocketAddr, data: TempDir) -> Relay {
+        let mut args = ServeArgs::embedded(listen, data.path().to_owned());
+        args.no_rate_limits = true;
+        let (listener, state) = args.bind().await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chorus_relay::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Relay {
+            url: format!("http://{addr}"),
+            addr,
+            data,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the relay; its SQLite file stays for a restart.
+    async fn stop(mut self) -> (SocketAddr, TempDir) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        (self.addr, self.data)
+    }
+}
+
+/// A clock tests can move.
+#[derive(Clone, Default)]
+struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    fn advance_days(&self, days: i64) {
+        self.0.fetch_add(days * 24 * 3600 * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        1_800_000_000_000 + self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn options(clock: &TestClock) -> Options {
+    Options {
+        backoff: Backoff {
+            attempts: 2,
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(50),
+        },
+        clock: Arc::new(clock.clone()),
+        argon2_memory_kib: 256,
+        argon2_iterations: 1,
+    }
+}
+
+async fn device(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Device {
+    Device::init(
+        &dir.join(name),
+        Unlock::KeyFile,
+        &relay.url,
+        name,
+        options(clock),
+    )
+    .await
+    .unwrap()
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// alice invites bob; bob accepts; alice learns of him. Returns (alice, bob).
+async fn pair(dir: &Path, relay: &Relay, clock: &TestClock) -> (Device, Device) {
+    let alice = device(dir, "alice", relay, clock).await;
+    let bob = device(dir, "bob", relay, clock).await;
+    let code = alice.invite().await.unwrap();
+    let (alias, outcome) = bob.accept(&code, None).await.unwrap();
+    assert_eq!(alias, "alice");
+    assert!(outcome.queued.is_none());
+    let events = alice.sync().await.unwrap();
+    assert_eq!(
+        events,
+        vec![Event::ContactAdded {
+            contact: "bob".into()
+        }]
+    );
+    (alice, bob)
+}
+
+/// Everything a command could change, to compare before and after a refusal.
+async fn snapshot(d: &Device) -> (String, i64, usize) {
+    let contacts = serde_json::to_string(&d.contacts().await.unwrap()).unwrap();
+    let status = d.status().await.unwrap();
+    let mut history = 0;
+    for c in d.contacts().await.unwrap() {
+        history += d.history(&c.name, 1000).await.unwrap().len();
+    }
+    (contacts, status.outbox, history)
+}
+
+// ---------------------------------------------------------------- happy paths
+
+#[tokio::test]
+async fn invitation_then_messages_both_ways_in_order() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+
+    bob.send("alice", "one").await.unwrap();
+    bob.send("alice", "two").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["one", "two"]);
+    alice.send("bob", "three").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["three"]);
+    // Both sides now know the other has their hello.
+    assert!(alice.contacts().await.unwrap()[0].connected);
+    assert!(bob.contacts().await.unwrap()[0].connected);
+    // A second sync finds nothing new: every envelope is processed exactly once.
+    assert!(alice.sync().await.unwrap().is_empty());
+    assert!(bob.sync().await.unwrap().is_empty());
+
+    let history: Vec<(bool, String)> = alice
+        .history("bob", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.outgoing, m.text))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (false, "one".to_owned()),
+            (false, "two".to_owned()),
+            (true, "three".to_owned())
+        ]
+    );
+    assert_eq!(alice.history("bob", 1).await.unwrap()[0].text, "three");
+    let (va, vb) = (
+        alice.verify("bob").await.unwrap(),
+        bob.verify("alice").await.unwrap(),
+    );
+    assert_eq!(va.safety_number.to_string(), vb.safety_number.to_string());
+    assert_eq!(va.theirs, bob.fingerprint());
+}
+
+#[tokio::test]
+async fn a_contact_added_by_address_consumes_one_directory_prekey() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let alice = device(dir.path(), "alice", &relay, &clock).await;
+    let carol = device(dir.path(), "carol", &relay, &clock).await;
+    let before = alice.status().await.unwrap();
+    assert_eq!(before.directory_one_time, Some(ONE_TIME_BATCH as i64));
+
+    let (alias, _) = carol
+        .add_contact(&alice.address(), Some("al"))
+        .await
+        .unwrap();
+    assert_eq!(alias, "al");
+    let after = alice.status().await.unwrap();
+    assert_eq!(after.directory_one_time, Some(ONE_TIME_BATCH as i64 - 1));
+
+    carol.send("al", "found you").await.unwrap();
+    let events = alice.sync().await.unwrap();
+    assert_eq!(
+        events[0],
+        Event::ContactAdded {
+            contact: "carol".into()
+        }
+    );
+    assert_eq!(texts(&events), ["found you"]);
+    // The private halves of the consumed one-time keys are gone.
+    let held = alice.status().await.unwrap().prekeys;
+    assert_eq!(held.one_time, before.prekeys.one_time - 1);
+    assert_eq!(held.pq, before.prekeys.pq - 1);
+    alice.send("carol", "hi carol").await.unwrap();
+    assert_eq!(texts(&carol.sync().await.unwrap()), ["hi carol"]);
+}
+
+#[tokio::test]
+async fn watch_delivers_pushed_messages_live() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    let bob = Arc::new(bob);
+    let watcher = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            bob.watch(
+                |e| {
+                    if let Event::Message(m) = e {
+                        got.push(m.text.clone());
+                    }
+                    got.len() < 3
+                },
+                |e| panic!("watch error: {e}"),
+            )
+            .await
+            .unwrap();
+            got
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for t in ["a", "b", "c"] {
+        alice.send("bob", t).await.unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(20), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ["a", "b", "c"]);
+}
+
+// ---------------------------------------------------------------- prekey lifecycle
+
+#[tokio::test]
+async fn one_time_prekeys_are_replenished_below_the_threshold() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let alice = device(dir.path(), "alice", &relay, &clock).await;
+    let address = Id32(sha_address(&alice));
+    let public = RelayClient::new(&relay.url, Backoff::COMMAND).unwrap();
+    let drain = ONE_TIME_BATCH as i64 - REPLENISH_BELOW + 1;
+    for _ in 0..drain {
+        public.fetch_prekeys(address).await.unwrap();
+    }
+    assert_eq!(
+        alice.status().await.unwrap().directory_one_time,
+        Some(REPLENISH_BELOW - 1)
+    );
+    alice.maintain_prekeys().await.unwrap();
+    assert_eq!(
+        alice.status().await.unwrap().directory_one_time,
+        Some(REPLENISH_BELOW - 1 + ONE_TIME_BATCH as i64)
+    );
+    // Above the threshold nothing more is published.
+    alice.maintain_prekeys().await.unwrap();
+    assert_eq!(
+        alice.status().await.unwrap().directory_one_time,
+        Some(REPLENISH_BELOW - 1 + ONE_TIME_BATCH as i64)
+    );
+}
+
+/// The directory address, as `docs/relay-api.md` and the client derive it.
+fn sha_address(d: &Device) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(b"chorus-directory-address-v1\0")
+        .chain_update(d.fingerprint().digits().as_bytes())
+        .finalize()
+        .into()
+}
+
+#[tokio::test]
+async fn a_rotated_signed_prekey_still_answers_within_the_grace_period_then_is_deleted() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let alice = device(dir.path(), "alice", &relay, &clock).await;
+    let dave = device(dir.path(), "dave", &relay, &clock).await;
+    // The code carries alice's current signed prekey; she rotates before dave answers.
+    let code = alice.invite().await.unwrap();
+    assert_eq!(alice.status().await.unwrap().prekeys.signed, 1);
+    clock.advance_days(8);
+    alice.maintain_prekeys().await.unwrap();
+    assert_eq!(
+        alice.status().await.unwrap().prekeys.signed,
+        2,
+        "old key kept"
+    );
+
+    dave.accept(&code, None).await.unwrap();
+    dave.send("alice", "late answer").await.unwrap();
+    let events = alice.sync().await.unwrap();
+    assert_eq!(texts(&events), ["late answer"]);
+
+    clock.advance_days(40);
+    alice.maintain_prekeys().await.unwrap();
+    let held = alice.status().await.unwrap().prekeys;
+    // Day 48: the day-8 key is rotated out too (a new one is current); the key replaced
+    // on day 8 is past its 35-day grace and deleted. Kept: day-8 key, day-48 key.
+    assert_eq!(held.signed, 2, "without the purge there would be 3");
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[tokio::test]
+async fn refused_input_changes_nothing() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    let code = alice.invite().await.unwrap();
+    let carol = device(dir.path(), "carol", &relay, &clock).await;
+    carol.accept(&code, Some("alice-2")).await.unwrap();
+    let before = (snapshot(&alice).await, snapshot(&carol).await);
+
+    // The same code accepted twice.
+    let err = carol.accept(&code, None).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::AlreadyAccepted { ref contact } if contact == "alice-2"),
+        "{err}"
+    );
+    // Truncated and tampered codes.
+    let truncated = &code[..code.len() / 2];
+    assert!(matches!(
+        carol.accept(truncated, None).await,
+        Err(ClientError::BadCode { .. })
+    ));
+    let mut tampered = code.clone().into_bytes();
+    let i = tampered.len() - 40;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    assert!(matches!(
+        carol
+            .accept(std::str::from_utf8(&tampered).unwrap(), None)
+            .await,
+        Err(ClientError::BadCode { .. })
+    ));
+    assert!(matches!(
+        carol.accept("not a code", None).await,
+        Err(ClientError::BadCode { .. })
+    ));
+    // An oversized message, an empty one, an unknown contact.
+    let big = "x".repeat(chorus_wire::limits::MAX_TEXT_LEN + 1);
+    assert!(matches!(
+        alice.send("bob", &big).await,
+        Err(ClientError::Wire(chorus_wire::WireError::TooLarge { .. }))
+    ));
+    assert!(matches!(
+        alice.send("bob", "").await,
+        Err(ClientError::EmptyMessage)
+    ));
+    assert!(matches!(
+        alice.send("nobody", "hi").await,
+        Err(ClientError::UnknownContact(_))
+    ));
+    assert!(matches!(
+        alice.history("nobody", 5).await,
+        Err(ClientError::UnknownContact(_))
+    ));
+    // Bad addresses, and our own.
+    for bad in [
+        "",
+        "123@http://x",
+        "nodigits",
+        &format!("{}@ftp://x", "1".repeat(30)),
+    ] {
+        assert!(
+            matches!(
+                alice.add_contact(bad, None).await,
+                Err(ClientError::BadAddress { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        alice.add_contact(&alice.address(), None).await,
+        Err(ClientError::OwnIdentity)
+    ));
+    assert!(matches!(
+        bob.add_contact(&alice.address(), None).await,
+        Err(ClientError::AlreadyContact { .. })
+    ));
+    assert_eq!((snapshot(&alice).await, snapshot(&carol).await), before);
+}
+
+#[tokio::test]
+async fn a_forged_or_replayed_envelope_is_skipped_and_the_session_survives() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    bob.sync().await.unwrap(); // learns the mailbox alice made for him
+    bob.send("alice", "genuine").await.unwrap();
+    // Anyone holding the mailbox id can post: capture bob's last envelope from the
+    // relay and replay it under a new envelope id, then post garbage.
+    let status = alice.status().await.unwrap();
+    assert!(
+        status
+            .mailboxes
+            .iter()
+            .any(|m| m.contact.as_deref() == Some("bob"))
+    );
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["genuine"]);
+    let mailbox = recv_mailbox_of(&alice, "bob").await;
+    let public = RelayClient::new(&relay.url, Backoff::COMMAND).unwrap();
+    let page = relay_read(&alice, mailbox).await;
+    let replay = page.last().unwrap().payload.0.clone();
+    public
+        .post_envelope(mailbox, Id16([1; 16]), replay)
+        .await
+        .unwrap();
+    public
+        .post_envelope(mailbox, Id16([2; 16]), vec![0xff; 100])
+        .await
+        .unwrap();
+    let before = snapshot(&alice).await;
+    let events = alice.sync().await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| matches!(e, Event::Rejected { .. })));
+    assert_eq!(snapshot(&alice).await, before);
+    bob.send("alice", "still works").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["still works"]);
+}
+
+/// The mailbox `d` created for `contact` (ids are stored in the clear).
+async fn recv_mailbox_of(d: &Device, contact: &str) -> Id32 {
+    let home = d.home().to_owned();
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        home.join(chorus_client::STORE_FILE).display()
+    ))
+    .await
+    .unwrap();
+    let id: Vec<u8> = sqlx::query_scalar(
+        "SELECT mailbox_id FROM mailboxes WHERE kind = 'contact' AND contact = $1",
+    )
+    .bind(contact)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    Id32(id.try_into().unwrap())
+}
+
+/// Reads a mailbox through the device's own login (the relay lets only the owner read).
+async fn relay_read(d: &Device, mailbox: Id32) -> Vec<chorus_relay::api::EnvelopeOut> {
+    let mut pages = d
+        .relay()
+        .read_mailboxes(&[(mailbox, 0)], 100)
+        .await
+        .unwrap();
+    pages.results.remove(0).envelopes
+}
+
+#[tokio::test]
+async fn init_against_an_unreachable_relay_leaves_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let home = dir.path().join("nobody");
+    let err = Device::init(
+        &home,
+        Unlock::KeyFile,
+        "http://127.0.0.1:9",
+        "nobody",
+        options(&clock),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Relay(RelayError::Unreachable { .. })),
+        "{err}"
+    );
+    assert!(!home.exists());
+    assert!(matches!(
+        Device::open(&home, Unlock::KeyFile, options(&clock)).await,
+        Err(ClientError::NotInitialized(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_wrong_passphrase_is_refused() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let home = dir.path().join("p");
+    let pass = |s: &str| Unlock::Passphrase(zeroize::Zeroizing::new(s.to_owned()));
+    Device::init(&home, pass("right"), &relay.url, "p", options(&clock))
+        .await
+        .unwrap();
+    assert!(matches!(
+        Device::open(&home, pass("wrong"), options(&clock)).await,
+        Err(ClientError::Store(StoreError::WrongKey))
+    ));
+    assert!(
+        Device::open(&home, pass("right"), options(&clock))
+            .await
+            .is_ok()
+    );
+}
+
+// ---------------------------------------------------------------- relay outages
+
+#[tokio::test]
+async fn a_message_sent_while_the_relay_is_down_is_delivered_once_after_it_returns() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    let (addr, data) = relay.stop().await;
+
+    let outcome = alice.send("bob", "while you were out").await.unwrap();
+    assert!(matches!(
+        outcome.queued,
+        Some(RelayError::Unreachable { .. })
+    ));
+    assert_eq!(alice.status().await.unwrap().outbox, 1);
+    assert_eq!(alice.history("bob", 10).await.unwrap().len(), 1);
+
+    let relay = Relay::start_at(addr, data).await;
+    assert!(alice.flush_outbox(None).await.unwrap().is_empty());
+    // A second flush (say, a crashed process retrying) posts nothing new.
+    assert!(alice.flush_outbox(None).await.unwrap().is_empty());
+    assert_eq!(alice.status().await.unwrap().outbox, 0);
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["while you were out"]);
+    assert!(bob.sync().await.unwrap().is_empty());
+    drop(relay);
+}
+
+#[tokio::test]
+async fn the_relay_refuses_a_post_of_the_same_envelope_id_with_other_bytes() {
+    // The outbox relies on idempotent posts: the same id and bytes are stored once.
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, _bob) = pair(dir.path(), &relay, &clock).await;
+    let mailbox = recv_mailbox_of(&alice, "bob").await;
+    let public = RelayClient::new(&relay.url, Backoff::COMMAND).unwrap();
+    let first = public
+        .post_envelope(mailbox, Id16([9; 16]), vec![1, 2, 3])
+        .await
+        .unwrap();
+    let again = public
+        .post_envelope(mailbox, Id16([9; 16]), vec![1, 2, 3])
+        .await
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate && first.seq == again.seq);
+    let err = public
+        .post_envelope(mailbox, Id16([9; 16]), vec![4])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("envelope_conflict"));
+}
