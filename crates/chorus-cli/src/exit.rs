@@ -9,7 +9,7 @@
 //! | 3 | not found: no identity in the home, unknown contact, unknown address |
 //! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
 //! | 5 | wrong passphrase or key file, or the other unlock method |
-//! | 6 | invalid input: bad invitation code or address, oversized or empty message, bad name |
+//! | 6 | invalid input: bad invitation code, address or relay URL, oversized or empty message, bad name |
 //! | 7 | conflict: already initialised, invitation already accepted, contact exists |
 //! | 8 | `chorus demo`: a check failed |
 
@@ -49,6 +49,7 @@ impl From<ClientError> for Failure {
         use ClientError as E;
         let code = match &e {
             E::NotInitialized(_) | E::UnknownContact(_) | E::UnknownAddress => NOT_FOUND,
+            E::Relay(chorus_client::RelayError::BadUrl(_)) => INVALID,
             E::Relay(_) => RELAY,
             E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })
             | E::Store(StoreError::MissingKeyFile(_) | StoreError::InsecureKeyFile { .. }) => {

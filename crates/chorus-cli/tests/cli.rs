@@ -42,12 +42,15 @@ impl Relay {
         }
     }
 
-    /// Stops and starts the relay on the same port and SQLite file.
-    fn restart(mut self) -> Relay {
+    /// Stops the relay; returns what `start` needs to bring it back on the same port
+    /// and SQLite file.
+    fn stop(mut self) -> (PathBuf, String) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let listen = self.url.trim_start_matches("http://").to_owned();
-        Relay::start(&self.data.clone(), &listen)
+        (
+            self.data.clone(),
+            self.url.trim_start_matches("http://").to_owned(),
+        )
     }
 }
 
@@ -139,8 +142,16 @@ fn invite_accept_messages_offline_catch_up_and_restarts() {
     for t in ["one", "two", "three"] {
         ok(&a, &["send", "bob", t]);
     }
-    let relay = relay.restart();
-    ok(&a, &["send", "bob", "four"]);
+    // The relay goes down: the send is refused with exit 4 but the message is kept...
+    let (data, listen) = relay.stop();
+    let err = fails(&a, &["send", "bob", "four"], 4);
+    assert!(
+        err.contains("unreachable") && err.contains("saved"),
+        "{err}"
+    );
+    assert_eq!(json(&a, &["status", "--json"])["outbox"], 1);
+    // ...and delivered by the next command once the relay is back.
+    let relay = Relay::start(&data, &listen);
     // Text from stdin.
     let mut child = Command::new(CHORUS)
         .arg("--home")
@@ -300,11 +311,11 @@ fn bad_input_is_one_line_a_code_and_no_change() {
     fails(&b, &["accept", &code], 7); // bob already has alice as a contact
     // Initialised twice.
     fails(&a, &["init", "--relay", &relay.url, "--name", "again"], 7);
-    // A bad relay URL and a bad name are usage-level input errors.
+    // A bad relay URL and a bad name are invalid input.
     fails(
         &dir.path().join("x"),
         &["init", "--relay", "ftp://x", "--name", "x"],
-        4,
+        6,
     );
     fails(
         &dir.path().join("x"),

@@ -809,37 +809,39 @@ impl Device {
         Ok(())
     }
 
-    /// Posts one outbox entry; `None` when the relay has it.
+    /// Posts the outbox, oldest first (so earlier queued messages keep their order),
+    /// and reports whether `envelope_id` is now with the relay (`None`) or still queued.
     async fn flush_one(&self, envelope_id: &[u8; 16]) -> Option<RelayError> {
-        match self.flush_outbox(Some(envelope_id)).await {
-            Ok(errors) => errors.into_iter().next(),
-            Err(e) => Some(RelayError::BadResponse {
+        let mut errors = match self.flush_outbox().await {
+            Ok(errors) => errors,
+            Err(e) => vec![RelayError::BadResponse {
                 url: self.me.relay_url.clone(),
                 reason: e.to_string(),
-            }),
+            }],
+        };
+        let still_queued: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT 1 FROM outbox WHERE envelope_id = $1")
+                .bind(&envelope_id[..])
+                .fetch_optional(self.store.pool())
+                .await;
+        match still_queued {
+            Ok(None) => None,
+            _ => Some(errors.pop().unwrap_or_else(|| RelayError::BadResponse {
+                url: self.me.relay_url.clone(),
+                reason: "the envelope is still queued".into(),
+            })),
         }
     }
 
-    /// Posts every outbox entry (or just `only`), oldest first, deleting each once the
-    /// relay accepted it. An unreachable relay is tried once per flush; the errors
-    /// are returned, the entries stay.
-    pub async fn flush_outbox(
-        &self,
-        only: Option<&[u8; 16]>,
-    ) -> Result<Vec<RelayError>, ClientError> {
-        let rows: Vec<OutboxRow> = match only {
-            Some(id) => sqlx::query_as(
-                "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox WHERE envelope_id = $1",
-            )
-            .bind(&id[..])
-            .fetch_all(self.store.pool())
-            .await?,
-            None => sqlx::query_as(
-                "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox ORDER BY created_ms, rowid",
-            )
-            .fetch_all(self.store.pool())
-            .await?,
-        };
+    /// Posts every outbox entry, oldest first, deleting each once the relay accepted
+    /// it. An unreachable relay is tried once per flush; the errors are returned and
+    /// the entries stay.
+    pub async fn flush_outbox(&self) -> Result<Vec<RelayError>, ClientError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox ORDER BY created_ms, rowid",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
         let mut clients: HashMap<String, RelayClient> = HashMap::new();
         let mut down: HashMap<String, ()> = HashMap::new();
         let mut errors = Vec::new();
@@ -886,7 +888,7 @@ impl Device {
 
     /// Posts the outbox, then reads every mailbox to its end and processes what arrived.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
-        self.flush_outbox(None).await?;
+        self.flush_outbox().await?;
         let mut events = Vec::new();
         loop {
             let cursors: Vec<(Vec<u8>, i64)> =
@@ -911,7 +913,7 @@ impl Device {
                 break;
             }
         }
-        self.flush_outbox(None).await?;
+        self.flush_outbox().await?;
         Ok(events)
     }
 
@@ -979,7 +981,7 @@ impl Device {
             .iter()
             .any(|e| matches!(e, Event::ContactAdded { .. }))
         {
-            self.flush_outbox(None).await?;
+            self.flush_outbox().await?;
         }
         Ok(events)
     }

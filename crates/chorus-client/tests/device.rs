@@ -543,9 +543,9 @@ async fn a_message_sent_while_the_relay_is_down_is_delivered_once_after_it_retur
     assert_eq!(alice.history("bob", 10).await.unwrap().len(), 1);
 
     let relay = Relay::start_at(addr, data).await;
-    assert!(alice.flush_outbox(None).await.unwrap().is_empty());
+    assert!(alice.flush_outbox().await.unwrap().is_empty());
     // A second flush (say, a crashed process retrying) posts nothing new.
-    assert!(alice.flush_outbox(None).await.unwrap().is_empty());
+    assert!(alice.flush_outbox().await.unwrap().is_empty());
     assert_eq!(alice.status().await.unwrap().outbox, 0);
     assert_eq!(texts(&bob.sync().await.unwrap()), ["while you were out"]);
     assert!(bob.sync().await.unwrap().is_empty());
