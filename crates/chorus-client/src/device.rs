@@ -37,6 +37,10 @@ use crate::{ClientError, STORE_FILE, Store, Unlock, code};
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
+/// How often `watch` retries a non-empty outbox.
+pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
+/// How often `watch` checks the directory's prekey supply and rotation schedule.
+pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
 /// Mailboxes per batched read (the relay's bound).
 const MAILBOXES_PER_READ: usize = 64;
 
@@ -1302,14 +1306,23 @@ impl Device {
             }
             failures = 0;
             let _ = self.maintain_prekeys().await.map_err(|e| on_error(&e));
-            while let Some(next) = push.next().await {
-                let events = match next {
-                    Ok(Push::Envelopes {
-                        mailbox_id,
-                        envelopes,
-                    }) => self.process_pushed(mailbox_id, &envelopes).await,
-                    Ok(Push::Records { .. }) => continue,
-                    Err(e) => Err(e.into()),
+            // Timers while connected: retry the outbox, keep the directory supplied.
+            let mut outbox_tick = tokio::time::interval(OUTBOX_RETRY);
+            let mut prekey_tick = tokio::time::interval(PREKEY_CHECK);
+            outbox_tick.reset();
+            prekey_tick.reset();
+            loop {
+                let events = tokio::select! {
+                    next = push.next() => match next {
+                        None => break,
+                        Some(Ok(Push::Envelopes { mailbox_id, envelopes })) => {
+                            self.process_pushed(mailbox_id, &envelopes).await
+                        }
+                        Some(Ok(Push::Records { .. })) => continue,
+                        Some(Err(e)) => Err(e.into()),
+                    },
+                    _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),
+                    _ = prekey_tick.tick() => self.maintain_prekeys().await.map(|()| Vec::new()),
                 };
                 match events {
                     Ok(events) => {
