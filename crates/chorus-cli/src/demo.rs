@@ -41,7 +41,7 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
         match e {
             Event::ContactAdded { contact } => println!("    {who} sees: new contact {contact:?}"),
             Event::Message(m) => {
-                println!("    {who} receives from {}: {:?}", m.contact, m.text);
+                println!("    {who} receives from {}: {:?}", m.contact, m.text); // {:?} escapes
                 texts.push(m.text.clone());
             }
             Event::Rejected { reason } => println!("    {who} skipped an envelope: {reason}"),

@@ -459,11 +459,48 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
 
 fn print_message(m: &Message, me: &str) {
     let who = if m.outgoing { me } else { &m.contact };
-    println!("[{}] {who}: {}", clock(m.sent_ms), m.text);
+    println!("[{}] {who}: {}", clock(m.sent_ms), printable(&m.text));
+}
+
+/// Message text as it may reach a terminal: a contact controls these bytes, so control
+/// characters (escape sequences that could rewrite the screen or the title) become
+/// U+FFFD; newlines and tabs stay. `--json` output is escaped by the encoder instead.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// `HH:MM:SS` (UTC) of a millisecond timestamp.
 fn clock(ms: i64) -> String {
     let s = ms.div_euclid(1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_from_a_contact_never_reach_the_terminal() {
+        assert_eq!(
+            printable("hi\u{1b}]0;pwned\u{7}\r!"),
+            "hi\u{fffd}]0;pwned\u{fffd}\u{fffd}!"
+        );
+        assert_eq!(printable("line one\n\tline two"), "line one\n\tline two");
+        assert_eq!(printable("\u{9b}31m"), "\u{fffd}31m"); // C1 CSI
+    }
+
+    #[test]
+    fn clock_formats_utc_time_of_day() {
+        assert_eq!(clock(0), "00:00:00");
+        assert_eq!(clock(86_399_999), "23:59:59");
+        assert_eq!(clock(1_800_000_000_000), "08:00:00");
+    }
 }

@@ -746,13 +746,14 @@ impl Device {
         text: &str,
     ) -> Result<[u8; 16], ClientError> {
         let now = self.now();
-        let hello = (!row.hello_acked).then(|| Hello {
-            relay_url: self.me.relay_url.clone(),
-            mailbox: MailboxId(
-                <[u8; 32]>::try_from(row.recv_mailbox.as_slice()).unwrap_or([0; 32]),
-            ),
-            name: self.me.name.clone(),
-        });
+        let hello = match row.hello_acked {
+            true => None,
+            false => Some(Hello {
+                relay_url: self.me.relay_url.clone(),
+                mailbox: MailboxId(id32(&row.recv_mailbox)?.0),
+                name: self.me.name.clone(),
+            }),
+        };
         let payload = Payload {
             sent_ms: u64::try_from(now).unwrap_or(0),
             text: text.to_owned(),

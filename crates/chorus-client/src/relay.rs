@@ -141,7 +141,7 @@ pub fn normalize_url(url: &str) -> Result<String, RelayError> {
         .or_else(|| trimmed.strip_prefix("https://"))
         .ok_or_else(|| RelayError::BadUrl(url.to_owned()))?;
     if rest.is_empty()
-        || rest.contains(char::is_whitespace)
+        || rest.contains(|c: char| c.is_whitespace() || c.is_control())
         || trimmed.len() > chorus_wire::limits::MAX_RELAY_URL_LEN
     {
         return Err(RelayError::BadUrl(url.to_owned()));
@@ -513,4 +513,45 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls_are_normalised_and_anything_odd_is_refused() {
+        assert_eq!(
+            normalize_url(" http://127.0.0.1:7470/ ").unwrap(),
+            "http://127.0.0.1:7470"
+        );
+        for bad in [
+            "",
+            "127.0.0.1:7470",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://relay\u{1b}[2J",
+        ] {
+            assert!(normalize_url(bad).is_err(), "{bad:?}");
+        }
+        let long = format!(
+            "https://{}",
+            "a".repeat(chorus_wire::limits::MAX_RELAY_URL_LEN)
+        );
+        assert!(normalize_url(&long).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff {
+            attempts: 5,
+            first: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(b.delay(1), Duration::from_millis(200));
+        assert_eq!(b.delay(2), Duration::from_millis(350));
+        assert_eq!(b.delay(40), Duration::from_millis(350));
+    }
 }
