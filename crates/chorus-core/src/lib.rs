@@ -43,6 +43,7 @@ mod error;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;
 mod pqxdh;
+mod roster;
 mod session;
 mod tree;
 
@@ -51,4 +52,5 @@ pub use error::SessionError;
 pub use pqxdh::{
     ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyStore, Responded, initiate, respond,
 };
+pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, Session};

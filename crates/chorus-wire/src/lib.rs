@@ -22,6 +22,7 @@ pub mod limits;
 mod padding;
 mod prekeys;
 mod ratchet;
+mod roster;
 
 /// The generated protobuf types. Prefer the parsed wrappers exported at the crate root.
 #[allow(clippy::all, missing_docs)]
@@ -36,6 +37,7 @@ pub use invitation::{Invitation, MailboxId};
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};
 pub use ratchet::{RatchetHeader, RatchetMessage};
+pub use roster::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel};
 
 /// The only wire version this build speaks.
 pub const WIRE_VERSION: u32 = 1;

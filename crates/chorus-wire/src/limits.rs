@@ -40,3 +40,6 @@ pub const MAX_DIRECTORY_ENTRY_LEN: usize = 1024;
 
 /// Largest single prekey as published in the directory (ML-KEM key + signature + id).
 pub const MAX_PREKEY_LEN: usize = 2048;
+
+/// Largest signed roster entry (keys, a name, a signature).
+pub const MAX_ROSTER_ENTRY_LEN: usize = 1024;

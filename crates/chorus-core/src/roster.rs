@@ -1,0 +1,321 @@
+//! The roster: which devices are the identity (DESIGN §3, §4).
+//!
+//! The roster is a hash chain of signed entries carried in the identity's log. Entry 0
+//! is the genesis (the root key, the first device, the security level); each later
+//! entry names its position and the SHA-256 of the previous entry's exact bytes, and is
+//! signed by a key allowed to manage the roster at that point:
+//!
+//! * `shared-root`: the root key (every device holds it);
+//! * `primary-root`: the root key, or the primary (first) device's own key — the root
+//!   stays on that device, and only it manages the roster.
+//!
+//! A device catching up validates the whole chain with [`Roster::validate_chain`]. Every
+//! check happens before any change: [`Roster::apply`] either accepts an entry or returns a
+//! typed error and leaves the roster exactly as it was.
+
+use chorus_crypto::{
+    DeviceDhPublic, DevicePublicKey, DeviceSigningKey, RootPublicKey, RootSigningKey,
+};
+use chorus_wire::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel, WireError};
+
+/// Most devices one identity may have (the relay's own bound is the same).
+pub const MAX_DEVICES: usize = 64;
+
+/// Why a roster entry was refused. Every variant is the fault of whoever produced the
+/// entry (a sibling device, or the relay replaying or reordering records).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RosterError {
+    /// The chain does not start with a genesis.
+    #[error("the first roster entry is not a genesis")]
+    NotGenesis,
+    /// A genesis after the first entry.
+    #[error("roster entry {index}: a second genesis")]
+    SecondGenesis {
+        /// The entry's position.
+        index: u64,
+    },
+    /// The entry belongs to another identity's log.
+    #[error("roster entry {index}: belongs to another identity's log")]
+    WrongLog {
+        /// The entry's position.
+        index: u64,
+    },
+    /// The entry is not the next one (replayed, skipped or reordered).
+    #[error("roster entry {index}: expected entry {expected} (replayed or reordered)")]
+    OutOfOrder {
+        /// The position it claims.
+        index: u64,
+        /// The position expected.
+        expected: u64,
+    },
+    /// `prev_hash` is not the hash of the previous entry.
+    #[error("roster entry {index}: does not link to the previous entry (broken hash chain)")]
+    BrokenChain {
+        /// The entry's position.
+        index: u64,
+    },
+    /// Signed by a key that may not manage the roster.
+    #[error("roster entry {index}: signed by a key that may not change the roster")]
+    UnauthorizedSigner {
+        /// The entry's position.
+        index: u64,
+    },
+    /// The device is already in the roster.
+    #[error("roster entry {index}: the device is already authorized")]
+    DuplicateDevice {
+        /// The entry's position.
+        index: u64,
+    },
+    /// The roster is full.
+    #[error("roster entry {index}: more than {MAX_DEVICES} devices")]
+    TooManyDevices {
+        /// The entry's position.
+        index: u64,
+    },
+    /// The bytes are not a valid signed entry (bad signature, bad key, malformed).
+    #[error("roster entry: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// One device of the identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterDevice {
+    /// Its signing key (its id at the relay).
+    pub key: DevicePublicKey,
+    /// Its X25519 key, for sealed boxes (epoch keys, provisioning).
+    pub dh: DeviceDhPublic,
+    /// Its name.
+    pub name: String,
+    /// The roster entry that added it.
+    pub added_index: u64,
+    /// The author's clock at that entry.
+    pub added_ms: u64,
+}
+
+/// The validated roster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roster {
+    log_id: [u8; 32],
+    root: RootPublicKey,
+    level: SecurityLevel,
+    devices: Vec<RosterDevice>,
+    head: [u8; 32],
+    next_index: u64,
+}
+
+/// The key that signs a new roster entry.
+pub enum RosterSigner<'a> {
+    /// The root key (either level).
+    Root(&'a RootSigningKey),
+    /// The primary device's own key (`primary-root` only).
+    PrimaryDevice(&'a DeviceSigningKey),
+}
+
+impl RosterSigner<'_> {
+    fn sign(&self, bytes: &[u8]) -> ([u8; 32], chorus_crypto::Signature) {
+        match self {
+            RosterSigner::Root(k) => (*k.public_key().as_bytes(), k.sign(ROSTER_CONTEXT, bytes)),
+            RosterSigner::PrimaryDevice(k) => {
+                (*k.public_key().as_bytes(), k.sign(ROSTER_CONTEXT, bytes))
+            }
+        }
+    }
+}
+
+impl Roster {
+    /// Creates the genesis entry of a new identity.
+    pub fn genesis(
+        root: &RootSigningKey,
+        log_id: [u8; 32],
+        device: DevicePublicKey,
+        device_dh: DeviceDhPublic,
+        level: SecurityLevel,
+        name: &str,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let body = RosterBody::Genesis {
+            root: root.public_key(),
+            device,
+            device_dh,
+            level,
+            name: name.to_owned(),
+        };
+        Ok(RosterEntry::sign(
+            log_id,
+            0,
+            None,
+            timestamp_ms,
+            &body,
+            |b| RosterSigner::Root(root).sign(b),
+        )?)
+    }
+
+    /// Starts a roster from its genesis entry.
+    pub fn from_genesis(log_id: [u8; 32], entry: &RosterEntry) -> Result<Self, RosterError> {
+        let RosterBody::Genesis {
+            root,
+            device,
+            device_dh,
+            level,
+            name,
+        } = &entry.body
+        else {
+            return Err(RosterError::NotGenesis);
+        };
+        if entry.index != 0 {
+            return Err(RosterError::OutOfOrder {
+                index: entry.index,
+                expected: 0,
+            });
+        }
+        if entry.log_id != log_id {
+            return Err(RosterError::WrongLog { index: 0 });
+        }
+        if entry.prev_hash.is_some() {
+            return Err(RosterError::BrokenChain { index: 0 });
+        }
+        if entry.signer != *root.as_bytes() {
+            return Err(RosterError::UnauthorizedSigner { index: 0 });
+        }
+        Ok(Self {
+            log_id,
+            root: *root,
+            level: *level,
+            devices: vec![RosterDevice {
+                key: *device,
+                dh: *device_dh,
+                name: name.clone(),
+                added_index: 0,
+                added_ms: entry.timestamp_ms,
+            }],
+            head: entry.hash,
+            next_index: 1,
+        })
+    }
+
+    /// Validates a whole chain (a device catching up) and returns the roster it builds.
+    pub fn validate_chain(log_id: [u8; 32], entries: &[Vec<u8>]) -> Result<Self, RosterError> {
+        let (first, rest) = entries.split_first().ok_or(RosterError::NotGenesis)?;
+        let mut roster = Self::from_genesis(log_id, &RosterEntry::decode(first)?)?;
+        for bytes in rest {
+            roster.apply(&RosterEntry::decode(bytes)?)?;
+        }
+        Ok(roster)
+    }
+
+    /// Checks that `entry` may come next, without changing anything.
+    pub fn check(&self, entry: &RosterEntry) -> Result<(), RosterError> {
+        let index = entry.index;
+        if entry.log_id != self.log_id {
+            return Err(RosterError::WrongLog { index });
+        }
+        if index != self.next_index {
+            return Err(RosterError::OutOfOrder {
+                index,
+                expected: self.next_index,
+            });
+        }
+        if entry.prev_hash != Some(self.head) {
+            return Err(RosterError::BrokenChain { index });
+        }
+        let by_root = entry.signer == *self.root.as_bytes();
+        let by_primary = self.level == SecurityLevel::PrimaryRoot
+            && self
+                .devices
+                .first()
+                .is_some_and(|d| entry.signer == *d.key.as_bytes());
+        if !(by_root || by_primary) {
+            return Err(RosterError::UnauthorizedSigner { index });
+        }
+        match &entry.body {
+            RosterBody::Genesis { .. } => Err(RosterError::SecondGenesis { index }),
+            RosterBody::DeviceAuthorized { device, .. } => {
+                if self.is_authorized(device) {
+                    Err(RosterError::DuplicateDevice { index })
+                } else if self.devices.len() >= MAX_DEVICES {
+                    Err(RosterError::TooManyDevices { index })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Applies the next entry, or refuses it and changes nothing.
+    pub fn apply(&mut self, entry: &RosterEntry) -> Result<(), RosterError> {
+        self.check(entry)?;
+        if let RosterBody::DeviceAuthorized {
+            device,
+            device_dh,
+            name,
+        } = &entry.body
+        {
+            self.devices.push(RosterDevice {
+                key: *device,
+                dh: *device_dh,
+                name: name.clone(),
+                added_index: entry.index,
+                added_ms: entry.timestamp_ms,
+            });
+        }
+        self.head = entry.hash;
+        self.next_index += 1;
+        Ok(())
+    }
+
+    /// Builds and signs the entry that authorizes a new device (not yet applied).
+    pub fn authorize(
+        &self,
+        signer: &RosterSigner<'_>,
+        device: DevicePublicKey,
+        device_dh: DeviceDhPublic,
+        name: &str,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let body = RosterBody::DeviceAuthorized {
+            device,
+            device_dh,
+            name: name.to_owned(),
+        };
+        let entry = RosterEntry::sign(
+            self.log_id,
+            self.next_index,
+            Some(self.head),
+            timestamp_ms,
+            &body,
+            |b| signer.sign(b),
+        )?;
+        self.check(&entry)?;
+        Ok(entry)
+    }
+
+    /// Whether `device` is in the roster.
+    pub fn is_authorized(&self, device: &DevicePublicKey) -> bool {
+        self.devices.iter().any(|d| d.key == *device)
+    }
+
+    /// The devices, in the order they joined.
+    pub fn devices(&self) -> &[RosterDevice] {
+        &self.devices
+    }
+
+    /// The identity's root key.
+    pub fn root(&self) -> &RootPublicKey {
+        &self.root
+    }
+
+    /// Who holds the root key.
+    pub fn level(&self) -> SecurityLevel {
+        self.level
+    }
+
+    /// The hash the next entry must link to.
+    pub fn head(&self) -> [u8; 32] {
+        self.head
+    }
+
+    /// The position of the next entry.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+}

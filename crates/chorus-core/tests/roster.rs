@@ -1,0 +1,293 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The roster chain: a valid chain builds the same roster on every device; every
+//! forged, replayed, reordered or unauthorised entry is refused with a typed error and
+//! changes nothing.
+
+use chorus_core::{MAX_DEVICES, Roster, RosterError, RosterSigner};
+use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, RootSigningKey};
+use chorus_wire::{RosterBody, RosterEntry, SecurityLevel, WireError};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const LOG: [u8; 32] = [7; 32];
+
+struct Identity {
+    root: RootSigningKey,
+    primary: DeviceSigningKey,
+    roster: Roster,
+    chain: Vec<Vec<u8>>,
+    rng: StdRng,
+}
+
+fn identity(level: SecurityLevel) -> Identity {
+    let mut rng = StdRng::seed_from_u64(5);
+    let root = RootSigningKey::generate(&mut rng);
+    let primary = DeviceSigningKey::generate(&mut rng);
+    let dh = DeviceDhSecret::generate(&mut rng).public_key();
+    let genesis =
+        Roster::genesis(&root, LOG, primary.public_key(), dh, level, "laptop", 1).unwrap();
+    let roster = Roster::from_genesis(LOG, &genesis).unwrap();
+    Identity {
+        root,
+        primary,
+        roster,
+        chain: vec![genesis.as_bytes().to_vec()],
+        rng,
+    }
+}
+
+impl Identity {
+    fn new_device(&mut self) -> (DeviceSigningKey, chorus_crypto::DeviceDhPublic) {
+        (
+            DeviceSigningKey::generate(&mut self.rng),
+            DeviceDhSecret::generate(&mut self.rng).public_key(),
+        )
+    }
+
+    fn add(&mut self, name: &str) -> RosterEntry {
+        let (d, dh) = self.new_device();
+        let e = self
+            .roster
+            .authorize(&RosterSigner::Root(&self.root), d.public_key(), dh, name, 2)
+            .unwrap();
+        self.roster.apply(&e).unwrap();
+        self.chain.push(e.as_bytes().to_vec());
+        e
+    }
+}
+
+/// Signs an arbitrary entry with an arbitrary key (a forger's tool).
+fn forge(
+    index: u64,
+    prev: Option<[u8; 32]>,
+    log: [u8; 32],
+    key: &DeviceSigningKey,
+    rng: &mut StdRng,
+) -> RosterEntry {
+    let body = RosterBody::DeviceAuthorized {
+        device: DeviceSigningKey::generate(rng).public_key(),
+        device_dh: DeviceDhSecret::generate(rng).public_key(),
+        name: "evil".into(),
+    };
+    RosterEntry::sign(log, index, prev, 3, &body, |b| {
+        (
+            *key.public_key().as_bytes(),
+            key.sign(chorus_wire::ROSTER_CONTEXT, b),
+        )
+    })
+    .unwrap()
+}
+
+fn refused(roster: &mut Roster, entry: &RosterEntry, expected: RosterError) {
+    let before = roster.clone();
+    assert_eq!(roster.apply(entry), Err(expected));
+    assert_eq!(*roster, before, "a refused entry changes nothing");
+}
+
+#[test]
+fn a_valid_chain_builds_the_same_roster_on_a_catching_up_device() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    id.add("phone");
+    id.add("tablet");
+    let rebuilt = Roster::validate_chain(LOG, &id.chain).unwrap();
+    assert_eq!(rebuilt, id.roster);
+    let names: Vec<&str> = rebuilt.devices().iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["laptop", "phone", "tablet"]);
+    assert_eq!(rebuilt.next_index(), 3);
+}
+
+#[test]
+fn a_replayed_or_reordered_entry_is_refused() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let first = id.add("phone");
+    let index = first.index;
+    refused(
+        &mut id.roster,
+        &first,
+        RosterError::OutOfOrder { index, expected: 2 },
+    );
+    let mut chain = id.chain.clone();
+    chain.push(id.chain[1].clone());
+    assert!(matches!(
+        Roster::validate_chain(LOG, &chain),
+        Err(RosterError::OutOfOrder { .. })
+    ));
+}
+
+#[test]
+fn a_broken_hash_chain_is_refused() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let (d, dh) = id.new_device();
+    let body = RosterBody::DeviceAuthorized {
+        device: d.public_key(),
+        device_dh: dh,
+        name: "phone".into(),
+    };
+    let root = &id.root;
+    let e = RosterEntry::sign(LOG, 1, Some([0; 32]), 2, &body, |b| {
+        (
+            *root.public_key().as_bytes(),
+            root.sign(chorus_wire::ROSTER_CONTEXT, b),
+        )
+    })
+    .unwrap();
+    refused(&mut id.roster, &e, RosterError::BrokenChain { index: 1 });
+}
+
+#[test]
+fn a_bad_signature_is_refused_before_the_entry_exists() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    id.add("phone");
+    let mut bytes = id.chain[1].clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // inside the signature
+    assert_eq!(
+        RosterEntry::decode(&bytes),
+        Err(WireError::BadSignature("roster entry"))
+    );
+    let mut chain = id.chain.clone();
+    chain[1] = bytes;
+    assert_eq!(
+        Roster::validate_chain(LOG, &chain),
+        Err(RosterError::Wire(WireError::BadSignature("roster entry")))
+    );
+}
+
+#[test]
+fn an_unknown_key_or_a_non_primary_device_may_not_sign() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let stranger = DeviceSigningKey::generate(&mut id.rng);
+    let head = Some(id.roster.head());
+    let e = forge(1, head, LOG, &stranger, &mut id.rng);
+    refused(
+        &mut id.roster,
+        &e,
+        RosterError::UnauthorizedSigner { index: 1 },
+    );
+    // In shared-root even the first device signs with the root, not its own key.
+    let own = forge(1, head, LOG, &id.primary, &mut id.rng);
+    refused(
+        &mut id.roster,
+        &own,
+        RosterError::UnauthorizedSigner { index: 1 },
+    );
+}
+
+#[test]
+fn in_primary_root_the_primary_device_manages_the_roster_and_no_other_device_does() {
+    let mut id = identity(SecurityLevel::PrimaryRoot);
+    let (d, dh) = id.new_device();
+    let e = id
+        .roster
+        .authorize(
+            &RosterSigner::PrimaryDevice(&id.primary),
+            d.public_key(),
+            dh,
+            "phone",
+            2,
+        )
+        .unwrap();
+    id.roster.apply(&e).unwrap();
+    id.chain.push(e.as_bytes().to_vec());
+    // The phone is authorized, but may not authorize others.
+    let head = Some(id.roster.head());
+    let by_phone = forge(2, head, LOG, &d, &mut id.rng);
+    refused(
+        &mut id.roster,
+        &by_phone,
+        RosterError::UnauthorizedSigner { index: 2 },
+    );
+    assert_eq!(Roster::validate_chain(LOG, &id.chain).unwrap(), id.roster);
+}
+
+#[test]
+fn an_entry_for_another_log_a_second_genesis_and_a_duplicate_device_are_refused() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let head = Some(id.roster.head());
+    // Signed by the root, but for another log.
+    let (d, dh) = id.new_device();
+    let body = RosterBody::DeviceAuthorized {
+        device: d.public_key(),
+        device_dh: dh,
+        name: "x".into(),
+    };
+    let root = &id.root;
+    let sign = |b: &[u8]| {
+        (
+            *root.public_key().as_bytes(),
+            root.sign(chorus_wire::ROSTER_CONTEXT, b),
+        )
+    };
+    let other_log = RosterEntry::sign([8; 32], 1, head, 2, &body, sign).unwrap();
+    refused(
+        &mut id.roster,
+        &other_log,
+        RosterError::WrongLog { index: 1 },
+    );
+    // A second genesis.
+    let g = Roster::genesis(
+        &id.root,
+        LOG,
+        d.public_key(),
+        dh,
+        SecurityLevel::SharedRoot,
+        "again",
+        2,
+    )
+    .unwrap();
+    let regenesis = RosterEntry::sign(LOG, 1, head, 2, &g.body, sign).unwrap();
+    refused(
+        &mut id.roster,
+        &regenesis,
+        RosterError::SecondGenesis { index: 1 },
+    );
+    // The first device again.
+    let first = &id.roster.devices()[0];
+    let dup = RosterBody::DeviceAuthorized {
+        device: first.key,
+        device_dh: first.dh,
+        name: "laptop".into(),
+    };
+    let dup = RosterEntry::sign(LOG, 1, head, 2, &dup, sign).unwrap();
+    refused(
+        &mut id.roster,
+        &dup,
+        RosterError::DuplicateDevice { index: 1 },
+    );
+    // A chain that does not start with a genesis.
+    id.add("phone");
+    assert_eq!(
+        Roster::validate_chain(LOG, &id.chain[1..]),
+        Err(RosterError::NotGenesis)
+    );
+    assert_eq!(
+        Roster::validate_chain(LOG, &[]),
+        Err(RosterError::NotGenesis)
+    );
+}
+
+#[test]
+fn the_roster_holds_at_most_max_devices() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    for i in 1..MAX_DEVICES {
+        id.add(&format!("d{i}"));
+    }
+    assert_eq!(id.roster.devices().len(), MAX_DEVICES);
+    let (d, dh) = id.new_device();
+    let err = id
+        .roster
+        .authorize(
+            &RosterSigner::Root(&id.root),
+            d.public_key(),
+            dh,
+            "one too many",
+            2,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RosterError::TooManyDevices {
+            index: MAX_DEVICES as u64
+        }
+    );
+}
