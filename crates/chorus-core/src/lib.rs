@@ -40,6 +40,7 @@
 
 mod consts;
 mod error;
+mod lww;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;
 mod pqxdh;
@@ -49,6 +50,7 @@ mod tree;
 
 pub use consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
 pub use error::SessionError;
+pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{
     ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyStore, Responded, initiate, respond,
 };

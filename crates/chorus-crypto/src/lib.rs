@@ -17,6 +17,7 @@
 
 mod aead;
 mod ed25519;
+mod epoch_key;
 mod error;
 mod fingerprint;
 mod handshake;
@@ -36,6 +37,7 @@ pub use aead::{Aes256GcmCipher, MessageCipher, NONCE_LEN, Nonce, TAG_LEN};
 pub use ed25519::{
     DevicePublicKey, DeviceSigningKey, RootPublicKey, RootSigningKey, SIGNATURE_LEN, Signature,
 };
+pub use epoch_key::EpochKey;
 pub use error::CryptoError;
 pub use fingerprint::{Fingerprint, SafetyNumber};
 pub use handshake::{HandshakeSecret, KdfLabel};
