@@ -38,6 +38,7 @@
 //! assert_eq!(&alice_session.decrypt(&reply).unwrap()[..], b"hi Alice");
 //! ```
 
+mod constellation;
 mod consts;
 mod error;
 mod lww;
@@ -48,6 +49,9 @@ mod roster;
 mod session;
 mod tree;
 
+pub use constellation::{
+    Applied, Constellation, LogError, RecordContext, SealedRecord, open_event, seal_event,
+};
 pub use consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
 pub use error::SessionError;
 pub use lww::{LamportClock, Lww, Stamp};

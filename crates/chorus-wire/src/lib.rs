@@ -19,6 +19,7 @@ mod error;
 mod initial;
 mod invitation;
 pub mod limits;
+mod log_event;
 mod padding;
 mod prekeys;
 mod ratchet;
@@ -34,6 +35,7 @@ pub use app::{DirectoryEntry, Envelope, Hello, Payload, check_display_name, chec
 pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
+pub use log_event::{EventKind, LogEvent};
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};
 pub use ratchet::{RatchetHeader, RatchetMessage};

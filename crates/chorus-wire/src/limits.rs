@@ -43,3 +43,9 @@ pub const MAX_PREKEY_LEN: usize = 2048;
 
 /// Largest signed roster entry (keys, a name, a signature).
 pub const MAX_ROSTER_ENTRY_LEN: usize = 1024;
+
+/// Largest log event plaintext.
+pub const MAX_LOG_EVENT_LEN: usize = 16 * 1024;
+
+/// Most relay URLs in one identity's relay list.
+pub const MAX_RELAYS: usize = 8;
