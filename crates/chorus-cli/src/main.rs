@@ -248,12 +248,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             let code = device.invite().await?;
             if !no_qr {
-                if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
-                    let image = qr
-                        .render::<qrcode::render::unicode::Dense1x2>()
-                        .quiet_zone(true)
-                        .build();
-                    println!("{image}");
+                // Level L: the most data per symbol (a code is ~2.2 KB; L holds 2,953 bytes
+                // at version 40). A longer code (a very long relay URL) gets text only.
+                match qrcode::QrCode::with_error_correction_level(
+                    code.as_bytes(),
+                    qrcode::EcLevel::L,
+                ) {
+                    Ok(qr) => {
+                        let image = qr
+                            .render::<qrcode::render::unicode::Dense1x2>()
+                            .quiet_zone(true)
+                            .build();
+                        println!("{image}");
+                    }
+                    Err(e) => eprintln!("note: no QR for this code ({e}); use the text"),
                 }
                 println!("Invitation code (give it to one person; it works once):");
             }

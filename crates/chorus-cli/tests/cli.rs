@@ -193,6 +193,10 @@ fn invite_accept_messages_offline_catch_up_and_restarts() {
     let status = json(&a, &["status", "--json"]);
     assert_eq!(status["outbox"], 0);
     assert!(status["relay_error"].is_null());
+    // The default invite prints a terminal QR above the code.
+    let with_qr = ok(&a, &["invite"]);
+    assert!(with_qr.contains('█') || with_qr.contains('▀'), "{with_qr}");
+    assert!(with_qr.lines().last().unwrap().starts_with("chorus:"));
     let verify_a = ok(&a, &["verify", "bob"]);
     let verify_b = ok(&b, &["verify", "alice"]);
     let number = |s: &str| s.lines().nth(4).unwrap().to_owned();
