@@ -45,6 +45,7 @@ CREATE TABLE mailboxes (
     kind       TEXT NOT NULL CHECK (kind IN ('intro', 'invitation', 'contact')),
     contact    TEXT,
     after_seq  INTEGER NOT NULL DEFAULT 0,
+    registered INTEGER NOT NULL DEFAULT 1,  -- 0: created for a new contact, not yet registered at the relay
     created_ms INTEGER NOT NULL
 );
 

@@ -814,6 +814,23 @@ impl Device {
         Ok(())
     }
 
+    /// Registers at the home relay the mailboxes created for new contacts while
+    /// receiving (no network call runs inside a transaction).
+    async fn register_pending(&self) -> Result<(), ClientError> {
+        let pending: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT mailbox_id FROM mailboxes WHERE registered = 0")
+                .fetch_all(self.store.pool())
+                .await?;
+        for m in pending {
+            self.relay.register_mailbox(id32(&m)?).await?;
+            sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
+                .bind(&m)
+                .execute(self.store.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Posts the outbox, oldest first (so earlier queued messages keep their order),
     /// and reports whether `envelope_id` is now with the relay (`None`) or still queued.
     async fn flush_one(&self, envelope_id: &[u8; 16]) -> Option<RelayError> {
@@ -842,6 +859,13 @@ impl Device {
     /// it. An unreachable relay is tried once per flush; the errors are returned and
     /// the entries stay.
     pub async fn flush_outbox(&self) -> Result<Vec<RelayError>, ClientError> {
+        // A queued hello may name a mailbox not yet registered: register first.
+        if let Err(e) = self.register_pending().await {
+            return match e {
+                ClientError::Relay(e) => Ok(vec![e]),
+                other => Err(other),
+            };
+        }
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox ORDER BY created_ms, rowid",
         )
@@ -900,7 +924,7 @@ impl Device {
                 sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
                     .fetch_all(self.store.pool())
                     .await?;
-            let mut more = false;
+            let (mut more, mut progressed) = (false, false);
             for chunk in cursors.chunks(MAILBOXES_PER_READ) {
                 let chunk = chunk
                     .iter()
@@ -909,12 +933,14 @@ impl Device {
                 let pages = self.relay.read_mailboxes(&chunk, SYNC_PAGE).await?;
                 for page in pages.results {
                     more |= page.more;
+                    progressed |= !page.envelopes.is_empty();
                     for env in &page.envelopes {
                         events.extend(self.process(page.mailbox_id, env).await?);
                     }
                 }
             }
-            if !more {
+            // `more` with empty pages would loop forever: the relay is not trusted to end it.
+            if !(more && progressed) {
                 break;
             }
         }
@@ -930,16 +956,6 @@ impl Device {
         mailbox: Id32,
         envelope: &EnvelopeOut,
     ) -> Result<Vec<Event>, ClientError> {
-        // A first message from a stranger needs a new mailbox for them: register it
-        // before the transaction (network calls never run inside one).
-        let stranger_mailbox = match self.stranger(&envelope.payload.0).await? {
-            true => {
-                let m = Id32(random());
-                self.relay.register_mailbox(m).await?;
-                Some(m)
-            }
-            false => None,
-        };
         let mut tx = self.store.begin().await?;
         let row: Option<(String, Option<String>, i64)> =
             sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
@@ -953,14 +969,7 @@ impl Device {
             return Ok(Vec::new());
         }
         let events = match self
-            .receive(
-                &mut tx,
-                &mailbox,
-                &kind,
-                contact,
-                envelope,
-                stranger_mailbox,
-            )
+            .receive(&mut tx, &mailbox, &kind, contact, envelope)
             .await
         {
             Ok(events) => events,
@@ -991,21 +1000,6 @@ impl Device {
         Ok(events)
     }
 
-    /// Whether this envelope is a first message from an identity we do not know.
-    async fn stranger(&self, payload: &[u8]) -> Result<bool, ClientError> {
-        let Ok(Envelope::Initial(bytes)) = Envelope::decode(payload) else {
-            return Ok(false);
-        };
-        let Ok(initial) = InitialMessage::decode(&bytes) else {
-            return Ok(false);
-        };
-        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE root_key = $1")
-            .bind(&initial.sender.root.as_bytes()[..])
-            .fetch_optional(self.store.pool())
-            .await?;
-        Ok(known.is_none())
-    }
-
     async fn receive(
         &self,
         tx: &mut SqliteConnection,
@@ -1013,7 +1007,6 @@ impl Device {
         kind: &str,
         contact: Option<String>,
         envelope: &EnvelopeOut,
-        stranger_mailbox: Option<Id32>,
     ) -> Result<Vec<Event>, ClientError> {
         let now = self.now();
         let message = match Envelope::decode(&envelope.payload.0)? {
@@ -1076,8 +1069,9 @@ impl Device {
                     .hello
                     .as_ref()
                     .ok_or(ClientError::Rejected("a first message without a hello"))?;
-                let recv = stranger_mailbox
-                    .ok_or(ClientError::Rejected("a first message raced a new contact"))?;
+                // Registered at the relay only after this commit (`register_pending`): a
+                // stranger's message costs us nothing at the relay until it authenticated.
+                let recv = Id32(random());
                 let name = self.free_alias(tx, &hello.name).await?;
                 let relay_url = normalize_url(&hello.relay_url)?;
                 let theirs = responded
@@ -1097,6 +1091,10 @@ impl Device {
                 )
                 .await?;
                 insert_mailbox(tx, &recv.0, "contact", Some(&name), now).await?;
+                sqlx::query("UPDATE mailboxes SET registered = 0 WHERE mailbox_id = $1")
+                    .bind(&recv.0[..])
+                    .execute(&mut *tx)
+                    .await?;
                 if kind == "invitation" {
                     sqlx::query("UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2")
                         .bind(&name)

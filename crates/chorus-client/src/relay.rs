@@ -26,6 +26,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// relay's [`api::AUTH_LABEL`].
 const AUTH_CONTEXT: &[u8] = b"chorus-relay-auth-v1";
 
+/// Largest relay answer the client buffers (a hostile relay could send more).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 /// How long one HTTP request may take before it counts as a failed attempt.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -201,14 +204,21 @@ impl RelayClient {
             reason: error_chain(&e),
         })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: error_chain(&e),
-            })?
-            .to_vec();
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        // The relay is untrusted: never buffer more than the largest honest answer.
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RelayError::Unreachable {
+            url: self.url.clone(),
+            reason: error_chain(&e),
+        })? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(RelayError::BadResponse {
+                    url: self.url.clone(),
+                    reason: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             let code = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()

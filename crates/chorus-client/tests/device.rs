@@ -576,3 +576,39 @@ async fn the_relay_refuses_a_post_of_the_same_envelope_id_with_other_bytes() {
         .unwrap_err();
     assert_eq!(err.code(), Some("envelope_conflict"));
 }
+
+#[tokio::test]
+async fn an_oversized_answer_from_a_hostile_relay_is_refused_not_buffered() {
+    use chorus_client::relay::MAX_RESPONSE_BYTES;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let total = MAX_RESPONSE_BYTES + 1;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            if s.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+            sent += n;
+        }
+    });
+    let once = Backoff {
+        attempts: 1,
+        first: Duration::from_millis(1),
+        max: Duration::from_millis(1),
+    };
+    let client = RelayClient::new(&format!("http://{addr}"), once).unwrap();
+    let err = client.health().await.unwrap_err();
+    assert!(
+        matches!(err, RelayError::BadResponse { ref reason, .. } if reason.contains("larger than")),
+        "{err}"
+    );
+}
