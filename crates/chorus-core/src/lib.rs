@@ -59,4 +59,4 @@ pub use pqxdh::{
     ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyStore, Responded, initiate, respond,
 };
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
-pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, Session};
+pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};

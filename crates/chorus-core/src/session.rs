@@ -30,6 +30,21 @@ use crate::tree::{Incoming, Tree};
 /// Format version of [`Session::snapshot`].
 pub const SNAPSHOT_VERSION: u8 = 1;
 
+/// Format version of [`SendDelta`].
+const DELTA_VERSION: u8 = 1;
+
+/// The ratchet state one send left behind, for sibling devices: a version byte, whether
+/// the contact had answered, and our sending node (private key, root, chain key).
+/// Secret: escrow it only sealed (under the log's epoch key). No `Debug`.
+pub struct SendDelta(Zeroizing<Vec<u8>>);
+
+impl SendDelta {
+    /// The encoded delta.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// How a message must be handed to the receiver's [`Session::decrypt`] (carried by the
 /// transport next to the bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +156,76 @@ impl Session {
         plaintext: &[u8],
         rng: &mut R,
     ) -> Result<EncryptedMessage, SessionError> {
+        self.encrypt_inner(plaintext, rng).map(|(m, _)| m)
+    }
+
+    /// Encrypts one message and returns the ratchet delta that lets a sibling device
+    /// continue from the state this send left (DESIGN §6): the sending node with its
+    /// private key, root and chain key. The caller escrows the delta in the log *before*
+    /// the message leaves (principle 3); siblings pass it to [`Session::apply_send_delta`].
+    pub fn encrypt_escrowed<R: CryptoRng + ?Sized>(
+        &mut self,
+        plaintext: &[u8],
+        rng: &mut R,
+    ) -> Result<(EncryptedMessage, SendDelta), SessionError> {
+        let (message, sender) = self.encrypt_inner(plaintext, rng)?;
+        let node = self
+            .tree
+            .export_sending(&sender)
+            .ok_or(SessionError::NotReady)?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(node.len() + 2));
+        bytes.push(DELTA_VERSION);
+        bytes.push(u8::from(self.pending.is_none()));
+        bytes.extend_from_slice(&node);
+        Ok((message, SendDelta(bytes)))
+    }
+
+    /// Applies a sibling device's [`SendDelta`]. Deltas of one session must be applied in
+    /// the order the sends were sequenced (the log's order); received messages may be
+    /// decrypted before or after, in any interleaving. Returns whether the state changed:
+    /// a delta this session already holds (its own send, read back from the log) is a
+    /// no-op. A malformed delta changes nothing.
+    pub fn apply_send_delta(&mut self, delta: &[u8]) -> Result<bool, SessionError> {
+        let corrupt = |why: &str| SessionError::CorruptSnapshot(format!("ratchet delta: {why}"));
+        let [version, answered, node @ ..] = delta else {
+            return Err(corrupt("truncated"));
+        };
+        if *version != DELTA_VERSION {
+            return Err(corrupt("unsupported version"));
+        }
+        let answered = match answered {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("bad flag")),
+        };
+        let changed = self.tree.apply_sending(node)?;
+        if changed {
+            if answered {
+                self.pending = None;
+            }
+            self.generation += 1;
+        }
+        Ok(changed)
+    }
+
+    /// A digest of the ratchet state, independent of the generation counter: two
+    /// replicas that hold the same keys and chains give the same digest.
+    pub fn state_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        if let Ok(tree) = postcard::to_allocvec(&self.tree) {
+            let tree = Zeroizing::new(tree);
+            h.update(&tree[..]);
+        }
+        h.update([u8::from(self.pending.is_some())]);
+        h.finalize().into()
+    }
+
+    fn encrypt_inner<R: CryptoRng + ?Sized>(
+        &mut self,
+        plaintext: &[u8],
+        rng: &mut R,
+    ) -> Result<(EncryptedMessage, chorus_crypto::RatchetPublic), SessionError> {
         let mut buf = pad(plaintext).map_err(|_| SessionError::PlaintextTooLarge {
             max: MAX_PLAINTEXT_LEN,
             actual: plaintext.len(),
@@ -159,11 +244,15 @@ impl Session {
         Aes256GcmCipher.seal(&out.key, &nonce, &self.ad(&header), &mut buf);
         let message = RatchetMessage::encode(&header, &buf);
         self.generation += 1;
+        let sender = out.sender;
         match &self.pending {
-            None => Ok(EncryptedMessage {
-                kind: MessageKind::Ratchet,
-                bytes: message,
-            }),
+            None => Ok((
+                EncryptedMessage {
+                    kind: MessageKind::Ratchet,
+                    bytes: message,
+                },
+                sender,
+            )),
             Some(p) => {
                 let ours = IdentityKeys::decode(&self.ours)?;
                 let ct = KemCiphertext::from_slice(&p.kem_ciphertext)
@@ -177,10 +266,13 @@ impl Session {
                     &ct,
                     &message,
                 );
-                Ok(EncryptedMessage {
-                    kind: MessageKind::Initial,
-                    bytes,
-                })
+                Ok((
+                    EncryptedMessage {
+                        kind: MessageKind::Initial,
+                        bytes,
+                    },
+                    sender,
+                ))
             }
         }
     }

@@ -34,6 +34,7 @@ use chorus_crypto::{
     RemoteMessageKey, RootKey,
 };
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::SessionError;
 use crate::consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
@@ -330,6 +331,53 @@ impl Tree {
         Ok(public)
     }
 
+    /// Serializes our sending node `key` as it is now: the ratchet delta a send hands to
+    /// sibling devices (DESIGN §6). Contains the node's private key, root and chain key.
+    pub(crate) fn export_sending(&self, key: &RatchetPublic) -> Option<Zeroizing<Vec<u8>>> {
+        let node = self.nodes.get(key).filter(|n| n.side == Side::Ours)?;
+        postcard::to_allocvec(&(key, node)).ok().map(Zeroizing::new)
+    }
+
+    /// Applies a sibling's ratchet delta: our sending node as the sibling left it after
+    /// sending. Sends are sequenced (guarded log appends), so a delta is always the newest
+    /// sending state; like the sibling's own send it closes every other sending chain.
+    /// Returns whether anything changed (a delta we already hold is a no-op).
+    ///
+    /// The node's parent may be a peer key this device has not received yet (the sibling
+    /// read the peer's message first); it arrives through the mailbox and is derived as
+    /// usual, and the two orders give the same tree.
+    pub(crate) fn apply_sending(&mut self, bytes: &[u8]) -> Result<bool, SessionError> {
+        let (key, node): (RatchetPublic, Node) = postcard::from_bytes(bytes)
+            .map_err(|e| SessionError::CorruptSnapshot(format!("ratchet delta: {e}")))?;
+        if node.side != Side::Ours || node.sending.is_none() || node.secret.is_none() {
+            return Err(SessionError::CorruptSnapshot(
+                "ratchet delta is not an open sending node".into(),
+            ));
+        }
+        if node.secret.as_ref().map(RatchetSecret::public_key) != Some(key) {
+            return Err(SessionError::CorruptSnapshot(
+                "ratchet delta key does not match its secret".into(),
+            ));
+        }
+        if let Some(existing) = self.nodes.get(&key) {
+            if existing.side != Side::Ours {
+                return Err(SessionError::CorruptSnapshot(
+                    "ratchet delta names a peer key".into(),
+                ));
+            }
+            if existing.length >= node.length {
+                return Ok(false);
+            }
+        }
+        for n in self.nodes.values_mut() {
+            n.sending = None;
+        }
+        self.nodes.insert(key, node);
+        self.prune_window();
+        self.refresh();
+        Ok(true)
+    }
+
     /// Closes every sending chain, so the next send takes a fresh DH step. Used when a
     /// snapshot may be older than state that already sent (its chains may be spent).
     pub(crate) fn close_sending(&mut self) {
@@ -381,10 +429,17 @@ impl Tree {
             return Ok(plan(PlanKind::Advance { chain, skipped }, key));
         }
 
-        // A node we have not seen: derive it from the parent it names. A key that an
-        // existing node names as its parent was ours or theirs before and was pruned; a
-        // peer reusing it is replaying or attacking the tree's shape.
-        if self.nodes.values().any(|n| n.parent == Some(msg.sender)) {
+        // A node we have not seen: derive it from the parent it names. A key that one of
+        // *their* nodes names as its parent cannot be theirs (sides alternate): refuse.
+        // Our own nodes may name it — a sibling's ratchet delta arrives before the peer
+        // message it built on. A pruned peer node cannot come back this way: the window
+        // prunes the shallowest nodes first, so its parent (ours, shallower) is gone too
+        // and the derivation below fails with `UnknownParent`.
+        if self
+            .nodes
+            .values()
+            .any(|n| n.parent == Some(msg.sender) && n.side == Side::Theirs)
+        {
             return Err(SessionError::AuthenticationFailed);
         }
         let parent_key = match msg.parent {
