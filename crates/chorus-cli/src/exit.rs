@@ -60,12 +60,14 @@ impl From<ClientError> for Failure {
             | E::AddressMismatch
             | E::EmptyMessage
             | E::Wire(_)
+            | E::Log(_)
             | E::Rejected(_) => INVALID,
             E::AlreadyInitialized(_)
             | E::AlreadyAccepted { .. }
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)
-            | E::OwnIdentity => CONFLICT,
+            | E::OwnIdentity
+            | E::Contended => CONFLICT,
             E::Session(_) | E::Store(_) | E::Corrupt(_) => INTERNAL,
         };
         Self::new(code, e.to_string())

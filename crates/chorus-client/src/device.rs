@@ -18,29 +18,42 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::{EncryptedMessage, LocalIdentity, MessageKind, Session, initiate, respond};
-use chorus_crypto::{Fingerprint, SafetyNumber};
+use chorus_core::{
+    EncryptedMessage, LocalIdentity, MessageKind, Roster, SendDelta, initiate, respond,
+};
+use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay::api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
 use chorus_wire::{
-    DirectoryEntry, Envelope, Hello, IdentityKeys, InitialMessage, Invitation, MailboxId,
-    OneTimePrekey, Payload, PqPrekey, PrekeyBundle, SignedPrekey, check_display_name, check_text,
+    ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
+    InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
+    SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
 };
 use rand::rngs::SysRng;
 use rand_core::{Rng, UnwrapErr};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::identity::{Address, IdentitySecrets, Me, directory_address, genesis};
+use crate::identity::{Address, IdentitySecrets, Me, directory_address};
+use crate::log::{
+    APPEND_ATTEMPTS, Appended, LogKeys, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
+    stream_version,
+};
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
 use crate::relay::{Backoff, Login, RelayClient, RelayError, normalize_url};
 use crate::{ClientError, STORE_FILE, Store, Unlock, code};
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
+/// The log epoch (rotated by revocation, which comes with the revocation issue).
+const EPOCH: u32 = 1;
 /// How often `watch` retries a non-empty outbox.
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
 /// How often `watch` checks the directory's prekey supply and rotation schedule.
 pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
+/// Default [`Options::sibling_delivery`].
+pub const SIBLING_DELIVERY: Duration = Duration::from_secs(30);
+/// `Delivered` events per append (the relay's batch bound).
+const MAX_APPEND_BATCH: usize = 64;
 /// Mailboxes per batched read (the relay's bound).
 const MAILBOXES_PER_READ: usize = 64;
 
@@ -75,6 +88,9 @@ pub struct Options {
     pub argon2_memory_kib: u32,
     /// Argon2id passes.
     pub argon2_iterations: u32,
+    /// How long a sibling's sent envelope may wait undelivered before this device
+    /// posts it itself (the sibling may have died right after its `Sent` append).
+    pub sibling_delivery: Duration,
 }
 
 impl Default for Options {
@@ -84,6 +100,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             argon2_memory_kib: chorus_crypto::ARGON2_MEMORY_KIB,
             argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
+            sibling_delivery: SIBLING_DELIVERY,
         }
     }
 }
@@ -201,29 +218,33 @@ pub struct Verification {
 
 /// `identity`: name, relay URL, log id, intro mailbox, sealed secrets.
 type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
-/// `contacts`: name, relay URL, send mailbox, receive mailbox, hello acknowledged.
-type ContactTuple = (String, String, Vec<u8>, Vec<u8>, bool);
+/// `contacts`: name, root key, relay URL, send mailbox, receive mailbox, hello acknowledged.
+type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
 /// `outbox`: envelope id, relay URL, mailbox, envelope.
 type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
-/// `messages`: outgoing, envelope id, sent, stored, sealed text.
-type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>);
+/// `messages`: outgoing, envelope id, sent, stored, sealed text, the table it is sealed for.
+type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
 
 /// The contact row.
 struct ContactRow {
+    #[allow(dead_code)]
     name: String,
+    root: [u8; 32],
     relay_url: String,
     send_mailbox: Vec<u8>,
     recv_mailbox: Vec<u8>,
     hello_acked: bool,
 }
 
-/// A device: an unlocked store, its identity and its relay.
+/// A device: an unlocked store, its identity, its view of the identity's log and its
+/// relay.
 pub struct Device {
-    store: Store,
-    me: Me,
-    relay: RelayClient,
-    options: Options,
-    home: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) me: Me,
+    pub(crate) relay: RelayClient,
+    pub(crate) options: Options,
+    pub(crate) home: PathBuf,
+    pub(crate) log: LogKeys,
 }
 
 impl std::fmt::Debug for Device {
@@ -235,11 +256,11 @@ impl std::fmt::Debug for Device {
     }
 }
 
-fn rng() -> UnwrapErr<SysRng> {
+pub(crate) fn rng() -> UnwrapErr<SysRng> {
     UnwrapErr(SysRng)
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     rng().fill_bytes(&mut out);
     out
@@ -257,9 +278,7 @@ impl Device {
         home.join(STORE_FILE).exists()
     }
 
-    /// Creates an identity: its log on the relay, its intro mailbox, its store and its
-    /// first prekeys. Relay calls come first, so a refused or unreachable relay leaves
-    /// no store behind; if anything fails after the store was created, it is removed.
+    /// Creates an identity with this device as its first device (`shared-root`).
     pub async fn init(
         home: &Path,
         unlock: Unlock,
@@ -267,7 +286,34 @@ impl Device {
         name: &str,
         options: Options,
     ) -> Result<Self, ClientError> {
+        Self::init_with(
+            home,
+            unlock,
+            relay_url,
+            name,
+            "first device",
+            SecurityLevel::SharedRoot,
+            options,
+        )
+        .await
+    }
+
+    /// Creates an identity: its log on the relay (the signed roster genesis naming this
+    /// device), its epoch key, its intro mailbox, its store, and its first prekeys and
+    /// profile as log events. Relay calls come first, so a refused or unreachable relay
+    /// leaves no store behind; if anything fails after the store was created, it is
+    /// removed.
+    pub async fn init_with(
+        home: &Path,
+        unlock: Unlock,
+        relay_url: &str,
+        name: &str,
+        device_name: &str,
+        level: SecurityLevel,
+        options: Options,
+    ) -> Result<Self, ClientError> {
         check_display_name("name", name)?;
+        check_display_name("device name", device_name)?;
         let relay_url = normalize_url(relay_url)?;
         if Self::exists(home) {
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
@@ -276,64 +322,61 @@ impl Device {
             root: chorus_crypto::RootSigningKey::generate(&mut rng()),
             dh: chorus_crypto::IdentityDhSecret::generate(&mut rng()),
             device: chorus_crypto::DeviceSigningKey::generate(&mut rng()),
+            device_dh: chorus_crypto::DeviceDhSecret::generate(&mut rng()),
         };
         let log_id = Id32(random());
         let intro = Id32(random());
         let device_id = Id32(*secrets.device.public_key().as_bytes());
+        let now = options.clock.now_ms();
+        let genesis = Roster::genesis(
+            &secrets.root,
+            log_id.0,
+            secrets.device.public_key(),
+            secrets.device_dh.public_key(),
+            level,
+            device_name,
+            u64::try_from(now).unwrap_or(0),
+        )
+        .map_err(|e| ClientError::Corrupt(format!("roster genesis: {e}")))?;
         let relay = RelayClient::new(&relay_url, options.backoff)?;
         relay
-            .create_log(
-                log_id,
-                genesis(&secrets.root, &log_id, &secrets.device),
-                device_id,
-            )
+            .create_log(log_id, genesis.as_bytes().to_vec(), device_id)
             .await?;
-        let sealed_secrets = secrets.to_bytes()?;
-        let IdentitySecrets { root, dh, device } = secrets;
-        let device = Arc::new(device);
+        let epoch_key = EpochKey::generate(&mut rng());
+        // The relay client keeps its own copy of the device key (wiped on drop).
+        let login_key = IdentitySecrets::from_bytes(&secrets.to_bytes()?)?.device;
         let relay = relay.with_login(Login {
             log_id,
-            device: device.clone(),
+            device: Arc::new(login_key),
         });
         relay.register_mailbox(intro).await?;
-
         let created = !home.exists();
         let result = async {
-            let store = Store::open_with_costs(
+            let device = Self::create_store(
                 home,
                 unlock,
-                options.argon2_memory_kib,
-                options.argon2_iterations,
-            )
-            .await?;
-            let now = options.clock.now_ms();
-            let mut tx = store.begin().await?;
-            sqlx::query(
-                "INSERT INTO identity (id, name, relay_url, log_id, intro_mailbox, sealed, created_ms)
-                 VALUES (1, $1, $2, $3, $4, $5, $6)",
-            )
-            .bind(name)
-            .bind(&relay_url)
-            .bind(&log_id.0[..])
-            .bind(&intro.0[..])
-            .bind(store.seal("identity", "1", &sealed_secrets))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
-            tx.commit().await?;
-            let device = Device {
-                store,
-                me: Me {
-                    name: name.to_owned(),
-                    relay_url,
-                    intro_mailbox: intro,
-                    identity: LocalIdentity::from_parts(root, dh),
-                },
+                &relay_url,
+                name,
+                log_id,
+                intro,
+                secrets,
+                epoch_key,
+                &[genesis.as_bytes().to_vec()],
+                0,
                 relay,
                 options,
-                home: home.to_owned(),
-            };
+            )
+            .await?;
+            device
+                .append(vec![
+                    Pending::free(EventKind::ProfileUpdated {
+                        name: name.to_owned(),
+                    }),
+                    Pending::free(EventKind::RelaysUpdated {
+                        relays: vec![device.me.relay_url.clone()],
+                    }),
+                ])
+                .await?;
             device.maintain_prekeys().await?;
             Ok::<_, ClientError>(device)
         }
@@ -342,6 +385,89 @@ impl Device {
             remove_store(home, created);
         }
         result
+    }
+
+    /// Writes a new store for this device: identity, log keys, roster, intro mailbox.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create_store(
+        home: &Path,
+        unlock: Unlock,
+        relay_url: &str,
+        name: &str,
+        log_id: Id32,
+        intro: Id32,
+        secrets: IdentitySecrets,
+        epoch_key: EpochKey,
+        roster: &[Vec<u8>],
+        applied_seq: i64,
+        relay: RelayClient,
+        options: Options,
+    ) -> Result<Self, ClientError> {
+        let store = Store::open_with_costs(
+            home,
+            unlock,
+            options.argon2_memory_kib,
+            options.argon2_iterations,
+        )
+        .await?;
+        let now = options.clock.now_ms();
+        let sealed_secrets = secrets.to_bytes()?;
+        let mut tx = store.begin().await?;
+        sqlx::query(
+            "INSERT INTO identity (id, name, relay_url, log_id, intro_mailbox, sealed, created_ms)
+             VALUES (1, $1, $2, $3, $4, $5, $6)",
+        )
+        .bind(name)
+        .bind(relay_url)
+        .bind(&log_id.0[..])
+        .bind(&intro.0[..])
+        .bind(store.seal("identity", "1", &sealed_secrets))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO constellation (id, applied_seq, epoch, sealed) VALUES (1, $1, $2, $3)",
+        )
+        .bind(applied_seq)
+        .bind(i64::from(EPOCH))
+        .bind(seal_epoch_key(&store, &epoch_key))
+        .execute(&mut *tx)
+        .await?;
+        for (i, entry) in roster.iter().enumerate() {
+            sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
+                .bind(i64::try_from(i).unwrap_or(i64::MAX))
+                .bind(entry)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
+        tx.commit().await?;
+        let IdentitySecrets {
+            root,
+            dh,
+            device,
+            device_dh,
+        } = secrets;
+        let device_id = *device.public_key().as_bytes();
+        Ok(Device {
+            store,
+            me: Me {
+                name: name.to_owned(),
+                relay_url: relay_url.to_owned(),
+                intro_mailbox: intro,
+                identity: LocalIdentity::from_parts(root, dh),
+                device_dh,
+            },
+            relay,
+            options,
+            home: home.to_owned(),
+            log: LogKeys {
+                log_id,
+                epoch: EPOCH,
+                key: epoch_key,
+                device: device_id,
+            },
+        })
     }
 
     /// Opens an existing identity.
@@ -364,9 +490,25 @@ impl Device {
         let Some((name, relay_url, log_id, intro, sealed)) = row else {
             return Err(ClientError::NotInitialized(home.to_owned()));
         };
+        let (epoch, sealed_key): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT epoch, sealed FROM constellation WHERE id = 1")
+                .fetch_one(store.pool())
+                .await?;
+        let raw = store.open_sealed("constellation", "1", &sealed_key)?;
+        let raw: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Corrupt("epoch key".into()))?;
+        let epoch_key = EpochKey::from_bytes(&raw);
         let secrets = IdentitySecrets::from_bytes(&store.open_sealed("identity", "1", &sealed)?)?;
-        let IdentitySecrets { root, dh, device } = secrets;
+        let IdentitySecrets {
+            root,
+            dh,
+            device,
+            device_dh,
+        } = secrets;
         let log_id = id32(&log_id)?;
+        let device_id = *device.public_key().as_bytes();
         let device = Arc::new(device);
         let relay = RelayClient::new(&relay_url, options.backoff)?.with_login(Login {
             log_id,
@@ -379,10 +521,17 @@ impl Device {
                 relay_url,
                 intro_mailbox: id32(&intro)?,
                 identity: LocalIdentity::from_parts(root, dh),
+                device_dh,
             },
             relay,
             options,
             home: home.to_owned(),
+            log: LogKeys {
+                log_id,
+                epoch: u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?,
+                key: epoch_key,
+                device: device_id,
+            },
         })
     }
 
@@ -416,7 +565,7 @@ impl Device {
         &self.home
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.options.clock.now_ms()
     }
 
@@ -424,49 +573,57 @@ impl Device {
 
     /// Keeps the directory supplied: rotates the signed and last-resort prekeys when
     /// due, replenishes one-time prekeys below [`REPLENISH_BELOW`], republishes the
-    /// directory entry, and deletes replaced keys past their grace period.
+    /// directory entry, and deletes replaced keys past their grace period. New private
+    /// halves go into the log (guarded on the prekey stream, so two devices never mint
+    /// the same ids) and are folded before any public half is published.
     pub async fn maintain_prekeys(&self) -> Result<(), ClientError> {
-        let now = self.now();
         let address = self.me.directory_address();
         let remote = match self.relay.prekey_count(address).await {
             Ok(c) => Some(c),
             Err(e) if e.code() == Some("not_found") => None,
             Err(e) => return Err(e.into()),
         };
-        let keys = Generator {
-            store: &self.store,
-            root: self.me.identity.root(),
-            purpose: Purpose::Directory,
-            now_ms: now,
-        };
-        let mut tx = self.store.begin().await?;
-        let rotate = match prekeys::current_signed(&mut tx).await? {
-            None => true,
-            Some((_, created)) => prekeys::rotation_due(created, now),
-        };
-        if rotate {
-            prekeys::retire_current(&mut tx, now).await?;
-            keys.signed(&mut tx).await?;
-            keys.pq(&mut tx, true).await?;
-        }
         let mut request = PublishPrekeysRequest::default();
-        if remote.as_ref().is_none_or(|c| c.one_time < REPLENISH_BELOW) {
-            for _ in 0..ONE_TIME_BATCH {
-                request
-                    .one_time
-                    .push(HexBytes(keys.one_time(&mut tx).await?.encode()));
+        self.sync_log().await?;
+        for _ in 0..APPEND_ATTEMPTS {
+            request = PublishPrekeysRequest::default();
+            let now = self.now();
+            let mut conn = self.store.pool().acquire().await?;
+            let rotate = match prekeys::current_signed(&mut conn).await? {
+                None => true,
+                Some((_, created)) => prekeys::rotation_due(created, now),
+            };
+            let mut keys =
+                Generator::new(&mut conn, self.me.identity.root(), Purpose::Directory).await?;
+            drop(conn);
+            if rotate {
+                keys.signed()?;
+                keys.pq(true)?;
             }
-        }
-        if remote
-            .as_ref()
-            .is_none_or(|c| c.one_time_pq < REPLENISH_BELOW)
-        {
-            for _ in 0..ONE_TIME_BATCH {
-                request
-                    .one_time_pq
-                    .push(HexBytes(keys.pq(&mut tx, false).await?.encode()));
+            if remote.as_ref().is_none_or(|c| c.one_time < REPLENISH_BELOW) {
+                for _ in 0..ONE_TIME_BATCH {
+                    request.one_time.push(HexBytes(keys.one_time()?.encode()));
+                }
             }
+            if remote
+                .as_ref()
+                .is_none_or(|c| c.one_time_pq < REPLENISH_BELOW)
+            {
+                for _ in 0..ONE_TIME_BATCH {
+                    request.one_time_pq.push(HexBytes(keys.pq(false)?.encode()));
+                }
+            }
+            let events: Vec<Pending> = keys
+                .into_events(None)
+                .into_iter()
+                .map(|k| Pending::guarded(k, PREKEY_STREAM.to_vec(), None))
+                .collect();
+            if events.is_empty() || self.append(events).await?.0 == Appended::Done {
+                break;
+            }
+            request = PublishPrekeysRequest::default();
         }
+        let mut tx = self.store.begin().await?;
         let (signed, last_resort) = prekeys::current_directory_keys(&mut tx).await?;
         let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
         let entry = DirectoryEntry {
@@ -476,8 +633,7 @@ impl Device {
         };
         request.signed_prekey = Some(HexBytes(entry.encode()));
         request.pq_last_resort = last_resort.map(HexBytes);
-        prekeys::purge_retired(&mut tx, now).await?;
-        // Private halves are durable before the relay can hand out a public half.
+        prekeys::purge_retired(&mut tx, self.now()).await?;
         tx.commit().await?;
         self.relay.publish_prekeys(address, &request).await?;
         Ok(())
@@ -485,35 +641,42 @@ impl Device {
 
     // ------------------------------------------------------------------ contacts
 
-    /// Creates an invitation code: the current signed prekey, a fresh one-time X25519
-    /// and ML-KEM prekey, and a fresh one-time mailbox for the answer.
+    /// Creates an invitation code: the identity's keys, the current signed prekey, a
+    /// fresh one-time X25519 and ML-KEM prekey, and a fresh one-time mailbox for the
+    /// answer. The private halves and the mailbox are in the log before the code exists,
+    /// so any device of the identity can answer.
     pub async fn invite(&self) -> Result<String, ClientError> {
         let mailbox = Id32(random());
         self.relay.register_mailbox(mailbox).await?;
-        let now = self.now();
-        let keys = Generator {
-            store: &self.store,
-            root: self.me.identity.root(),
-            purpose: Purpose::Invitation,
-            now_ms: now,
-        };
-        let mut tx = self.store.begin().await?;
-        let (signed, _) = prekeys::current_directory_keys(&mut tx).await?;
-        let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
-        let bundle = PrekeyBundle {
-            identity: self.me.identity.keys().clone(),
-            signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
-            one_time_prekey: Some(keys.one_time(&mut tx).await?),
-            pq_prekey: keys.pq(&mut tx, false).await?,
-        };
-        insert_mailbox(&mut tx, &mailbox.0, "invitation", None, now).await?;
-        tx.commit().await?;
-        Ok(code::encode(&Invitation {
-            bundle,
-            relay_url: self.me.relay_url.clone(),
-            mailbox: MailboxId(mailbox.0),
-            name: Some(self.me.name.clone()),
-        }))
+        self.sync_log().await?;
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut conn = self.store.pool().acquire().await?;
+            let (signed, _) = prekeys::current_directory_keys(&mut conn).await?;
+            let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
+            let mut keys =
+                Generator::new(&mut conn, self.me.identity.root(), Purpose::Invitation).await?;
+            drop(conn);
+            let bundle = PrekeyBundle {
+                identity: self.me.identity.keys().clone(),
+                signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
+                one_time_prekey: Some(keys.one_time()?),
+                pq_prekey: keys.pq(false)?,
+            };
+            let events = keys
+                .into_events(Some(mailbox.0))
+                .into_iter()
+                .map(|k| Pending::guarded(k, PREKEY_STREAM.to_vec(), None))
+                .collect();
+            if self.append(events).await?.0 == Appended::Done {
+                return Ok(code::encode(&Invitation {
+                    bundle,
+                    relay_url: self.me.relay_url.clone(),
+                    mailbox: MailboxId(mailbox.0),
+                    name: Some(self.me.name.clone()),
+                }));
+            }
+        }
+        Err(ClientError::Contended)
     }
 
     /// Accepts an invitation code: starts the session and sends our hello (our mailbox
@@ -616,28 +779,61 @@ impl Device {
             return Err(ClientError::ContactNameTaken(alias));
         }
         let mut session = initiate(&self.me.identity, bundle, &mut rng())?;
+        let snapshot = session.snapshot();
         let recv = Id32(random());
         self.relay.register_mailbox(recv).await?;
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        insert_contact(
-            &mut tx,
-            &alias,
-            &bundle.identity,
+        let payload = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: String::new(),
+            hello: Some(self.hello(&recv.0)),
+        }
+        .encode()?;
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
+        let envelope_id: [u8; 16] = random();
+        let root = *bundle.identity.root.as_bytes();
+        let stream = session_stream(&root);
+        let created = EventKind::ContactUpserted {
+            contact: root,
+            name: alias.clone(),
+            details: Some(Box::new(ContactDetails {
+                identity: bundle.identity.clone(),
+                relay_url: relay_url.clone(),
+                send_mailbox: send_mailbox.0,
+                recv_mailbox: recv.0,
+                invitation: invitation.map(|m| m.0),
+                session: SecretBytes::new(snapshot.to_vec()),
+                first: None,
+                consumed_prekeys: Vec::new(),
+                added_ms: u64::try_from(now).unwrap_or(0),
+            })),
+        };
+        let sent = sent_event(
+            root,
+            envelope_id,
             &relay_url,
-            &send_mailbox.0,
-            &recv.0,
-            invitation.as_ref().map(|m| &m.0[..]),
+            send_mailbox.0,
+            &message,
             now,
-        )
-        .await?;
-        insert_mailbox(&mut tx, &recv.0, "contact", Some(&alias), now).await?;
-        let row = self
-            .contact_row(&mut *tx, &alias)
-            .await?
-            .ok_or_else(|| ClientError::UnknownContact(alias.clone()))?;
-        let envelope_id = self.queue(&mut tx, &row, &mut session, "").await?;
-        tx.commit().await?;
+            "",
+            &delta,
+        );
+        let (outcome, _) = self
+            .append(vec![
+                Pending::guarded(created, stream.clone(), Some(0)),
+                Pending::guarded(sent, stream, Some(1)),
+            ])
+            .await?;
+        let folded: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                .bind(&root[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        let alias = match (outcome, folded) {
+            (Appended::Done, Some(name)) => name,
+            (_, Some(contact)) => return Err(ClientError::AlreadyContact { contact }),
+            (_, None) => return Err(ClientError::Contended),
+        };
         let queued = self.flush_one(&envelope_id).await;
         Ok((
             alias,
@@ -646,6 +842,15 @@ impl Device {
                 queued,
             },
         ))
+    }
+
+    /// Our hello for a contact: where to write to us.
+    fn hello(&self, recv_mailbox: &[u8; 32]) -> Hello {
+        Hello {
+            relay_url: self.me.relay_url.clone(),
+            mailbox: MailboxId(*recv_mailbox),
+            name: self.me.name.clone(),
+        }
     }
 
     /// The contacts, by name.
@@ -692,43 +897,57 @@ impl Device {
         name: &str,
     ) -> Result<Option<ContactRow>, ClientError> {
         let row: Option<ContactTuple> = sqlx::query_as(
-            "SELECT name, relay_url, send_mailbox, recv_mailbox, hello_acked FROM contacts WHERE name = $1",
+            "SELECT name, root_key, relay_url, send_mailbox, recv_mailbox, hello_acked FROM contacts WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(executor)
         .await?;
-        Ok(row.map(
-            |(name, relay_url, send_mailbox, recv_mailbox, hello_acked)| ContactRow {
-                name,
-                relay_url,
-                send_mailbox,
-                recv_mailbox,
-                hello_acked,
+        row.map(
+            |(name, root, relay_url, send_mailbox, recv_mailbox, hello_acked)| {
+                Ok(ContactRow {
+                    name,
+                    root: root
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| ClientError::Corrupt("contact key".into()))?,
+                    relay_url,
+                    send_mailbox,
+                    recv_mailbox,
+                    hello_acked,
+                })
             },
-        ))
+        )
+        .transpose()
     }
 
     // ------------------------------------------------------------------ sending
 
-    /// Sends a text message: persisted (session, history, outbox) before it is posted.
+    /// Sends a text message. The text is kept (sealed) as a pending send first; it is
+    /// encrypted only inside the sequenced append of its `Sent` event (DESIGN §6), then
+    /// posted. If the home relay is unreachable the message waits, unencrypted by any
+    /// ratchet key, and the next `send`, `sync` or `watch` sends it.
     pub async fn send(&self, contact: &str, text: &str) -> Result<SendOutcome, ClientError> {
         check_text(text)?;
         if text.is_empty() {
             return Err(ClientError::EmptyMessage);
         }
-        let mut tx = self.store.begin().await?;
-        let row = self
-            .contact_row(&mut *tx, contact)
+        if self
+            .contact_row(self.store.pool(), contact)
             .await?
-            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
-        let mut session = self
-            .store
-            .get_session(&mut tx, contact)
-            .await?
-            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
-        let envelope_id = self.queue(&mut tx, &row, &mut session, text).await?;
-        tx.commit().await?;
-        failpoint("after-persist");
+            .is_none()
+        {
+            return Err(ClientError::UnknownContact(contact.to_owned()));
+        }
+        let envelope_id: [u8; 16] = random();
+        sqlx::query(
+            "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&envelope_id[..])
+        .bind(contact)
+        .bind(self.store.seal("pending_send", &hex::encode(envelope_id), text.as_bytes()))
+        .bind(self.now())
+        .execute(self.store.pool())
+        .await?;
         let queued = self.flush_one(&envelope_id).await;
         Ok(SendOutcome {
             envelope_id,
@@ -736,59 +955,103 @@ impl Device {
         })
     }
 
-    /// Encrypts `text` (with our hello until the contact has it), and records the
-    /// advanced session, the history entry and the outbox row in `tx`.
-    async fn queue(
-        &self,
-        tx: &mut SqliteConnection,
-        row: &ContactRow,
-        session: &mut Session,
-        text: &str,
-    ) -> Result<[u8; 16], ClientError> {
-        let now = self.now();
-        let hello = match row.hello_acked {
-            true => None,
-            false => Some(Hello {
-                relay_url: self.me.relay_url.clone(),
-                mailbox: MailboxId(id32(&row.recv_mailbox)?.0),
-                name: self.me.name.clone(),
-            }),
-        };
-        let payload = Payload {
-            sent_ms: u64::try_from(now).unwrap_or(0),
-            text: text.to_owned(),
-            hello,
-        }
-        .encode()?;
-        let message = session.encrypt(&payload, &mut rng())?;
-        let envelope = match message.kind {
-            MessageKind::Initial => Envelope::Initial(message.bytes),
-            MessageKind::Ratchet => Envelope::Ratchet(message.bytes),
-        }
-        .encode();
-        let envelope_id: [u8; 16] = random();
-        if !text.is_empty() {
-            self.insert_message(tx, &row.name, true, &envelope_id, text, now, now)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+    /// Appends a `Sent` event for every pending send, oldest first.
+    async fn send_pending(&self) -> Result<(), ClientError> {
+        let pending: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT envelope_id, contact, sealed FROM pending_sends ORDER BY created_ms, rowid",
         )
-        .bind(&envelope_id[..])
-        .bind(&row.name)
-        .bind(&row.relay_url)
-        .bind(&row.send_mailbox)
-        .bind(envelope)
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_all(self.store.pool())
         .await?;
-        self.store.put_session(tx, &row.name, session).await?;
-        Ok(envelope_id)
+        for (id, contact, sealed) in pending {
+            let envelope_id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
+            let text =
+                self.store
+                    .open_sealed("pending_send", &hex::encode(envelope_id), &sealed)?;
+            let text = String::from_utf8(text.to_vec())
+                .map_err(|_| ClientError::Corrupt("pending send".into()))?;
+            self.send_sequenced(&contact, envelope_id, &text).await?;
+        }
+        Ok(())
     }
 
+    /// The sequenced send: encrypt on the session as folded at version `v`, append
+    /// `Sent` guarded on `(session, v)`; if a sibling appended first, fold its send and
+    /// encrypt again on top of it (the losing ciphertext is never used).
+    async fn send_sequenced(
+        &self,
+        contact: &str,
+        envelope_id: [u8; 16],
+        text: &str,
+    ) -> Result<(), ClientError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut tx = self.store.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM messages WHERE envelope_id = $1")
+                    .bind(&envelope_id[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                return Ok(());
+            }
+            let row = self
+                .contact_row(&mut *tx, contact)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            let stream = session_stream(&row.root);
+            let version = stream_version(&mut tx, &self.log.key.stream_tag(&stream)).await?;
+            let mut session = self
+                .store
+                .get_session(&mut tx, contact)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            // Nothing of this transaction is kept: the state moves only by the fold.
+            drop(tx);
+            let now = self.now();
+            let recv: [u8; 32] = row
+                .recv_mailbox
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::Corrupt("mailbox id".into()))?;
+            let payload = Payload {
+                sent_ms: u64::try_from(now).unwrap_or(0),
+                text: text.to_owned(),
+                hello: (!row.hello_acked).then(|| self.hello(&recv)),
+            }
+            .encode()?;
+            let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
+            let send_mailbox: [u8; 32] = row
+                .send_mailbox
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::Corrupt("mailbox id".into()))?;
+            let sent = sent_event(
+                row.root,
+                envelope_id,
+                &row.relay_url,
+                send_mailbox,
+                &message,
+                now,
+                text,
+                &delta,
+            );
+            if self
+                .append(vec![Pending::guarded(sent, stream, Some(version))])
+                .await?
+                .0
+                == Appended::Done
+            {
+                failpoint("after-persist");
+                return Ok(());
+            }
+        }
+        Err(ClientError::Contended)
+    }
+
+    /// Adds a history entry unless one with this envelope id exists; returns whether it
+    /// was added.
     #[allow(clippy::too_many_arguments)]
-    async fn insert_message(
+    pub(crate) async fn insert_message(
         &self,
         tx: &mut SqliteConnection,
         contact: &str,
@@ -797,11 +1060,12 @@ impl Device {
         text: &str,
         sent_ms: i64,
         stored_ms: i64,
-    ) -> Result<(), ClientError> {
+        position: i64,
+    ) -> Result<bool, ClientError> {
         let id = hex::encode(envelope_id);
-        sqlx::query(
-            "INSERT INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(contact)
         .bind(outgoing)
@@ -809,9 +1073,10 @@ impl Device {
         .bind(sent_ms)
         .bind(stored_ms)
         .bind(self.store.seal("message", &id, text.as_bytes()))
+        .bind(position)
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Registers at the home relay the mailboxes created for new contacts while
@@ -841,11 +1106,13 @@ impl Device {
                 reason: e.to_string(),
             }],
         };
-        let still_queued: Result<Option<i64>, _> =
-            sqlx::query_scalar("SELECT 1 FROM outbox WHERE envelope_id = $1")
-                .bind(&envelope_id[..])
-                .fetch_optional(self.store.pool())
-                .await;
+        let still_queued: Result<Option<i64>, _> = sqlx::query_scalar(
+            "SELECT 1 FROM outbox WHERE envelope_id = $1
+             UNION ALL SELECT 1 FROM pending_sends WHERE envelope_id = $1",
+        )
+        .bind(&envelope_id[..])
+        .fetch_optional(self.store.pool())
+        .await;
         match still_queued {
             Ok(None) => None,
             _ => Some(errors.pop().unwrap_or_else(|| RelayError::BadResponse {
@@ -855,25 +1122,42 @@ impl Device {
         }
     }
 
-    /// Posts every outbox entry, oldest first, deleting each once the relay accepted
-    /// it. An unreachable relay is tried once per flush; the errors are returned and
+    /// Sends what is pending, then posts the outbox, oldest first: every envelope this
+    /// device appended, and a sibling's once it has waited [`Options::sibling_delivery`]
+    /// (the sibling may have died after its `Sent` append). Each posted envelope gets a
+    /// `Delivered` event, which removes it from every device's outbox. Posting is
+    /// idempotent by envelope id, so two devices delivering one envelope deliver it
+    /// once. An unreachable relay is tried once per flush; the errors are returned and
     /// the entries stay.
     pub async fn flush_outbox(&self) -> Result<Vec<RelayError>, ClientError> {
+        let relay_errors = |e: ClientError| match e {
+            ClientError::Relay(e) => Ok(vec![e]),
+            other => Err(other),
+        };
+        if let Err(e) = self.sync_log().await {
+            return relay_errors(e);
+        }
+        if let Err(e) = self.send_pending().await {
+            return relay_errors(e);
+        }
         // A queued hello may name a mailbox not yet registered: register first.
         if let Err(e) = self.register_pending().await {
-            return match e {
-                ClientError::Relay(e) => Ok(vec![e]),
-                other => Err(other),
-            };
+            return relay_errors(e);
         }
+        let patience = i64::try_from(self.options.sibling_delivery.as_millis()).unwrap_or(i64::MAX);
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox ORDER BY created_ms, rowid",
+            "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox
+             WHERE author IS NULL OR author = $1 OR created_ms <= $2
+             ORDER BY created_ms, rowid",
         )
+        .bind(&self.log.device[..])
+        .bind(self.now().saturating_sub(patience))
         .fetch_all(self.store.pool())
         .await?;
         let mut clients: HashMap<String, RelayClient> = HashMap::new();
         let mut down: HashMap<String, ()> = HashMap::new();
         let mut errors = Vec::new();
+        let mut delivered = Vec::new();
         for (envelope_id, relay_url, mailbox, envelope) in rows {
             if down.contains_key(&relay_url) {
                 continue;
@@ -892,12 +1176,7 @@ impl Device {
                 .post_envelope(id32(&mailbox)?, Id16(id), envelope)
                 .await
             {
-                Ok(_) => {
-                    sqlx::query("DELETE FROM outbox WHERE envelope_id = $1")
-                        .bind(&envelope_id)
-                        .execute(self.store.pool())
-                        .await?;
-                }
+                Ok(_) => delivered.push(id),
                 Err(e) => {
                     sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE envelope_id = $1")
                         .bind(&envelope_id)
@@ -910,6 +1189,17 @@ impl Device {
                 }
             }
         }
+        for chunk in delivered.chunks(MAX_APPEND_BATCH) {
+            let events = chunk
+                .iter()
+                .map(|id| Pending::free(EventKind::Delivered { envelope_id: *id }))
+                .collect();
+            if let Err(e) = self.append(events).await {
+                // Posted but not yet marked: the next flush posts the same bytes again,
+                // which the relay stores once, and marks them.
+                errors.extend(relay_errors(e)?);
+            }
+        }
         Ok(errors)
     }
 
@@ -917,8 +1207,8 @@ impl Device {
 
     /// Posts the outbox, then reads every mailbox to its end and processes what arrived.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
+        let mut events = self.sync_log().await?;
         self.flush_outbox().await?;
-        let mut events = Vec::new();
         loop {
             let cursors: Vec<(Vec<u8>, i64)> =
                 sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
@@ -950,54 +1240,79 @@ impl Device {
 
     /// Processes one envelope from one of our mailboxes, exactly once: the decrypted
     /// result, the session and the cursor are committed together, and an envelope at
-    /// or below the cursor is skipped.
+    /// or below the cursor is skipped. A stranger's first message becomes a contact
+    /// through the log (guarded, so when several devices read it at once exactly one
+    /// creation and one hello reply win). A reply built on a ratchet key from a
+    /// sibling's send this device has not folded yet is retried once after folding the
+    /// log.
     pub async fn process(
         &self,
         mailbox: Id32,
         envelope: &EnvelopeOut,
     ) -> Result<Vec<Event>, ClientError> {
-        let mut tx = self.store.begin().await?;
-        let row: Option<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
-                .bind(&mailbox.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((kind, contact, after)) = row else {
-            return Ok(Vec::new());
-        };
-        if envelope.seq <= after {
-            return Ok(Vec::new());
-        }
-        let events = match self
-            .receive(&mut tx, &mailbox, &kind, contact, envelope)
-            .await
-        {
-            Ok(events) => events,
-            Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
-            Err(e) => {
-                // Bad bytes from the network: roll back whatever was started, then
-                // advance the cursor alone so the envelope is not retried forever.
-                drop(tx);
-                tx = self.store.begin().await?;
-                tracing::warn!(error = %e, "envelope rejected");
-                vec![Event::Rejected {
-                    reason: e.to_string(),
-                }]
+        let mut folded_log = false;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1",
+            )
+            .bind(&mailbox.0[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((kind, contact, after)) = row else {
+                return Ok(Vec::new());
+            };
+            if envelope.seq <= after {
+                return Ok(Vec::new());
             }
-        };
-        sqlx::query("UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1")
+            let events = match self
+                .receive(&mut tx, &mailbox, &kind, contact, envelope)
+                .await
+            {
+                Ok(Received::Done(events)) => events,
+                Ok(Received::NewContact(proposal)) => {
+                    drop(tx);
+                    // Whoever wins, the contact (with this first message) is folded now.
+                    let (_, events) = self.append(proposal).await?;
+                    tx = self.store.begin().await?;
+                    events
+                }
+                Err(ClientError::Session(chorus_core::SessionError::UnknownParent))
+                    if !folded_log =>
+                {
+                    drop(tx);
+                    self.sync_log().await?;
+                    folded_log = true;
+                    continue;
+                }
+                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                Err(e) => {
+                    // Bad bytes from the network: roll back whatever was started, then
+                    // advance the cursor alone so the envelope is not retried forever.
+                    drop(tx);
+                    tx = self.store.begin().await?;
+                    tracing::warn!(error = %e, "envelope rejected");
+                    vec![Event::Rejected {
+                        reason: e.to_string(),
+                    }]
+                }
+            };
+            sqlx::query(
+                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
+            )
             .bind(envelope.seq)
             .bind(&mailbox.0[..])
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::ContactAdded { .. }))
-        {
-            self.flush_outbox().await?;
+            tx.commit().await?;
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::ContactAdded { .. }))
+            {
+                self.flush_outbox().await?;
+            }
+            return Ok(events);
         }
-        Ok(events)
     }
 
     async fn receive(
@@ -1007,7 +1322,7 @@ impl Device {
         kind: &str,
         contact: Option<String>,
         envelope: &EnvelopeOut,
-    ) -> Result<Vec<Event>, ClientError> {
+    ) -> Result<Received, ClientError> {
         let now = self.now();
         let message = match Envelope::decode(&envelope.payload.0)? {
             Envelope::Initial(bytes) => EncryptedMessage {
@@ -1041,75 +1356,17 @@ impl Device {
                 known
             }
         };
-        let mut events = Vec::new();
-        let (name, session, plaintext) = match name {
-            Some(name) => {
-                let mut session = self
-                    .store
-                    .get_session(tx, &name)
-                    .await?
-                    .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-                let plaintext = session.decrypt(&message)?;
-                (name, session, plaintext)
-            }
-            None => {
-                let initial = InitialMessage::decode(&message.bytes)?;
-                let ids: Vec<u32> = [
-                    Some(initial.signed_prekey_id),
-                    initial.one_time_prekey_id,
-                    Some(initial.pq_prekey_id),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
-                let responded = respond(&self.me.identity, &loaded, &message.bytes)?;
-                let payload = Payload::decode(&responded.plaintext)?;
-                let hello = payload
-                    .hello
-                    .as_ref()
-                    .ok_or(ClientError::Rejected("a first message without a hello"))?;
-                // Registered at the relay only after this commit (`register_pending`): a
-                // stranger's message costs us nothing at the relay until it authenticated.
-                let recv = Id32(random());
-                let name = self.free_alias(tx, &hello.name).await?;
-                let relay_url = normalize_url(&hello.relay_url)?;
-                let theirs = responded
-                    .session
-                    .their_identity()
-                    .cloned()
-                    .ok_or_else(|| ClientError::Corrupt("session identity".into()))?;
-                insert_contact(
-                    tx,
-                    &name,
-                    &theirs,
-                    &relay_url,
-                    &hello.mailbox.0,
-                    &recv.0,
-                    None,
-                    now,
-                )
-                .await?;
-                insert_mailbox(tx, &recv.0, "contact", Some(&name), now).await?;
-                sqlx::query("UPDATE mailboxes SET registered = 0 WHERE mailbox_id = $1")
-                    .bind(&recv.0[..])
-                    .execute(&mut *tx)
-                    .await?;
-                if kind == "invitation" {
-                    sqlx::query("UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2")
-                        .bind(&name)
-                        .bind(&mailbox.0[..])
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                prekeys::delete_consumed(tx, &responded.consumed).await?;
-                events.push(Event::ContactAdded {
-                    contact: name.clone(),
-                });
-                (name, responded.session, responded.plaintext)
-            }
+        let Some(name) = name else {
+            return self
+                .first_contact(tx, mailbox, kind, &message, envelope, now)
+                .await;
         };
-        let mut session = session;
+        let mut session = self
+            .store
+            .get_session(tx, &name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        let plaintext = session.decrypt(&message)?;
         let payload = Payload::decode(&plaintext)?;
         if let Some(hello) = &payload.hello {
             let relay_url = normalize_url(&hello.relay_url)?;
@@ -1130,18 +1387,22 @@ impl Device {
             .bind(&name)
             .execute(&mut *tx)
             .await?;
-        if !payload.text.is_empty() {
-            let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
-            self.insert_message(
-                tx,
-                &name,
-                false,
-                &envelope.envelope_id.0,
-                &payload.text,
-                sent_ms,
-                now,
-            )
-            .await?;
+        let mut events = Vec::new();
+        let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+        if !payload.text.is_empty()
+            && self
+                .insert_message(
+                    tx,
+                    &name,
+                    false,
+                    &envelope.envelope_id.0,
+                    &payload.text,
+                    sent_ms,
+                    now,
+                    envelope.seq,
+                )
+                .await?
+        {
             events.push(Event::Message(Message {
                 contact: name.clone(),
                 outgoing: false,
@@ -1150,25 +1411,95 @@ impl Device {
                 stored_ms: now,
             }));
         }
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::ContactAdded { .. }))
-        {
-            // Answer at once with our hello, so the new contact can write to the
-            // mailbox we made for them (and stop using the introduction mailbox).
-            let row = self
-                .contact_row(&mut *tx, &name)
-                .await?
-                .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-            self.queue(tx, &row, &mut session, "").await?;
-        } else {
-            self.store.put_session(tx, &name, &session).await?;
+        self.store.put_session(tx, &name, &session).await?;
+        Ok(Received::Done(events))
+    }
+
+    /// A stranger's first message, authenticated: the proposal that creates the contact
+    /// (with its session after this message, and the message itself) and answers with
+    /// our hello. Nothing is written here; the caller appends, and the fold writes.
+    async fn first_contact(
+        &self,
+        tx: &mut SqliteConnection,
+        mailbox: &Id32,
+        kind: &str,
+        message: &EncryptedMessage,
+        envelope: &EnvelopeOut,
+        now: i64,
+    ) -> Result<Received, ClientError> {
+        let initial = InitialMessage::decode(&message.bytes)?;
+        let ids: Vec<u32> = [
+            Some(initial.signed_prekey_id),
+            initial.one_time_prekey_id,
+            Some(initial.pq_prekey_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
+        let mut responded = respond(&self.me.identity, &loaded, &message.bytes)?;
+        let payload = Payload::decode(&responded.plaintext)?;
+        let hello = payload
+            .hello
+            .as_ref()
+            .ok_or(ClientError::Rejected("a first message without a hello"))?;
+        let relay_url = normalize_url(&hello.relay_url)?;
+        let theirs = responded
+            .session
+            .their_identity()
+            .cloned()
+            .ok_or_else(|| ClientError::Corrupt("session identity".into()))?;
+        let root = *theirs.root.as_bytes();
+        // Registered at the relay only once the contact is in the log (`register_pending`,
+        // before the hello naming it is posted): a stranger's message costs us nothing at
+        // the relay until it authenticated.
+        let recv: [u8; 32] = random();
+        let snapshot = responded.session.snapshot();
+        let reply = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: String::new(),
+            hello: Some(self.hello(&recv)),
         }
-        Ok(events)
+        .encode()?;
+        let (answer, delta) = responded.session.encrypt_escrowed(&reply, &mut rng())?;
+        let stream = session_stream(&root);
+        let created = EventKind::ContactUpserted {
+            contact: root,
+            name: hello.name.clone(),
+            details: Some(Box::new(ContactDetails {
+                identity: theirs,
+                relay_url: relay_url.clone(),
+                send_mailbox: hello.mailbox.0,
+                recv_mailbox: recv,
+                invitation: (kind == "invitation").then_some(mailbox.0),
+                session: SecretBytes::new(snapshot.to_vec()),
+                first: Some(FirstMessage {
+                    envelope_id: envelope.envelope_id.0,
+                    sent_ms: payload.sent_ms,
+                    text: payload.text.clone(),
+                }),
+                consumed_prekeys: prekeys::consumed_ids(&responded.consumed),
+                added_ms: u64::try_from(now).unwrap_or(0),
+            })),
+        };
+        let sent = sent_event(
+            root,
+            random(),
+            &relay_url,
+            hello.mailbox.0,
+            &answer,
+            now,
+            "",
+            &delta,
+        );
+        Ok(Received::NewContact(vec![
+            Pending::guarded(created, stream.clone(), Some(0)),
+            Pending::guarded(sent, stream, Some(1)),
+        ]))
     }
 
     /// `wanted`, or `wanted-2`, `wanted-3`… whichever is free.
-    async fn free_alias(
+    pub(crate) async fn free_alias(
         &self,
         tx: &mut SqliteConnection,
         wanted: &str,
@@ -1197,39 +1528,51 @@ impl Device {
         {
             return Err(ClientError::UnknownContact(contact.to_owned()));
         }
+        // One order on every device: the sender's clock, then direction, then the
+        // position in the mailbox (incoming) or the log (outgoing). Messages still
+        // waiting for the log (relay unreachable) come last.
         let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed FROM (
-               SELECT id, outgoing, envelope_id, sent_ms, stored_ms, sealed FROM messages
-               WHERE contact = $1 ORDER BY id DESC LIMIT $2
-             ) ORDER BY id ASC",
+            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl FROM (
+               SELECT * FROM (
+                 SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, 'message' AS tbl,
+                        0 AS pending, position FROM messages WHERE contact = $1
+                 UNION ALL
+                 SELECT 1, envelope_id, created_ms, created_ms, sealed, 'pending_send',
+                        1, 0 FROM pending_sends WHERE contact = $1
+               ) ORDER BY pending DESC, sent_ms DESC, outgoing DESC, position DESC LIMIT $2
+             ) ORDER BY pending ASC, sent_ms ASC, outgoing ASC, position ASC",
         )
         .bind(contact)
         .bind(i64::from(limit))
         .fetch_all(self.store.pool())
         .await?;
         rows.into_iter()
-            .map(|(outgoing, envelope_id, sent_ms, stored_ms, sealed)| {
-                let text =
-                    self.store
-                        .open_sealed("message", &hex::encode(&envelope_id), &sealed)?;
-                Ok(Message {
-                    contact: contact.to_owned(),
-                    outgoing,
-                    text: String::from_utf8(text.to_vec())
-                        .map_err(|_| ClientError::Corrupt("message text".into()))?,
-                    sent_ms,
-                    stored_ms,
-                })
-            })
+            .map(
+                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table)| {
+                    let text =
+                        self.store
+                            .open_sealed(&table, &hex::encode(&envelope_id), &sealed)?;
+                    Ok(Message {
+                        contact: contact.to_owned(),
+                        outgoing,
+                        text: String::from_utf8(text.to_vec())
+                            .map_err(|_| ClientError::Corrupt("message text".into()))?,
+                        sent_ms,
+                        stored_ms,
+                    })
+                },
+            )
             .collect()
     }
 
     /// Relay reachability, outbox, cursors and prekeys.
     pub async fn status(&self) -> Result<Status, ClientError> {
         let relay_error = self.relay.health().await.err().map(|e| e.to_string());
-        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-            .fetch_one(self.store.pool())
-            .await?;
+        let outbox: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM outbox) + (SELECT COUNT(*) FROM pending_sends)",
+        )
+        .fetch_one(self.store.pool())
+        .await?;
         let mailboxes: Vec<(String, Option<String>, i64)> =
             sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes ORDER BY rowid")
                 .fetch_all(self.store.pool())
@@ -1370,8 +1713,45 @@ impl Device {
     }
 }
 
+/// What receiving one envelope produced.
+enum Received {
+    /// Applied in the caller's transaction.
+    Done(Vec<Event>),
+    /// A new contact: these events must be appended (outside any transaction).
+    NewContact(Vec<Pending>),
+}
+
+/// A `Sent` event for one encrypted message.
 #[allow(clippy::too_many_arguments)]
-async fn insert_contact(
+fn sent_event(
+    contact: [u8; 32],
+    envelope_id: [u8; 16],
+    relay_url: &str,
+    mailbox: [u8; 32],
+    message: &EncryptedMessage,
+    now: i64,
+    text: &str,
+    delta: &SendDelta,
+) -> EventKind {
+    let envelope = match message.kind {
+        MessageKind::Initial => Envelope::Initial(message.bytes.clone()),
+        MessageKind::Ratchet => Envelope::Ratchet(message.bytes.clone()),
+    }
+    .encode();
+    EventKind::Sent(Box::new(SentMessage {
+        contact,
+        envelope_id,
+        relay_url: relay_url.to_owned(),
+        mailbox,
+        envelope,
+        sent_ms: u64::try_from(now).unwrap_or(0),
+        text: text.to_owned(),
+        ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_contact(
     tx: &mut SqliteConnection,
     name: &str,
     identity: &IdentityKeys,

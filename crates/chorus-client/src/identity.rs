@@ -2,7 +2,9 @@
 //! key, the relay it calls home, and the derived public names (fingerprint, address).
 
 use chorus_core::LocalIdentity;
-use chorus_crypto::{DeviceSigningKey, Fingerprint, IdentityDhSecret, RootSigningKey};
+use chorus_crypto::{
+    DeviceDhSecret, DeviceSigningKey, Fingerprint, IdentityDhSecret, RootSigningKey,
+};
 use chorus_relay::api::Id32;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -10,8 +12,6 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 
-/// Signature context of the provisional roster genesis (one device per identity).
-const GENESIS_CONTEXT: &[u8] = b"Chorus_RosterGenesis_v0";
 /// Domain label of a directory address.
 const ADDRESS_LABEL: &[u8] = b"chorus-directory-address-v1\0";
 
@@ -21,6 +21,7 @@ pub(crate) struct IdentitySecrets {
     pub(crate) root: RootSigningKey,
     pub(crate) dh: IdentityDhSecret,
     pub(crate) device: DeviceSigningKey,
+    pub(crate) device_dh: DeviceDhSecret,
 }
 
 impl IdentitySecrets {
@@ -47,6 +48,9 @@ pub(crate) struct Me {
     pub(crate) relay_url: String,
     pub(crate) intro_mailbox: Id32,
     pub(crate) identity: LocalIdentity,
+    /// This device's X25519 key (sealed boxes to this device).
+    #[allow(dead_code)]
+    pub(crate) device_dh: DeviceDhSecret,
 }
 
 impl Me {
@@ -75,22 +79,6 @@ pub(crate) fn directory_address(digits: &str) -> Id32 {
             .finalize()
             .into(),
     )
-}
-
-/// The log's genesis for a one-device identity: the root key vouching for the first
-/// device on this log (root ‖ device ‖ signature). The constellation issue replaces it
-/// with a signed `RosterGenesis` event; the relay treats it as opaque either way.
-pub(crate) fn genesis(root: &RootSigningKey, log_id: &Id32, device: &DeviceSigningKey) -> Vec<u8> {
-    let device_pub = device.public_key();
-    let mut signed = Vec::with_capacity(64);
-    signed.extend_from_slice(&log_id.0);
-    signed.extend_from_slice(device_pub.as_bytes());
-    let sig = root.sign(GENESIS_CONTEXT, &signed);
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(root.public_key().as_bytes());
-    out.extend_from_slice(device_pub.as_bytes());
-    out.extend_from_slice(sig.as_bytes());
-    out
 }
 
 /// A parsed `fingerprint@relay` address.

@@ -30,6 +30,7 @@
 pub mod code;
 pub mod device;
 mod identity;
+pub mod log;
 pub mod prekeys;
 pub mod relay;
 mod store;
@@ -112,6 +113,12 @@ pub enum ClientError {
     /// The local store could not be opened or used.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A guarded append kept losing to siblings (each retry folds their events first).
+    #[error("the identity's other devices kept changing the same state; try again")]
+    Contended,
+    /// A log record was refused.
+    #[error("{0}")]
+    Log(#[from] chorus_core::LogError),
     /// A stored value is not what this version wrote.
     #[error("local store: {0} is corrupt")]
     Corrupt(String),

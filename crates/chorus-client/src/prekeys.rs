@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use chorus_core::{ConsumedPrekeys, PrekeyStore};
 use chorus_crypto::{OneTimePrekeySecret, PqPrekeySecret, RootSigningKey, SignedPrekeySecret};
-use chorus_wire::{OneTimePrekey, PqPrekey, SignedPrekey};
+use chorus_wire::limits::MAX_PREKEYS_PER_EVENT;
+use chorus_wire::{
+    EventKind, OneTimePrekey, PqPrekey, PrekeyKind, PrekeySecret, SecretBytes, SignedPrekey,
+};
 use rand::rngs::SysRng;
 use rand_core::UnwrapErr;
 use serde::{Deserialize, Serialize};
@@ -78,109 +81,193 @@ enum Secret {
     Pq(PqPrekeySecret),
 }
 
-/// Generates prekeys and stores their private halves inside the caller's transaction.
+/// Generates prekeys in memory. Nothing is stored here: the private halves go into the
+/// log as `PrekeysCreated` events ([`Generator::into_events`]), and the fold stores them
+/// on every device — before any public half is published (escrow before use).
 pub(crate) struct Generator<'a> {
-    pub(crate) store: &'a Store,
-    pub(crate) root: &'a RootSigningKey,
-    pub(crate) purpose: Purpose,
-    pub(crate) now_ms: i64,
+    root: &'a RootSigningKey,
+    purpose: Purpose,
+    next_id: u32,
+    keys: Vec<PrekeySecret>,
 }
 
-impl Generator<'_> {
-    async fn next_id(conn: &mut SqliteConnection) -> Result<u32, ClientError> {
+impl<'a> Generator<'a> {
+    /// Ids continue after the highest one folded; minting is guarded on the prekey
+    /// stream, so a sibling minting the same ids at once loses the append and retries.
+    pub(crate) async fn new(
+        conn: &mut SqliteConnection,
+        root: &'a RootSigningKey,
+        purpose: Purpose,
+    ) -> Result<Self, ClientError> {
         let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM prekeys")
             .fetch_one(&mut *conn)
             .await?;
-        u32::try_from(max + 1).map_err(|_| ClientError::Corrupt("prekey ids exhausted".into()))
+        let minted: i64 =
+            sqlx::query_scalar("SELECT max_prekey_id FROM constellation WHERE id = 1")
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or(0);
+        let next_id = u32::try_from(max.max(minted) + 1)
+            .map_err(|_| ClientError::Corrupt("prekey ids exhausted".into()))?;
+        Ok(Self {
+            root,
+            purpose,
+            next_id,
+            keys: Vec::new(),
+        })
     }
 
-    async fn insert(
-        &self,
-        conn: &mut SqliteConnection,
-        id: u32,
-        kind: Kind,
+    fn push(
+        &mut self,
+        kind: PrekeyKind,
+        last_resort: bool,
         secret: &Secret,
-        public: &[u8],
-    ) -> Result<(), ClientError> {
-        let sealed = self
-            .store
-            .seal("prekey", &id.to_string(), &secret_bytes(secret)?);
-        sqlx::query(
-            "INSERT INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(i64::from(id))
-        .bind(kind.name())
-        .bind(matches!(kind, Kind::Pq { last_resort: true }))
-        .bind(self.purpose.name())
-        .bind(public)
-        .bind(sealed)
-        .bind(self.now_ms)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        public: Vec<u8>,
+    ) -> Result<u32, ClientError> {
+        let id = self.next_id;
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .ok_or_else(|| ClientError::Corrupt("prekey ids exhausted".into()))?;
+        self.keys.push(PrekeySecret {
+            id,
+            kind,
+            last_resort,
+            invitation: self.purpose == Purpose::Invitation,
+            public,
+            secret: SecretBytes::new(secret_bytes(secret)?.to_vec()),
+        });
+        Ok(id)
     }
 
     /// A new signed prekey.
-    pub(crate) async fn signed(
-        &self,
-        conn: &mut SqliteConnection,
-    ) -> Result<SignedPrekey, ClientError> {
+    pub(crate) fn signed(&mut self) -> Result<SignedPrekey, ClientError> {
         let secret = SignedPrekeySecret::generate(&mut UnwrapErr(SysRng));
-        let id = Self::next_id(conn).await?;
-        let public = SignedPrekey::sign(self.root, id, secret.public_key());
-        self.insert(
-            conn,
-            id,
-            Kind::Signed,
+        let public = SignedPrekey::sign(self.root, self.next_id, secret.public_key());
+        self.push(
+            PrekeyKind::Signed,
+            false,
             &Secret::Signed(secret),
-            &public.encode(),
-        )
-        .await?;
+            public.encode(),
+        )?;
         Ok(public)
     }
 
     /// A new one-time X25519 prekey.
-    pub(crate) async fn one_time(
-        &self,
-        conn: &mut SqliteConnection,
-    ) -> Result<OneTimePrekey, ClientError> {
+    pub(crate) fn one_time(&mut self) -> Result<OneTimePrekey, ClientError> {
         let secret = OneTimePrekeySecret::generate(&mut UnwrapErr(SysRng));
-        let id = Self::next_id(conn).await?;
         let public = OneTimePrekey {
-            id,
+            id: self.next_id,
             key: secret.public_key(),
         };
-        self.insert(
-            conn,
-            id,
-            Kind::OneTime,
+        self.push(
+            PrekeyKind::OneTime,
+            false,
             &Secret::OneTime(secret),
-            &public.encode(),
-        )
-        .await?;
+            public.encode(),
+        )?;
         Ok(public)
     }
 
     /// A new ML-KEM prekey (one-time, or the last-resort fallback).
-    pub(crate) async fn pq(
-        &self,
-        conn: &mut SqliteConnection,
-        last_resort: bool,
-    ) -> Result<PqPrekey, ClientError> {
+    pub(crate) fn pq(&mut self, last_resort: bool) -> Result<PqPrekey, ClientError> {
         let secret = PqPrekeySecret::generate(&mut UnwrapErr(SysRng));
-        let id = Self::next_id(conn).await?;
-        let public = PqPrekey::sign(self.root, id, secret.public_key(), last_resort);
-        self.insert(
-            conn,
-            id,
-            Kind::Pq { last_resort },
+        let public = PqPrekey::sign(self.root, self.next_id, secret.public_key(), last_resort);
+        self.push(
+            PrekeyKind::Pq,
+            last_resort,
             &Secret::Pq(secret),
-            &public.encode(),
-        )
-        .await?;
+            public.encode(),
+        )?;
         Ok(public)
     }
+
+    /// The `PrekeysCreated` events carrying every key minted, at most
+    /// [`MAX_PREKEYS_PER_EVENT`] each; the invitation mailbox rides on the first.
+    pub(crate) fn into_events(self, invitation_mailbox: Option<[u8; 32]>) -> Vec<EventKind> {
+        let mut out = Vec::new();
+        let mut keys = self.keys;
+        while !keys.is_empty() {
+            let rest = keys.split_off(keys.len().min(MAX_PREKEYS_PER_EVENT));
+            out.push(EventKind::PrekeysCreated {
+                keys,
+                invitation_mailbox: if out.is_empty() {
+                    invitation_mailbox
+                } else {
+                    None
+                },
+            });
+            keys = rest;
+        }
+        out
+    }
+}
+
+/// Stores one private prekey from a folded `PrekeysCreated` event. A new directory
+/// signed or last-resort key retires the one it replaces (kept for the grace period).
+pub(crate) async fn insert_secret(
+    store: &Store,
+    conn: &mut SqliteConnection,
+    k: &PrekeySecret,
+    created_ms: i64,
+) -> Result<(), ClientError> {
+    let kind = match k.kind {
+        PrekeyKind::Signed => Kind::Signed,
+        PrekeyKind::OneTime => Kind::OneTime,
+        PrekeyKind::Pq => Kind::Pq {
+            last_resort: k.last_resort,
+        },
+    };
+    let purpose = if k.invitation {
+        Purpose::Invitation
+    } else {
+        Purpose::Directory
+    };
+    // The secret must parse as what it claims to be before it is kept.
+    let secret: Secret = postcard::from_bytes(k.secret.as_bytes())
+        .map_err(|_| ClientError::Rejected("a prekey secret that does not parse"))?;
+    let matches = matches!(
+        (&secret, kind),
+        (Secret::Signed(_), Kind::Signed)
+            | (Secret::OneTime(_), Kind::OneTime)
+            | (Secret::Pq(_), Kind::Pq { .. })
+    );
+    if !matches {
+        return Err(ClientError::Rejected("a prekey secret of another kind"));
+    }
+    if purpose == Purpose::Directory
+        && (kind == Kind::Signed || kind == (Kind::Pq { last_resort: true }))
+    {
+        sqlx::query(
+            "UPDATE prekeys SET retired_ms = $1
+             WHERE purpose = 'directory' AND retired_ms IS NULL AND kind = $2 AND last_resort = $3",
+        )
+        .bind(created_ms)
+        .bind(kind.name())
+        .bind(k.last_resort)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let sealed = store.seal("prekey", &k.id.to_string(), k.secret.as_bytes());
+    sqlx::query(
+        "INSERT OR IGNORE INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(i64::from(k.id))
+    .bind(kind.name())
+    .bind(k.last_resort)
+    .bind(purpose.name())
+    .bind(&k.public)
+    .bind(sealed)
+    .bind(created_ms)
+    .execute(&mut *conn)
+    .await?;
+    // Ids once minted are never minted again, even after their key was consumed.
+    sqlx::query("UPDATE constellation SET max_prekey_id = MAX(max_prekey_id, $1) WHERE id = 1")
+        .bind(i64::from(k.id))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The public halves of the current directory signed and last-resort prekeys.
@@ -258,15 +345,20 @@ impl PrekeyStore for LoadedPrekeys {
     }
 }
 
-/// Deletes the one-time prekeys a first message used (a last-resort key stays).
-pub(crate) async fn delete_consumed(
-    conn: &mut SqliteConnection,
-    consumed: &ConsumedPrekeys,
-) -> Result<(), ClientError> {
-    for id in [consumed.one_time_prekey, consumed.pq_prekey]
+/// The one-time prekey ids a first message used.
+pub(crate) fn consumed_ids(consumed: &ConsumedPrekeys) -> Vec<u32> {
+    [consumed.one_time_prekey, consumed.pq_prekey]
         .into_iter()
         .flatten()
-    {
+        .collect()
+}
+
+/// Deletes the one-time prekeys a first message used (a last-resort key stays).
+pub(crate) async fn delete_consumed_ids(
+    conn: &mut SqliteConnection,
+    ids: &[u32],
+) -> Result<(), ClientError> {
+    for &id in ids {
         sqlx::query("DELETE FROM prekeys WHERE id = $1 AND last_resort = 0")
             .bind(i64::from(id))
             .execute(&mut *conn)
@@ -328,22 +420,6 @@ pub(crate) async fn current_signed(
 /// Whether the current signed prekey is due for rotation at `now_ms`.
 pub(crate) fn rotation_due(created_ms: i64, now_ms: i64) -> bool {
     now_ms.saturating_sub(created_ms) >= ms(SIGNED_PREKEY_LIFETIME)
-}
-
-/// Marks the current directory signed and last-resort prekeys as replaced at `now_ms`.
-pub(crate) async fn retire_current(
-    conn: &mut SqliteConnection,
-    now_ms: i64,
-) -> Result<(), ClientError> {
-    sqlx::query(
-        "UPDATE prekeys SET retired_ms = $1
-         WHERE purpose = 'directory' AND retired_ms IS NULL
-           AND (kind = 'signed' OR last_resort = 1)",
-    )
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Deletes replaced prekeys whose grace period is over; returns how many.

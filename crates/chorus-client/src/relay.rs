@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use chorus_crypto::DeviceSigningKey;
 use chorus_relay::api::{
-    self, BatchReadRequest, BatchReadResponse, ChallengeRequest, ChallengeResponse,
-    CreateLogRequest, HexBytes, Id16, Id32, MailboxCursor, PostEnvelopeRequest,
-    PostEnvelopeResponse, PrekeyBundle, PrekeyCount, PublishPrekeysRequest, RegisterMailboxRequest,
-    SessionRequest, SessionResponse,
+    self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
+    ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest, CreateChannelRequest,
+    CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16, Id32,
+    LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
+    PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordsPage,
+    RegisterMailboxRequest, SessionRequest, SessionResponse,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -428,6 +430,116 @@ impl RelayClient {
             false,
         )
         .await
+    }
+
+    /// `GET /v1/logs/{log}`: the genesis and the head.
+    pub async fn log_info(&self) -> Result<LogInfoResponse, RelayError> {
+        let path = self.log_path("")?;
+        self.call::<(), _>(Method::GET, &path, None, true).await
+    }
+
+    /// Appends records atomically. A failed guard is `Refused { status: 409, code:
+    /// "guard_failed" }` and appends nothing.
+    pub async fn append(&self, records: Vec<RecordIn>) -> Result<AppendResponse, RelayError> {
+        let path = self.log_path("/append")?;
+        self.call(Method::POST, &path, Some(&AppendRequest { records }), true)
+            .await
+    }
+
+    /// Up to `limit` records after `after`.
+    pub async fn read_records(&self, after: i64, limit: u32) -> Result<RecordsPage, RelayError> {
+        let path = self.log_path(&format!("/records?after={after}&limit={limit}"))?;
+        self.call::<(), _>(Method::GET, &path, None, true).await
+    }
+
+    /// Registers a device's credential (idempotent).
+    pub async fn add_device(&self, device_id: Id32) -> Result<(), RelayError> {
+        let path = self.log_path("/devices")?;
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                &path,
+                Some(&AddDeviceRequest { device_id }),
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The log's devices as the relay knows them.
+    pub async fn devices(&self) -> Result<DevicesResponse, RelayError> {
+        let path = self.log_path("/devices")?;
+        self.call::<(), _>(Method::GET, &path, None, true).await
+    }
+
+    /// Heartbeat (presence, in memory at the relay).
+    pub async fn heartbeat(&self) -> Result<(), RelayError> {
+        let path = self.log_path("/presence")?;
+        let _: serde_json::Value = self.call::<(), _>(Method::POST, &path, None, true).await?;
+        Ok(())
+    }
+
+    /// Devices heard from recently.
+    pub async fn presence(&self) -> Result<PresenceResponse, RelayError> {
+        let path = self.log_path("/presence")?;
+        self.call::<(), _>(Method::GET, &path, None, true).await
+    }
+
+    /// Opens a rendezvous channel (linking).
+    pub async fn create_channel(
+        &self,
+        channel_id: Id32,
+    ) -> Result<CreateChannelResponse, RelayError> {
+        self.call(
+            Method::POST,
+            "/v1/rendezvous",
+            Some(&CreateChannelRequest { channel_id }),
+            false,
+        )
+        .await
+    }
+
+    /// Posts to a rendezvous channel.
+    pub async fn channel_post(&self, channel_id: Id32, payload: Vec<u8>) -> Result<(), RelayError> {
+        let _: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/v1/rendezvous/{channel_id}/messages"),
+                Some(&ChannelPostRequest {
+                    payload: HexBytes(payload),
+                }),
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a rendezvous channel after `after`.
+    pub async fn channel_read(
+        &self,
+        channel_id: Id32,
+        after: i64,
+    ) -> Result<ChannelMessages, RelayError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/rendezvous/{channel_id}/messages?after={after}"),
+            None,
+            false,
+        )
+        .await
+    }
+
+    /// Deletes a rendezvous channel.
+    pub async fn channel_delete(&self, channel_id: Id32) -> Result<(), RelayError> {
+        let _: serde_json::Value = self
+            .call::<(), _>(
+                Method::DELETE,
+                &format!("/v1/rendezvous/{channel_id}"),
+                None,
+                false,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Opens the push WebSocket of this log.

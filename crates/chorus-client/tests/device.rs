@@ -86,6 +86,7 @@ fn options(clock: &TestClock) -> Options {
         clock: Arc::new(clock.clone()),
         argon2_memory_kib: 256,
         argon2_iterations: 1,
+        sibling_delivery: Duration::from_secs(30),
     }
 }
 

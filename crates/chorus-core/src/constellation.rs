@@ -168,15 +168,17 @@ impl Constellation {
             event_id: event.event_id,
         };
         match &event.kind {
-            EventKind::ContactUpserted { contact, name } => match self.contacts.get_mut(contact) {
-                Some(r) => {
-                    r.set(name.clone(), stamp);
+            EventKind::ContactUpserted { contact, name, .. } => {
+                match self.contacts.get_mut(contact) {
+                    Some(r) => {
+                        r.set(name.clone(), stamp);
+                    }
+                    None => {
+                        self.contacts
+                            .insert(*contact, Lww::new(name.clone(), stamp));
+                    }
                 }
-                None => {
-                    self.contacts
-                        .insert(*contact, Lww::new(name.clone(), stamp));
-                }
-            },
+            }
             EventKind::ProfileUpdated { name } => set(&mut self.profile, name.clone(), stamp),
             EventKind::RelaysUpdated { relays } => set(&mut self.relays, relays.clone(), stamp),
             EventKind::Read { contact, up_to } => {
@@ -185,6 +187,15 @@ impl Constellation {
             }
             EventKind::Delivered { envelope_id } => {
                 self.delivered.insert(*envelope_id);
+            }
+            // Sessions and prekeys are folded by the client into its store (their state
+            // is secret and large); here they count as seen, so the digest covers them.
+            EventKind::Sent(_) | EventKind::PrekeysCreated { .. } => {}
+            EventKind::Roster { entry } => {
+                let entry = chorus_wire::RosterEntry::decode(entry)?;
+                self.roster
+                    .apply(&entry)
+                    .map_err(|_| LogError::UnknownAuthor)?;
             }
         }
         self.clock.observe(event.lamport);

@@ -196,7 +196,8 @@ fn kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
         (0u8..3, "[a-z]{1,6}").prop_map(|(c, name)| EventKind::ContactUpserted {
             contact: [c; 32],
-            name
+            name,
+            details: None,
         }),
         "[a-z]{1,6}".prop_map(|name| EventKind::ProfileUpdated { name }),
         (1usize..3).prop_map(|n| EventKind::RelaysUpdated {

@@ -212,7 +212,10 @@ pub struct CreateLogRequest {
 
 impl Validate for CreateLogRequest {
     fn validate(&self) -> Result<(), ApiError> {
-        check(self.genesis.0.len() <= MAX_RECORD_BYTES, "record_too_large")
+        check(
+            self.genesis.0.len() <= MAX_GENESIS_BYTES,
+            "record_too_large",
+        )
     }
 }
 
@@ -240,7 +243,7 @@ pub struct Guard {
 }
 
 /// One record in an append.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordIn {
     /// Log epoch the ciphertext is under.
@@ -255,7 +258,7 @@ pub struct RecordIn {
 }
 
 /// `POST /v1/logs/{log}/append`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppendRequest {
     /// Records, appended all or none.
@@ -266,6 +269,8 @@ impl Validate for AppendRequest {
     fn validate(&self) -> Result<(), ApiError> {
         check(!self.records.is_empty(), "empty_batch")?;
         check(self.records.len() <= MAX_APPEND_BATCH, "batch_too_large")?;
+        let total: usize = self.records.iter().map(|r| r.ciphertext.0.len()).sum();
+        check(total <= MAX_APPEND_BYTES, "batch_too_large")?;
         for r in &self.records {
             check(r.epoch >= 0, "bad_epoch")?;
             check(r.nonce.0.len() <= MAX_NONCE_BYTES, "nonce_too_large")?;
@@ -357,7 +362,7 @@ impl PageQuery {
 }
 
 /// `POST /v1/logs/{log}/cursor`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CursorRequest {
     /// Highest seq this device has durably applied.
@@ -371,7 +376,7 @@ impl Validate for CursorRequest {
 }
 
 /// `POST /v1/logs/{log}/trim`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrimRequest {
     /// Delete records with seq below this (a checkpoint's seq).
@@ -394,7 +399,7 @@ pub struct TrimResponse {
 // ---------------------------------------------------------------- devices
 
 /// `POST /v1/logs/{log}/devices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddDeviceRequest {
     /// The new device's Ed25519 public key.
@@ -620,7 +625,7 @@ pub struct BlobPutResponse {
 // ---------------------------------------------------------------- rendezvous
 
 /// `POST /v1/rendezvous`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
     /// Random channel id (part of the link code).
@@ -641,7 +646,7 @@ pub struct CreateChannelResponse {
 }
 
 /// `POST /v1/rendezvous/{channel}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelPostRequest {
     /// Message bytes (sealed by the linking devices).
@@ -761,11 +766,11 @@ mod tests {
     }
 
     #[test]
-    fn full_batch_of_largest_records_fits_the_body_limit() {
+    fn full_batch_at_the_byte_bound_fits_the_body_limit() {
         let rec = format!(
             r#"{{"epoch":0,"nonce":"{}","ciphertext":"{}","guard":{{"stream_tag":"{}","expected_version":9223372036854775807}}}}"#,
             "ab".repeat(MAX_NONCE_BYTES),
-            "ab".repeat(MAX_RECORD_BYTES),
+            "ab".repeat(MAX_APPEND_BYTES / MAX_APPEND_BATCH),
             "ab".repeat(MAX_STREAM_TAG_BYTES)
         );
         let body = format!(

@@ -9,18 +9,25 @@
 
 use std::time::Duration;
 
-/// Largest JSON request body. A full append batch of maximum-size records,
-/// hex-encoded, must fit: 64 records × 16 KiB × 2 (hex) ≈ 2 MiB, plus framing.
+/// Largest JSON request body. An append batch at [`MAX_APPEND_BYTES`], hex-encoded,
+/// must fit: 1 MiB × 2 (hex) = 2 MiB, plus framing.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 64 * 1024;
+
+/// Most ciphertext bytes in one atomic append (all records together): 64 records of
+/// 16 KiB, or a few of the largest.
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
 
 /// Most records in one atomic append. A device appends a handful of events per
 /// user action; 64 leaves room for catch-up bursts without letting one request hold
 /// the log's write lock for long.
 pub const MAX_APPEND_BATCH: usize = 64;
 
-/// Largest record ciphertext. Events are small (a `Sent` event carries one padded
-/// envelope); snapshots go to blobs, not to the log.
-pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+/// Largest record ciphertext. Most events are small; the largest is a `Sent` event
+/// carrying the largest envelope (64 KiB) with its transcript. Snapshots go to blobs.
+pub const MAX_RECORD_BYTES: usize = 128 * 1024;
+
+/// Largest roster genesis given when a log is created (a signed entry is ~300 bytes).
+pub const MAX_GENESIS_BYTES: usize = 16 * 1024;
 
 /// Largest per-record AEAD nonce (AES-GCM uses 12 bytes, XChaCha 24).
 pub const MAX_NONCE_BYTES: usize = 32;

@@ -302,12 +302,24 @@ async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backe
         return;
     };
     let (log, _, tok) = r.identity(4).await;
-    let big = "x".repeat(MAX_RECORD_BYTES);
+    let share = "x".repeat(MAX_APPEND_BYTES / MAX_APPEND_BATCH);
     let (s, v) = r
-        .append(&log, &tok, vec![record(&big, None); MAX_APPEND_BATCH])
+        .append(&log, &tok, vec![record(&share, None); MAX_APPEND_BATCH])
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["seqs"].as_array().unwrap().len(), MAX_APPEND_BATCH);
+    // The byte bound over all records of one append: at it, and one byte over.
+    let big = "x".repeat(MAX_RECORD_BYTES);
+    let at_bytes = vec![record(&big, None); MAX_APPEND_BYTES / MAX_RECORD_BYTES];
+    let (s, v) = r.append(&log, &tok, at_bytes.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut over = at_bytes;
+    over.push(record("x", None));
+    let (s, v) = r.append(&log, &tok, over).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("batch_too_large"))
+    );
     let (s, v) = r
         .append(&log, &tok, vec![record("x", None); MAX_APPEND_BATCH + 1])
         .await;
@@ -327,7 +339,10 @@ async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backe
         (s, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("empty_batch"))
     );
-    assert_eq!(head(&r, &log, &tok).await, MAX_APPEND_BATCH as i64);
+    assert_eq!(
+        head(&r, &log, &tok).await,
+        (MAX_APPEND_BATCH + MAX_APPEND_BYTES / MAX_RECORD_BYTES) as i64
+    );
 }
 
 async fn records_are_paged_up_to_the_page_bound(b: Backend) {

@@ -35,7 +35,10 @@ pub use app::{DirectoryEntry, Envelope, Hello, Payload, check_display_name, chec
 pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
-pub use log_event::{EventKind, LogEvent};
+pub use log_event::{
+    ContactDetails, EventKind, FirstMessage, LogEvent, PrekeyKind, PrekeySecret, SecretBytes,
+    SentMessage,
+};
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};
 pub use ratchet::{RatchetHeader, RatchetMessage};

@@ -44,8 +44,21 @@ pub const MAX_PREKEY_LEN: usize = 2048;
 /// Largest signed roster entry (keys, a name, a signature).
 pub const MAX_ROSTER_ENTRY_LEN: usize = 1024;
 
-/// Largest log event plaintext.
-pub const MAX_LOG_EVENT_LEN: usize = 16 * 1024;
+/// Largest log event plaintext. The largest event is a `Sent` carrying the largest
+/// envelope and the largest text (~97 KiB); the relay's record bound (128 KiB) leaves
+/// room for the AEAD tag.
+pub const MAX_LOG_EVENT_LEN: usize = 128 * 1024 - 64;
+
+/// Largest ratchet delta in a `Sent` event (one ratchet node: ~200 bytes).
+pub const MAX_RATCHET_DELTA_LEN: usize = 1024;
+
+/// Largest session snapshot in a `ContactUpserted` event. A new contact's session is a
+/// few nodes (~3 KiB with the pending handshake fields).
+pub const MAX_CONTACT_SESSION_LEN: usize = 32 * 1024;
+
+/// Most private prekeys in one `PrekeysCreated` event (64 ML-KEM keys with their signed
+/// public halves are ~85 KiB).
+pub const MAX_PREKEYS_PER_EVENT: usize = 64;
 
 /// Most relay URLs in one identity's relay list.
 pub const MAX_RELAYS: usize = 8;

@@ -4,10 +4,127 @@
 //! a sibling device can still be buggy or compromised, so every field is checked.
 
 use prost::Message;
+use zeroize::Zeroizing;
 
 use crate::invitation::check_relay_url;
-use crate::limits::{MAX_LOG_EVENT_LEN, MAX_RELAYS};
-use crate::{WIRE_VERSION, WireError, check_display_name, check_version, decode_bounded, proto};
+use crate::limits::{
+    MAX_CONTACT_SESSION_LEN, MAX_ENVELOPE_LEN, MAX_LOG_EVENT_LEN, MAX_PREKEY_LEN,
+    MAX_PREKEYS_PER_EVENT, MAX_RATCHET_DELTA_LEN, MAX_RELAYS,
+};
+use crate::{
+    IdentityKeys, WIRE_VERSION, WireError, check_display_name, check_text, check_version,
+    decode_bounded, proto,
+};
+
+/// Secret bytes inside an event (a session snapshot, a ratchet delta, a private
+/// prekey): wiped on drop; `Debug` prints only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Wraps bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+/// Everything a sibling needs to talk to a new contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactDetails {
+    /// The contact's identity keys (root signature verified).
+    pub identity: IdentityKeys,
+    /// Where `send_mailbox` lives.
+    pub relay_url: String,
+    /// Where we post.
+    pub send_mailbox: [u8; 32],
+    /// The mailbox we created for them.
+    pub recv_mailbox: [u8; 32],
+    /// The invitation mailbox we accepted, if the contact came from our invitation code.
+    pub invitation: Option<[u8; 32]>,
+    /// The session snapshot at creation.
+    pub session: SecretBytes,
+    /// The stranger's first message, when it created the contact.
+    pub first: Option<FirstMessage>,
+    /// Our one-time prekeys that first message used.
+    pub consumed_prekeys: Vec<u32>,
+    /// When the contact was added.
+    pub added_ms: u64,
+}
+
+/// A stranger's first message, as its receiver decrypted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstMessage {
+    /// Its envelope id.
+    pub envelope_id: [u8; 16],
+    /// The sender's clock.
+    pub sent_ms: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// One sent message with its ratchet delta (the escrow of DESIGN §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentMessage {
+    /// The contact's root key.
+    pub contact: [u8; 32],
+    /// The envelope id (the relay's idempotency key).
+    pub envelope_id: [u8; 16],
+    /// The contact's relay.
+    pub relay_url: String,
+    /// The contact's mailbox.
+    pub mailbox: [u8; 32],
+    /// The encoded envelope, exactly as posted.
+    pub envelope: Vec<u8>,
+    /// The sender's clock.
+    pub sent_ms: u64,
+    /// The transcript.
+    pub text: String,
+    /// The ratchet delta.
+    pub ratchet_delta: SecretBytes,
+}
+
+/// Which kind of prekey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrekeyKind {
+    /// Signed X25519 prekey.
+    Signed,
+    /// One-time X25519 prekey.
+    OneTime,
+    /// ML-KEM-768 prekey (one-time or last resort).
+    Pq,
+}
+
+/// Largest encoded private prekey (the client's sealed-row encoding of a 64-byte
+/// ML-KEM seed with its framing).
+pub const MAX_PREKEY_SECRET_LEN: usize = 128;
+
+/// One private prekey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrekeySecret {
+    /// The id contacts name.
+    pub id: u32,
+    /// Its kind.
+    pub kind: PrekeyKind,
+    /// The last-resort ML-KEM key.
+    pub last_resort: bool,
+    /// Serves an invitation (else the directory).
+    pub invitation: bool,
+    /// The signed public half, as published.
+    pub public: Vec<u8>,
+    /// The private half, in the client's store encoding (opaque here).
+    pub secret: SecretBytes,
+}
 
 /// What an event says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +135,8 @@ pub enum EventKind {
         contact: [u8; 32],
         /// The local alias.
         name: String,
+        /// Present when the contact is created.
+        details: Option<Box<ContactDetails>>,
     },
     /// The identity's display name.
     ProfileUpdated {
@@ -40,6 +159,20 @@ pub enum EventKind {
     Delivered {
         /// The envelope id.
         envelope_id: [u8; 16],
+    },
+    /// A message was sent (guarded on the contact's session stream).
+    Sent(Box<SentMessage>),
+    /// Private prekeys were created.
+    PrekeysCreated {
+        /// The keys.
+        keys: Vec<PrekeySecret>,
+        /// The invitation mailbox they serve, for an invitation.
+        invitation_mailbox: Option<[u8; 32]>,
+    },
+    /// A signed roster entry (its signature is checked by the roster, not here).
+    Roster {
+        /// The encoded entry.
+        entry: Vec<u8>,
     },
 }
 
@@ -74,10 +207,24 @@ impl LogEvent {
         let kind = match p.kind.ok_or(WireError::MissingField("log_event.kind"))? {
             Kind::ContactUpserted(c) => {
                 check_display_name("contact_upserted.name", &c.name)?;
+                let contact = fixed("contact_upserted.contact_id", &c.contact_id)?;
+                let details = c
+                    .details
+                    .map(|d| decode_details(&contact, d).map(Box::new))
+                    .transpose()?;
                 EventKind::ContactUpserted {
-                    contact: fixed("contact_upserted.contact_id", &c.contact_id)?,
+                    contact,
                     name: c.name,
+                    details,
                 }
+            }
+            Kind::Sent(m) => EventKind::Sent(Box::new(decode_sent(m)?)),
+            Kind::PrekeysCreated(p) => decode_prekeys(p)?,
+            Kind::Roster(r) => {
+                if r.entry.is_empty() {
+                    return Err(WireError::MissingField("roster.entry"));
+                }
+                EventKind::Roster { entry: r.entry }
             }
             Kind::ProfileUpdated(p) => {
                 check_display_name("profile_updated.name", &p.name)?;
@@ -118,12 +265,49 @@ impl LogEvent {
     pub fn encode(&self) -> Vec<u8> {
         use proto::log_event::Kind;
         let kind = match &self.kind {
-            EventKind::ContactUpserted { contact, name } => {
-                Kind::ContactUpserted(proto::ContactUpserted {
-                    contact_id: contact.to_vec(),
-                    name: name.clone(),
-                })
-            }
+            EventKind::ContactUpserted {
+                contact,
+                name,
+                details,
+            } => Kind::ContactUpserted(proto::ContactUpserted {
+                contact_id: contact.to_vec(),
+                name: name.clone(),
+                details: details.as_deref().map(encode_details),
+            }),
+            EventKind::Sent(m) => Kind::Sent(proto::Sent {
+                contact_id: m.contact.to_vec(),
+                envelope_id: m.envelope_id.to_vec(),
+                relay_url: m.relay_url.clone(),
+                mailbox_id: m.mailbox.to_vec(),
+                envelope: m.envelope.clone(),
+                sent_ms: m.sent_ms,
+                text: m.text.clone(),
+                ratchet_delta: m.ratchet_delta.as_bytes().to_vec(),
+            }),
+            EventKind::PrekeysCreated {
+                keys,
+                invitation_mailbox,
+            } => Kind::PrekeysCreated(proto::PrekeysCreated {
+                keys: keys
+                    .iter()
+                    .map(|k| proto::PrekeySecret {
+                        id: k.id,
+                        kind: match k.kind {
+                            PrekeyKind::Signed => proto::PrekeyKind::Signed,
+                            PrekeyKind::OneTime => proto::PrekeyKind::OneTime,
+                            PrekeyKind::Pq => proto::PrekeyKind::Pq,
+                        } as i32,
+                        last_resort: k.last_resort,
+                        invitation: k.invitation,
+                        public: k.public.clone(),
+                        secret: k.secret.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                invitation_mailbox: invitation_mailbox.map(|m| m.to_vec()).unwrap_or_default(),
+            }),
+            EventKind::Roster { entry } => Kind::Roster(proto::RosterAppended {
+                entry: entry.clone(),
+            }),
             EventKind::ProfileUpdated { name } => {
                 Kind::ProfileUpdated(proto::ProfileUpdated { name: name.clone() })
             }
@@ -150,6 +334,163 @@ impl LogEvent {
     }
 }
 
+fn bounded(field: &'static str, bytes: &[u8], max: usize) -> Result<(), WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::MissingField(field));
+    }
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            what: field,
+            max,
+            actual: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+fn optional_id(field: &'static str, bytes: &[u8]) -> Result<Option<[u8; 32]>, WireError> {
+    if bytes.is_empty() {
+        Ok(None)
+    } else {
+        fixed(field, bytes).map(Some)
+    }
+}
+
+fn decode_details(
+    contact: &[u8; 32],
+    d: proto::ContactDetails,
+) -> Result<ContactDetails, WireError> {
+    let identity = IdentityKeys::decode(&d.identity)?;
+    if identity.root.as_bytes() != contact {
+        return Err(WireError::InvalidText {
+            field: "contact_details.identity",
+            reason: "does not match contact_id",
+        });
+    }
+    check_relay_url("contact_details.relay_url", &d.relay_url)?;
+    bounded(
+        "contact_details.session",
+        &d.session,
+        MAX_CONTACT_SESSION_LEN,
+    )?;
+    if d.consumed_prekeys.len() > 2 {
+        return Err(WireError::InvalidText {
+            field: "contact_details.consumed_prekeys",
+            reason: "a first message consumes at most two prekeys",
+        });
+    }
+    let first = d
+        .first
+        .map(|f| {
+            check_text(&f.text)?;
+            Ok::<_, WireError>(FirstMessage {
+                envelope_id: fixed("first_message.envelope_id", &f.envelope_id)?,
+                sent_ms: f.sent_ms,
+                text: f.text,
+            })
+        })
+        .transpose()?;
+    Ok(ContactDetails {
+        identity,
+        relay_url: d.relay_url,
+        send_mailbox: fixed("contact_details.send_mailbox", &d.send_mailbox)?,
+        recv_mailbox: fixed("contact_details.recv_mailbox", &d.recv_mailbox)?,
+        invitation: optional_id("contact_details.invitation", &d.invitation)?,
+        session: SecretBytes::new(d.session),
+        first,
+        consumed_prekeys: d.consumed_prekeys,
+        added_ms: d.added_ms,
+    })
+}
+
+fn encode_details(d: &ContactDetails) -> proto::ContactDetails {
+    proto::ContactDetails {
+        identity: d.identity.encode(),
+        relay_url: d.relay_url.clone(),
+        send_mailbox: d.send_mailbox.to_vec(),
+        recv_mailbox: d.recv_mailbox.to_vec(),
+        invitation: d.invitation.map(|m| m.to_vec()).unwrap_or_default(),
+        session: d.session.as_bytes().to_vec(),
+        first: d.first.as_ref().map(|f| proto::FirstMessage {
+            envelope_id: f.envelope_id.to_vec(),
+            sent_ms: f.sent_ms,
+            text: f.text.clone(),
+        }),
+        consumed_prekeys: d.consumed_prekeys.clone(),
+        added_ms: d.added_ms,
+    }
+}
+
+fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
+    check_relay_url("sent.relay_url", &m.relay_url)?;
+    bounded("sent.envelope", &m.envelope, MAX_ENVELOPE_LEN)?;
+    bounded(
+        "sent.ratchet_delta",
+        &m.ratchet_delta,
+        MAX_RATCHET_DELTA_LEN,
+    )?;
+    check_text(&m.text)?;
+    Ok(SentMessage {
+        contact: fixed("sent.contact_id", &m.contact_id)?,
+        envelope_id: fixed("sent.envelope_id", &m.envelope_id)?,
+        relay_url: m.relay_url,
+        mailbox: fixed("sent.mailbox_id", &m.mailbox_id)?,
+        envelope: m.envelope,
+        sent_ms: m.sent_ms,
+        text: m.text,
+        ratchet_delta: SecretBytes::new(m.ratchet_delta),
+    })
+}
+
+fn decode_prekeys(p: proto::PrekeysCreated) -> Result<EventKind, WireError> {
+    if p.keys.is_empty() || p.keys.len() > MAX_PREKEYS_PER_EVENT {
+        return Err(WireError::InvalidText {
+            field: "prekeys_created.keys",
+            reason: "must hold 1 to 64 keys",
+        });
+    }
+    let keys = p
+        .keys
+        .into_iter()
+        .map(|k| {
+            let kind = match proto::PrekeyKind::try_from(k.kind) {
+                Ok(proto::PrekeyKind::Signed) => PrekeyKind::Signed,
+                Ok(proto::PrekeyKind::OneTime) => PrekeyKind::OneTime,
+                Ok(proto::PrekeyKind::Pq) => PrekeyKind::Pq,
+                _ => {
+                    return Err(WireError::InvalidText {
+                        field: "prekey_secret.kind",
+                        reason: "unknown kind",
+                    });
+                }
+            };
+            bounded("prekey_secret.secret", &k.secret, MAX_PREKEY_SECRET_LEN)?;
+            if k.last_resort && kind != PrekeyKind::Pq {
+                return Err(WireError::InvalidText {
+                    field: "prekey_secret.last_resort",
+                    reason: "only an ML-KEM key can be the last resort",
+                });
+            }
+            bounded("prekey_secret.public", &k.public, MAX_PREKEY_LEN)?;
+            Ok(PrekeySecret {
+                id: k.id,
+                kind,
+                last_resort: k.last_resort,
+                invitation: k.invitation,
+                public: k.public,
+                secret: SecretBytes::new(k.secret),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EventKind::PrekeysCreated {
+        keys,
+        invitation_mailbox: optional_id(
+            "prekeys_created.invitation_mailbox",
+            &p.invitation_mailbox,
+        )?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,12 +505,120 @@ mod tests {
         }
     }
 
+    fn sent() -> SentMessage {
+        SentMessage {
+            contact: [2; 32],
+            envelope_id: [3; 16],
+            relay_url: "https://relay.example".into(),
+            mailbox: [4; 32],
+            envelope: vec![5; 100],
+            sent_ms: 6,
+            text: "hi".into(),
+            ratchet_delta: SecretBytes::new(vec![7; 200]),
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let e = event(EventKind::Sent(Box::new(sent())));
+        let shown = format!("{e:?}");
+        assert!(shown.contains("SecretBytes(200 bytes)"));
+        assert!(!shown.contains("7, 7, 7"));
+    }
+
+    #[test]
+    fn the_largest_sent_event_fits() {
+        let mut m = sent();
+        m.envelope = vec![1; MAX_ENVELOPE_LEN];
+        m.text = "x".repeat(crate::limits::MAX_TEXT_LEN);
+        m.ratchet_delta = SecretBytes::new(vec![1; MAX_RATCHET_DELTA_LEN]);
+        let e = event(EventKind::Sent(Box::new(m.clone())));
+        assert!(e.encode().len() <= MAX_LOG_EVENT_LEN);
+        assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);
+        m.ratchet_delta = SecretBytes::new(vec![1; MAX_RATCHET_DELTA_LEN + 1]);
+        assert!(matches!(
+            LogEvent::decode(&event(EventKind::Sent(Box::new(m))).encode()),
+            Err(WireError::TooLarge {
+                what: "sent.ratchet_delta",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn prekey_events_are_bounded_and_checked() {
+        let key = |kind, len| PrekeySecret {
+            id: 1,
+            kind,
+            last_resort: false,
+            invitation: false,
+            public: vec![1; 1250],
+            secret: SecretBytes::new(vec![2; len]),
+        };
+        let at_limit = event(EventKind::PrekeysCreated {
+            keys: vec![key(PrekeyKind::Pq, 64); MAX_PREKEYS_PER_EVENT],
+            invitation_mailbox: None,
+        });
+        assert!(at_limit.encode().len() <= MAX_LOG_EVENT_LEN);
+        assert!(LogEvent::decode(&at_limit.encode()).is_ok());
+        let oversized = event(EventKind::PrekeysCreated {
+            keys: vec![key(PrekeyKind::Pq, MAX_PREKEY_SECRET_LEN + 1)],
+            invitation_mailbox: None,
+        });
+        assert!(matches!(
+            LogEvent::decode(&oversized.encode()),
+            Err(WireError::TooLarge {
+                what: "prekey_secret.secret",
+                ..
+            })
+        ));
+        for (keys, field) in [
+            (
+                vec![key(PrekeyKind::Pq, 64); MAX_PREKEYS_PER_EVENT + 1],
+                "prekeys_created.keys",
+            ),
+            (Vec::new(), "prekeys_created.keys"),
+            (
+                vec![PrekeySecret {
+                    last_resort: true,
+                    ..key(PrekeyKind::Signed, 32)
+                }],
+                "prekey_secret.last_resort",
+            ),
+        ] {
+            let e = event(EventKind::PrekeysCreated {
+                keys,
+                invitation_mailbox: None,
+            });
+            assert!(
+                matches!(LogEvent::decode(&e.encode()), Err(WireError::InvalidText { field: f, .. }) if f == field),
+                "{field}"
+            );
+        }
+    }
+
     #[test]
     fn every_kind_round_trips() {
         for kind in [
             EventKind::ContactUpserted {
                 contact: [2; 32],
                 name: "bob".into(),
+                details: None,
+            },
+            EventKind::Sent(Box::new(sent())),
+            EventKind::PrekeysCreated {
+                keys: vec![PrekeySecret {
+                    id: 7,
+                    kind: PrekeyKind::Pq,
+                    last_resort: true,
+                    invitation: false,
+                    public: vec![1; 1200],
+                    secret: SecretBytes::new(vec![2; 64]),
+                }],
+                invitation_mailbox: Some([4; 32]),
+            },
+            EventKind::Roster {
+                entry: vec![9; 100],
             },
             EventKind::ProfileUpdated {
                 name: "alice".into(),

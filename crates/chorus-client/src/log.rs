@@ -1,0 +1,609 @@
+//! The constellation log as one device sees it (DESIGN §4, §6).
+//!
+//! Every state change the identity's other devices must know — a contact created, a
+//! message sent with its ratchet delta, prekeys minted, a device authorized, a delivery —
+//! is an event appended to the identity's log at its home relay, sealed under the epoch
+//! key. The device never writes that shared state directly: it appends, then **folds**
+//! the log into its store in relay `seq` order, its own records included, through the one
+//! code path here. Two devices that folded the same records hold the same contacts,
+//! sessions (up to the messages each has read from mailboxes, which commute with deltas;
+//! see `chorus-core`'s `siblings` test), transcripts and prekeys.
+//!
+//! **Guards.** An event that must not race (a send on a session, contact creation,
+//! prekey minting) carries a guard `(stream tag, version)`: the relay accepts it only if
+//! the stream is still at that version. A refused append ([`Appended::Conflict`]) is
+//! retried by the caller after folding the winner's records — for a send, by
+//! re-encrypting on the winner's state.
+//!
+//! **Refusals.** A record that does not authenticate, names another author than the
+//! relay stamped, comes from a device outside the roster, or carries an invalid event is
+//! skipped: nothing but the cursor moves, and the reason is reported as
+//! [`Event::Rejected`](crate::Event::Rejected).
+
+use chorus_core::{RecordContext, Roster, Session, open_event, seal_event};
+use chorus_crypto::EpochKey;
+use chorus_relay::api::{Guard, HexBytes, Id32, RecordIn, RecordOut};
+use chorus_wire::{ContactDetails, EventKind, LogEvent, RosterEntry, SentMessage};
+use sqlx::SqliteConnection;
+
+use crate::device::{Device, Event, Message, rng};
+use crate::{ClientError, Store};
+
+/// Records read per request while folding (the largest are ~128 KiB: a page stays
+/// well under the client's response bound).
+pub const LOG_PAGE: u32 = 64;
+
+/// How many times a guarded append is retried after losing a race before giving up.
+pub const APPEND_ATTEMPTS: usize = 32;
+
+/// The stream of one contact's session (sends and contact creation are guarded on it).
+pub(crate) fn session_stream(contact_root: &[u8; 32]) -> Vec<u8> {
+    [&b"session:"[..], &contact_root[..]].concat()
+}
+
+/// The stream that numbers prekeys (two devices must not mint the same ids).
+pub(crate) const PREKEY_STREAM: &[u8] = b"prekeys";
+
+/// The log's keys as this device holds them.
+pub(crate) struct LogKeys {
+    pub(crate) log_id: Id32,
+    pub(crate) epoch: u32,
+    pub(crate) key: EpochKey,
+    pub(crate) device: [u8; 32],
+}
+
+/// An event to append, with the stream it is guarded on and the version expected
+/// (`None`: the version as folded when the batch is sealed).
+pub(crate) struct Pending {
+    pub(crate) kind: EventKind,
+    pub(crate) guard: Option<(Vec<u8>, Option<i64>)>,
+}
+
+impl Pending {
+    pub(crate) fn free(kind: EventKind) -> Self {
+        Self { kind, guard: None }
+    }
+
+    pub(crate) fn guarded(kind: EventKind, stream: Vec<u8>, version: Option<i64>) -> Self {
+        Self {
+            kind,
+            guard: Some((stream, version)),
+        }
+    }
+}
+
+/// The outcome of a guarded append.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// In the log, and folded.
+    Done,
+    /// A guard failed: a sibling got there first. Nothing was appended; the caller
+    /// folds (already done) and decides again.
+    Conflict,
+}
+
+/// The version a stream is at, as folded.
+pub(crate) async fn stream_version(
+    conn: &mut SqliteConnection,
+    tag: &[u8],
+) -> Result<i64, ClientError> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT version FROM streams WHERE tag = $1")
+            .bind(tag)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0),
+    )
+}
+
+/// The roster as folded: the stored chain, validated whole.
+pub(crate) async fn load_roster(
+    conn: &mut SqliteConnection,
+    log_id: &Id32,
+) -> Result<Roster, ClientError> {
+    let entries: Vec<Vec<u8>> = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
+        .fetch_all(&mut *conn)
+        .await?;
+    Roster::validate_chain(log_id.0, &entries)
+        .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))
+}
+
+impl Device {
+    /// Seals `events` and appends them in one atomic batch, then folds the log. Guards
+    /// use the versions as folded; several events on one stream expect consecutive
+    /// versions.
+    pub(crate) async fn append(
+        &self,
+        events: Vec<Pending>,
+    ) -> Result<(Appended, Vec<Event>), ClientError> {
+        let keys = &self.log;
+        let mut conn = self.store.pool().acquire().await?;
+        let lamport: i64 = sqlx::query_scalar("SELECT lamport FROM constellation WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut next_version: std::collections::HashMap<Vec<u8>, i64> = Default::default();
+        let mut records = Vec::with_capacity(events.len());
+        for (i, p) in events.into_iter().enumerate() {
+            let guard = match p.guard {
+                None => None,
+                Some((name, expected)) => {
+                    let tag = keys.key.stream_tag(&name);
+                    let v = match (expected, next_version.get(&name)) {
+                        (Some(v), _) | (None, Some(&v)) => v,
+                        (None, None) => stream_version(&mut conn, &tag).await?,
+                    };
+                    next_version.insert(name, v + 1);
+                    Some((tag, v))
+                }
+            };
+            let event = LogEvent {
+                event_id: crate::device::random(),
+                lamport: u64::try_from(lamport).unwrap_or(0) + 1 + i as u64,
+                timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
+                author: keys.device,
+                kind: p.kind,
+            };
+            let context = RecordContext {
+                epoch: keys.epoch,
+                author: keys.device,
+                guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
+            };
+            let sealed = seal_event(&keys.key, &context, &event, &mut rng());
+            records.push(RecordIn {
+                epoch: i64::from(keys.epoch),
+                nonce: HexBytes(sealed.nonce.to_vec()),
+                ciphertext: HexBytes(sealed.ciphertext),
+                guard: guard.map(|(t, v)| Guard {
+                    stream_tag: HexBytes(t.to_vec()),
+                    expected_version: v,
+                }),
+            });
+        }
+        drop(conn);
+        let outcome = match self.relay.append(records).await {
+            Ok(_) => Appended::Done,
+            Err(e) if e.code() == Some("guard_failed") => Appended::Conflict,
+            Err(e) => return Err(e.into()),
+        };
+        let events = self.sync_log().await?;
+        Ok((outcome, events))
+    }
+
+    /// Reads the log after the folded cursor and folds every record, in seq order.
+    pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        loop {
+            let after: i64 =
+                sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
+                    .fetch_one(self.store.pool())
+                    .await?;
+            let page = self.relay.read_records(after, LOG_PAGE).await?;
+            if page.records.is_empty() {
+                break;
+            }
+            if after + 1 < page.first_seq {
+                return Err(ClientError::Corrupt(format!(
+                    "the log was trimmed below seq {} before this device read it",
+                    page.first_seq
+                )));
+            }
+            let mut progressed = false;
+            for record in &page.records {
+                if record.seq <= after {
+                    continue;
+                }
+                events.extend(self.fold_record(record).await?);
+                progressed = true;
+            }
+            if !(page.more && progressed) {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Folds one record in its own transaction, moving the cursor with it. A record
+    /// that is not the next seq (a relay skipping one) is an error: folding is in order.
+    pub(crate) async fn fold_record(&self, record: &RecordOut) -> Result<Vec<Event>, ClientError> {
+        let mut tx = self.store.begin().await?;
+        let applied: i64 = sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if record.seq <= applied {
+            return Ok(Vec::new());
+        }
+        if record.seq != applied + 1 {
+            return Err(ClientError::Relay(crate::RelayError::BadResponse {
+                url: self.me.relay_url.clone(),
+                reason: format!("log gap: expected seq {}, got {}", applied + 1, record.seq),
+            }));
+        }
+        let events = match self.apply_record(&mut tx, record).await {
+            Ok(events) => events,
+            Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+            Err(e) => {
+                drop(tx);
+                tx = self.store.begin().await?;
+                tracing::warn!(seq = record.seq, error = %e, "log record rejected");
+                vec![Event::Rejected {
+                    reason: format!("log record {}: {e}", record.seq),
+                }]
+            }
+        };
+        sqlx::query("UPDATE constellation SET applied_seq = $1 WHERE id = 1")
+            .bind(record.seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    async fn apply_record(
+        &self,
+        tx: &mut SqliteConnection,
+        record: &RecordOut,
+    ) -> Result<Vec<Event>, ClientError> {
+        let epoch = u32::try_from(record.epoch).map_err(|_| ClientError::Rejected("bad epoch"))?;
+        if epoch != self.log.epoch {
+            return Err(ClientError::Rejected("log record from another epoch"));
+        }
+        let guard = record
+            .guard
+            .as_ref()
+            .map(|g| (g.stream_tag.0.as_slice(), g.expected_version));
+        let context = RecordContext {
+            epoch,
+            author: record.author.0,
+            guard,
+        };
+        let event = open_event(
+            &self.log.key,
+            &context,
+            &record.nonce.0,
+            &record.ciphertext.0,
+        )?;
+        let mut roster = load_roster(tx, &self.log.log_id).await?;
+        let author = chorus_crypto::DevicePublicKey::from_bytes(event.author)
+            .map_err(|_| ClientError::Rejected("log record author is not a key"))?;
+        if !roster.is_authorized(&author) {
+            return Err(chorus_core::LogError::UnknownAuthor.into());
+        }
+        let fresh = sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
+            .bind(&event.event_id[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if fresh == 0 {
+            return Err(ClientError::Rejected(
+                "log record replays an event already applied",
+            ));
+        }
+        sqlx::query("UPDATE constellation SET lamport = MAX(lamport, $1) WHERE id = 1")
+            .bind(i64::try_from(event.lamport).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        if let Some((tag, version)) = guard {
+            sqlx::query(
+                "INSERT INTO streams (tag, version) VALUES ($1, $2)
+                 ON CONFLICT (tag) DO UPDATE SET version = MAX(version, excluded.version)",
+            )
+            .bind(tag)
+            .bind(version + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let stamp_ms = i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX);
+        let stamp = event_stamp(&event);
+        let mut events = Vec::new();
+        match event.kind {
+            EventKind::Roster { entry } => {
+                let decoded = RosterEntry::decode(&entry)?;
+                roster.apply(&decoded).map_err(|e| {
+                    tracing::warn!(error = %e, "roster entry refused");
+                    ClientError::Rejected("roster entry refused (signature, chain or signer)")
+                })?;
+                sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
+                    .bind(i64::try_from(decoded.index).unwrap_or(i64::MAX))
+                    .bind(entry)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            EventKind::ProfileUpdated { name } => {
+                if self.lww(tx, "profile", &stamp, name.as_bytes()).await? {
+                    sqlx::query("UPDATE identity SET name = $1 WHERE id = 1")
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            EventKind::RelaysUpdated { relays } => {
+                self.lww(tx, "relays", &stamp, relays.join("\n").as_bytes())
+                    .await?;
+            }
+            EventKind::PrekeysCreated {
+                keys,
+                invitation_mailbox,
+            } => {
+                for k in &keys {
+                    crate::prekeys::insert_secret(&self.store, tx, k, stamp_ms).await?;
+                }
+                if let Some(m) = invitation_mailbox {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms)
+                         VALUES ($1, 'invitation', NULL, $2)",
+                    )
+                    .bind(&m[..])
+                    .bind(stamp_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            EventKind::ContactUpserted {
+                contact,
+                name,
+                details,
+            } => {
+                if let Some(details) = details {
+                    if let Some(added) = self
+                        .fold_new_contact(tx, &contact, &name, &details, record.seq)
+                        .await?
+                    {
+                        events.extend(added);
+                    }
+                }
+            }
+            EventKind::Sent(sent) => events.extend(
+                self.fold_sent(tx, &sent, stamp_ms, &event.author, record.seq)
+                    .await?,
+            ),
+            EventKind::Delivered { envelope_id } => {
+                sqlx::query("DELETE FROM outbox WHERE envelope_id = $1")
+                    .bind(&envelope_id[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            EventKind::Read { contact, up_to } => {
+                sqlx::query(
+                    "UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE root_key = $2",
+                )
+                .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+                .bind(&contact[..])
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Last writer wins by `(lamport, timestamp, author, event id)`. Returns whether
+    /// this event's value is now the register's.
+    async fn lww(
+        &self,
+        tx: &mut SqliteConnection,
+        name: &str,
+        stamp: &chorus_core::Stamp,
+        value: &[u8],
+    ) -> Result<bool, ClientError> {
+        let current: Option<(i64, i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT lamport, timestamp_ms, author, event_id FROM registers WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((lamport, ts, author, event_id)) = current {
+            let held = chorus_core::Stamp {
+                lamport: u64::try_from(lamport).unwrap_or(0),
+                timestamp_ms: u64::try_from(ts).unwrap_or(0),
+                author: author.try_into().unwrap_or([0; 32]),
+                event_id: event_id.try_into().unwrap_or([0; 16]),
+            };
+            if held >= *stamp {
+                return Ok(false);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO registers (name, lamport, timestamp_ms, author, event_id, value)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET lamport = excluded.lamport,
+               timestamp_ms = excluded.timestamp_ms, author = excluded.author,
+               event_id = excluded.event_id, value = excluded.value",
+        )
+        .bind(name)
+        .bind(i64::try_from(stamp.lamport).unwrap_or(i64::MAX))
+        .bind(i64::try_from(stamp.timestamp_ms).unwrap_or(i64::MAX))
+        .bind(&stamp.author[..])
+        .bind(&stamp.event_id[..])
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        Ok(true)
+    }
+
+    /// A contact's creation. The first writer wins (creation is guarded on the
+    /// session stream at version 0); a later creation of the same identity changes
+    /// nothing. Aliases are made unique in log order, so every device picks the same.
+    async fn fold_new_contact(
+        &self,
+        tx: &mut SqliteConnection,
+        contact: &[u8; 32],
+        name: &str,
+        d: &ContactDetails,
+        seq: i64,
+    ) -> Result<Option<Vec<Event>>, ClientError> {
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                .bind(&contact[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_some() {
+            return Ok(None);
+        }
+        let session = Session::restore(d.session.as_bytes(), 0)?;
+        let alias = self.free_alias(tx, name).await?;
+        let added_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
+        // The invitation involved: one of ours (a stranger answered it) or theirs (we
+        // accepted it).
+        let ours: Option<i64> = match &d.invitation {
+            Some(m) => {
+                sqlx::query_scalar("SELECT 1 FROM mailboxes WHERE mailbox_id = $1")
+                    .bind(&m[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        let their_invitation = match ours {
+            Some(_) => None,
+            None => d.invitation.as_ref().map(|m| &m[..]),
+        };
+        crate::device::insert_contact(
+            tx,
+            &alias,
+            &d.identity,
+            &d.relay_url,
+            &d.send_mailbox,
+            &d.recv_mailbox,
+            their_invitation,
+            added_ms,
+        )
+        .await?;
+        if let (Some(m), Some(_)) = (&d.invitation, ours) {
+            sqlx::query("UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2")
+                .bind(&alias)
+                .bind(&m[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Registered at the relay by whichever device flushes first (idempotent).
+        sqlx::query(
+            "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
+             VALUES ($1, 'contact', $2, $3, 0)",
+        )
+        .bind(&d.recv_mailbox[..])
+        .bind(&alias)
+        .bind(added_ms)
+        .execute(&mut *tx)
+        .await?;
+        self.store.put_session(tx, &alias, &session).await?;
+        crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
+        let mut events = vec![Event::ContactAdded {
+            contact: alias.clone(),
+        }];
+        if let Some(first) = &d.first {
+            sqlx::query("UPDATE contacts SET answered = 1 WHERE name = $1")
+                .bind(&alias)
+                .execute(&mut *tx)
+                .await?;
+            let sent_ms = i64::try_from(first.sent_ms).unwrap_or(i64::MAX);
+            if !first.text.is_empty()
+                && self
+                    .insert_message(
+                        tx,
+                        &alias,
+                        false,
+                        &first.envelope_id,
+                        &first.text,
+                        sent_ms,
+                        added_ms,
+                        0,
+                    )
+                    .await?
+            {
+                events.push(Event::Message(Message {
+                    contact: alias.clone(),
+                    outgoing: false,
+                    text: first.text.clone(),
+                    sent_ms,
+                    stored_ms: added_ms,
+                }));
+            }
+        }
+        tracing::debug!(seq, contact = %alias, "contact folded");
+        Ok(Some(events))
+    }
+
+    /// A sent message: the sibling's ratchet delta, the transcript, and the envelope in
+    /// the outbox until a `Delivered` for it is folded.
+    async fn fold_sent(
+        &self,
+        tx: &mut SqliteConnection,
+        sent: &SentMessage,
+        stamp_ms: i64,
+        author: &[u8; 32],
+        seq: i64,
+    ) -> Result<Vec<Event>, ClientError> {
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                .bind(&sent.contact[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let name = name.ok_or(ClientError::Rejected(
+            "a sent message to an unknown contact",
+        ))?;
+        let mut session = self
+            .store
+            .get_session(tx, &name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
+            self.store.put_session(tx, &name, &session).await?;
+        }
+        sqlx::query("DELETE FROM pending_sends WHERE envelope_id = $1")
+            .bind(&sent.envelope_id[..])
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&sent.envelope_id[..])
+        .bind(&name)
+        .bind(&sent.relay_url)
+        .bind(&sent.mailbox[..])
+        .bind(&sent.envelope)
+        .bind(stamp_ms)
+        .bind(&author[..])
+        .execute(&mut *tx)
+        .await?;
+        let sent_ms = i64::try_from(sent.sent_ms).unwrap_or(i64::MAX);
+        let mut events = Vec::new();
+        if !sent.text.is_empty()
+            && self
+                .insert_message(
+                    tx,
+                    &name,
+                    true,
+                    &sent.envelope_id,
+                    &sent.text,
+                    sent_ms,
+                    stamp_ms,
+                    seq,
+                )
+                .await?
+            && *author != self.log.device
+        {
+            events.push(Event::Message(Message {
+                contact: name,
+                outgoing: true,
+                text: sent.text.clone(),
+                sent_ms,
+                stored_ms: stamp_ms,
+            }));
+        }
+        Ok(events)
+    }
+}
+
+fn event_stamp(e: &LogEvent) -> chorus_core::Stamp {
+    chorus_core::Stamp {
+        lamport: e.lamport,
+        timestamp_ms: e.timestamp_ms,
+        author: e.author,
+        event_id: e.event_id,
+    }
+}
+
+/// Seals the epoch key for the store.
+pub(crate) fn seal_epoch_key(store: &Store, key: &EpochKey) -> Vec<u8> {
+    store.seal("constellation", "1", &key.to_bytes()[..])
+}
