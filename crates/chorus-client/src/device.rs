@@ -163,6 +163,21 @@ pub struct ContactInfo {
     pub added_ms: i64,
 }
 
+/// A device of the identity, as `chorus devices` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// The name it was linked with.
+    pub name: String,
+    /// Its key, shortened (hex, 8 bytes).
+    pub id: String,
+    /// When it was added (the approving device's clock).
+    pub added_ms: u64,
+    /// When the relay last heard from it (kept 90 s, in memory only); `None`: not recently.
+    pub last_seen_ms: Option<i64>,
+    /// Whether it is the device running this command.
+    pub this_device: bool,
+}
+
 /// What became of a sent message.
 #[derive(Debug)]
 pub struct SendOutcome {
@@ -1207,6 +1222,7 @@ impl Device {
 
     /// Posts the outbox, then reads every mailbox to its end and processes what arrived.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
+        let _ = self.relay.heartbeat().await;
         let mut events = self.sync_log().await?;
         self.flush_outbox().await?;
         loop {
@@ -1565,6 +1581,33 @@ impl Device {
             .collect()
     }
 
+    /// The identity's devices, from the roster as folded, with the relay's presence.
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+        let _ = self.relay.heartbeat().await;
+        let presence = self.relay.presence().await.ok();
+        let mut conn = self.store.pool().acquire().await?;
+        let roster = crate::log::load_roster(&mut conn, &self.log.log_id).await?;
+        Ok(roster
+            .devices()
+            .iter()
+            .map(|d| {
+                let key = *d.key.as_bytes();
+                DeviceInfo {
+                    name: d.name.clone(),
+                    id: hex::encode(&key[..8]),
+                    added_ms: d.added_ms,
+                    last_seen_ms: presence.as_ref().and_then(|p| {
+                        p.devices
+                            .iter()
+                            .find(|x| x.device_id.0 == key)
+                            .map(|x| x.last_seen_ms)
+                    }),
+                    this_device: key == self.log.device,
+                }
+            })
+            .collect())
+    }
+
     /// Relay reachability, outbox, cursors and prekeys.
     pub async fn status(&self) -> Result<Status, ClientError> {
         let relay_error = self.relay.health().await.err().map(|e| e.to_string());
@@ -1798,7 +1841,7 @@ async fn insert_mailbox(
 }
 
 /// Removes what a failed `init` created, so a retry starts clean.
-fn remove_store(home: &Path, created_home: bool) {
+pub(crate) fn remove_store(home: &Path, created_home: bool) {
     for f in [
         STORE_FILE,
         "chorus.sqlite-wal",

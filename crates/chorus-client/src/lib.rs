@@ -30,14 +30,15 @@
 pub mod code;
 pub mod device;
 mod identity;
+pub mod link;
 pub mod log;
 pub mod prekeys;
 pub mod relay;
 mod store;
 
 pub use device::{
-    Clock, ContactInfo, Device, Event, Message, Options, SendOutcome, Status, SystemClock,
-    Verification,
+    Clock, ContactInfo, Device, DeviceInfo, Event, Message, Options, SendOutcome, Status,
+    SystemClock, Verification,
 };
 pub use identity::Address;
 pub use relay::{Backoff, RelayError};
@@ -113,6 +114,30 @@ pub enum ClientError {
     /// The local store could not be opened or used.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A link code that does not parse.
+    #[error("invalid link code: {reason}")]
+    BadLinkCode {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The link channel is gone (expired after 10 minutes, or already used and closed).
+    #[error("the link code has expired or was already used; run `chorus link new` again")]
+    LinkExpired,
+    /// The link channel already holds another device's answer.
+    #[error("this link code was already used; run `chorus link new` again on the new device")]
+    LinkCodeUsed,
+    /// The other side of a link broke the protocol (or someone interfered).
+    #[error("linking failed: {0}")]
+    LinkProtocol(&'static str),
+    /// The provisioning bundle names another identity than the log it points to.
+    #[error("linking failed: the bundle is for another identity than its log")]
+    LinkWrongIdentity,
+    /// The roster refused the new device.
+    #[error("linking refused: {0}")]
+    LinkRefused(String),
+    /// The user did not confirm the short authentication string.
+    #[error("linking cancelled: the codes were not confirmed")]
+    LinkCancelled,
     /// A guarded append kept losing to siblings (each retry folds their events first).
     #[error("the identity's other devices kept changing the same state; try again")]
     Contended,

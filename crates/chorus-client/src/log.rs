@@ -172,34 +172,35 @@ impl Device {
     /// Reads the log after the folded cursor and folds every record, in seq order.
     pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
         let mut events = Vec::new();
-        loop {
-            let after: i64 =
-                sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
-                    .fetch_one(self.store.pool())
-                    .await?;
-            let page = self.relay.read_records(after, LOG_PAGE).await?;
-            if page.records.is_empty() {
-                break;
-            }
-            if after + 1 < page.first_seq {
-                return Err(ClientError::Corrupt(format!(
-                    "the log was trimmed below seq {} before this device read it",
-                    page.first_seq
-                )));
-            }
-            let mut progressed = false;
-            for record in &page.records {
-                if record.seq <= after {
-                    continue;
-                }
-                events.extend(self.fold_record(record).await?);
-                progressed = true;
-            }
-            if !(page.more && progressed) {
-                break;
-            }
+        while let Some(page) = self.sync_log_page().await? {
+            events.extend(page);
         }
         Ok(events)
+    }
+
+    /// Folds one page of records; `None` when there was nothing new.
+    pub(crate) async fn sync_log_page(&self) -> Result<Option<Vec<Event>>, ClientError> {
+        let after: i64 = sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
+            .fetch_one(self.store.pool())
+            .await?;
+        let page = self.relay.read_records(after, LOG_PAGE).await?;
+        if after + 1 < page.first_seq {
+            return Err(ClientError::Corrupt(format!(
+                "the log was trimmed below seq {} before this device read it",
+                page.first_seq
+            )));
+        }
+        let mut events = Vec::new();
+        let mut progressed = false;
+        for record in &page.records {
+            if record.seq <= after {
+                continue;
+            }
+            events.extend(self.fold_record(record).await?);
+            progressed = true;
+        }
+        // A relay claiming more but sending nothing new would loop forever: stop.
+        Ok(progressed.then_some(events))
     }
 
     /// Folds one record in its own transaction, moving the cursor with it. A record

@@ -205,10 +205,26 @@ impl RelayClient {
             url: self.url.clone(),
             reason: error_chain(&e),
         })?;
+        let (status, bytes) = self.read_capped(resp).await?;
+        let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+            b"null".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads an answer, never buffering more than the largest honest answer (the relay
+    /// is untrusted); a non-success status becomes `Refused` with the relay's code.
+    async fn read_capped(
+        &self,
+        mut resp: reqwest::Response,
+    ) -> Result<(StatusCode, Vec<u8>), RelayError> {
         let status = resp.status();
-        let mut resp = resp;
         let mut bytes = Vec::new();
-        // The relay is untrusted: never buffer more than the largest honest answer.
         while let Some(chunk) = resp.chunk().await.map_err(|e| RelayError::Unreachable {
             url: self.url.clone(),
             reason: error_chain(&e),
@@ -232,15 +248,42 @@ impl RelayClient {
                 code,
             });
         }
-        let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-            b"null".to_vec()
-        } else {
-            bytes
-        };
-        serde_json::from_slice(&bytes).map_err(|e| RelayError::BadResponse {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })
+        Ok((status, bytes))
+    }
+
+    /// Stores (or replaces) a blob of this log: raw bytes, no retries.
+    pub async fn put_blob(&self, blob: Id32, bytes: Vec<u8>) -> Result<(), RelayError> {
+        let path = self.log_path(&format!("/blobs/{blob}"))?;
+        let token = self.token().await?;
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: error_chain(&e),
+            })?;
+        self.read_capped(resp).await.map(|_| ())
+    }
+
+    /// Fetches a blob of this log.
+    pub async fn get_blob(&self, blob: Id32) -> Result<Vec<u8>, RelayError> {
+        let path = self.log_path(&format!("/blobs/{blob}"))?;
+        let token = self.token().await?;
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: error_chain(&e),
+            })?;
+        self.read_capped(resp).await.map(|(_, b)| b)
     }
 
     /// One call with retries; logs in (again) when the token is missing or expired.

@@ -4,91 +4,17 @@
 //! Grouped by hazard: the happy paths, the prekey lifecycle, bad input (each leaves
 //! the store unchanged), and relay outages (the outbox).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chorus_client::prekeys::{ONE_TIME_BATCH, REPLENISH_BELOW};
 use chorus_client::relay::RelayClient;
-use chorus_client::{
-    Backoff, ClientError, Clock, Device, Event, Options, RelayError, StoreError, Unlock,
-};
+use chorus_client::{Backoff, ClientError, Device, Event, RelayError, StoreError, Unlock};
 use chorus_relay::api::{Id16, Id32};
-use chorus_relay::serve::ServeArgs;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
 
-struct Relay {
-    url: String,
-    addr: SocketAddr,
-    data: TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl Relay {
-    async fn start() -> Relay {
-        let data = tempfile::tempdir().unwrap();
-        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), data).await
-    }
-
-    async fn start_at(listen: SocketAddr, data: TempDir) -> Relay {
-        let mut args = ServeArgs::embedded(listen, data.path().to_owned());
-        args.no_rate_limits = true;
-        let (listener, state) = args.bind().await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chorus_relay::run(listener, state, async {
-            let _ = stopped.await;
-        }));
-        Relay {
-            url: format!("http://{addr}"),
-            addr,
-            data,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the relay; its SQLite file stays for a restart.
-    async fn stop(mut self) -> (SocketAddr, TempDir) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-        (self.addr, self.data)
-    }
-}
-
-/// A clock tests can move.
-#[derive(Clone, Default)]
-struct TestClock(Arc<AtomicI64>);
-
-impl TestClock {
-    fn advance_days(&self, days: i64) {
-        self.0.fetch_add(days * 24 * 3600 * 1000, Ordering::SeqCst);
-    }
-}
-
-impl Clock for TestClock {
-    fn now_ms(&self) -> i64 {
-        1_800_000_000_000 + self.0.load(Ordering::SeqCst)
-    }
-}
-
-fn options(clock: &TestClock) -> Options {
-    Options {
-        backoff: Backoff {
-            attempts: 2,
-            first: Duration::from_millis(20),
-            max: Duration::from_millis(50),
-        },
-        clock: Arc::new(clock.clone()),
-        argon2_memory_kib: 256,
-        argon2_iterations: 1,
-        sibling_delivery: Duration::from_secs(30),
-    }
-}
+mod common;
+use common::{Relay, TestClock, options};
 
 async fn device(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Device {
     Device::init(

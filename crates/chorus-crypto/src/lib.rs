@@ -22,6 +22,7 @@ mod error;
 mod fingerprint;
 mod handshake;
 mod kem;
+mod link_key;
 #[doc(hidden)]
 pub mod no_debug;
 #[cfg(feature = "olm")]
@@ -45,6 +46,7 @@ pub use kem::{
     KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN, KemCiphertext, KemSharedSecret, PqPrekeyPublic,
     PqPrekeySecret,
 };
+pub use link_key::LinkKey;
 pub use ratchet::{ChainKey, MessageKey, RemoteChainKey, RemoteMessageKey, RootKey};
 pub use sas::Sas;
 pub use sealed_box::{SEALED_BOX_OVERHEAD, open_sealed, seal};

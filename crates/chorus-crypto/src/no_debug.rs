@@ -3,6 +3,9 @@
 //! *hold* secrets print only public facts; their output is snapshot-tested in chorus-core.
 //!
 //! ```compile_fail
+//! fn leak(k: &chorus_crypto::LinkKey) -> String { format!("{k:?}") }
+//! ```
+//! ```compile_fail
 //! fn leak(k: &chorus_crypto::EpochKey) -> String { format!("{k:?}") }
 //! ```
 //! ```compile_fail

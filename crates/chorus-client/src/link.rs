@@ -1,0 +1,870 @@
+//! Linking a new device into the identity (DESIGN §7).
+//!
+//! ```text
+//! new device N                      relay channel                 existing device A
+//! device keys, ephemeral E_n
+//! code = relay, channel, E_n  ── shown; the user carries it to A ──▶  reads the code
+//!                                  ◀── 1 commit = H(E_a)
+//!   2 N's device keys, name ──▶
+//!                                  ◀── 3 reveal E_a
+//! SAS(transcript) shown             both screens          SAS(transcript) shown
+//!                                                       user confirms: roster entry
+//!                                                       (root-signed) appended, device
+//!                                                       registered, checkpoint blob
+//!                                  ◀── 4 bundle sealed under LinkKey(DH(E_a, E_n), transcript)
+//! user confirms; opens the bundle, checks the root against the log's genesis, loads the
+//! checkpoint, folds the log tail — and can send at once.
+//! ```
+//!
+//! The code is authentic (the user carried it), so only A's side can be impersonated on
+//! the channel: A commits to `E_a` before it sees N's message and reveals it after, so a
+//! man in the middle must pick its key before it can know the SAS it has to match — one
+//! guess in 10⁹. N's device keys are in the transcript, so a substituted key changes
+//! both screens' SAS. The bundle opens only with `E_n`'s secret, which never left N.
+//!
+//! Linking is idempotent: a device already in the roster is not added again, and the
+//! relay's device registration is idempotent.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chorus_core::RosterSigner;
+use chorus_crypto::{
+    DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, EphemeralPublic,
+    EphemeralSecret, EpochKey, IdentityDhSecret, LinkKey, RootSigningKey, Sas,
+};
+use chorus_relay::api::Id32;
+use chorus_wire::{EventKind, RosterEntry, check_display_name};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::device::{Device, Options, random, rng};
+use crate::identity::IdentitySecrets;
+use crate::log::{APPEND_ATTEMPTS, Appended, Pending, load_roster};
+use crate::relay::{Login, RelayClient, normalize_url};
+use crate::{ClientError, Unlock};
+
+/// What every link code starts with.
+pub const LINK_PREFIX: &str = "chorus-link:";
+/// How long either side waits for the other (the relay drops the channel after 10 minutes).
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest link code text accepted.
+pub const MAX_LINK_CODE_LEN: usize =
+    LINK_PREFIX.len() + (1 + 32 + 32 + chorus_wire::limits::MAX_RELAY_URL_LEN + 4).div_ceil(3) * 4;
+
+const LINK_VERSION: u8 = 1;
+const CHECKSUM_LEN: usize = 4;
+const POLL: Duration = Duration::from_millis(100);
+const COMMIT_LABEL: &[u8] = b"chorus-link-commit-v1";
+const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v1";
+const BUNDLE_AD: &[u8] = b"chorus-link-bundle-v1";
+const CHECKPOINT_AD: &[u8] = b"chorus-checkpoint-v1";
+/// The roster stream: roster entries are guarded on it, so two devices approving at
+/// once cannot fork the hash chain.
+const ROSTER_STREAM: &[u8] = b"roster";
+
+const TAG_COMMIT: u8 = 1;
+const TAG_HELLO: u8 = 2;
+const TAG_REVEAL: u8 = 3;
+const TAG_BUNDLE: u8 = 4;
+
+/// What a link code carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkCode {
+    /// The identity's home relay (where the channel is).
+    pub relay_url: String,
+    /// The rendezvous channel.
+    pub channel: [u8; 32],
+    /// The new device's ephemeral key.
+    pub ephemeral: [u8; 32],
+}
+
+fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let d = Sha256::digest(bytes);
+    [d[0], d[1], d[2], d[3]]
+}
+
+impl LinkCode {
+    /// The text form: prefix, then base64url of version ‖ channel ‖ key ‖ URL ‖ checksum.
+    pub fn encode(&self) -> String {
+        let mut bytes = vec![LINK_VERSION];
+        bytes.extend_from_slice(&self.channel);
+        bytes.extend_from_slice(&self.ephemeral);
+        bytes.extend_from_slice(self.relay_url.as_bytes());
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum);
+        format!("{LINK_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Parses a link code; every refusal says what is wrong.
+    pub fn decode(text: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &'static str| ClientError::BadLinkCode { reason };
+        let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        if text.len() > MAX_LINK_CODE_LEN {
+            return Err(bad("it is longer than any link code"));
+        }
+        let body = text
+            .strip_prefix(LINK_PREFIX)
+            .ok_or(bad("it does not start with \"chorus-link:\""))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| bad("it is not valid base64url (truncated or mistyped?)"))?;
+        if bytes.len() < 1 + 32 + 32 + 1 + CHECKSUM_LEN {
+            return Err(bad("it is truncated"));
+        }
+        let (content, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if checksum(content) != sum {
+            return Err(bad("its checksum does not match (truncated or altered)"));
+        }
+        if content[0] != LINK_VERSION {
+            return Err(bad("it is from an unsupported version"));
+        }
+        let channel: [u8; 32] = content[1..33]
+            .try_into()
+            .map_err(|_| bad("it is truncated"))?;
+        let ephemeral: [u8; 32] = content[33..65]
+            .try_into()
+            .map_err(|_| bad("it is truncated"))?;
+        EphemeralPublic::from_slice(&ephemeral).map_err(|_| bad("its key is invalid"))?;
+        let url =
+            std::str::from_utf8(&content[65..]).map_err(|_| bad("its relay URL is not text"))?;
+        let relay_url = normalize_url(url).map_err(|_| bad("its relay URL is invalid"))?;
+        Ok(Self {
+            relay_url,
+            channel,
+            ephemeral,
+        })
+    }
+}
+
+/// The provisioning bundle: everything a new device needs to be the identity.
+/// Secret; serialized only into a wiped buffer and sealed under the link key.
+#[derive(Serialize, Deserialize)]
+struct Bundle {
+    log_id: [u8; 32],
+    relay_url: String,
+    name: String,
+    intro_mailbox: [u8; 32],
+    root: RootSigningKey,
+    dh: IdentityDhSecret,
+    epoch: u32,
+    epoch_key: Zeroizing<[u8; 32]>,
+    checkpoint: [u8; 32],
+}
+
+/// What the SAS and the link key are computed over.
+fn transcript(
+    channel: &[u8; 32],
+    new_eph: &[u8; 32],
+    commit: &[u8],
+    hello: &[u8],
+    approver_eph: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(TRANSCRIPT_LABEL);
+    for part in [&channel[..], &new_eph[..], commit, hello, &approver_eph[..]] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn commitment(eph: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(COMMIT_LABEL)
+        .chain_update(eph)
+        .finalize()
+        .into()
+}
+
+/// Waits for the channel message after `after` with `tag`; returns its seq and body.
+async fn wait_for(
+    relay: &RelayClient,
+    channel: Id32,
+    after: i64,
+    tag: u8,
+    timeout: Duration,
+) -> Result<(i64, Vec<u8>), ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let page = relay
+            .channel_read(channel, after)
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found") => ClientError::LinkExpired,
+                _ => ClientError::Relay(e),
+            })?;
+        if let Some(m) = page.messages.into_iter().find(|m| m.seq > after) {
+            let (&t, body) = m
+                .payload
+                .0
+                .split_first()
+                .ok_or(ClientError::LinkProtocol("an empty channel message"))?;
+            if t != tag {
+                return Err(ClientError::LinkProtocol(
+                    "an unexpected channel message (was this code used before?)",
+                ));
+            }
+            return Ok((m.seq, body.to_vec()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClientError::LinkExpired);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + body.len());
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+// ------------------------------------------------------------------ new device
+
+/// The new device's side, before the approver answered: the code is ready to show.
+pub struct LinkOffer {
+    relay: RelayClient,
+    code: LinkCode,
+    ephemeral: EphemeralSecret,
+    device: DeviceSigningKey,
+    device_dh: DeviceDhSecret,
+    device_name: String,
+}
+
+/// The new device's side after both keys are known: the SAS is ready to compare.
+pub struct LinkPending {
+    offer: LinkOffer,
+    sas: Sas,
+    key: LinkKey,
+    after: i64,
+}
+
+impl LinkOffer {
+    /// Creates this device's keys and opens a rendezvous channel at the relay.
+    pub async fn new(
+        relay_url: &str,
+        device_name: &str,
+        options: &Options,
+    ) -> Result<Self, ClientError> {
+        check_display_name("device name", device_name)?;
+        let relay = RelayClient::new(relay_url, options.backoff)?;
+        let channel: [u8; 32] = random();
+        relay.create_channel(Id32(channel)).await?;
+        let ephemeral = EphemeralSecret::generate(&mut rng());
+        Ok(Self {
+            code: LinkCode {
+                relay_url: relay.url().to_owned(),
+                channel,
+                ephemeral: *ephemeral.public_key().as_bytes(),
+            },
+            relay,
+            ephemeral,
+            device: DeviceSigningKey::generate(&mut rng()),
+            device_dh: DeviceDhSecret::generate(&mut rng()),
+            device_name: device_name.to_owned(),
+        })
+    }
+
+    /// The code to show (text; the CLI also draws it as a QR code).
+    pub fn code(&self) -> String {
+        self.code.encode()
+    }
+
+    /// Waits for an existing device to take the code: its commitment, then (after
+    /// this device's keys went out) its key. Returns the state with the SAS to compare.
+    pub async fn wait_for_approver(self, timeout: Duration) -> Result<LinkPending, ClientError> {
+        let channel = Id32(self.code.channel);
+        let (seq, commit) = wait_for(&self.relay, channel, 0, TAG_COMMIT, timeout).await?;
+        let mut hello = Vec::with_capacity(64 + self.device_name.len());
+        hello.extend_from_slice(self.device.public_key().as_bytes());
+        hello.extend_from_slice(self.device_dh.public_key().as_bytes());
+        hello.extend_from_slice(self.device_name.as_bytes());
+        self.relay
+            .channel_post(channel, tagged(TAG_HELLO, &hello))
+            .await?;
+        let (seq, reveal) = wait_for(&self.relay, channel, seq + 1, TAG_REVEAL, timeout).await?;
+        let approver: [u8; 32] = reveal
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::LinkProtocol("a malformed key"))?;
+        if commitment(&approver)[..] != commit[..] {
+            return Err(ClientError::LinkProtocol(
+                "the approving device's key does not match its commitment",
+            ));
+        }
+        let approver_pub = EphemeralPublic::from_slice(&approver)
+            .map_err(|_| ClientError::LinkProtocol("an invalid key"))?;
+        let hash = transcript(
+            &self.code.channel,
+            &self.code.ephemeral,
+            &commit,
+            &hello,
+            &approver,
+        );
+        let dh = self
+            .ephemeral
+            .diffie_hellman(&approver_pub)
+            .map_err(|_| ClientError::LinkProtocol("an invalid key"))?;
+        Ok(LinkPending {
+            sas: Sas::from_transcript(&hash),
+            key: LinkKey::derive(&dh, &hash),
+            after: seq,
+            offer: self,
+        })
+    }
+}
+
+/// Progress of a new device's catch-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Records folded so far.
+    pub done: u64,
+    /// Records to fold in all.
+    pub total: u64,
+}
+
+impl LinkPending {
+    /// The short authentication string to compare with the approving device's.
+    pub fn sas(&self) -> Sas {
+        self.sas
+    }
+
+    /// After the user confirmed the SAS: waits for the bundle, checks it against the
+    /// identity's log, creates this device's store from the checkpoint and folds the
+    /// log tail. The device can send as soon as this returns.
+    pub async fn finish(
+        self,
+        home: &std::path::Path,
+        unlock: Unlock,
+        options: Options,
+        timeout: Duration,
+        mut progress: impl FnMut(CatchUp),
+    ) -> Result<Device, ClientError> {
+        if Device::exists(home) {
+            return Err(ClientError::AlreadyInitialized(home.to_owned()));
+        }
+        let LinkPending {
+            offer, key, after, ..
+        } = self;
+        let channel = Id32(offer.code.channel);
+        let (_, sealed) = wait_for(&offer.relay, channel, after, TAG_BUNDLE, timeout).await?;
+        let mut ad = BUNDLE_AD.to_vec();
+        ad.extend_from_slice(&offer.code.channel);
+        let plain = key.open(&ad, &sealed).map_err(|_| {
+            ClientError::LinkProtocol("the bundle does not open (wrong channel or tampered)")
+        })?;
+        let bundle: Bundle = postcard::from_bytes(&plain)
+            .map_err(|_| ClientError::LinkProtocol("a malformed bundle"))?;
+        let log_id = Id32(bundle.log_id);
+        let device_id = *offer.device.public_key().as_bytes();
+        let secrets = IdentitySecrets {
+            root: bundle.root,
+            dh: bundle.dh,
+            device: offer.device,
+            device_dh: offer.device_dh,
+        };
+        let login_key = IdentitySecrets::from_bytes(&secrets.to_bytes()?)?.device;
+        let relay = offer.relay.with_login(Login {
+            log_id,
+            device: std::sync::Arc::new(login_key),
+        });
+        // The root in the bundle must be the root of the log this device was added to.
+        let info = relay.log_info().await?;
+        let genesis = RosterEntry::decode(&info.genesis.0)?;
+        let genesis_root = match &genesis.body {
+            chorus_wire::RosterBody::Genesis { root, .. } => *root.as_bytes(),
+            chorus_wire::RosterBody::DeviceAuthorized { .. } => {
+                return Err(ClientError::LinkProtocol(
+                    "the log's first entry is not a genesis",
+                ));
+            }
+        };
+        if genesis_root != *secrets.root.public_key().as_bytes() {
+            return Err(ClientError::LinkWrongIdentity);
+        }
+        let epoch_key = EpochKey::from_bytes(&bundle.epoch_key);
+        let blob = relay.get_blob(Id32(bundle.checkpoint)).await?;
+        let checkpoint = Checkpoint::open(&epoch_key, &bundle.checkpoint, &blob)?;
+        let roster = chorus_core::Roster::validate_chain(log_id.0, &checkpoint.roster)
+            .map_err(|_| ClientError::LinkProtocol("the checkpoint's roster does not validate"))?;
+        let me = DevicePublicKey::from_bytes(device_id)
+            .map_err(|_| ClientError::Corrupt("device key".into()))?;
+        if !roster.is_authorized(&me) || checkpoint.roster.first() != Some(&info.genesis.0) {
+            return Err(ClientError::LinkProtocol(
+                "the checkpoint's roster does not name this device",
+            ));
+        }
+        let total =
+            u64::try_from(info.head_seq.saturating_sub(checkpoint.applied_seq)).unwrap_or(0);
+        let created = !home.exists();
+        let result = async {
+            let device = Device::create_store(
+                home,
+                unlock,
+                &bundle.relay_url,
+                &bundle.name,
+                log_id,
+                Id32(bundle.intro_mailbox),
+                secrets,
+                epoch_key,
+                &checkpoint.roster,
+                checkpoint.applied_seq,
+                relay,
+                options,
+            )
+            .await?;
+            checkpoint.import(&device).await?;
+            progress(CatchUp { done: 0, total });
+            let start = checkpoint.applied_seq;
+            loop {
+                let before = device.applied_seq().await?;
+                device.sync_log_page().await?;
+                let now = device.applied_seq().await?;
+                progress(CatchUp {
+                    done: u64::try_from(now - start).unwrap_or(0),
+                    total: total.max(u64::try_from(now - start).unwrap_or(0)),
+                });
+                if now == before {
+                    break;
+                }
+            }
+            Ok::<_, ClientError>(device)
+        }
+        .await;
+        if result.is_err() {
+            crate::device::remove_store(home, created);
+        }
+        let device = result?;
+        let _ = device.relay.channel_delete(channel).await;
+        device.sync().await?;
+        Ok(device)
+    }
+}
+
+// ------------------------------------------------------------- approving device
+
+/// An approval in progress on an existing device: the SAS is ready to compare.
+pub struct Approval<'a> {
+    device: &'a Device,
+    channel: [u8; 32],
+    sas: Sas,
+    key: LinkKey,
+    new_device: DevicePublicKey,
+    new_dh: DeviceDhPublic,
+    name: String,
+}
+
+impl Device {
+    /// Takes a link code shown by a new device: commits to a key, reads the new
+    /// device's keys, reveals the key. Returns the approval with the SAS to compare;
+    /// nothing is authorized until [`Approval::confirm`].
+    pub async fn approve_link(&self, code: &str) -> Result<Approval<'_>, ClientError> {
+        let code = LinkCode::decode(code)?;
+        if normalize_url(&code.relay_url)? != self.me.relay_url {
+            return Err(ClientError::LinkProtocol(
+                "the code is for another relay than this identity's home",
+            ));
+        }
+        let channel = Id32(code.channel);
+        let eph = EphemeralSecret::generate(&mut rng());
+        let eph_pub = *eph.public_key().as_bytes();
+        let commit = commitment(&eph_pub);
+        let existing = self
+            .relay
+            .channel_read(channel, 0)
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found") => ClientError::LinkExpired,
+                _ => ClientError::Relay(e),
+            })?;
+        if !existing.messages.is_empty() {
+            return Err(ClientError::LinkCodeUsed);
+        }
+        self.relay
+            .channel_post(channel, tagged(TAG_COMMIT, &commit))
+            .await?;
+        let (_, hello) = wait_for(&self.relay, channel, 1, TAG_HELLO, LINK_TIMEOUT).await?;
+        if hello.len() < 64 + 1 {
+            return Err(ClientError::LinkProtocol("a malformed device announcement"));
+        }
+        let new_device = DevicePublicKey::from_slice(&hello[..32])
+            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
+        let new_dh = DeviceDhPublic::from_slice(&hello[32..64])
+            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
+        let name = std::str::from_utf8(&hello[64..])
+            .map_err(|_| ClientError::LinkProtocol("a device name that is not text"))?
+            .to_owned();
+        check_display_name("device name", &name)?;
+        self.relay
+            .channel_post(channel, tagged(TAG_REVEAL, &eph_pub))
+            .await?;
+        let new_eph = EphemeralPublic::from_slice(&code.ephemeral)
+            .map_err(|_| ClientError::LinkProtocol("an invalid key"))?;
+        let hash = transcript(&code.channel, &code.ephemeral, &commit, &hello, &eph_pub);
+        let dh = eph
+            .diffie_hellman(&new_eph)
+            .map_err(|_| ClientError::LinkProtocol("an invalid key"))?;
+        Ok(Approval {
+            device: self,
+            channel: code.channel,
+            sas: Sas::from_transcript(&hash),
+            key: LinkKey::derive(&dh, &hash),
+            new_device,
+            new_dh,
+            name,
+        })
+    }
+
+    pub(crate) async fn applied_seq(&self) -> Result<i64, ClientError> {
+        Ok(
+            sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
+                .fetch_one(self.store.pool())
+                .await?,
+        )
+    }
+}
+
+impl Approval<'_> {
+    /// The short authentication string to compare with the new device's.
+    pub fn sas(&self) -> Sas {
+        self.sas
+    }
+
+    /// The name the new device gave itself.
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    /// After the user confirmed the SAS: authorizes the device in the roster (once),
+    /// registers it at the relay, writes a checkpoint and sends the sealed bundle.
+    pub async fn confirm(self) -> Result<(), ClientError> {
+        let d = self.device;
+        let mut done = false;
+        d.sync_log().await?;
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut conn = d.store.pool().acquire().await?;
+            let roster = load_roster(&mut conn, &d.log.log_id).await?;
+            drop(conn);
+            if roster.is_authorized(&self.new_device) {
+                done = true;
+                break;
+            }
+            let entry = roster
+                .authorize(
+                    &RosterSigner::Root(d.me.identity.root()),
+                    self.new_device,
+                    self.new_dh,
+                    &self.name,
+                    u64::try_from(d.now()).unwrap_or(0),
+                )
+                .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
+            let (outcome, _) = d
+                .append(vec![Pending::guarded(
+                    EventKind::Roster {
+                        entry: entry.as_bytes().to_vec(),
+                    },
+                    ROSTER_STREAM.to_vec(),
+                    None,
+                )])
+                .await?;
+            if outcome == Appended::Done {
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            return Err(ClientError::Contended);
+        }
+        d.relay
+            .add_device(Id32(*self.new_device.as_bytes()))
+            .await?;
+        let checkpoint_id: [u8; 32] = random();
+        let sealed = Checkpoint::export(d)
+            .await?
+            .seal(&d.log.key, &checkpoint_id)?;
+        d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
+        let IdentitySecrets { root, dh, .. } = stored_secrets(d).await?;
+        let bundle = Bundle {
+            log_id: d.log.log_id.0,
+            relay_url: d.me.relay_url.clone(),
+            name: d.me.name.clone(),
+            intro_mailbox: d.me.intro_mailbox.0,
+            root,
+            dh,
+            epoch: d.log.epoch,
+            epoch_key: d.log.key.to_bytes(),
+            checkpoint: checkpoint_id,
+        };
+        let plain = Zeroizing::new(
+            postcard::to_allocvec(&bundle).map_err(|_| ClientError::Corrupt("bundle".into()))?,
+        );
+        let mut ad = BUNDLE_AD.to_vec();
+        ad.extend_from_slice(&self.channel);
+        let sealed = self.key.seal(&ad, &plain, &mut rng());
+        d.relay
+            .channel_post(Id32(self.channel), tagged(TAG_BUNDLE, &sealed))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The identity secrets as stored (a copy for the bundle, wiped on drop).
+async fn stored_secrets(d: &Device) -> Result<IdentitySecrets, ClientError> {
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM identity WHERE id = 1")
+        .fetch_one(d.store.pool())
+        .await?;
+    IdentitySecrets::from_bytes(&d.store.open_sealed("identity", "1", &sealed)?)
+}
+
+// ------------------------------------------------------------------ checkpoint
+
+/// A snapshot of a device's folded state (no history): what a new device starts from.
+/// Sealed under the epoch key and stored as a relay blob (DESIGN §4 "Checkpoint").
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    applied_seq: i64,
+    lamport: i64,
+    max_prekey_id: i64,
+    roster: Vec<Vec<u8>>,
+    streams: Vec<(Vec<u8>, i64)>,
+    registers: Vec<(String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>)>,
+    prekeys: Vec<PrekeyRow>,
+    contacts: Vec<ContactRow>,
+    mailboxes: Vec<(Vec<u8>, String, Option<String>, i64, bool, i64)>,
+    outbox: Vec<(
+        Vec<u8>,
+        String,
+        String,
+        Vec<u8>,
+        Vec<u8>,
+        i64,
+        Option<Vec<u8>>,
+    )>,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow)]
+struct PrekeyRow {
+    id: i64,
+    kind: String,
+    last_resort: bool,
+    purpose: String,
+    public: Vec<u8>,
+    sealed: Vec<u8>,
+    created_ms: i64,
+    retired_ms: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, sqlx::FromRow)]
+struct ContactRow {
+    name: String,
+    root_key: Vec<u8>,
+    identity: Vec<u8>,
+    relay_url: String,
+    send_mailbox: Vec<u8>,
+    recv_mailbox: Vec<u8>,
+    hello_acked: bool,
+    answered: bool,
+    invitation: Option<Vec<u8>>,
+    added_ms: i64,
+    read_up_to: i64,
+    #[sqlx(skip)]
+    session: Zeroizing<Vec<u8>>,
+}
+
+impl Checkpoint {
+    /// Reads the folded state in one transaction (a consistent cut: the log cursor and
+    /// the mailbox cursors and sessions agree).
+    pub(crate) async fn export(d: &Device) -> Result<Self, ClientError> {
+        let mut tx = d.store.begin().await?;
+        let (applied_seq, lamport, max_prekey_id): (i64, i64, i64) = sqlx::query_as(
+            "SELECT applied_seq, lamport, max_prekey_id FROM constellation WHERE id = 1",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let roster = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
+            .fetch_all(&mut *tx)
+            .await?;
+        let streams = sqlx::query_as("SELECT tag, version FROM streams")
+            .fetch_all(&mut *tx)
+            .await?;
+        let registers = sqlx::query_as(
+            "SELECT name, lamport, timestamp_ms, author, event_id, value FROM registers",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut prekeys: Vec<PrekeyRow> = sqlx::query_as(
+            "SELECT id, kind, last_resort, purpose, public, sealed, created_ms, retired_ms FROM prekeys",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        // Rows are sealed to this device's store key: carry the plaintext (the whole
+        // checkpoint is sealed under the epoch key).
+        for p in &mut prekeys {
+            p.sealed = d
+                .store
+                .open_sealed("prekey", &p.id.to_string(), &p.sealed)?
+                .to_vec();
+        }
+        let mut contacts: Vec<ContactRow> = sqlx::query_as(
+            "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
+                    answered, invitation, added_ms, read_up_to FROM contacts",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for c in &mut contacts {
+            let session = d
+                .store
+                .get_session(&mut tx, &c.name)
+                .await?
+                .ok_or_else(|| ClientError::Corrupt(format!("session of {}", c.name)))?;
+            c.session = session.snapshot();
+        }
+        let mailboxes = sqlx::query_as(
+            "SELECT mailbox_id, kind, contact, after_seq, registered, created_ms FROM mailboxes",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let outbox = sqlx::query_as(
+            "SELECT envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author FROM outbox",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        drop(tx);
+        Ok(Self {
+            applied_seq,
+            lamport,
+            max_prekey_id,
+            roster,
+            streams,
+            registers,
+            prekeys,
+            contacts,
+            mailboxes,
+            outbox,
+        })
+    }
+
+    fn seal(&self, key: &EpochKey, id: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+        let plain = Zeroizing::new(
+            postcard::to_allocvec(self).map_err(|_| ClientError::Corrupt("checkpoint".into()))?,
+        );
+        let (nonce, ct) = key.seal(&[CHECKPOINT_AD, id].concat(), &plain, &mut rng());
+        Ok([&nonce[..], &ct].concat())
+    }
+
+    fn open(key: &EpochKey, id: &[u8; 32], sealed: &[u8]) -> Result<Self, ClientError> {
+        if sealed.len() < 12 {
+            return Err(ClientError::LinkProtocol("a truncated checkpoint"));
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let plain = key
+            .open(&[CHECKPOINT_AD, id].concat(), nonce, ct)
+            .map_err(|_| ClientError::LinkProtocol("the checkpoint does not open (tampered?)"))?;
+        postcard::from_bytes(&plain)
+            .map_err(|_| ClientError::LinkProtocol("a malformed checkpoint"))
+    }
+
+    /// Writes the snapshot into a new device's store.
+    async fn import(&self, d: &Device) -> Result<(), ClientError> {
+        let mut tx = d.store.begin().await?;
+        sqlx::query("UPDATE constellation SET lamport = $1, max_prekey_id = $2 WHERE id = 1")
+            .bind(self.lamport)
+            .bind(self.max_prekey_id)
+            .execute(&mut *tx)
+            .await?;
+        for (tag, version) in &self.streams {
+            sqlx::query("INSERT INTO streams (tag, version) VALUES ($1, $2)")
+                .bind(tag)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, lamport, ts, author, event_id, value) in &self.registers {
+            sqlx::query(
+                "INSERT INTO registers (name, lamport, timestamp_ms, author, event_id, value)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(name)
+            .bind(lamport)
+            .bind(ts)
+            .bind(author)
+            .bind(event_id)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in &self.prekeys {
+            sqlx::query(
+                "INSERT INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms, retired_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(p.id)
+            .bind(&p.kind)
+            .bind(p.last_resort)
+            .bind(&p.purpose)
+            .bind(&p.public)
+            .bind(d.store.seal("prekey", &p.id.to_string(), &p.sealed))
+            .bind(p.created_ms)
+            .bind(p.retired_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for c in &self.contacts {
+            sqlx::query(
+                "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox,
+                   hello_acked, answered, invitation, added_ms, read_up_to)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&c.name)
+            .bind(&c.root_key)
+            .bind(&c.identity)
+            .bind(&c.relay_url)
+            .bind(&c.send_mailbox)
+            .bind(&c.recv_mailbox)
+            .bind(c.hello_acked)
+            .bind(c.answered)
+            .bind(&c.invitation)
+            .bind(c.added_ms)
+            .bind(c.read_up_to)
+            .execute(&mut *tx)
+            .await?;
+            let session = chorus_core::Session::restore(&c.session, 0)?;
+            d.store.put_session(&mut tx, &c.name, &session).await?;
+        }
+        for (id, kind, contact, after, registered, created) in &self.mailboxes {
+            sqlx::query(
+                "INSERT OR REPLACE INTO mailboxes (mailbox_id, kind, contact, after_seq, registered, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(contact)
+            .bind(after)
+            .bind(registered)
+            .bind(created)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, contact, relay_url, mailbox, envelope, created, author) in &self.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(contact)
+            .bind(relay_url)
+            .bind(mailbox)
+            .bind(envelope)
+            .bind(created)
+            .bind(author)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Several devices of one identity against a real relay (loopback axum app, SQLite
+//! file), each with its own store: linking, sequenced sends from any device, receiving
+//! on every device, and the refusals linking must make.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chorus_client::link::{LinkCode, LinkOffer};
+use chorus_client::{ClientError, Device, Unlock};
+
+mod common;
+use common::{Relay, TestClock, options};
+
+async fn init(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Device {
+    Device::init(
+        &dir.join(name),
+        Unlock::KeyFile,
+        &relay.url,
+        name,
+        options(clock),
+    )
+    .await
+    .unwrap()
+}
+
+/// Links a new device into `existing`'s identity; both sides check the SAS matches.
+async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
+    let offer = LinkOffer::new(existing.relay_url(), home, &options(clock))
+        .await
+        .unwrap();
+    let code = offer.code();
+    let new_side = tokio::spawn(async move {
+        offer
+            .wait_for_approver(Duration::from_secs(20))
+            .await
+            .unwrap()
+    });
+    let approval = existing.approve_link(&code).await.unwrap();
+    let pending = new_side.await.unwrap();
+    assert_eq!(pending.sas(), approval.sas(), "both screens show one SAS");
+    assert_eq!(approval.device_name(), home);
+    approval.confirm().await.unwrap();
+    let mut seen = Vec::new();
+    let device = pending
+        .finish(
+            &dir.join(home),
+            Unlock::KeyFile,
+            options(clock),
+            Duration::from_secs(20),
+            |p| seen.push(p),
+        )
+        .await
+        .unwrap();
+    assert!(!seen.is_empty(), "catch-up reports progress");
+    device
+}
+
+async fn history(d: &Device, contact: &str) -> Vec<(bool, String)> {
+    d.history(contact, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.outgoing, m.text))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_linked_device_is_the_same_identity_and_sends_and_receives_at_once() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    let code = laptop.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    laptop.sync().await.unwrap();
+    bob.send("alice", "before the phone").await.unwrap();
+    laptop.sync().await.unwrap();
+
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    // One identity: same fingerprint, same contacts.
+    assert_eq!(phone.fingerprint(), laptop.fingerprint());
+    assert_eq!(
+        phone.contacts().await.unwrap()[0].name,
+        laptop.contacts().await.unwrap()[0].name
+    );
+    assert_eq!(laptop.devices().await.unwrap().len(), 2);
+    assert_eq!(phone.devices().await.unwrap().len(), 2);
+
+    // The phone sends at once; bob sees one alice.
+    clock.tick();
+    phone.send("bob", "from the phone").await.unwrap();
+    clock.tick();
+    laptop.send("bob", "from the laptop").await.unwrap();
+    let got: Vec<String> = bob
+        .sync()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            chorus_client::Event::Message(m) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["from the phone", "from the laptop"]);
+    assert_eq!(bob.contacts().await.unwrap().len(), 1);
+
+    // Bob answers; both devices read it.
+    clock.tick();
+    bob.send("alice", "hi both").await.unwrap();
+    phone.sync().await.unwrap();
+    laptop.sync().await.unwrap();
+    let on_phone = history(&phone, "bob").await;
+    let on_laptop = history(&laptop, "bob").await;
+    assert!(on_phone.contains(&(false, "hi both".to_owned())));
+    assert!(on_phone.contains(&(true, "from the laptop".to_owned())));
+    // History from the link time on: the phone has what happened since it joined,
+    // in the same order as the laptop.
+    let tail = &on_laptop[on_laptop.len() - on_phone.len()..];
+    assert_eq!(on_phone, tail);
+}
+
+#[tokio::test]
+async fn concurrent_sends_from_two_devices_form_one_linear_conversation() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    let code = laptop.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    laptop.sync().await.unwrap();
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+
+    let (laptop, phone) = (std::sync::Arc::new(laptop), std::sync::Arc::new(phone));
+    let mut tasks = Vec::new();
+    for (d, who) in [(laptop.clone(), "laptop"), (phone.clone(), "phone")] {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                d.send("bob", &format!("{who} {i}")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    bob.sync().await.unwrap();
+    let at_bob = history(&bob, "alice").await;
+    assert_eq!(at_bob.len(), 20, "nothing lost, nothing duplicated");
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(history(&laptop, "bob").await, history(&phone, "bob").await);
+    // The session went on linearly: bob's answer reaches both.
+    bob.send("alice", "got all twenty").await.unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(history(&laptop, "bob").await, history(&phone, "bob").await);
+    assert_eq!(history(&phone, "bob").await.len(), 21);
+}
+
+#[tokio::test]
+async fn bad_and_reused_link_codes_are_refused_and_change_nothing() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let offer = LinkOffer::new(laptop.relay_url(), "phone", &options(&clock))
+        .await
+        .unwrap();
+    let code = offer.code();
+    let mut tampered = code.clone();
+    tampered.insert(20, 'x');
+    for (bad, expect) in [
+        ("chorus:abc".to_owned(), "does not start"),
+        (code[..code.len() - 3].to_owned(), ""),
+        (tampered, ""),
+    ] {
+        let e = laptop.approve_link(&bad).await.err().unwrap();
+        assert!(matches!(e, ClientError::BadLinkCode { .. }), "{e}");
+        assert!(e.to_string().contains(expect), "{e}");
+    }
+    // A code for a channel that does not exist (expired) is refused.
+    let mut gone = LinkCode::decode(&code).unwrap();
+    gone.channel = [7; 32];
+    assert!(matches!(
+        laptop.approve_link(&gone.encode()).await,
+        Err(ClientError::LinkExpired)
+    ));
+    // Used once (a first approver committed), a code cannot be used again.
+    let waiting =
+        tokio::spawn(async move { offer.wait_for_approver(Duration::from_secs(20)).await });
+    let first = laptop.approve_link(&code).await.unwrap();
+    assert!(matches!(
+        laptop.approve_link(&code).await,
+        Err(ClientError::LinkCodeUsed)
+    ));
+    let pending = waiting.await.unwrap().unwrap();
+    assert_eq!(pending.sas(), first.sas());
+    // Nothing was authorized before the confirmation.
+    assert_eq!(laptop.devices().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn linking_twice_to_the_same_device_key_yields_one_device() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    assert_eq!(laptop.devices().await.unwrap().len(), 2);
+    // Linking into an existing home is refused before anything happens.
+    let offer = LinkOffer::new(laptop.relay_url(), "phone", &options(&clock))
+        .await
+        .unwrap();
+    let code = offer.code();
+    let new_side =
+        tokio::spawn(async move { offer.wait_for_approver(Duration::from_secs(20)).await });
+    let approval = laptop.approve_link(&code).await.unwrap();
+    let pending = new_side.await.unwrap().unwrap();
+    let e = pending
+        .finish(
+            phone.home(),
+            Unlock::KeyFile,
+            options(&clock),
+            Duration::from_secs(1),
+            |_| {},
+        )
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, ClientError::AlreadyInitialized(_)), "{e}");
+    drop(approval);
+    assert_eq!(laptop.devices().await.unwrap().len(), 2);
+}
