@@ -10,7 +10,7 @@
 //! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
 //! | 5 | wrong passphrase or key file, or the other unlock method |
 //! | 6 | invalid input: bad invitation code, address or relay URL, oversized or empty message, bad name |
-//! | 7 | conflict: already initialised, invitation already accepted, contact exists |
+//! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed |
 //! | 8 | `chorus demo`: a check failed |
 
 use chorus_client::{ClientError, StoreError};
@@ -61,7 +61,11 @@ impl From<ClientError> for Failure {
             | E::EmptyMessage
             | E::Wire(_)
             | E::Log(_)
+            | E::BadLinkCode { .. }
+            | E::LinkProtocol(_)
+            | E::LinkWrongIdentity
             | E::Rejected(_) => INVALID,
+            E::LinkExpired | E::LinkCodeUsed | E::LinkRefused(_) | E::LinkCancelled => CONFLICT,
             E::AlreadyInitialized(_)
             | E::AlreadyAccepted { .. }
             | E::AlreadyContact { .. }

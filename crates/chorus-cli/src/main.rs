@@ -7,6 +7,7 @@
 
 mod demo;
 mod exit;
+mod link;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -51,6 +52,20 @@ enum Command {
         /// Your display name (contacts see it as a suggested alias).
         #[arg(long)]
         name: String,
+        /// This device's name, as `chorus devices` lists it.
+        #[arg(long, default_value = "first device")]
+        device_name: String,
+    },
+    /// Link another device into this identity (run `link new` on the new device first).
+    Link {
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
+    /// List this identity's devices.
+    Devices {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Print an invitation code (text and QR) for one new contact.
     Invite {
@@ -134,6 +149,34 @@ enum Command {
 enum RelayCommand {
     /// Serve the relay API (SQLite in the working directory by default).
     Serve(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// On the NEW device: show a link code, wait for an existing device to approve it,
+    /// compare the codes, then catch up. The home must not hold an identity yet.
+    New {
+        /// The identity's home relay (the one `chorus status` shows on the other device).
+        #[arg(long)]
+        relay: String,
+        /// This device's name, as `chorus devices` lists it.
+        #[arg(long, default_value = "new device")]
+        name: String,
+        /// Print only the code, no QR.
+        #[arg(long)]
+        no_qr: bool,
+        /// Do not ask: only after you compared the code on both screens yourself.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// On an EXISTING device: approve a link code shown by the new device.
+    Approve {
+        /// The code, starting with "chorus-link:" ("-" reads it from stdin).
+        code: String,
+        /// Do not ask: only after you compared the code on both screens yourself.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,10 +278,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .serve()
             .await
             .map_err(|e| Failure::new(exit::RELAY, format!("{e:#}"))),
-        Command::Init { relay, name } => {
+        Command::Init {
+            relay,
+            name,
+            device_name,
+        } => {
             let home = home(&cli)?;
-            let device =
-                Device::init(&home, unlock(&cli, true)?, relay, name, Options::default()).await?;
+            let device = Device::init_with(
+                &home,
+                unlock(&cli, true)?,
+                relay,
+                name,
+                device_name,
+                chorus_wire::SecurityLevel::SharedRoot,
+                Options::default(),
+            )
+            .await?;
             println!("Created identity {:?} in {}", device.name(), home.display());
             println!("Safety number: {}", device.fingerprint());
             println!("Address:       {}", device.address());
@@ -248,24 +303,52 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             let code = device.invite().await?;
             if !no_qr {
-                // Level L: the most data per symbol (a code is ~2.2 KB; L holds 2,953 bytes
-                // at version 40). A longer code (a very long relay URL) gets text only.
-                match qrcode::QrCode::with_error_correction_level(
-                    code.as_bytes(),
-                    qrcode::EcLevel::L,
-                ) {
-                    Ok(qr) => {
-                        let image = qr
-                            .render::<qrcode::render::unicode::Dense1x2>()
-                            .quiet_zone(true)
-                            .build();
-                        println!("{image}");
-                    }
-                    Err(e) => eprintln!("note: no QR for this code ({e}); use the text"),
-                }
+                print_qr(&code);
                 println!("Invitation code (give it to one person; it works once):");
             }
             println!("{code}");
+            Ok(())
+        }
+        Command::Link {
+            command:
+                LinkCommand::New {
+                    relay,
+                    name,
+                    no_qr,
+                    yes,
+                },
+        } => link::new(&cli, relay, name, *no_qr, *yes).await,
+        Command::Link {
+            command: LinkCommand::Approve { code, yes },
+        } => {
+            let device = open(&cli).await?;
+            let code = if code == "-" {
+                read_stdin()?
+            } else {
+                code.clone()
+            };
+            link::approve(&device, &code, *yes).await
+        }
+        Command::Devices { json } => {
+            let device = open(&cli).await?;
+            let devices = device.devices().await?;
+            if *json {
+                print_json(&devices)?;
+            } else {
+                for d in devices {
+                    let seen = match d.last_seen_ms {
+                        Some(ms) => format!("seen {}", clock(ms)),
+                        None => "not seen recently".to_owned(),
+                    };
+                    let me = if d.this_device { "  (this device)" } else { "" };
+                    println!(
+                        "{:<20} {}  added {}  {seen}{me}",
+                        printable(&d.name),
+                        d.id,
+                        clock(i64::try_from(d.added_ms).unwrap_or(0))
+                    );
+                }
+            }
             Ok(())
         }
         Command::Accept { code, name } => {
@@ -418,6 +501,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Demo => demo::run().await,
+    }
+}
+
+/// A code as a terminal QR. Level L: the most data per symbol (an invitation code is
+/// ~2.2 KB; L holds 2,953 bytes at version 40). A longer code gets text only.
+fn print_qr(code: &str) {
+    match qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::L) {
+        Ok(qr) => {
+            let image = qr
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build();
+            println!("{image}");
+        }
+        Err(e) => eprintln!("note: no QR for this code ({e}); use the text"),
     }
 }
 

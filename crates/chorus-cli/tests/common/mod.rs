@@ -1,0 +1,114 @@
+//! Shared helpers for the end-to-end tests: the relay as a real process and the
+//! `chorus` binary run against device homes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
+
+pub struct Relay {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Relay {
+    pub fn start(data: &Path, listen: &str) -> Relay {
+        let mut child = Command::new(CHORUS)
+            .args(["relay", "serve", "--listen", listen, "--no-rate-limits"])
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected relay output {line:?}"))
+            .to_owned();
+        Relay {
+            child,
+            url: format!("http://{addr}"),
+            data: data.to_owned(),
+        }
+    }
+
+    /// Stops the relay; returns what `start` needs to bring it back on the same port
+    /// and SQLite file.
+    pub fn stop(mut self) -> (PathBuf, String) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        (
+            self.data.clone(),
+            self.url.trim_start_matches("http://").to_owned(),
+        )
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn chorus(home: &Path, args: &[&str]) -> Output {
+    Command::new(CHORUS)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("CHORUS_HOME")
+        .env_remove("CHORUS_FAILPOINT")
+        .output()
+        .unwrap()
+}
+
+/// Runs and requires success; returns stdout.
+pub fn ok(home: &Path, args: &[&str]) -> String {
+    let out = chorus(home, args);
+    assert!(
+        out.status.success(),
+        "chorus {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and requires failure with `code` and exactly one `error:` line on stderr.
+pub fn fails(home: &Path, args: &[&str], code: i32) -> String {
+    let out = chorus(home, args);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(code), "chorus {args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got {stderr:?}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    stderr
+}
+
+pub fn json(home: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(home, args)).unwrap()
+}
+
+pub fn texts(home: &Path, contact: &str) -> Vec<(bool, String)> {
+    json(home, &["history", contact, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["outgoing"].as_bool().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

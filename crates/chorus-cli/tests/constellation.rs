@@ -1,0 +1,148 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Several devices per identity, end to end with real processes: the relay binary and
+//! one `chorus` home per device, linked with `chorus link new` / `chorus link approve`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+
+mod common;
+use common::*;
+
+/// Links a new home into `existing`'s identity through the two commands, as a user
+/// would (with `--yes`: the test compares nothing on a screen).
+fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) {
+    let mut child = Command::new(CHORUS)
+        .arg("--home")
+        .arg(new)
+        .args([
+            "link", "new", "--relay", &relay.url, "--name", name, "--no-qr", "--yes",
+        ])
+        .env_remove("CHORUS_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("link new printed no code").unwrap();
+        if let Some(code) = line.trim().strip_prefix("chorus link approve ") {
+            break code.to_owned();
+        }
+    };
+    let approved = ok(existing, &["link", "approve", &code, "--yes"]);
+    assert!(approved.contains("Approved"), "{approved}");
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "link new failed: {rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
+}
+
+fn history(home: &Path, contact: &str) -> Vec<(bool, String)> {
+    json(home, &["history", contact, "--json", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["outgoing"].as_bool().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.path().join(format!("alice{i}")))
+        .collect();
+    let bob: Vec<PathBuf> = (1..=2)
+        .map(|i| dir.path().join(format!("bob{i}")))
+        .collect();
+    ok(
+        &alice[0],
+        &[
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--device-name",
+            "laptop",
+        ],
+    );
+    ok(&bob[0], &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&alice[0], &alice[1], &relay, "phone");
+    link(&alice[0], &alice[2], &relay, "tablet");
+    link(&bob[0], &bob[1], &relay, "bob's phone");
+    let devices = json(&alice[2], &["devices", "--json"]);
+    let names: Vec<&str> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["laptop", "phone", "tablet"]);
+
+    let code = ok(&alice[1], &["invite", "--no-qr"]);
+    ok(&bob[1], &["accept", code.trim()]);
+    for home in alice.iter().chain(&bob) {
+        ok(home, &["sync"]);
+    }
+    for home in &alice {
+        assert_eq!(json(home, &["contacts", "--json"])[0]["name"], "bob");
+    }
+
+    // All five devices send at once: 40 messages each.
+    let mut senders = Vec::new();
+    for (i, home) in alice.iter().chain(&bob).enumerate() {
+        let home = home.clone();
+        let to = if i < 3 { "bob" } else { "alice" };
+        senders.push(thread::spawn(move || {
+            for n in 0..40 {
+                ok(&home, &["send", to, &format!("device {i} message {n}")]);
+            }
+        }));
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    // A fourth device joins mid-conversation and sends at once.
+    let laptop2 = dir.path().join("alice4");
+    link(&alice[0], &laptop2, &relay, "desktop");
+    assert_eq!(json(&laptop2, &["contacts", "--json"])[0]["name"], "bob");
+    ok(&laptop2, &["send", "bob", "hello from the desktop"]);
+
+    for _ in 0..2 {
+        for home in alice.iter().chain(&bob).chain([&laptop2]) {
+            ok(home, &["sync"]);
+        }
+    }
+    let reference = history(&alice[0], "bob");
+    assert_eq!(reference.len(), 201, "nothing lost, nothing duplicated");
+    let mut unique = reference.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 201);
+    for home in &alice[1..] {
+        assert_eq!(history(home, "bob"), reference, "{}", home.display());
+    }
+    let at_bob = history(&bob[0], "alice");
+    assert_eq!(at_bob.len(), 201);
+    assert_eq!(history(&bob[1], "alice"), at_bob);
+    // Bob's view mirrors Alice's: one identity on each side.
+    let flipped: Vec<(bool, String)> = at_bob.iter().map(|(o, t)| (!o, t.clone())).collect();
+    let mut a = reference.clone();
+    let mut b = flipped;
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // The desktop has history from its link time on: its own message at least.
+    let desk = history(&laptop2, "bob");
+    assert!(desk.contains(&(true, "hello from the desktop".to_owned())));
+    assert!(desk.len() < reference.len());
+}
