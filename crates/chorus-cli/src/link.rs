@@ -5,11 +5,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use chorus_client::link::{CatchUp, LINK_TIMEOUT, LinkOffer};
-use chorus_client::{ClientError, Device, Options};
+use chorus_client::{ClientError, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::exit::Failure;
-use crate::{Cli, home, print_qr, printable, unlock};
+use crate::{Cli, cli_options, home, print_qr, printable, unlock};
 
 /// Asks the user to compare the SAS; `--yes` answers for them.
 fn confirm(sas: &str, yes: bool) -> Result<(), Failure> {
@@ -54,7 +54,7 @@ pub(crate) async fn new(
         return Err(ClientError::AlreadyInitialized(home).into());
     }
     let unlock = unlock(cli, true)?;
-    let offer = LinkOffer::new(relay, name, &Options::default()).await?;
+    let offer = LinkOffer::new(relay, name, &cli_options(cli)).await?;
     let code = offer.code();
     if !no_qr {
         print_qr(&code);
@@ -75,7 +75,7 @@ pub(crate) async fn new(
         .finish(
             &home,
             unlock,
-            Options::default(),
+            cli_options(cli),
             LINK_TIMEOUT,
             |p: CatchUp| {
                 bar.set_length(p.total);

@@ -19,6 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::exit::Failure;
+pub(crate) use crate::options as cli_options;
 
 /// Chorus: end-to-end encrypted messaging where your devices are one identity.
 #[derive(Parser)]
@@ -33,6 +34,11 @@ struct Cli {
     /// Protect a new store with a passphrase asked at the prompt (instead of a key file).
     #[arg(long, global = true)]
     passphrase: bool,
+    /// Seconds to wait before delivering a message another of your devices sent but
+    /// did not deliver (it may have died right after sending).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    deliver_after: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -256,15 +262,22 @@ fn prompt(creating: bool) -> Result<Unlock, Failure> {
     Ok(Unlock::Passphrase(first))
 }
 
+fn options(cli: &Cli) -> Options {
+    Options {
+        sibling_delivery: std::time::Duration::from_secs(cli.deliver_after),
+        ..Options::default()
+    }
+}
+
 async fn open(cli: &Cli) -> Result<Device, Failure> {
     let home = home(cli)?;
-    match Device::open(&home, unlock(cli, false)?, Options::default()).await {
+    match Device::open(&home, unlock(cli, false)?, options(cli)).await {
         // A passphrase store opened without one: ask, if someone is there to answer.
         Err(ClientError::Store(StoreError::WrongUnlockMethod {
             expected: "passphrase",
             ..
         })) if std::io::stdin().is_terminal() && cli.passphrase_env.is_none() => {
-            Ok(Device::open(&home, prompt(false)?, Options::default()).await?)
+            Ok(Device::open(&home, prompt(false)?, options(cli)).await?)
         }
         other => Ok(other?),
     }
@@ -291,7 +304,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 name,
                 device_name,
                 chorus_wire::SecurityLevel::SharedRoot,
-                Options::default(),
+                options(&cli),
             )
             .await?;
             println!("Created identity {:?} in {}", device.name(), home.display());

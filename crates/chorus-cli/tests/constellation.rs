@@ -146,3 +146,93 @@ fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
     assert!(desk.contains(&(true, "hello from the desktop".to_owned())));
     assert!(desk.len() < reference.len());
 }
+
+#[test]
+fn a_device_killed_right_after_its_sent_append_is_delivered_once_by_a_sibling() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (
+        dir.path().join("laptop"),
+        dir.path().join("phone"),
+        dir.path().join("bob"),
+    );
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    let code = ok(&bob, &["invite", "--no-qr"]);
+    ok(&laptop, &["accept", code.trim()]);
+    ok(&bob, &["sync"]);
+    ok(&phone, &["sync"]);
+
+    // The laptop dies right after its Sent event is in the log, before posting.
+    let mut send = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&laptop)
+        .args(["send", "bob", "the laptop died here"])
+        .env("CHORUS_FAILPOINT", "after-persist")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(send.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("failpoint after-persist reached"), "{line}");
+    send.kill().unwrap(); // SIGKILL
+    send.wait().unwrap();
+    assert!(ok(&bob, &["sync"]).is_empty(), "not posted yet");
+
+    // Too early: the phone leaves the laptop's message to the laptop for a while.
+    ok(&phone, &["sync", "--deliver-after", "3600"]);
+    assert_eq!(json(&phone, &["status", "--json"])["outbox"], 1);
+    assert!(ok(&bob, &["sync"]).is_empty());
+    // After the wait the phone delivers it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&phone, &["sync", "--deliver-after", "1"]);
+    assert_eq!(json(&phone, &["status", "--json"])["outbox"], 0);
+    // The laptop comes back: it sees the delivery and posts nothing again.
+    ok(&laptop, &["sync"]);
+    assert_eq!(json(&laptop, &["status", "--json"])["outbox"], 0);
+    ok(&bob, &["sync"]);
+    ok(&bob, &["sync"]);
+    let got: Vec<(bool, String)> = texts(&bob, "alice");
+    assert_eq!(
+        got,
+        [(false, "the laptop died here".to_owned())],
+        "exactly once"
+    );
+    // The conversation goes on from either device.
+    ok(&phone, &["send", "bob", "and the phone goes on"]);
+    ok(&bob, &["sync"]);
+    assert_eq!(texts(&bob, "alice").len(), 2);
+}
+
+#[test]
+fn a_device_offline_for_100_messages_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (
+        dir.path().join("laptop"),
+        dir.path().join("phone"),
+        dir.path().join("bob"),
+    );
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    let code = ok(&laptop, &["invite", "--no-qr"]);
+    ok(&bob, &["accept", code.trim()]);
+    ok(&laptop, &["sync"]);
+    // The phone is offline (runs nothing) while 100 messages go both ways.
+    for n in 0..50 {
+        ok(&laptop, &["send", "bob", &format!("a{n}")]);
+        ok(&bob, &["send", "alice", &format!("b{n}")]);
+    }
+    ok(&laptop, &["sync"]);
+    ok(&phone, &["sync"]);
+    let on_phone = history(&phone, "bob");
+    assert_eq!(on_phone.len(), 100);
+    assert_eq!(on_phone, history(&laptop, "bob"));
+    // And it can send at once.
+    ok(&phone, &["send", "bob", "back online"]);
+    assert!(ok(&bob, &["sync"]).contains("back online"));
+}
