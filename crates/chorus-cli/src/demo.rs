@@ -1,13 +1,16 @@
 //! `chorus demo`: the whole story on an embedded relay, with every step checked.
 //!
-//! A relay on an ephemeral loopback port with a temporary SQLite file; two identities
-//! (alice, bob) in temporary homes; an invitation; messages both ways; bob offline while
-//! alice writes, then catching up; safety numbers compared. Each step prints what each
-//! side saw, and the command exits 0 only if every check passed.
+//! A relay on an ephemeral loopback port with a temporary SQLite file; two identities in
+//! temporary homes — alice on three devices (laptop, phone, tablet), bob on two — linked
+//! with short codes compared on both screens; an invitation; messages from and to any
+//! device; two of alice's devices sending at the same moment; bob's phone offline, then
+//! catching up; one history on all five devices; safety numbers compared. Each step
+//! prints what each device saw, and the command exits 0 only if every check passed.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use chorus_client::link::{LINK_TIMEOUT, LinkOffer};
 use chorus_client::{Device, Event, Options, Unlock};
 use chorus_relay::serve::ServeArgs;
 
@@ -40,6 +43,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
     for e in events {
         match e {
             Event::ContactAdded { contact } => println!("    {who} sees: new contact {contact:?}"),
+            Event::Message(m) if m.outgoing => {
+                println!("    {who} learns it sent to {}: {:?}", m.contact, m.text);
+            }
             Event::Message(m) => {
                 println!("    {who} receives from {}: {:?}", m.contact, m.text); // {:?} escapes
                 texts.push(m.text.clone());
@@ -93,106 +99,229 @@ pub async fn run() -> Result<(), Failure> {
     }
 }
 
+async fn init(
+    dir: &Path,
+    home: &str,
+    url: &str,
+    name: &str,
+    device: &str,
+) -> Result<Device, Failure> {
+    Device::init_with(
+        &dir.join(home),
+        Unlock::KeyFile,
+        url,
+        name,
+        device,
+        chorus_wire::SecurityLevel::SharedRoot,
+        Options::default(),
+    )
+    .await
+    .map_err(fail)
+}
+
+/// `chorus link new` on the new device and `chorus link approve` on `existing`, with
+/// the SAS compared by the demo instead of a person.
+async fn link(
+    existing: &Device,
+    dir: &Path,
+    home: &str,
+    name: &str,
+    c: &mut Checks,
+) -> Result<Device, Failure> {
+    let offer = LinkOffer::new(existing.relay_url(), name, &Options::default())
+        .await
+        .map_err(fail)?;
+    let code = offer.code();
+    let waiting = tokio::spawn(async move { offer.wait_for_approver(LINK_TIMEOUT).await });
+    let approval = existing.approve_link(&code).await.map_err(fail)?;
+    let pending = waiting.await.map_err(fail)?.map_err(fail)?;
+    println!(
+        "    {name}: {}    {} ({}): {}",
+        pending.sas(),
+        existing.name(),
+        approval.device_name(),
+        approval.sas()
+    );
+    c.check(
+        &format!("both screens show the same code for {name}"),
+        pending.sas() == approval.sas(),
+    );
+    approval.confirm().await.map_err(fail)?;
+    pending
+        .finish(
+            &dir.join(home),
+            Unlock::KeyFile,
+            Options::default(),
+            LINK_TIMEOUT,
+            |_| {},
+        )
+        .await
+        .map_err(fail)
+}
+
+async fn sync_all(devices: &[&Device]) -> Result<(), Failure> {
+    for d in devices {
+        d.sync().await.map_err(fail)?;
+    }
+    Ok(())
+}
+
+async fn transcript(d: &Device, contact: &str) -> Result<Vec<(bool, String)>, Failure> {
+    Ok(d.history(contact, 1000)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .map(|m| (m.outgoing, m.text))
+        .collect())
+}
+
 async fn story(url: &str, dir: &Path) -> Result<Checks, Failure> {
     let mut c = Checks {
         passed: 0,
         failed: Vec::new(),
     };
-    step(1, "alice and bob each create an identity");
-    let alice = Device::init(
-        &dir.join("alice"),
-        Unlock::KeyFile,
-        url,
-        "alice",
-        Options::default(),
-    )
-    .await
-    .map_err(fail)?;
-    let bob = Device::init(
-        &dir.join("bob"),
-        Unlock::KeyFile,
-        url,
-        "bob",
-        Options::default(),
-    )
-    .await
-    .map_err(fail)?;
-    println!("    alice: {}", alice.fingerprint());
-    println!("    bob:   {}", bob.fingerprint());
+    step(1, "alice and bob each create an identity on their laptops");
+    let a_laptop = init(dir, "alice-laptop", url, "alice", "laptop").await?;
+    let b_laptop = init(dir, "bob-laptop", url, "bob", "laptop").await?;
+    println!("    alice: {}", a_laptop.fingerprint());
+    println!("    bob:   {}", b_laptop.fingerprint());
     c.check(
         "two identities with different fingerprints",
-        alice.fingerprint() != bob.fingerprint(),
+        a_laptop.fingerprint() != b_laptop.fingerprint(),
     );
 
-    step(2, "alice invites bob; bob accepts the code");
-    let code = alice.invite().await.map_err(fail)?;
-    println!(
-        "    code: {}… ({} characters)",
-        &code[..32.min(code.len())],
-        code.len()
+    step(
+        2,
+        "alice links her phone and tablet, bob his phone (codes compared on both screens)",
     );
-    let (alias, outcome) = bob.accept(&code, None).await.map_err(fail)?;
+    let a_phone = link(&a_laptop, dir, "alice-phone", "phone", &mut c).await?;
+    let a_tablet = link(&a_laptop, dir, "alice-tablet", "tablet", &mut c).await?;
+    let b_phone = link(&b_laptop, dir, "bob-phone", "phone", &mut c).await?;
+    let devices = a_tablet.devices().await.map_err(fail)?;
+    println!(
+        "    alice's devices: {}",
+        devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    c.check(
+        "alice is one identity on three devices",
+        devices.len() == 3
+            && a_phone.fingerprint() == a_laptop.fingerprint()
+            && a_tablet.fingerprint() == a_laptop.fingerprint(),
+    );
+    let alice = [&a_laptop, &a_phone, &a_tablet];
+    let bob = [&b_laptop, &b_phone];
+
+    step(3, "alice's phone invites bob; bob's phone accepts");
+    let code = a_phone.invite().await.map_err(fail)?;
+    let (alias, outcome) = b_phone.accept(&code, None).await.map_err(fail)?;
     c.check("bob's hello reached the relay", outcome.queued.is_none());
     c.check("bob knows alice as \"alice\"", alias == "alice");
-    let events = alice.sync().await.map_err(fail)?;
-    saw("alice", &events);
+    sync_all(&alice).await?;
+    sync_all(&bob).await?;
+    let mut everywhere = true;
+    for d in alice {
+        everywhere &= d
+            .contacts()
+            .await
+            .map_err(fail)?
+            .iter()
+            .any(|x| x.name == "bob");
+    }
+    for d in bob {
+        everywhere &= d.contacts().await.map_err(fail)?.len() == 1;
+    }
     c.check(
-        "alice learns of bob from his answer",
-        events.contains(&Event::ContactAdded {
-            contact: "bob".into(),
-        }),
+        "every device of each side has the contact — bob sees ONE alice",
+        everywhere,
     );
 
-    step(3, "messages both ways");
-    send(&bob, "alice", "Hi Alice! Bob here.", &mut c).await?;
-    let got = saw("alice", &alice.sync().await.map_err(fail)?);
-    c.check("alice reads bob's message", got == ["Hi Alice! Bob here."]);
-    send(&alice, "bob", "Hello Bob — got you.", &mut c).await?;
-    let got = saw("bob", &bob.sync().await.map_err(fail)?);
-    c.check("bob reads alice's reply", got == ["Hello Bob — got you."]);
+    step(4, "messages both ways, from and to any device");
+    send(
+        &b_laptop,
+        "alice",
+        "Hi Alice! Bob here, on my laptop.",
+        &mut c,
+    )
+    .await?;
+    let mut all = true;
+    for (d, name) in alice.iter().zip(["laptop", "phone", "tablet"]) {
+        let got = saw(&format!("alice's {name}"), &d.sync().await.map_err(fail)?);
+        all &= got == ["Hi Alice! Bob here, on my laptop."];
+    }
+    c.check("all three of alice's devices read it, each on its own", all);
+    send(
+        &a_tablet,
+        "bob",
+        "Hello Bob — answering from my tablet.",
+        &mut c,
+    )
+    .await?;
+    let mut both = true;
+    for (d, name) in bob.iter().zip(["laptop", "phone"]) {
+        let got = saw(&format!("bob's {name}"), &d.sync().await.map_err(fail)?);
+        both &= got == ["Hello Bob — answering from my tablet."];
+    }
+    c.check("both of bob's devices read the answer", both);
 
-    step(4, "bob goes offline; alice keeps writing");
+    step(5, "alice's laptop and phone send at the same moment");
+    let (x, y) = tokio::join!(
+        a_laptop.send("bob", "Laptop: same moment…"),
+        a_phone.send("bob", "Phone: …same moment!")
+    );
+    c.check(
+        "both sends succeed (the loser re-encrypts on the winner's state)",
+        x.is_ok() && y.is_ok(),
+    );
+    let got = saw("bob's laptop", &b_laptop.sync().await.map_err(fail)?);
+    c.check(
+        "bob receives both, in one linear conversation",
+        got.len() == 2,
+    );
+
+    step(
+        6,
+        "bob's phone is offline while alice writes; it catches up",
+    );
     let offline = ["Are you there?", "I'll leave these here.", "Talk soon."];
-    for text in offline {
-        send(&alice, "bob", text, &mut c).await?;
+    for (text, d) in offline.iter().zip(alice) {
+        send(d, "bob", text, &mut c).await?;
     }
-    let status = alice.status().await.map_err(fail)?;
-    c.check(
-        "alice's outbox is empty: the relay holds all three",
-        status.outbox == 0,
-    );
+    let got = saw("bob's phone", &b_phone.sync().await.map_err(fail)?);
+    let tail: Vec<&str> = got.iter().rev().take(3).rev().map(String::as_str).collect();
+    c.check("bob's phone receives all three, in order", tail == offline);
+    send(&b_phone, "alice", "Back now — read them all.", &mut c).await?;
+    sync_all(&alice).await?;
+    sync_all(&bob).await?;
 
-    step(5, "bob comes back and catches up");
-    let got = saw("bob", &bob.sync().await.map_err(fail)?);
-    c.check("bob receives all three, in order", got == offline);
-    send(&bob, "alice", "Back now — read them all.", &mut c).await?;
-    let got = saw("alice", &alice.sync().await.map_err(fail)?);
-    c.check(
-        "alice reads bob's answer",
-        got == ["Back now — read them all."],
-    );
-
-    step(6, "both histories agree");
-    let a = alice.history("bob", 100).await.map_err(fail)?;
-    let b = bob.history("alice", 100).await.map_err(fail)?;
-    for m in &a {
-        let who = if m.outgoing { "alice" } else { "bob" };
-        println!("    {who:>5}: {}", m.text);
+    step(7, "all five devices agree on one history");
+    let reference = transcript(&a_laptop, "bob").await?;
+    for (out, text) in &reference {
+        println!("    {:>5}: {text}", if *out { "alice" } else { "bob" });
     }
-    let a_texts: Vec<(bool, &str)> = a.iter().map(|m| (m.outgoing, m.text.as_str())).collect();
-    let b_texts: Vec<(bool, &str)> = b.iter().map(|m| (!m.outgoing, m.text.as_str())).collect();
+    let mut agree = reference.len() == 8;
+    for d in &alice[1..] {
+        agree &= transcript(d, "bob").await? == reference;
+    }
+    let mirrored: Vec<(bool, String)> = reference.iter().map(|(o, t)| (!o, t.clone())).collect();
+    for d in bob {
+        agree &= transcript(d, "alice").await? == mirrored;
+    }
     c.check(
-        "six messages, the same order on both sides",
-        a.len() == 6 && a_texts == b_texts,
+        "eight messages, the same order on every device of both sides",
+        agree,
     );
 
-    step(7, "safety numbers");
-    let va = alice.verify("bob").await.map_err(fail)?;
-    let vb = bob.verify("alice").await.map_err(fail)?;
-    println!("    alice sees: {}", va.safety_number);
-    println!("    bob sees:   {}", vb.safety_number);
+    step(8, "safety numbers");
+    let va = a_phone.verify("bob").await.map_err(fail)?;
+    let vb = b_laptop.verify("alice").await.map_err(fail)?;
+    println!("    alice's phone sees: {}", va.safety_number);
+    println!("    bob's laptop sees:  {}", vb.safety_number);
     c.check(
-        "both sides compute the same safety number",
+        "both sides compute the same safety number, whatever the device",
         va.safety_number.to_string() == vb.safety_number.to_string(),
     );
     Ok(c)

@@ -1302,6 +1302,16 @@ impl Device {
                     continue;
                 }
                 Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                Err(ClientError::Session(chorus_core::SessionError::DuplicateOrExpired {
+                    ..
+                })) => {
+                    // Already applied — typically a first message a sibling turned into
+                    // the contact (its session, folded from the log, already used the
+                    // key). Nothing to report; only the cursor moves.
+                    drop(tx);
+                    tx = self.store.begin().await?;
+                    Vec::new()
+                }
                 Err(e) => {
                     // Bad bytes from the network: roll back whatever was started, then
                     // advance the cursor alone so the envelope is not retried forever.

@@ -369,7 +369,9 @@ async fn a_forged_or_replayed_envelope_is_skipped_and_the_session_survives() {
         .unwrap();
     let before = snapshot(&alice).await;
     let events = alice.sync().await.unwrap();
-    assert_eq!(events.len(), 2);
+    // The garbage is reported; the replay is a duplicate, skipped silently (a sibling's
+    // first message turned into a contact looks the same). Neither changes anything.
+    assert_eq!(events.len(), 1, "{events:?}");
     assert!(events.iter().all(|e| matches!(e, Event::Rejected { .. })));
     assert_eq!(snapshot(&alice).await, before);
     bob.send("alice", "still works").await.unwrap();
