@@ -236,3 +236,38 @@ fn a_device_offline_for_100_messages_catches_up() {
     ok(&phone, &["send", "bob", "back online"]);
     assert!(ok(&bob, &["sync"]).contains("back online"));
 }
+
+#[test]
+fn bad_link_commands_are_one_line_a_code_and_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let laptop = dir.path().join("laptop");
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    let roster = |h: &Path| {
+        json(h, &["devices", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = roster(&laptop);
+    let e = fails(&laptop, &["link", "approve", "chorus-link:AAAA", "--yes"], 6);
+    assert!(e.contains("invalid link code"), "{e}");
+    let e = fails(&laptop, &["link", "approve", "chorus:AAAA", "--yes"], 6);
+    assert!(e.contains("does not start with"), "{e}");
+    // A code for a channel that does not exist (expired) is refused.
+    let expired = chorus_client::link::LinkCode {
+        relay_url: relay.url.clone(),
+        channel: [9; 32],
+        ephemeral: [9; 32],
+    }
+    .encode();
+    let e = fails(&laptop, &["link", "approve", &expired, "--yes"], 7);
+    assert!(e.contains("expired"), "{e}");
+    // `link new` into a home that already holds an identity.
+    let e = fails(&laptop, &["link", "new", "--relay", &relay.url, "--yes"], 7);
+    assert!(e.contains("already holds"), "{e}");
+    assert_eq!(roster(&laptop), before);
+    assert_eq!(before.len(), 1);
+}

@@ -631,6 +631,8 @@ pub(crate) struct Checkpoint {
     max_prekey_id: i64,
     roster: Vec<Vec<u8>>,
     streams: Vec<(Vec<u8>, i64)>,
+    /// Event ids already folded: a replayed record stays refused on the new device.
+    seen: Vec<Vec<u8>>,
     registers: Vec<(String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>)>,
     prekeys: Vec<PrekeyRow>,
     contacts: Vec<ContactRow>,
@@ -691,6 +693,9 @@ impl Checkpoint {
         let streams = sqlx::query_as("SELECT tag, version FROM streams")
             .fetch_all(&mut *tx)
             .await?;
+        let seen = sqlx::query_scalar("SELECT event_id FROM seen_events")
+            .fetch_all(&mut *tx)
+            .await?;
         let registers = sqlx::query_as(
             "SELECT name, lamport, timestamp_ms, author, event_id, value FROM registers",
         )
@@ -740,6 +745,7 @@ impl Checkpoint {
             max_prekey_id,
             roster,
             streams,
+            seen,
             registers,
             prekeys,
             contacts,
@@ -780,6 +786,12 @@ impl Checkpoint {
             sqlx::query("INSERT INTO streams (tag, version) VALUES ($1, $2)")
                 .bind(tag)
                 .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in &self.seen {
+            sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -233,3 +233,76 @@ async fn linking_twice_to_the_same_device_key_yields_one_device() {
     drop(approval);
     assert_eq!(laptop.devices().await.unwrap().len(), 2);
 }
+
+async fn state(d: &Device) -> (String, usize, usize, i64) {
+    (
+        serde_json::to_string(&d.contacts().await.unwrap()).unwrap(),
+        d.history("bob", 100).await.unwrap().len(),
+        d.devices().await.unwrap().len(),
+        d.status().await.unwrap().outbox,
+    )
+}
+
+#[tokio::test]
+async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
+    use chorus_relay::api::{HexBytes, RecordIn};
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    let code = laptop.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    let before = state(&phone).await;
+
+    // A record the relay (or anyone with a device token) forged: it does not open.
+    let forged = RecordIn {
+        epoch: 1,
+        nonce: HexBytes(vec![0; 12]),
+        ciphertext: HexBytes(vec![0xab; 64]),
+        guard: None,
+    };
+    // A real record replayed under a new seq: it opens, but its event was applied.
+    let page = laptop.relay().read_records(0, 256).await.unwrap();
+    let old = page
+        .records
+        .iter()
+        .find(|r| r.guard.is_none())
+        .expect("an unguarded record");
+    let replay = RecordIn {
+        epoch: old.epoch,
+        nonce: old.nonce.clone(),
+        ciphertext: old.ciphertext.clone(),
+        guard: None,
+    };
+    // From another epoch than the device holds.
+    let other_epoch = RecordIn {
+        epoch: 9,
+        ..replay.clone()
+    };
+    laptop
+        .relay()
+        .append(vec![forged, replay, other_epoch])
+        .await
+        .unwrap();
+    let events = phone.sync().await.unwrap();
+    let reasons: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            chorus_client::Event::Rejected { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("does not authenticate"), "{}", reasons[0]);
+    assert!(reasons[1].contains("replays an event"), "{}", reasons[1]);
+    assert!(reasons[2].contains("another epoch"), "{}", reasons[2]);
+    assert_eq!(state(&phone).await, before);
+    // The log goes on: a real send from the laptop still folds on the phone.
+    laptop.send("bob", "after the noise").await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(phone.history("bob", 100).await.unwrap().len(), before.1 + 1);
+}
