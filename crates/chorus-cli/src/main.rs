@@ -396,10 +396,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("No contacts yet: `chorus invite` or `chorus contact add ADDRESS`.");
             } else {
                 for c in contacts {
-                    let state = if c.connected {
-                        ""
-                    } else {
-                        "  (waiting for reply)"
+                    let state = match (c.connected, c.unread) {
+                        (false, _) => "  (waiting for reply)".to_owned(),
+                        (true, 0) => String::new(),
+                        (true, n) => format!("  ({n} unread)"),
                     };
                     println!("{:<20} {}  {}{state}", c.name, c.fingerprint, c.relay_url);
                 }
@@ -422,6 +422,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let device = open(&cli).await?;
             let messages = device.history(contact, *limit).await?;
+            // Shown is read, on every device (offline, it stays unread for now).
+            if let Err(e) = device.mark_read(contact).await {
+                eprintln!("note: not marked as read on your other devices: {e}");
+            }
             if *json {
                 print_json(&messages)?;
             } else {

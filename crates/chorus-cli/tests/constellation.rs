@@ -252,7 +252,11 @@ fn bad_link_commands_are_one_line_a_code_and_no_change() {
             .collect::<Vec<_>>()
     };
     let before = roster(&laptop);
-    let e = fails(&laptop, &["link", "approve", "chorus-link:AAAA", "--yes"], 6);
+    let e = fails(
+        &laptop,
+        &["link", "approve", "chorus-link:AAAA", "--yes"],
+        6,
+    );
     assert!(e.contains("invalid link code"), "{e}");
     let e = fails(&laptop, &["link", "approve", "chorus:AAAA", "--yes"], 6);
     assert!(e.contains("does not start with"), "{e}");

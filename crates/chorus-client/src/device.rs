@@ -161,6 +161,8 @@ pub struct ContactInfo {
     pub connected: bool,
     /// When they were added.
     pub added_ms: i64,
+    /// Messages from them not yet read on any device of this identity.
+    pub unread: i64,
 }
 
 /// A device of the identity, as `chorus devices` lists it.
@@ -870,13 +872,16 @@ impl Device {
 
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
-        let rows: Vec<(String, Vec<u8>, String, bool, i64)> = sqlx::query_as(
-            "SELECT name, identity, relay_url, answered, added_ms FROM contacts ORDER BY name",
+        let rows: Vec<(String, Vec<u8>, String, bool, i64, i64)> = sqlx::query_as(
+            "SELECT c.name, c.identity, c.relay_url, c.answered, c.added_ms,
+                    (SELECT COUNT(*) FROM messages m
+                     WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to)
+             FROM contacts c ORDER BY c.name",
         )
         .fetch_all(self.store.pool())
         .await?;
         rows.into_iter()
-            .map(|(name, identity, relay_url, connected, added_ms)| {
+            .map(|(name, identity, relay_url, connected, added_ms, unread)| {
                 let keys = IdentityKeys::decode(&identity)?;
                 Ok(ContactInfo {
                     name,
@@ -884,9 +889,38 @@ impl Device {
                     relay_url,
                     connected,
                     added_ms,
+                    unread,
                 })
             })
             .collect()
+    }
+
+    /// Marks every message from `contact` received so far as read — on every device of
+    /// the identity (a `Read` event in the log; the marker only moves forward).
+    pub async fn mark_read(&self, contact: &str) -> Result<(), ClientError> {
+        let row: Option<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT c.root_key, c.read_up_to,
+                    (SELECT MAX(sent_ms) FROM messages m WHERE m.contact = c.name AND m.outgoing = 0)
+             FROM contacts c WHERE c.name = $1",
+        )
+        .bind(contact)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let (root, read, newest) =
+            row.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let Some(newest) = newest.filter(|n| *n > read) else {
+            return Ok(());
+        };
+        let contact: [u8; 32] = root
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Corrupt("contact key".into()))?;
+        self.append(vec![Pending::free(EventKind::Read {
+            contact,
+            up_to: u64::try_from(newest).unwrap_or(0),
+        })])
+        .await?;
+        Ok(())
     }
 
     /// Safety numbers for a contact.

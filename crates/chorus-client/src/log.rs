@@ -15,6 +15,10 @@
 //! retried by the caller after folding the winner's records — for a send, by
 //! re-encrypting on the winner's state.
 //!
+//! **Transactions.** A page of records is folded in one transaction (one fsync), each
+//! record in its own savepoint, and the cursor moves with it: a crash re-applies nothing
+//! and skips nothing.
+//!
 //! **Refusals.** A record that does not authenticate, names another author than the
 //! relay stamped, comes from a device outside the roster, or carries an invalid event is
 //! skipped: nothing but the cursor moves, and the reason is reported as
@@ -190,49 +194,53 @@ impl Device {
                 page.first_seq
             )));
         }
-        let mut events = Vec::new();
-        let mut progressed = false;
-        for record in &page.records {
-            if record.seq <= after {
-                continue;
-            }
-            events.extend(self.fold_record(record).await?);
-            progressed = true;
-        }
         // A relay claiming more but sending nothing new would loop forever: stop.
-        Ok(progressed.then_some(events))
+        if !page.records.iter().any(|r| r.seq > after) {
+            return Ok(None);
+        }
+        self.fold_page(&page.records).await.map(Some)
     }
 
-    /// Folds one record in its own transaction, moving the cursor with it. A record
-    /// that is not the next seq (a relay skipping one) is an error: folding is in order.
-    pub(crate) async fn fold_record(&self, record: &RecordOut) -> Result<Vec<Event>, ClientError> {
+    /// Folds a page of records in one transaction (one fsync), each record inside its
+    /// own savepoint: a refused record rolls back alone and only the cursor moves past
+    /// it. Records must continue the cursor: a relay skipping a seq is an error, and
+    /// nothing of the page is kept.
+    pub(crate) async fn fold_page(&self, records: &[RecordOut]) -> Result<Vec<Event>, ClientError> {
         let mut tx = self.store.begin().await?;
-        let applied: i64 = sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        if record.seq <= applied {
-            return Ok(Vec::new());
-        }
-        if record.seq != applied + 1 {
-            return Err(ClientError::Relay(crate::RelayError::BadResponse {
-                url: self.me.relay_url.clone(),
-                reason: format!("log gap: expected seq {}, got {}", applied + 1, record.seq),
-            }));
-        }
-        let events = match self.apply_record(&mut tx, record).await {
-            Ok(events) => events,
-            Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
-            Err(e) => {
-                drop(tx);
-                tx = self.store.begin().await?;
-                tracing::warn!(seq = record.seq, error = %e, "log record rejected");
-                vec![Event::Rejected {
-                    reason: format!("log record {}: {e}", record.seq),
-                }]
+        let mut applied: i64 =
+            sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut events = Vec::new();
+        for record in records {
+            if record.seq <= applied {
+                continue;
             }
-        };
+            if record.seq != applied + 1 {
+                return Err(ClientError::Relay(crate::RelayError::BadResponse {
+                    url: self.me.relay_url.clone(),
+                    reason: format!("log gap: expected seq {}, got {}", applied + 1, record.seq),
+                }));
+            }
+            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            match self.apply_record(&mut one, record).await {
+                Ok(e) => {
+                    one.commit().await?;
+                    events.extend(e);
+                }
+                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                Err(e) => {
+                    one.rollback().await?;
+                    tracing::warn!(seq = record.seq, error = %e, "log record rejected");
+                    events.push(Event::Rejected {
+                        reason: format!("log record {}: {e}", record.seq),
+                    });
+                }
+            }
+            applied = record.seq;
+        }
         sqlx::query("UPDATE constellation SET applied_seq = $1 WHERE id = 1")
-            .bind(record.seq)
+            .bind(applied)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -119,6 +119,13 @@ async fn a_linked_device_is_the_same_identity_and_sends_and_receives_at_once() {
     // in the same order as the laptop.
     let tail = &on_laptop[on_laptop.len() - on_phone.len()..];
     assert_eq!(on_phone, tail);
+
+    // Read on one device is read on all.
+    assert!(phone.contacts().await.unwrap()[0].unread > 0);
+    laptop.mark_read("bob").await.unwrap();
+    assert_eq!(laptop.contacts().await.unwrap()[0].unread, 0);
+    phone.sync().await.unwrap();
+    assert_eq!(phone.contacts().await.unwrap()[0].unread, 0);
 }
 
 #[tokio::test]
@@ -297,7 +304,11 @@ async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
         })
         .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(reasons[0].contains("does not authenticate"), "{}", reasons[0]);
+    assert!(
+        reasons[0].contains("does not authenticate"),
+        "{}",
+        reasons[0]
+    );
     assert!(reasons[1].contains("replays an event"), "{}", reasons[1]);
     assert!(reasons[2].contains("another epoch"), "{}", reasons[2]);
     assert_eq!(state(&phone).await, before);
