@@ -633,20 +633,27 @@ pub(crate) struct Checkpoint {
     streams: Vec<(Vec<u8>, i64)>,
     /// Event ids already folded: a replayed record stays refused on the new device.
     seen: Vec<Vec<u8>>,
-    registers: Vec<(String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>)>,
+    registers: Vec<RegisterRow>,
     prekeys: Vec<PrekeyRow>,
     contacts: Vec<ContactRow>,
-    mailboxes: Vec<(Vec<u8>, String, Option<String>, i64, bool, i64)>,
-    outbox: Vec<(
-        Vec<u8>,
-        String,
-        String,
-        Vec<u8>,
-        Vec<u8>,
-        i64,
-        Option<Vec<u8>>,
-    )>,
+    mailboxes: Vec<MailboxRow>,
+    outbox: Vec<OutboxRow>,
 }
+
+/// `registers`: name, lamport, timestamp, author, event id, value.
+type RegisterRow = (String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>);
+/// `mailboxes`: id, kind, contact, cursor, registered, created.
+type MailboxRow = (Vec<u8>, String, Option<String>, i64, bool, i64);
+/// `outbox`: envelope id, contact, relay, mailbox, envelope, created, author.
+type OutboxRow = (
+    Vec<u8>,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    Option<Vec<u8>>,
+);
 
 #[derive(Serialize, Deserialize, sqlx::FromRow)]
 struct PrekeyRow {

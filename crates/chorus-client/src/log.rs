@@ -352,13 +352,13 @@ impl Device {
                 name,
                 details,
             } => {
-                if let Some(details) = details {
-                    if let Some(added) = self
+                // Without details: a rename (not offered yet); the alias stays.
+                if let Some(details) = details
+                    && let Some(added) = self
                         .fold_new_contact(tx, &contact, &name, &details, record.seq)
                         .await?
-                    {
-                        events.extend(added);
-                    }
+                {
+                    events.extend(added);
                 }
             }
             EventKind::Sent(sent) => events.extend(

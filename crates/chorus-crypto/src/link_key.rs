@@ -69,7 +69,7 @@ impl LinkKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EphemeralSecret, x25519::DhPublic as _};
+    use crate::EphemeralSecret;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
