@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use chorus_client::link::{LINK_TIMEOUT, LinkOffer};
+use chorus_client::link::link_locally;
 use chorus_client::{Device, Event, Options, Unlock};
 use chorus_relay::serve::ServeArgs;
 
@@ -128,35 +128,24 @@ async fn link(
     name: &str,
     c: &mut Checks,
 ) -> Result<Device, Failure> {
-    let offer = LinkOffer::new(existing.relay_url(), name, &Options::default())
-        .await
-        .map_err(fail)?;
-    let code = offer.code();
-    let waiting = tokio::spawn(async move { offer.wait_for_approver(LINK_TIMEOUT).await });
-    let approval = existing.approve_link(&code).await.map_err(fail)?;
-    let pending = waiting.await.map_err(fail)?.map_err(fail)?;
+    let (device, new_sas, approver_sas) = link_locally(
+        existing,
+        &dir.join(home),
+        name,
+        Unlock::KeyFile,
+        Options::default(),
+    )
+    .await
+    .map_err(fail)?;
     println!(
-        "    {name}: {}    {} ({}): {}",
-        pending.sas(),
-        existing.name(),
-        approval.device_name(),
-        approval.sas()
+        "    {name} shows {new_sas}; {}'s approving device shows {approver_sas}",
+        existing.name()
     );
     c.check(
         &format!("both screens show the same code for {name}"),
-        pending.sas() == approval.sas(),
+        new_sas == approver_sas,
     );
-    approval.confirm().await.map_err(fail)?;
-    pending
-        .finish(
-            &dir.join(home),
-            Unlock::KeyFile,
-            Options::default(),
-            LINK_TIMEOUT,
-            |_| {},
-        )
-        .await
-        .map_err(fail)
+    Ok(device)
 }
 
 async fn sync_all(devices: &[&Device]) -> Result<(), Failure> {

@@ -1747,7 +1747,8 @@ impl Device {
                         Some(Ok(Push::Envelopes { mailbox_id, envelopes })) => {
                             self.process_pushed(mailbox_id, &envelopes).await
                         }
-                        Some(Ok(Push::Records { .. })) => continue,
+                        // A sibling appended: fold (its sends show up as ours).
+                        Some(Ok(Push::Records { .. })) => self.sync_log().await,
                         Some(Err(e)) => Err(e.into()),
                     },
                     _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),

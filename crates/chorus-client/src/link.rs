@@ -445,6 +445,34 @@ impl LinkPending {
     }
 }
 
+/// Both sides of a link in one process (the demo, tests and benchmarks): `existing`
+/// approves a new device created in `home`. Returns the new device and the SAS each side
+/// showed — comparing them is the caller's job, as it is the user's.
+pub async fn link_locally(
+    existing: &Device,
+    home: &std::path::Path,
+    name: &str,
+    unlock: Unlock,
+    options: Options,
+) -> Result<(Device, Sas, Sas), ClientError> {
+    let offer = LinkOffer::new(existing.relay_url(), name, &options).await?;
+    let code = offer.code();
+    let waiting = tokio::spawn(async move { offer.wait_for_approver(LINK_TIMEOUT).await });
+    let approval = existing.approve_link(&code).await?;
+    let pending = waiting
+        .await
+        .map_err(|_| ClientError::LinkProtocol("the new device's task failed"))??;
+    let (new_sas, approver_sas) = (pending.sas(), approval.sas());
+    if new_sas != approver_sas {
+        return Err(ClientError::LinkCancelled);
+    }
+    approval.confirm().await?;
+    let device = pending
+        .finish(home, unlock, options, LINK_TIMEOUT, |_| {})
+        .await?;
+    Ok((device, new_sas, approver_sas))
+}
+
 // ------------------------------------------------------------- approving device
 
 /// An approval in progress on an existing device: the SAS is ready to compare.
@@ -662,9 +690,14 @@ struct PrekeyRow {
     last_resort: bool,
     purpose: String,
     public: Vec<u8>,
+    /// The row as stored (sealed to one device's store key): not carried over.
+    #[serde(skip)]
     sealed: Vec<u8>,
     created_ms: i64,
     retired_ms: Option<i64>,
+    /// The private half, opened for the checkpoint (wiped on drop).
+    #[sqlx(skip)]
+    secret: Zeroizing<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize, sqlx::FromRow)]
@@ -716,10 +749,9 @@ impl Checkpoint {
         // Rows are sealed to this device's store key: carry the plaintext (the whole
         // checkpoint is sealed under the epoch key).
         for p in &mut prekeys {
-            p.sealed = d
+            p.secret = d
                 .store
-                .open_sealed("prekey", &p.id.to_string(), &p.sealed)?
-                .to_vec();
+                .open_sealed("prekey", &p.id.to_string(), &p.sealed)?;
         }
         let mut contacts: Vec<ContactRow> = sqlx::query_as(
             "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
@@ -826,7 +858,7 @@ impl Checkpoint {
             .bind(p.last_resort)
             .bind(&p.purpose)
             .bind(&p.public)
-            .bind(d.store.seal("prekey", &p.id.to_string(), &p.sealed))
+            .bind(d.store.seal("prekey", &p.id.to_string(), &p.secret))
             .bind(p.created_ms)
             .bind(p.retired_ms)
             .execute(&mut *tx)

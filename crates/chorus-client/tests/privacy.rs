@@ -9,9 +9,8 @@
 //! runs, and no device key of Alice's appears anywhere in it.
 
 use std::path::Path;
-use std::time::Duration;
 
-use chorus_client::link::LinkOffer;
+use chorus_client::link::link_locally;
 use chorus_client::{Device, Unlock};
 use chorus_relay::api::Id32;
 use chorus_wire::{Envelope, InitialMessage, RatchetMessage};
@@ -49,25 +48,16 @@ fn shape(payload: &[u8]) -> Shape {
 }
 
 async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
-    let offer = LinkOffer::new(existing.relay_url(), home, &options(clock))
-        .await
-        .unwrap();
-    let code = offer.code();
-    let waiting =
-        tokio::spawn(async move { offer.wait_for_approver(Duration::from_secs(20)).await });
-    let approval = existing.approve_link(&code).await.unwrap();
-    let pending = waiting.await.unwrap().unwrap();
-    approval.confirm().await.unwrap();
-    pending
-        .finish(
-            &dir.join(home),
-            Unlock::KeyFile,
-            options(clock),
-            Duration::from_secs(20),
-            |_| {},
-        )
-        .await
-        .unwrap()
+    link_locally(
+        existing,
+        &dir.join(home),
+        home,
+        Unlock::KeyFile,
+        options(clock),
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 /// Runs the script with `n` devices for Alice; returns every envelope Bob's relay holds

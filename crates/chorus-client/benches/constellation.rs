@@ -1,0 +1,191 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! What one message costs its sender when identities have several devices (DESIGN §6):
+//! 1×1, 5×1 and 5×5 devices (identity × contact). The aim is that nothing grows with
+//! the number of devices — a per-device design (Signal's) encrypts and uploads once per
+//! recipient device and once per own sibling.
+//!
+//! Set-up: a real relay (axum, SQLite file, `synchronous=FULL`) in this process, every
+//! device with its own SQLite store. One device of alice sends 200 messages, one at a
+//! time; the siblings and bob's devices are idle meanwhile. Measured per message:
+//! - **time**: wall clock of `send` (sequenced append, fold, post, `Delivered`);
+//! - **CPU**: this process's user + system CPU (`/proc/self/stat`), which includes the
+//!   in-process relay — an upper bound for the sender alone;
+//! - **bytes**: what the sender stored at relays — its log records' ciphertext plus the
+//!   envelope (the JSON bodies carry them hex-encoded, about twice that on the wire).
+//!
+//! Then the catch-up: the time for each idle device to fold the log and read the
+//! mailboxes (`sync`). `cargo bench -p chorus-client --bench constellation`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chorus_client::link::link_locally;
+use chorus_client::{Device, Options, Unlock};
+use chorus_relay::api::Id32;
+use chorus_relay::serve::ServeArgs;
+
+const MESSAGES: usize = 200;
+
+/// This process's user + system CPU time, from `/proc/self/stat` (Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let ticks = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64((fields[0] + fields[1]) as f64 / ticks as f64)
+}
+
+async fn identity(dir: &Path, url: &str, name: &str, devices: usize) -> Vec<Device> {
+    let first = Device::init(
+        &dir.join(format!("{name}0")),
+        Unlock::KeyFile,
+        url,
+        name,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let mut all = vec![first];
+    for i in 1..devices {
+        let home = dir.join(format!("{name}{i}"));
+        let (d, _, _) = link_locally(
+            &all[0],
+            &home,
+            &format!("device {i}"),
+            Unlock::KeyFile,
+            Options::default(),
+        )
+        .await
+        .unwrap();
+        all.push(d);
+    }
+    all
+}
+
+/// Ciphertext bytes in the log after `after`, and the new head.
+async fn log_bytes(d: &Device, mut after: i64) -> (usize, i64) {
+    let mut bytes = 0;
+    loop {
+        let page = d.relay().read_records(after, 64).await.unwrap();
+        if page.records.is_empty() {
+            return (bytes, after);
+        }
+        for r in &page.records {
+            bytes += r.ciphertext.0.len() + r.nonce.0.len();
+            after = r.seq;
+        }
+    }
+}
+
+/// Envelope bytes in every mailbox `d`'s identity owns (read from the relay).
+async fn mailbox_bytes(d: &Device) -> usize {
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        d.home().join(chorus_client::STORE_FILE).display()
+    ))
+    .await
+    .unwrap();
+    let ids: Vec<Vec<u8>> = sqlx::query_scalar("SELECT mailbox_id FROM mailboxes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut total = 0;
+    for id in ids {
+        let id = Id32(id.as_slice().try_into().unwrap());
+        let mut after = 0;
+        loop {
+            let page = d.relay().read_mailboxes(&[(id, after)], 256).await.unwrap();
+            let envs = &page.results[0].envelopes;
+            if envs.is_empty() {
+                break;
+            }
+            for e in envs {
+                total += e.payload.0.len();
+                after = e.seq;
+            }
+        }
+    }
+    total
+}
+
+async fn run(url: &str, dir: &Path, a: usize, b: usize) -> String {
+    let alice = identity(&dir.join("a"), url, "alice", a).await;
+    let bob = identity(&dir.join("b"), url, "bob", b).await;
+    let code = bob[0].invite().await.unwrap();
+    alice[0].accept(&code, Some("bob")).await.unwrap();
+    bob[0].sync().await.unwrap();
+    bob[0].send("alice", "hi").await.unwrap();
+    for d in alice.iter().chain(&bob) {
+        d.sync().await.unwrap();
+    }
+    let (_, head) = log_bytes(&alice[0], 0).await;
+    let before_envelopes = mailbox_bytes(&bob[0]).await;
+    let text = "x".repeat(100);
+    let cpu = cpu_time();
+    let start = Instant::now();
+    for _ in 0..MESSAGES {
+        alice[0].send("bob", &text).await.unwrap();
+    }
+    let wall = start.elapsed();
+    let cpu = cpu_time() - cpu;
+    let (log, _) = log_bytes(&alice[0], head).await;
+    let envelopes = mailbox_bytes(&bob[0]).await - before_envelopes;
+    let mut catch_up = Vec::new();
+    for d in alice[1..].iter().chain(&bob) {
+        let t = Instant::now();
+        d.sync().await.unwrap();
+        catch_up.push(t.elapsed());
+    }
+    assert_eq!(
+        bob[b - 1].history("alice", 1000).await.unwrap().len(),
+        MESSAGES + 1
+    );
+    let n = MESSAGES as f64;
+    let slowest = catch_up.iter().max().copied().unwrap_or_default();
+    format!(
+        "| {a}×{b} | {:.2} ms | {:.2} ms | {:.0} B + {:.0} B = {:.0} B | {:.0} ms ({} devices) |",
+        wall.as_secs_f64() * 1e3 / n,
+        cpu.as_secs_f64() * 1e3 / n,
+        log as f64 / n,
+        envelopes as f64 / n,
+        (log + envelopes) as f64 / n,
+        slowest.as_secs_f64() * 1e3,
+        catch_up.len(),
+    )
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "| identity × contact devices | time per send | CPU per send (process, incl. relay) | bytes stored per send (log + envelope) | slowest idle device's catch-up after {MESSAGES} sends |"
+    );
+    println!("|---|---|---|---|---|");
+    for (a, b) in [(1, 1), (5, 1), (5, 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let line = rt.block_on(async {
+            let mut args = ServeArgs::embedded(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                dir.path().join("relay"),
+            );
+            args.no_rate_limits = true;
+            let (listener, state) = args.bind().await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
+            run(&url, dir.path(), a, b).await
+        });
+        println!("{line}");
+    }
+}
