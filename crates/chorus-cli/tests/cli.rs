@@ -2,7 +2,7 @@
 //! End to end with real processes: the relay (`chorus relay serve`, a SQLite file) and
 //! two device homes driven through the real `chorus` binary, as a user would.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,21 +144,7 @@ fn kill_9_between_persisting_and_posting_delivers_exactly_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
     let (a, b) = pair(dir.path(), &relay);
-    let mut send = Command::new(CHORUS)
-        .arg("--home")
-        .arg(&a)
-        .args(["send", "bob", "survives kill -9"])
-        .env("CHORUS_FAILPOINT", "after-persist")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(send.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("failpoint after-persist reached"), "{line}");
-    send.kill().unwrap(); // SIGKILL
-    send.wait().unwrap();
+    send_and_kill_9(&a, "bob", "survives kill -9");
 
     // Persisted, not posted.
     assert_eq!(json(&a, &["status", "--json"])["outbox"], 1);

@@ -39,18 +39,18 @@ fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) {
     assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
 }
 
+/// A relay, alice on a laptop and a linked phone, and bob (not yet contacts).
+fn alice_on_two_devices_and_bob(dir: &Path) -> (Relay, PathBuf, PathBuf, PathBuf) {
+    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (dir.join("laptop"), dir.join("phone"), dir.join("bob"));
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    (relay, laptop, phone, bob)
+}
+
 fn history(home: &Path, contact: &str) -> Vec<(bool, String)> {
-    json(home, &["history", contact, "--json", "--limit", "1000"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["outgoing"].as_bool().unwrap(),
-                m["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    texts(home, contact)
 }
 
 #[test]
@@ -150,36 +150,14 @@ fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
 #[test]
 fn a_device_killed_right_after_its_sent_append_is_delivered_once_by_a_sibling() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
-    let (laptop, phone, bob) = (
-        dir.path().join("laptop"),
-        dir.path().join("phone"),
-        dir.path().join("bob"),
-    );
-    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
-    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
-    link(&laptop, &phone, &relay, "phone");
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
     let code = ok(&bob, &["invite", "--no-qr"]);
     ok(&laptop, &["accept", code.trim()]);
     ok(&bob, &["sync"]);
     ok(&phone, &["sync"]);
 
     // The laptop dies right after its Sent event is in the log, before posting.
-    let mut send = Command::new(CHORUS)
-        .arg("--home")
-        .arg(&laptop)
-        .args(["send", "bob", "the laptop died here"])
-        .env("CHORUS_FAILPOINT", "after-persist")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(send.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("failpoint after-persist reached"), "{line}");
-    send.kill().unwrap(); // SIGKILL
-    send.wait().unwrap();
+    send_and_kill_9(&laptop, "bob", "the laptop died here");
     assert!(ok(&bob, &["sync"]).is_empty(), "not posted yet");
 
     // Too early: the phone leaves the laptop's message to the laptop for a while.
@@ -210,15 +188,7 @@ fn a_device_killed_right_after_its_sent_append_is_delivered_once_by_a_sibling() 
 #[test]
 fn a_device_offline_for_100_messages_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
-    let (laptop, phone, bob) = (
-        dir.path().join("laptop"),
-        dir.path().join("phone"),
-        dir.path().join("bob"),
-    );
-    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
-    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
-    link(&laptop, &phone, &relay, "phone");
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
     let code = ok(&laptop, &["invite", "--no-qr"]);
     ok(&bob, &["accept", code.trim()]);
     ok(&laptop, &["sync"]);

@@ -262,6 +262,8 @@ pub struct Device {
     pub(crate) options: Options,
     pub(crate) home: PathBuf,
     pub(crate) log: LogKeys,
+    /// Sequenced sends that lost the race to a sibling and were encrypted again.
+    pub(crate) lost_races: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Device {
@@ -484,6 +486,7 @@ impl Device {
                 key: epoch_key,
                 device: device_id,
             },
+            lost_races: Default::default(),
         })
     }
 
@@ -549,6 +552,7 @@ impl Device {
                 key: epoch_key,
                 device: device_id,
             },
+            lost_races: Default::default(),
         })
     }
 
@@ -575,6 +579,12 @@ impl Device {
     /// The home relay's client, logged in as this device (for tools and tests).
     pub fn relay(&self) -> &RelayClient {
         &self.relay
+    }
+
+    /// How many sends by this process lost the race to a sibling and were encrypted
+    /// again on the winner's state (diagnostics, tests and benchmarks).
+    pub fn lost_races(&self) -> u64 {
+        self.lost_races.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The device home.
@@ -1093,6 +1103,9 @@ impl Device {
                 failpoint("after-persist");
                 return Ok(());
             }
+            self.lost_races
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("a sibling sent first; encrypting again on its state");
         }
         Err(ClientError::Contended)
     }
@@ -1789,7 +1802,7 @@ impl Device {
         let contiguous = envelopes
             .iter()
             .find(|e| e.seq > after)
-            .is_none_or(|first| first.seq == after + 1);
+            .is_none_or(|first| Some(first.seq) == after.checked_add(1));
         if !contiguous {
             return self.sync().await;
         }

@@ -286,7 +286,14 @@ impl LinkOffer {
         self.relay
             .channel_post(channel, tagged(TAG_HELLO, &hello))
             .await?;
-        let (seq, reveal) = wait_for(&self.relay, channel, seq + 1, TAG_REVEAL, timeout).await?;
+        let (seq, reveal) = wait_for(
+            &self.relay,
+            channel,
+            seq.saturating_add(1),
+            TAG_REVEAL,
+            timeout,
+        )
+        .await?;
         let approver: [u8; 32] = reveal
             .as_slice()
             .try_into()
@@ -439,6 +446,10 @@ impl LinkPending {
             crate::device::remove_store(home, created);
         }
         let device = result?;
+        // The checkpoint holds session snapshots (ratchet keys as of the link): once
+        // imported it must not outlive its use at the relay. Best effort — a failure
+        // leaves it sealed under the epoch key until the blob is replaced or deleted.
+        let _ = device.relay.delete_blob(Id32(bundle.checkpoint)).await;
         let _ = device.relay.channel_delete(channel).await;
         device.sync().await?;
         Ok(device)

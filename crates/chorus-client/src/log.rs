@@ -136,7 +136,7 @@ impl Device {
                         (Some(v), _) | (None, Some(&v)) => v,
                         (None, None) => stream_version(&mut conn, &tag).await?,
                     };
-                    next_version.insert(name, v + 1);
+                    next_version.insert(name, v.saturating_add(1));
                     Some((tag, v))
                 }
             };
@@ -188,7 +188,7 @@ impl Device {
             .fetch_one(self.store.pool())
             .await?;
         let page = self.relay.read_records(after, LOG_PAGE).await?;
-        if after + 1 < page.first_seq {
+        if after.saturating_add(1) < page.first_seq {
             return Err(ClientError::Corrupt(format!(
                 "the log was trimmed below seq {} before this device read it",
                 page.first_seq
@@ -211,19 +211,27 @@ impl Device {
             sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
+        // Validated once per page (every signature of the chain), then kept current
+        // by the page's own roster entries.
+        let mut roster = load_roster(&mut tx, &self.log.log_id).await?;
         let mut events = Vec::new();
         for record in records {
             if record.seq <= applied {
                 continue;
             }
-            if record.seq != applied + 1 {
+            // Seqs come from the relay: compare without arithmetic that could overflow.
+            let next = applied.checked_add(1);
+            if Some(record.seq) != next {
                 return Err(ClientError::Relay(crate::RelayError::BadResponse {
                     url: self.me.relay_url.clone(),
-                    reason: format!("log gap: expected seq {}, got {}", applied + 1, record.seq),
+                    reason: format!(
+                        "log gap: expected the seq after {applied}, got {}",
+                        record.seq
+                    ),
                 }));
             }
             let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-            match self.apply_record(&mut one, record).await {
+            match self.apply_record(&mut one, &mut roster, record).await {
                 Ok(e) => {
                     one.commit().await?;
                     events.extend(e);
@@ -250,6 +258,7 @@ impl Device {
     async fn apply_record(
         &self,
         tx: &mut SqliteConnection,
+        roster: &mut Roster,
         record: &RecordOut,
     ) -> Result<Vec<Event>, ClientError> {
         let epoch = u32::try_from(record.epoch).map_err(|_| ClientError::Rejected("bad epoch"))?;
@@ -271,7 +280,6 @@ impl Device {
             &record.nonce.0,
             &record.ciphertext.0,
         )?;
-        let mut roster = load_roster(tx, &self.log.log_id).await?;
         let author = chorus_crypto::DevicePublicKey::from_bytes(event.author)
             .map_err(|_| ClientError::Rejected("log record author is not a key"))?;
         if !roster.is_authorized(&author) {
@@ -297,7 +305,7 @@ impl Device {
                  ON CONFLICT (tag) DO UPDATE SET version = MAX(version, excluded.version)",
             )
             .bind(tag)
-            .bind(version + 1)
+            .bind(version.saturating_add(1))
             .execute(&mut *tx)
             .await?;
         }
@@ -307,7 +315,7 @@ impl Device {
         match event.kind {
             EventKind::Roster { entry } => {
                 let decoded = RosterEntry::decode(&entry)?;
-                roster.apply(&decoded).map_err(|e| {
+                roster.check(&decoded).map_err(|e| {
                     tracing::warn!(error = %e, "roster entry refused");
                     ClientError::Rejected("roster entry refused (signature, chain or signer)")
                 })?;
@@ -316,6 +324,10 @@ impl Device {
                     .bind(entry)
                     .execute(&mut *tx)
                     .await?;
+                // Checked above; the in-memory copy follows only once the row is written.
+                roster
+                    .apply(&decoded)
+                    .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
             }
             EventKind::ProfileUpdated { name } => {
                 if self.lww(tx, "profile", &stamp, name.as_bytes()).await? {

@@ -251,39 +251,42 @@ impl RelayClient {
         Ok((status, bytes))
     }
 
-    /// Stores (or replaces) a blob of this log: raw bytes, no retries.
-    pub async fn put_blob(&self, blob: Id32, bytes: Vec<u8>) -> Result<(), RelayError> {
+    /// One raw-bytes call on a blob of this log (no JSON, no retries).
+    async fn blob(
+        &self,
+        method: Method,
+        blob: Id32,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, RelayError> {
         let path = self.log_path(&format!("/blobs/{blob}"))?;
         let token = self.token().await?;
-        let resp = self
+        let mut req = self
             .http
-            .put(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: error_chain(&e),
-            })?;
-        self.read_capped(resp).await.map(|_| ())
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.map_err(|e| RelayError::Unreachable {
+            url: self.url.clone(),
+            reason: error_chain(&e),
+        })?;
+        self.read_capped(resp).await.map(|(_, b)| b)
+    }
+
+    /// Stores (or replaces) a blob of this log.
+    pub async fn put_blob(&self, blob: Id32, bytes: Vec<u8>) -> Result<(), RelayError> {
+        self.blob(Method::PUT, blob, Some(bytes)).await.map(|_| ())
     }
 
     /// Fetches a blob of this log.
     pub async fn get_blob(&self, blob: Id32) -> Result<Vec<u8>, RelayError> {
-        let path = self.log_path(&format!("/blobs/{blob}"))?;
-        let token = self.token().await?;
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: error_chain(&e),
-            })?;
-        self.read_capped(resp).await.map(|(_, b)| b)
+        self.blob(Method::GET, blob, None).await
+    }
+
+    /// Deletes a blob of this log.
+    pub async fn delete_blob(&self, blob: Id32) -> Result<(), RelayError> {
+        self.blob(Method::DELETE, blob, None).await.map(|_| ())
     }
 
     /// One call with retries; logs in (again) when the token is missing or expired.

@@ -261,8 +261,10 @@ impl LogEvent {
         })
     }
 
-    /// Encodes the event.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the event. The bytes may hold secrets (ratchet deltas, session
+    /// snapshots, private prekeys): they are wiped when dropped, and so is every
+    /// intermediate copy made here.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         use proto::log_event::Kind;
         let kind = match &self.kind {
             EventKind::ContactUpserted {
@@ -322,15 +324,47 @@ impl LogEvent {
                 envelope_id: envelope_id.to_vec(),
             }),
         };
-        proto::LogEvent {
+        let mut message = proto::LogEvent {
             version: WIRE_VERSION,
             event_id: self.event_id.to_vec(),
             lamport: self.lamport,
             timestamp_ms: self.timestamp_ms,
             author: self.author.to_vec(),
             kind: Some(kind),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(message.encoded_len()));
+        // Encoding into a Vec with room for the whole message cannot fail.
+        let _ = message.encode(&mut *out);
+        if let Some(kind) = message.kind.as_mut() {
+            wipe(kind);
         }
-        .encode_to_vec()
+        out
+    }
+}
+
+/// Zeroizes the secret fields of an encoded-from copy.
+fn wipe(kind: &mut proto::log_event::Kind) {
+    use proto::log_event::Kind;
+    use zeroize::Zeroize;
+    match kind {
+        Kind::Sent(m) => {
+            m.ratchet_delta.zeroize();
+            m.text.zeroize();
+        }
+        Kind::ContactUpserted(c) => {
+            if let Some(d) = c.details.as_mut() {
+                d.session.zeroize();
+                if let Some(f) = d.first.as_mut() {
+                    f.text.zeroize();
+                }
+            }
+        }
+        Kind::PrekeysCreated(p) => {
+            for k in &mut p.keys {
+                k.secret.zeroize();
+            }
+        }
+        _ => {}
     }
 }
 

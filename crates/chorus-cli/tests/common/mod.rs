@@ -100,7 +100,7 @@ pub fn json(home: &Path, args: &[&str]) -> serde_json::Value {
 }
 
 pub fn texts(home: &Path, contact: &str) -> Vec<(bool, String)> {
-    json(home, &["history", contact, "--json"])
+    json(home, &["history", contact, "--json", "--limit", "1000"])
         .as_array()
         .unwrap()
         .iter()
@@ -111,4 +111,24 @@ pub fn texts(home: &Path, contact: &str) -> Vec<(bool, String)> {
             )
         })
         .collect()
+}
+
+/// Runs `chorus send CONTACT TEXT` with the `after-persist` failpoint and kills it with
+/// SIGKILL once it stopped there (after the `Sent` append, before the post).
+pub fn send_and_kill_9(home: &Path, contact: &str, text: &str) {
+    let mut send = Command::new(CHORUS)
+        .arg("--home")
+        .arg(home)
+        .args(["send", contact, text])
+        .env("CHORUS_FAILPOINT", "after-persist")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(send.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("failpoint after-persist reached"), "{line}");
+    send.kill().unwrap(); // SIGKILL
+    send.wait().unwrap();
 }
