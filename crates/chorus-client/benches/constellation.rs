@@ -16,64 +16,16 @@
 //! Then the catch-up: the time for each idle device to fold the log and read the
 //! mailboxes (`sync`). `cargo bench -p chorus-client --bench constellation`.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod common;
 
-use chorus_client::link::link_locally;
-use chorus_client::{Device, Options, Unlock};
+use std::path::Path;
+use std::time::Instant;
+
+use chorus_client::Device;
 use chorus_relay::api::Id32;
-use chorus_relay::serve::ServeArgs;
+use common::{cpu_time, identity};
 
 const MESSAGES: usize = 200;
-
-/// This process's user + system CPU time, from `/proc/self/stat` (Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(100);
-    Duration::from_secs_f64((fields[0] + fields[1]) as f64 / ticks as f64)
-}
-
-async fn identity(dir: &Path, url: &str, name: &str, devices: usize) -> Vec<Device> {
-    let first = Device::init(
-        &dir.join(format!("{name}0")),
-        Unlock::KeyFile,
-        url,
-        name,
-        Options::default(),
-    )
-    .await
-    .unwrap();
-    let mut all = vec![first];
-    for i in 1..devices {
-        let home = dir.join(format!("{name}{i}"));
-        let (d, _, _) = link_locally(
-            &all[0],
-            &home,
-            &format!("device {i}"),
-            Unlock::KeyFile,
-            Options::default(),
-        )
-        .await
-        .unwrap();
-        all.push(d);
-    }
-    all
-}
 
 /// Ciphertext bytes in the log after `after`, and the new head.
 async fn log_bytes(d: &Device, mut after: i64) -> (usize, i64) {
@@ -176,14 +128,7 @@ fn main() {
     for (a, b) in [(1, 1), (5, 1), (5, 5)] {
         let dir = tempfile::tempdir().unwrap();
         let line = rt.block_on(async {
-            let mut args = ServeArgs::embedded(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                dir.path().join("relay"),
-            );
-            args.no_rate_limits = true;
-            let (listener, state) = args.bind().await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
+            let url = common::relay(dir.path()).await;
             run(&url, dir.path(), a, b).await
         });
         println!("{line}");

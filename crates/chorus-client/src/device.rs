@@ -243,10 +243,10 @@ type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
 type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
 
 /// The contact row.
-struct ContactRow {
+pub(crate) struct ContactRow {
     #[allow(dead_code)]
     name: String,
-    root: [u8; 32],
+    pub(crate) root: [u8; 32],
     relay_url: String,
     send_mailbox: Vec<u8>,
     recv_mailbox: Vec<u8>,
@@ -776,7 +776,7 @@ impl Device {
         .await
     }
 
-    async fn establish(
+    pub(crate) async fn establish(
         &self,
         bundle: &PrekeyBundle,
         alias: Option<String>,
@@ -950,7 +950,7 @@ impl Device {
         })
     }
 
-    async fn contact_row<'e, E: sqlx::SqliteExecutor<'e>>(
+    pub(crate) async fn contact_row<'e, E: sqlx::SqliteExecutor<'e>>(
         &self,
         executor: E,
         name: &str,
@@ -1066,34 +1066,7 @@ impl Device {
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
             // Nothing of this transaction is kept: the state moves only by the fold.
             drop(tx);
-            let now = self.now();
-            let recv: [u8; 32] = row
-                .recv_mailbox
-                .as_slice()
-                .try_into()
-                .map_err(|_| ClientError::Corrupt("mailbox id".into()))?;
-            let payload = Payload {
-                sent_ms: u64::try_from(now).unwrap_or(0),
-                text: text.to_owned(),
-                hello: (!row.hello_acked).then(|| self.hello(&recv)),
-            }
-            .encode()?;
-            let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
-            let send_mailbox: [u8; 32] = row
-                .send_mailbox
-                .as_slice()
-                .try_into()
-                .map_err(|_| ClientError::Corrupt("mailbox id".into()))?;
-            let sent = sent_event(
-                row.root,
-                envelope_id,
-                &row.relay_url,
-                send_mailbox,
-                &message,
-                now,
-                text,
-                &delta,
-            );
+            let sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
             if self
                 .append(vec![Pending::guarded(sent, stream, Some(version))])
                 .await?
@@ -1108,6 +1081,39 @@ impl Device {
             tracing::debug!("a sibling sent first; encrypting again on its state");
         }
         Err(ClientError::Contended)
+    }
+
+    /// Encrypts `text` on `session` (which moves on by one send) into the `Sent` event
+    /// that escrows it: transcript, ratchet delta and the exact envelope.
+    pub(crate) fn encrypt_sent(
+        &self,
+        row: &ContactRow,
+        session: &mut chorus_core::Session,
+        envelope_id: [u8; 16],
+        text: &str,
+    ) -> Result<EventKind, ClientError> {
+        let now = self.now();
+        let mailbox = |m: &[u8]| {
+            <[u8; 32]>::try_from(m).map_err(|_| ClientError::Corrupt("mailbox id".into()))
+        };
+        let recv = mailbox(&row.recv_mailbox)?;
+        let payload = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: text.to_owned(),
+            hello: (!row.hello_acked).then(|| self.hello(&recv)),
+        }
+        .encode()?;
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
+        Ok(sent_event(
+            row.root,
+            envelope_id,
+            &row.relay_url,
+            mailbox(&row.send_mailbox)?,
+            &message,
+            now,
+            text,
+            &delta,
+        ))
     }
 
     /// Adds a history entry unless one with this envelope id exists; returns whether it

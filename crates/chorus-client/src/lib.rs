@@ -27,6 +27,8 @@
 //!
 //! A runnable version: `cargo run -p chorus-client --example two_devices`.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod code;
 pub mod device;
 mod identity;
@@ -35,6 +37,8 @@ pub mod log;
 pub mod prekeys;
 pub mod relay;
 mod store;
+#[cfg(test)]
+mod testing;
 
 pub use device::{
     Clock, ContactInfo, Device, DeviceInfo, Event, Message, Options, SendOutcome, Status,

@@ -638,13 +638,19 @@ impl Approval<'_> {
             epoch_key: d.log.key.to_bytes(),
             checkpoint: checkpoint_id,
         };
+        self.post_bundle(&bundle).await
+    }
+
+    /// Seals the bundle under the link key and posts it on the channel.
+    async fn post_bundle(&self, bundle: &Bundle) -> Result<(), ClientError> {
         let plain = Zeroizing::new(
-            postcard::to_allocvec(&bundle).map_err(|_| ClientError::Corrupt("bundle".into()))?,
+            postcard::to_allocvec(bundle).map_err(|_| ClientError::Corrupt("bundle".into()))?,
         );
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&self.channel);
         let sealed = self.key.seal(&ad, &plain, &mut rng());
-        d.relay
+        self.device
+            .relay
             .channel_post(Id32(self.channel), tagged(TAG_BUNDLE, &sealed))
             .await?;
         Ok(())
@@ -930,3 +936,7 @@ impl Checkpoint {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

@@ -56,6 +56,28 @@ pub(crate) struct LogKeys {
     pub(crate) device: [u8; 32],
 }
 
+impl LogKeys {
+    /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
+    /// author and the guard (`(stream tag, expected version)`).
+    pub(crate) fn seal(&self, event: &LogEvent, guard: Option<([u8; 32], i64)>) -> RecordIn {
+        let context = RecordContext {
+            epoch: self.epoch,
+            author: event.author,
+            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
+        };
+        let sealed = seal_event(&self.key, &context, event, &mut rng());
+        RecordIn {
+            epoch: i64::from(self.epoch),
+            nonce: HexBytes(sealed.nonce.to_vec()),
+            ciphertext: HexBytes(sealed.ciphertext),
+            guard: guard.map(|(t, v)| Guard {
+                stream_tag: HexBytes(t.to_vec()),
+                expected_version: v,
+            }),
+        }
+    }
+}
+
 /// An event to append, with the stream it is guarded on and the version expected
 /// (`None`: the version as folded when the batch is sealed).
 pub(crate) struct Pending {
@@ -147,21 +169,7 @@ impl Device {
                 author: keys.device,
                 kind: p.kind,
             };
-            let context = RecordContext {
-                epoch: keys.epoch,
-                author: keys.device,
-                guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
-            };
-            let sealed = seal_event(&keys.key, &context, &event, &mut rng());
-            records.push(RecordIn {
-                epoch: i64::from(keys.epoch),
-                nonce: HexBytes(sealed.nonce.to_vec()),
-                ciphertext: HexBytes(sealed.ciphertext),
-                guard: guard.map(|(t, v)| Guard {
-                    stream_tag: HexBytes(t.to_vec()),
-                    expected_version: v,
-                }),
-            });
+            records.push(keys.seal(&event, guard));
         }
         drop(conn);
         let outcome = match self.relay.append(records).await {
@@ -628,3 +636,7 @@ fn event_stamp(e: &LogEvent) -> chorus_core::Stamp {
 pub(crate) fn seal_epoch_key(store: &Store, key: &EpochKey) -> Vec<u8> {
     store.seal("constellation", "1", &key.to_bytes()[..])
 }
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

@@ -1,0 +1,144 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! How the constellation scales with the size of what it holds (issue 5):
+//!
+//! * **log catch-up**: alice's laptop escrows 50,000 messages to bob — 100,000 log
+//!   events (a `Sent` with its ratchet delta and transcript, and its `Delivered`, as a
+//!   real send appends them; 32 messages per atomic append) — while her phone is
+//!   offline. Then the phone folds the whole tail (`sync_log`): events applied per
+//!   second, wall clock and this process's CPU (which includes the in-process relay).
+//! * **linking into 1,000 contacts**: alice has 1,000 contacts (each a real PQXDH
+//!   session, made through the same guarded `ContactUpserted` + `Sent` append as
+//!   `accept`); a new device is linked with `link_locally` (the code path of `chorus
+//!   link`: channel, SAS, roster entry, checkpoint export, seal, upload, bundle, import,
+//!   tail fold). Measured: time from the offer to a device that can send, and the
+//!   checkpoint's size.
+//!
+//! Contacts and bursts are built with the `bench` feature's shortcuts
+//! (`src/bench.rs`): the same event and fold code as the user-facing calls, minus the
+//! posting of 50,000 envelopes nobody would read. A real relay (axum, SQLite file,
+//! `synchronous=FULL`) runs in this process; every device has its own SQLite store.
+//!
+//! `cargo bench -p chorus-client --bench constellation_scale` (about three minutes).
+//! `CHORUS_BENCH_EVENTS` and `CHORUS_BENCH_CONTACTS` scale both parts down for a
+//! quick look.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use chorus_client::link::link_locally;
+use chorus_client::{Options, Unlock};
+use chorus_core::{LocalIdentity, MemoryPrekeyStore};
+use chorus_wire::PrekeyBundle;
+use common::{cpu_time, identity};
+
+/// Messages per atomic append: two records each, the relay's 64-record batch bound.
+const PER_APPEND: usize = 32;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn catch_up(url: &str, dir: &Path, events: usize) {
+    let alice = identity(&dir.join("a"), url, "alice", 2).await;
+    let bob = identity(&dir.join("b"), url, "bob", 1).await;
+    let code = bob[0].invite().await.unwrap();
+    alice[0].accept(&code, Some("bob")).await.unwrap();
+    for d in alice.iter().chain(&bob) {
+        d.sync().await.unwrap();
+    }
+    let messages = events / 2;
+    let text = "x".repeat(100);
+    let start = Instant::now();
+    alice[0]
+        .bench_burst("bob", &text, messages, PER_APPEND)
+        .await
+        .unwrap();
+    let produced = start.elapsed();
+    let cpu = cpu_time();
+    let start = Instant::now();
+    alice[1].sync_log().await.unwrap();
+    let wall = start.elapsed();
+    let cpu = cpu_time() - cpu;
+    let history = alice[1].history("bob", u32::MAX).await.unwrap();
+    assert_eq!(history.len(), messages, "every escrowed send folded");
+    println!(
+        "| log catch-up | {events} events ({messages} × `Sent` + `Delivered`) | {:.1} s | {:.0} events/s | CPU {:.1} s (process, incl. relay) | producing them (laptop: encrypt, append, fold its own): {:.1} s |",
+        wall.as_secs_f64(),
+        events as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        produced.as_secs_f64(),
+    );
+}
+
+async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
+    let alice = identity(&dir.join("a"), url, "alice", 1).await;
+    let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
+    let start = Instant::now();
+    for i in 0..contacts {
+        let peer = LocalIdentity::generate(&mut rng);
+        let mut prekeys = MemoryPrekeyStore::default();
+        let bundle = PrekeyBundle {
+            identity: peer.keys().clone(),
+            signed_prekey: prekeys.new_signed_prekey(&peer, &mut rng),
+            one_time_prekey: Some(prekeys.new_one_time_prekey(&mut rng)),
+            pq_prekey: prekeys.new_pq_prekey(&peer, true, &mut rng),
+        };
+        alice[0]
+            .bench_add_contact(&bundle, &format!("contact {i}"))
+            .await
+            .unwrap();
+    }
+    let built = start.elapsed();
+    let home = dir.join("a").join("new");
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let (device, _, _) = link_locally(
+        &alice[0],
+        &home,
+        "new device",
+        Unlock::KeyFile,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let wall = start.elapsed();
+    let cpu = cpu_time() - cpu;
+    assert_eq!(device.contacts().await.unwrap().len(), contacts);
+    device.send("contact 0", "from the new device").await.unwrap();
+    // The store and its write-ahead log.
+    let store: u64 = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "| link a device | {contacts} contacts | {:.2} s | CPU {:.2} s (process: both devices and the relay) | new device's home {:.1} MB | adding the contacts: {:.1} s |",
+        wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        store as f64 / 1e6,
+        built.as_secs_f64(),
+    );
+}
+
+fn main() {
+    let events = env_or("CHORUS_BENCH_EVENTS", 100_000);
+    let contacts = env_or("CHORUS_BENCH_CONTACTS", 1_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!("| what | size | time | rate / CPU | | |");
+    println!("|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let url = common::relay(dir.path()).await;
+        catch_up(&url, dir.path(), events).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let url = common::relay(dir.path()).await;
+        link_into_contacts(&url, dir.path(), contacts).await;
+    });
+}

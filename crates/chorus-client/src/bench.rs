@@ -1,0 +1,79 @@
+//! Shortcuts for the benchmarks (feature `bench`, off by default; the CLI never enables
+//! it). They build in seconds what a user builds in months — a thousand contacts, a log
+//! of a hundred thousand events — through the same event, append and fold code as the
+//! user-facing calls, so what the benchmarks then measure (catch-up, linking) runs on
+//! states made the real way.
+//!
+//! Not for applications: [`Device::bench_burst`] escrows messages without posting them.
+
+use chorus_relay::api::Id32;
+use chorus_wire::{EventKind, MailboxId, PrekeyBundle};
+
+use crate::device::random;
+use crate::log::{Appended, Pending, session_stream};
+use crate::{ClientError, Device};
+
+impl Device {
+    /// Adds a contact from a prekey bundle at hand (no directory fetch): the session,
+    /// the guarded `ContactUpserted` + `Sent` pair and the hello, as `accept` does. The
+    /// hello goes to a fresh mailbox registered at the home relay.
+    pub async fn bench_add_contact(
+        &self,
+        bundle: &PrekeyBundle,
+        alias: &str,
+    ) -> Result<(), ClientError> {
+        let mailbox = Id32(random());
+        self.relay.register_mailbox(mailbox).await?;
+        let relay_url = self.me.relay_url.clone();
+        self.establish(
+            bundle,
+            Some(alias.to_owned()),
+            relay_url,
+            MailboxId(mailbox.0),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Escrows `messages` sends of `text` to `contact` as the send path does — each
+    /// encrypted on the session as the previous one left it, its `Sent` guarded on the
+    /// session stream — each followed by its `Delivered`, `per_append` messages per
+    /// atomic append (two records each). The envelopes are not posted.
+    pub async fn bench_burst(
+        &self,
+        contact: &str,
+        text: &str,
+        messages: usize,
+        per_append: usize,
+    ) -> Result<(), ClientError> {
+        let unknown = || ClientError::UnknownContact(contact.to_owned());
+        let mut left = messages;
+        while left > 0 {
+            let n = left.min(per_append.max(1));
+            let mut conn = self.store.pool().acquire().await?;
+            let row = self.contact_row(&mut *conn, contact).await?.ok_or_else(unknown)?;
+            let mut session = self
+                .store
+                .get_session(&mut conn, contact)
+                .await?
+                .ok_or_else(unknown)?;
+            drop(conn);
+            let stream = session_stream(&row.root);
+            let mut events = Vec::with_capacity(2 * n);
+            let mut delivered = Vec::with_capacity(n);
+            for _ in 0..n {
+                let envelope_id: [u8; 16] = random();
+                let sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
+                events.push(Pending::guarded(sent, stream.clone(), None));
+                delivered.push(Pending::free(EventKind::Delivered { envelope_id }));
+            }
+            events.extend(delivered);
+            if self.append(events).await?.0 != Appended::Done {
+                return Err(ClientError::Contended);
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+}

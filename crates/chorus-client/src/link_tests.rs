@@ -1,0 +1,63 @@
+//! A lying approver: bundles a correct device never sends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chorus_crypto::{IdentityDhSecret, RootSigningKey};
+use chorus_relay::api::Id32;
+
+use super::{Bundle, LINK_TIMEOUT, LinkOffer};
+use crate::device::{random, rng};
+use crate::testing::{device, relay};
+use crate::{ClientError, Device, Options, Unlock};
+
+#[tokio::test]
+async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = device(dir.path(), &url, "alice").await;
+    let offer = LinkOffer::new(&url, "tablet", &Options::default())
+        .await
+        .unwrap();
+    let code = offer.code();
+    let waiting = tokio::spawn(offer.wait_for_approver(LINK_TIMEOUT));
+    let approval = alice.approve_link(&code).await.unwrap();
+    let pending = waiting.await.unwrap().unwrap();
+    assert_eq!(pending.sas(), approval.sas());
+    // The approver registers the device at the relay (so it can read the log), then
+    // sends a bundle naming alice's log with another identity's root key.
+    alice
+        .relay
+        .add_device(Id32(*approval.new_device.as_bytes()))
+        .await
+        .unwrap();
+    let lie = Bundle {
+        log_id: alice.log.log_id.0,
+        relay_url: url.clone(),
+        name: "alice".into(),
+        intro_mailbox: alice.me.intro_mailbox.0,
+        root: RootSigningKey::generate(&mut rng()),
+        dh: IdentityDhSecret::generate(&mut rng()),
+        epoch: alice.log.epoch,
+        epoch_key: alice.log.key.to_bytes(),
+        checkpoint: random(),
+    };
+    approval.post_bundle(&lie).await.unwrap();
+    let home = dir.path().join("tablet");
+    let err = pending
+        .finish(
+            &home,
+            Unlock::KeyFile,
+            Options::default(),
+            LINK_TIMEOUT,
+            |_| {},
+        )
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::LinkWrongIdentity), "{err}");
+    assert!(
+        err.to_string().contains("another identity"),
+        "a clear message: {err}"
+    );
+    assert!(!Device::exists(&home), "no store is left behind");
+    assert_eq!(alice.devices().await.unwrap().len(), 1);
+}

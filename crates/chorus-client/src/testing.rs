@@ -1,0 +1,48 @@
+//! Set-up for the crate's own tests (those that reach inside: forging records and
+//! bundles a correct device never produces). A real relay on loopback, real stores.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use chorus_relay::serve::ServeArgs;
+
+use crate::{Device, Options, Unlock};
+
+/// A relay (axum, SQLite file under `dir`) on a loopback port; returns its URL.
+pub(crate) async fn relay(dir: &Path) -> String {
+    let mut args = ServeArgs::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), dir.join("relay"));
+    args.no_rate_limits = true;
+    let (listener, state) = args.bind().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
+    url
+}
+
+/// A new identity `name` with one device in `dir/name`.
+pub(crate) async fn device(dir: &Path, url: &str, name: &str) -> Device {
+    Device::init(&dir.join(name), Unlock::KeyFile, url, name, Options::default())
+        .await
+        .unwrap()
+}
+
+/// What a refused record must leave alone: the profile, the roster, the registers,
+/// the contacts and the streams (everything but the log cursor).
+pub(crate) async fn folded_state(d: &Device) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for q in [
+        "SELECT name FROM identity",
+        "SELECT hex(entry) FROM roster ORDER BY idx",
+        "SELECT name || hex(value) || lamport FROM registers ORDER BY name",
+        "SELECT name FROM contacts ORDER BY name",
+        "SELECT hex(tag) || version FROM streams ORDER BY tag",
+        "SELECT count(*) || '' FROM seen_events",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(q)
+            .fetch_all(d.store.pool())
+            .await
+            .unwrap();
+        out.push(rows.join(",").into_bytes());
+    }
+    out
+}
