@@ -67,6 +67,7 @@ impl From<ClientError> for Failure {
             | E::Rejected(_) => INVALID,
             E::LinkExpired | E::LinkCodeUsed | E::LinkRefused(_) | E::LinkCancelled => CONFLICT,
             E::AlreadyInitialized(_)
+            | E::LinkUnfinished(_)
             | E::AlreadyAccepted { .. }
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)

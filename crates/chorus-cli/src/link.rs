@@ -53,8 +53,14 @@ pub(crate) async fn new(
     if Device::exists(&home) {
         return Err(ClientError::AlreadyInitialized(home).into());
     }
-    let unlock = unlock(cli, true)?;
-    let offer = LinkOffer::new(relay, name, &cli_options(cli)).await?;
+    let unlock = unlock(cli, !Device::link_unfinished(&home))?;
+    let offer = LinkOffer::new(&home, unlock, relay, name, &cli_options(cli)).await?;
+    if offer.resumed() {
+        println!(
+            "Resuming the unfinished link of this device ({:?}).",
+            printable(offer.device_name())
+        );
+    }
     let code = offer.code();
     if !no_qr {
         print_qr(&code);
@@ -72,16 +78,10 @@ pub(crate) async fn new(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let device = pending
-        .finish(
-            &home,
-            unlock,
-            cli_options(cli),
-            LINK_TIMEOUT,
-            |p: CatchUp| {
-                bar.set_length(p.total);
-                bar.set_position(p.done);
-            },
-        )
+        .finish(cli_options(cli), LINK_TIMEOUT, |p: CatchUp| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        })
         .await;
     bar.finish_and_clear();
     let device = device?;

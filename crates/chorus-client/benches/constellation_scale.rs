@@ -109,7 +109,10 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
     let wall = start.elapsed();
     let cpu = cpu_time() - cpu;
     assert_eq!(device.contacts().await.unwrap().len(), contacts);
-    device.send("contact 0", "from the new device").await.unwrap();
+    device
+        .send("contact 0", "from the new device")
+        .await
+        .unwrap();
     // The store and its write-ahead log.
     let store: u64 = std::fs::read_dir(&home)
         .unwrap()

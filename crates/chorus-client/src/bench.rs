@@ -52,7 +52,10 @@ impl Device {
         while left > 0 {
             let n = left.min(per_append.max(1));
             let mut conn = self.store.pool().acquire().await?;
-            let row = self.contact_row(&mut *conn, contact).await?.ok_or_else(unknown)?;
+            let row = self
+                .contact_row(&mut *conn, contact)
+                .await?
+                .ok_or_else(unknown)?;
             let mut session = self
                 .store
                 .get_session(&mut conn, contact)

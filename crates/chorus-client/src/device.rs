@@ -40,7 +40,7 @@ use crate::log::{
 };
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
 use crate::relay::{Backoff, Login, RelayClient, RelayError, normalize_url};
-use crate::{ClientError, STORE_FILE, Store, Unlock, code};
+use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
@@ -292,9 +292,15 @@ fn id32(bytes: &[u8]) -> Result<Id32, ClientError> {
 }
 
 impl Device {
-    /// Whether `home` holds a store.
+    /// Whether `home` holds a device (a store with an identity; not a link still in
+    /// progress).
     pub fn exists(home: &Path) -> bool {
-        home.join(STORE_FILE).exists()
+        home.join(STORE_FILE).exists() && !Self::link_unfinished(home)
+    }
+
+    /// Whether `home` holds a device whose link has not finished (see [`crate::link`]).
+    pub fn link_unfinished(home: &Path) -> bool {
+        home.join(LINK_PENDING_FILE).exists()
     }
 
     /// Creates an identity with this device as its first device (`shared-root`).
@@ -337,6 +343,9 @@ impl Device {
         if Self::exists(home) {
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
+        if Self::link_unfinished(home) {
+            return Err(ClientError::LinkUnfinished(home.to_owned()));
+        }
         let secrets = IdentitySecrets {
             root: chorus_crypto::RootSigningKey::generate(&mut rng()),
             dh: chorus_crypto::IdentityDhSecret::generate(&mut rng()),
@@ -371,9 +380,16 @@ impl Device {
         relay.register_mailbox(intro).await?;
         let created = !home.exists();
         let result = async {
-            let device = Self::create_store(
+            let store = Store::open_with_costs(
                 home,
                 unlock,
+                options.argon2_memory_kib,
+                options.argon2_iterations,
+            )
+            .await?;
+            let device = Self::create_store(
+                store,
+                home,
                 &relay_url,
                 name,
                 log_id,
@@ -384,6 +400,7 @@ impl Device {
                 0,
                 relay,
                 options,
+                None,
             )
             .await?;
             device
@@ -406,11 +423,13 @@ impl Device {
         result
     }
 
-    /// Writes a new store for this device: identity, log keys, roster, intro mailbox.
+    /// Writes this device into `store` in one transaction: identity, log keys, roster,
+    /// intro mailbox and, for a linked device, the checkpoint it starts from (a pending
+    /// link's keys are removed in the same transaction).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create_store(
+        store: Store,
         home: &Path,
-        unlock: Unlock,
         relay_url: &str,
         name: &str,
         log_id: Id32,
@@ -421,14 +440,8 @@ impl Device {
         applied_seq: i64,
         relay: RelayClient,
         options: Options,
+        checkpoint: Option<&crate::link::Checkpoint>,
     ) -> Result<Self, ClientError> {
-        let store = Store::open_with_costs(
-            home,
-            unlock,
-            options.argon2_memory_kib,
-            options.argon2_iterations,
-        )
-        .await?;
         let now = options.clock.now_ms();
         let sealed_secrets = secrets.to_bytes()?;
         let mut tx = store.begin().await?;
@@ -460,6 +473,12 @@ impl Device {
                 .await?;
         }
         insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
+        if let Some(checkpoint) = checkpoint {
+            checkpoint.import(&store, &mut tx).await?;
+        }
+        sqlx::query("DELETE FROM pending_link")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let IdentitySecrets {
             root,
@@ -492,6 +511,9 @@ impl Device {
 
     /// Opens an existing identity.
     pub async fn open(home: &Path, unlock: Unlock, options: Options) -> Result<Self, ClientError> {
+        if Self::link_unfinished(home) {
+            return Err(ClientError::LinkUnfinished(home.to_owned()));
+        }
         if !Self::exists(home) {
             return Err(ClientError::NotInitialized(home.to_owned()));
         }
@@ -1911,6 +1933,7 @@ pub(crate) fn remove_store(home: &Path, created_home: bool) {
         "chorus.sqlite-wal",
         "chorus.sqlite-shm",
         crate::KEY_FILE,
+        crate::LINK_PENDING_FILE,
     ] {
         let _ = std::fs::remove_file(home.join(f));
     }

@@ -46,7 +46,9 @@ pub use device::{
 };
 pub use identity::Address;
 pub use relay::{Backoff, RelayError};
-pub use store::{KEY_FILE, MAX_CONTACT_NAME_LEN, STORE_FILE, Store, StoreError, Unlock};
+pub use store::{
+    KEY_FILE, LINK_PENDING_FILE, MAX_CONTACT_NAME_LEN, STORE_FILE, Store, StoreError, Unlock,
+};
 
 use std::path::PathBuf;
 
@@ -60,6 +62,11 @@ pub enum ClientError {
     /// `init` on a home that already has one.
     #[error("{0} already holds a Chorus identity")]
     AlreadyInitialized(PathBuf),
+    /// The home holds a device whose link was interrupted.
+    #[error(
+        "{0} holds a device whose link did not finish; run `chorus link new` again to finish it (or remove the directory)"
+    )]
+    LinkUnfinished(PathBuf),
     /// No contact by that name.
     #[error("unknown contact {0:?} (see `chorus contacts`)")]
     UnknownContact(String),

@@ -25,6 +25,7 @@
 //! Linking is idempotent: a device already in the roster is not added again, and the
 //! relay's device registration is idempotent.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -38,13 +39,14 @@ use chorus_relay::api::Id32;
 use chorus_wire::{EventKind, RosterEntry, check_display_name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
 
 use crate::device::{Device, Options, random, rng};
-use crate::identity::IdentitySecrets;
+use crate::identity::{IdentitySecrets, secret_bytes};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, load_roster};
 use crate::relay::{Login, RelayClient, normalize_url};
-use crate::{ClientError, Unlock};
+use crate::{ClientError, LINK_PENDING_FILE, Store, Unlock};
 
 /// What every link code starts with.
 pub const LINK_PREFIX: &str = "chorus-link:";
@@ -233,6 +235,27 @@ pub struct LinkOffer {
     device: DeviceSigningKey,
     device_dh: DeviceDhSecret,
     device_name: String,
+    home: PathBuf,
+    store: Store,
+    resumed: bool,
+}
+
+/// Marks `home` as a link in progress, or clears the mark.
+fn mark_pending(home: &Path, pending: bool) -> Result<(), ClientError> {
+    let path = home.join(LINK_PENDING_FILE);
+    let done = if pending {
+        std::fs::write(path, b"")
+    } else {
+        std::fs::remove_file(path)
+    };
+    done.map_err(|e| ClientError::Store(crate::StoreError::Io(e)))
+}
+
+/// The new device's own keys while its link is pending (sealed in its store).
+#[derive(Serialize, Deserialize)]
+struct PendingKeys {
+    device: DeviceSigningKey,
+    device_dh: DeviceDhSecret,
 }
 
 /// The new device's side after both keys are known: the SAS is ready to compare.
@@ -244,14 +267,72 @@ pub struct LinkPending {
 }
 
 impl LinkOffer {
-    /// Creates this device's keys and opens a rendezvous channel at the relay.
+    /// Prepares this device in `home` and opens a rendezvous channel at the relay.
+    ///
+    /// The device's keys are sealed into its store (and `home` marked as a link in
+    /// progress) before the code exists: if the link is interrupted at any point — even
+    /// after the approver added the device to the roster — running this again offers
+    /// the same device, so the roster never gains a second one. A resumed offer keeps
+    /// the name it was first made with.
     pub async fn new(
+        home: &Path,
+        unlock: Unlock,
         relay_url: &str,
         device_name: &str,
         options: &Options,
     ) -> Result<Self, ClientError> {
         check_display_name("device name", device_name)?;
-        let relay = RelayClient::new(relay_url, options.backoff)?;
+        let relay_url = normalize_url(relay_url)?;
+        if Device::exists(home) {
+            return Err(ClientError::AlreadyInitialized(home.to_owned()));
+        }
+        let relay = RelayClient::new(&relay_url, options.backoff)?;
+        let store = Store::open_with_costs(
+            home,
+            unlock,
+            options.argon2_memory_kib,
+            options.argon2_iterations,
+        )
+        .await?;
+        let linked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM identity")
+            .fetch_optional(store.pool())
+            .await?;
+        if linked.is_some() {
+            // The link committed, then stopped before clearing its mark.
+            mark_pending(home, false)?;
+            return Err(ClientError::AlreadyInitialized(home.to_owned()));
+        }
+        mark_pending(home, true)?;
+        let row: Option<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT relay_url, device_name, sealed FROM pending_link WHERE id = 1")
+                .fetch_optional(store.pool())
+                .await?;
+        let (keys, device_name, resumed) = match row {
+            Some((url, name, sealed)) if url == relay_url => {
+                let plain = store.open_sealed("pending_link", "1", &sealed)?;
+                let keys: PendingKeys = postcard::from_bytes(&plain)
+                    .map_err(|_| ClientError::Corrupt("pending link keys".into()))?;
+                (keys, name, true)
+            }
+            // None yet, or for another identity's relay: a new device.
+            _ => {
+                let keys = PendingKeys {
+                    device: DeviceSigningKey::generate(&mut rng()),
+                    device_dh: DeviceDhSecret::generate(&mut rng()),
+                };
+                sqlx::query(
+                    "INSERT OR REPLACE INTO pending_link (id, relay_url, device_name, sealed, created_ms)
+                     VALUES (1, $1, $2, $3, $4)",
+                )
+                .bind(&relay_url)
+                .bind(device_name)
+                .bind(store.seal("pending_link", "1", &secret_bytes(&keys)?))
+                .bind(options.clock.now_ms())
+                .execute(store.pool())
+                .await?;
+                (keys, device_name.to_owned(), false)
+            }
+        };
         let channel: [u8; 32] = random();
         relay.create_channel(Id32(channel)).await?;
         let ephemeral = EphemeralSecret::generate(&mut rng());
@@ -263,10 +344,23 @@ impl LinkOffer {
             },
             relay,
             ephemeral,
-            device: DeviceSigningKey::generate(&mut rng()),
-            device_dh: DeviceDhSecret::generate(&mut rng()),
-            device_name: device_name.to_owned(),
+            device: keys.device,
+            device_dh: keys.device_dh,
+            device_name,
+            home: home.to_owned(),
+            store,
+            resumed,
         })
+    }
+
+    /// Whether this offer resumes an interrupted link (same device keys and name).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The name this device will have in the roster.
+    pub fn device_name(&self) -> &str {
+        &self.device_name
     }
 
     /// The code to show (text; the CLI also draws it as a QR code).
@@ -343,20 +437,20 @@ impl LinkPending {
     /// After the user confirmed the SAS: waits for the bundle, checks it against the
     /// identity's log, creates this device's store from the checkpoint and folds the
     /// log tail. The device can send as soon as this returns.
+    ///
+    /// Until the device is written (one transaction), a failure leaves `home` as a
+    /// link in progress that [`LinkOffer::new`] resumes; after that, a failure while
+    /// folding the tail leaves a working device that catches up on its next sync.
     pub async fn finish(
         self,
-        home: &std::path::Path,
-        unlock: Unlock,
         options: Options,
         timeout: Duration,
         mut progress: impl FnMut(CatchUp),
     ) -> Result<Device, ClientError> {
-        if Device::exists(home) {
-            return Err(ClientError::AlreadyInitialized(home.to_owned()));
-        }
         let LinkPending {
             offer, key, after, ..
         } = self;
+        let home = offer.home;
         let channel = Id32(offer.code.channel);
         let (_, sealed) = wait_for(&offer.relay, channel, after, TAG_BUNDLE, timeout).await?;
         let mut ad = BUNDLE_AD.to_vec();
@@ -407,45 +501,37 @@ impl LinkPending {
         }
         let total =
             u64::try_from(info.head_seq.saturating_sub(checkpoint.applied_seq)).unwrap_or(0);
-        let created = !home.exists();
-        let result = async {
-            let device = Device::create_store(
-                home,
-                unlock,
-                &bundle.relay_url,
-                &bundle.name,
-                log_id,
-                Id32(bundle.intro_mailbox),
-                secrets,
-                epoch_key,
-                &checkpoint.roster,
-                checkpoint.applied_seq,
-                relay,
-                options,
-            )
-            .await?;
-            checkpoint.import(&device).await?;
-            progress(CatchUp { done: 0, total });
-            let start = checkpoint.applied_seq;
-            loop {
-                let before = device.applied_seq().await?;
-                device.sync_log_page().await?;
-                let now = device.applied_seq().await?;
-                progress(CatchUp {
-                    done: u64::try_from(now - start).unwrap_or(0),
-                    total: total.max(u64::try_from(now - start).unwrap_or(0)),
-                });
-                if now == before {
-                    break;
-                }
+        let device = Device::create_store(
+            offer.store,
+            &home,
+            &bundle.relay_url,
+            &bundle.name,
+            log_id,
+            Id32(bundle.intro_mailbox),
+            secrets,
+            epoch_key,
+            &checkpoint.roster,
+            checkpoint.applied_seq,
+            relay,
+            options,
+            Some(&checkpoint),
+        )
+        .await?;
+        mark_pending(&home, false)?;
+        progress(CatchUp { done: 0, total });
+        let start = checkpoint.applied_seq;
+        loop {
+            let before = device.applied_seq().await?;
+            device.sync_log_page().await?;
+            let now = device.applied_seq().await?;
+            progress(CatchUp {
+                done: u64::try_from(now - start).unwrap_or(0),
+                total: total.max(u64::try_from(now - start).unwrap_or(0)),
+            });
+            if now == before {
+                break;
             }
-            Ok::<_, ClientError>(device)
         }
-        .await;
-        if result.is_err() {
-            crate::device::remove_store(home, created);
-        }
-        let device = result?;
         // The checkpoint holds session snapshots (ratchet keys as of the link): once
         // imported it must not outlive its use at the relay. Best effort — a failure
         // leaves it sealed under the epoch key until the blob is replaced or deleted.
@@ -466,7 +552,7 @@ pub async fn link_locally(
     unlock: Unlock,
     options: Options,
 ) -> Result<(Device, Sas, Sas), ClientError> {
-    let offer = LinkOffer::new(existing.relay_url(), name, &options).await?;
+    let offer = LinkOffer::new(home, unlock, existing.relay_url(), name, &options).await?;
     let code = offer.code();
     let waiting = tokio::spawn(async move { offer.wait_for_approver(LINK_TIMEOUT).await });
     let approval = existing.approve_link(&code).await?;
@@ -478,9 +564,7 @@ pub async fn link_locally(
         return Err(ClientError::LinkCancelled);
     }
     approval.confirm().await?;
-    let device = pending
-        .finish(home, unlock, options, LINK_TIMEOUT, |_| {})
-        .await?;
+    let device = pending.finish(options, LINK_TIMEOUT, |_| {}).await?;
     Ok((device, new_sas, approver_sas))
 }
 
@@ -830,9 +914,12 @@ impl Checkpoint {
             .map_err(|_| ClientError::LinkProtocol("a malformed checkpoint"))
     }
 
-    /// Writes the snapshot into a new device's store.
-    async fn import(&self, d: &Device) -> Result<(), ClientError> {
-        let mut tx = d.store.begin().await?;
+    /// Writes the snapshot into a new device's store, inside the caller's transaction.
+    pub(crate) async fn import(
+        &self,
+        store: &Store,
+        tx: &mut SqliteConnection,
+    ) -> Result<(), ClientError> {
         sqlx::query("UPDATE constellation SET lamport = $1, max_prekey_id = $2 WHERE id = 1")
             .bind(self.lamport)
             .bind(self.max_prekey_id)
@@ -875,7 +962,7 @@ impl Checkpoint {
             .bind(p.last_resort)
             .bind(&p.purpose)
             .bind(&p.public)
-            .bind(d.store.seal("prekey", &p.id.to_string(), &p.secret))
+            .bind(store.seal("prekey", &p.id.to_string(), &p.secret))
             .bind(p.created_ms)
             .bind(p.retired_ms)
             .execute(&mut *tx)
@@ -901,7 +988,7 @@ impl Checkpoint {
             .execute(&mut *tx)
             .await?;
             let session = chorus_core::Session::restore(&c.session, 0)?;
-            d.store.put_session(&mut tx, &c.name, &session).await?;
+            store.put_session(tx, &c.name, &session).await?;
         }
         for (id, kind, contact, after, registered, created) in &self.mailboxes {
             sqlx::query(
@@ -932,7 +1019,6 @@ impl Checkpoint {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 }

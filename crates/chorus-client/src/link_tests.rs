@@ -14,7 +14,8 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
     let dir = tempfile::tempdir().unwrap();
     let url = relay(dir.path()).await;
     let alice = device(dir.path(), &url, "alice").await;
-    let offer = LinkOffer::new(&url, "tablet", &Options::default())
+    let home = dir.path().join("tablet");
+    let offer = LinkOffer::new(&home, Unlock::KeyFile, &url, "tablet", &Options::default())
         .await
         .unwrap();
     let code = offer.code();
@@ -41,15 +42,8 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         checkpoint: random(),
     };
     approval.post_bundle(&lie).await.unwrap();
-    let home = dir.path().join("tablet");
     let err = pending
-        .finish(
-            &home,
-            Unlock::KeyFile,
-            Options::default(),
-            LINK_TIMEOUT,
-            |_| {},
-        )
+        .finish(Options::default(), LINK_TIMEOUT, |_| {})
         .await
         .err()
         .unwrap();
@@ -58,6 +52,6 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         err.to_string().contains("another identity"),
         "a clear message: {err}"
     );
-    assert!(!Device::exists(&home), "no store is left behind");
+    assert!(!Device::exists(&home), "no device is left behind");
     assert_eq!(alice.devices().await.unwrap().len(), 1);
 }

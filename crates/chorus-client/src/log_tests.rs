@@ -156,7 +156,11 @@ async fn roster_entries_with_a_bad_signature_a_foreign_signer_or_a_broken_chain_
     assert_eq!(alice.devices().await.unwrap().len(), 1);
 
     // The chain is intact: the root's correct entry is accepted after all that.
-    assert!(append_entry(&alice, good.as_bytes().to_vec()).await.is_empty());
+    assert!(
+        append_entry(&alice, good.as_bytes().to_vec())
+            .await
+            .is_empty()
+    );
     assert!(roster(&alice).await.is_authorized(&newcomer));
     assert_eq!(alice.devices().await.unwrap().len(), 2);
 }

@@ -28,6 +28,9 @@ use zeroize::Zeroizing;
 
 /// File name of the store inside a device home.
 pub const STORE_FILE: &str = "chorus.sqlite";
+/// Marks a device home whose link is in progress (no secrets in it: the device's keys
+/// are sealed in the store).
+pub const LINK_PENDING_FILE: &str = "link.pending";
 /// File name of the key file inside a device home.
 pub const KEY_FILE: &str = "store.key";
 /// Longest contact name the store accepts.

@@ -21,9 +21,15 @@ pub(crate) async fn relay(dir: &Path) -> String {
 
 /// A new identity `name` with one device in `dir/name`.
 pub(crate) async fn device(dir: &Path, url: &str, name: &str) -> Device {
-    Device::init(&dir.join(name), Unlock::KeyFile, url, name, Options::default())
-        .await
-        .unwrap()
+    Device::init(
+        &dir.join(name),
+        Unlock::KeyFile,
+        url,
+        name,
+        Options::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// What a refused record must leave alone: the profile, the roster, the registers,

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chorus_client::link::{LinkCode, LinkOffer};
+use chorus_client::link::{Approval, LinkCode, LinkOffer, LinkPending};
 use chorus_client::{ClientError, Device, Unlock};
 
 mod common;
@@ -24,11 +24,9 @@ async fn init(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Devic
     .unwrap()
 }
 
-/// Links a new device into `existing`'s identity; both sides check the SAS matches.
-async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
-    let offer = LinkOffer::new(existing.relay_url(), home, &options(clock))
-        .await
-        .unwrap();
+/// The two sides of a link meet: the approver takes the offer's code, both compute
+/// the SAS, and the screens agree. Nothing is confirmed yet.
+async fn meet(existing: &Device, offer: LinkOffer) -> (LinkPending, Approval<'_>) {
     let code = offer.code();
     let new_side = tokio::spawn(async move {
         offer
@@ -39,17 +37,33 @@ async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> D
     let approval = existing.approve_link(&code).await.unwrap();
     let pending = new_side.await.unwrap();
     assert_eq!(pending.sas(), approval.sas(), "both screens show one SAS");
+    (pending, approval)
+}
+
+async fn offer(existing: &Device, home: &Path, name: &str, clock: &TestClock) -> LinkOffer {
+    LinkOffer::new(
+        home,
+        Unlock::KeyFile,
+        existing.relay_url(),
+        name,
+        &options(clock),
+    )
+    .await
+    .unwrap()
+}
+
+/// Links a new device into `existing`'s identity; both sides check the SAS matches.
+async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
+    let (pending, approval) = meet(
+        existing,
+        offer(existing, &dir.join(home), home, clock).await,
+    )
+    .await;
     assert_eq!(approval.device_name(), home);
     approval.confirm().await.unwrap();
     let mut seen = Vec::new();
     let device = pending
-        .finish(
-            &dir.join(home),
-            Unlock::KeyFile,
-            options(clock),
-            Duration::from_secs(20),
-            |p| seen.push(p),
-        )
+        .finish(options(clock), Duration::from_secs(20), |p| seen.push(p))
         .await
         .unwrap();
     assert!(!seen.is_empty(), "catch-up reports progress");
@@ -178,9 +192,7 @@ async fn bad_and_reused_link_codes_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
     let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let offer = LinkOffer::new(laptop.relay_url(), "phone", &options(&clock))
-        .await
-        .unwrap();
+    let offer = offer(&laptop, &dir.path().join("phone"), "phone", &clock).await;
     let code = offer.code();
     let mut tampered = code.clone();
     tampered.insert(20, 'x');
@@ -215,35 +227,70 @@ async fn bad_and_reused_link_codes_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn linking_twice_to_the_same_device_key_yields_one_device() {
+async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second() {
     let relay = Relay::start().await;
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
     let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    let home = dir.path().join("phone");
+    // 1. The approver confirms (the phone is in the roster), then the phone stops
+    //    before it reads the bundle.
+    let first = offer(&laptop, &home, "phone", &clock).await;
+    assert!(!first.resumed());
+    let (pending, approval) = meet(&laptop, first).await;
+    approval.confirm().await.unwrap();
+    drop(pending);
     assert_eq!(laptop.devices().await.unwrap().len(), 2);
-    // Linking into an existing home is refused before anything happens.
-    let offer = LinkOffer::new(laptop.relay_url(), "phone", &options(&clock))
-        .await
-        .unwrap();
-    let code = offer.code();
-    let new_side =
-        tokio::spawn(async move { offer.wait_for_approver(Duration::from_secs(20)).await });
-    let approval = laptop.approve_link(&code).await.unwrap();
-    let pending = new_side.await.unwrap().unwrap();
-    let e = pending
-        .finish(
-            phone.home(),
-            Unlock::KeyFile,
-            options(&clock),
-            Duration::from_secs(1),
-            |_| {},
-        )
+    // The home is a link in progress: not a device; nothing opens or re-creates it.
+    assert!(!Device::exists(&home) && Device::link_unfinished(&home));
+    let e = Device::open(&home, Unlock::KeyFile, options(&clock))
         .await
         .err()
         .unwrap();
+    assert!(matches!(e, ClientError::LinkUnfinished(_)), "{e}");
+    assert!(e.to_string().contains("chorus link new"), "{e}");
+    let e = Device::init(&home, Unlock::KeyFile, &relay.url, "x", options(&clock))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, ClientError::LinkUnfinished(_)), "{e}");
+
+    // 2. `link new` again offers the same device (its keys and its first name).
+    let again = offer(&laptop, &home, "another name", &clock).await;
+    assert!(again.resumed());
+    assert_eq!(again.device_name(), "phone");
+    let (pending, approval) = meet(&laptop, again).await;
+    assert_eq!(approval.device_name(), "phone");
+    approval.confirm().await.unwrap();
+    let phone = pending
+        .finish(options(&clock), Duration::from_secs(20), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        laptop.devices().await.unwrap().len(),
+        2,
+        "one phone, not two"
+    );
+    assert_eq!(phone.devices().await.unwrap().len(), 2);
+    assert!(Device::exists(&home) && !Device::link_unfinished(&home));
+    assert_eq!(phone.fingerprint(), laptop.fingerprint());
+    drop(phone);
+    Device::open(&home, Unlock::KeyFile, options(&clock))
+        .await
+        .unwrap();
+
+    // 3. Linking into a home that holds a device is refused before anything happens.
+    let e = LinkOffer::new(
+        &home,
+        Unlock::KeyFile,
+        laptop.relay_url(),
+        "phone",
+        &options(&clock),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(e, ClientError::AlreadyInitialized(_)), "{e}");
-    drop(approval);
     assert_eq!(laptop.devices().await.unwrap().len(), 2);
 }
 
