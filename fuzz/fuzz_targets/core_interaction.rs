@@ -23,9 +23,9 @@ fn pair() -> &'static (Vec<u8>, Vec<u8>) {
         let mut store = MemoryPrekeyStore::default();
         let bundle = PrekeyBundle {
             identity: b_id.keys().clone(),
-            signed_prekey: store.new_signed_prekey(&b_id, &mut rng),
+            signed_prekey: store.new_signed_prekey(&b_id, &mut rng).unwrap(),
             one_time_prekey: Some(store.new_one_time_prekey(&mut rng)),
-            pq_prekey: store.new_pq_prekey(&b_id, true, &mut rng),
+            pq_prekey: store.new_pq_prekey(&b_id, true, &mut rng).unwrap(),
         };
         let mut alice = initiate(&a_id, &bundle, &mut rng).expect("valid bundle");
         let first = alice.encrypt(b"first", &mut rng).expect("send");

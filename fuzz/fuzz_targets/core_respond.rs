@@ -14,9 +14,9 @@ fn responder() -> &'static (LocalIdentity, MemoryPrekeyStore) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let id = LocalIdentity::generate(&mut rng);
         let mut store = MemoryPrekeyStore::default();
-        store.new_signed_prekey(&id, &mut rng);
+        store.new_signed_prekey(&id, &mut rng).unwrap();
         store.new_one_time_prekey(&mut rng);
-        store.new_pq_prekey(&id, true, &mut rng);
+        store.new_pq_prekey(&id, true, &mut rng).unwrap();
         (id, store)
     })
 }

@@ -68,6 +68,7 @@ impl From<ClientError> for Failure {
             E::LinkExpired | E::LinkCodeUsed | E::LinkRefused(_) | E::LinkCancelled => CONFLICT,
             E::AlreadyInitialized(_)
             | E::LinkUnfinished(_)
+            | E::NotPrimary(_)
             | E::AlreadyAccepted { .. }
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)

@@ -43,6 +43,15 @@ struct Cli {
     command: Command,
 }
 
+/// `chorus init --security`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Security {
+    /// The root key on every device.
+    SharedRoot,
+    /// The root key on this device only.
+    PrimaryRoot,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay.
@@ -61,6 +70,11 @@ enum Command {
         /// This device's name, as `chorus devices` lists it.
         #[arg(long, default_value = "first device")]
         device_name: String,
+        /// Where the root key lives: on every device (any device can link devices and
+        /// create invitations), or only on this one (the others cannot sign for the
+        /// identity; losing this device means starting a new identity).
+        #[arg(long, value_enum, default_value = "shared-root")]
+        security: Security,
     },
     /// Link another device into this identity (run `link new` on the new device first).
     Link {
@@ -295,6 +309,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             relay,
             name,
             device_name,
+            security,
         } => {
             let home = home(&cli)?;
             let device = Device::init_with(
@@ -303,11 +318,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 relay,
                 name,
                 device_name,
-                chorus_wire::SecurityLevel::SharedRoot,
+                match security {
+                    Security::SharedRoot => chorus_wire::SecurityLevel::SharedRoot,
+                    Security::PrimaryRoot => chorus_wire::SecurityLevel::PrimaryRoot,
+                },
                 options(&cli),
             )
             .await?;
             println!("Created identity {:?} in {}", device.name(), home.display());
+            if *security == Security::PrimaryRoot {
+                println!(
+                    "Security:      primary-root (the root key stays on this device: only it links devices and creates invitations)"
+                );
+            }
             println!("Safety number: {}", device.fingerprint());
             println!("Address:       {}", device.address());
             Ok(())
@@ -475,6 +498,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     None => println!("Relay:     {} (reachable)", s.relay_url),
                     Some(e) => println!("Relay:     {} (UNREACHABLE: {e})", s.relay_url),
                 }
+                println!(
+                    "Security:  {}{}",
+                    s.security,
+                    if s.holds_root {
+                        " (this device holds the root key)"
+                    } else {
+                        " (the root key is on the primary device)"
+                    }
+                );
                 println!("Outbox:    {} pending", s.outbox);
                 println!(
                     "Prekeys:   {} signed, {} one-time, {} post-quantum held; {} one-time in the directory",

@@ -84,9 +84,9 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
         let mut prekeys = MemoryPrekeyStore::default();
         let bundle = PrekeyBundle {
             identity: peer.keys().clone(),
-            signed_prekey: prekeys.new_signed_prekey(&peer, &mut rng),
+            signed_prekey: prekeys.new_signed_prekey(&peer, &mut rng).unwrap(),
             one_time_prekey: Some(prekeys.new_one_time_prekey(&mut rng)),
-            pq_prekey: prekeys.new_pq_prekey(&peer, true, &mut rng),
+            pq_prekey: prekeys.new_pq_prekey(&peer, true, &mut rng).unwrap(),
         };
         alice[0]
             .bench_add_contact(&bundle, &format!("contact {i}"))

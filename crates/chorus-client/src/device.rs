@@ -18,9 +18,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::{
-    EncryptedMessage, LocalIdentity, MessageKind, Roster, SendDelta, initiate, respond,
-};
+use chorus_core::{EncryptedMessage, MessageKind, Roster, SendDelta, initiate, respond};
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay::api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
 use chorus_wire::{
@@ -33,7 +31,7 @@ use rand_core::{Rng, UnwrapErr};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::identity::{Address, IdentitySecrets, Me, directory_address};
+use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
 use crate::log::{
     APPEND_ATTEMPTS, Appended, LogKeys, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
     stream_version,
@@ -209,6 +207,11 @@ pub struct Status {
     pub prekeys: prekeys::PrekeyCounts,
     /// One-time prekeys left in the directory (when the relay is reachable).
     pub directory_one_time: Option<i64>,
+    /// `shared-root` or `primary-root`.
+    pub security: &'static str,
+    /// Whether this device holds the root key (every device in `shared-root`, the
+    /// primary in `primary-root`): it can link devices and create invitations.
+    pub holds_root: bool,
 }
 
 /// One mailbox's cursor.
@@ -346,9 +349,12 @@ impl Device {
         if Self::link_unfinished(home) {
             return Err(ClientError::LinkUnfinished(home.to_owned()));
         }
+        let root = chorus_crypto::RootSigningKey::generate(&mut rng());
+        let dh = chorus_crypto::IdentityDhSecret::generate(&mut rng());
         let secrets = IdentitySecrets {
-            root: chorus_crypto::RootSigningKey::generate(&mut rng()),
-            dh: chorus_crypto::IdentityDhSecret::generate(&mut rng()),
+            keys: IdentityKeys::sign(&root, dh.public_key()).encode(),
+            root: Some(root),
+            dh,
             device: chorus_crypto::DeviceSigningKey::generate(&mut rng()),
             device_dh: chorus_crypto::DeviceDhSecret::generate(&mut rng()),
         };
@@ -357,7 +363,10 @@ impl Device {
         let device_id = Id32(*secrets.device.public_key().as_bytes());
         let now = options.clock.now_ms();
         let genesis = Roster::genesis(
-            &secrets.root,
+            secrets
+                .root
+                .as_ref()
+                .ok_or(ClientError::Corrupt("root key".into()))?,
             log_id.0,
             secrets.device.public_key(),
             secrets.device_dh.public_key(),
@@ -482,6 +491,7 @@ impl Device {
         tx.commit().await?;
         let IdentitySecrets {
             root,
+            keys,
             dh,
             device,
             device_dh,
@@ -493,7 +503,7 @@ impl Device {
                 name: name.to_owned(),
                 relay_url: relay_url.to_owned(),
                 intro_mailbox: intro,
-                identity: LocalIdentity::from_parts(root, dh),
+                identity: local_identity(root, &keys, dh)?,
                 device_dh,
             },
             relay,
@@ -545,6 +555,7 @@ impl Device {
         let secrets = IdentitySecrets::from_bytes(&store.open_sealed("identity", "1", &sealed)?)?;
         let IdentitySecrets {
             root,
+            keys,
             dh,
             device,
             device_dh,
@@ -562,7 +573,7 @@ impl Device {
                 name,
                 relay_url,
                 intro_mailbox: id32(&intro)?,
-                identity: LocalIdentity::from_parts(root, dh),
+                identity: local_identity(root, &keys, dh)?,
                 device_dh,
             },
             relay,
@@ -625,7 +636,13 @@ impl Device {
     /// directory entry, and deletes replaced keys past their grace period. New private
     /// halves go into the log (guarded on the prekey stream, so two devices never mint
     /// the same ids) and are folded before any public half is published.
+    ///
+    /// In `primary-root` only the primary device (the root's holder) mints and
+    /// publishes; on the others this does nothing.
     pub async fn maintain_prekeys(&self) -> Result<(), ClientError> {
+        let Some(root) = self.me.identity.root() else {
+            return Ok(());
+        };
         let address = self.me.directory_address();
         let remote = match self.relay.prekey_count(address).await {
             Ok(c) => Some(c),
@@ -642,8 +659,7 @@ impl Device {
                 None => true,
                 Some((_, created)) => prekeys::rotation_due(created, now),
             };
-            let mut keys =
-                Generator::new(&mut conn, self.me.identity.root(), Purpose::Directory).await?;
+            let mut keys = Generator::new(&mut conn, root, Purpose::Directory).await?;
             drop(conn);
             if rotate {
                 keys.signed()?;
@@ -695,6 +711,9 @@ impl Device {
     /// answer. The private halves and the mailbox are in the log before the code exists,
     /// so any device of the identity can answer.
     pub async fn invite(&self) -> Result<String, ClientError> {
+        let root = self.me.identity.root().ok_or(ClientError::NotPrimary(
+            "create invitations (prekeys are root-signed)",
+        ))?;
         let mailbox = Id32(random());
         self.relay.register_mailbox(mailbox).await?;
         self.sync_log().await?;
@@ -702,8 +721,7 @@ impl Device {
             let mut conn = self.store.pool().acquire().await?;
             let (signed, _) = prekeys::current_directory_keys(&mut conn).await?;
             let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
-            let mut keys =
-                Generator::new(&mut conn, self.me.identity.root(), Purpose::Invitation).await?;
+            let mut keys = Generator::new(&mut conn, root, Purpose::Invitation).await?;
             drop(conn);
             let bundle = PrekeyBundle {
                 identity: self.me.identity.keys().clone(),
@@ -1707,6 +1725,13 @@ impl Device {
                 .await?;
         let mut conn = self.store.pool().acquire().await?;
         let prekeys = prekeys::counts(&mut conn).await?;
+        let security = match crate::log::load_roster(&mut conn, &self.log.log_id)
+            .await?
+            .level()
+        {
+            SecurityLevel::SharedRoot => "shared-root",
+            SecurityLevel::PrimaryRoot => "primary-root",
+        };
         let directory_one_time = if relay_error.is_none() {
             self.relay
                 .prekey_count(self.me.directory_address())
@@ -1732,7 +1757,14 @@ impl Device {
                 .collect(),
             prekeys,
             directory_one_time,
+            security,
+            holds_root: self.holds_root(),
         })
+    }
+
+    /// Whether this device holds the identity's root key (see [`Status::holds_root`]).
+    pub fn holds_root(&self) -> bool {
+        self.me.identity.root().is_some()
     }
 
     /// Follows the push channel: catches up, then processes envelopes as they arrive,

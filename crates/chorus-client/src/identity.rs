@@ -6,6 +6,7 @@ use chorus_crypto::{
     DeviceDhSecret, DeviceSigningKey, Fingerprint, IdentityDhSecret, RootSigningKey,
 };
 use chorus_relay::api::Id32;
+use chorus_wire::IdentityKeys;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -18,10 +19,29 @@ const ADDRESS_LABEL: &[u8] = b"chorus-directory-address-v1\0";
 /// The secrets sealed in the `identity` row. No `Debug`.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct IdentitySecrets {
-    pub(crate) root: RootSigningKey,
+    /// The root signing key: on every device in `shared-root`, on the primary device
+    /// only in `primary-root`.
+    pub(crate) root: Option<RootSigningKey>,
+    /// The identity's public keys as the root signed them (encoded `IdentityKeys`):
+    /// what a device without the root presents in handshakes.
+    pub(crate) keys: Vec<u8>,
     pub(crate) dh: IdentityDhSecret,
     pub(crate) device: DeviceSigningKey,
     pub(crate) device_dh: DeviceDhSecret,
+}
+
+/// The identity as this device holds it: with the root key if it has one, otherwise
+/// from the root-signed public keys (checked against `dh`).
+pub(crate) fn local_identity(
+    root: Option<RootSigningKey>,
+    keys: &[u8],
+    dh: IdentityDhSecret,
+) -> Result<LocalIdentity, ClientError> {
+    match root {
+        Some(root) => Ok(LocalIdentity::from_parts(root, dh)),
+        None => LocalIdentity::without_root(IdentityKeys::decode(keys)?, dh)
+            .ok_or_else(|| ClientError::Corrupt("identity keys".into())),
+    }
 }
 
 impl IdentitySecrets {
@@ -36,7 +56,7 @@ impl IdentitySecrets {
 
 /// Serialises secrets into a buffer that is wiped, never into a growing `Vec`.
 pub(crate) fn secret_bytes<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let mut buf = Zeroizing::new([0u8; 256]);
+    let mut buf = Zeroizing::new([0u8; 512]);
     let used = postcard::to_slice(value, buf.as_mut_slice())
         .map_err(|_| ClientError::Corrupt("secret encoding".into()))?;
     Ok(Zeroizing::new(used.to_vec()))

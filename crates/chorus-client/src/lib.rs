@@ -67,6 +67,9 @@ pub enum ClientError {
         "{0} holds a device whose link did not finish; run `chorus link new` again to finish it (or remove the directory)"
     )]
     LinkUnfinished(PathBuf),
+    /// `primary-root`: only the primary device holds the root key that this needs.
+    #[error("in primary-root mode only the primary device can {0}")]
+    NotPrimary(&'static str),
     /// No contact by that name.
     #[error("unknown contact {0:?} (see `chorus contacts`)")]
     UnknownContact(String),

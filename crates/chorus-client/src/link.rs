@@ -36,7 +36,7 @@ use chorus_crypto::{
     EphemeralSecret, EpochKey, IdentityDhSecret, LinkKey, RootSigningKey, Sas,
 };
 use chorus_relay::api::Id32;
-use chorus_wire::{EventKind, RosterEntry, check_display_name};
+use chorus_wire::{EventKind, IdentityKeys, RosterEntry, SecurityLevel, check_display_name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::SqliteConnection;
@@ -149,7 +149,11 @@ struct Bundle {
     relay_url: String,
     name: String,
     intro_mailbox: [u8; 32],
-    root: RootSigningKey,
+    /// The root signing key in `shared-root`; `None` in `primary-root` (the roster entry
+    /// the root signed for this device is its certificate).
+    root: Option<RootSigningKey>,
+    /// The identity's root-signed public keys (encoded `IdentityKeys`).
+    identity_keys: Vec<u8>,
     dh: IdentityDhSecret,
     epoch: u32,
     epoch_key: Zeroizing<[u8; 32]>,
@@ -462,8 +466,21 @@ impl LinkPending {
             .map_err(|_| ClientError::LinkProtocol("a malformed bundle"))?;
         let log_id = Id32(bundle.log_id);
         let device_id = *offer.device.public_key().as_bytes();
+        // The identity's keys must be signed by a root, and a root key sent along must
+        // be that root.
+        let identity_keys = IdentityKeys::decode(&bundle.identity_keys)
+            .map_err(|_| ClientError::LinkProtocol("the bundle's identity keys do not verify"))?;
+        if bundle
+            .root
+            .as_ref()
+            .is_some_and(|r| r.public_key() != identity_keys.root)
+            || identity_keys.dh != bundle.dh.public_key()
+        {
+            return Err(ClientError::LinkWrongIdentity);
+        }
         let secrets = IdentitySecrets {
             root: bundle.root,
+            keys: bundle.identity_keys,
             dh: bundle.dh,
             device: offer.device,
             device_dh: offer.device_dh,
@@ -484,7 +501,7 @@ impl LinkPending {
                 ));
             }
         };
-        if genesis_root != *secrets.root.public_key().as_bytes() {
+        if genesis_root != *identity_keys.root.as_bytes() {
             return Err(ClientError::LinkWrongIdentity);
         }
         let epoch_key = EpochKey::from_bytes(&bundle.epoch_key);
@@ -587,6 +604,9 @@ impl Device {
     /// nothing is authorized until [`Approval::confirm`].
     pub async fn approve_link(&self, code: &str) -> Result<Approval<'_>, ClientError> {
         let code = LinkCode::decode(code)?;
+        if self.me.identity.root().is_none() {
+            return Err(ClientError::NotPrimary("link new devices"));
+        }
         if normalize_url(&code.relay_url)? != self.me.relay_url {
             return Err(ClientError::LinkProtocol(
                 "the code is for another relay than this identity's home",
@@ -667,18 +687,24 @@ impl Approval<'_> {
     pub async fn confirm(self) -> Result<(), ClientError> {
         let d = self.device;
         let mut done = false;
+        let mut level = SecurityLevel::SharedRoot;
         d.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut conn = d.store.pool().acquire().await?;
             let roster = load_roster(&mut conn, &d.log.log_id).await?;
             drop(conn);
+            level = roster.level();
             if roster.is_authorized(&self.new_device) {
                 done = true;
                 break;
             }
+            let root =
+                d.me.identity
+                    .root()
+                    .ok_or(ClientError::NotPrimary("link new devices"))?;
             let entry = roster
                 .authorize(
-                    &RosterSigner::Root(d.me.identity.root()),
+                    &RosterSigner::Root(root),
                     self.new_device,
                     self.new_dh,
                     &self.name,
@@ -710,13 +736,16 @@ impl Approval<'_> {
             .await?
             .seal(&d.log.key, &checkpoint_id)?;
         d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
-        let IdentitySecrets { root, dh, .. } = stored_secrets(d).await?;
+        let IdentitySecrets { root, keys, dh, .. } = stored_secrets(d).await?;
+        // `primary-root`: the root stays on this (the primary) device.
+        let shared = level == SecurityLevel::SharedRoot;
         let bundle = Bundle {
             log_id: d.log.log_id.0,
             relay_url: d.me.relay_url.clone(),
             name: d.me.name.clone(),
             intro_mailbox: d.me.intro_mailbox.0,
-            root,
+            root: root.filter(|_| shared),
+            identity_keys: keys,
             dh,
             epoch: d.log.epoch,
             epoch_key: d.log.key.to_bytes(),

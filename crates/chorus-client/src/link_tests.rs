@@ -3,6 +3,7 @@
 
 use chorus_crypto::{IdentityDhSecret, RootSigningKey};
 use chorus_relay::api::Id32;
+use chorus_wire::IdentityKeys;
 
 use super::{Bundle, LINK_TIMEOUT, LinkOffer};
 use crate::device::{random, rng};
@@ -30,13 +31,17 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         .add_device(Id32(*approval.new_device.as_bytes()))
         .await
         .unwrap();
+    let other_root = RootSigningKey::generate(&mut rng());
+    let other_dh = IdentityDhSecret::generate(&mut rng());
+    let other_keys = IdentityKeys::sign(&other_root, other_dh.public_key()).encode();
     let lie = Bundle {
         log_id: alice.log.log_id.0,
         relay_url: url.clone(),
         name: "alice".into(),
         intro_mailbox: alice.me.intro_mailbox.0,
-        root: RootSigningKey::generate(&mut rng()),
-        dh: IdentityDhSecret::generate(&mut rng()),
+        root: Some(other_root),
+        identity_keys: other_keys,
+        dh: other_dh,
         epoch: alice.log.epoch,
         epoch_key: alice.log.key.to_bytes(),
         checkpoint: random(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chorus_client::link::{Approval, LinkCode, LinkOffer, LinkPending};
 use chorus_client::{ClientError, Device, Unlock};
+use chorus_wire::SecurityLevel;
 
 mod common;
 use common::{Relay, TestClock, options};
@@ -369,4 +370,79 @@ async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
     laptop.send("bob", "after the noise").await.unwrap();
     phone.sync().await.unwrap();
     assert_eq!(phone.history("bob", 100).await.unwrap().len(), before.1 + 1);
+}
+
+#[tokio::test]
+async fn in_primary_root_only_the_primary_holds_the_root_and_the_others_still_message() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = Device::init_with(
+        &dir.path().join("alice"),
+        Unlock::KeyFile,
+        &relay.url,
+        "alice",
+        "laptop",
+        SecurityLevel::PrimaryRoot,
+        options(&clock),
+    )
+    .await
+    .unwrap();
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    assert!(laptop.holds_root());
+    assert!(!phone.holds_root(), "the root key never left the primary");
+    let status = phone.status().await.unwrap();
+    assert_eq!(
+        (status.security, status.holds_root),
+        ("primary-root", false)
+    );
+    assert_eq!(phone.fingerprint(), laptop.fingerprint());
+
+    // What needs the root is refused on the phone, before anything happens.
+    let e = phone.invite().await.err().unwrap();
+    assert!(matches!(e, ClientError::NotPrimary(_)), "{e}");
+    assert!(e.to_string().contains("only the primary device"), "{e}");
+    let tablet = offer(&laptop, &dir.path().join("tablet"), "tablet", &clock).await;
+    let e = phone.approve_link(&tablet.code()).await.err().unwrap();
+    assert!(matches!(e, ClientError::NotPrimary(_)), "{e}");
+    assert_eq!(laptop.devices().await.unwrap().len(), 2);
+
+    // Everything else works from the phone: it accepts bob's invitation (as the
+    // identity: bob sees the laptop's safety number), sends and receives.
+    let code = bob.invite().await.unwrap();
+    phone.accept(&code, Some("bob")).await.unwrap();
+    phone.send("bob", "from the phone").await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(
+        bob.verify("alice").await.unwrap().theirs,
+        laptop.fingerprint()
+    );
+    clock.tick();
+    bob.send("alice", "hi both").await.unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(history(&laptop, "bob").await, history(&phone, "bob").await);
+    assert_eq!(
+        history(&phone, "bob").await,
+        vec![
+            (true, "from the phone".to_owned()),
+            (false, "hi both".to_owned())
+        ]
+    );
+    // And a stranger's first message (to the primary's prekeys) is read by the phone.
+    let code = laptop.invite().await.unwrap();
+    let carol = init(dir.path(), "carol", &relay, &clock).await;
+    carol.accept(&code, None).await.unwrap();
+    carol.send("alice", "hello alice").await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(
+        history(&phone, "carol").await,
+        vec![(false, "hello alice".to_owned())]
+    );
+
+    // The primary still links devices.
+    let tablet = link(&laptop, dir.path(), "tablet", &clock).await;
+    assert!(!tablet.holds_root());
+    assert_eq!(laptop.devices().await.unwrap().len(), 3);
 }

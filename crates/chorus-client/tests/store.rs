@@ -16,9 +16,9 @@ fn sessions() -> (Session, Session, StdRng) {
     let mut store = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
         identity: b.keys().clone(),
-        signed_prekey: store.new_signed_prekey(&b, &mut rng),
+        signed_prekey: store.new_signed_prekey(&b, &mut rng).unwrap(),
         one_time_prekey: Some(store.new_one_time_prekey(&mut rng)),
-        pq_prekey: store.new_pq_prekey(&b, true, &mut rng),
+        pq_prekey: store.new_pq_prekey(&b, true, &mut rng).unwrap(),
     };
     let mut alice = initiate(&a, &bundle, &mut rng).unwrap();
     let m = alice.encrypt(b"hi", &mut rng).unwrap();

@@ -37,9 +37,9 @@ fn chorus_bundle(rng: &mut StdRng) -> (LocalIdentity, MemoryPrekeyStore, PrekeyB
     let mut store = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
         identity: bob.keys().clone(),
-        signed_prekey: store.new_signed_prekey(&bob, rng),
+        signed_prekey: store.new_signed_prekey(&bob, rng).unwrap(),
         one_time_prekey: Some(store.new_one_time_prekey(rng)),
-        pq_prekey: store.new_pq_prekey(&bob, true, rng),
+        pq_prekey: store.new_pq_prekey(&bob, true, rng).unwrap(),
     };
     (bob, store, bundle)
 }

@@ -50,9 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut prekeys = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
         identity: bob_id.keys().clone(),
-        signed_prekey: prekeys.new_signed_prekey(&bob_id, &mut rng),
+        signed_prekey: prekeys.new_signed_prekey(&bob_id, &mut rng)?,
         one_time_prekey: Some(prekeys.new_one_time_prekey(&mut rng)),
-        pq_prekey: prekeys.new_pq_prekey(&bob_id, false, &mut rng),
+        pq_prekey: prekeys.new_pq_prekey(&bob_id, false, &mut rng)?,
     };
     let bundle = PrekeyBundle::decode(&bundle.encode())?;
     println!(

@@ -65,6 +65,11 @@ pub enum SessionError {
         actual: usize,
     },
 
+    /// Raised if signing needs the identity's root key and this device does not hold
+    /// it (`primary-root`: only the primary device does).
+    #[error("this device does not hold the identity's root key")]
+    NoRootKey,
+
     // ---- a persisted snapshot ----
     /// Raised if a snapshot is older than the newest state the caller knows of: using it
     /// would reuse message keys. See [`Session::restore_stale`](crate::Session::restore_stale).

@@ -21,9 +21,9 @@
 //! let mut bob_prekeys = MemoryPrekeyStore::default();
 //! let bundle = PrekeyBundle {
 //!     identity: bob.keys().clone(),
-//!     signed_prekey: bob_prekeys.new_signed_prekey(&bob, &mut rng),
+//!     signed_prekey: bob_prekeys.new_signed_prekey(&bob, &mut rng).unwrap(),
 //!     one_time_prekey: Some(bob_prekeys.new_one_time_prekey(&mut rng)),
-//!     pq_prekey: bob_prekeys.new_pq_prekey(&bob, true, &mut rng),
+//!     pq_prekey: bob_prekeys.new_pq_prekey(&bob, true, &mut rng).unwrap(),
 //! };
 //! // Alice fetches it (decoding verifies every signature) and writes first.
 //! let bundle = PrekeyBundle::decode(&bundle.encode()).unwrap();

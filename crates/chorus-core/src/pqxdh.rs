@@ -28,11 +28,13 @@ use crate::SessionError;
 use crate::session::{PendingInitial, Role, Session};
 use crate::tree::{Profile, Tree};
 
-/// Our identity's private keys, as every device of the identity holds them.
+/// Our identity's private keys as a device holds them: the identity DH key always, the
+/// root signing key on every device in `shared-root` and only on the primary device in
+/// `primary-root` (the others hold the root-signed public keys instead).
 ///
 /// Holds secrets: `Debug` prints only the public keys.
 pub struct LocalIdentity {
-    root: RootSigningKey,
+    root: Option<RootSigningKey>,
     dh: IdentityDhSecret,
     keys: IdentityKeys,
 }
@@ -49,7 +51,22 @@ impl LocalIdentity {
     /// An identity from stored keys.
     pub fn from_parts(root: RootSigningKey, dh: IdentityDhSecret) -> Self {
         let keys = IdentityKeys::sign(&root, dh.public_key());
-        Self { root, dh, keys }
+        Self {
+            root: Some(root),
+            dh,
+            keys,
+        }
+    }
+
+    /// An identity on a device without the root key: `keys` as the root signed them
+    /// (their signature was checked when they were decoded). `None` if `dh` is not the
+    /// DH key they name.
+    pub fn without_root(keys: IdentityKeys, dh: IdentityDhSecret) -> Option<Self> {
+        (keys.dh == dh.public_key()).then_some(Self {
+            root: None,
+            dh,
+            keys,
+        })
     }
 
     /// The public keys contacts pin.
@@ -57,9 +74,10 @@ impl LocalIdentity {
         &self.keys
     }
 
-    /// The root key, for signing prekeys and roster entries.
-    pub fn root(&self) -> &RootSigningKey {
-        &self.root
+    /// The root key, for signing prekeys and roster entries (`None` on a device that
+    /// does not hold it).
+    pub fn root(&self) -> Option<&RootSigningKey> {
+        self.root.as_ref()
     }
 }
 
@@ -101,17 +119,18 @@ impl MemoryPrekeyStore {
         self.next_id
     }
 
-    /// Mints a signed prekey.
+    /// Mints a signed prekey (needs the root key).
     pub fn new_signed_prekey<R: CryptoRng + ?Sized>(
         &mut self,
         identity: &LocalIdentity,
         rng: &mut R,
-    ) -> SignedPrekey {
+    ) -> Result<SignedPrekey, SessionError> {
+        let root = identity.root().ok_or(SessionError::NoRootKey)?;
         let id = self.id();
         let secret = SignedPrekeySecret::generate(rng);
-        let public = SignedPrekey::sign(&identity.root, id, secret.public_key());
+        let public = SignedPrekey::sign(root, id, secret.public_key());
         self.signed.insert(id, secret);
-        public
+        Ok(public)
     }
 
     /// Mints one one-time prekey.
@@ -126,18 +145,19 @@ impl MemoryPrekeyStore {
         public
     }
 
-    /// Mints a PQ prekey, one-time or last-resort.
+    /// Mints a PQ prekey, one-time or last-resort (needs the root key).
     pub fn new_pq_prekey<R: CryptoRng + ?Sized>(
         &mut self,
         identity: &LocalIdentity,
         last_resort: bool,
         rng: &mut R,
-    ) -> PqPrekey {
+    ) -> Result<PqPrekey, SessionError> {
+        let root = identity.root().ok_or(SessionError::NoRootKey)?;
         let id = self.id();
         let secret = PqPrekeySecret::generate(rng);
-        let public = PqPrekey::sign(&identity.root, id, secret.public_key(), last_resort);
+        let public = PqPrekey::sign(root, id, secret.public_key(), last_resort);
         self.pq.insert(id, (secret, last_resort));
-        public
+        Ok(public)
     }
 
     /// Deletes the one-time prekeys a handshake consumed.

@@ -32,9 +32,9 @@ fn the_stored_transcript_is_reproduced_and_decrypts() {
     let mut store = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
         identity: bob_id.keys().clone(),
-        signed_prekey: store.new_signed_prekey(&bob_id, &mut rng),
+        signed_prekey: store.new_signed_prekey(&bob_id, &mut rng).unwrap(),
         one_time_prekey: Some(store.new_one_time_prekey(&mut rng)),
-        pq_prekey: store.new_pq_prekey(&bob_id, false, &mut rng),
+        pq_prekey: store.new_pq_prekey(&bob_id, false, &mut rng).unwrap(),
     };
     let mut alice = initiate(&alice_id, &bundle, &mut rng).unwrap();
     let m1 = alice.encrypt(b"first", &mut rng).unwrap();
@@ -67,9 +67,9 @@ fn the_stored_transcript_is_reproduced_and_decrypts() {
     let _alice_id = LocalIdentity::generate(&mut rng);
     let bob_id = LocalIdentity::generate(&mut rng);
     let mut store = MemoryPrekeyStore::default();
-    store.new_signed_prekey(&bob_id, &mut rng);
+    store.new_signed_prekey(&bob_id, &mut rng).unwrap();
     store.new_one_time_prekey(&mut rng);
-    store.new_pq_prekey(&bob_id, false, &mut rng);
+    store.new_pq_prekey(&bob_id, false, &mut rng).unwrap();
     let msgs = stored.as_array().unwrap();
     let bytes = |i: usize| hex::decode(msgs[i]["bytes"].as_str().unwrap()).unwrap();
     let mut r = respond(&bob_id, &store, &bytes(0)).unwrap();

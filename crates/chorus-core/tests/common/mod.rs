@@ -22,9 +22,9 @@ pub fn bundle(
 ) -> PrekeyBundle {
     let b = PrekeyBundle {
         identity: identity.keys().clone(),
-        signed_prekey: store.new_signed_prekey(identity, rng),
+        signed_prekey: store.new_signed_prekey(identity, rng).unwrap(),
         one_time_prekey: one_time.then(|| store.new_one_time_prekey(rng)),
-        pq_prekey: store.new_pq_prekey(identity, !one_time, rng),
+        pq_prekey: store.new_pq_prekey(identity, !one_time, rng).unwrap(),
     };
     PrekeyBundle::decode(&b.encode()).unwrap()
 }
