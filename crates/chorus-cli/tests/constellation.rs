@@ -245,3 +245,63 @@ fn bad_link_commands_are_one_line_a_code_and_no_change() {
     assert_eq!(roster(&laptop), before);
     assert_eq!(before.len(), 1);
 }
+
+#[test]
+fn primary_root_keeps_the_root_on_the_first_device_and_says_what_the_others_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (
+        dir.path().join("laptop"),
+        dir.path().join("phone"),
+        dir.path().join("bob"),
+    );
+    let out = ok(
+        &laptop,
+        &[
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--security",
+            "primary-root",
+        ],
+    );
+    assert!(out.contains("primary-root"), "{out}");
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    assert!(ok(&laptop, &["status"]).contains("this device holds the root key"));
+    let status = ok(&phone, &["status"]);
+    assert!(status.contains("primary-root"), "{status}");
+    assert!(
+        status.contains("root key is on the primary device"),
+        "{status}"
+    );
+
+    // The phone cannot create invitations or approve links: one line, exit 7.
+    let e = fails(&phone, &["invite", "--no-qr"], 7);
+    assert!(e.contains("only the primary device"), "{e}");
+    let code = chorus_client::link::LinkCode {
+        relay_url: relay.url.clone(),
+        channel: [9; 32],
+        ephemeral: [9; 32],
+    }
+    .encode();
+    let e = fails(&phone, &["link", "approve", &code, "--yes"], 7);
+    assert!(e.contains("only the primary device"), "{e}");
+    assert_eq!(
+        json(&laptop, &["devices", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Everything else it does as the identity.
+    let code = ok(&bob, &["invite", "--no-qr"]);
+    ok(&phone, &["accept", code.trim(), "--name", "bob"]);
+    ok(&phone, &["send", "bob", "from the primary-root phone"]);
+    assert!(ok(&bob, &["sync"]).contains("from the primary-root phone"));
+    ok(&laptop, &["sync"]);
+    assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
+}
