@@ -4,16 +4,24 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 
 mod common;
 use common::*;
 
-/// Links a new home into `existing`'s identity through the two commands, as a user
-/// would (with `--yes`: the test compares nothing on a screen).
-fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) {
-    let mut child = Command::new(CHORUS)
+/// Starts `chorus link new` on `new` (with `--yes`: the test compares nothing on a
+/// screen) and returns the process, its stdout lines (those before the code already
+/// read, then the rest) and the code it showed.
+fn start_link_new(
+    new: &Path,
+    relay: &Relay,
+    name: &str,
+    failpoint: Option<&str>,
+) -> (Child, impl Iterator<Item = String>, String) {
+    let mut before = Vec::new();
+    let mut command = Command::new(CHORUS);
+    command
         .arg("--home")
         .arg(new)
         .args([
@@ -21,22 +29,35 @@ fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) {
         ])
         .env_remove("CHORUS_HOME")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        .stderr(Stdio::piped());
+    if let Some(point) = failpoint {
+        command.env("CHORUS_FAILPOINT", point);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap());
     let code = loop {
-        let line = lines.next().expect("link new printed no code").unwrap();
+        let line = lines.next().expect("link new printed no code");
         if let Some(code) = line.trim().strip_prefix("chorus link approve ") {
             break code.to_owned();
         }
+        before.push(line);
     };
+    (child, before.into_iter().chain(lines), code)
+}
+
+/// Links a new home into `existing`'s identity through the two commands, as a user
+/// would; returns what `link new` printed besides its code.
+fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) -> Vec<String> {
+    let (mut child, lines, code) = start_link_new(new, relay, name, None);
     let approved = ok(existing, &["link", "approve", &code, "--yes"]);
     assert!(approved.contains("Approved"), "{approved}");
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let rest: Vec<String> = lines.collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "link new failed: {rest:?}");
     assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
+    rest
 }
 
 /// A relay, alice on a laptop and a linked phone, and bob (not yet contacts).
@@ -304,4 +325,37 @@ fn primary_root_keeps_the_root_on_the_first_device_and_says_what_the_others_cann
     assert!(ok(&bob, &["sync"]).contains("from the primary-root phone"));
     ok(&laptop, &["sync"]);
     assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
+}
+
+#[test]
+fn link_new_killed_after_the_approval_resumes_as_the_same_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone) = (dir.path().join("laptop"), dir.path().join("phone"));
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    // The laptop approves (the phone enters the roster and the bundle is sent); the
+    // phone is killed with SIGKILL right after it received the bundle.
+    let (mut child, _stdout, code) =
+        start_link_new(&phone, &relay, "phone", Some("link-bundle-received"));
+    ok(&laptop, &["link", "approve", &code, "--yes"]);
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("failpoint link-bundle-received reached"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let devices = |h: &Path| json(h, &["devices", "--json"]).as_array().unwrap().len();
+    assert_eq!(devices(&laptop), 2);
+    // The phone's home is a link in progress: one line, exit 7.
+    let e = fails(&phone, &["status"], 7);
+    assert!(e.contains("did not finish"), "{e}");
+    // Running the same command again finishes it — as the same device.
+    let out = link(&laptop, &phone, &relay, "phone");
+    assert!(out.iter().any(|l| l.contains("Resuming")), "{out:?}");
+    assert_eq!(devices(&laptop), 2, "one phone, not two");
+    assert_eq!(devices(&phone), 2);
 }

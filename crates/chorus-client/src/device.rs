@@ -91,6 +91,17 @@ pub struct Options {
     pub sibling_delivery: Duration,
 }
 
+impl Options {
+    /// Opens (or creates) the store in `home` with these Argon2id costs.
+    pub(crate) async fn open_store(
+        &self,
+        home: &Path,
+        unlock: Unlock,
+    ) -> Result<Store, crate::StoreError> {
+        Store::open_with_costs(home, unlock, self.argon2_memory_kib, self.argon2_iterations).await
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -389,13 +400,7 @@ impl Device {
         relay.register_mailbox(intro).await?;
         let created = !home.exists();
         let result = async {
-            let store = Store::open_with_costs(
-                home,
-                unlock,
-                options.argon2_memory_kib,
-                options.argon2_iterations,
-            )
-            .await?;
+            let store = options.open_store(home, unlock).await?;
             let device = Self::create_store(
                 store,
                 home,
@@ -527,13 +532,7 @@ impl Device {
         if !Self::exists(home) {
             return Err(ClientError::NotInitialized(home.to_owned()));
         }
-        let store = Store::open_with_costs(
-            home,
-            unlock,
-            options.argon2_memory_kib,
-            options.argon2_iterations,
-        )
-        .await?;
+        let store = options.open_store(home, unlock).await?;
         let row: Option<IdentityRow> = sqlx::query_as(
             "SELECT name, relay_url, log_id, intro_mailbox, sealed FROM identity WHERE id = 1",
         )
@@ -1976,7 +1975,7 @@ pub(crate) fn remove_store(home: &Path, created_home: bool) {
 
 /// Test hook: with `CHORUS_FAILPOINT=<name>` the process stops at the named point
 /// (sleeping until killed), so tests can `kill -9` it exactly there. Never set in use.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var("CHORUS_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name} reached");
         loop {

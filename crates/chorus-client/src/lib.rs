@@ -27,7 +27,7 @@
 //!
 //! A runnable version: `cargo run -p chorus-client --example two_devices`.
 
-#[cfg(feature = "bench")]
+#[cfg(any(test, feature = "bench"))]
 pub mod bench;
 pub mod code;
 pub mod device;

@@ -291,13 +291,7 @@ impl LinkOffer {
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
         let relay = RelayClient::new(&relay_url, options.backoff)?;
-        let store = Store::open_with_costs(
-            home,
-            unlock,
-            options.argon2_memory_kib,
-            options.argon2_iterations,
-        )
-        .await?;
+        let store = options.open_store(home, unlock).await?;
         let linked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM identity")
             .fetch_optional(store.pool())
             .await?;
@@ -457,6 +451,7 @@ impl LinkPending {
         let home = offer.home;
         let channel = Id32(offer.code.channel);
         let (_, sealed) = wait_for(&offer.relay, channel, after, TAG_BUNDLE, timeout).await?;
+        crate::device::failpoint("link-bundle-received");
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&offer.code.channel);
         let plain = key.open(&ad, &sealed).map_err(|_| {

@@ -2,22 +2,10 @@
 //! bundles a correct device never produces). A real relay on loopback, real stores.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use chorus_relay::serve::ServeArgs;
-
+pub(crate) use crate::bench::local_relay as relay;
 use crate::{Device, Options, Unlock};
-
-/// A relay (axum, SQLite file under `dir`) on a loopback port; returns its URL.
-pub(crate) async fn relay(dir: &Path) -> String {
-    let mut args = ServeArgs::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), dir.join("relay"));
-    args.no_rate_limits = true;
-    let (listener, state) = args.bind().await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
-    url
-}
 
 /// A new identity `name` with one device in `dir/name`.
 pub(crate) async fn device(dir: &Path, url: &str, name: &str) -> Device {

@@ -2,24 +2,13 @@
 //! linked devices, and the process's CPU time.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use chorus_client::link::link_locally;
 use chorus_client::{Device, Options, Unlock};
-use chorus_relay::serve::ServeArgs;
 
-/// Starts a relay (axum, SQLite file under `dir`, rate limits off) on loopback in
-/// this process; returns its URL.
-pub async fn relay(dir: &Path) -> String {
-    let mut args = ServeArgs::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), dir.join("relay"));
-    args.no_rate_limits = true;
-    let (listener, state) = args.bind().await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
-    url
-}
+pub use chorus_client::bench::local_relay as relay;
 
 /// An identity `name` with `devices` devices: the first made by `init`, the others
 /// linked to it with `link_locally` (the code path of `chorus link`).
