@@ -94,6 +94,8 @@ async fn a_linked_device_is_the_same_identity_and_sends_and_receives_at_once() {
     laptop.sync().await.unwrap();
 
     let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    // The checkpoint (session snapshots as of the link) is gone from the relay.
+    assert_eq!(relay.blobs().await, 0);
     // One identity: same fingerprint, same contacts.
     assert_eq!(phone.fingerprint(), laptop.fingerprint());
     assert_eq!(

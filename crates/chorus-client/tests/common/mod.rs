@@ -46,6 +46,18 @@ impl Relay {
         }
     }
 
+    /// How many blobs the relay stores (read from its SQLite file).
+    pub async fn blobs(&self) -> i64 {
+        let path = self.data.path().join(chorus_relay::serve::SQLITE_FILE);
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    }
+
     /// Stops the relay; its SQLite file stays for a restart.
     pub async fn stop(mut self) -> (SocketAddr, TempDir) {
         let _ = self.stop.take().unwrap().send(());
