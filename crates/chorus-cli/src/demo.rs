@@ -50,7 +50,7 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
                 println!("    {who} receives from {}: {:?}", m.contact, m.text); // {:?} escapes
                 texts.push(m.text.clone());
             }
-            Event::Rejected { reason } => println!("    {who} skipped an envelope: {reason}"),
+            Event::Rejected { reason } => println!("    {who} skipped {reason}"),
         }
     }
     texts

@@ -605,7 +605,7 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
         match e {
             Event::ContactAdded { contact } => println!("* new contact {contact:?}"),
             Event::Message(m) => print_message(m, me),
-            Event::Rejected { reason } => eprintln!("warning: skipped an envelope: {reason}"),
+            Event::Rejected { reason } => eprintln!("warning: skipped {reason}"),
         }
     }
     let _ = std::io::stdout().flush();

@@ -133,10 +133,11 @@ pub enum Event {
     },
     /// A message, in or out.
     Message(Message),
-    /// An envelope that could not be accepted (forged, replayed, for a used invitation):
-    /// skipped, nothing changed but the mailbox cursor.
+    /// An envelope or log record that could not be accepted (forged, replayed, for a
+    /// used invitation, from outside the roster): skipped, nothing changed but the
+    /// cursor.
     Rejected {
-        /// Why.
+        /// What was skipped ("an envelope: …" or "log record N: …") and why.
         reason: String,
     },
 }
@@ -1411,7 +1412,7 @@ impl Device {
                     tx = self.store.begin().await?;
                     tracing::warn!(error = %e, "envelope rejected");
                     vec![Event::Rejected {
-                        reason: e.to_string(),
+                        reason: format!("an envelope: {e}"),
                     }]
                 }
             };

@@ -98,6 +98,13 @@ impl Pending {
     }
 }
 
+/// The sessions a page of records reads or changes, by contact name: each is read once
+/// and written once per page instead of once per record (a burst of sends to one
+/// contact is one read and one write). `bool`: changed since read. Within a record,
+/// nothing but a fatal error (store, corruption) can follow a change, and a fatal
+/// error abandons the page's transaction together with this cache.
+type PageSessions = std::collections::HashMap<String, (Session, bool)>;
+
 /// The outcome of a guarded append.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -222,6 +229,7 @@ impl Device {
         // Validated once per page (every signature of the chain), then kept current
         // by the page's own roster entries.
         let mut roster = load_roster(&mut tx, &self.log.log_id).await?;
+        let mut sessions = PageSessions::new();
         let mut events = Vec::new();
         for record in records {
             if record.seq <= applied {
@@ -239,7 +247,10 @@ impl Device {
                 }));
             }
             let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-            match self.apply_record(&mut one, &mut roster, record).await {
+            match self
+                .apply_record(&mut one, &mut roster, &mut sessions, record)
+                .await
+            {
                 Ok(e) => {
                     one.commit().await?;
                     events.extend(e);
@@ -255,6 +266,11 @@ impl Device {
             }
             applied = record.seq;
         }
+        for (name, (session, changed)) in &sessions {
+            if *changed {
+                self.store.put_session(&mut tx, name, session).await?;
+            }
+        }
         sqlx::query("UPDATE constellation SET applied_seq = $1 WHERE id = 1")
             .bind(applied)
             .execute(&mut *tx)
@@ -267,6 +283,7 @@ impl Device {
         &self,
         tx: &mut SqliteConnection,
         roster: &mut Roster,
+        sessions: &mut PageSessions,
         record: &RecordOut,
     ) -> Result<Vec<Event>, ClientError> {
         let epoch = u32::try_from(record.epoch).map_err(|_| ClientError::Rejected("bad epoch"))?;
@@ -375,14 +392,14 @@ impl Device {
                 // Without details: a rename (not offered yet); the alias stays.
                 if let Some(details) = details
                     && let Some(added) = self
-                        .fold_new_contact(tx, &contact, &name, &details, record.seq)
+                        .fold_new_contact(tx, sessions, &contact, &name, &details, record.seq)
                         .await?
                 {
                     events.extend(added);
                 }
             }
             EventKind::Sent(sent) => events.extend(
-                self.fold_sent(tx, &sent, stamp_ms, &event.author, record.seq)
+                self.fold_sent(tx, sessions, &sent, stamp_ms, &event.author, record.seq)
                     .await?,
             ),
             EventKind::Delivered { envelope_id } => {
@@ -454,6 +471,7 @@ impl Device {
     async fn fold_new_contact(
         &self,
         tx: &mut SqliteConnection,
+        sessions: &mut PageSessions,
         contact: &[u8; 32],
         name: &str,
         d: &ContactDetails,
@@ -513,7 +531,7 @@ impl Device {
         .bind(added_ms)
         .execute(&mut *tx)
         .await?;
-        self.store.put_session(tx, &alias, &session).await?;
+        sessions.insert(alias.clone(), (session, true));
         crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
         let mut events = vec![Event::ContactAdded {
             contact: alias.clone(),
@@ -556,6 +574,7 @@ impl Device {
     async fn fold_sent(
         &self,
         tx: &mut SqliteConnection,
+        sessions: &mut PageSessions,
         sent: &SentMessage,
         stamp_ms: i64,
         author: &[u8; 32],
@@ -569,13 +588,20 @@ impl Device {
         let name = name.ok_or(ClientError::Rejected(
             "a sent message to an unknown contact",
         ))?;
-        let mut session = self
-            .store
-            .get_session(tx, &name)
-            .await?
-            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        let (session, changed) = match sessions.entry(name.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let session = self
+                    .store
+                    .get_session(tx, &name)
+                    .await?
+                    .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+                v.insert((session, false))
+            }
+        };
+        // Changes the session only when it succeeds (see `PageSessions`).
         if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
-            self.store.put_session(tx, &name, &session).await?;
+            *changed = true;
         }
         sqlx::query("DELETE FROM pending_sends WHERE envelope_id = $1")
             .bind(&sent.envelope_id[..])
