@@ -495,6 +495,28 @@ impl Device {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Self::assemble(
+            store,
+            home,
+            options,
+            (name.to_owned(), relay_url.to_owned(), intro),
+            secrets,
+            (log_id, EPOCH, epoch_key),
+            relay,
+        )
+    }
+
+    /// The device value from what its store holds: `identity` is (name, relay URL,
+    /// intro mailbox), `log` is (log id, epoch, epoch key).
+    fn assemble(
+        store: Store,
+        home: &Path,
+        options: Options,
+        identity: (String, String, Id32),
+        secrets: IdentitySecrets,
+        log: (Id32, u32, EpochKey),
+        relay: RelayClient,
+    ) -> Result<Self, ClientError> {
         let IdentitySecrets {
             root,
             keys,
@@ -502,13 +524,14 @@ impl Device {
             device,
             device_dh,
         } = secrets;
-        let device_id = *device.public_key().as_bytes();
+        let (name, relay_url, intro_mailbox) = identity;
+        let (log_id, epoch, key) = log;
         Ok(Device {
             store,
             me: Me {
-                name: name.to_owned(),
-                relay_url: relay_url.to_owned(),
-                intro_mailbox: intro,
+                name,
+                relay_url,
+                intro_mailbox,
                 identity: local_identity(root, &keys, dh)?,
                 device_dh,
             },
@@ -517,9 +540,9 @@ impl Device {
             home: home.to_owned(),
             log: LogKeys {
                 log_id,
-                epoch: EPOCH,
-                key: epoch_key,
-                device: device_id,
+                epoch,
+                key,
+                device: *device.public_key().as_bytes(),
             },
             lost_races: Default::default(),
         })
@@ -552,41 +575,23 @@ impl Device {
             .try_into()
             .map_err(|_| ClientError::Corrupt("epoch key".into()))?;
         let epoch_key = EpochKey::from_bytes(&raw);
-        let secrets = IdentitySecrets::from_bytes(&store.open_sealed("identity", "1", &sealed)?)?;
-        let IdentitySecrets {
-            root,
-            keys,
-            dh,
-            device,
-            device_dh,
-        } = secrets;
+        let plain = store.open_sealed("identity", "1", &sealed)?;
         let log_id = id32(&log_id)?;
-        let device_id = *device.public_key().as_bytes();
-        let device = Arc::new(device);
+        // The relay client keeps its own copy of the device key (wiped on drop).
         let relay = RelayClient::new(&relay_url, options.backoff)?.with_login(Login {
             log_id,
-            device: device.clone(),
+            device: Arc::new(IdentitySecrets::from_bytes(&plain)?.device),
         });
-        Ok(Device {
+        let epoch = u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?;
+        Self::assemble(
             store,
-            me: Me {
-                name,
-                relay_url,
-                intro_mailbox: id32(&intro)?,
-                identity: local_identity(root, &keys, dh)?,
-                device_dh,
-            },
-            relay,
+            home,
             options,
-            home: home.to_owned(),
-            log: LogKeys {
-                log_id,
-                epoch: u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?,
-                key: epoch_key,
-                device: device_id,
-            },
-            lost_races: Default::default(),
-        })
+            (name, relay_url, id32(&intro)?),
+            IdentitySecrets::from_bytes(&plain)?,
+            (log_id, epoch, epoch_key),
+            relay,
+        )
     }
 
     /// The identity's display name.

@@ -54,12 +54,11 @@ impl IdentitySecrets {
     }
 }
 
-/// Serialises secrets into a buffer that is wiped, never into a growing `Vec`.
+/// Serialises secrets into one wiped buffer, never into a growing `Vec`
+/// ([`chorus_core::encode_wiped`]).
 pub(crate) fn secret_bytes<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let mut buf = Zeroizing::new([0u8; 512]);
-    let used = postcard::to_slice(value, buf.as_mut_slice())
-        .map_err(|_| ClientError::Corrupt("secret encoding".into()))?;
-    Ok(Zeroizing::new(used.to_vec()))
+    chorus_core::encode_wiped(&[], value)
+        .ok_or_else(|| ClientError::Corrupt("secret encoding".into()))
 }
 
 /// The loaded identity of this device.

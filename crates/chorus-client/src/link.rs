@@ -291,6 +291,11 @@ impl LinkOffer {
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
         let relay = RelayClient::new(&relay_url, options.backoff)?;
+        // Marked before the store exists: a home is never a store without an identity
+        // and without the mark (which would look like a device and could not be
+        // resumed).
+        crate::store::create_private_dir(home)?;
+        mark_pending(home, true)?;
         let store = options.open_store(home, unlock).await?;
         let linked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM identity")
             .fetch_optional(store.pool())
@@ -300,7 +305,6 @@ impl LinkOffer {
             mark_pending(home, false)?;
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
-        mark_pending(home, true)?;
         let row: Option<(String, String, Vec<u8>)> =
             sqlx::query_as("SELECT relay_url, device_name, sealed FROM pending_link WHERE id = 1")
                 .fetch_optional(store.pool())
@@ -751,9 +755,7 @@ impl Approval<'_> {
 
     /// Seals the bundle under the link key and posts it on the channel.
     async fn post_bundle(&self, bundle: &Bundle) -> Result<(), ClientError> {
-        let plain = Zeroizing::new(
-            postcard::to_allocvec(bundle).map_err(|_| ClientError::Corrupt("bundle".into()))?,
-        );
+        let plain = secret_bytes(bundle)?;
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&self.channel);
         let sealed = self.key.seal(&ad, &plain, &mut rng());
@@ -919,9 +921,7 @@ impl Checkpoint {
     }
 
     fn seal(&self, key: &EpochKey, id: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
-        let plain = Zeroizing::new(
-            postcard::to_allocvec(self).map_err(|_| ClientError::Corrupt("checkpoint".into()))?,
-        );
+        let plain = secret_bytes(self)?;
         let (nonce, ct) = key.seal(&[CHECKPOINT_AD, id].concat(), &plain, &mut rng());
         Ok([&nonce[..], &ct].concat())
     }

@@ -347,7 +347,7 @@ async fn set_meta(pool: &SqlitePool, key: &str, value: &[u8]) -> Result<(), Stor
 
 /// Creates the home with mode 0700 if it does not exist. An existing directory keeps
 /// its permissions (it may be the user's own home); the secrets in it are sealed anyway.
-fn create_private_dir(home: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_private_dir(home: &Path) -> Result<(), StoreError> {
     if home.is_dir() {
         return Ok(());
     }

@@ -282,6 +282,26 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
         .await
         .unwrap();
 
+    // A crash between the link's commit and the removal of its mark: the next
+    // `link new` finds the identity, clears the mark and stops.
+    std::fs::write(home.join(chorus_client::LINK_PENDING_FILE), b"").unwrap();
+    assert!(!Device::exists(&home));
+    let e = LinkOffer::new(
+        &home,
+        Unlock::KeyFile,
+        laptop.relay_url(),
+        "phone",
+        &options(&clock),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(e, ClientError::AlreadyInitialized(_)), "{e}");
+    assert!(Device::exists(&home));
+    Device::open(&home, Unlock::KeyFile, options(&clock))
+        .await
+        .unwrap();
+
     // 3. Linking into a home that holds a device is refused before anything happens.
     let e = LinkOffer::new(
         &home,

@@ -48,6 +48,7 @@ mod pqxdh;
 mod roster;
 mod session;
 mod tree;
+mod wiped;
 
 pub use constellation::{
     Applied, Constellation, LogError, RecordContext, SealedRecord, open_event, seal_event,
@@ -60,3 +61,4 @@ pub use pqxdh::{
 };
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
+pub use wiped::encode_wiped;

@@ -213,8 +213,7 @@ impl Session {
     pub fn state_digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        if let Ok(tree) = postcard::to_allocvec(&self.tree) {
-            let tree = Zeroizing::new(tree);
+        if let Some(tree) = crate::encode_wiped(&[], &self.tree) {
             h.update(&tree[..]);
         }
         h.update([u8::from(self.pending.is_some())]);
@@ -363,16 +362,8 @@ impl Session {
     /// Serializes the whole state: a version byte, then postcard. Contains secrets: store
     /// it only encrypted.
     pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(vec![SNAPSHOT_VERSION]);
         // Serializing in-memory state with only supported types cannot fail.
-        match postcard::to_allocvec(self) {
-            Ok(body) => {
-                let body = Zeroizing::new(body);
-                out.extend_from_slice(&body);
-            }
-            Err(_) => out.clear(),
-        }
-        out
+        crate::encode_wiped(&[SNAPSHOT_VERSION], self).unwrap_or_default()
     }
 
     fn decode_snapshot(bytes: &[u8]) -> Result<Self, SessionError> {

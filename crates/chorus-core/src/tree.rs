@@ -335,7 +335,7 @@ impl Tree {
     /// sibling devices (DESIGN §6). Contains the node's private key, root and chain key.
     pub(crate) fn export_sending(&self, key: &RatchetPublic) -> Option<Zeroizing<Vec<u8>>> {
         let node = self.nodes.get(key).filter(|n| n.side == Side::Ours)?;
-        postcard::to_allocvec(&(key, node)).ok().map(Zeroizing::new)
+        crate::encode_wiped(&[], &(key, node))
     }
 
     /// Applies a sibling's ratchet delta: our sending node as the sibling left it after
