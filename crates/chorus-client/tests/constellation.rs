@@ -11,18 +11,24 @@ use chorus_client::{ClientError, Device, Unlock};
 use chorus_wire::SecurityLevel;
 
 mod common;
-use common::{Relay, TestClock, options};
+use common::{Relay, TestClock, device as init, options};
 
-async fn init(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Device {
-    Device::init(
-        &dir.join(name),
-        Unlock::KeyFile,
-        &relay.url,
-        name,
-        options(clock),
-    )
-    .await
-    .unwrap()
+/// A relay, a tempdir, a clock, and alice's first device (home `alice`).
+async fn alice() -> (Relay, tempfile::TempDir, TestClock, Device) {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    (relay, dir, clock, laptop)
+}
+
+/// Bob, a contact of `alice`'s by her invitation (both sides synced).
+async fn bob_for(alice: &Device, dir: &Path, relay: &Relay, clock: &TestClock) -> Device {
+    let bob = init(dir, "bob", relay, clock).await;
+    let code = alice.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    alice.sync().await.unwrap();
+    bob
 }
 
 /// The two sides of a link meet: the approver takes the offer's code, both compute
@@ -82,14 +88,8 @@ async fn history(d: &Device, contact: &str) -> Vec<(bool, String)> {
 
 #[tokio::test]
 async fn a_linked_device_is_the_same_identity_and_sends_and_receives_at_once() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let bob = init(dir.path(), "bob", &relay, &clock).await;
-    let code = laptop.invite().await.unwrap();
-    bob.accept(&code, None).await.unwrap();
-    laptop.sync().await.unwrap();
+    let (relay, dir, clock, laptop) = alice().await;
+    let bob = bob_for(&laptop, dir.path(), &relay, &clock).await;
     bob.send("alice", "before the phone").await.unwrap();
     laptop.sync().await.unwrap();
 
@@ -147,14 +147,8 @@ async fn a_linked_device_is_the_same_identity_and_sends_and_receives_at_once() {
 
 #[tokio::test]
 async fn concurrent_sends_from_two_devices_form_one_linear_conversation() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let bob = init(dir.path(), "bob", &relay, &clock).await;
-    let code = laptop.invite().await.unwrap();
-    bob.accept(&code, None).await.unwrap();
-    laptop.sync().await.unwrap();
+    let (relay, dir, clock, laptop) = alice().await;
+    let bob = bob_for(&laptop, dir.path(), &relay, &clock).await;
     let phone = link(&laptop, dir.path(), "phone", &clock).await;
 
     let (laptop, phone) = (std::sync::Arc::new(laptop), std::sync::Arc::new(phone));
@@ -191,10 +185,7 @@ async fn concurrent_sends_from_two_devices_form_one_linear_conversation() {
 
 #[tokio::test]
 async fn bad_and_reused_link_codes_are_refused_and_change_nothing() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let (_relay, dir, clock, laptop) = alice().await;
     let offer = offer(&laptop, &dir.path().join("phone"), "phone", &clock).await;
     let code = offer.code();
     let mut tampered = code.clone();
@@ -231,10 +222,7 @@ async fn bad_and_reused_link_codes_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let (relay, dir, clock, laptop) = alice().await;
     let home = dir.path().join("phone");
     // 1. The approver confirms (the phone is in the roster), then the phone stops
     //    before it reads the bundle.
@@ -329,15 +317,10 @@ async fn state(d: &Device) -> (String, usize, usize, i64) {
 #[tokio::test]
 async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
     use chorus_relay::api::{HexBytes, RecordIn};
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let (relay, dir, clock, laptop) = alice().await;
     let phone = link(&laptop, dir.path(), "phone", &clock).await;
-    let bob = init(dir.path(), "bob", &relay, &clock).await;
-    let code = laptop.invite().await.unwrap();
-    bob.accept(&code, None).await.unwrap();
-    laptop.sync().await.unwrap();
+    // A contact: the state compared below includes a conversation.
+    let _bob = bob_for(&laptop, dir.path(), &relay, &clock).await;
     phone.sync().await.unwrap();
     let before = state(&phone).await;
 

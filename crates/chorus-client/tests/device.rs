@@ -14,19 +14,7 @@ use chorus_client::{Backoff, ClientError, Device, Event, RelayError, StoreError,
 use chorus_relay::api::{Id16, Id32};
 
 mod common;
-use common::{Relay, TestClock, options};
-
-async fn device(dir: &Path, name: &str, relay: &Relay, clock: &TestClock) -> Device {
-    Device::init(
-        &dir.join(name),
-        Unlock::KeyFile,
-        &relay.url,
-        name,
-        options(clock),
-    )
-    .await
-    .unwrap()
-}
+use common::{Relay, TestClock, device, options};
 
 fn texts(events: &[Event]) -> Vec<String> {
     events

@@ -100,3 +100,21 @@ pub fn options(clock: &TestClock) -> Options {
         sibling_delivery: Duration::from_secs(30),
     }
 }
+
+/// A new identity `name` with one device in `dir/name` (key-file store).
+pub async fn device(
+    dir: &std::path::Path,
+    name: &str,
+    relay: &Relay,
+    clock: &TestClock,
+) -> chorus_client::Device {
+    chorus_client::Device::init(
+        &dir.join(name),
+        chorus_client::Unlock::KeyFile,
+        &relay.url,
+        name,
+        options(clock),
+    )
+    .await
+    .unwrap()
+}
