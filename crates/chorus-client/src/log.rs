@@ -335,7 +335,7 @@ impl Device {
             .await?;
         }
         let stamp_ms = i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX);
-        let stamp = event_stamp(&event);
+        let stamp = chorus_core::Stamp::of(&event);
         let mut events = Vec::new();
         match event.kind {
             EventKind::Roster { entry } => {
@@ -646,15 +646,6 @@ impl Device {
             }));
         }
         Ok(events)
-    }
-}
-
-fn event_stamp(e: &LogEvent) -> chorus_core::Stamp {
-    chorus_core::Stamp {
-        lamport: e.lamport,
-        timestamp_ms: e.timestamp_ms,
-        author: e.author,
-        event_id: e.event_id,
     }
 }
 

@@ -161,12 +161,7 @@ impl Constellation {
         if self.seen.contains(&event.event_id) {
             return Ok(Applied::Duplicate);
         }
-        let stamp = Stamp {
-            lamport: event.lamport,
-            timestamp_ms: event.timestamp_ms,
-            author: event.author,
-            event_id: event.event_id,
-        };
+        let stamp = Stamp::of(event);
         match &event.kind {
             EventKind::ContactUpserted { contact, name, .. } => {
                 match self.contacts.get_mut(contact) {

@@ -20,6 +20,18 @@ pub struct Stamp {
     pub event_id: [u8; 16],
 }
 
+impl Stamp {
+    /// The stamp of a log event.
+    pub fn of(event: &chorus_wire::LogEvent) -> Self {
+        Self {
+            lamport: event.lamport,
+            timestamp_ms: event.timestamp_ms,
+            author: event.author,
+            event_id: event.event_id,
+        }
+    }
+}
+
 /// A device's Lamport clock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LamportClock(u64);
