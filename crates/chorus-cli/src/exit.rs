@@ -6,10 +6,10 @@
 //! | 0 | success |
 //! | 1 | internal error or corrupt local store |
 //! | 2 | usage: bad flags or arguments (clap), unreadable input |
-//! | 3 | not found: no identity in the home, unknown contact, unknown address |
+//! | 3 | not found: no identity in the home, unknown contact, message request or address |
 //! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
 //! | 5 | wrong passphrase or key file, or the other unlock method |
-//! | 6 | invalid input: bad invitation code, address or relay URL, oversized or empty message, bad name |
+//! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), oversized or empty message, bad or ambiguous name |
 //! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed |
 //! | 8 | `chorus demo`: a check failed |
 
@@ -48,14 +48,20 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         use ClientError as E;
         let code = match &e {
-            E::NotInitialized(_) | E::UnknownContact(_) | E::UnknownAddress => NOT_FOUND,
-            E::Relay(chorus_client::RelayError::BadUrl(_)) => INVALID,
+            E::NotInitialized(_)
+            | E::UnknownContact(_)
+            | E::UnknownRequest(_)
+            | E::UnknownAddress => NOT_FOUND,
+            E::Relay(
+                chorus_client::RelayError::BadUrl(_) | chorus_client::RelayError::ForbiddenUrl { .. },
+            ) => INVALID,
             E::Relay(_) => RELAY,
             E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })
             | E::Store(StoreError::MissingKeyFile(_) | StoreError::InsecureKeyFile { .. }) => {
                 LOCKED
             }
-            E::BadCode { .. }
+            E::Store(StoreError::EmptyPassphrase)
+            | E::BadCode { .. }
             | E::BadAddress { .. }
             | E::AddressMismatch
             | E::EmptyMessage
@@ -64,6 +70,7 @@ impl From<ClientError> for Failure {
             | E::BadLinkCode { .. }
             | E::LinkProtocol(_)
             | E::LinkWrongIdentity
+            | E::AmbiguousContact { .. }
             | E::Rejected(_) => INVALID,
             E::LinkExpired | E::LinkCodeUsed | E::LinkRefused(_) | E::LinkCancelled => CONFLICT,
             E::AlreadyInitialized(_)

@@ -106,6 +106,15 @@ enum Command {
         #[command(subcommand)]
         command: ContactCommand,
     },
+    /// Message requests: strangers who wrote to your address. Nothing is sent to them,
+    /// and they are not contacts, until you accept.
+    Requests {
+        #[command(subcommand)]
+        command: Option<RequestsCommand>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// List contacts.
     Contacts {
         /// One JSON array.
@@ -196,6 +205,23 @@ enum LinkCommand {
         /// Do not ask: only after you compared the code on both screens yourself.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RequestsCommand {
+    /// Make the sender a contact on all your devices and answer them.
+    Accept {
+        /// The request's number, as `chorus requests` lists it.
+        id: i64,
+        /// What to call the contact (default: the name they gave).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Drop the request on all your devices and refuse the sender's first messages.
+    Block {
+        /// The request's number, as `chorus requests` lists it.
+        id: i64,
     },
 }
 
@@ -410,6 +436,61 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             report_queued(outcome)
         }
+        Command::Requests { command, json } => {
+            let device = open(&cli).await?;
+            match command {
+                None => {
+                    // Catch up first, so the list is current.
+                    for e in device.sync().await? {
+                        if let Event::Rejected { reason } = e {
+                            eprintln!("warning: skipped {reason}");
+                        }
+                    }
+                    let r = device.requests().await?;
+                    if *json {
+                        print_json(&r)?;
+                    } else {
+                        if r.pending.is_empty() {
+                            println!("No message requests.");
+                        }
+                        for q in &r.pending {
+                            println!(
+                                "#{:<3} {} ({}), {} message(s):",
+                                q.id,
+                                printable(&q.name),
+                                q.fingerprint,
+                                q.messages.len()
+                            );
+                            for m in &q.messages {
+                                println!("{}", message_lines(clock(m.sent_ms), &q.name, &m.text));
+                            }
+                        }
+                        if r.dropped > 0 {
+                            println!(
+                                "{} older request(s) were dropped to make room.",
+                                r.dropped
+                            );
+                        }
+                        if !r.pending.is_empty() {
+                            println!(
+                                "Answer with `chorus requests accept N` or `chorus requests block N`."
+                            );
+                        }
+                    }
+                }
+                Some(RequestsCommand::Accept { id, name }) => {
+                    let contact = device.accept_request(*id, name.as_deref()).await?;
+                    println!(
+                        "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+                    );
+                }
+                Some(RequestsCommand::Block { id }) => {
+                    let name = device.block_request(*id).await?;
+                    println!("Blocked {:?} on all your devices.", printable(&name));
+                }
+            }
+            Ok(())
+        }
         Command::Contacts { json } => {
             let device = open(&cli).await?;
             let contacts = device.contacts().await?;
@@ -508,6 +589,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 );
                 println!("Outbox:    {} pending", s.outbox);
+                for p in &s.outbox_failing {
+                    println!(
+                        "  to {} via {}: {} failed tries, last: {}; next try at {}",
+                        p.contact,
+                        p.relay_url,
+                        p.attempts,
+                        p.error,
+                        clock(p.next_attempt_ms)
+                    );
+                }
+                if s.requests > 0 {
+                    println!("Requests:  {} waiting (`chorus requests`)", s.requests);
+                }
                 println!(
                     "Prekeys:   {} signed, {} one-time, {} post-quantum held; {} one-time in the directory",
                     s.prekeys.signed,
@@ -605,6 +699,17 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
         match e {
             Event::ContactAdded { contact } => println!("* new contact {contact:?}"),
             Event::Message(m) => print_message(m, me),
+            Event::Request {
+                request,
+                name,
+                text,
+            } => {
+                println!(
+                    "* message request #{request} from {:?} (not a contact; `chorus requests` to answer):",
+                    printable(name)
+                );
+                println!("{}", message_lines("        ".into(), name, text));
+            }
             Event::Rejected { reason } => eprintln!("warning: skipped {reason}"),
         }
     }
@@ -614,16 +719,38 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
 
 fn print_message(m: &Message, me: &str) {
     let who = if m.outgoing { me } else { &m.contact };
-    println!("[{}] {who}: {}", clock(m.sent_ms), printable(&m.text));
+    println!("{}", message_lines(clock(m.sent_ms), who, &m.text));
+}
+
+/// One message as terminal lines: `[time] who: first line`, then every further line of
+/// the text behind a `  │ ` margin. A line of a message can never start like a message
+/// of its own, so a sender cannot forge lines from someone else.
+fn message_lines(time: String, who: &str, text: &str) -> String {
+    let mut lines = printable(text)
+        .split('\n')
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut out = format!(
+        "[{time}] {}: {}",
+        printable(who),
+        lines.next().unwrap_or_default()
+    );
+    for line in lines {
+        out.push_str("\n  │ ");
+        out.push_str(&line);
+    }
+    out
 }
 
 /// Message text as it may reach a terminal: a contact controls these bytes, so control
-/// characters (escape sequences that could rewrite the screen or the title) become
-/// U+FFFD; newlines and tabs stay. `--json` output is escaped by the encoder instead.
+/// characters (escape sequences that could rewrite the screen or the title) and
+/// invisible or text-direction characters (which could make the text pass for
+/// someone else's) become U+FFFD; newlines and tabs stay. `--json` output is escaped by the encoder instead.
 pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if (c.is_control() && c != '\n' && c != '\t') || chorus_wire::is_invisible(c) {
                 '\u{fffd}'
             } else {
                 c
@@ -650,6 +777,22 @@ mod tests {
         );
         assert_eq!(printable("line one\n\tline two"), "line one\n\tline two");
         assert_eq!(printable("\u{9b}31m"), "\u{fffd}31m"); // C1 CSI
+    }
+
+    #[test]
+    fn a_multi_line_message_cannot_forge_a_line_from_someone_else() {
+        let shown = message_lines(
+            "14:00:00".into(),
+            "mallory",
+            "line one\n[15:00:00] bob: forged line\r\n\u{202e}evil",
+        );
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "[14:00:00] mallory: line one");
+        // Every continuation line is marked as part of mallory's message.
+        assert!(lines[1..].iter().all(|l| l.starts_with("  │ ")), "{shown}");
+        assert_eq!(lines[1], "  │ [15:00:00] bob: forged line\u{fffd}");
+        assert!(!shown.lines().skip(1).any(|l| l.starts_with('[')));
     }
 
     #[test]

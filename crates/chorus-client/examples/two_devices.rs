@@ -46,6 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match event {
             Event::ContactAdded { contact } => println!("alice: new contact {contact}"),
             Event::Message(m) => println!("alice: {} says {:?}", m.contact, m.text),
+            Event::Request { name, text, .. } => {
+                println!("alice: message request from {name}: {text:?}")
+            }
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

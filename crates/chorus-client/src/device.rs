@@ -12,7 +12,6 @@
 //! Transactions are `BEGIN IMMEDIATE`, so two processes on one home (`watch` in one
 //! terminal, `send` in another) never overwrite each other's session state.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,9 +24,11 @@ use chorus_wire::{
     ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
     InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
     SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
+    normalize_display_name,
 };
 use rand::rngs::SysRng;
 use rand_core::{Rng, UnwrapErr};
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
@@ -37,7 +38,7 @@ use crate::log::{
     stream_version,
 };
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
-use crate::relay::{Backoff, Login, RelayClient, RelayError, normalize_url};
+use crate::relay::{Backoff, Login, RelayClient, RelayError, UrlPolicy, normalize_url};
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
 
 /// Envelopes read per mailbox per request while catching up.
@@ -52,6 +53,12 @@ pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
 pub const SIBLING_DELIVERY: Duration = Duration::from_secs(30);
 /// `Delivered` events per append (the relay's batch bound).
 const MAX_APPEND_BATCH: usize = 64;
+/// Mailboxes whose outbox rows are posted at once.
+pub const OUTBOX_PARALLEL: usize = 8;
+/// How long an outbox row for a contact's relay waits after its first failure.
+pub const OUTBOX_FIRST_DELAY: Duration = Duration::from_secs(5);
+/// The longest wait between two tries of one outbox row.
+pub const OUTBOX_MAX_DELAY: Duration = Duration::from_secs(3600);
 /// Mailboxes per batched read (the relay's bound).
 const MAILBOXES_PER_READ: usize = 64;
 
@@ -89,6 +96,10 @@ pub struct Options {
     /// How long a sibling's sent envelope may wait undelivered before this device
     /// posts it itself (the sibling may have died right after its `Sent` append).
     pub sibling_delivery: Duration,
+    /// Connect to relays others name (contacts' hellos, invitations, addresses) even
+    /// on loopback, private or link-local hosts and over plain http. Off: see
+    /// [`UrlPolicy::for_home`]. For test setups.
+    pub allow_private_relays: bool,
 }
 
 impl Options {
@@ -110,6 +121,7 @@ impl Default for Options {
             argon2_memory_kib: chorus_crypto::ARGON2_MEMORY_KIB,
             argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
             sibling_delivery: SIBLING_DELIVERY,
+            allow_private_relays: false,
         }
     }
 }
@@ -133,6 +145,16 @@ pub enum Event {
     },
     /// A message, in or out.
     Message(Message),
+    /// A stranger wrote to the identity's address: a message request, held until a
+    /// device accepts or blocks it (`chorus requests`).
+    Request {
+        /// The request's id on this device.
+        request: i64,
+        /// The name they gave.
+        name: String,
+        /// The message.
+        text: String,
+    },
     /// An envelope or log record that could not be accepted (forged, replayed, for a
     /// used invitation, from outside the roster): skipped, nothing changed but the
     /// cursor.
@@ -213,6 +235,10 @@ pub struct Status {
     pub relay_error: Option<String>,
     /// Envelopes saved but not yet accepted by a relay.
     pub outbox: i64,
+    /// Outbox rows whose last try failed: why, and when the next try is.
+    pub outbox_failing: Vec<OutboxProblem>,
+    /// Message requests from strangers waiting for an answer (`chorus requests`).
+    pub requests: i64,
     /// Mailboxes read, with their cursors.
     pub mailboxes: Vec<MailboxStatus>,
     /// Private prekeys held.
@@ -224,6 +250,22 @@ pub struct Status {
     /// Whether this device holds the root key (every device in `shared-root`, the
     /// primary in `primary-root`): it can link devices and create invitations.
     pub holds_root: bool,
+}
+
+/// An outbox row that failed, as `chorus status` shows it.
+#[derive(Debug, Serialize)]
+pub struct OutboxProblem {
+    /// The contact it is for.
+    pub contact: String,
+    /// The relay it goes to.
+    pub relay_url: String,
+    /// Failed tries so far.
+    pub attempts: i64,
+    /// The last failure.
+    pub error: String,
+    /// When the next try is due (a contact's relay; the home relay's rows are tried on
+    /// every sync).
+    pub next_attempt_ms: i64,
 }
 
 /// One mailbox's cursor.
@@ -254,6 +296,22 @@ type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
 /// `outbox`: envelope id, relay URL, mailbox, envelope.
 type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
+
+/// One mailbox's due outbox rows, oldest first.
+struct OutboxQueue {
+    relay_url: String,
+    mailbox: Id32,
+    rows: Vec<([u8; 16], Vec<u8>)>,
+}
+
+/// How long an outbox row waits after its `attempts`-th failure on a contact's relay:
+/// [`OUTBOX_FIRST_DELAY`], doubling, at most [`OUTBOX_MAX_DELAY`].
+pub fn outbox_delay(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    OUTBOX_FIRST_DELAY
+        .saturating_mul(1u32 << doublings)
+        .min(OUTBOX_MAX_DELAY)
+}
 /// `messages`: outgoing, envelope id, sent, stored, sealed text, the table it is sealed for.
 type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
 
@@ -352,6 +410,10 @@ impl Device {
         level: SecurityLevel,
         options: Options,
     ) -> Result<Self, ClientError> {
+        let (name, device_name) = (
+            &normalize_display_name(name),
+            &normalize_display_name(device_name),
+        );
         check_display_name("name", name)?;
         check_display_name("device name", device_name)?;
         let relay_url = normalize_url(relay_url)?;
@@ -630,6 +692,15 @@ impl Device {
         &self.home
     }
 
+    /// Which relays others may point this device at.
+    pub(crate) fn url_policy(&self) -> UrlPolicy {
+        if self.options.allow_private_relays {
+            UrlPolicy::PERMISSIVE
+        } else {
+            UrlPolicy::for_home(&self.me.relay_url)
+        }
+    }
+
     pub(crate) fn now(&self) -> i64 {
         self.options.clock.now_ms()
     }
@@ -767,7 +838,7 @@ impl Device {
         if let Some(contact) = existing {
             return Err(ClientError::AlreadyAccepted { contact });
         }
-        let relay_url = normalize_url(&invitation.relay_url)?;
+        let relay_url = self.url_policy().check(&invitation.relay_url)?;
         let suggested = invitation.name.clone();
         self.establish(
             &invitation.bundle,
@@ -786,36 +857,13 @@ impl Device {
         address: &str,
         alias: Option<&str>,
     ) -> Result<(String, SendOutcome), ClientError> {
-        let address = Address::from_str(address)?;
-        let relay = RelayClient::new(&address.relay_url, self.options.backoff)?;
-        let fetched = relay
-            .fetch_prekeys(directory_address(&address.digits))
-            .await
-            .map_err(|e| match e.code() {
-                Some("not_found") => ClientError::UnknownAddress,
-                _ => ClientError::Relay(e),
-            })?;
-        let entry =
-            DirectoryEntry::decode(&fetched.signed_prekey.ok_or(ClientError::UnknownAddress)?.0)?;
-        if Fingerprint::of(&entry.identity.root).digits() != address.digits {
-            return Err(ClientError::AddressMismatch);
-        }
-        let root = entry.identity.root;
-        let bundle = PrekeyBundle {
-            one_time_prekey: fetched
-                .one_time
-                .map(|b| OneTimePrekey::decode(&b.0))
-                .transpose()?,
-            pq_prekey: PqPrekey::decode(&fetched.pq.ok_or(ClientError::UnknownAddress)?.0, &root)?,
-            identity: entry.identity,
-            signed_prekey: entry.signed_prekey,
-        };
-        let fallback = format!("contact-{}", &address.digits[..5]);
+        let intro = Introduction::fetch(address, self.options.backoff, self.url_policy()).await?;
+        let fallback = format!("contact-{}", &intro.address.digits[..5]);
         self.establish(
-            &bundle,
+            &intro.bundle,
             Some(alias.map_or(fallback, str::to_owned)),
-            address.relay_url,
-            entry.intro_mailbox,
+            intro.address.relay_url,
+            intro.mailbox,
             None,
         )
         .await
@@ -840,12 +888,15 @@ impl Device {
         if let Some(name) = known {
             return Err(ClientError::AlreadyContact { contact: name });
         }
-        let alias = alias.unwrap_or_else(|| {
-            format!(
-                "contact-{}",
-                &Fingerprint::of(&bundle.identity.root).digits()[..5]
-            )
-        });
+        let alias = alias.map_or_else(
+            || {
+                format!(
+                    "contact-{}",
+                    &Fingerprint::of(&bundle.identity.root).digits()[..5]
+                )
+            },
+            |a| normalize_display_name(&a),
+        );
         check_display_name("contact name", &alias)?;
         if self.contact_row(self.store.pool(), &alias).await?.is_some() {
             return Err(ClientError::ContactNameTaken(alias));
@@ -925,6 +976,31 @@ impl Device {
         }
     }
 
+    /// The contact a name given by the user means: the alias itself, or else the one
+    /// alias equal to it ignoring case (`bob` finds "Bob"). Several such aliases are
+    /// [`ClientError::AmbiguousContact`], none is [`ClientError::UnknownContact`].
+    pub async fn resolve_contact(&self, given: &str) -> Result<String, ClientError> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM contacts ORDER BY name")
+            .fetch_all(self.store.pool())
+            .await?;
+        if names.iter().any(|n| n == given) {
+            return Ok(given.to_owned());
+        }
+        let wanted = normalize_display_name(given).to_lowercase();
+        let mut candidates: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.to_lowercase() == wanted)
+            .collect();
+        match candidates.len() {
+            0 => Err(ClientError::UnknownContact(given.to_owned())),
+            1 => Ok(candidates.remove(0)),
+            _ => Err(ClientError::AmbiguousContact {
+                given: given.to_owned(),
+                candidates,
+            }),
+        }
+    }
+
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
         let rows: Vec<(String, Vec<u8>, String, bool, i64, i64)> = sqlx::query_as(
@@ -953,6 +1029,7 @@ impl Device {
     /// Marks every message from `contact` received so far as read — on every device of
     /// the identity (a `Read` event in the log; the marker only moves forward).
     pub async fn mark_read(&self, contact: &str) -> Result<(), ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
         let row: Option<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
             "SELECT c.root_key, c.read_up_to,
                     (SELECT MAX(sent_ms) FROM messages m WHERE m.contact = c.name AND m.outgoing = 0)
@@ -980,6 +1057,7 @@ impl Device {
 
     /// Safety numbers for a contact.
     pub async fn verify(&self, contact: &str) -> Result<Verification, ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
         let identity: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
                 .bind(contact)
@@ -1031,6 +1109,7 @@ impl Device {
     /// posted. If the home relay is unreachable the message waits, unencrypted by any
     /// ratchet key, and the next `send`, `sync` or `watch` sends it.
     pub async fn send(&self, contact: &str, text: &str) -> Result<SendOutcome, ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
         check_text(text)?;
         if text.is_empty() {
             return Err(ClientError::EmptyMessage);
@@ -1193,20 +1272,31 @@ impl Device {
     }
 
     /// Registers at the home relay the mailboxes created for new contacts while
-    /// receiving (no network call runs inside a transaction).
-    async fn register_pending(&self) -> Result<(), ClientError> {
+    /// receiving (no network call runs inside a transaction). A mailbox the relay
+    /// refuses stays unregistered and is tried again next time; it never stops the
+    /// others (or the outbox).
+    async fn register_pending(&self) -> Result<Vec<RelayError>, ClientError> {
         let pending: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT mailbox_id FROM mailboxes WHERE registered = 0")
                 .fetch_all(self.store.pool())
                 .await?;
+        let mut errors = Vec::new();
         for m in pending {
-            self.relay.register_mailbox(id32(&m)?).await?;
-            sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
-                .bind(&m)
-                .execute(self.store.pool())
-                .await?;
+            match self.relay.register_mailbox(id32(&m)?).await {
+                Ok(_) => {
+                    sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
+                        .bind(&m)
+                        .execute(self.store.pool())
+                        .await?;
+                }
+                Err(e @ RelayError::Unreachable { .. }) => {
+                    errors.push(e);
+                    break;
+                }
+                Err(e) => errors.push(e),
+            }
         }
-        Ok(())
+        Ok(errors)
     }
 
     /// Posts the outbox, oldest first (so earlier queued messages keep their order),
@@ -1235,13 +1325,19 @@ impl Device {
         }
     }
 
-    /// Sends what is pending, then posts the outbox, oldest first: every envelope this
-    /// device appended, and a sibling's once it has waited [`Options::sibling_delivery`]
-    /// (the sibling may have died after its `Sent` append). Each posted envelope gets a
+    /// Sends what is pending, then posts the outbox: every envelope this device
+    /// appended, and a sibling's once it has waited [`Options::sibling_delivery`] (the
+    /// sibling may have died after its `Sent` append). Each posted envelope gets a
     /// `Delivered` event, which removes it from every device's outbox. Posting is
     /// idempotent by envelope id, so two devices delivering one envelope deliver it
-    /// once. An unreachable relay is tried once per flush; the errors are returned and
-    /// the entries stay.
+    /// once.
+    ///
+    /// One mailbox's envelopes go in order, one at a time; different mailboxes go at
+    /// once, up to [`OUTBOX_PARALLEL`], so a slow or dead relay holds up only its own
+    /// rows. A row that fails on a contact's relay waits before its next try
+    /// ([`outbox_delay`], doubling up to [`OUTBOX_MAX_DELAY`]); rows for the home relay
+    /// are tried on every flush (it is the relay every command needs anyway). The
+    /// errors are returned and kept with their rows for `chorus status`.
     pub async fn flush_outbox(&self) -> Result<Vec<RelayError>, ClientError> {
         let relay_errors = |e: ClientError| match e {
             ClientError::Relay(e) => Ok(vec![e]),
@@ -1254,52 +1350,64 @@ impl Device {
             return relay_errors(e);
         }
         // A queued hello may name a mailbox not yet registered: register first.
-        if let Err(e) = self.register_pending().await {
-            return relay_errors(e);
-        }
+        let mut errors = self.register_pending().await?;
+        let now = self.now();
         let patience = i64::try_from(self.options.sibling_delivery.as_millis()).unwrap_or(i64::MAX);
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox
-             WHERE author IS NULL OR author = $1 OR created_ms <= $2
+             WHERE (author IS NULL OR author = $1 OR created_ms <= $2)
+               AND (next_attempt_ms <= $3 OR relay_url = $4)
              ORDER BY created_ms, rowid",
         )
         .bind(&self.log.device[..])
-        .bind(self.now().saturating_sub(patience))
+        .bind(now.saturating_sub(patience))
+        .bind(now)
+        .bind(&self.me.relay_url)
         .fetch_all(self.store.pool())
         .await?;
-        let mut clients: HashMap<String, RelayClient> = HashMap::new();
-        let mut down: HashMap<String, ()> = HashMap::new();
-        let mut errors = Vec::new();
-        let mut delivered = Vec::new();
+        // One queue per mailbox, in first-seen order.
+        let mut queues: Vec<OutboxQueue> = Vec::new();
         for (envelope_id, relay_url, mailbox, envelope) in rows {
-            if down.contains_key(&relay_url) {
-                continue;
-            }
-            let client = match clients.get(&relay_url) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = RelayClient::new(&relay_url, self.options.backoff)?;
-                    clients.insert(relay_url.clone(), c.clone());
-                    c
-                }
-            };
             let id = <[u8; 16]>::try_from(envelope_id.as_slice())
                 .map_err(|_| ClientError::Corrupt("envelope id".into()))?;
-            match client
-                .post_envelope(id32(&mailbox)?, Id16(id), envelope)
-                .await
+            let mailbox = id32(&mailbox)?;
+            match queues
+                .iter_mut()
+                .find(|q| q.mailbox == mailbox && q.relay_url == relay_url)
             {
-                Ok(_) => delivered.push(id),
-                Err(e) => {
-                    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE envelope_id = $1")
-                        .bind(&envelope_id)
-                        .execute(self.store.pool())
-                        .await?;
-                    if matches!(e, RelayError::Unreachable { .. }) {
-                        down.insert(relay_url.clone(), ());
-                    }
-                    errors.push(e);
-                }
+                Some(q) => q.rows.push((id, envelope)),
+                None => queues.push(OutboxQueue {
+                    relay_url,
+                    mailbox,
+                    rows: vec![(id, envelope)],
+                }),
+            }
+        }
+        let results: Vec<(Vec<[u8; 16]>, Option<([u8; 16], RelayError)>)> =
+            futures::stream::iter(queues.into_iter().map(|q| self.post_queue(q)))
+                .buffer_unordered(OUTBOX_PARALLEL)
+                .collect()
+                .await;
+        let mut delivered = Vec::new();
+        for (posted, failed) in results {
+            delivered.extend(posted);
+            if let Some((id, e)) = failed {
+                let attempts: i64 = sqlx::query_scalar(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2
+                     WHERE envelope_id = $1 RETURNING attempts",
+                )
+                .bind(&id[..])
+                .bind(e.to_string())
+                .fetch_optional(self.store.pool())
+                .await?
+                .unwrap_or(0);
+                let delay = i64::try_from(outbox_delay(attempts).as_millis()).unwrap_or(i64::MAX);
+                sqlx::query("UPDATE outbox SET next_attempt_ms = $2 WHERE envelope_id = $1")
+                    .bind(&id[..])
+                    .bind(now.saturating_add(delay))
+                    .execute(self.store.pool())
+                    .await?;
+                errors.push(e);
             }
         }
         for chunk in delivered.chunks(MAX_APPEND_BATCH) {
@@ -1316,13 +1424,50 @@ impl Device {
         Ok(errors)
     }
 
+    /// Posts one mailbox's queue in order, stopping at the first failure (the rows
+    /// behind it keep their order). Returns what was posted and the failure.
+    async fn post_queue(
+        &self,
+        queue: OutboxQueue,
+    ) -> (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>) {
+        let mut posted = Vec::new();
+        let client = if queue.relay_url == self.me.relay_url {
+            Ok(self.relay.clone())
+        } else {
+            // The row's own backoff does the retrying: one try per flush.
+            let once = Backoff {
+                attempts: 1,
+                ..self.options.backoff
+            };
+            RelayClient::foreign(&queue.relay_url, once, self.url_policy())
+        };
+        for (id, envelope) in queue.rows {
+            let result = match &client {
+                Ok(c) => c.post_envelope(queue.mailbox, Id16(id), envelope).await.map(|_| ()),
+                Err(e) => Err(RelayError::ForbiddenUrl {
+                    url: queue.relay_url.clone(),
+                    reason: match e {
+                        RelayError::ForbiddenUrl { reason, .. } => reason,
+                        _ => "not a relay URL",
+                    },
+                }),
+            };
+            match result {
+                Ok(()) => posted.push(id),
+                Err(e) => return (posted, Some((id, e))),
+            }
+        }
+        (posted, None)
+    }
+
     // ------------------------------------------------------------------ receiving
 
-    /// Posts the outbox, then reads every mailbox to its end and processes what arrived.
+    /// Folds the log, reads every mailbox to its end and processes what arrived, then
+    /// posts the outbox.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
         let _ = self.relay.heartbeat().await;
         let mut events = self.sync_log().await?;
-        self.flush_outbox().await?;
+        // Receiving first: nothing queued for others can hold up what arrived.
         loop {
             let cursors: Vec<(Vec<u8>, i64)> =
                 sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
@@ -1387,7 +1532,13 @@ impl Device {
                 Ok(Received::NewContact(proposal)) => {
                     drop(tx);
                     // Whoever wins, the contact (with this first message) is folded now.
-                    let (_, events) = self.append(proposal).await?;
+                    let events = match self.append(proposal).await {
+                        Ok((_, events)) => events,
+                        Err(e) if e.is_transient() => return Err(e),
+                        // Refused for a reason that will not change (too large, refused
+                        // by the relay): retrying would stop every envelope behind it.
+                        Err(e) => rejected(&e),
+                    };
                     tx = self.store.begin().await?;
                     events
                 }
@@ -1415,10 +1566,7 @@ impl Device {
                     // advance the cursor alone so the envelope is not retried forever.
                     drop(tx);
                     tx = self.store.begin().await?;
-                    tracing::warn!(error = %e, "envelope rejected");
-                    vec![Event::Rejected {
-                        reason: format!("an envelope: {e}"),
-                    }]
+                    rejected(&e)
                 }
             };
             sqlx::query(
@@ -1469,21 +1617,40 @@ impl Device {
             }
             (_, used, MessageKind::Initial) => {
                 let initial = InitialMessage::decode(&message.bytes)?;
+                let root = *initial.sender.root.as_bytes();
+                // Claimed, not yet authenticated: enough to drop, never to accept.
+                if crate::requests::is_blocked(tx, &root).await? {
+                    return Err(ClientError::Rejected(
+                        "a first message from a blocked identity",
+                    ));
+                }
                 let known: Option<String> =
                     sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                        .bind(&initial.sender.root.as_bytes()[..])
+                        .bind(&root[..])
                         .fetch_optional(&mut *tx)
                         .await?;
                 if known.is_none() && used.is_some() {
                     return Err(ClientError::Rejected("this invitation was already used"));
                 }
+                if known.is_none() && kind == "intro" {
+                    // A stranger: held as a message request on this device, nothing more.
+                    let events = self
+                        .hold_request(tx, &root, &message, envelope, now)
+                        .await?;
+                    return Ok(Received::Done(events));
+                }
                 known
             }
         };
         let Some(name) = name else {
-            return self
-                .first_contact(tx, mailbox, kind, &message, envelope, now)
-                .await;
+            // Someone answering one of our invitations: a contact at once.
+            let first = self.open_first_contact(tx, &message, envelope).await?;
+            let name = first.hello.name.clone();
+            return Ok(Received::NewContact(self.contact_proposal(
+                first,
+                name,
+                Some(mailbox.0),
+            )?));
         };
         let mut session = self
             .store
@@ -1493,7 +1660,7 @@ impl Device {
         let plaintext = session.decrypt(&message)?;
         let payload = Payload::decode(&plaintext)?;
         if let Some(hello) = &payload.hello {
-            let relay_url = normalize_url(&hello.relay_url)?;
+            let relay_url = self.url_policy().check(&hello.relay_url)?;
             sqlx::query("UPDATE contacts SET send_mailbox = $1, relay_url = $2 WHERE name = $3")
                 .bind(&hello.mailbox.0[..])
                 .bind(&relay_url)
@@ -1539,18 +1706,15 @@ impl Device {
         Ok(Received::Done(events))
     }
 
-    /// A stranger's first message, authenticated: the proposal that creates the contact
-    /// (with its session after this message, and the message itself) and answers with
-    /// our hello. Nothing is written here; the caller appends, and the fold writes.
-    async fn first_contact(
+    /// A first message from someone who is not a contact, authenticated by the
+    /// handshake: the session after it, who sent it, where to answer. Nothing is
+    /// written here.
+    pub(crate) async fn open_first_contact(
         &self,
         tx: &mut SqliteConnection,
-        mailbox: &Id32,
-        kind: &str,
         message: &EncryptedMessage,
         envelope: &EnvelopeOut,
-        now: i64,
-    ) -> Result<Received, ClientError> {
+    ) -> Result<FirstContact, ClientError> {
         let initial = InitialMessage::decode(&message.bytes)?;
         let ids: Vec<u32> = [
             Some(initial.signed_prekey_id),
@@ -1561,65 +1725,91 @@ impl Device {
         .flatten()
         .collect();
         let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
-        let mut responded = respond(&self.me.identity, &loaded, &message.bytes)?;
+        let responded = respond(&self.me.identity, &loaded, &message.bytes)?;
         let payload = Payload::decode(&responded.plaintext)?;
-        let hello = payload
+        let mut hello = payload
             .hello
-            .as_ref()
             .ok_or(ClientError::Rejected("a first message without a hello"))?;
-        let relay_url = normalize_url(&hello.relay_url)?;
-        let theirs = responded
+        // Where we will answer, chosen by the sender: checked before anything is kept.
+        hello.relay_url = self.url_policy().check(&hello.relay_url)?;
+        let identity = responded
             .session
             .their_identity()
             .cloned()
             .ok_or_else(|| ClientError::Corrupt("session identity".into()))?;
-        let root = *theirs.root.as_bytes();
+        Ok(FirstContact {
+            session: responded.session,
+            identity,
+            hello,
+            first: FirstMessage {
+                envelope_id: envelope.envelope_id.0,
+                sent_ms: payload.sent_ms,
+                text: payload.text,
+            },
+            consumed: prekeys::consumed_ids(&responded.consumed),
+        })
+    }
+
+    /// The events that make `first` a contact called `name` (with its session after
+    /// the first message, and the message itself) and answer with our hello, guarded
+    /// at versions 0 and 1 of the contact's session stream: when several devices
+    /// propose at once exactly one creation and one reply win.
+    pub(crate) fn contact_proposal(
+        &self,
+        first: FirstContact,
+        name: String,
+        invitation: Option<[u8; 32]>,
+    ) -> Result<Vec<Pending>, ClientError> {
+        let now = self.now();
+        let FirstContact {
+            mut session,
+            identity,
+            hello,
+            first,
+            consumed,
+        } = first;
+        let root = *identity.root.as_bytes();
         // Registered at the relay only once the contact is in the log (`register_pending`,
-        // before the hello naming it is posted): a stranger's message costs us nothing at
-        // the relay until it authenticated.
+        // before the hello naming it is posted).
         let recv: [u8; 32] = random();
-        let snapshot = responded.session.snapshot();
+        let snapshot = session.snapshot();
         let reply = Payload {
             sent_ms: u64::try_from(now).unwrap_or(0),
             text: String::new(),
             hello: Some(self.hello(&recv)),
         }
         .encode()?;
-        let (answer, delta) = responded.session.encrypt_escrowed(&reply, &mut rng())?;
+        let (answer, delta) = session.encrypt_escrowed(&reply, &mut rng())?;
         let stream = session_stream(&root);
         let created = EventKind::ContactUpserted {
             contact: root,
-            name: hello.name.clone(),
+            name,
             details: Some(Box::new(ContactDetails {
-                identity: theirs,
-                relay_url: relay_url.clone(),
+                identity,
+                relay_url: hello.relay_url.clone(),
                 send_mailbox: hello.mailbox.0,
                 recv_mailbox: recv,
-                invitation: (kind == "invitation").then_some(mailbox.0),
+                invitation,
                 session: SecretBytes::new(snapshot.to_vec()),
-                first: Some(FirstMessage {
-                    envelope_id: envelope.envelope_id.0,
-                    sent_ms: payload.sent_ms,
-                    text: payload.text.clone(),
-                }),
-                consumed_prekeys: prekeys::consumed_ids(&responded.consumed),
+                first: Some(first),
+                consumed_prekeys: consumed,
                 added_ms: u64::try_from(now).unwrap_or(0),
             })),
         };
         let sent = sent_event(
             root,
             random(),
-            &relay_url,
+            &hello.relay_url,
             hello.mailbox.0,
             &answer,
             now,
             "",
             &delta,
         );
-        Ok(Received::NewContact(vec![
+        Ok(vec![
             Pending::guarded(created, stream.clone(), Some(0)),
             Pending::guarded(sent, stream, Some(1)),
-        ]))
+        ])
     }
 
     /// `wanted`, or `wanted-2`, `wanted-3`… whichever is free.
@@ -1645,6 +1835,7 @@ impl Device {
 
     /// The last `limit` messages with a contact, oldest first.
     pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
         if self
             .contact_row(self.store.pool(), contact)
             .await?
@@ -1724,6 +1915,15 @@ impl Device {
         )
         .fetch_one(self.store.pool())
         .await?;
+        let failing: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT contact, relay_url, attempts, last_error, next_attempt_ms FROM outbox
+             WHERE last_error IS NOT NULL ORDER BY created_ms, rowid",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
+            .fetch_one(self.store.pool())
+            .await?;
         let mailboxes: Vec<(String, Option<String>, i64)> =
             sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes ORDER BY rowid")
                 .fetch_all(self.store.pool())
@@ -1752,6 +1952,19 @@ impl Device {
             relay_url: self.me.relay_url.clone(),
             relay_error,
             outbox,
+            outbox_failing: failing
+                .into_iter()
+                .map(
+                    |(contact, relay_url, attempts, error, next_attempt_ms)| OutboxProblem {
+                        contact,
+                        relay_url,
+                        attempts,
+                        error,
+                        next_attempt_ms,
+                    },
+                )
+                .collect(),
+            requests,
             mailboxes: mailboxes
                 .into_iter()
                 .map(|(kind, contact, after_seq)| MailboxStatus {
@@ -1880,6 +2093,79 @@ impl Device {
 }
 
 /// What receiving one envelope produced.
+/// A first message from someone who is not a contact yet, authenticated.
+pub(crate) struct FirstContact {
+    /// The responder session after the message.
+    pub(crate) session: chorus_core::Session,
+    /// Who sent it.
+    pub(crate) identity: IdentityKeys,
+    /// Where to answer (its relay URL checked against our [`UrlPolicy`]).
+    pub(crate) hello: Hello,
+    /// The message.
+    pub(crate) first: FirstMessage,
+    /// The prekeys it used (deleted once the contact is in the log).
+    pub(crate) consumed: Vec<u32>,
+}
+
+/// What the directory publishes for an address: everything a first message needs.
+#[derive(Debug)]
+pub struct Introduction {
+    /// The address it was fetched for.
+    pub address: Address,
+    /// The identity's prekey bundle, every signature checked.
+    pub bundle: PrekeyBundle,
+    /// The identity's intro mailbox, where first messages go.
+    pub mailbox: MailboxId,
+}
+
+impl Introduction {
+    /// Fetches the bundle published at `address` (`digits@relay`) and checks that its
+    /// identity is the one the digits name.
+    pub async fn fetch(
+        address: &str,
+        backoff: Backoff,
+        policy: UrlPolicy,
+    ) -> Result<Self, ClientError> {
+        let address = Address::from_str(address)?;
+        let relay = RelayClient::foreign(&address.relay_url, backoff, policy)?;
+        let fetched = relay
+            .fetch_prekeys(directory_address(&address.digits))
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found") => ClientError::UnknownAddress,
+                _ => ClientError::Relay(e),
+            })?;
+        let entry =
+            DirectoryEntry::decode(&fetched.signed_prekey.ok_or(ClientError::UnknownAddress)?.0)?;
+        if Fingerprint::of(&entry.identity.root).digits() != address.digits {
+            return Err(ClientError::AddressMismatch);
+        }
+        let root = entry.identity.root;
+        let bundle = PrekeyBundle {
+            one_time_prekey: fetched
+                .one_time
+                .map(|b| OneTimePrekey::decode(&b.0))
+                .transpose()?,
+            pq_prekey: PqPrekey::decode(&fetched.pq.ok_or(ClientError::UnknownAddress)?.0, &root)?,
+            identity: entry.identity,
+            signed_prekey: entry.signed_prekey,
+        };
+        Ok(Self {
+            address,
+            bundle,
+            mailbox: entry.intro_mailbox,
+        })
+    }
+}
+
+/// The event for an envelope refused for good: only its cursor moves.
+fn rejected(e: &ClientError) -> Vec<Event> {
+    tracing::warn!(error = %e, "envelope rejected");
+    vec![Event::Rejected {
+        reason: format!("an envelope: {e}"),
+    }]
+}
+
 enum Received {
     /// Applied in the caller's transaction.
     Done(Vec<Event>),

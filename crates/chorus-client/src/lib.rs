@@ -36,16 +36,18 @@ pub mod link;
 pub mod log;
 pub mod prekeys;
 pub mod relay;
+pub mod requests;
 mod store;
 #[cfg(test)]
 mod testing;
 
 pub use device::{
-    Clock, ContactInfo, Device, DeviceInfo, Event, Message, Options, SendOutcome, Status,
-    SystemClock, Verification,
+    Clock, ContactInfo, Device, DeviceInfo, Event, Introduction, Message, Options, SendOutcome,
+    Status, SystemClock, Verification,
 };
 pub use identity::Address;
-pub use relay::{Backoff, RelayError};
+pub use relay::{Backoff, RelayError, UrlPolicy};
+pub use requests::{Request, RequestMessage, Requests};
 pub use store::{
     KEY_FILE, LINK_PENDING_FILE, MAX_CONTACT_NAME_LEN, STORE_FILE, Store, StoreError, Unlock,
 };
@@ -73,6 +75,17 @@ pub enum ClientError {
     /// No contact by that name.
     #[error("unknown contact {0:?} (see `chorus contacts`)")]
     UnknownContact(String),
+    /// Several contacts' names match the one given, ignoring case.
+    #[error("{given:?} could mean any of {candidates:?}; give the name exactly")]
+    AmbiguousContact {
+        /// The name given.
+        given: String,
+        /// The aliases it matches.
+        candidates: Vec<String>,
+    },
+    /// No pending message request with that id.
+    #[error("no message request {0} (see `chorus requests`)")]
+    UnknownRequest(i64),
     /// The alias is in use.
     #[error("a contact named {0:?} already exists; choose another with --name")]
     ContactNameTaken(String),
@@ -161,6 +174,19 @@ pub enum ClientError {
     /// A stored value is not what this version wrote.
     #[error("local store: {0} is corrupt")]
     Corrupt(String),
+}
+
+impl ClientError {
+    /// Whether the same operation may succeed later without anything else changing: the
+    /// local store failed, or the relay was unreachable, overloaded or failing. Every
+    /// other error is a refusal that repeating would only repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(_) | Self::Corrupt(_) | Self::Contended => true,
+            Self::Relay(e) => e.retryable(),
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for ClientError {

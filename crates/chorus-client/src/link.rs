@@ -285,6 +285,7 @@ impl LinkOffer {
         device_name: &str,
         options: &Options,
     ) -> Result<Self, ClientError> {
+        let device_name = &chorus_wire::normalize_display_name(device_name);
         check_display_name("device name", device_name)?;
         let relay_url = normalize_url(relay_url)?;
         if Device::exists(home) {

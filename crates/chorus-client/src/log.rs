@@ -59,14 +59,18 @@ pub(crate) struct LogKeys {
 impl LogKeys {
     /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
     /// author and the guard (`(stream tag, expected version)`).
-    pub(crate) fn seal(&self, event: &LogEvent, guard: Option<([u8; 32], i64)>) -> RecordIn {
+    pub(crate) fn seal(
+        &self,
+        event: &LogEvent,
+        guard: Option<([u8; 32], i64)>,
+    ) -> Result<RecordIn, ClientError> {
         let context = RecordContext {
             epoch: self.epoch,
             author: event.author,
             guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
         };
-        let sealed = seal_event(&self.key, &context, event, &mut rng());
-        RecordIn {
+        let sealed = seal_event(&self.key, &context, event, &mut rng())?;
+        Ok(RecordIn {
             epoch: i64::from(self.epoch),
             nonce: HexBytes(sealed.nonce.to_vec()),
             ciphertext: HexBytes(sealed.ciphertext),
@@ -74,7 +78,7 @@ impl LogKeys {
                 stream_tag: HexBytes(t.to_vec()),
                 expected_version: v,
             }),
-        }
+        })
     }
 }
 
@@ -176,7 +180,7 @@ impl Device {
                 author: keys.device,
                 kind: p.kind,
             };
-            records.push(keys.seal(&event, guard));
+            records.push(keys.seal(&event, guard)?);
         }
         drop(conn);
         let outcome = match self.relay.append(records).await {
@@ -408,6 +412,46 @@ impl Device {
                     .execute(&mut *tx)
                     .await?;
             }
+            EventKind::Received {
+                contact,
+                message,
+                position,
+            } => {
+                let name: Option<String> =
+                    sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+                        .bind(&contact[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let name = name.ok_or(ClientError::Rejected(
+                    "a received message from an unknown contact",
+                ))?;
+                let sent_ms = i64::try_from(message.sent_ms).unwrap_or(i64::MAX);
+                if !message.text.is_empty()
+                    && self
+                        .insert_message(
+                            tx,
+                            &name,
+                            false,
+                            &message.envelope_id,
+                            &message.text,
+                            sent_ms,
+                            stamp_ms,
+                            i64::try_from(position).unwrap_or(i64::MAX),
+                        )
+                        .await?
+                {
+                    events.push(Event::Message(crate::Message {
+                        contact: name,
+                        outgoing: false,
+                        text: message.text,
+                        sent_ms,
+                        stored_ms: stamp_ms,
+                    }));
+                }
+            }
+            EventKind::Blocked { contact, blocked } => {
+                self.fold_blocked(tx, &contact, blocked, &stamp).await?;
+            }
             EventKind::Read { contact, up_to } => {
                 sqlx::query(
                     "UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE root_key = $2",
@@ -423,7 +467,7 @@ impl Device {
 
     /// Last writer wins by `(lamport, timestamp, author, event id)`. Returns whether
     /// this event's value is now the register's.
-    async fn lww(
+    pub(crate) async fn lww(
         &self,
         tx: &mut SqliteConnection,
         name: &str,
@@ -533,6 +577,8 @@ impl Device {
         .await?;
         sessions.insert(alias.clone(), (session, true));
         crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
+        // A device that held this identity's message request: it ends here.
+        self.settle_request(tx, contact, &alias, added_ms).await?;
         let mut events = vec![Event::ContactAdded {
             contact: alias.clone(),
         }];

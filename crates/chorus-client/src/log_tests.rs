@@ -69,7 +69,7 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
         },
     };
     rogue_relay
-        .append(vec![alice.log.seal(&event, None)])
+        .append(vec![alice.log.seal(&event, None).unwrap()])
         .await
         .unwrap();
     let events = alice.sync_log().await.unwrap();

@@ -34,6 +34,10 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How long one HTTP request may take before it counts as a failed attempt.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The same for a relay someone else named: a contact's relay that stalls costs a
+/// flush of the outbox at most this long, and then waits its backoff.
+pub const FOREIGN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why a relay call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -66,6 +70,15 @@ pub enum RelayError {
     /// The relay URL is not an http(s) URL.
     #[error("invalid relay URL {0:?}: must start with http:// or https://")]
     BadUrl(String),
+    /// A relay URL someone else gave us points where this device will not connect
+    /// (plain http, or a loopback, private or link-local host), see [`UrlPolicy`].
+    #[error("refusing relay URL {url:?} from a contact: {reason}")]
+    ForbiddenUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 impl RelayError {
@@ -77,7 +90,7 @@ impl RelayError {
         }
     }
 
-    fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
             Self::Refused { status, .. } => *status >= 500 || *status == 429,
@@ -154,13 +167,215 @@ pub fn normalize_url(url: &str) -> Result<String, RelayError> {
     Ok(trimmed.to_owned())
 }
 
+/// What kind of host a relay URL names, for [`UrlPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostClass {
+    /// A public address or name.
+    Public,
+    /// This machine (127.0.0.0/8, ::1, `localhost`).
+    Loopback,
+    /// A private network (RFC 1918, RFC 6598 shared space, IPv6 unique local).
+    Private,
+    /// Link-local (169.254.0.0/16 — cloud metadata services live here —, fe80::/10).
+    LinkLocal,
+    /// Never a relay: unspecified, broadcast, multicast, documentation ranges.
+    Never,
+}
+
+impl HostClass {
+    fn of_ip(ip: std::net::IpAddr) -> Self {
+        use std::net::IpAddr;
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                if v4.is_loopback() {
+                    Self::Loopback
+                } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+                    Self::Private
+                } else if v4.is_link_local() {
+                    Self::LinkLocal
+                } else if v4.is_unspecified()
+                    || v4.is_broadcast()
+                    || v4.is_multicast()
+                    || v4.is_documentation()
+                    || a == 0
+                    || a >= 240
+                {
+                    Self::Never
+                } else {
+                    Self::Public
+                }
+            }
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Self::of_ip(IpAddr::V4(v4));
+                }
+                let first = v6.segments()[0];
+                if v6.is_loopback() {
+                    Self::Loopback
+                } else if first & 0xfe00 == 0xfc00 {
+                    Self::Private
+                } else if first & 0xffc0 == 0xfe80 {
+                    Self::LinkLocal
+                } else if v6.is_unspecified() || v6.is_multicast() || first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                    Self::Never
+                } else {
+                    Self::Public
+                }
+            }
+        }
+    }
+
+    /// `host` as the URL parser printed it (canonical: `2130706433` is `127.0.0.1`,
+    /// IPv6 in brackets).
+    fn of_host(host: &str) -> Self {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return Self::of_ip(ip);
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            Self::Loopback
+        } else {
+            Self::Public
+        }
+    }
+}
+
+/// Which relay URLs given to us by others (a contact's hello, an invitation, an
+/// address) this device connects to. Others choose these URLs, so without a policy a
+/// stranger could point every device of the identity at hosts inside its network
+/// (SSRF) or at a tarpit. By default only `https` to public hosts; a home relay that is
+/// itself plain `http`, on loopback or on a private network widens the policy to that
+/// scheme and that class of host only (a LAN or test setup), and
+/// [`UrlPolicy::PERMISSIVE`] (`--allow-private-relays`) allows every class.
+/// Unspecified, broadcast, multicast and documentation addresses are always refused.
+/// The check runs on the URL, on every address its name resolves to (so a public name
+/// cannot resolve to a private address), and redirects are never followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UrlPolicy {
+    allow_http: bool,
+    loopback: bool,
+    private: bool,
+    link_local: bool,
+}
+
+impl UrlPolicy {
+    /// `https` to public hosts only.
+    pub const STRICT: UrlPolicy = UrlPolicy {
+        allow_http: false,
+        loopback: false,
+        private: false,
+        link_local: false,
+    };
+
+    /// Any scheme, any class of host (test setups: `--allow-private-relays`).
+    pub const PERMISSIVE: UrlPolicy = UrlPolicy {
+        allow_http: true,
+        loopback: true,
+        private: true,
+        link_local: true,
+    };
+
+    /// The policy for a device whose home relay is `home`: strict, widened to the
+    /// home relay's own scheme and class of host.
+    pub fn for_home(home: &str) -> Self {
+        let mut policy = Self::STRICT;
+        if let Ok(url) = reqwest::Url::parse(home) {
+            policy.allow_http = url.scheme() == "http";
+            match url.host_str().map(HostClass::of_host) {
+                Some(HostClass::Loopback) => policy.loopback = true,
+                Some(HostClass::Private) => policy.private = true,
+                Some(HostClass::LinkLocal) => policy.link_local = true,
+                _ => {}
+            }
+        }
+        policy
+    }
+
+    fn allows(&self, class: HostClass) -> Result<(), &'static str> {
+        match class {
+            HostClass::Public => Ok(()),
+            HostClass::Loopback if self.loopback => Ok(()),
+            HostClass::Private if self.private => Ok(()),
+            HostClass::LinkLocal if self.link_local => Ok(()),
+            HostClass::Loopback => Err("a loopback host"),
+            HostClass::Private => Err("a private-network host"),
+            HostClass::LinkLocal => Err("a link-local host"),
+            HostClass::Never => Err("an address that is never a relay"),
+        }
+    }
+
+    /// Checks (and normalises) a relay URL someone else gave us.
+    pub fn check(&self, url: &str) -> Result<String, RelayError> {
+        let normalized = normalize_url(url)?;
+        let forbidden = |reason| RelayError::ForbiddenUrl {
+            url: normalized.clone(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(&normalized).map_err(|_| RelayError::BadUrl(url.into()))?;
+        if parsed.scheme() == "http" && !self.allow_http {
+            return Err(forbidden("plain http (only https is accepted)"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(forbidden("credentials in the URL"));
+        }
+        let host = parsed.host_str().ok_or_else(|| RelayError::BadUrl(url.into()))?;
+        self.allows(HostClass::of_host(host)).map_err(forbidden)?;
+        Ok(normalized)
+    }
+}
+
+/// Resolves names for connections to others' relays, dropping every address the
+/// policy refuses (a public name that resolves to 10.0.0.1 connects nowhere).
+struct PolicyResolver(UrlPolicy);
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| policy.allows(HostClass::of_ip(a.ip())).is_ok())
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address this device may contact").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl RelayClient {
-    /// A client for the relay at `url`, without a login (public endpoints only).
+    /// A client for the relay at `url`, without a login (public endpoints only). For
+    /// the user's own relay; a relay someone else named goes through
+    /// [`RelayClient::foreign`].
     pub fn new(url: &str, backoff: Backoff) -> Result<Self, RelayError> {
-        let url = normalize_url(url)?;
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+        Self::build(normalize_url(url)?, backoff, None)
+    }
+
+    /// A client for a relay someone else named (a contact's hello, an invitation, an
+    /// address), checked against `policy` — the URL, every address it resolves to —
+    /// with redirects refused.
+    pub fn foreign(url: &str, backoff: Backoff, policy: UrlPolicy) -> Result<Self, RelayError> {
+        Self::build(policy.check(url)?, backoff, Some(policy))
+    }
+
+    fn build(url: String, backoff: Backoff, policy: Option<UrlPolicy>) -> Result<Self, RelayError> {
+        let timeout = match policy {
+            None => REQUEST_TIMEOUT,
+            Some(_) => FOREIGN_REQUEST_TIMEOUT,
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
+            // A relay never redirects; following one would bypass the URL check.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(policy) = policy {
+            builder = builder.dns_resolver(Arc::new(PolicyResolver(policy)));
+        }
+        let http = builder
             .build()
             .map_err(|e| RelayError::Unreachable {
                 url: url.clone(),
@@ -686,6 +901,105 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_urls_from_others_are_https_to_public_hosts_unless_the_home_relay_is_not() {
+        let strict = UrlPolicy::for_home("https://relay.example.org");
+        assert_eq!(strict, UrlPolicy::STRICT);
+        assert_eq!(
+            strict.check("https://relay.example.net/").unwrap(),
+            "https://relay.example.net"
+        );
+        for bad in [
+            "http://relay.example.net",       // plain http
+            "https://127.0.0.1",              // loopback
+            "https://2130706433",             // loopback, spelled as a number
+            "https://localhost:7470",         // loopback by name
+            "https://[::1]",                  // loopback, IPv6
+            "https://[::ffff:10.0.0.1]",      // private, IPv4-mapped
+            "https://10.1.2.3",               // RFC 1918
+            "https://172.16.0.1",             // RFC 1918
+            "https://192.168.0.10",           // RFC 1918
+            "https://100.64.0.1",             // shared address space
+            "https://[fd00::1]",              // unique local
+            "https://169.254.169.254",        // link-local: cloud metadata
+            "https://[fe80::1]",              // link-local
+            "https://0.0.0.0",                // unspecified
+            "https://255.255.255.255",        // broadcast
+            "https://224.0.0.1",              // multicast
+            "https://user:pw@relay.example.net", // credentials
+        ] {
+            assert!(
+                matches!(strict.check(bad), Err(RelayError::ForbiddenUrl { .. })),
+                "{bad} passed"
+            );
+        }
+        // A home relay on loopback over http widens exactly that: http and loopback.
+        let local = UrlPolicy::for_home("http://127.0.0.1:7470");
+        assert!(local.check("http://127.0.0.1:9").is_ok());
+        assert!(local.check("http://localhost:9").is_ok());
+        assert!(local.check("http://10.0.0.1").is_err());
+        assert!(local.check("http://169.254.169.254").is_err());
+        let lan = UrlPolicy::for_home("http://192.168.1.5:7470");
+        assert!(lan.check("http://192.168.1.6:7470").is_ok());
+        assert!(lan.check("http://127.0.0.1").is_err());
+        assert!(UrlPolicy::PERMISSIVE.check("http://169.254.169.254").is_ok());
+        // Never a relay, whatever the policy.
+        assert!(UrlPolicy::PERMISSIVE.check("http://0.0.0.0").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_public_name_that_resolves_to_a_forbidden_address_connects_nowhere() {
+        // `localhost.` passes the URL check as a name only if not recognised; the
+        // resolver is the second line: every address it yields is checked too.
+        let resolver = PolicyResolver(UrlPolicy::STRICT);
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let result = reqwest::dns::Resolve::resolve(&resolver, name).await;
+        assert!(result.is_err());
+        let open = PolicyResolver(UrlPolicy::PERMISSIVE);
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(reqwest::dns::Resolve::resolve(&open, name).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Where a redirect would lead: counts the connections it gets.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = reached.clone();
+        tokio::spawn(async move {
+            if target.accept().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        // A "relay" that answers everything with a redirect there.
+        let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", redirector.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = redirector.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target_addr}/v1/health\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        let once = Backoff {
+            attempts: 1,
+            ..Backoff::COMMAND
+        };
+        let c = RelayClient::foreign(&url, once, UrlPolicy::for_home("http://127.0.0.1:1")).unwrap();
+        let e = c.health().await.unwrap_err();
+        assert!(
+            matches!(e, RelayError::Refused { status: 307, .. }),
+            "{e:?}"
+        );
+        tokio::task::yield_now().await;
+        assert!(!reached.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     #[test]
     fn relay_urls_are_normalised_and_anything_odd_is_refused() {

@@ -9,6 +9,7 @@
 //!
 //! Writes are single SQLite transactions in WAL mode with `synchronous=FULL`: once a save
 //! returns, a `kill -9` cannot lose it, and a crash mid-save leaves the previous value.
+//! `secure_delete` is on: a superseded or deleted row's bytes are zeroed in the file.
 
 use std::fs;
 use std::io::Write;
@@ -69,6 +70,9 @@ pub enum StoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// An empty passphrase: it would protect nothing (anyone could open the store).
+    #[error("the passphrase is empty; choose one, or use a key file (leave out --passphrase)")]
+    EmptyPassphrase,
     /// The store exists but its key file is gone.
     #[error("the store exists but its key file {0} is missing")]
     MissingKeyFile(PathBuf),
@@ -140,12 +144,18 @@ impl Store {
         memory_kib: u32,
         iterations: u32,
     ) -> Result<Self, StoreError> {
+        if matches!(&unlock, Unlock::Passphrase(p) if p.is_empty()) {
+            return Err(StoreError::EmptyPassphrase);
+        }
         create_private_dir(home)?;
         let path = home.join(STORE_FILE);
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // Deleted and superseded rows (spent session snapshots, used prekeys) are
+            // overwritten with zeros, not left in free pages for whoever reads the file.
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)

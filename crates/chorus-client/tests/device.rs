@@ -119,14 +119,17 @@ async fn a_contact_added_by_address_consumes_one_directory_prekey() {
     assert_eq!(after.directory_one_time, Some(ONE_TIME_BATCH as i64 - 1));
 
     carol.send("al", "found you").await.unwrap();
+    // A stranger's first messages are a request until alice accepts.
     let events = alice.sync().await.unwrap();
-    assert_eq!(
-        events[0],
-        Event::ContactAdded {
-            contact: "carol".into()
-        }
+    assert!(matches!(&events[0], Event::Request { name, .. } if name == "carol"));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Request { text, .. } if text == "found you"))
     );
-    assert_eq!(texts(&events), ["found you"]);
+    let id = alice.requests().await.unwrap().pending[0].id;
+    assert_eq!(alice.accept_request(id, None).await.unwrap(), "carol");
+    assert_eq!(alice.history("carol", 10).await.unwrap()[0].text, "found you");
     // The private halves of the consumed one-time keys are gone.
     let held = alice.status().await.unwrap().prekeys;
     assert_eq!(held.one_time, before.prekeys.one_time - 1);

@@ -80,17 +80,24 @@ pub enum LogError {
     /// The plaintext is not a valid event.
     #[error("log event: {0}")]
     Wire(#[from] WireError),
+    /// Raised if an event of ours breaks a rule every device's fold applies (most often
+    /// a size limit): it is not sealed, so it never reaches the log. The caller's fault,
+    /// or the input's that made the caller build it.
+    #[error("refusing to append an event the fold would refuse: {0}")]
+    Unsealable(WireError),
 }
 
-/// Seals an event into a record.
+/// Seals an event into a record, after checking it as every device's fold will
+/// ([`LogEvent::encode_checked`]).
 pub fn seal_event<R: CryptoRng + ?Sized>(
     key: &EpochKey,
     context: &RecordContext<'_>,
     event: &LogEvent,
     rng: &mut R,
-) -> SealedRecord {
-    let (nonce, ciphertext) = key.seal(&context.associated_data(), &event.encode(), rng);
-    SealedRecord { nonce, ciphertext }
+) -> Result<SealedRecord, LogError> {
+    let plain = event.encode_checked().map_err(LogError::Unsealable)?;
+    let (nonce, ciphertext) = key.seal(&context.associated_data(), &plain, rng);
+    Ok(SealedRecord { nonce, ciphertext })
 }
 
 /// Opens a record: authenticates it with its context, decodes the event, and checks
@@ -131,6 +138,7 @@ pub struct Constellation {
     contacts: BTreeMap<[u8; 32], Lww<String>>,
     read: BTreeMap<[u8; 32], u64>,
     delivered: BTreeSet<[u8; 16]>,
+    blocked: BTreeMap<[u8; 32], Lww<bool>>,
 }
 
 impl Constellation {
@@ -145,6 +153,7 @@ impl Constellation {
             contacts: BTreeMap::new(),
             read: BTreeMap::new(),
             delivered: BTreeSet::new(),
+            blocked: BTreeMap::new(),
         }
     }
 
@@ -183,9 +192,17 @@ impl Constellation {
             EventKind::Delivered { envelope_id } => {
                 self.delivered.insert(*envelope_id);
             }
+            EventKind::Blocked { contact, blocked } => match self.blocked.get_mut(contact) {
+                Some(r) => {
+                    r.set(*blocked, stamp);
+                }
+                None => {
+                    self.blocked.insert(*contact, Lww::new(*blocked, stamp));
+                }
+            },
             // Sessions and prekeys are folded by the client into its store (their state
             // is secret and large); here they count as seen, so the digest covers them.
-            EventKind::Sent(_) | EventKind::PrekeysCreated { .. } => {}
+            EventKind::Sent(_) | EventKind::PrekeysCreated { .. } | EventKind::Received { .. } => {}
             EventKind::Roster { entry } => {
                 let entry = chorus_wire::RosterEntry::decode(entry)?;
                 self.roster
@@ -226,6 +243,11 @@ impl Constellation {
     /// How far messages with a contact are read.
     pub fn read_up_to(&self, contact: &[u8; 32]) -> u64 {
         self.read.get(contact).copied().unwrap_or(0)
+    }
+
+    /// Whether an identity is blocked.
+    pub fn is_blocked(&self, contact: &[u8; 32]) -> bool {
+        self.blocked.get(contact).is_some_and(|r| *r.get())
     }
 
     /// Whether an envelope is known to be delivered (so no sibling re-delivers it).
@@ -277,6 +299,11 @@ impl Constellation {
         h.update((self.delivered.len() as u64).to_be_bytes());
         for id in &self.delivered {
             h.update(id);
+        }
+        h.update((self.blocked.len() as u64).to_be_bytes());
+        for (id, blocked) in &self.blocked {
+            h.update(id);
+            h.update([u8::from(*blocked.get())]);
         }
         h.finalize().into()
     }

@@ -19,3 +19,10 @@ pub const MAX_TREE_NODES: usize = 32;
 /// keep private keys for, so a peer replica that lags one step can still reply.
 /// Everything older is deleted (forward secrecy) and announced via `honor_floor`.
 pub const HONOR_FLOOR_LAG: u32 = 1;
+
+/// Largest ratchet counter a *first* message (the one that creates a session) may carry.
+/// An honest initiator's first message that arrives first has counter 0 (mailboxes keep
+/// order); a few more allow for messages lost before the relay. Without this bound a
+/// stranger makes the responder derive and keep up to [`MAX_SKIPPED_KEYS`] keys for a
+/// session it never asked for, and the snapshot grows past what the log can carry.
+pub const MAX_FIRST_MESSAGE_COUNTER: u32 = 8;

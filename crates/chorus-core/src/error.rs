@@ -29,6 +29,16 @@ pub enum SessionError {
         /// The limit.
         max: u32,
     },
+    /// Raised if a first message (one that would create a session) claims a counter
+    /// above [`MAX_FIRST_MESSAGE_COUNTER`](crate::MAX_FIRST_MESSAGE_COUNTER): it would
+    /// make us keep that many skipped keys for a stranger.
+    #[error("first message counter {counter} is above the limit {max}")]
+    FirstMessageTooFarAhead {
+        /// The counter the message claimed.
+        counter: u32,
+        /// The limit.
+        max: u32,
+    },
     /// Raised if the message builds on a ratchet key of ours we do not know (it may come
     /// from a sibling device we have not caught up with: keep it and retry later), or one
     /// we have already deleted.

@@ -53,7 +53,9 @@ mod wiped;
 pub use constellation::{
     Applied, Constellation, LogError, RecordContext, SealedRecord, open_event, seal_event,
 };
-pub use consts::{HONOR_FLOOR_LAG, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES};
+pub use consts::{
+    HONOR_FLOOR_LAG, MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES,
+};
 pub use error::SessionError;
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{

@@ -25,6 +25,7 @@ use chorus_wire::{
 };
 
 use crate::SessionError;
+use crate::consts::MAX_FIRST_MESSAGE_COUNTER;
 use crate::session::{PendingInitial, Role, Session};
 use crate::tree::{Profile, Tree};
 
@@ -296,6 +297,14 @@ pub fn respond(
     message: &[u8],
 ) -> Result<Responded, SessionError> {
     let initial = InitialMessage::decode(message)?;
+    // Checked before any key is looked up or derived: it costs a stranger nothing.
+    let counter = initial.message.header.counter;
+    if counter > MAX_FIRST_MESSAGE_COUNTER {
+        return Err(SessionError::FirstMessageTooFarAhead {
+            counter,
+            max: MAX_FIRST_MESSAGE_COUNTER,
+        });
+    }
     let spk =
         prekeys
             .signed_prekey(initial.signed_prekey_id)

@@ -71,7 +71,7 @@ fn a_record_opens_only_with_its_exact_context() {
             name: "alice".into(),
         },
     );
-    let r = seal_event(&key, &ctx, &e, &mut StdRng::seed_from_u64(2));
+    let r = seal_event(&key, &ctx, &e, &mut StdRng::seed_from_u64(2)).unwrap();
     assert_eq!(open_event(&key, &ctx, &r.nonce, &r.ciphertext).unwrap(), e);
     let moved = [
         RecordContext { epoch: 4, ..ctx },
@@ -104,7 +104,7 @@ fn a_record_opens_only_with_its_exact_context() {
         1,
         EventKind::ProfileUpdated { name: "x".into() },
     );
-    let r = seal_event(&key, &ctx, &lying, &mut StdRng::seed_from_u64(4));
+    let r = seal_event(&key, &ctx, &lying, &mut StdRng::seed_from_u64(4)).unwrap();
     assert_eq!(
         open_event(&key, &ctx, &r.nonce, &r.ciphertext),
         Err(LogError::AuthorMismatch)
@@ -209,6 +209,10 @@ fn kind() -> impl Strategy<Value = EventKind> {
         }),
         (0u8..4).prop_map(|e| EventKind::Delivered {
             envelope_id: [e; 16]
+        }),
+        (0u8..3, proptest::bool::ANY).prop_map(|(c, blocked)| EventKind::Blocked {
+            contact: [c; 32],
+            blocked
         }),
     ]
 }

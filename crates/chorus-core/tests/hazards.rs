@@ -5,7 +5,7 @@
 mod common;
 
 use chorus_core::{
-    MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES, MessageKind, Session, SessionError,
+    MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES, MessageKind, Session, SessionError,
     initiate, respond,
 };
 use common::*;
@@ -491,6 +491,42 @@ fn initial_messages_repeat_until_the_first_reply_and_may_arrive_out_of_order() {
         send(&mut alice, &mut rng, "plain").kind,
         MessageKind::Ratchet
     );
+}
+
+#[test]
+fn a_stranger_cannot_make_a_first_message_carry_thousands_of_skipped_keys() {
+    // The attack: encrypt 2,000 messages and deliver only the last one, so `respond`
+    // would derive and keep 2,000 skipped keys for a session nobody asked for.
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(25);
+    let alice_id = chorus_core::LocalIdentity::generate(&mut rng);
+    let bob_id = chorus_core::LocalIdentity::generate(&mut rng);
+    let mut store = chorus_core::MemoryPrekeyStore::default();
+    let b = bundle(&bob_id, &mut store, &mut rng, false);
+    let mut alice = initiate(&alice_id, &b, &mut rng).unwrap();
+    let all: Vec<_> = (0..2_000)
+        .map(|i| send(&mut alice, &mut rng, &format!("m{i}")))
+        .collect();
+    let limit = MAX_FIRST_MESSAGE_COUNTER as usize;
+    assert_eq!(
+        respond(&bob_id, &store, &all[1_999].bytes).unwrap_err(),
+        SessionError::FirstMessageTooFarAhead {
+            counter: 1_999,
+            max: MAX_FIRST_MESSAGE_COUNTER
+        }
+    );
+    assert_eq!(
+        respond(&bob_id, &store, &all[limit + 1].bytes).unwrap_err(),
+        SessionError::FirstMessageTooFarAhead {
+            counter: MAX_FIRST_MESSAGE_COUNTER + 1,
+            max: MAX_FIRST_MESSAGE_COUNTER
+        }
+    );
+    // At the bound a first message still opens the session, and the earlier ones
+    // decrypt from the keys it skipped.
+    let r = respond(&bob_id, &store, &all[limit].bytes).unwrap();
+    assert_eq!(&r.plaintext[..], format!("m{limit}").as_bytes());
+    let mut bob = r.session;
+    assert_eq!(text(&mut bob, &all[0]), "m0");
 }
 
 #[test]

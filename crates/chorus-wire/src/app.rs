@@ -151,7 +151,44 @@ pub fn check_text(text: &str) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Checks a display name: 1 to [`MAX_DISPLAY_NAME_LEN`] bytes, no control characters.
+/// Whether `c` changes how the text around it looks without being seen itself:
+/// bidirectional embeddings, overrides, isolates and marks, zero-width characters and
+/// other invisible fillers. In a name they let "bob" followed by a zero-width space, or
+/// a name reversed by U+202E, pass for someone else.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+/// A name as the user typed it, in the form every name is kept and compared in: NFC,
+/// without surrounding white space. Check the result with [`check_display_name`].
+pub fn normalize_display_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.trim().nfc().collect()
+}
+
+/// Checks a display name: 1 to [`MAX_DISPLAY_NAME_LEN`] bytes, in NFC, without
+/// surrounding white space, control characters or invisible ones ([`is_invisible`]).
+/// Our own names go through [`normalize_display_name`] first; a peer's name that is
+/// not already normal was crafted, and is refused.
 pub fn check_display_name(field: &'static str, name: &str) -> Result<(), WireError> {
     if name.is_empty() {
         return Err(WireError::InvalidText {
@@ -170,6 +207,18 @@ pub fn check_display_name(field: &'static str, name: &str) -> Result<(), WireErr
         return Err(WireError::InvalidText {
             field,
             reason: "must not contain control characters",
+        });
+    }
+    if name.chars().any(is_invisible) {
+        return Err(WireError::InvalidText {
+            field,
+            reason: "must not contain invisible or text-direction characters",
+        });
+    }
+    if name != name.trim() || !unicode_normalization::is_nfc(name) {
+        return Err(WireError::InvalidText {
+            field,
+            reason: "must be in normal form (NFC) without surrounding spaces",
         });
     }
     Ok(())
@@ -289,6 +338,29 @@ mod tests {
         ));
         assert!(check_display_name("n", "").is_err());
         assert!(check_display_name("n", "evil\u{1b}[2J").is_err());
+    }
+
+    #[test]
+    fn names_that_imitate_another_are_refused_and_ours_are_normalised() {
+        for fake in [
+            "bob\u{200b}",       // zero-width space
+            "\u{202e}bob",       // right-to-left override
+            "bo\u{2066}b\u{2069}", // isolate
+            "b\u{feff}ob",       // zero-width no-break space
+            "bob ",              // trailing space
+            "be\u{301}",         // "bé" decomposed (NFD)
+        ] {
+            assert!(
+                matches!(
+                    check_display_name("hello.name", fake),
+                    Err(WireError::InvalidText { field: "hello.name", .. })
+                ),
+                "{fake:?} passed"
+            );
+        }
+        assert_eq!(normalize_display_name("  be\u{301} "), "b\u{e9}");
+        assert!(check_display_name("n", &normalize_display_name("  be\u{301} ")).is_ok());
+        assert!(check_display_name("n", "Zoë 🎉").is_ok());
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/chorus.wire.v1.rs"));
 }
 
-pub use app::{DirectoryEntry, Envelope, Hello, Payload, check_display_name, check_text};
+pub use app::{
+    DirectoryEntry, Envelope, Hello, Payload, check_display_name, check_text, is_invisible,
+    normalize_display_name,
+};
 pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};

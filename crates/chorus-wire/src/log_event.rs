@@ -155,6 +155,24 @@ pub enum EventKind {
         /// The position.
         up_to: u64,
     },
+    /// An identity was blocked or unblocked (last writer wins). A blocked identity's
+    /// first messages are dropped on every device, and its message request removed.
+    Blocked {
+        /// The identity's root key.
+        contact: [u8; 32],
+        /// Blocked (`true`) or unblocked.
+        blocked: bool,
+    },
+    /// A message received by one device that its siblings cannot decrypt again (the
+    /// session advanced past it): the plaintext, for every device's history.
+    Received {
+        /// The contact's root key.
+        contact: [u8; 32],
+        /// The message.
+        message: FirstMessage,
+        /// The mailbox seq it arrived at (history order).
+        position: u64,
+    },
     /// An envelope reached the contact's relay.
     Delivered {
         /// The envelope id.
@@ -251,6 +269,23 @@ impl LogEvent {
             Kind::Delivered(d) => EventKind::Delivered {
                 envelope_id: fixed("delivered.envelope_id", &d.envelope_id)?,
             },
+            Kind::Received(r) => {
+                let m = r.message.ok_or(WireError::MissingField("received.message"))?;
+                check_text(&m.text)?;
+                EventKind::Received {
+                    contact: fixed("received.contact_id", &r.contact_id)?,
+                    message: FirstMessage {
+                        envelope_id: fixed("received.envelope_id", &m.envelope_id)?,
+                        sent_ms: m.sent_ms,
+                        text: m.text,
+                    },
+                    position: r.position,
+                }
+            }
+            Kind::Blocked(b) => EventKind::Blocked {
+                contact: fixed("blocked.contact_id", &b.contact_id)?,
+                blocked: b.blocked,
+            },
         };
         Ok(Self {
             event_id: fixed("log_event.event_id", &p.event_id)?,
@@ -261,7 +296,25 @@ impl LogEvent {
         })
     }
 
-    /// Encodes the event. The bytes may hold secrets (ratchet deltas, session
+    /// Encodes the event and checks it against every rule [`LogEvent::decode`] applies
+    /// (the total size, the session snapshot's, the delta's, texts and keys), so an event
+    /// every device's fold would refuse is never sealed and appended. Sealing goes
+    /// through this; the error names the field over its limit.
+    pub fn encode_checked(&self) -> Result<Zeroizing<Vec<u8>>, WireError> {
+        let bytes = self.encode();
+        if bytes.len() > MAX_LOG_EVENT_LEN {
+            return Err(WireError::TooLarge {
+                what: "log event",
+                max: MAX_LOG_EVENT_LEN,
+                actual: bytes.len(),
+            });
+        }
+        Self::decode(&bytes)?;
+        Ok(bytes)
+    }
+
+    /// Encodes the event, unchecked (tests use it to build what a hostile author
+    /// would). The bytes may hold secrets (ratchet deltas, session
     /// snapshots, private prekeys): they are wiped when dropped, and so is every
     /// intermediate copy made here.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
@@ -323,6 +376,23 @@ impl LogEvent {
             EventKind::Delivered { envelope_id } => Kind::Delivered(proto::Delivered {
                 envelope_id: envelope_id.to_vec(),
             }),
+            EventKind::Received {
+                contact,
+                message,
+                position,
+            } => Kind::Received(proto::Received {
+                contact_id: contact.to_vec(),
+                message: Some(proto::FirstMessage {
+                    envelope_id: message.envelope_id.to_vec(),
+                    sent_ms: message.sent_ms,
+                    text: message.text.clone(),
+                }),
+                position: *position,
+            }),
+            EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
+                contact_id: contact.to_vec(),
+                blocked: *blocked,
+            }),
         };
         let mut message = proto::LogEvent {
             version: WIRE_VERSION,
@@ -362,6 +432,11 @@ fn wipe(kind: &mut proto::log_event::Kind) {
         Kind::PrekeysCreated(p) => {
             for k in &mut p.keys {
                 k.secret.zeroize();
+            }
+        }
+        Kind::Received(r) => {
+            if let Some(m) = r.message.as_mut() {
+                m.text.zeroize();
             }
         }
         _ => {}
@@ -577,6 +652,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_event_the_fold_would_refuse_is_refused_before_sealing() {
+        let mut m = sent();
+        m.ratchet_delta = SecretBytes::new(vec![1; MAX_RATCHET_DELTA_LEN + 1]);
+        assert!(matches!(
+            event(EventKind::Sent(Box::new(m))).encode_checked(),
+            Err(WireError::TooLarge {
+                what: "sent.ratchet_delta",
+                ..
+            })
+        ));
+        let mut m = sent();
+        m.envelope = vec![1; MAX_ENVELOPE_LEN];
+        m.text = "x".repeat(crate::limits::MAX_TEXT_LEN);
+        let e = event(EventKind::Sent(Box::new(m)));
+        assert_eq!(e.encode_checked().unwrap(), e.encode());
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub fn options(clock: &TestClock) -> Options {
         argon2_memory_kib: 256,
         argon2_iterations: 1,
         sibling_delivery: Duration::from_secs(30),
+        allow_private_relays: false,
     }
 }
 
