@@ -72,7 +72,11 @@ impl From<ClientError> for Failure {
             | E::LinkWrongIdentity
             | E::AmbiguousContact { .. }
             | E::Rejected(_) => INVALID,
-            E::LinkExpired | E::LinkCodeUsed | E::LinkRefused(_) | E::LinkCancelled => CONFLICT,
+            E::LinkExpired
+            | E::LinkCodeUsed
+            | E::LinkRefused(_)
+            | E::LinkCancelled
+            | E::LinkDeclined => CONFLICT,
             E::AlreadyInitialized(_)
             | E::LinkUnfinished(_)
             | E::NotPrimary(_)

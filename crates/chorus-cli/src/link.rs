@@ -11,17 +11,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::exit::Failure;
 use crate::{Cli, cli_options, home, print_qr, printable, unlock};
 
-/// Asks the user to compare the SAS; `--yes` answers for them.
-fn confirm(sas: &str, yes: bool) -> Result<(), Failure> {
+/// Why a comparison could not be asked, and what to do instead.
+const NO_TERMINAL: &str = "cannot ask you to compare the numbers: stdin is not a terminal";
+
+/// On the new device: asks the user whether both screens show `sas`; `--yes` answers
+/// for them (the approving device still needs its user to type the number).
+fn confirm(sas: &str, yes: bool) -> Result<bool, Failure> {
     println!();
     println!("  {sas}");
     println!();
     if yes {
         println!("Confirmed with --yes.");
-        return Ok(());
+        return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(ClientError::LinkCancelled.into());
+        return Err(Failure::new(
+            crate::exit::CONFLICT,
+            format!(
+                "{NO_TERMINAL}; compare them on both screens yourself and run `chorus link new` again with --yes"
+            ),
+        ));
     }
     print!("Does the other screen show exactly this number? [y/N] ");
     let _ = std::io::stdout().flush();
@@ -30,10 +39,35 @@ fn confirm(sas: &str, yes: bool) -> Result<(), Failure> {
         .lock()
         .read_line(&mut answer)
         .map_err(|e| Failure::usage(format!("cannot read the answer: {e}")))?;
-    match answer.trim() {
-        "y" | "Y" | "yes" => Ok(()),
-        _ => Err(ClientError::LinkCancelled.into()),
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// On the approving device: the user types the number the new device shows (read
+/// from stdin: a terminal, or a pipe for scripts). There is no "yes" here — approving
+/// is giving away the identity's keys, and only the typed digits prove the screens
+/// were compared. `Ok(false)`: the digits differ.
+fn typed_sas(sas: &str) -> Result<bool, Failure> {
+    if std::io::stdin().is_terminal() {
+        print!("Type the number the new device shows: ");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("Reading the number the new device shows from stdin…");
     }
+    let mut typed = String::new();
+    let read = std::io::stdin()
+        .lock()
+        .read_line(&mut typed)
+        .map_err(|e| Failure::usage(format!("cannot read the number: {e}")))?;
+    if read == 0 {
+        return Err(Failure::new(
+            crate::exit::CONFLICT,
+            format!(
+                "{NO_TERMINAL} and stdin is closed; run `chorus link approve` in a terminal, or pipe in the digits the new device shows"
+            ),
+        ));
+    }
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    Ok(!digits(&typed).is_empty() && digits(&typed) == digits(sas))
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -72,7 +106,14 @@ pub(crate) async fn new(
     wait.finish_and_clear();
     let pending = pending?;
     println!("Compare this number with the one on the approving device:");
-    confirm(&pending.sas().to_string(), yes)?;
+    let confirmed = confirm(&pending.sas().to_string(), yes);
+    if !matches!(confirmed, Ok(true)) {
+        // Whatever the reason, the approving device learns it and authorizes nothing.
+        let _ = pending.decline().await;
+        confirmed?;
+        return Err(ClientError::LinkCancelled.into());
+    }
+    let pending = pending.confirm().await?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("catching up {bar:30} {pos}/{len} records")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -93,17 +134,28 @@ pub(crate) async fn new(
     Ok(())
 }
 
-pub(crate) async fn approve(device: &Device, code: &str, yes: bool) -> Result<(), Failure> {
+pub(crate) async fn approve(device: &Device, code: &str) -> Result<(), Failure> {
     let wait = spinner("exchanging keys with the new device…");
     let approval = device.approve_link(code).await;
     wait.finish_and_clear();
     let approval = approval?;
     println!(
-        "Device {:?} asks to join. Compare this number with the one on its screen:",
+        "Device {:?} asks to join this identity. It shows a 9-digit number.",
         printable(approval.device_name())
     );
-    confirm(&approval.sas().to_string(), yes)?;
-    approval.confirm().await?;
+    let typed = typed_sas(&approval.sas().to_string());
+    if !matches!(typed, Ok(true)) {
+        let _ = approval.decline().await;
+        typed?;
+        return Err(Failure::new(
+            crate::exit::CONFLICT,
+            "the number typed is not the one this device computed: someone else may be on the link; nothing was approved (run `chorus link new` again on the new device)",
+        ));
+    }
+    let wait = spinner("waiting for the new device's user to confirm…");
+    let confirmed = approval.confirm().await;
+    wait.finish_and_clear();
+    confirmed?;
     println!("Approved. The new device is catching up.");
     Ok(())
 }

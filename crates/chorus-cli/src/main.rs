@@ -194,17 +194,16 @@ enum LinkCommand {
         /// Print only the code, no QR.
         #[arg(long)]
         no_qr: bool,
-        /// Do not ask: only after you compared the code on both screens yourself.
+        /// Do not ask here: only after you compared the number on both screens yourself
+        /// (the approving device still asks its user to type it).
         #[arg(long)]
         yes: bool,
     },
-    /// On an EXISTING device: approve a link code shown by the new device.
+    /// On an EXISTING device: approve a link code shown by the new device. You type the
+    /// 9-digit number the new device shows (read from stdin; scripts pipe it in).
     Approve {
-        /// The code, starting with "chorus-link:" ("-" reads it from stdin).
+        /// The code, starting with "chorus-link:".
         code: String,
-        /// Do not ask: only after you compared the code on both screens yourself.
-        #[arg(long)]
-        yes: bool,
     },
 }
 
@@ -381,15 +380,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 },
         } => link::new(&cli, relay, name, *no_qr, *yes).await,
         Command::Link {
-            command: LinkCommand::Approve { code, yes },
+            command: LinkCommand::Approve { code },
         } => {
             let device = open(&cli).await?;
-            let code = if code == "-" {
-                read_stdin()?
-            } else {
-                code.clone()
-            };
-            link::approve(&device, &code, *yes).await
+            link::approve(&device, code).await
         }
         Command::Devices { json } => {
             let device = open(&cli).await?;
@@ -698,6 +692,11 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
     } else {
         match e {
             Event::ContactAdded { contact } => println!("* new contact {contact:?}"),
+            Event::DeviceLinked { name, by } => println!(
+                "* new device {:?} linked to your identity by {:?} (see `chorus devices`)",
+                printable(name),
+                printable(by)
+            ),
             Event::Message(m) => print_message(m, me),
             Event::Request {
                 request,

@@ -2,7 +2,7 @@
 //! Several devices per identity, end to end with real processes: the relay binary and
 //! one `chorus` home per device, linked with `chorus link new` / `chorus link approve`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -47,13 +47,50 @@ fn start_link_new(
     (child, before.into_iter().chain(lines), code)
 }
 
+/// Runs `chorus link approve CODE` on `existing` and types into it the number the new
+/// device shows, read off `new_lines` (its stdout) as a user reads it off its screen.
+/// Returns the approver's output and the new device's lines read meanwhile.
+fn approve(
+    existing: &Path,
+    code: &str,
+    new_lines: &mut impl Iterator<Item = String>,
+) -> (std::process::Output, Vec<String>) {
+    let mut approver = Command::new(CHORUS)
+        .arg("--home")
+        .arg(existing)
+        .args(["link", "approve", code])
+        .env_remove("CHORUS_HOME")
+        .env_remove("CHORUS_FAILPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut read = Vec::new();
+    let sas = loop {
+        let line = new_lines.next().expect("link new showed no number");
+        read.push(line.clone());
+        let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+        if line.starts_with("  ") && digits.len() == 9 {
+            break digits;
+        }
+    };
+    writeln!(approver.stdin.take().unwrap(), "{sas}").unwrap();
+    (approver.wait_with_output().unwrap(), read)
+}
+
 /// Links a new home into `existing`'s identity through the two commands, as a user
 /// would; returns what `link new` printed besides its code.
 fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) -> Vec<String> {
-    let (mut child, lines, code) = start_link_new(new, relay, name, None);
-    let approved = ok(existing, &["link", "approve", &code, "--yes"]);
-    assert!(approved.contains("Approved"), "{approved}");
-    let rest: Vec<String> = lines.collect();
+    let (mut child, mut lines, code) = start_link_new(new, relay, name, None);
+    let (approved, read) = approve(existing, &code, &mut lines);
+    let out = String::from_utf8_lossy(&approved.stdout);
+    assert!(
+        approved.status.success() && out.contains("Approved"),
+        "{out} {}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let rest: Vec<String> = read.into_iter().chain(lines).collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "link new failed: {rest:?}");
     assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
@@ -245,11 +282,11 @@ fn bad_link_commands_are_one_line_a_code_and_no_change() {
     let before = roster(&laptop);
     let e = fails(
         &laptop,
-        &["link", "approve", "chorus-link:AAAA", "--yes"],
+        &["link", "approve", "chorus-link:AAAA"],
         6,
     );
     assert!(e.contains("invalid link code"), "{e}");
-    let e = fails(&laptop, &["link", "approve", "chorus:AAAA", "--yes"], 6);
+    let e = fails(&laptop, &["link", "approve", "chorus:AAAA"], 6);
     assert!(e.contains("does not start with"), "{e}");
     // A code for a channel that does not exist (expired) is refused.
     let expired = chorus_client::link::LinkCode {
@@ -258,7 +295,7 @@ fn bad_link_commands_are_one_line_a_code_and_no_change() {
         ephemeral: [9; 32],
     }
     .encode();
-    let e = fails(&laptop, &["link", "approve", &expired, "--yes"], 7);
+    let e = fails(&laptop, &["link", "approve", &expired], 7);
     assert!(e.contains("expired"), "{e}");
     // `link new` into a home that already holds an identity.
     let e = fails(&laptop, &["link", "new", "--relay", &relay.url, "--yes"], 7);
@@ -308,7 +345,7 @@ fn primary_root_keeps_the_root_on_the_first_device_and_says_what_the_others_cann
         ephemeral: [9; 32],
     }
     .encode();
-    let e = fails(&phone, &["link", "approve", &code, "--yes"], 7);
+    let e = fails(&phone, &["link", "approve", &code], 7);
     assert!(e.contains("only the primary device"), "{e}");
     assert_eq!(
         json(&laptop, &["devices", "--json"])
@@ -335,9 +372,9 @@ fn link_new_killed_after_the_approval_resumes_as_the_same_device() {
     ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
     // The laptop approves (the phone enters the roster and the bundle is sent); the
     // phone is killed with SIGKILL right after it received the bundle.
-    let (mut child, _stdout, code) =
+    let (mut child, mut stdout, code) =
         start_link_new(&phone, &relay, "phone", Some("link-bundle-received"));
-    ok(&laptop, &["link", "approve", &code, "--yes"]);
+    assert!(approve(&laptop, &code, &mut stdout).0.status.success());
     let mut line = String::new();
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
@@ -358,4 +395,78 @@ fn link_new_killed_after_the_approval_resumes_as_the_same_device() {
     assert!(out.iter().any(|l| l.contains("Resuming")), "{out:?}");
     assert_eq!(devices(&laptop), 2, "one phone, not two");
     assert_eq!(devices(&phone), 2);
+}
+
+#[test]
+fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone) = (dir.path().join("laptop"), dir.path().join("phone"));
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    let devices = |h: &Path| json(h, &["devices", "--json"]).as_array().unwrap().len();
+
+    // A wrong number: nothing is approved, and the new device is told so.
+    let (mut child, mut lines, code) = start_link_new(&phone, &relay, "phone", None);
+    let mut approver = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&laptop)
+        .args(["link", "approve", &code])
+        .env_remove("CHORUS_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the new device shows its number, then type another one.
+    assert!(lines.any(|l| l.starts_with("Compare this number")));
+    writeln!(approver.stdin.take().unwrap(), "123 456 789").unwrap();
+    let out = approver.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{e}");
+    assert!(e.contains("nothing was approved"), "{e}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert!(stderr.contains("the other device declined"), "{stderr}");
+    assert_eq!(devices(&laptop), 1);
+
+    // No way to type the number (stdin closed, not a terminal): it says so and what
+    // to do; the new device is told.
+    let (mut child, mut lines, code) = start_link_new(&phone, &relay, "phone", None);
+    let e = fails(&laptop, &["link", "approve", &code], 7);
+    assert!(e.contains("stdin is not a terminal"), "{e}");
+    assert!(e.contains("pipe in the digits"), "{e}");
+    assert!(lines.any(|l| l.starts_with("Compare this number")));
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    assert_eq!(devices(&laptop), 1);
+
+    // The new device without --yes and without a terminal: it says so, and the
+    // approving device learns that it declined.
+    let mut new = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&phone)
+        .args(["link", "new", "--relay", &relay.url, "--name", "phone", "--no-qr"])
+        .env_remove("CHORUS_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut new_lines = BufReader::new(new.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap());
+    let code = new_lines
+        .find_map(|l| l.trim().strip_prefix("chorus link approve ").map(str::to_owned))
+        .unwrap();
+    let (out, _) = approve(&laptop, &code, &mut new_lines);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{e}");
+    assert!(e.contains("the other device declined"), "{e}");
+    let new_out = new.wait_with_output().unwrap();
+    let ne = String::from_utf8_lossy(&new_out.stderr);
+    assert!(ne.contains("stdin is not a terminal") && ne.contains("--yes"), "{ne}");
+    assert_eq!(devices(&laptop), 1);
+    // And an honest attempt still links.
+    link(&laptop, &phone, &relay, "phone");
+    assert_eq!(devices(&laptop), 2);
 }

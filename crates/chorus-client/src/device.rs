@@ -39,6 +39,7 @@ use crate::log::{
 };
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
 use crate::relay::{Backoff, Login, RelayClient, RelayError, UrlPolicy, normalize_url};
+use crate::store::row;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
 
 /// Envelopes read per mailbox per request while catching up.
@@ -145,6 +146,13 @@ pub enum Event {
     },
     /// A message, in or out.
     Message(Message),
+    /// A device joined this identity (a roster entry folded from the log).
+    DeviceLinked {
+        /// Its name.
+        name: String,
+        /// The device that approved it.
+        by: String,
+    },
     /// A stranger wrote to the identity's address: a message request, held until a
     /// device accepts or blocks it (`chorus requests`).
     Request {
@@ -1127,7 +1135,11 @@ impl Device {
         )
         .bind(&envelope_id[..])
         .bind(contact)
-        .bind(self.store.seal("pending_send", &hex::encode(envelope_id), text.as_bytes()))
+        .bind(self.store.seal(
+            "pending_send",
+            &row::message(&envelope_id, contact, true),
+            text.as_bytes(),
+        ))
         .bind(self.now())
         .execute(self.store.pool())
         .await?;
@@ -1148,9 +1160,11 @@ impl Device {
         for (id, contact, sealed) in pending {
             let envelope_id = <[u8; 16]>::try_from(id.as_slice())
                 .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
-            let text =
-                self.store
-                    .open_sealed("pending_send", &hex::encode(envelope_id), &sealed)?;
+            let text = self.store.open_sealed(
+                "pending_send",
+                &row::message(&envelope_id, &contact, true),
+                &sealed,
+            )?;
             let text = String::from_utf8(text.to_vec())
                 .map_err(|_| ClientError::Corrupt("pending send".into()))?;
             self.send_sequenced(&contact, envelope_id, &text).await?;
@@ -1254,7 +1268,7 @@ impl Device {
         stored_ms: i64,
         position: i64,
     ) -> Result<bool, ClientError> {
-        let id = hex::encode(envelope_id);
+        let id = row::message(envelope_id, contact, outgoing);
         let done = sqlx::query(
             "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1864,9 +1878,11 @@ impl Device {
         rows.into_iter()
             .map(
                 |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table)| {
-                    let text =
-                        self.store
-                            .open_sealed(&table, &hex::encode(&envelope_id), &sealed)?;
+                    let text = self.store.open_sealed(
+                        &table,
+                        &row::message(&envelope_id, contact, outgoing),
+                        &sealed,
+                    )?;
                     Ok(Message {
                         contact: contact.to_owned(),
                         outgoing,
@@ -1883,6 +1899,12 @@ impl Device {
     /// The identity's devices, from the roster as folded, with the relay's presence.
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
         let _ = self.relay.heartbeat().await;
+        // Current without a separate sync (offline: as last folded).
+        if let Err(e) = self.sync_log().await
+            && !e.is_transient()
+        {
+            return Err(e);
+        }
         let presence = self.relay.presence().await.ok();
         let mut conn = self.store.pool().acquire().await?;
         let roster = crate::log::load_roster(&mut conn, &self.log.log_id).await?;

@@ -5,22 +5,33 @@
 //! device keys, ephemeral E_n
 //! code = relay, channel, E_n  ── shown; the user carries it to A ──▶  reads the code
 //!                                  ◀── 1 commit = H(E_a)
-//!   2 N's device keys, name ──▶
+//!   2 hello: N's device keys, a fresh nonce, name,
+//!     signed by N's device key ──▶
 //!                                  ◀── 3 reveal E_a
 //! SAS(transcript) shown             both screens          SAS(transcript) shown
-//!                                                       user confirms: roster entry
-//!                                                       (root-signed) appended, device
-//!                                                       registered, checkpoint blob
-//!                                  ◀── 4 bundle sealed under LinkKey(DH(E_a, E_n), transcript)
-//! user confirms; opens the bundle, checks the root against the log's genesis, loads the
-//! checkpoint, folds the log tail — and can send at once.
+//! user compares: confirm ──▶ 4 confirm (or decline)   user compares (the digits are
+//!                                                     typed back, or confirmed at the
+//!                                                     prompt), waits for N's confirm:
+//!                                                     roster entry (root-signed)
+//!                                                     appended, device registered,
+//!                                                     checkpoint blob
+//!                                  ◀── 5 bundle sealed under LinkKey(DH(E_a, E_n), transcript)
+//! opens the bundle, checks the root against the log's genesis, loads the checkpoint,
+//! folds the log tail — and can send at once.
 //! ```
 //!
-//! The code is authentic (the user carried it), so only A's side can be impersonated on
-//! the channel: A commits to `E_a` before it sees N's message and reveals it after, so a
-//! man in the middle must pick its key before it can know the SAS it has to match — one
-//! guess in 10⁹. N's device keys are in the transcript, so a substituted key changes
-//! both screens' SAS. The bundle opens only with `E_n`'s secret, which never left N.
+//! The code is authentic (the user carried it), but whoever else sees it (the relay,
+//! someone looking at the screen) can talk on the channel. Both sides' contributions
+//! are fixed before the other side's are revealed, on every attempt: A commits to
+//! `E_a` before it sees N's hello and reveals it after; N's hello carries a fresh nonce
+//! it chose after A's commitment. So a man in the middle must pick its key before it
+//! can know the SAS it has to match — one guess in 10⁹ — even on a resumed link, whose
+//! device keys and name an observer already knows from the first attempt. The hello is
+//! signed by N's device key over the channel, the code's key and A's commitment: a
+//! hello cannot claim a key its sender does not hold (such as an existing device's).
+//! Either side may decline; the other learns it. The bundle opens only with `E_n`'s
+//! secret, which never left N, and a bundle for a device the roster already holds is
+//! also sealed to that device's roster key.
 //!
 //! Linking is idempotent: a device already in the roster is not added again, and the
 //! relay's device registration is idempotent.
@@ -56,11 +67,17 @@ pub const LINK_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_LINK_CODE_LEN: usize =
     LINK_PREFIX.len() + (1 + 32 + 32 + chorus_wire::limits::MAX_RELAY_URL_LEN + 4).div_ceil(3) * 4;
 
-const LINK_VERSION: u8 = 1;
+/// Version 2: the hello carries a fresh nonce and a signature by the device key, and
+/// the new device confirms (or declines) on the channel.
+const LINK_VERSION: u8 = 2;
 const CHECKSUM_LEN: usize = 4;
 const POLL: Duration = Duration::from_millis(100);
 const COMMIT_LABEL: &[u8] = b"chorus-link-commit-v1";
-const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v1";
+const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v2";
+/// The signature context of the new device's hello.
+const HELLO_CONTEXT: &[u8] = b"chorus-link-hello-v2";
+/// The bundle, sealed again to a re-linked device's roster key.
+const RELINK_AD: &[u8] = b"chorus-link-relink-v2";
 const BUNDLE_AD: &[u8] = b"chorus-link-bundle-v1";
 const CHECKPOINT_AD: &[u8] = b"chorus-checkpoint-v1";
 /// The roster stream: roster entries are guarded on it, so two devices approving at
@@ -71,6 +88,11 @@ const TAG_COMMIT: u8 = 1;
 const TAG_HELLO: u8 = 2;
 const TAG_REVEAL: u8 = 3;
 const TAG_BUNDLE: u8 = 4;
+const TAG_CONFIRM: u8 = 5;
+const TAG_DECLINE: u8 = 6;
+
+/// Bytes of a hello before the name: device key, device DH key, nonce, signature.
+const HELLO_FIXED_LEN: usize = 32 + 32 + 32 + 64;
 
 /// What a link code carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,15 +207,19 @@ fn commitment(eph: &[u8; 32]) -> [u8; 32] {
         .into()
 }
 
-/// Waits for the channel message after `after` with `tag`; returns its seq and body.
+/// Waits for the first channel message after `after` that is not one of `own` (this
+/// side's own messages): it must carry `tag` (returns its seq and body) or say the
+/// other side declined.
 async fn wait_for(
     relay: &RelayClient,
     channel: Id32,
     after: i64,
     tag: u8,
+    own: &[u8],
     timeout: Duration,
 ) -> Result<(i64, Vec<u8>), ClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut after = after;
     loop {
         let page = relay
             .channel_read(channel, after)
@@ -202,12 +228,20 @@ async fn wait_for(
                 Some("not_found") => ClientError::LinkExpired,
                 _ => ClientError::Relay(e),
             })?;
-        if let Some(m) = page.messages.into_iter().find(|m| m.seq > after) {
+        let read_from = after;
+        for m in page.messages.into_iter().filter(|m| m.seq > read_from) {
             let (&t, body) = m
                 .payload
                 .0
                 .split_first()
                 .ok_or(ClientError::LinkProtocol("an empty channel message"))?;
+            after = m.seq;
+            if own.contains(&t) {
+                continue;
+            }
+            if t == TAG_DECLINE {
+                return Err(ClientError::LinkDeclined);
+            }
             if t != tag {
                 return Err(ClientError::LinkProtocol(
                     "an unexpected channel message (was this code used before?)",
@@ -219,6 +253,64 @@ async fn wait_for(
             return Err(ClientError::LinkExpired);
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The new device's hello, as signed: everything it says, bound to this channel, the
+/// code's key and the approver's commitment.
+fn hello_signed_part(
+    channel: &[u8; 32],
+    new_eph: &[u8; 32],
+    commit: &[u8],
+    keys_and_nonce: &[u8],
+    name: &[u8],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 + 32 + commit.len() + keys_and_nonce.len() + name.len());
+    for part in [&channel[..], &new_eph[..], commit, keys_and_nonce, name] {
+        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m
+}
+
+/// A hello whose signature verified: proof that its sender holds the device key.
+struct VerifiedHello {
+    device: DevicePublicKey,
+    dh: DeviceDhPublic,
+    name: String,
+}
+
+impl VerifiedHello {
+    /// Parses the hello `bytes` and checks its signature by the device key it names.
+    fn check(
+        bytes: &[u8],
+        channel: &[u8; 32],
+        new_eph: &[u8; 32],
+        commit: &[u8],
+    ) -> Result<Self, ClientError> {
+        if bytes.len() < HELLO_FIXED_LEN + 1 {
+            return Err(ClientError::LinkProtocol("a malformed device announcement"));
+        }
+        let device = DevicePublicKey::from_slice(&bytes[..32])
+            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
+        let dh = DeviceDhPublic::from_slice(&bytes[32..64])
+            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
+        let signature = chorus_crypto::Signature::from_slice(&bytes[96..HELLO_FIXED_LEN])
+            .map_err(|_| ClientError::LinkProtocol("a malformed device announcement"))?;
+        let name_bytes = &bytes[HELLO_FIXED_LEN..];
+        let signed = hello_signed_part(channel, new_eph, commit, &bytes[..96], name_bytes);
+        device
+            .verify(HELLO_CONTEXT, &signed, &signature)
+            .map_err(|_| {
+                ClientError::LinkProtocol(
+                    "the new device's announcement is not signed by the key it names",
+                )
+            })?;
+        let name = std::str::from_utf8(name_bytes)
+            .map_err(|_| ClientError::LinkProtocol("a device name that is not text"))?
+            .to_owned();
+        check_display_name("device name", &name)?;
+        Ok(Self { device, dh, name })
     }
 }
 
@@ -375,22 +467,28 @@ impl LinkOffer {
     /// this device's keys went out) its key. Returns the state with the SAS to compare.
     pub async fn wait_for_approver(self, timeout: Duration) -> Result<LinkPending, ClientError> {
         let channel = Id32(self.code.channel);
-        let (seq, commit) = wait_for(&self.relay, channel, 0, TAG_COMMIT, timeout).await?;
-        let mut hello = Vec::with_capacity(64 + self.device_name.len());
+        let (seq, commit) = wait_for(&self.relay, channel, 0, TAG_COMMIT, &[], timeout).await?;
+        // A fresh nonce on every attempt, chosen after the commitment: the approver's
+        // key was fixed before anything here could be predicted.
+        let nonce: [u8; 32] = random();
+        let mut hello = Vec::with_capacity(HELLO_FIXED_LEN + self.device_name.len());
         hello.extend_from_slice(self.device.public_key().as_bytes());
         hello.extend_from_slice(self.device_dh.public_key().as_bytes());
+        hello.extend_from_slice(&nonce);
+        let signed = hello_signed_part(
+            &self.code.channel,
+            &self.code.ephemeral,
+            &commit,
+            &hello,
+            self.device_name.as_bytes(),
+        );
+        hello.extend_from_slice(self.device.sign(HELLO_CONTEXT, &signed).as_bytes());
         hello.extend_from_slice(self.device_name.as_bytes());
         self.relay
             .channel_post(channel, tagged(TAG_HELLO, &hello))
             .await?;
-        let (seq, reveal) = wait_for(
-            &self.relay,
-            channel,
-            seq.saturating_add(1),
-            TAG_REVEAL,
-            timeout,
-        )
-        .await?;
+        let (seq, reveal) =
+            wait_for(&self.relay, channel, seq, TAG_REVEAL, &[TAG_HELLO], timeout).await?;
         let approver: [u8; 32] = reveal
             .as_slice()
             .try_into()
@@ -437,9 +535,34 @@ impl LinkPending {
         self.sas
     }
 
-    /// After the user confirmed the SAS: waits for the bundle, checks it against the
-    /// identity's log, creates this device's store from the checkpoint and folds the
-    /// log tail. The device can send as soon as this returns.
+    /// The user said the codes differ (or no): the approving device learns it and
+    /// authorizes nothing. The home stays a link in progress (`link new` resumes it).
+    pub async fn decline(self) -> Result<(), ClientError> {
+        self.offer
+            .relay
+            .channel_post(Id32(self.offer.code.channel), tagged(TAG_DECLINE, &[]))
+            .await?;
+        Ok(())
+    }
+
+    /// The user confirmed that both screens show the same number: tells the
+    /// approving device, which authorizes nothing before it hears this.
+    pub async fn confirm(self) -> Result<LinkConfirmed, ClientError> {
+        self.offer
+            .relay
+            .channel_post(Id32(self.offer.code.channel), tagged(TAG_CONFIRM, &[]))
+            .await?;
+        Ok(LinkConfirmed(self))
+    }
+}
+
+/// A new device whose user confirmed the SAS: waiting for the bundle.
+pub struct LinkConfirmed(LinkPending);
+
+impl LinkConfirmed {
+    /// Waits for the bundle, checks it against the identity's log, creates this
+    /// device's store from the checkpoint and folds the log tail. The device can send
+    /// as soon as this returns.
     ///
     /// Until the device is written (one transaction), a failure leaves `home` as a
     /// link in progress that [`LinkOffer::new`] resumes; after that, a failure while
@@ -452,16 +575,37 @@ impl LinkPending {
     ) -> Result<Device, ClientError> {
         let LinkPending {
             offer, key, after, ..
-        } = self;
+        } = self.0;
         let home = offer.home;
         let channel = Id32(offer.code.channel);
-        let (_, sealed) = wait_for(&offer.relay, channel, after, TAG_BUNDLE, timeout).await?;
+        let (_, sealed) = wait_for(
+            &offer.relay,
+            channel,
+            after,
+            TAG_BUNDLE,
+            &[TAG_CONFIRM],
+            timeout,
+        )
+        .await?;
         crate::device::failpoint("link-bundle-received");
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&offer.code.channel);
         let plain = key.open(&ad, &sealed).map_err(|_| {
             ClientError::LinkProtocol("the bundle does not open (wrong channel or tampered)")
         })?;
+        // A device the roster already held gets its bundle sealed to its own key too.
+        let plain = match plain.split_first() {
+            Some((&0, rest)) => Zeroizing::new(rest.to_vec()),
+            Some((&1, rest)) => chorus_crypto::open_sealed(
+                &offer.device_dh,
+                &[RELINK_AD, &offer.code.channel[..]].concat(),
+                rest,
+            )
+            .map_err(|_| {
+                ClientError::LinkProtocol("the bundle does not open with this device's key")
+            })?,
+            _ => return Err(ClientError::LinkProtocol("a malformed bundle")),
+        };
         let bundle: Bundle = postcard::from_bytes(&plain)
             .map_err(|_| ClientError::LinkProtocol("a malformed bundle"))?;
         let log_id = Id32(bundle.log_id);
@@ -580,8 +724,10 @@ pub async fn link_locally(
     if new_sas != approver_sas {
         return Err(ClientError::LinkCancelled);
     }
+    // Each side confirms on its own screen; the approver waits for the new device's.
+    let confirmed = pending.confirm().await?;
     approval.confirm().await?;
-    let device = pending.finish(options, LINK_TIMEOUT, |_| {}).await?;
+    let device = confirmed.finish(options, LINK_TIMEOUT, |_| {}).await?;
     Ok((device, new_sas, approver_sas))
 }
 
@@ -596,6 +742,8 @@ pub struct Approval<'a> {
     new_device: DevicePublicKey,
     new_dh: DeviceDhPublic,
     name: String,
+    /// The seq of the new device's hello: its confirmation comes after it.
+    hello_seq: i64,
 }
 
 impl Device {
@@ -630,18 +778,20 @@ impl Device {
         self.relay
             .channel_post(channel, tagged(TAG_COMMIT, &commit))
             .await?;
-        let (_, hello) = wait_for(&self.relay, channel, 1, TAG_HELLO, LINK_TIMEOUT).await?;
-        if hello.len() < 64 + 1 {
-            return Err(ClientError::LinkProtocol("a malformed device announcement"));
-        }
-        let new_device = DevicePublicKey::from_slice(&hello[..32])
-            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
-        let new_dh = DeviceDhPublic::from_slice(&hello[32..64])
-            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
-        let name = std::str::from_utf8(&hello[64..])
-            .map_err(|_| ClientError::LinkProtocol("a device name that is not text"))?
-            .to_owned();
-        check_display_name("device name", &name)?;
+        let (hello_seq, hello) = wait_for(
+            &self.relay,
+            channel,
+            0,
+            TAG_HELLO,
+            &[TAG_COMMIT],
+            LINK_TIMEOUT,
+        )
+        .await?;
+        let VerifiedHello {
+            device: new_device,
+            dh: new_dh,
+            name,
+        } = VerifiedHello::check(&hello, &code.channel, &code.ephemeral, &commit)?;
         self.relay
             .channel_post(channel, tagged(TAG_REVEAL, &eph_pub))
             .await?;
@@ -659,6 +809,7 @@ impl Device {
             new_device,
             new_dh,
             name,
+            hello_seq,
         })
     }
 
@@ -682,11 +833,32 @@ impl Approval<'_> {
         &self.name
     }
 
-    /// After the user confirmed the SAS: authorizes the device in the roster (once),
-    /// registers it at the relay, writes a checkpoint and sends the sealed bundle.
+    /// The user said the codes differ (or no): the new device learns it, nothing is
+    /// authorized.
+    pub async fn decline(self) -> Result<(), ClientError> {
+        self.device
+            .relay
+            .channel_post(Id32(self.channel), tagged(TAG_DECLINE, &[]))
+            .await?;
+        Ok(())
+    }
+
+    /// After the user confirmed the SAS: waits for the new device's user to confirm
+    /// too, then authorizes the device in the roster (once), registers it at the
+    /// relay, writes a checkpoint and sends the sealed bundle.
     pub async fn confirm(self) -> Result<(), ClientError> {
         let d = self.device;
+        wait_for(
+            &d.relay,
+            Id32(self.channel),
+            self.hello_seq,
+            TAG_CONFIRM,
+            &[TAG_REVEAL],
+            LINK_TIMEOUT,
+        )
+        .await?;
         let mut done = false;
+        let mut relink = None;
         let mut level = SecurityLevel::SharedRoot;
         d.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
@@ -695,6 +867,13 @@ impl Approval<'_> {
             drop(conn);
             level = roster.level();
             if roster.is_authorized(&self.new_device) {
+                // A re-link (a resumed link, or a device set up again with its keys):
+                // the bundle is sealed to the key the roster holds for it as well.
+                relink = roster
+                    .devices()
+                    .iter()
+                    .find(|r| r.key == self.new_device)
+                    .map(|r| r.dh);
                 done = true;
                 break;
             }
@@ -751,12 +930,30 @@ impl Approval<'_> {
             epoch_key: d.log.key.to_bytes(),
             checkpoint: checkpoint_id,
         };
-        self.post_bundle(&bundle).await
+        self.post_bundle(&bundle, relink.as_ref()).await
     }
 
-    /// Seals the bundle under the link key and posts it on the channel.
-    async fn post_bundle(&self, bundle: &Bundle) -> Result<(), ClientError> {
-        let plain = secret_bytes(bundle)?;
+    /// Seals the bundle under the link key (and first to `relink`, the roster's key
+    /// for a device it already holds) and posts it on the channel.
+    async fn post_bundle(
+        &self,
+        bundle: &Bundle,
+        relink: Option<&DeviceDhPublic>,
+    ) -> Result<(), ClientError> {
+        let bundle = secret_bytes(bundle)?;
+        let plain = match relink {
+            None => Zeroizing::new([&[0u8][..], &bundle[..]].concat()),
+            Some(dh) => {
+                let sealed = chorus_crypto::seal(
+                    dh,
+                    &[RELINK_AD, &self.channel[..]].concat(),
+                    &bundle,
+                    &mut rng(),
+                )
+                .map_err(|_| ClientError::LinkProtocol("the roster's key for the device is invalid"))?;
+                Zeroizing::new([&[1u8][..], &sealed[..]].concat())
+            }
+        };
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&self.channel);
         let sealed = self.key.seal(&ad, &plain, &mut rng());
@@ -877,9 +1074,11 @@ impl Checkpoint {
         // Rows are sealed to this device's store key: carry the plaintext (the whole
         // checkpoint is sealed under the epoch key).
         for p in &mut prekeys {
-            p.secret = d
-                .store
-                .open_sealed("prekey", &p.id.to_string(), &p.sealed)?;
+            p.secret = d.store.open_sealed(
+                "prekey",
+                &crate::store::row::prekey(p.id, &p.kind, p.last_resort, &p.purpose),
+                &p.sealed,
+            )?;
         }
         let mut contacts: Vec<ContactRow> = sqlx::query_as(
             "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
@@ -987,7 +1186,11 @@ impl Checkpoint {
             .bind(p.last_resort)
             .bind(&p.purpose)
             .bind(&p.public)
-            .bind(store.seal("prekey", &p.id.to_string(), &p.secret))
+            .bind(store.seal(
+                "prekey",
+                &crate::store::row::prekey(p.id, &p.kind, p.last_resort, &p.purpose),
+                &p.secret,
+            ))
             .bind(p.created_ms)
             .bind(p.retired_ms)
             .execute(&mut *tx)

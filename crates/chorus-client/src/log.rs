@@ -357,6 +357,21 @@ impl Device {
                 roster
                     .apply(&decoded)
                     .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+                // Every device hears that a device joined, and which device let it in.
+                if let chorus_wire::RosterBody::DeviceAuthorized { device, name, .. } =
+                    &decoded.body
+                    && *device.as_bytes() != self.log.device
+                {
+                    let by = roster
+                        .devices()
+                        .iter()
+                        .find(|d| *d.key.as_bytes() == event.author)
+                        .map_or_else(|| "an unknown device".to_owned(), |d| d.name.clone());
+                    events.push(Event::DeviceLinked {
+                        name: name.clone(),
+                        by,
+                    });
+                }
             }
             EventKind::ProfileUpdated { name } => {
                 if self.lww(tx, "profile", &stamp, name.as_bytes()).await? {

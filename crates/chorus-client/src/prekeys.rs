@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
 use crate::identity::secret_bytes;
+use crate::store::row;
 use crate::{ClientError, Store};
 
 /// One-time prekeys of each kind published per batch (the relay's per-request bound).
@@ -248,7 +249,11 @@ pub(crate) async fn insert_secret(
         .execute(&mut *conn)
         .await?;
     }
-    let sealed = store.seal("prekey", &k.id.to_string(), k.secret.as_bytes());
+    let sealed = store.seal(
+        "prekey",
+        &row::prekey(i64::from(k.id), kind.name(), k.last_resort, purpose.name()),
+        k.secret.as_bytes(),
+    );
     sqlx::query(
         "INSERT OR IGNORE INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -306,15 +311,20 @@ impl LoadedPrekeys {
     ) -> Result<Self, ClientError> {
         let mut out = Self::default();
         for id in ids {
-            let row: Option<(bool, Vec<u8>)> =
-                sqlx::query_as("SELECT last_resort, sealed FROM prekeys WHERE id = $1")
-                    .bind(i64::from(*id))
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            let Some((last_resort, sealed)) = row else {
+            let found: Option<(String, bool, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT kind, last_resort, purpose, sealed FROM prekeys WHERE id = $1",
+            )
+            .bind(i64::from(*id))
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some((kind, last_resort, purpose, sealed)) = found else {
                 continue;
             };
-            let bytes = store.open_sealed("prekey", &id.to_string(), &sealed)?;
+            let bytes = store.open_sealed(
+                "prekey",
+                &row::prekey(i64::from(*id), &kind, last_resort, &purpose),
+                &sealed,
+            )?;
             let secret: Secret = postcard::from_bytes(&bytes)
                 .map_err(|_| ClientError::Corrupt(format!("prekey {id}")))?;
             match secret {

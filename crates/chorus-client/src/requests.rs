@@ -30,6 +30,7 @@ use sqlx::SqliteConnection;
 
 use crate::device::{Event, FirstContact};
 use crate::log::Pending;
+use crate::store::row;
 use crate::{ClientError, Device};
 
 /// Message requests held at once; a new one beyond this drops the oldest (counted in
@@ -127,7 +128,7 @@ impl Device {
                 .map(|(envelope_id, sent_ms, sealed)| {
                     let text = self.store.open_sealed(
                         "request_message",
-                        &hex::encode(&envelope_id),
+                        &row::request_message(&envelope_id, id),
                         &sealed,
                     )?;
                     Ok(RequestMessage {
@@ -246,7 +247,7 @@ impl Device {
             .map(|(envelope_id, sent_ms, position, sealed)| {
                 let text = self.store.open_sealed(
                     "request_message",
-                    &hex::encode(&envelope_id),
+                    &row::request_message(&envelope_id, id),
                     &sealed,
                 )?;
                 Ok((
@@ -286,11 +287,11 @@ impl Device {
         generation: i64,
         sealed: &[u8],
     ) -> Result<Session, ClientError> {
-        let snapshot = self
-            .store
-            .open_sealed("request", &hex::encode(root), sealed)?;
         let known =
             u64::try_from(generation).map_err(|_| ClientError::Corrupt("generation".into()))?;
+        let snapshot = self
+            .store
+            .open_sealed("request", &row::request(root, known), sealed)?;
         Ok(Session::restore(&snapshot, known)?)
     }
 
@@ -356,7 +357,11 @@ impl Device {
                 .bind(&first.hello.mailbox.0[..])
                 .bind(serde_json::to_string(&first.consumed).unwrap_or_default())
                 .bind(i64::try_from(first.session.generation()).unwrap_or(i64::MAX))
-                .bind(self.store.seal("request", &hex::encode(root), &snapshot))
+                .bind(self.store.seal(
+                    "request",
+                    &row::request(root, first.session.generation()),
+                    &snapshot,
+                ))
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -390,7 +395,7 @@ impl Device {
             .bind(i64::try_from(session.generation()).unwrap_or(i64::MAX))
             .bind(
                 self.store
-                    .seal("request", &hex::encode(root), &session.snapshot()),
+                    .seal("request", &row::request(root, session.generation()), &session.snapshot()),
             )
             .bind(&root[..])
             .execute(&mut *tx)
@@ -416,8 +421,11 @@ impl Device {
         .bind(i64::try_from(sent_ms).unwrap_or(i64::MAX))
         .bind(position)
         .bind(
-            self.store
-                .seal("request_message", &hex::encode(envelope_id), text.as_bytes()),
+            self.store.seal(
+                "request_message",
+                &row::request_message(envelope_id, request),
+                text.as_bytes(),
+            ),
         )
         .execute(&mut *tx)
         .await?;
@@ -447,9 +455,11 @@ impl Device {
         .fetch_all(&mut *tx)
         .await?;
         for (envelope_id, sent_ms, position, sealed) in messages {
-            let text =
-                self.store
-                    .open_sealed("request_message", &hex::encode(&envelope_id), &sealed)?;
+            let text = self.store.open_sealed(
+                "request_message",
+                &row::request_message(&envelope_id, id),
+                &sealed,
+            )?;
             let text = String::from_utf8_lossy(&text);
             if !text.is_empty() {
                 self.insert_message(

@@ -244,7 +244,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_contact(contact)?;
         let snapshot = session.snapshot();
-        let sealed = self.seal("session", contact, &snapshot);
+        let sealed = self.seal("session", &row::session(contact, session.generation()), &snapshot);
         let generation = i64::try_from(session.generation())
             .map_err(|_| StoreError::Corrupt("generation".into()))?;
         sqlx::query(
@@ -274,9 +274,9 @@ impl Store {
         let Some((generation, sealed)) = row else {
             return Ok(None);
         };
-        let snapshot = self.open_sealed("session", contact, &sealed)?;
         let known =
             u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation".into()))?;
+        let snapshot = self.open_sealed("session", &row::session(contact, known), &sealed)?;
         Ok(Some(Session::restore(&snapshot, known)?))
     }
 
@@ -327,6 +327,47 @@ impl Store {
 
 fn row_ad(table: &str, id: &str) -> Vec<u8> {
     format!("chorus-store/{table}/{id}").into_bytes()
+}
+
+/// What a sealed value is bound to, beyond its table: the row's key and every plain
+/// column that gives the sealed value its meaning. A disk attacker who swaps sealed
+/// values between rows, or edits one of these columns (a message's contact or
+/// direction, a session's generation, a prekey's kind, last-resort flag or purpose),
+/// makes the value fail to open, which is reported as corruption.
+///
+/// What binding cannot stop: putting back a whole older row (every column and its
+/// sealed value together). The session generation check catches a rolled-back
+/// session only against a newer generation the device still has.
+pub(crate) mod row {
+    /// A session of `contact` at `generation`.
+    pub(crate) fn session(contact: &str, generation: u64) -> String {
+        format!("{}/{generation}", hex::encode(contact))
+    }
+
+    /// A history message (or a pending send) with `contact`, by envelope id.
+    pub(crate) fn message(envelope_id: &[u8], contact: &str, outgoing: bool) -> String {
+        format!(
+            "{}/{}/{}",
+            hex::encode(envelope_id),
+            hex::encode(contact),
+            u8::from(outgoing)
+        )
+    }
+
+    /// A private prekey and what it may be used for.
+    pub(crate) fn prekey(id: i64, kind: &str, last_resort: bool, purpose: &str) -> String {
+        format!("{id}/{kind}/{}/{purpose}", u8::from(last_resort))
+    }
+
+    /// The session of the message request from `root`, at `generation`.
+    pub(crate) fn request(root: &[u8; 32], generation: u64) -> String {
+        format!("{}/{generation}", hex::encode(root))
+    }
+
+    /// A held message of the request `request`.
+    pub(crate) fn request_message(envelope_id: &[u8], request: i64) -> String {
+        format!("{}/{request}", hex::encode(envelope_id))
+    }
 }
 
 fn check_contact(contact: &str) -> Result<(), StoreError> {

@@ -67,6 +67,7 @@ async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> D
     )
     .await;
     assert_eq!(approval.device_name(), home);
+    let pending = pending.confirm().await.unwrap();
     approval.confirm().await.unwrap();
     let mut seen = Vec::new();
     let device = pending
@@ -229,6 +230,7 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
     let first = offer(&laptop, &home, "phone", &clock).await;
     assert!(!first.resumed());
     let (pending, approval) = meet(&laptop, first).await;
+    let pending = pending.confirm().await.unwrap();
     approval.confirm().await.unwrap();
     drop(pending);
     assert_eq!(laptop.devices().await.unwrap().len(), 2);
@@ -252,6 +254,7 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
     assert_eq!(again.device_name(), "phone");
     let (pending, approval) = meet(&laptop, again).await;
     assert_eq!(approval.device_name(), "phone");
+    let pending = pending.confirm().await.unwrap();
     approval.confirm().await.unwrap();
     let phone = pending
         .finish(options(&clock), Duration::from_secs(20), |_| {})
