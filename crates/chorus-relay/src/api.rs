@@ -513,7 +513,7 @@ pub struct MailboxCursor {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchReadRequest {
-    /// Mailboxes to read.
+    /// Mailboxes to read, each at most once (`400 duplicate_mailbox`).
     pub mailboxes: Vec<MailboxCursor>,
     /// Page size per mailbox.
     #[serde(default)]
@@ -530,6 +530,10 @@ impl Validate for BatchReadRequest {
         for m in &self.mailboxes {
             check(m.after >= 0, "bad_after")?;
         }
+        // One mailbox listed n times would be read n times into one answer.
+        let mut ids: Vec<&Id32> = self.mailboxes.iter().map(|m| &m.mailbox_id).collect();
+        ids.sort_unstable();
+        check(ids.windows(2).all(|w| w[0] != w[1]), "duplicate_mailbox")?;
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         check(limit >= 1, "bad_limit")?;
         check(limit <= MAX_PAGE, "limit_too_large")
@@ -858,16 +862,20 @@ mod tests {
     fn batch_read_bounds() {
         let req = |n: usize| BatchReadRequest {
             mailboxes: (0..n)
-                .map(|_| MailboxCursor {
-                    mailbox_id: Id32([0; 32]),
+                .map(|i| MailboxCursor {
+                    mailbox_id: Id32([i as u8; 32]),
                     after: 0,
                 })
                 .collect(),
             limit: None,
         };
-        assert!(req(MAX_BATCH_MAILBOXES).validate().is_ok());
-        assert!(req(MAX_BATCH_MAILBOXES + 1).validate().is_err());
-        assert!(req(0).validate().is_err());
+        let code = |r: BatchReadRequest| r.validate().err().map(|e| e.code);
+        assert_eq!(code(req(MAX_BATCH_MAILBOXES)), None);
+        assert_eq!(code(req(MAX_BATCH_MAILBOXES + 1)), Some("batch_too_large"));
+        assert_eq!(code(req(0)), Some("empty_batch"));
+        let mut twice = req(3);
+        twice.mailboxes[2].mailbox_id = twice.mailboxes[0].mailbox_id;
+        assert_eq!(code(twice), Some("duplicate_mailbox"));
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub mod batcher;
 pub mod clock;
 pub mod error;
 pub mod limits;
+mod page;
 pub mod presence;
+pub mod proxy;
 pub mod ratelimit;
 mod routes;
 pub mod serve;
@@ -93,7 +95,10 @@ impl AppState {
     ) -> StoreResult<Self> {
         let (bus, _) = broadcast::channel(EVENT_BUS_CAPACITY);
         store.listen(bus.clone()).await?;
-        let auth = Arc::new(Auth::default());
+        let auth = Arc::new(Auth::new(
+            limits.max_sessions,
+            limits.max_pending_challenges,
+        ));
         // Revocations heard from other processes drop sessions here too.
         let mut revocations = bus.subscribe();
         let auth_for_task = auth.clone();
@@ -108,6 +113,7 @@ impl AppState {
                 }
             }
         });
+        let rate = RateLimiter::new(limits.max_rate_buckets);
         let batcher = Batcher::start(store.clone(), bus.clone());
         let (closing, _) = watch::channel(false);
         Ok(AppState {
@@ -116,7 +122,7 @@ impl AppState {
                 clock,
                 limits,
                 auth,
-                rate: RateLimiter::default(),
+                rate,
                 presence: Presence::default(),
                 bus,
                 batcher,

@@ -41,6 +41,22 @@ pub const MAX_PAGE: u32 = 256;
 /// Page size when the client does not ask for one.
 pub const DEFAULT_PAGE: u32 = 100;
 
+/// Most ciphertext (or envelope payload) bytes in one page of records or
+/// envelopes, over HTTP or pushed on a WebSocket. Hex doubles it and each item adds
+/// at most ~400 bytes of JSON framing, so a full page is under
+/// 2 × 4 MiB + [`MAX_PAGE`] × 400 B ≈ 8.1 MiB of JSON: well inside the client's
+/// 64 MiB answer cap and tungstenite's default 16 MiB frame and 64 MiB message
+/// limits, and small enough that a few concurrent reads cannot exhaust memory.
+/// It still holds a full page of 16 KiB records (256 × 16 KiB = 4 MiB), 32 of the
+/// largest records or 64 of the largest envelopes. A page always holds at least
+/// one item, so an item is never stuck behind the bound (none is larger than it).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most envelope payload bytes in one batched mailbox read, across all its
+/// mailboxes: the batch is one answer, so it gets the same budget as one page.
+/// Without it, 64 mailboxes × 256 envelopes × 64 KiB would be 1 GiB per request.
+pub const MAX_BATCH_READ_BYTES: usize = MAX_PAGE_BYTES;
+
 /// Most devices ever registered under one log, revoked ones included (a roster
 /// that only grows must still be bounded).
 pub const MAX_DEVICES_PER_LOG: usize = 64;
@@ -96,6 +112,12 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// Most outstanding challenges held in memory.
 pub const MAX_PENDING_CHALLENGES: usize = 100_000;
 
+/// Most outstanding challenges per device key; asking for one more forgets that
+/// key's oldest. An honest device has one in flight (a few if it retries after a
+/// lost answer); without a per-key cap one device could fill
+/// [`MAX_PENDING_CHALLENGES`] and lock every other device out of logging in.
+pub const MAX_PENDING_CHALLENGES_PER_DEVICE: usize = 16;
+
 /// Default session token lifetime: short, so a stolen token is worth little; a
 /// device re-authenticates with its key for free.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
@@ -103,14 +125,22 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 /// Most live sessions held in memory.
 pub const MAX_SESSIONS: usize = 100_000;
 
+/// Most live sessions per device; issuing one more drops that device's oldest
+/// token. A device needs one token at a time (two while renewing, a few more if it
+/// runs several processes); without a per-device cap one device could fill
+/// [`MAX_SESSIONS`] and lock every other device out.
+pub const MAX_SESSIONS_PER_DEVICE: usize = 16;
+
 /// A device is shown as present for this long after its last heartbeat.
 pub const PRESENCE_TTL: Duration = Duration::from_secs(90);
 
 /// Most logs with presence entries held in memory.
 pub const MAX_PRESENCE_LOGS: usize = 100_000;
 
-/// Most rate-limit buckets held in memory; beyond this, full (idle) buckets are
-/// forgotten, which only ever makes the limiter more generous, never stricter.
+/// Most rate-limit buckets held in memory (~100 bytes each, so ~20 MB). Beyond
+/// this, full buckets are forgotten (which changes nothing) and then the eighth
+/// missing the fewest tokens: an abuser touching many fresh keys evicts those, not
+/// the bucket it drained. Never cleared wholesale, which would reset every limit.
 pub const MAX_RATE_BUCKETS: usize = 200_000;
 
 /// Most append requests committed in one group commit.
@@ -197,6 +227,15 @@ pub struct Limits {
     pub prekey_fetch_rate: Rate,
     /// Unauthenticated creations per client IP.
     pub open_rate: Rate,
+    /// Most live sessions held in memory.
+    pub max_sessions: usize,
+    /// Most outstanding challenges held in memory.
+    pub max_pending_challenges: usize,
+    /// Most rate-limit buckets held in memory.
+    pub max_rate_buckets: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client for per-IP limits
+    /// (see [`crate::proxy`]); empty means the TCP peer is the client.
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
 }
 
 impl Default for Limits {
@@ -212,6 +251,10 @@ impl Default for Limits {
             append_rate: DEFAULT_APPEND_RATE,
             prekey_fetch_rate: DEFAULT_PREKEY_FETCH_RATE,
             open_rate: DEFAULT_OPEN_RATE,
+            max_sessions: MAX_SESSIONS,
+            max_pending_challenges: MAX_PENDING_CHALLENGES,
+            max_rate_buckets: MAX_RATE_BUCKETS,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -4,8 +4,11 @@
 //! abuser cannot multiply for free: posts per mailbox, appends per device, prekey
 //! fetches per address (each fetch burns a one-time key), unauthenticated
 //! creations per client IP. Buckets are per process and refill from the injected
-//! clock. The table is bounded ([`MAX_RATE_BUCKETS`]); when full, idle buckets are
-//! forgotten, which only ever errs towards allowing.
+//! clock. The table is bounded ([`MAX_RATE_BUCKETS`]). Forgetting a bucket hands its
+//! key the tokens it was missing, so when the table is full the limiter forgets
+//! full buckets (which changes nothing) and then the eighth missing the fewest
+//! tokens: touching many fresh keys evicts those fresh keys, never the drained
+//! bucket an abuser wants forgotten.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,42 +32,71 @@ pub enum Kind {
 struct Bucket {
     tokens: f64,
     at_ms: i64,
+    /// The rate it fills at (kinds differ), to judge it when making room.
+    rate: Rate,
 }
 
 /// The buckets.
-#[derive(Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<(Kind, [u8; 32]), Bucket>>,
+    max_buckets: usize,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter::new(MAX_RATE_BUCKETS)
+    }
 }
 
 impl RateLimiter {
+    /// An empty limiter holding at most `max_buckets` buckets.
+    pub fn new(max_buckets: usize) -> Self {
+        RateLimiter {
+            buckets: Mutex::default(),
+            max_buckets,
+        }
+    }
+
     /// Takes one token from the bucket for `(kind, key)`; false if empty.
     pub fn allow(&self, kind: Kind, key: [u8; 32], rate: Rate, now: i64) -> bool {
         if rate.per_sec.is_infinite() || rate.burst.is_infinite() {
             return true;
         }
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_RATE_BUCKETS && !map.contains_key(&(kind, key)) {
-            map.retain(|_, b| refill(*b, rate, now) < rate.burst);
-            if map.len() >= MAX_RATE_BUCKETS {
-                map.clear();
-            }
+        if map.len() >= self.max_buckets && !map.contains_key(&(kind, key)) {
+            make_room(&mut map, self.max_buckets, now);
         }
         let b = map.entry((kind, key)).or_insert(Bucket {
             tokens: rate.burst,
             at_ms: now,
+            rate,
         });
         let tokens = refill(*b, rate, now);
-        if tokens >= 1.0 {
-            *b = Bucket {
-                tokens: tokens - 1.0,
-                at_ms: now,
-            };
-            true
-        } else {
-            *b = Bucket { tokens, at_ms: now };
-            false
-        }
+        let allowed = tokens >= 1.0;
+        *b = Bucket {
+            tokens: if allowed { tokens - 1.0 } else { tokens },
+            at_ms: now,
+            rate,
+        };
+        allowed
+    }
+}
+
+/// Forgets full buckets, then, if the table is still full, the eighth of it that
+/// is missing the fewest tokens (a partial sort, so an insert stays O(1) amortised
+/// while the table is under pressure).
+fn make_room(map: &mut HashMap<(Kind, [u8; 32]), Bucket>, max_buckets: usize, now: i64) {
+    let missing = |b: &Bucket| b.rate.burst - refill(*b, b.rate, now);
+    map.retain(|_, b| missing(b) > 0.0);
+    if map.len() < max_buckets {
+        return;
+    }
+    let evict = (max_buckets / 8).clamp(1, map.len());
+    let mut by_missing: Vec<(f64, (Kind, [u8; 32]))> =
+        map.iter().map(|(k, b)| (missing(b), *k)).collect();
+    by_missing.select_nth_unstable_by(evict - 1, |a, b| a.0.total_cmp(&b.0));
+    for (_, k) in &by_missing[..evict] {
+        map.remove(k);
     }
 }
 
@@ -118,6 +150,37 @@ mod tests {
         assert!(r.buckets.lock().map(|m| m.len() <= 2).unwrap_or(false));
         assert!(r.allow(Kind::Open, key(0), rate, 1000));
         assert!(!r.allow(Kind::Open, key(0), rate, 1000));
+    }
+
+    #[test]
+    fn filling_the_table_with_fresh_keys_never_forgets_a_drained_bucket() {
+        let r = RateLimiter::default();
+        let rate = Rate {
+            per_sec: 1.0,
+            burst: 2.0,
+        };
+        let key = |i: usize| {
+            let mut k = [0xff; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        assert!(r.allow(Kind::Open, key(0), rate, 0));
+        assert!(r.allow(Kind::Open, key(0), rate, 0));
+        assert!(!r.allow(Kind::Open, key(0), rate, 0));
+        // Twice the table's worth of fresh keys, all within the refill window.
+        for i in 1..=2 * MAX_RATE_BUCKETS {
+            assert!(r.allow(Kind::Open, key(i), rate, 0));
+        }
+        assert!(
+            r.buckets
+                .lock()
+                .map(|m| m.len() <= MAX_RATE_BUCKETS)
+                .unwrap_or(false)
+        );
+        assert!(
+            !r.allow(Kind::Open, key(0), rate, 0),
+            "drained bucket was forgotten"
+        );
     }
 
     #[test]

@@ -28,9 +28,10 @@ use crate::auth::Authed;
 use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::limits::{
-    MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PREKEYS_STORED, RENDEZVOUS_TTL,
-    REQUEST_TIMEOUT,
+    MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PAGE_BYTES,
+    MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
 };
+use crate::page;
 use crate::ratelimit::Kind;
 use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event};
 
@@ -135,19 +136,23 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Segs<T>
     }
 }
 
-/// The client's IP address (absent when served without connection info).
+/// The client's IP address: the TCP peer, or the address a trusted reverse proxy
+/// forwarded ([`crate::proxy`]); absent when served without connection info.
 pub(crate) struct ClientIp(Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientIp(crate::proxy::client_ip(
+            peer,
+            &parts.headers,
+            &state.limits().trusted_proxies,
+        )))
     }
 }
 
@@ -303,19 +308,7 @@ async fn read_records(
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let limit = q.page()?;
-    let page = state
-        .store()
-        .read_records(log_id, q.after, limit + 1)
-        .await?;
-    let mut records = page.records;
-    let more = records.len() > limit as usize;
-    records.truncate(limit as usize);
-    Ok(Json(RecordsPage {
-        records,
-        head_seq: page.head_seq,
-        first_seq: page.first_seq,
-        more,
-    }))
+    Ok(Json(page::records(&state, log_id, q.after, limit).await?))
 }
 
 async fn ack_cursor(
@@ -483,31 +476,23 @@ async fn read_envelopes(
     authed.for_log(&log_id)?;
     let mailbox_id = Id32::parse(&mailbox)?;
     let limit = q.page()?;
-    envelopes_page(&state, log_id, mailbox_id, q.after, limit)
-        .await
-        .map(Json)
-}
-
-async fn envelopes_page(
-    state: &AppState,
-    log_id: Id32,
-    mailbox_id: Id32,
-    after: i64,
-    limit: u32,
-) -> ApiResult<EnvelopesPage> {
-    let mut envelopes = state
-        .store()
-        .read_envelopes(log_id, mailbox_id, after, limit + 1, state.now())
-        .await?;
-    let more = envelopes.len() > limit as usize;
-    envelopes.truncate(limit as usize);
-    Ok(EnvelopesPage {
+    let (page, _) = page::envelopes(
+        &state,
+        log_id,
         mailbox_id,
-        envelopes,
-        more,
-    })
+        q.after,
+        limit,
+        MAX_PAGE_BYTES,
+        true,
+    )
+    .await?;
+    Ok(Json(page))
 }
 
+/// Reads the mailboxes in request order under one byte budget
+/// ([`MAX_BATCH_READ_BYTES`]): once it is spent, the remaining pages are empty
+/// with `more` telling whether envelopes wait (the ids are distinct, see
+/// [`BatchReadRequest`], so the budget cannot be spent twice on one mailbox).
 async fn batch_read(
     State(state): State<AppState>,
     authed: Authed,
@@ -518,9 +503,14 @@ async fn batch_read(
     authed.for_log(&log_id)?;
     let req: BatchReadRequest = decode(&body)?;
     let limit = page_limit(req.limit);
+    let mut left = MAX_BATCH_READ_BYTES;
     let mut results = Vec::with_capacity(req.mailboxes.len());
     for m in &req.mailboxes {
-        results.push(envelopes_page(&state, log_id, m.mailbox_id, m.after, limit).await?);
+        let fresh = left == MAX_BATCH_READ_BYTES;
+        let (page, bytes) =
+            page::envelopes(&state, log_id, m.mailbox_id, m.after, limit, left, fresh).await?;
+        left = left.saturating_sub(bytes);
+        results.push(page);
     }
     Ok(Json(BatchReadResponse { results }))
 }

@@ -14,6 +14,7 @@ use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::proxy::Cidr;
 use crate::{AppState, Limits, PostgresStore, Rate, RelayStore, SqliteStore, SystemClock, limits};
 
 /// Name of the SQLite file created in the data directory.
@@ -74,6 +75,16 @@ pub struct ServeArgs {
     /// Unauthenticated creations per second per client IP (burst is 10×).
     #[arg(long, env = "CHORUS_RELAY_OPEN_RATE", default_value_t = limits::DEFAULT_OPEN_RATE.per_sec)]
     pub open_rate: f64,
+    /// A reverse proxy (address or CIDR range) whose `X-Forwarded-For` names the
+    /// client for per-IP limits; repeatable (comma-separated in the variable).
+    /// Without it the TCP peer is the client, and `X-Forwarded-For` is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CHORUS_RELAY_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<Cidr>,
     /// Disable every rate limit (load tests only).
     #[arg(long, env = "CHORUS_RELAY_NO_RATE_LIMITS")]
     pub no_rate_limits: bool,
@@ -112,6 +123,8 @@ impl ServeArgs {
             append_rate: rate(self.append_rate, 10.0),
             prekey_fetch_rate: rate(self.prekey_fetch_rate, 20.0),
             open_rate: rate(self.open_rate, 10.0),
+            trusted_proxies: self.trusted_proxy.clone(),
+            ..Limits::default()
         };
         if self.no_rate_limits {
             l.unlimited_rates()
@@ -207,5 +220,25 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_are_repeatable_and_checked() {
+        let args = ServeArgs::parse_from(["serve", "--trusted-proxy", "10.0.0.0/8"]);
+        let more = ServeArgs::parse_from(["serve", "--trusted-proxy", "10.0.0.0/8,::1"]);
+        assert_eq!(args.limits().trusted_proxies.len(), 1);
+        assert_eq!(more.limits().trusted_proxies.len(), 2);
+        assert!(
+            ServeArgs::parse_from(["serve"])
+                .limits()
+                .trusted_proxies
+                .is_empty()
+        );
+        assert!(ServeArgs::try_parse_from(["serve", "--trusted-proxy", "10.0.0.0/40"]).is_err());
     }
 }

@@ -21,7 +21,8 @@ use crate::AppState;
 use crate::api::{Id32, Push};
 use crate::auth::Authed;
 use crate::error::{ApiError, StoreResult};
-use crate::limits::MAX_PAGE;
+use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES};
+use crate::page;
 use crate::routes::{Q, Segs};
 use crate::store::Event;
 
@@ -184,19 +185,13 @@ impl Pusher {
 
     async fn push_records(&mut self, socket: &mut WebSocket) -> Next {
         loop {
-            let page = match self
-                .state
-                .store()
-                .read_records(self.log_id, self.after, MAX_PAGE)
-                .await
-            {
+            let page = match page::records(&self.state, self.log_id, self.after, MAX_PAGE).await {
                 Ok(p) => p,
                 Err(e) => return self.failed(e),
             };
             let Some(last) = page.records.last().map(|r| r.seq) else {
                 return Next::Continue;
             };
-            let full = page.records.len() >= MAX_PAGE as usize;
             if send(
                 socket,
                 &Push::Records {
@@ -209,7 +204,7 @@ impl Pusher {
                 return Next::Gone;
             }
             self.after = last;
-            if !full {
+            if !page.more {
                 return Next::Continue;
             }
         }
@@ -218,29 +213,33 @@ impl Pusher {
     async fn push_envelopes(&mut self, socket: &mut WebSocket, mailbox_id: Id32) -> Next {
         loop {
             let after = self.mailboxes.get(&mailbox_id).copied().unwrap_or(0);
-            let envelopes = match self
-                .state
-                .store()
-                .read_envelopes(self.log_id, mailbox_id, after, MAX_PAGE, self.state.now())
-                .await
-            {
-                Ok(e) => e,
+            let read = page::envelopes(
+                &self.state,
+                self.log_id,
+                mailbox_id,
+                after,
+                MAX_PAGE,
+                MAX_PAGE_BYTES,
+                true,
+            );
+            let page = match read.await {
+                Ok((p, _)) => p,
                 Err(crate::error::StoreError::NotFound) => return Next::Continue,
                 Err(e) => return self.failed(e),
             };
-            let Some(last) = envelopes.last().map(|e| e.seq) else {
+            let Some(last) = page.envelopes.last().map(|e| e.seq) else {
                 return Next::Continue;
             };
-            let full = envelopes.len() >= MAX_PAGE as usize;
+            let more = page.more;
             let push = Push::Envelopes {
                 mailbox_id,
-                envelopes,
+                envelopes: page.envelopes,
             };
             if send(socket, &push).await.is_err() {
                 return Next::Gone;
             }
             self.mailboxes.insert(mailbox_id, last);
-            if !full {
+            if !more {
                 return Next::Continue;
             }
         }

@@ -43,7 +43,361 @@ both_backends!(
     mailboxes_per_log_at_bound_then_refused,
     append_rate_at_bound_then_limited,
     unauthenticated_creation_rate_at_bound_then_limited,
+    limits_log_of_max_size_records_is_read_in_pages_under_max_page_bytes,
+    limits_batch_read_amplification_is_refused_and_bounded_by_bytes,
+    limits_one_device_logging_in_repeatedly_cannot_lock_out_another,
+    limits_filling_the_rate_table_does_not_reset_an_exhausted_bucket,
+    clients_behind_a_trusted_proxy_have_their_own_budget,
+    forged_forwarded_for_from_a_direct_client_is_ignored,
 );
+
+/// Opens a rendezvous channel as if from behind a proxy that says `forwarded`.
+async fn open_channel_forwarded(r: &Relay, id: u64, forwarded: &str) -> StatusCode {
+    r.http
+        .post(format!("{}/v1/rendezvous", r.base))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", forwarded)
+        .body(json!({ "channel_id": Hex32::from_u64(id).0 }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn open_rate_of_two(trusted_proxies: Vec<chorus_relay::proxy::Cidr>) -> Limits {
+    Limits {
+        open_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 2.0,
+        },
+        trusted_proxies,
+        ..Limits::default()
+    }
+}
+
+async fn clients_behind_a_trusted_proxy_have_their_own_budget(b: Backend) {
+    // The test client connects from 127.0.0.1: it plays the proxy.
+    let limits = open_rate_of_two(vec!["127.0.0.0/8".parse().unwrap()]);
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    assert_eq!(
+        open_channel_forwarded(&r, 1, "203.0.113.1").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        open_channel_forwarded(&r, 2, "203.0.113.1").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        open_channel_forwarded(&r, 3, "203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The attack this stops: one client behind the proxy spending everyone's budget.
+    assert_eq!(
+        open_channel_forwarded(&r, 4, "203.0.113.2").await,
+        StatusCode::CREATED
+    );
+    // Only the hop the proxy appended counts; what the client wrote before it does not.
+    assert_eq!(
+        open_channel_forwarded(&r, 5, "198.51.100.9, 203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+async fn forged_forwarded_for_from_a_direct_client_is_ignored(b: Backend) {
+    let Some(r) = Relay::with_limits(b, open_rate_of_two(Vec::new())).await else {
+        return;
+    };
+    assert_eq!(
+        open_channel_forwarded(&r, 1, "203.0.113.1").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        open_channel_forwarded(&r, 2, "203.0.113.2").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        open_channel_forwarded(&r, 3, "203.0.113.3").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a client cannot pick its own rate-limit key"
+    );
+    // Honest use goes on once the bucket refills.
+    r.clock.advance(Duration::from_secs(1));
+    assert_eq!(open_channel_forwarded(&r, 3, "").await, StatusCode::CREATED);
+}
+
+/// Ciphertext bytes in a page of records or envelopes (`field` holds hex).
+fn page_bytes(items: &[Value], field: &str) -> usize {
+    items
+        .iter()
+        .map(|x| x[field].as_str().unwrap().len() / 2)
+        .sum()
+}
+
+/// A page must fit well under tungstenite's 16 MiB frame and the client's 64 MiB cap.
+const PAGE_JSON_CEILING: usize = 16 * 1024 * 1024;
+
+async fn limits_log_of_max_size_records_is_read_in_pages_under_max_page_bytes(b: Backend) {
+    let Some(r) = Relay::with_limits(b, Limits::default().unlimited_rates()).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(40).await;
+    // The attack: a log of the largest records, which a page of 256 used to carry
+    // all at once (32 MiB of ciphertext, > 64 MiB of JSON).
+    let per_page = MAX_PAGE_BYTES / MAX_RECORD_BYTES;
+    let per_append = MAX_APPEND_BYTES / MAX_RECORD_BYTES;
+    let total = 2 * per_page + 6;
+    let big = |i: usize| json!({ "epoch": 1, "nonce": "00", "ciphertext": hex::encode(vec![i as u8; MAX_RECORD_BYTES]) });
+    for start in (0..total).step_by(per_append) {
+        let recs = (start..total.min(start + per_append)).map(big).collect();
+        let (s, v) = r.append(&log, &tok, recs).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // Over HTTP: several pages, each within the byte bound, nothing lost.
+    let (mut after, mut sizes) = (0usize, Vec::new());
+    loop {
+        let path = format!("/v1/logs/{}/records?after={after}&limit={MAX_PAGE}", log.0);
+        let (s, v) = r.get(&path, Some(&tok)).await;
+        assert_eq!(s, StatusCode::OK);
+        let recs = v["records"].as_array().unwrap();
+        assert!(page_bytes(recs, "ciphertext") <= MAX_PAGE_BYTES);
+        assert!(v.to_string().len() < PAGE_JSON_CEILING);
+        for rec in recs {
+            after += 1;
+            assert_eq!(rec["seq"], json!(after));
+            assert_eq!(
+                rec["ciphertext"].as_str().unwrap()[..2],
+                hex::encode([(after - 1) as u8])
+            );
+        }
+        sizes.push(recs.len());
+        if v["more"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(
+        sizes,
+        vec![per_page, per_page, 6],
+        "the first pages fill the bound exactly"
+    );
+    assert_eq!(after, total);
+    // Pushed on a WebSocket catching up from 0: the same pages.
+    let mut ws = ws_connect_query(&r, &log, &tok, "?after=0").await;
+    let (mut seen, mut pushes) = (0usize, Vec::new());
+    while seen < total {
+        let p = next_text(&mut ws).await;
+        assert_eq!(p["type"], json!("records"));
+        let recs = p["records"].as_array().unwrap();
+        assert!(page_bytes(recs, "ciphertext") <= MAX_PAGE_BYTES);
+        assert!(p.to_string().len() < PAGE_JSON_CEILING);
+        for rec in recs {
+            seen += 1;
+            assert_eq!(rec["seq"], json!(seen));
+        }
+        pushes.push(recs.len());
+    }
+    assert_eq!(pushes, vec![per_page, per_page, 6]);
+    // Honest use goes on: a small append is pushed and read.
+    let (s, _) = r.append(&log, &tok, vec![record("small", None)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        next_text(&mut ws).await["records"][0]["seq"],
+        json!(total + 1)
+    );
+    let _ = ws.send(Message::Close(None)).await;
+}
+
+async fn limits_batch_read_amplification_is_refused_and_bounded_by_bytes(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(41).await;
+    let a = mailbox(&r, &log, &tok, 4100).await;
+    let m = mailbox(&r, &log, &tok, 4101).await;
+    let fill = MAX_BATCH_READ_BYTES / MAX_ENVELOPE_BYTES;
+    let big = "x".repeat(MAX_ENVELOPE_BYTES);
+    for i in 0..fill + 6 {
+        assert_eq!(post_env(&r, &a, i as u8, &big).await.0, StatusCode::OK);
+    }
+    for i in 0..10 {
+        assert_eq!(post_env(&r, &m, i, &big).await.0, StatusCode::OK);
+    }
+    let read = format!("/v1/logs/{}/mailboxes/read", log.0);
+    let batch = |list: &[(&Hex32, usize)]| {
+        json!({
+            "mailboxes": list.iter().map(|(m, after)| json!({ "mailbox_id": m.0, "after": after })).collect::<Vec<_>>(),
+            "limit": MAX_PAGE,
+        })
+    };
+    // The attack: one mailbox listed many times multiplies the answer.
+    let (s, v) = r.post(&read, Some(&tok), batch(&[(&a, 0), (&a, 0)])).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("duplicate_mailbox"))
+    );
+    // One mailbox's page stops at the byte bound, exactly.
+    let (s, v) = r
+        .get(
+            &format!(
+                "/v1/logs/{}/mailboxes/{}/envelopes?limit={MAX_PAGE}",
+                log.0, a.0
+            ),
+            Some(&tok),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let envs = v["envelopes"].as_array().unwrap();
+    assert_eq!(page_bytes(envs, "payload"), MAX_PAGE_BYTES);
+    assert_eq!((envs.len(), v["more"].clone()), (fill, json!(true)));
+    // A batch shares one byte budget across its mailboxes, in request order.
+    let (s, v) = r.post(&read, Some(&tok), batch(&[(&m, 0), (&a, 0)])).await;
+    assert_eq!(s, StatusCode::OK);
+    let res = v["results"].as_array().unwrap();
+    let counts: Vec<(usize, Value)> = res
+        .iter()
+        .map(|p| (p["envelopes"].as_array().unwrap().len(), p["more"].clone()))
+        .collect();
+    assert_eq!(counts, vec![(10, json!(false)), (fill - 10, json!(true))]);
+    let all: Vec<Value> = res
+        .iter()
+        .flat_map(|p| p["envelopes"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(page_bytes(&all, "payload"), MAX_BATCH_READ_BYTES);
+    assert!(v.to_string().len() < PAGE_JSON_CEILING);
+    // The rest follows on the next read: nothing lost, nothing repeated.
+    let (s, v) = r
+        .post(&read, Some(&tok), batch(&[(&m, 10), (&a, fill - 10)]))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let res = v["results"].as_array().unwrap();
+    assert!(res[0]["envelopes"].as_array().unwrap().is_empty());
+    let rest = res[1]["envelopes"].as_array().unwrap();
+    let seqs: Vec<i64> = rest.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        ((fill - 9) as i64..=(fill + 6) as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (res[0]["more"].clone(), res[1]["more"].clone()),
+        (json!(false), json!(false))
+    );
+}
+
+async fn limits_one_device_logging_in_repeatedly_cannot_lock_out_another(b: Backend) {
+    // Small tables so the attack is quick; the per-device caps are the real ones.
+    let table = 4 * MAX_SESSIONS_PER_DEVICE;
+    let limits = Limits {
+        max_sessions: table,
+        max_pending_challenges: table,
+        ..Limits::default().unlimited_rates()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, d1, first) = r.identity(42).await;
+    let (log2, d2) = (Hex32::from_seed(43), Device::new(43));
+    r.create_log(&log2, &d2).await;
+    // The attack: one device logs in more often than the whole table holds ...
+    let mut tokens = vec![first];
+    for _ in 0..table + MAX_SESSIONS_PER_DEVICE {
+        if let Ok(t) = r.try_login(&log, &d1).await {
+            tokens.push(t);
+        }
+    }
+    // ... and leaves as many challenges unanswered as the challenge table holds.
+    let ask = json!({ "log_id": log.0, "device_id": d1.id });
+    let mut challenges = Vec::new();
+    for _ in 0..table {
+        let (s, v) = r.post("/v1/auth/challenge", None, ask.clone()).await;
+        if s == StatusCode::OK {
+            challenges.push(v["challenge"].as_str().unwrap().to_string());
+        }
+    }
+    // Another device still logs in.
+    let (s, v) = r
+        .post(
+            "/v1/auth/challenge",
+            None,
+            json!({ "log_id": log2.0, "device_id": d2.id }),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "challenge table locked by one device: {v}"
+    );
+    let tok2 = r.try_login(&log2, &d2).await;
+    assert!(tok2.is_ok(), "session table locked by one device: {tok2:?}");
+    // The attacker keeps only its newest sessions and challenges.
+    let info = format!("/v1/logs/{}", log.0);
+    let (old, newest) = tokens.split_at(tokens.len() - MAX_SESSIONS_PER_DEVICE);
+    for t in newest {
+        assert_eq!(r.get(&info, Some(t)).await.0, StatusCode::OK);
+    }
+    for t in old {
+        assert_eq!(r.get(&info, Some(t)).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let answer = |c: &str| {
+        let c: chorus_relay::api::Id32 = c.parse().unwrap();
+        let (l, d) = (log.0.parse().unwrap(), d1.id.parse().unwrap());
+        let sig =
+            ed25519_dalek::Signer::sign(&d1.key, &chorus_relay::api::auth_message(&c, &l, &d));
+        json!({ "challenge": c.to_string(), "signature": hex::encode(sig.to_bytes()) })
+    };
+    let oldest = challenges.len() - MAX_PENDING_CHALLENGES_PER_DEVICE - 1;
+    let (s, _) = r
+        .post("/v1/auth/session", None, answer(&challenges[oldest]))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "forgotten when a newer one was issued"
+    );
+    let (s, _) = r
+        .post("/v1/auth/session", None, answer(&challenges[oldest + 1]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "the newest ones are kept");
+}
+
+async fn limits_filling_the_rate_table_does_not_reset_an_exhausted_bucket(b: Backend) {
+    let table = 32;
+    let limits = Limits {
+        max_rate_buckets: table,
+        mailbox_post_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 4.0,
+        },
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(44).await;
+    let m = mailbox(&r, &log, &tok, 4400).await;
+    for i in 0..4 {
+        assert_eq!(post_env(&r, &m, i, "x").await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        post_env(&r, &m, 4, "x").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The attack: touch more keys than the table holds (posts to unregistered
+    // mailboxes are refused, but each takes a bucket) to make it forget ours.
+    for i in 0..2 * table as u64 {
+        let (s, _) = post_env(&r, &Hex32::from_u64(90_000 + i), 0, "x").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let (s, v) = post_env(&r, &m, 4, "x").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited")),
+        "the exhausted bucket was forgotten"
+    );
+    // Honest use goes on once the bucket refills.
+    r.clock.advance(Duration::from_secs(1));
+    assert_eq!(post_env(&r, &m, 4, "x").await.0, StatusCode::OK);
+}
 
 async fn mailboxes_per_log_at_bound_then_refused(b: Backend) {
     let limits = Limits {
@@ -459,7 +813,16 @@ async fn ws_connect(
     log: &Hex32,
     token: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut req = format!("{}/v1/logs/{}/ws", r.ws_base, log.0)
+    ws_connect_query(r, log, token, "").await
+}
+
+async fn ws_connect_query(
+    r: &Relay,
+    log: &Hex32,
+    token: &str,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = format!("{}/v1/logs/{}/ws{query}", r.ws_base, log.0)
         .into_client_request()
         .unwrap();
     req.headers_mut()
@@ -975,9 +1338,11 @@ async fn batched_read_across_mailboxes_and_push_of_envelopes(b: Backend) {
         (s, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("batch_too_large"))
     );
-    let at_bound: Vec<Value> = (0..MAX_BATCH_MAILBOXES)
-        .map(|_| json!({ "mailbox_id": ms[0].0 }))
-        .collect();
+    let all: Vec<Hex32> = futures::future::join_all(
+        (10..10 + MAX_BATCH_MAILBOXES as u64).map(|i| mailbox(&r, &log, &tok, i)),
+    )
+    .await;
+    let at_bound: Vec<Value> = all.iter().map(|m| json!({ "mailbox_id": m.0 })).collect();
     let (s, _) = r
         .post(
             &format!("/v1/logs/{}/mailboxes/read", log.0),

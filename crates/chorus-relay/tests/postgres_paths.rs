@@ -79,7 +79,7 @@ async fn race(attempts: usize) {
         total += t.await.unwrap();
     }
     assert_eq!(total, VERSIONS, "one winner per version");
-    let page = store.read_records(log, 0, 1000).await.unwrap();
+    let page = store.read_records(log, 0, 1000, usize::MAX).await.unwrap();
     let seqs: Vec<i64> = page.records.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=page.head_seq).collect::<Vec<_>>(), "gap-free");
     let guarded: Vec<i64> = page

@@ -91,7 +91,7 @@ pub type AppendOutcome = Result<Vec<i64>, AppendRejection>;
 /// A page of records.
 #[derive(Clone, Debug)]
 pub struct RecordPage {
-    /// Records after the requested seq (at most limit + 1 are fetched to know `more`).
+    /// Records after the requested seq, as [`RelayStore::read_records`] cuts them.
     pub records: Vec<RecordOut>,
     /// Head.
     pub head_seq: i64,
@@ -209,12 +209,17 @@ pub trait RelayStore: Send + Sync + 'static {
         jobs: &'a [AppendJob],
     ) -> BoxFuture<'a, StoreResult<Vec<AppendOutcome>>>;
 
-    /// Records with seq > `after`, ascending, at most `limit`.
+    /// Records with seq > `after`, ascending, at most `limit`, cut by bytes: every
+    /// record whose ciphertext still ends within `max_bytes` (counting from the first
+    /// returned), then the first that does not, and always at least the first two.
+    /// That is enough for the relay's pager to make a page of at most `max_bytes`
+    /// and tell whether more follow, without reading the ciphertexts beyond it.
     fn read_records(
         &self,
         log_id: Id32,
         after: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> BoxFuture<'_, StoreResult<RecordPage>>;
 
     /// Moves a device's cursor forward (never back); returns the stored cursor.
@@ -257,13 +262,16 @@ pub trait RelayStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Posted>>;
 
     /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`
-    /// (`NotFound` otherwise), at most `limit`.
+    /// (`NotFound` otherwise), at most `limit`, cut by payload bytes as
+    /// [`RelayStore::read_records`] cuts by ciphertext bytes.
+    #[allow(clippy::too_many_arguments)]
     fn read_envelopes(
         &self,
         log_id: Id32,
         mailbox_id: Id32,
         after: i64,
         limit: u32,
+        max_bytes: usize,
         now: i64,
     ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>>;
 

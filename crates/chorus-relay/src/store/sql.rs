@@ -30,6 +30,25 @@ pub(crate) fn int(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
+/// Wraps a `SELECT seq, n … ORDER BY seq LIMIT …` (n = an item's byte length) so
+/// each row also carries `before`, the bytes of the items ahead of it, and `rn`,
+/// its position from 1. Reads are cut by bytes with `before <= max OR rn <= 2`:
+/// every item that fits, the first that does not (so the caller knows more
+/// follow), and always the first two (a first item larger than the bound still
+/// goes out alone, and the caller still learns whether another follows).
+macro_rules! bytes_window {
+    ($inner:literal) => {
+        concat!(
+            "SELECT seq, SUM(n) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) - n AS before, \
+             ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM (",
+            $inner,
+            ") page"
+        )
+    };
+}
+
+pub(crate) use bytes_window;
+
 /// Implements `RelayStore` for `$store` over database `$db`.
 macro_rules! sql_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock = $lock:literal, consume_prekey = $consume:literal) => {
@@ -245,20 +264,30 @@ macro_rules! sql_store {
                 log_id: Id32,
                 after: i64,
                 limit: u32,
+                max_bytes: usize,
             ) -> BoxFuture<'_, StoreResult<RecordPage>> {
                 Box::pin(async move {
                     // One statement (one snapshot, one round trip): the log row
                     // joined to the records after `after`; a log without such
-                    // records yields one row of NULLs.
-                    let rows = sqlx::query(
+                    // records yields one row of NULLs. The window runs over the
+                    // lengths of at most `limit` records (never their bytes), so
+                    // only the ciphertexts that can be returned are read.
+                    let rows = sqlx::query(concat!(
                         "SELECT l.head_seq, l.first_seq, r.seq, r.epoch, r.author, r.nonce, r.ciphertext, \
                          r.stream_tag, r.expected_version \
-                         FROM logs l LEFT JOIN records r ON r.log_id = l.log_id AND r.seq > $2 \
-                         WHERE l.log_id = $1 ORDER BY r.seq LIMIT $3",
-                    )
+                         FROM logs l LEFT JOIN (",
+                        $crate::store::sql::bytes_window!(
+                            "SELECT seq, LENGTH(ciphertext) AS n FROM records \
+                             WHERE log_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                        ),
+                        ") w ON w.before <= $4 OR w.rn <= 2 \
+                         LEFT JOIN records r ON r.log_id = l.log_id AND r.seq = w.seq \
+                         WHERE l.log_id = $1 ORDER BY w.seq"
+                    ))
                     .bind(&log_id.0[..])
                     .bind(after)
                     .bind(i64::from(limit))
+                    .bind(int(max_bytes))
                     .fetch_all(&self.pool)
                     .await?;
                     let first = rows.first().ok_or(StoreError::NotFound)?;
@@ -511,6 +540,7 @@ macro_rules! sql_store {
                 mailbox_id: Id32,
                 after: i64,
                 limit: u32,
+                max_bytes: usize,
                 now: i64,
             ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>> {
                 Box::pin(async move {
@@ -522,14 +552,20 @@ macro_rules! sql_store {
                     if owner.as_deref() != Some(&log_id.0[..]) {
                         return Err(StoreError::NotFound);
                     }
-                    let rows = sqlx::query(
-                        "SELECT seq, envelope_id, payload, received_ms FROM envelopes \
-                         WHERE mailbox_id = $1 AND seq > $2 AND expires_ms > $3 ORDER BY seq LIMIT $4",
-                    )
+                    let rows = sqlx::query(concat!(
+                        "SELECT e.seq, e.envelope_id, e.payload, e.received_ms FROM (",
+                        $crate::store::sql::bytes_window!(
+                            "SELECT seq, LENGTH(payload) AS n FROM envelopes \
+                             WHERE mailbox_id = $1 AND seq > $2 AND expires_ms > $3 ORDER BY seq LIMIT $4"
+                        ),
+                        ") w JOIN envelopes e ON e.mailbox_id = $1 AND e.seq = w.seq \
+                         WHERE w.before <= $5 OR w.rn <= 2 ORDER BY e.seq"
+                    ))
                     .bind(&mailbox_id.0[..])
                     .bind(after)
                     .bind(now)
                     .bind(i64::from(limit))
+                    .bind(int(max_bytes))
                     .fetch_all(&self.pool)
                     .await?;
                     rows.into_iter()
