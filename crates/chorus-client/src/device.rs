@@ -1508,6 +1508,8 @@ impl Device {
             }
         }
         self.flush_outbox().await?;
+        // Spent session snapshots out of the files (best effort).
+        let _ = self.store.compact().await;
         Ok(events)
     }
 

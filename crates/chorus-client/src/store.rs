@@ -296,6 +296,18 @@ impl Store {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Moves everything committed into the main file and empties the write-ahead log
+    /// (`wal_checkpoint(TRUNCATE)`). With `secure_delete`, this is what makes
+    /// superseded values (spent session snapshots, used prekeys) unrecoverable from
+    /// the files: until then, older page images live on in the WAL. Best effort: a
+    /// reader in another process may keep part of the log for now.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The connection pool, for reads.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -532,3 +532,35 @@ async fn an_oversized_answer_from_a_hostile_relay_is_refused_not_buffered() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_disk_attacker_cannot_move_a_message_to_another_contact_or_direction() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    bob.send("alice", "from bob").await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(alice.history("bob", 10).await.unwrap()[0].text, "from bob");
+    let url = format!(
+        "sqlite://{}",
+        dir.path()
+            .join("alice")
+            .join(chorus_client::STORE_FILE)
+            .display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    // Mark bob's message as sent by alice: the sealed text no longer opens.
+    sqlx::query("UPDATE messages SET outgoing = 1 WHERE outgoing = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = alice.history("bob", 10).await.unwrap_err();
+    assert!(matches!(e, ClientError::Store(StoreError::Corrupt(_))), "{e}");
+    sqlx::query("UPDATE messages SET outgoing = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(alice.history("bob", 10).await.unwrap()[0].text, "from bob");
+    pool.close().await;
+}
