@@ -26,9 +26,9 @@ use chorus_wire::{
     SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
     normalize_display_name,
 };
+use futures::StreamExt;
 use rand::rngs::SysRng;
 use rand_core::{Rng, UnwrapErr};
-use futures::StreamExt;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
@@ -1457,7 +1457,10 @@ impl Device {
         };
         for (id, envelope) in queue.rows {
             let result = match &client {
-                Ok(c) => c.post_envelope(queue.mailbox, Id16(id), envelope).await.map(|_| ()),
+                Ok(c) => c
+                    .post_envelope(queue.mailbox, Id16(id), envelope)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(RelayError::ForbiddenUrl {
                     url: queue.relay_url.clone(),
                     reason: match e {

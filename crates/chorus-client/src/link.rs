@@ -950,7 +950,9 @@ impl Approval<'_> {
                     &bundle,
                     &mut rng(),
                 )
-                .map_err(|_| ClientError::LinkProtocol("the roster's key for the device is invalid"))?;
+                .map_err(|_| {
+                    ClientError::LinkProtocol("the roster's key for the device is invalid")
+                })?;
                 Zeroizing::new([&[1u8][..], &sealed[..]].concat())
             }
         };

@@ -244,7 +244,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_contact(contact)?;
         let snapshot = session.snapshot();
-        let sealed = self.seal("session", &row::session(contact, session.generation()), &snapshot);
+        let sealed = self.seal(
+            "session",
+            &row::session(contact, session.generation()),
+            &snapshot,
+        );
         let generation = i64::try_from(session.generation())
             .map_err(|_| StoreError::Corrupt("generation".into()))?;
         sqlx::query(

@@ -9,7 +9,7 @@
 use chorus_client::link::link_locally;
 use chorus_client::relay::RelayClient;
 use chorus_client::requests::{MAX_PENDING_REQUESTS, MAX_REQUEST_MESSAGES};
-use chorus_client::{Backoff, Device, Event, Introduction, UrlPolicy, Unlock};
+use chorus_client::{Backoff, Device, Event, Introduction, Unlock, UrlPolicy};
 use chorus_core::{LocalIdentity, Session, initiate};
 use chorus_relay::api::{Id16, Id32};
 use chorus_wire::Envelope;
@@ -108,10 +108,7 @@ async fn still_talking(alice: &Device, bob: &Device, text: &str) {
     alice.send("bob", text).await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), [text]);
     bob.send("alice", &format!("re: {text}")).await.unwrap();
-    assert_eq!(
-        texts(&alice.sync().await.unwrap()),
-        [format!("re: {text}")]
-    );
+    assert_eq!(texts(&alice.sync().await.unwrap()), [format!("re: {text}")]);
 }
 
 /// The log's length as the relay holds it.
@@ -144,7 +141,10 @@ async fn a_first_message_carrying_two_thousand_skipped_keys_is_refused_and_recei
     let events = bob.sync().await.unwrap();
     let refused = rejections(&events);
     assert_eq!(refused.len(), 1, "{events:?}");
-    assert!(refused[0].contains("first message counter 1999"), "{refused:?}");
+    assert!(
+        refused[0].contains("first message counter 1999"),
+        "{refused:?}"
+    );
     assert!(events.iter().any(
         |e| matches!(e, Event::Request { name, text, .. } if name == "carol" && text == "hi bob")
     ));
@@ -223,7 +223,12 @@ async fn a_flood_of_strangers_creates_requests_only_no_contact_mailbox_log_recor
     // The phone holds the same requests; blocking there blocks on bob too.
     phone.sync().await.unwrap();
     let on_phone = phone.requests().await.unwrap();
-    let pest_on_phone = on_phone.pending.iter().find(|r| r.name == "pest").unwrap().id;
+    let pest_on_phone = on_phone
+        .pending
+        .iter()
+        .find(|r| r.name == "pest")
+        .unwrap()
+        .id;
     phone.block_request(pest_on_phone).await.unwrap();
     bob.sync().await.unwrap();
     assert!(
@@ -324,7 +329,10 @@ async fn a_stranger_named_like_a_contact_with_invisible_characters_is_refused() 
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
     let (alice, bob) = pair(dir.path(), &relay, &clock).await;
-    for (i, name) in ["alice\u{200b}", "\u{202e}ecila", "alice\u{2066}"].into_iter().enumerate() {
+    for (i, name) in ["alice\u{200b}", "\u{202e}ecila", "alice\u{2066}"]
+        .into_iter()
+        .enumerate()
+    {
         let mut s = Stranger::new(300 + i as u64, &bob).await;
         let m = s.message(name, &relay.url, "it's me, alice");
         s.post(m).await;

@@ -129,7 +129,10 @@ async fn a_contact_added_by_address_consumes_one_directory_prekey() {
     );
     let id = alice.requests().await.unwrap().pending[0].id;
     assert_eq!(alice.accept_request(id, None).await.unwrap(), "carol");
-    assert_eq!(alice.history("carol", 10).await.unwrap()[0].text, "found you");
+    assert_eq!(
+        alice.history("carol", 10).await.unwrap()[0].text,
+        "found you"
+    );
     // The private halves of the consumed one-time keys are gone.
     let held = alice.status().await.unwrap().prekeys;
     assert_eq!(held.one_time, before.prekeys.one_time - 1);
@@ -556,7 +559,10 @@ async fn a_disk_attacker_cannot_move_a_message_to_another_contact_or_direction()
         .await
         .unwrap();
     let e = alice.history("bob", 10).await.unwrap_err();
-    assert!(matches!(e, ClientError::Store(StoreError::Corrupt(_))), "{e}");
+    assert!(
+        matches!(e, ClientError::Store(StoreError::Corrupt(_))),
+        "{e}"
+    );
     sqlx::query("UPDATE messages SET outgoing = 0")
         .execute(&pool)
         .await
