@@ -305,6 +305,9 @@ type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
 /// `outbox`: envelope id, relay URL, mailbox, envelope.
 type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
 
+/// What posting one queue did: the envelope ids posted, and the row that failed.
+type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
+
 /// One mailbox's due outbox rows, oldest first.
 struct OutboxQueue {
     relay_url: String,
@@ -1397,7 +1400,7 @@ impl Device {
                 }),
             }
         }
-        let results: Vec<(Vec<[u8; 16]>, Option<([u8; 16], RelayError)>)> =
+        let results: Vec<QueueOutcome> =
             futures::stream::iter(queues.into_iter().map(|q| self.post_queue(q)))
                 .buffer_unordered(OUTBOX_PARALLEL)
                 .collect()
@@ -1440,10 +1443,7 @@ impl Device {
 
     /// Posts one mailbox's queue in order, stopping at the first failure (the rows
     /// behind it keep their order). Returns what was posted and the failure.
-    async fn post_queue(
-        &self,
-        queue: OutboxQueue,
-    ) -> (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>) {
+    async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
         let mut posted = Vec::new();
         let client = if queue.relay_url == self.me.relay_url {
             Ok(self.relay.clone())
