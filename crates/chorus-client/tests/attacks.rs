@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 mod common;
-use common::{Relay, TestClock, device, options};
+use common::{Relay, TestClock, device, options, texts};
 
 /// Someone who knows only the victim's address: a fresh identity of their own and the
 /// victim's published bundle.
@@ -73,16 +73,6 @@ impl Stranger {
     }
 }
 
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn rejections(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -91,6 +81,18 @@ fn rejections(events: &[Event]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A stranger (from `seed`) whose hello names `name` and `relay_url` writes once:
+/// `victim` refuses exactly that envelope, saying `why`.
+async fn refused_once(victim: &Device, seed: u64, name: &str, relay_url: &str, why: &str) {
+    let mut s = Stranger::new(seed, victim).await;
+    let m = s.message(name, relay_url, "hello");
+    s.post(m).await;
+    let events = victim.sync().await.unwrap();
+    let refused = rejections(&events);
+    assert_eq!(refused.len(), 1, "{name:?} {relay_url}: {events:?}");
+    assert!(refused[0].contains(why), "{refused:?}");
 }
 
 /// alice and bob, contacts through an invitation.
@@ -311,13 +313,7 @@ async fn a_stranger_cannot_point_the_devices_at_a_private_or_link_local_host() {
     .into_iter()
     .enumerate()
     {
-        let mut s = Stranger::new(200 + i as u64, &bob).await;
-        let m = s.message("eve", url, "click me");
-        s.post(m).await;
-        let events = bob.sync().await.unwrap();
-        let refused = rejections(&events);
-        assert_eq!(refused.len(), 1, "{url}: {events:?}");
-        assert!(refused[0].contains("refusing relay URL"), "{refused:?}");
+        refused_once(&bob, 200 + i as u64, "eve", url, "refusing relay URL").await;
     }
     assert!(bob.requests().await.unwrap().pending.is_empty());
     still_talking(&alice, &bob, "not steered").await;
@@ -333,13 +329,7 @@ async fn a_stranger_named_like_a_contact_with_invisible_characters_is_refused() 
         .into_iter()
         .enumerate()
     {
-        let mut s = Stranger::new(300 + i as u64, &bob).await;
-        let m = s.message(name, &relay.url, "it's me, alice");
-        s.post(m).await;
-        let events = bob.sync().await.unwrap();
-        let refused = rejections(&events);
-        assert_eq!(refused.len(), 1, "{name:?}: {events:?}");
-        assert!(refused[0].contains("invisible"), "{refused:?}");
+        refused_once(&bob, 300 + i as u64, name, &relay.url, "invisible").await;
     }
     assert!(bob.requests().await.unwrap().pending.is_empty());
     still_talking(&alice, &bob, "the real alice").await;

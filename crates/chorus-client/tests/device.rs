@@ -14,17 +14,7 @@ use chorus_client::{Backoff, ClientError, Device, Event, RelayError, StoreError,
 use chorus_relay::api::{Id16, Id32};
 
 mod common;
-use common::{Relay, TestClock, device, options};
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
+use common::{Relay, TestClock, device, options, texts};
 
 /// alice invites bob; bob accepts; alice learns of him. Returns (alice, bob).
 async fn pair(dir: &Path, relay: &Relay, clock: &TestClock) -> (Device, Device) {
