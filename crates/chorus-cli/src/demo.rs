@@ -50,6 +50,12 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
                 println!("    {who} receives from {}: {:?}", m.contact, m.text); // {:?} escapes
                 texts.push(m.text.clone());
             }
+            Event::DeviceLinked { name, by } => {
+                println!("    {who} sees: device {name:?} linked by {by:?}");
+            }
+            Event::Request { name, text, .. } => {
+                println!("    {who} sees: message request from {name:?}: {text:?}");
+            }
             Event::Rejected { reason } => println!("    {who} skipped {reason}"),
         }
     }

@@ -53,7 +53,8 @@ impl From<ClientError> for Failure {
             | E::UnknownRequest(_)
             | E::UnknownAddress => NOT_FOUND,
             E::Relay(
-                chorus_client::RelayError::BadUrl(_) | chorus_client::RelayError::ForbiddenUrl { .. },
+                chorus_client::RelayError::BadUrl(_)
+                | chorus_client::RelayError::ForbiddenUrl { .. },
             ) => INVALID,
             E::Relay(_) => RELAY,
             E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })

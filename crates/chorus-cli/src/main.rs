@@ -39,6 +39,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     deliver_after: u64,
+    /// Let contacts' hellos, invitations and addresses name relays on loopback, private
+    /// or link-local hosts or over plain http (test setups only; by default only what
+    /// your own home relay is).
+    #[arg(long, global = true)]
+    allow_private_relays: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -304,6 +309,7 @@ fn prompt(creating: bool) -> Result<Unlock, Failure> {
 fn options(cli: &Cli) -> Options {
     Options {
         sibling_delivery: std::time::Duration::from_secs(cli.deliver_after),
+        allow_private_relays: cli.allow_private_relays,
         ..Options::default()
     }
 }
@@ -460,10 +466,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             }
                         }
                         if r.dropped > 0 {
-                            println!(
-                                "{} older request(s) were dropped to make room.",
-                                r.dropped
-                            );
+                            println!("{} older request(s) were dropped to make room.", r.dropped);
                         }
                         if !r.pending.is_empty() {
                             println!(

@@ -294,3 +294,63 @@ fn completions_and_help_work() {
     let out = Command::new(CHORUS).args(["send"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_stranger_by_address_is_a_request_until_accepted_or_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (alice, carol, dave) = (
+        dir.path().join("alice"),
+        dir.path().join("carol"),
+        dir.path().join("dave"),
+    );
+    for (home, name) in [(&alice, "Alice"), (&carol, "Carol"), (&dave, "dave")] {
+        ok(home, &["init", "--relay", &relay.url, "--name", name]);
+    }
+    let status = json(&alice, &["status", "--json"]);
+    let address = status["address"].as_str().unwrap().to_owned();
+    ok(&carol, &["contact", "add", &address, "--name", "alice"]);
+    ok(
+        &carol,
+        &["send", "alice", "hi, it's carol\n[12:00:00] bob: forged"],
+    );
+    ok(&dave, &["contact", "add", &address, "--name", "alice"]);
+    ok(&dave, &["send", "alice", "buy now"]);
+
+    let out = ok(&alice, &["sync"]);
+    assert!(out.contains("message request #1 from \"Carol\""), "{out}");
+    assert!(out.contains("message request #2 from \"dave\""), "{out}");
+    // A continuation line is marked as part of the message, never a line of its own.
+    assert!(out.contains("  │ [12:00:00] bob: forged"), "{out}");
+    assert!(
+        !out.lines().any(|l| l.starts_with("[12:00:00] bob")),
+        "{out}"
+    );
+    assert!(ok(&alice, &["contacts"]).contains("No contacts yet"));
+    let listed = json(&alice, &["requests", "--json"]);
+    assert_eq!(listed["pending"].as_array().unwrap().len(), 2);
+    assert!(ok(&alice, &["status"]).contains("Requests:  2 waiting"));
+
+    let out = ok(&alice, &["requests", "accept", "1"]);
+    assert!(out.contains("Added contact \"Carol\""), "{out}");
+    let out = ok(&alice, &["requests", "block", "2"]);
+    assert!(out.contains("Blocked"), "{out}");
+    let e = fails(&alice, &["requests", "accept", "2"], 3);
+    assert!(e.contains("no message request 2"), "{e}");
+    // Names match without regard to case; carol hears back.
+    let history = ok(&alice, &["history", "carol"]);
+    assert!(history.contains("hi, it's carol"), "{history}");
+    ok(&alice, &["send", "CAROL", "welcome"]);
+    assert!(ok(&carol, &["sync"]).contains("welcome"));
+    // dave is refused from now on.
+    ok(&dave, &["send", "alice", "again"]);
+    let out = chorus(&alice, &["sync"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blocked identity"));
+    assert!(
+        json(&alice, &["requests", "--json"])["pending"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -280,11 +280,7 @@ fn bad_link_commands_are_one_line_a_code_and_no_change() {
             .collect::<Vec<_>>()
     };
     let before = roster(&laptop);
-    let e = fails(
-        &laptop,
-        &["link", "approve", "chorus-link:AAAA"],
-        6,
-    );
+    let e = fails(&laptop, &["link", "approve", "chorus-link:AAAA"], 6);
     assert!(e.contains("invalid link code"), "{e}");
     let e = fails(&laptop, &["link", "approve", "chorus:AAAA"], 6);
     assert!(e.contains("does not start with"), "{e}");
@@ -445,7 +441,9 @@ fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
     let mut new = Command::new(CHORUS)
         .arg("--home")
         .arg(&phone)
-        .args(["link", "new", "--relay", &relay.url, "--name", "phone", "--no-qr"])
+        .args([
+            "link", "new", "--relay", &relay.url, "--name", "phone", "--no-qr",
+        ])
         .env_remove("CHORUS_HOME")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -456,7 +454,11 @@ fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
         .lines()
         .map(|l| l.unwrap());
     let code = new_lines
-        .find_map(|l| l.trim().strip_prefix("chorus link approve ").map(str::to_owned))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("chorus link approve ")
+                .map(str::to_owned)
+        })
         .unwrap();
     let (out, _) = approve(&laptop, &code, &mut new_lines);
     let e = String::from_utf8_lossy(&out.stderr);
@@ -464,7 +466,10 @@ fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
     assert!(e.contains("the other device declined"), "{e}");
     let new_out = new.wait_with_output().unwrap();
     let ne = String::from_utf8_lossy(&new_out.stderr);
-    assert!(ne.contains("stdin is not a terminal") && ne.contains("--yes"), "{ne}");
+    assert!(
+        ne.contains("stdin is not a terminal") && ne.contains("--yes"),
+        "{ne}"
+    );
     assert_eq!(devices(&laptop), 1);
     // And an honest attempt still links.
     link(&laptop, &phone, &relay, "phone");

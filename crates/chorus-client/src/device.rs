@@ -26,9 +26,9 @@ use chorus_wire::{
     SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
     normalize_display_name,
 };
+use futures::StreamExt;
 use rand::rngs::SysRng;
 use rand_core::{Rng, UnwrapErr};
-use futures::StreamExt;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
@@ -304,6 +304,9 @@ type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
 /// `outbox`: envelope id, relay URL, mailbox, envelope.
 type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
+
+/// What posting one queue did: the envelope ids posted, and the row that failed.
+type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
 
 /// One mailbox's due outbox rows, oldest first.
 struct OutboxQueue {
@@ -1397,7 +1400,7 @@ impl Device {
                 }),
             }
         }
-        let results: Vec<(Vec<[u8; 16]>, Option<([u8; 16], RelayError)>)> =
+        let results: Vec<QueueOutcome> =
             futures::stream::iter(queues.into_iter().map(|q| self.post_queue(q)))
                 .buffer_unordered(OUTBOX_PARALLEL)
                 .collect()
@@ -1440,10 +1443,7 @@ impl Device {
 
     /// Posts one mailbox's queue in order, stopping at the first failure (the rows
     /// behind it keep their order). Returns what was posted and the failure.
-    async fn post_queue(
-        &self,
-        queue: OutboxQueue,
-    ) -> (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>) {
+    async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
         let mut posted = Vec::new();
         let client = if queue.relay_url == self.me.relay_url {
             Ok(self.relay.clone())
@@ -1457,7 +1457,10 @@ impl Device {
         };
         for (id, envelope) in queue.rows {
             let result = match &client {
-                Ok(c) => c.post_envelope(queue.mailbox, Id16(id), envelope).await.map(|_| ()),
+                Ok(c) => c
+                    .post_envelope(queue.mailbox, Id16(id), envelope)
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(RelayError::ForbiddenUrl {
                     url: queue.relay_url.clone(),
                     reason: match e {
@@ -1508,6 +1511,8 @@ impl Device {
             }
         }
         self.flush_outbox().await?;
+        // Spent session snapshots out of the files (best effort).
+        let _ = self.store.compact().await;
         Ok(events)
     }
 

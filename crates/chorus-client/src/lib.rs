@@ -166,7 +166,9 @@ pub enum ClientError {
     #[error("linking cancelled: the codes were not confirmed")]
     LinkCancelled,
     /// The other device's user declined (the codes differed, or they said no).
-    #[error("linking cancelled: the other device declined (the codes differed, or its user said no); nothing was changed")]
+    #[error(
+        "linking cancelled: the other device declined (the codes differed, or its user said no); nothing was changed"
+    )]
     LinkDeclined,
     /// A guarded append kept losing to siblings (each retry folds their events first).
     #[error("the identity's other devices kept changing the same state; try again")]

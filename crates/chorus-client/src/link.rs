@@ -273,6 +273,13 @@ fn hello_signed_part(
     m
 }
 
+/// Checks a new device's hello as the approving device does (layout, device keys,
+/// signature over the channel, the code's key and `commit`, name); returns the name.
+/// For fuzzing and tools: the approver calls the same check.
+pub fn verify_hello(hello: &[u8], code: &LinkCode, commit: &[u8]) -> Result<String, ClientError> {
+    VerifiedHello::check(hello, &code.channel, &code.ephemeral, commit).map(|h| h.name)
+}
+
 /// A hello whose signature verified: proof that its sender holds the device key.
 struct VerifiedHello {
     device: DevicePublicKey,
@@ -950,7 +957,9 @@ impl Approval<'_> {
                     &bundle,
                     &mut rng(),
                 )
-                .map_err(|_| ClientError::LinkProtocol("the roster's key for the device is invalid"))?;
+                .map_err(|_| {
+                    ClientError::LinkProtocol("the roster's key for the device is invalid")
+                })?;
                 Zeroizing::new([&[1u8][..], &sealed[..]].concat())
             }
         };

@@ -146,7 +146,11 @@ async fn a_channel_observer_cannot_predict_the_sas_of_a_resumed_link() {
     // The same device, but not the same hello: its nonce is new.
     assert_eq!(hello_1[..64], hello_2[..64]);
     assert_ne!(hello_1, hello_2);
-    assert_ne!(pending.sas(), predicted, "the observer predicted the number");
+    assert_ne!(
+        pending.sas(),
+        predicted,
+        "the observer predicted the number"
+    );
     pending.decline().await.unwrap();
 }
 

@@ -217,7 +217,10 @@ impl HostClass {
                     Self::Private
                 } else if first & 0xffc0 == 0xfe80 {
                     Self::LinkLocal
-                } else if v6.is_unspecified() || v6.is_multicast() || first == 0x2001 && v6.segments()[1] == 0x0db8 {
+                } else if v6.is_unspecified()
+                    || v6.is_multicast()
+                    || first == 0x2001 && v6.segments()[1] == 0x0db8
+                {
                     Self::Never
                 } else {
                     Self::Public
@@ -313,14 +316,17 @@ impl UrlPolicy {
             url: normalized.clone(),
             reason,
         };
-        let parsed = reqwest::Url::parse(&normalized).map_err(|_| RelayError::BadUrl(url.into()))?;
+        let parsed =
+            reqwest::Url::parse(&normalized).map_err(|_| RelayError::BadUrl(url.into()))?;
         if parsed.scheme() == "http" && !self.allow_http {
             return Err(forbidden("plain http (only https is accepted)"));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(forbidden("credentials in the URL"));
         }
-        let host = parsed.host_str().ok_or_else(|| RelayError::BadUrl(url.into()))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| RelayError::BadUrl(url.into()))?;
         self.allows(HostClass::of_host(host)).map_err(forbidden)?;
         Ok(normalized)
     }
@@ -340,7 +346,9 @@ impl reqwest::dns::Resolve for PolicyResolver {
                 .filter(|a| policy.allows(HostClass::of_ip(a.ip())).is_ok())
                 .collect();
             if addrs.is_empty() {
-                return Err(format!("{host} resolves to no address this device may contact").into());
+                return Err(
+                    format!("{host} resolves to no address this device may contact").into(),
+                );
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -375,12 +383,10 @@ impl RelayClient {
         if let Some(policy) = policy {
             builder = builder.dns_resolver(Arc::new(PolicyResolver(policy)));
         }
-        let http = builder
-            .build()
-            .map_err(|e| RelayError::Unreachable {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let http = builder.build().map_err(|e| RelayError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             http,
             url,
@@ -911,22 +917,22 @@ mod tests {
             "https://relay.example.net"
         );
         for bad in [
-            "http://relay.example.net",       // plain http
-            "https://127.0.0.1",              // loopback
-            "https://2130706433",             // loopback, spelled as a number
-            "https://localhost:7470",         // loopback by name
-            "https://[::1]",                  // loopback, IPv6
-            "https://[::ffff:10.0.0.1]",      // private, IPv4-mapped
-            "https://10.1.2.3",               // RFC 1918
-            "https://172.16.0.1",             // RFC 1918
-            "https://192.168.0.10",           // RFC 1918
-            "https://100.64.0.1",             // shared address space
-            "https://[fd00::1]",              // unique local
-            "https://169.254.169.254",        // link-local: cloud metadata
-            "https://[fe80::1]",              // link-local
-            "https://0.0.0.0",                // unspecified
-            "https://255.255.255.255",        // broadcast
-            "https://224.0.0.1",              // multicast
+            "http://relay.example.net",          // plain http
+            "https://127.0.0.1",                 // loopback
+            "https://2130706433",                // loopback, spelled as a number
+            "https://localhost:7470",            // loopback by name
+            "https://[::1]",                     // loopback, IPv6
+            "https://[::ffff:10.0.0.1]",         // private, IPv4-mapped
+            "https://10.1.2.3",                  // RFC 1918
+            "https://172.16.0.1",                // RFC 1918
+            "https://192.168.0.10",              // RFC 1918
+            "https://100.64.0.1",                // shared address space
+            "https://[fd00::1]",                 // unique local
+            "https://169.254.169.254",           // link-local: cloud metadata
+            "https://[fe80::1]",                 // link-local
+            "https://0.0.0.0",                   // unspecified
+            "https://255.255.255.255",           // broadcast
+            "https://224.0.0.1",                 // multicast
             "https://user:pw@relay.example.net", // credentials
         ] {
             assert!(
@@ -943,7 +949,11 @@ mod tests {
         let lan = UrlPolicy::for_home("http://192.168.1.5:7470");
         assert!(lan.check("http://192.168.1.6:7470").is_ok());
         assert!(lan.check("http://127.0.0.1").is_err());
-        assert!(UrlPolicy::PERMISSIVE.check("http://169.254.169.254").is_ok());
+        assert!(
+            UrlPolicy::PERMISSIVE
+                .check("http://169.254.169.254")
+                .is_ok()
+        );
         // Never a relay, whatever the policy.
         assert!(UrlPolicy::PERMISSIVE.check("http://0.0.0.0").is_err());
     }
@@ -991,7 +1001,8 @@ mod tests {
             attempts: 1,
             ..Backoff::COMMAND
         };
-        let c = RelayClient::foreign(&url, once, UrlPolicy::for_home("http://127.0.0.1:1")).unwrap();
+        let c =
+            RelayClient::foreign(&url, once, UrlPolicy::for_home("http://127.0.0.1:1")).unwrap();
         let e = c.health().await.unwrap_err();
         assert!(
             matches!(e, RelayError::Refused { status: 307, .. }),

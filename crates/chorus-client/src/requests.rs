@@ -108,11 +108,10 @@ pub(crate) async fn is_blocked(
 impl Device {
     /// The pending message requests, oldest first.
     pub async fn requests(&self) -> Result<Requests, ClientError> {
-        let rows: Vec<(i64, Vec<u8>, String, i64)> = sqlx::query_as(
-            "SELECT id, identity, name, received_ms FROM requests ORDER BY id",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
+        let rows: Vec<(i64, Vec<u8>, String, i64)> =
+            sqlx::query_as("SELECT id, identity, name, received_ms FROM requests ORDER BY id")
+                .fetch_all(self.store.pool())
+                .await?;
         let mut pending = Vec::with_capacity(rows.len());
         for (id, identity, name, received_ms) in rows {
             let identity = IdentityKeys::decode(&identity)?;
@@ -155,7 +154,11 @@ impl Device {
     /// Accepts request `id`: the stranger becomes a contact on every device (called
     /// `alias`, or the name they gave, made unique) and gets our hello. Returns the
     /// contact's alias.
-    pub async fn accept_request(&self, id: i64, alias: Option<&str>) -> Result<String, ClientError> {
+    pub async fn accept_request(
+        &self,
+        id: i64,
+        alias: Option<&str>,
+    ) -> Result<String, ClientError> {
         let alias = alias.map(chorus_wire::normalize_display_name);
         if let Some(alias) = &alias {
             chorus_wire::check_display_name("contact name", alias)?;
@@ -222,7 +225,10 @@ impl Device {
 
     /// Request `id` as it was held: the stranger's root key, the first contact to
     /// propose, and the messages after the first (with their mailbox positions).
-    async fn held(&self, id: i64) -> Result<([u8; 32], FirstContact, Vec<(FirstMessage, u64)>), ClientError> {
+    async fn held(
+        &self,
+        id: i64,
+    ) -> Result<([u8; 32], FirstContact, Vec<(FirstMessage, u64)>), ClientError> {
         let row: Option<RequestRow> = sqlx::query_as(
             "SELECT root_key, identity, name, relay_url, mailbox, consumed, generation, sealed
              FROM requests WHERE id = $1",
@@ -305,12 +311,11 @@ impl Device {
         envelope: &EnvelopeOut,
         now: i64,
     ) -> Result<Vec<Event>, ClientError> {
-        let existing: Option<(i64, String, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, name, generation, sealed FROM requests WHERE root_key = $1",
-        )
-        .bind(&root[..])
-        .fetch_optional(&mut *tx)
-        .await?;
+        let existing: Option<(i64, String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT id, name, generation, sealed FROM requests WHERE root_key = $1")
+                .bind(&root[..])
+                .fetch_optional(&mut *tx)
+                .await?;
         let (id, name, text) = match existing {
             Some((id, name, generation, sealed)) => {
                 let held: i64 =
@@ -393,10 +398,11 @@ impl Device {
     ) -> Result<(), ClientError> {
         sqlx::query("UPDATE requests SET generation = $1, sealed = $2 WHERE root_key = $3")
             .bind(i64::try_from(session.generation()).unwrap_or(i64::MAX))
-            .bind(
-                self.store
-                    .seal("request", &row::request(root, session.generation()), &session.snapshot()),
-            )
+            .bind(self.store.seal(
+                "request",
+                &row::request(root, session.generation()),
+                &session.snapshot(),
+            ))
             .bind(&root[..])
             .execute(&mut *tx)
             .await?;
@@ -491,11 +497,10 @@ impl Device {
             .await?
             && blocked
         {
-            let id: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
-                    .bind(&root[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
+                .bind(&root[..])
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some(id) = id {
                 delete_request(tx, id).await?;
             }
@@ -518,20 +523,21 @@ async fn delete_request(tx: &mut SqliteConnection, id: i64) -> Result<(), Client
 
 /// Keeps at most [`MAX_PENDING_REQUESTS`], dropping (and counting) the oldest.
 async fn drop_oldest_requests(tx: &mut SqliteConnection) -> Result<(), ClientError> {
-    let over: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM requests ORDER BY id DESC LIMIT -1 OFFSET $1",
-    )
-    .bind(MAX_PENDING_REQUESTS)
-    .fetch_all(&mut *tx)
-    .await?;
+    let over: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM requests ORDER BY id DESC LIMIT -1 OFFSET $1")
+            .bind(MAX_PENDING_REQUESTS)
+            .fetch_all(&mut *tx)
+            .await?;
     for id in &over {
         delete_request(tx, *id).await?;
     }
     if !over.is_empty() {
-        sqlx::query("UPDATE constellation SET requests_dropped = requests_dropped + $1 WHERE id = 1")
-            .bind(i64::try_from(over.len()).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE constellation SET requests_dropped = requests_dropped + $1 WHERE id = 1",
+        )
+        .bind(i64::try_from(over.len()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }

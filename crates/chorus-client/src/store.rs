@@ -244,7 +244,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         check_contact(contact)?;
         let snapshot = session.snapshot();
-        let sealed = self.seal("session", &row::session(contact, session.generation()), &snapshot);
+        let sealed = self.seal(
+            "session",
+            &row::session(contact, session.generation()),
+            &snapshot,
+        );
         let generation = i64::try_from(session.generation())
             .map_err(|_| StoreError::Corrupt("generation".into()))?;
         sqlx::query(
@@ -294,6 +298,18 @@ impl Store {
     /// read-modify-write of a session instead of one overwriting the other.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Moves everything committed into the main file and empties the write-ahead log
+    /// (`wal_checkpoint(TRUNCATE)`). With `secure_delete`, this is what makes
+    /// superseded values (spent session snapshots, used prekeys) unrecoverable from
+    /// the files: until then, older page images live on in the WAL. Best effort: a
+    /// reader in another process may keep part of the log for now.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The connection pool, for reads.

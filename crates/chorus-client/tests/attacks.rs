@@ -9,7 +9,7 @@
 use chorus_client::link::link_locally;
 use chorus_client::relay::RelayClient;
 use chorus_client::requests::{MAX_PENDING_REQUESTS, MAX_REQUEST_MESSAGES};
-use chorus_client::{Backoff, Device, Event, Introduction, UrlPolicy, Unlock};
+use chorus_client::{Backoff, Device, Event, Introduction, Unlock, UrlPolicy};
 use chorus_core::{LocalIdentity, Session, initiate};
 use chorus_relay::api::{Id16, Id32};
 use chorus_wire::Envelope;
@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 mod common;
-use common::{Relay, TestClock, device, options};
+use common::{Relay, TestClock, device, options, texts};
 
 /// Someone who knows only the victim's address: a fresh identity of their own and the
 /// victim's published bundle.
@@ -73,16 +73,6 @@ impl Stranger {
     }
 }
 
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn rejections(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -91,6 +81,18 @@ fn rejections(events: &[Event]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// A stranger (from `seed`) whose hello names `name` and `relay_url` writes once:
+/// `victim` refuses exactly that envelope, saying `why`.
+async fn refused_once(victim: &Device, seed: u64, name: &str, relay_url: &str, why: &str) {
+    let mut s = Stranger::new(seed, victim).await;
+    let m = s.message(name, relay_url, "hello");
+    s.post(m).await;
+    let events = victim.sync().await.unwrap();
+    let refused = rejections(&events);
+    assert_eq!(refused.len(), 1, "{name:?} {relay_url}: {events:?}");
+    assert!(refused[0].contains(why), "{refused:?}");
 }
 
 /// alice and bob, contacts through an invitation.
@@ -108,10 +110,7 @@ async fn still_talking(alice: &Device, bob: &Device, text: &str) {
     alice.send("bob", text).await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), [text]);
     bob.send("alice", &format!("re: {text}")).await.unwrap();
-    assert_eq!(
-        texts(&alice.sync().await.unwrap()),
-        [format!("re: {text}")]
-    );
+    assert_eq!(texts(&alice.sync().await.unwrap()), [format!("re: {text}")]);
 }
 
 /// The log's length as the relay holds it.
@@ -144,7 +143,10 @@ async fn a_first_message_carrying_two_thousand_skipped_keys_is_refused_and_recei
     let events = bob.sync().await.unwrap();
     let refused = rejections(&events);
     assert_eq!(refused.len(), 1, "{events:?}");
-    assert!(refused[0].contains("first message counter 1999"), "{refused:?}");
+    assert!(
+        refused[0].contains("first message counter 1999"),
+        "{refused:?}"
+    );
     assert!(events.iter().any(
         |e| matches!(e, Event::Request { name, text, .. } if name == "carol" && text == "hi bob")
     ));
@@ -223,7 +225,12 @@ async fn a_flood_of_strangers_creates_requests_only_no_contact_mailbox_log_recor
     // The phone holds the same requests; blocking there blocks on bob too.
     phone.sync().await.unwrap();
     let on_phone = phone.requests().await.unwrap();
-    let pest_on_phone = on_phone.pending.iter().find(|r| r.name == "pest").unwrap().id;
+    let pest_on_phone = on_phone
+        .pending
+        .iter()
+        .find(|r| r.name == "pest")
+        .unwrap()
+        .id;
     phone.block_request(pest_on_phone).await.unwrap();
     bob.sync().await.unwrap();
     assert!(
@@ -306,13 +313,7 @@ async fn a_stranger_cannot_point_the_devices_at_a_private_or_link_local_host() {
     .into_iter()
     .enumerate()
     {
-        let mut s = Stranger::new(200 + i as u64, &bob).await;
-        let m = s.message("eve", url, "click me");
-        s.post(m).await;
-        let events = bob.sync().await.unwrap();
-        let refused = rejections(&events);
-        assert_eq!(refused.len(), 1, "{url}: {events:?}");
-        assert!(refused[0].contains("refusing relay URL"), "{refused:?}");
+        refused_once(&bob, 200 + i as u64, "eve", url, "refusing relay URL").await;
     }
     assert!(bob.requests().await.unwrap().pending.is_empty());
     still_talking(&alice, &bob, "not steered").await;
@@ -324,14 +325,11 @@ async fn a_stranger_named_like_a_contact_with_invisible_characters_is_refused() 
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
     let (alice, bob) = pair(dir.path(), &relay, &clock).await;
-    for (i, name) in ["alice\u{200b}", "\u{202e}ecila", "alice\u{2066}"].into_iter().enumerate() {
-        let mut s = Stranger::new(300 + i as u64, &bob).await;
-        let m = s.message(name, &relay.url, "it's me, alice");
-        s.post(m).await;
-        let events = bob.sync().await.unwrap();
-        let refused = rejections(&events);
-        assert_eq!(refused.len(), 1, "{name:?}: {events:?}");
-        assert!(refused[0].contains("invisible"), "{refused:?}");
+    for (i, name) in ["alice\u{200b}", "\u{202e}ecila", "alice\u{2066}"]
+        .into_iter()
+        .enumerate()
+    {
+        refused_once(&bob, 300 + i as u64, name, &relay.url, "invisible").await;
     }
     assert!(bob.requests().await.unwrap().pending.is_empty());
     still_talking(&alice, &bob, "the real alice").await;

@@ -14,17 +14,7 @@ use chorus_client::{Backoff, ClientError, Device, Event, RelayError, StoreError,
 use chorus_relay::api::{Id16, Id32};
 
 mod common;
-use common::{Relay, TestClock, device, options};
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
+use common::{Relay, TestClock, device, options, texts};
 
 /// alice invites bob; bob accepts; alice learns of him. Returns (alice, bob).
 async fn pair(dir: &Path, relay: &Relay, clock: &TestClock) -> (Device, Device) {
@@ -129,7 +119,10 @@ async fn a_contact_added_by_address_consumes_one_directory_prekey() {
     );
     let id = alice.requests().await.unwrap().pending[0].id;
     assert_eq!(alice.accept_request(id, None).await.unwrap(), "carol");
-    assert_eq!(alice.history("carol", 10).await.unwrap()[0].text, "found you");
+    assert_eq!(
+        alice.history("carol", 10).await.unwrap()[0].text,
+        "found you"
+    );
     // The private halves of the consumed one-time keys are gone.
     let held = alice.status().await.unwrap().prekeys;
     assert_eq!(held.one_time, before.prekeys.one_time - 1);
@@ -531,4 +524,39 @@ async fn an_oversized_answer_from_a_hostile_relay_is_refused_not_buffered() {
         matches!(err, RelayError::BadResponse { ref reason, .. } if reason.contains("larger than")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_disk_attacker_cannot_move_a_message_to_another_contact_or_direction() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    bob.send("alice", "from bob").await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(alice.history("bob", 10).await.unwrap()[0].text, "from bob");
+    let url = format!(
+        "sqlite://{}",
+        dir.path()
+            .join("alice")
+            .join(chorus_client::STORE_FILE)
+            .display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    // Mark bob's message as sent by alice: the sealed text no longer opens.
+    sqlx::query("UPDATE messages SET outgoing = 1 WHERE outgoing = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = alice.history("bob", 10).await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Store(StoreError::Corrupt(_))),
+        "{e}"
+    );
+    sqlx::query("UPDATE messages SET outgoing = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(alice.history("bob", 10).await.unwrap()[0].text, "from bob");
+    pool.close().await;
 }

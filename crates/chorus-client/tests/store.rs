@@ -151,7 +151,7 @@ async fn secrets_never_reach_the_file_in_the_clear_and_a_moved_row_does_not_open
 }
 
 #[tokio::test]
-async fn an_older_snapshot_than_the_saved_generation_is_refused() {
+async fn an_older_snapshot_put_under_a_newer_generation_does_not_open() {
     let home = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", home.path().join(STORE_FILE).display());
     let (mut alice, _, mut rng) = sessions();
@@ -173,13 +173,23 @@ async fn an_older_snapshot_than_the_saved_generation_is_refused() {
         .execute(&pool)
         .await
         .unwrap();
-    pool.close().await;
+    // The sealed value is bound to the generation it was saved with: under another
+    // generation it does not even open.
     match store.load_session("bob").await {
-        Err(StoreError::Session(chorus_core::SessionError::StaleSnapshot { snapshot, known })) => {
-            assert_eq!((snapshot, known), (old_generation, alice.generation()));
-        }
-        other => panic!("expected a stale snapshot, got {other:?}"),
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("session"), "{what}"),
+        other => panic!("expected a corrupt session, got {other:?}"),
     }
+    // The limit of binding, stated as a test: a whole older row (its generation and
+    // its value together) opens — nothing in the row can tell an old copy from the
+    // current one (ARCHITECTURE.md, "what the local store binds").
+    sqlx::query("UPDATE sessions SET generation = $1 WHERE contact = 'bob'")
+        .bind(i64::try_from(old_generation).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let restored = store.load_session("bob").await.unwrap().unwrap();
+    assert_eq!(restored.generation(), old_generation);
 }
 
 #[tokio::test]
@@ -198,4 +208,46 @@ async fn contact_names_are_bounded() {
     ));
     let max = "x".repeat(chorus_client::MAX_CONTACT_NAME_LEN);
     store.save_session(&max, &alice).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_passphrase_is_refused_and_creates_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let e = Store::open(home.path(), pass("")).await.unwrap_err();
+    assert!(matches!(e, StoreError::EmptyPassphrase), "{e}");
+    assert!(e.to_string().contains("key file"), "says what to do: {e}");
+    assert!(!home.path().join(STORE_FILE).exists());
+}
+
+#[tokio::test]
+async fn a_superseded_session_leaves_no_copy_in_the_file() {
+    // A disk thief with the key file (it sits beside the store) must not find spent
+    // chain keys in free pages: the old sealed snapshot is overwritten, not just
+    // unlinked.
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", home.path().join(STORE_FILE).display());
+    let (mut alice, _, mut rng) = sessions();
+    let store = Store::open(home.path(), Unlock::KeyFile).await.unwrap();
+    store.save_session("bob", &alice).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let old: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM sessions WHERE contact = 'bob'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    for _ in 0..3 {
+        let _ = alice.encrypt(b"advance", &mut rng).unwrap();
+        store.save_session("bob", &alice).await.unwrap();
+    }
+    store.compact().await.unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(home.path().join(STORE_FILE)).unwrap();
+    if let Ok(wal) = std::fs::read(home.path().join(format!("{STORE_FILE}-wal"))) {
+        bytes.extend(wal);
+    }
+    let needle = &old[old.len() - 32..];
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the superseded snapshot is still in the file"
+    );
 }

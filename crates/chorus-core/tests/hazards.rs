@@ -5,8 +5,8 @@
 mod common;
 
 use chorus_core::{
-    MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES, MessageKind, Session, SessionError,
-    initiate, respond,
+    MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES, MessageKind,
+    Session, SessionError, initiate, respond,
 };
 use common::*;
 

@@ -343,17 +343,20 @@ mod tests {
     #[test]
     fn names_that_imitate_another_are_refused_and_ours_are_normalised() {
         for fake in [
-            "bob\u{200b}",       // zero-width space
-            "\u{202e}bob",       // right-to-left override
+            "bob\u{200b}",         // zero-width space
+            "\u{202e}bob",         // right-to-left override
             "bo\u{2066}b\u{2069}", // isolate
-            "b\u{feff}ob",       // zero-width no-break space
-            "bob ",              // trailing space
-            "be\u{301}",         // "bé" decomposed (NFD)
+            "b\u{feff}ob",         // zero-width no-break space
+            "bob ",                // trailing space
+            "be\u{301}",           // "bé" decomposed (NFD)
         ] {
             assert!(
                 matches!(
                     check_display_name("hello.name", fake),
-                    Err(WireError::InvalidText { field: "hello.name", .. })
+                    Err(WireError::InvalidText {
+                        field: "hello.name",
+                        ..
+                    })
                 ),
                 "{fake:?} passed"
             );

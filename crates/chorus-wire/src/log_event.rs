@@ -270,7 +270,9 @@ impl LogEvent {
                 envelope_id: fixed("delivered.envelope_id", &d.envelope_id)?,
             },
             Kind::Received(r) => {
-                let m = r.message.ok_or(WireError::MissingField("received.message"))?;
+                let m = r
+                    .message
+                    .ok_or(WireError::MissingField("received.message"))?;
                 check_text(&m.text)?;
                 EventKind::Received {
                     contact: fixed("received.contact_id", &r.contact_id)?,

@@ -119,3 +119,14 @@ pub async fn device(
     .await
     .unwrap()
 }
+
+/// The texts of the messages among `events`, in order.
+pub fn texts(events: &[chorus_client::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            chorus_client::Event::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
