@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chorus_client::link::{Approval, LinkCode, LinkOffer, LinkPending};
-use chorus_client::{ClientError, Device, Unlock};
+use chorus_client::{ClientError, Device, Event, Unlock};
 use chorus_wire::SecurityLevel;
 
 mod common;
@@ -453,4 +453,41 @@ async fn in_primary_root_only_the_primary_holds_the_root_and_the_others_still_me
     let tablet = link(&laptop, dir.path(), "tablet", &clock).await;
     assert!(!tablet.holds_root());
     assert_eq!(laptop.devices().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn every_other_device_is_told_that_a_device_joined_and_by_which() {
+    let (_relay, dir, clock, laptop) = alice().await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    // The phone (linked before the tablet) hears of the tablet when it next syncs.
+    let tablet = link(&laptop, dir.path(), "tablet", &clock).await;
+    let told = phone.sync().await.unwrap();
+    assert!(
+        told.contains(&Event::DeviceLinked {
+            name: "tablet".into(),
+            by: "first device".into()
+        }),
+        "{told:?}"
+    );
+    // Told once: a second sync is quiet, and the new device is not told of itself.
+    assert!(phone.sync().await.unwrap().is_empty());
+    assert!(
+        !tablet
+            .sync()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::DeviceLinked { name, .. } if name == "tablet"))
+    );
+    // `devices` is current without a sync first: a device linked from the tablet
+    // shows up on the phone's list straight away.
+    let _desk = link(&tablet, dir.path(), "desk", &clock).await;
+    let names: Vec<String> = phone
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert!(names.contains(&"desk".to_owned()), "{names:?}");
 }
