@@ -1638,7 +1638,7 @@ impl Device {
                 let initial = InitialMessage::decode(&message.bytes)?;
                 let root = *initial.sender.root.as_bytes();
                 // Claimed, not yet authenticated: enough to drop, never to accept.
-                if crate::requests::is_blocked(tx, &root).await? {
+                if self.is_blocked(tx, &root).await? {
                     return Err(ClientError::Rejected(
                         "a first message from a blocked identity",
                     ));

@@ -93,19 +93,21 @@ fn blocked_register(root: &[u8; 32]) -> String {
     format!("blocked:{}", hex::encode(root))
 }
 
-/// Whether the identity `root` is blocked (as folded).
-pub(crate) async fn is_blocked(
-    conn: &mut SqliteConnection,
-    root: &[u8; 32],
-) -> Result<bool, ClientError> {
-    let value: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
-        .bind(blocked_register(root))
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(value.as_deref() == Some(&[1]))
-}
-
 impl Device {
+    /// Whether the identity `root` is blocked (as folded).
+    pub(crate) async fn is_blocked(
+        &self,
+        conn: &mut SqliteConnection,
+        root: &[u8; 32],
+    ) -> Result<bool, ClientError> {
+        let value: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
+                .bind(blocked_register(root))
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(value.as_deref() == Some(&[1]))
+    }
+
     /// The pending message requests, oldest first.
     pub async fn requests(&self) -> Result<Requests, ClientError> {
         let rows: Vec<(i64, Vec<u8>, String, i64)> =
