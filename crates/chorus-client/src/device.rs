@@ -891,11 +891,7 @@ impl Device {
         if bundle.identity.root == self.me.identity.keys().root {
             return Err(ClientError::OwnIdentity);
         }
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                .bind(&bundle.identity.root.as_bytes()[..])
-                .fetch_optional(self.store.pool())
-                .await?;
+        let known = contact_named_by(self.store.pool(), bundle.identity.root.as_bytes()).await?;
         if let Some(name) = known {
             return Err(ClientError::AlreadyContact { contact: name });
         }
@@ -958,11 +954,7 @@ impl Device {
                 Pending::guarded(sent, stream, Some(1)),
             ])
             .await?;
-        let folded: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                .bind(&root[..])
-                .fetch_optional(self.store.pool())
-                .await?;
+        let folded = contact_named_by(self.store.pool(), &root).await?;
         let alias = match (outcome, folded) {
             (Appended::Done, Some(name)) => name,
             (_, Some(contact)) => return Err(ClientError::AlreadyContact { contact }),
@@ -1643,11 +1635,7 @@ impl Device {
                         "a first message from a blocked identity",
                     ));
                 }
-                let known: Option<String> =
-                    sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                        .bind(&root[..])
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let known = contact_named_by(&mut *tx, &root).await?;
                 if known.is_none() && used.is_some() {
                     return Err(ClientError::Rejected("this invitation was already used"));
                 }
@@ -2183,6 +2171,19 @@ impl Introduction {
             mailbox: entry.intro_mailbox,
         })
     }
+}
+
+/// The alias of the contact whose root key is `root`, if it is a contact.
+pub(crate) async fn contact_named_by<'e, E: sqlx::SqliteExecutor<'e>>(
+    executor: E,
+    root: &[u8],
+) -> Result<Option<String>, ClientError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
+            .bind(root)
+            .fetch_optional(executor)
+            .await?,
+    )
 }
 
 /// The event for an envelope refused for good: only its cursor moves.

@@ -432,11 +432,7 @@ impl Device {
                 message,
                 position,
             } => {
-                let name: Option<String> =
-                    sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                        .bind(&contact[..])
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let name = crate::device::contact_named_by(&mut *tx, &contact).await?;
                 let name = name.ok_or(ClientError::Rejected(
                     "a received message from an unknown contact",
                 ))?;
@@ -536,11 +532,7 @@ impl Device {
         d: &ContactDetails,
         seq: i64,
     ) -> Result<Option<Vec<Event>>, ClientError> {
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                .bind(&contact[..])
-                .fetch_optional(&mut *tx)
-                .await?;
+        let known = crate::device::contact_named_by(&mut *tx, contact).await?;
         if known.is_some() {
             return Ok(None);
         }
@@ -641,11 +633,7 @@ impl Device {
         author: &[u8; 32],
         seq: i64,
     ) -> Result<Vec<Event>, ClientError> {
-        let name: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                .bind(&sent.contact[..])
-                .fetch_optional(&mut *tx)
-                .await?;
+        let name = crate::device::contact_named_by(&mut *tx, &sent.contact).await?;
         let name = name.ok_or(ClientError::Rejected(
             "a sent message to an unknown contact",
         ))?;

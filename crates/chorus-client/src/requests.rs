@@ -197,11 +197,7 @@ impl Device {
                     .await?;
             }
         }
-        let folded: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-                .bind(&root[..])
-                .fetch_optional(self.store.pool())
-                .await?;
+        let folded = crate::device::contact_named_by(self.store.pool(), &root).await?;
         let alias = folded.ok_or(ClientError::Contended)?;
         // Our hello (and any queued message) goes out now; a failure stays queued.
         self.flush_outbox().await?;

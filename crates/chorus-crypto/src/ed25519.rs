@@ -45,7 +45,7 @@ impl Signature {
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature({})", crate::fingerprint::short_hex(&self.0))
+        write!(f, "Signature({})", crate::display::short_hex(&self.0))
     }
 }
 
@@ -142,7 +142,7 @@ macro_rules! ed25519_role {
 
         impl fmt::Debug for $public {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($public), crate::fingerprint::short_hex(&self.0))
+                write!(f, "{}({})", stringify!($public), crate::display::short_hex(&self.0))
             }
         }
 

@@ -9,35 +9,10 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
+use crate::kdf_label::KdfLabel;
 use crate::kem::KemSharedSecret;
 use crate::ratchet::{ChainKey, RemoteChainKey, RootKey, split64};
 use crate::x25519::DhOutput;
-
-/// HKDF info labels of one protocol profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KdfLabel {
-    /// Info for the handshake secret → first root key.
-    pub handshake: &'static [u8],
-    /// Info for every DH ratchet step.
-    pub ratchet: &'static [u8],
-    /// Whether the handshake input starts with 32 `0xFF` bytes (X3DH's `F`).
-    pub x3dh_prefix: bool,
-}
-
-impl KdfLabel {
-    /// Chorus v1.
-    pub const CHORUS: KdfLabel = KdfLabel {
-        handshake: b"Chorus_PQXDH_X25519_MLKEM768_SHA256_v1",
-        ratchet: b"Chorus_Ratchet_v1",
-        x3dh_prefix: true,
-    };
-    /// Olm v1, as implemented by libolm and vodozemac.
-    pub const OLM: KdfLabel = KdfLabel {
-        handshake: b"OLM_ROOT",
-        ratchet: b"OLM_RATCHET",
-        x3dh_prefix: false,
-    };
-}
 
 /// Accumulates handshake secrets in order, then derives the first root key.
 ///

@@ -113,7 +113,7 @@ impl fmt::Debug for PqPrekeyPublic {
         write!(
             f,
             "PqPrekeyPublic({})",
-            crate::fingerprint::short_hex(&self.0[..])
+            crate::display::short_hex(&self.0[..])
         )
     }
 }
@@ -145,7 +145,7 @@ impl fmt::Debug for KemCiphertext {
         write!(
             f,
             "KemCiphertext({})",
-            crate::fingerprint::short_hex(&self.0[..])
+            crate::display::short_hex(&self.0[..])
         )
     }
 }

@@ -16,11 +16,13 @@
 //! cipher, hash or curve by hand.
 
 mod aead;
+mod display;
 mod ed25519;
 mod epoch_key;
 mod error;
 mod fingerprint;
 mod handshake;
+mod kdf_label;
 mod kem;
 mod link_key;
 #[doc(hidden)]
@@ -41,7 +43,8 @@ pub use ed25519::{
 pub use epoch_key::EpochKey;
 pub use error::CryptoError;
 pub use fingerprint::{Fingerprint, SafetyNumber};
-pub use handshake::{HandshakeSecret, KdfLabel};
+pub use handshake::HandshakeSecret;
+pub use kdf_label::KdfLabel;
 pub use kem::{
     KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN, KemCiphertext, KemSharedSecret, PqPrekeyPublic,
     PqPrekeySecret,

@@ -18,7 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use crate::handshake::KdfLabel;
+use crate::kdf_label::KdfLabel;
 use crate::serde_fixed::serde_secret;
 use crate::x25519::DhOutput;
 
@@ -256,7 +256,7 @@ impl RemoteChainKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{RatchetSecret, handshake::KdfLabel};
+    use crate::{RatchetSecret, kdf_label::KdfLabel};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

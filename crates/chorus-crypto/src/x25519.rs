@@ -105,7 +105,7 @@ macro_rules! x25519_role {
 
         impl fmt::Debug for $public {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($public), crate::fingerprint::short_hex(&self.0))
+                write!(f, "{}({})", stringify!($public), crate::display::short_hex(&self.0))
             }
         }
 

@@ -35,6 +35,7 @@ pub mod auth;
 pub mod batcher;
 pub mod clock;
 pub mod error;
+mod extract;
 pub mod limits;
 mod page;
 pub mod presence;

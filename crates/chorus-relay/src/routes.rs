@@ -6,19 +6,13 @@
 //! Authorisation is the [`Authed`] extractor plus a check that the session's log is
 //! the log in the path. Every write that anyone may make is rate-limited.
 
-use std::net::{IpAddr, SocketAddr};
-
 use axum::body::Bytes;
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
-};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
@@ -27,6 +21,7 @@ use crate::api::*;
 use crate::auth::Authed;
 use crate::clock::duration_ms;
 use crate::error::ApiError;
+use crate::extract::{ClientIp, Q, Segs};
 use crate::limits::{
     MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PAGE_BYTES,
     MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
@@ -105,67 +100,6 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                     ApiError::malformed()
                 }
             })
-    }
-}
-
-/// A query string decoded into `T`, or `400 malformed`.
-pub(crate) struct Q<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| Q(v))
-            .map_err(|_| ApiError::malformed())
-    }
-}
-
-/// Path segments as strings, or `400 malformed`.
-pub(crate) struct Segs<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Segs<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
-        Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| Segs(v))
-            .map_err(|_| ApiError::malformed())
-    }
-}
-
-/// The client's IP address: the TCP peer, or the address a trusted reverse proxy
-/// forwarded ([`crate::proxy`]); absent when served without connection info.
-pub(crate) struct ClientIp(Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        Ok(ClientIp(crate::proxy::client_ip(
-            peer,
-            &parts.headers,
-            &state.limits().trusted_proxies,
-        )))
-    }
-}
-
-impl ClientIp {
-    fn key(&self) -> [u8; 32] {
-        let mut k = [0u8; 32];
-        match self.0 {
-            Some(IpAddr::V4(a)) => k[..4].copy_from_slice(&a.octets()),
-            // Limit IPv6 per /64: one host gets a whole /64 for free.
-            Some(IpAddr::V6(a)) => k[..8].copy_from_slice(&a.octets()[..8]),
-            None => {}
-        }
-        k
     }
 }
 

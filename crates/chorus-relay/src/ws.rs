@@ -21,9 +21,9 @@ use crate::AppState;
 use crate::api::{Id32, Push};
 use crate::auth::Authed;
 use crate::error::{ApiError, StoreResult};
+use crate::extract::{Q, Segs};
 use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES};
 use crate::page;
-use crate::routes::{Q, Segs};
 use crate::store::Event;
 
 /// Close code sent when the device was revoked.

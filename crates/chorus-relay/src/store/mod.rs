@@ -8,7 +8,7 @@
 //!
 //! Appends are the hot path: the relay gathers concurrent append requests and
 //! hands them to [`RelayStore::append_group`] together, which commits them in one
-//! transaction (group commit, see [`crate::batcher`]). Each request in a group
+//! transaction (group commit, see `batcher.rs`). Each request in a group
 //! still succeeds or fails on its own.
 //!
 //! Cross-process wake-ups (several relay processes over one PostgreSQL database)

@@ -1,0 +1,76 @@
+//! Extractors for path segments and query strings whose rejection is the relay's own
+//! `400 malformed` (axum's are free text), shared by the HTTP routes and the WebSocket,
+//! and the client's address for rate limits.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A query string decoded into `T`, or `400 malformed`.
+pub(crate) struct Q<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|_| ApiError::malformed())
+    }
+}
+
+/// Path segments as strings, or `400 malformed`.
+pub(crate) struct Segs<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Segs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Segs(v))
+            .map_err(|_| ApiError::malformed())
+    }
+}
+
+/// The client's IP address: the TCP peer, or the address a trusted reverse proxy
+/// forwarded ([`crate::proxy`]); absent when served without connection info.
+pub(crate) struct ClientIp(Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientIp(crate::proxy::client_ip(
+            peer,
+            &parts.headers,
+            &state.limits().trusted_proxies,
+        )))
+    }
+}
+
+impl ClientIp {
+    /// The rate-limit key: the address, IPv6 per /64.
+    pub(crate) fn key(&self) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        match self.0 {
+            Some(IpAddr::V4(a)) => k[..4].copy_from_slice(&a.octets()),
+            // Limit IPv6 per /64: one host gets a whole /64 for free.
+            Some(IpAddr::V6(a)) => k[..8].copy_from_slice(&a.octets()[..8]),
+            None => {}
+        }
+        k
+    }
+}
