@@ -471,7 +471,7 @@ impl Device {
             log_id,
             device: Arc::new(login_key),
         });
-        relay.register_mailbox(intro).await?;
+        relay.register_mailbox(intro, true).await?;
         let created = !home.exists();
         let result = async {
             let store = options.open_store(home, unlock).await?;
@@ -802,7 +802,7 @@ impl Device {
             "create invitations (prekeys are root-signed)",
         ))?;
         let mailbox = Id32(random());
-        self.relay.register_mailbox(mailbox).await?;
+        self.relay.register_mailbox(mailbox, true).await?;
         self.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut conn = self.store.pool().acquire().await?;
@@ -911,7 +911,7 @@ impl Device {
         let mut session = initiate(&self.me.identity, bundle, &mut rng())?;
         let snapshot = session.snapshot();
         let recv = Id32(random());
-        self.relay.register_mailbox(recv).await?;
+        self.relay.register_mailbox(recv, false).await?;
         let now = self.now();
         let payload = Payload {
             sent_ms: u64::try_from(now).unwrap_or(0),
@@ -1285,13 +1285,13 @@ impl Device {
     /// refuses stays unregistered and is tried again next time; it never stops the
     /// others (or the outbox).
     async fn register_pending(&self) -> Result<Vec<RelayError>, ClientError> {
-        let pending: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT mailbox_id FROM mailboxes WHERE registered = 0")
+        let pending: Vec<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT mailbox_id, kind FROM mailboxes WHERE registered = 0")
                 .fetch_all(self.store.pool())
                 .await?;
         let mut errors = Vec::new();
-        for m in pending {
-            match self.relay.register_mailbox(id32(&m)?).await {
+        for (m, kind) in pending {
+            match self.relay.register_mailbox(id32(&m)?, kind != "contact").await {
                 Ok(_) => {
                     sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
                         .bind(&m)

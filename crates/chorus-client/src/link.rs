@@ -646,7 +646,8 @@ impl LinkConfirmed {
         let genesis = RosterEntry::decode(&info.genesis.0)?;
         let genesis_root = match &genesis.body {
             chorus_wire::RosterBody::Genesis { root, .. } => *root.as_bytes(),
-            chorus_wire::RosterBody::DeviceAuthorized { .. } => {
+            chorus_wire::RosterBody::DeviceAuthorized { .. }
+            | chorus_wire::RosterBody::DeviceRevoked { .. } => {
                 return Err(ClientError::LinkProtocol(
                     "the log's first entry is not a genesis",
                 ));
@@ -866,6 +867,7 @@ impl Approval<'_> {
         .await?;
         let mut done = false;
         let mut relink = None;
+        let mut authorization: Option<Vec<u8>> = None;
         let mut level = SecurityLevel::SharedRoot;
         d.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
@@ -873,14 +875,16 @@ impl Approval<'_> {
             let roster = load_roster(&mut conn, &d.log.log_id).await?;
             drop(conn);
             level = roster.level();
-            if roster.is_authorized(&self.new_device) {
+            if let Some(known) = roster.devices().iter().find(|r| r.key == self.new_device) {
                 // A re-link (a resumed link, or a device set up again with its keys):
-                // the bundle is sealed to the key the roster holds for it as well.
-                relink = roster
-                    .devices()
-                    .iter()
-                    .find(|r| r.key == self.new_device)
-                    .map(|r| r.dh);
+                // the bundle is sealed to the key the roster holds for it as well,
+                // and the relay is shown the entry that let it in.
+                relink = Some(known.dh);
+                let mut conn = d.store.pool().acquire().await?;
+                authorization = sqlx::query_scalar("SELECT entry FROM roster WHERE idx = $1")
+                    .bind(i64::try_from(known.added_index).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *conn)
+                    .await?;
                 done = true;
                 break;
             }
@@ -907,15 +911,17 @@ impl Approval<'_> {
                 )])
                 .await?;
             if outcome == Appended::Done {
+                authorization = Some(entry.as_bytes().to_vec());
                 done = true;
                 break;
             }
         }
-        if !done {
+        let (true, Some(authorization)) = (done, authorization) else {
             return Err(ClientError::Contended);
-        }
+        };
+        // The relay registers the device only on the root-signed entry.
         d.relay
-            .add_device(Id32(*self.new_device.as_bytes()))
+            .add_device(Id32(*self.new_device.as_bytes()), &authorization)
             .await?;
         let checkpoint_id: [u8; 32] = random();
         let sealed = Checkpoint::export(d)

@@ -26,9 +26,10 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
     assert_eq!(pending.sas(), approval.sas());
     // The approver registers the device at the relay (so it can read the log), then
     // sends a bundle naming alice's log with another identity's root key.
+    let proof = crate::testing::root_authorization(&alice, approval.new_device).await;
     alice
         .relay
-        .add_device(Id32(*approval.new_device.as_bytes()))
+        .add_device(Id32(*approval.new_device.as_bytes()), &proof)
         .await
         .unwrap();
     let other_root = RootSigningKey::generate(&mut rng());

@@ -16,7 +16,7 @@ use chorus_relay::api::{
     CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16, Id32,
     LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
     PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordsPage,
-    RegisterMailboxRequest, SessionRequest, SessionResponse,
+    RegisterMailboxRequest, RevokeDeviceRequest, SessionRequest, SessionResponse,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -620,16 +620,21 @@ impl RelayClient {
     }
 
     /// Registers a mailbox for this log (idempotent).
-    pub async fn register_mailbox(&self, mailbox_id: Id32) -> Result<(), RelayError> {
+    ///
+    /// `first_contact` (the intro and invitation mailboxes, which strangers write to):
+    /// when full, the relay drops the oldest envelope rather than refusing every
+    /// later stranger until envelopes expire.
+    pub async fn register_mailbox(
+        &self,
+        mailbox_id: Id32,
+        first_contact: bool,
+    ) -> Result<(), RelayError> {
         let path = self.log_path("/mailboxes")?;
-        let _: serde_json::Value = self
-            .call(
-                Method::POST,
-                &path,
-                Some(&RegisterMailboxRequest { mailbox_id }),
-                true,
-            )
-            .await?;
+        let body = RegisterMailboxRequest {
+            mailbox_id,
+            drop_oldest: first_contact,
+        };
+        let _: serde_json::Value = self.call(Method::POST, &path, Some(&body), true).await?;
         Ok(())
     }
 
@@ -719,17 +724,30 @@ impl RelayClient {
         self.call::<(), _>(Method::GET, &path, None, true).await
     }
 
-    /// Registers a device's credential (idempotent).
-    pub async fn add_device(&self, device_id: Id32) -> Result<(), RelayError> {
+    /// Registers a device's credential (idempotent) on `authorization`: the signed
+    /// roster entry that adds it, signed by the root (or the primary).
+    pub async fn add_device(&self, device_id: Id32, authorization: &[u8]) -> Result<(), RelayError> {
         let path = self.log_path("/devices")?;
-        let _: serde_json::Value = self
-            .call(
-                Method::POST,
-                &path,
-                Some(&AddDeviceRequest { device_id }),
-                true,
-            )
-            .await?;
+        let body = AddDeviceRequest {
+            device_id,
+            authorization: HexBytes(authorization.to_vec()),
+        };
+        let _: serde_json::Value = self.call(Method::POST, &path, Some(&body), true).await?;
+        Ok(())
+    }
+
+    /// Revokes a device's credential on `authorization`: the signed roster entry
+    /// that revokes it.
+    pub async fn revoke_device(
+        &self,
+        device_id: Id32,
+        authorization: &[u8],
+    ) -> Result<(), RelayError> {
+        let path = self.log_path(&format!("/devices/{device_id}/revoke"))?;
+        let body = RevokeDeviceRequest {
+            authorization: HexBytes(authorization.to_vec()),
+        };
+        let _: serde_json::Value = self.call(Method::POST, &path, Some(&body), true).await?;
         Ok(())
     }
 

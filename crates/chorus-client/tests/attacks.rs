@@ -385,3 +385,41 @@ async fn history(d: &Device, contact: &str) -> Vec<String> {
 fn clock_now(clock: &TestClock) -> i64 {
     chorus_client::Clock::now_ms(clock)
 }
+
+/// Issue 11 item 3: a stranger fills the intro mailbox to the relay's depth. Before,
+/// every later first contact was refused (`mailbox_full`) until the flood expired,
+/// 30 days later; now the intro mailbox drops its oldest envelope instead.
+#[tokio::test]
+async fn a_full_intro_mailbox_still_takes_the_next_first_contact() {
+    const DEPTH: u32 = 12;
+    let relay = Relay::start_with(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tempfile::tempdir().unwrap(),
+        |args| args.mailbox_depth = DEPTH,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    let mut flood = Stranger::new(900, &bob).await;
+    for i in 0..DEPTH + 4 {
+        let m = flood.message("flood", &relay.url, &format!("f{i}"));
+        flood.post(m).await;
+    }
+    let mut carol = Stranger::new(901, &bob).await;
+    let hi = carol.message("carol", &relay.url, "hi bob, it is carol");
+    carol.post(hi).await;
+    let events = bob.sync().await.unwrap();
+    let requests: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { name, text, .. } => Some((name.clone(), text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        requests.contains(&("carol".into(), "hi bob, it is carol".into())),
+        "{requests:?}"
+    );
+    still_talking(&alice, &bob, "after the flood").await;
+}

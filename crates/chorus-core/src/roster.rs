@@ -66,6 +66,25 @@ pub enum RosterError {
         /// The entry's position.
         index: u64,
     },
+    /// The device was revoked: it can never join again (its key may be in a thief's hands).
+    #[error("roster entry {index}: the device was revoked and cannot join again")]
+    RevokedDevice {
+        /// The entry's position.
+        index: u64,
+    },
+    /// A revocation names a device the roster does not hold.
+    #[error("roster entry {index}: revokes a device that is not in the roster")]
+    UnknownDevice {
+        /// The entry's position.
+        index: u64,
+    },
+    /// A revocation would leave the identity without the device that holds its root
+    /// (`primary-root`) or without any device.
+    #[error("roster entry {index}: cannot revoke the primary or the last device")]
+    Irrevocable {
+        /// The entry's position.
+        index: u64,
+    },
     /// The roster is full.
     #[error("roster entry {index}: more than {MAX_DEVICES} devices")]
     TooManyDevices {
@@ -99,6 +118,8 @@ pub struct Roster {
     root: RootPublicKey,
     level: SecurityLevel,
     devices: Vec<RosterDevice>,
+    /// Devices that were revoked, in order: they may never join again.
+    revoked: Vec<DevicePublicKey>,
     head: [u8; 32],
     next_index: u64,
 }
@@ -188,6 +209,7 @@ impl Roster {
                 added_index: 0,
                 added_ms: entry.timestamp_ms,
             }],
+            revoked: Vec::new(),
             head: entry.hash,
             next_index: 1,
         })
@@ -232,8 +254,21 @@ impl Roster {
             RosterBody::DeviceAuthorized { device, .. } => {
                 if self.is_authorized(device) {
                     Err(RosterError::DuplicateDevice { index })
-                } else if self.devices.len() >= MAX_DEVICES {
+                } else if self.revoked.contains(device) {
+                    Err(RosterError::RevokedDevice { index })
+                } else if self.devices.len() + self.revoked.len() >= MAX_DEVICES {
                     Err(RosterError::TooManyDevices { index })
+                } else {
+                    Ok(())
+                }
+            }
+            RosterBody::DeviceRevoked { device } => {
+                let primary = self.level == SecurityLevel::PrimaryRoot
+                    && self.devices.first().is_some_and(|d| d.key == *device);
+                if !self.is_authorized(device) {
+                    Err(RosterError::UnknownDevice { index })
+                } else if primary || self.devices.len() <= 1 {
+                    Err(RosterError::Irrevocable { index })
                 } else {
                     Ok(())
                 }
@@ -244,19 +279,23 @@ impl Roster {
     /// Applies the next entry, or refuses it and changes nothing.
     pub fn apply(&mut self, entry: &RosterEntry) -> Result<(), RosterError> {
         self.check(entry)?;
-        if let RosterBody::DeviceAuthorized {
-            device,
-            device_dh,
-            name,
-        } = &entry.body
-        {
-            self.devices.push(RosterDevice {
+        match &entry.body {
+            RosterBody::Genesis { .. } => {}
+            RosterBody::DeviceAuthorized {
+                device,
+                device_dh,
+                name,
+            } => self.devices.push(RosterDevice {
                 key: *device,
                 dh: *device_dh,
                 name: name.clone(),
                 added_index: entry.index,
                 added_ms: entry.timestamp_ms,
-            });
+            }),
+            RosterBody::DeviceRevoked { device } => {
+                self.devices.retain(|d| d.key != *device);
+                self.revoked.push(*device);
+            }
         }
         self.head = entry.hash;
         self.next_index += 1;
@@ -277,12 +316,31 @@ impl Roster {
             device_dh,
             name: name.to_owned(),
         };
+        self.next_entry(signer, &body, timestamp_ms)
+    }
+
+    /// Builds and signs the entry that revokes `device` (not yet applied).
+    pub fn revoke(
+        &self,
+        signer: &RosterSigner<'_>,
+        device: DevicePublicKey,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        self.next_entry(signer, &RosterBody::DeviceRevoked { device }, timestamp_ms)
+    }
+
+    fn next_entry(
+        &self,
+        signer: &RosterSigner<'_>,
+        body: &RosterBody,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
         let entry = RosterEntry::sign(
             self.log_id,
             self.next_index,
             Some(self.head),
             timestamp_ms,
-            &body,
+            body,
             |b| signer.sign(b),
         )?;
         self.check(&entry)?;
@@ -292,6 +350,11 @@ impl Roster {
     /// Whether `device` is in the roster.
     pub fn is_authorized(&self, device: &DevicePublicKey) -> bool {
         self.devices.iter().any(|d| d.key == *device)
+    }
+
+    /// Whether `device` was revoked.
+    pub fn is_revoked(&self, device: &DevicePublicKey) -> bool {
+        self.revoked.contains(device)
     }
 
     /// The devices, in the order they joined.

@@ -291,3 +291,90 @@ fn the_roster_holds_at_most_max_devices() {
         }
     );
 }
+
+#[test]
+fn a_revoked_device_leaves_the_roster_and_can_never_join_again() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let phone = id.add("phone");
+    let RosterBody::DeviceAuthorized {
+        device, device_dh, ..
+    } = phone.body
+    else {
+        panic!("an authorization")
+    };
+    let revoke = id
+        .roster
+        .revoke(&RosterSigner::Root(&id.root), device, 3)
+        .unwrap();
+    id.roster.apply(&revoke).unwrap();
+    id.chain.push(revoke.as_bytes().to_vec());
+    assert!(!id.roster.is_authorized(&device));
+    assert!(id.roster.is_revoked(&device));
+    assert_eq!(
+        Roster::validate_chain(LOG, &id.chain).unwrap(),
+        id.roster,
+        "a catching-up device sees the revocation too"
+    );
+    // Its key may be in a thief's hands: the root cannot let it back in.
+    assert_eq!(
+        id.roster
+            .authorize(&RosterSigner::Root(&id.root), device, device_dh, "phone", 4)
+            .unwrap_err(),
+        RosterError::RevokedDevice { index: 3 }
+    );
+    assert_eq!(
+        id.roster
+            .revoke(&RosterSigner::Root(&id.root), device, 4)
+            .unwrap_err(),
+        RosterError::UnknownDevice { index: 3 }
+    );
+}
+
+#[test]
+fn a_secondary_cannot_revoke_the_primary_and_nobody_revokes_the_last_device() {
+    let mut id = identity(SecurityLevel::PrimaryRoot);
+    let (phone, phone_dh) = id.new_device();
+    let e = id
+        .roster
+        .authorize(
+            &RosterSigner::PrimaryDevice(&id.primary),
+            phone.public_key(),
+            phone_dh,
+            "phone",
+            2,
+        )
+        .unwrap();
+    id.roster.apply(&e).unwrap();
+    let primary = id.primary.public_key();
+    // The phone signs the revocation of the primary with its own key.
+    let body = RosterBody::DeviceRevoked { device: primary };
+    let head = id.roster.head();
+    let forged = RosterEntry::sign(LOG, 2, Some(head), 3, &body, |b| {
+        (
+            *phone.public_key().as_bytes(),
+            phone.sign(chorus_wire::ROSTER_CONTEXT, b),
+        )
+    })
+    .unwrap();
+    refused(
+        &mut id.roster,
+        &forged,
+        RosterError::UnauthorizedSigner { index: 2 },
+    );
+    // Even the root may not revoke the device that holds it.
+    assert_eq!(
+        id.roster
+            .revoke(&RosterSigner::Root(&id.root), primary, 3)
+            .unwrap_err(),
+        RosterError::Irrevocable { index: 2 }
+    );
+    let alone = identity(SecurityLevel::SharedRoot);
+    let only = alone.primary.public_key();
+    assert_eq!(
+        alone
+            .roster
+            .revoke(&RosterSigner::Root(&alone.root), only, 3)
+            .unwrap_err(),
+        RosterError::Irrevocable { index: 1 }
+    );
+}

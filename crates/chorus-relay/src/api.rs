@@ -404,11 +404,35 @@ pub struct TrimResponse {
 pub struct AddDeviceRequest {
     /// The new device's Ed25519 public key.
     pub device_id: Id32,
+    /// The signed roster entry (`DeviceAuthorized`) that adds it, signed by the
+    /// identity's root (or the primary in `primary-root`) as the genesis names it.
+    pub authorization: HexBytes,
 }
 
 impl Validate for AddDeviceRequest {
     fn validate(&self) -> Result<(), ApiError> {
-        Ok(())
+        check(
+            self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
+            "record_too_large",
+        )
+    }
+}
+
+/// `POST /v1/logs/{log}/devices/{device}/revoke`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeDeviceRequest {
+    /// The signed roster entry (`DeviceRevoked`) that revokes the device, signed as
+    /// for [`AddDeviceRequest::authorization`].
+    pub authorization: HexBytes,
+}
+
+impl Validate for RevokeDeviceRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check(
+            self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
+            "record_too_large",
+        )
     }
 }
 
@@ -438,6 +462,11 @@ pub struct DevicesResponse {
 pub struct RegisterMailboxRequest {
     /// The random mailbox id handed to one contact.
     pub mailbox_id: Id32,
+    /// A first-contact mailbox (intro, invitation): anyone may write to it, so when
+    /// it is full its oldest envelope is dropped to make room rather than every
+    /// later stranger being refused until envelopes expire.
+    #[serde(default)]
+    pub drop_oldest: bool,
 }
 
 impl Validate for RegisterMailboxRequest {

@@ -52,6 +52,9 @@ pub enum StoreError {
     /// The mailbox holds its maximum number of unexpired envelopes.
     #[error("mailbox full")]
     MailboxFull,
+    /// The log's mailboxes hold their quota of unexpired envelope bytes.
+    #[error("the log's envelope quota is used up")]
+    EnvelopeQuotaExceeded,
     /// The envelope id was posted before with different bytes.
     #[error("envelope id reused with different content")]
     EnvelopeConflict,
@@ -171,6 +174,9 @@ impl From<StoreError> for ApiError {
             StoreError::MailboxTaken => ApiError::new(S::CONFLICT, "mailbox_taken"),
             StoreError::TooManyMailboxes => ApiError::new(S::CONFLICT, "too_many_mailboxes"),
             StoreError::MailboxFull => ApiError::new(S::INSUFFICIENT_STORAGE, "mailbox_full"),
+            StoreError::EnvelopeQuotaExceeded => {
+                ApiError::new(S::INSUFFICIENT_STORAGE, "envelope_quota_exceeded")
+            }
             StoreError::EnvelopeConflict => ApiError::new(S::CONFLICT, "envelope_conflict"),
             StoreError::QuotaExceeded { used, quota } => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, "quota_exceeded")

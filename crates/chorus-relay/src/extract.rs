@@ -62,6 +62,18 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 impl ClientIp {
+    /// The rate-limit key for this source writing to `target` (a mailbox, an
+    /// address): one source's budget per target, so a busy target is not one
+    /// bucket that any single sender can empty for everyone.
+    pub(crate) fn key_for(&self, target: &[u8; 32]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::new()
+            .chain_update(self.key())
+            .chain_update(target)
+            .finalize()
+            .into()
+    }
+
     /// The rate-limit key: the address, IPv6 per /64.
     pub(crate) fn key(&self) -> [u8; 32] {
         let mut k = [0u8; 32];

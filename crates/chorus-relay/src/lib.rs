@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod auth;
+mod authority;
 pub mod batcher;
 pub mod clock;
 pub mod error;
@@ -83,6 +84,7 @@ struct Inner {
     presence: Presence,
     bus: broadcast::Sender<Event>,
     batcher: Batcher,
+    sockets: ws::Sockets,
     closing: watch::Sender<bool>,
 }
 
@@ -127,6 +129,7 @@ impl AppState {
                 presence: Presence::default(),
                 bus,
                 batcher,
+                sockets: ws::Sockets::default(),
                 closing,
             }),
         })
@@ -161,6 +164,10 @@ impl AppState {
 
     pub(crate) fn batcher(&self) -> &Batcher {
         &self.inner.batcher
+    }
+
+    pub(crate) fn sockets(&self) -> &ws::Sockets {
+        &self.inner.sockets
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -29,6 +29,10 @@ pub const MAX_RECORD_BYTES: usize = 128 * 1024;
 /// Largest roster genesis given when a log is created (a signed entry is ~300 bytes).
 pub const MAX_GENESIS_BYTES: usize = 16 * 1024;
 
+/// Largest signed roster entry given to add or revoke a device (one is ~250 bytes
+/// plus a device name of at most 64 bytes).
+pub const MAX_AUTHORIZATION_BYTES: usize = 4 * 1024;
+
 /// Largest per-record AEAD nonce (AES-GCM uses 12 bytes, XChaCha 24).
 pub const MAX_NONCE_BYTES: usize = 32;
 
@@ -80,6 +84,18 @@ pub const DEFAULT_MAILBOX_DEPTH: u32 = 10_000;
 /// few weeks, short enough that the relay does not become an archive.
 pub const DEFAULT_MAILBOX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Default total unexpired envelope bytes per log. Mailbox depth alone allows
+/// 4,096 mailboxes × 10,000 envelopes × 64 KiB ≈ 2.6 TB per log; a real inbox of
+/// padded messages (~1 KiB each) holds a million messages in 1 GiB. First-contact
+/// mailboxes drop their oldest instead of refusing, so strangers alone cannot use
+/// the quota up for long (their envelopes count until they are dropped or expire).
+pub const DEFAULT_ENVELOPE_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Default most stored records per log: ten years of a busy identity (a few
+/// records per message, hundreds of messages a day); compaction trims below it.
+/// With [`MAX_RECORD_BYTES`] it also bounds a log's bytes.
+pub const DEFAULT_MAX_RECORDS_PER_LOG: u64 = 2_000_000;
+
 /// Default largest blob (checkpoints, history archives).
 pub const DEFAULT_MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
 
@@ -124,6 +140,12 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Most live sessions held in memory.
 pub const MAX_SESSIONS: usize = 100_000;
+
+/// Most open WebSockets per device: one per running client process (`watch`, a
+/// chat screen, a reconnect that overlaps the old socket). Without a cap one
+/// device's token could hold any number of sockets, each re-reading the store on
+/// every event of its log.
+pub const MAX_SOCKETS_PER_DEVICE: usize = 4;
 
 /// Most live sessions per device; issuing one more drops that device's oldest
 /// token. A device needs one token at a time (two while renewing, a few more if it
@@ -178,7 +200,10 @@ impl Rate {
     };
 }
 
-/// Default posts per mailbox: a conversation burst is a few messages a second.
+/// Default posts per mailbox from one source address: a conversation burst is a
+/// few messages a second. Keyed by mailbox *and* source, so one sender flooding a
+/// mailbox (the intro mailbox is public) neither fills it quickly nor uses up
+/// everyone else's budget for it.
 pub const DEFAULT_MAILBOX_POST_RATE: Rate = Rate {
     per_sec: 10.0,
     burst: 100.0,
@@ -219,7 +244,11 @@ pub struct Limits {
     pub max_blob_bytes: usize,
     /// Total blob bytes per log.
     pub blob_quota_bytes: u64,
-    /// Posts per mailbox.
+    /// Total unexpired envelope payload bytes per log, over all its mailboxes.
+    pub envelope_quota_bytes: u64,
+    /// Most log records stored per log (trimmed ones no longer count).
+    pub max_records_per_log: u64,
+    /// Posts per mailbox from one source address.
     pub mailbox_post_rate: Rate,
     /// Appends per device.
     pub append_rate: Rate,
@@ -247,6 +276,8 @@ impl Default for Limits {
             session_ttl: DEFAULT_SESSION_TTL,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,
+            envelope_quota_bytes: DEFAULT_ENVELOPE_QUOTA_BYTES,
+            max_records_per_log: DEFAULT_MAX_RECORDS_PER_LOG,
             mailbox_post_rate: DEFAULT_MAILBOX_POST_RATE,
             append_rate: DEFAULT_APPEND_RATE,
             prekey_fetch_rate: DEFAULT_PREKEY_FETCH_RATE,

@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::AppState;
 use crate::api::*;
 use crate::auth::Authed;
+use crate::authority::{Authority, Change};
 use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::extract::{ClientIp, Q, Segs};
@@ -45,7 +46,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/logs/{log}/cursor", post(ack_cursor))
         .route("/v1/logs/{log}/trim", post(trim))
         .route("/v1/logs/{log}/devices", get(list_devices).post(add_device))
-        .route("/v1/logs/{log}/devices/{device}", delete(revoke_device))
+        .route("/v1/logs/{log}/devices/{device}/revoke", post(revoke_device))
         .route("/v1/logs/{log}/mailboxes", post(register_mailbox))
         .route("/v1/logs/{log}/mailboxes/read", post(batch_read))
         .route(
@@ -135,6 +136,12 @@ async fn challenge(
 ) -> ApiResult<Json<ChallengeResponse>> {
     let req: ChallengeRequest = decode(&body)?;
     allow(&state, Kind::Open, ip.key())?;
+    // Only a current device gets a challenge: the table holds nothing for keys
+    // that could never log in, so made-up device ids cannot fill it.
+    match state.store().device(req.log_id, req.device_id).await? {
+        Some(d) if d.revoked_ms.is_none() => {}
+        _ => return Err(ApiError::unauthorized()),
+    }
     let (challenge, expires_ms) = state
         .auth()
         .challenge(req.log_id, req.device_id, state.now())?;
@@ -179,6 +186,12 @@ async fn create_log(
     let req: CreateLogRequest = decode(&body)?;
     VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
     allow(&state, Kind::Open, ip.key())?;
+    // The genesis must be the identity's, for this log, naming this device: it is
+    // what every later device change is checked against.
+    let authority = Authority::from_genesis(req.log_id, &req.genesis.0)?;
+    if authority.first_device() != req.device_id {
+        return Err(ApiError::invalid("bad_genesis"));
+    }
     state
         .store()
         .create_log(req.log_id, &req.genesis.0, req.device_id, state.now())
@@ -221,11 +234,16 @@ async fn append(
         log_id,
         author: s.device_id,
         records: req.records,
+        max_records: state.limits().max_records_per_log,
     };
     match state.batcher().append(job).await? {
         Ok(seqs) => Ok(Json(AppendResponse { seqs }).into_response()),
         Err(AppendRejection::NoLog) => Err(ApiError::not_found()),
         Err(AppendRejection::NotCurrent) => Err(ApiError::forbidden()),
+        Err(AppendRejection::Quota) => Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "record_quota_exceeded",
+        )),
         Err(AppendRejection::Guards(failed)) => {
             Err(ApiError::new(StatusCode::CONFLICT, "guard_failed")
                 .with_detail(json!({ "failed": failed })))
@@ -307,6 +325,9 @@ async fn add_device(
     authed.for_log(&log_id)?;
     let req: AddDeviceRequest = decode(&body)?;
     VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
+    authority(&state, log_id)
+        .await?
+        .check(Change::Add, req.device_id, &req.authorization.0)?;
     let added = state
         .store()
         .add_device(log_id, req.device_id, MAX_DEVICES_PER_LOG, state.now())
@@ -322,10 +343,15 @@ async fn revoke_device(
     State(state): State<AppState>,
     authed: Authed,
     Segs((log, device)): Segs<(String, String)>,
+    Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let device_id = Id32::parse(&device)?;
+    let req: RevokeDeviceRequest = decode(&body)?;
+    authority(&state, log_id)
+        .await?
+        .check(Change::Revoke, device_id, &req.authorization.0)?;
     state
         .store()
         .revoke_device(log_id, device_id, state.now())
@@ -339,6 +365,16 @@ async fn revoke_device(
         .await;
     tracing::info!(log = ?log_id, device = ?device_id, "device revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The keys that may change `log_id`'s devices, from its stored genesis.
+async fn authority(state: &AppState, log_id: Id32) -> ApiResult<Authority> {
+    let info = state
+        .store()
+        .log_info(log_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Authority::from_genesis(log_id, &info.genesis)
 }
 
 // ---------------------------------------------------------------- mailboxes
@@ -357,6 +393,7 @@ async fn register_mailbox(
         .register_mailbox(
             log_id,
             req.mailbox_id,
+            req.drop_oldest,
             state.limits().max_mailboxes_per_log,
             state.now(),
         )
@@ -366,12 +403,13 @@ async fn register_mailbox(
 
 async fn post_envelope(
     State(state): State<AppState>,
+    ip: ClientIp,
     Segs(mailbox): Segs<String>,
     Body(body): Body,
 ) -> ApiResult<Json<PostEnvelopeResponse>> {
     let mailbox_id = Id32::parse(&mailbox)?;
     let req: PostEnvelopeRequest = decode(&body)?;
-    allow(&state, Kind::MailboxPost, mailbox_id.0)?;
+    allow(&state, Kind::MailboxPost, ip.key_for(&mailbox_id.0))?;
     let now = state.now();
     let expires_ms = now.saturating_add(duration_ms(state.limits().mailbox_ttl));
     let posted = state
@@ -383,6 +421,7 @@ async fn post_envelope(
             now,
             expires_ms,
             state.limits().mailbox_depth,
+            state.limits().envelope_quota_bytes,
         )
         .await?;
     if !posted.duplicate {
@@ -470,10 +509,14 @@ async fn publish_prekeys(
 
 async fn fetch_prekeys(
     State(state): State<AppState>,
+    ip: ClientIp,
     Segs(address): Segs<String>,
 ) -> ApiResult<Json<PrekeyBundle>> {
     let address = Id32::parse(&address)?;
-    allow(&state, Kind::PrekeyFetch, address.0)?;
+    // Per source: one stranger fetching at the bound must not stop everyone else
+    // from making first contact. A distributed drain of one-time prekeys leaves the
+    // signed and last-resort prekeys, which PQXDH allows.
+    allow(&state, Kind::PrekeyFetch, ip.key_for(&address.0))?;
     let bundle = state
         .store()
         .fetch_prekeys(address)

@@ -63,7 +63,13 @@ pub struct ServeArgs {
     /// Blob bytes per log.
     #[arg(long, env = "CHORUS_RELAY_BLOB_QUOTA_BYTES", default_value_t = limits::DEFAULT_BLOB_QUOTA_BYTES)]
     pub blob_quota_bytes: u64,
-    /// Envelope posts per second per mailbox (burst is 10×).
+    /// Unexpired envelope bytes per log, over all its mailboxes.
+    #[arg(long, env = "CHORUS_RELAY_ENVELOPE_QUOTA_BYTES", default_value_t = limits::DEFAULT_ENVELOPE_QUOTA_BYTES)]
+    pub envelope_quota_bytes: u64,
+    /// Stored records per log.
+    #[arg(long, env = "CHORUS_RELAY_MAX_RECORDS", default_value_t = limits::DEFAULT_MAX_RECORDS_PER_LOG)]
+    pub max_records: u64,
+    /// Envelope posts per second per mailbox and source address (burst is 10×).
     #[arg(long, env = "CHORUS_RELAY_MAILBOX_RATE", default_value_t = limits::DEFAULT_MAILBOX_POST_RATE.per_sec)]
     pub mailbox_rate: f64,
     /// Appends per second per device (burst is 10×).
@@ -119,6 +125,8 @@ impl ServeArgs {
             session_ttl: Duration::from_secs(self.session_ttl_secs),
             max_blob_bytes: self.max_blob_bytes,
             blob_quota_bytes: self.blob_quota_bytes,
+            envelope_quota_bytes: self.envelope_quota_bytes,
+            max_records_per_log: self.max_records,
             mailbox_post_rate: rate(self.mailbox_rate, 10.0),
             append_rate: rate(self.append_rate, 10.0),
             prekey_fetch_rate: rate(self.prekey_fetch_rate, 20.0),

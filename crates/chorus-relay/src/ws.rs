@@ -10,6 +10,7 @@
 //! [`CLOSE_EXPIRED`].
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -22,7 +23,7 @@ use crate::api::{Id32, Push};
 use crate::auth::Authed;
 use crate::error::{ApiError, StoreResult};
 use crate::extract::{Q, Segs};
-use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES};
+use crate::limits::{MAX_PAGE, MAX_PAGE_BYTES, MAX_SOCKETS_PER_DEVICE};
 use crate::page;
 use crate::store::Event;
 
@@ -52,7 +53,8 @@ pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let log_id = Id32::parse(&log)?;
-    authed.for_log(&log_id)?;
+    let session = authed.for_log(&log_id)?;
+    let slot = Sockets::claim(&state, (log_id, session.device_id))?;
     let info = state
         .store()
         .log_info(log_id)
@@ -62,6 +64,7 @@ pub(crate) async fn upgrade(
     let mailboxes: HashMap<Id32, i64> =
         state.store().mailboxes(log_id).await?.into_iter().collect();
     Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         let mut pusher = Pusher {
             state,
             authed,
@@ -71,6 +74,53 @@ pub(crate) async fn upgrade(
         };
         pusher.serve(socket).await;
     }))
+}
+
+/// Open sockets per device, bounded by [`MAX_SOCKETS_PER_DEVICE`].
+#[derive(Default)]
+pub(crate) struct Sockets(Mutex<HashMap<(Id32, Id32), usize>>);
+
+/// One device's claim on a socket; gives it back when dropped (socket closed, or
+/// the upgrade never completed).
+pub(crate) struct SocketSlot {
+    state: AppState,
+    owner: (Id32, Id32),
+}
+
+impl Sockets {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<(Id32, Id32), usize>> {
+        // A poisoned map still counts correctly: every change is one statement.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for one more socket of `owner`, or `429 too_many_sockets`.
+    fn claim(state: &AppState, owner: (Id32, Id32)) -> Result<SocketSlot, ApiError> {
+        let mut counts = state.sockets().counts();
+        let n = counts.entry(owner).or_default();
+        if *n >= MAX_SOCKETS_PER_DEVICE {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sockets",
+            ));
+        }
+        *n += 1;
+        Ok(SocketSlot {
+            state: state.clone(),
+            owner,
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut counts = self.state.sockets().counts();
+        if let Some(n) = counts.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.owner);
+            }
+        }
+    }
 }
 
 struct Pusher {

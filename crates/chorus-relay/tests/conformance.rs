@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use chorus_relay::Limits;
 use chorus_relay::limits::*;
-use common::{Backend, Device, Hex32, Relay, record};
+use chorus_wire::{RosterBody, SecurityLevel};
+use common::{
+    Backend, Device, Hex32, Relay, authorize, genesis, record, revocation, root, roster_entry,
+};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,6 +21,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 both_backends!(
+    a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root,
+    limits_made_up_device_ids_get_no_challenge,
+    a_flooded_intro_mailbox_still_takes_first_contacts,
+    limits_envelope_and_record_quotas_per_log_at_bound_then_refused,
+    limits_sockets_per_device_at_bound_then_refused,
     log_append_and_read_round_trip_with_author_stamped,
     racing_guarded_appends_have_one_winner_per_version_and_no_gaps,
     failed_guard_appends_nothing_and_names_current_versions,
@@ -360,6 +368,82 @@ async fn limits_one_device_logging_in_repeatedly_cannot_lock_out_another(b: Back
     assert_eq!(s, StatusCode::OK, "the newest ones are kept");
 }
 
+/// Issue 11 item 8: the per-device caps bound what one *registered* device holds,
+/// but a challenge was issued for any device id, so made-up ids (free to make)
+/// filled the challenge table and locked every device out of logging in.
+async fn limits_made_up_device_ids_get_no_challenge(b: Backend) {
+    let table = 8;
+    let limits = Limits {
+        max_pending_challenges: table,
+        ..Limits::default().unlimited_rates()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, d1, _) = r.identity(46).await;
+    for seed in 0..2 * table as u8 {
+        let made_up = Device::new(seed);
+        let (s, v) = r
+            .post(
+                "/v1/auth/challenge",
+                None,
+                json!({ "log_id": log.0, "device_id": made_up.id }),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+        );
+    }
+    // Nor for a device of a log that does not exist.
+    let (s, _) = r
+        .post(
+            "/v1/auth/challenge",
+            None,
+            json!({ "log_id": Hex32::from_seed(47).0, "device_id": d1.id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(r.try_login(&log, &d1).await.is_ok(), "the real device still logs in");
+}
+
+/// Issue 11 item 8: one token opened any number of sockets.
+async fn limits_sockets_per_device_at_bound_then_refused(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(48).await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_SOCKETS_PER_DEVICE {
+        open.push(ws_connect(&r, &log, &tok).await);
+    }
+    let url = format!("{}/v1/logs/{}/ws", r.ws_base, log.0);
+    let refused = |url: String| async {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {tok}").parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => 101,
+        }
+    };
+    assert_eq!(refused(url.clone()).await, 429, "one socket over the bound");
+    // Closing one gives its slot back.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = refused(url.clone()).await;
+        if status == 101 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 101, "a closed socket's slot is free again");
+}
+
 async fn limits_filling_the_rate_table_does_not_reset_an_exhausted_bucket(b: Backend) {
     let table = 32;
     let limits = Limits {
@@ -533,13 +617,14 @@ async fn log_append_and_read_round_trip_with_author_stamped(b: Backend) {
     assert_eq!(v["head_seq"], json!(2));
     assert_eq!(v["more"], json!(false));
     let (_, info) = r.get(&format!("/v1/logs/{}", log.0), Some(&tok)).await;
-    assert_eq!(info["genesis"], json!("67656e65736973"));
+    let genesis = genesis(&log, &dev, SecurityLevel::SharedRoot);
+    assert_eq!(info["genesis"], json!(genesis));
     // Creating the same log again is a conflict.
     let (s, v) = r
         .post(
             "/v1/logs",
             None,
-            json!({ "log_id": log.0, "genesis": "", "device_id": dev.id }),
+            json!({ "log_id": log.0, "genesis": genesis, "device_id": dev.id }),
         )
         .await;
     assert_eq!(
@@ -760,13 +845,7 @@ async fn trim_waits_for_every_current_device_cursor(b: Backend) {
     };
     let (log, _, tok) = r.identity(6).await;
     let d2 = Device::new(60);
-    let (s, _) = r
-        .post(
-            &format!("/v1/logs/{}/devices", log.0),
-            Some(&tok),
-            json!({ "device_id": d2.id }),
-        )
-        .await;
+    let (s, _) = r.add_device(&log, &tok, &d2).await;
     assert_eq!(s, StatusCode::CREATED);
     let tok2 = r.login(&log, &d2).await;
     r.append(&log, &tok, vec![record("r", None); 10]).await;
@@ -797,13 +876,7 @@ async fn trim_waits_for_every_current_device_cursor(b: Backend) {
     assert_eq!(v["records"][0]["seq"], json!(5));
     assert_eq!(v["records"].as_array().unwrap().len(), 6);
     // A revoked device no longer holds trimming back.
-    r.call(
-        Method::DELETE,
-        &format!("/v1/logs/{}/devices/{}", log.0, d2.id),
-        Some(&tok),
-        None,
-    )
-    .await;
+    r.revoke_device(&log, &tok, &d2, &root()).await;
     let (s, _) = r.post(&trim, Some(&tok), json!({ "below_seq": 8 })).await;
     assert_eq!(s, StatusCode::OK);
 }
@@ -855,13 +928,9 @@ async fn revocation_cuts_access_including_the_live_websocket(b: Backend) {
     let (log, d1, tok1) = r.identity(7).await;
     let d2 = Device::new(70);
     let devices = format!("/v1/logs/{}/devices", log.0);
-    let (s, _) = r
-        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
-        .await;
+    let (s, _) = r.add_device(&log, &tok1, &d2).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = r
-        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
-        .await;
+    let (s, _) = r.add_device(&log, &tok1, &d2).await;
     assert_eq!(s, StatusCode::OK, "registering twice is idempotent");
     let tok2 = r.login(&log, &d2).await;
     let mut ws = ws_connect(&r, &log, &tok2).await;
@@ -871,14 +940,7 @@ async fn revocation_cuts_access_including_the_live_websocket(b: Backend) {
     assert_eq!(push["records"][0]["seq"], json!(1));
     assert_eq!(push["records"][0]["author"], json!(d1.id));
 
-    let (s, _) = r
-        .call(
-            Method::DELETE,
-            &format!("{devices}/{}", d2.id),
-            Some(&tok1),
-            None,
-        )
-        .await;
+    let (s, _) = r.revoke_device(&log, &tok1, &d2, &root()).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // The socket closes at once with the revocation code.
     let closed = tokio::time::timeout(Duration::from_secs(2), async {
@@ -903,21 +965,12 @@ async fn revocation_cuts_access_including_the_live_websocket(b: Backend) {
         r.try_login(&log, &d2).await.is_err(),
         "a revoked key cannot log in again"
     );
-    let (s, v) = r
-        .post(&devices, Some(&tok1), json!({ "device_id": d2.id }))
-        .await;
+    let (s, v) = r.add_device(&log, &tok1, &d2).await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::CONFLICT, json!("device_revoked"))
     );
-    let (s, v) = r
-        .call(
-            Method::DELETE,
-            &format!("{devices}/{}", d1.id),
-            Some(&tok1),
-            None,
-        )
-        .await;
+    let (s, v) = r.revoke_device(&log, &tok1, &d1, &root()).await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::CONFLICT, json!("last_device"))
@@ -955,9 +1008,13 @@ async fn every_protected_endpoint_requires_a_valid_token(b: Backend) {
         (
             Method::POST,
             format!("/v1/logs/{l}/devices"),
-            Some(json!({ "device_id": Device::new(1).id })),
+            Some(json!({ "device_id": Device::new(1).id, "authorization": "00" })),
         ),
-        (Method::DELETE, format!("/v1/logs/{l}/devices/{x}"), None),
+        (
+            Method::POST,
+            format!("/v1/logs/{l}/devices/{x}/revoke"),
+            Some(json!({ "authorization": "00" })),
+        ),
         (
             Method::POST,
             format!("/v1/logs/{l}/mailboxes"),
@@ -1073,17 +1130,16 @@ async fn device_count_at_bound_then_refused(b: Backend) {
     };
     let (log, _, tok) = r.identity(13).await;
     let path = format!("/v1/logs/{}/devices", log.0);
-    for i in 1..MAX_DEVICES_PER_LOG {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[i as u8; 32]);
+    let device = |seed: u8| {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
         let id = hex::encode(key.verifying_key().to_bytes());
-        let (s, v) = r.post(&path, Some(&tok), json!({ "device_id": id })).await;
+        Device { key, id }
+    };
+    for i in 1..MAX_DEVICES_PER_LOG {
+        let (s, v) = r.add_device(&log, &tok, &device(i as u8)).await;
         assert_eq!(s, StatusCode::CREATED, "device {i}: {v}");
     }
-    let extra = ed25519_dalek::SigningKey::from_bytes(&[200; 32]);
-    let extra = hex::encode(extra.verifying_key().to_bytes());
-    let (s, v) = r
-        .post(&path, Some(&tok), json!({ "device_id": extra }))
-        .await;
+    let (s, v) = r.add_device(&log, &tok, &device(200)).await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::CONFLICT, json!("too_many_devices"))
@@ -1100,10 +1156,100 @@ async fn device_count_at_bound_then_refused(b: Backend) {
         .post(
             &path,
             Some(&tok),
-            json!({ "device_id": hex::encode(not_a_point) }),
+            json!({ "device_id": hex::encode(not_a_point), "authorization": "00" }),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "not a valid Ed25519 point: {v}");
+}
+
+/// Issue 11 item 7: a session token proves only that the caller is *some* current
+/// device. Before device credentials needed a roster entry signed by the root, a
+/// secondary (or a thief holding one) revoked the primary with its token alone and
+/// locked it out for good.
+async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let log = Hex32::from_seed(41);
+    let primary = Device::new(41);
+    let create = |g: String, dev: &Device| json!({ "log_id": log.0, "genesis": g, "device_id": dev.id });
+    // A genesis must be the root's, for this log, naming the creating device.
+    let other_log = genesis(&Hex32::from_seed(42), &primary, SecurityLevel::PrimaryRoot);
+    let self_signed = roster_entry(
+        &log,
+        &RosterBody::Genesis {
+            root: chorus_crypto::RootPublicKey::from_bytes(root().verifying_key().to_bytes())
+                .unwrap(),
+            device: primary.public(),
+            device_dh: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+            level: SecurityLevel::PrimaryRoot,
+            name: "first".into(),
+        },
+        &primary.key,
+    );
+    for bad in [other_log, self_signed, "00".into()] {
+        let (s, v) = r.post("/v1/logs", None, create(bad, &primary)).await;
+        assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("bad_genesis")));
+    }
+    let g = genesis(&log, &primary, SecurityLevel::PrimaryRoot);
+    let (s, v) = r.post("/v1/logs", None, create(g.clone(), &Device::new(43))).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("bad_genesis")));
+    let (s, _) = r.post("/v1/logs", None, create(g, &primary)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tok1 = r.login(&log, &primary).await;
+    // In primary-root the primary's own key may sign, as the root may.
+    let phone = Device::new(44);
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok1),
+            json!({ "device_id": phone.id, "authorization": authorize(&log, &phone, &primary.key) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tok2 = r.login(&log, &phone).await;
+
+    // The attack: the phone, with its valid token, revokes the primary.
+    let (s, v) = r.revoke_device(&log, &tok2, &primary, &phone.key).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::FORBIDDEN, json!("not_authorized")));
+    // Nor by an authorization of another kind, device or log.
+    let path = format!("/v1/logs/{}/devices/{}/revoke", log.0, primary.id);
+    for proof in [
+        authorize(&log, &primary, &root()),
+        revocation(&log, &phone, &root()),
+        revocation(&Hex32::from_seed(42), &primary, &root()),
+        "0a00".into(),
+    ] {
+        let (s, v) = r.post(&path, Some(&tok2), json!({ "authorization": proof })).await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_authorization"))
+        );
+    }
+    let (s, v) = r.call(Method::POST, &path, Some(&tok2), None).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("malformed")));
+    // Even the root may not revoke the device that holds it in primary-root.
+    let (s, v) = r.revoke_device(&log, &tok2, &primary, &root()).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::CONFLICT, json!("irrevocable")));
+    // The phone cannot let in a device of its choosing either.
+    let rogue = Device::new(45);
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok2),
+            json!({ "device_id": rogue.id, "authorization": authorize(&log, &rogue, &phone.key) }),
+        )
+        .await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::FORBIDDEN, json!("not_authorized")));
+    assert!(r.try_login(&log, &rogue).await.is_err());
+
+    // The primary still works, and it (as the root) can revoke the phone.
+    let tok1 = r.login(&log, &primary).await;
+    let (s, _) = r.append(&log, &tok1, vec![record("still here", None)]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = r.revoke_device(&log, &tok1, &phone, &primary.key).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(r.try_login(&log, &phone).await.is_err());
 }
 
 async fn mailbox(r: &Relay, log: &Hex32, tok: &str, seed: u64) -> Hex32 {
@@ -1281,6 +1427,136 @@ async fn mailbox_post_rate_at_bound_then_limited(b: Backend) {
         5,
         "the refused post stored nothing"
     );
+}
+
+/// Posts an envelope as if from `source` (through a trusted proxy).
+async fn post_from(r: &Relay, m: &Hex32, source: &str, id: u8) -> (StatusCode, Value) {
+    let resp = r
+        .http
+        .post(format!("{}/v1/mailboxes/{}/envelopes", r.base, m.0))
+        .header("x-forwarded-for", source)
+        .json(&json!({ "envelope_id": hex::encode([id; 16]), "payload": hex::encode([id; 100]) }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 11 item 3: the intro mailbox is public. Before, the post rate was one
+/// bucket per mailbox (one stranger emptied it for every other sender) and a full
+/// intro mailbox refused every first contact until envelopes expired (30 days).
+async fn a_flooded_intro_mailbox_still_takes_first_contacts(b: Backend) {
+    let limits = Limits {
+        mailbox_depth: 8,
+        mailbox_post_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 4.0,
+        },
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(19).await;
+    let intro = Hex32::from_u64(19);
+    let (s, _) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes", log.0),
+            Some(&tok),
+            json!({ "mailbox_id": intro.0, "drop_oldest": true }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // One source floods: it gets its burst, then is limited ...
+    let mut id = 0u8;
+    for _ in 0..4 {
+        id += 1;
+        assert_eq!(post_from(&r, &intro, "203.0.113.1", id).await.0, StatusCode::OK);
+    }
+    id += 1;
+    let (s, v) = post_from(&r, &intro, "203.0.113.1", id).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited")));
+    // ... which leaves every other sender's budget alone.
+    for source in ["198.51.100.7", "198.51.100.8"] {
+        for _ in 0..4 {
+            id += 1;
+            assert_eq!(post_from(&r, &intro, source, id).await.0, StatusCode::OK);
+        }
+    }
+    // The mailbox is over its depth of 8: the oldest made room, nothing was refused.
+    let friend = id + 1;
+    assert_eq!(post_from(&r, &intro, "192.0.2.50", friend).await.0, StatusCode::OK);
+    let (_, v) = r
+        .get(
+            &format!("/v1/logs/{}/mailboxes/{}/envelopes", log.0, intro.0),
+            Some(&tok),
+        )
+        .await;
+    let held: Vec<Value> = v["envelopes"].as_array().unwrap().clone();
+    assert_eq!(held.len(), 8, "a first-contact mailbox holds its depth");
+    assert_eq!(
+        held.last().unwrap()["envelope_id"],
+        json!(hex::encode([friend; 16])),
+        "the newest first contact is there"
+    );
+    assert_eq!(held[0]["seq"], json!(6), "the five oldest were dropped");
+    // A contact's mailbox still refuses when full (the sender retries; nothing is lost).
+    let m = mailbox(&r, &log, &tok, 20).await;
+    for i in 0..8u8 {
+        assert_eq!(post_from(&r, &m, &format!("192.0.2.{i}"), i).await.0, StatusCode::OK);
+    }
+    let (s, v) = post_from(&r, &m, "192.0.2.99", 99).await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::INSUFFICIENT_STORAGE, json!("mailbox_full")));
+}
+
+/// Issue 11 item 8: per-log quotas. Depth alone let one log's mailboxes hold
+/// 4,096 × 10,000 envelopes, and nothing bounded a log's records.
+async fn limits_envelope_and_record_quotas_per_log_at_bound_then_refused(b: Backend) {
+    let limits = Limits {
+        envelope_quota_bytes: 250,
+        max_records_per_log: 5,
+        ..Limits::default().unlimited_rates()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(21).await;
+    let (m1, m2) = (mailbox(&r, &log, &tok, 21).await, mailbox(&r, &log, &tok, 22).await);
+    // 100 bytes each: two fit in 250, across mailboxes; the third does not.
+    assert_eq!(post_from(&r, &m1, "192.0.2.1", 1).await.0, StatusCode::OK);
+    assert_eq!(post_from(&r, &m2, "192.0.2.1", 2).await.0, StatusCode::OK);
+    let (s, v) = post_from(&r, &m2, "192.0.2.1", 3).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("envelope_quota_exceeded"))
+    );
+    // Expired envelopes give their bytes back when swept.
+    r.clock.advance(DEFAULT_MAILBOX_TTL);
+    r.state.sweep().await.unwrap();
+    assert_eq!(post_from(&r, &m2, "192.0.2.1", 3).await.0, StatusCode::OK);
+    let tok = r.login(&log, &Device::new(21)).await;
+    // Records: five fit, a batch that would make six is refused whole.
+    let (s, _) = r.append(&log, &tok, vec![record("r", None); 4]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = r.append(&log, &tok, vec![record("r", None); 2]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("record_quota_exceeded"))
+    );
+    assert_eq!(head(&r, &log, &tok).await, 4, "the refused batch stored nothing");
+    let (s, _) = r.append(&log, &tok, vec![record("r", None)]).await;
+    assert_eq!(s, StatusCode::OK);
+    // Trimming frees room.
+    r.post(&format!("/v1/logs/{}/cursor", log.0), Some(&tok), json!({ "seq": 5 }))
+        .await;
+    let (s, _) = r
+        .post(&format!("/v1/logs/{}/trim", log.0), Some(&tok), json!({ "below_seq": 3 }))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = r.append(&log, &tok, vec![record("r", None); 2]).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 async fn batched_read_across_mailboxes_and_push_of_envelopes(b: Backend) {
@@ -1604,12 +1880,7 @@ async fn presence_is_visible_to_siblings_and_fades(b: Backend) {
     };
     let (log, d1, tok1) = r.identity(24).await;
     let d2 = Device::new(240);
-    r.post(
-        &format!("/v1/logs/{}/devices", log.0),
-        Some(&tok1),
-        json!({ "device_id": d2.id }),
-    )
-    .await;
+    r.add_device(&log, &tok1, &d2).await;
     let tok2 = r.login(&log, &d2).await;
     let path = format!("/v1/logs/{}/presence", log.0);
     assert_eq!(

@@ -49,11 +49,13 @@ async fn race(attempts: usize) {
                         log_id: log,
                         author: dev,
                         records: vec![rec(true)],
+                        max_records: u64::MAX,
                     },
                     AppendJob {
                         log_id: log,
                         author: dev,
                         records: vec![rec(false)],
+                        max_records: u64::MAX,
                     },
                 ];
                 let out = store

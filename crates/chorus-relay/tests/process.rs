@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, Device, Hex32, TestDb, record};
+use chorus_wire::SecurityLevel;
+use common::{Backend, Device, Hex32, TestDb, authorize, genesis, record, revocation, root};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -143,7 +144,7 @@ impl Client {
             .post(
                 "/v1/logs",
                 None,
-                json!({ "log_id": log.0, "genesis": "00", "device_id": dev.id }),
+                json!({ "log_id": log.0, "genesis": genesis(log, dev, SecurityLevel::SharedRoot), "device_id": dev.id }),
             )
             .await
             .unwrap();
@@ -309,7 +310,7 @@ async fn two_processes_on_one_postgres_database_wake_each_others_websockets() {
         .post(
             &format!("/v1/logs/{}/devices", log.0),
             Some(&t1),
-            json!({ "device_id": d2.id }),
+            json!({ "device_id": d2.id, "authorization": authorize(&log, &d2, &root()) }),
         )
         .await
         .unwrap();
@@ -389,10 +390,11 @@ async fn two_processes_on_one_postgres_database_wake_each_others_websockets() {
     let (mut ws2, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let t1_on_2 = c2.login(&log, &d1).await;
     let resp = reqwest::Client::new()
-        .delete(format!(
-            "{}/v1/logs/{}/devices/{}",
+        .post(format!(
+            "{}/v1/logs/{}/devices/{}/revoke",
             relay2.base, log.0, d2.id
         ))
+        .json(&json!({ "authorization": revocation(&log, &d2, &root()) }))
         .bearer_auth(&t1_on_2)
         .send()
         .await

@@ -50,6 +50,12 @@ pub enum RosterBody {
         /// Its name.
         name: String,
     },
+    /// A device leaves (lost, sold, compromised). The relay drops its credential
+    /// only on this entry, signed as any roster entry must be.
+    DeviceRevoked {
+        /// Its signing key.
+        device: DevicePublicKey,
+    },
 }
 
 /// A decoded roster entry whose signature verifies under its stated signer.
@@ -143,6 +149,12 @@ impl RosterEntry {
                     name: d.name,
                 }
             }
+            proto::roster_entry::Body::DeviceRevoked(d) => RosterBody::DeviceRevoked {
+                device: field(
+                    "roster.device_revoked.device_key",
+                    DevicePublicKey::from_slice(&d.device_key),
+                )?,
+            },
         };
         let signer =
             <[u8; 32]>::try_from(&signed.signer[..]).map_err(|_| WireError::InvalidText {
@@ -210,6 +222,11 @@ impl RosterEntry {
                 device_dh_key: device_dh.as_bytes().to_vec(),
                 name: name.clone(),
             }),
+            RosterBody::DeviceRevoked { device } => {
+                proto::roster_entry::Body::DeviceRevoked(proto::DeviceRevoked {
+                    device_key: device.as_bytes().to_vec(),
+                })
+            }
         };
         let entry = proto::RosterEntry {
             version: WIRE_VERSION,

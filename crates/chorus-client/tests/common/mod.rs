@@ -29,8 +29,18 @@ impl Relay {
     }
 
     pub async fn start_at(listen: SocketAddr, data: TempDir) -> Relay {
+        Self::start_with(listen, data, |_| {}).await
+    }
+
+    /// A relay whose flags `set` changes first (limits an attack test runs into).
+    pub async fn start_with(
+        listen: SocketAddr,
+        data: TempDir,
+        set: impl FnOnce(&mut ServeArgs),
+    ) -> Relay {
         let mut args = ServeArgs::embedded(listen, data.path().to_owned());
         args.no_rate_limits = true;
+        set(&mut args);
         let (listener, state) = args.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

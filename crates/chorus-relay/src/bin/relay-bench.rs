@@ -138,6 +138,28 @@ struct Session {
     token: String,
 }
 
+/// A genesis of `log_id` naming `key` as the first device, signed by `key` as the
+/// root too (the relay checks a genesis is its root's own).
+fn genesis(key: &SigningKey, log_id: Id32) -> Result<Vec<u8>> {
+    let public = key.verifying_key().to_bytes();
+    let body = chorus_wire::RosterBody::Genesis {
+        root: chorus_crypto::RootPublicKey::from_bytes(public)?,
+        device: chorus_crypto::DevicePublicKey::from_bytes(public)?,
+        device_dh: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32])?,
+        level: chorus_wire::SecurityLevel::SharedRoot,
+        name: "bench".into(),
+    };
+    let entry = chorus_wire::RosterEntry::sign(log_id.0, 0, None, 0, &body, |bytes| {
+        let mut m = chorus_wire::ROSTER_CONTEXT.to_vec();
+        m.push(0);
+        m.extend_from_slice(bytes);
+        let sig = chorus_crypto::Signature::from_slice(&key.sign(&m).to_bytes())
+            .expect("an Ed25519 signature is 64 bytes");
+        (public, sig)
+    })?;
+    Ok(entry.as_bytes().to_vec())
+}
+
 async fn setup_session(http: &reqwest::Client, base: &str, i: usize) -> Result<Session> {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -148,7 +170,7 @@ async fn setup_session(http: &reqwest::Client, base: &str, i: usize) -> Result<S
     let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
     let r = post(
         "/v1/logs",
-        json!({ "log_id": log_id, "genesis": "", "device_id": device_id }),
+        json!({ "log_id": log_id, "genesis": hex::encode(genesis(&key, log_id)?), "device_id": device_id }),
     )
     .await?;
     if !r.status().is_success() {

@@ -72,6 +72,8 @@ pub struct AppendJob {
     pub author: Id32,
     /// The records, all or none.
     pub records: Vec<RecordIn>,
+    /// Most records the log may store once these are in ([`crate::Limits::max_records_per_log`]).
+    pub max_records: u64,
 }
 
 /// Why one append in a group was refused (the others are unaffected).
@@ -83,6 +85,20 @@ pub enum AppendRejection {
     NotCurrent,
     /// Guards failed; nothing appended.
     Guards(Vec<FailedGuard>),
+    /// The log would store more than its quota of records; nothing appended.
+    Quota,
+}
+
+impl AppendJob {
+    /// Whether a log at `head` whose lowest stored record is `first_seq` has room
+    /// for this job's records.
+    pub(crate) fn fits(&self, head: i64, first_seq: i64) -> bool {
+        let stored = head.saturating_sub(first_seq.max(1)).saturating_add(1).max(0);
+        let after = u64::try_from(stored)
+            .unwrap_or(0)
+            .saturating_add(self.records.len() as u64);
+        after <= self.max_records
+    }
 }
 
 /// Outcome of one append: the seqs given, or why not.
@@ -240,6 +256,7 @@ pub trait RelayStore: Send + Sync + 'static {
         &self,
         log_id: Id32,
         mailbox_id: Id32,
+        drop_oldest: bool,
         max_mailboxes: usize,
         now: i64,
     ) -> BoxFuture<'_, StoreResult<()>>;
@@ -259,6 +276,7 @@ pub trait RelayStore: Send + Sync + 'static {
         now: i64,
         expires_ms: i64,
         max_depth: u32,
+        envelope_quota: u64,
     ) -> BoxFuture<'a, StoreResult<Posted>>;
 
     /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`

@@ -330,6 +330,7 @@ const OPTIMISTIC_ATTEMPTS: usize = 4;
 #[derive(Default)]
 struct Snapshot {
     heads: HashMap<Id32, i64>,
+    firsts: HashMap<Id32, i64>,
     current: HashSet<(Id32, Id32)>,
     versions: HashMap<(Id32, Vec<u8>), i64>,
 }
@@ -355,6 +356,8 @@ async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
     }
     let rows = sqlx::query(
         "SELECT 0::int8 AS kind, l.log_id AS a, NULL::bytea AS b, l.head_seq AS v FROM logs l WHERE l.log_id = ANY($1) \
+         UNION ALL \
+         SELECT 3, l.log_id, NULL, l.first_seq FROM logs l WHERE l.log_id = ANY($1) \
          UNION ALL \
          SELECT 1, d.log_id, d.device_id, 0 FROM devices d \
            JOIN UNNEST($2::bytea[], $3::bytea[]) AS q(l, a) ON d.log_id = q.l AND d.device_id = q.a \
@@ -385,6 +388,9 @@ async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
             }
             (2, Some(tag)) => {
                 snap.versions.insert((a, tag), v);
+            }
+            (3, _) => {
+                snap.firsts.insert(a, v);
             }
             _ => {}
         }
@@ -452,6 +458,12 @@ fn plan(group: &[&AppendJob], mut snap: Snapshot) -> Plan {
         }
         if !failed.is_empty() {
             p.out.push(Err(AppendRejection::Guards(failed)));
+            continue;
+        }
+        // A trim racing this group only lowers the count: the check errs on the
+        // side of refusing.
+        if !job.fits(head, snap.firsts.get(&job.log_id).copied().unwrap_or(1)) {
+            p.out.push(Err(AppendRejection::Quota));
             continue;
         }
         let mut seqs = Vec::with_capacity(job.records.len());

@@ -401,6 +401,7 @@ macro_rules! sql_store {
                 &self,
                 log_id: Id32,
                 mailbox_id: Id32,
+                drop_oldest: bool,
                 max_mailboxes: usize,
                 now: i64,
             ) -> BoxFuture<'_, StoreResult<()>> {
@@ -432,11 +433,13 @@ macro_rules! sql_store {
                         return Err(StoreError::TooManyMailboxes);
                     }
                     sqlx::query(
-                        "INSERT INTO mailboxes (mailbox_id, log_id, head_seq, created_ms) VALUES ($1, $2, 0, $3)",
+                        "INSERT INTO mailboxes (mailbox_id, log_id, head_seq, created_ms, drop_oldest) \
+                         VALUES ($1, $2, 0, $3, $4)",
                     )
                     .bind(&mailbox_id.0[..])
                     .bind(&log_id.0[..])
                     .bind(now)
+                    .bind(drop_oldest)
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;
@@ -466,11 +469,12 @@ macro_rules! sql_store {
                 now: i64,
                 expires_ms: i64,
                 max_depth: u32,
+                envelope_quota: u64,
             ) -> BoxFuture<'a, StoreResult<Posted>> {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
                     let mb = sqlx::query(concat!(
-                        "SELECT log_id, head_seq FROM mailboxes WHERE mailbox_id = $1",
+                        "SELECT log_id, head_seq, drop_oldest FROM mailboxes WHERE mailbox_id = $1",
                         $lock
                     ))
                     .bind(&mailbox_id.0[..])
@@ -479,6 +483,7 @@ macro_rules! sql_store {
                     .ok_or(StoreError::NotFound)?;
                     let log_id = id32(mb.try_get(0)?)?;
                     let head: i64 = mb.try_get(1)?;
+                    let drop_oldest: bool = mb.try_get(2)?;
                     let existing = sqlx::query(
                         "SELECT seq, payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
                     )
@@ -504,9 +509,52 @@ macro_rules! sql_store {
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                    if depth >= i64::from(max_depth) {
-                        return Err(StoreError::MailboxFull);
+                    let over = depth - i64::from(max_depth) + 1;
+                    if over > 0 {
+                        if !drop_oldest {
+                            return Err(StoreError::MailboxFull);
+                        }
+                        // A first-contact mailbox makes room: its oldest go first.
+                        let dropped: i64 = sqlx::query_scalar(
+                            "SELECT CAST(COALESCE(SUM(LENGTH(payload)), 0) AS BIGINT) FROM envelopes \
+                             WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
+                               WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
+                        )
+                        .bind(&mailbox_id.0[..])
+                        .bind(over)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "DELETE FROM envelopes WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
+                               WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
+                        )
+                        .bind(&mailbox_id.0[..])
+                        .bind(over)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes - $2 WHERE log_id = $1")
+                            .bind(&log_id.0[..])
+                            .bind(dropped)
+                            .execute(&mut *tx)
+                            .await?;
                     }
+                    // The log's quota, counted over all its mailboxes.
+                    let used: i64 = sqlx::query_scalar("SELECT envelope_bytes FROM logs WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let size = int(payload.len());
+                    let quota = i64::try_from(envelope_quota).unwrap_or(i64::MAX);
+                    if used.saturating_add(size) > quota {
+                        return Err(StoreError::EnvelopeQuotaExceeded);
+                    }
+                    sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes + $2 WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .bind(size)
+                        .execute(&mut *tx)
+                        .await?;
                     let seq = head + 1;
                     sqlx::query(
                         "INSERT INTO envelopes (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms) \
@@ -904,6 +952,17 @@ macro_rules! sql_store {
             fn sweep(&self, now: i64) -> BoxFuture<'_, StoreResult<Swept>> {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
+                    // Expired envelopes leave their logs' quotas first.
+                    sqlx::query(
+                        "UPDATE logs SET envelope_bytes = envelope_bytes - d.bytes FROM ( \
+                           SELECT m.log_id AS log_id, CAST(SUM(LENGTH(e.payload)) AS BIGINT) AS bytes \
+                           FROM envelopes e JOIN mailboxes m ON m.mailbox_id = e.mailbox_id \
+                           WHERE e.expires_ms <= $1 GROUP BY m.log_id) AS d \
+                         WHERE logs.log_id = d.log_id",
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                     let envelopes = sqlx::query("DELETE FROM envelopes WHERE expires_ms <= $1")
                         .bind(now)
                         .execute(&mut *tx)

@@ -137,11 +137,12 @@ async fn append_one(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     job: &AppendJob,
 ) -> StoreResult<AppendOutcome> {
-    let head: Option<i64> = sqlx::query_scalar("SELECT head_seq FROM logs WHERE log_id = $1")
-        .bind(&job.log_id.0[..])
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(head) = head else {
+    let log: Option<(i64, i64)> =
+        sqlx::query_as("SELECT head_seq, first_seq FROM logs WHERE log_id = $1")
+            .bind(&job.log_id.0[..])
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((head, first_seq)) = log else {
         return Ok(Err(AppendRejection::NoLog));
     };
     let author: Option<Option<i64>> =
@@ -189,6 +190,9 @@ async fn append_one(
     }
     if !failed.is_empty() {
         return Ok(Err(AppendRejection::Guards(failed)));
+    }
+    if !job.fits(head, first_seq) {
+        return Ok(Err(AppendRejection::Quota));
     }
     let mut seqs = Vec::with_capacity(job.records.len());
     for (i, rec) in job.records.iter().enumerate() {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chorus_crypto::{DeviceDhPublic, DevicePublicKey, RootPublicKey};
 use chorus_relay::api::{Id32, auth_message};
+use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
 use chorus_relay::{AppState, Limits, ManualClock, PostgresStore, RelayStore, SqliteStore};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::{Method, StatusCode};
@@ -228,16 +230,43 @@ impl Relay {
         self.call(Method::GET, path, token, None).await
     }
 
-    /// Creates a log whose first device is `device`.
+    /// Creates a log whose first device is `device` (a `shared-root` genesis signed
+    /// by [`root`]).
     pub async fn create_log(&self, log: &Hex32, device: &Device) {
         let (s, v) = self
             .post(
                 "/v1/logs",
                 None,
-                json!({ "log_id": log.0, "genesis": "67656e65736973", "device_id": device.id }),
+                json!({ "log_id": log.0, "genesis": genesis(log, device, SecurityLevel::SharedRoot), "device_id": device.id }),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Registers `device` under `log` with a root-signed authorization.
+    pub async fn add_device(&self, log: &Hex32, token: &str, device: &Device) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(token),
+            json!({ "device_id": device.id, "authorization": authorize(log, device, &root()) }),
+        )
+        .await
+    }
+
+    /// Revokes `device` in `log` with a revocation signed by `signer`.
+    pub async fn revoke_device(
+        &self,
+        log: &Hex32,
+        token: &str,
+        device: &Device,
+        signer: &SigningKey,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/v1/logs/{}/devices/{}/revoke", log.0, device.id),
+            Some(token),
+            json!({ "authorization": revocation(log, device, signer) }),
+        )
+        .await
     }
 
     /// Challenge, sign, session: a token for `device` in `log`.
@@ -257,7 +286,9 @@ impl Relay {
                 json!({ "log_id": log.0, "device_id": device.id }),
             )
             .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        if s != StatusCode::OK {
+            return Err((s, v));
+        }
         let challenge: Id32 = v["challenge"].as_str().unwrap().parse().unwrap();
         let log_id: Id32 = log.0.parse().unwrap();
         let dev_id: Id32 = device.id.parse().unwrap();
@@ -341,6 +372,67 @@ impl Hex32 {
     }
 }
 
+/// The root key of every test identity (the genesis binds it to one log).
+pub fn root() -> SigningKey {
+    SigningKey::from_bytes(&[0xaa; 32])
+}
+
+/// A signed roster entry, hex: what a client stores in its log and shows the relay.
+/// The relay checks the signer and the log, not the chain, so position 1 will do.
+pub fn roster_entry(log: &Hex32, body: &RosterBody, signer: &SigningKey) -> String {
+    let log_id: [u8; 32] = hex::decode(&log.0).unwrap().try_into().unwrap();
+    let genesis = matches!(body, RosterBody::Genesis { .. });
+    let (index, prev) = if genesis { (0, None) } else { (1, Some([0; 32])) };
+    let entry = RosterEntry::sign(log_id, index, prev, 1, body, |bytes| {
+        let mut m = chorus_wire::ROSTER_CONTEXT.to_vec();
+        m.push(0);
+        m.extend_from_slice(bytes);
+        let sig = chorus_crypto::Signature::from_slice(&signer.sign(&m).to_bytes()).unwrap();
+        (signer.verifying_key().to_bytes(), sig)
+    })
+    .unwrap();
+    hex::encode(entry.as_bytes())
+}
+
+/// A root-signed genesis of `log` naming `device` first.
+pub fn genesis(log: &Hex32, device: &Device, level: SecurityLevel) -> String {
+    roster_entry(
+        log,
+        &RosterBody::Genesis {
+            root: RootPublicKey::from_bytes(root().verifying_key().to_bytes()).unwrap(),
+            device: device.public(),
+            device_dh: DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+            level,
+            name: "first".into(),
+        },
+        &root(),
+    )
+}
+
+/// A `DeviceAuthorized` entry for `device`, signed by `signer`.
+pub fn authorize(log: &Hex32, device: &Device, signer: &SigningKey) -> String {
+    roster_entry(
+        log,
+        &RosterBody::DeviceAuthorized {
+            device: device.public(),
+            device_dh: DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+            name: "another".into(),
+        },
+        signer,
+    )
+}
+
+/// A `DeviceRevoked` entry for `device`, signed by `signer`.
+pub fn revocation(log: &Hex32, device: &Device, signer: &SigningKey) -> String {
+    roster_entry(
+        log,
+        &RosterBody::DeviceRevoked {
+            device: device.public(),
+        },
+        signer,
+    )
+}
+
 /// A device key.
 pub struct Device {
     pub key: SigningKey,
@@ -352,6 +444,10 @@ impl Device {
         let key = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
         let id = hex::encode(key.verifying_key().to_bytes());
         Device { key, id }
+    }
+
+    pub fn public(&self) -> DevicePublicKey {
+        DevicePublicKey::from_bytes(self.key.verifying_key().to_bytes()).unwrap()
     }
 }
 

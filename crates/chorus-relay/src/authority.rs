@@ -1,0 +1,105 @@
+//! Who may change a log's device credentials: the identity's root, as its genesis
+//! names it (or, in `primary-root`, the primary device it names).
+//!
+//! The relay cannot read the log, but the roster genesis given at creation is a
+//! signed, public statement of the identity's root key and first device. Adding or
+//! revoking a device credential needs a roster entry (`DeviceAuthorized` or
+//! `DeviceRevoked`) for exactly that device and log, signed by a key the genesis
+//! allows to manage the roster. A session token alone proves only that the caller
+//! is *some* current device; without this check any device, or a thief holding one
+//! device, could lock the others out (the primary included) forever.
+//!
+//! The relay checks the signature and the signer, not the entry's place in the
+//! chain (it does not fold the log). Replaying a proof does nothing new: an added
+//! device is added once, and a revoked device can never be added again.
+
+use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
+
+use crate::api::Id32;
+use crate::error::ApiError;
+
+/// What a device-credential change asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Register a device.
+    Add,
+    /// Revoke a device.
+    Revoke,
+}
+
+/// The keys a log's genesis allows to manage its devices.
+pub(crate) struct Authority {
+    log_id: Id32,
+    root: [u8; 32],
+    /// `primary-root`: the first device may sign too.
+    primary: Option<[u8; 32]>,
+    first_device: [u8; 32],
+}
+
+impl Authority {
+    /// Reads a genesis: `400 bad_genesis` unless it is a root-signed genesis of
+    /// `log_id`.
+    pub(crate) fn from_genesis(log_id: Id32, genesis: &[u8]) -> Result<Self, ApiError> {
+        let bad = || ApiError::invalid("bad_genesis");
+        let entry = RosterEntry::decode(genesis).map_err(|_| bad())?;
+        let RosterBody::Genesis {
+            root,
+            device,
+            level,
+            ..
+        } = &entry.body
+        else {
+            return Err(bad());
+        };
+        if entry.index != 0
+            || entry.prev_hash.is_some()
+            || entry.log_id != log_id.0
+            || entry.signer != *root.as_bytes()
+        {
+            return Err(bad());
+        }
+        Ok(Authority {
+            log_id,
+            root: *root.as_bytes(),
+            primary: (*level == SecurityLevel::PrimaryRoot).then_some(*device.as_bytes()),
+            first_device: *device.as_bytes(),
+        })
+    }
+
+    /// The device the genesis names as the first.
+    pub(crate) fn first_device(&self) -> Id32 {
+        Id32(self.first_device)
+    }
+
+    /// Checks that `proof` authorizes `change` of `device` in this log:
+    /// `400 bad_authorization` if it is not a signed entry of this log for exactly
+    /// this change and device, `403 not_authorized` if its signer may not manage the
+    /// roster.
+    pub(crate) fn check(&self, change: Change, device: Id32, proof: &[u8]) -> Result<(), ApiError> {
+        let bad = || ApiError::invalid("bad_authorization");
+        let entry = RosterEntry::decode(proof).map_err(|_| bad())?;
+        let named = match (&entry.body, change) {
+            (RosterBody::DeviceAuthorized { device, .. }, Change::Add)
+            | (RosterBody::DeviceRevoked { device }, Change::Revoke) => *device.as_bytes(),
+            _ => return Err(bad()),
+        };
+        if entry.log_id != self.log_id.0 || named != device.0 {
+            return Err(bad());
+        }
+        if entry.signer != self.root && Some(entry.signer) != self.primary {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "not_authorized",
+            ));
+        }
+        // The primary holds the root in `primary-root`: revoking it would leave
+        // nobody able to manage the identity.
+        if change == Change::Revoke && Some(device.0) == self.primary {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "irrevocable",
+            ));
+        }
+        Ok(())
+    }
+}

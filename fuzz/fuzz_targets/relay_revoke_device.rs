@@ -1,0 +1,18 @@
+//! Fuzz the relay's `RevokeDeviceRequest` decoder: arbitrary bytes must decode or be
+//! refused with a 4xx code, never panic, and anything accepted must be within bounds.
+//! (The authorization inside is a roster entry: `wire_roster_entry` fuzzes that.)
+#![no_main]
+
+use chorus_relay::api::{RevokeDeviceRequest, Validate, decode};
+use chorus_relay::limits::MAX_AUTHORIZATION_BYTES;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match decode::<RevokeDeviceRequest>(data) {
+        Ok(req) => {
+            assert!(req.validate().is_ok());
+            assert!(req.authorization.0.len() <= MAX_AUTHORIZATION_BYTES);
+        }
+        Err(e) => assert!(e.status.is_client_error(), "{}", e.code),
+    }
+});
