@@ -1291,7 +1291,11 @@ impl Device {
                 .await?;
         let mut errors = Vec::new();
         for (m, kind) in pending {
-            match self.relay.register_mailbox(id32(&m)?, kind != "contact").await {
+            match self
+                .relay
+                .register_mailbox(id32(&m)?, kind != "contact")
+                .await
+            {
                 Ok(_) => {
                     sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
                         .bind(&m)

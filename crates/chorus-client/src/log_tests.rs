@@ -52,7 +52,11 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
     let rogue = DeviceSigningKey::generate(&mut rng());
     let rogue_id = *rogue.public_key().as_bytes();
     let proof = crate::testing::root_authorization(&alice, rogue.public_key()).await;
-    alice.relay.add_device(Id32(rogue_id), &proof).await.unwrap();
+    alice
+        .relay
+        .add_device(Id32(rogue_id), &proof)
+        .await
+        .unwrap();
     let rogue_relay = RelayClient::new(&url, alice.options.backoff)
         .unwrap()
         .with_login(Login {

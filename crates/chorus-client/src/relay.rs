@@ -726,7 +726,11 @@ impl RelayClient {
 
     /// Registers a device's credential (idempotent) on `authorization`: the signed
     /// roster entry that adds it, signed by the root (or the primary).
-    pub async fn add_device(&self, device_id: Id32, authorization: &[u8]) -> Result<(), RelayError> {
+    pub async fn add_device(
+        &self,
+        device_id: Id32,
+        authorization: &[u8],
+    ) -> Result<(), RelayError> {
         let path = self.log_path("/devices")?;
         let body = AddDeviceRequest {
             device_id,

@@ -43,7 +43,10 @@ pub(crate) async fn folded_state(d: &Device) -> Vec<Vec<u8>> {
 
 /// A root-signed entry adding `device` to `d`'s roster, never appended to the log:
 /// what the relay needs to register a device the roster does not name.
-pub(crate) async fn root_authorization(d: &Device, device: chorus_crypto::DevicePublicKey) -> Vec<u8> {
+pub(crate) async fn root_authorization(
+    d: &Device,
+    device: chorus_crypto::DevicePublicKey,
+) -> Vec<u8> {
     let mut conn = d.store.pool().acquire().await.unwrap();
     let roster = crate::log::load_roster(&mut conn, &d.log.log_id)
         .await
@@ -51,7 +54,13 @@ pub(crate) async fn root_authorization(d: &Device, device: chorus_crypto::Device
     let dh = chorus_crypto::DeviceDhSecret::generate(&mut crate::device::rng()).public_key();
     let root = d.me.identity.root().unwrap();
     roster
-        .authorize(&chorus_core::RosterSigner::Root(root), device, dh, "unnamed", 0)
+        .authorize(
+            &chorus_core::RosterSigner::Root(root),
+            device,
+            dh,
+            "unnamed",
+            0,
+        )
         .unwrap()
         .as_bytes()
         .to_vec()

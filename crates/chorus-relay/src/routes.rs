@@ -46,7 +46,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/logs/{log}/cursor", post(ack_cursor))
         .route("/v1/logs/{log}/trim", post(trim))
         .route("/v1/logs/{log}/devices", get(list_devices).post(add_device))
-        .route("/v1/logs/{log}/devices/{device}/revoke", post(revoke_device))
+        .route(
+            "/v1/logs/{log}/devices/{device}/revoke",
+            post(revoke_device),
+        )
         .route("/v1/logs/{log}/mailboxes", post(register_mailbox))
         .route("/v1/logs/{log}/mailboxes/read", post(batch_read))
         .route(

@@ -404,7 +404,10 @@ async fn limits_made_up_device_ids_get_no_challenge(b: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(r.try_login(&log, &d1).await.is_ok(), "the real device still logs in");
+    assert!(
+        r.try_login(&log, &d1).await.is_ok(),
+        "the real device still logs in"
+    );
 }
 
 /// Issue 11 item 8: one token opened any number of sockets.
@@ -1172,7 +1175,8 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
     };
     let log = Hex32::from_seed(41);
     let primary = Device::new(41);
-    let create = |g: String, dev: &Device| json!({ "log_id": log.0, "genesis": g, "device_id": dev.id });
+    let create =
+        |g: String, dev: &Device| json!({ "log_id": log.0, "genesis": g, "device_id": dev.id });
     // A genesis must be the root's, for this log, naming the creating device.
     let other_log = genesis(&Hex32::from_seed(42), &primary, SecurityLevel::PrimaryRoot);
     let self_signed = roster_entry(
@@ -1189,11 +1193,19 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
     );
     for bad in [other_log, self_signed, "00".into()] {
         let (s, v) = r.post("/v1/logs", None, create(bad, &primary)).await;
-        assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("bad_genesis")));
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_genesis"))
+        );
     }
     let g = genesis(&log, &primary, SecurityLevel::PrimaryRoot);
-    let (s, v) = r.post("/v1/logs", None, create(g.clone(), &Device::new(43))).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("bad_genesis")));
+    let (s, v) = r
+        .post("/v1/logs", None, create(g.clone(), &Device::new(43)))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_genesis"))
+    );
     let (s, _) = r.post("/v1/logs", None, create(g, &primary)).await;
     assert_eq!(s, StatusCode::CREATED);
     let tok1 = r.login(&log, &primary).await;
@@ -1211,7 +1223,10 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
 
     // The attack: the phone, with its valid token, revokes the primary.
     let (s, v) = r.revoke_device(&log, &tok2, &primary, &phone.key).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::FORBIDDEN, json!("not_authorized")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
     // Nor by an authorization of another kind, device or log.
     let path = format!("/v1/logs/{}/devices/{}/revoke", log.0, primary.id);
     for proof in [
@@ -1220,17 +1235,25 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
         revocation(&Hex32::from_seed(42), &primary, &root()),
         "0a00".into(),
     ] {
-        let (s, v) = r.post(&path, Some(&tok2), json!({ "authorization": proof })).await;
+        let (s, v) = r
+            .post(&path, Some(&tok2), json!({ "authorization": proof }))
+            .await;
         assert_eq!(
             (s, v["error"].clone()),
             (StatusCode::BAD_REQUEST, json!("bad_authorization"))
         );
     }
     let (s, v) = r.call(Method::POST, &path, Some(&tok2), None).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::BAD_REQUEST, json!("malformed")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("malformed"))
+    );
     // Even the root may not revoke the device that holds it in primary-root.
     let (s, v) = r.revoke_device(&log, &tok2, &primary, &root()).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::CONFLICT, json!("irrevocable")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("irrevocable"))
+    );
     // The phone cannot let in a device of its choosing either.
     let rogue = Device::new(45);
     let (s, v) = r
@@ -1240,12 +1263,17 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
             json!({ "device_id": rogue.id, "authorization": authorize(&log, &rogue, &phone.key) }),
         )
         .await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::FORBIDDEN, json!("not_authorized")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
     assert!(r.try_login(&log, &rogue).await.is_err());
 
     // The primary still works, and it (as the root) can revoke the phone.
     let tok1 = r.login(&log, &primary).await;
-    let (s, _) = r.append(&log, &tok1, vec![record("still here", None)]).await;
+    let (s, _) = r
+        .append(&log, &tok1, vec![record("still here", None)])
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = r.revoke_device(&log, &tok1, &phone, &primary.key).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -1473,11 +1501,17 @@ async fn a_flooded_intro_mailbox_still_takes_first_contacts(b: Backend) {
     let mut id = 0u8;
     for _ in 0..4 {
         id += 1;
-        assert_eq!(post_from(&r, &intro, "203.0.113.1", id).await.0, StatusCode::OK);
+        assert_eq!(
+            post_from(&r, &intro, "203.0.113.1", id).await.0,
+            StatusCode::OK
+        );
     }
     id += 1;
     let (s, v) = post_from(&r, &intro, "203.0.113.1", id).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
     // ... which leaves every other sender's budget alone.
     for source in ["198.51.100.7", "198.51.100.8"] {
         for _ in 0..4 {
@@ -1487,7 +1521,10 @@ async fn a_flooded_intro_mailbox_still_takes_first_contacts(b: Backend) {
     }
     // The mailbox is over its depth of 8: the oldest made room, nothing was refused.
     let friend = id + 1;
-    assert_eq!(post_from(&r, &intro, "192.0.2.50", friend).await.0, StatusCode::OK);
+    assert_eq!(
+        post_from(&r, &intro, "192.0.2.50", friend).await.0,
+        StatusCode::OK
+    );
     let (_, v) = r
         .get(
             &format!("/v1/logs/{}/mailboxes/{}/envelopes", log.0, intro.0),
@@ -1505,10 +1542,16 @@ async fn a_flooded_intro_mailbox_still_takes_first_contacts(b: Backend) {
     // A contact's mailbox still refuses when full (the sender retries; nothing is lost).
     let m = mailbox(&r, &log, &tok, 20).await;
     for i in 0..8u8 {
-        assert_eq!(post_from(&r, &m, &format!("192.0.2.{i}"), i).await.0, StatusCode::OK);
+        assert_eq!(
+            post_from(&r, &m, &format!("192.0.2.{i}"), i).await.0,
+            StatusCode::OK
+        );
     }
     let (s, v) = post_from(&r, &m, "192.0.2.99", 99).await;
-    assert_eq!((s, v["error"].clone()), (StatusCode::INSUFFICIENT_STORAGE, json!("mailbox_full")));
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("mailbox_full"))
+    );
 }
 
 /// Issue 11 item 8: per-log quotas. Depth alone let one log's mailboxes hold
@@ -1523,14 +1566,20 @@ async fn limits_envelope_and_record_quotas_per_log_at_bound_then_refused(b: Back
         return;
     };
     let (log, _, tok) = r.identity(21).await;
-    let (m1, m2) = (mailbox(&r, &log, &tok, 21).await, mailbox(&r, &log, &tok, 22).await);
+    let (m1, m2) = (
+        mailbox(&r, &log, &tok, 21).await,
+        mailbox(&r, &log, &tok, 22).await,
+    );
     // 100 bytes each: two fit in 250, across mailboxes; the third does not.
     assert_eq!(post_from(&r, &m1, "192.0.2.1", 1).await.0, StatusCode::OK);
     assert_eq!(post_from(&r, &m2, "192.0.2.1", 2).await.0, StatusCode::OK);
     let (s, v) = post_from(&r, &m2, "192.0.2.1", 3).await;
     assert_eq!(
         (s, v["error"].clone()),
-        (StatusCode::INSUFFICIENT_STORAGE, json!("envelope_quota_exceeded"))
+        (
+            StatusCode::INSUFFICIENT_STORAGE,
+            json!("envelope_quota_exceeded")
+        )
     );
     // Expired envelopes give their bytes back when swept.
     r.clock.advance(DEFAULT_MAILBOX_TTL);
@@ -1543,16 +1592,31 @@ async fn limits_envelope_and_record_quotas_per_log_at_bound_then_refused(b: Back
     let (s, v) = r.append(&log, &tok, vec![record("r", None); 2]).await;
     assert_eq!(
         (s, v["error"].clone()),
-        (StatusCode::INSUFFICIENT_STORAGE, json!("record_quota_exceeded"))
+        (
+            StatusCode::INSUFFICIENT_STORAGE,
+            json!("record_quota_exceeded")
+        )
     );
-    assert_eq!(head(&r, &log, &tok).await, 4, "the refused batch stored nothing");
+    assert_eq!(
+        head(&r, &log, &tok).await,
+        4,
+        "the refused batch stored nothing"
+    );
     let (s, _) = r.append(&log, &tok, vec![record("r", None)]).await;
     assert_eq!(s, StatusCode::OK);
     // Trimming frees room.
-    r.post(&format!("/v1/logs/{}/cursor", log.0), Some(&tok), json!({ "seq": 5 }))
-        .await;
+    r.post(
+        &format!("/v1/logs/{}/cursor", log.0),
+        Some(&tok),
+        json!({ "seq": 5 }),
+    )
+    .await;
     let (s, _) = r
-        .post(&format!("/v1/logs/{}/trim", log.0), Some(&tok), json!({ "below_seq": 3 }))
+        .post(
+            &format!("/v1/logs/{}/trim", log.0),
+            Some(&tok),
+            json!({ "below_seq": 3 }),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, v) = r.append(&log, &tok, vec![record("r", None); 2]).await;

@@ -153,8 +153,7 @@ fn genesis(key: &SigningKey, log_id: Id32) -> Result<Vec<u8>> {
         let mut m = chorus_wire::ROSTER_CONTEXT.to_vec();
         m.push(0);
         m.extend_from_slice(bytes);
-        let sig = chorus_crypto::Signature::from_slice(&key.sign(&m).to_bytes())
-            .expect("an Ed25519 signature is 64 bytes");
+        let sig = chorus_crypto::Signature::from_bytes(key.sign(&m).to_bytes());
         (public, sig)
     })?;
     Ok(entry.as_bytes().to_vec())

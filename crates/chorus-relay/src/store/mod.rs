@@ -93,7 +93,10 @@ impl AppendJob {
     /// Whether a log at `head` whose lowest stored record is `first_seq` has room
     /// for this job's records.
     pub(crate) fn fits(&self, head: i64, first_seq: i64) -> bool {
-        let stored = head.saturating_sub(first_seq.max(1)).saturating_add(1).max(0);
+        let stored = head
+            .saturating_sub(first_seq.max(1))
+            .saturating_add(1)
+            .max(0);
         let after = u64::try_from(stored)
             .unwrap_or(0)
             .saturating_add(self.records.len() as u64);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use chorus_crypto::{DeviceDhPublic, DevicePublicKey, RootPublicKey};
 use chorus_relay::api::{Id32, auth_message};
-use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
 use chorus_relay::{AppState, Limits, ManualClock, PostgresStore, RelayStore, SqliteStore};
+use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -244,7 +244,12 @@ impl Relay {
     }
 
     /// Registers `device` under `log` with a root-signed authorization.
-    pub async fn add_device(&self, log: &Hex32, token: &str, device: &Device) -> (StatusCode, Value) {
+    pub async fn add_device(
+        &self,
+        log: &Hex32,
+        token: &str,
+        device: &Device,
+    ) -> (StatusCode, Value) {
         self.post(
             &format!("/v1/logs/{}/devices", log.0),
             Some(token),
@@ -382,12 +387,16 @@ pub fn root() -> SigningKey {
 pub fn roster_entry(log: &Hex32, body: &RosterBody, signer: &SigningKey) -> String {
     let log_id: [u8; 32] = hex::decode(&log.0).unwrap().try_into().unwrap();
     let genesis = matches!(body, RosterBody::Genesis { .. });
-    let (index, prev) = if genesis { (0, None) } else { (1, Some([0; 32])) };
+    let (index, prev) = if genesis {
+        (0, None)
+    } else {
+        (1, Some([0; 32]))
+    };
     let entry = RosterEntry::sign(log_id, index, prev, 1, body, |bytes| {
         let mut m = chorus_wire::ROSTER_CONTEXT.to_vec();
         m.push(0);
         m.extend_from_slice(bytes);
-        let sig = chorus_crypto::Signature::from_slice(&signer.sign(&m).to_bytes()).unwrap();
+        let sig = chorus_crypto::Signature::from_bytes(signer.sign(&m).to_bytes());
         (signer.verifying_key().to_bytes(), sig)
     })
     .unwrap();
