@@ -79,7 +79,9 @@ impl Authority {
         let bad = || ApiError::invalid("bad_authorization");
         let entry = RosterEntry::decode(proof).map_err(|_| bad())?;
         let named = match (&entry.body, change) {
-            (RosterBody::DeviceAuthorized { device, .. }, Change::Add)
+            // The genesis authorizes the first device (a re-link of it shows the genesis).
+            (RosterBody::Genesis { device, .. }, Change::Add)
+            | (RosterBody::DeviceAuthorized { device, .. }, Change::Add)
             | (RosterBody::DeviceRevoked { device }, Change::Revoke) => *device.as_bytes(),
             _ => return Err(bad()),
         };

@@ -1269,8 +1269,17 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
     );
     assert!(r.try_login(&log, &rogue).await.is_err());
 
-    // The primary still works, and it (as the root) can revoke the phone.
+    // The primary still works; its genesis stands as its own authorization (a
+    // re-link of the first device), and it can revoke the phone.
     let tok1 = r.login(&log, &primary).await;
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok1),
+            json!({ "device_id": primary.id, "authorization": genesis(&log, &primary, SecurityLevel::PrimaryRoot) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = r
         .append(&log, &tok1, vec![record("still here", None)])
         .await;
