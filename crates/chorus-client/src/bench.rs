@@ -14,7 +14,7 @@ use chorus_relay::api::Id32;
 use chorus_relay::serve::ServeArgs;
 use chorus_wire::{EventKind, MailboxId, PrekeyBundle};
 
-use crate::device::random;
+use crate::handle::random;
 use crate::log::{Appended, Pending, session_stream};
 use crate::{ClientError, Device};
 

@@ -12,7 +12,7 @@
 //! Transactions are `BEGIN IMMEDIATE`, so two processes on one home (`watch` in one
 //! terminal, `send` in another) never overwrite each other's session state.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +27,16 @@ use chorus_wire::{
     normalize_display_name,
 };
 use futures::StreamExt;
-use rand::rngs::SysRng;
-use rand_core::{Rng, UnwrapErr};
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
+use crate::contacts::contact_named_by;
+pub use crate::event::{Event, Message};
+pub use crate::handle::{Clock, Device, Options, SIBLING_DELIVERY, SystemClock};
+pub(crate) use crate::handle::{LogKeys, failpoint, random, rng};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
 use crate::log::{
-    APPEND_ATTEMPTS, Appended, LogKeys, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
+    APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
     stream_version,
 };
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
@@ -50,8 +52,6 @@ const EPOCH: u32 = 1;
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
 /// How often `watch` checks the directory's prekey supply and rotation schedule.
 pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
-/// Default [`Options::sibling_delivery`].
-pub const SIBLING_DELIVERY: Duration = Duration::from_secs(30);
 /// `Delivered` events per append (the relay's batch bound).
 const MAX_APPEND_BATCH: usize = 64;
 /// Mailboxes whose outbox rows are posted at once.
@@ -62,130 +62,6 @@ pub const OUTBOX_FIRST_DELAY: Duration = Duration::from_secs(5);
 pub const OUTBOX_MAX_DELAY: Duration = Duration::from_secs(3600);
 /// Mailboxes per batched read (the relay's bound).
 const MAILBOXES_PER_READ: usize = 64;
-
-/// Where "now" comes from. The client reads time only through this, so tests can move
-/// it (prekey rotation, grace periods).
-pub trait Clock: Send + Sync {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// How a device talks to the world.
-#[derive(Clone)]
-pub struct Options {
-    /// Retry schedule for relay calls.
-    pub backoff: Backoff,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// Argon2id memory cost (KiB) for a passphrase-protected store.
-    pub argon2_memory_kib: u32,
-    /// Argon2id passes.
-    pub argon2_iterations: u32,
-    /// How long a sibling's sent envelope may wait undelivered before this device
-    /// posts it itself (the sibling may have died right after its `Sent` append).
-    pub sibling_delivery: Duration,
-    /// Connect to relays others name (contacts' hellos, invitations, addresses) even
-    /// on loopback, private or link-local hosts and over plain http. Off: see
-    /// [`UrlPolicy::for_home`]. For test setups.
-    pub allow_private_relays: bool,
-}
-
-impl Options {
-    /// Opens (or creates) the store in `home` with these Argon2id costs.
-    pub(crate) async fn open_store(
-        &self,
-        home: &Path,
-        unlock: Unlock,
-    ) -> Result<Store, crate::StoreError> {
-        Store::open_with_costs(home, unlock, self.argon2_memory_kib, self.argon2_iterations).await
-    }
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            backoff: Backoff::COMMAND,
-            clock: Arc::new(SystemClock),
-            argon2_memory_kib: chorus_crypto::ARGON2_MEMORY_KIB,
-            argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
-            sibling_delivery: SIBLING_DELIVERY,
-            allow_private_relays: false,
-        }
-    }
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("backoff", &self.backoff)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Something that happened while receiving.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// Someone answered an invitation or wrote to our address: a new contact.
-    ContactAdded {
-        /// The alias given to them.
-        contact: String,
-    },
-    /// A message, in or out.
-    Message(Message),
-    /// A device joined this identity (a roster entry folded from the log).
-    DeviceLinked {
-        /// Its name.
-        name: String,
-        /// The device that approved it.
-        by: String,
-    },
-    /// A stranger wrote to the identity's address: a message request, held until a
-    /// device accepts or blocks it (`chorus requests`).
-    Request {
-        /// The request's id on this device.
-        request: i64,
-        /// The name they gave.
-        name: String,
-        /// The message.
-        text: String,
-    },
-    /// An envelope or log record that could not be accepted (forged, replayed, for a
-    /// used invitation, from outside the roster): skipped, nothing changed but the
-    /// cursor.
-    Rejected {
-        /// What was skipped ("an envelope: …" or "log record N: …") and why.
-        reason: String,
-    },
-}
-
-/// One history entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Message {
-    /// The contact.
-    pub contact: String,
-    /// Sent by us.
-    pub outgoing: bool,
-    /// The text.
-    pub text: String,
-    /// The sender's clock.
-    pub sent_ms: i64,
-    /// When this device stored it.
-    pub stored_ms: i64,
-}
 
 /// A contact as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -335,38 +211,6 @@ pub(crate) struct ContactRow {
     send_mailbox: Vec<u8>,
     recv_mailbox: Vec<u8>,
     hello_acked: bool,
-}
-
-/// A device: an unlocked store, its identity, its view of the identity's log and its
-/// relay.
-pub struct Device {
-    pub(crate) store: Store,
-    pub(crate) me: Me,
-    pub(crate) relay: RelayClient,
-    pub(crate) options: Options,
-    pub(crate) home: PathBuf,
-    pub(crate) log: LogKeys,
-    /// Sequenced sends that lost the race to a sibling and were encrypted again.
-    pub(crate) lost_races: std::sync::atomic::AtomicU64,
-}
-
-impl std::fmt::Debug for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("home", &self.home)
-            .field("name", &self.me.name)
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn rng() -> UnwrapErr<SysRng> {
-    UnwrapErr(SysRng)
-}
-
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    rng().fill_bytes(&mut out);
-    out
 }
 
 fn id32(bytes: &[u8]) -> Result<Id32, ClientError> {
@@ -2177,19 +2021,6 @@ impl Introduction {
     }
 }
 
-/// The alias of the contact whose root key is `root`, if it is a contact.
-pub(crate) async fn contact_named_by<'e, E: sqlx::SqliteExecutor<'e>>(
-    executor: E,
-    root: &[u8],
-) -> Result<Option<String>, ClientError> {
-    Ok(
-        sqlx::query_scalar("SELECT name FROM contacts WHERE root_key = $1")
-            .bind(root)
-            .fetch_optional(executor)
-            .await?,
-    )
-}
-
 /// The event for an envelope refused for good: only its cursor moves.
 fn rejected(e: &ClientError) -> Vec<Event> {
     tracing::warn!(error = %e, "envelope rejected");
@@ -2234,34 +2065,6 @@ fn sent_event(
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_contact(
-    tx: &mut SqliteConnection,
-    name: &str,
-    identity: &IdentityKeys,
-    relay_url: &str,
-    send_mailbox: &[u8],
-    recv_mailbox: &[u8],
-    invitation: Option<&[u8]>,
-    now: i64,
-) -> Result<(), ClientError> {
-    sqlx::query(
-        "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox, invitation, added_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(name)
-    .bind(&identity.root.as_bytes()[..])
-    .bind(identity.encode())
-    .bind(relay_url)
-    .bind(send_mailbox)
-    .bind(recv_mailbox)
-    .bind(invitation)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 async fn insert_mailbox(
     tx: &mut SqliteConnection,
     mailbox: &[u8],
@@ -2294,16 +2097,5 @@ pub(crate) fn remove_store(home: &Path, created_home: bool) {
     }
     if created_home {
         let _ = std::fs::remove_dir(home);
-    }
-}
-
-/// Test hook: with `CHORUS_FAILPOINT=<name>` the process stops at the named point
-/// (sleeping until killed), so tests can `kill -9` it exactly there. Never set in use.
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var("CHORUS_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name} reached");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
     }
 }

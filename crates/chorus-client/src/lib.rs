@@ -30,7 +30,10 @@
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 pub mod code;
+mod contacts;
 pub mod device;
+mod event;
+mod handle;
 mod identity;
 pub mod link;
 pub mod log;

@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
 
-use crate::device::{Device, Options, random, rng};
+use crate::handle::{Device, Options, failpoint, random, rng};
 use crate::identity::{IdentitySecrets, secret_bytes};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, load_roster};
 use crate::relay::{Login, RelayClient, normalize_url};
@@ -594,7 +594,7 @@ impl LinkConfirmed {
             timeout,
         )
         .await?;
-        crate::device::failpoint("link-bundle-received");
+        failpoint("link-bundle-received");
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&offer.code.channel);
         let plain = key.open(&ad, &sealed).map_err(|_| {

@@ -6,7 +6,7 @@ use chorus_relay::api::Id32;
 use chorus_wire::IdentityKeys;
 
 use super::{Bundle, LINK_TIMEOUT, LinkOffer};
-use crate::device::{random, rng};
+use crate::handle::{random, rng};
 use crate::testing::{device, relay};
 use crate::{ClientError, Device, Options, Unlock};
 

@@ -24,13 +24,15 @@
 //! skipped: nothing but the cursor moves, and the reason is reported as
 //! [`Event::Rejected`](crate::Event::Rejected).
 
-use chorus_core::{RecordContext, Roster, Session, open_event, seal_event};
+use chorus_core::{RecordContext, Roster, Session, open_event};
 use chorus_crypto::EpochKey;
-use chorus_relay::api::{Guard, HexBytes, Id32, RecordIn, RecordOut};
+use chorus_relay::api::{Id32, RecordOut};
 use chorus_wire::{ContactDetails, EventKind, LogEvent, RosterEntry, SentMessage};
 use sqlx::SqliteConnection;
 
-use crate::device::{Device, Event, Message, rng};
+use crate::contacts::{contact_named_by, insert_contact};
+use crate::event::{Event, Message};
+use crate::handle::{Device, random};
 use crate::{ClientError, Store};
 
 /// Records read per request while folding (the largest are ~128 KiB: a page stays
@@ -47,40 +49,6 @@ pub(crate) fn session_stream(contact_root: &[u8; 32]) -> Vec<u8> {
 
 /// The stream that numbers prekeys (two devices must not mint the same ids).
 pub(crate) const PREKEY_STREAM: &[u8] = b"prekeys";
-
-/// The log's keys as this device holds them.
-pub(crate) struct LogKeys {
-    pub(crate) log_id: Id32,
-    pub(crate) epoch: u32,
-    pub(crate) key: EpochKey,
-    pub(crate) device: [u8; 32],
-}
-
-impl LogKeys {
-    /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
-    /// author and the guard (`(stream tag, expected version)`).
-    pub(crate) fn seal(
-        &self,
-        event: &LogEvent,
-        guard: Option<([u8; 32], i64)>,
-    ) -> Result<RecordIn, ClientError> {
-        let context = RecordContext {
-            epoch: self.epoch,
-            author: event.author,
-            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
-        };
-        let sealed = seal_event(&self.key, &context, event, &mut rng())?;
-        Ok(RecordIn {
-            epoch: i64::from(self.epoch),
-            nonce: HexBytes(sealed.nonce.to_vec()),
-            ciphertext: HexBytes(sealed.ciphertext),
-            guard: guard.map(|(t, v)| Guard {
-                stream_tag: HexBytes(t.to_vec()),
-                expected_version: v,
-            }),
-        })
-    }
-}
 
 /// An event to append, with the stream it is guarded on and the version expected
 /// (`None`: the version as folded when the batch is sealed).
@@ -174,7 +142,7 @@ impl Device {
                 }
             };
             let event = LogEvent {
-                event_id: crate::device::random(),
+                event_id: random(),
                 lamport: u64::try_from(lamport).unwrap_or(0) + 1 + i as u64,
                 timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
                 author: keys.device,
@@ -432,7 +400,7 @@ impl Device {
                 message,
                 position,
             } => {
-                let name = crate::device::contact_named_by(&mut *tx, &contact).await?;
+                let name = contact_named_by(&mut *tx, &contact).await?;
                 let name = name.ok_or(ClientError::Rejected(
                     "a received message from an unknown contact",
                 ))?;
@@ -532,7 +500,7 @@ impl Device {
         d: &ContactDetails,
         seq: i64,
     ) -> Result<Option<Vec<Event>>, ClientError> {
-        let known = crate::device::contact_named_by(&mut *tx, contact).await?;
+        let known = contact_named_by(&mut *tx, contact).await?;
         if known.is_some() {
             return Ok(None);
         }
@@ -554,7 +522,7 @@ impl Device {
             Some(_) => None,
             None => d.invitation.as_ref().map(|m| &m[..]),
         };
-        crate::device::insert_contact(
+        insert_contact(
             tx,
             &alias,
             &d.identity,
@@ -633,7 +601,7 @@ impl Device {
         author: &[u8; 32],
         seq: i64,
     ) -> Result<Vec<Event>, ClientError> {
-        let name = crate::device::contact_named_by(&mut *tx, &sent.contact).await?;
+        let name = contact_named_by(&mut *tx, &sent.contact).await?;
         let name = name.ok_or(ClientError::Rejected(
             "a sent message to an unknown contact",
         ))?;

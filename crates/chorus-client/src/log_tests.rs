@@ -12,7 +12,7 @@ use chorus_relay::api::Id32;
 use chorus_wire::{EventKind, LogEvent, RosterBody, RosterEntry};
 
 use super::{Pending, load_roster};
-use crate::device::{random, rng};
+use crate::handle::{random, rng};
 use crate::relay::{Login, RelayClient};
 use crate::testing::{device, folded_state, relay};
 use crate::{Device, Event};

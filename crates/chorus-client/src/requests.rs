@@ -28,7 +28,8 @@ use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Paylo
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::device::{Event, FirstContact};
+use crate::device::FirstContact;
+use crate::event::Event;
 use crate::log::Pending;
 use crate::store::row;
 use crate::{ClientError, Device};
@@ -197,7 +198,7 @@ impl Device {
                     .await?;
             }
         }
-        let folded = crate::device::contact_named_by(self.store.pool(), &root).await?;
+        let folded = crate::contacts::contact_named_by(self.store.pool(), &root).await?;
         let alias = folded.ok_or(ClientError::Contended)?;
         // Our hello (and any queued message) goes out now; a failure stays queued.
         self.flush_outbox().await?;

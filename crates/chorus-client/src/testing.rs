@@ -51,7 +51,7 @@ pub(crate) async fn root_authorization(
     let roster = crate::log::load_roster(&mut conn, &d.log.log_id)
         .await
         .unwrap();
-    let dh = chorus_crypto::DeviceDhSecret::generate(&mut crate::device::rng()).public_key();
+    let dh = chorus_crypto::DeviceDhSecret::generate(&mut crate::handle::rng()).public_key();
     let root = d.me.identity.root().unwrap();
     roster
         .authorize(

@@ -1,0 +1,56 @@
+//! What receiving reports: new contacts, messages, devices that joined, requests and
+//! refusals. Plain data, shown by the CLI and serialised by `--json`.
+
+use serde::Serialize;
+
+/// Something that happened while receiving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Someone answered an invitation or wrote to our address: a new contact.
+    ContactAdded {
+        /// The alias given to them.
+        contact: String,
+    },
+    /// A message, in or out.
+    Message(Message),
+    /// A device joined this identity (a roster entry folded from the log).
+    DeviceLinked {
+        /// Its name.
+        name: String,
+        /// The device that approved it.
+        by: String,
+    },
+    /// A stranger wrote to the identity's address: a message request, held until a
+    /// device accepts or blocks it (`chorus requests`).
+    Request {
+        /// The request's id on this device.
+        request: i64,
+        /// The name they gave.
+        name: String,
+        /// The message.
+        text: String,
+    },
+    /// An envelope or log record that could not be accepted (forged, replayed, for a
+    /// used invitation, from outside the roster): skipped, nothing changed but the
+    /// cursor.
+    Rejected {
+        /// What was skipped ("an envelope: …" or "log record N: …") and why.
+        reason: String,
+    },
+}
+
+/// One history entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The contact.
+    pub contact: String,
+    /// Sent by us.
+    pub outgoing: bool,
+    /// The text.
+    pub text: String,
+    /// The sender's clock.
+    pub sent_ms: i64,
+    /// When this device stored it.
+    pub stored_ms: i64,
+}
