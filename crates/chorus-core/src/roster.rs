@@ -18,7 +18,8 @@ use chorus_crypto::{
 };
 use chorus_wire::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel, WireError};
 
-/// Most devices one identity may have (the relay's own bound is the same).
+/// Most devices one identity may ever have, revoked ones included (the relay's own
+/// bound is the same: a roster that only grows must still be bounded).
 pub const MAX_DEVICES: usize = 64;
 
 /// Why a roster entry was refused. Every variant is the fault of whoever produced the
@@ -86,7 +87,7 @@ pub enum RosterError {
         index: u64,
     },
     /// The roster is full.
-    #[error("roster entry {index}: more than {MAX_DEVICES} devices")]
+    #[error("roster entry {index}: more than {MAX_DEVICES} devices ever (revoked ones count)")]
     TooManyDevices {
         /// The entry's position.
         index: u64,
