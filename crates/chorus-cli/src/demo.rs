@@ -53,6 +53,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::DeviceLinked { name, by } => {
                 println!("    {who} sees: device {name:?} linked by {by:?}");
             }
+            Event::DeviceRelinked { name, by } => {
+                println!("    {who} sees: device {name:?} linked again by {by:?}");
+            }
             Event::Request { name, text, .. } => {
                 println!("    {who} sees: message request from {name:?}: {text:?}");
             }

@@ -403,8 +403,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         None => "not seen recently".to_owned(),
                     };
                     let me = if d.this_device { "  (this device)" } else { "" };
+                    let relinked = match d.relinked_ms {
+                        Some(ms) => {
+                            format!("  re-linked {}", clock(i64::try_from(ms).unwrap_or(0)))
+                        }
+                        None => String::new(),
+                    };
                     println!(
-                        "{:<20} {}  added {}  {seen}{me}",
+                        "{:<20} {}  added {}{relinked}  {seen}{me}",
                         printable(&d.name),
                         d.id,
                         clock(i64::try_from(d.added_ms).unwrap_or(0))
@@ -697,6 +703,11 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
             Event::ContactAdded { contact } => println!("* new contact {contact:?}"),
             Event::DeviceLinked { name, by } => println!(
                 "* new device {:?} linked to your identity by {:?} (see `chorus devices`)",
+                printable(name),
+                printable(by)
+            ),
+            Event::DeviceRelinked { name, by } => println!(
+                "* device {:?} was linked again by {:?} (see `chorus devices`)",
                 printable(name),
                 printable(by)
             ),

@@ -47,6 +47,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::ContactAdded { contact } => println!("alice: new contact {contact}"),
             Event::Message(m) => println!("alice: {} says {:?}", m.contact, m.text),
             Event::DeviceLinked { name, by } => println!("alice: device {name} linked by {by}"),
+            Event::DeviceRelinked { name, by } => {
+                println!("alice: device {name} linked again by {by}")
+            }
             Event::Request { name, text, .. } => {
                 println!("alice: message request from {name}: {text:?}")
             }

@@ -92,6 +92,8 @@ pub struct DeviceInfo {
     pub added_ms: u64,
     /// When the relay last heard from it (kept 90 s, in memory only); `None`: not recently.
     pub last_seen_ms: Option<i64>,
+    /// When it was last linked again, if it was (the approving device's clock).
+    pub relinked_ms: Option<u64>,
     /// Whether it is the device running this command.
     pub this_device: bool,
 }
@@ -1749,12 +1751,24 @@ impl Device {
         let presence = self.relay.presence().await.ok();
         let mut conn = self.store.pool().acquire().await?;
         let roster = crate::log::load_roster(&mut conn, &self.log.log_id).await?;
+        let mut relinked = std::collections::HashMap::new();
+        for d in roster.devices() {
+            let at: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
+                    .bind(crate::log::relinked_register(d.key.as_bytes()))
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(at) = at.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+                relinked.insert(*d.key.as_bytes(), u64::from_be_bytes(at));
+            }
+        }
         Ok(roster
             .devices()
             .iter()
             .map(|d| {
                 let key = *d.key.as_bytes();
                 DeviceInfo {
+                    relinked_ms: relinked.get(&key).copied(),
                     name: d.name.clone(),
                     id: hex::encode(&key[..8]),
                     added_ms: d.added_ms,

@@ -21,6 +21,14 @@ pub enum Event {
         /// The device that approved it.
         by: String,
     },
+    /// A device the identity already held was linked again (reinstalled with its
+    /// keys, or an interrupted link resumed). Worth a look if nobody here did it.
+    DeviceRelinked {
+        /// Its name.
+        name: String,
+        /// The device that approved it.
+        by: String,
+    },
     /// A stranger wrote to the identity's address: a message request, held until a
     /// device accepts or blocks it (`chorus requests`).
     Request {

@@ -923,6 +923,14 @@ impl Approval<'_> {
         d.relay
             .add_device(Id32(*self.new_device.as_bytes()), &authorization)
             .await?;
+        if relink.is_some() {
+            // Every device shows the re-link: a device set up again with its keys is
+            // worth a look if nobody in the household did it.
+            d.append(vec![Pending::free(EventKind::Relinked {
+                device: *self.new_device.as_bytes(),
+            })])
+            .await?;
+        }
         let checkpoint_id: [u8; 32] = random();
         let sealed = Checkpoint::export(d)
             .await?

@@ -87,6 +87,11 @@ pub(crate) enum Appended {
     Conflict,
 }
 
+/// The register holding when `device` was last linked again.
+pub(crate) fn relinked_register(device: &[u8; 32]) -> String {
+    format!("relinked:{}", hex::encode(device))
+}
+
 /// The version a stream is at, as folded.
 pub(crate) async fn stream_version(
     conn: &mut SqliteConnection,
@@ -430,6 +435,28 @@ impl Device {
             }
             EventKind::Blocked { contact, blocked } => {
                 self.fold_blocked(tx, &contact, blocked, &stamp).await?;
+            }
+            EventKind::Relinked { device } => {
+                let at = stamp.timestamp_ms.to_be_bytes();
+                let newer = self
+                    .lww(tx, &relinked_register(&device), &stamp, &at)
+                    .await?;
+                let named = |key: &[u8; 32]| {
+                    roster
+                        .devices()
+                        .iter()
+                        .find(|d| d.key.as_bytes() == key)
+                        .map(|d| d.name.clone())
+                };
+                if newer
+                    && device != self.log.device
+                    && let Some(name) = named(&device)
+                {
+                    events.push(Event::DeviceRelinked {
+                        name,
+                        by: named(&event.author).unwrap_or_else(|| "an unknown device".into()),
+                    });
+                }
             }
             EventKind::Read { contact, up_to } => {
                 sqlx::query(

@@ -266,6 +266,15 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
         "one phone, not two"
     );
     assert_eq!(phone.devices().await.unwrap().len(), 2);
+    // Issue 11 item 6: a bundle for a device the roster already held shows up on every
+    // device as a re-link, not silently.
+    for d in [&laptop, &phone] {
+        let listed = d.devices().await.unwrap();
+        let entry = listed.iter().find(|x| x.name == "phone").unwrap();
+        assert!(entry.relinked_ms.is_some(), "{listed:?}");
+        let laptop_entry = listed.iter().find(|x| x.name != "phone").unwrap();
+        assert_eq!(laptop_entry.relinked_ms, None);
+    }
     assert!(Device::exists(&home) && !Device::link_unfinished(&home));
     assert_eq!(phone.fingerprint(), laptop.fingerprint());
     drop(phone);

@@ -139,6 +139,8 @@ pub struct Constellation {
     read: BTreeMap<[u8; 32], u64>,
     delivered: BTreeSet<[u8; 16]>,
     blocked: BTreeMap<[u8; 32], Lww<bool>>,
+    /// When each device was last linked again (the author's clock, last writer wins).
+    relinked: BTreeMap<[u8; 32], Lww<u64>>,
 }
 
 impl Constellation {
@@ -154,6 +156,7 @@ impl Constellation {
             read: BTreeMap::new(),
             delivered: BTreeSet::new(),
             blocked: BTreeMap::new(),
+            relinked: BTreeMap::new(),
         }
     }
 
@@ -198,6 +201,15 @@ impl Constellation {
                 }
                 None => {
                     self.blocked.insert(*contact, Lww::new(*blocked, stamp));
+                }
+            },
+            EventKind::Relinked { device } => match self.relinked.get_mut(device) {
+                Some(r) => {
+                    r.set(event.timestamp_ms, stamp);
+                }
+                None => {
+                    self.relinked
+                        .insert(*device, Lww::new(event.timestamp_ms, stamp));
                 }
             },
             // Sessions and prekeys are folded by the client into its store (their state
@@ -248,6 +260,11 @@ impl Constellation {
     /// Whether an identity is blocked.
     pub fn is_blocked(&self, contact: &[u8; 32]) -> bool {
         self.blocked.get(contact).is_some_and(|r| *r.get())
+    }
+
+    /// When `device` was last linked again, if it was (the approver's clock).
+    pub fn relinked_ms(&self, device: &[u8; 32]) -> Option<u64> {
+        self.relinked.get(device).map(|r| *r.get())
     }
 
     /// Whether an envelope is known to be delivered (so no sibling re-delivers it).
@@ -304,6 +321,11 @@ impl Constellation {
         for (id, blocked) in &self.blocked {
             h.update(id);
             h.update([u8::from(*blocked.get())]);
+        }
+        h.update((self.relinked.len() as u64).to_be_bytes());
+        for (id, at) in &self.relinked {
+            h.update(id);
+            h.update(at.get().to_be_bytes());
         }
         h.finalize().into()
     }

@@ -214,6 +214,7 @@ fn kind() -> impl Strategy<Value = EventKind> {
             contact: [c; 32],
             blocked
         }),
+        (0u8..3).prop_map(|d| EventKind::Relinked { device: [d; 32] }),
     ]
 }
 

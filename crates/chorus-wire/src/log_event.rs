@@ -173,6 +173,12 @@ pub enum EventKind {
         /// The mailbox seq it arrived at (history order).
         position: u64,
     },
+    /// A device the roster already held was linked again (reinstalled with its keys,
+    /// or an interrupted link resumed): every device shows it as a re-link.
+    Relinked {
+        /// The device's key.
+        device: [u8; 32],
+    },
     /// An envelope reached the contact's relay.
     Delivered {
         /// The envelope id.
@@ -288,6 +294,9 @@ impl LogEvent {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
             },
+            Kind::Relinked(r) => EventKind::Relinked {
+                device: fixed("relinked.device", &r.device)?,
+            },
         };
         Ok(Self {
             event_id: fixed("log_event.event_id", &p.event_id)?,
@@ -394,6 +403,9 @@ impl LogEvent {
             EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
+            }),
+            EventKind::Relinked { device } => Kind::Relinked(proto::Relinked {
+                device: device.to_vec(),
             }),
         };
         let mut message = proto::LogEvent {
