@@ -72,6 +72,9 @@ pub enum StoreError {
     /// The address would hold more than the maximum one-time prekeys.
     #[error("too many prekeys stored")]
     TooManyPrekeys,
+    /// The login table (challenges or sessions) holds its bound of live rows.
+    #[error("too many logins outstanding")]
+    TooManyLogins,
     /// The channel id is in use.
     #[error("channel exists")]
     ChannelExists,
@@ -184,6 +187,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::AddressTaken => ApiError::new(S::CONFLICT, "address_taken"),
             StoreError::TooManyPrekeys => ApiError::new(S::CONFLICT, "too_many_prekeys"),
+            StoreError::TooManyLogins => ApiError::rate_limited(),
             StoreError::ChannelExists => ApiError::new(S::CONFLICT, "channel_exists"),
             StoreError::ChannelFull => ApiError::new(S::CONFLICT, "channel_full"),
             StoreError::Internal(e) => ApiError::internal(&e),

@@ -60,7 +60,6 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::Auth;
 use crate::batcher::Batcher;
 use crate::limits::{EVENT_BUS_CAPACITY, SWEEP_INTERVAL};
 use crate::presence::Presence;
@@ -79,9 +78,8 @@ struct Inner {
     store: Arc<dyn RelayStore>,
     clock: Arc<dyn Clock>,
     limits: Limits,
-    auth: Arc<Auth>,
     rate: RateLimiter,
-    presence: Presence,
+    presence: Arc<Presence>,
     bus: broadcast::Sender<Event>,
     batcher: Batcher,
     sockets: ws::Sockets,
@@ -98,18 +96,23 @@ impl AppState {
     ) -> StoreResult<Self> {
         let (bus, _) = broadcast::channel(EVENT_BUS_CAPACITY);
         store.listen(bus.clone()).await?;
-        let auth = Arc::new(Auth::new(
-            limits.max_sessions,
-            limits.max_pending_challenges,
-        ));
-        // Revocations heard from other processes drop sessions here too.
-        let mut revocations = bus.subscribe();
-        let auth_for_task = auth.clone();
+        // Heartbeats and revocations heard from other processes update presence
+        // here (presence is never stored).
+        let presence = Arc::new(Presence::default());
+        let mut events = bus.subscribe();
+        let presence_for_task = presence.clone();
         tokio::spawn(async move {
             loop {
-                match revocations.recv().await {
+                match events.recv().await {
+                    Ok(Event::Heartbeat {
+                        log_id,
+                        device_id,
+                        at_ms,
+                    }) => {
+                        presence_for_task.beat(log_id, device_id, at_ms);
+                    }
                     Ok(Event::DeviceRevoked { log_id, device_id }) => {
-                        auth_for_task.revoke(log_id, device_id)
+                        presence_for_task.forget(log_id, device_id)
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -124,9 +127,8 @@ impl AppState {
                 store,
                 clock,
                 limits,
-                auth,
                 rate,
-                presence: Presence::default(),
+                presence,
                 bus,
                 batcher,
                 sockets: ws::Sockets::default(),
@@ -148,10 +150,6 @@ impl AppState {
     /// The operational limits.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
-    }
-
-    pub(crate) fn auth(&self) -> &Auth {
-        &self.inner.auth
     }
 
     pub(crate) fn rate(&self) -> &RateLimiter {
@@ -178,14 +176,19 @@ impl AppState {
         self.inner.closing.subscribe()
     }
 
+    /// Tells the other processes (only) about events.
+    pub(crate) async fn publish(&self, events: &[Event]) {
+        if let Err(e) = self.inner.store.publish(events).await {
+            tracing::warn!(error = %e, "could not notify other relay processes");
+        }
+    }
+
     /// Tells this process's sockets and the other processes about events.
     pub(crate) async fn emit(&self, events: Vec<Event>) {
         for e in &events {
             let _ = self.inner.bus.send(e.clone());
         }
-        if let Err(e) = self.inner.store.publish(&events).await {
-            tracing::warn!(error = %e, "could not notify other relay processes");
-        }
+        self.publish(&events).await;
     }
 
     /// Deletes expired envelopes and channels now.

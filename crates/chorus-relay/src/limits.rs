@@ -125,7 +125,7 @@ pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long an authentication challenge may be answered.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 
-/// Most outstanding challenges held in memory.
+/// Most outstanding challenges held (all devices).
 pub const MAX_PENDING_CHALLENGES: usize = 100_000;
 
 /// Most outstanding challenges per device key; asking for one more forgets that
@@ -138,7 +138,7 @@ pub const MAX_PENDING_CHALLENGES_PER_DEVICE: usize = 16;
 /// device re-authenticates with its key for free.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// Most live sessions held in memory.
+/// Most live sessions held (all devices).
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// Most open WebSockets per device: one per running client process (`watch`, a
@@ -256,9 +256,9 @@ pub struct Limits {
     pub prekey_fetch_rate: Rate,
     /// Unauthenticated creations per client IP.
     pub open_rate: Rate,
-    /// Most live sessions held in memory.
+    /// Most live sessions held (all devices).
     pub max_sessions: usize,
-    /// Most outstanding challenges held in memory.
+    /// Most outstanding challenges held (all devices).
     pub max_pending_challenges: usize,
     /// Most rate-limit buckets held in memory.
     pub max_rate_buckets: usize,

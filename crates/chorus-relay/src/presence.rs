@@ -2,9 +2,10 @@
 //!
 //! Held in memory only and never stored (DESIGN §9): it is advisory (a device may
 //! prefer a present sibling for `ForwardRequested`), so losing it on restart is
-//! harmless, and not persisting it keeps activity patterns off the disk. Per
-//! process: behind several relay processes a sibling shows as present on the
-//! process it talks to.
+//! harmless, and not persisting it keeps activity patterns off the disk. Several
+//! relay processes over one PostgreSQL database share heartbeats as events
+//! ([`crate::store::Event::Heartbeat`], over `LISTEN/NOTIFY`), so each process
+//! holds the same table without it ever being written down.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::AppState;
 use crate::api::*;
-use crate::auth::Authed;
+use crate::auth::{self, Authed};
 use crate::authority::{Authority, Change};
 use crate::clock::duration_ms;
 use crate::error::ApiError;
@@ -141,13 +141,7 @@ async fn challenge(
     allow(&state, Kind::Open, ip.key())?;
     // Only a current device gets a challenge: the table holds nothing for keys
     // that could never log in, so made-up device ids cannot fill it.
-    match state.store().device(req.log_id, req.device_id).await? {
-        Some(d) if d.revoked_ms.is_none() => {}
-        _ => return Err(ApiError::unauthorized()),
-    }
-    let (challenge, expires_ms) = state
-        .auth()
-        .challenge(req.log_id, req.device_id, state.now())?;
+    let (challenge, expires_ms) = auth::challenge(&state, req.log_id, req.device_id).await?;
     Ok(Json(ChallengeResponse {
         challenge,
         expires_ms,
@@ -159,22 +153,16 @@ async fn session(
     Body(body): Body,
 ) -> ApiResult<Json<SessionResponse>> {
     let req: SessionRequest = decode(&body)?;
-    let now = state.now();
-    let (log_id, device_id) = state
-        .auth()
-        .take_challenge(&req.challenge, now)
+    let challenged = auth::take_challenge(&state, &req.challenge)
+        .await?
         .ok_or_else(ApiError::unauthorized)?;
+    let (log_id, device_id) = (challenged.log_id, challenged.device_id);
     let key = VerifyingKey::from_bytes(&device_id.0).map_err(|_| ApiError::unauthorized())?;
     let sig = Signature::from_slice(&req.signature.0).map_err(|_| ApiError::unauthorized())?;
     key.verify_strict(&auth_message(&req.challenge, &log_id, &device_id), &sig)
         .map_err(|_| ApiError::unauthorized())?;
-    match state.store().device(log_id, device_id).await? {
-        Some(d) if d.revoked_ms.is_none() => {}
-        // Unknown and revoked look the same from outside.
-        _ => return Err(ApiError::unauthorized()),
-    }
-    let ttl = duration_ms(state.limits().session_ttl);
-    let (token, expires_ms) = state.auth().issue(log_id, device_id, now, ttl)?;
+    // The device is checked again as the session is stored, under the log's lock.
+    let (token, expires_ms) = auth::issue(&state, log_id, device_id).await?;
     tracing::debug!(log = ?log_id, device = ?device_id, "session issued");
     Ok(Json(SessionResponse { token, expires_ms }))
 }
@@ -359,9 +347,8 @@ async fn revoke_device(
         .store()
         .revoke_device(log_id, device_id, state.now())
         .await?;
-    // Cut access here before answering; other processes and open sockets follow
-    // from the event.
-    state.auth().revoke(log_id, device_id);
+    // The store deleted the device's sessions; open sockets, here and in other
+    // processes, close on the event.
     state.presence().forget(log_id, device_id);
     state
         .emit(vec![Event::DeviceRevoked { log_id, device_id }])
@@ -672,7 +659,16 @@ async fn heartbeat(
 ) -> ApiResult<StatusCode> {
     let log_id = Id32::parse(&log)?;
     let s = authed.for_log(&log_id)?;
-    if state.presence().beat(log_id, s.device_id, state.now()) {
+    let now = state.now();
+    if state.presence().beat(log_id, s.device_id, now) {
+        // Other processes learn it through the bus; nothing is stored.
+        state
+            .publish(&[Event::Heartbeat {
+                log_id,
+                device_id: s.device_id,
+                at_ms: now,
+            }])
+            .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::rate_limited())

@@ -155,7 +155,7 @@ impl Pusher {
                     // from the client is ignored.
                     Some(Ok(_)) => Next::Continue,
                 },
-                _ = tick.tick() => self.check_session(),
+                _ = tick.tick() => self.check_session().await,
                 _ = closing.changed() => Next::Close(CLOSE_SHUTDOWN, "shutdown"),
             };
         }
@@ -169,30 +169,37 @@ impl Pusher {
         }
     }
 
-    fn check_session(&self) -> Next {
+    async fn check_session(&self) -> Next {
         let now = self.state.now();
-        match self.state.auth().session(&self.authed.key, now) {
-            Some(_) => Next::Continue,
-            None if self.authed.session.expires_ms <= now => {
+        match self.state.store().session(self.authed.key, now).await {
+            Ok(Some(_)) => Next::Continue,
+            Ok(None) if self.authed.session.expires_ms <= now => {
                 Next::Close(CLOSE_EXPIRED, "session_expired")
             }
-            None => Next::Close(CLOSE_REVOKED, "revoked"),
+            Ok(None) => Next::Close(CLOSE_REVOKED, "revoked"),
+            Err(e) => self.failed(e),
         }
     }
 
     async fn on_event(&mut self, ev: Result<Event, RecvError>, socket: &mut WebSocket) -> Next {
         let me = self.authed.session;
-        match ev {
+        let mine = match &ev {
             Ok(Event::DeviceRevoked { log_id, device_id })
-                if log_id == me.log_id && device_id == me.device_id =>
+                if *log_id == me.log_id && *device_id == me.device_id =>
             {
-                // The auth task may not have dropped the session yet.
-                self.state.auth().revoke(log_id, device_id);
                 return Next::Close(CLOSE_REVOKED, "revoked");
             }
-            _ => {}
+            Ok(Event::LogAppended { log_id, .. } | Event::MailboxPosted { log_id, .. }) => {
+                *log_id == self.log_id
+            }
+            Ok(Event::Resync) | Err(_) => true,
+            Ok(Event::DeviceRevoked { .. } | Event::Heartbeat { .. }) => false,
+        };
+        // Other logs' events wake every socket; only this log's cost a lookup.
+        if !mine {
+            return Next::Continue;
         }
-        if let Next::Close(c, r) = self.check_session() {
+        if let Next::Close(c, r) = self.check_session().await {
             return Next::Close(c, r);
         }
         match ev {

@@ -1125,6 +1125,29 @@ async fn forged_or_replayed_challenge_answers_are_refused(b: Backend) {
     r.clock.advance(DEFAULT_SESSION_TTL);
     let (s, _) = r.get(&format!("/v1/logs/{}", log.0), Some(&tok)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A challenge answered after its lifetime is refused.
+    let (_, v) = r
+        .post(
+            "/v1/auth/challenge",
+            None,
+            json!({ "log_id": log.0, "device_id": dev.id }),
+        )
+        .await;
+    let c: chorus_relay::api::Id32 = v["challenge"].as_str().unwrap().parse().unwrap();
+    let late = dev.key.sign(&chorus_relay::api::auth_message(
+        &c,
+        &log.0.parse().unwrap(),
+        &dev.id.parse().unwrap(),
+    ));
+    r.clock.advance(chorus_relay::limits::CHALLENGE_TTL);
+    let (s, _) = r
+        .post(
+            "/v1/auth/session",
+            None,
+            json!({ "challenge": c.to_string(), "signature": hex::encode(late.to_bytes()) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 async fn device_count_at_bound_then_refused(b: Backend) {

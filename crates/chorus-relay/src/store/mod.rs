@@ -141,6 +141,38 @@ pub struct Swept {
     pub channels: u64,
 }
 
+/// A login: which device of which log, until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Login {
+    /// The log the device belongs to.
+    pub log_id: Id32,
+    /// The device.
+    pub device_id: Id32,
+    /// When it stops working.
+    pub expires_ms: i64,
+}
+
+/// Which of the two login tables: outstanding challenges, or sessions (keyed by
+/// the SHA-256 of their token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginTable {
+    /// Challenges issued and not yet answered.
+    Challenges,
+    /// Session tokens issued.
+    Sessions,
+}
+
+/// How many live rows a login table holds: in all, and per device (a device at
+/// its cap loses its oldest row to a new one, so one device can never fill the
+/// table and lock the others out).
+#[derive(Clone, Copy, Debug)]
+pub struct LoginCaps {
+    /// Live rows in the whole table.
+    pub total: usize,
+    /// Rows of one device.
+    pub per_device: usize,
+}
+
 /// Something devices may need to hear about, in this process or another.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t")]
@@ -167,6 +199,16 @@ pub enum Event {
         log_id: Id32,
         /// The device.
         device_id: Id32,
+    },
+    /// A device sent a heartbeat to another process (presence is shared this
+    /// way, never stored).
+    Heartbeat {
+        /// The log.
+        log_id: Id32,
+        /// The device.
+        device_id: Id32,
+        /// When, by that process's clock.
+        at_ms: i64,
     },
     /// Notifications may have been lost (listener reconnected): re-read everything.
     Resync,
@@ -209,7 +251,8 @@ pub trait RelayStore: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, StoreResult<DeviceAdded>>;
 
-    /// Revokes a device (idempotent). `LastDevice` if it is the only current one.
+    /// Revokes a device (idempotent) and deletes its challenges and sessions.
+    /// `LastDevice` if it is the only current one.
     fn revoke_device(
         &self,
         log_id: Id32,
@@ -252,6 +295,28 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Deletes records with seq < `below`, if every current device's cursor is at
     /// least `below - 1`. Returns the new first stored seq.
     fn trim(&self, log_id: Id32, below: i64) -> BoxFuture<'_, StoreResult<i64>>;
+
+    /// Stores a login row (a challenge, or a session under its token's hash) for
+    /// a device that is current, first dropping the device's expired rows and its
+    /// oldest beyond `caps.per_device - 1`. `NotFound` if the device is not
+    /// current; `TooManyLogins` when `caps.total` live rows are held. A session is
+    /// stored under the log's lock, as [`RelayStore::revoke_device`] deletes the
+    /// device's rows: a revocation can never be overtaken by a login that checked
+    /// the device before it.
+    fn put_login(
+        &self,
+        table: LoginTable,
+        id: [u8; 32],
+        login: Login,
+        caps: LoginCaps,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Takes a live challenge: it answers at most once.
+    fn take_challenge(&self, id: [u8; 32], now: i64) -> BoxFuture<'_, StoreResult<Option<Login>>>;
+
+    /// The live session stored under a token's hash.
+    fn session(&self, id: [u8; 32], now: i64) -> BoxFuture<'_, StoreResult<Option<Login>>>;
 
     /// Registers a mailbox under a log (idempotent for the same log).
     /// `TooManyMailboxes` when the log already has `max_mailboxes`.
@@ -358,7 +423,7 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Deletes a channel and its messages; false if absent.
     fn close_channel(&self, channel_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
 
-    /// Deletes expired envelopes and channels.
+    /// Deletes expired envelopes, channels, challenges and sessions.
     fn sweep(&self, now: i64) -> BoxFuture<'_, StoreResult<Swept>>;
 
     /// Tells other relay processes about events (no-op for a single process).

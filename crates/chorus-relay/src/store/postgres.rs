@@ -18,7 +18,8 @@ use tokio::sync::broadcast;
 
 use super::sql::{id16, id32, int, sql_store};
 use super::{
-    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, Event, LogInfo, Posted,
+    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, Event, LogInfo, Login,
+    LoginCaps, LoginTable, Posted,
     RecordPage, Swept,
 };
 use crate::api::{

@@ -8,6 +8,7 @@
 //! prekey consume statement (`SKIP LOCKED` on PostgreSQL), and how a write
 //! transaction begins (`begin_write`, an inherent method of each store).
 
+use super::{Login, LoginTable};
 use crate::api::{Id16, Id32};
 use crate::error::StoreError;
 
@@ -48,6 +49,67 @@ macro_rules! bytes_window {
 }
 
 pub(crate) use bytes_window;
+
+/// The statements on one login table (`auth_challenges` or `auth_sessions`),
+/// which differ only in the table's name.
+macro_rules! login_statements {
+    ($t:literal) => {
+        LoginStatements {
+            evict: concat!(
+                "DELETE FROM ", $t, " WHERE log_id = $1 AND device_id = $2 AND (expires_ms <= $3 \
+                 OR n <= (SELECT COALESCE(MAX(n), 0) FROM ", $t,
+                " WHERE log_id = $1 AND device_id = $2) - $4)"
+            ),
+            live: concat!("SELECT COUNT(*) FROM ", $t, " WHERE expires_ms > $1"),
+            insert: concat!(
+                "INSERT INTO ", $t, " (id, log_id, device_id, n, expires_ms) \
+                 SELECT $1, $2, $3, COALESCE(MAX(n), 0) + 1, $4 FROM ", $t,
+                " WHERE log_id = $2 AND device_id = $3"
+            ),
+            delete_device: concat!("DELETE FROM ", $t, " WHERE log_id = $1 AND device_id = $2"),
+            sweep: concat!("DELETE FROM ", $t, " WHERE expires_ms <= $1"),
+        }
+    };
+}
+
+/// See [`login_statements`].
+pub(crate) struct LoginStatements {
+    /// Drops a device's expired rows and all but its newest `$4`.
+    pub(crate) evict: &'static str,
+    /// Live rows in the table.
+    pub(crate) live: &'static str,
+    /// Adds a row, numbered after the device's newest.
+    pub(crate) insert: &'static str,
+    /// Drops a device's rows.
+    pub(crate) delete_device: &'static str,
+    /// Drops expired rows.
+    pub(crate) sweep: &'static str,
+}
+
+/// The statements for a login table.
+pub(crate) fn login_sql(table: LoginTable) -> LoginStatements {
+    match table {
+        LoginTable::Challenges => login_statements!("auth_challenges"),
+        LoginTable::Sessions => login_statements!("auth_sessions"),
+    }
+}
+
+/// Both login tables.
+pub(crate) const LOGIN_TABLES: [LoginTable; 2] = [LoginTable::Challenges, LoginTable::Sessions];
+
+/// Decodes a stored login row (`log_id, device_id, expires_ms`).
+pub(crate) fn login_row<R: sqlx::Row>(r: &R) -> Result<Login, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Login {
+        log_id: id32(r.try_get(0)?)?,
+        device_id: id32(r.try_get(1)?)?,
+        expires_ms: r.try_get(2)?,
+    })
+}
 
 /// Implements `RelayStore` for `$store` over database `$db`.
 macro_rules! sql_store {
@@ -247,6 +309,13 @@ macro_rules! sql_store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                    for table in $crate::store::sql::LOGIN_TABLES {
+                        sqlx::query($crate::store::sql::login_sql(table).delete_device)
+                            .bind(&log_id.0[..])
+                            .bind(&device_id.0[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     Ok(())
                 })
@@ -394,6 +463,94 @@ macro_rules! sql_store {
                         .await?;
                     tx.commit().await?;
                     Ok(below)
+                })
+            }
+
+            fn put_login(
+                &self,
+                table: LoginTable,
+                id: [u8; 32],
+                login: Login,
+                caps: LoginCaps,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<()>> {
+                Box::pin(async move {
+                    let sql = $crate::store::sql::login_sql(table);
+                    let (log_id, device_id) = (&login.log_id.0[..], &login.device_id.0[..]);
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    // The log's lock orders this against revoke_device.
+                    let head: Option<i64> =
+                        sqlx::query_scalar(concat!("SELECT head_seq FROM logs WHERE log_id = $1", $lock))
+                            .bind(log_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let current: Option<Option<i64>> = sqlx::query_scalar(
+                        "SELECT revoked_ms FROM devices WHERE log_id = $1 AND device_id = $2",
+                    )
+                    .bind(log_id)
+                    .bind(device_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if head.is_none() || current != Some(None) {
+                        return Err(StoreError::NotFound);
+                    }
+                    sqlx::query(sql.evict)
+                        .bind(log_id)
+                        .bind(device_id)
+                        .bind(now)
+                        .bind(int(caps.per_device.max(1) - 1))
+                        .execute(&mut *tx)
+                        .await?;
+                    let live: i64 = sqlx::query_scalar(sql.live)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if live >= int(caps.total) {
+                        return Err(StoreError::TooManyLogins);
+                    }
+                    sqlx::query(sql.insert)
+                        .bind(&id[..])
+                        .bind(log_id)
+                        .bind(device_id)
+                        .bind(login.expires_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn take_challenge(
+                &self,
+                id: [u8; 32],
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<Option<Login>>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let row = sqlx::query(
+                        "DELETE FROM auth_challenges WHERE id = $1 \
+                         RETURNING log_id, device_id, expires_ms",
+                    )
+                    .bind(&id[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    let login = row.map(|r| $crate::store::sql::login_row(&r)).transpose()?;
+                    Ok(login.filter(|l| l.expires_ms > now))
+                })
+            }
+
+            fn session(&self, id: [u8; 32], now: i64) -> BoxFuture<'_, StoreResult<Option<Login>>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT log_id, device_id, expires_ms FROM auth_sessions \
+                         WHERE id = $1 AND expires_ms > $2",
+                    )
+                    .bind(&id[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|r| $crate::store::sql::login_row(&r)).transpose()
                 })
             }
 
@@ -980,6 +1137,12 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                    for table in $crate::store::sql::LOGIN_TABLES {
+                        sqlx::query($crate::store::sql::login_sql(table).sweep)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     Ok(Swept { envelopes, channels })
                 })
