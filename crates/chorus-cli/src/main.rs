@@ -712,6 +712,10 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 printable(by)
             ),
             Event::Message(m) => print_message(m, me),
+            Event::SessionReset { contact } => println!(
+                "* {:?} started a new session (reinstalled, restored a backup, or wrote to you at the same time); the conversation goes on in it",
+                printable(contact)
+            ),
             Event::Request {
                 request,
                 name,

@@ -46,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match event {
             Event::ContactAdded { contact } => println!("alice: new contact {contact}"),
             Event::Message(m) => println!("alice: {} says {:?}", m.contact, m.text),
+            Event::SessionReset { contact } => println!("alice: {contact} started a new session"),
             Event::DeviceLinked { name, by } => println!("alice: device {name} linked by {by}"),
             Event::DeviceRelinked { name, by } => {
                 println!("alice: device {name} linked again by {by}")

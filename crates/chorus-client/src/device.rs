@@ -17,7 +17,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::{EncryptedMessage, MessageKind, Roster, SendDelta, initiate, respond};
+use chorus_core::{
+    EncryptedMessage, MessageKind, Roster, SendDelta, handshakes, initiate, respond,
+};
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay::api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
 use chorus_wire::{
@@ -782,6 +784,7 @@ impl Device {
                 first: None,
                 consumed_prekeys: Vec::new(),
                 added_ms: u64::try_from(now).unwrap_or(0),
+                read_only: false,
             })),
         };
         let sent = sent_event(
@@ -1438,10 +1441,12 @@ impl Device {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            if events
-                .iter()
-                .any(|e| matches!(e, Event::ContactAdded { .. }))
-            {
+            if events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::ContactAdded { .. } | Event::SessionReset { .. }
+                )
+            }) {
                 self.flush_outbox().await?;
             }
             return Ok(events);
@@ -1507,6 +1512,8 @@ impl Device {
                 first,
                 name,
                 Some(mailbox.0),
+                0,
+                false,
             )?));
         };
         let mut session = self
@@ -1514,7 +1521,14 @@ impl Device {
             .get_session(tx, &name)
             .await?
             .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-        let plaintext = session.decrypt(&message)?;
+        let plaintext = match session.decrypt(&message) {
+            Ok(plaintext) => plaintext,
+            Err(e) => {
+                return self
+                    .receive_off_current(tx, mailbox, kind, &name, &session, &message, envelope, e)
+                    .await;
+            }
+        };
         let payload = Payload::decode(&plaintext)?;
         if let Some(hello) = &payload.hello {
             let relay_url = self.url_policy().check(&hello.relay_url)?;
@@ -1535,13 +1549,26 @@ impl Device {
             .bind(&name)
             .execute(&mut *tx)
             .await?;
-        let mut events = Vec::new();
+        let events = self.deliver(tx, &name, &payload, envelope, now).await?;
+        self.store.put_session(tx, &name, &session).await?;
+        Ok(Received::Done(events))
+    }
+
+    /// A received message's text into the history (once per envelope).
+    async fn deliver(
+        &self,
+        tx: &mut SqliteConnection,
+        name: &str,
+        payload: &Payload,
+        envelope: &EnvelopeOut,
+        now: i64,
+    ) -> Result<Vec<Event>, ClientError> {
         let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
-        if !payload.text.is_empty()
-            && self
+        if payload.text.is_empty()
+            || !self
                 .insert_message(
                     tx,
-                    &name,
+                    name,
                     false,
                     &envelope.envelope_id.0,
                     &payload.text,
@@ -1551,16 +1578,70 @@ impl Device {
                 )
                 .await?
         {
-            events.push(Event::Message(Message {
-                contact: name.clone(),
-                outgoing: false,
-                text: payload.text.clone(),
-                sent_ms,
-                stored_ms: now,
-            }));
+            return Ok(Vec::new());
         }
-        self.store.put_session(tx, &name, &session).await?;
-        Ok(Received::Done(events))
+        Ok(vec![Event::Message(Message {
+            contact: name.to_owned(),
+            outgoing: false,
+            text: payload.text.clone(),
+            sent_ms,
+            stored_ms: now,
+        })])
+    }
+
+    /// A message from a contact that its current session cannot read: one already on
+    /// its way on a session that stopped being current (read until it drains), or a
+    /// new handshake from the contact, settled by `chorus_core::handshakes` and
+    /// proposed to the log with the decision; else the current session's `error`.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive_off_current(
+        &self,
+        tx: &mut SqliteConnection,
+        mailbox: &Id32,
+        kind: &str,
+        name: &str,
+        current: &chorus_core::Session,
+        message: &EncryptedMessage,
+        envelope: &EnvelopeOut,
+        error: chorus_core::SessionError,
+    ) -> Result<Received, ClientError> {
+        let now = self.now();
+        for (id, since_ms, mut stale) in self.store.stale_sessions(tx, name, now).await? {
+            if let Ok(plaintext) = stale.decrypt(message) {
+                self.store
+                    .put_stale_session(tx, name, id, since_ms, &stale)
+                    .await?;
+                // Only the text: a read-only session's hello moves nothing.
+                let payload = Payload::decode(&plaintext)?;
+                return Ok(Received::Done(
+                    self.deliver(tx, name, &payload, envelope, now).await?,
+                ));
+            }
+        }
+        if message.kind != MessageKind::Initial
+            || !matches!(error, chorus_core::SessionError::WrongSession)
+        {
+            return Err(error.into());
+        }
+        let first = self.open_first_contact(tx, message, envelope).await?;
+        let theirs = *first.identity.root.as_bytes();
+        let settled = handshakes::settle(
+            handshakes::CurrentSession {
+                awaiting_reply: current.awaiting_reply(),
+                failed: false,
+            },
+            self.me.identity.keys().root.as_bytes(),
+            &theirs,
+        );
+        let at = stream_version(tx, &self.log.key.stream_tag(&session_stream(&theirs))).await?;
+        let invitation = (kind == "invitation").then_some(mailbox.0);
+        Ok(Received::NewContact(self.contact_proposal(
+            first,
+            name.to_owned(),
+            invitation,
+            at,
+            settled == handshakes::Settled::KeepCurrent,
+        )?))
     }
 
     /// A first message from someone who is not a contact, authenticated by the
@@ -1609,13 +1690,18 @@ impl Device {
 
     /// The events that make `first` a contact called `name` (with its session after
     /// the first message, and the message itself) and answer with our hello, guarded
-    /// at versions 0 and 1 of the contact's session stream: when several devices
-    /// propose at once exactly one creation and one reply win.
+    /// at versions `at` and `at + 1` of the contact's session stream: when several
+    /// devices propose at once exactly one creation and one reply win. `at` is 0 for
+    /// a new contact; for a known one it is the stream's version, and the session
+    /// replaces the current one, or (`read_only`: the handshake lost, see
+    /// `chorus_core::handshakes`) is only kept to read, with no reply.
     pub(crate) fn contact_proposal(
         &self,
         first: FirstContact,
         name: String,
         invitation: Option<[u8; 32]>,
+        at: i64,
+        read_only: bool,
     ) -> Result<Vec<Pending>, ClientError> {
         let now = self.now();
         let FirstContact {
@@ -1651,8 +1737,12 @@ impl Device {
                 first: Some(first),
                 consumed_prekeys: consumed,
                 added_ms: u64::try_from(now).unwrap_or(0),
+                read_only,
             })),
         };
+        if read_only {
+            return Ok(vec![Pending::guarded(created, stream, Some(at))]);
+        }
         let sent = sent_event(
             root,
             random(),
@@ -1664,8 +1754,8 @@ impl Device {
             &delta,
         );
         Ok(vec![
-            Pending::guarded(created, stream.clone(), Some(0)),
-            Pending::guarded(sent, stream, Some(1)),
+            Pending::guarded(created, stream.clone(), Some(at)),
+            Pending::guarded(sent, stream, Some(at + 1)),
         ])
     }
 
@@ -2113,3 +2203,7 @@ pub(crate) fn remove_store(home: &Path, created_home: bool) {
         let _ = std::fs::remove_dir(home);
     }
 }
+
+#[cfg(test)]
+#[path = "handshake_tests.rs"]
+mod handshake_tests;

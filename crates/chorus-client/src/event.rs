@@ -14,6 +14,14 @@ pub enum Event {
     },
     /// A message, in or out.
     Message(Message),
+    /// The contact started a new session with us (reinstalled, restored an old
+    /// backup, or wrote to us at the same time as we wrote to them), and the
+    /// conversation moved to it. The old session is only read for messages already
+    /// on their way, for `STALE_SESSION_DRAIN`.
+    SessionReset {
+        /// The contact.
+        contact: String,
+    },
     /// A device joined this identity (a roster entry folded from the log).
     DeviceLinked {
         /// Its name.

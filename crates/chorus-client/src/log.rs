@@ -27,7 +27,7 @@
 use chorus_core::{RecordContext, Roster, Session, open_event};
 use chorus_crypto::EpochKey;
 use chorus_relay::api::{Id32, RecordOut};
-use chorus_wire::{ContactDetails, EventKind, LogEvent, RosterEntry, SentMessage};
+use chorus_wire::{ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage};
 use sqlx::SqliteConnection;
 
 use crate::contacts::{contact_named_by, insert_contact};
@@ -384,7 +384,7 @@ impl Device {
                 // Without details: a rename (not offered yet); the alias stays.
                 if let Some(details) = details
                     && let Some(added) = self
-                        .fold_new_contact(tx, sessions, &contact, &name, &details, record.seq)
+                        .fold_new_contact(tx, sessions, &contact, &name, &details, record.seq, guard)
                         .await?
                 {
                     events.extend(added);
@@ -518,6 +518,7 @@ impl Device {
     /// A contact's creation. The first writer wins (creation is guarded on the
     /// session stream at version 0); a later creation of the same identity changes
     /// nothing. Aliases are made unique in log order, so every device picks the same.
+    #[allow(clippy::too_many_arguments)]
     async fn fold_new_contact(
         &self,
         tx: &mut SqliteConnection,
@@ -526,10 +527,23 @@ impl Device {
         name: &str,
         d: &ContactDetails,
         seq: i64,
+        guard: Option<(&[u8], i64)>,
     ) -> Result<Option<Vec<Event>>, ClientError> {
         let known = contact_named_by(&mut *tx, contact).await?;
-        if known.is_some() {
-            return Ok(None);
+        if let Some(known) = known {
+            // A second handshake is settled on the contact's session stream past its
+            // creation; anything else for a known contact is a creation that lost.
+            return match guard {
+                Some((tag, version))
+                    if version > 0 && tag == self.log.key.stream_tag(&session_stream(contact)) =>
+                {
+                    self
+                        .fold_second_handshake(tx, sessions, &known, d, seq)
+                        .await
+                        .map(Some)
+                }
+                _ => Ok(None),
+            };
         }
         let session = Session::restore(d.session.as_bytes(), 0)?;
         let alias = self.free_alias(tx, name).await?;
@@ -589,32 +603,119 @@ impl Device {
                 .bind(&alias)
                 .execute(&mut *tx)
                 .await?;
-            let sent_ms = i64::try_from(first.sent_ms).unwrap_or(i64::MAX);
-            if !first.text.is_empty()
-                && self
-                    .insert_message(
-                        tx,
-                        &alias,
-                        false,
-                        &first.envelope_id,
-                        &first.text,
-                        sent_ms,
-                        added_ms,
-                        0,
-                    )
-                    .await?
-            {
-                events.push(Event::Message(Message {
-                    contact: alias.clone(),
-                    outgoing: false,
-                    text: first.text.clone(),
-                    sent_ms,
-                    stored_ms: added_ms,
-                }));
-            }
+            events.extend(self.fold_first_message(tx, &alias, first, added_ms).await?);
         }
         tracing::debug!(seq, contact = %alias, "contact folded");
         Ok(Some(events))
+    }
+
+    /// The message that came with a handshake, into the history.
+    async fn fold_first_message(
+        &self,
+        tx: &mut SqliteConnection,
+        alias: &str,
+        first: &FirstMessage,
+        stored_ms: i64,
+    ) -> Result<Vec<Event>, ClientError> {
+        let sent_ms = i64::try_from(first.sent_ms).unwrap_or(i64::MAX);
+        if first.text.is_empty()
+            || !self
+                .insert_message(
+                    tx,
+                    alias,
+                    false,
+                    &first.envelope_id,
+                    &first.text,
+                    sent_ms,
+                    stored_ms,
+                    0,
+                )
+                .await?
+        {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Event::Message(Message {
+            contact: alias.to_owned(),
+            outgoing: false,
+            text: first.text.clone(),
+            sent_ms,
+            stored_ms,
+        })])
+    }
+
+    /// A second handshake with a known contact, settled by the device that read it
+    /// (`chorus_core::handshakes`): its session replaces the current one, which is
+    /// then only read until it drains, or (`read_only`) it is only read itself. The
+    /// log seq names the read-only session, so every device keeps the same ones.
+    async fn fold_second_handshake(
+        &self,
+        tx: &mut SqliteConnection,
+        sessions: &mut PageSessions,
+        alias: &str,
+        d: &ContactDetails,
+        seq: i64,
+    ) -> Result<Vec<Event>, ClientError> {
+        let new = Session::restore(d.session.as_bytes(), 0)?;
+        let since_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
+        let mut events = Vec::new();
+        if d.read_only {
+            self.store
+                .put_stale_session(tx, alias, seq, since_ms, &new)
+                .await?;
+        } else {
+            let old = match sessions.remove(alias) {
+                Some((session, _)) => Some(session),
+                None => self.store.get_session(tx, alias).await?,
+            };
+            if let Some(old) = old {
+                self.store
+                    .put_stale_session(tx, alias, seq, since_ms, &old)
+                    .await?;
+            }
+            sessions.insert(alias.to_owned(), (new, true));
+            sqlx::query(
+                "UPDATE contacts SET identity = $1, relay_url = $2, send_mailbox = $3,
+                 recv_mailbox = $4, hello_acked = 0, answered = $5 WHERE name = $6",
+            )
+            .bind(d.identity.encode())
+            .bind(&d.relay_url)
+            .bind(&d.send_mailbox[..])
+            .bind(&d.recv_mailbox[..])
+            .bind(d.first.is_some())
+            .bind(alias)
+            .execute(&mut *tx)
+            .await?;
+            // Registered at the relay by whichever device flushes first. The old
+            // mailbox stays: what is on its way there is still read.
+            sqlx::query(
+                "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
+                 VALUES ($1, 'contact', $2, $3, 0)",
+            )
+            .bind(&d.recv_mailbox[..])
+            .bind(alias)
+            .bind(since_ms)
+            .execute(&mut *tx)
+            .await?;
+            events.push(Event::SessionReset {
+                contact: alias.to_owned(),
+            });
+        }
+        if let Some(m) = &d.invitation {
+            // One of ours that this handshake used: spent now.
+            sqlx::query(
+                "UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2 AND kind = 'invitation'",
+            )
+            .bind(alias)
+            .bind(&m[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
+        if let Some(first) = &d.first {
+            events.extend(self.fold_first_message(tx, alias, first, since_ms).await?);
+        }
+        tracing::debug!(seq, contact = %alias, read_only = d.read_only, "second handshake folded");
+        Ok(events)
     }
 
     /// A sent message: the sibling's ratchet delta, the transcript, and the envelope in

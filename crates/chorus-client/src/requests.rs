@@ -171,7 +171,7 @@ impl Device {
         }
         let (root, first, later) = self.held(id).await?;
         let name = alias.unwrap_or_else(|| first.hello.name.clone());
-        self.append(self.contact_proposal(first, name, None)?)
+        self.append(self.contact_proposal(first, name, None, 0, false)?)
             .await?;
         // The session escrowed with the contact is past every held message: a sibling
         // that never held this request reads them from the log, not the mailbox. (A

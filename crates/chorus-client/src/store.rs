@@ -284,6 +284,86 @@ impl Store {
         Ok(Some(Session::restore(&snapshot, known)?))
     }
 
+    /// Keeps a session with `contact` that stopped being current as read-only since
+    /// `since_ms` (`id`: the log seq that made it so), dropping the contact's oldest
+    /// beyond [`MAX_STALE_SESSIONS`](chorus_core::handshakes::MAX_STALE_SESSIONS).
+    pub(crate) async fn put_stale_session(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &str,
+        id: i64,
+        since_ms: i64,
+        session: &Session,
+    ) -> Result<(), StoreError> {
+        check_contact(contact)?;
+        let generation = i64::try_from(session.generation())
+            .map_err(|_| StoreError::Corrupt("generation".into()))?;
+        let sealed = self.seal(
+            "stale_session",
+            &row::stale_session(id, contact, since_ms, session.generation()),
+            &session.snapshot(),
+        );
+        sqlx::query(
+            "INSERT INTO stale_sessions (id, contact, since_ms, generation, sealed)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, sealed = excluded.sealed",
+        )
+        .bind(id)
+        .bind(contact)
+        .bind(since_ms)
+        .bind(generation)
+        .bind(sealed)
+        .execute(&mut *conn)
+        .await?;
+        let keep = i64::try_from(chorus_core::handshakes::MAX_STALE_SESSIONS).unwrap_or(i64::MAX);
+        sqlx::query(
+            "DELETE FROM stale_sessions WHERE contact = $1 AND id NOT IN
+             (SELECT id FROM stale_sessions WHERE contact = $1 ORDER BY id DESC LIMIT $2)",
+        )
+        .bind(contact)
+        .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The read-only sessions with `contact` that have not drained by `now_ms`, newest
+    /// first (`(id, since_ms, session)`); drained ones are deleted here.
+    pub(crate) async fn stale_sessions(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(i64, i64, Session)>, StoreError> {
+        check_contact(contact)?;
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, since_ms, generation, sealed FROM stale_sessions
+             WHERE contact = $1 ORDER BY id DESC",
+        )
+        .bind(contact)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::new();
+        for (id, since_ms, generation, sealed) in rows {
+            if chorus_core::handshakes::drained(since_ms, now_ms) {
+                sqlx::query("DELETE FROM stale_sessions WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                continue;
+            }
+            let known =
+                u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation".into()))?;
+            let snapshot = self.open_sealed(
+                "stale_session",
+                &row::stale_session(id, contact, since_ms, known),
+                &sealed,
+            )?;
+            out.push((id, since_ms, Session::restore(&snapshot, known)?));
+        }
+        Ok(out)
+    }
+
     /// Contacts with a stored session, in name order.
     pub async fn contacts(&self) -> Result<Vec<String>, StoreError> {
         Ok(
@@ -358,6 +438,11 @@ pub(crate) mod row {
     /// A session of `contact` at `generation`.
     pub(crate) fn session(contact: &str, generation: u64) -> String {
         format!("{}/{generation}", hex::encode(contact))
+    }
+
+    /// A read-only session of `contact` (made so by log seq `id` at `since_ms`).
+    pub(crate) fn stale_session(id: i64, contact: &str, since_ms: i64, generation: u64) -> String {
+        format!("{id}/{}/{since_ms}/{generation}", hex::encode(contact))
     }
 
     /// A history message (or a pending send) with `contact`, by envelope id.

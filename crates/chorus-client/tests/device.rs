@@ -560,3 +560,68 @@ async fn a_disk_attacker_cannot_move_a_message_to_another_contact_or_direction()
     assert_eq!(alice.history("bob", 10).await.unwrap()[0].text, "from bob");
     pool.close().await;
 }
+
+// ---------------------------------------------------------------- session handling
+// (issue 11 items 13–15: one mechanism replaces a contact's session, through the log)
+
+/// Every text `d` holds with `contact`, in history order.
+async fn history_texts(d: &Device, contact: &str) -> Vec<String> {
+    d.history(contact, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+/// Issue 11 item 14: two people who invite each other at once. Each accepts the
+/// other's code, so each side holds a session it started and receives a first
+/// message for another; before, every message was dropped on both sides ("initial
+/// message does not belong to this session") and both waited for a reply forever.
+/// Both must settle on one session by the same rule, and what was sent on the
+/// losing one must still be read.
+#[tokio::test]
+async fn two_people_who_invite_each_other_at_once_settle_on_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start().await;
+    let clock = TestClock::default();
+    let alice = device(dir.path(), "alice", &relay, &clock).await;
+    let bob = device(dir.path(), "bob", &relay, &clock).await;
+    let (code_a, code_b) = (alice.invite().await.unwrap(), bob.invite().await.unwrap());
+    alice.accept(&code_b, None).await.unwrap();
+    bob.accept(&code_a, None).await.unwrap();
+    // Each writes on the session it started, before hearing of the other's.
+    alice.send("bob", "a1").await.unwrap();
+    bob.send("alice", "b1").await.unwrap();
+    clock.tick();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    // Then both talk on whatever they settled on.
+    alice.send("bob", "a2").await.unwrap();
+    bob.send("alice", "b2").await.unwrap();
+    for _ in 0..2 {
+        alice.sync().await.unwrap();
+        bob.sync().await.unwrap();
+    }
+    let (seen_by_bob, seen_by_alice) = (
+        history_texts(&bob, "alice").await,
+        history_texts(&alice, "bob").await,
+    );
+    for text in ["a1", "a2"] {
+        assert!(seen_by_bob.contains(&text.to_string()), "bob: {seen_by_bob:?}");
+    }
+    for text in ["b1", "b2"] {
+        assert!(seen_by_alice.contains(&text.to_string()), "alice: {seen_by_alice:?}");
+    }
+    assert_eq!(alice.contacts().await.unwrap().len(), 1);
+    assert_eq!(bob.contacts().await.unwrap().len(), 1);
+    // And they keep talking, with no reply left waiting.
+    alice.send("bob", "a3").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["a3"]);
+    bob.send("alice", "b3").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["b3"]);
+    for c in alice.contacts().await.unwrap().into_iter().chain(bob.contacts().await.unwrap()) {
+        assert!(c.connected, "{c:?}");
+    }
+}

@@ -41,6 +41,7 @@
 mod constellation;
 mod consts;
 mod error;
+pub mod handshakes;
 mod lww;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;

@@ -58,8 +58,12 @@ pub struct ContactDetails {
     pub first: Option<FirstMessage>,
     /// Our one-time prekeys that first message used.
     pub consumed_prekeys: Vec<u32>,
-    /// When the contact was added.
+    /// When the contact was added (or its session replaced).
     pub added_ms: u64,
+    /// For a contact already known: the session came from a second handshake that
+    /// lost to the current one (`chorus_core::handshakes`), and is only read until
+    /// drained. Otherwise the session replaces the contact's current one.
+    pub read_only: bool,
 }
 
 /// A stranger's first message, as its receiver decrypted it.
@@ -129,13 +133,14 @@ pub struct PrekeySecret {
 /// What an event says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A contact was added or renamed.
+    /// A contact was added or renamed, or (with details, for a known contact) a
+    /// second handshake with it was settled (guarded on its session stream).
     ContactUpserted {
         /// The contact's root key.
         contact: [u8; 32],
         /// The local alias.
         name: String,
-        /// Present when the contact is created.
+        /// Present when the contact is created or a second handshake settled.
         details: Option<Box<ContactDetails>>,
     },
     /// The identity's display name.
@@ -523,6 +528,7 @@ fn decode_details(
         first,
         consumed_prekeys: d.consumed_prekeys,
         added_ms: d.added_ms,
+        read_only: d.read_only,
     })
 }
 
@@ -541,6 +547,7 @@ fn encode_details(d: &ContactDetails) -> proto::ContactDetails {
         }),
         consumed_prekeys: d.consumed_prekeys.clone(),
         added_ms: d.added_ms,
+        read_only: d.read_only,
     }
 }
 

@@ -1,0 +1,168 @@
+//! A known contact's second handshake (issue 11 item 13): the contact starts over with
+//! the same identity (reinstalled, or restored an old backup), and the conversation
+//! moves to the new session; the old one is read only until it drains, so a *clone*
+//! of the contact's old state cannot keep writing on it (Cremers, Jacomme, Naska,
+//! USENIX Security 2023). Played from inside the crate: "Bob started over" needs Bob's
+//! identity keys without his device's log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chorus_core::{EncryptedMessage, MessageKind, Session, handshakes, initiate};
+use chorus_relay::api::{Id16, Id32};
+use chorus_wire::{Envelope, Hello, MailboxId, Payload};
+
+use crate::handle::{random, rng};
+use crate::testing::relay;
+use crate::{Backoff, Clock, Device, Event, Introduction, Options, Unlock, UrlPolicy};
+
+#[derive(Clone, Default)]
+struct Moved(Arc<AtomicI64>);
+
+impl Clock for Moved {
+    fn now_ms(&self) -> i64 {
+        1_800_000_000_000 + self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn device(dir: &std::path::Path, url: &str, name: &str, clock: &Moved) -> Device {
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        ..Options::default()
+    };
+    Device::init(&dir.join(name), Unlock::KeyFile, url, name, options)
+        .await
+        .unwrap()
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bob, started over: his identity keys, a session of his own with alice (not from
+/// his device's log), and a mailbox for her answers under his log.
+struct StartedOver {
+    session: Session,
+    mailbox: Id32,
+    after: i64,
+}
+
+impl StartedOver {
+    async fn new(bob: &Device, alice: &Device) -> StartedOver {
+        let intro = Introduction::fetch(&alice.address(), Backoff::COMMAND, UrlPolicy::PERMISSIVE)
+            .await
+            .unwrap();
+        let mut session = initiate(&bob.me.identity, &intro.bundle, &mut rng()).unwrap();
+        let mailbox = Id32(random());
+        bob.relay().register_mailbox(mailbox, false).await.unwrap();
+        let payload = Payload {
+            sent_ms: 1,
+            text: "it's bob, on a new phone".into(),
+            hello: Some(Hello {
+                relay_url: bob.relay_url().into(),
+                mailbox: MailboxId(mailbox.0),
+                name: "bob".into(),
+            }),
+        }
+        .encode()
+        .unwrap();
+        let m = session.encrypt(&payload, &mut rng()).unwrap();
+        bob.relay()
+            .post_envelope(Id32(intro.mailbox.0), Id16(random()), Envelope::Initial(m.bytes).encode())
+            .await
+            .unwrap();
+        StartedOver {
+            session,
+            mailbox,
+            after: 0,
+        }
+    }
+
+    /// What alice wrote to the new session since last time.
+    async fn read(&mut self, bob: &Device) -> Vec<String> {
+        let pages = bob
+            .relay()
+            .read_mailboxes(&[(self.mailbox, self.after)], 64)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for env in pages.results.into_iter().flat_map(|p| p.envelopes) {
+            self.after = env.seq;
+            let Envelope::Ratchet(bytes) = Envelope::decode(&env.payload.0).unwrap() else {
+                panic!("alice answers with ratchet messages");
+            };
+            let m = EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes,
+            };
+            let text = Payload::decode(&self.session.decrypt(&m).unwrap()).unwrap().text;
+            if !text.is_empty() {
+                out.push(text);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one_is_refused_after_the_drain()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let clock = Moved::default();
+    let alice = device(dir.path(), &url, "alice", &clock).await;
+    let bob = device(dir.path(), &url, "bob", &clock).await;
+    let code = alice.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    alice.sync().await.unwrap();
+    alice.send("bob", "hi bob").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["hi bob"]);
+
+    // Bob starts over with the same identity. Before, alice refused the handshake
+    // of a known identity, and bob could never reach her again.
+    let mut new_bob = StartedOver::new(&bob, &alice).await;
+    let events = alice.sync().await.unwrap();
+    assert!(
+        events.contains(&Event::SessionReset {
+            contact: "bob".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(texts(&events), ["it's bob, on a new phone"]);
+    alice.send("bob", "welcome back").await.unwrap();
+    assert_eq!(new_bob.read(&bob).await, ["welcome back"]);
+    assert_eq!(alice.contacts().await.unwrap().len(), 1);
+
+    // The old device (a clone of bob's old state, to alice) still writes on the old
+    // session: within the drain window that is a message on its way, and is read.
+    bob.send("alice", "sent before the reset").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["sent before the reset"]);
+    // Past the window the old session is gone: the clone is refused, nothing shows.
+    let drain = i64::try_from(handshakes::STALE_SESSION_DRAIN.as_millis()).unwrap();
+    clock.0.fetch_add(drain, Ordering::SeqCst);
+    bob.send("alice", "the clone writes").await.unwrap();
+    let events = alice.sync().await.unwrap();
+    assert!(texts(&events).is_empty(), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "{events:?}"
+    );
+    let history: Vec<String> = alice
+        .history("bob", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(!history.contains(&"the clone writes".to_string()), "{history:?}");
+    // The conversation goes on in the new session.
+    alice.send("bob", "still here").await.unwrap();
+    assert_eq!(new_bob.read(&bob).await, ["still here"]);
+}
