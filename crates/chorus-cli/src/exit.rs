@@ -82,6 +82,7 @@ impl From<ClientError> for Failure {
             | E::LinkUnfinished(_)
             | E::NotPrimary(_)
             | E::AlreadyAccepted { .. }
+            | E::InvitationSpent { .. }
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)
             | E::OwnIdentity

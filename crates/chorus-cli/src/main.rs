@@ -503,10 +503,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("No contacts yet: `chorus invite` or `chorus contact add ADDRESS`.");
             } else {
                 for c in contacts {
-                    let state = match (c.connected, c.unread) {
-                        (false, _) => "  (waiting for reply)".to_owned(),
-                        (true, 0) => String::new(),
-                        (true, n) => format!("  ({n} unread)"),
+                    let state = match (&c.failed, c.connected, c.unread) {
+                        (Some(why), _, _) => format!("  (failed: {why})"),
+                        (None, false, _) => "  (waiting for reply)".to_owned(),
+                        (None, true, 0) => String::new(),
+                        (None, true, n) => format!("  ({n} unread)"),
                     };
                     println!("{:<20} {}  {}{state}", c.name, c.fingerprint, c.relay_url);
                 }

@@ -10,3 +10,10 @@ CREATE TABLE stale_sessions (
     sealed      BLOB NOT NULL
 );
 CREATE INDEX stale_sessions_contact ON stale_sessions (contact, id);
+
+-- Issue 11 item 15: an invitation's mailbox takes its first sender only. The id of
+-- our first envelope to a contact's invitation is our claim on it (every later post
+-- there names it); `failed` says why a contact can never answer (someone else had
+-- used the invitation), and such a contact never blocks a later introduction.
+ALTER TABLE contacts ADD COLUMN invitation_claim BLOB;
+ALTER TABLE contacts ADD COLUMN failed TEXT;

@@ -46,7 +46,9 @@ impl Device {
         alias: &str,
     ) -> Result<(), ClientError> {
         let mailbox = Id32(random());
-        self.relay.register_mailbox(mailbox, false).await?;
+        self.relay
+            .register_mailbox(mailbox, crate::relay::MailboxUse::Contact)
+            .await?;
         let relay_url = self.me.relay_url.clone();
         self.establish(
             bundle,

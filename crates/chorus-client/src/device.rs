@@ -42,7 +42,7 @@ use crate::log::{
     stream_version,
 };
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
-use crate::relay::{Backoff, Login, RelayClient, RelayError, UrlPolicy, normalize_url};
+use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolicy, normalize_url};
 use crate::store::row;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
 
@@ -81,6 +81,9 @@ pub struct ContactInfo {
     pub added_ms: i64,
     /// Messages from them not yet read on any device of this identity.
     pub unread: i64,
+    /// Why they can never answer, if so (their invitation had been used by someone
+    /// else). Accepting a new invitation from them, or their writing to us, replaces it.
+    pub failed: Option<String>,
 }
 
 /// A device of the identity, as `chorus devices` lists it.
@@ -183,7 +186,10 @@ type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 /// `contacts`: name, root key, relay URL, send mailbox, receive mailbox, hello acknowledged.
 type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
 /// `outbox`: envelope id, relay URL, mailbox, envelope.
-type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>);
+/// Why a contact whose invitation someone else had used can never answer.
+const INVITATION_SPENT: &str = "their invitation had already been used by someone else";
+
+type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
 /// What posting one queue did: the envelope ids posted, and the row that failed.
 type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
@@ -192,7 +198,8 @@ type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
 struct OutboxQueue {
     relay_url: String,
     mailbox: Id32,
-    rows: Vec<([u8; 16], Vec<u8>)>,
+    /// Envelope id, bytes, and our claim on the mailbox if it is an invitation's.
+    rows: Vec<([u8; 16], Vec<u8>, Option<Id16>)>,
 }
 
 /// How long an outbox row waits after its `attempts`-th failure on a contact's relay:
@@ -319,7 +326,7 @@ impl Device {
             log_id,
             device: Arc::new(login_key),
         });
-        relay.register_mailbox(intro, true).await?;
+        relay.register_mailbox(intro, MailboxUse::Intro).await?;
         let created = !home.exists();
         let result = async {
             let store = options.open_store(home, unlock).await?;
@@ -650,7 +657,9 @@ impl Device {
             "create invitations (prekeys are root-signed)",
         ))?;
         let mailbox = Id32(random());
-        self.relay.register_mailbox(mailbox, true).await?;
+        self.relay
+            .register_mailbox(mailbox, MailboxUse::Invitation)
+            .await?;
         self.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut conn = self.store.pool().acquire().await?;
@@ -699,14 +708,25 @@ impl Device {
         }
         let relay_url = self.url_policy().check(&invitation.relay_url)?;
         let suggested = invitation.name.clone();
-        self.establish(
-            &invitation.bundle,
-            alias.map(str::to_owned).or(suggested),
-            relay_url,
-            invitation.mailbox,
-            Some(invitation.mailbox),
-        )
-        .await
+        let (contact, outcome) = self
+            .establish(
+                &invitation.bundle,
+                alias.map(str::to_owned).or(suggested),
+                relay_url,
+                invitation.mailbox,
+                Some(invitation.mailbox),
+            )
+            .await?;
+        let failed: Option<String> =
+            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
+                .bind(&contact)
+                .fetch_optional(self.store.pool())
+                .await?
+                .flatten();
+        match failed {
+            Some(_) => Err(ClientError::InvitationSpent { contact }),
+            None => Ok((contact, outcome)),
+        }
     }
 
     /// Adds a contact by address (`fingerprint@relay`) through the relay's prekey
@@ -739,9 +759,27 @@ impl Device {
         if bundle.identity.root == self.me.identity.keys().root {
             return Err(ClientError::OwnIdentity);
         }
-        let known = contact_named_by(self.store.pool(), bundle.identity.root.as_bytes()).await?;
+        let root = *bundle.identity.root.as_bytes();
+        let known = contact_named_by(self.store.pool(), &root).await?;
         if let Some(name) = known {
-            return Err(ClientError::AlreadyContact { contact: name });
+            // A contact who never answered (or never can: their invitation had been
+            // used) does not block a new introduction: its session is replaced.
+            let stale: Option<(bool, Option<String>)> =
+                sqlx::query_as("SELECT answered, failed FROM contacts WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(self.store.pool())
+                    .await?;
+            return match stale {
+                Some((false, _) | (_, Some(_))) => {
+                    let mut conn = self.store.pool().acquire().await?;
+                    let tag = self.log.key.stream_tag(&session_stream(&root));
+                    let at = stream_version(&mut conn, &tag).await?;
+                    drop(conn);
+                    self.start_session(bundle, name, relay_url, send_mailbox, invitation, at)
+                        .await
+                }
+                _ => Err(ClientError::AlreadyContact { contact: name }),
+            };
         }
         let alias = alias.map_or_else(
             || {
@@ -756,10 +794,28 @@ impl Device {
         if self.contact_row(self.store.pool(), &alias).await?.is_some() {
             return Err(ClientError::ContactNameTaken(alias));
         }
+        self.start_session(bundle, alias, relay_url, send_mailbox, invitation, 0)
+            .await
+    }
+
+    /// Initiates a session with `bundle`'s identity and sends our hello on it: a new
+    /// contact `alias` (`at` 0), or a replacement of the session of the known
+    /// contact `alias` (`at`: its session stream's version).
+    async fn start_session(
+        &self,
+        bundle: &PrekeyBundle,
+        alias: String,
+        relay_url: String,
+        send_mailbox: MailboxId,
+        invitation: Option<MailboxId>,
+        at: i64,
+    ) -> Result<(String, SendOutcome), ClientError> {
         let mut session = initiate(&self.me.identity, bundle, &mut rng())?;
         let snapshot = session.snapshot();
         let recv = Id32(random());
-        self.relay.register_mailbox(recv, false).await?;
+        self.relay
+            .register_mailbox(recv, MailboxUse::Contact)
+            .await?;
         let now = self.now();
         let payload = Payload {
             sent_ms: u64::try_from(now).unwrap_or(0),
@@ -799,8 +855,8 @@ impl Device {
         );
         let (outcome, _) = self
             .append(vec![
-                Pending::guarded(created, stream.clone(), Some(0)),
-                Pending::guarded(sent, stream, Some(1)),
+                Pending::guarded(created, stream.clone(), Some(at)),
+                Pending::guarded(sent, stream, Some(at + 1)),
             ])
             .await?;
         let folded = contact_named_by(self.store.pool(), &root).await?;
@@ -855,26 +911,31 @@ impl Device {
 
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
-        let rows: Vec<(String, Vec<u8>, String, bool, i64, i64)> = sqlx::query_as(
+        type Row = (String, Vec<u8>, String, bool, i64, i64, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT c.name, c.identity, c.relay_url, c.answered, c.added_ms,
                     (SELECT COUNT(*) FROM messages m
-                     WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to)
+                     WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to),
+                    c.failed
              FROM contacts c ORDER BY c.name",
         )
         .fetch_all(self.store.pool())
         .await?;
         rows.into_iter()
-            .map(|(name, identity, relay_url, connected, added_ms, unread)| {
-                let keys = IdentityKeys::decode(&identity)?;
-                Ok(ContactInfo {
-                    name,
-                    fingerprint: Fingerprint::of(&keys.root).to_string(),
-                    relay_url,
-                    connected,
-                    added_ms,
-                    unread,
-                })
-            })
+            .map(
+                |(name, identity, relay_url, connected, added_ms, unread, failed)| {
+                    let keys = IdentityKeys::decode(&identity)?;
+                    Ok(ContactInfo {
+                        name,
+                        fingerprint: Fingerprint::of(&keys.root).to_string(),
+                        relay_url,
+                        connected,
+                        added_ms,
+                        unread,
+                        failed,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -1142,7 +1203,7 @@ impl Device {
         for (m, kind) in pending {
             match self
                 .relay
-                .register_mailbox(id32(&m)?, kind != "contact")
+                .register_mailbox(id32(&m)?, MailboxUse::from_kind(&kind))
                 .await
             {
                 Ok(_) => {
@@ -1216,10 +1277,11 @@ impl Device {
         let now = self.now();
         let patience = i64::try_from(self.options.sibling_delivery.as_millis()).unwrap_or(i64::MAX);
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT envelope_id, relay_url, mailbox_id, envelope FROM outbox
-             WHERE (author IS NULL OR author = $1 OR created_ms <= $2)
-               AND (next_attempt_ms <= $3 OR relay_url = $4)
-             ORDER BY created_ms, rowid",
+            "SELECT o.envelope_id, o.relay_url, o.mailbox_id, o.envelope, c.invitation_claim
+             FROM outbox o LEFT JOIN contacts c ON c.name = o.contact AND c.invitation = o.mailbox_id
+             WHERE (o.author IS NULL OR o.author = $1 OR o.created_ms <= $2)
+               AND (o.next_attempt_ms <= $3 OR o.relay_url = $4)
+             ORDER BY o.created_ms, o.rowid",
         )
         .bind(&self.log.device[..])
         .bind(now.saturating_sub(patience))
@@ -1229,19 +1291,24 @@ impl Device {
         .await?;
         // One queue per mailbox, in first-seen order.
         let mut queues: Vec<OutboxQueue> = Vec::new();
-        for (envelope_id, relay_url, mailbox, envelope) in rows {
+        for (envelope_id, relay_url, mailbox, envelope, claim) in rows {
             let id = <[u8; 16]>::try_from(envelope_id.as_slice())
                 .map_err(|_| ClientError::Corrupt("envelope id".into()))?;
+            let claim = claim
+                .map(|c| <[u8; 16]>::try_from(c.as_slice()).map(Id16))
+                .transpose()
+                .map_err(|_| ClientError::Corrupt("invitation claim".into()))?;
             let mailbox = id32(&mailbox)?;
+            let row = (id, envelope, claim);
             match queues
                 .iter_mut()
                 .find(|q| q.mailbox == mailbox && q.relay_url == relay_url)
             {
-                Some(q) => q.rows.push((id, envelope)),
+                Some(q) => q.rows.push(row),
                 None => queues.push(OutboxQueue {
                     relay_url,
                     mailbox,
-                    rows: vec![(id, envelope)],
+                    rows: vec![row],
                 }),
             }
         }
@@ -1254,6 +1321,13 @@ impl Device {
         for (posted, failed) in results {
             delivered.extend(posted);
             if let Some((id, e)) = failed {
+                if e.code() == Some("mailbox_spent") {
+                    // Someone else answered this invitation first: nothing queued
+                    // for it can ever arrive, and the contact can never answer.
+                    self.invitation_spent(&id).await?;
+                    errors.push(e);
+                    continue;
+                }
                 let attempts: i64 = sqlx::query_scalar(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $2
                      WHERE envelope_id = $1 RETURNING attempts",
@@ -1286,6 +1360,32 @@ impl Device {
         Ok(errors)
     }
 
+    /// The invitation `envelope_id` was posted to had been used by someone else: the
+    /// contact is marked failed, and what was queued for that mailbox is dropped.
+    async fn invitation_spent(&self, envelope_id: &[u8; 16]) -> Result<(), ClientError> {
+        let mut tx = self.store.begin().await?;
+        let row: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT contact, mailbox_id FROM outbox WHERE envelope_id = $1")
+                .bind(&envelope_id[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((contact, mailbox)) = row {
+            sqlx::query("UPDATE contacts SET failed = $1 WHERE name = $2 AND invitation = $3")
+                .bind(INVITATION_SPENT)
+                .bind(&contact)
+                .bind(&mailbox)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM outbox WHERE contact = $1 AND mailbox_id = $2")
+                .bind(&contact)
+                .bind(&mailbox)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Posts one mailbox's queue in order, stopping at the first failure (the rows
     /// behind it keep their order). Returns what was posted and the failure.
     async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
@@ -1300,10 +1400,10 @@ impl Device {
             };
             RelayClient::foreign(&queue.relay_url, once, self.url_policy())
         };
-        for (id, envelope) in queue.rows {
+        for (id, envelope, claim) in queue.rows {
             let result = match &client {
                 Ok(c) => c
-                    .post_envelope(queue.mailbox, Id16(id), envelope)
+                    .post_claimed(queue.mailbox, Id16(id), envelope, claim)
                     .await
                     .map(|_| ()),
                 Err(e) => Err(RelayError::ForbiddenUrl {
@@ -1441,12 +1541,10 @@ impl Device {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            if events.iter().any(|e| {
-                matches!(
-                    e,
-                    Event::ContactAdded { .. } | Event::SessionReset { .. }
-                )
-            }) {
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::ContactAdded { .. } | Event::SessionReset { .. }))
+            {
                 self.flush_outbox().await?;
             }
             return Ok(events);
@@ -1625,10 +1723,16 @@ impl Device {
         }
         let first = self.open_first_contact(tx, message, envelope).await?;
         let theirs = *first.identity.root.as_bytes();
+        let failed: Option<String> =
+            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
         let settled = handshakes::settle(
             handshakes::CurrentSession {
                 awaiting_reply: current.awaiting_reply(),
-                failed: false,
+                failed: failed.is_some(),
             },
             self.me.identity.keys().root.as_bytes(),
             &theirs,

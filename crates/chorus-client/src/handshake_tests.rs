@@ -61,7 +61,10 @@ impl StartedOver {
             .unwrap();
         let mut session = initiate(&bob.me.identity, &intro.bundle, &mut rng()).unwrap();
         let mailbox = Id32(random());
-        bob.relay().register_mailbox(mailbox, false).await.unwrap();
+        bob.relay()
+            .register_mailbox(mailbox, crate::relay::MailboxUse::Contact)
+            .await
+            .unwrap();
         let payload = Payload {
             sent_ms: 1,
             text: "it's bob, on a new phone".into(),
@@ -75,7 +78,11 @@ impl StartedOver {
         .unwrap();
         let m = session.encrypt(&payload, &mut rng()).unwrap();
         bob.relay()
-            .post_envelope(Id32(intro.mailbox.0), Id16(random()), Envelope::Initial(m.bytes).encode())
+            .post_envelope(
+                Id32(intro.mailbox.0),
+                Id16(random()),
+                Envelope::Initial(m.bytes).encode(),
+            )
             .await
             .unwrap();
         StartedOver {
@@ -102,7 +109,9 @@ impl StartedOver {
                 kind: MessageKind::Ratchet,
                 bytes,
             };
-            let text = Payload::decode(&self.session.decrypt(&m).unwrap()).unwrap().text;
+            let text = Payload::decode(&self.session.decrypt(&m).unwrap())
+                .unwrap()
+                .text;
             if !text.is_empty() {
                 out.push(text);
             }
@@ -143,7 +152,10 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     // The old device (a clone of bob's old state, to alice) still writes on the old
     // session: within the drain window that is a message on its way, and is read.
     bob.send("alice", "sent before the reset").await.unwrap();
-    assert_eq!(texts(&alice.sync().await.unwrap()), ["sent before the reset"]);
+    assert_eq!(
+        texts(&alice.sync().await.unwrap()),
+        ["sent before the reset"]
+    );
     // Past the window the old session is gone: the clone is refused, nothing shows.
     let drain = i64::try_from(handshakes::STALE_SESSION_DRAIN.as_millis()).unwrap();
     clock.0.fetch_add(drain, Ordering::SeqCst);
@@ -161,7 +173,10 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
         .into_iter()
         .map(|m| m.text)
         .collect();
-    assert!(!history.contains(&"the clone writes".to_string()), "{history:?}");
+    assert!(
+        !history.contains(&"the clone writes".to_string()),
+        "{history:?}"
+    );
     // The conversation goes on in the new session.
     alice.send("bob", "still here").await.unwrap();
     assert_eq!(new_bob.read(&bob).await, ["still here"]);

@@ -98,6 +98,12 @@ pub enum ClientError {
         /// The existing alias.
         contact: String,
     },
+    /// Someone else answered this invitation first: it takes one person only.
+    #[error("this invitation was already used by someone else; ask {contact:?} for a new one")]
+    InvitationSpent {
+        /// The contact it would have been.
+        contact: String,
+    },
     /// This invitation was accepted before.
     #[error("this invitation was already accepted (contact {contact:?})")]
     AlreadyAccepted {

@@ -384,7 +384,9 @@ impl Device {
                 // Without details: a rename (not offered yet); the alias stays.
                 if let Some(details) = details
                     && let Some(added) = self
-                        .fold_new_contact(tx, sessions, &contact, &name, &details, record.seq, guard)
+                        .fold_new_contact(
+                            tx, sessions, &contact, &name, &details, record.seq, guard,
+                        )
                         .await?
                 {
                     events.extend(added);
@@ -537,8 +539,7 @@ impl Device {
                 Some((tag, version))
                     if version > 0 && tag == self.log.key.stream_tag(&session_stream(contact)) =>
                 {
-                    self
-                        .fold_second_handshake(tx, sessions, &known, d, seq)
+                    self.fold_second_handshake(tx, sessions, &known, d, seq)
                         .await
                         .map(Some)
                 }
@@ -673,15 +674,24 @@ impl Device {
                     .await?;
             }
             sessions.insert(alias.to_owned(), (new, true));
+            // Their invitation, if we started this session by accepting one.
+            let theirs = match &d.invitation {
+                Some(m) if d.first.is_none() => Some(&m[..]),
+                _ => None,
+            };
             sqlx::query(
                 "UPDATE contacts SET identity = $1, relay_url = $2, send_mailbox = $3,
-                 recv_mailbox = $4, hello_acked = 0, answered = $5 WHERE name = $6",
+                 recv_mailbox = $4, hello_acked = 0, answered = $5, failed = NULL,
+                 invitation = COALESCE($6, invitation),
+                 invitation_claim = CASE WHEN $6 IS NULL THEN invitation_claim END
+                 WHERE name = $7",
             )
             .bind(d.identity.encode())
             .bind(&d.relay_url)
             .bind(&d.send_mailbox[..])
             .bind(&d.recv_mailbox[..])
             .bind(d.first.is_some())
+            .bind(theirs)
             .bind(alias)
             .execute(&mut *tx)
             .await?;
@@ -700,7 +710,7 @@ impl Device {
                 contact: alias.to_owned(),
             });
         }
-        if let Some(m) = &d.invitation {
+        if let (Some(m), Some(_)) = (&d.invitation, &d.first) {
             // One of ours that this handshake used: spent now.
             sqlx::query(
                 "UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2 AND kind = 'invitation'",
@@ -748,6 +758,16 @@ impl Device {
         if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
             *changed = true;
         }
+        // Our first envelope to their invitation is our claim on its mailbox.
+        sqlx::query(
+            "UPDATE contacts SET invitation_claim = $1
+             WHERE name = $2 AND invitation = $3 AND invitation_claim IS NULL",
+        )
+        .bind(&sent.envelope_id[..])
+        .bind(&name)
+        .bind(&sent.mailbox[..])
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM pending_sends WHERE envelope_id = $1")
             .bind(&sent.envelope_id[..])
             .execute(&mut *tx)

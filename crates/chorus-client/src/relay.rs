@@ -133,6 +133,28 @@ pub struct Login {
     pub device: Arc<DeviceSigningKey>,
 }
 
+/// What a mailbox is for, which decides how the relay takes envelopes into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxUse {
+    /// One contact's: only they know its id.
+    Contact,
+    /// The identity's address: any stranger may write.
+    Intro,
+    /// One invitation's: taken by whoever answers it first, then theirs only.
+    Invitation,
+}
+
+impl MailboxUse {
+    /// From the `kind` a device stores with its mailboxes.
+    pub fn from_kind(kind: &str) -> Self {
+        match kind {
+            "intro" => MailboxUse::Intro,
+            "invitation" => MailboxUse::Invitation,
+            _ => MailboxUse::Contact,
+        }
+    }
+}
+
 /// One relay, by base URL (`http://host:port`).
 #[derive(Clone)]
 pub struct RelayClient {
@@ -619,20 +641,20 @@ impl RelayClient {
         Ok(())
     }
 
-    /// Registers a mailbox for this log (idempotent).
-    ///
-    /// `first_contact` (the intro and invitation mailboxes, which strangers write to):
-    /// when full, the relay drops the oldest envelope rather than refusing every
-    /// later stranger until envelopes expire.
+    /// Registers a mailbox for this log (idempotent), for `use_`: the intro and
+    /// invitation mailboxes, which strangers write to, drop their oldest envelope
+    /// when full rather than refusing every later stranger until envelopes expire;
+    /// an invitation's takes its first sender only.
     pub async fn register_mailbox(
         &self,
         mailbox_id: Id32,
-        first_contact: bool,
+        use_: MailboxUse,
     ) -> Result<(), RelayError> {
         let path = self.log_path("/mailboxes")?;
         let body = RegisterMailboxRequest {
             mailbox_id,
-            drop_oldest: first_contact,
+            drop_oldest: use_ != MailboxUse::Contact,
+            single_use: use_ == MailboxUse::Invitation,
         };
         let _: serde_json::Value = self.call(Method::POST, &path, Some(&body), true).await?;
         Ok(())
@@ -665,12 +687,25 @@ impl RelayClient {
         envelope_id: Id16,
         payload: Vec<u8>,
     ) -> Result<PostEnvelopeResponse, RelayError> {
+        self.post_claimed(mailbox, envelope_id, payload, None).await
+    }
+
+    /// [`post_envelope`](Self::post_envelope) to an invitation's mailbox, naming our
+    /// first envelope there (`claim`) so that it takes our later ones too.
+    pub async fn post_claimed(
+        &self,
+        mailbox: Id32,
+        envelope_id: Id16,
+        payload: Vec<u8>,
+        claim: Option<Id16>,
+    ) -> Result<PostEnvelopeResponse, RelayError> {
         self.call(
             Method::POST,
             &format!("/v1/mailboxes/{mailbox}/envelopes"),
             Some(&PostEnvelopeRequest {
                 envelope_id,
                 payload: HexBytes(payload),
+                claim,
             }),
             false,
         )

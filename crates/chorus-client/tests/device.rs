@@ -247,6 +247,9 @@ async fn refused_input_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
     let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    // Bob reads alice's answer: a contact that never answered would be replaced by
+    // a new introduction, not refused.
+    bob.sync().await.unwrap();
     let code = alice.invite().await.unwrap();
     let carol = device(dir.path(), "carol", &relay, &clock).await;
     carol.accept(&code, Some("alice-2")).await.unwrap();
@@ -609,10 +612,16 @@ async fn two_people_who_invite_each_other_at_once_settle_on_one_session() {
         history_texts(&alice, "bob").await,
     );
     for text in ["a1", "a2"] {
-        assert!(seen_by_bob.contains(&text.to_string()), "bob: {seen_by_bob:?}");
+        assert!(
+            seen_by_bob.contains(&text.to_string()),
+            "bob: {seen_by_bob:?}"
+        );
     }
     for text in ["b1", "b2"] {
-        assert!(seen_by_alice.contains(&text.to_string()), "alice: {seen_by_alice:?}");
+        assert!(
+            seen_by_alice.contains(&text.to_string()),
+            "alice: {seen_by_alice:?}"
+        );
     }
     assert_eq!(alice.contacts().await.unwrap().len(), 1);
     assert_eq!(bob.contacts().await.unwrap().len(), 1);
@@ -621,7 +630,94 @@ async fn two_people_who_invite_each_other_at_once_settle_on_one_session() {
     assert_eq!(texts(&bob.sync().await.unwrap()), ["a3"]);
     bob.send("alice", "b3").await.unwrap();
     assert_eq!(texts(&alice.sync().await.unwrap()), ["b3"]);
-    for c in alice.contacts().await.unwrap().into_iter().chain(bob.contacts().await.unwrap()) {
+    for c in alice
+        .contacts()
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(bob.contacts().await.unwrap())
+    {
         assert!(c.connected, "{c:?}");
+    }
+}
+
+/// Issue 11 item 15: a second person accepting a used invitation got "Added
+/// contact", their messages vanished, and the stale contact later blocked a valid
+/// invitation between the same two people. Now the invitation's mailbox takes its
+/// first sender only: the second acceptor is told at once, the contact shows why it
+/// failed, and a later introduction either way replaces it.
+#[tokio::test]
+async fn a_used_invitation_accepted_again_says_so_and_blocks_no_later_introduction() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start().await;
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    let _ = bob;
+    let carol = device(dir.path(), "carol", &relay, &clock).await;
+    let dave = device(dir.path(), "dave", &relay, &clock).await;
+    let code = alice.invite().await.unwrap();
+    let bob2 = device(dir.path(), "bob2", &relay, &clock).await;
+    bob2.accept(&code, None).await.unwrap();
+    bob2.send("alice", "first to answer").await.unwrap();
+    for late in [&carol, &dave] {
+        match late.accept(&code, None).await {
+            Err(ClientError::InvitationSpent { contact }) => assert_eq!(contact, "alice"),
+            other => panic!("accepted a used invitation: {other:?}"),
+        }
+        let contacts = late.contacts().await.unwrap();
+        assert_eq!(contacts.len(), 1);
+        assert!(contacts[0].failed.is_some(), "{contacts:?}");
+        assert_eq!(late.status().await.unwrap().outbox, 0);
+    }
+    // The first to answer is unaffected, and nothing of the others reached alice.
+    let events = alice.sync().await.unwrap();
+    assert_eq!(texts(&events), ["first to answer"]);
+    let names: Vec<String> = alice
+        .contacts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["bob", "bob2"]);
+
+    // A new invitation from alice replaces carol's failed contact ...
+    let code = alice.invite().await.unwrap();
+    carol.accept(&code, None).await.unwrap();
+    carol.send("alice", "carol here").await.unwrap();
+    let events = alice.sync().await.unwrap();
+    assert!(
+        events.contains(&Event::ContactAdded {
+            contact: "carol".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(texts(&events), ["carol here"]);
+    alice.send("carol", "hi carol").await.unwrap();
+    assert_eq!(texts(&carol.sync().await.unwrap()), ["hi carol"]);
+    // ... and so does alice writing to dave's address: his failed session loses.
+    alice
+        .add_contact(&dave.address(), Some("dave"))
+        .await
+        .unwrap();
+    alice.send("dave", "hi dave").await.unwrap();
+    let events = dave.sync().await.unwrap();
+    assert!(
+        events.contains(&Event::SessionReset {
+            contact: "alice".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(texts(&events), ["hi dave"]);
+    dave.send("alice", "dave here").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["dave here"]);
+    for c in carol
+        .contacts()
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(dave.contacts().await.unwrap())
+    {
+        assert!(c.failed.is_none() && c.connected, "{c:?}");
     }
 }

@@ -467,6 +467,11 @@ pub struct RegisterMailboxRequest {
     /// later stranger being refused until envelopes expire.
     #[serde(default)]
     pub drop_oldest: bool,
+    /// An invitation's mailbox: it takes envelopes from its first sender only
+    /// (later posts must carry the first envelope's id as `claim`); anyone else
+    /// gets `410 mailbox_spent`.
+    #[serde(default)]
+    pub single_use: bool,
 }
 
 impl Validate for RegisterMailboxRequest {
@@ -483,6 +488,9 @@ pub struct PostEnvelopeRequest {
     pub envelope_id: Id16,
     /// The envelope bytes.
     pub payload: HexBytes,
+    /// For a single-use mailbox: the id of the first envelope its sender posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Id16>,
 }
 
 impl Validate for PostEnvelopeRequest {
@@ -877,6 +885,7 @@ mod tests {
         let env = |n: usize| PostEnvelopeRequest {
             envelope_id: Id16([0; 16]),
             payload: HexBytes(vec![0; n]),
+            claim: None,
         };
         assert!(env(MAX_ENVELOPE_BYTES).validate().is_ok());
         assert!(env(MAX_ENVELOPE_BYTES + 1).validate().is_err());

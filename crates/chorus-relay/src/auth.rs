@@ -79,7 +79,10 @@ pub(crate) async fn take_challenge(
     state: &AppState,
     challenge: &Id32,
 ) -> Result<Option<Session>, ApiError> {
-    Ok(state.store().take_challenge(challenge.0, state.now()).await?)
+    Ok(state
+        .store()
+        .take_challenge(challenge.0, state.now())
+        .await?)
 }
 
 /// Creates a session for a device that is current when it commits, dropping

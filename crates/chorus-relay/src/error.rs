@@ -55,6 +55,9 @@ pub enum StoreError {
     /// The log's mailboxes hold their quota of unexpired envelope bytes.
     #[error("the log's envelope quota is used up")]
     EnvelopeQuotaExceeded,
+    /// A single-use mailbox (an invitation) already took another sender's envelope.
+    #[error("the invitation was already used")]
+    MailboxSpent,
     /// The envelope id was posted before with different bytes.
     #[error("envelope id reused with different content")]
     EnvelopeConflict,
@@ -180,6 +183,7 @@ impl From<StoreError> for ApiError {
             StoreError::EnvelopeQuotaExceeded => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, "envelope_quota_exceeded")
             }
+            StoreError::MailboxSpent => ApiError::new(S::GONE, "mailbox_spent"),
             StoreError::EnvelopeConflict => ApiError::new(S::CONFLICT, "envelope_conflict"),
             StoreError::QuotaExceeded { used, quota } => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, "quota_exceeded")

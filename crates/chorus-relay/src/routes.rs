@@ -29,7 +29,7 @@ use crate::limits::{
 };
 use crate::page;
 use crate::ratelimit::Kind;
-use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event};
+use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event, MailboxPolicy};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -383,7 +383,10 @@ async fn register_mailbox(
         .register_mailbox(
             log_id,
             req.mailbox_id,
-            req.drop_oldest,
+            MailboxPolicy {
+                drop_oldest: req.drop_oldest,
+                single_use: req.single_use,
+            },
             state.limits().max_mailboxes_per_log,
             state.now(),
         )
@@ -407,6 +410,7 @@ async fn post_envelope(
         .post_envelope(
             mailbox_id,
             req.envelope_id,
+            req.claim,
             &req.payload.0,
             now,
             expires_ms,

@@ -24,6 +24,7 @@ both_backends!(
     a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
+    a_used_invitation_mailbox_refuses_a_second_sender,
     limits_envelope_and_record_quotas_per_log_at_bound_then_refused,
     limits_sockets_per_device_at_bound_then_refused,
     log_append_and_read_round_trip_with_author_stamped,
@@ -2047,4 +2048,64 @@ async fn malformed_input_gets_a_code_and_changes_nothing(b: Backend) {
             Backend::Postgres => "postgres",
         })
     );
+}
+
+/// Issue 11 item 15: an invitation accepted by a second person looked accepted to
+/// them ("Added contact") while its envelopes were dropped unread. A single-use
+/// mailbox takes its first sender only: anyone else learns at once that the
+/// invitation was spent, and the first sender goes on writing with its claim.
+async fn a_used_invitation_mailbox_refuses_a_second_sender(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(23).await;
+    let invitation = Hex32::from_u64(23);
+    let (s, _) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes", log.0),
+            Some(&tok),
+            json!({ "mailbox_id": invitation.0, "drop_oldest": true, "single_use": true }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let path = format!("/v1/mailboxes/{}/envelopes", invitation.0);
+    let post = |id: u8, claim: Option<u8>| {
+        let mut body =
+            json!({ "envelope_id": hex::encode([id; 16]), "payload": hex::encode([id]) });
+        if let Some(c) = claim {
+            body["claim"] = json!(hex::encode([c; 16]));
+        }
+        r.post(&path, None, body)
+    };
+    // The first sender, and a re-post of its envelope.
+    assert_eq!(post(1, None).await.0, StatusCode::OK);
+    let (s, v) = post(1, None).await;
+    assert_eq!((s, v["duplicate"].clone()), (StatusCode::OK, json!(true)));
+    // A second sender, with no claim or a wrong one: spent, and nothing stored.
+    for claim in [None, Some(9)] {
+        let (s, v) = post(2, claim).await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::GONE, json!("mailbox_spent")),
+            "{claim:?}"
+        );
+    }
+    // The first sender writes on, naming its first envelope.
+    assert_eq!(post(3, Some(1)).await.0, StatusCode::OK);
+    let (_, v) = r
+        .get(
+            &format!(
+                "/v1/logs/{}/mailboxes/{}/envelopes?after=0",
+                log.0, invitation.0
+            ),
+            Some(&tok),
+        )
+        .await;
+    let got: Vec<Value> = v["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(got, [json!("01"), json!("03")]);
 }

@@ -478,14 +478,22 @@ async fn two_relay_processes_share_logins_and_presence() {
     // ... and a challenge asked of process 1 is answered at process 2, once.
     let answer = c1.challenge(&log, &d1).await;
     let (s, v) = c2.answer(&answer).await;
-    assert_eq!(s, StatusCode::OK, "challenge from process 1 at process 2: {v}");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "challenge from process 1 at process 2: {v}"
+    );
     assert_eq!(c1.answer(&answer).await.0, StatusCode::UNAUTHORIZED);
 
     // A heartbeat through process 1 shows in presence through process 2.
     c1.add_device(&log, &t1, &d2).await;
     let t2 = c2.login(&log, &d2).await;
     let (s, _) = c1
-        .post(&format!("/v1/logs/{}/presence", log.0), Some(&t2), json!({}))
+        .post(
+            &format!("/v1/logs/{}/presence", log.0),
+            Some(&t2),
+            json!({}),
+        )
         .await
         .unwrap();
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -572,7 +580,10 @@ async fn a_login_racing_a_revocation_never_leaves_a_working_token() {
             }
         }
         // The identity keeps working.
-        assert_eq!(c1.get(&format!("/v1/logs/{}", log.0), &t1).await.0, StatusCode::OK);
+        assert_eq!(
+            c1.get(&format!("/v1/logs/{}", log.0), &t1).await.0,
+            StatusCode::OK
+        );
     }
     eprintln!("{issued} of 48 racing logins got a token before their revocation");
     drop((relay1, relay2));

@@ -141,6 +141,17 @@ pub struct Swept {
     pub channels: u64,
 }
 
+/// How a mailbox takes envelopes from people who are not yet contacts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxPolicy {
+    /// When full, drop the oldest envelope instead of refusing (intro and
+    /// invitation mailboxes: anyone may write to them).
+    pub drop_oldest: bool,
+    /// Take envelopes from the first sender only (an invitation): later posts must
+    /// be the first envelope or carry its id as their claim.
+    pub single_use: bool,
+}
+
 /// A login: which device of which log, until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Login {
@@ -324,7 +335,7 @@ pub trait RelayStore: Send + Sync + 'static {
         &self,
         log_id: Id32,
         mailbox_id: Id32,
-        drop_oldest: bool,
+        policy: MailboxPolicy,
         max_mailboxes: usize,
         now: i64,
     ) -> BoxFuture<'_, StoreResult<()>>;
@@ -334,12 +345,15 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// Posts an envelope: idempotent by envelope id (same bytes → same seq,
     /// `duplicate`); `EnvelopeConflict` for the same id with other bytes;
-    /// `MailboxFull` when `max_depth` unexpired envelopes are held.
+    /// `MailboxFull` when `max_depth` unexpired envelopes are held; for a
+    /// single-use mailbox, `MailboxSpent` unless it is the first envelope, or
+    /// `claim` names the first.
     #[allow(clippy::too_many_arguments)]
     fn post_envelope<'a>(
         &'a self,
         mailbox_id: Id32,
         envelope_id: Id16,
+        claim: Option<Id16>,
         payload: &'a [u8],
         now: i64,
         expires_ms: i64,

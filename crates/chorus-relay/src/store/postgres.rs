@@ -19,8 +19,7 @@ use tokio::sync::broadcast;
 use super::sql::{id16, id32, int, sql_store};
 use super::{
     AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, Event, LogInfo, Login,
-    LoginCaps, LoginTable, Posted,
-    RecordPage, Swept,
+    LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id16, Id32, PrekeyBundle, PrekeyCount,

@@ -56,14 +56,20 @@ macro_rules! login_statements {
     ($t:literal) => {
         LoginStatements {
             evict: concat!(
-                "DELETE FROM ", $t, " WHERE log_id = $1 AND device_id = $2 AND (expires_ms <= $3 \
-                 OR n <= (SELECT COALESCE(MAX(n), 0) FROM ", $t,
+                "DELETE FROM ",
+                $t,
+                " WHERE log_id = $1 AND device_id = $2 AND (expires_ms <= $3 \
+                 OR n <= (SELECT COALESCE(MAX(n), 0) FROM ",
+                $t,
                 " WHERE log_id = $1 AND device_id = $2) - $4)"
             ),
             live: concat!("SELECT COUNT(*) FROM ", $t, " WHERE expires_ms > $1"),
             insert: concat!(
-                "INSERT INTO ", $t, " (id, log_id, device_id, n, expires_ms) \
-                 SELECT $1, $2, $3, COALESCE(MAX(n), 0) + 1, $4 FROM ", $t,
+                "INSERT INTO ",
+                $t,
+                " (id, log_id, device_id, n, expires_ms) \
+                 SELECT $1, $2, $3, COALESCE(MAX(n), 0) + 1, $4 FROM ",
+                $t,
                 " WHERE log_id = $2 AND device_id = $3"
             ),
             delete_device: concat!("DELETE FROM ", $t, " WHERE log_id = $1 AND device_id = $2"),
@@ -558,7 +564,7 @@ macro_rules! sql_store {
                 &self,
                 log_id: Id32,
                 mailbox_id: Id32,
-                drop_oldest: bool,
+                policy: MailboxPolicy,
                 max_mailboxes: usize,
                 now: i64,
             ) -> BoxFuture<'_, StoreResult<()>> {
@@ -590,13 +596,14 @@ macro_rules! sql_store {
                         return Err(StoreError::TooManyMailboxes);
                     }
                     sqlx::query(
-                        "INSERT INTO mailboxes (mailbox_id, log_id, head_seq, created_ms, drop_oldest) \
-                         VALUES ($1, $2, 0, $3, $4)",
+                        "INSERT INTO mailboxes (mailbox_id, log_id, head_seq, created_ms, drop_oldest, single_use) \
+                         VALUES ($1, $2, 0, $3, $4, $5)",
                     )
                     .bind(&mailbox_id.0[..])
                     .bind(&log_id.0[..])
                     .bind(now)
-                    .bind(drop_oldest)
+                    .bind(policy.drop_oldest)
+                    .bind(policy.single_use)
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;
@@ -622,6 +629,7 @@ macro_rules! sql_store {
                 &'a self,
                 mailbox_id: Id32,
                 envelope_id: Id16,
+                claim: Option<Id16>,
                 payload: &'a [u8],
                 now: i64,
                 expires_ms: i64,
@@ -631,7 +639,8 @@ macro_rules! sql_store {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
                     let mb = sqlx::query(concat!(
-                        "SELECT log_id, head_seq, drop_oldest FROM mailboxes WHERE mailbox_id = $1",
+                        "SELECT log_id, head_seq, drop_oldest, single_use, first_envelope \
+                         FROM mailboxes WHERE mailbox_id = $1",
                         $lock
                     ))
                     .bind(&mailbox_id.0[..])
@@ -641,6 +650,8 @@ macro_rules! sql_store {
                     let log_id = id32(mb.try_get(0)?)?;
                     let head: i64 = mb.try_get(1)?;
                     let drop_oldest: bool = mb.try_get(2)?;
+                    let single_use: bool = mb.try_get(3)?;
+                    let first: Option<Vec<u8>> = mb.try_get(4)?;
                     let existing = sqlx::query(
                         "SELECT seq, payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
                     )
@@ -658,6 +669,21 @@ macro_rules! sql_store {
                             seq: e.try_get(0)?,
                             duplicate: true,
                         });
+                    }
+                    if single_use {
+                        match first {
+                            None => {
+                                sqlx::query("UPDATE mailboxes SET first_envelope = $2 WHERE mailbox_id = $1")
+                                    .bind(&mailbox_id.0[..])
+                                    .bind(&envelope_id.0[..])
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            Some(first)
+                                if first == envelope_id.0
+                                    || claim.is_some_and(|c| first == c.0) => {}
+                            Some(_) => return Err(StoreError::MailboxSpent),
+                        }
                     }
                     let depth: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM envelopes WHERE mailbox_id = $1 AND expires_ms > $2",
