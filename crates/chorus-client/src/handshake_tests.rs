@@ -133,6 +133,21 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     alice.sync().await.unwrap();
     alice.send("bob", "hi bob").await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), ["hi bob"]);
+    // Alice has a second device: it must settle the same way without reading the
+    // handshake itself.
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        ..Options::default()
+    };
+    let (laptop, _, _) = crate::link::link_locally(
+        &alice,
+        &dir.path().join("laptop"),
+        "laptop",
+        Unlock::KeyFile,
+        options,
+    )
+    .await
+    .unwrap();
 
     // Bob starts over with the same identity. Before, alice refused the handshake
     // of a known identity, and bob could never reach her again.
@@ -149,6 +164,18 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     assert_eq!(new_bob.read(&bob).await, ["welcome back"]);
     assert_eq!(alice.contacts().await.unwrap().len(), 1);
 
+    // The laptop folds the reset from the log and writes on the new session too.
+    let events = laptop.sync().await.unwrap();
+    assert!(
+        events.contains(&Event::SessionReset {
+            contact: "bob".into()
+        }),
+        "{events:?}"
+    );
+    laptop.send("bob", "from the laptop").await.unwrap();
+    assert_eq!(new_bob.read(&bob).await, ["from the laptop"]);
+    alice.sync().await.unwrap();
+
     // The old device (a clone of bob's old state, to alice) still writes on the old
     // session: within the drain window that is a message on its way, and is read.
     bob.send("alice", "sent before the reset").await.unwrap();
@@ -156,16 +183,19 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
         texts(&alice.sync().await.unwrap()),
         ["sent before the reset"]
     );
-    // Past the window the old session is gone: the clone is refused, nothing shows.
+    // Past the window the old session is gone: the clone is refused, nothing shows,
+    // on either device.
     let drain = i64::try_from(handshakes::STALE_SESSION_DRAIN.as_millis()).unwrap();
     clock.0.fetch_add(drain, Ordering::SeqCst);
     bob.send("alice", "the clone writes").await.unwrap();
-    let events = alice.sync().await.unwrap();
-    assert!(texts(&events).is_empty(), "{events:?}");
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Rejected { .. })),
-        "{events:?}"
-    );
+    for d in [&alice, &laptop] {
+        let events = d.sync().await.unwrap();
+        assert!(!texts(&events).contains(&"the clone writes".to_string()), "{events:?}");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+            "{events:?}"
+        );
+    }
     let history: Vec<String> = alice
         .history("bob", 100)
         .await
