@@ -1705,15 +1705,22 @@ impl Device {
     ) -> Result<Received, ClientError> {
         let now = self.now();
         for (id, since_ms, mut stale) in self.store.stale_sessions(tx, name, now).await? {
-            if let Ok(plaintext) = stale.decrypt(message) {
-                self.store
-                    .put_stale_session(tx, name, id, since_ms, &stale)
-                    .await?;
-                // Only the text: a read-only session's hello moves nothing.
-                let payload = Payload::decode(&plaintext)?;
-                return Ok(Received::Done(
-                    self.deliver(tx, name, &payload, envelope, now).await?,
-                ));
+            match stale.decrypt(message) {
+                Ok(plaintext) => {
+                    self.store
+                        .put_stale_session(tx, name, id, since_ms, &stale)
+                        .await?;
+                    // Only the text: a read-only session's hello moves nothing.
+                    let payload = Payload::decode(&plaintext)?;
+                    return Ok(Received::Done(
+                        self.deliver(tx, name, &payload, envelope, now).await?,
+                    ));
+                }
+                // The handshake a sibling already settled into this session.
+                Err(e @ chorus_core::SessionError::DuplicateOrExpired { .. }) => {
+                    return Err(e.into());
+                }
+                Err(_) => {}
             }
         }
         if message.kind != MessageKind::Initial

@@ -190,7 +190,10 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     bob.send("alice", "the clone writes").await.unwrap();
     for d in [&alice, &laptop] {
         let events = d.sync().await.unwrap();
-        assert!(!texts(&events).contains(&"the clone writes".to_string()), "{events:?}");
+        assert!(
+            !texts(&events).contains(&"the clone writes".to_string()),
+            "{events:?}"
+        );
         assert!(
             events.iter().any(|e| matches!(e, Event::Rejected { .. })),
             "{events:?}"

@@ -590,6 +590,16 @@ async fn two_people_who_invite_each_other_at_once_settle_on_one_session() {
     let clock = TestClock::default();
     let alice = device(dir.path(), "alice", &relay, &clock).await;
     let bob = device(dir.path(), "bob", &relay, &clock).await;
+    // Alice's laptop reads everything too, and must agree without deciding.
+    let (laptop, _, _) = chorus_client::link::link_locally(
+        &alice,
+        &dir.path().join("laptop"),
+        "laptop",
+        Unlock::KeyFile,
+        options(&clock),
+    )
+    .await
+    .unwrap();
     let (code_a, code_b) = (alice.invite().await.unwrap(), bob.invite().await.unwrap());
     alice.accept(&code_b, None).await.unwrap();
     bob.accept(&code_a, None).await.unwrap();
@@ -639,6 +649,21 @@ async fn two_people_who_invite_each_other_at_once_settle_on_one_session() {
     {
         assert!(c.connected, "{c:?}");
     }
+    // The laptop settled the same way from the log: nothing refused, every message.
+    let events = laptop.sync().await.unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "{events:?}"
+    );
+    let on_laptop = history_texts(&laptop, "bob").await;
+    for text in ["a1", "a2", "a3", "b1", "b2", "b3"] {
+        assert!(
+            on_laptop.contains(&text.to_string()),
+            "laptop: {on_laptop:?}"
+        );
+    }
+    laptop.send("bob", "from the laptop").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["from the laptop"]);
 }
 
 /// Issue 11 item 15: a second person accepting a used invitation got "Added
