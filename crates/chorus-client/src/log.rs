@@ -582,16 +582,7 @@ impl Device {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Registered at the relay by whichever device flushes first (idempotent).
-        sqlx::query(
-            "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
-             VALUES ($1, 'contact', $2, $3, 0)",
-        )
-        .bind(&d.recv_mailbox[..])
-        .bind(&alias)
-        .bind(added_ms)
-        .execute(&mut *tx)
-        .await?;
+        contact_mailbox(tx, &d.recv_mailbox, &alias, added_ms).await?;
         sessions.insert(alias.clone(), (session, true));
         crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
         // A device that held this identity's message request: it ends here.
@@ -695,17 +686,8 @@ impl Device {
             .bind(alias)
             .execute(&mut *tx)
             .await?;
-            // Registered at the relay by whichever device flushes first. The old
-            // mailbox stays: what is on its way there is still read.
-            sqlx::query(
-                "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
-                 VALUES ($1, 'contact', $2, $3, 0)",
-            )
-            .bind(&d.recv_mailbox[..])
-            .bind(alias)
-            .bind(since_ms)
-            .execute(&mut *tx)
-            .await?;
+            // The old mailbox stays: what is on its way there is still read.
+            contact_mailbox(tx, &d.recv_mailbox, alias, since_ms).await?;
             events.push(Event::SessionReset {
                 contact: alias.to_owned(),
             });
@@ -812,6 +794,26 @@ impl Device {
         }
         Ok(events)
     }
+}
+
+/// The mailbox we created for a contact, registered at the relay by whichever
+/// device flushes first (idempotent).
+async fn contact_mailbox(
+    tx: &mut SqliteConnection,
+    mailbox: &[u8; 32],
+    contact: &str,
+    created_ms: i64,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
+         VALUES ($1, 'contact', $2, $3, 0)",
+    )
+    .bind(&mailbox[..])
+    .bind(contact)
+    .bind(created_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Seals the epoch key for the store.

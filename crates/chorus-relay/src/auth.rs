@@ -38,14 +38,6 @@ pub(crate) fn token_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Unknown and revoked devices look the same from outside.
-fn unknown_is_unauthorized(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::unauthorized(),
-        e => e.into(),
-    }
-}
-
 /// Issues a challenge for a current device, forgetting that device's oldest if
 /// it has [`MAX_PENDING_CHALLENGES_PER_DEVICE`]; `401` for any other device id
 /// (so made-up ids hold nothing), `429` when too many are outstanding in all.
@@ -54,9 +46,8 @@ pub(crate) async fn challenge(
     log_id: Id32,
     device_id: Id32,
 ) -> Result<(Id32, i64), ApiError> {
-    let now = state.now();
     let c = random32()?;
-    let expires_ms = now + duration_ms(CHALLENGE_TTL);
+    let expires_ms = state.now() + duration_ms(CHALLENGE_TTL);
     let caps = LoginCaps {
         total: state.limits().max_pending_challenges,
         per_device: MAX_PENDING_CHALLENGES_PER_DEVICE,
@@ -66,11 +57,7 @@ pub(crate) async fn challenge(
         device_id,
         expires_ms,
     };
-    state
-        .store()
-        .put_login(LoginTable::Challenges, c, login, caps, now)
-        .await
-        .map_err(unknown_is_unauthorized)?;
+    put(state, LoginTable::Challenges, c, login, caps).await?;
     Ok((Id32(c), expires_ms))
 }
 
@@ -93,9 +80,10 @@ pub(crate) async fn issue(
     log_id: Id32,
     device_id: Id32,
 ) -> Result<(String, i64), ApiError> {
-    let now = state.now();
     let token = hex::encode(random32()?);
-    let expires_ms = now.saturating_add(duration_ms(state.limits().session_ttl));
+    let expires_ms = state
+        .now()
+        .saturating_add(duration_ms(state.limits().session_ttl));
     let caps = LoginCaps {
         total: state.limits().max_sessions,
         per_device: MAX_SESSIONS_PER_DEVICE,
@@ -105,12 +93,26 @@ pub(crate) async fn issue(
         device_id,
         expires_ms,
     };
-    state
-        .store()
-        .put_login(LoginTable::Sessions, token_key(&token), login, caps, now)
-        .await
-        .map_err(unknown_is_unauthorized)?;
+    put(state, LoginTable::Sessions, token_key(&token), login, caps).await?;
     Ok((token, expires_ms))
+}
+
+/// Stores a login row; unknown and revoked devices look the same from outside.
+async fn put(
+    state: &AppState,
+    table: LoginTable,
+    id: [u8; 32],
+    login: Session,
+    caps: LoginCaps,
+) -> Result<(), ApiError> {
+    match state
+        .store()
+        .put_login(table, id, login, caps, state.now())
+        .await
+    {
+        Err(StoreError::NotFound) => Err(ApiError::unauthorized()),
+        other => Ok(other?),
+    }
 }
 
 /// The live session for a token key, wherever it was issued.

@@ -69,6 +69,30 @@ impl Drop for Proc {
     }
 }
 
+/// Two relay processes over one fresh PostgreSQL database (none without one).
+/// Fields drop in order: the processes are killed before the database goes.
+struct TwoRelays {
+    relay1: Proc,
+    relay2: Proc,
+    _dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+impl TwoRelays {
+    async fn start() -> Option<TwoRelays> {
+        let db = TestDb::create(Backend::Postgres).await?;
+        let dir = tempfile::tempdir().unwrap();
+        let url = db.url();
+        let args = ["--listen", "127.0.0.1:0", "--database", url.as_str()];
+        Some(TwoRelays {
+            relay1: Proc::spawn(&args, dir.path()),
+            relay2: Proc::spawn(&args, dir.path()),
+            _dir: dir,
+            _db: db,
+        })
+    }
+}
+
 /// A minimal client for one device against a process.
 struct Client {
     http: reqwest::Client,
@@ -323,14 +347,10 @@ async fn serve_with_no_flags_listens_on_the_default_port_with_sqlite_in_the_work
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_database_wake_each_others_websockets() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+    let Some(two) = TwoRelays::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.url();
-    let args = ["--listen", "127.0.0.1:0", "--database", url.as_str()];
-    let relay1 = Proc::spawn(&args, dir.path());
-    let relay2 = Proc::spawn(&args, dir.path());
+    let (relay1, relay2) = (&two.relay1, &two.relay2);
     let (c1, c2) = (Client::new(&relay1.base), Client::new(&relay2.base));
     let log = Hex32::from_seed(3);
     let (d1, d2) = (Device::new(3), Device::new(4));
@@ -446,8 +466,6 @@ async fn two_processes_on_one_postgres_database_wake_each_others_websockets() {
         .get(&format!("/v1/logs/{}/records", log.0), &t2_on_1)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    drop((relay1, relay2));
-    drop(db);
 }
 
 /// Issue 11 item 9: behind a load balancer a device's requests reach different
@@ -457,14 +475,10 @@ async fn two_processes_on_one_postgres_database_wake_each_others_websockets() {
 /// heartbeat showed only on the process it reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relay_processes_share_logins_and_presence() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+    let Some(two) = TwoRelays::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.url();
-    let args = ["--listen", "127.0.0.1:0", "--database", url.as_str()];
-    let relay1 = Proc::spawn(&args, dir.path());
-    let relay2 = Proc::spawn(&args, dir.path());
+    let (relay1, relay2) = (&two.relay1, &two.relay2);
     let (c1, c2) = (Client::new(&relay1.base), Client::new(&relay2.base));
     let log = Hex32::from_seed(5);
     let (d1, d2) = (Device::new(5), Device::new(6));
@@ -535,8 +549,6 @@ async fn two_relay_processes_share_logins_and_presence() {
         .unwrap();
     assert_eq!(s, StatusCode::OK);
     assert_eq!(c1.all_records(&log, &t1).await.len(), 1);
-    drop((relay1, relay2));
-    drop(db);
 }
 
 /// Issue 11 item 9: a login checked the device, then (after an await) issued
@@ -548,14 +560,10 @@ async fn two_relay_processes_share_logins_and_presence() {
 /// once the revocation has been answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_racing_a_revocation_never_leaves_a_working_token() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+    let Some(two) = TwoRelays::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let url = db.url();
-    let args = ["--listen", "127.0.0.1:0", "--database", url.as_str()];
-    let relay1 = Proc::spawn(&args, dir.path());
-    let relay2 = Proc::spawn(&args, dir.path());
+    let (relay1, relay2) = (&two.relay1, &two.relay2);
     let (c1, c2) = (Client::new(&relay1.base), Client::new(&relay2.base));
     let mut issued = 0;
     for round in 0..24u8 {
@@ -586,6 +594,4 @@ async fn a_login_racing_a_revocation_never_leaves_a_working_token() {
         );
     }
     eprintln!("{issued} of 48 racing logins got a token before their revocation");
-    drop((relay1, relay2));
-    drop(db);
 }
