@@ -1730,6 +1730,13 @@ impl Device {
         }
         let first = self.open_first_contact(tx, message, envelope).await?;
         let theirs = *first.identity.root.as_bytes();
+        // Only the contact this mailbox is for may start over in it: the relay knows
+        // every mailbox id, and anyone else would become a contact past the requests.
+        if contact_named_by(&mut *tx, &theirs).await?.as_deref() != Some(name) {
+            return Err(ClientError::Rejected(
+                "a first message from someone else in a contact's mailbox",
+            ));
+        }
         let failed: Option<String> =
             sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
                 .bind(name)

@@ -214,3 +214,70 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     alice.send("bob", "still here").await.unwrap();
     assert_eq!(new_bob.read(&bob).await, ["still here"]);
 }
+
+/// A second handshake is taken only from the contact the mailbox belongs to. The
+/// relay knows every mailbox id: before this check, anyone who knew alice's mailbox
+/// for bob could post a first message of their own there and, being no contact,
+/// be made one at once, past the message requests.
+#[tokio::test]
+async fn a_stranger_who_knows_a_contact_mailbox_cannot_start_a_session_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let clock = Moved::default();
+    let alice = device(dir.path(), &url, "alice", &clock).await;
+    let bob = device(dir.path(), &url, "bob", &clock).await;
+    let code = alice.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    alice.sync().await.unwrap();
+    let for_bob: Vec<u8> = sqlx::query_scalar(
+        "SELECT mailbox_id FROM mailboxes WHERE kind = 'contact' AND contact = 'bob'",
+    )
+    .fetch_one(alice.store.pool())
+    .await
+    .unwrap();
+    // Mallory: an identity of her own, alice's published bundle, bob's mailbox.
+    let mallory = chorus_core::LocalIdentity::generate(&mut rng());
+    let intro = Introduction::fetch(&alice.address(), Backoff::COMMAND, UrlPolicy::PERMISSIVE)
+        .await
+        .unwrap();
+    let mut session = initiate(&mallory, &intro.bundle, &mut rng()).unwrap();
+    let payload = Payload {
+        sent_ms: 1,
+        text: "let me in".into(),
+        hello: Some(Hello {
+            relay_url: url.clone(),
+            mailbox: MailboxId([7; 32]),
+            name: "mallory".into(),
+        }),
+    }
+    .encode()
+    .unwrap();
+    let m = session.encrypt(&payload, &mut rng()).unwrap();
+    bob.relay()
+        .post_envelope(
+            Id32(for_bob.try_into().unwrap()),
+            Id16(random()),
+            Envelope::Initial(m.bytes).encode(),
+        )
+        .await
+        .unwrap();
+    let events = alice.sync().await.unwrap();
+    assert!(texts(&events).is_empty(), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "{events:?}"
+    );
+    let names: Vec<String> = alice
+        .contacts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["bob"]);
+    // Alice and bob go on.
+    alice.send("bob", "still us").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["still us"]);
+    bob.send("alice", "yes").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["yes"]);
+}

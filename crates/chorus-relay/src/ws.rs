@@ -4,10 +4,12 @@
 //! only saves polling. Events on the in-process bus (fed by local writes and, for
 //! PostgreSQL, by other processes' `NOTIFY`) wake the socket, which then reads the
 //! store from the last seq it pushed — so a missed or duplicated event can delay
-//! a push but never lose or repeat a record. The session is re-checked on every
-//! wake-up and every [`RECHECK`]: a revoked device's socket is closed with
-//! [`CLOSE_REVOKED`] as soon as the revocation is heard, an expired one with
-//! [`CLOSE_EXPIRED`].
+//! a push but never lose or repeat a record. A revoked device's socket is closed
+//! with [`CLOSE_REVOKED`] as soon as the revocation is heard (an event, from this
+//! process or another), and the session is looked up in the store every
+//! [`RECHECK`] and after notifications may have been lost, so a missed event costs
+//! at most that long; an expired one is closed with [`CLOSE_EXPIRED`]. A store
+//! lookup per socket per wake-up would double the database's work for busy logs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -183,24 +185,31 @@ impl Pusher {
 
     async fn on_event(&mut self, ev: Result<Event, RecvError>, socket: &mut WebSocket) -> Next {
         let me = self.authed.session;
-        let mine = match &ev {
+        match &ev {
             Ok(Event::DeviceRevoked { log_id, device_id })
                 if *log_id == me.log_id && *device_id == me.device_id =>
             {
                 return Next::Close(CLOSE_REVOKED, "revoked");
             }
-            Ok(Event::LogAppended { log_id, .. } | Event::MailboxPosted { log_id, .. }) => {
-                *log_id == self.log_id
+            // Other logs' events wake every socket and cost nothing.
+            Ok(Event::LogAppended { log_id, .. } | Event::MailboxPosted { log_id, .. })
+                if *log_id != self.log_id =>
+            {
+                return Next::Continue;
             }
-            Ok(Event::Resync) | Err(_) => true,
-            Ok(Event::DeviceRevoked { .. } | Event::Heartbeat { .. }) => false,
-        };
-        // Other logs' events wake every socket; only this log's cost a lookup.
-        if !mine {
-            return Next::Continue;
-        }
-        if let Next::Close(c, r) = self.check_session().await {
-            return Next::Close(c, r);
+            Ok(Event::DeviceRevoked { .. } | Event::Heartbeat { .. }) => return Next::Continue,
+            // Revocations may have been missed: ask the store.
+            Ok(Event::Resync) | Err(_) => {
+                if let Next::Close(c, r) = self.check_session().await {
+                    return Next::Close(c, r);
+                }
+            }
+            // This log's own traffic: revocations arrive as events, so only the
+            // expiry is checked here, not the store.
+            Ok(_) if me.expires_ms <= self.state.now() => {
+                return Next::Close(CLOSE_EXPIRED, "session_expired");
+            }
+            Ok(_) => {}
         }
         match ev {
             Ok(Event::LogAppended { log_id, head_seq }) if log_id == self.log_id => {
