@@ -746,3 +746,38 @@ async fn a_used_invitation_accepted_again_says_so_and_blocks_no_later_introducti
         assert!(c.failed.is_none() && c.connected, "{c:?}");
     }
 }
+
+/// Issue 11 "Also": names on the command line match without regard to case, and a
+/// name that matches several contacts that way is an error naming them all.
+#[tokio::test]
+async fn a_name_matching_several_contacts_by_case_is_an_error_listing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start().await;
+    let clock = TestClock::default();
+    let carol = device(dir.path(), "carol", &relay, &clock).await;
+    let alice = device(dir.path(), "alice", &relay, &clock).await;
+    let dave = device(dir.path(), "dave", &relay, &clock).await;
+    carol
+        .accept(&alice.invite().await.unwrap(), Some("Pat"))
+        .await
+        .unwrap();
+    carol
+        .accept(&dave.invite().await.unwrap(), Some("pat"))
+        .await
+        .unwrap();
+    match carol.send("PAT", "which one?").await {
+        Err(ClientError::AmbiguousContact { candidates, .. }) => {
+            assert_eq!(candidates, ["Pat", "pat"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(carol.status().await.unwrap().outbox, 0);
+    // Exact names still work, and a unique one matches in any case.
+    carol.send("Pat", "to alice").await.unwrap();
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["to alice"]);
+    assert_eq!(alice.resolve_contact("CAROL").await.unwrap(), "carol");
+    assert!(matches!(
+        alice.resolve_contact("nobody").await,
+        Err(ClientError::UnknownContact(_))
+    ));
+}
