@@ -17,3 +17,13 @@ CREATE INDEX stale_sessions_contact ON stale_sessions (contact, id);
 -- used the invitation), and such a contact never blocks a later introduction.
 ALTER TABLE contacts ADD COLUMN invitation_claim BLOB;
 ALTER TABLE contacts ADD COLUMN failed TEXT;
+
+-- Every handshake taken from a contact, by the initiator's base key: the relay could
+-- otherwise put back an old first message (one that used only the signed and the
+-- last-resort prekeys, which stay) and force the conversation back onto a session
+-- the contact no longer holds, or that a clone of their old state does.
+CREATE TABLE handshakes (
+    contact_root BLOB NOT NULL,
+    base_key     BLOB NOT NULL,
+    PRIMARY KEY (contact_root, base_key)
+);

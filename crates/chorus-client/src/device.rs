@@ -185,10 +185,10 @@ pub struct Verification {
 type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 /// `contacts`: name, root key, relay URL, send mailbox, receive mailbox, hello acknowledged.
 type ContactTuple = (String, Vec<u8>, String, Vec<u8>, Vec<u8>, bool);
-/// `outbox`: envelope id, relay URL, mailbox, envelope.
 /// Why a contact whose invitation someone else had used can never answer.
 const INVITATION_SPENT: &str = "their invitation had already been used by someone else";
 
+/// `outbox`: envelope id, relay URL, mailbox, envelope, our claim on it (an invitation's).
 type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
 /// What posting one queue did: the envelope ids posted, and the row that failed.
@@ -1321,10 +1321,9 @@ impl Device {
         for (posted, failed) in results {
             delivered.extend(posted);
             if let Some((id, e)) = failed {
-                if e.code() == Some("mailbox_spent") {
-                    // Someone else answered this invitation first: nothing queued
-                    // for it can ever arrive, and the contact can never answer.
-                    self.invitation_spent(&id).await?;
+                // Someone else answered this invitation first: nothing queued for it
+                // can ever arrive, and the contact can never answer.
+                if e.code() == Some("mailbox_spent") && self.invitation_spent(&id).await? {
                     errors.push(e);
                     continue;
                 }
@@ -1362,7 +1361,8 @@ impl Device {
 
     /// The invitation `envelope_id` was posted to had been used by someone else: the
     /// contact is marked failed, and what was queued for that mailbox is dropped.
-    async fn invitation_spent(&self, envelope_id: &[u8; 16]) -> Result<(), ClientError> {
+    /// False (nothing changed) unless the mailbox is the contact's invitation.
+    async fn invitation_spent(&self, envelope_id: &[u8; 16]) -> Result<bool, ClientError> {
         let mut tx = self.store.begin().await?;
         let row: Option<(String, Vec<u8>)> =
             sqlx::query_as("SELECT contact, mailbox_id FROM outbox WHERE envelope_id = $1")
@@ -1370,20 +1370,28 @@ impl Device {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some((contact, mailbox)) = row {
-            sqlx::query("UPDATE contacts SET failed = $1 WHERE name = $2 AND invitation = $3")
-                .bind(INVITATION_SPENT)
-                .bind(&contact)
-                .bind(&mailbox)
-                .execute(&mut *tx)
-                .await?;
+            let marked =
+                sqlx::query("UPDATE contacts SET failed = $1 WHERE name = $2 AND invitation = $3")
+                    .bind(INVITATION_SPENT)
+                    .bind(&contact)
+                    .bind(&mailbox)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            // Only an invitation's mailbox is single-use: any other relay saying so
+            // is wrong, and the rows stay to be retried.
+            if marked == 0 {
+                return Ok(false);
+            }
             sqlx::query("DELETE FROM outbox WHERE contact = $1 AND mailbox_id = $2")
                 .bind(&contact)
                 .bind(&mailbox)
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            return Ok(true);
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(false)
     }
 
     /// Posts one mailbox's queue in order, stopping at the first failure (the rows
@@ -1736,6 +1744,12 @@ impl Device {
             return Err(ClientError::Rejected(
                 "a first message from someone else in a contact's mailbox",
             ));
+        }
+        // A first message taken before, put back (the relay keeps and can repost
+        // every envelope): it would move the conversation back onto an old session.
+        let base_key = *InitialMessage::decode(&message.bytes)?.ephemeral.as_bytes();
+        if crate::contacts::handshake_seen(tx, &theirs, &base_key).await? {
+            return Err(ClientError::Rejected("a replayed first message"));
         }
         let failed: Option<String> =
             sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")

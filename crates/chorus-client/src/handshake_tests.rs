@@ -52,6 +52,9 @@ struct StartedOver {
     session: Session,
     mailbox: Id32,
     after: i64,
+    /// The first message as posted, and where.
+    first: Vec<u8>,
+    intro: Id32,
 }
 
 impl StartedOver {
@@ -59,6 +62,10 @@ impl StartedOver {
         let intro = Introduction::fetch(&alice.address(), Backoff::COMMAND, UrlPolicy::PERMISSIVE)
             .await
             .unwrap();
+        StartedOver::from(bob, intro).await
+    }
+
+    async fn from(bob: &Device, intro: Introduction) -> StartedOver {
         let mut session = initiate(&bob.me.identity, &intro.bundle, &mut rng()).unwrap();
         let mailbox = Id32(random());
         bob.relay()
@@ -77,18 +84,17 @@ impl StartedOver {
         .encode()
         .unwrap();
         let m = session.encrypt(&payload, &mut rng()).unwrap();
+        let first = Envelope::Initial(m.bytes).encode();
         bob.relay()
-            .post_envelope(
-                Id32(intro.mailbox.0),
-                Id16(random()),
-                Envelope::Initial(m.bytes).encode(),
-            )
+            .post_envelope(Id32(intro.mailbox.0), Id16(random()), first.clone())
             .await
             .unwrap();
         StartedOver {
             session,
             mailbox,
             after: 0,
+            first,
+            intro: Id32(intro.mailbox.0),
         }
     }
 
@@ -280,4 +286,71 @@ async fn a_stranger_who_knows_a_contact_mailbox_cannot_start_a_session_there() {
     assert_eq!(texts(&bob.sync().await.unwrap()), ["still us"]);
     bob.send("alice", "yes").await.unwrap();
     assert_eq!(texts(&alice.sync().await.unwrap()), ["yes"]);
+}
+
+/// The relay keeps every envelope and can post one again. A first message that used
+/// only the signed and the last-resort prekeys (a drained directory), put back after
+/// the contact had started over once more, would have moved the conversation back
+/// onto a session the contact no longer holds (or a clone of them does).
+#[tokio::test]
+async fn a_replayed_old_first_message_cannot_move_the_conversation_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let clock = Moved::default();
+    let alice = device(dir.path(), &url, "alice", &clock).await;
+    let bob = device(dir.path(), &url, "bob", &clock).await;
+    let code = alice.invite().await.unwrap();
+    bob.accept(&code, None).await.unwrap();
+    alice.sync().await.unwrap();
+    // Alice's directory drained: the next bundle has no one-time key of either kind.
+    let drained = loop {
+        let intro = Introduction::fetch(&alice.address(), Backoff::COMMAND, UrlPolicy::PERMISSIVE)
+            .await
+            .unwrap();
+        if intro.bundle.one_time_prekey.is_none() && intro.bundle.pq_prekey.last_resort {
+            break intro;
+        }
+    };
+    let old = StartedOver::from(&bob, drained).await;
+    let reset = Event::SessionReset {
+        contact: "bob".into(),
+    };
+    assert!(alice.sync().await.unwrap().contains(&reset));
+    let mut newest = StartedOver::new(&bob, &alice).await;
+    assert!(alice.sync().await.unwrap().contains(&reset));
+    // A laptop linked now knows the old handshakes from its checkpoint alone.
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        ..Options::default()
+    };
+    let (laptop, _, _) = crate::link::link_locally(
+        &alice,
+        &dir.path().join("laptop"),
+        "laptop",
+        Unlock::KeyFile,
+        options,
+    )
+    .await
+    .unwrap();
+    laptop.sync().await.unwrap();
+    // The old session has drained away; the relay posts its first message again.
+    let drain = i64::try_from(handshakes::STALE_SESSION_DRAIN.as_millis()).unwrap();
+    clock.0.fetch_add(drain, Ordering::SeqCst);
+    bob.relay()
+        .post_envelope(old.intro, Id16(random()), old.first.clone())
+        .await
+        .unwrap();
+    for d in [&laptop, &alice] {
+        let events = d.sync().await.unwrap();
+        assert!(!events.contains(&reset), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Rejected { reason } if reason.contains("replayed"))),
+            "{events:?}"
+        );
+    }
+    // The conversation stays on the newest session.
+    alice.send("bob", "still the new phone?").await.unwrap();
+    assert_eq!(newest.read(&bob).await, ["still the new phone?"]);
 }

@@ -1014,6 +1014,9 @@ pub(crate) struct Checkpoint {
     contacts: Vec<ContactRow>,
     mailboxes: Vec<MailboxRow>,
     outbox: Vec<OutboxRow>,
+    /// Every handshake taken from each contact (root key, base key): a replayed old
+    /// first message stays refused on the new device too.
+    handshakes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// `registers`: name, lamport, timestamp, author, event id, value.
@@ -1059,6 +1062,8 @@ struct ContactRow {
     hello_acked: bool,
     answered: bool,
     invitation: Option<Vec<u8>>,
+    invitation_claim: Option<Vec<u8>>,
+    failed: Option<String>,
     added_ms: i64,
     read_up_to: i64,
     #[sqlx(skip)]
@@ -1105,7 +1110,8 @@ impl Checkpoint {
         }
         let mut contacts: Vec<ContactRow> = sqlx::query_as(
             "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    answered, invitation, added_ms, read_up_to FROM contacts",
+                    answered, invitation, invitation_claim, failed, added_ms, read_up_to
+             FROM contacts",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -1127,6 +1133,9 @@ impl Checkpoint {
         )
         .fetch_all(&mut *tx)
         .await?;
+        let handshakes = sqlx::query_as("SELECT contact_root, base_key FROM handshakes")
+            .fetch_all(&mut *tx)
+            .await?;
         drop(tx);
         Ok(Self {
             applied_seq,
@@ -1140,6 +1149,7 @@ impl Checkpoint {
             contacts,
             mailboxes,
             outbox,
+            handshakes,
         })
     }
 
@@ -1222,8 +1232,8 @@ impl Checkpoint {
         for c in &self.contacts {
             sqlx::query(
                 "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox,
-                   hello_acked, answered, invitation, added_ms, read_up_to)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                   hello_acked, answered, invitation, invitation_claim, failed, added_ms, read_up_to)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&c.name)
             .bind(&c.root_key)
@@ -1234,12 +1244,23 @@ impl Checkpoint {
             .bind(c.hello_acked)
             .bind(c.answered)
             .bind(&c.invitation)
+            .bind(&c.invitation_claim)
+            .bind(&c.failed)
             .bind(c.added_ms)
             .bind(c.read_up_to)
             .execute(&mut *tx)
             .await?;
             let session = chorus_core::Session::restore(&c.session, 0)?;
             store.put_session(tx, &c.name, &session).await?;
+        }
+        for (root, base_key) in &self.handshakes {
+            sqlx::query(
+                "INSERT OR IGNORE INTO handshakes (contact_root, base_key) VALUES ($1, $2)",
+            )
+            .bind(root)
+            .bind(base_key)
+            .execute(&mut *tx)
+            .await?;
         }
         for (id, kind, contact, after, registered, created) in &self.mailboxes {
             sqlx::query(

@@ -30,7 +30,7 @@ use chorus_relay::api::{Id32, RecordOut};
 use chorus_wire::{ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage};
 use sqlx::SqliteConnection;
 
-use crate::contacts::{contact_named_by, insert_contact};
+use crate::contacts::{contact_named_by, insert_contact, remember_handshake};
 use crate::event::{Event, Message};
 use crate::handle::{Device, random};
 use crate::{ClientError, Store};
@@ -547,6 +547,7 @@ impl Device {
             };
         }
         let session = Session::restore(d.session.as_bytes(), 0)?;
+        remember_handshake(tx, contact, &session).await?;
         let alias = self.free_alias(tx, name).await?;
         let added_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
         // The invitation involved: one of ours (a stranger answered it) or theirs (we
@@ -648,6 +649,8 @@ impl Device {
         seq: i64,
     ) -> Result<Vec<Event>, ClientError> {
         let new = Session::restore(d.session.as_bytes(), 0)?;
+        let root = *d.identity.root.as_bytes();
+        remember_handshake(tx, &root, &new).await?;
         let since_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
         let mut events = Vec::new();
         if d.read_only {
@@ -660,6 +663,9 @@ impl Device {
                 None => self.store.get_session(tx, alias).await?,
             };
             if let Some(old) = old {
+                // Contacts from before this memory existed: their current session's
+                // handshake is remembered as it is retired.
+                remember_handshake(tx, &root, &old).await?;
                 self.store
                     .put_stale_session(tx, alias, seq, since_ms, &old)
                     .await?;

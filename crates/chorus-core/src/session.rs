@@ -327,6 +327,12 @@ impl Session {
         self.their_keys.as_ref()
     }
 
+    /// For a session we answered: the initiator's base key, which names its
+    /// handshake (a replayed first message carries the same one).
+    pub fn handshake_base_key(&self) -> Option<[u8; 32]> {
+        self.base_key.as_ref().map(|k| *k.as_bytes())
+    }
+
     /// Whether our messages are still initial messages (no answer received yet).
     pub fn awaiting_reply(&self) -> bool {
         self.pending.is_some()
