@@ -36,6 +36,24 @@ async fn device(dir: &std::path::Path, url: &str, name: &str, clock: &Moved) -> 
         .unwrap()
 }
 
+/// A second device of `alice`'s, linked now.
+async fn laptop(alice: &Device, dir: &std::path::Path, clock: &Moved) -> Device {
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        ..Options::default()
+    };
+    crate::link::link_locally(
+        alice,
+        &dir.join("laptop"),
+        "laptop",
+        Unlock::KeyFile,
+        options,
+    )
+    .await
+    .unwrap()
+    .0
+}
+
 fn texts(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -141,19 +159,7 @@ async fn a_contact_who_starts_over_resets_the_session_and_a_clone_of_the_old_one
     assert_eq!(texts(&bob.sync().await.unwrap()), ["hi bob"]);
     // Alice has a second device: it must settle the same way without reading the
     // handshake itself.
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    };
-    let (laptop, _, _) = crate::link::link_locally(
-        &alice,
-        &dir.path().join("laptop"),
-        "laptop",
-        Unlock::KeyFile,
-        options,
-    )
-    .await
-    .unwrap();
+    let laptop = laptop(&alice, dir.path(), &clock).await;
 
     // Bob starts over with the same identity. Before, alice refused the handshake
     // of a known identity, and bob could never reach her again.
@@ -319,19 +325,7 @@ async fn a_replayed_old_first_message_cannot_move_the_conversation_back() {
     let mut newest = StartedOver::new(&bob, &alice).await;
     assert!(alice.sync().await.unwrap().contains(&reset));
     // A laptop linked now knows the old handshakes from its checkpoint alone.
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        ..Options::default()
-    };
-    let (laptop, _, _) = crate::link::link_locally(
-        &alice,
-        &dir.path().join("laptop"),
-        "laptop",
-        Unlock::KeyFile,
-        options,
-    )
-    .await
-    .unwrap();
+    let laptop = laptop(&alice, dir.path(), &clock).await;
     laptop.sync().await.unwrap();
     // The old session has drained away; the relay posts its first message again.
     let drain = i64::try_from(handshakes::STALE_SESSION_DRAIN.as_millis()).unwrap();

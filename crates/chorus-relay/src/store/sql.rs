@@ -532,6 +532,16 @@ macro_rules! sql_store {
                 now: i64,
             ) -> BoxFuture<'_, StoreResult<Option<Login>>> {
                 Box::pin(async move {
+                    // Anyone may answer with any bytes: a made-up challenge costs one
+                    // read, never the write lock that appends wait on.
+                    let known: Option<i64> =
+                        sqlx::query_scalar("SELECT expires_ms FROM auth_challenges WHERE id = $1")
+                            .bind(&id[..])
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    if known.is_none() {
+                        return Ok(None);
+                    }
                     let (_guard, mut tx) = self.begin_write().await?;
                     let row = sqlx::query(
                         "DELETE FROM auth_challenges WHERE id = $1 \
