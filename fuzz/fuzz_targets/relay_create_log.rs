@@ -2,14 +2,14 @@
 //! with a 4xx code, never panic, and anything accepted must be within bounds.
 #![no_main]
 
-use chorus_relay::api::{CreateLogRequest, Validate, decode};
+use chorus_relay_api::{CreateLogRequest, Validate, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     match decode::<CreateLogRequest>(data) {
         Ok(req) => {
             assert!(req.validate().is_ok());
-            assert!(req.genesis.0.len() <= chorus_relay::limits::MAX_RECORD_BYTES);
+            assert!(req.genesis.0.len() <= chorus_relay_api::limits::MAX_RECORD_BYTES);
         }
         Err(e) => assert!(e.status.is_client_error(), "{}", e.code),
     }

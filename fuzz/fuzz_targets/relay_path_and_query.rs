@@ -2,7 +2,7 @@
 //! exactly 64 hex digits, and a page limit is accepted only within bounds.
 #![no_main]
 
-use chorus_relay::api::{Id32, PageQuery};
+use chorus_relay_api::{Id32, PageQuery};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let limit = u32::from_le_bytes(data[8..12].try_into().unwrap_or([0; 4]));
         let q = PageQuery { after, limit: Some(limit) };
         if let Ok(n) = q.page() {
-            assert!(n >= 1 && n <= chorus_relay::limits::MAX_PAGE && after >= 0);
+            assert!(n >= 1 && n <= chorus_relay_api::limits::MAX_PAGE && after >= 0);
         }
     }
 });

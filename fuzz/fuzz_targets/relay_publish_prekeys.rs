@@ -2,14 +2,14 @@
 //! with a 4xx code, never panic, and anything accepted must be within bounds.
 #![no_main]
 
-use chorus_relay::api::{PublishPrekeysRequest, Validate, decode};
+use chorus_relay_api::{PublishPrekeysRequest, Validate, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     match decode::<PublishPrekeysRequest>(data) {
         Ok(req) => {
             assert!(req.validate().is_ok());
-            assert!(req.one_time.len() <= chorus_relay::limits::MAX_PREKEYS_PER_PUBLISH);
+            assert!(req.one_time.len() <= chorus_relay_api::limits::MAX_PREKEYS_PER_PUBLISH);
         }
         Err(e) => assert!(e.status.is_client_error(), "{}", e.code),
     }

@@ -2,7 +2,7 @@
 //! with a 4xx code, never panic, and anything accepted must be within bounds.
 #![no_main]
 
-use chorus_relay::api::{RegisterMailboxRequest, Validate, decode};
+use chorus_relay_api::{RegisterMailboxRequest, Validate, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

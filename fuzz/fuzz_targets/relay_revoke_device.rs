@@ -3,8 +3,8 @@
 //! (The authorization inside is a roster entry: `wire_roster_entry` fuzzes that.)
 #![no_main]
 
-use chorus_relay::api::{RevokeDeviceRequest, Validate, decode};
-use chorus_relay::limits::MAX_AUTHORIZATION_BYTES;
+use chorus_relay_api::{RevokeDeviceRequest, Validate, decode};
+use chorus_relay_api::limits::MAX_AUTHORIZATION_BYTES;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

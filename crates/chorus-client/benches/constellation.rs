@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use chorus_client::Device;
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use common::{cpu_time, identity};
 
 const MESSAGES: usize = 200;

@@ -5,36 +5,12 @@
 //! states made the real way.
 //!
 //! Not for applications: [`Device::bench_burst`] escrows messages without posting them.
-//! The crate's own tests use [`local_relay`] too.
 
-use std::net::SocketAddr;
-use std::path::Path;
-
-use chorus_relay::api::Id32;
-use chorus_relay::serve::ServeArgs;
+use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, MailboxId, PrekeyBundle};
 
-use crate::handle::random;
 use crate::log::{Appended, Pending, session_stream};
 use crate::{ClientError, Device};
-
-/// Starts a relay (axum, SQLite file under `dir`, rate limits off) on a loopback port
-/// in this process; returns its URL. Panics if it cannot bind: a benchmark or test
-/// set-up has nothing better to do.
-#[allow(clippy::expect_used)]
-pub async fn local_relay(dir: &Path) -> String {
-    let mut args = ServeArgs::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), dir.join("relay"));
-    args.no_rate_limits = true;
-    let (listener, state) = args.bind().await.expect("bind a loopback port");
-    let url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    );
-    tokio::spawn(chorus_relay::run(listener, state, std::future::pending()));
-    url
-}
 
 impl Device {
     /// Adds a contact from a prekey bundle at hand (no directory fetch): the session,
@@ -45,7 +21,7 @@ impl Device {
         bundle: &PrekeyBundle,
         alias: &str,
     ) -> Result<(), ClientError> {
-        let mailbox = Id32(random());
+        let mailbox = Id32(self.random());
         self.relay
             .register_mailbox(mailbox, crate::relay::MailboxUse::Contact)
             .await?;
@@ -91,7 +67,7 @@ impl Device {
             let mut events = Vec::with_capacity(2 * n);
             let mut delivered = Vec::with_capacity(n);
             for _ in 0..n {
-                let envelope_id: [u8; 16] = random();
+                let envelope_id: [u8; 16] = self.random();
                 let sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
                 events.push(Pending::guarded(sent, stream.clone(), None));
                 delivered.push(Pending::free(EventKind::Delivered { envelope_id }));

@@ -21,7 +21,7 @@ use chorus_core::{
     EncryptedMessage, MessageKind, Roster, SendDelta, handshakes, initiate, respond,
 };
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
-use chorus_relay::api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
+use chorus_relay_api::{EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push};
 use chorus_wire::{
     ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
     InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
@@ -35,7 +35,7 @@ use sqlx::SqliteConnection;
 use crate::contacts::contact_named_by;
 pub use crate::event::{Event, Message};
 pub use crate::handle::{Clock, Device, Options, SIBLING_DELIVERY, SystemClock};
-pub(crate) use crate::handle::{LogKeys, failpoint, random, rng};
+pub(crate) use crate::handle::{LogKeys, failpoint};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
 use crate::log::{
     APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
@@ -54,16 +54,16 @@ const EPOCH: u32 = 1;
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
 /// How often `watch` checks the directory's prekey supply and rotation schedule.
 pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
-/// `Delivered` events per append (the relay's batch bound).
-const MAX_APPEND_BATCH: usize = 64;
+/// `Delivered` events per append: the relay's batch bound.
+use chorus_relay_api::limits::MAX_APPEND_BATCH;
 /// Mailboxes whose outbox rows are posted at once.
 pub const OUTBOX_PARALLEL: usize = 8;
 /// How long an outbox row for a contact's relay waits after its first failure.
 pub const OUTBOX_FIRST_DELAY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries of one outbox row.
 pub const OUTBOX_MAX_DELAY: Duration = Duration::from_secs(3600);
-/// Mailboxes per batched read (the relay's bound).
-const MAILBOXES_PER_READ: usize = 64;
+/// Mailboxes per batched read: the relay's bound.
+use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 
 /// A contact as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -289,17 +289,17 @@ impl Device {
         if Self::link_unfinished(home) {
             return Err(ClientError::LinkUnfinished(home.to_owned()));
         }
-        let root = chorus_crypto::RootSigningKey::generate(&mut rng());
-        let dh = chorus_crypto::IdentityDhSecret::generate(&mut rng());
+        let root = chorus_crypto::RootSigningKey::generate(&mut options.entropy.rng());
+        let dh = chorus_crypto::IdentityDhSecret::generate(&mut options.entropy.rng());
         let secrets = IdentitySecrets {
             keys: IdentityKeys::sign(&root, dh.public_key()).encode(),
             root: Some(root),
             dh,
-            device: chorus_crypto::DeviceSigningKey::generate(&mut rng()),
-            device_dh: chorus_crypto::DeviceDhSecret::generate(&mut rng()),
+            device: chorus_crypto::DeviceSigningKey::generate(&mut options.entropy.rng()),
+            device_dh: chorus_crypto::DeviceDhSecret::generate(&mut options.entropy.rng()),
         };
-        let log_id = Id32(random());
-        let intro = Id32(random());
+        let log_id = Id32(options.entropy.array());
+        let intro = Id32(options.entropy.array());
         let device_id = Id32(*secrets.device.public_key().as_bytes());
         let now = options.clock.now_ms();
         let genesis = Roster::genesis(
@@ -319,7 +319,7 @@ impl Device {
         relay
             .create_log(log_id, genesis.as_bytes().to_vec(), device_id)
             .await?;
-        let epoch_key = EpochKey::generate(&mut rng());
+        let epoch_key = EpochKey::generate(&mut options.entropy.rng());
         // The relay client keeps its own copy of the device key (wiped on drop).
         let login_key = IdentitySecrets::from_bytes(&secrets.to_bytes()?)?.device;
         let relay = relay.with_login(Login {
@@ -601,7 +601,8 @@ impl Device {
                 None => true,
                 Some((_, created)) => prekeys::rotation_due(created, now),
             };
-            let mut keys = Generator::new(&mut conn, root, Purpose::Directory).await?;
+            let mut keys =
+                Generator::new(&mut conn, root, &*self.options.entropy, Purpose::Directory).await?;
             drop(conn);
             if rotate {
                 keys.signed()?;
@@ -656,7 +657,7 @@ impl Device {
         let root = self.me.identity.root().ok_or(ClientError::NotPrimary(
             "create invitations (prekeys are root-signed)",
         ))?;
-        let mailbox = Id32(random());
+        let mailbox = Id32(self.random());
         self.relay
             .register_mailbox(mailbox, MailboxUse::Invitation)
             .await?;
@@ -665,7 +666,9 @@ impl Device {
             let mut conn = self.store.pool().acquire().await?;
             let (signed, _) = prekeys::current_directory_keys(&mut conn).await?;
             let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
-            let mut keys = Generator::new(&mut conn, root, Purpose::Invitation).await?;
+            let mut keys =
+                Generator::new(&mut conn, root, &*self.options.entropy, Purpose::Invitation)
+                    .await?;
             drop(conn);
             let bundle = PrekeyBundle {
                 identity: self.me.identity.keys().clone(),
@@ -810,9 +813,9 @@ impl Device {
         invitation: Option<MailboxId>,
         at: i64,
     ) -> Result<(String, SendOutcome), ClientError> {
-        let mut session = initiate(&self.me.identity, bundle, &mut rng())?;
+        let mut session = initiate(&self.me.identity, bundle, &mut self.rng())?;
         let snapshot = session.snapshot();
-        let recv = Id32(random());
+        let recv = Id32(self.random());
         self.relay
             .register_mailbox(recv, MailboxUse::Contact)
             .await?;
@@ -823,8 +826,8 @@ impl Device {
             hello: Some(self.hello(&recv.0)),
         }
         .encode()?;
-        let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
-        let envelope_id: [u8; 16] = random();
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
+        let envelope_id: [u8; 16] = self.random();
         let root = *bundle.identity.root.as_bytes();
         let stream = session_stream(&root);
         let created = EventKind::ContactUpserted {
@@ -1034,7 +1037,7 @@ impl Device {
         {
             return Err(ClientError::UnknownContact(contact.to_owned()));
         }
-        let envelope_id: [u8; 16] = random();
+        let envelope_id: [u8; 16] = self.random();
         sqlx::query(
             "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms) VALUES ($1, $2, $3, $4)",
         )
@@ -1146,7 +1149,7 @@ impl Device {
             hello: (!row.hello_acked).then(|| self.hello(&recv)),
         }
         .encode()?;
-        let (message, delta) = session.encrypt_escrowed(&payload, &mut rng())?;
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
         Ok(sent_event(
             row.root,
             envelope_id,
@@ -1846,7 +1849,7 @@ impl Device {
         let root = *identity.root.as_bytes();
         // Registered at the relay only once the contact is in the log (`register_pending`,
         // before the hello naming it is posted).
-        let recv: [u8; 32] = random();
+        let recv: [u8; 32] = self.random();
         let snapshot = session.snapshot();
         let reply = Payload {
             sent_ms: u64::try_from(now).unwrap_or(0),
@@ -1854,7 +1857,7 @@ impl Device {
             hello: Some(self.hello(&recv)),
         }
         .encode()?;
-        let (answer, delta) = session.encrypt_escrowed(&reply, &mut rng())?;
+        let (answer, delta) = session.encrypt_escrowed(&reply, &mut self.rng())?;
         let stream = session_stream(&root);
         let created = EventKind::ContactUpserted {
             contact: root,
@@ -1877,7 +1880,7 @@ impl Device {
         }
         let sent = sent_event(
             root,
-            random(),
+            self.random(),
             &hello.relay_url,
             hello.mailbox.0,
             &answer,

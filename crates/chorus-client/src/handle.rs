@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::{RecordContext, seal_event};
-use chorus_crypto::EpochKey;
-use chorus_relay::api::{Guard, HexBytes, Id32, RecordIn};
+use chorus_crypto::{Entropy, EntropyRng, EpochKey, SystemEntropy};
+use chorus_relay_api::{Guard, HexBytes, Id32, RecordIn};
 use chorus_wire::LogEvent;
-use rand::rngs::SysRng;
-use rand_core::{Rng, UnwrapErr};
 
 use crate::identity::Me;
 use crate::relay::{Backoff, RelayClient};
@@ -50,6 +48,9 @@ pub struct Options {
     pub backoff: Backoff,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where every key, nonce and id this device draws comes from: the operating
+    /// system, or a seeded stream to replay a run (tests, the simulator).
+    pub entropy: Arc<dyn Entropy>,
     /// Argon2id memory cost (KiB) for a passphrase-protected store.
     pub argon2_memory_kib: u32,
     /// Argon2id passes.
@@ -70,7 +71,14 @@ impl Options {
         home: &Path,
         unlock: Unlock,
     ) -> Result<Store, crate::StoreError> {
-        Store::open_with_costs(home, unlock, self.argon2_memory_kib, self.argon2_iterations).await
+        Store::open_with_entropy(
+            home,
+            unlock,
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.entropy.clone(),
+        )
+        .await
     }
 }
 
@@ -79,6 +87,7 @@ impl Default for Options {
         Self {
             backoff: Backoff::COMMAND,
             clock: Arc::new(SystemClock),
+            entropy: Arc::new(SystemEntropy),
             argon2_memory_kib: chorus_crypto::ARGON2_MEMORY_KIB,
             argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
             sibling_delivery: SIBLING_DELIVERY,
@@ -117,14 +126,16 @@ impl std::fmt::Debug for Device {
     }
 }
 
-pub(crate) fn rng() -> UnwrapErr<SysRng> {
-    UnwrapErr(SysRng)
-}
+impl Device {
+    /// This device's randomness as a `CryptoRng` ([`Options::entropy`]).
+    pub(crate) fn rng(&self) -> EntropyRng<'_> {
+        self.options.entropy.rng()
+    }
 
-pub(crate) fn random<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    rng().fill_bytes(&mut out);
-    out
+    /// `N` random bytes from this device's [`Options::entropy`].
+    pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
+        self.options.entropy.array()
+    }
 }
 
 /// The log's keys as this device holds them.
@@ -142,13 +153,14 @@ impl LogKeys {
         &self,
         event: &LogEvent,
         guard: Option<([u8; 32], i64)>,
+        entropy: &dyn Entropy,
     ) -> Result<RecordIn, ClientError> {
         let context = RecordContext {
             epoch: self.epoch,
             author: event.author,
             guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
         };
-        let sealed = seal_event(&self.key, &context, event, &mut rng())?;
+        let sealed = seal_event(&self.key, &context, event, &mut entropy.rng())?;
         Ok(RecordIn {
             epoch: i64::from(self.epoch),
             nonce: HexBytes(sealed.nonce.to_vec()),

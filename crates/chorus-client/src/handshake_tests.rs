@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chorus_core::{EncryptedMessage, MessageKind, Session, handshakes, initiate};
-use chorus_relay::api::{Id16, Id32};
+use chorus_relay_api::{Id16, Id32};
 use chorus_wire::{Envelope, Hello, MailboxId, Payload};
 
-use crate::handle::{random, rng};
 use crate::testing::relay;
+use crate::testing::{random, rng};
 use crate::{Backoff, Clock, Device, Event, Introduction, Options, Unlock, UrlPolicy};
 
 #[derive(Clone, Default)]

@@ -5,7 +5,7 @@ use chorus_core::LocalIdentity;
 use chorus_crypto::{
     DeviceDhSecret, DeviceSigningKey, Fingerprint, IdentityDhSecret, RootSigningKey,
 };
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use chorus_wire::IdentityKeys;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -37,23 +37,24 @@
 //! relay's device registration is idempotent.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chorus_core::RosterSigner;
 use chorus_crypto::{
-    DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, EphemeralPublic,
+    DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, Entropy, EphemeralPublic,
     EphemeralSecret, EpochKey, IdentityDhSecret, LinkKey, RootSigningKey, Sas,
 };
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, IdentityKeys, RosterEntry, SecurityLevel, check_display_name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
 
-use crate::handle::{Device, Options, failpoint, random, rng};
+use crate::handle::{Device, Options, failpoint};
 use crate::identity::{IdentitySecrets, secret_bytes};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, load_roster};
 use crate::relay::{Login, RelayClient, normalize_url};
@@ -341,6 +342,7 @@ pub struct LinkOffer {
     home: PathBuf,
     store: Store,
     resumed: bool,
+    entropy: Arc<dyn Entropy>,
 }
 
 /// Marks `home` as a link in progress, or clears the mark.
@@ -419,8 +421,8 @@ impl LinkOffer {
             // None yet, or for another identity's relay: a new device.
             _ => {
                 let keys = PendingKeys {
-                    device: DeviceSigningKey::generate(&mut rng()),
-                    device_dh: DeviceDhSecret::generate(&mut rng()),
+                    device: DeviceSigningKey::generate(&mut options.entropy.rng()),
+                    device_dh: DeviceDhSecret::generate(&mut options.entropy.rng()),
                 };
                 sqlx::query(
                     "INSERT OR REPLACE INTO pending_link (id, relay_url, device_name, sealed, created_ms)
@@ -435,9 +437,9 @@ impl LinkOffer {
                 (keys, device_name.to_owned(), false)
             }
         };
-        let channel: [u8; 32] = random();
+        let channel: [u8; 32] = options.entropy.array();
         relay.create_channel(Id32(channel)).await?;
-        let ephemeral = EphemeralSecret::generate(&mut rng());
+        let ephemeral = EphemeralSecret::generate(&mut options.entropy.rng());
         Ok(Self {
             code: LinkCode {
                 relay_url: relay.url().to_owned(),
@@ -452,6 +454,7 @@ impl LinkOffer {
             home: home.to_owned(),
             store,
             resumed,
+            entropy: options.entropy.clone(),
         })
     }
 
@@ -477,7 +480,7 @@ impl LinkOffer {
         let (seq, commit) = wait_for(&self.relay, channel, 0, TAG_COMMIT, &[], timeout).await?;
         // A fresh nonce on every attempt, chosen after the commitment: the approver's
         // key was fixed before anything here could be predicted.
-        let nonce: [u8; 32] = random();
+        let nonce: [u8; 32] = self.entropy.array();
         let mut hello = Vec::with_capacity(HELLO_FIXED_LEN + self.device_name.len());
         hello.extend_from_slice(self.device.public_key().as_bytes());
         hello.extend_from_slice(self.device_dh.public_key().as_bytes());
@@ -769,7 +772,7 @@ impl Device {
             ));
         }
         let channel = Id32(code.channel);
-        let eph = EphemeralSecret::generate(&mut rng());
+        let eph = EphemeralSecret::generate(&mut self.rng());
         let eph_pub = *eph.public_key().as_bytes();
         let commit = commitment(&eph_pub);
         let existing = self
@@ -931,10 +934,11 @@ impl Approval<'_> {
             })])
             .await?;
         }
-        let checkpoint_id: [u8; 32] = random();
-        let sealed = Checkpoint::export(d)
-            .await?
-            .seal(&d.log.key, &checkpoint_id)?;
+        let checkpoint_id: [u8; 32] = d.random();
+        let sealed =
+            Checkpoint::export(d)
+                .await?
+                .seal(&d.log.key, &checkpoint_id, &*d.options.entropy)?;
         d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
         let IdentitySecrets { root, keys, dh, .. } = stored_secrets(d).await?;
         // `primary-root`: the root stays on this (the primary) device.
@@ -969,7 +973,7 @@ impl Approval<'_> {
                     dh,
                     &[RELINK_AD, &self.channel[..]].concat(),
                     &bundle,
-                    &mut rng(),
+                    &mut self.device.rng(),
                 )
                 .map_err(|_| {
                     ClientError::LinkProtocol("the roster's key for the device is invalid")
@@ -979,7 +983,7 @@ impl Approval<'_> {
         };
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&self.channel);
-        let sealed = self.key.seal(&ad, &plain, &mut rng());
+        let sealed = self.key.seal(&ad, &plain, &mut self.device.rng());
         self.device
             .relay
             .channel_post(Id32(self.channel), tagged(TAG_BUNDLE, &sealed))
@@ -1153,9 +1157,14 @@ impl Checkpoint {
         })
     }
 
-    fn seal(&self, key: &EpochKey, id: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+    fn seal(
+        &self,
+        key: &EpochKey,
+        id: &[u8; 32],
+        entropy: &dyn Entropy,
+    ) -> Result<Vec<u8>, ClientError> {
         let plain = secret_bytes(self)?;
-        let (nonce, ct) = key.seal(&[CHECKPOINT_AD, id].concat(), &plain, &mut rng());
+        let (nonce, ct) = key.seal(&[CHECKPOINT_AD, id].concat(), &plain, &mut entropy.rng());
         Ok([&nonce[..], &ct].concat())
     }
 

@@ -2,12 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chorus_crypto::{IdentityDhSecret, RootSigningKey};
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use chorus_wire::IdentityKeys;
 
 use super::{Bundle, LINK_TIMEOUT, LinkOffer};
-use crate::handle::{random, rng};
 use crate::testing::{device, relay};
+use crate::testing::{random, rng};
 use crate::{ClientError, Device, Options, Unlock};
 
 #[tokio::test]

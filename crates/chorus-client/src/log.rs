@@ -26,13 +26,13 @@
 
 use chorus_core::{RecordContext, Roster, Session, open_event};
 use chorus_crypto::EpochKey;
-use chorus_relay::api::{Id32, RecordOut};
+use chorus_relay_api::{Id32, RecordOut};
 use chorus_wire::{ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage};
 use sqlx::SqliteConnection;
 
 use crate::contacts::{contact_named_by, insert_contact, remember_handshake};
 use crate::event::{Event, Message};
-use crate::handle::{Device, random};
+use crate::handle::Device;
 use crate::{ClientError, Store};
 
 /// Records read per request while folding (the largest are ~128 KiB: a page stays
@@ -147,13 +147,13 @@ impl Device {
                 }
             };
             let event = LogEvent {
-                event_id: random(),
+                event_id: self.random(),
                 lamport: u64::try_from(lamport).unwrap_or(0) + 1 + i as u64,
                 timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
                 author: keys.device,
                 kind: p.kind,
             };
-            records.push(keys.seal(&event, guard)?);
+            records.push(keys.seal(&event, guard, &*self.options.entropy)?);
         }
         drop(conn);
         let outcome = match self.relay.append(records).await {

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use chorus_core::Roster;
 use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, RootSigningKey};
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, LogEvent, RosterBody, RosterEntry};
 
 use super::{Pending, load_roster};
-use crate::handle::{random, rng};
 use crate::relay::{Login, RelayClient};
 use crate::testing::{device, folded_state, relay};
+use crate::testing::{random, rng};
 use crate::{Device, Event};
 
 fn rejections(events: &[Event]) -> Vec<String> {
@@ -74,7 +74,12 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
         },
     };
     rogue_relay
-        .append(vec![alice.log.seal(&event, None).unwrap()])
+        .append(vec![
+            alice
+                .log
+                .seal(&event, None, &*alice.options.entropy)
+                .unwrap(),
+        ])
         .await
         .unwrap();
     let events = alice.sync_log().await.unwrap();

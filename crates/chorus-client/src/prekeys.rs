@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chorus_core::{ConsumedPrekeys, PrekeyStore};
-use chorus_crypto::{OneTimePrekeySecret, PqPrekeySecret, RootSigningKey, SignedPrekeySecret};
+use chorus_crypto::{
+    Entropy, OneTimePrekeySecret, PqPrekeySecret, RootSigningKey, SignedPrekeySecret,
+};
 use chorus_wire::limits::MAX_PREKEYS_PER_EVENT;
 use chorus_wire::{
     EventKind, OneTimePrekey, PqPrekey, PrekeyKind, PrekeySecret, SecretBytes, SignedPrekey,
 };
-use rand::rngs::SysRng;
-use rand_core::UnwrapErr;
 use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
@@ -29,8 +29,8 @@ use crate::identity::secret_bytes;
 use crate::store::row;
 use crate::{ClientError, Store};
 
-/// One-time prekeys of each kind published per batch (the relay's per-request bound).
-pub const ONE_TIME_BATCH: usize = 100;
+/// One-time prekeys of each kind published per batch: the relay's per-request bound.
+pub const ONE_TIME_BATCH: usize = chorus_relay_api::limits::MAX_PREKEYS_PER_PUBLISH;
 /// Publish a new batch when fewer than this many one-time prekeys are left.
 pub const REPLENISH_BELOW: i64 = 25;
 /// How long a signed (and last-resort PQ) prekey is the current one.
@@ -87,6 +87,7 @@ enum Secret {
 /// on every device — before any public half is published (escrow before use).
 pub(crate) struct Generator<'a> {
     root: &'a RootSigningKey,
+    entropy: &'a dyn Entropy,
     purpose: Purpose,
     next_id: u32,
     keys: Vec<PrekeySecret>,
@@ -98,6 +99,7 @@ impl<'a> Generator<'a> {
     pub(crate) async fn new(
         conn: &mut SqliteConnection,
         root: &'a RootSigningKey,
+        entropy: &'a dyn Entropy,
         purpose: Purpose,
     ) -> Result<Self, ClientError> {
         let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM prekeys")
@@ -112,6 +114,7 @@ impl<'a> Generator<'a> {
             .map_err(|_| ClientError::Corrupt("prekey ids exhausted".into()))?;
         Ok(Self {
             root,
+            entropy,
             purpose,
             next_id,
             keys: Vec::new(),
@@ -143,7 +146,7 @@ impl<'a> Generator<'a> {
 
     /// A new signed prekey.
     pub(crate) fn signed(&mut self) -> Result<SignedPrekey, ClientError> {
-        let secret = SignedPrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let secret = SignedPrekeySecret::generate(&mut self.entropy.rng());
         let public = SignedPrekey::sign(self.root, self.next_id, secret.public_key());
         self.push(
             PrekeyKind::Signed,
@@ -156,7 +159,7 @@ impl<'a> Generator<'a> {
 
     /// A new one-time X25519 prekey.
     pub(crate) fn one_time(&mut self) -> Result<OneTimePrekey, ClientError> {
-        let secret = OneTimePrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let secret = OneTimePrekeySecret::generate(&mut self.entropy.rng());
         let public = OneTimePrekey {
             id: self.next_id,
             key: secret.public_key(),
@@ -172,7 +175,7 @@ impl<'a> Generator<'a> {
 
     /// A new ML-KEM prekey (one-time, or the last-resort fallback).
     pub(crate) fn pq(&mut self, last_resort: bool) -> Result<PqPrekey, ClientError> {
-        let secret = PqPrekeySecret::generate(&mut UnwrapErr(SysRng));
+        let secret = PqPrekeySecret::generate(&mut self.entropy.rng());
         let public = PqPrekey::sign(self.root, self.next_id, secret.public_key(), last_resort);
         self.push(
             PrekeyKind::Pq,

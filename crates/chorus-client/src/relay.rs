@@ -3,14 +3,14 @@
 //! retrying (unreachable relay, 5xx, 429) and none for what is not (4xx: the request
 //! itself is wrong, and retrying would not change the answer).
 //!
-//! The request and response bodies are the relay's own types ([`chorus_relay::api`]),
+//! The request and response bodies are the relay's own types ([`chorus_relay_api`]),
 //! so both ends share one definition of the contract (`docs/relay-api.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_crypto::DeviceSigningKey;
-use chorus_relay::api::{
+use chorus_relay_api::{
     self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
     ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest, CreateChannelRequest,
     CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16, Id32,
@@ -23,10 +23,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// The signature context of a relay login; with the separator byte it spells the
-/// relay's [`api::AUTH_LABEL`].
-const AUTH_CONTEXT: &[u8] = b"chorus-relay-auth-v1";
 
 /// Largest relay answer the client buffers (a hostile relay could send more).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -585,11 +581,10 @@ impl RelayClient {
                 None,
             )
             .await?;
-        let mut signed = Vec::with_capacity(96);
-        signed.extend_from_slice(&c.challenge.0);
-        signed.extend_from_slice(&login.log_id.0);
-        signed.extend_from_slice(&device_id.0);
-        let signature = login.device.sign(AUTH_CONTEXT, &signed);
+        let signature = login.device.sign(
+            chorus_relay_api::AUTH_CONTEXT,
+            &chorus_relay_api::auth_payload(&c.challenge, &login.log_id, &device_id),
+        );
         let s: SessionResponse = self
             .once(
                 Method::POST,
@@ -921,7 +916,7 @@ impl std::fmt::Debug for PushStream {
 
 impl PushStream {
     /// The next push; `None` when the relay closed the connection.
-    pub async fn next(&mut self) -> Option<Result<api::Push, RelayError>> {
+    pub async fn next(&mut self) -> Option<Result<chorus_relay_api::Push, RelayError>> {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         loop {

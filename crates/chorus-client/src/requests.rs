@@ -23,7 +23,7 @@
 
 use chorus_core::{EncryptedMessage, Session};
 use chorus_crypto::Fingerprint;
-use chorus_relay::api::EnvelopeOut;
+use chorus_relay_api::EnvelopeOut;
 use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Payload};
 use serde::Serialize;
 use sqlx::SqliteConnection;

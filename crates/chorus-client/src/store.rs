@@ -15,11 +15,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chorus_core::{Session, SessionError};
-use chorus_crypto::{CryptoError, PASSPHRASE_SALT_LEN, StoreKey};
-use rand::rngs::SysRng;
-use rand_core::UnwrapErr;
+use chorus_crypto::{
+    CryptoError, Entropy, EntropyRng, PASSPHRASE_SALT_LEN, StoreKey, SystemEntropy,
+};
 use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -106,6 +107,8 @@ pub struct Store {
     pool: SqlitePool,
     key: StoreKey,
     path: PathBuf,
+    /// Draws the nonce of every sealed value.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl std::fmt::Debug for Store {
@@ -144,6 +147,25 @@ impl Store {
         memory_kib: u32,
         iterations: u32,
     ) -> Result<Self, StoreError> {
+        Self::open_with_entropy(
+            home,
+            unlock,
+            memory_kib,
+            iterations,
+            Arc::new(SystemEntropy),
+        )
+        .await
+    }
+
+    /// As [`open_with_costs`](Self::open_with_costs), drawing the key file, the
+    /// passphrase salt and every nonce from `entropy`.
+    pub async fn open_with_entropy(
+        home: &Path,
+        unlock: Unlock,
+        memory_kib: u32,
+        iterations: u32,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Self, StoreError> {
         if matches!(&unlock, Unlock::Passphrase(p) if p.is_empty()) {
             return Err(StoreError::EmptyPassphrase);
         }
@@ -175,7 +197,7 @@ impl Store {
                 given: unlock.name(),
             });
         }
-        let mut rng = UnwrapErr(SysRng);
+        let mut rng = entropy.rng();
         let key = match &unlock {
             Unlock::KeyFile => key_file(home, fresh, &mut rng)?,
             Unlock::Passphrase(p) => {
@@ -219,7 +241,12 @@ impl Store {
                 _ => return Err(StoreError::WrongKey),
             }
         }
-        Ok(Self { pool, key, path })
+        Ok(Self {
+            pool,
+            key,
+            path,
+            entropy,
+        })
     }
 
     /// Persists a session atomically (sealed, with its generation as the high-water
@@ -400,7 +427,7 @@ impl Store {
     /// Seals a value for the row `table/id`.
     pub(crate) fn seal(&self, table: &str, id: &str, plaintext: &[u8]) -> Vec<u8> {
         self.key
-            .seal(&row_ad(table, id), plaintext, &mut UnwrapErr(SysRng))
+            .seal(&row_ad(table, id), plaintext, &mut self.entropy.rng())
     }
 
     /// Opens a value sealed for the row `table/id`; any mismatch is [`StoreError::Corrupt`].
@@ -515,11 +542,7 @@ pub(crate) fn create_private_dir(home: &Path) -> Result<(), StoreError> {
 }
 
 /// Reads the key file, or creates it (mode 0600, never overwriting) for a new store.
-fn key_file(
-    home: &Path,
-    create: bool,
-    rng: &mut UnwrapErr<SysRng>,
-) -> Result<StoreKey, StoreError> {
+fn key_file(home: &Path, create: bool, rng: &mut EntropyRng<'_>) -> Result<StoreKey, StoreError> {
     let path = home.join(KEY_FILE);
     if !path.exists() {
         if !create {

@@ -4,8 +4,27 @@
 
 use std::path::Path;
 
-pub(crate) use crate::bench::local_relay as relay;
 use crate::{Device, Options, Unlock};
+
+static SYSTEM: chorus_crypto::SystemEntropy = chorus_crypto::SystemEntropy;
+
+/// The system's randomness, for tests that forge what a device would draw.
+pub(crate) fn rng() -> chorus_crypto::EntropyRng<'static> {
+    (&SYSTEM as &dyn chorus_crypto::Entropy).rng()
+}
+
+/// `N` bytes of the system's randomness.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    (&SYSTEM as &dyn chorus_crypto::Entropy).array()
+}
+
+/// A relay in this process (axum, SQLite file under `dir`, rate limits off) on a
+/// loopback port; its URL.
+pub(crate) async fn relay(dir: &Path) -> String {
+    chorus_relay::serve::spawn_loopback(dir.join("relay"))
+        .await
+        .expect("bind a loopback port")
+}
 
 /// A new identity `name` with one device in `dir/name`.
 pub(crate) async fn device(dir: &Path, url: &str, name: &str) -> Device {
@@ -51,7 +70,7 @@ pub(crate) async fn root_authorization(
     let roster = crate::log::load_roster(&mut conn, &d.log.log_id)
         .await
         .unwrap();
-    let dh = chorus_crypto::DeviceDhSecret::generate(&mut crate::handle::rng()).public_key();
+    let dh = chorus_crypto::DeviceDhSecret::generate(&mut rng()).public_key();
     let root = d.me.identity.root().unwrap();
     roster
         .authorize(

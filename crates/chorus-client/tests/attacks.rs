@@ -11,7 +11,7 @@ use chorus_client::relay::RelayClient;
 use chorus_client::requests::{MAX_PENDING_REQUESTS, MAX_REQUEST_MESSAGES};
 use chorus_client::{Backoff, Device, Event, Introduction, Unlock, UrlPolicy};
 use chorus_core::{LocalIdentity, Session, initiate};
-use chorus_relay::api::{Id16, Id32};
+use chorus_relay_api::{Id16, Id32};
 use chorus_wire::Envelope;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

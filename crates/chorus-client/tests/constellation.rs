@@ -328,7 +328,7 @@ async fn state(d: &Device) -> (String, usize, usize, i64) {
 
 #[tokio::test]
 async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
-    use chorus_relay::api::{HexBytes, RecordIn};
+    use chorus_relay_api::{HexBytes, RecordIn};
     let (relay, dir, clock, laptop) = alice().await;
     let phone = link(&laptop, dir.path(), "phone", &clock).await;
     // A contact: the state compared below includes a conversation.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chorus_client::prekeys::{ONE_TIME_BATCH, REPLENISH_BELOW};
 use chorus_client::relay::RelayClient;
 use chorus_client::{Backoff, ClientError, Device, Event, RelayError, StoreError, Unlock};
-use chorus_relay::api::{Id16, Id32};
+use chorus_relay_api::{Id16, Id32};
 
 mod common;
 use common::{Relay, TestClock, device, options, texts};
@@ -385,7 +385,7 @@ async fn recv_mailbox_of(d: &Device, contact: &str) -> Id32 {
 }
 
 /// Reads a mailbox through the device's own login (the relay lets only the owner read).
-async fn relay_read(d: &Device, mailbox: Id32) -> Vec<chorus_relay::api::EnvelopeOut> {
+async fn relay_read(d: &Device, mailbox: Id32) -> Vec<chorus_relay_api::EnvelopeOut> {
     let mut pages = d
         .relay()
         .read_mailboxes(&[(mailbox, 0)], 100)

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use chorus_client::link::link_locally;
 use chorus_client::{Device, Unlock};
-use chorus_relay::api::Id32;
+use chorus_relay_api::Id32;
 use chorus_wire::{Envelope, InitialMessage, RatchetMessage};
 
 mod common;

@@ -18,6 +18,7 @@
 mod aead;
 mod display;
 mod ed25519;
+mod entropy;
 mod epoch_key;
 mod error;
 mod fingerprint;
@@ -39,7 +40,9 @@ mod x25519;
 pub use aead::{Aes256GcmCipher, MessageCipher, NONCE_LEN, Nonce, TAG_LEN};
 pub use ed25519::{
     DevicePublicKey, DeviceSigningKey, RootPublicKey, RootSigningKey, SIGNATURE_LEN, Signature,
+    domain_message,
 };
+pub use entropy::{Entropy, EntropyRng, SeededEntropy, SystemEntropy};
 pub use epoch_key::EpochKey;
 pub use error::CryptoError;
 pub use fingerprint::{Fingerprint, SafetyNumber};

@@ -26,13 +26,6 @@ use crate::store::{LoginCaps, LoginTable};
 /// An authenticated device's session.
 pub use crate::store::Login as Session;
 
-/// 32 bytes from the OS.
-pub(crate) fn random32() -> Result<[u8; 32], ApiError> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| ApiError::internal(&e))?;
-    Ok(b)
-}
-
 /// SHA-256 of a token string, the key under which its session is held.
 pub(crate) fn token_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -46,7 +39,7 @@ pub(crate) async fn challenge(
     log_id: Id32,
     device_id: Id32,
 ) -> Result<(Id32, i64), ApiError> {
-    let c = random32()?;
+    let c: [u8; 32] = state.random();
     let expires_ms = state.now() + duration_ms(CHALLENGE_TTL);
     let caps = LoginCaps {
         total: state.limits().max_pending_challenges,
@@ -80,7 +73,7 @@ pub(crate) async fn issue(
     log_id: Id32,
     device_id: Id32,
 ) -> Result<(String, i64), ApiError> {
-    let token = hex::encode(random32()?);
+    let token = hex::encode(state.random::<32>());
     let expires_ms = state
         .now()
         .saturating_add(duration_ms(state.limits().session_ttl));

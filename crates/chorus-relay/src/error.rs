@@ -161,6 +161,17 @@ impl ApiError {
     }
 }
 
+impl From<chorus_relay_api::Refusal> for ApiError {
+    fn from(r: chorus_relay_api::Refusal) -> Self {
+        use chorus_relay_api::RefusalKind;
+        match r.kind {
+            RefusalKind::Malformed => ApiError::malformed(),
+            RefusalKind::Invalid => ApiError::invalid(r.code),
+            RefusalKind::TooLarge => ApiError::too_large(r.code),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         use StatusCode as S;

@@ -30,7 +30,6 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod api;
 pub mod auth;
 mod authority;
 pub mod batcher;
@@ -43,10 +42,13 @@ pub mod presence;
 pub mod proxy;
 pub mod ratelimit;
 mod routes;
+#[cfg(feature = "cli")]
 pub mod serve;
 pub mod store;
 mod ws;
 
+/// The JSON contract, re-exported: one definition for relay and client.
+pub use chorus_relay_api as api;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ApiError, StoreError, StoreResult};
 pub use limits::{Limits, Rate};
@@ -57,6 +59,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use chorus_crypto::{Entropy, SystemEntropy};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
@@ -77,6 +80,7 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn RelayStore>,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
     limits: Limits,
     rate: RateLimiter,
     presence: Arc<Presence>,
@@ -88,10 +92,22 @@ struct Inner {
 
 impl AppState {
     /// Wires a store, a clock and limits together, starts the group-commit
-    /// workers and (for PostgreSQL) the cross-process listener.
+    /// workers and (for PostgreSQL) the cross-process listener. Challenges and
+    /// tokens are drawn from the operating system.
     pub async fn new(
         store: Arc<dyn RelayStore>,
         clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> StoreResult<Self> {
+        Self::with_entropy(store, clock, Arc::new(SystemEntropy), limits).await
+    }
+
+    /// As [`new`](Self::new), drawing challenges and tokens from `entropy` (a seeded
+    /// stream replays a run byte for byte: tests and the simulator).
+    pub async fn with_entropy(
+        store: Arc<dyn RelayStore>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
         limits: Limits,
     ) -> StoreResult<Self> {
         let (bus, _) = broadcast::channel(EVENT_BUS_CAPACITY);
@@ -126,6 +142,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 clock,
+                entropy,
                 limits,
                 rate,
                 presence,
@@ -140,6 +157,11 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn RelayStore {
         self.inner.store.as_ref()
+    }
+
+    /// `N` random bytes from the injected source.
+    pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
+        self.inner.entropy.array()
     }
 
     /// Now, from the injected clock.

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use ed25519_dalek::{Signature, VerifyingKey};
+use chorus_crypto::{DevicePublicKey, Signature};
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
@@ -157,10 +157,14 @@ async fn session(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     let (log_id, device_id) = (challenged.log_id, challenged.device_id);
-    let key = VerifyingKey::from_bytes(&device_id.0).map_err(|_| ApiError::unauthorized())?;
+    let key = DevicePublicKey::from_bytes(device_id.0).map_err(|_| ApiError::unauthorized())?;
     let sig = Signature::from_slice(&req.signature.0).map_err(|_| ApiError::unauthorized())?;
-    key.verify_strict(&auth_message(&req.challenge, &log_id, &device_id), &sig)
-        .map_err(|_| ApiError::unauthorized())?;
+    key.verify(
+        AUTH_CONTEXT,
+        &auth_payload(&req.challenge, &log_id, &device_id),
+        &sig,
+    )
+    .map_err(|_| ApiError::unauthorized())?;
     // The device is checked again as the session is stored, under the log's lock.
     let (token, expires_ms) = auth::issue(&state, log_id, device_id).await?;
     tracing::debug!(log = ?log_id, device = ?device_id, "session issued");
@@ -175,7 +179,8 @@ async fn create_log(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let req: CreateLogRequest = decode(&body)?;
-    VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
+    DevicePublicKey::from_bytes(req.device_id.0)
+        .map_err(|_| ApiError::invalid("bad_device_key"))?;
     allow(&state, Kind::Open, ip.key())?;
     // The genesis must be the identity's, for this log, naming this device: it is
     // what every later device change is checked against.
@@ -315,7 +320,8 @@ async fn add_device(
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let req: AddDeviceRequest = decode(&body)?;
-    VerifyingKey::from_bytes(&req.device_id.0).map_err(|_| ApiError::invalid("bad_device_key"))?;
+    DevicePublicKey::from_bytes(req.device_id.0)
+        .map_err(|_| ApiError::invalid("bad_device_key"))?;
     authority(&state, log_id)
         .await?
         .check(Change::Add, req.device_id, &req.authorization.0)?;

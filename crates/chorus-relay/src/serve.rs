@@ -208,6 +208,18 @@ impl ServeArgs {
     }
 }
 
+/// Starts a relay in this process on a free loopback port, over a SQLite file in
+/// `data_dir`, with rate limits off: what tests, benchmarks and examples run against.
+/// Returns its URL; it serves until the runtime stops.
+pub async fn spawn_loopback(data_dir: PathBuf) -> anyhow::Result<String> {
+    let mut args = ServeArgs::embedded(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir);
+    args.no_rate_limits = true;
+    let (listener, state) = args.bind().await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(crate::run(listener, state, std::future::pending()));
+    Ok(url)
+}
+
 /// Ctrl-C, or SIGTERM on Unix (what service managers send).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

@@ -8,7 +8,17 @@ use std::time::Duration;
 use chorus_client::link::link_locally;
 use chorus_client::{Device, Options, Unlock};
 
-pub use chorus_client::bench::local_relay as relay;
+/// A relay in this process (axum, SQLite file under `dir`, rate limits off) on a
+/// loopback port; its URL.
+#[allow(
+    clippy::expect_used,
+    reason = "a benchmark set-up has nothing better to do"
+)]
+pub async fn relay(dir: &Path) -> String {
+    chorus_relay::serve::spawn_loopback(dir.join("relay"))
+        .await
+        .expect("bind a loopback port")
+}
 
 /// An identity `name` with `devices` devices: the first made by `init`, the others
 /// linked to it with `link_locally` (the code path of `chorus link`).

@@ -109,6 +109,7 @@ pub fn options(clock: &TestClock) -> Options {
         argon2_iterations: 1,
         sibling_delivery: Duration::from_secs(30),
         allow_private_relays: false,
+        ..Options::default()
     }
 }
 

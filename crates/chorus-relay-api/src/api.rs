@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
-use crate::error::ApiError;
 use crate::limits::*;
+use crate::refusal::Refusal;
 
 /// A 32-byte id (log, device key, mailbox, prekey address, blob, channel), hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,17 +51,17 @@ impl std::fmt::Debug for HexBytes {
 }
 
 impl std::str::FromStr for Id32 {
-    type Err = ApiError;
-    fn from_str(s: &str) -> Result<Self, ApiError> {
+    type Err = Refusal;
+    fn from_str(s: &str) -> Result<Self, Refusal> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| ApiError::invalid("bad_id"))?;
+        hex::decode_to_slice(s, &mut out).map_err(|_| Refusal::invalid("bad_id"))?;
         Ok(Id32(out))
     }
 }
 
 impl Id32 {
     /// Parses a path segment, answering `400 bad_id` on anything but 64 hex digits.
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
+    pub fn parse(s: &str) -> Result<Self, Refusal> {
         s.parse()
     }
 }
@@ -106,27 +106,27 @@ impl<'de> Deserialize<'de> for HexBytes {
 /// Bounds a decoded request must meet.
 pub trait Validate {
     /// Checks every bound, naming the first one broken.
-    fn validate(&self) -> Result<(), ApiError>;
+    fn validate(&self) -> Result<(), Refusal>;
 }
 
 /// Decodes a JSON request body and checks its bounds.
 ///
 /// Malformed JSON is `400 malformed`; a broken bound is `400` with the bound's
 /// code; a body over [`MAX_BODY_BYTES`] is `413 body_too_large`.
-pub fn decode<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn decode<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, Refusal> {
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::too_large("body_too_large"));
+        return Err(Refusal::too_large("body_too_large"));
     }
-    let value: T = serde_json::from_slice(bytes).map_err(|_| ApiError::malformed())?;
+    let value: T = serde_json::from_slice(bytes).map_err(|_| Refusal::malformed())?;
     value.validate()?;
     Ok(value)
 }
 
-fn check(ok: bool, code: &'static str) -> Result<(), ApiError> {
+fn check(ok: bool, code: &'static str) -> Result<(), Refusal> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(code))
+        Err(Refusal::invalid(code))
     }
 }
 
@@ -143,7 +143,7 @@ pub struct ChallengeRequest {
 }
 
 impl Validate for ChallengeRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
@@ -168,7 +168,7 @@ pub struct SessionRequest {
 }
 
 impl Validate for SessionRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(self.signature.0.len() == 64, "bad_signature")
     }
 }
@@ -182,19 +182,22 @@ pub struct SessionResponse {
     pub expires_ms: i64,
 }
 
-/// The exact bytes a device signs to prove it holds its key: a domain label, the
-/// challenge, the log id and the device id.
-pub fn auth_message(challenge: &Id32, log_id: &Id32, device_id: &Id32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(AUTH_LABEL.len() + 96);
-    m.extend_from_slice(AUTH_LABEL);
-    m.extend_from_slice(&challenge.0);
-    m.extend_from_slice(&log_id.0);
-    m.extend_from_slice(&device_id.0);
-    m
+/// What a device signs to prove it holds its key: the challenge, the log id and the
+/// device id, under the signature context [`AUTH_CONTEXT`]. The client signs it with
+/// `DeviceSigningKey::sign(AUTH_CONTEXT, …)` and the relay verifies it with
+/// `DevicePublicKey::verify(AUTH_CONTEXT, …)`: one construction for both ends.
+pub fn auth_payload(challenge: &Id32, log_id: &Id32, device_id: &Id32) -> Vec<u8> {
+    [&challenge.0[..], &log_id.0, &device_id.0].concat()
 }
 
-/// Domain separation for [`auth_message`].
-pub const AUTH_LABEL: &[u8] = b"chorus-relay-auth-v1\0";
+/// The domain of a relay login signature.
+pub const AUTH_CONTEXT: &[u8] = b"chorus-relay-auth-v1";
+
+/// The exact bytes a login signature covers ([`auth_payload`] under
+/// [`AUTH_CONTEXT`]), for signers that hold a raw Ed25519 key (tests, the load tool).
+pub fn auth_message(challenge: &Id32, log_id: &Id32, device_id: &Id32) -> Vec<u8> {
+    chorus_crypto::domain_message(AUTH_CONTEXT, &auth_payload(challenge, log_id, device_id))
+}
 
 // ---------------------------------------------------------------- log
 
@@ -211,7 +214,7 @@ pub struct CreateLogRequest {
 }
 
 impl Validate for CreateLogRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.genesis.0.len() <= MAX_GENESIS_BYTES,
             "record_too_large",
@@ -266,7 +269,7 @@ pub struct AppendRequest {
 }
 
 impl Validate for AppendRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(!self.records.is_empty(), "empty_batch")?;
         check(self.records.len() <= MAX_APPEND_BATCH, "batch_too_large")?;
         let total: usize = self.records.iter().map(|r| r.ciphertext.0.len()).sum();
@@ -352,7 +355,7 @@ pub struct PageQuery {
 
 impl PageQuery {
     /// The page size to use, or `400 limit_too_large` / `bad_after`.
-    pub fn page(&self) -> Result<u32, ApiError> {
+    pub fn page(&self) -> Result<u32, Refusal> {
         check(self.after >= 0, "bad_after")?;
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         check(limit >= 1, "bad_limit")?;
@@ -370,7 +373,7 @@ pub struct CursorRequest {
 }
 
 impl Validate for CursorRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(self.seq >= 0, "bad_seq")
     }
 }
@@ -384,7 +387,7 @@ pub struct TrimRequest {
 }
 
 impl Validate for TrimRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(self.below_seq >= 0, "bad_seq")
     }
 }
@@ -410,7 +413,7 @@ pub struct AddDeviceRequest {
 }
 
 impl Validate for AddDeviceRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
             "record_too_large",
@@ -428,7 +431,7 @@ pub struct RevokeDeviceRequest {
 }
 
 impl Validate for RevokeDeviceRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
             "record_too_large",
@@ -475,7 +478,7 @@ pub struct RegisterMailboxRequest {
 }
 
 impl Validate for RegisterMailboxRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
@@ -494,7 +497,7 @@ pub struct PostEnvelopeRequest {
 }
 
 impl Validate for PostEnvelopeRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.payload.0.len() <= MAX_ENVELOPE_BYTES,
             "envelope_too_large",
@@ -558,7 +561,7 @@ pub struct BatchReadRequest {
 }
 
 impl Validate for BatchReadRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(!self.mailboxes.is_empty(), "empty_batch")?;
         check(
             self.mailboxes.len() <= MAX_BATCH_MAILBOXES,
@@ -605,7 +608,7 @@ pub struct PublishPrekeysRequest {
 }
 
 impl Validate for PublishPrekeysRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.one_time.len() <= MAX_PREKEYS_PER_PUBLISH,
             "batch_too_large",
@@ -674,7 +677,7 @@ pub struct CreateChannelRequest {
 }
 
 impl Validate for CreateChannelRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         Ok(())
     }
 }
@@ -695,7 +698,7 @@ pub struct ChannelPostRequest {
 }
 
 impl Validate for ChannelPostRequest {
-    fn validate(&self) -> Result<(), ApiError> {
+    fn validate(&self) -> Result<(), Refusal> {
         check(
             self.payload.0.len() <= MAX_RENDEZVOUS_MESSAGE_BYTES,
             "message_too_large",
