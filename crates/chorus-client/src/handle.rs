@@ -156,6 +156,7 @@ impl LogKeys {
         entropy: &dyn Entropy,
     ) -> Result<RecordIn, ClientError> {
         let context = RecordContext {
+            log_id: self.log_id.0,
             epoch: self.epoch,
             author: event.author,
             guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
@@ -170,6 +171,27 @@ impl LogKeys {
                 expected_version: v,
             }),
         })
+    }
+}
+
+impl LogKeys {
+    /// A record's hash (`chorus_core::record_hash`), from what the relay stores.
+    pub(crate) fn record_hash(
+        &self,
+        epoch: i64,
+        author: &[u8; 32],
+        guard: Option<&Guard>,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> [u8; 32] {
+        chorus_core::record_hash(
+            &self.log_id.0,
+            u32::try_from(epoch).unwrap_or(u32::MAX),
+            author,
+            guard.map(|g| (g.stream_tag.0.as_slice(), g.expected_version)),
+            nonce,
+            ciphertext,
+        )
     }
 }
 

@@ -1010,7 +1010,11 @@ pub(crate) struct Checkpoint {
     lamport: i64,
     max_prekey_id: i64,
     roster: Vec<Vec<u8>>,
-    streams: Vec<(Vec<u8>, i64)>,
+    /// Streams: tag, version, hash of the last record.
+    streams: Vec<(Vec<u8>, i64, Option<Vec<u8>>)>,
+    /// The log chain hash at `applied_seq` (records the new device folds next are
+    /// checked against it).
+    chain: Option<Vec<u8>>,
     /// Event ids already folded: a replayed record stays refused on the new device.
     seen: Vec<Vec<u8>>,
     registers: Vec<RegisterRow>,
@@ -1087,8 +1091,12 @@ impl Checkpoint {
         let roster = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
             .fetch_all(&mut *tx)
             .await?;
-        let streams = sqlx::query_as("SELECT tag, version FROM streams")
+        let streams = sqlx::query_as("SELECT tag, version, head FROM streams")
             .fetch_all(&mut *tx)
+            .await?;
+        let chain = sqlx::query_scalar("SELECT hash FROM log_chain WHERE seq = $1")
+            .bind(applied_seq)
+            .fetch_optional(&mut *tx)
             .await?;
         let seen = sqlx::query_scalar("SELECT event_id FROM seen_events")
             .fetch_all(&mut *tx)
@@ -1147,6 +1155,7 @@ impl Checkpoint {
             max_prekey_id,
             roster,
             streams,
+            chain,
             seen,
             registers,
             prekeys,
@@ -1191,10 +1200,18 @@ impl Checkpoint {
             .bind(self.max_prekey_id)
             .execute(&mut *tx)
             .await?;
-        for (tag, version) in &self.streams {
-            sqlx::query("INSERT INTO streams (tag, version) VALUES ($1, $2)")
+        for (tag, version, head) in &self.streams {
+            sqlx::query("INSERT INTO streams (tag, version, head) VALUES ($1, $2, $3)")
                 .bind(tag)
                 .bind(version)
+                .bind(head)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(hash) = &self.chain {
+            sqlx::query("INSERT INTO log_chain (seq, hash) VALUES ($1, $2)")
+                .bind(self.applied_seq)
+                .bind(hash)
                 .execute(&mut *tx)
                 .await?;
         }

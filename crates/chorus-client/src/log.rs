@@ -24,10 +24,12 @@
 //! skipped: nothing but the cursor moves, and the reason is reported as
 //! [`Event::Rejected`](crate::Event::Rejected).
 
-use chorus_core::{RecordContext, Roster, Session, open_event};
+use chorus_core::{LogError, RecordContext, Roster, Session, StreamHead, open_event};
 use chorus_crypto::EpochKey;
 use chorus_relay_api::{Id32, RecordOut};
-use chorus_wire::{ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage};
+use chorus_wire::{
+    ChainLink, ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage,
+};
 use sqlx::SqliteConnection;
 
 use crate::contacts::{contact_named_by, insert_contact, remember_handshake};
@@ -97,13 +99,39 @@ pub(crate) async fn stream_version(
     conn: &mut SqliteConnection,
     tag: &[u8],
 ) -> Result<i64, ClientError> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT version FROM streams WHERE tag = $1")
+    Ok(stream_head(conn, tag).await?.version)
+}
+
+/// A stream as folded: its next version and the hash of its last record.
+pub(crate) async fn stream_head(
+    conn: &mut SqliteConnection,
+    tag: &[u8],
+) -> Result<StreamHead, ClientError> {
+    let row: Option<(i64, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT version, head FROM streams WHERE tag = $1")
             .bind(tag)
             .fetch_optional(&mut *conn)
-            .await?
-            .unwrap_or(0),
-    )
+            .await?;
+    Ok(match row {
+        None => StreamHead::default(),
+        Some((version, head)) => StreamHead {
+            version,
+            head: head.map(|h| hash32(&h)).transpose()?,
+        },
+    })
+}
+
+/// The log chain hash at `seq`, if this device folded it (or was linked there).
+async fn chain_at(conn: &mut SqliteConnection, seq: i64) -> Result<Option<[u8; 32]>, ClientError> {
+    let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM log_chain WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+    hash.map(|h| hash32(&h)).transpose()
+}
+
+fn hash32(bytes: &[u8]) -> Result<[u8; 32], ClientError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| ClientError::Corrupt("a stored hash".into()))
 }
 
 /// The roster as folded: the stored chain, validated whole.
@@ -128,22 +156,28 @@ impl Device {
     ) -> Result<(Appended, Vec<Event>), ClientError> {
         let keys = &self.log;
         let mut conn = self.store.pool().acquire().await?;
-        let lamport: i64 = sqlx::query_scalar("SELECT lamport FROM constellation WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
-        let mut next_version: std::collections::HashMap<Vec<u8>, i64> = Default::default();
+        let (lamport, applied): (i64, i64) =
+            sqlx::query_as("SELECT lamport, applied_seq FROM constellation WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+        // Where this device stands: every record names it (`chorus_core::chain`).
+        let head = match chain_at(&mut conn, applied).await? {
+            Some(hash) if applied > 0 => Some((u64::try_from(applied).unwrap_or(0), hash)),
+            _ => None,
+        };
+        let mut streams: std::collections::HashMap<Vec<u8>, StreamHead> = Default::default();
         let mut records = Vec::with_capacity(events.len());
+        let mut ids = Vec::with_capacity(events.len());
         for (i, p) in events.into_iter().enumerate() {
-            let guard = match p.guard {
-                None => None,
+            let (guard, stream_prev) = match &p.guard {
+                None => (None, None),
                 Some((name, expected)) => {
-                    let tag = keys.key.stream_tag(&name);
-                    let v = match (expected, next_version.get(&name)) {
-                        (Some(v), _) | (None, Some(&v)) => v,
-                        (None, None) => stream_version(&mut conn, &tag).await?,
+                    let tag = keys.key.stream_tag(name);
+                    let folded = match streams.get(name) {
+                        Some(s) => *s,
+                        None => stream_head(&mut conn, &tag).await?,
                     };
-                    next_version.insert(name, v.saturating_add(1));
-                    Some((tag, v))
+                    (Some((tag, expected.unwrap_or(folded.version))), folded.head)
                 }
             };
             let event = LogEvent {
@@ -151,18 +185,59 @@ impl Device {
                 lamport: u64::try_from(lamport).unwrap_or(0) + 1 + i as u64,
                 timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
                 author: keys.device,
+                chain: ChainLink { stream_prev, head },
                 kind: p.kind,
             };
-            records.push(keys.seal(&event, guard, &*self.options.entropy)?);
+            let record = keys.seal(&event, guard, &*self.options.entropy)?;
+            if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
+                // The next event on this stream in the batch follows this record.
+                let hash = keys.record_hash(
+                    record.epoch,
+                    &keys.device,
+                    record.guard.as_ref(),
+                    &record.nonce.0,
+                    &record.ciphertext.0,
+                );
+                let at = StreamHead {
+                    version,
+                    head: stream_prev,
+                };
+                streams.insert(name, at.advanced(hash));
+            }
+            ids.push(event.event_id);
+            records.push(record);
         }
         drop(conn);
-        let outcome = match self.relay.append(records).await {
+        let mut outcome = match self.relay.append(records).await {
             Ok(_) => Appended::Done,
             Err(e) if e.code() == Some("guard_failed") => Appended::Conflict,
             Err(e) => return Err(e.into()),
         };
         let events = self.sync_log().await?;
+        if outcome == Appended::Done && !self.all_folded(&ids).await? {
+            // The relay acknowledged records this device's fold then refused or
+            // never saw (it let a stale guard through, or hides them from us): lost,
+            // so the caller re-does them on the state as folded.
+            tracing::warn!("the relay acknowledged an append the log does not show in order");
+            outcome = Appended::Conflict;
+        }
         Ok((outcome, events))
+    }
+
+    /// Whether every one of these events is folded.
+    async fn all_folded(&self, ids: &[[u8; 16]]) -> Result<bool, ClientError> {
+        let mut conn = self.store.pool().acquire().await?;
+        for id in ids {
+            let seen: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = $1")
+                    .bind(&id[..])
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if seen.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
@@ -208,6 +283,7 @@ impl Device {
         let mut roster = load_roster(&mut tx, &self.log.log_id).await?;
         let mut sessions = PageSessions::new();
         let mut events = Vec::new();
+        let mut chain = chain_at(&mut tx, applied).await?;
         for record in records {
             if record.seq <= applied {
                 continue;
@@ -223,9 +299,25 @@ impl Device {
                     ),
                 }));
             }
+            // The log chain covers every record shown, refused or not.
+            let hash = self.log.record_hash(
+                record.epoch,
+                &record.author.0,
+                record.guard.as_ref(),
+                &record.nonce.0,
+                &record.ciphertext.0,
+            );
+            let seq = u64::try_from(record.seq).unwrap_or(0);
+            let next = chorus_core::chain_next(chain.as_ref(), seq, &hash);
+            sqlx::query("INSERT INTO log_chain (seq, hash) VALUES ($1, $2)")
+                .bind(record.seq)
+                .bind(&next[..])
+                .execute(&mut *tx)
+                .await?;
+            chain = Some(next);
             let mut one = sqlx::Acquire::begin(&mut *tx).await?;
             match self
-                .apply_record(&mut one, &mut roster, &mut sessions, record)
+                .apply_record(&mut one, &mut roster, &mut sessions, record, hash)
                 .await
             {
                 Ok(e) => {
@@ -235,10 +327,27 @@ impl Device {
                 Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
                 Err(e) => {
                     one.rollback().await?;
-                    tracing::warn!(seq = record.seq, error = %e, "log record rejected");
-                    events.push(Event::Rejected {
-                        reason: format!("log record {}: {e}", record.seq),
-                    });
+                    let relay_at_fault = matches!(
+                        e,
+                        ClientError::Log(
+                            LogError::StreamVersion { .. }
+                                | LogError::StreamPredecessor
+                                | LogError::Equivocation { .. }
+                                | LogError::HeadAhead { .. }
+                        )
+                    );
+                    let reason = if relay_at_fault {
+                        // Loud: only a dishonest (or broken) relay shows this.
+                        tracing::error!(seq = record.seq, error = %e, "the relay's log does not verify");
+                        format!(
+                            "log record {}: {e} — the relay {} is not keeping the log honestly",
+                            record.seq, self.me.relay_url
+                        )
+                    } else {
+                        tracing::warn!(seq = record.seq, error = %e, "log record rejected");
+                        format!("log record {}: {e}", record.seq)
+                    };
+                    events.push(Event::Rejected { reason });
                 }
             }
             applied = record.seq;
@@ -262,6 +371,7 @@ impl Device {
         roster: &mut Roster,
         sessions: &mut PageSessions,
         record: &RecordOut,
+        hash: [u8; 32],
     ) -> Result<Vec<Event>, ClientError> {
         let epoch = u32::try_from(record.epoch).map_err(|_| ClientError::Rejected("bad epoch"))?;
         if epoch != self.log.epoch {
@@ -272,6 +382,7 @@ impl Device {
             .as_ref()
             .map(|g| (g.stream_tag.0.as_slice(), g.expected_version));
         let context = RecordContext {
+            log_id: self.log.log_id.0,
             epoch,
             author: record.author.0,
             guard,
@@ -287,6 +398,22 @@ impl Device {
         if !roster.is_authorized(&author) {
             return Err(chorus_core::LogError::UnknownAuthor.into());
         }
+        // Where the author stood must be where this device stands (`chorus_core::chain`).
+        let claimed = match event.chain.head {
+            Some((at, _)) => chain_at(&mut *tx, i64::try_from(at).unwrap_or(i64::MAX)).await?,
+            None => None,
+        };
+        chorus_core::check_head(&event.chain, u64::try_from(record.seq).unwrap_or(0), |_| {
+            claimed
+        })?;
+        let stream = match guard {
+            Some((tag, version)) => {
+                let folded = stream_head(&mut *tx, tag).await?;
+                chorus_core::check_stream(folded, version, &event.chain)?;
+                Some((tag, folded.advanced(hash)))
+            }
+            None => None,
+        };
         let fresh = sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
             .bind(&event.event_id[..])
             .execute(&mut *tx)
@@ -301,13 +428,14 @@ impl Device {
             .bind(i64::try_from(event.lamport).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
-        if let Some((tag, version)) = guard {
+        if let Some((tag, next)) = stream {
             sqlx::query(
-                "INSERT INTO streams (tag, version) VALUES ($1, $2)
-                 ON CONFLICT (tag) DO UPDATE SET version = MAX(version, excluded.version)",
+                "INSERT INTO streams (tag, version, head) VALUES ($1, $2, $3)
+                 ON CONFLICT (tag) DO UPDATE SET version = excluded.version, head = excluded.head",
             )
             .bind(tag)
-            .bind(version.saturating_add(1))
+            .bind(next.version)
+            .bind(next.head.as_ref().map(|h| &h[..]))
             .execute(&mut *tx)
             .await?;
         }

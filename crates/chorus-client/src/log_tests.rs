@@ -69,6 +69,7 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
         lamport: 1_000,
         timestamp_ms: u64::MAX,
         author: rogue_id,
+        chain: Default::default(),
         kind: EventKind::ProfileUpdated {
             name: "mallory".into(),
         },
@@ -173,4 +174,131 @@ async fn roster_entries_with_a_bad_signature_a_foreign_signer_or_a_broken_chain_
     );
     assert!(roster(&alice).await.is_authorized(&newcomer));
     assert_eq!(alice.devices().await.unwrap().len(), 2);
+}
+
+/// A relay that lets two devices append at one stream version: before, both `Sent`
+/// records were folded, both envelopes posted on one message key, and the contact
+/// silently dropped the second. Now every device refuses the second record (it does
+/// not follow the stream as folded), says the relay is not keeping the log honestly,
+/// and its author learns the append was lost and re-does it on the winner's state.
+#[tokio::test]
+async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_and_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let phone = device(dir.path(), &url, "alice").await;
+    let bob = device(dir.path(), &url, "bob").await;
+    let code = phone.invite().await.unwrap();
+    let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
+    bob.send(&alias, "hi").await.unwrap();
+    phone.sync().await.unwrap();
+    let (laptop, ..) = crate::link::link_locally(
+        &phone,
+        &dir.path().join("laptop"),
+        "laptop",
+        crate::Unlock::KeyFile,
+        crate::Options::default(),
+    )
+    .await
+    .unwrap();
+    laptop.sync_log().await.unwrap();
+
+    // The laptop encrypts at the version it folded, as a racing sibling would.
+    let row = laptop
+        .contact_row(laptop.store.pool(), "bob")
+        .await
+        .unwrap()
+        .unwrap();
+    let stream = super::session_stream(&row.root);
+    let mut conn = laptop.store.pool().acquire().await.unwrap();
+    let version = super::stream_version(&mut conn, &laptop.log.key.stream_tag(&stream))
+        .await
+        .unwrap();
+    let mut session = laptop
+        .store
+        .get_session(&mut conn, "bob")
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    let racing = laptop
+        .encrypt_sent(&row, &mut session, random(), "two")
+        .unwrap();
+    // The phone wins the version honestly...
+    phone.send("bob", "one").await.unwrap();
+    // ...and the relay forgets it took that version, so it accepts the laptop's too.
+    let relay_db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path()
+            .join("relay")
+            .join(chorus_relay::serve::SQLITE_FILE)
+            .display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE streams SET version = version - 1
+         WHERE stream_tag = (SELECT stream_tag FROM records WHERE stream_tag IS NOT NULL
+                             ORDER BY seq DESC LIMIT 1)",
+    )
+    .execute(&relay_db)
+    .await
+    .unwrap();
+    let (outcome, events) = laptop
+        .append(vec![Pending::guarded(racing, stream, Some(version))])
+        .await
+        .unwrap();
+    // Its author learns the append was lost.
+    assert_eq!(outcome, super::Appended::Conflict);
+    let refused = rejections(&events);
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert!(
+        refused[0].contains("not keeping the log honestly"),
+        "{refused:?}"
+    );
+    // Every device refuses it, and nothing of it is kept or posted.
+    let refused = rejections(&phone.sync_log().await.unwrap());
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(folded_state(&phone).await, folded_state(&laptop).await);
+    let mut chains = Vec::new();
+    for d in [&phone, &laptop] {
+        let q = "SELECT hash FROM log_chain ORDER BY seq DESC LIMIT 1";
+        let hash: Vec<u8> = sqlx::query_scalar(q)
+            .fetch_one(d.store.pool())
+            .await
+            .unwrap();
+        chains.push(hash);
+    }
+    assert_eq!(chains[0], chains[1], "one log, one chain");
+    for d in [&phone, &laptop] {
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(d.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            outbox, 0,
+            "only the phone's envelope was posted (and delivered)"
+        );
+        let texts: Vec<String> = d
+            .history("bob", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts.iter().filter(|t| *t == "one").count(), 1, "{texts:?}");
+        assert!(!texts.iter().any(|t| t == "two"), "{texts:?}");
+    }
+    // The laptop re-does it on the phone's state; Bob reads both, none dropped.
+    laptop.send("bob", "two").await.unwrap();
+    let got: Vec<String> = bob
+        .sync()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(m) if !m.outgoing => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["one", "two"]);
 }

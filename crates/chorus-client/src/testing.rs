@@ -48,7 +48,7 @@ pub(crate) async fn folded_state(d: &Device) -> Vec<Vec<u8>> {
         "SELECT hex(entry) FROM roster ORDER BY idx",
         "SELECT name || hex(value) || lamport FROM registers ORDER BY name",
         "SELECT name FROM contacts ORDER BY name",
-        "SELECT hex(tag) || version FROM streams ORDER BY tag",
+        "SELECT hex(tag) || version || coalesce(hex(head), '') FROM streams ORDER BY tag",
         "SELECT count(*) || '' FROM seen_events",
     ] {
         let rows: Vec<String> = sqlx::query_scalar(q)

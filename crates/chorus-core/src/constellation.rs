@@ -1,9 +1,9 @@
 //! The constellation's shared state: a deterministic fold of log events (DESIGN §4).
 //!
 //! A log record is an event sealed under the epoch key ([`seal_event`]); the associated
-//! data binds what the relay stores in the clear beside it — epoch, the relay-stamped
-//! author, the guard — so the relay cannot move a record to another author, epoch or
-//! stream. [`open_event`] also requires the event's own author field to equal the
+//! data binds the log and what the relay stores in the clear beside it — epoch, the
+//! relay-stamped author, the guard — so the relay cannot move a record to another log,
+//! author, epoch or stream (`chain.rs` binds it to its place in the log). [`open_event`] also requires the event's own author field to equal the
 //! relay-stamped one. [`Constellation::apply`] then folds the event into the state:
 //! authors must be in the roster, events are deduplicated by id, Lamport clocks advance,
 //! and last-writer-wins fields resolve by [`Stamp`](crate::Stamp). Every refusal changes
@@ -22,11 +22,14 @@ use sha2::{Digest, Sha256};
 use crate::lww::{LamportClock, Lww, Stamp};
 use crate::roster::Roster;
 
-const AD_LABEL: &[u8] = b"chorus-log-record-v1";
+const AD_LABEL: &[u8] = b"chorus-log-record-v2";
 
 /// What the relay stores in the clear beside a record's ciphertext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordContext<'a> {
+    /// The log it belongs to (a record moved to another log of the same key does not
+    /// open).
+    pub log_id: [u8; 32],
     /// The epoch whose key sealed it.
     pub epoch: u32,
     /// The author device, as stamped by the relay from the authenticated connection.
@@ -37,8 +40,9 @@ pub struct RecordContext<'a> {
 
 impl RecordContext<'_> {
     fn associated_data(&self) -> Vec<u8> {
-        let mut ad = Vec::with_capacity(AD_LABEL.len() + 4 + 32 + 1 + 64);
+        let mut ad = Vec::with_capacity(AD_LABEL.len() + 32 + 4 + 32 + 1 + 64);
         ad.extend_from_slice(AD_LABEL);
+        ad.extend_from_slice(&self.log_id);
         ad.extend_from_slice(&self.epoch.to_be_bytes());
         ad.extend_from_slice(&self.author);
         match self.guard {
@@ -85,6 +89,38 @@ pub enum LogError {
     /// or the input's that made the caller build it.
     #[error("refusing to append an event the fold would refuse: {0}")]
     Unsealable(WireError),
+    /// A guarded record at another version than its stream is folded at: the relay
+    /// let two records take one version (or skipped one). Every device refuses it;
+    /// its author re-does it.
+    #[error(
+        "log record guarded at version {record} of a stream folded at {folded} (the relay accepted a stale guard)"
+    )]
+    StreamVersion {
+        /// The version this device's fold of the stream expects next.
+        folded: i64,
+        /// The version the record was guarded at.
+        record: i64,
+    },
+    /// A guarded record that follows another record in its stream than this device
+    /// folded: the relay showed its author another history of the stream.
+    #[error("log record follows another record in its stream than this device folded")]
+    StreamPredecessor,
+    /// The author had folded another log than this device at that seq: the relay
+    /// shows devices different histories (equivocates, drops or reorders records).
+    #[error("the relay showed this record's author another log than this device at seq {seq}")]
+    Equivocation {
+        /// The seq at which the histories differ (or before it).
+        seq: u64,
+    },
+    /// A record whose author claims to have folded the log at or past the record's
+    /// own position: impossible for an honest relay and author.
+    #[error("log record at seq {seq} claims its author had folded seq {head}")]
+    HeadAhead {
+        /// The claimed head.
+        head: u64,
+        /// The record's own seq.
+        seq: u64,
+    },
 }
 
 /// Seals an event into a record, after checking it as every device's fold will

@@ -38,6 +38,7 @@
 //! assert_eq!(&alice_session.decrypt(&reply).unwrap()[..], b"hi Alice");
 //! ```
 
+mod chain;
 mod constellation;
 mod consts;
 mod error;
@@ -51,6 +52,7 @@ mod session;
 mod tree;
 mod wiped;
 
+pub use chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
 pub use constellation::{
     Applied, Constellation, LogError, RecordContext, SealedRecord, open_event, seal_event,
 };

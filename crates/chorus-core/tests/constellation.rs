@@ -49,6 +49,7 @@ fn event(author: [u8; 32], id: u8, lamport: u64, kind: EventKind) -> LogEvent {
         lamport,
         timestamp_ms: 1000 + lamport,
         author,
+        chain: Default::default(),
         kind,
     }
 }
@@ -59,6 +60,7 @@ fn a_record_opens_only_with_its_exact_context() {
     let key = EpochKey::generate(&mut StdRng::seed_from_u64(1));
     let tag = [4u8; 32];
     let ctx = RecordContext {
+        log_id: [5; 32],
         epoch: 3,
         author: keys[0],
         guard: Some((&tag, 7)),
@@ -75,6 +77,10 @@ fn a_record_opens_only_with_its_exact_context() {
     assert_eq!(open_event(&key, &ctx, &r.nonce, &r.ciphertext).unwrap(), e);
     let moved = [
         RecordContext { epoch: 4, ..ctx },
+        RecordContext {
+            log_id: [6; 32],
+            ..ctx
+        },
         RecordContext {
             author: keys[1],
             ..ctx

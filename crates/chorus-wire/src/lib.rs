@@ -39,8 +39,8 @@ pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
 pub use log_event::{
-    ContactDetails, EventKind, FirstMessage, LogEvent, PrekeyKind, PrekeySecret, SecretBytes,
-    SentMessage,
+    ChainLink, ContactDetails, EventKind, FirstMessage, LogEvent, PrekeyKind, PrekeySecret,
+    SecretBytes, SentMessage,
 };
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};

@@ -216,8 +216,22 @@ pub struct LogEvent {
     pub timestamp_ms: u64,
     /// The author device's key (must equal the relay-stamped author).
     pub author: [u8; 32],
+    /// Where the author stood in the log when it sealed the event.
+    pub chain: ChainLink,
     /// What it says.
     pub kind: EventKind,
+}
+
+/// Where an event's author stood when it sealed it: what every reader checks the
+/// record against, so that a relay cannot show devices different histories unseen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainLink {
+    /// For a guarded record: the hash of the record before it in its stream (`None`
+    /// at version 0). A reader whose stream ends elsewhere refuses the record.
+    pub stream_prev: Option<[u8; 32]>,
+    /// The last log seq the author had folded and the log chain hash there (`None`
+    /// before any). A reader whose chain differs at that seq was shown another history.
+    pub head: Option<(u64, [u8; 32])>,
 }
 
 fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], WireError> {
@@ -308,6 +322,22 @@ impl LogEvent {
             lamport: p.lamport,
             timestamp_ms: p.timestamp_ms,
             author: fixed("log_event.author", &p.author)?,
+            chain: ChainLink {
+                stream_prev: match p.stream_prev.is_empty() {
+                    true => None,
+                    false => Some(fixed("log_event.stream_prev", &p.stream_prev)?),
+                },
+                head: match (p.head_seq, p.head_hash.is_empty()) {
+                    (0, true) => None,
+                    (0, false) | (_, true) => {
+                        return Err(WireError::InvalidText {
+                            field: "log_event.head_hash",
+                            reason: "a head needs both a seq and a hash",
+                        });
+                    }
+                    (seq, false) => Some((seq, fixed("log_event.head_hash", &p.head_hash)?)),
+                },
+            },
             kind,
         })
     }
@@ -419,6 +449,13 @@ impl LogEvent {
             lamport: self.lamport,
             timestamp_ms: self.timestamp_ms,
             author: self.author.to_vec(),
+            stream_prev: self
+                .chain
+                .stream_prev
+                .map(|h| h.to_vec())
+                .unwrap_or_default(),
+            head_seq: self.chain.head.map_or(0, |(seq, _)| seq),
+            head_hash: self.chain.head.map(|(_, h)| h.to_vec()).unwrap_or_default(),
             kind: Some(kind),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(message.encoded_len()));
@@ -631,8 +668,34 @@ mod tests {
             lamport: 3,
             timestamp_ms: 4,
             author: [5; 32],
+            chain: ChainLink {
+                stream_prev: Some([6; 32]),
+                head: Some((7, [8; 32])),
+            },
             kind,
         }
+    }
+
+    #[test]
+    fn the_chain_link_round_trips_and_half_a_head_is_refused() {
+        let e = event(EventKind::Delivered {
+            envelope_id: [9; 16],
+        });
+        assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);
+        let none = LogEvent {
+            chain: ChainLink::default(),
+            ..e.clone()
+        };
+        assert_eq!(LogEvent::decode(&none.encode()).unwrap(), none);
+        let mut p: proto::LogEvent = Message::decode(&e.encode()[..]).unwrap();
+        p.head_hash.clear();
+        assert!(LogEvent::decode(&p.encode_to_vec()).is_err());
+        let mut p: proto::LogEvent = Message::decode(&e.encode()[..]).unwrap();
+        p.head_seq = 0;
+        assert!(LogEvent::decode(&p.encode_to_vec()).is_err());
+        let mut p: proto::LogEvent = Message::decode(&e.encode()[..]).unwrap();
+        p.stream_prev = vec![1; 31];
+        assert!(LogEvent::decode(&p.encode_to_vec()).is_err());
     }
 
     fn sent() -> SentMessage {
