@@ -302,3 +302,88 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
         .collect();
     assert_eq!(got, ["one", "two"]);
 }
+
+/// A relay that shows one device another history than the others — a record
+/// dropped, records reordered, a record shown twice — with the seqs renumbered so
+/// that no gap gives it away. Before, the device folded it and went on; now the next
+/// record whose author names where it stood (its folded seq and chain hash) does not
+/// match, and the device refuses it and says the relay is not keeping the log
+/// honestly. Each view is a page of the relay's real records, altered, folded through
+/// the same code as a sync.
+#[tokio::test]
+async fn a_relay_showing_one_device_another_history_is_caught_by_the_next_authors_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let phone = device(dir.path(), &url, "alice").await;
+    let mut devices = Vec::new();
+    for name in ["other", "dropped", "reordered", "doubled"] {
+        let (d, ..) = crate::link::link_locally(
+            &phone,
+            &dir.path().join(name),
+            name,
+            crate::Unlock::KeyFile,
+            crate::Options::default(),
+        )
+        .await
+        .unwrap();
+        devices.push(d);
+    }
+    phone.sync_log().await.unwrap();
+    for d in &devices {
+        d.sync_log().await.unwrap();
+    }
+    let applied = |d: &Device| {
+        let pool = d.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT applied_seq FROM constellation")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let at = applied(&phone).await;
+    for d in &devices {
+        assert_eq!(applied(d).await, at);
+    }
+    let rename = |name: &str| {
+        vec![Pending::free(EventKind::ProfileUpdated {
+            name: name.into(),
+        })]
+    };
+    // A from the phone; B from another device that had not folded A yet; C from
+    // the phone, which had folded both: C names where the phone stood.
+    phone.append(rename("a")).await.unwrap();
+    devices[0].append(rename("b")).await.unwrap();
+    phone.sync_log().await.unwrap();
+    phone.append(rename("c")).await.unwrap();
+    let real = phone.relay.read_records(at, 10).await.unwrap().records;
+    let [a, b, c] = <[_; 3]>::try_from(real).unwrap();
+    let shown = |records: Vec<&chorus_relay_api::RecordOut>| {
+        records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| chorus_relay_api::RecordOut {
+                seq: at + 1 + i as i64,
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let views = [
+        ("dropped", shown(vec![&b, &c])),
+        ("reordered", shown(vec![&b, &a, &c])),
+        ("doubled", shown(vec![&a, &a, &b, &c])),
+    ];
+    for ((what, page), d) in views.iter().zip(&devices[1..]) {
+        let refused = rejections(&d.fold_page(page).await.unwrap());
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.contains("not keeping the log honestly")),
+            "{what}: {refused:?}"
+        );
+    }
+    // The honest view raises nothing.
+    for d in [&phone, &devices[0]] {
+        assert!(rejections(&d.sync_log().await.unwrap()).is_empty());
+    }
+}
