@@ -14,7 +14,7 @@ use chorus_relay_api::{Id16, Id32};
 use chorus_wire::{Envelope, Hello, MailboxId, Payload};
 
 use crate::testing::relay;
-use crate::testing::{random, rng};
+use crate::testing::{random, rng, texts};
 use crate::{Backoff, Clock, Device, Event, Introduction, Options, Unlock, UrlPolicy};
 
 #[derive(Clone, Default)]
@@ -42,26 +42,7 @@ async fn laptop(alice: &Device, dir: &std::path::Path, clock: &Moved) -> Device 
         clock: Arc::new(clock.clone()),
         ..Options::default()
     };
-    crate::link::link_locally(
-        alice,
-        &dir.join("laptop"),
-        "laptop",
-        Unlock::KeyFile,
-        options,
-    )
-    .await
-    .unwrap()
-    .0
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect()
+    crate::testing::sibling(alice, dir, "laptop", options).await
 }
 
 /// Bob, started over: his identity keys, a session of his own with alice (not from

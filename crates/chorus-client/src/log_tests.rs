@@ -13,7 +13,7 @@ use chorus_wire::{EventKind, LogEvent, RosterBody, RosterEntry};
 
 use super::{Pending, load_roster};
 use crate::relay::{Login, RelayClient};
-use crate::testing::{device, folded_state, relay};
+use crate::testing::{device, folded_state, relay, sibling, texts};
 use crate::testing::{random, rng};
 use crate::{Device, Event};
 
@@ -191,15 +191,7 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
     let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
     bob.send(&alias, "hi").await.unwrap();
     phone.sync().await.unwrap();
-    let (laptop, ..) = crate::link::link_locally(
-        &phone,
-        &dir.path().join("laptop"),
-        "laptop",
-        crate::Unlock::KeyFile,
-        crate::Options::default(),
-    )
-    .await
-    .unwrap();
+    let laptop = sibling(&phone, dir.path(), "laptop", crate::Options::default()).await;
     laptop.sync_log().await.unwrap();
 
     // The laptop encrypts at the version it folded, as a racing sibling would.
@@ -290,17 +282,7 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
     }
     // The laptop re-does it on the phone's state; Bob reads both, none dropped.
     laptop.send("bob", "two").await.unwrap();
-    let got: Vec<String> = bob
-        .sync()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Message(m) if !m.outgoing => Some(m.text),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(got, ["one", "two"]);
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["one", "two"]);
 }
 
 /// A relay that shows one device another history than the others — a record
@@ -317,16 +299,7 @@ async fn a_relay_showing_one_device_another_history_is_caught_by_the_next_author
     let phone = device(dir.path(), &url, "alice").await;
     let mut devices = Vec::new();
     for name in ["other", "dropped", "reordered", "doubled"] {
-        let (d, ..) = crate::link::link_locally(
-            &phone,
-            &dir.path().join(name),
-            name,
-            crate::Unlock::KeyFile,
-            crate::Options::default(),
-        )
-        .await
-        .unwrap();
-        devices.push(d);
+        devices.push(sibling(&phone, dir.path(), name, crate::Options::default()).await);
     }
     phone.sync_log().await.unwrap();
     for d in &devices {

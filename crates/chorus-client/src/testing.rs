@@ -26,6 +26,25 @@ pub(crate) async fn relay(dir: &Path) -> String {
         .expect("bind a loopback port")
 }
 
+/// A sibling of `first`'s, linked now in `dir/name` (the code path of `chorus link`).
+pub(crate) async fn sibling(first: &Device, dir: &Path, name: &str, options: Options) -> Device {
+    crate::link::link_locally(first, &dir.join(name), name, Unlock::KeyFile, options)
+        .await
+        .unwrap()
+        .0
+}
+
+/// The texts of the messages among `events`.
+pub(crate) fn texts(events: &[crate::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            crate::Event::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A new identity `name` with one device in `dir/name`.
 pub(crate) async fn device(dir: &Path, url: &str, name: &str) -> Device {
     Device::init(
