@@ -46,23 +46,6 @@ pub(crate) async fn insert_contact(
     Ok(())
 }
 
-/// Remembers the handshake a session we answered came from, so that the same first
-/// message is never taken again from `root` (see `handshakes` in the migrations).
-pub(crate) async fn remember_handshake(
-    tx: &mut SqliteConnection,
-    root: &[u8; 32],
-    session: &chorus_core::Session,
-) -> Result<(), ClientError> {
-    if let Some(base_key) = session.handshake_base_key() {
-        sqlx::query("INSERT OR IGNORE INTO handshakes (contact_root, base_key) VALUES ($1, $2)")
-            .bind(&root[..])
-            .bind(&base_key[..])
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
-}
-
 /// Whether a first message with `base_key` was taken from `root` before.
 pub(crate) async fn handshake_seen(
     tx: &mut SqliteConnection,

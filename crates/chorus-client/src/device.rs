@@ -472,6 +472,7 @@ impl Device {
                 key,
                 device: *device.public_key().as_bytes(),
             },
+            fold: Default::default(),
             lost_races: Default::default(),
         })
     }
@@ -1894,27 +1895,6 @@ impl Device {
         ])
     }
 
-    /// `wanted`, or `wanted-2`, `wanted-3`… whichever is free.
-    pub(crate) async fn free_alias(
-        &self,
-        tx: &mut SqliteConnection,
-        wanted: &str,
-    ) -> Result<String, ClientError> {
-        let mut candidate = wanted.to_owned();
-        for n in 2.. {
-            if self.contact_row(&mut *tx, &candidate).await?.is_none() {
-                return Ok(candidate);
-            }
-            let suffix = format!("-{n}");
-            let mut base = wanted.to_owned();
-            while base.len() + suffix.len() > chorus_wire::limits::MAX_DISPLAY_NAME_LEN {
-                base.pop();
-            }
-            candidate = format!("{base}{suffix}");
-        }
-        Err(ClientError::ContactNameTaken(wanted.to_owned()))
-    }
-
     /// The last `limit` messages with a contact, oldest first.
     pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
@@ -1980,7 +1960,7 @@ impl Device {
         for d in roster.devices() {
             let at: Option<Vec<u8>> =
                 sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
-                    .bind(crate::log::relinked_register(d.key.as_bytes()))
+                    .bind(chorus_core::relinked_register(d.key.as_bytes()))
                     .fetch_optional(&mut *conn)
                     .await?;
             if let Some(at) = at.and_then(|v| <[u8; 8]>::try_from(v).ok()) {

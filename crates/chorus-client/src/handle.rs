@@ -113,6 +113,9 @@ pub struct Device {
     pub(crate) options: Options,
     pub(crate) home: PathBuf,
     pub(crate) log: LogKeys,
+    /// The folded log state (`chorus_core::Constellation`), restored from the store
+    /// on first use; the lock also serializes this process's folds and appends.
+    pub(crate) fold: tokio::sync::Mutex<Option<chorus_core::Constellation>>,
     /// Sequenced sends that lost the race to a sibling and were encrypted again.
     pub(crate) lost_races: std::sync::atomic::AtomicU64,
 }

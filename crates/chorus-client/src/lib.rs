@@ -37,6 +37,7 @@ mod handle;
 mod identity;
 pub mod link;
 pub mod log;
+mod log_state;
 pub mod prekeys;
 pub mod relay;
 pub mod requests;

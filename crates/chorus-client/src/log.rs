@@ -24,33 +24,30 @@
 //! skipped: nothing but the cursor moves, and the reason is reported as
 //! [`Event::Rejected`](crate::Event::Rejected).
 
-use chorus_core::{LogError, RecordContext, Roster, Session, StreamHead, open_event};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chorus_core::{
+    Constellation, Effect, Folded, LogError, Outcome, Record, Roster, Sessions, StreamHead,
+};
+pub(crate) use chorus_core::{PREKEY_STREAM, session_stream};
 use chorus_crypto::EpochKey;
 use chorus_relay_api::{Id32, RecordOut};
-use chorus_wire::{
-    ChainLink, ContactDetails, EventKind, FirstMessage, LogEvent, RosterEntry, SentMessage,
-};
+use chorus_wire::{ChainLink, EventKind, LogEvent, SentMessage};
 use sqlx::SqliteConnection;
 
-use crate::contacts::{contact_named_by, insert_contact, remember_handshake};
+use crate::contacts::insert_contact;
 use crate::event::{Event, Message};
 use crate::handle::Device;
+use crate::log_state;
+use crate::store::row;
 use crate::{ClientError, Store};
 
 /// Records read per request while folding (the largest are ~128 KiB: a page stays
 /// well under the client's response bound).
-pub const LOG_PAGE: u32 = 64;
+pub const LOG_PAGE: u32 = chorus_relay_api::limits::MAX_PAGE;
 
 /// How many times a guarded append is retried after losing a race before giving up.
 pub const APPEND_ATTEMPTS: usize = 32;
-
-/// The stream of one contact's session (sends and contact creation are guarded on it).
-pub(crate) fn session_stream(contact_root: &[u8; 32]) -> Vec<u8> {
-    [&b"session:"[..], &contact_root[..]].concat()
-}
-
-/// The stream that numbers prekeys (two devices must not mint the same ids).
-pub(crate) const PREKEY_STREAM: &[u8] = b"prekeys";
 
 /// An event to append, with the stream it is guarded on and the version expected
 /// (`None`: the version as folded when the batch is sealed).
@@ -72,13 +69,6 @@ impl Pending {
     }
 }
 
-/// The sessions a page of records reads or changes, by contact name: each is read once
-/// and written once per page instead of once per record (a burst of sends to one
-/// contact is one read and one write). `bool`: changed since read. Within a record,
-/// nothing but a fatal error (store, corruption) can follow a change, and a fatal
-/// error abandons the page's transaction together with this cache.
-type PageSessions = std::collections::HashMap<String, (Session, bool)>;
-
 /// The outcome of a guarded append.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -87,11 +77,6 @@ pub(crate) enum Appended {
     /// A guard failed: a sibling got there first. Nothing was appended; the caller
     /// folds (already done) and decides again.
     Conflict,
-}
-
-/// The register holding when `device` was last linked again.
-pub(crate) fn relinked_register(device: &[u8; 32]) -> String {
-    format!("relinked:{}", hex::encode(device))
 }
 
 /// The version a stream is at, as folded.
@@ -121,15 +106,6 @@ pub(crate) async fn stream_head(
     })
 }
 
-/// The log chain hash at `seq`, if this device folded it (or was linked there).
-async fn chain_at(conn: &mut SqliteConnection, seq: i64) -> Result<Option<[u8; 32]>, ClientError> {
-    let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM log_chain WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(&mut *conn)
-        .await?;
-    hash.map(|h| hash32(&h)).transpose()
-}
-
 fn hash32(bytes: &[u8]) -> Result<[u8; 32], ClientError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| ClientError::Corrupt("a stored hash".into()))
 }
@@ -147,6 +123,25 @@ pub(crate) async fn load_roster(
 }
 
 impl Device {
+    /// The folded state, restored from the store if this process has none or another
+    /// process on the same store folded since (its cursor moved).
+    async fn folded<'a>(
+        &self,
+        slot: &'a mut Option<Constellation>,
+        conn: &mut SqliteConnection,
+    ) -> Result<&'a mut Constellation, ClientError> {
+        let stored = log_state::applied_seq(conn).await?;
+        if slot.as_ref().is_some_and(|s| s.applied() != stored) {
+            *slot = None;
+        }
+        match slot {
+            Some(state) => Ok(state),
+            None => {
+                Ok(slot.insert(log_state::load(conn, self.log.log_id.0, self.log.epoch).await?))
+            }
+        }
+    }
+
     /// Seals `events` and appends them in one atomic batch, then folds the log. Guards
     /// use the versions as folded; several events on one stream expect consecutive
     /// versions.
@@ -155,59 +150,57 @@ impl Device {
         events: Vec<Pending>,
     ) -> Result<(Appended, Vec<Event>), ClientError> {
         let keys = &self.log;
-        let mut conn = self.store.pool().acquire().await?;
-        let (lamport, applied): (i64, i64) =
-            sqlx::query_as("SELECT lamport, applied_seq FROM constellation WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
-        // Where this device stands: every record names it (`chorus_core::chain`).
-        let head = match chain_at(&mut conn, applied).await? {
-            Some(hash) if applied > 0 => Some((u64::try_from(applied).unwrap_or(0), hash)),
-            _ => None,
-        };
-        let mut streams: std::collections::HashMap<Vec<u8>, StreamHead> = Default::default();
-        let mut records = Vec::with_capacity(events.len());
-        let mut ids = Vec::with_capacity(events.len());
-        for (i, p) in events.into_iter().enumerate() {
-            let (guard, stream_prev) = match &p.guard {
-                None => (None, None),
-                Some((name, expected)) => {
-                    let tag = keys.key.stream_tag(name);
-                    let folded = match streams.get(name) {
-                        Some(s) => *s,
-                        None => stream_head(&mut conn, &tag).await?,
-                    };
-                    (Some((tag, expected.unwrap_or(folded.version))), folded.head)
-                }
-            };
-            let event = LogEvent {
-                event_id: self.random(),
-                lamport: u64::try_from(lamport).unwrap_or(0) + 1 + i as u64,
-                timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
-                author: keys.device,
-                chain: ChainLink { stream_prev, head },
-                kind: p.kind,
-            };
-            let record = keys.seal(&event, guard, &*self.options.entropy)?;
-            if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
-                // The next event on this stream in the batch follows this record.
-                let hash = keys.record_hash(
-                    record.epoch,
-                    &keys.device,
-                    record.guard.as_ref(),
-                    &record.nonce.0,
-                    &record.ciphertext.0,
-                );
-                let at = StreamHead {
-                    version,
-                    head: stream_prev,
+        let records_and_ids = {
+            let mut slot = self.fold.lock().await;
+            let mut conn = self.store.pool().acquire().await?;
+            let state = self.folded(&mut slot, &mut conn).await?;
+            // Where this device stands: every record names it (`chorus_core::chain`).
+            let head = state.head();
+            let mut streams: HashMap<Vec<u8>, StreamHead> = HashMap::new();
+            let mut records = Vec::with_capacity(events.len());
+            let mut ids = Vec::with_capacity(events.len());
+            for (i, p) in events.into_iter().enumerate() {
+                let (guard, stream_prev) = match &p.guard {
+                    None => (None, None),
+                    Some((name, expected)) => {
+                        let tag = keys.key.stream_tag(name);
+                        let folded = match streams.get(name) {
+                            Some(s) => *s,
+                            None => state.stream(&tag),
+                        };
+                        (Some((tag, expected.unwrap_or(folded.version))), folded.head)
+                    }
                 };
-                streams.insert(name, at.advanced(hash));
+                let event = LogEvent {
+                    event_id: self.random(),
+                    lamport: state.lamport().saturating_add(1 + i as u64),
+                    timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
+                    author: keys.device,
+                    chain: ChainLink { stream_prev, head },
+                    kind: p.kind,
+                };
+                let record = keys.seal(&event, guard, &*self.options.entropy)?;
+                if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
+                    // The next event on this stream in the batch follows this record.
+                    let hash = keys.record_hash(
+                        record.epoch,
+                        &keys.device,
+                        record.guard.as_ref(),
+                        &record.nonce.0,
+                        &record.ciphertext.0,
+                    );
+                    let at = StreamHead {
+                        version,
+                        head: stream_prev,
+                    };
+                    streams.insert(name, at.advanced(hash));
+                }
+                ids.push(event.event_id);
+                records.push(record);
             }
-            ids.push(event.event_id);
-            records.push(record);
-        }
-        drop(conn);
+            (records, ids)
+        };
+        let (records, ids) = records_and_ids;
         let mut outcome = match self.relay.append(records).await {
             Ok(_) => Appended::Done,
             Err(e) if e.code() == Some("guard_failed") => Appended::Conflict,
@@ -226,18 +219,10 @@ impl Device {
 
     /// Whether every one of these events is folded.
     async fn all_folded(&self, ids: &[[u8; 16]]) -> Result<bool, ClientError> {
+        let mut slot = self.fold.lock().await;
         let mut conn = self.store.pool().acquire().await?;
-        for id in ids {
-            let seen: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT event_id FROM seen_events WHERE event_id = $1")
-                    .bind(&id[..])
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if seen.is_none() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let state = self.folded(&mut slot, &mut conn).await?;
+        Ok(ids.iter().all(|id| state.has_seen(id)))
     }
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
@@ -251,9 +236,12 @@ impl Device {
 
     /// Folds one page of records; `None` when there was nothing new.
     pub(crate) async fn sync_log_page(&self) -> Result<Option<Vec<Event>>, ClientError> {
-        let after: i64 = sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
-            .fetch_one(self.store.pool())
-            .await?;
+        let mut slot = self.fold.lock().await;
+        let after = {
+            let mut conn = self.store.pool().acquire().await?;
+            self.folded(&mut slot, &mut conn).await?.applied()
+        };
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let page = self.relay.read_records(after, LOG_PAGE).await?;
         if after.saturating_add(1) < page.first_seq {
             return Err(ClientError::Corrupt(format!(
@@ -265,233 +253,206 @@ impl Device {
         if !page.records.iter().any(|r| r.seq > after) {
             return Ok(None);
         }
-        self.fold_page(&page.records).await.map(Some)
+        self.fold_locked(&mut slot, &page.records).await.map(Some)
     }
 
-    /// Folds a page of records in one transaction (one fsync), each record inside its
-    /// own savepoint: a refused record rolls back alone and only the cursor moves past
-    /// it. Records must continue the cursor: a relay skipping a seq is an error, and
-    /// nothing of the page is kept.
+    /// Folds a page of records the relay showed ([`Self::fold_locked`]).
+    #[cfg(test)]
     pub(crate) async fn fold_page(&self, records: &[RecordOut]) -> Result<Vec<Event>, ClientError> {
+        let mut slot = self.fold.lock().await;
+        self.fold_locked(&mut slot, records).await
+    }
+
+    /// Folds a page through the core's fold and persists what it decided in one
+    /// transaction (one fsync): the records' effects, the sessions they changed and
+    /// the log position. Records must continue the cursor: a relay skipping a seq is
+    /// an error, and nothing of the page is kept. If the transaction fails, the state
+    /// in memory is dropped and restored from the store next time.
+    async fn fold_locked(
+        &self,
+        slot: &mut Option<Constellation>,
+        records: &[RecordOut],
+    ) -> Result<Vec<Event>, ClientError> {
         let mut tx = self.store.begin().await?;
-        let mut applied: i64 =
-            sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-        // Validated once per page (every signature of the chain), then kept current
-        // by the page's own roster entries.
-        let mut roster = load_roster(&mut tx, &self.log.log_id).await?;
-        let mut sessions = PageSessions::new();
-        let mut events = Vec::new();
-        let mut chain = chain_at(&mut tx, applied).await?;
-        for record in records {
-            if record.seq <= applied {
-                continue;
+        let state = self.folded(slot, &mut tx).await?;
+        let shown: Vec<Record<'_>> = records
+            .iter()
+            .map(|r| Record {
+                // Seqs and epochs come from the relay: out of range refuses the record
+                // or the page, never wraps.
+                seq: u64::try_from(r.seq).unwrap_or(0),
+                epoch: u32::try_from(r.epoch).unwrap_or(u32::MAX),
+                author: r.author.0,
+                guard: r
+                    .guard
+                    .as_ref()
+                    .map(|g| (g.stream_tag.0.as_slice(), g.expected_version)),
+                nonce: &r.nonce.0,
+                ciphertext: &r.ciphertext.0,
+            })
+            .collect();
+        let opened: Vec<_> = shown
+            .iter()
+            .map(|r| {
+                if r.seq > state.applied() {
+                    state.open(&self.log.key, r)
+                } else {
+                    Err(LogError::Undecryptable)
+                }
+            })
+            .collect();
+        let mut sessions = Sessions::default();
+        for root in state.sessions_needed(&opened) {
+            if let Some(alias) = state.contact(&root).map(|c| c.alias.clone())
+                && let Some(session) = self.store.get_session(&mut tx, &alias).await?
+            {
+                sessions.insert(root, session);
             }
-            // Seqs come from the relay: compare without arithmetic that could overflow.
-            let next = applied.checked_add(1);
-            if Some(record.seq) != next {
+        }
+        let folded = match state.fold_page(&self.log.key, &shown, opened, &mut sessions) {
+            Ok(folded) => folded,
+            Err(e) => {
                 return Err(ClientError::Relay(crate::RelayError::BadResponse {
                     url: self.me.relay_url.clone(),
-                    reason: format!(
-                        "log gap: expected the seq after {applied}, got {}",
-                        record.seq
-                    ),
+                    reason: e.to_string(),
                 }));
             }
-            // The log chain covers every record shown, refused or not.
-            let hash = self.log.record_hash(
-                record.epoch,
-                &record.author.0,
-                record.guard.as_ref(),
-                &record.nonce.0,
-                &record.ciphertext.0,
-            );
-            let seq = u64::try_from(record.seq).unwrap_or(0);
-            let next = chorus_core::chain_next(chain.as_ref(), seq, &hash);
-            sqlx::query("INSERT INTO log_chain (seq, hash) VALUES ($1, $2)")
-                .bind(record.seq)
-                .bind(&next[..])
-                .execute(&mut *tx)
-                .await?;
-            chain = Some(next);
-            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-            match self
-                .apply_record(&mut one, &mut roster, &mut sessions, record, hash)
+        };
+        let written = self.persist(&mut tx, state, folded, &sessions).await;
+        let events = match written {
+            Ok(events) => tx
+                .commit()
                 .await
-            {
-                Ok(e) => {
-                    one.commit().await?;
-                    events.extend(e);
+                .map(|()| events)
+                .map_err(ClientError::from),
+            Err(e) => Err(e),
+        };
+        if events.is_err() {
+            *slot = None;
+        }
+        events
+    }
+
+    /// Writes what the fold decided for a page, batched by table, and says what the
+    /// person should hear.
+    async fn persist(
+        &self,
+        tx: &mut SqliteConnection,
+        state: &Constellation,
+        folded: Vec<Folded>,
+        sessions: &Sessions,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut page = PageWrites::default();
+        let mut events: Vec<Option<Event>> = Vec::new();
+        for f in folded {
+            page.chain.push((f.seq, f.chain));
+            match f.outcome {
+                Outcome::Applied(effects) => {
+                    for effect in effects {
+                        self.persist_one(tx, &mut page, &mut events, f.seq, effect)
+                            .await?;
+                    }
                 }
-                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
-                Err(e) => {
-                    one.rollback().await?;
+                Outcome::Duplicate => {
+                    tracing::warn!(seq = f.seq, "log record replays an event already folded");
+                    events.push(Some(Event::Rejected {
+                        reason: format!(
+                            "log record {}: replays an event already folded (harmless: nothing changed)",
+                            f.seq
+                        ),
+                    }));
+                }
+                Outcome::Refused(e) => {
                     let relay_at_fault = matches!(
                         e,
-                        ClientError::Log(
-                            LogError::StreamVersion { .. }
-                                | LogError::StreamPredecessor
-                                | LogError::Equivocation { .. }
-                                | LogError::HeadAhead { .. }
-                        )
+                        LogError::StreamVersion { .. }
+                            | LogError::StreamPredecessor
+                            | LogError::Equivocation { .. }
+                            | LogError::HeadAhead { .. }
                     );
                     let reason = if relay_at_fault {
                         // Loud: only a dishonest (or broken) relay shows this.
-                        tracing::error!(seq = record.seq, error = %e, "the relay's log does not verify");
+                        tracing::error!(seq = f.seq, error = %e, "the relay's log does not verify");
                         format!(
                             "log record {}: {e} — the relay {} is not keeping the log honestly",
-                            record.seq, self.me.relay_url
+                            f.seq, self.me.relay_url
                         )
                     } else {
-                        tracing::warn!(seq = record.seq, error = %e, "log record rejected");
-                        format!("log record {}: {e}", record.seq)
+                        tracing::warn!(seq = f.seq, error = %e, "log record rejected");
+                        format!("log record {}: {e}", f.seq)
                     };
-                    events.push(Event::Rejected { reason });
+                    events.push(Some(Event::Rejected { reason }));
                 }
             }
-            applied = record.seq;
         }
-        for (name, (session, changed)) in &sessions {
-            if *changed {
-                self.store.put_session(&mut tx, name, session).await?;
+        page.flush(self, tx, &mut events).await?;
+        for (root, session) in sessions.changed() {
+            if let Some(c) = state.contact(root) {
+                self.store.put_session(tx, &c.alias, session).await?;
             }
         }
-        sqlx::query("UPDATE constellation SET applied_seq = $1 WHERE id = 1")
-            .bind(applied)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(events)
+        log_state::write_position(
+            tx,
+            &page.chain,
+            &page.seen,
+            &page.streams,
+            page.lamport,
+            state.applied(),
+        )
+        .await?;
+        Ok(events.into_iter().flatten().collect())
     }
 
-    async fn apply_record(
+    /// Persists one effect (the batchable ones into `page`).
+    async fn persist_one(
         &self,
         tx: &mut SqliteConnection,
-        roster: &mut Roster,
-        sessions: &mut PageSessions,
-        record: &RecordOut,
-        hash: [u8; 32],
-    ) -> Result<Vec<Event>, ClientError> {
-        let epoch = u32::try_from(record.epoch).map_err(|_| ClientError::Rejected("bad epoch"))?;
-        if epoch != self.log.epoch {
-            return Err(ClientError::Rejected("log record from another epoch"));
-        }
-        let guard = record
-            .guard
-            .as_ref()
-            .map(|g| (g.stream_tag.0.as_slice(), g.expected_version));
-        let context = RecordContext {
-            log_id: self.log.log_id.0,
-            epoch,
-            author: record.author.0,
-            guard,
-        };
-        let event = open_event(
-            &self.log.key,
-            &context,
-            &record.nonce.0,
-            &record.ciphertext.0,
-        )?;
-        let author = chorus_crypto::DevicePublicKey::from_bytes(event.author)
-            .map_err(|_| ClientError::Rejected("log record author is not a key"))?;
-        if !roster.is_authorized(&author) {
-            return Err(chorus_core::LogError::UnknownAuthor.into());
-        }
-        // Where the author stood must be where this device stands (`chorus_core::chain`).
-        let claimed = match event.chain.head {
-            Some((at, _)) => chain_at(&mut *tx, i64::try_from(at).unwrap_or(i64::MAX)).await?,
-            None => None,
-        };
-        chorus_core::check_head(&event.chain, u64::try_from(record.seq).unwrap_or(0), |_| {
-            claimed
-        })?;
-        let stream = match guard {
-            Some((tag, version)) => {
-                let folded = stream_head(&mut *tx, tag).await?;
-                chorus_core::check_stream(folded, version, &event.chain)?;
-                Some((tag, folded.advanced(hash)))
+        page: &mut PageWrites,
+        events: &mut Vec<Option<Event>>,
+        seq: u64,
+        effect: Effect,
+    ) -> Result<(), ClientError> {
+        match effect {
+            Effect::Seen(id) => page.seen.push(id),
+            Effect::Lamport(l) => page.lamport = page.lamport.max(l),
+            Effect::Stream { tag, head } => {
+                page.streams.insert(tag, head);
             }
-            None => None,
-        };
-        let fresh = sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
-            .bind(&event.event_id[..])
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if fresh == 0 {
-            return Err(ClientError::Rejected(
-                "log record replays an event already applied",
-            ));
-        }
-        sqlx::query("UPDATE constellation SET lamport = MAX(lamport, $1) WHERE id = 1")
-            .bind(i64::try_from(event.lamport).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        if let Some((tag, next)) = stream {
-            sqlx::query(
-                "INSERT INTO streams (tag, version, head) VALUES ($1, $2, $3)
-                 ON CONFLICT (tag) DO UPDATE SET version = excluded.version, head = excluded.head",
-            )
-            .bind(tag)
-            .bind(next.version)
-            .bind(next.head.as_ref().map(|h| &h[..]))
-            .execute(&mut *tx)
-            .await?;
-        }
-        let stamp_ms = i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX);
-        let stamp = chorus_core::Stamp::of(&event);
-        let mut events = Vec::new();
-        match event.kind {
-            EventKind::Roster { entry } => {
-                let decoded = RosterEntry::decode(&entry)?;
-                roster.check(&decoded).map_err(|e| {
-                    tracing::warn!(error = %e, "roster entry refused");
-                    ClientError::Rejected("roster entry refused (signature, chain or signer)")
-                })?;
+            Effect::RosterEntry { index, entry } => {
                 sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
-                    .bind(i64::try_from(decoded.index).unwrap_or(i64::MAX))
+                    .bind(log_state::signed(index))
                     .bind(entry)
                     .execute(&mut *tx)
                     .await?;
-                // Checked above; the in-memory copy follows only once the row is written.
-                roster
-                    .apply(&decoded)
-                    .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+            }
+            Effect::DeviceAuthorized { device, name, by } => {
                 // Every device hears that a device joined, and which device let it in.
-                if let chorus_wire::RosterBody::DeviceAuthorized { device, name, .. } =
-                    &decoded.body
-                    && *device.as_bytes() != self.log.device
-                {
-                    let by = roster
-                        .devices()
-                        .iter()
-                        .find(|d| *d.key.as_bytes() == event.author)
-                        .map_or_else(|| "an unknown device".to_owned(), |d| d.name.clone());
-                    events.push(Event::DeviceLinked {
-                        name: name.clone(),
-                        by,
-                    });
+                if device != self.log.device {
+                    events.push(Some(Event::DeviceLinked { name, by }));
                 }
             }
-            EventKind::ProfileUpdated { name } => {
-                if self.lww(tx, "profile", &stamp, name.as_bytes()).await? {
-                    sqlx::query("UPDATE identity SET name = $1 WHERE id = 1")
-                        .bind(&name)
-                        .execute(&mut *tx)
-                        .await?;
+            Effect::DeviceRelinked { device, name, by } => {
+                if device != self.log.device {
+                    events.push(Some(Event::DeviceRelinked { name, by }));
                 }
             }
-            EventKind::RelaysUpdated { relays } => {
-                self.lww(tx, "relays", &stamp, relays.join("\n").as_bytes())
+            Effect::Register { name, value } => {
+                log_state::write_register(tx, &name, &value).await?;
+            }
+            Effect::Profile(name) => {
+                sqlx::query("UPDATE identity SET name = $1 WHERE id = 1")
+                    .bind(&name)
+                    .execute(&mut *tx)
                     .await?;
             }
-            EventKind::PrekeysCreated {
+            Effect::Prekeys {
                 keys,
                 invitation_mailbox,
+                at_ms,
             } => {
+                let at_ms = log_state::signed(at_ms);
                 for k in &keys {
-                    crate::prekeys::insert_secret(&self.store, tx, k, stamp_ms).await?;
+                    crate::prekeys::insert_secret(&self.store, tx, k, at_ms).await?;
                 }
                 if let Some(m) = invitation_mailbox {
                     sqlx::query(
@@ -499,435 +460,368 @@ impl Device {
                          VALUES ($1, 'invitation', NULL, $2)",
                     )
                     .bind(&m[..])
-                    .bind(stamp_ms)
+                    .bind(at_ms)
                     .execute(&mut *tx)
                     .await?;
                 }
             }
-            EventKind::ContactUpserted {
-                contact,
-                name,
-                details,
-            } => {
-                // Without details: a rename (not offered yet); the alias stays.
-                if let Some(details) = details
-                    && let Some(added) = self
-                        .fold_new_contact(
-                            tx, sessions, &contact, &name, &details, record.seq, guard,
-                        )
-                        .await?
-                {
-                    events.extend(added);
-                }
+            Effect::PrekeysConsumed(ids) => {
+                crate::prekeys::delete_consumed_ids(tx, &ids).await?;
             }
-            EventKind::Sent(sent) => events.extend(
-                self.fold_sent(tx, sessions, &sent, stamp_ms, &event.author, record.seq)
-                    .await?,
-            ),
-            EventKind::Delivered { envelope_id } => {
-                sqlx::query("DELETE FROM outbox WHERE envelope_id = $1")
-                    .bind(&envelope_id[..])
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            EventKind::Received {
-                contact,
-                message,
-                position,
-            } => {
-                let name = contact_named_by(&mut *tx, &contact).await?;
-                let name = name.ok_or(ClientError::Rejected(
-                    "a received message from an unknown contact",
-                ))?;
-                let sent_ms = i64::try_from(message.sent_ms).unwrap_or(i64::MAX);
-                if !message.text.is_empty()
-                    && self
-                        .insert_message(
-                            tx,
-                            &name,
-                            false,
-                            &message.envelope_id,
-                            &message.text,
-                            sent_ms,
-                            stamp_ms,
-                            i64::try_from(position).unwrap_or(i64::MAX),
-                        )
-                        .await?
-                {
-                    events.push(Event::Message(crate::Message {
-                        contact: name,
-                        outgoing: false,
-                        text: message.text,
-                        sent_ms,
-                        stored_ms: stamp_ms,
-                    }));
-                }
-            }
-            EventKind::Blocked { contact, blocked } => {
-                self.fold_blocked(tx, &contact, blocked, &stamp).await?;
-            }
-            EventKind::Relinked { device } => {
-                let at = stamp.timestamp_ms.to_be_bytes();
-                let newer = self
-                    .lww(tx, &relinked_register(&device), &stamp, &at)
-                    .await?;
-                let named = |key: &[u8; 32]| {
-                    roster
-                        .devices()
-                        .iter()
-                        .find(|d| d.key.as_bytes() == key)
-                        .map(|d| d.name.clone())
-                };
-                if newer
-                    && device != self.log.device
-                    && let Some(name) = named(&device)
-                {
-                    events.push(Event::DeviceRelinked {
-                        name,
-                        by: named(&event.author).unwrap_or_else(|| "an unknown device".into()),
-                    });
-                }
-            }
-            EventKind::Read { contact, up_to } => {
+            Effect::HandshakeSeen { root, base_key } => {
                 sqlx::query(
-                    "UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE root_key = $2",
+                    "INSERT OR IGNORE INTO handshakes (contact_root, base_key) VALUES ($1, $2)",
                 )
-                .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
-                .bind(&contact[..])
+                .bind(&root[..])
+                .bind(&base_key[..])
                 .execute(&mut *tx)
                 .await?;
             }
-        }
-        Ok(events)
-    }
-
-    /// Last writer wins by `(lamport, timestamp, author, event id)`. Returns whether
-    /// this event's value is now the register's.
-    pub(crate) async fn lww(
-        &self,
-        tx: &mut SqliteConnection,
-        name: &str,
-        stamp: &chorus_core::Stamp,
-        value: &[u8],
-    ) -> Result<bool, ClientError> {
-        let current: Option<(i64, i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT lamport, timestamp_ms, author, event_id FROM registers WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((lamport, ts, author, event_id)) = current {
-            let held = chorus_core::Stamp {
-                lamport: u64::try_from(lamport).unwrap_or(0),
-                timestamp_ms: u64::try_from(ts).unwrap_or(0),
-                author: author.try_into().unwrap_or([0; 32]),
-                event_id: event_id.try_into().unwrap_or([0; 16]),
-            };
-            if held >= *stamp {
-                return Ok(false);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO registers (name, lamport, timestamp_ms, author, event_id, value)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (name) DO UPDATE SET lamport = excluded.lamport,
-               timestamp_ms = excluded.timestamp_ms, author = excluded.author,
-               event_id = excluded.event_id, value = excluded.value",
-        )
-        .bind(name)
-        .bind(i64::try_from(stamp.lamport).unwrap_or(i64::MAX))
-        .bind(i64::try_from(stamp.timestamp_ms).unwrap_or(i64::MAX))
-        .bind(&stamp.author[..])
-        .bind(&stamp.event_id[..])
-        .bind(value)
-        .execute(&mut *tx)
-        .await?;
-        Ok(true)
-    }
-
-    /// A contact's creation. The first writer wins (creation is guarded on the
-    /// session stream at version 0); a later creation of the same identity changes
-    /// nothing. Aliases are made unique in log order, so every device picks the same.
-    #[allow(clippy::too_many_arguments)]
-    async fn fold_new_contact(
-        &self,
-        tx: &mut SqliteConnection,
-        sessions: &mut PageSessions,
-        contact: &[u8; 32],
-        name: &str,
-        d: &ContactDetails,
-        seq: i64,
-        guard: Option<(&[u8], i64)>,
-    ) -> Result<Option<Vec<Event>>, ClientError> {
-        let known = contact_named_by(&mut *tx, contact).await?;
-        if let Some(known) = known {
-            // A second handshake is settled on the contact's session stream past its
-            // creation; anything else for a known contact is a creation that lost.
-            return match guard {
-                Some((tag, version))
-                    if version > 0 && tag == self.log.key.stream_tag(&session_stream(contact)) =>
-                {
-                    self.fold_second_handshake(tx, sessions, &known, d, seq)
-                        .await
-                        .map(Some)
-                }
-                _ => Ok(None),
-            };
-        }
-        let session = Session::restore(d.session.as_bytes(), 0)?;
-        remember_handshake(tx, contact, &session).await?;
-        let alias = self.free_alias(tx, name).await?;
-        let added_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
-        // The invitation involved: one of ours (a stranger answered it) or theirs (we
-        // accepted it).
-        let ours: Option<i64> = match &d.invitation {
-            Some(m) => {
-                sqlx::query_scalar("SELECT 1 FROM mailboxes WHERE mailbox_id = $1")
-                    .bind(&m[..])
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => None,
-        };
-        let their_invitation = match ours {
-            Some(_) => None,
-            None => d.invitation.as_ref().map(|m| &m[..]),
-        };
-        insert_contact(
-            tx,
-            &alias,
-            &d.identity,
-            &d.relay_url,
-            &d.send_mailbox,
-            &d.recv_mailbox,
-            their_invitation,
-            added_ms,
-        )
-        .await?;
-        if let (Some(m), Some(_)) = (&d.invitation, ours) {
-            sqlx::query("UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2")
-                .bind(&alias)
-                .bind(&m[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        contact_mailbox(tx, &d.recv_mailbox, &alias, added_ms).await?;
-        sessions.insert(alias.clone(), (session, true));
-        crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
-        // A device that held this identity's message request: it ends here.
-        self.settle_request(tx, contact, &alias, added_ms).await?;
-        let mut events = vec![Event::ContactAdded {
-            contact: alias.clone(),
-        }];
-        if let Some(first) = &d.first {
-            sqlx::query("UPDATE contacts SET answered = 1 WHERE name = $1")
-                .bind(&alias)
-                .execute(&mut *tx)
-                .await?;
-            events.extend(self.fold_first_message(tx, &alias, first, added_ms).await?);
-        }
-        tracing::debug!(seq, contact = %alias, "contact folded");
-        Ok(Some(events))
-    }
-
-    /// The message that came with a handshake, into the history.
-    async fn fold_first_message(
-        &self,
-        tx: &mut SqliteConnection,
-        alias: &str,
-        first: &FirstMessage,
-        stored_ms: i64,
-    ) -> Result<Vec<Event>, ClientError> {
-        let sent_ms = i64::try_from(first.sent_ms).unwrap_or(i64::MAX);
-        if first.text.is_empty()
-            || !self
-                .insert_message(
+            Effect::ContactAdded {
+                root,
+                alias,
+                details: d,
+                ours,
+            } => {
+                let added_ms = log_state::signed(d.added_ms);
+                // Their invitation if we accepted one; ours is marked spent below.
+                let theirs = if ours { None } else { d.invitation.as_ref() };
+                insert_contact(
                     tx,
+                    &alias,
+                    &d.identity,
+                    &d.relay_url,
+                    &d.send_mailbox,
+                    &d.recv_mailbox,
+                    theirs.map(|m| &m[..]),
+                    added_ms,
+                )
+                .await?;
+                if d.first.is_some() {
+                    sqlx::query("UPDATE contacts SET answered = 1 WHERE name = $1")
+                        .bind(&alias)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                contact_mailbox(tx, &d.recv_mailbox, &alias, added_ms).await?;
+                // A device that held this identity's message request: it ends here.
+                self.settle_request(tx, &root, &alias, added_ms).await?;
+                tracing::debug!(seq, contact = %alias, "contact folded");
+                events.push(Some(Event::ContactAdded { contact: alias }));
+            }
+            Effect::ContactReplaced { alias, details: d } => {
+                let since_ms = log_state::signed(d.added_ms);
+                // Their invitation, if we started this session by accepting one.
+                let theirs = match &d.invitation {
+                    Some(m) if d.first.is_none() => Some(&m[..]),
+                    _ => None,
+                };
+                sqlx::query(
+                    "UPDATE contacts SET identity = $1, relay_url = $2, send_mailbox = $3,
+                     recv_mailbox = $4, hello_acked = 0, answered = $5, failed = NULL,
+                     invitation = COALESCE($6, invitation),
+                     invitation_claim = CASE WHEN $6 IS NULL THEN invitation_claim END
+                     WHERE name = $7",
+                )
+                .bind(d.identity.encode())
+                .bind(&d.relay_url)
+                .bind(&d.send_mailbox[..])
+                .bind(&d.recv_mailbox[..])
+                .bind(d.first.is_some())
+                .bind(theirs)
+                .bind(&alias)
+                .execute(&mut *tx)
+                .await?;
+                // The old mailbox stays: what is on its way there is still read.
+                contact_mailbox(tx, &d.recv_mailbox, &alias, since_ms).await?;
+                tracing::debug!(seq, contact = %alias, "second handshake folded");
+                events.push(Some(Event::SessionReset { contact: alias }));
+            }
+            Effect::SessionRetired {
+                alias,
+                seq,
+                since_ms,
+                session,
+            } => {
+                self.store
+                    .put_stale_session(
+                        tx,
+                        &alias,
+                        log_state::signed(seq),
+                        log_state::signed(since_ms),
+                        &session,
+                    )
+                    .await?;
+            }
+            Effect::InvitationSpent { mailbox, alias } => {
+                sqlx::query(
+                    "UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2 AND kind = 'invitation'",
+                )
+                .bind(&alias)
+                .bind(&mailbox[..])
+                .execute(&mut *tx)
+                .await?;
+            }
+            Effect::Message {
+                alias,
+                outgoing,
+                envelope_id,
+                text,
+                sent_ms,
+                stored_ms,
+                position,
+                author,
+            } => {
+                // A sibling's send is news here; our own is not.
+                let tell = !(outgoing && author == self.log.device);
+                page.message(
+                    self,
+                    events,
                     alias,
-                    false,
-                    &first.envelope_id,
-                    &first.text,
+                    outgoing,
+                    envelope_id,
+                    text,
                     sent_ms,
                     stored_ms,
-                    0,
-                )
-                .await?
-        {
-            return Ok(Vec::new());
-        }
-        Ok(vec![Event::Message(Message {
-            contact: alias.to_owned(),
-            outgoing: false,
-            text: first.text.clone(),
-            sent_ms,
-            stored_ms,
-        })])
-    }
-
-    /// A second handshake with a known contact, settled by the device that read it
-    /// (`chorus_core::handshakes`): its session replaces the current one, which is
-    /// then only read until it drains, or (`read_only`) it is only read itself. The
-    /// log seq names the read-only session, so every device keeps the same ones.
-    async fn fold_second_handshake(
-        &self,
-        tx: &mut SqliteConnection,
-        sessions: &mut PageSessions,
-        alias: &str,
-        d: &ContactDetails,
-        seq: i64,
-    ) -> Result<Vec<Event>, ClientError> {
-        let new = Session::restore(d.session.as_bytes(), 0)?;
-        let root = *d.identity.root.as_bytes();
-        remember_handshake(tx, &root, &new).await?;
-        let since_ms = i64::try_from(d.added_ms).unwrap_or(i64::MAX);
-        let mut events = Vec::new();
-        if d.read_only {
-            self.store
-                .put_stale_session(tx, alias, seq, since_ms, &new)
-                .await?;
-        } else {
-            let old = match sessions.remove(alias) {
-                Some((session, _)) => Some(session),
-                None => self.store.get_session(tx, alias).await?,
-            };
-            if let Some(old) = old {
-                // Contacts from before this memory existed: their current session's
-                // handshake is remembered as it is retired.
-                remember_handshake(tx, &root, &old).await?;
-                self.store
-                    .put_stale_session(tx, alias, seq, since_ms, &old)
+                    position,
+                    tell,
+                );
+            }
+            Effect::Sent {
+                alias,
+                sent,
+                author,
+                at_ms,
+            } => page.sent(alias, *sent, author, at_ms),
+            Effect::Delivered { envelope_id } => page.delivered(envelope_id),
+            Effect::Read { alias, up_to } => {
+                sqlx::query("UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE name = $2")
+                    .bind(log_state::signed(up_to))
+                    .bind(&alias)
+                    .execute(&mut *tx)
                     .await?;
             }
-            sessions.insert(alias.to_owned(), (new, true));
-            // Their invitation, if we started this session by accepting one.
-            let theirs = match &d.invitation {
-                Some(m) if d.first.is_none() => Some(&m[..]),
-                _ => None,
-            };
-            sqlx::query(
-                "UPDATE contacts SET identity = $1, relay_url = $2, send_mailbox = $3,
-                 recv_mailbox = $4, hello_acked = 0, answered = $5, failed = NULL,
-                 invitation = COALESCE($6, invitation),
-                 invitation_claim = CASE WHEN $6 IS NULL THEN invitation_claim END
-                 WHERE name = $7",
-            )
-            .bind(d.identity.encode())
-            .bind(&d.relay_url)
-            .bind(&d.send_mailbox[..])
-            .bind(&d.recv_mailbox[..])
-            .bind(d.first.is_some())
-            .bind(theirs)
-            .bind(alias)
-            .execute(&mut *tx)
-            .await?;
-            // The old mailbox stays: what is on its way there is still read.
-            contact_mailbox(tx, &d.recv_mailbox, alias, since_ms).await?;
-            events.push(Event::SessionReset {
-                contact: alias.to_owned(),
-            });
+            Effect::Blocked { root, blocked } => {
+                if blocked {
+                    crate::requests::drop_request_of(tx, &root).await?;
+                }
+            }
+            Effect::Renamed { from, to } => {
+                // Rows written under the old alias must be there to be renamed.
+                page.flush(self, tx, events).await?;
+                self.store.rename_contact(tx, &from, &to).await?;
+            }
         }
-        if let (Some(m), Some(_)) = (&d.invitation, &d.first) {
-            // One of ours that this handshake used: spent now.
-            sqlx::query(
-                "UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2 AND kind = 'invitation'",
-            )
-            .bind(alias)
-            .bind(&m[..])
-            .execute(&mut *tx)
-            .await?;
-        }
-        crate::prekeys::delete_consumed_ids(tx, &d.consumed_prekeys).await?;
-        if let Some(first) = &d.first {
-            events.extend(self.fold_first_message(tx, alias, first, since_ms).await?);
-        }
-        tracing::debug!(seq, contact = %alias, read_only = d.read_only, "second handshake folded");
-        Ok(events)
+        Ok(())
+    }
+}
+
+/// A sent envelope waiting in the page for the outbox.
+struct Outgoing {
+    alias: String,
+    sent: SentMessage,
+    author: [u8; 32],
+    at_ms: u64,
+}
+
+/// A history entry waiting in the page, and the event to raise if it is new.
+struct HistoryRow {
+    alias: String,
+    outgoing: bool,
+    envelope_id: [u8; 16],
+    sealed: Vec<u8>,
+    sent_ms: i64,
+    stored_ms: i64,
+    position: i64,
+    /// Index into the page's events, if the person hears of it.
+    event: Option<usize>,
+}
+
+/// The writes of a page that are batched into multi-row statements: the fold of a
+/// burst of sends is a few statements per page, not several per record.
+#[derive(Default)]
+struct PageWrites {
+    chain: Vec<(u64, [u8; 32])>,
+    seen: Vec<[u8; 16]>,
+    streams: BTreeMap<Vec<u8>, StreamHead>,
+    lamport: u64,
+    outgoing: Vec<Outgoing>,
+    delivered: Vec<[u8; 16]>,
+    history: Vec<HistoryRow>,
+}
+
+impl PageWrites {
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        device: &Device,
+        events: &mut Vec<Option<Event>>,
+        alias: String,
+        outgoing: bool,
+        envelope_id: [u8; 16],
+        text: String,
+        sent_ms: u64,
+        stored_ms: u64,
+        position: u64,
+        tell: bool,
+    ) {
+        let (sent_ms, stored_ms) = (log_state::signed(sent_ms), log_state::signed(stored_ms));
+        let sealed = device.store.seal(
+            "message",
+            &row::message(&envelope_id, &alias, outgoing),
+            text.as_bytes(),
+        );
+        let event = tell.then(|| {
+            events.push(Some(Event::Message(Message {
+                contact: alias.clone(),
+                outgoing,
+                text,
+                sent_ms,
+                stored_ms,
+            })));
+            events.len() - 1
+        });
+        self.history.push(HistoryRow {
+            alias,
+            outgoing,
+            envelope_id,
+            sealed,
+            sent_ms,
+            stored_ms,
+            position: log_state::signed(position),
+            event,
+        });
     }
 
-    /// A sent message: the sibling's ratchet delta, the transcript, and the envelope in
-    /// the outbox until a `Delivered` for it is folded.
-    async fn fold_sent(
-        &self,
-        tx: &mut SqliteConnection,
-        sessions: &mut PageSessions,
-        sent: &SentMessage,
-        stamp_ms: i64,
-        author: &[u8; 32],
-        seq: i64,
-    ) -> Result<Vec<Event>, ClientError> {
-        let name = contact_named_by(&mut *tx, &sent.contact).await?;
-        let name = name.ok_or(ClientError::Rejected(
-            "a sent message to an unknown contact",
-        ))?;
-        let (session, changed) = match sessions.entry(name.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let session = self
-                    .store
-                    .get_session(tx, &name)
-                    .await?
-                    .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-                v.insert((session, false))
-            }
-        };
-        // Changes the session only when it succeeds (see `PageSessions`).
-        if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
-            *changed = true;
-        }
-        // Our first envelope to their invitation is our claim on its mailbox.
-        sqlx::query(
-            "UPDATE contacts SET invitation_claim = $1
-             WHERE name = $2 AND invitation = $3 AND invitation_claim IS NULL",
-        )
-        .bind(&sent.envelope_id[..])
-        .bind(&name)
-        .bind(&sent.mailbox[..])
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM pending_sends WHERE envelope_id = $1")
-            .bind(&sent.envelope_id[..])
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&sent.envelope_id[..])
-        .bind(&name)
-        .bind(&sent.relay_url)
-        .bind(&sent.mailbox[..])
-        .bind(&sent.envelope)
-        .bind(stamp_ms)
-        .bind(&author[..])
-        .execute(&mut *tx)
-        .await?;
-        let sent_ms = i64::try_from(sent.sent_ms).unwrap_or(i64::MAX);
-        let mut events = Vec::new();
-        if !sent.text.is_empty()
-            && self
-                .insert_message(
-                    tx,
-                    &name,
-                    true,
-                    &sent.envelope_id,
-                    &sent.text,
-                    sent_ms,
-                    stamp_ms,
-                    seq,
-                )
-                .await?
-            && *author != self.log.device
-        {
-            events.push(Event::Message(Message {
-                contact: name,
-                outgoing: true,
-                text: sent.text.clone(),
-                sent_ms,
-                stored_ms: stamp_ms,
-            }));
-        }
-        Ok(events)
+    fn sent(&mut self, alias: String, sent: SentMessage, author: [u8; 32], at_ms: u64) {
+        self.outgoing.push(Outgoing {
+            alias,
+            sent,
+            author,
+            at_ms,
+        });
     }
+
+    fn delivered(&mut self, envelope_id: [u8; 16]) {
+        self.delivered.push(envelope_id);
+    }
+
+    /// Writes what is batched so far.
+    async fn flush(
+        &mut self,
+        device: &Device,
+        tx: &mut SqliteConnection,
+        events: &mut [Option<Event>],
+    ) -> Result<(), ClientError> {
+        let _ = device;
+        // A send delivered within the page never enters the outbox.
+        let delivered: HashSet<[u8; 16]> = self.delivered.drain(..).collect();
+        let outgoing: Vec<Outgoing> = std::mem::take(&mut self.outgoing);
+        let (done, waiting): (Vec<_>, Vec<_>) = outgoing
+            .into_iter()
+            .partition(|o| delivered.contains(&o.sent.envelope_id));
+        // Our first envelope to their invitation is our claim on its mailbox.
+        let mut claimed = HashSet::new();
+        for o in done.iter().chain(&waiting) {
+            if claimed.insert(o.alias.clone()) {
+                sqlx::query(
+                    "UPDATE contacts SET invitation_claim = $1
+                     WHERE name = $2 AND invitation = $3 AND invitation_claim IS NULL",
+                )
+                .bind(&o.sent.envelope_id[..])
+                .bind(&o.alias)
+                .bind(&o.sent.mailbox[..])
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let ids: Vec<[u8; 16]> = done
+            .iter()
+            .chain(&waiting)
+            .map(|o| o.sent.envelope_id)
+            .collect();
+        log_state::insert_rows(
+            tx,
+            "DELETE FROM pending_sends WHERE envelope_id IN (SELECT column1 FROM (",
+            "))",
+            1,
+            &ids,
+            |q, id| q.bind(&id[..]),
+        )
+        .await?;
+        log_state::insert_rows(
+            tx,
+            "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)",
+            "",
+            7,
+            &waiting,
+            |q, o| {
+                q.bind(&o.sent.envelope_id[..])
+                    .bind(&o.alias)
+                    .bind(&o.sent.relay_url)
+                    .bind(&o.sent.mailbox[..])
+                    .bind(&o.sent.envelope)
+                    .bind(log_state::signed(o.at_ms))
+                    .bind(&o.author[..])
+            },
+        )
+        .await?;
+        let delivered: Vec<[u8; 16]> = delivered.into_iter().collect();
+        log_state::insert_rows(
+            tx,
+            "DELETE FROM outbox WHERE envelope_id IN (SELECT column1 FROM (",
+            "))",
+            1,
+            &delivered,
+            |q, id| q.bind(&id[..]),
+        )
+        .await?;
+        let history = std::mem::take(&mut self.history);
+        let inserted = insert_history(tx, &history).await?;
+        for h in &history {
+            if let Some(i) = h.event
+                && !inserted.contains(&h.envelope_id)
+                && let Some(slot) = events.get_mut(i)
+            {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inserts history rows unless one with the envelope id exists; returns the ids
+/// inserted.
+async fn insert_history(
+    tx: &mut SqliteConnection,
+    rows: &[HistoryRow],
+) -> Result<HashSet<[u8; 16]>, ClientError> {
+    let mut inserted = HashSet::new();
+    for chunk in rows.chunks(200) {
+        let sql = log_state::values_sql(
+            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)",
+            "RETURNING envelope_id",
+            7,
+            chunk.len(),
+        );
+        let mut q = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+        for h in chunk {
+            q = q
+                .bind(&h.alias)
+                .bind(h.outgoing)
+                .bind(&h.envelope_id[..])
+                .bind(h.sent_ms)
+                .bind(h.stored_ms)
+                .bind(&h.sealed)
+                .bind(h.position);
+        }
+        for id in q.fetch_all(&mut *tx).await? {
+            if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
+                inserted.insert(id);
+            }
+        }
+    }
+    Ok(inserted)
 }
 
 /// The mailbox we created for a contact, registered at the relay by whichever

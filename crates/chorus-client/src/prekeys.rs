@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chorus_core::{ConsumedPrekeys, PrekeyStore};
+use chorus_core::{ConsumedPrekeys, PrekeyPrivate, PrekeyStore};
 use chorus_crypto::{
     Entropy, OneTimePrekeySecret, PqPrekeySecret, RootSigningKey, SignedPrekeySecret,
 };
@@ -22,7 +22,7 @@ use chorus_wire::limits::MAX_PREKEYS_PER_EVENT;
 use chorus_wire::{
     EventKind, OneTimePrekey, PqPrekey, PrekeyKind, PrekeySecret, SecretBytes, SignedPrekey,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use crate::identity::secret_bytes;
@@ -75,13 +75,6 @@ impl Purpose {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-enum Secret {
-    Signed(SignedPrekeySecret),
-    OneTime(OneTimePrekeySecret),
-    Pq(PqPrekeySecret),
-}
-
 /// Generates prekeys in memory. Nothing is stored here: the private halves go into the
 /// log as `PrekeysCreated` events ([`Generator::into_events`]), and the fold stores them
 /// on every device — before any public half is published (escrow before use).
@@ -125,7 +118,7 @@ impl<'a> Generator<'a> {
         &mut self,
         kind: PrekeyKind,
         last_resort: bool,
-        secret: &Secret,
+        secret: &PrekeyPrivate,
         public: Vec<u8>,
     ) -> Result<u32, ClientError> {
         let id = self.next_id;
@@ -151,7 +144,7 @@ impl<'a> Generator<'a> {
         self.push(
             PrekeyKind::Signed,
             false,
-            &Secret::Signed(secret),
+            &PrekeyPrivate::Signed(secret),
             public.encode(),
         )?;
         Ok(public)
@@ -167,7 +160,7 @@ impl<'a> Generator<'a> {
         self.push(
             PrekeyKind::OneTime,
             false,
-            &Secret::OneTime(secret),
+            &PrekeyPrivate::OneTime(secret),
             public.encode(),
         )?;
         Ok(public)
@@ -180,7 +173,7 @@ impl<'a> Generator<'a> {
         self.push(
             PrekeyKind::Pq,
             last_resort,
-            &Secret::Pq(secret),
+            &PrekeyPrivate::Pq(secret),
             public.encode(),
         )?;
         Ok(public)
@@ -228,13 +221,13 @@ pub(crate) async fn insert_secret(
         Purpose::Directory
     };
     // The secret must parse as what it claims to be before it is kept.
-    let secret: Secret = postcard::from_bytes(k.secret.as_bytes())
-        .map_err(|_| ClientError::Rejected("a prekey secret that does not parse"))?;
+    let secret = PrekeyPrivate::decode(k.secret.as_bytes())
+        .ok_or(ClientError::Rejected("a prekey secret that does not parse"))?;
     let matches = matches!(
         (&secret, kind),
-        (Secret::Signed(_), Kind::Signed)
-            | (Secret::OneTime(_), Kind::OneTime)
-            | (Secret::Pq(_), Kind::Pq { .. })
+        (PrekeyPrivate::Signed(_), Kind::Signed)
+            | (PrekeyPrivate::OneTime(_), Kind::OneTime)
+            | (PrekeyPrivate::Pq(_), Kind::Pq { .. })
     );
     if !matches {
         return Err(ClientError::Rejected("a prekey secret of another kind"));
@@ -328,16 +321,16 @@ impl LoadedPrekeys {
                 &row::prekey(i64::from(*id), &kind, last_resort, &purpose),
                 &sealed,
             )?;
-            let secret: Secret = postcard::from_bytes(&bytes)
-                .map_err(|_| ClientError::Corrupt(format!("prekey {id}")))?;
+            let secret = PrekeyPrivate::decode(&bytes)
+                .ok_or_else(|| ClientError::Corrupt(format!("prekey {id}")))?;
             match secret {
-                Secret::Signed(s) => {
+                PrekeyPrivate::Signed(s) => {
                     out.signed.insert(*id, s);
                 }
-                Secret::OneTime(s) => {
+                PrekeyPrivate::OneTime(s) => {
                     out.one_time.insert(*id, s);
                 }
-                Secret::Pq(s) => {
+                PrekeyPrivate::Pq(s) => {
                     out.pq.insert(*id, (s, last_resort));
                 }
             }

@@ -89,11 +89,6 @@ type RequestRow = (
     Vec<u8>,
 );
 
-/// The register that says whether `root` is blocked.
-fn blocked_register(root: &[u8; 32]) -> String {
-    format!("blocked:{}", hex::encode(root))
-}
-
 impl Device {
     /// Whether the identity `root` is blocked (as folded).
     pub(crate) async fn is_blocked(
@@ -103,7 +98,7 @@ impl Device {
     ) -> Result<bool, ClientError> {
         let value: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
-                .bind(blocked_register(root))
+                .bind(chorus_core::blocked_register(root))
                 .fetch_optional(&mut *conn)
                 .await?;
         Ok(value.as_deref() == Some(&[1]))
@@ -482,30 +477,21 @@ impl Device {
         }
         delete_request(tx, id).await
     }
+}
 
-    /// The fold of a `Blocked` register: blocking drops the request.
-    pub(crate) async fn fold_blocked(
-        &self,
-        tx: &mut SqliteConnection,
-        root: &[u8; 32],
-        blocked: bool,
-        stamp: &chorus_core::Stamp,
-    ) -> Result<(), ClientError> {
-        if self
-            .lww(tx, &blocked_register(root), stamp, &[u8::from(blocked)])
-            .await?
-            && blocked
-        {
-            let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
-                .bind(&root[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(id) = id {
-                delete_request(tx, id).await?;
-            }
-        }
-        Ok(())
+/// A blocked identity's message request, if this device holds one, is dropped.
+pub(crate) async fn drop_request_of(
+    tx: &mut SqliteConnection,
+    root: &[u8; 32],
+) -> Result<(), ClientError> {
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
+        .bind(&root[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(id) = id {
+        delete_request(tx, id).await?;
     }
+    Ok(())
 }
 
 async fn delete_request(tx: &mut SqliteConnection, id: i64) -> Result<(), ClientError> {

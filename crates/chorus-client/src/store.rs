@@ -442,6 +442,80 @@ impl Store {
             .map_err(|_| StoreError::Corrupt(format!("{table} {id:?}")))
     }
 
+    /// Renames a contact everywhere it is named, re-sealing the values bound to its
+    /// alias (sessions, read-only sessions, history, queued sends) under the new one.
+    pub(crate) async fn rename_contact(
+        &self,
+        conn: &mut SqliteConnection,
+        from: &str,
+        to: &str,
+    ) -> Result<(), StoreError> {
+        check_contact(from)?;
+        check_contact(to)?;
+        if let Some(session) = self.get_session(conn, from).await? {
+            sqlx::query("DELETE FROM sessions WHERE contact = $1")
+                .bind(from)
+                .execute(&mut *conn)
+                .await?;
+            self.put_session(conn, to, &session).await?;
+        }
+        let stale: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, since_ms, generation, sealed FROM stale_sessions WHERE contact = $1",
+        )
+        .bind(from)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, since_ms, generation, sealed) in stale {
+            let known =
+                u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation".into()))?;
+            let old = row::stale_session(id, from, since_ms, known);
+            let plain = self.open_sealed("stale_session", &old, &sealed)?;
+            let new = row::stale_session(id, to, since_ms, known);
+            sqlx::query("UPDATE stale_sessions SET contact = $1, sealed = $2 WHERE id = $3")
+                .bind(to)
+                .bind(self.seal("stale_session", &new, &plain))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for (table, label) in [("messages", "message"), ("pending_sends", "pending_send")] {
+            let outgoing = if table == "messages" { "outgoing" } else { "1" };
+            let rows: Vec<(Vec<u8>, bool, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT envelope_id, {outgoing}, sealed FROM {table} WHERE contact = $1"
+            )))
+            .bind(from)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (id, outgoing, sealed) in rows {
+                let plain = self.open_sealed(label, &row::message(&id, from, outgoing), &sealed)?;
+                let resealed = self.seal(label, &row::message(&id, to, outgoing), &plain);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET contact = $1, sealed = $2 WHERE envelope_id = $3"
+                )))
+                .bind(to)
+                .bind(resealed)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        for table in ["outbox", "mailboxes", "contacts"] {
+            let column = if table == "contacts" {
+                "name"
+            } else {
+                "contact"
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET {column} = $1 WHERE {column} = $2"
+            )))
+            .bind(to)
+            .bind(from)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Where the store file is.
     pub fn path(&self) -> &Path {
         &self.path

@@ -24,7 +24,7 @@
 use chorus_wire::ChainLink;
 use sha2::{Digest, Sha256};
 
-use crate::constellation::LogError;
+use crate::record::LogError;
 
 /// A record's hash: what its successor in a stream names and what the log chain
 /// covers. `guard` is the stored `(stream tag, expected version)`.

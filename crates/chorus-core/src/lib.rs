@@ -39,31 +39,36 @@
 //! ```
 
 mod chain;
-mod constellation;
 mod consts;
 mod error;
+mod fold;
 pub mod handshakes;
 mod lww;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;
 mod pqxdh;
+mod record;
 mod roster;
 mod session;
 mod tree;
 mod wiped;
 
 pub use chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
-pub use constellation::{
-    Applied, Constellation, LogError, RecordContext, SealedRecord, open_event, seal_event,
-};
 pub use consts::{
     HONOR_FLOOR_LAG, MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES,
 };
 pub use error::SessionError;
+pub use fold::{
+    Constellation, Contact, Effect, Folded, Outcome, PREKEY_STREAM, PROFILE_REGISTER, Parts,
+    RELAYS_REGISTER, Record, Sessions, blocked_register, contact_name_register, relinked_register,
+    session_stream,
+};
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{
-    ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyStore, Responded, initiate, respond,
+    ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyPrivate, PrekeyStore, Responded,
+    initiate, respond,
 };
+pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
 pub use wiped::encode_wiped;

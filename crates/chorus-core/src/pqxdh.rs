@@ -391,3 +391,33 @@ impl fmt::Debug for Responded {
             .finish()
     }
 }
+
+/// A private prekey as it travels in `PrekeysCreated` events and is stored: one of the
+/// three kinds, encoded with postcard.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub enum PrekeyPrivate {
+    /// A signed X25519 prekey.
+    Signed(SignedPrekeySecret),
+    /// A one-time X25519 prekey.
+    OneTime(OneTimePrekeySecret),
+    /// An ML-KEM prekey.
+    Pq(PqPrekeySecret),
+}
+
+impl PrekeyPrivate {
+    /// Parses the stored form; `None` if it is not a private prekey.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    /// Whether this is the kind the logged key claims.
+    pub fn is(&self, logged: &chorus_wire::PrekeySecret) -> bool {
+        use chorus_wire::PrekeyKind;
+        matches!(
+            (self, logged.kind),
+            (Self::Signed(_), PrekeyKind::Signed)
+                | (Self::OneTime(_), PrekeyKind::OneTime)
+                | (Self::Pq(_), PrekeyKind::Pq)
+        )
+    }
+}

@@ -1,0 +1,1070 @@
+//! The constellation's shared state and the one fold that ships (DESIGN §4).
+//!
+//! Every device of an identity folds the identity's log, in the relay's seq order,
+//! through [`Constellation::fold_page`]. The fold decides everything about the shared
+//! state: whether a record is verified (its place in the log and in its stream,
+//! `chain.rs`), whether its author is in the roster, whether it is new, and what it
+//! changes. It returns that change as [`Effect`]s; the client only persists them (one
+//! transaction per page) and tells the person. Nothing here does I/O, reads a clock or
+//! draws randomness, so the same fold runs in the client, the tests and the simulator.
+//!
+//! **Semantics.**
+//! - A record is refused — with a [`LogError`] that says whose fault it was — when it
+//!   does not authenticate, comes from another epoch or from outside the roster, does
+//!   not follow its stream or its author's head, or its event cannot apply (an unknown
+//!   contact, a delta that does not apply, a prekey that does not parse). A refusal
+//!   changes nothing but the log position: the chain covers every record shown.
+//! - A record whose event id was folded before is a **duplicate**: harmless, reported
+//!   as [`Outcome::Duplicate`], and it changes nothing.
+//! - Registers (profile, relays, a contact's name, blocked, re-linked) are
+//!   last-writer-wins by [`Stamp`]; read markers are maxima; deliveries and seen ids
+//!   are sets. A contact is created once (its creation is guarded on its session
+//!   stream at version 0); a later creation of a known identity at a later stream
+//!   version is a second handshake, anything else is a creation that lost.
+//! - Contacts are keyed by root key. Their alias is the name asked for, made unique in
+//!   log order (`name`, `name-2`, …); a rename to an alias another contact holds keeps
+//!   the old alias.
+//!
+//! **Sessions** are secret and large, so the state does not hold them: the caller
+//! loads the sessions a page needs ([`Constellation::sessions_needed`]) into a
+//! [`Sessions`] and writes back the changed ones; the fold changes them only through
+//! the core's own [`Session`] operations.
+//!
+//! The fold is order-free for what commutes — any interleaving of the same records
+//! that keeps each stream's order, with duplicates, gives the same
+//! [`Constellation::digest`] (the `constellation` tests check it) — and every device
+//! folds the relay's one order, which the chain verifies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chorus_crypto::EpochKey;
+use chorus_wire::{
+    ContactDetails, EventKind, LogEvent, PrekeySecret, RosterBody, RosterEntry, SentMessage,
+};
+use sha2::{Digest, Sha256};
+
+use crate::chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
+use crate::lww::{LamportClock, Lww, Stamp};
+use crate::pqxdh::PrekeyPrivate;
+use crate::record::{LogError, RecordContext, open_event};
+use crate::roster::Roster;
+use crate::session::Session;
+
+/// The stream of one contact's session: sends and the contact's creation are guarded
+/// on it.
+pub fn session_stream(contact_root: &[u8; 32]) -> Vec<u8> {
+    [&b"session:"[..], &contact_root[..]].concat()
+}
+
+/// The stream that numbers prekeys (two devices must not mint the same ids).
+pub const PREKEY_STREAM: &[u8] = b"prekeys";
+
+/// The register holding the identity's display name.
+pub const PROFILE_REGISTER: &str = "profile";
+/// The register holding the identity's relays (one URL per line).
+pub const RELAYS_REGISTER: &str = "relays";
+
+fn keyed_register(prefix: &str, key: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    let mut name = String::with_capacity(prefix.len() + 1 + 64);
+    name.push_str(prefix);
+    name.push(':');
+    for b in key {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
+}
+
+/// The register holding whether an identity is blocked.
+pub fn blocked_register(root: &[u8; 32]) -> String {
+    keyed_register("blocked", root)
+}
+
+/// The register holding when `device` was last linked again.
+pub fn relinked_register(device: &[u8; 32]) -> String {
+    keyed_register("relinked", device)
+}
+
+/// The register holding the name this identity gives a contact.
+pub fn contact_name_register(root: &[u8; 32]) -> String {
+    keyed_register("name", root)
+}
+
+/// A record as the relay shows it: its position and what it stores in the clear.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// The relay's position.
+    pub seq: u64,
+    /// The epoch it claims to be sealed under.
+    pub epoch: u32,
+    /// The author the relay stamped.
+    pub author: [u8; 32],
+    /// The guard: stream tag and expected version.
+    pub guard: Option<(&'a [u8], i64)>,
+    /// The AEAD nonce.
+    pub nonce: &'a [u8],
+    /// The sealed event.
+    pub ciphertext: &'a [u8],
+}
+
+/// The sessions a page's records touch, by contact root key, loaded by the caller
+/// before the fold and written back after it (those [`Sessions::changed`]).
+#[derive(Default)]
+pub struct Sessions {
+    map: HashMap<[u8; 32], (Session, bool)>,
+}
+
+impl Sessions {
+    /// Gives the fold a contact's session as stored.
+    pub fn insert(&mut self, root: [u8; 32], session: Session) {
+        self.map.insert(root, (session, false));
+    }
+
+    /// Whether the caller loaded this contact's session.
+    pub fn contains(&self, root: &[u8; 32]) -> bool {
+        self.map.contains_key(root)
+    }
+
+    /// The sessions the fold changed or created, to persist.
+    pub fn changed(&self) -> impl Iterator<Item = (&[u8; 32], &Session)> {
+        self.map
+            .iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(root, (session, _))| (root, session))
+    }
+
+    fn put(&mut self, root: [u8; 32], session: Session) -> Option<Session> {
+        self.map.insert(root, (session, true)).map(|(s, _)| s)
+    }
+}
+
+/// A change to persist, in the order the fold made it.
+#[derive(Debug)]
+pub enum Effect {
+    /// A signed roster entry, now part of the roster.
+    RosterEntry {
+        /// Its index in the chain.
+        index: u64,
+        /// The encoded entry, as stored.
+        entry: Vec<u8>,
+    },
+    /// A device joined the roster.
+    DeviceAuthorized {
+        /// Its key.
+        device: [u8; 32],
+        /// Its name.
+        name: String,
+        /// The name of the device that authorized it.
+        by: String,
+    },
+    /// A device the roster held was linked again.
+    DeviceRelinked {
+        /// Its key.
+        device: [u8; 32],
+        /// Its name.
+        name: String,
+        /// The name of the device that linked it again.
+        by: String,
+    },
+    /// A last-writer-wins register took a new value.
+    Register {
+        /// The register's name.
+        name: String,
+        /// Its value and the stamp that won.
+        value: Lww<Vec<u8>>,
+    },
+    /// The identity's display name changed.
+    Profile(String),
+    /// Private prekeys were minted (and an invitation mailbox, if for an invitation).
+    Prekeys {
+        /// The keys (each checked to parse as its kind).
+        keys: Vec<PrekeySecret>,
+        /// The invitation mailbox they serve.
+        invitation_mailbox: Option<[u8; 32]>,
+        /// When (the author's clock).
+        at_ms: u64,
+    },
+    /// Prekeys a handshake consumed.
+    PrekeysConsumed(Vec<u32>),
+    /// A contact was created; its session is in [`Sessions`].
+    ContactAdded {
+        /// Their root key.
+        root: [u8; 32],
+        /// The alias it gets here (unique in log order).
+        alias: String,
+        /// The contact as logged.
+        details: Box<ContactDetails>,
+        /// Whether the invitation named is one of ours (a stranger answered it) rather
+        /// than theirs (we accepted it).
+        ours: bool,
+    },
+    /// A second handshake replaced a known contact's session (now in [`Sessions`]).
+    ContactReplaced {
+        /// The contact's alias.
+        alias: String,
+        /// The contact as logged.
+        details: Box<ContactDetails>,
+    },
+    /// A session kept only to read what is still on its way (a retired session, or a
+    /// read-only second handshake). The log seq names it, so every device keeps the
+    /// same ones.
+    SessionRetired {
+        /// The contact's alias.
+        alias: String,
+        /// The seq of the record that retired it.
+        seq: u64,
+        /// Since when.
+        since_ms: u64,
+        /// The session.
+        session: Session,
+    },
+    /// A handshake this identity answered or started: the same first message is never
+    /// taken again from this contact.
+    HandshakeSeen {
+        /// The contact's root key.
+        root: [u8; 32],
+        /// The handshake's base key.
+        base_key: [u8; 32],
+    },
+    /// One of our invitations was used by this contact.
+    InvitationSpent {
+        /// The invitation mailbox.
+        mailbox: [u8; 32],
+        /// The contact's alias.
+        alias: String,
+    },
+    /// A history entry (unless one with its envelope id exists).
+    Message {
+        /// The contact's alias.
+        alias: String,
+        /// Sent by this identity.
+        outgoing: bool,
+        /// The envelope id.
+        envelope_id: [u8; 16],
+        /// The text.
+        text: String,
+        /// The sender's clock.
+        sent_ms: u64,
+        /// When stored (the logging device's clock).
+        stored_ms: u64,
+        /// History order within equal times (the log seq or the mailbox seq).
+        position: u64,
+        /// The device that logged it.
+        author: [u8; 32],
+    },
+    /// A message was sent: its envelope goes to the outbox until delivered.
+    Sent {
+        /// The contact's alias.
+        alias: String,
+        /// The message as logged.
+        sent: Box<SentMessage>,
+        /// The sending device.
+        author: [u8; 32],
+        /// When logged.
+        at_ms: u64,
+    },
+    /// An envelope reached the contact's relay.
+    Delivered {
+        /// The envelope id.
+        envelope_id: [u8; 16],
+    },
+    /// Messages with a contact are read up to here.
+    Read {
+        /// The contact's alias.
+        alias: String,
+        /// The position.
+        up_to: u64,
+    },
+    /// An identity was blocked or unblocked.
+    Blocked {
+        /// The identity's root key.
+        root: [u8; 32],
+        /// Blocked now.
+        blocked: bool,
+    },
+    /// A contact's alias changed.
+    Renamed {
+        /// The old alias.
+        from: String,
+        /// The new alias.
+        to: String,
+    },
+    /// A guarded stream advanced.
+    Stream {
+        /// The stream's tag.
+        tag: Vec<u8>,
+        /// Where it is now.
+        head: StreamHead,
+    },
+    /// An event id folded (duplicates of it change nothing).
+    Seen([u8; 16]),
+    /// The Lamport clock as folded.
+    Lamport(u64),
+}
+
+/// What the fold did with one record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Folded; persist these.
+    Applied(Vec<Effect>),
+    /// Folded before: harmless, nothing changed.
+    Duplicate,
+    /// Refused; nothing changed but the log position.
+    Refused(LogError),
+}
+
+/// One record folded: the log chain there, and the outcome.
+#[derive(Debug)]
+pub struct Folded {
+    /// The record's seq.
+    pub seq: u64,
+    /// The log chain hash at `seq` (over every record shown, refused or not).
+    pub chain: [u8; 32],
+    /// What the record did.
+    pub outcome: Outcome,
+}
+
+/// A contact as the fold knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// The local alias (unique).
+    pub alias: String,
+    /// How far their messages are read.
+    pub read_up_to: u64,
+}
+
+/// The folded state as stored, to restore a [`Constellation`] from (the client's
+/// store, a checkpoint).
+pub struct Parts {
+    /// The log.
+    pub log_id: [u8; 32],
+    /// The epoch this device holds.
+    pub epoch: u32,
+    /// The roster chain, encoded, in order.
+    pub roster: Vec<Vec<u8>>,
+    /// The Lamport clock.
+    pub lamport: u64,
+    /// The last seq folded.
+    pub applied: u64,
+    /// The log chain at the seqs known.
+    pub chain: Vec<(u64, [u8; 32])>,
+    /// The streams.
+    pub streams: Vec<(Vec<u8>, StreamHead)>,
+    /// The event ids folded.
+    pub seen: Vec<[u8; 16]>,
+    /// The registers.
+    pub registers: Vec<(String, Lww<Vec<u8>>)>,
+    /// The contacts, by root key.
+    pub contacts: Vec<([u8; 32], Contact)>,
+    /// Our invitation mailboxes.
+    pub invitations: Vec<[u8; 32]>,
+}
+
+/// The state every device of the identity derives from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constellation {
+    log_id: [u8; 32],
+    epoch: u32,
+    roster: Roster,
+    clock: LamportClock,
+    applied: u64,
+    chain: BTreeMap<u64, [u8; 32]>,
+    streams: BTreeMap<Vec<u8>, StreamHead>,
+    seen: HashSet<[u8; 16]>,
+    registers: BTreeMap<String, Lww<Vec<u8>>>,
+    contacts: BTreeMap<[u8; 32], Contact>,
+    aliases: BTreeMap<String, [u8; 32]>,
+    invitations: BTreeSet<[u8; 32]>,
+}
+
+impl Constellation {
+    /// The state of a new log at a validated roster, before any record.
+    pub fn new(log_id: [u8; 32], epoch: u32, roster: Roster) -> Self {
+        Self {
+            log_id,
+            epoch,
+            roster,
+            clock: LamportClock::default(),
+            applied: 0,
+            chain: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            seen: HashSet::new(),
+            registers: BTreeMap::new(),
+            contacts: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            invitations: BTreeSet::new(),
+        }
+    }
+
+    /// Restores the state from its stored parts, validating the roster chain whole.
+    pub fn restore(parts: Parts) -> Result<Self, LogError> {
+        let roster =
+            Roster::validate_chain(parts.log_id, &parts.roster).map_err(LogError::Roster)?;
+        let mut state = Self::new(parts.log_id, parts.epoch, roster);
+        state.clock.observe(parts.lamport);
+        state.applied = parts.applied;
+        state.chain = parts.chain.into_iter().collect();
+        state.streams = parts.streams.into_iter().collect();
+        state.seen = parts.seen.into_iter().collect();
+        state.registers = parts.registers.into_iter().collect();
+        for (root, contact) in parts.contacts {
+            state.aliases.insert(contact.alias.clone(), root);
+            state.contacts.insert(root, contact);
+        }
+        state.invitations = parts.invitations.into_iter().collect();
+        Ok(state)
+    }
+
+    /// Authenticates and decodes a record (pure: changes nothing). The fold takes its
+    /// result, so a page can be opened before the sessions it needs are loaded.
+    pub fn open(&self, key: &EpochKey, record: &Record<'_>) -> Result<LogEvent, LogError> {
+        if record.epoch != self.epoch {
+            return Err(LogError::Epoch {
+                held: self.epoch,
+                record: record.epoch,
+            });
+        }
+        let context = RecordContext {
+            log_id: self.log_id,
+            epoch: record.epoch,
+            author: record.author,
+            guard: record.guard,
+        };
+        open_event(key, &context, record.nonce, record.ciphertext)
+    }
+
+    /// The contact whose session an opened event reads or changes, if the fold needs
+    /// it loaded.
+    pub fn sessions_needed<'e>(
+        &self,
+        opened: impl IntoIterator<Item = &'e Result<LogEvent, LogError>>,
+    ) -> BTreeSet<[u8; 32]> {
+        opened
+            .into_iter()
+            .filter_map(|o| match o.as_ref().ok().map(|e| &e.kind) {
+                Some(EventKind::Sent(sent)) => Some(sent.contact),
+                Some(EventKind::ContactUpserted {
+                    contact,
+                    details: Some(_),
+                    ..
+                }) => Some(*contact),
+                _ => None,
+            })
+            .filter(|root| self.contacts.contains_key(root))
+            .collect()
+    }
+
+    /// Folds a page of records, each with what [`Self::open`] made of it. The page
+    /// must continue the log where this state is: a skipped seq refuses the whole
+    /// page and changes nothing; records at or below the folded seq are skipped.
+    pub fn fold_page(
+        &mut self,
+        key: &EpochKey,
+        records: &[Record<'_>],
+        opened: Vec<Result<LogEvent, LogError>>,
+        sessions: &mut Sessions,
+    ) -> Result<Vec<Folded>, LogError> {
+        let mut expected = self.applied;
+        for r in records.iter().filter(|r| r.seq > self.applied) {
+            expected = expected.saturating_add(1);
+            if r.seq != expected {
+                return Err(LogError::Gap {
+                    expected,
+                    got: r.seq,
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (record, event) in records.iter().zip(opened) {
+            if record.seq <= self.applied {
+                continue;
+            }
+            out.push(self.fold(key, record, event, sessions));
+        }
+        Ok(out)
+    }
+
+    /// Folds the record after the last one folded.
+    fn fold(
+        &mut self,
+        key: &EpochKey,
+        record: &Record<'_>,
+        event: Result<LogEvent, LogError>,
+        sessions: &mut Sessions,
+    ) -> Folded {
+        let hash = record_hash(
+            &self.log_id,
+            record.epoch,
+            &record.author,
+            record.guard,
+            record.nonce,
+            record.ciphertext,
+        );
+        let chain = chain_next(self.chain.get(&self.applied), record.seq, &hash);
+        let outcome = match event.and_then(|e| self.apply(key, record, hash, e, sessions)) {
+            Ok(Some(effects)) => Outcome::Applied(effects),
+            Ok(None) => Outcome::Duplicate,
+            Err(e) => Outcome::Refused(e),
+        };
+        self.chain.insert(record.seq, chain);
+        self.applied = record.seq;
+        Folded {
+            seq: record.seq,
+            chain,
+            outcome,
+        }
+    }
+
+    /// Checks everything, then changes the state; `None` for a duplicate. Every
+    /// fallible step comes before the first change (a session delta changes its
+    /// session only when it applies, and is the last fallible step).
+    fn apply(
+        &mut self,
+        key: &EpochKey,
+        record: &Record<'_>,
+        hash: [u8; 32],
+        event: LogEvent,
+        sessions: &mut Sessions,
+    ) -> Result<Option<Vec<Effect>>, LogError> {
+        let author = chorus_crypto::DevicePublicKey::from_bytes(event.author)
+            .map_err(|_| LogError::UnknownAuthor)?;
+        if !self.roster.is_authorized(&author) {
+            return Err(LogError::UnknownAuthor);
+        }
+        check_head(&event.chain, record.seq, |at| self.chain.get(&at).copied())?;
+        let stream = match record.guard {
+            Some((tag, version)) => {
+                let folded = self.streams.get(tag).copied().unwrap_or_default();
+                check_stream(folded, version, &event.chain)?;
+                Some((tag.to_vec(), folded.advanced(hash)))
+            }
+            None => None,
+        };
+        if self.seen.contains(&event.event_id) {
+            return Ok(None);
+        }
+        let stamp = Stamp::of(&event);
+        let mut effects = self.decide(key, record, &event, stamp, sessions)?;
+        // Checked: from here on nothing fails.
+        self.seen.insert(event.event_id);
+        effects.push(Effect::Seen(event.event_id));
+        self.clock.observe(event.lamport);
+        effects.push(Effect::Lamport(self.clock.now()));
+        if let Some((tag, head)) = stream {
+            self.streams.insert(tag.clone(), head);
+            effects.push(Effect::Stream { tag, head });
+        }
+        Ok(Some(effects))
+    }
+
+    /// The event's own change (the caller records it as seen).
+    fn decide(
+        &mut self,
+        key: &EpochKey,
+        record: &Record<'_>,
+        event: &LogEvent,
+        stamp: Stamp,
+        sessions: &mut Sessions,
+    ) -> Result<Vec<Effect>, LogError> {
+        let mut effects = Vec::new();
+        match &event.kind {
+            EventKind::Roster { entry } => {
+                let decoded = RosterEntry::decode(entry)?;
+                self.roster.check(&decoded).map_err(LogError::Roster)?;
+                self.roster.apply(&decoded).map_err(LogError::Roster)?;
+                effects.push(Effect::RosterEntry {
+                    index: decoded.index,
+                    entry: entry.clone(),
+                });
+                if let RosterBody::DeviceAuthorized { device, name, .. } = &decoded.body {
+                    effects.push(Effect::DeviceAuthorized {
+                        device: *device.as_bytes(),
+                        name: name.clone(),
+                        by: self.device_name(&event.author),
+                    });
+                }
+            }
+            EventKind::ProfileUpdated { name } => {
+                if self.set_register(PROFILE_REGISTER, name.as_bytes(), stamp, &mut effects) {
+                    effects.push(Effect::Profile(name.clone()));
+                }
+            }
+            EventKind::RelaysUpdated { relays } => {
+                self.set_register(
+                    RELAYS_REGISTER,
+                    relays.join("\n").as_bytes(),
+                    stamp,
+                    &mut effects,
+                );
+            }
+            EventKind::Relinked { device } => {
+                let at = event.timestamp_ms.to_be_bytes();
+                if self.set_register(&relinked_register(device), &at, stamp, &mut effects)
+                    && let Some(name) = self.roster_name(device)
+                {
+                    effects.push(Effect::DeviceRelinked {
+                        device: *device,
+                        name,
+                        by: self.device_name(&event.author),
+                    });
+                }
+            }
+            EventKind::Blocked { contact, blocked } => {
+                if self.set_register(
+                    &blocked_register(contact),
+                    &[u8::from(*blocked)],
+                    stamp,
+                    &mut effects,
+                ) {
+                    effects.push(Effect::Blocked {
+                        root: *contact,
+                        blocked: *blocked,
+                    });
+                }
+            }
+            EventKind::Read { contact, up_to } => {
+                // A marker for a contact not (yet) here is harmless and kept nowhere.
+                if let Some(c) = self.contacts.get_mut(contact)
+                    && *up_to > c.read_up_to
+                {
+                    c.read_up_to = *up_to;
+                    effects.push(Effect::Read {
+                        alias: c.alias.clone(),
+                        up_to: *up_to,
+                    });
+                }
+            }
+            EventKind::Delivered { envelope_id } => effects.push(Effect::Delivered {
+                envelope_id: *envelope_id,
+            }),
+            EventKind::PrekeysCreated {
+                keys,
+                invitation_mailbox,
+            } => {
+                if keys
+                    .iter()
+                    .any(|k| !PrekeyPrivate::decode(k.secret.as_bytes()).is_some_and(|p| p.is(k)))
+                {
+                    return Err(LogError::PrekeySecret);
+                }
+                if let Some(m) = invitation_mailbox {
+                    self.invitations.insert(*m);
+                }
+                effects.push(Effect::Prekeys {
+                    keys: keys.clone(),
+                    invitation_mailbox: *invitation_mailbox,
+                    at_ms: event.timestamp_ms,
+                });
+            }
+            EventKind::ContactUpserted {
+                contact,
+                name,
+                details,
+            } => match details {
+                None => self.rename(contact, name, stamp, &mut effects)?,
+                Some(d) => match self.contacts.get(contact) {
+                    None => self.add_contact(contact, name, d, sessions, &mut effects)?,
+                    // A second handshake is settled on the contact's session stream
+                    // past its creation; anything else is a creation that lost.
+                    Some(c) => {
+                        let alias = c.alias.clone();
+                        let tag = key.stream_tag(&session_stream(contact));
+                        if matches!(record.guard, Some((t, v)) if v > 0 && t == tag) {
+                            self.second_handshake(
+                                contact,
+                                alias,
+                                d,
+                                record.seq,
+                                sessions,
+                                &mut effects,
+                            )?;
+                        }
+                    }
+                },
+            },
+            EventKind::Sent(sent) => {
+                let alias = self.alias_of(&sent.contact)?;
+                let Some((session, changed)) = sessions.map.get_mut(&sent.contact) else {
+                    return Err(LogError::UnknownContact);
+                };
+                // The last fallible step: it changes the session only if it applies.
+                if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
+                    *changed = true;
+                }
+                effects.push(Effect::Sent {
+                    alias: alias.clone(),
+                    sent: sent.clone(),
+                    author: event.author,
+                    at_ms: event.timestamp_ms,
+                });
+                if !sent.text.is_empty() {
+                    effects.push(Effect::Message {
+                        alias,
+                        outgoing: true,
+                        envelope_id: sent.envelope_id,
+                        text: sent.text.clone(),
+                        sent_ms: sent.sent_ms,
+                        stored_ms: event.timestamp_ms,
+                        position: record.seq,
+                        author: event.author,
+                    });
+                }
+            }
+            EventKind::Received {
+                contact,
+                message,
+                position,
+            } => {
+                let alias = self.alias_of(contact)?;
+                if !message.text.is_empty() {
+                    effects.push(Effect::Message {
+                        alias,
+                        outgoing: false,
+                        envelope_id: message.envelope_id,
+                        text: message.text.clone(),
+                        sent_ms: message.sent_ms,
+                        stored_ms: event.timestamp_ms,
+                        position: *position,
+                        author: event.author,
+                    });
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    fn add_contact(
+        &mut self,
+        root: &[u8; 32],
+        name: &str,
+        d: &ContactDetails,
+        sessions: &mut Sessions,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), LogError> {
+        let session = Session::restore(d.session.as_bytes(), 0)?;
+        // Checked: from here on nothing fails.
+        if let Some(base_key) = session.handshake_base_key() {
+            effects.push(Effect::HandshakeSeen {
+                root: *root,
+                base_key,
+            });
+        }
+        let alias = self.free_alias(name);
+        let ours = d
+            .invitation
+            .as_ref()
+            .is_some_and(|m| self.invitations.contains(m));
+        sessions.put(*root, session);
+        self.aliases.insert(alias.clone(), *root);
+        self.contacts.insert(
+            *root,
+            Contact {
+                alias: alias.clone(),
+                read_up_to: 0,
+            },
+        );
+        effects.push(Effect::ContactAdded {
+            root: *root,
+            alias: alias.clone(),
+            details: Box::new(d.clone()),
+            ours,
+        });
+        if let (Some(m), true) = (d.invitation, ours) {
+            effects.push(Effect::InvitationSpent {
+                mailbox: m,
+                alias: alias.clone(),
+            });
+        }
+        effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
+        first_message(&alias, d, effects);
+        Ok(())
+    }
+
+    /// A second handshake with a known contact, settled by the device that read it
+    /// (`crate::handshakes`): its session replaces the current one, which is then only
+    /// read until it drains, or (`read_only`) it is only read itself.
+    fn second_handshake(
+        &mut self,
+        root: &[u8; 32],
+        alias: String,
+        d: &ContactDetails,
+        seq: u64,
+        sessions: &mut Sessions,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), LogError> {
+        let new = Session::restore(d.session.as_bytes(), 0)?;
+        // Checked: from here on nothing fails.
+        if let Some(base_key) = new.handshake_base_key() {
+            effects.push(Effect::HandshakeSeen {
+                root: *root,
+                base_key,
+            });
+        }
+        if d.read_only {
+            effects.push(Effect::SessionRetired {
+                alias: alias.clone(),
+                seq,
+                since_ms: d.added_ms,
+                session: new,
+            });
+        } else {
+            if let Some(old) = sessions.put(*root, new) {
+                if let Some(base_key) = old.handshake_base_key() {
+                    effects.push(Effect::HandshakeSeen {
+                        root: *root,
+                        base_key,
+                    });
+                }
+                effects.push(Effect::SessionRetired {
+                    alias: alias.clone(),
+                    seq,
+                    since_ms: d.added_ms,
+                    session: old,
+                });
+            }
+            effects.push(Effect::ContactReplaced {
+                alias: alias.clone(),
+                details: Box::new(d.clone()),
+            });
+        }
+        if let (Some(m), Some(_)) = (d.invitation, &d.first)
+            && self.invitations.contains(&m)
+        {
+            effects.push(Effect::InvitationSpent {
+                mailbox: m,
+                alias: alias.clone(),
+            });
+        }
+        effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
+        first_message(&alias, d, effects);
+        Ok(())
+    }
+
+    /// A rename: last writer wins on the contact's name register; the alias follows
+    /// unless another contact holds it.
+    fn rename(
+        &mut self,
+        root: &[u8; 32],
+        name: &str,
+        stamp: Stamp,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), LogError> {
+        let from = self.alias_of(root)?;
+        if !self.set_register(
+            &contact_name_register(root),
+            name.as_bytes(),
+            stamp,
+            effects,
+        ) || from == name
+            || self.aliases.contains_key(name)
+        {
+            return Ok(());
+        }
+        self.aliases.remove(&from);
+        self.aliases.insert(name.to_owned(), *root);
+        if let Some(c) = self.contacts.get_mut(root) {
+            c.alias = name.to_owned();
+        }
+        effects.push(Effect::Renamed {
+            from,
+            to: name.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Sets a register if `stamp` is newer than what it holds; returns whether it did.
+    fn set_register(
+        &mut self,
+        name: &str,
+        value: &[u8],
+        stamp: Stamp,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let changed = match self.registers.get_mut(name) {
+            Some(r) => r.set(value.to_vec(), stamp),
+            None => {
+                self.registers
+                    .insert(name.to_owned(), Lww::new(value.to_vec(), stamp));
+                true
+            }
+        };
+        if changed && let Some(r) = self.registers.get(name) {
+            effects.push(Effect::Register {
+                name: name.to_owned(),
+                value: r.clone(),
+            });
+        }
+        changed
+    }
+
+    /// `wanted`, or `wanted-2`, `wanted-3`, … : the first alias no contact holds.
+    pub fn free_alias(&self, wanted: &str) -> String {
+        let mut candidate = wanted.to_owned();
+        let mut n = 2u64;
+        while self.aliases.contains_key(&candidate) {
+            let suffix = format!("-{n}");
+            let mut base = wanted.to_owned();
+            while base.len() + suffix.len() > chorus_wire::limits::MAX_DISPLAY_NAME_LEN {
+                base.pop();
+            }
+            candidate = format!("{base}{suffix}");
+            n += 1;
+        }
+        candidate
+    }
+
+    fn alias_of(&self, root: &[u8; 32]) -> Result<String, LogError> {
+        self.contacts
+            .get(root)
+            .map(|c| c.alias.clone())
+            .ok_or(LogError::UnknownContact)
+    }
+
+    fn roster_name(&self, device: &[u8; 32]) -> Option<String> {
+        self.roster
+            .devices()
+            .iter()
+            .find(|d| d.key.as_bytes() == device)
+            .map(|d| d.name.clone())
+    }
+
+    fn device_name(&self, device: &[u8; 32]) -> String {
+        self.roster_name(device)
+            .unwrap_or_else(|| "an unknown device".to_owned())
+    }
+
+    /// The log this state folds.
+    pub fn log_id(&self) -> &[u8; 32] {
+        &self.log_id
+    }
+
+    /// The last seq folded.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Where this device stands, for the records it appends: the last seq folded and
+    /// the chain hash there (`None` before any record).
+    pub fn head(&self) -> Option<(u64, [u8; 32])> {
+        self.chain.get(&self.applied).map(|h| (self.applied, *h))
+    }
+
+    /// The log chain hash at `seq`, if this device folded it (or was linked there).
+    pub fn chain_at(&self, seq: u64) -> Option<[u8; 32]> {
+        self.chain.get(&seq).copied()
+    }
+
+    /// A stream as folded.
+    pub fn stream(&self, tag: &[u8]) -> StreamHead {
+        self.streams.get(tag).copied().unwrap_or_default()
+    }
+
+    /// The Lamport clock as folded (this device's next event takes the value after).
+    pub fn lamport(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Whether an event id was folded.
+    pub fn has_seen(&self, event_id: &[u8; 16]) -> bool {
+        self.seen.contains(event_id)
+    }
+
+    /// The roster this state was folded under.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// A register's value.
+    pub fn register(&self, name: &str) -> Option<&[u8]> {
+        self.registers.get(name).map(|r| r.get().as_slice())
+    }
+
+    /// The identity's display name, if set through the log.
+    pub fn profile_name(&self) -> Option<&str> {
+        self.register(PROFILE_REGISTER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether an identity is blocked.
+    pub fn is_blocked(&self, root: &[u8; 32]) -> bool {
+        self.register(&blocked_register(root)) == Some(&[1])
+    }
+
+    /// When `device` was last linked again, if it was (the approver's clock).
+    pub fn relinked_ms(&self, device: &[u8; 32]) -> Option<u64> {
+        self.register(&relinked_register(device))
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map(u64::from_be_bytes)
+    }
+
+    /// A contact, by root key.
+    pub fn contact(&self, root: &[u8; 32]) -> Option<&Contact> {
+        self.contacts.get(root)
+    }
+
+    /// The root key of the contact with this alias.
+    pub fn contact_by_alias(&self, alias: &str) -> Option<&[u8; 32]> {
+        self.aliases.get(alias)
+    }
+
+    /// A digest of the shared state — roster, clock, seen ids, registers, contacts,
+    /// streams, invitations — equal on every device that folded the same records
+    /// (the log position and chain are not in it: see [`Self::head`]).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let bytes = |h: &mut Sha256, b: &[u8]| {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        };
+        h.update(b"chorus-constellation-state-v2");
+        h.update(self.log_id);
+        h.update(self.epoch.to_be_bytes());
+        h.update(self.roster.head());
+        h.update(self.clock.now().to_be_bytes());
+        let mut seen: Vec<_> = self.seen.iter().collect();
+        seen.sort_unstable();
+        h.update((seen.len() as u64).to_be_bytes());
+        for id in seen {
+            h.update(id);
+        }
+        h.update((self.registers.len() as u64).to_be_bytes());
+        for (name, r) in &self.registers {
+            bytes(&mut h, name.as_bytes());
+            bytes(&mut h, r.get());
+        }
+        h.update((self.contacts.len() as u64).to_be_bytes());
+        for (root, c) in &self.contacts {
+            h.update(root);
+            bytes(&mut h, c.alias.as_bytes());
+            h.update(c.read_up_to.to_be_bytes());
+        }
+        h.update((self.streams.len() as u64).to_be_bytes());
+        for (tag, s) in &self.streams {
+            bytes(&mut h, tag);
+            h.update(s.version.to_be_bytes());
+            h.update(s.head.unwrap_or([0; 32]));
+        }
+        h.update((self.invitations.len() as u64).to_be_bytes());
+        for m in &self.invitations {
+            h.update(m);
+        }
+        h.finalize().into()
+    }
+}
+
+fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
+    if let Some(first) = &d.first
+        && !first.text.is_empty()
+    {
+        effects.push(Effect::Message {
+            alias: alias.to_owned(),
+            outgoing: false,
+            envelope_id: first.envelope_id,
+            text: first.text.clone(),
+            sent_ms: first.sent_ms,
+            stored_ms: d.added_ms,
+            position: 0,
+            author: [0; 32],
+        });
+    }
+}
