@@ -360,3 +360,73 @@ async fn a_relay_showing_one_device_another_history_is_caught_by_the_next_author
         assert!(rejections(&d.sync_log().await.unwrap()).is_empty());
     }
 }
+
+/// The client persists what the core's fold decided and nothing else: after folding
+/// contacts, sends from two devices, read markers, a block, a profile change and a
+/// rename, the state restored from each device's store equals the one in memory,
+/// and both devices hold the same digest.
+#[tokio::test]
+async fn persisted_state_equals_the_core_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let phone = device(dir.path(), &url, "alice").await;
+    let bob = device(dir.path(), &url, "bob").await;
+    let code = phone.invite().await.unwrap();
+    let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
+    bob.send(&alias, "hi").await.unwrap();
+    phone.sync().await.unwrap();
+    let laptop = sibling(&phone, dir.path(), "laptop", crate::Options::default()).await;
+    phone.send("bob", "from the phone").await.unwrap();
+    laptop.sync().await.unwrap();
+    laptop.send("bob", "from the laptop").await.unwrap();
+    laptop.mark_read("bob").await.unwrap();
+    let root = laptop
+        .contact_row(laptop.store.pool(), "bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .root;
+    laptop
+        .append(vec![
+            Pending::free(EventKind::ProfileUpdated {
+                name: "Alice B.".into(),
+            }),
+            Pending::free(EventKind::Blocked {
+                contact: [0xcc; 32],
+                blocked: true,
+            }),
+            Pending::free(EventKind::ContactUpserted {
+                contact: root,
+                name: "robert".into(),
+                details: None,
+            }),
+        ])
+        .await
+        .unwrap();
+    let mut digests = Vec::new();
+    for d in [&phone, &laptop] {
+        d.sync_log().await.unwrap();
+        let slot = d.fold.lock().await;
+        let in_memory = slot.as_ref().expect("folded").clone();
+        drop(slot);
+        let mut conn = d.store.pool().acquire().await.unwrap();
+        let stored = crate::log_state::load(&mut conn, d.log.log_id.0, d.log.epoch)
+            .await
+            .unwrap();
+        assert_eq!(stored, in_memory);
+        assert_eq!(in_memory.contact(&root).unwrap().alias, "robert");
+        assert!(in_memory.is_blocked(&[0xcc; 32]));
+        digests.push(in_memory.digest());
+        // The rename re-sealed the history under the new alias: it still opens.
+        let history = texts_of(&d.history("robert", 10).await.unwrap());
+        assert!(
+            history.ends_with(&["from the phone".into(), "from the laptop".into()]),
+            "{history:?}"
+        );
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+fn texts_of(messages: &[crate::Message]) -> Vec<String> {
+    messages.iter().map(|m| m.text.clone()).collect()
+}

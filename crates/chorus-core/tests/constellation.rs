@@ -4,11 +4,11 @@
 //! duplicate is harmless and says so, and any interleaving of the same records that
 //! keeps each stream's order gives the same state.
 
+use chorus_core::PrekeyPrivate;
 use chorus_core::{
     Constellation, Contact, Effect, LogError, Outcome, Parts, Record, RecordContext, Roster,
     RosterSigner, Sessions, StreamHead, open_event, record_hash, seal_event,
 };
-use chorus_core::PrekeyPrivate;
 use chorus_crypto::{
     DeviceDhSecret, DeviceSigningKey, EpochKey, OneTimePrekeySecret, RootSigningKey,
 };
@@ -131,7 +131,6 @@ fn a_record_opens_only_with_its_exact_context() {
     );
 }
 
-
 /// Contacts the property tests' events may name, known before the first record.
 const CONTACTS: [u8; 3] = [1, 2, 3];
 
@@ -248,7 +247,9 @@ fn unknown_authors_and_replays_change_nothing_and_a_replay_says_so() {
     };
     let first = profile(keys[0], 1, 1, "alice");
     let out = fold(&mut state, &key, std::slice::from_ref(&first));
-    assert!(matches!(&out[0], Outcome::Applied(e) if e.iter().any(|e| matches!(e, Effect::Profile(n) if n == "alice"))));
+    assert!(
+        matches!(&out[0], Outcome::Applied(e) if e.iter().any(|e| matches!(e, Effect::Profile(n) if n == "alice")))
+    );
     let digest = state.digest();
     // The same record shown again, and another record reusing its event id.
     let out = fold(
@@ -256,10 +257,16 @@ fn unknown_authors_and_replays_change_nothing_and_a_replay_says_so() {
         &key,
         &[first, profile(keys[1], 1, 9, "mallory")],
     );
-    assert!(matches!(out[..], [Outcome::Duplicate, Outcome::Duplicate]), "{out:?}");
+    assert!(
+        matches!(out[..], [Outcome::Duplicate, Outcome::Duplicate]),
+        "{out:?}"
+    );
     let stranger = profile([0xee; 32], 2, 2, "x");
     let out = fold(&mut state, &key, &[stranger]);
-    assert!(matches!(out[..], [Outcome::Refused(LogError::UnknownAuthor)]), "{out:?}");
+    assert!(
+        matches!(out[..], [Outcome::Refused(LogError::UnknownAuthor)]),
+        "{out:?}"
+    );
     // Nothing changed but the log position.
     assert_eq!(state.digest(), digest);
     assert_eq!(state.applied(), 4);
@@ -271,7 +278,12 @@ fn a_page_that_skips_a_seq_is_refused_whole_and_changes_nothing() {
     let (_, keys) = three_devices();
     let key = epoch_key();
     let mut state = state();
-    let e = event(keys[0], 1, 1, EventKind::ProfileUpdated { name: "a".into() });
+    let e = event(
+        keys[0],
+        1,
+        1,
+        EventKind::ProfileUpdated { name: "a".into() },
+    );
     let s = Stored::seal(&key, &e, None, 1);
     let records = [1u64, 3].map(|seq| Record {
         seq,
@@ -284,7 +296,16 @@ fn a_page_that_skips_a_seq_is_refused_whole_and_changes_nothing() {
     let before = state.clone();
     let opened = records.iter().map(|r| state.open(&key, r)).collect();
     let got = state.fold_page(&key, &records, opened, &mut Sessions::default());
-    assert!(matches!(got, Err(LogError::Gap { expected: 2, got: 3 })), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(LogError::Gap {
+                expected: 2,
+                got: 3
+            })
+        ),
+        "{got:?}"
+    );
     assert_eq!(state, before);
 }
 
@@ -293,9 +314,32 @@ fn a_read_marker_and_a_delivery_on_one_device_hold_on_all() {
     let (_, keys) = three_devices();
     let key = epoch_key();
     let events = [
-        event(keys[0], 1, 1, EventKind::Read { contact: [1; 32], up_to: 5 }),
-        event(keys[1], 2, 1, EventKind::Read { contact: [1; 32], up_to: 3 }),
-        event(keys[2], 3, 2, EventKind::Delivered { envelope_id: [8; 16] }),
+        event(
+            keys[0],
+            1,
+            1,
+            EventKind::Read {
+                contact: [1; 32],
+                up_to: 5,
+            },
+        ),
+        event(
+            keys[1],
+            2,
+            1,
+            EventKind::Read {
+                contact: [1; 32],
+                up_to: 3,
+            },
+        ),
+        event(
+            keys[2],
+            3,
+            2,
+            EventKind::Delivered {
+                envelope_id: [8; 16],
+            },
+        ),
     ];
     let log: Vec<Stored> = events
         .iter()
