@@ -6,6 +6,10 @@
 //!   real send appends them; 32 messages per atomic append) — while her phone is
 //!   offline. Then the phone folds the whole tail (`sync_log`): events applied per
 //!   second, wall clock and this process's CPU (which includes the in-process relay).
+//! * **envelope backlog**: bob sends alice 10,000 real envelopes while her phone is
+//!   offline; then the phone receives them (`sync`): messages stored per second.
+//! * **the floor**: after each, as many rows inserted into a fresh SQLite file with the
+//!   store's settings, one prepared statement per row, one transaction, same driver.
 //! * **linking into 1,000 contacts**: alice has 1,000 contacts (each a real PQXDH
 //!   session, made through the same guarded `ContactUpserted` + `Sent` append as
 //!   `accept`); a new device is linked with `link_locally` (the code path of `chorus
@@ -55,7 +59,7 @@ async fn catch_up(url: &str, dir: &Path, events: usize) {
     let text = "x".repeat(100);
     let start = Instant::now();
     alice[0]
-        .bench_burst("bob", &text, messages, PER_APPEND)
+        .bench_burst("bob", &text, messages, PER_APPEND, false)
         .await
         .unwrap();
     let produced = start.elapsed();
@@ -72,6 +76,77 @@ async fn catch_up(url: &str, dir: &Path, events: usize) {
         events as f64 / wall.as_secs_f64(),
         cpu.as_secs_f64(),
         produced.as_secs_f64(),
+    );
+}
+
+/// Bob's single device sends `messages` real envelopes to alice while her phone is
+/// offline; then the phone receives the backlog (`sync`: read, decrypt, store).
+async fn backlog(url: &str, dir: &Path, messages: usize) {
+    let alice = identity(&dir.join("a"), url, "alice", 1).await;
+    let bob = identity(&dir.join("b"), url, "bob", 1).await;
+    let code = alice[0].invite().await.unwrap();
+    bob[0].accept(&code, Some("alice")).await.unwrap();
+    alice[0].sync().await.unwrap();
+    bob[0].send("alice", "hello").await.unwrap();
+    alice[0].sync().await.unwrap();
+    bob[0].sync().await.unwrap();
+    let text = "x".repeat(100);
+    bob[0]
+        .bench_burst("alice", &text, messages, PER_APPEND, true)
+        .await
+        .unwrap();
+    let cpu = cpu_time();
+    let start = Instant::now();
+    alice[0].sync().await.unwrap();
+    let wall = start.elapsed();
+    let cpu = cpu_time() - cpu;
+    let history = alice[0].history("bob", u32::MAX).await.unwrap();
+    assert_eq!(history.len(), messages + 1, "every envelope received");
+    println!(
+        "| envelope backlog | {messages} messages from one contact | {:.2} s | {:.0} messages/s | CPU {:.2} s (process, incl. relay) | |",
+        wall.as_secs_f64(),
+        messages as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+    );
+}
+
+/// The floor: `rows` rows of the size of a history entry inserted into a fresh SQLite
+/// file with the store's settings (WAL, `synchronous=FULL`), one prepared statement
+/// per row, in one transaction, through the same driver.
+async fn raw_insert_floor(dir: &Path, rows: usize) {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("floor.sqlite"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, value BLOB NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let value = vec![7u8; 140];
+    let start = Instant::now();
+    let mut tx = conn.begin().await.unwrap();
+    for i in 0..rows as u64 {
+        sqlx::query("INSERT INTO t (key, value) VALUES ($1, $2)")
+            .bind(&[i.to_be_bytes(), i.to_le_bytes()].concat()[..])
+            .bind(&value)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let wall = start.elapsed();
+    println!(
+        "| raw SQLite insert (floor) | {rows} rows, one transaction | {:.2} s | {:.0} rows/s | | |",
+        wall.as_secs_f64(),
+        rows as f64 / wall.as_secs_f64(),
     );
 }
 
@@ -138,6 +213,14 @@ fn main() {
     rt.block_on(async {
         let url = common::relay(dir.path()).await;
         catch_up(&url, dir.path(), events).await;
+        raw_insert_floor(dir.path(), events).await;
+    });
+    let messages = env_or("CHORUS_BENCH_BACKLOG", 10_000);
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let url = common::relay(dir.path()).await;
+        backlog(&url, dir.path(), messages).await;
+        raw_insert_floor(dir.path(), messages).await;
     });
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {

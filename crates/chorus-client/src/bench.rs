@@ -40,13 +40,15 @@ impl Device {
     /// Escrows `messages` sends of `text` to `contact` as the send path does — each
     /// encrypted on the session as the previous one left it, its `Sent` guarded on the
     /// session stream — each followed by its `Delivered`, `per_append` messages per
-    /// atomic append (two records each). The envelopes are not posted.
+    /// atomic append (two records each). With `post`, each envelope is then posted to
+    /// the contact's mailbox (a backlog for them to receive); without, it is not.
     pub async fn bench_burst(
         &self,
         contact: &str,
         text: &str,
         messages: usize,
         per_append: usize,
+        post: bool,
     ) -> Result<(), ClientError> {
         let unknown = || ClientError::UnknownContact(contact.to_owned());
         let mut left = messages;
@@ -66,15 +68,24 @@ impl Device {
             let stream = session_stream(&row.root);
             let mut events = Vec::with_capacity(2 * n);
             let mut delivered = Vec::with_capacity(n);
+            let mut posts = Vec::new();
             for _ in 0..n {
                 let envelope_id: [u8; 16] = self.random();
                 let sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
+                if let (true, EventKind::Sent(s)) = (post, &sent) {
+                    posts.push((Id32(s.mailbox), envelope_id, s.envelope.clone()));
+                }
                 events.push(Pending::guarded(sent, stream.clone(), None));
                 delivered.push(Pending::free(EventKind::Delivered { envelope_id }));
             }
             events.extend(delivered);
             if self.append(events).await?.0 != Appended::Done {
                 return Err(ClientError::Contended);
+            }
+            for (mailbox, id, envelope) in posts {
+                self.relay
+                    .post_envelope(mailbox, chorus_relay_api::Id16(id), envelope)
+                    .await?;
             }
             left -= n;
         }

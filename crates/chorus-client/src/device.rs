@@ -1457,9 +1457,7 @@ impl Device {
                 for page in pages.results {
                     more |= page.more;
                     progressed |= !page.envelopes.is_empty();
-                    for env in &page.envelopes {
-                        events.extend(self.process(page.mailbox_id, env).await?);
-                    }
+                    events.extend(self.process_page(page.mailbox_id, &page.envelopes).await?);
                 }
             }
             // `more` with empty pages would loop forever: the relay is not trusted to end it.
@@ -1471,6 +1469,185 @@ impl Device {
         // Spent session snapshots out of the files (best effort).
         let _ = self.store.compact().await;
         Ok(events)
+    }
+
+    /// Processes a page of envelopes from one mailbox: those that are plain messages on
+    /// a known session are received together in one transaction (each inside its own
+    /// savepoint, the cursor moved once), so a backlog costs a commit per page, not per
+    /// message. The first envelope that needs more (a new contact, the log folded
+    /// first, a refusal) ends the batch and goes through [`Self::process`] alone.
+    async fn process_page(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        let mut rest = envelopes;
+        while let Some(first) = rest.first() {
+            let (taken, batch) = self.receive_batch(mailbox, rest).await?;
+            events.extend(batch);
+            if taken == 0 {
+                events.extend(self.process(mailbox, first).await?);
+                rest = &rest[1..];
+            } else {
+                rest = &rest[taken..];
+            }
+        }
+        Ok(events)
+    }
+
+    /// Receives envelopes from the front of `envelopes` in one transaction while each
+    /// is a plain message; returns how many were taken (their cursor committed).
+    async fn receive_batch(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<(usize, Vec<Event>), ClientError> {
+        let mut tx = self.store.begin().await?;
+        let row: Option<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&mailbox.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((kind, contact, mut after)) = row else {
+            // Not ours (any more): nothing to do for any of them.
+            return Ok((envelopes.len(), Vec::new()));
+        };
+        if let ("contact", Some(name)) = (kind.as_str(), &contact) {
+            return self
+                .receive_messages(tx, mailbox, name, after, envelopes)
+                .await;
+        }
+        let (mut taken, mut events) = (0, Vec::new());
+        for envelope in envelopes {
+            if envelope.seq <= after {
+                taken += 1;
+                continue;
+            }
+            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            match self
+                .receive(&mut one, &mailbox, &kind, contact.clone(), envelope)
+                .await
+            {
+                Ok(Received::Done(e)) => {
+                    one.commit().await?;
+                    events.extend(e);
+                    after = envelope.seq;
+                    taken += 1;
+                }
+                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                // Anything else is settled one envelope at a time.
+                Ok(Received::NewContact(_)) | Err(_) => {
+                    one.rollback().await?;
+                    break;
+                }
+            }
+        }
+        if taken > 0 {
+            sqlx::query(
+                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
+            )
+            .bind(after)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok((taken, events))
+    }
+
+    /// The common case of a backlog: ratchet messages in a contact's mailbox. The
+    /// session and the contact are read once, the messages decrypted in memory, and the
+    /// history, the session, the contact's flags and the cursor written once. An
+    /// envelope this path does not take as it is — not a ratchet message, not for the
+    /// current session, carrying a hello, or not a valid payload — ends the batch with
+    /// the session as it was before it (restored from the snapshot taken before
+    /// decrypting), and goes through [`Self::process`] alone.
+    async fn receive_messages(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        mailbox: Id32,
+        name: &str,
+        mut after: i64,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<(usize, Vec<Event>), ClientError> {
+        let Some(mut session) = self.store.get_session(&mut tx, name).await? else {
+            return Ok((0, Vec::new()));
+        };
+        let Some(row) = self.contact_row(&mut *tx, name).await? else {
+            return Ok((0, Vec::new()));
+        };
+        let now = self.now();
+        let (mut taken, mut events, mut history) = (0, Vec::new(), Vec::new());
+        for envelope in envelopes {
+            if envelope.seq <= after {
+                taken += 1;
+                continue;
+            }
+            let Ok(Envelope::Ratchet(bytes)) = Envelope::decode(&envelope.payload.0) else {
+                break;
+            };
+            let (before, known) = (session.snapshot(), session.generation());
+            let message = EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes,
+            };
+            let Ok(plaintext) = session.decrypt(&message) else {
+                break;
+            };
+            let payload = match Payload::decode(&plaintext) {
+                Ok(p) if p.hello.is_none() => p,
+                _ => {
+                    session = chorus_core::Session::restore(&before, known)?;
+                    break;
+                }
+            };
+            taken += 1;
+            after = envelope.seq;
+            if payload.text.is_empty() {
+                continue;
+            }
+            let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+            events.push(Some(Event::Message(Message {
+                contact: name.to_owned(),
+                outgoing: false,
+                text: payload.text.clone(),
+                sent_ms,
+                stored_ms: now,
+            })));
+            history.push(crate::history::HistoryRow {
+                alias: name.to_owned(),
+                outgoing: false,
+                envelope_id: envelope.envelope_id.0,
+                sealed: self.store.seal(
+                    "message",
+                    &row::message(&envelope.envelope_id.0, name, false),
+                    payload.text.as_bytes(),
+                ),
+                sent_ms,
+                stored_ms: now,
+                position: envelope.seq,
+                event: Some(events.len() - 1),
+            });
+        }
+        if taken == 0 {
+            return Ok((0, Vec::new()));
+        }
+        crate::history::insert_and_tell(&mut tx, &history, &mut events).await?;
+        self.store.put_session(&mut tx, name, &session).await?;
+        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
+        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
+            .bind(acked)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1")
+            .bind(after)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((taken, events.into_iter().flatten().collect()))
     }
 
     /// Processes one envelope from one of our mailboxes, exactly once: the decrypted

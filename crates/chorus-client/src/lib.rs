@@ -34,6 +34,7 @@ mod contacts;
 pub mod device;
 mod event;
 mod handle;
+mod history;
 mod identity;
 pub mod link;
 pub mod log;

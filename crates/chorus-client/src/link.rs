@@ -691,19 +691,16 @@ impl LinkConfirmed {
         .await?;
         mark_pending(&home, false)?;
         progress(CatchUp { done: 0, total });
-        let start = checkpoint.applied_seq;
-        loop {
-            let before = device.applied_seq().await?;
-            device.sync_log_page().await?;
-            let now = device.applied_seq().await?;
-            progress(CatchUp {
-                done: u64::try_from(now - start).unwrap_or(0),
-                total: total.max(u64::try_from(now - start).unwrap_or(0)),
-            });
-            if now == before {
-                break;
-            }
-        }
+        let start = u64::try_from(checkpoint.applied_seq).unwrap_or(0);
+        device
+            .sync_log_with(|now| {
+                let done = now.saturating_sub(start);
+                progress(CatchUp {
+                    done,
+                    total: total.max(done),
+                });
+            })
+            .await?;
         // The checkpoint holds session snapshots (ratchet keys as of the link): once
         // imported it must not outlive its use at the relay. Best effort — a failure
         // leaves it sealed under the epoch key until the blob is replaced or deleted.
@@ -822,14 +819,6 @@ impl Device {
             name,
             hello_seq,
         })
-    }
-
-    pub(crate) async fn applied_seq(&self) -> Result<i64, ClientError> {
-        Ok(
-            sqlx::query_scalar("SELECT applied_seq FROM constellation WHERE id = 1")
-                .fetch_one(self.store.pool())
-                .await?,
-        )
     }
 }
 

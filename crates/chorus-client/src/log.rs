@@ -38,6 +38,7 @@ use sqlx::SqliteConnection;
 use crate::contacts::insert_contact;
 use crate::event::{Event, Message};
 use crate::handle::Device;
+use crate::history::{HistoryRow, insert_and_tell};
 use crate::log_state;
 use crate::store::row;
 use crate::{ClientError, Store};
@@ -227,33 +228,56 @@ impl Device {
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
     pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
+        self.sync_log_with(|_| {}).await
+    }
+
+    /// [`Self::sync_log`], telling `progress` the seq folded after each page. The next
+    /// page is read from the relay while this one folds (the read is speculative: a
+    /// page that fails to fold ends the sync, and the read ahead is dropped).
+    pub(crate) async fn sync_log_with(
+        &self,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut after = {
+            let mut conn = self.store.pool().acquire().await?;
+            self.folded(&mut slot, &mut conn).await?.applied()
+        };
+        let mut next = self.read_ahead(after);
         let mut events = Vec::new();
-        while let Some(page) = self.sync_log_page().await? {
-            events.extend(page);
+        loop {
+            let page = next.result().await?;
+            let after_seq = i64::try_from(after).unwrap_or(i64::MAX);
+            if after_seq.saturating_add(1) < page.first_seq {
+                return Err(ClientError::Corrupt(format!(
+                    "the log was trimmed below seq {} before this device read it",
+                    page.first_seq
+                )));
+            }
+            // A relay claiming more but sending nothing new would loop forever: stop.
+            let Some(last) = page.records.iter().map(|r| r.seq).max() else {
+                break;
+            };
+            if last <= after_seq {
+                break;
+            }
+            next = self.read_ahead(u64::try_from(last).unwrap_or(0));
+            events.extend(self.fold_locked(&mut slot, &page.records).await?);
+            after = slot.as_ref().map_or(0, Constellation::applied);
+            progress(after);
         }
         Ok(events)
     }
 
-    /// Folds one page of records; `None` when there was nothing new.
-    pub(crate) async fn sync_log_page(&self) -> Result<Option<Vec<Event>>, ClientError> {
-        let mut slot = self.fold.lock().await;
-        let after = {
-            let mut conn = self.store.pool().acquire().await?;
-            self.folded(&mut slot, &mut conn).await?.applied()
-        };
+    /// Starts reading the page after `after` in the background.
+    fn read_ahead(&self, after: u64) -> ReadAhead {
+        let relay = self.relay.clone();
+        let url = self.me.relay_url.clone();
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let page = self.relay.read_records(after, LOG_PAGE).await?;
-        if after.saturating_add(1) < page.first_seq {
-            return Err(ClientError::Corrupt(format!(
-                "the log was trimmed below seq {} before this device read it",
-                page.first_seq
-            )));
+        ReadAhead {
+            url,
+            task: tokio::spawn(async move { relay.read_records(after, LOG_PAGE).await }),
         }
-        // A relay claiming more but sending nothing new would loop forever: stop.
-        if !page.records.iter().any(|r| r.seq > after) {
-            return Ok(None);
-        }
-        self.fold_locked(&mut slot, &page.records).await.map(Some)
     }
 
     /// Folds a page of records the relay showed ([`Self::fold_locked`]).
@@ -624,17 +648,28 @@ struct Outgoing {
     at_ms: u64,
 }
 
-/// A history entry waiting in the page, and the event to raise if it is new.
-struct HistoryRow {
-    alias: String,
-    outgoing: bool,
-    envelope_id: [u8; 16],
-    sealed: Vec<u8>,
-    sent_ms: i64,
-    stored_ms: i64,
-    position: i64,
-    /// Index into the page's events, if the person hears of it.
-    event: Option<usize>,
+/// A page being read from the relay; dropped, the read is cancelled.
+struct ReadAhead {
+    url: String,
+    task: tokio::task::JoinHandle<Result<chorus_relay_api::RecordsPage, crate::RelayError>>,
+}
+
+impl ReadAhead {
+    async fn result(&mut self) -> Result<chorus_relay_api::RecordsPage, ClientError> {
+        match (&mut self.task).await {
+            Ok(page) => Ok(page?),
+            Err(e) => Err(ClientError::Relay(crate::RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: format!("reading the log stopped: {e}"),
+            })),
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The writes of a page that are batched into multi-row statements: the fold of a
@@ -777,51 +812,8 @@ impl PageWrites {
         )
         .await?;
         let history = std::mem::take(&mut self.history);
-        let inserted = insert_history(tx, &history).await?;
-        for h in &history {
-            if let Some(i) = h.event
-                && !inserted.contains(&h.envelope_id)
-                && let Some(slot) = events.get_mut(i)
-            {
-                *slot = None;
-            }
-        }
-        Ok(())
+        insert_and_tell(tx, &history, events).await
     }
-}
-
-/// Inserts history rows unless one with the envelope id exists; returns the ids
-/// inserted.
-async fn insert_history(
-    tx: &mut SqliteConnection,
-    rows: &[HistoryRow],
-) -> Result<HashSet<[u8; 16]>, ClientError> {
-    let mut inserted = HashSet::new();
-    for chunk in rows.chunks(200) {
-        let sql = log_state::values_sql(
-            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)",
-            "RETURNING envelope_id",
-            7,
-            chunk.len(),
-        );
-        let mut q = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
-        for h in chunk {
-            q = q
-                .bind(&h.alias)
-                .bind(h.outgoing)
-                .bind(&h.envelope_id[..])
-                .bind(h.sent_ms)
-                .bind(h.stored_ms)
-                .bind(&h.sealed)
-                .bind(h.position);
-        }
-        for id in q.fetch_all(&mut *tx).await? {
-            if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
-                inserted.insert(id);
-            }
-        }
-    }
-    Ok(inserted)
 }
 
 /// The mailbox we created for a contact, registered at the relay by whichever
