@@ -216,7 +216,7 @@ pub enum Effect {
         /// Since when.
         since_ms: u64,
         /// The session.
-        session: Session,
+        session: Box<Session>,
     },
     /// A handshake this identity answered or started: the same first message is never
     /// taken again from this contact.
@@ -805,7 +805,7 @@ impl Constellation {
                 alias: alias.clone(),
                 seq,
                 since_ms: d.added_ms,
-                session: new,
+                session: Box::new(new),
             });
         } else {
             if let Some(old) = sessions.put(*root, new) {
@@ -819,7 +819,7 @@ impl Constellation {
                     alias: alias.clone(),
                     seq,
                     since_ms: d.added_ms,
-                    session: old,
+                    session: Box::new(old),
                 });
             }
             effects.push(Effect::ContactReplaced {
