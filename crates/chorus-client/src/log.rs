@@ -627,7 +627,7 @@ impl Device {
             }
             Effect::Blocked { root, blocked } => {
                 if blocked {
-                    crate::requests::drop_request_of(tx, &root).await?;
+                    self.drop_request_of(tx, &root).await?;
                 }
             }
             Effect::Renamed { from, to } => {

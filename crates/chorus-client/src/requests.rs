@@ -432,6 +432,22 @@ impl Device {
         Ok(())
     }
 
+    /// A blocked identity's message request, if this device holds one, is dropped.
+    pub(crate) async fn drop_request_of(
+        &self,
+        tx: &mut SqliteConnection,
+        root: &[u8; 32],
+    ) -> Result<(), ClientError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
+            .bind(&root[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(id) = id {
+            delete_request(tx, id).await?;
+        }
+        Ok(())
+    }
+
     /// The fold made `root` a contact called `alias`: this device's request from them
     /// (if any) ends, its messages joining the history.
     pub(crate) async fn settle_request(
@@ -477,21 +493,6 @@ impl Device {
         }
         delete_request(tx, id).await
     }
-}
-
-/// A blocked identity's message request, if this device holds one, is dropped.
-pub(crate) async fn drop_request_of(
-    tx: &mut SqliteConnection,
-    root: &[u8; 32],
-) -> Result<(), ClientError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
-        .bind(&root[..])
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(id) = id {
-        delete_request(tx, id).await?;
-    }
-    Ok(())
 }
 
 async fn delete_request(tx: &mut SqliteConnection, id: i64) -> Result<(), ClientError> {
