@@ -775,15 +775,7 @@ impl PageWrites {
             .chain(&waiting)
             .map(|o| o.sent.envelope_id)
             .collect();
-        log_state::insert_rows(
-            tx,
-            "DELETE FROM pending_sends WHERE envelope_id IN (SELECT column1 FROM (",
-            "))",
-            1,
-            &ids,
-            |q, id| q.bind(&id[..]),
-        )
-        .await?;
+        log_state::delete_envelopes(tx, "pending_sends", &ids).await?;
         log_state::insert_rows(
             tx,
             "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)",
@@ -802,15 +794,7 @@ impl PageWrites {
         )
         .await?;
         let delivered: Vec<[u8; 16]> = delivered.into_iter().collect();
-        log_state::insert_rows(
-            tx,
-            "DELETE FROM outbox WHERE envelope_id IN (SELECT column1 FROM (",
-            "))",
-            1,
-            &delivered,
-            |q, id| q.bind(&id[..]),
-        )
-        .await?;
+        log_state::delete_envelopes(tx, "outbox", &delivered).await?;
         let history = std::mem::take(&mut self.history);
         insert_and_tell(tx, &history, events).await
     }

@@ -153,6 +153,16 @@ pub(crate) async fn insert_rows<T>(
     Ok(affected)
 }
 
+/// Deletes the rows of `table` (`pending_sends` or `outbox`) with these envelope ids.
+pub(crate) async fn delete_envelopes(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    ids: &[[u8; 16]],
+) -> Result<u64, ClientError> {
+    let head = format!("DELETE FROM {table} WHERE envelope_id IN (SELECT column1 FROM (");
+    insert_rows(conn, &head, "))", 1, ids, |q, id| q.bind(&id[..])).await
+}
+
 /// `head VALUES (?, ?), (?, ?) tail`.
 pub(crate) fn values_sql(head: &str, tail: &str, width: usize, rows: usize) -> String {
     let one = format!("({})", vec!["?"; width].join(", "));

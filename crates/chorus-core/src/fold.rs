@@ -769,14 +769,7 @@ impl Constellation {
             details: Box::new(d.clone()),
             ours,
         });
-        if let (Some(m), true) = (d.invitation, ours) {
-            effects.push(Effect::InvitationSpent {
-                mailbox: m,
-                alias: alias.clone(),
-            });
-        }
-        effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
-        first_message(&alias, d, effects);
+        handshake_done(&alias, d, ours, effects);
         Ok(())
     }
 
@@ -827,16 +820,9 @@ impl Constellation {
                 details: Box::new(d.clone()),
             });
         }
-        if let (Some(m), Some(_)) = (d.invitation, &d.first)
-            && self.invitations.contains(&m)
-        {
-            effects.push(Effect::InvitationSpent {
-                mailbox: m,
-                alias: alias.clone(),
-            });
-        }
-        effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
-        first_message(&alias, d, effects);
+        let spent =
+            d.first.is_some() && d.invitation.is_some_and(|m| self.invitations.contains(&m));
+        handshake_done(&alias, d, spent, effects);
         Ok(())
     }
 
@@ -1050,6 +1036,19 @@ impl Constellation {
         }
         h.finalize().into()
     }
+}
+
+/// What every handshake folded leaves: our invitation it used marked spent (`spent`),
+/// the prekeys it consumed, and the message that came with it.
+fn handshake_done(alias: &str, d: &ContactDetails, spent: bool, effects: &mut Vec<Effect>) {
+    if let (Some(m), true) = (d.invitation, spent) {
+        effects.push(Effect::InvitationSpent {
+            mailbox: m,
+            alias: alias.to_owned(),
+        });
+    }
+    effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
+    first_message(alias, d, effects);
 }
 
 fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
