@@ -27,7 +27,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chorus_core::{
-    Constellation, Effect, Folded, LogError, Outcome, Record, Roster, Sessions, StreamHead,
+    Constellation, Effect, Folded, HistoryEntry, LogError, Outcome, Record, Roster, Sessions,
+    StreamHead,
 };
 pub(crate) use chorus_core::{PREKEY_STREAM, session_stream};
 use chorus_crypto::EpochKey;
@@ -586,30 +587,10 @@ impl Device {
                 .execute(&mut *tx)
                 .await?;
             }
-            Effect::Message {
-                alias,
-                outgoing,
-                envelope_id,
-                text,
-                sent_ms,
-                stored_ms,
-                position,
-                author,
-            } => {
+            Effect::Message(entry) => {
                 // A sibling's send is news here; our own is not.
-                let tell = !(outgoing && author == self.log.device);
-                page.message(
-                    self,
-                    events,
-                    alias,
-                    outgoing,
-                    envelope_id,
-                    text,
-                    sent_ms,
-                    stored_ms,
-                    position,
-                    tell,
-                );
+                let tell = !(entry.outgoing && entry.author == self.log.device);
+                page.message(self, events, entry, tell);
             }
             Effect::Sent {
                 alias,
@@ -686,44 +667,40 @@ struct PageWrites {
 }
 
 impl PageWrites {
-    #[allow(clippy::too_many_arguments)]
     fn message(
         &mut self,
         device: &Device,
         events: &mut Vec<Option<Event>>,
-        alias: String,
-        outgoing: bool,
-        envelope_id: [u8; 16],
-        text: String,
-        sent_ms: u64,
-        stored_ms: u64,
-        position: u64,
+        entry: HistoryEntry,
         tell: bool,
     ) {
-        let (sent_ms, stored_ms) = (log_state::signed(sent_ms), log_state::signed(stored_ms));
+        let (sent_ms, stored_ms) = (
+            log_state::signed(entry.sent_ms),
+            log_state::signed(entry.stored_ms),
+        );
         let sealed = device.store.seal(
             "message",
-            &row::message(&envelope_id, &alias, outgoing),
-            text.as_bytes(),
+            &row::message(&entry.envelope_id, &entry.alias, entry.outgoing),
+            entry.text.as_bytes(),
         );
         let event = tell.then(|| {
             events.push(Some(Event::Message(Message {
-                contact: alias.clone(),
-                outgoing,
-                text,
+                contact: entry.alias.clone(),
+                outgoing: entry.outgoing,
+                text: entry.text,
                 sent_ms,
                 stored_ms,
             })));
             events.len() - 1
         });
         self.history.push(HistoryRow {
-            alias,
-            outgoing,
-            envelope_id,
+            alias: entry.alias,
+            outgoing: entry.outgoing,
+            envelope_id: entry.envelope_id,
             sealed,
             sent_ms,
             stored_ms,
-            position: log_state::signed(position),
+            position: log_state::signed(entry.position),
             event,
         });
     }

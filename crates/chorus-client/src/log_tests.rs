@@ -17,6 +17,19 @@ use crate::testing::{device, folded_state, relay, sibling, texts};
 use crate::testing::{random, rng};
 use crate::{Device, Event};
 
+/// Alice's phone and bob talking (bob wrote "hi"), then alice links a laptop.
+async fn alice_and_bob_talking_and_a_laptop(dir: &std::path::Path) -> (Device, Device, Device) {
+    let url = relay(dir).await;
+    let phone = device(dir, &url, "alice").await;
+    let bob = device(dir, &url, "bob").await;
+    let code = phone.invite().await.unwrap();
+    let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
+    bob.send(&alias, "hi").await.unwrap();
+    phone.sync().await.unwrap();
+    let laptop = sibling(&phone, dir, "laptop", crate::Options::default()).await;
+    (phone, bob, laptop)
+}
+
 fn rejections(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -184,14 +197,7 @@ async fn roster_entries_with_a_bad_signature_a_foreign_signer_or_a_broken_chain_
 #[tokio::test]
 async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_and_redone() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let phone = device(dir.path(), &url, "alice").await;
-    let bob = device(dir.path(), &url, "bob").await;
-    let code = phone.invite().await.unwrap();
-    let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
-    bob.send(&alias, "hi").await.unwrap();
-    phone.sync().await.unwrap();
-    let laptop = sibling(&phone, dir.path(), "laptop", crate::Options::default()).await;
+    let (phone, bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
     laptop.sync_log().await.unwrap();
 
     // The laptop encrypts at the version it folded, as a racing sibling would.
@@ -368,14 +374,7 @@ async fn a_relay_showing_one_device_another_history_is_caught_by_the_next_author
 #[tokio::test]
 async fn persisted_state_equals_the_core_state() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let phone = device(dir.path(), &url, "alice").await;
-    let bob = device(dir.path(), &url, "bob").await;
-    let code = phone.invite().await.unwrap();
-    let (alias, _) = bob.accept(&code, Some("alice")).await.unwrap();
-    bob.send(&alias, "hi").await.unwrap();
-    phone.sync().await.unwrap();
-    let laptop = sibling(&phone, dir.path(), "laptop", crate::Options::default()).await;
+    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
     phone.send("bob", "from the phone").await.unwrap();
     laptop.sync().await.unwrap();
     laptop.send("bob", "from the laptop").await.unwrap();
@@ -429,4 +428,45 @@ async fn persisted_state_equals_the_core_state() {
 
 fn texts_of(messages: &[crate::Message]) -> Vec<String> {
     messages.iter().map(|m| m.text.clone()).collect()
+}
+
+/// Two processes on one store (`chorus watch` in one terminal, `chorus send` in
+/// another): each keeps the folded state in memory. When the other folds first, the
+/// stored cursor has moved, and this one restores its state from the store before it
+/// folds or appends again — else it would fold records twice and seal on a stale
+/// stream version.
+#[tokio::test]
+async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (phone, _bob, _laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
+    phone.sync_log().await.unwrap();
+    let other = Device::open(
+        &phone.home,
+        crate::Unlock::KeyFile,
+        crate::Options::default(),
+    )
+    .await
+    .unwrap();
+    other.send("bob", "from the other process").await.unwrap();
+    // The phone's state in memory is behind the store now; sending folds and appends
+    // on the store's state, with no record refused.
+    let outcome = phone.send("bob", "from the first process").await.unwrap();
+    assert!(outcome.queued.is_none(), "{:?}", outcome.queued);
+    assert!(rejections(&phone.sync_log().await.unwrap()).is_empty());
+    let slot = phone.fold.lock().await;
+    let in_memory = slot.as_ref().expect("folded").clone();
+    drop(slot);
+    let mut conn = phone.store.pool().acquire().await.unwrap();
+    let stored = crate::log_state::load(&mut conn, phone.log.log_id.0, phone.log.epoch)
+        .await
+        .unwrap();
+    assert_eq!(stored, in_memory);
+    let history = texts_of(&phone.history("bob", 10).await.unwrap());
+    assert!(
+        history.ends_with(&[
+            "from the other process".into(),
+            "from the first process".into()
+        ]),
+        "{history:?}"
+    );
 }

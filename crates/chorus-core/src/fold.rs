@@ -138,8 +138,28 @@ impl Sessions {
     }
 }
 
-/// A change to persist, in the order the fold made it.
-#[derive(Debug)]
+/// A message for the history, as the fold decided it.
+pub struct HistoryEntry {
+    /// The contact's alias.
+    pub alias: String,
+    /// Sent by this identity.
+    pub outgoing: bool,
+    /// The envelope id.
+    pub envelope_id: [u8; 16],
+    /// The text.
+    pub text: String,
+    /// The sender's clock.
+    pub sent_ms: u64,
+    /// When stored (the logging device's clock).
+    pub stored_ms: u64,
+    /// History order within equal times (the log seq or the mailbox seq).
+    pub position: u64,
+    /// The device that logged it (zero for a message that came with a handshake).
+    pub author: [u8; 32],
+}
+
+/// A change to persist, in the order the fold made it. Effects carry plaintext,
+/// session state and private prekeys, so `Debug` prints only which change it is.
 pub enum Effect {
     /// A signed roster entry, now part of the roster.
     RosterEntry {
@@ -234,24 +254,7 @@ pub enum Effect {
         alias: String,
     },
     /// A history entry (unless one with its envelope id exists).
-    Message {
-        /// The contact's alias.
-        alias: String,
-        /// Sent by this identity.
-        outgoing: bool,
-        /// The envelope id.
-        envelope_id: [u8; 16],
-        /// The text.
-        text: String,
-        /// The sender's clock.
-        sent_ms: u64,
-        /// When stored (the logging device's clock).
-        stored_ms: u64,
-        /// History order within equal times (the log seq or the mailbox seq).
-        position: u64,
-        /// The device that logged it.
-        author: [u8; 32],
-    },
+    Message(HistoryEntry),
     /// A message was sent: its envelope goes to the outbox until delivered.
     Sent {
         /// The contact's alias.
@@ -300,6 +303,34 @@ pub enum Effect {
     Seen([u8; 16]),
     /// The Lamport clock as folded.
     Lamport(u64),
+}
+
+impl std::fmt::Debug for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RosterEntry { .. } => "RosterEntry",
+            Self::DeviceAuthorized { .. } => "DeviceAuthorized",
+            Self::DeviceRelinked { .. } => "DeviceRelinked",
+            Self::Register { .. } => "Register",
+            Self::Profile(_) => "Profile",
+            Self::Prekeys { .. } => "Prekeys",
+            Self::PrekeysConsumed(_) => "PrekeysConsumed",
+            Self::ContactAdded { .. } => "ContactAdded",
+            Self::ContactReplaced { .. } => "ContactReplaced",
+            Self::SessionRetired { .. } => "SessionRetired",
+            Self::HandshakeSeen { .. } => "HandshakeSeen",
+            Self::InvitationSpent { .. } => "InvitationSpent",
+            Self::Message(_) => "Message",
+            Self::Sent { .. } => "Sent",
+            Self::Delivered { .. } => "Delivered",
+            Self::Read { .. } => "Read",
+            Self::Blocked { .. } => "Blocked",
+            Self::Renamed { .. } => "Renamed",
+            Self::Stream { .. } => "Stream",
+            Self::Seen(_) => "Seen",
+            Self::Lamport(_) => "Lamport",
+        })
+    }
 }
 
 /// What the fold did with one record.
@@ -698,7 +729,7 @@ impl Constellation {
                     at_ms: event.timestamp_ms,
                 });
                 if !sent.text.is_empty() {
-                    effects.push(Effect::Message {
+                    effects.push(Effect::Message(HistoryEntry {
                         alias,
                         outgoing: true,
                         envelope_id: sent.envelope_id,
@@ -707,7 +738,7 @@ impl Constellation {
                         stored_ms: event.timestamp_ms,
                         position: record.seq,
                         author: event.author,
-                    });
+                    }));
                 }
             }
             EventKind::Received {
@@ -717,7 +748,7 @@ impl Constellation {
             } => {
                 let alias = self.alias_of(contact)?;
                 if !message.text.is_empty() {
-                    effects.push(Effect::Message {
+                    effects.push(Effect::Message(HistoryEntry {
                         alias,
                         outgoing: false,
                         envelope_id: message.envelope_id,
@@ -726,7 +757,7 @@ impl Constellation {
                         stored_ms: event.timestamp_ms,
                         position: *position,
                         author: event.author,
-                    });
+                    }));
                 }
             }
         }
@@ -743,12 +774,7 @@ impl Constellation {
     ) -> Result<(), LogError> {
         let session = Session::restore(d.session.as_bytes(), 0)?;
         // Checked: from here on nothing fails.
-        if let Some(base_key) = session.handshake_base_key() {
-            effects.push(Effect::HandshakeSeen {
-                root: *root,
-                base_key,
-            });
-        }
+        handshake_seen(root, &session, effects);
         let alias = self.free_alias(name);
         let ours = d
             .invitation
@@ -787,12 +813,7 @@ impl Constellation {
     ) -> Result<(), LogError> {
         let new = Session::restore(d.session.as_bytes(), 0)?;
         // Checked: from here on nothing fails.
-        if let Some(base_key) = new.handshake_base_key() {
-            effects.push(Effect::HandshakeSeen {
-                root: *root,
-                base_key,
-            });
-        }
+        handshake_seen(root, &new, effects);
         if d.read_only {
             effects.push(Effect::SessionRetired {
                 alias: alias.clone(),
@@ -802,12 +823,7 @@ impl Constellation {
             });
         } else {
             if let Some(old) = sessions.put(*root, new) {
-                if let Some(base_key) = old.handshake_base_key() {
-                    effects.push(Effect::HandshakeSeen {
-                        root: *root,
-                        base_key,
-                    });
-                }
+                handshake_seen(root, &old, effects);
                 effects.push(Effect::SessionRetired {
                     alias: alias.clone(),
                     seq,
@@ -1038,6 +1054,16 @@ impl Constellation {
     }
 }
 
+/// The handshake a session came from, so the same first message is never taken again.
+fn handshake_seen(root: &[u8; 32], session: &Session, effects: &mut Vec<Effect>) {
+    if let Some(base_key) = session.handshake_base_key() {
+        effects.push(Effect::HandshakeSeen {
+            root: *root,
+            base_key,
+        });
+    }
+}
+
 /// What every handshake folded leaves: our invitation it used marked spent (`spent`),
 /// the prekeys it consumed, and the message that came with it.
 fn handshake_done(alias: &str, d: &ContactDetails, spent: bool, effects: &mut Vec<Effect>) {
@@ -1055,7 +1081,7 @@ fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
     if let Some(first) = &d.first
         && !first.text.is_empty()
     {
-        effects.push(Effect::Message {
+        effects.push(Effect::Message(HistoryEntry {
             alias: alias.to_owned(),
             outgoing: false,
             envelope_id: first.envelope_id,
@@ -1064,6 +1090,6 @@ fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
             stored_ms: d.added_ms,
             position: 0,
             author: [0; 32],
-        });
+        }));
     }
 }

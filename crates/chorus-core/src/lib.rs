@@ -59,9 +59,9 @@ pub use consts::{
 };
 pub use error::SessionError;
 pub use fold::{
-    Constellation, Contact, Effect, Folded, Outcome, PREKEY_STREAM, PROFILE_REGISTER, Parts,
-    RELAYS_REGISTER, Record, Sessions, blocked_register, contact_name_register, relinked_register,
-    session_stream,
+    Constellation, Contact, Effect, Folded, HistoryEntry, Outcome, PREKEY_STREAM, PROFILE_REGISTER,
+    Parts, RELAYS_REGISTER, Record, Sessions, blocked_register, contact_name_register,
+    relinked_register, session_stream,
 };
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{

@@ -33,4 +33,17 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
 
     let p = established(43, 2);
     insta::assert_snapshot!("session_established", format!("{:?}", p.bob));
+
+    // What the fold hands the client to persist carries plaintext: only its kind shows.
+    let effect = chorus_core::Effect::Message(chorus_core::HistoryEntry {
+        alias: "bob".into(),
+        outgoing: true,
+        envelope_id: [1; 16],
+        text: "the plaintext must not appear".into(),
+        sent_ms: 1,
+        stored_ms: 1,
+        position: 1,
+        author: [0; 32],
+    });
+    assert_eq!(format!("{effect:?}"), "Message");
 }
