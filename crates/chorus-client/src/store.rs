@@ -178,8 +178,15 @@ impl Store {
             // Deleted and superseded rows (spent session snapshots, used prekeys) are
             // overwritten with zeros, not left in free pages for whoever reads the file.
             .pragma("secure_delete", "ON");
+        // No idle reaping or connection lifetime: a local file needs neither, and
+        // sqlx 0.9.0's maintenance task can read its idle count mid-update (release
+        // pushes, then counts; a concurrent pop subtracts first), wrap it, and spin a
+        // runtime worker forever — seen as a CLI command hanging at 100% CPU. Without
+        // both timeouts the task is never started.
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
