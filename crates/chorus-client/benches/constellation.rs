@@ -7,7 +7,10 @@
 //! Set-up: a real relay (axum, SQLite file, `synchronous=FULL`) in this process, every
 //! device with its own SQLite store. One device of alice sends 200 messages, one at a
 //! time; the siblings and bob's devices are idle meanwhile. Measured per message:
-//! - **time**: wall clock of `send` (sequenced append, fold, post, `Delivered`);
+//! - **time**: wall clock of `send` (for a contact on our relay, the bundled send:
+//!   one request carrying the guarded `Sent` record and the envelope, then the fold);
+//! - **relay requests** and **local commits** (SQLite transactions of the sender's
+//!   store, counted by its commit hook) per send;
 //! - **CPU**: this process's user + system CPU (`/proc/self/stat`), which includes the
 //!   in-process relay — an upper bound for the sender alone;
 //! - **bytes**: what the sender stored at relays — its log records' ciphertext plus the
@@ -86,6 +89,7 @@ async fn run(url: &str, dir: &Path, a: usize, b: usize) -> String {
     let (_, head) = log_bytes(&alice[0], 0).await;
     let before_envelopes = mailbox_bytes(&bob[0]).await;
     let text = "x".repeat(100);
+    let (requests, commits) = (alice[0].relay().requests(), alice[0].local_commits());
     let cpu = cpu_time();
     let start = Instant::now();
     for _ in 0..MESSAGES {
@@ -93,6 +97,8 @@ async fn run(url: &str, dir: &Path, a: usize, b: usize) -> String {
     }
     let wall = start.elapsed();
     let cpu = cpu_time() - cpu;
+    let requests = alice[0].relay().requests() - requests;
+    let commits = alice[0].local_commits() - commits;
     let (log, _) = log_bytes(&alice[0], head).await;
     let envelopes = mailbox_bytes(&bob[0]).await - before_envelopes;
     let mut catch_up = Vec::new();
@@ -108,9 +114,11 @@ async fn run(url: &str, dir: &Path, a: usize, b: usize) -> String {
     let n = MESSAGES as f64;
     let slowest = catch_up.iter().max().copied().unwrap_or_default();
     format!(
-        "| {a}×{b} | {:.2} ms | {:.2} ms | {:.0} B + {:.0} B = {:.0} B | {:.0} ms ({} devices) |",
+        "| {a}×{b} | {:.2} ms | {:.2} ms | {:.2} | {:.2} | {:.0} B + {:.0} B = {:.0} B | {:.0} ms ({} devices) |",
         wall.as_secs_f64() * 1e3 / n,
         cpu.as_secs_f64() * 1e3 / n,
+        requests as f64 / n,
+        commits as f64 / n,
         log as f64 / n,
         envelopes as f64 / n,
         (log + envelopes) as f64 / n,
@@ -122,9 +130,9 @@ async fn run(url: &str, dir: &Path, a: usize, b: usize) -> String {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "| identity × contact devices | time per send | CPU per send (process, incl. relay) | bytes stored per send (log + envelope) | slowest idle device's catch-up after {MESSAGES} sends |"
+        "| identity × contact devices | time per send | CPU per send (process, incl. relay) | relay requests per send | local commits per send | bytes stored per send (log + envelope) | slowest idle device's catch-up after {MESSAGES} sends |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (a, b) in [(1, 1), (5, 1), (5, 5)] {
         let dir = tempfile::tempdir().unwrap();
         let line = rt.block_on(async {

@@ -32,6 +32,8 @@ pub mod bench;
 pub mod code;
 mod contacts;
 pub mod device;
+#[cfg(test)]
+mod dishonest_relay_tests;
 mod event;
 mod handle;
 mod history;

@@ -32,7 +32,7 @@ use chorus_core::{
 };
 pub(crate) use chorus_core::{PREKEY_STREAM, session_stream};
 use chorus_crypto::EpochKey;
-use chorus_relay_api::{Id32, RecordOut};
+use chorus_relay_api::{BundledPost, Id32, RecordIn, RecordOut};
 use chorus_wire::{ChainLink, EventKind, LogEvent, SentMessage};
 use sqlx::SqliteConnection;
 
@@ -151,6 +151,18 @@ impl Device {
         &self,
         events: Vec<Pending>,
     ) -> Result<(Appended, Vec<Event>), ClientError> {
+        self.append_with(events, None).await
+    }
+
+    /// [`Self::append`], with `post` stored by the relay in the same transaction
+    /// (the bundled send). When the relay places the records right after what this
+    /// device folded, they are folded from the bytes sent, without reading them
+    /// back: the send is one request.
+    pub(crate) async fn append_with(
+        &self,
+        events: Vec<Pending>,
+        post: Option<BundledPost>,
+    ) -> Result<(Appended, Vec<Event>), ClientError> {
         let keys = &self.log;
         let records_and_ids = {
             let mut slot = self.fold.lock().await;
@@ -203,12 +215,20 @@ impl Device {
             (records, ids)
         };
         let (records, ids) = records_and_ids;
-        let mut outcome = match self.relay.append(records).await {
-            Ok(_) => Appended::Done,
-            Err(e) if e.code() == Some("guard_failed") => Appended::Conflict,
+        let sent = records.clone();
+        let (mut outcome, events) = match self.relay.append_bundled(records, post).await {
+            Ok(answer) => {
+                let events = match self.fold_own(sent, &answer.seqs).await? {
+                    Some(events) => events,
+                    None => self.sync_log().await?,
+                };
+                (Appended::Done, events)
+            }
+            Err(e) if e.code() == Some("guard_failed") => {
+                (Appended::Conflict, self.sync_log().await?)
+            }
             Err(e) => return Err(e.into()),
         };
-        let events = self.sync_log().await?;
         if outcome == Appended::Done && !self.all_folded(&ids).await? {
             // The relay acknowledged records this device's fold then refused or
             // never saw (it let a stale guard through, or hides them from us): lost,
@@ -217,6 +237,45 @@ impl Device {
             outcome = Appended::Conflict;
         }
         Ok((outcome, events))
+    }
+
+    /// Folds this device's own records at the seqs the relay gave them, if they
+    /// come right after the folded cursor; `None` (nothing done) otherwise, and the
+    /// log is read instead. The relay's answer is trusted no more than a page it
+    /// serves: a relay placing them elsewhere shows this device a history its
+    /// siblings do not share, which the next sibling record's head exposes.
+    async fn fold_own(
+        &self,
+        records: Vec<RecordIn>,
+        seqs: &[i64],
+    ) -> Result<Option<Vec<Event>>, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let applied = {
+            let mut conn = self.store.pool().acquire().await?;
+            self.folded(&mut slot, &mut conn).await?.applied()
+        };
+        let follows = seqs.len() == records.len()
+            && seqs
+                .iter()
+                .zip(1i64..)
+                .all(|(&seq, i)| u64::try_from(seq).ok() == applied.checked_add(i as u64));
+        if !follows {
+            return Ok(None);
+        }
+        let author = Id32(self.log.device);
+        let page: Vec<RecordOut> = records
+            .into_iter()
+            .zip(seqs)
+            .map(|(r, &seq)| RecordOut {
+                seq,
+                epoch: r.epoch,
+                author,
+                nonce: r.nonce,
+                ciphertext: r.ciphertext,
+                guard: r.guard,
+            })
+            .collect();
+        Ok(Some(self.fold_locked(&mut slot, &page).await?))
     }
 
     /// Whether every one of these events is folded.

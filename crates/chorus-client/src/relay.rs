@@ -12,9 +12,9 @@ use std::time::Duration;
 use chorus_crypto::DeviceSigningKey;
 use chorus_relay_api::{
     self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
-    ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest, CreateChannelRequest,
-    CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16, Id32,
-    LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
+    BundledPost, ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest,
+    CreateChannelRequest, CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16,
+    Id32, LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
     PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordsPage,
     RegisterMailboxRequest, RevokeDeviceRequest, SessionRequest, SessionResponse,
 };
@@ -159,6 +159,8 @@ pub struct RelayClient {
     backoff: Backoff,
     login: Option<Login>,
     token: Arc<Mutex<Option<String>>>,
+    /// Requests sent through this client and its clones (for the sender-cost bench).
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -411,7 +413,18 @@ impl RelayClient {
             backoff,
             login: None,
             token: Arc::new(Mutex::new(None)),
+            requests: Arc::default(),
         })
+    }
+
+    /// The same login at another URL (a test's wrapper in front of the relay).
+    #[cfg(test)]
+    pub(crate) fn rebased(&self, url: &str) -> Self {
+        Self {
+            url: normalize_url(url).unwrap_or_else(|_| url.to_owned()),
+            token: Arc::new(Mutex::new(None)),
+            ..self.clone()
+        }
     }
 
     /// The same relay, logged in as a device of a log.
@@ -426,6 +439,12 @@ impl RelayClient {
         &self.url
     }
 
+    /// How many HTTP requests this client (with its clones) has sent, logins and
+    /// retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn once<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -433,6 +452,8 @@ impl RelayClient {
         body: Option<&B>,
         token: Option<&str>,
     ) -> Result<T, RelayError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.json(b);
@@ -743,9 +764,24 @@ impl RelayClient {
     /// Appends records atomically. A failed guard is `Refused { status: 409, code:
     /// "guard_failed" }` and appends nothing.
     pub async fn append(&self, records: Vec<RecordIn>) -> Result<AppendResponse, RelayError> {
+        self.append_bundled(records, None).await
+    }
+
+    /// [`Self::append`], with an envelope posted in the same atomic request (the
+    /// bundled send, for a mailbox on this relay): both are stored or neither is.
+    pub async fn append_bundled(
+        &self,
+        records: Vec<RecordIn>,
+        post: Option<BundledPost>,
+    ) -> Result<AppendResponse, RelayError> {
         let path = self.log_path("/append")?;
-        self.call(Method::POST, &path, Some(&AppendRequest { records }), true)
-            .await
+        self.call(
+            Method::POST,
+            &path,
+            Some(&AppendRequest { records, post }),
+            true,
+        )
+        .await
     }
 
     /// Up to `limit` records after `after`.

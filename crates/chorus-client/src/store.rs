@@ -109,6 +109,10 @@ pub struct Store {
     path: PathBuf,
     /// Draws the nonce of every sealed value.
     entropy: Arc<dyn Entropy>,
+    /// Transactions committed on this store's connections (explicit or single
+    /// statement), counted by SQLite's commit hook: each is a durable write (an
+    /// fsync under `synchronous=FULL`), the unit the sender-cost bench counts.
+    commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -183,10 +187,22 @@ impl Store {
         // pushes, then counts; a concurrent pop subtracts first), wrap it, and spin a
         // runtime worker forever — seen as a CLI command hanging at 100% CPU. Without
         // both timeouts the task is never started.
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = commits.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_connect(move |conn, _| {
+                let counter = counter.clone();
+                Box::pin(async move {
+                    conn.lock_handle().await?.set_commit_hook(move || {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        true // go on with the commit
+                    });
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -253,7 +269,13 @@ impl Store {
             key,
             path,
             entropy,
+            commits,
         })
+    }
+
+    /// How many transactions this store has committed since it was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Persists a session atomically (sealed, with its generation as the high-water

@@ -91,6 +91,74 @@ async fn invitation_then_messages_both_ways_in_order() {
 }
 
 #[tokio::test]
+async fn a_send_to_a_contact_on_our_relay_is_one_request_and_never_enters_an_outbox() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    bob.send("alice", "hello").await.unwrap();
+    alice.sync().await.unwrap();
+    alice.send("bob", "first").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["first"]);
+
+    let (requests, commits) = (alice.relay().requests(), alice.local_commits());
+    let outcome = alice.send("bob", "second").await.unwrap();
+    assert!(outcome.queued.is_none());
+    assert_eq!(
+        alice.relay().requests() - requests,
+        1,
+        "the record and the envelope travel as one request"
+    );
+    assert_eq!(
+        alice.local_commits() - commits,
+        2,
+        "the pending send, then the fold of its record"
+    );
+    assert_eq!(alice.status().await.unwrap().outbox, 0);
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["second"]);
+    assert!(
+        history_texts(&alice, "bob")
+            .await
+            .contains(&"second".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_bundled_send_the_relay_refuses_is_logged_and_waits_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tempfile::tempdir().unwrap(),
+        |args| args.mailbox_depth = 2,
+    )
+    .await;
+    let clock = TestClock::default();
+    let (alice, bob) = pair(dir.path(), &relay, &clock).await;
+    bob.send("alice", "hello").await.unwrap();
+    alice.sync().await.unwrap();
+    // Bob's mailbox holds two envelopes: the bundle that finds it full is refused
+    // whole, and the same record and envelope go the unbundled way.
+    let mut delivered = Vec::new();
+    let (refused, queued) = loop {
+        let text = format!("m{}", delivered.len());
+        match alice.send("bob", &text).await.unwrap().queued {
+            Some(e) => break (text, e),
+            None => delivered.push(text),
+        }
+        assert!(delivered.len() <= 2, "the mailbox never filled up");
+    };
+    assert_eq!(queued.code(), Some("mailbox_full"), "{queued}");
+    assert_eq!(alice.status().await.unwrap().outbox, 1);
+    let logged = |texts: Vec<String>| texts.iter().filter(|t| **t == refused).count();
+    assert_eq!(logged(history_texts(&alice, "bob").await), 1);
+    // Flushing again neither loses it nor logs it twice.
+    alice.sync().await.unwrap();
+    assert_eq!(alice.status().await.unwrap().outbox, 1);
+    assert_eq!(logged(history_texts(&alice, "bob").await), 1);
+    assert_eq!(texts(&bob.sync().await.unwrap()), delivered);
+}
+
+#[tokio::test]
 async fn a_contact_added_by_address_consumes_one_directory_prekey() {
     let relay = Relay::start().await;
     let dir = tempfile::tempdir().unwrap();

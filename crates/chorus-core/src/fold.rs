@@ -728,6 +728,12 @@ impl Constellation {
                     author: event.author,
                     at_ms: event.timestamp_ms,
                 });
+                // A bundled send reached the relay with this very record.
+                if sent.bundled {
+                    effects.push(Effect::Delivered {
+                        envelope_id: sent.envelope_id,
+                    });
+                }
                 if !sent.text.is_empty() {
                     effects.push(Effect::Message(HistoryEntry {
                         alias,

@@ -266,6 +266,25 @@ pub struct RecordIn {
 pub struct AppendRequest {
     /// Records, appended all or none.
     pub records: Vec<RecordIn>,
+    /// An envelope to post with the records, atomically (the bundled send): both
+    /// are stored or neither is. Any refusal of the post refuses the append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<BundledPost>,
+}
+
+/// The envelope of a bundled send, for a mailbox on this relay.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledPost {
+    /// The mailbox.
+    pub mailbox_id: Id32,
+    /// As in [`PostEnvelopeRequest`].
+    pub envelope_id: Id16,
+    /// As in [`PostEnvelopeRequest`].
+    pub payload: HexBytes,
+    /// As in [`PostEnvelopeRequest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Id16>,
 }
 
 impl Validate for AppendRequest {
@@ -274,6 +293,12 @@ impl Validate for AppendRequest {
         check(self.records.len() <= MAX_APPEND_BATCH, "batch_too_large")?;
         let total: usize = self.records.iter().map(|r| r.ciphertext.0.len()).sum();
         check(total <= MAX_APPEND_BYTES, "batch_too_large")?;
+        if let Some(p) = &self.post {
+            check(
+                p.payload.0.len() <= MAX_ENVELOPE_BYTES,
+                "envelope_too_large",
+            )?;
+        }
         for r in &self.records {
             check(r.epoch >= 0, "bad_epoch")?;
             check(r.nonce.0.len() <= MAX_NONCE_BYTES, "nonce_too_large")?;
@@ -295,6 +320,9 @@ impl Validate for AppendRequest {
 pub struct AppendResponse {
     /// The seq given to each record, in order (consecutive).
     pub seqs: Vec<i64>,
+    /// The bundled envelope, as a post would have answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted: Option<PostEnvelopeResponse>,
 }
 
 /// A guard that failed, in a `409 guard_failed` answer.

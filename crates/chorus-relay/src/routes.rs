@@ -29,7 +29,7 @@ use crate::limits::{
 };
 use crate::page;
 use crate::ratelimit::Kind;
-use crate::store::{AppendJob, AppendRejection, DeviceAdded, Event, MailboxPolicy};
+use crate::store::{AppendJob, AppendRejection, DeviceAdded, EnvelopePost, Event, MailboxPolicy};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -219,6 +219,7 @@ async fn log_info(
 async fn append(
     State(state): State<AppState>,
     authed: Authed,
+    ip: ClientIp,
     Segs(log): Segs<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
@@ -232,18 +233,80 @@ async fn append(
         records: req.records,
         max_records: state.limits().max_records_per_log,
     };
-    match state.batcher().append(job).await? {
-        Ok(seqs) => Ok(Json(AppendResponse { seqs }).into_response()),
-        Err(AppendRejection::NoLog) => Err(ApiError::not_found()),
-        Err(AppendRejection::NotCurrent) => Err(ApiError::forbidden()),
-        Err(AppendRejection::Quota) => Err(ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "record_quota_exceeded",
-        )),
-        Err(AppendRejection::Guards(failed)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "guard_failed")
-                .with_detail(json!({ "failed": failed })))
+    let Some(post) = req.post else {
+        return match state.batcher().append(job).await? {
+            Ok(seqs) => Ok(Json(AppendResponse { seqs, posted: None }).into_response()),
+            Err(refused) => Err(append_refused(refused)),
+        };
+    };
+    // The bundled send: the post is limited as any post is, and it is stored with
+    // the records in one transaction (outside the group commit: it is one request
+    // either way, and a refused post must take its records with it).
+    allow(&state, Kind::MailboxPost, ip.key_for(&post.mailbox_id.0))?;
+    let post = envelope_post(
+        &state,
+        post.mailbox_id,
+        post.envelope_id,
+        post.claim,
+        post.payload,
+    );
+    let (seqs, posted) = match state.store().append_bundle(&job, &post).await? {
+        Ok(done) => done,
+        Err(refused) => return Err(append_refused(refused)),
+    };
+    let mut events = Vec::with_capacity(2);
+    if let Some(&head_seq) = seqs.last() {
+        events.push(Event::LogAppended { log_id, head_seq });
+    }
+    if !posted.duplicate {
+        events.push(Event::MailboxPosted {
+            log_id: posted.log_id,
+            mailbox_id: post.mailbox_id,
+            seq: posted.seq,
+        });
+    }
+    state.emit(events).await;
+    Ok(Json(AppendResponse {
+        seqs,
+        posted: Some(PostEnvelopeResponse {
+            seq: posted.seq,
+            duplicate: posted.duplicate,
+        }),
+    })
+    .into_response())
+}
+
+/// The answer to a refused append.
+fn append_refused(refused: AppendRejection) -> ApiError {
+    match refused {
+        AppendRejection::NoLog => ApiError::not_found(),
+        AppendRejection::NotCurrent => ApiError::forbidden(),
+        AppendRejection::Quota => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "record_quota_exceeded")
         }
+        AppendRejection::Guards(failed) => ApiError::new(StatusCode::CONFLICT, "guard_failed")
+            .with_detail(json!({ "failed": failed })),
+    }
+}
+
+/// A post under this relay's limits, expiring after the mailbox TTL from now.
+fn envelope_post(
+    state: &AppState,
+    mailbox_id: Id32,
+    envelope_id: Id16,
+    claim: Option<Id16>,
+    payload: HexBytes,
+) -> EnvelopePost {
+    let now = state.now();
+    EnvelopePost {
+        mailbox_id,
+        envelope_id,
+        claim,
+        payload: payload.0,
+        now,
+        expires_ms: now.saturating_add(duration_ms(state.limits().mailbox_ttl)),
+        max_depth: state.limits().mailbox_depth,
+        quota: state.limits().envelope_quota_bytes,
     }
 }
 
@@ -409,21 +472,8 @@ async fn post_envelope(
     let mailbox_id = Id32::parse(&mailbox)?;
     let req: PostEnvelopeRequest = decode(&body)?;
     allow(&state, Kind::MailboxPost, ip.key_for(&mailbox_id.0))?;
-    let now = state.now();
-    let expires_ms = now.saturating_add(duration_ms(state.limits().mailbox_ttl));
-    let posted = state
-        .store()
-        .post_envelope(
-            mailbox_id,
-            req.envelope_id,
-            req.claim,
-            &req.payload.0,
-            now,
-            expires_ms,
-            state.limits().mailbox_depth,
-            state.limits().envelope_quota_bytes,
-        )
-        .await?;
+    let post = envelope_post(&state, mailbox_id, req.envelope_id, req.claim, req.payload);
+    let posted = state.store().post_envelope(&post).await?;
     if !posted.duplicate {
         state
             .emit(vec![Event::MailboxPosted {

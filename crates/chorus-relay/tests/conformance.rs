@@ -30,6 +30,7 @@ both_backends!(
     log_append_and_read_round_trip_with_author_stamped,
     racing_guarded_appends_have_one_winner_per_version_and_no_gaps,
     failed_guard_appends_nothing_and_names_current_versions,
+    a_bundled_send_stores_its_record_and_envelope_together_or_neither,
     append_batch_at_bound_is_accepted_and_one_over_changes_nothing,
     records_are_paged_up_to_the_page_bound,
     trim_waits_for_every_current_device_cursor,
@@ -738,6 +739,108 @@ async fn failed_guard_appends_nothing_and_names_current_versions(b: Backend) {
         .append(&log, &tok, vec![record("p", Some(("b", 0)))])
         .await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// The payloads `mailbox` holds, as hex.
+async fn inbox(r: &Relay, log: &Hex32, tok: &str, mailbox: &Hex32) -> Vec<String> {
+    let path = format!(
+        "/v1/logs/{}/mailboxes/{}/envelopes?after=0",
+        log.0, mailbox.0
+    );
+    let (s, v) = r.get(&path, Some(tok)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A bundled append: guarded records and one envelope for a mailbox on this relay.
+async fn bundle(
+    r: &Relay,
+    log: &Hex32,
+    tok: &str,
+    version: i64,
+    mailbox: &Hex32,
+    id: u8,
+    payload: &str,
+) -> (StatusCode, Value) {
+    r.post(
+        &format!("/v1/logs/{}/append", log.0),
+        Some(tok),
+        json!({
+            "records": [record(&format!("sent {id}"), Some(("session", version)))],
+            "post": {
+                "mailbox_id": mailbox.0,
+                "envelope_id": hex::encode([id; 16]),
+                "payload": hex::encode(payload),
+            },
+        }),
+    )
+    .await
+}
+
+async fn a_bundled_send_stores_its_record_and_envelope_together_or_neither(b: Backend) {
+    let limits = Limits {
+        mailbox_depth: 2,
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (alice, _, a_tok) = r.identity(40).await;
+    let (bob, _, b_tok) = r.identity(41).await;
+    let m = mailbox(&r, &bob, &b_tok, 40).await;
+    let (s, v) = bundle(&r, &alice, &a_tok, 0, &m, 1, "one").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seqs"], json!([1]));
+    assert_eq!(v["posted"], json!({ "seq": 1, "duplicate": false }));
+    assert_eq!(inbox(&r, &bob, &b_tok, &m).await, vec![hex::encode("one")]);
+
+    // A stale guard: neither the record nor the envelope.
+    let (s, v) = bundle(&r, &alice, &a_tok, 0, &m, 2, "two").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("guard_failed"))
+    );
+    assert_eq!(
+        inbox(&r, &bob, &b_tok, &m).await,
+        vec![hex::encode("one")],
+        "no envelope for a lost race"
+    );
+    assert_eq!(head(&r, &alice, &a_tok).await, 1);
+
+    // A post the relay refuses: no record, and the stream did not move.
+    let (s, v) = bundle(&r, &alice, &a_tok, 1, &Hex32::from_u64(4040), 2, "two").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(
+        head(&r, &alice, &a_tok).await,
+        1,
+        "no record without its envelope"
+    );
+    assert_eq!(post_env(&r, &m, 3, "three").await.0, StatusCode::OK);
+    let (s, v) = bundle(&r, &alice, &a_tok, 1, &m, 4, "four").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("mailbox_full"))
+    );
+    assert_eq!(head(&r, &alice, &a_tok).await, 1);
+    assert_eq!(inbox(&r, &bob, &b_tok, &m).await.len(), 2);
+    // An envelope over the bound is refused before anything is looked at.
+    let big = "x".repeat(MAX_ENVELOPE_BYTES + 1);
+    let (s, v) = bundle(&r, &alice, &a_tok, 1, &m, 5, &big).await;
+    assert!(s.is_client_error(), "{s} {v}");
+    assert_eq!(v["error"], json!("envelope_too_large"));
+    assert_eq!(head(&r, &alice, &a_tok).await, 1);
+
+    // The same envelope again (a retry after a lost answer) is stored once.
+    let (s, v) = bundle(&r, &alice, &a_tok, 1, &m, 1, "one").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["posted"], json!({ "seq": 1, "duplicate": true }));
+    assert_eq!(head(&r, &alice, &a_tok).await, 2);
+    assert_eq!(inbox(&r, &bob, &b_tok, &m).await.len(), 2);
 }
 
 async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backend) {

@@ -96,6 +96,9 @@ pub struct SentMessage {
     pub text: String,
     /// The ratchet delta.
     pub ratchet_delta: SecretBytes,
+    /// The envelope went to the relay in the same atomic request as this record (a
+    /// bundled send): it is delivered, and no device puts it in its outbox.
+    pub bundled: bool,
 }
 
 /// Which kind of prekey.
@@ -384,6 +387,7 @@ impl LogEvent {
                 sent_ms: m.sent_ms,
                 text: m.text.clone(),
                 ratchet_delta: m.ratchet_delta.as_bytes().to_vec(),
+                bundled: m.bundled,
             }),
             EventKind::PrekeysCreated {
                 keys,
@@ -606,6 +610,7 @@ fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
         sent_ms: m.sent_ms,
         text: m.text,
         ratchet_delta: SecretBytes::new(m.ratchet_delta),
+        bundled: m.bundled,
     })
 }
 
@@ -708,6 +713,7 @@ mod tests {
             sent_ms: 6,
             text: "hi".into(),
             ratchet_delta: SecretBytes::new(vec![7; 200]),
+            bundled: true,
         }
     }
 

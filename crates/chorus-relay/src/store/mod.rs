@@ -129,6 +129,27 @@ pub struct Posted {
     pub duplicate: bool,
 }
 
+/// An envelope to post, and the bounds it is posted under.
+#[derive(Clone, Debug)]
+pub struct EnvelopePost {
+    /// The mailbox.
+    pub mailbox_id: Id32,
+    /// The sender's idempotency key.
+    pub envelope_id: Id16,
+    /// For a single-use mailbox: the id of the first envelope its sender posted.
+    pub claim: Option<Id16>,
+    /// The envelope bytes.
+    pub payload: Vec<u8>,
+    /// Now.
+    pub now: i64,
+    /// When it expires.
+    pub expires_ms: i64,
+    /// Most unexpired envelopes the mailbox holds ([`crate::Limits::mailbox_depth`]).
+    pub max_depth: u32,
+    /// Most envelope bytes the owning log holds ([`crate::Limits::envelope_quota_bytes`]).
+    pub quota: u64,
+}
+
 /// A rendezvous message: seq and bytes.
 pub type ChannelRow = (i64, Vec<u8>);
 
@@ -348,18 +369,17 @@ pub trait RelayStore: Send + Sync + 'static {
     /// `MailboxFull` when `max_depth` unexpired envelopes are held; for a
     /// single-use mailbox, `MailboxSpent` unless it is the first envelope, or
     /// `claim` names the first.
-    #[allow(clippy::too_many_arguments)]
-    fn post_envelope<'a>(
+    fn post_envelope<'a>(&'a self, post: &'a EnvelopePost) -> BoxFuture<'a, StoreResult<Posted>>;
+
+    /// The bundled send: appends `job` as [`RelayStore::append_group`] would and posts
+    /// `post` as [`RelayStore::post_envelope`] would, in one transaction. A refused
+    /// append posts nothing (`Ok(Err(..))`); a refused post appends nothing (the
+    /// post's error).
+    fn append_bundle<'a>(
         &'a self,
-        mailbox_id: Id32,
-        envelope_id: Id16,
-        claim: Option<Id16>,
-        payload: &'a [u8],
-        now: i64,
-        expires_ms: i64,
-        max_depth: u32,
-        envelope_quota: u64,
-    ) -> BoxFuture<'a, StoreResult<Posted>>;
+        job: &'a AppendJob,
+        post: &'a EnvelopePost,
+    ) -> BoxFuture<'a, StoreResult<Result<(Vec<i64>, Posted), AppendRejection>>>;
 
     /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`
     /// (`NotFound` otherwise), at most `limit`, cut by payload bytes as

@@ -18,11 +18,11 @@ use tokio::sync::broadcast;
 
 use super::sql::{id16, id32, int, sql_store};
 use super::{
-    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, Event, LogInfo, Login,
-    LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
+    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, EnvelopePost, Event,
+    LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
 };
 use crate::api::{
-    EnvelopeOut, FailedGuard, Guard, HexBytes, Id16, Id32, PrekeyBundle, PrekeyCount,
+    EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
     PublishPrekeysRequest, RecordIn, RecordOut,
 };
 use crate::error::{StoreError, StoreResult};
@@ -58,8 +58,12 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` with up to `connections` pooled connections and migrates.
     pub async fn connect(url: &str, connections: u32) -> StoreResult<Self> {
+        // No idle reaping or lifetime: see `SqliteStore::open` (sqlx 0.9.0's pool
+        // maintenance task can spin forever).
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(2))
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
@@ -172,6 +176,36 @@ impl PostgresStore {
         self.write(&mut *tx, &plan).await?;
         tx.commit().await?;
         Ok(plan.out)
+    }
+
+    /// The bundled send, on the contended path's locks: the append and the post
+    /// in one transaction. Dropping the transaction on any refusal rolls both back.
+    async fn append_bundle_impl(
+        &self,
+        job: &AppendJob,
+        post: &EnvelopePost,
+    ) -> StoreResult<Result<(Vec<i64>, Posted), AppendRejection>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT log_id FROM logs WHERE log_id = $1 FOR UPDATE")
+            .bind(&job.log_id.0[..])
+            .execute(&mut *tx)
+            .await?;
+        let group = [job];
+        let snap = snapshot(&mut *tx, &group).await?;
+        let plan = plan(&group, snap);
+        let outcome = plan
+            .out
+            .first()
+            .cloned()
+            .unwrap_or(Err(AppendRejection::NoLog));
+        let seqs = match outcome {
+            Ok(seqs) => seqs,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        self.write(&mut *tx, &plan).await?;
+        let posted = post_in(&mut tx, post).await?;
+        tx.commit().await?;
+        Ok(Ok((seqs, posted)))
     }
 
     /// Writes a plan; returns the logs whose head was still as read (only those

@@ -635,144 +635,21 @@ macro_rules! sql_store {
                 })
             }
 
-            fn post_envelope<'a>(
-                &'a self,
-                mailbox_id: Id32,
-                envelope_id: Id16,
-                claim: Option<Id16>,
-                payload: &'a [u8],
-                now: i64,
-                expires_ms: i64,
-                max_depth: u32,
-                envelope_quota: u64,
-            ) -> BoxFuture<'a, StoreResult<Posted>> {
+            fn post_envelope<'a>(&'a self, post: &'a EnvelopePost) -> BoxFuture<'a, StoreResult<Posted>> {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
-                    let mb = sqlx::query(concat!(
-                        "SELECT log_id, head_seq, drop_oldest, single_use, first_envelope \
-                         FROM mailboxes WHERE mailbox_id = $1",
-                        $lock
-                    ))
-                    .bind(&mailbox_id.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                    let log_id = id32(mb.try_get(0)?)?;
-                    let head: i64 = mb.try_get(1)?;
-                    let drop_oldest: bool = mb.try_get(2)?;
-                    let single_use: bool = mb.try_get(3)?;
-                    let first: Option<Vec<u8>> = mb.try_get(4)?;
-                    let existing = sqlx::query(
-                        "SELECT seq, payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
-                    )
-                    .bind(&mailbox_id.0[..])
-                    .bind(&envelope_id.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(e) = existing {
-                        let stored: Vec<u8> = e.try_get(1)?;
-                        if stored != payload {
-                            return Err(StoreError::EnvelopeConflict);
-                        }
-                        return Ok(Posted {
-                            log_id,
-                            seq: e.try_get(0)?,
-                            duplicate: true,
-                        });
-                    }
-                    if single_use {
-                        match first {
-                            None => {
-                                sqlx::query("UPDATE mailboxes SET first_envelope = $2 WHERE mailbox_id = $1")
-                                    .bind(&mailbox_id.0[..])
-                                    .bind(&envelope_id.0[..])
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            Some(first)
-                                if first == envelope_id.0
-                                    || claim.is_some_and(|c| first == c.0) => {}
-                            Some(_) => return Err(StoreError::MailboxSpent),
-                        }
-                    }
-                    let depth: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM envelopes WHERE mailbox_id = $1 AND expires_ms > $2",
-                    )
-                    .bind(&mailbox_id.0[..])
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let over = depth - i64::from(max_depth) + 1;
-                    if over > 0 {
-                        if !drop_oldest {
-                            return Err(StoreError::MailboxFull);
-                        }
-                        // A first-contact mailbox makes room: its oldest go first.
-                        let dropped: i64 = sqlx::query_scalar(
-                            "SELECT CAST(COALESCE(SUM(LENGTH(payload)), 0) AS BIGINT) FROM envelopes \
-                             WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
-                               WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
-                        )
-                        .bind(&mailbox_id.0[..])
-                        .bind(over)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "DELETE FROM envelopes WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
-                               WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
-                        )
-                        .bind(&mailbox_id.0[..])
-                        .bind(over)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes - $2 WHERE log_id = $1")
-                            .bind(&log_id.0[..])
-                            .bind(dropped)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    // The log's quota, counted over all its mailboxes.
-                    let used: i64 = sqlx::query_scalar("SELECT envelope_bytes FROM logs WHERE log_id = $1")
-                        .bind(&log_id.0[..])
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let size = int(payload.len());
-                    let quota = i64::try_from(envelope_quota).unwrap_or(i64::MAX);
-                    if used.saturating_add(size) > quota {
-                        return Err(StoreError::EnvelopeQuotaExceeded);
-                    }
-                    sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes + $2 WHERE log_id = $1")
-                        .bind(&log_id.0[..])
-                        .bind(size)
-                        .execute(&mut *tx)
-                        .await?;
-                    let seq = head + 1;
-                    sqlx::query(
-                        "INSERT INTO envelopes (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&mailbox_id.0[..])
-                    .bind(seq)
-                    .bind(&envelope_id.0[..])
-                    .bind(payload)
-                    .bind(now)
-                    .bind(expires_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("UPDATE mailboxes SET head_seq = $2 WHERE mailbox_id = $1")
-                        .bind(&mailbox_id.0[..])
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
+                    let posted = post_in(&mut tx, post).await?;
                     tx.commit().await?;
-                    Ok(Posted {
-                        log_id,
-                        seq,
-                        duplicate: false,
-                    })
+                    Ok(posted)
                 })
+            }
+
+            fn append_bundle<'a>(
+                &'a self,
+                job: &'a AppendJob,
+                post: &'a EnvelopePost,
+            ) -> BoxFuture<'a, StoreResult<Result<(Vec<i64>, Posted), AppendRejection>>> {
+                Box::pin(self.append_bundle_impl(job, post))
             }
 
             fn read_envelopes(
@@ -1195,6 +1072,148 @@ macro_rules! sql_store {
             fn append_workers(&self) -> usize {
                 self.workers
             }
+        }
+
+        /// Posts inside a write transaction (see [`RelayStore::post_envelope`]); an
+        /// error leaves the transaction to be rolled back.
+        async fn post_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            post: &EnvelopePost,
+        ) -> StoreResult<Posted> {
+            let EnvelopePost {
+                mailbox_id,
+                envelope_id,
+                claim,
+                ref payload,
+                now,
+                expires_ms,
+                max_depth,
+                quota: envelope_quota,
+            } = *post;
+            let payload = payload.as_slice();
+            let mb = sqlx::query(concat!(
+                "SELECT log_id, head_seq, drop_oldest, single_use, first_envelope \
+                 FROM mailboxes WHERE mailbox_id = $1",
+                $lock
+            ))
+            .bind(&mailbox_id.0[..])
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            let log_id = id32(mb.try_get(0)?)?;
+            let head: i64 = mb.try_get(1)?;
+            let drop_oldest: bool = mb.try_get(2)?;
+            let single_use: bool = mb.try_get(3)?;
+            let first: Option<Vec<u8>> = mb.try_get(4)?;
+            let existing = sqlx::query(
+                "SELECT seq, payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
+            )
+            .bind(&mailbox_id.0[..])
+            .bind(&envelope_id.0[..])
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(e) = existing {
+                let stored: Vec<u8> = e.try_get(1)?;
+                if stored != payload {
+                    return Err(StoreError::EnvelopeConflict);
+                }
+                return Ok(Posted {
+                    log_id,
+                    seq: e.try_get(0)?,
+                    duplicate: true,
+                });
+            }
+            if single_use {
+                match first {
+                    None => {
+                        sqlx::query("UPDATE mailboxes SET first_envelope = $2 WHERE mailbox_id = $1")
+                            .bind(&mailbox_id.0[..])
+                            .bind(&envelope_id.0[..])
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    Some(first)
+                        if first == envelope_id.0
+                            || claim.is_some_and(|c| first == c.0) => {}
+                    Some(_) => return Err(StoreError::MailboxSpent),
+                }
+            }
+            let depth: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM envelopes WHERE mailbox_id = $1 AND expires_ms > $2",
+            )
+            .bind(&mailbox_id.0[..])
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?;
+            let over = depth - i64::from(max_depth) + 1;
+            if over > 0 {
+                if !drop_oldest {
+                    return Err(StoreError::MailboxFull);
+                }
+                // A first-contact mailbox makes room: its oldest go first.
+                let dropped: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(LENGTH(payload)), 0) AS BIGINT) FROM envelopes \
+                     WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
+                       WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
+                )
+                .bind(&mailbox_id.0[..])
+                .bind(over)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM envelopes WHERE mailbox_id = $1 AND seq IN (SELECT seq FROM envelopes \
+                       WHERE mailbox_id = $1 AND expires_ms > $3 ORDER BY seq LIMIT $2)",
+                )
+                .bind(&mailbox_id.0[..])
+                .bind(over)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes - $2 WHERE log_id = $1")
+                    .bind(&log_id.0[..])
+                    .bind(dropped)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            // The log's quota, counted over all its mailboxes.
+            let used: i64 = sqlx::query_scalar("SELECT envelope_bytes FROM logs WHERE log_id = $1")
+                .bind(&log_id.0[..])
+                .fetch_one(&mut **tx)
+                .await?;
+            let size = int(payload.len());
+            let quota = i64::try_from(envelope_quota).unwrap_or(i64::MAX);
+            if used.saturating_add(size) > quota {
+                return Err(StoreError::EnvelopeQuotaExceeded);
+            }
+            sqlx::query("UPDATE logs SET envelope_bytes = envelope_bytes + $2 WHERE log_id = $1")
+                .bind(&log_id.0[..])
+                .bind(size)
+                .execute(&mut **tx)
+                .await?;
+            let seq = head + 1;
+            sqlx::query(
+                "INSERT INTO envelopes (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&mailbox_id.0[..])
+            .bind(seq)
+            .bind(&envelope_id.0[..])
+            .bind(payload)
+            .bind(now)
+            .bind(expires_ms)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE mailboxes SET head_seq = $2 WHERE mailbox_id = $1")
+                .bind(&mailbox_id.0[..])
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+            Ok(Posted {
+                log_id,
+                seq,
+                duplicate: false,
+            })
         }
 
         async fn count_one_time(

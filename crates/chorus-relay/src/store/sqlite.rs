@@ -18,11 +18,11 @@ use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use super::sql::{id16, id32, int, sql_store};
 use super::{
-    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, Event, LogInfo, Login,
-    LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
+    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, EnvelopePost, Event,
+    LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
 };
 use crate::api::{
-    EnvelopeOut, FailedGuard, Guard, HexBytes, Id16, Id32, PrekeyBundle, PrekeyCount,
+    EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
     PublishPrekeysRequest, RecordOut,
 };
 use crate::error::{StoreError, StoreResult};
@@ -66,8 +66,13 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions, readers: u32) -> StoreResult<Self> {
+        // No idle reaping or connection lifetime: sqlx 0.9.0's maintenance task can
+        // read its idle count mid-update, wrap it and spin a runtime worker forever
+        // (seen hanging a client at 100% CPU). Without both timeouts it never starts.
         let pool = SqlitePoolOptions::new()
             .max_connections(readers.max(2))
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite")
@@ -111,6 +116,23 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// The bundled send: the append and the post in one transaction. Dropping the
+    /// transaction on any refusal rolls both back.
+    async fn append_bundle_impl(
+        &self,
+        job: &AppendJob,
+        post: &EnvelopePost,
+    ) -> StoreResult<Result<(Vec<i64>, Posted), AppendRejection>> {
+        let (_guard, mut tx) = self.begin_write().await?;
+        let seqs = match append_one(&mut tx, job).await? {
+            Ok(seqs) => seqs,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let posted = post_in(&mut tx, post).await?;
+        tx.commit().await?;
+        Ok(Ok((seqs, posted)))
     }
 
     async fn publish_events(&self, _events: &[Event]) -> StoreResult<()> {

@@ -1,0 +1,378 @@
+//! Contacts: invitations, accepting them, adding by address, first sessions,
+//! listing, read markers and safety numbers.
+
+use super::*;
+
+impl Device {
+    /// Creates an invitation code: the identity's keys, the current signed prekey, a
+    /// fresh one-time X25519 and ML-KEM prekey, and a fresh one-time mailbox for the
+    /// answer. The private halves and the mailbox are in the log before the code exists,
+    /// so any device of the identity can answer.
+    pub async fn invite(&self) -> Result<String, ClientError> {
+        let root = self.me.identity.root().ok_or(ClientError::NotPrimary(
+            "create invitations (prekeys are root-signed)",
+        ))?;
+        let mailbox = Id32(self.random());
+        self.relay
+            .register_mailbox(mailbox, MailboxUse::Invitation)
+            .await?;
+        self.sync_log().await?;
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut conn = self.store.pool().acquire().await?;
+            let (signed, _) = prekeys::current_directory_keys(&mut conn).await?;
+            let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
+            let mut keys =
+                Generator::new(&mut conn, root, &*self.options.entropy, Purpose::Invitation)
+                    .await?;
+            drop(conn);
+            let bundle = PrekeyBundle {
+                identity: self.me.identity.keys().clone(),
+                signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
+                one_time_prekey: Some(keys.one_time()?),
+                pq_prekey: keys.pq(false)?,
+            };
+            let events = keys
+                .into_events(Some(mailbox.0))
+                .into_iter()
+                .map(|k| Pending::guarded(k, PREKEY_STREAM.to_vec(), None))
+                .collect();
+            if self.append(events).await?.0 == Appended::Done {
+                return Ok(code::encode(&Invitation {
+                    bundle,
+                    relay_url: self.me.relay_url.clone(),
+                    mailbox: MailboxId(mailbox.0),
+                    name: Some(self.me.name.clone()),
+                }));
+            }
+        }
+        Err(ClientError::Contended)
+    }
+
+    /// Accepts an invitation code: starts the session and sends our hello (our mailbox
+    /// for them) to the invitation's mailbox. Returns the contact's alias.
+    pub async fn accept(
+        &self,
+        code_text: &str,
+        alias: Option<&str>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        let invitation = code::decode(code_text)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT name FROM contacts WHERE invitation = $1")
+                .bind(&invitation.mailbox.0[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        if let Some(contact) = existing {
+            return Err(ClientError::AlreadyAccepted { contact });
+        }
+        let relay_url = self.url_policy().check(&invitation.relay_url)?;
+        let suggested = invitation.name.clone();
+        let (contact, outcome) = self
+            .establish(
+                &invitation.bundle,
+                alias.map(str::to_owned).or(suggested),
+                relay_url,
+                invitation.mailbox,
+                Some(invitation.mailbox),
+            )
+            .await?;
+        let failed: Option<String> =
+            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
+                .bind(&contact)
+                .fetch_optional(self.store.pool())
+                .await?
+                .flatten();
+        match failed {
+            Some(_) => Err(ClientError::InvitationSpent { contact }),
+            None => Ok((contact, outcome)),
+        }
+    }
+
+    /// Adds a contact by address (`fingerprint@relay`) through the relay's prekey
+    /// directory, and sends our hello to their intro mailbox.
+    pub async fn add_contact(
+        &self,
+        address: &str,
+        alias: Option<&str>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        let intro = Introduction::fetch(address, self.options.backoff, self.url_policy()).await?;
+        let fallback = format!("contact-{}", &intro.address.digits[..5]);
+        self.establish(
+            &intro.bundle,
+            Some(alias.map_or(fallback, str::to_owned)),
+            intro.address.relay_url,
+            intro.mailbox,
+            None,
+        )
+        .await
+    }
+
+    pub(crate) async fn establish(
+        &self,
+        bundle: &PrekeyBundle,
+        alias: Option<String>,
+        relay_url: String,
+        send_mailbox: MailboxId,
+        invitation: Option<MailboxId>,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        if bundle.identity.root == self.me.identity.keys().root {
+            return Err(ClientError::OwnIdentity);
+        }
+        let root = *bundle.identity.root.as_bytes();
+        let known = contact_named_by(self.store.pool(), &root).await?;
+        if let Some(name) = known {
+            // A contact who never answered (or never can: their invitation had been
+            // used) does not block a new introduction: its session is replaced.
+            let stale: Option<(bool, Option<String>)> =
+                sqlx::query_as("SELECT answered, failed FROM contacts WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(self.store.pool())
+                    .await?;
+            return match stale {
+                Some((false, _) | (_, Some(_))) => {
+                    let mut conn = self.store.pool().acquire().await?;
+                    let tag = self.log.key.stream_tag(&session_stream(&root));
+                    let at = stream_version(&mut conn, &tag).await?;
+                    drop(conn);
+                    self.start_session(bundle, name, relay_url, send_mailbox, invitation, at)
+                        .await
+                }
+                _ => Err(ClientError::AlreadyContact { contact: name }),
+            };
+        }
+        let alias = alias.map_or_else(
+            || {
+                format!(
+                    "contact-{}",
+                    &Fingerprint::of(&bundle.identity.root).digits()[..5]
+                )
+            },
+            |a| normalize_display_name(&a),
+        );
+        check_display_name("contact name", &alias)?;
+        if self.contact_row(self.store.pool(), &alias).await?.is_some() {
+            return Err(ClientError::ContactNameTaken(alias));
+        }
+        self.start_session(bundle, alias, relay_url, send_mailbox, invitation, 0)
+            .await
+    }
+
+    /// Initiates a session with `bundle`'s identity and sends our hello on it: a new
+    /// contact `alias` (`at` 0), or a replacement of the session of the known
+    /// contact `alias` (`at`: its session stream's version).
+    pub(super) async fn start_session(
+        &self,
+        bundle: &PrekeyBundle,
+        alias: String,
+        relay_url: String,
+        send_mailbox: MailboxId,
+        invitation: Option<MailboxId>,
+        at: i64,
+    ) -> Result<(String, SendOutcome), ClientError> {
+        let mut session = initiate(&self.me.identity, bundle, &mut self.rng())?;
+        let snapshot = session.snapshot();
+        let recv = Id32(self.random());
+        self.relay
+            .register_mailbox(recv, MailboxUse::Contact)
+            .await?;
+        let now = self.now();
+        let payload = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: String::new(),
+            hello: Some(self.hello(&recv.0)),
+        }
+        .encode()?;
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
+        let envelope_id: [u8; 16] = self.random();
+        let root = *bundle.identity.root.as_bytes();
+        let stream = session_stream(&root);
+        let created = EventKind::ContactUpserted {
+            contact: root,
+            name: alias.clone(),
+            details: Some(Box::new(ContactDetails {
+                identity: bundle.identity.clone(),
+                relay_url: relay_url.clone(),
+                send_mailbox: send_mailbox.0,
+                recv_mailbox: recv.0,
+                invitation: invitation.map(|m| m.0),
+                session: SecretBytes::new(snapshot.to_vec()),
+                first: None,
+                consumed_prekeys: Vec::new(),
+                added_ms: u64::try_from(now).unwrap_or(0),
+                read_only: false,
+            })),
+        };
+        let sent = sent_event(
+            root,
+            envelope_id,
+            &relay_url,
+            send_mailbox.0,
+            &message,
+            now,
+            "",
+            &delta,
+        );
+        let (outcome, _) = self
+            .append(vec![
+                Pending::guarded(created, stream.clone(), Some(at)),
+                Pending::guarded(sent, stream, Some(at + 1)),
+            ])
+            .await?;
+        let folded = contact_named_by(self.store.pool(), &root).await?;
+        let alias = match (outcome, folded) {
+            (Appended::Done, Some(name)) => name,
+            (_, Some(contact)) => return Err(ClientError::AlreadyContact { contact }),
+            (_, None) => return Err(ClientError::Contended),
+        };
+        let queued = self.flush_one(&envelope_id).await;
+        Ok((
+            alias,
+            SendOutcome {
+                envelope_id,
+                queued,
+            },
+        ))
+    }
+
+    /// Our hello for a contact: where to write to us.
+    pub(super) fn hello(&self, recv_mailbox: &[u8; 32]) -> Hello {
+        Hello {
+            relay_url: self.me.relay_url.clone(),
+            mailbox: MailboxId(*recv_mailbox),
+            name: self.me.name.clone(),
+        }
+    }
+
+    /// The contact a name given by the user means: the alias itself, or else the one
+    /// alias equal to it ignoring case (`bob` finds "Bob"). Several such aliases are
+    /// [`ClientError::AmbiguousContact`], none is [`ClientError::UnknownContact`].
+    pub async fn resolve_contact(&self, given: &str) -> Result<String, ClientError> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM contacts ORDER BY name")
+            .fetch_all(self.store.pool())
+            .await?;
+        if names.iter().any(|n| n == given) {
+            return Ok(given.to_owned());
+        }
+        let wanted = normalize_display_name(given).to_lowercase();
+        let mut candidates: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.to_lowercase() == wanted)
+            .collect();
+        match candidates.len() {
+            0 => Err(ClientError::UnknownContact(given.to_owned())),
+            1 => Ok(candidates.remove(0)),
+            _ => Err(ClientError::AmbiguousContact {
+                given: given.to_owned(),
+                candidates,
+            }),
+        }
+    }
+
+    /// The contacts, by name.
+    pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
+        type Row = (String, Vec<u8>, String, bool, i64, i64, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT c.name, c.identity, c.relay_url, c.answered, c.added_ms,
+                    (SELECT COUNT(*) FROM messages m
+                     WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to),
+                    c.failed
+             FROM contacts c ORDER BY c.name",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.into_iter()
+            .map(
+                |(name, identity, relay_url, connected, added_ms, unread, failed)| {
+                    let keys = IdentityKeys::decode(&identity)?;
+                    Ok(ContactInfo {
+                        name,
+                        fingerprint: Fingerprint::of(&keys.root).to_string(),
+                        relay_url,
+                        connected,
+                        added_ms,
+                        unread,
+                        failed,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Marks every message from `contact` received so far as read — on every device of
+    /// the identity (a `Read` event in the log; the marker only moves forward).
+    pub async fn mark_read(&self, contact: &str) -> Result<(), ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
+        let row: Option<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT c.root_key, c.read_up_to,
+                    (SELECT MAX(sent_ms) FROM messages m WHERE m.contact = c.name AND m.outgoing = 0)
+             FROM contacts c WHERE c.name = $1",
+        )
+        .bind(contact)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let (root, read, newest) =
+            row.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let Some(newest) = newest.filter(|n| *n > read) else {
+            return Ok(());
+        };
+        let contact: [u8; 32] = root
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Corrupt("contact key".into()))?;
+        self.append(vec![Pending::free(EventKind::Read {
+            contact,
+            up_to: u64::try_from(newest).unwrap_or(0),
+        })])
+        .await?;
+        Ok(())
+    }
+
+    /// Safety numbers for a contact.
+    pub async fn verify(&self, contact: &str) -> Result<Verification, ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
+        let identity: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
+                .bind(contact)
+                .fetch_optional(self.store.pool())
+                .await?;
+        let identity = identity.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let theirs = IdentityKeys::decode(&identity)?;
+        let ours = &self.me.identity.keys().root;
+        Ok(Verification {
+            ours: Fingerprint::of(ours),
+            theirs: Fingerprint::of(&theirs.root),
+            safety_number: SafetyNumber::new(ours, &theirs.root),
+        })
+    }
+
+    pub(crate) async fn contact_row<'e, E: sqlx::SqliteExecutor<'e>>(
+        &self,
+        executor: E,
+        name: &str,
+    ) -> Result<Option<ContactRow>, ClientError> {
+        let row: Option<ContactTuple> = sqlx::query_as(
+            "SELECT name, root_key, relay_url, send_mailbox, recv_mailbox, hello_acked,
+                    CASE WHEN invitation = send_mailbox THEN invitation_claim END
+             FROM contacts WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
+        row.map(
+            |(name, root, relay_url, send_mailbox, recv_mailbox, hello_acked, invitation_claim)| {
+                Ok(ContactRow {
+                    name,
+                    root: root
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| ClientError::Corrupt("contact key".into()))?,
+                    relay_url,
+                    send_mailbox,
+                    recv_mailbox,
+                    hello_acked,
+                    invitation_claim,
+                })
+            },
+        )
+        .transpose()
+    }
+}

@@ -1,0 +1,721 @@
+//! A device: the identity in the local store, driven against its relay.
+//!
+//! Every state change follows one rule: **persist, then act**. Sending encrypts with
+//! the session, then commits — in one SQLite transaction — the advanced session, the
+//! history entry and the envelope in the outbox; only then is the envelope posted. A
+//! `kill -9` before the commit loses nothing the user was told was sent (they were not
+//! told) and the message key was never used on the wire; a `kill -9` after it leaves the
+//! envelope in the outbox, and the next run posts the *same* bytes under the *same*
+//! envelope id, which the relay stores once. Receiving is symmetric: the decrypted
+//! message, the advanced session and the mailbox cursor are committed together.
+//!
+//! Transactions are `BEGIN IMMEDIATE`, so two processes on one home (`watch` in one
+//! terminal, `send` in another) never overwrite each other's session state.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_core::{
+    EncryptedMessage, MessageKind, Roster, SendDelta, handshakes, initiate, respond,
+};
+use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
+use chorus_relay_api::{
+    BundledPost, EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push,
+};
+use chorus_wire::{
+    ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
+    InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
+    SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
+    normalize_display_name,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use crate::contacts::contact_named_by;
+pub use crate::event::{Event, Message};
+pub use crate::handle::{Clock, Device, Options, SIBLING_DELIVERY, SystemClock};
+pub(crate) use crate::handle::{LogKeys, failpoint};
+use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
+use crate::log::{
+    APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
+    stream_version,
+};
+use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
+use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolicy, normalize_url};
+use crate::store::row;
+use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
+
+mod contacts;
+mod outbox;
+mod prekey_supply;
+mod receive;
+mod send;
+mod status;
+mod watch;
+
+use send::sent_event;
+
+/// Envelopes read per mailbox per request while catching up.
+pub const SYNC_PAGE: u32 = 100;
+/// The log epoch (rotated by revocation, which comes with the revocation issue).
+const EPOCH: u32 = 1;
+/// How often `watch` retries a non-empty outbox.
+pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
+/// How often `watch` checks the directory's prekey supply and rotation schedule.
+pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
+/// `Delivered` events per append: the relay's batch bound.
+use chorus_relay_api::limits::MAX_APPEND_BATCH;
+/// Mailboxes whose outbox rows are posted at once.
+pub const OUTBOX_PARALLEL: usize = 8;
+/// How long an outbox row for a contact's relay waits after its first failure.
+pub const OUTBOX_FIRST_DELAY: Duration = Duration::from_secs(5);
+/// The longest wait between two tries of one outbox row.
+pub const OUTBOX_MAX_DELAY: Duration = Duration::from_secs(3600);
+/// Mailboxes per batched read: the relay's bound.
+use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
+
+/// A contact as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContactInfo {
+    /// The local alias.
+    pub name: String,
+    /// Their fingerprint (the digits of their safety number half).
+    pub fingerprint: String,
+    /// Their home relay.
+    pub relay_url: String,
+    /// Whether a message from them has arrived: the conversation runs both ways (until
+    /// then our messages are initial messages to their invitation or address).
+    pub connected: bool,
+    /// When they were added.
+    pub added_ms: i64,
+    /// Messages from them not yet read on any device of this identity.
+    pub unread: i64,
+    /// Why they can never answer, if so (their invitation had been used by someone
+    /// else). Accepting a new invitation from them, or their writing to us, replaces it.
+    pub failed: Option<String>,
+}
+
+/// A device of the identity, as `chorus devices` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// The name it was linked with.
+    pub name: String,
+    /// Its key, shortened (hex, 8 bytes).
+    pub id: String,
+    /// When it was added (the approving device's clock).
+    pub added_ms: u64,
+    /// When the relay last heard from it (kept 90 s, in memory only); `None`: not recently.
+    pub last_seen_ms: Option<i64>,
+    /// When it was last linked again, if it was (the approving device's clock).
+    pub relinked_ms: Option<u64>,
+    /// Whether it is the device running this command.
+    pub this_device: bool,
+}
+
+/// What became of a sent message.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// The envelope id.
+    pub envelope_id: [u8; 16],
+    /// `None`: the relay accepted it. `Some`: it is saved in the outbox and will be
+    /// posted by the next `send`, `sync` or `watch`.
+    pub queued: Option<RelayError>,
+}
+
+/// What `chorus status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The identity's name.
+    pub name: String,
+    /// `fingerprint@relay`.
+    pub address: String,
+    /// The home relay.
+    pub relay_url: String,
+    /// `None` if reachable, else why not.
+    pub relay_error: Option<String>,
+    /// Envelopes saved but not yet accepted by a relay.
+    pub outbox: i64,
+    /// Outbox rows whose last try failed: why, and when the next try is.
+    pub outbox_failing: Vec<OutboxProblem>,
+    /// Message requests from strangers waiting for an answer (`chorus requests`).
+    pub requests: i64,
+    /// Mailboxes read, with their cursors.
+    pub mailboxes: Vec<MailboxStatus>,
+    /// Private prekeys held.
+    pub prekeys: prekeys::PrekeyCounts,
+    /// One-time prekeys left in the directory (when the relay is reachable).
+    pub directory_one_time: Option<i64>,
+    /// `shared-root` or `primary-root`.
+    pub security: &'static str,
+    /// Whether this device holds the root key (every device in `shared-root`, the
+    /// primary in `primary-root`): it can link devices and create invitations.
+    pub holds_root: bool,
+}
+
+/// An outbox row that failed, as `chorus status` shows it.
+#[derive(Debug, Serialize)]
+pub struct OutboxProblem {
+    /// The contact it is for.
+    pub contact: String,
+    /// The relay it goes to.
+    pub relay_url: String,
+    /// Failed tries so far.
+    pub attempts: i64,
+    /// The last failure.
+    pub error: String,
+    /// When the next try is due (a contact's relay; the home relay's rows are tried on
+    /// every sync).
+    pub next_attempt_ms: i64,
+}
+
+/// One mailbox's cursor.
+#[derive(Debug, Serialize)]
+pub struct MailboxStatus {
+    /// `intro`, `invitation` or `contact`.
+    pub kind: String,
+    /// The contact it belongs to, if any.
+    pub contact: Option<String>,
+    /// Envelopes processed up to this relay seq.
+    pub after_seq: i64,
+}
+
+/// Safety numbers side by side.
+#[derive(Debug)]
+pub struct Verification {
+    /// Our fingerprint.
+    pub ours: Fingerprint,
+    /// Theirs.
+    pub theirs: Fingerprint,
+    /// The combined number both sides compare.
+    pub safety_number: SafetyNumber,
+}
+
+/// `identity`: name, relay URL, log id, intro mailbox, sealed secrets.
+type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+/// `contacts`: name, root key, relay URL, send mailbox, receive mailbox, hello acknowledged.
+type ContactTuple = (
+    String,
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    bool,
+    Option<Vec<u8>>,
+);
+/// Why a contact whose invitation someone else had used can never answer.
+const INVITATION_SPENT: &str = "their invitation had already been used by someone else";
+
+/// `outbox`: envelope id, relay URL, mailbox, envelope, our claim on it (an invitation's).
+type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// What posting one queue did: the envelope ids posted, and the row that failed.
+type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
+
+/// One mailbox's due outbox rows, oldest first.
+struct OutboxQueue {
+    relay_url: String,
+    mailbox: Id32,
+    /// Envelope id, bytes, and our claim on the mailbox if it is an invitation's.
+    rows: Vec<([u8; 16], Vec<u8>, Option<Id16>)>,
+}
+
+/// How long an outbox row waits after its `attempts`-th failure on a contact's relay:
+/// [`OUTBOX_FIRST_DELAY`], doubling, at most [`OUTBOX_MAX_DELAY`].
+pub fn outbox_delay(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    OUTBOX_FIRST_DELAY
+        .saturating_mul(1u32 << doublings)
+        .min(OUTBOX_MAX_DELAY)
+}
+/// `messages`: outgoing, envelope id, sent, stored, sealed text, the table it is sealed for.
+type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
+
+/// The contact row.
+pub(crate) struct ContactRow {
+    #[allow(dead_code)]
+    name: String,
+    pub(crate) root: [u8; 32],
+    relay_url: String,
+    send_mailbox: Vec<u8>,
+    recv_mailbox: Vec<u8>,
+    hello_acked: bool,
+    /// Our claim on their invitation, when we still write to it.
+    invitation_claim: Option<Vec<u8>>,
+}
+
+fn id32(bytes: &[u8]) -> Result<Id32, ClientError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Id32)
+        .map_err(|_| ClientError::Corrupt("mailbox id".into()))
+}
+
+impl Device {
+    /// Whether `home` holds a device (a store with an identity; not a link still in
+    /// progress).
+    pub fn exists(home: &Path) -> bool {
+        home.join(STORE_FILE).exists() && !Self::link_unfinished(home)
+    }
+
+    /// Whether `home` holds a device whose link has not finished (see [`crate::link`]).
+    pub fn link_unfinished(home: &Path) -> bool {
+        home.join(LINK_PENDING_FILE).exists()
+    }
+
+    /// Creates an identity with this device as its first device (`shared-root`).
+    pub async fn init(
+        home: &Path,
+        unlock: Unlock,
+        relay_url: &str,
+        name: &str,
+        options: Options,
+    ) -> Result<Self, ClientError> {
+        Self::init_with(
+            home,
+            unlock,
+            relay_url,
+            name,
+            "first device",
+            SecurityLevel::SharedRoot,
+            options,
+        )
+        .await
+    }
+
+    /// Creates an identity: its log on the relay (the signed roster genesis naming this
+    /// device), its epoch key, its intro mailbox, its store, and its first prekeys and
+    /// profile as log events. Relay calls come first, so a refused or unreachable relay
+    /// leaves no store behind; if anything fails after the store was created, it is
+    /// removed.
+    pub async fn init_with(
+        home: &Path,
+        unlock: Unlock,
+        relay_url: &str,
+        name: &str,
+        device_name: &str,
+        level: SecurityLevel,
+        options: Options,
+    ) -> Result<Self, ClientError> {
+        let (name, device_name) = (
+            &normalize_display_name(name),
+            &normalize_display_name(device_name),
+        );
+        check_display_name("name", name)?;
+        check_display_name("device name", device_name)?;
+        let relay_url = normalize_url(relay_url)?;
+        if Self::exists(home) {
+            return Err(ClientError::AlreadyInitialized(home.to_owned()));
+        }
+        if Self::link_unfinished(home) {
+            return Err(ClientError::LinkUnfinished(home.to_owned()));
+        }
+        let root = chorus_crypto::RootSigningKey::generate(&mut options.entropy.rng());
+        let dh = chorus_crypto::IdentityDhSecret::generate(&mut options.entropy.rng());
+        let secrets = IdentitySecrets {
+            keys: IdentityKeys::sign(&root, dh.public_key()).encode(),
+            root: Some(root),
+            dh,
+            device: chorus_crypto::DeviceSigningKey::generate(&mut options.entropy.rng()),
+            device_dh: chorus_crypto::DeviceDhSecret::generate(&mut options.entropy.rng()),
+        };
+        let log_id = Id32(options.entropy.array());
+        let intro = Id32(options.entropy.array());
+        let device_id = Id32(*secrets.device.public_key().as_bytes());
+        let now = options.clock.now_ms();
+        let genesis = Roster::genesis(
+            secrets
+                .root
+                .as_ref()
+                .ok_or(ClientError::Corrupt("root key".into()))?,
+            log_id.0,
+            secrets.device.public_key(),
+            secrets.device_dh.public_key(),
+            level,
+            device_name,
+            u64::try_from(now).unwrap_or(0),
+        )
+        .map_err(|e| ClientError::Corrupt(format!("roster genesis: {e}")))?;
+        let relay = RelayClient::new(&relay_url, options.backoff)?;
+        relay
+            .create_log(log_id, genesis.as_bytes().to_vec(), device_id)
+            .await?;
+        let epoch_key = EpochKey::generate(&mut options.entropy.rng());
+        // The relay client keeps its own copy of the device key (wiped on drop).
+        let login_key = IdentitySecrets::from_bytes(&secrets.to_bytes()?)?.device;
+        let relay = relay.with_login(Login {
+            log_id,
+            device: Arc::new(login_key),
+        });
+        relay.register_mailbox(intro, MailboxUse::Intro).await?;
+        let created = !home.exists();
+        let result = async {
+            let store = options.open_store(home, unlock).await?;
+            let device = Self::create_store(
+                store,
+                home,
+                &relay_url,
+                name,
+                log_id,
+                intro,
+                secrets,
+                epoch_key,
+                &[genesis.as_bytes().to_vec()],
+                0,
+                relay,
+                options,
+                None,
+            )
+            .await?;
+            device
+                .append(vec![
+                    Pending::free(EventKind::ProfileUpdated {
+                        name: name.to_owned(),
+                    }),
+                    Pending::free(EventKind::RelaysUpdated {
+                        relays: vec![device.me.relay_url.clone()],
+                    }),
+                ])
+                .await?;
+            device.maintain_prekeys().await?;
+            Ok::<_, ClientError>(device)
+        }
+        .await;
+        if result.is_err() {
+            remove_store(home, created);
+        }
+        result
+    }
+
+    /// Writes this device into `store` in one transaction: identity, log keys, roster,
+    /// intro mailbox and, for a linked device, the checkpoint it starts from (a pending
+    /// link's keys are removed in the same transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create_store(
+        store: Store,
+        home: &Path,
+        relay_url: &str,
+        name: &str,
+        log_id: Id32,
+        intro: Id32,
+        secrets: IdentitySecrets,
+        epoch_key: EpochKey,
+        roster: &[Vec<u8>],
+        applied_seq: i64,
+        relay: RelayClient,
+        options: Options,
+        checkpoint: Option<&crate::link::Checkpoint>,
+    ) -> Result<Self, ClientError> {
+        let now = options.clock.now_ms();
+        let sealed_secrets = secrets.to_bytes()?;
+        let mut tx = store.begin().await?;
+        sqlx::query(
+            "INSERT INTO identity (id, name, relay_url, log_id, intro_mailbox, sealed, created_ms)
+             VALUES (1, $1, $2, $3, $4, $5, $6)",
+        )
+        .bind(name)
+        .bind(relay_url)
+        .bind(&log_id.0[..])
+        .bind(&intro.0[..])
+        .bind(store.seal("identity", "1", &sealed_secrets))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO constellation (id, applied_seq, epoch, sealed) VALUES (1, $1, $2, $3)",
+        )
+        .bind(applied_seq)
+        .bind(i64::from(EPOCH))
+        .bind(seal_epoch_key(&store, &epoch_key))
+        .execute(&mut *tx)
+        .await?;
+        for (i, entry) in roster.iter().enumerate() {
+            sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
+                .bind(i64::try_from(i).unwrap_or(i64::MAX))
+                .bind(entry)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
+        if let Some(checkpoint) = checkpoint {
+            checkpoint.import(&store, &mut tx).await?;
+        }
+        sqlx::query("DELETE FROM pending_link")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Self::assemble(
+            store,
+            home,
+            options,
+            (name.to_owned(), relay_url.to_owned(), intro),
+            secrets,
+            (log_id, EPOCH, epoch_key),
+            relay,
+        )
+    }
+
+    /// The device value from what its store holds: `identity` is (name, relay URL,
+    /// intro mailbox), `log` is (log id, epoch, epoch key).
+    fn assemble(
+        store: Store,
+        home: &Path,
+        options: Options,
+        identity: (String, String, Id32),
+        secrets: IdentitySecrets,
+        log: (Id32, u32, EpochKey),
+        relay: RelayClient,
+    ) -> Result<Self, ClientError> {
+        let IdentitySecrets {
+            root,
+            keys,
+            dh,
+            device,
+            device_dh,
+        } = secrets;
+        let (name, relay_url, intro_mailbox) = identity;
+        let (log_id, epoch, key) = log;
+        Ok(Device {
+            store,
+            me: Me {
+                name,
+                relay_url,
+                intro_mailbox,
+                identity: local_identity(root, &keys, dh)?,
+                device_dh,
+            },
+            relay,
+            options,
+            home: home.to_owned(),
+            log: LogKeys {
+                log_id,
+                epoch,
+                key,
+                device: *device.public_key().as_bytes(),
+            },
+            fold: Default::default(),
+            lost_races: Default::default(),
+        })
+    }
+
+    /// Opens an existing identity.
+    pub async fn open(home: &Path, unlock: Unlock, options: Options) -> Result<Self, ClientError> {
+        if Self::link_unfinished(home) {
+            return Err(ClientError::LinkUnfinished(home.to_owned()));
+        }
+        if !Self::exists(home) {
+            return Err(ClientError::NotInitialized(home.to_owned()));
+        }
+        let store = options.open_store(home, unlock).await?;
+        let row: Option<IdentityRow> = sqlx::query_as(
+            "SELECT name, relay_url, log_id, intro_mailbox, sealed FROM identity WHERE id = 1",
+        )
+        .fetch_optional(store.pool())
+        .await?;
+        let Some((name, relay_url, log_id, intro, sealed)) = row else {
+            return Err(ClientError::NotInitialized(home.to_owned()));
+        };
+        let (epoch, sealed_key): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT epoch, sealed FROM constellation WHERE id = 1")
+                .fetch_one(store.pool())
+                .await?;
+        let raw = store.open_sealed("constellation", "1", &sealed_key)?;
+        let raw: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::Corrupt("epoch key".into()))?;
+        let epoch_key = EpochKey::from_bytes(&raw);
+        let plain = store.open_sealed("identity", "1", &sealed)?;
+        let log_id = id32(&log_id)?;
+        // The relay client keeps its own copy of the device key (wiped on drop).
+        let relay = RelayClient::new(&relay_url, options.backoff)?.with_login(Login {
+            log_id,
+            device: Arc::new(IdentitySecrets::from_bytes(&plain)?.device),
+        });
+        let epoch = u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?;
+        Self::assemble(
+            store,
+            home,
+            options,
+            (name, relay_url, id32(&intro)?),
+            IdentitySecrets::from_bytes(&plain)?,
+            (log_id, epoch, epoch_key),
+            relay,
+        )
+    }
+
+    /// The identity's display name.
+    pub fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    /// The identity's fingerprint (its half of every safety number).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.me.fingerprint()
+    }
+
+    /// `fingerprint@relay`, for `chorus contact add`.
+    pub fn address(&self) -> String {
+        self.me.address()
+    }
+
+    /// The home relay.
+    pub fn relay_url(&self) -> &str {
+        &self.me.relay_url
+    }
+
+    /// The home relay's client, logged in as this device (for tools and tests).
+    pub fn relay(&self) -> &RelayClient {
+        &self.relay
+    }
+
+    /// Transactions this device's store has committed since it was opened.
+    pub fn local_commits(&self) -> u64 {
+        self.store.commits()
+    }
+
+    /// How many sends by this process lost the race to a sibling and were encrypted
+    /// again on the winner's state (diagnostics, tests and benchmarks).
+    pub fn lost_races(&self) -> u64 {
+        self.lost_races.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The device home.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Which relays others may point this device at.
+    pub(crate) fn url_policy(&self) -> UrlPolicy {
+        if self.options.allow_private_relays {
+            UrlPolicy::PERMISSIVE
+        } else {
+            UrlPolicy::for_home(&self.me.relay_url)
+        }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
+}
+
+/// What receiving one envelope produced.
+/// A first message from someone who is not a contact yet, authenticated.
+pub(crate) struct FirstContact {
+    /// The responder session after the message.
+    pub(crate) session: chorus_core::Session,
+    /// Who sent it.
+    pub(crate) identity: IdentityKeys,
+    /// Where to answer (its relay URL checked against our [`UrlPolicy`]).
+    pub(crate) hello: Hello,
+    /// The message.
+    pub(crate) first: FirstMessage,
+    /// The prekeys it used (deleted once the contact is in the log).
+    pub(crate) consumed: Vec<u32>,
+}
+
+/// What the directory publishes for an address: everything a first message needs.
+#[derive(Debug)]
+pub struct Introduction {
+    /// The address it was fetched for.
+    pub address: Address,
+    /// The identity's prekey bundle, every signature checked.
+    pub bundle: PrekeyBundle,
+    /// The identity's intro mailbox, where first messages go.
+    pub mailbox: MailboxId,
+}
+
+impl Introduction {
+    /// Fetches the bundle published at `address` (`digits@relay`) and checks that its
+    /// identity is the one the digits name.
+    pub async fn fetch(
+        address: &str,
+        backoff: Backoff,
+        policy: UrlPolicy,
+    ) -> Result<Self, ClientError> {
+        let address = Address::from_str(address)?;
+        let relay = RelayClient::foreign(&address.relay_url, backoff, policy)?;
+        let fetched = relay
+            .fetch_prekeys(directory_address(&address.digits))
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found") => ClientError::UnknownAddress,
+                _ => ClientError::Relay(e),
+            })?;
+        let entry =
+            DirectoryEntry::decode(&fetched.signed_prekey.ok_or(ClientError::UnknownAddress)?.0)?;
+        if Fingerprint::of(&entry.identity.root).digits() != address.digits {
+            return Err(ClientError::AddressMismatch);
+        }
+        let root = entry.identity.root;
+        let bundle = PrekeyBundle {
+            one_time_prekey: fetched
+                .one_time
+                .map(|b| OneTimePrekey::decode(&b.0))
+                .transpose()?,
+            pq_prekey: PqPrekey::decode(&fetched.pq.ok_or(ClientError::UnknownAddress)?.0, &root)?,
+            identity: entry.identity,
+            signed_prekey: entry.signed_prekey,
+        };
+        Ok(Self {
+            address,
+            bundle,
+            mailbox: entry.intro_mailbox,
+        })
+    }
+}
+
+/// The event for an envelope refused for good: only its cursor moves.
+fn rejected(e: &ClientError) -> Vec<Event> {
+    tracing::warn!(error = %e, "envelope rejected");
+    vec![Event::Rejected {
+        reason: format!("an envelope: {e}"),
+    }]
+}
+
+enum Received {
+    /// Applied in the caller's transaction.
+    Done(Vec<Event>),
+    /// A new contact: these events must be appended (outside any transaction).
+    NewContact(Vec<Pending>),
+}
+
+async fn insert_mailbox(
+    tx: &mut SqliteConnection,
+    mailbox: &[u8],
+    kind: &str,
+    contact: Option<&str>,
+    now: i64,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "INSERT INTO mailboxes (mailbox_id, kind, contact, created_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(mailbox)
+    .bind(kind)
+    .bind(contact)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Removes what a failed `init` created, so a retry starts clean.
+pub(crate) fn remove_store(home: &Path, created_home: bool) {
+    for f in [
+        STORE_FILE,
+        "chorus.sqlite-wal",
+        "chorus.sqlite-shm",
+        crate::KEY_FILE,
+        crate::LINK_PENDING_FILE,
+    ] {
+        let _ = std::fs::remove_file(home.join(f));
+    }
+    if created_home {
+        let _ = std::fs::remove_dir(home);
+    }
+}
+
+#[cfg(test)]
+#[path = "../handshake_tests.rs"]
+mod handshake_tests;

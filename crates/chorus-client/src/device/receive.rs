@@ -1,0 +1,642 @@
+//! Receiving: folding the log, reading the mailboxes and deciding each envelope
+//! (a contact's message, a first contact, a forgery or a replay).
+
+use super::*;
+
+impl Device {
+    /// Folds the log, reads every mailbox to its end and processes what arrived, then
+    /// posts the outbox.
+    pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
+        let _ = self.relay.heartbeat().await;
+        let mut events = self.sync_log().await?;
+        // Receiving first: nothing queued for others can hold up what arrived.
+        loop {
+            let cursors: Vec<(Vec<u8>, i64)> =
+                sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
+                    .fetch_all(self.store.pool())
+                    .await?;
+            let (mut more, mut progressed) = (false, false);
+            for chunk in cursors.chunks(MAILBOXES_PER_READ) {
+                let chunk = chunk
+                    .iter()
+                    .map(|(m, a)| Ok((id32(m)?, *a)))
+                    .collect::<Result<Vec<_>, ClientError>>()?;
+                let pages = self.relay.read_mailboxes(&chunk, SYNC_PAGE).await?;
+                for page in pages.results {
+                    more |= page.more;
+                    progressed |= !page.envelopes.is_empty();
+                    events.extend(self.process_page(page.mailbox_id, &page.envelopes).await?);
+                }
+            }
+            // `more` with empty pages would loop forever: the relay is not trusted to end it.
+            if !(more && progressed) {
+                break;
+            }
+        }
+        self.flush_outbox().await?;
+        // Spent session snapshots out of the files (best effort).
+        let _ = self.store.compact().await;
+        Ok(events)
+    }
+
+    /// Processes a page of envelopes from one mailbox: those that are plain messages on
+    /// a known session are received together in one transaction (each inside its own
+    /// savepoint, the cursor moved once), so a backlog costs a commit per page, not per
+    /// message. The first envelope that needs more (a new contact, the log folded
+    /// first, a refusal) ends the batch and goes through [`Self::process`] alone.
+    pub(super) async fn process_page(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        let mut rest = envelopes;
+        while let Some(first) = rest.first() {
+            let (taken, batch) = self.receive_batch(mailbox, rest).await?;
+            events.extend(batch);
+            if taken == 0 {
+                events.extend(self.process(mailbox, first).await?);
+                rest = &rest[1..];
+            } else {
+                rest = &rest[taken..];
+            }
+        }
+        Ok(events)
+    }
+
+    /// Receives envelopes from the front of `envelopes` in one transaction while each
+    /// is a plain message; returns how many were taken (their cursor committed).
+    pub(super) async fn receive_batch(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<(usize, Vec<Event>), ClientError> {
+        let mut tx = self.store.begin().await?;
+        let row: Option<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&mailbox.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((kind, contact, mut after)) = row else {
+            // Not ours (any more): nothing to do for any of them.
+            return Ok((envelopes.len(), Vec::new()));
+        };
+        if let ("contact", Some(name)) = (kind.as_str(), &contact) {
+            return self
+                .receive_messages(tx, mailbox, name, after, envelopes)
+                .await;
+        }
+        let (mut taken, mut events) = (0, Vec::new());
+        for envelope in envelopes {
+            if envelope.seq <= after {
+                taken += 1;
+                continue;
+            }
+            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            match self
+                .receive(&mut one, &mailbox, &kind, contact.clone(), envelope)
+                .await
+            {
+                Ok(Received::Done(e)) => {
+                    one.commit().await?;
+                    events.extend(e);
+                    after = envelope.seq;
+                    taken += 1;
+                }
+                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                // Anything else is settled one envelope at a time.
+                Ok(Received::NewContact(_)) | Err(_) => {
+                    one.rollback().await?;
+                    break;
+                }
+            }
+        }
+        if taken > 0 {
+            sqlx::query(
+                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
+            )
+            .bind(after)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok((taken, events))
+    }
+
+    /// The common case of a backlog: ratchet messages in a contact's mailbox. The
+    /// session and the contact are read once, the messages decrypted in memory, and the
+    /// history, the session, the contact's flags and the cursor written once. An
+    /// envelope this path does not take as it is — not a ratchet message, not for the
+    /// current session, carrying a hello, or not a valid payload — ends the batch with
+    /// the session as it was before it (restored from the snapshot taken before
+    /// decrypting), and goes through [`Self::process`] alone.
+    pub(super) async fn receive_messages(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        mailbox: Id32,
+        name: &str,
+        mut after: i64,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<(usize, Vec<Event>), ClientError> {
+        let Some(mut session) = self.store.get_session(&mut tx, name).await? else {
+            return Ok((0, Vec::new()));
+        };
+        let Some(row) = self.contact_row(&mut *tx, name).await? else {
+            return Ok((0, Vec::new()));
+        };
+        let now = self.now();
+        let (mut taken, mut events, mut history) = (0, Vec::new(), Vec::new());
+        for envelope in envelopes {
+            if envelope.seq <= after {
+                taken += 1;
+                continue;
+            }
+            let Ok(Envelope::Ratchet(bytes)) = Envelope::decode(&envelope.payload.0) else {
+                break;
+            };
+            let (before, known) = (session.snapshot(), session.generation());
+            let message = EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes,
+            };
+            let Ok(plaintext) = session.decrypt(&message) else {
+                break;
+            };
+            let payload = match Payload::decode(&plaintext) {
+                Ok(p) if p.hello.is_none() => p,
+                _ => {
+                    session = chorus_core::Session::restore(&before, known)?;
+                    break;
+                }
+            };
+            taken += 1;
+            after = envelope.seq;
+            if payload.text.is_empty() {
+                continue;
+            }
+            let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+            events.push(Some(Event::Message(Message {
+                contact: name.to_owned(),
+                outgoing: false,
+                text: payload.text.clone(),
+                sent_ms,
+                stored_ms: now,
+            })));
+            history.push(crate::history::HistoryRow {
+                alias: name.to_owned(),
+                outgoing: false,
+                envelope_id: envelope.envelope_id.0,
+                sealed: self.store.seal(
+                    "message",
+                    &row::message(&envelope.envelope_id.0, name, false),
+                    payload.text.as_bytes(),
+                ),
+                sent_ms,
+                stored_ms: now,
+                position: envelope.seq,
+                event: Some(events.len() - 1),
+            });
+        }
+        if taken == 0 {
+            return Ok((0, Vec::new()));
+        }
+        crate::history::insert_and_tell(&mut tx, &history, &mut events).await?;
+        self.store.put_session(&mut tx, name, &session).await?;
+        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
+        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
+            .bind(acked)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1")
+            .bind(after)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((taken, events.into_iter().flatten().collect()))
+    }
+
+    /// Processes one envelope from one of our mailboxes, exactly once: the decrypted
+    /// result, the session and the cursor are committed together, and an envelope at
+    /// or below the cursor is skipped. A stranger's first message becomes a contact
+    /// through the log (guarded, so when several devices read it at once exactly one
+    /// creation and one hello reply win). A reply built on a ratchet key from a
+    /// sibling's send this device has not folded yet is retried once after folding the
+    /// log.
+    pub async fn process(
+        &self,
+        mailbox: Id32,
+        envelope: &EnvelopeOut,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut folded_log = false;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1",
+            )
+            .bind(&mailbox.0[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((kind, contact, after)) = row else {
+                return Ok(Vec::new());
+            };
+            if envelope.seq <= after {
+                return Ok(Vec::new());
+            }
+            let events = match self
+                .receive(&mut tx, &mailbox, &kind, contact, envelope)
+                .await
+            {
+                Ok(Received::Done(events)) => events,
+                Ok(Received::NewContact(proposal)) => {
+                    drop(tx);
+                    // Whoever wins, the contact (with this first message) is folded now.
+                    let events = match self.append(proposal).await {
+                        Ok((_, events)) => events,
+                        Err(e) if e.is_transient() => return Err(e),
+                        // Refused for a reason that will not change (too large, refused
+                        // by the relay): retrying would stop every envelope behind it.
+                        Err(e) => rejected(&e),
+                    };
+                    tx = self.store.begin().await?;
+                    events
+                }
+                Err(ClientError::Session(chorus_core::SessionError::UnknownParent))
+                    if !folded_log =>
+                {
+                    drop(tx);
+                    self.sync_log().await?;
+                    folded_log = true;
+                    continue;
+                }
+                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
+                Err(ClientError::Session(chorus_core::SessionError::DuplicateOrExpired {
+                    ..
+                })) => {
+                    // Already applied — typically a first message a sibling turned into
+                    // the contact (its session, folded from the log, already used the
+                    // key). Nothing to report; only the cursor moves.
+                    drop(tx);
+                    tx = self.store.begin().await?;
+                    Vec::new()
+                }
+                Err(e) => {
+                    // Bad bytes from the network: roll back whatever was started, then
+                    // advance the cursor alone so the envelope is not retried forever.
+                    drop(tx);
+                    tx = self.store.begin().await?;
+                    rejected(&e)
+                }
+            };
+            sqlx::query(
+                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
+            )
+            .bind(envelope.seq)
+            .bind(&mailbox.0[..])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::ContactAdded { .. } | Event::SessionReset { .. }))
+            {
+                self.flush_outbox().await?;
+            }
+            return Ok(events);
+        }
+    }
+
+    pub(super) async fn receive(
+        &self,
+        tx: &mut SqliteConnection,
+        mailbox: &Id32,
+        kind: &str,
+        contact: Option<String>,
+        envelope: &EnvelopeOut,
+    ) -> Result<Received, ClientError> {
+        let now = self.now();
+        let message = match Envelope::decode(&envelope.payload.0)? {
+            Envelope::Initial(bytes) => EncryptedMessage {
+                kind: MessageKind::Initial,
+                bytes,
+            },
+            Envelope::Ratchet(bytes) => EncryptedMessage {
+                kind: MessageKind::Ratchet,
+                bytes,
+            },
+        };
+        // Which contact: the mailbox's owner, or (first messages) the sender's identity.
+        let name = match (kind, contact, &message.kind) {
+            ("contact", Some(name), _) => Some(name),
+            ("contact", None, _) => return Err(ClientError::Corrupt("mailbox owner".into())),
+            (_, _, MessageKind::Ratchet) => {
+                return Err(ClientError::Rejected(
+                    "a ratchet message in an introduction mailbox",
+                ));
+            }
+            (_, used, MessageKind::Initial) => {
+                let initial = InitialMessage::decode(&message.bytes)?;
+                let root = *initial.sender.root.as_bytes();
+                // Claimed, not yet authenticated: enough to drop, never to accept.
+                if self.is_blocked(tx, &root).await? {
+                    return Err(ClientError::Rejected(
+                        "a first message from a blocked identity",
+                    ));
+                }
+                let known = contact_named_by(&mut *tx, &root).await?;
+                if known.is_none() && used.is_some() {
+                    return Err(ClientError::Rejected("this invitation was already used"));
+                }
+                if known.is_none() && kind == "intro" {
+                    // A stranger: held as a message request on this device, nothing more.
+                    let events = self
+                        .hold_request(tx, &root, &message, envelope, now)
+                        .await?;
+                    return Ok(Received::Done(events));
+                }
+                known
+            }
+        };
+        let Some(name) = name else {
+            // Someone answering one of our invitations: a contact at once.
+            let first = self.open_first_contact(tx, &message, envelope).await?;
+            let name = first.hello.name.clone();
+            return Ok(Received::NewContact(self.contact_proposal(
+                first,
+                name,
+                Some(mailbox.0),
+                0,
+                false,
+            )?));
+        };
+        let mut session = self
+            .store
+            .get_session(tx, &name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        let plaintext = match session.decrypt(&message) {
+            Ok(plaintext) => plaintext,
+            Err(e) => {
+                return self
+                    .receive_off_current(tx, mailbox, kind, &name, &session, &message, envelope, e)
+                    .await;
+            }
+        };
+        let payload = Payload::decode(&plaintext)?;
+        if let Some(hello) = &payload.hello {
+            let relay_url = self.url_policy().check(&hello.relay_url)?;
+            sqlx::query("UPDATE contacts SET send_mailbox = $1, relay_url = $2 WHERE name = $3")
+                .bind(&hello.mailbox.0[..])
+                .bind(&relay_url)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = self
+            .contact_row(&mut *tx, &name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
+        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
+        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
+            .bind(acked)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        let events = self.deliver(tx, &name, &payload, envelope, now).await?;
+        self.store.put_session(tx, &name, &session).await?;
+        Ok(Received::Done(events))
+    }
+
+    /// A received message's text into the history (once per envelope).
+    pub(super) async fn deliver(
+        &self,
+        tx: &mut SqliteConnection,
+        name: &str,
+        payload: &Payload,
+        envelope: &EnvelopeOut,
+        now: i64,
+    ) -> Result<Vec<Event>, ClientError> {
+        let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+        if payload.text.is_empty()
+            || !self
+                .insert_message(
+                    tx,
+                    name,
+                    false,
+                    &envelope.envelope_id.0,
+                    &payload.text,
+                    sent_ms,
+                    now,
+                    envelope.seq,
+                )
+                .await?
+        {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Event::Message(Message {
+            contact: name.to_owned(),
+            outgoing: false,
+            text: payload.text.clone(),
+            sent_ms,
+            stored_ms: now,
+        })])
+    }
+
+    /// A message from a contact that its current session cannot read: one already on
+    /// its way on a session that stopped being current (read until it drains), or a
+    /// new handshake from the contact, settled by `chorus_core::handshakes` and
+    /// proposed to the log with the decision; else the current session's `error`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn receive_off_current(
+        &self,
+        tx: &mut SqliteConnection,
+        mailbox: &Id32,
+        kind: &str,
+        name: &str,
+        current: &chorus_core::Session,
+        message: &EncryptedMessage,
+        envelope: &EnvelopeOut,
+        error: chorus_core::SessionError,
+    ) -> Result<Received, ClientError> {
+        let now = self.now();
+        for (id, since_ms, mut stale) in self.store.stale_sessions(tx, name, now).await? {
+            match stale.decrypt(message) {
+                Ok(plaintext) => {
+                    self.store
+                        .put_stale_session(tx, name, id, since_ms, &stale)
+                        .await?;
+                    // Only the text: a read-only session's hello moves nothing.
+                    let payload = Payload::decode(&plaintext)?;
+                    return Ok(Received::Done(
+                        self.deliver(tx, name, &payload, envelope, now).await?,
+                    ));
+                }
+                // The handshake a sibling already settled into this session.
+                Err(e @ chorus_core::SessionError::DuplicateOrExpired { .. }) => {
+                    return Err(e.into());
+                }
+                Err(_) => {}
+            }
+        }
+        if message.kind != MessageKind::Initial
+            || !matches!(error, chorus_core::SessionError::WrongSession)
+        {
+            return Err(error.into());
+        }
+        let first = self.open_first_contact(tx, message, envelope).await?;
+        let theirs = *first.identity.root.as_bytes();
+        // Only the contact this mailbox is for may start over in it: the relay knows
+        // every mailbox id, and anyone else would become a contact past the requests.
+        if contact_named_by(&mut *tx, &theirs).await?.as_deref() != Some(name) {
+            return Err(ClientError::Rejected(
+                "a first message from someone else in a contact's mailbox",
+            ));
+        }
+        // A first message taken before, put back (the relay keeps and can repost
+        // every envelope): it would move the conversation back onto an old session.
+        let base_key = *InitialMessage::decode(&message.bytes)?.ephemeral.as_bytes();
+        if crate::contacts::handshake_seen(tx, &theirs, &base_key).await? {
+            return Err(ClientError::Rejected("a replayed first message"));
+        }
+        let failed: Option<String> =
+            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        let settled = handshakes::settle(
+            handshakes::CurrentSession {
+                awaiting_reply: current.awaiting_reply(),
+                failed: failed.is_some(),
+            },
+            self.me.identity.keys().root.as_bytes(),
+            &theirs,
+        );
+        let at = stream_version(tx, &self.log.key.stream_tag(&session_stream(&theirs))).await?;
+        let invitation = (kind == "invitation").then_some(mailbox.0);
+        Ok(Received::NewContact(self.contact_proposal(
+            first,
+            name.to_owned(),
+            invitation,
+            at,
+            settled == handshakes::Settled::KeepCurrent,
+        )?))
+    }
+
+    /// A first message from someone who is not a contact, authenticated by the
+    /// handshake: the session after it, who sent it, where to answer. Nothing is
+    /// written here.
+    pub(crate) async fn open_first_contact(
+        &self,
+        tx: &mut SqliteConnection,
+        message: &EncryptedMessage,
+        envelope: &EnvelopeOut,
+    ) -> Result<FirstContact, ClientError> {
+        let initial = InitialMessage::decode(&message.bytes)?;
+        let ids: Vec<u32> = [
+            Some(initial.signed_prekey_id),
+            initial.one_time_prekey_id,
+            Some(initial.pq_prekey_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
+        let responded = respond(&self.me.identity, &loaded, &message.bytes)?;
+        let payload = Payload::decode(&responded.plaintext)?;
+        let mut hello = payload
+            .hello
+            .ok_or(ClientError::Rejected("a first message without a hello"))?;
+        // Where we will answer, chosen by the sender: checked before anything is kept.
+        hello.relay_url = self.url_policy().check(&hello.relay_url)?;
+        let identity = responded
+            .session
+            .their_identity()
+            .cloned()
+            .ok_or_else(|| ClientError::Corrupt("session identity".into()))?;
+        Ok(FirstContact {
+            session: responded.session,
+            identity,
+            hello,
+            first: FirstMessage {
+                envelope_id: envelope.envelope_id.0,
+                sent_ms: payload.sent_ms,
+                text: payload.text,
+            },
+            consumed: prekeys::consumed_ids(&responded.consumed),
+        })
+    }
+
+    /// The events that make `first` a contact called `name` (with its session after
+    /// the first message, and the message itself) and answer with our hello, guarded
+    /// at versions `at` and `at + 1` of the contact's session stream: when several
+    /// devices propose at once exactly one creation and one reply win. `at` is 0 for
+    /// a new contact; for a known one it is the stream's version, and the session
+    /// replaces the current one, or (`read_only`: the handshake lost, see
+    /// `chorus_core::handshakes`) is only kept to read, with no reply.
+    pub(crate) fn contact_proposal(
+        &self,
+        first: FirstContact,
+        name: String,
+        invitation: Option<[u8; 32]>,
+        at: i64,
+        read_only: bool,
+    ) -> Result<Vec<Pending>, ClientError> {
+        let now = self.now();
+        let FirstContact {
+            mut session,
+            identity,
+            hello,
+            first,
+            consumed,
+        } = first;
+        let root = *identity.root.as_bytes();
+        // Registered at the relay only once the contact is in the log (`register_pending`,
+        // before the hello naming it is posted).
+        let recv: [u8; 32] = self.random();
+        let snapshot = session.snapshot();
+        let reply = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: String::new(),
+            hello: Some(self.hello(&recv)),
+        }
+        .encode()?;
+        let (answer, delta) = session.encrypt_escrowed(&reply, &mut self.rng())?;
+        let stream = session_stream(&root);
+        let created = EventKind::ContactUpserted {
+            contact: root,
+            name,
+            details: Some(Box::new(ContactDetails {
+                identity,
+                relay_url: hello.relay_url.clone(),
+                send_mailbox: hello.mailbox.0,
+                recv_mailbox: recv,
+                invitation,
+                session: SecretBytes::new(snapshot.to_vec()),
+                first: Some(first),
+                consumed_prekeys: consumed,
+                added_ms: u64::try_from(now).unwrap_or(0),
+                read_only,
+            })),
+        };
+        if read_only {
+            return Ok(vec![Pending::guarded(created, stream, Some(at))]);
+        }
+        let sent = sent_event(
+            root,
+            self.random(),
+            &hello.relay_url,
+            hello.mailbox.0,
+            &answer,
+            now,
+            "",
+            &delta,
+        );
+        Ok(vec![
+            Pending::guarded(created, stream.clone(), Some(at)),
+            Pending::guarded(sent, stream, Some(at + 1)),
+        ])
+    }
+}

@@ -1,0 +1,254 @@
+//! Sending: the pending send, the sequenced (and, on our own relay, bundled)
+//! append of its `Sent` record, and the outbox for what still has to be posted.
+
+use super::*;
+
+impl Device {
+    /// Sends a text message. The text is kept (sealed) as a pending send first; it is
+    /// encrypted only inside the sequenced append of its `Sent` event (DESIGN §6), then
+    /// posted. If the home relay is unreachable the message waits, unencrypted by any
+    /// ratchet key, and the next `send`, `sync` or `watch` sends it.
+    pub async fn send(&self, contact: &str, text: &str) -> Result<SendOutcome, ClientError> {
+        let contact = &self.resolve_contact(contact).await?;
+        check_text(text)?;
+        if text.is_empty() {
+            return Err(ClientError::EmptyMessage);
+        }
+        if self
+            .contact_row(self.store.pool(), contact)
+            .await?
+            .is_none()
+        {
+            return Err(ClientError::UnknownContact(contact.to_owned()));
+        }
+        let envelope_id: [u8; 16] = self.random();
+        sqlx::query(
+            "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&envelope_id[..])
+        .bind(contact)
+        .bind(self.store.seal(
+            "pending_send",
+            &row::message(&envelope_id, contact, true),
+            text.as_bytes(),
+        ))
+        .bind(self.now())
+        .execute(self.store.pool())
+        .await?;
+        let queued = self.send_now(&envelope_id).await;
+        Ok(SendOutcome {
+            envelope_id,
+            queued,
+        })
+    }
+
+    /// Appends a `Sent` event for every pending send, oldest first.
+    pub(super) async fn send_pending(&self) -> Result<(), ClientError> {
+        let pending: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT envelope_id, contact, sealed FROM pending_sends ORDER BY created_ms, rowid",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        for (id, contact, sealed) in pending {
+            let envelope_id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
+            let text = self.store.open_sealed(
+                "pending_send",
+                &row::message(&envelope_id, &contact, true),
+                &sealed,
+            )?;
+            let text = String::from_utf8(text.to_vec())
+                .map_err(|_| ClientError::Corrupt("pending send".into()))?;
+            self.send_sequenced(&contact, envelope_id, &text).await?;
+        }
+        Ok(())
+    }
+
+    /// The sequenced send: encrypt on the session as folded at version `v`, append
+    /// `Sent` guarded on `(session, v)`; if a sibling appended first, fold its send and
+    /// encrypt again on top of it (the losing ciphertext is never used).
+    ///
+    /// When the contact's mailbox is on our own relay the envelope travels in the
+    /// same request as the record (the bundled send): the relay stores both or
+    /// neither, the record says so, and no device ever puts it in an outbox. A relay
+    /// that refuses the post (a full mailbox, or one that does not bundle) gets the
+    /// same record and envelope unbundled, which the outbox then posts.
+    pub(super) async fn send_sequenced(
+        &self,
+        contact: &str,
+        envelope_id: [u8; 16],
+        text: &str,
+    ) -> Result<(), ClientError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let mut tx = self.store.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM messages WHERE envelope_id = $1")
+                    .bind(&envelope_id[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                return Ok(());
+            }
+            let row = self
+                .contact_row(&mut *tx, contact)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            let stream = session_stream(&row.root);
+            let version = stream_version(&mut tx, &self.log.key.stream_tag(&stream)).await?;
+            let mut session = self
+                .store
+                .get_session(&mut tx, contact)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            // Nothing of this transaction is kept: the state moves only by the fold.
+            drop(tx);
+            let mut sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
+            let guarded = |kind| vec![Pending::guarded(kind, stream.clone(), Some(version))];
+            let outcome = match bundle(&row, &self.me.relay_url, &mut sent)? {
+                None => self.append(guarded(sent)).await?.0,
+                Some(post) => match self.append_with(guarded(sent.clone()), Some(post)).await {
+                    Ok((outcome, _)) => outcome,
+                    Err(ClientError::Relay(e)) if e.code().is_some() => {
+                        tracing::debug!(error = %e, "the relay refused the bundled post; sending it through the outbox");
+                        // The same envelope: a message key encrypts one plaintext.
+                        if let EventKind::Sent(m) = &mut sent {
+                            m.bundled = false;
+                        }
+                        self.append(guarded(sent)).await?.0
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            if outcome == Appended::Done {
+                failpoint("after-persist");
+                return Ok(());
+            }
+            self.lost_races
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("a sibling sent first; encrypting again on its state");
+        }
+        Err(ClientError::Contended)
+    }
+
+    /// Encrypts `text` on `session` (which moves on by one send) into the `Sent` event
+    /// that escrows it: transcript, ratchet delta and the exact envelope.
+    pub(crate) fn encrypt_sent(
+        &self,
+        row: &ContactRow,
+        session: &mut chorus_core::Session,
+        envelope_id: [u8; 16],
+        text: &str,
+    ) -> Result<EventKind, ClientError> {
+        let now = self.now();
+        let mailbox = |m: &[u8]| {
+            <[u8; 32]>::try_from(m).map_err(|_| ClientError::Corrupt("mailbox id".into()))
+        };
+        let recv = mailbox(&row.recv_mailbox)?;
+        let payload = Payload {
+            sent_ms: u64::try_from(now).unwrap_or(0),
+            text: text.to_owned(),
+            hello: (!row.hello_acked).then(|| self.hello(&recv)),
+        }
+        .encode()?;
+        let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
+        Ok(sent_event(
+            row.root,
+            envelope_id,
+            &row.relay_url,
+            mailbox(&row.send_mailbox)?,
+            &message,
+            now,
+            text,
+            &delta,
+        ))
+    }
+
+    /// Adds a history entry unless one with this envelope id exists; returns whether it
+    /// was added.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_message(
+        &self,
+        tx: &mut SqliteConnection,
+        contact: &str,
+        outgoing: bool,
+        envelope_id: &[u8],
+        text: &str,
+        sent_ms: i64,
+        stored_ms: i64,
+        position: i64,
+    ) -> Result<bool, ClientError> {
+        let id = row::message(envelope_id, contact, outgoing);
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(contact)
+        .bind(outgoing)
+        .bind(envelope_id)
+        .bind(sent_ms)
+        .bind(stored_ms)
+        .bind(self.store.seal("message", &id, text.as_bytes()))
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The post to bundle with `sent` when the contact's mailbox is on our own relay
+/// (`home`), marking the record as bundled; `None` (and `sent` unchanged) otherwise.
+pub(super) fn bundle(
+    row: &ContactRow,
+    home: &str,
+    sent: &mut EventKind,
+) -> Result<Option<BundledPost>, ClientError> {
+    let EventKind::Sent(m) = sent else {
+        return Ok(None);
+    };
+    if row.relay_url != home {
+        return Ok(None);
+    }
+    let claim = row
+        .invitation_claim
+        .as_deref()
+        .map(|c| <[u8; 16]>::try_from(c).map(Id16))
+        .transpose()
+        .map_err(|_| ClientError::Corrupt("invitation claim".into()))?;
+    m.bundled = true;
+    Ok(Some(BundledPost {
+        mailbox_id: Id32(m.mailbox),
+        envelope_id: Id16(m.envelope_id),
+        payload: HexBytes(m.envelope.clone()),
+        claim,
+    }))
+}
+
+/// A `Sent` event for one encrypted message.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sent_event(
+    contact: [u8; 32],
+    envelope_id: [u8; 16],
+    relay_url: &str,
+    mailbox: [u8; 32],
+    message: &EncryptedMessage,
+    now: i64,
+    text: &str,
+    delta: &SendDelta,
+) -> EventKind {
+    let envelope = match message.kind {
+        MessageKind::Initial => Envelope::Initial(message.bytes.clone()),
+        MessageKind::Ratchet => Envelope::Ratchet(message.bytes.clone()),
+    }
+    .encode();
+    EventKind::Sent(Box::new(SentMessage {
+        contact,
+        envelope_id,
+        relay_url: relay_url.to_owned(),
+        mailbox,
+        envelope,
+        sent_ms: u64::try_from(now).unwrap_or(0),
+        text: text.to_owned(),
+        ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
+        bundled: false,
+    }))
+}

@@ -1,0 +1,111 @@
+//! Following the relay's push channel.
+
+use super::*;
+
+impl Device {
+    /// Follows the push channel: catches up, then processes envelopes as they arrive,
+    /// reconnecting with backoff when the connection drops. `on_event` returns `false`
+    /// to stop. Connection problems are reported through `on_error` and retried.
+    pub async fn watch(
+        &self,
+        mut on_event: impl FnMut(&Event) -> bool,
+        mut on_error: impl FnMut(&ClientError),
+    ) -> Result<(), ClientError> {
+        let mut failures = 0u32;
+        loop {
+            let mut push = match self.relay.connect_push().await {
+                Ok(p) => p,
+                Err(e) => {
+                    on_error(&e.into());
+                    tokio::time::sleep(
+                        self.options
+                            .backoff
+                            .delay(failures)
+                            .max(Duration::from_millis(100)),
+                    )
+                    .await;
+                    failures = failures.saturating_add(1);
+                    continue;
+                }
+            };
+            // Subscribed first, then caught up: nothing falls in between.
+            match self.sync().await {
+                Ok(events) => {
+                    for e in &events {
+                        if !on_event(e) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    on_error(&e);
+                    continue;
+                }
+            }
+            failures = 0;
+            let _ = self.maintain_prekeys().await.map_err(|e| on_error(&e));
+            // Timers while connected: retry the outbox, keep the directory supplied.
+            let mut outbox_tick = tokio::time::interval(OUTBOX_RETRY);
+            let mut prekey_tick = tokio::time::interval(PREKEY_CHECK);
+            outbox_tick.reset();
+            prekey_tick.reset();
+            loop {
+                let events = tokio::select! {
+                    next = push.next() => match next {
+                        None => break,
+                        Some(Ok(Push::Envelopes { mailbox_id, envelopes })) => {
+                            self.process_pushed(mailbox_id, &envelopes).await
+                        }
+                        // A sibling appended: fold (its sends show up as ours).
+                        Some(Ok(Push::Records { .. })) => self.sync_log().await,
+                        Some(Err(e)) => Err(e.into()),
+                    },
+                    _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),
+                    _ = prekey_tick.tick() => self.maintain_prekeys().await.map(|()| Vec::new()),
+                };
+                match events {
+                    Ok(events) => {
+                        for e in &events {
+                            if !on_event(e) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        on_error(&e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushed envelopes are processed directly when they continue the cursor; after a
+    /// gap (a reconnect, an expiry) the mailbox is read over HTTP instead.
+    pub(super) async fn process_pushed(
+        &self,
+        mailbox: Id32,
+        envelopes: &[EnvelopeOut],
+    ) -> Result<Vec<Event>, ClientError> {
+        let after: Option<i64> =
+            sqlx::query_scalar("SELECT after_seq FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&mailbox.0[..])
+                .fetch_optional(self.store.pool())
+                .await?;
+        let Some(after) = after else {
+            return Ok(Vec::new());
+        };
+        let contiguous = envelopes
+            .iter()
+            .find(|e| e.seq > after)
+            .is_none_or(|first| Some(first.seq) == after.checked_add(1));
+        if !contiguous {
+            return self.sync().await;
+        }
+        let mut events = Vec::new();
+        for e in envelopes {
+            events.extend(self.process(mailbox, e).await?);
+        }
+        Ok(events)
+    }
+}
