@@ -257,8 +257,8 @@ impl Device {
         let follows = seqs.len() == records.len()
             && seqs
                 .iter()
-                .zip(1i64..)
-                .all(|(&seq, i)| u64::try_from(seq).ok() == applied.checked_add(i as u64));
+                .zip(1u64..)
+                .all(|(&seq, i)| u64::try_from(seq).ok() == applied.checked_add(i));
         if !follows {
             return Ok(None);
         }

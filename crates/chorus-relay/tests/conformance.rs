@@ -31,6 +31,7 @@ both_backends!(
     racing_guarded_appends_have_one_winner_per_version_and_no_gaps,
     failed_guard_appends_nothing_and_names_current_versions,
     a_bundled_send_stores_its_record_and_envelope_together_or_neither,
+    two_people_sending_each_other_bundles_at_once_never_deadlock,
     append_batch_at_bound_is_accepted_and_one_over_changes_nothing,
     records_are_paged_up_to_the_page_bound,
     trim_waits_for_every_current_device_cursor,
@@ -841,6 +842,43 @@ async fn a_bundled_send_stores_its_record_and_envelope_together_or_neither(b: Ba
     assert_eq!(v["posted"], json!({ "seq": 1, "duplicate": true }));
     assert_eq!(head(&r, &alice, &a_tok).await, 2);
     assert_eq!(inbox(&r, &bob, &b_tok, &m).await.len(), 2);
+}
+
+async fn two_people_sending_each_other_bundles_at_once_never_deadlock(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (alice, _, a_tok) = r.identity(42).await;
+    let (bob, _, b_tok) = r.identity(43).await;
+    let to_bob = mailbox(&r, &bob, &b_tok, 42).await;
+    let to_alice = mailbox(&r, &alice, &a_tok, 43).await;
+    const SENDS: u8 = 20;
+    let r = std::sync::Arc::new(r);
+    // Each bundle locks its author's log and the recipient's (whose envelope bytes
+    // it counts): in opposite orders, two senders would each wait for the other.
+    let sender = |log: Hex32, tok: String, to: Hex32| {
+        let r = r.clone();
+        tokio::spawn(async move {
+            for i in 0..SENDS {
+                let (s, v) = bundle(&r, &log, &tok, i64::from(i), &to, i, "x").await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+            }
+        })
+    };
+    let a = sender(alice.clone(), a_tok.clone(), to_bob.clone());
+    let b2 = sender(bob.clone(), b_tok.clone(), to_alice.clone());
+    a.await.unwrap();
+    b2.await.unwrap();
+    assert_eq!(
+        inbox(&r, &bob, &b_tok, &to_bob).await.len(),
+        usize::from(SENDS)
+    );
+    assert_eq!(
+        inbox(&r, &alice, &a_tok, &to_alice).await.len(),
+        usize::from(SENDS)
+    );
+    assert_eq!(head(&r, &alice, &a_tok).await, i64::from(SENDS));
+    assert_eq!(head(&r, &bob, &b_tok).await, i64::from(SENDS));
 }
 
 async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backend) {

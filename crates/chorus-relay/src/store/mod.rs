@@ -107,6 +107,10 @@ impl AppendJob {
 /// Outcome of one append: the seqs given, or why not.
 pub type AppendOutcome = Result<Vec<i64>, AppendRejection>;
 
+/// The outcome of a bundled send: the records' seqs and the post, or why the append
+/// was refused (a refused post is the store's error).
+pub type BundleOutcome = Result<(Vec<i64>, Posted), AppendRejection>;
+
 /// A page of records.
 #[derive(Clone, Debug)]
 pub struct RecordPage {
@@ -379,7 +383,7 @@ pub trait RelayStore: Send + Sync + 'static {
         &'a self,
         job: &'a AppendJob,
         post: &'a EnvelopePost,
-    ) -> BoxFuture<'a, StoreResult<Result<(Vec<i64>, Posted), AppendRejection>>>;
+    ) -> BoxFuture<'a, StoreResult<BundleOutcome>>;
 
     /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`
     /// (`NotFound` otherwise), at most `limit`, cut by payload bytes as

@@ -18,8 +18,8 @@ use tokio::sync::broadcast;
 
 use super::sql::{id16, id32, int, sql_store};
 use super::{
-    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, EnvelopePost, Event,
-    LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
+    AppendJob, AppendOutcome, AppendRejection, BundleOutcome, DeviceAdded, DeviceRow, EnvelopePost,
+    Event, LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
@@ -184,10 +184,18 @@ impl PostgresStore {
         &self,
         job: &AppendJob,
         post: &EnvelopePost,
-    ) -> StoreResult<Result<(Vec<i64>, Posted), AppendRejection>> {
+    ) -> StoreResult<BundleOutcome> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT log_id FROM logs WHERE log_id = $1 FOR UPDATE")
-            .bind(&job.log_id.0[..])
+        // Both logs, in id order: the author's (appended to) and the mailbox owner's
+        // (whose envelope bytes the post changes); see `post_in` for the lock order.
+        let owner: Vec<u8> =
+            sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                .bind(&post.mailbox_id.0[..])
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        sqlx::query("SELECT log_id FROM logs WHERE log_id = ANY($1) ORDER BY log_id FOR UPDATE")
+            .bind(vec![job.log_id.0.to_vec(), owner])
             .execute(&mut *tx)
             .await?;
         let group = [job];

@@ -648,7 +648,7 @@ macro_rules! sql_store {
                 &'a self,
                 job: &'a AppendJob,
                 post: &'a EnvelopePost,
-            ) -> BoxFuture<'a, StoreResult<Result<(Vec<i64>, Posted), AppendRejection>>> {
+            ) -> BoxFuture<'a, StoreResult<BundleOutcome>> {
                 Box::pin(self.append_bundle_impl(job, post))
             }
 
@@ -1091,6 +1091,20 @@ macro_rules! sql_store {
                 quota: envelope_quota,
             } = *post;
             let payload = payload.as_slice();
+            // Lock order everywhere: logs (by id), then mailboxes. A post changes its
+            // owner's envelope bytes, so it takes the owner's log first; a bundled
+            // send holds its author's log too, and two people sending each other
+            // bundles at once must not each hold the log the other needs.
+            let owner: Vec<u8> =
+                sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                    .bind(&mailbox_id.0[..])
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+            sqlx::query(concat!("SELECT log_id FROM logs WHERE log_id = $1", $lock))
+                .bind(&owner)
+                .execute(&mut **tx)
+                .await?;
             let mb = sqlx::query(concat!(
                 "SELECT log_id, head_seq, drop_oldest, single_use, first_envelope \
                  FROM mailboxes WHERE mailbox_id = $1",

@@ -18,8 +18,8 @@ use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use super::sql::{id16, id32, int, sql_store};
 use super::{
-    AppendJob, AppendOutcome, AppendRejection, DeviceAdded, DeviceRow, EnvelopePost, Event,
-    LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
+    AppendJob, AppendOutcome, AppendRejection, BundleOutcome, DeviceAdded, DeviceRow, EnvelopePost,
+    Event, LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage, Swept,
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
@@ -124,7 +124,7 @@ impl SqliteStore {
         &self,
         job: &AppendJob,
         post: &EnvelopePost,
-    ) -> StoreResult<Result<(Vec<i64>, Posted), AppendRejection>> {
+    ) -> StoreResult<BundleOutcome> {
         let (_guard, mut tx) = self.begin_write().await?;
         let seqs = match append_one(&mut tx, job).await? {
             Ok(seqs) => seqs,
