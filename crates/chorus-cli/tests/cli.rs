@@ -12,10 +12,15 @@ use common::*;
 
 /// Two homes with an accepted invitation between them.
 fn pair(dir: &Path, relay: &Relay) -> (PathBuf, PathBuf) {
+    pair_on(dir, relay, relay)
+}
+
+/// alice on `relay`, bob on `bob_relay`, contacts of each other.
+fn pair_on(dir: &Path, relay: &Relay, bob_relay: &Relay) -> (PathBuf, PathBuf) {
     let (a, b) = (dir.join("alice"), dir.join("bob"));
     let out = ok(&a, &["init", "--relay", &relay.url, "--name", "alice"]);
     assert!(out.contains("Safety number: "), "{out}");
-    ok(&b, &["init", "--relay", &relay.url, "--name", "bob"]);
+    ok(&b, &["init", "--relay", &bob_relay.url, "--name", "bob"]);
     let code = ok(&a, &["invite", "--no-qr"]).trim().to_owned();
     assert!(code.starts_with("chorus:"));
     let out = ok(&b, &["accept", &code]);
@@ -140,10 +145,47 @@ fn watch_shows_messages_live_in_order() {
 }
 
 #[test]
-fn kill_9_between_persisting_and_posting_delivers_exactly_once_after_restart() {
+fn kill_9_after_a_bundled_append_before_its_fold_delivers_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
     let (a, b) = pair(dir.path(), &relay);
+    ok(&b, &["send", "alice", "hi"]);
+    ok(&a, &["sync"]);
+    // The relay stored the record and the envelope; the sender died before folding.
+    send_and_kill_9_at("after-append", &a, "bob", "bundled, then killed");
+    assert_eq!(
+        json(&a, &["status", "--json"])["outbox"],
+        1,
+        "still pending here"
+    );
+    // The next command folds its own record: sent, delivered, nothing to post.
+    ok(&a, &["sync"]);
+    assert_eq!(json(&a, &["status", "--json"])["outbox"], 0);
+    ok(&b, &["sync"]);
+    ok(&b, &["sync"]);
+    let got = texts(&b, "alice");
+    let n = got
+        .iter()
+        .filter(|(_, t)| t == "bundled, then killed")
+        .count();
+    assert_eq!(n, 1, "exactly once: {got:?}");
+    let mine = texts(&a, "bob");
+    assert_eq!(
+        mine.iter()
+            .filter(|(_, t)| t == "bundled, then killed")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn kill_9_between_persisting_and_posting_delivers_exactly_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    // Bob on his own relay: the envelope goes through the outbox, the path with a
+    // window between the append and the post.
+    let bobs = Relay::start(&dir.path().join("bobs"), "127.0.0.1:0");
+    let (a, b) = pair_on(dir.path(), &relay, &bobs);
     send_and_kill_9(&a, "bob", "survives kill -9");
 
     // Persisted, not posted.

@@ -208,7 +208,18 @@ fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
 #[test]
 fn a_device_killed_right_after_its_sent_append_is_delivered_once_by_a_sibling() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
+    // Bob on another relay: the envelope goes through the outbox (a bundled send to
+    // a contact on our own relay is delivered with its record).
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let bobs = Relay::start(&dir.path().join("bobs"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (
+        dir.path().join("laptop"),
+        dir.path().join("phone"),
+        dir.path().join("bob"),
+    );
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &bobs.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
     let code = ok(&bob, &["invite", "--no-qr"]);
     ok(&laptop, &["accept", code.trim()]);
     ok(&bob, &["sync"]);

@@ -38,7 +38,7 @@ use sqlx::SqliteConnection;
 
 use crate::contacts::insert_contact;
 use crate::event::{Event, Message};
-use crate::handle::Device;
+use crate::handle::{Device, failpoint};
 use crate::history::{HistoryRow, insert_and_tell};
 use crate::log_state;
 use crate::store::row;
@@ -218,6 +218,7 @@ impl Device {
         let sent = records.clone();
         let (mut outcome, events) = match self.relay.append_bundled(records, post).await {
             Ok(answer) => {
+                failpoint("after-append");
                 let events = match self.fold_own(sent, &answer.seqs).await? {
                     Some(events) => events,
                     None => self.sync_log().await?,

@@ -116,11 +116,17 @@ pub fn texts(home: &Path, contact: &str) -> Vec<(bool, String)> {
 /// Runs `chorus send CONTACT TEXT` with the `after-persist` failpoint and kills it with
 /// SIGKILL once it stopped there (after the `Sent` append, before the post).
 pub fn send_and_kill_9(home: &Path, contact: &str, text: &str) {
+    send_and_kill_9_at("after-persist", home, contact, text);
+}
+
+/// Runs `chorus send CONTACT TEXT` with the failpoint `at` and kills it with SIGKILL
+/// once it is reached.
+pub fn send_and_kill_9_at(at: &str, home: &Path, contact: &str, text: &str) {
     let mut send = Command::new(CHORUS)
         .arg("--home")
         .arg(home)
         .args(["send", contact, text])
-        .env("CHORUS_FAILPOINT", "after-persist")
+        .env("CHORUS_FAILPOINT", at)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -128,7 +134,7 @@ pub fn send_and_kill_9(home: &Path, contact: &str, text: &str) {
     BufReader::new(send.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.contains("failpoint after-persist reached"), "{line}");
+    assert!(line.contains(&format!("failpoint {at} reached")), "{line}");
     send.kill().unwrap(); // SIGKILL
     send.wait().unwrap();
 }
