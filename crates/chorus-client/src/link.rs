@@ -45,13 +45,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chorus_core::RosterSigner;
 use chorus_crypto::{
     DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, Entropy, EphemeralPublic,
-    EphemeralSecret, EpochKey, IdentityDhSecret, LinkKey, RootSigningKey, Sas,
+    EphemeralSecret, EpochKey, LinkKey, Sas,
 };
 use chorus_relay_api::Id32;
-use chorus_wire::{EventKind, IdentityKeys, RosterEntry, SecurityLevel, check_display_name};
+use chorus_wire::{
+    Checkpoint, EventKind, IdentityKeys, LinkHello, LinkMessage, LinkStep, ProvisioningBundle,
+    RosterEntry, SecurityLevel, check_display_name,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::SqliteConnection;
 use zeroize::Zeroizing;
 
 use crate::handle::{Device, Options, failpoint};
@@ -74,26 +76,14 @@ const LINK_VERSION: u8 = 2;
 const CHECKSUM_LEN: usize = 4;
 const POLL: Duration = Duration::from_millis(100);
 const COMMIT_LABEL: &[u8] = b"chorus-link-commit-v1";
-const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v2";
-/// The signature context of the new device's hello.
-const HELLO_CONTEXT: &[u8] = b"chorus-link-hello-v2";
+const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v3";
 /// The bundle, sealed again to a re-linked device's roster key.
 const RELINK_AD: &[u8] = b"chorus-link-relink-v2";
 const BUNDLE_AD: &[u8] = b"chorus-link-bundle-v1";
-const CHECKPOINT_AD: &[u8] = b"chorus-checkpoint-v1";
+const CHECKPOINT_AD: &[u8] = b"chorus-checkpoint-v2";
 /// The roster stream: roster entries are guarded on it, so two devices approving at
 /// once cannot fork the hash chain.
 const ROSTER_STREAM: &[u8] = b"roster";
-
-const TAG_COMMIT: u8 = 1;
-const TAG_HELLO: u8 = 2;
-const TAG_REVEAL: u8 = 3;
-const TAG_BUNDLE: u8 = 4;
-const TAG_CONFIRM: u8 = 5;
-const TAG_DECLINE: u8 = 6;
-
-/// Bytes of a hello before the name: device key, device DH key, nonce, signature.
-const HELLO_FIXED_LEN: usize = 32 + 32 + 32 + 64;
 
 /// What a link code carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,25 +154,6 @@ impl LinkCode {
     }
 }
 
-/// The provisioning bundle: everything a new device needs to be the identity.
-/// Secret; serialized only into a wiped buffer and sealed under the link key.
-#[derive(Serialize, Deserialize)]
-struct Bundle {
-    log_id: [u8; 32],
-    relay_url: String,
-    name: String,
-    intro_mailbox: [u8; 32],
-    /// The root signing key in `shared-root`; `None` in `primary-root` (the roster entry
-    /// the root signed for this device is its certificate).
-    root: Option<RootSigningKey>,
-    /// The identity's root-signed public keys (encoded `IdentityKeys`).
-    identity_keys: Vec<u8>,
-    dh: IdentityDhSecret,
-    epoch: u32,
-    epoch_key: Zeroizing<[u8; 32]>,
-    checkpoint: [u8; 32],
-}
-
 /// What the SAS and the link key are computed over.
 fn transcript(
     channel: &[u8; 32],
@@ -209,16 +180,16 @@ fn commitment(eph: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Waits for the first channel message after `after` that is not one of `own` (this
-/// side's own messages): it must carry `tag` (returns its seq and body) or say the
-/// other side declined.
+/// side's own steps): it must be `step` (returns its seq, the message and its bytes as
+/// posted, which the transcript covers) or say the other side declined.
 async fn wait_for(
     relay: &RelayClient,
     channel: Id32,
     after: i64,
-    tag: u8,
-    own: &[u8],
+    step: LinkStep,
+    own: &[LinkStep],
     timeout: Duration,
-) -> Result<(i64, Vec<u8>), ClientError> {
+) -> Result<(i64, LinkMessage, Vec<u8>), ClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut after = after;
     loop {
@@ -231,24 +202,21 @@ async fn wait_for(
             })?;
         let read_from = after;
         for m in page.messages.into_iter().filter(|m| m.seq > read_from) {
-            let (&t, body) = m
-                .payload
-                .0
-                .split_first()
-                .ok_or(ClientError::LinkProtocol("an empty channel message"))?;
+            let message = LinkMessage::decode(&m.payload.0)
+                .map_err(|_| ClientError::LinkProtocol("a malformed channel message"))?;
             after = m.seq;
-            if own.contains(&t) {
+            if own.contains(&message.step()) {
                 continue;
             }
-            if t == TAG_DECLINE {
+            if message.step() == LinkStep::Decline {
                 return Err(ClientError::LinkDeclined);
             }
-            if t != tag {
+            if message.step() != step {
                 return Err(ClientError::LinkProtocol(
                     "an unexpected channel message (was this code used before?)",
                 ));
             }
-            return Ok((m.seq, body.to_vec()));
+            return Ok((m.seq, message, m.payload.0));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ClientError::LinkExpired);
@@ -257,76 +225,33 @@ async fn wait_for(
     }
 }
 
-/// The new device's hello, as signed: everything it says, bound to this channel, the
-/// code's key and the approver's commitment.
-fn hello_signed_part(
+/// Checks a new device's hello as the approving device does (the encoding, device
+/// keys, name, and the signature over the channel, the code's key and `commit`);
+/// returns the name. For fuzzing and tools: the approver calls the same check.
+pub fn verify_hello(hello: &[u8], code: &LinkCode, commit: &[u8]) -> Result<String, ClientError> {
+    let commit: [u8; 32] = commit
+        .try_into()
+        .map_err(|_| ClientError::LinkProtocol("a malformed commitment"))?;
+    verified_hello(hello, &code.channel, &code.ephemeral, &commit).map(|h| h.name)
+}
+
+/// Parses a hello and checks its signature by the device key it names: proof that its
+/// sender holds that key and said this on this channel, after this commitment.
+fn verified_hello(
+    bytes: &[u8],
     channel: &[u8; 32],
     new_eph: &[u8; 32],
-    commit: &[u8],
-    keys_and_nonce: &[u8],
-    name: &[u8],
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(32 + 32 + commit.len() + keys_and_nonce.len() + name.len());
-    for part in [&channel[..], &new_eph[..], commit, keys_and_nonce, name] {
-        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        m.extend_from_slice(part);
-    }
-    m
-}
-
-/// Checks a new device's hello as the approving device does (layout, device keys,
-/// signature over the channel, the code's key and `commit`, name); returns the name.
-/// For fuzzing and tools: the approver calls the same check.
-pub fn verify_hello(hello: &[u8], code: &LinkCode, commit: &[u8]) -> Result<String, ClientError> {
-    VerifiedHello::check(hello, &code.channel, &code.ephemeral, commit).map(|h| h.name)
-}
-
-/// A hello whose signature verified: proof that its sender holds the device key.
-struct VerifiedHello {
-    device: DevicePublicKey,
-    dh: DeviceDhPublic,
-    name: String,
-}
-
-impl VerifiedHello {
-    /// Parses the hello `bytes` and checks its signature by the device key it names.
-    fn check(
-        bytes: &[u8],
-        channel: &[u8; 32],
-        new_eph: &[u8; 32],
-        commit: &[u8],
-    ) -> Result<Self, ClientError> {
-        if bytes.len() < HELLO_FIXED_LEN + 1 {
-            return Err(ClientError::LinkProtocol("a malformed device announcement"));
-        }
-        let device = DevicePublicKey::from_slice(&bytes[..32])
-            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
-        let dh = DeviceDhPublic::from_slice(&bytes[32..64])
-            .map_err(|_| ClientError::LinkProtocol("an invalid device key"))?;
-        let signature = chorus_crypto::Signature::from_slice(&bytes[96..HELLO_FIXED_LEN])
-            .map_err(|_| ClientError::LinkProtocol("a malformed device announcement"))?;
-        let name_bytes = &bytes[HELLO_FIXED_LEN..];
-        let signed = hello_signed_part(channel, new_eph, commit, &bytes[..96], name_bytes);
-        device
-            .verify(HELLO_CONTEXT, &signed, &signature)
-            .map_err(|_| {
-                ClientError::LinkProtocol(
-                    "the new device's announcement is not signed by the key it names",
-                )
-            })?;
-        let name = std::str::from_utf8(name_bytes)
-            .map_err(|_| ClientError::LinkProtocol("a device name that is not text"))?
-            .to_owned();
-        check_display_name("device name", &name)?;
-        Ok(Self { device, dh, name })
-    }
-}
-
-fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + body.len());
-    out.push(tag);
-    out.extend_from_slice(body);
-    out
+    commit: &[u8; 32],
+) -> Result<LinkHello, ClientError> {
+    let LinkMessage::Hello(hello) = LinkMessage::decode(bytes)
+        .map_err(|_| ClientError::LinkProtocol("a malformed device announcement"))?
+    else {
+        return Err(ClientError::LinkProtocol("a malformed device announcement"));
+    };
+    hello.verify(channel, new_eph, commit).map_err(|_| {
+        ClientError::LinkProtocol("the new device's announcement is not signed by the key it names")
+    })?;
+    Ok(hello)
 }
 
 // ------------------------------------------------------------------ new device
@@ -477,33 +402,37 @@ impl LinkOffer {
     /// this device's keys went out) its key. Returns the state with the SAS to compare.
     pub async fn wait_for_approver(self, timeout: Duration) -> Result<LinkPending, ClientError> {
         let channel = Id32(self.code.channel);
-        let (seq, commit) = wait_for(&self.relay, channel, 0, TAG_COMMIT, &[], timeout).await?;
+        let (seq, commit, _) =
+            wait_for(&self.relay, channel, 0, LinkStep::Commit, &[], timeout).await?;
+        let LinkMessage::Commit(commit) = commit else {
+            return Err(ClientError::LinkProtocol("a malformed commitment"));
+        };
         // A fresh nonce on every attempt, chosen after the commitment: the approver's
         // key was fixed before anything here could be predicted.
-        let nonce: [u8; 32] = self.entropy.array();
-        let mut hello = Vec::with_capacity(HELLO_FIXED_LEN + self.device_name.len());
-        hello.extend_from_slice(self.device.public_key().as_bytes());
-        hello.extend_from_slice(self.device_dh.public_key().as_bytes());
-        hello.extend_from_slice(&nonce);
-        let signed = hello_signed_part(
+        let hello = LinkMessage::Hello(LinkHello::sign(
+            &self.device,
+            self.device_dh.public_key(),
+            self.entropy.array(),
+            &self.device_name,
             &self.code.channel,
             &self.code.ephemeral,
             &commit,
-            &hello,
-            self.device_name.as_bytes(),
-        );
-        hello.extend_from_slice(self.device.sign(HELLO_CONTEXT, &signed).as_bytes());
-        hello.extend_from_slice(self.device_name.as_bytes());
-        self.relay
-            .channel_post(channel, tagged(TAG_HELLO, &hello))
-            .await?;
-        let (seq, reveal) =
-            wait_for(&self.relay, channel, seq, TAG_REVEAL, &[TAG_HELLO], timeout).await?;
-        let approver: [u8; 32] = reveal
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::LinkProtocol("a malformed key"))?;
-        if commitment(&approver)[..] != commit[..] {
+        ))
+        .encode();
+        self.relay.channel_post(channel, hello.clone()).await?;
+        let (seq, reveal, _) = wait_for(
+            &self.relay,
+            channel,
+            seq,
+            LinkStep::Reveal,
+            &[LinkStep::Hello],
+            timeout,
+        )
+        .await?;
+        let LinkMessage::Reveal(approver) = reveal else {
+            return Err(ClientError::LinkProtocol("a malformed key"));
+        };
+        if commitment(&approver) != commit {
             return Err(ClientError::LinkProtocol(
                 "the approving device's key does not match its commitment",
             ));
@@ -550,7 +479,7 @@ impl LinkPending {
     pub async fn decline(self) -> Result<(), ClientError> {
         self.offer
             .relay
-            .channel_post(Id32(self.offer.code.channel), tagged(TAG_DECLINE, &[]))
+            .channel_post(Id32(self.offer.code.channel), LinkMessage::Decline.encode())
             .await?;
         Ok(())
     }
@@ -560,7 +489,7 @@ impl LinkPending {
     pub async fn confirm(self) -> Result<LinkConfirmed, ClientError> {
         self.offer
             .relay
-            .channel_post(Id32(self.offer.code.channel), tagged(TAG_CONFIRM, &[]))
+            .channel_post(Id32(self.offer.code.channel), LinkMessage::Confirm.encode())
             .await?;
         Ok(LinkConfirmed(self))
     }
@@ -588,15 +517,18 @@ impl LinkConfirmed {
         } = self.0;
         let home = offer.home;
         let channel = Id32(offer.code.channel);
-        let (_, sealed) = wait_for(
+        let (_, sealed, _) = wait_for(
             &offer.relay,
             channel,
             after,
-            TAG_BUNDLE,
-            &[TAG_CONFIRM],
+            LinkStep::Bundle,
+            &[LinkStep::Confirm],
             timeout,
         )
         .await?;
+        let LinkMessage::Bundle(sealed) = sealed else {
+            return Err(ClientError::LinkProtocol("a malformed bundle"));
+        };
         failpoint("link-bundle-received");
         let mut ad = BUNDLE_AD.to_vec();
         ad.extend_from_slice(&offer.code.channel);
@@ -616,7 +548,7 @@ impl LinkConfirmed {
             })?,
             _ => return Err(ClientError::LinkProtocol("a malformed bundle")),
         };
-        let bundle: Bundle = postcard::from_bytes(&plain)
+        let bundle = ProvisioningBundle::decode(&plain)
             .map_err(|_| ClientError::LinkProtocol("a malformed bundle"))?;
         let log_id = Id32(bundle.log_id);
         let device_id = *offer.device.public_key().as_bytes();
@@ -661,18 +593,18 @@ impl LinkConfirmed {
         }
         let epoch_key = EpochKey::from_bytes(&bundle.epoch_key);
         let blob = relay.get_blob(Id32(bundle.checkpoint)).await?;
-        let checkpoint = Checkpoint::open(&epoch_key, &bundle.checkpoint, &blob)?;
-        let roster = chorus_core::Roster::validate_chain(log_id.0, &checkpoint.roster)
+        let checkpoint = open_checkpoint(&epoch_key, &bundle.checkpoint, &blob)?;
+        let roster = chorus_core::Roster::validate_chain(log_id.0, &checkpoint.rows().roster)
             .map_err(|_| ClientError::LinkProtocol("the checkpoint's roster does not validate"))?;
         let me = DevicePublicKey::from_bytes(device_id)
             .map_err(|_| ClientError::Corrupt("device key".into()))?;
-        if !roster.is_authorized(&me) || checkpoint.roster.first() != Some(&info.genesis.0) {
+        if !roster.is_authorized(&me) || checkpoint.rows().roster.first() != Some(&info.genesis.0) {
             return Err(ClientError::LinkProtocol(
                 "the checkpoint's roster does not name this device",
             ));
         }
         let total =
-            u64::try_from(info.head_seq.saturating_sub(checkpoint.applied_seq)).unwrap_or(0);
+            u64::try_from(info.head_seq.saturating_sub(checkpoint.rows().applied_seq)).unwrap_or(0);
         let device = Device::create_store(
             offer.store,
             &home,
@@ -682,8 +614,8 @@ impl LinkConfirmed {
             Id32(bundle.intro_mailbox),
             secrets,
             epoch_key,
-            &checkpoint.roster,
-            checkpoint.applied_seq,
+            &checkpoint.rows().roster,
+            checkpoint.rows().applied_seq,
             relay,
             options,
             Some(&checkpoint),
@@ -691,7 +623,7 @@ impl LinkConfirmed {
         .await?;
         mark_pending(&home, false)?;
         progress(CatchUp { done: 0, total });
-        let start = u64::try_from(checkpoint.applied_seq).unwrap_or(0);
+        let start = u64::try_from(checkpoint.rows().applied_seq).unwrap_or(0);
         device
             .sync_log_with(|now| {
                 let done = now.saturating_sub(start);
@@ -784,24 +716,25 @@ impl Device {
             return Err(ClientError::LinkCodeUsed);
         }
         self.relay
-            .channel_post(channel, tagged(TAG_COMMIT, &commit))
+            .channel_post(channel, LinkMessage::Commit(commit).encode())
             .await?;
-        let (hello_seq, hello) = wait_for(
+        let (hello_seq, _, hello) = wait_for(
             &self.relay,
             channel,
             0,
-            TAG_HELLO,
-            &[TAG_COMMIT],
+            LinkStep::Hello,
+            &[LinkStep::Commit],
             LINK_TIMEOUT,
         )
         .await?;
-        let VerifiedHello {
+        let LinkHello {
             device: new_device,
             dh: new_dh,
             name,
-        } = VerifiedHello::check(&hello, &code.channel, &code.ephemeral, &commit)?;
+            ..
+        } = verified_hello(&hello, &code.channel, &code.ephemeral, &commit)?;
         self.relay
-            .channel_post(channel, tagged(TAG_REVEAL, &eph_pub))
+            .channel_post(channel, LinkMessage::Reveal(eph_pub).encode())
             .await?;
         let new_eph = EphemeralPublic::from_slice(&code.ephemeral)
             .map_err(|_| ClientError::LinkProtocol("an invalid key"))?;
@@ -838,7 +771,7 @@ impl Approval<'_> {
     pub async fn decline(self) -> Result<(), ClientError> {
         self.device
             .relay
-            .channel_post(Id32(self.channel), tagged(TAG_DECLINE, &[]))
+            .channel_post(Id32(self.channel), LinkMessage::Decline.encode())
             .await?;
         Ok(())
     }
@@ -852,8 +785,8 @@ impl Approval<'_> {
             &d.relay,
             Id32(self.channel),
             self.hello_seq,
-            TAG_CONFIRM,
-            &[TAG_REVEAL],
+            LinkStep::Confirm,
+            &[LinkStep::Reveal],
             LINK_TIMEOUT,
         )
         .await?;
@@ -924,15 +857,17 @@ impl Approval<'_> {
             .await?;
         }
         let checkpoint_id: [u8; 32] = d.random();
-        let sealed =
-            Checkpoint::export(d)
-                .await?
-                .seal(&d.log.key, &checkpoint_id, &*d.options.entropy)?;
+        let sealed = seal_checkpoint(
+            &d.store.export_checkpoint().await?,
+            &d.log.key,
+            &checkpoint_id,
+            &*d.options.entropy,
+        );
         d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
         let IdentitySecrets { root, keys, dh, .. } = stored_secrets(d).await?;
         // `primary-root`: the root stays on this (the primary) device.
         let shared = level == SecurityLevel::SharedRoot;
-        let bundle = Bundle {
+        let bundle = ProvisioningBundle {
             log_id: d.log.log_id.0,
             relay_url: d.me.relay_url.clone(),
             name: d.me.name.clone(),
@@ -951,10 +886,10 @@ impl Approval<'_> {
     /// for a device it already holds) and posts it on the channel.
     async fn post_bundle(
         &self,
-        bundle: &Bundle,
+        bundle: &ProvisioningBundle,
         relink: Option<&DeviceDhPublic>,
     ) -> Result<(), ClientError> {
-        let bundle = secret_bytes(bundle)?;
+        let bundle = bundle.encode();
         let plain = match relink {
             None => Zeroizing::new([&[0u8][..], &bundle[..]].concat()),
             Some(dh) => {
@@ -975,7 +910,7 @@ impl Approval<'_> {
         let sealed = self.key.seal(&ad, &plain, &mut self.device.rng());
         self.device
             .relay
-            .channel_post(Id32(self.channel), tagged(TAG_BUNDLE, &sealed))
+            .channel_post(Id32(self.channel), LinkMessage::Bundle(sealed).encode())
             .await?;
         Ok(())
     }
@@ -991,323 +926,35 @@ async fn stored_secrets(d: &Device) -> Result<IdentitySecrets, ClientError> {
 
 // ------------------------------------------------------------------ checkpoint
 
-/// A snapshot of a device's folded state (no history): what a new device starts from.
-/// Sealed under the epoch key and stored as a relay blob (DESIGN §4 "Checkpoint").
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Checkpoint {
-    applied_seq: i64,
-    lamport: i64,
-    max_prekey_id: i64,
-    roster: Vec<Vec<u8>>,
-    /// Streams: tag, version, hash of the last record.
-    streams: Vec<(Vec<u8>, i64, Option<Vec<u8>>)>,
-    /// The log chain hash at `applied_seq` (records the new device folds next are
-    /// checked against it).
-    chain: Option<Vec<u8>>,
-    /// Event ids already folded: a replayed record stays refused on the new device.
-    seen: Vec<Vec<u8>>,
-    registers: Vec<RegisterRow>,
-    prekeys: Vec<PrekeyRow>,
-    contacts: Vec<ContactRow>,
-    mailboxes: Vec<MailboxRow>,
-    outbox: Vec<OutboxRow>,
-    /// Every handshake taken from each contact (root key, base key): a replayed old
-    /// first message stays refused on the new device too.
-    handshakes: Vec<(Vec<u8>, Vec<u8>)>,
+/// Seals a checkpoint under the epoch key, bound to its blob id.
+fn seal_checkpoint(
+    checkpoint: &Checkpoint,
+    key: &EpochKey,
+    id: &[u8; 32],
+    entropy: &dyn Entropy,
+) -> Vec<u8> {
+    let (nonce, ct) = key.seal(
+        &[CHECKPOINT_AD, id].concat(),
+        &checkpoint.encode(),
+        &mut entropy.rng(),
+    );
+    [&nonce[..], &ct].concat()
 }
 
-/// `registers`: name, lamport, timestamp, author, event id, value.
-type RegisterRow = (String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>);
-/// `mailboxes`: id, kind, contact, cursor, registered, created.
-type MailboxRow = (Vec<u8>, String, Option<String>, i64, bool, i64);
-/// `outbox`: envelope id, contact, relay, mailbox, envelope, created, author.
-type OutboxRow = (
-    Vec<u8>,
-    String,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-    i64,
-    Option<Vec<u8>>,
-);
-
-#[derive(Serialize, Deserialize, sqlx::FromRow)]
-struct PrekeyRow {
-    id: i64,
-    kind: String,
-    last_resort: bool,
-    purpose: String,
-    public: Vec<u8>,
-    /// The row as stored (sealed to one device's store key): not carried over.
-    #[serde(skip)]
-    sealed: Vec<u8>,
-    created_ms: i64,
-    retired_ms: Option<i64>,
-    /// The private half, opened for the checkpoint (wiped on drop).
-    #[sqlx(skip)]
-    secret: Zeroizing<Vec<u8>>,
-}
-
-#[derive(Serialize, Deserialize, sqlx::FromRow)]
-struct ContactRow {
-    name: String,
-    root_key: Vec<u8>,
-    identity: Vec<u8>,
-    relay_url: String,
-    send_mailbox: Vec<u8>,
-    recv_mailbox: Vec<u8>,
-    hello_acked: bool,
-    answered: bool,
-    invitation: Option<Vec<u8>>,
-    invitation_claim: Option<Vec<u8>>,
-    failed: Option<String>,
-    added_ms: i64,
-    read_up_to: i64,
-    #[sqlx(skip)]
-    session: Zeroizing<Vec<u8>>,
-}
-
-impl Checkpoint {
-    /// Reads the folded state in one transaction (a consistent cut: the log cursor and
-    /// the mailbox cursors and sessions agree).
-    pub(crate) async fn export(d: &Device) -> Result<Self, ClientError> {
-        let mut tx = d.store.begin().await?;
-        let (applied_seq, lamport, max_prekey_id): (i64, i64, i64) = sqlx::query_as(
-            "SELECT applied_seq, lamport, max_prekey_id FROM constellation WHERE id = 1",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let roster = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
-            .fetch_all(&mut *tx)
-            .await?;
-        let streams = sqlx::query_as("SELECT tag, version, head FROM streams")
-            .fetch_all(&mut *tx)
-            .await?;
-        let chain = sqlx::query_scalar("SELECT hash FROM log_chain WHERE seq = $1")
-            .bind(applied_seq)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let seen = sqlx::query_scalar("SELECT event_id FROM seen_events")
-            .fetch_all(&mut *tx)
-            .await?;
-        let registers = sqlx::query_as(
-            "SELECT name, lamport, timestamp_ms, author, event_id, value FROM registers",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut prekeys: Vec<PrekeyRow> = sqlx::query_as(
-            "SELECT id, kind, last_resort, purpose, public, sealed, created_ms, retired_ms FROM prekeys",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        // Rows are sealed to this device's store key: carry the plaintext (the whole
-        // checkpoint is sealed under the epoch key).
-        for p in &mut prekeys {
-            p.secret = d.store.open_sealed(
-                "prekey",
-                &crate::store::row::prekey(p.id, &p.kind, p.last_resort, &p.purpose),
-                &p.sealed,
-            )?;
-        }
-        let mut contacts: Vec<ContactRow> = sqlx::query_as(
-            "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    answered, invitation, invitation_claim, failed, added_ms, read_up_to
-             FROM contacts",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for c in &mut contacts {
-            let session = d
-                .store
-                .get_session(&mut tx, &c.name)
-                .await?
-                .ok_or_else(|| ClientError::Corrupt(format!("session of {}", c.name)))?;
-            c.session = session.snapshot();
-        }
-        let mailboxes = sqlx::query_as(
-            "SELECT mailbox_id, kind, contact, after_seq, registered, created_ms FROM mailboxes",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let outbox = sqlx::query_as(
-            "SELECT envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author FROM outbox",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let handshakes = sqlx::query_as("SELECT contact_root, base_key FROM handshakes")
-            .fetch_all(&mut *tx)
-            .await?;
-        drop(tx);
-        Ok(Self {
-            applied_seq,
-            lamport,
-            max_prekey_id,
-            roster,
-            streams,
-            chain,
-            seen,
-            registers,
-            prekeys,
-            contacts,
-            mailboxes,
-            outbox,
-            handshakes,
-        })
+/// Opens the checkpoint in blob `id`.
+fn open_checkpoint(
+    key: &EpochKey,
+    id: &[u8; 32],
+    sealed: &[u8],
+) -> Result<Checkpoint, ClientError> {
+    if sealed.len() < 12 {
+        return Err(ClientError::LinkProtocol("a truncated checkpoint"));
     }
-
-    fn seal(
-        &self,
-        key: &EpochKey,
-        id: &[u8; 32],
-        entropy: &dyn Entropy,
-    ) -> Result<Vec<u8>, ClientError> {
-        let plain = secret_bytes(self)?;
-        let (nonce, ct) = key.seal(&[CHECKPOINT_AD, id].concat(), &plain, &mut entropy.rng());
-        Ok([&nonce[..], &ct].concat())
-    }
-
-    fn open(key: &EpochKey, id: &[u8; 32], sealed: &[u8]) -> Result<Self, ClientError> {
-        if sealed.len() < 12 {
-            return Err(ClientError::LinkProtocol("a truncated checkpoint"));
-        }
-        let (nonce, ct) = sealed.split_at(12);
-        let plain = key
-            .open(&[CHECKPOINT_AD, id].concat(), nonce, ct)
-            .map_err(|_| ClientError::LinkProtocol("the checkpoint does not open (tampered?)"))?;
-        postcard::from_bytes(&plain)
-            .map_err(|_| ClientError::LinkProtocol("a malformed checkpoint"))
-    }
-
-    /// Writes the snapshot into a new device's store, inside the caller's transaction.
-    pub(crate) async fn import(
-        &self,
-        store: &Store,
-        tx: &mut SqliteConnection,
-    ) -> Result<(), ClientError> {
-        sqlx::query("UPDATE constellation SET lamport = $1, max_prekey_id = $2 WHERE id = 1")
-            .bind(self.lamport)
-            .bind(self.max_prekey_id)
-            .execute(&mut *tx)
-            .await?;
-        for (tag, version, head) in &self.streams {
-            sqlx::query("INSERT INTO streams (tag, version, head) VALUES ($1, $2, $3)")
-                .bind(tag)
-                .bind(version)
-                .bind(head)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(hash) = &self.chain {
-            sqlx::query("INSERT INTO log_chain (seq, hash) VALUES ($1, $2)")
-                .bind(self.applied_seq)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for id in &self.seen {
-            sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (name, lamport, ts, author, event_id, value) in &self.registers {
-            sqlx::query(
-                "INSERT INTO registers (name, lamport, timestamp_ms, author, event_id, value)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(name)
-            .bind(lamport)
-            .bind(ts)
-            .bind(author)
-            .bind(event_id)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for p in &self.prekeys {
-            sqlx::query(
-                "INSERT INTO prekeys (id, kind, last_resort, purpose, public, sealed, created_ms, retired_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(p.id)
-            .bind(&p.kind)
-            .bind(p.last_resort)
-            .bind(&p.purpose)
-            .bind(&p.public)
-            .bind(store.seal(
-                "prekey",
-                &crate::store::row::prekey(p.id, &p.kind, p.last_resort, &p.purpose),
-                &p.secret,
-            ))
-            .bind(p.created_ms)
-            .bind(p.retired_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for c in &self.contacts {
-            sqlx::query(
-                "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox,
-                   hello_acked, answered, invitation, invitation_claim, failed, added_ms, read_up_to)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(&c.name)
-            .bind(&c.root_key)
-            .bind(&c.identity)
-            .bind(&c.relay_url)
-            .bind(&c.send_mailbox)
-            .bind(&c.recv_mailbox)
-            .bind(c.hello_acked)
-            .bind(c.answered)
-            .bind(&c.invitation)
-            .bind(&c.invitation_claim)
-            .bind(&c.failed)
-            .bind(c.added_ms)
-            .bind(c.read_up_to)
-            .execute(&mut *tx)
-            .await?;
-            let session = chorus_core::Session::restore(&c.session, 0)?;
-            store.put_session(tx, &c.name, &session).await?;
-        }
-        for (root, base_key) in &self.handshakes {
-            sqlx::query(
-                "INSERT OR IGNORE INTO handshakes (contact_root, base_key) VALUES ($1, $2)",
-            )
-            .bind(root)
-            .bind(base_key)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (id, kind, contact, after, registered, created) in &self.mailboxes {
-            sqlx::query(
-                "INSERT OR REPLACE INTO mailboxes (mailbox_id, kind, contact, after_seq, registered, created_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(id)
-            .bind(kind)
-            .bind(contact)
-            .bind(after)
-            .bind(registered)
-            .bind(created)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (id, contact, relay_url, mailbox, envelope, created, author) in &self.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(id)
-            .bind(contact)
-            .bind(relay_url)
-            .bind(mailbox)
-            .bind(envelope)
-            .bind(created)
-            .bind(author)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
-    }
+    let (nonce, ct) = sealed.split_at(12);
+    let plain = key
+        .open(&[CHECKPOINT_AD, id].concat(), nonce, ct)
+        .map_err(|_| ClientError::LinkProtocol("the checkpoint does not open (tampered?)"))?;
+    Checkpoint::decode(&plain).map_err(|_| ClientError::LinkProtocol("a malformed checkpoint"))
 }
 
 #[cfg(test)]

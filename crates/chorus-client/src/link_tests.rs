@@ -1,11 +1,11 @@
 //! A lying approver: bundles a correct device never sends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use chorus_crypto::{IdentityDhSecret, RootSigningKey};
+use chorus_crypto::{IdentityDhSecret, RootSigningKey, Signature};
 use chorus_relay_api::Id32;
-use chorus_wire::IdentityKeys;
+use chorus_wire::{IdentityKeys, LinkHello, LinkMessage, ProvisioningBundle};
 
-use super::{Bundle, LINK_TIMEOUT, LinkOffer};
+use super::{LINK_TIMEOUT, LinkOffer};
 use crate::testing::{device, relay};
 use crate::testing::{random, rng};
 use crate::{ClientError, Device, Options, Unlock};
@@ -35,7 +35,7 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
     let other_root = RootSigningKey::generate(&mut rng());
     let other_dh = IdentityDhSecret::generate(&mut rng());
     let other_keys = IdentityKeys::sign(&other_root, other_dh.public_key()).encode();
-    let lie = Bundle {
+    let lie = ProvisioningBundle {
         log_id: alice.log.log_id.0,
         relay_url: url.clone(),
         name: "alice".into(),
@@ -84,7 +84,7 @@ async fn message_at(relay: &crate::relay::RelayClient, channel: [u8; 32], seq: i
 
 #[tokio::test]
 async fn a_channel_observer_cannot_predict_the_sas_of_a_resumed_link() {
-    use super::{TAG_COMMIT, TAG_REVEAL, commitment, tagged, transcript};
+    use super::{commitment, transcript};
     use chorus_crypto::{EphemeralSecret, Sas};
     let dir = tempfile::tempdir().unwrap();
     let url = relay(dir.path()).await;
@@ -103,13 +103,13 @@ async fn a_channel_observer_cannot_predict_the_sas_of_a_resumed_link() {
     observer
         .channel_post(
             Id32(first.channel),
-            tagged(TAG_COMMIT, &commitment(junk.public_key().as_bytes())),
+            LinkMessage::Commit(commitment(junk.public_key().as_bytes())).encode(),
         )
         .await
         .unwrap();
-    let hello_1 = message_at(&observer, first.channel, 2).await[1..].to_vec();
+    let hello_1 = message_at(&observer, first.channel, 2).await;
     observer
-        .channel_post(Id32(first.channel), tagged(TAG_REVEAL, &[0; 32]))
+        .channel_post(Id32(first.channel), LinkMessage::Reveal([0; 32]).encode())
         .await
         .unwrap();
     assert!(waiting.await.unwrap().is_err());
@@ -135,18 +135,24 @@ async fn a_channel_observer_cannot_predict_the_sas_of_a_resumed_link() {
         &mine_pub,
     ));
     observer
-        .channel_post(Id32(second.channel), tagged(TAG_COMMIT, &commit))
+        .channel_post(Id32(second.channel), LinkMessage::Commit(commit).encode())
         .await
         .unwrap();
-    let hello_2 = message_at(&observer, second.channel, 2).await[1..].to_vec();
+    let hello_2 = message_at(&observer, second.channel, 2).await;
     observer
-        .channel_post(Id32(second.channel), tagged(TAG_REVEAL, &mine_pub))
+        .channel_post(Id32(second.channel), LinkMessage::Reveal(mine_pub).encode())
         .await
         .unwrap();
     let pending = waiting.await.unwrap().unwrap();
     // The same device, but not the same hello: its nonce is new.
-    assert_eq!(hello_1[..64], hello_2[..64]);
-    assert_ne!(hello_1, hello_2);
+    let (LinkMessage::Hello(h1), LinkMessage::Hello(h2)) = (
+        LinkMessage::decode(&hello_1).unwrap(),
+        LinkMessage::decode(&hello_2).unwrap(),
+    ) else {
+        panic!("not hellos");
+    };
+    assert_eq!((h1.device, h1.dh), (h2.device, h2.dh));
+    assert_ne!(h1.nonce, h2.nonce);
     assert_ne!(
         pending.sas(),
         predicted,
@@ -157,7 +163,6 @@ async fn a_channel_observer_cannot_predict_the_sas_of_a_resumed_link() {
 
 #[tokio::test]
 async fn a_hello_naming_an_existing_device_without_its_key_is_refused() {
-    use super::{TAG_HELLO, tagged};
     use chorus_crypto::EphemeralSecret;
     let dir = tempfile::tempdir().unwrap();
     let url = relay(dir.path()).await;
@@ -192,14 +197,15 @@ async fn a_hello_naming_an_existing_device_without_its_key_is_refused() {
             } => (device, device_dh),
             _ => unreachable!(),
         };
-        let mut hello = Vec::new();
-        hello.extend_from_slice(key.as_bytes());
-        hello.extend_from_slice(dh.as_bytes());
-        hello.extend_from_slice(&[9; 32]);
-        hello.extend_from_slice(&[0; 64]);
-        hello.extend_from_slice(b"laptop");
+        let hello = LinkMessage::Hello(LinkHello {
+            device: key,
+            dh,
+            nonce: [9; 32],
+            name: "laptop".into(),
+            signature: Signature::from_slice(&[0; 64]).unwrap(),
+        });
         attacker
-            .channel_post(Id32(channel), tagged(TAG_HELLO, &hello))
+            .channel_post(Id32(channel), hello.encode())
             .await
             .unwrap();
     };

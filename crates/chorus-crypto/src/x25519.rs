@@ -65,6 +65,17 @@ macro_rules! x25519_role {
                 self.0.as_bytes()
             }
 
+            /// The 32 secret bytes, for a sealed wire format that carries the key
+            /// (the provisioning bundle). The copy is wiped on drop.
+            pub fn to_secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+                zeroize::Zeroizing::new(*self.secret_bytes())
+            }
+
+            /// The key from its 32 secret bytes (the inverse of `to_secret_bytes`).
+            pub fn from_secret_bytes(bytes: &[u8; 32]) -> Self {
+                Self::from_secret_box(bytes)
+            }
+
             fn from_secret_box(bytes: &[u8; 32]) -> Self {
                 Self(Box::new(StaticSecret::from(*bytes)))
             }

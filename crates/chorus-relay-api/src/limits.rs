@@ -74,4 +74,4 @@ pub const MAX_PREKEYS_PER_PUBLISH: usize = 100;
 
 /// Largest rendezvous message (a provisioning bundle without the checkpoint, which
 /// travels as a blob).
-pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = chorus_wire::limits::MAX_LINK_MESSAGE_LEN;

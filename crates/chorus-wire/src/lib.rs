@@ -15,10 +15,12 @@
 //! ```
 
 mod app;
+mod checkpoint;
 mod error;
 mod initial;
 mod invitation;
 pub mod limits;
+mod link;
 mod log_event;
 mod padding;
 mod prekeys;
@@ -35,9 +37,14 @@ pub use app::{
     DirectoryEntry, Envelope, Hello, Payload, check_display_name, check_text, is_invisible,
     normalize_display_name,
 };
+pub use checkpoint::{
+    Checkpoint, CheckpointContact, CheckpointHandshake, CheckpointMailbox, CheckpointOutbox,
+    CheckpointPrekey, CheckpointRegister, CheckpointStream,
+};
 pub use error::WireError;
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
+pub use link::{LINK_HELLO_CONTEXT, LinkHello, LinkMessage, LinkStep, ProvisioningBundle};
 pub use log_event::{
     ChainLink, ContactDetails, EventKind, FirstMessage, LogEvent, PrekeyKind, PrekeySecret,
     SecretBytes, SentMessage,
@@ -68,6 +75,17 @@ pub(crate) fn decode_bounded<M: Message + Default>(
     M::decode(bytes).map_err(|e| WireError::Malformed {
         what,
         reason: e.to_string(),
+    })
+}
+
+/// A fixed-length field (an id, a hash).
+pub(crate) fn fixed<const N: usize>(
+    field: &'static str,
+    bytes: &[u8],
+) -> Result<[u8; N], WireError> {
+    <[u8; N]>::try_from(bytes).map_err(|_| WireError::InvalidText {
+        field,
+        reason: "wrong length",
     })
 }
 

@@ -62,3 +62,13 @@ pub const MAX_PREKEYS_PER_EVENT: usize = 64;
 
 /// Most relay URLs in one identity's relay list.
 pub const MAX_RELAYS: usize = 8;
+
+/// Largest message on a link rendezvous channel (a sealed provisioning bundle is the
+/// largest, well under this; the checkpoint travels as a blob).
+pub const MAX_LINK_MESSAGE_LEN: usize = 64 * 1024;
+
+/// Largest encoded provisioning bundle.
+pub const MAX_PROVISIONING_BUNDLE_LEN: usize = 8 * 1024;
+
+/// Largest encoded checkpoint (the relay's default largest blob).
+pub const MAX_CHECKPOINT_LEN: usize = 16 * 1024 * 1024;

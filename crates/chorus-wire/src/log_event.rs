@@ -13,7 +13,7 @@ use crate::limits::{
 };
 use crate::{
     IdentityKeys, WIRE_VERSION, WireError, check_display_name, check_text, check_version,
-    decode_bounded, proto,
+    decode_bounded, fixed, proto,
 };
 
 /// Secret bytes inside an event (a session snapshot, a ratchet delta, a private
@@ -235,13 +235,6 @@ pub struct ChainLink {
     /// The last log seq the author had folded and the log chain hash there (`None`
     /// before any). A reader whose chain differs at that seq was shown another history.
     pub head: Option<(u64, [u8; 32])>,
-}
-
-fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], WireError> {
-    <[u8; N]>::try_from(bytes).map_err(|_| WireError::InvalidText {
-        field,
-        reason: "wrong length",
-    })
 }
 
 impl LogEvent {

@@ -405,7 +405,7 @@ impl Device {
         applied_seq: i64,
         relay: RelayClient,
         options: Options,
-        checkpoint: Option<&crate::link::Checkpoint>,
+        checkpoint: Option<&chorus_wire::Checkpoint>,
     ) -> Result<Self, ClientError> {
         let now = options.clock.now_ms();
         let sealed_secrets = secrets.to_bytes()?;
@@ -439,7 +439,7 @@ impl Device {
         }
         insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
         if let Some(checkpoint) = checkpoint {
-            checkpoint.import(&store, &mut tx).await?;
+            store.import_checkpoint(&mut tx, checkpoint).await?;
         }
         sqlx::query("DELETE FROM pending_link")
             .execute(&mut *tx)

@@ -28,6 +28,8 @@ use sqlx::sqlite::{
 };
 use zeroize::Zeroizing;
 
+mod checkpoint;
+
 /// File name of the store inside a device home.
 pub const STORE_FILE: &str = "chorus.sqlite";
 /// Marks a device home whose link is in progress (no secrets in it: the device's keys

@@ -1,0 +1,149 @@
+//! The checkpoint (DESIGN §4): a device's folded state at one log position, without
+//! history — what a new device starts from instead of folding the whole log.
+//!
+//! The approving device exports it from its store, seals it under the epoch key and
+//! stores it as a relay blob; the bundle names the blob. Only the identity's own devices
+//! can open it, but it is still parsed as untrusted (a sibling can be buggy): the
+//! version is checked, the size bounded before parsing and every fixed-size field
+//! checked. Its rows mirror the store's tables; the store is the only code that fills or
+//! reads them. Secret fields (private prekeys, session snapshots) are wiped on drop.
+
+use prost::Message;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::limits::MAX_CHECKPOINT_LEN;
+use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, fixed, proto};
+
+pub use proto::{
+    CheckpointContact, CheckpointHandshake, CheckpointMailbox, CheckpointOutbox, CheckpointPrekey,
+    CheckpointRegister, CheckpointStream,
+};
+
+/// A parsed checkpoint. Build one with [`Checkpoint::new`] and fill its rows.
+pub struct Checkpoint(proto::Checkpoint);
+
+impl Checkpoint {
+    /// An empty checkpoint at `applied_seq`.
+    pub fn new(applied_seq: i64) -> Self {
+        Self(proto::Checkpoint {
+            version: WIRE_VERSION,
+            applied_seq,
+            ..Default::default()
+        })
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> &proto::Checkpoint {
+        &self.0
+    }
+
+    /// The rows, to fill.
+    pub fn rows_mut(&mut self) -> &mut proto::Checkpoint {
+        &mut self.0
+    }
+
+    /// The encoding (secret: wiped on drop).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(self.0.encoded_len()));
+        let _ = self.0.encode(&mut *out);
+        out
+    }
+
+    /// Parses a checkpoint.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        // Wrapped at once: a refusal below still wipes what was parsed.
+        let c = Self(decode_bounded("checkpoint", bytes, MAX_CHECKPOINT_LEN)?);
+        let p = &c.0;
+        check_version("checkpoint", p.version)?;
+        if p.applied_seq < 0 {
+            return Err(WireError::InvalidText {
+                field: "checkpoint.applied_seq",
+                reason: "negative",
+            });
+        }
+        if p.roster.is_empty() {
+            return Err(WireError::MissingField("checkpoint.roster"));
+        }
+        if !p.chain.is_empty() {
+            fixed::<32>("checkpoint.chain", &p.chain)?;
+        }
+        for id in &p.seen {
+            fixed::<16>("checkpoint.seen", id)?;
+        }
+        for s in &p.streams {
+            if !s.head.is_empty() {
+                fixed::<32>("checkpoint.streams.head", &s.head)?;
+            }
+        }
+        for c in &p.contacts {
+            fixed::<32>("checkpoint.contacts.root_key", &c.root_key)?;
+            fixed::<32>("checkpoint.contacts.send_mailbox", &c.send_mailbox)?;
+            fixed::<32>("checkpoint.contacts.recv_mailbox", &c.recv_mailbox)?;
+        }
+        for m in &p.mailboxes {
+            fixed::<32>("checkpoint.mailboxes.mailbox_id", &m.mailbox_id)?;
+        }
+        for o in &p.outbox {
+            fixed::<16>("checkpoint.outbox.envelope_id", &o.envelope_id)?;
+            fixed::<32>("checkpoint.outbox.mailbox_id", &o.mailbox_id)?;
+        }
+        for h in &p.handshakes {
+            fixed::<32>("checkpoint.handshakes.contact_root", &h.contact_root)?;
+        }
+        Ok(c)
+    }
+}
+
+impl Drop for Checkpoint {
+    fn drop(&mut self) {
+        for p in &mut self.0.prekeys {
+            p.secret.zeroize();
+        }
+        for c in &mut self.0.contacts {
+            c.session.zeroize();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_bad_ones_name_the_field() {
+        let mut c = Checkpoint::new(7);
+        c.rows_mut().roster.push(vec![1; 40]);
+        c.rows_mut().contacts.push(CheckpointContact {
+            name: "bob".into(),
+            root_key: vec![2; 32],
+            send_mailbox: vec![3; 32],
+            recv_mailbox: vec![4; 32],
+            session: vec![5; 100],
+            ..Default::default()
+        });
+        let back = Checkpoint::decode(&c.encode()).unwrap();
+        assert_eq!(back.rows(), c.rows());
+
+        c.rows_mut().contacts[0].root_key.pop();
+        assert!(matches!(
+            Checkpoint::decode(&c.encode()),
+            Err(WireError::InvalidText {
+                field: "checkpoint.contacts.root_key",
+                ..
+            })
+        ));
+        let mut no_roster = Checkpoint::new(1);
+        no_roster.rows_mut().seen.push(vec![0; 16]);
+        assert_eq!(
+            Checkpoint::decode(&no_roster.encode()).err(),
+            Some(WireError::MissingField("checkpoint.roster"))
+        );
+        let huge = vec![0u8; MAX_CHECKPOINT_LEN + 1];
+        assert!(matches!(
+            Checkpoint::decode(&huge),
+            Err(WireError::TooLarge { .. })
+        ));
+    }
+}
