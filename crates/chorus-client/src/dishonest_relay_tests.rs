@@ -225,6 +225,7 @@ async fn a_wrapper_lying_to_one_device_is_caught_whatever_the_lie() {
         .await;
         let (through, control) = wrapper(&url).await;
         d.relay = d.relay.rebased(&through);
+        d.log.relay = d.relay.clone();
         lied_to.push((*lie, d, control));
     }
     for d in [&phone, &other] {

@@ -1,22 +1,18 @@
-//! The device value and what every part of the client shares about it: its clock and
-//! options, the keys it seals log records with, and where randomness comes from.
+//! What every part of the client shares about a device: its options, its clock and
+//! where its randomness comes from, and the crash-test failpoints.
 //!
-//! Kept apart from what a device *does* (`device.rs` receives and sends, `log.rs` folds
+//! Kept apart from what a device *does* (`device/` receives and sends, `log.rs` folds
 //! and appends, `link.rs` links), so those modules all build on this one and none of
 //! them on another's internals.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::{RecordContext, seal_event};
-use chorus_crypto::{Entropy, EntropyRng, EpochKey, SystemEntropy};
-use chorus_relay_api::{Guard, HexBytes, Id32, RecordIn};
-use chorus_wire::LogEvent;
+use chorus_crypto::{Entropy, SystemEntropy};
 
-use crate::identity::Me;
-use crate::relay::{Backoff, RelayClient};
-use crate::{ClientError, Store, Unlock};
+use crate::relay::Backoff;
+use crate::{Store, Unlock};
 
 /// Default [`Options::sibling_delivery`].
 pub const SIBLING_DELIVERY: Duration = Duration::from_secs(30);
@@ -101,100 +97,6 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()
-    }
-}
-
-/// A device: an unlocked store, its identity, its view of the identity's log and its
-/// relay.
-pub struct Device {
-    pub(crate) store: Store,
-    pub(crate) me: Me,
-    pub(crate) relay: RelayClient,
-    pub(crate) options: Options,
-    pub(crate) home: PathBuf,
-    pub(crate) log: LogKeys,
-    /// The folded log state (`chorus_core::Constellation`), restored from the store
-    /// on first use; the lock also serializes this process's folds and appends.
-    pub(crate) fold: tokio::sync::Mutex<Option<chorus_core::Constellation>>,
-    /// Sequenced sends that lost the race to a sibling and were encrypted again.
-    pub(crate) lost_races: std::sync::atomic::AtomicU64,
-}
-
-impl std::fmt::Debug for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("home", &self.home)
-            .field("name", &self.me.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Device {
-    /// This device's randomness as a `CryptoRng` ([`Options::entropy`]).
-    pub(crate) fn rng(&self) -> EntropyRng<'_> {
-        self.options.entropy.rng()
-    }
-
-    /// `N` random bytes from this device's [`Options::entropy`].
-    pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
-        self.options.entropy.array()
-    }
-}
-
-/// The log's keys as this device holds them.
-pub(crate) struct LogKeys {
-    pub(crate) log_id: Id32,
-    pub(crate) epoch: u32,
-    pub(crate) key: EpochKey,
-    pub(crate) device: [u8; 32],
-}
-
-impl LogKeys {
-    /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
-    /// author and the guard (`(stream tag, expected version)`).
-    pub(crate) fn seal(
-        &self,
-        event: &LogEvent,
-        guard: Option<([u8; 32], i64)>,
-        entropy: &dyn Entropy,
-    ) -> Result<RecordIn, ClientError> {
-        let context = RecordContext {
-            log_id: self.log_id.0,
-            epoch: self.epoch,
-            author: event.author,
-            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
-        };
-        let sealed = seal_event(&self.key, &context, event, &mut entropy.rng())?;
-        Ok(RecordIn {
-            epoch: i64::from(self.epoch),
-            nonce: HexBytes(sealed.nonce.to_vec()),
-            ciphertext: HexBytes(sealed.ciphertext),
-            guard: guard.map(|(t, v)| Guard {
-                stream_tag: HexBytes(t.to_vec()),
-                expected_version: v,
-            }),
-        })
-    }
-}
-
-impl LogKeys {
-    /// A record's hash (`chorus_core::record_hash`), from what the relay stores.
-    pub(crate) fn record_hash(
-        &self,
-        epoch: i64,
-        author: &[u8; 32],
-        guard: Option<&Guard>,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> [u8; 32] {
-        chorus_core::record_hash(
-            &self.log_id.0,
-            u32::try_from(epoch).unwrap_or(u32::MAX),
-            author,
-            guard.map(|g| (g.stream_tag.0.as_slice(), g.expected_version)),
-            nonce,
-            ciphertext,
-        )
     }
 }
 

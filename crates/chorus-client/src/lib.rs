@@ -30,17 +30,14 @@
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 pub mod code;
-mod contacts;
 pub mod device;
 #[cfg(test)]
 mod dishonest_relay_tests;
 mod event;
 mod handle;
-mod history;
 mod identity;
 pub mod link;
 pub mod log;
-mod log_state;
 pub mod prekeys;
 pub mod relay;
 pub mod requests;

@@ -56,10 +56,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::handle::{Device, Options, failpoint};
+use crate::Device;
+use crate::handle::{Options, failpoint};
 use crate::identity::{IdentitySecrets, secret_bytes};
-use crate::log::{APPEND_ATTEMPTS, Appended, Pending, load_roster};
+use crate::log::{APPEND_ATTEMPTS, Appended, Pending};
 use crate::relay::{Login, RelayClient, normalize_url};
+use crate::store::log_state::load_roster;
 use crate::{ClientError, LINK_PENDING_FILE, Store, Unlock};
 
 /// What every link code starts with.
@@ -797,7 +799,7 @@ impl Approval<'_> {
         d.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut conn = d.store.pool().acquire().await?;
-            let roster = load_roster(&mut conn, &d.log.log_id).await?;
+            let roster = load_roster(&mut conn, &d.log.keys.log_id).await?;
             drop(conn);
             level = roster.level();
             if let Some(known) = roster.devices().iter().find(|r| r.key == self.new_device) {
@@ -859,7 +861,7 @@ impl Approval<'_> {
         let checkpoint_id: [u8; 32] = d.random();
         let sealed = seal_checkpoint(
             &d.store.export_checkpoint().await?,
-            &d.log.key,
+            &d.log.keys.key,
             &checkpoint_id,
             &*d.options.entropy,
         );
@@ -868,15 +870,15 @@ impl Approval<'_> {
         // `primary-root`: the root stays on this (the primary) device.
         let shared = level == SecurityLevel::SharedRoot;
         let bundle = ProvisioningBundle {
-            log_id: d.log.log_id.0,
+            log_id: d.log.keys.log_id.0,
             relay_url: d.me.relay_url.clone(),
             name: d.me.name.clone(),
             intro_mailbox: d.me.intro_mailbox.0,
             root: root.filter(|_| shared),
             identity_keys: keys,
             dh,
-            epoch: d.log.epoch,
-            epoch_key: d.log.key.to_bytes(),
+            epoch: d.log.keys.epoch,
+            epoch_key: d.log.keys.key.to_bytes(),
             checkpoint: checkpoint_id,
         };
         self.post_bundle(&bundle, relink.as_ref()).await

@@ -24,25 +24,80 @@
 //! skipped: nothing but the cursor moves, and the reason is reported as
 //! [`Event::Rejected`](crate::Event::Rejected).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chorus_core::{
-    Constellation, Effect, Folded, HistoryEntry, LogError, Outcome, Record, Roster, Sessions,
-    StreamHead,
+    Constellation, LogError, Record, RecordContext, Sessions, StreamHead, seal_event,
 };
 pub(crate) use chorus_core::{PREKEY_STREAM, session_stream};
-use chorus_crypto::EpochKey;
-use chorus_relay_api::{BundledPost, Id32, RecordIn, RecordOut};
-use chorus_wire::{ChainLink, EventKind, LogEvent, SentMessage};
+use chorus_crypto::{Entropy, EpochKey};
+use chorus_relay_api::{BundledPost, Guard, HexBytes, Id32, RecordIn, RecordOut};
+use chorus_wire::{ChainLink, EventKind, LogEvent};
 use sqlx::SqliteConnection;
 
-use crate::contacts::insert_contact;
-use crate::event::{Event, Message};
-use crate::handle::{Device, failpoint};
-use crate::history::{HistoryRow, insert_and_tell};
-use crate::log_state;
-use crate::store::row;
+use crate::event::Event;
+use crate::handle::{Clock, failpoint};
+use crate::relay::RelayClient;
+use crate::store::{Folder, log_state};
 use crate::{ClientError, Store};
+
+/// The log's keys as this device holds them.
+pub(crate) struct LogKeys {
+    pub(crate) log_id: Id32,
+    pub(crate) epoch: u32,
+    pub(crate) key: EpochKey,
+    pub(crate) device: [u8; 32],
+}
+
+impl LogKeys {
+    /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
+    /// author and the guard (`(stream tag, expected version)`).
+    pub(crate) fn seal(
+        &self,
+        event: &LogEvent,
+        guard: Option<([u8; 32], i64)>,
+        entropy: &dyn Entropy,
+    ) -> Result<RecordIn, ClientError> {
+        let context = RecordContext {
+            log_id: self.log_id.0,
+            epoch: self.epoch,
+            author: event.author,
+            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
+        };
+        let sealed = seal_event(&self.key, &context, event, &mut entropy.rng())?;
+        Ok(RecordIn {
+            epoch: i64::from(self.epoch),
+            nonce: HexBytes(sealed.nonce.to_vec()),
+            ciphertext: HexBytes(sealed.ciphertext),
+            guard: guard.map(|(t, v)| Guard {
+                stream_tag: HexBytes(t.to_vec()),
+                expected_version: v,
+            }),
+        })
+    }
+}
+
+impl LogKeys {
+    /// A record's hash (`chorus_core::record_hash`), from what the relay stores.
+    pub(crate) fn record_hash(
+        &self,
+        epoch: i64,
+        author: &[u8; 32],
+        guard: Option<&Guard>,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> [u8; 32] {
+        chorus_core::record_hash(
+            &self.log_id.0,
+            u32::try_from(epoch).unwrap_or(u32::MAX),
+            author,
+            guard.map(|g| (g.stream_tag.0.as_slice(), g.expected_version)),
+            nonce,
+            ciphertext,
+        )
+    }
+}
 
 /// Records read per request while folding (the largest are ~128 KiB: a page stays
 /// well under the client's response bound).
@@ -81,50 +136,38 @@ pub(crate) enum Appended {
     Conflict,
 }
 
-/// The version a stream is at, as folded.
-pub(crate) async fn stream_version(
-    conn: &mut SqliteConnection,
-    tag: &[u8],
-) -> Result<i64, ClientError> {
-    Ok(stream_head(conn, tag).await?.version)
+/// The log driver: appends this device's events (sealed, guarded) and folds the log
+/// through the core's fold, a page per transaction. It holds what it needs — the log's
+/// keys, the store, the relay, randomness and time — and nothing of the device above it.
+pub(crate) struct Log {
+    pub(crate) keys: LogKeys,
+    store: Arc<Store>,
+    pub(crate) relay: RelayClient,
+    entropy: Arc<dyn Entropy>,
+    clock: Arc<dyn Clock>,
+    /// The folded log state, restored from the store on first use; the lock also
+    /// serializes this process's folds and appends.
+    pub(crate) fold: tokio::sync::Mutex<Option<Constellation>>,
 }
 
-/// A stream as folded: its next version and the hash of its last record.
-pub(crate) async fn stream_head(
-    conn: &mut SqliteConnection,
-    tag: &[u8],
-) -> Result<StreamHead, ClientError> {
-    let row: Option<(i64, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT version, head FROM streams WHERE tag = $1")
-            .bind(tag)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(match row {
-        None => StreamHead::default(),
-        Some((version, head)) => StreamHead {
-            version,
-            head: head.map(|h| hash32(&h)).transpose()?,
-        },
-    })
-}
+impl Log {
+    pub(crate) fn new(
+        keys: LogKeys,
+        store: Arc<Store>,
+        relay: RelayClient,
+        entropy: Arc<dyn Entropy>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            keys,
+            store,
+            relay,
+            entropy,
+            clock,
+            fold: Default::default(),
+        }
+    }
 
-fn hash32(bytes: &[u8]) -> Result<[u8; 32], ClientError> {
-    <[u8; 32]>::try_from(bytes).map_err(|_| ClientError::Corrupt("a stored hash".into()))
-}
-
-/// The roster as folded: the stored chain, validated whole.
-pub(crate) async fn load_roster(
-    conn: &mut SqliteConnection,
-    log_id: &Id32,
-) -> Result<Roster, ClientError> {
-    let entries: Vec<Vec<u8>> = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
-        .fetch_all(&mut *conn)
-        .await?;
-    Roster::validate_chain(log_id.0, &entries)
-        .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))
-}
-
-impl Device {
     /// The folded state, restored from the store if this process has none or another
     /// process on the same store folded since (its cursor moved).
     async fn folded<'a>(
@@ -139,22 +182,14 @@ impl Device {
         match slot {
             Some(state) => Ok(state),
             None => {
-                Ok(slot.insert(log_state::load(conn, self.log.log_id.0, self.log.epoch).await?))
+                Ok(slot.insert(log_state::load(conn, self.keys.log_id.0, self.keys.epoch).await?))
             }
         }
     }
 
     /// Seals `events` and appends them in one atomic batch, then folds the log. Guards
     /// use the versions as folded; several events on one stream expect consecutive
-    /// versions.
-    pub(crate) async fn append(
-        &self,
-        events: Vec<Pending>,
-    ) -> Result<(Appended, Vec<Event>), ClientError> {
-        self.append_with(events, None).await
-    }
-
-    /// [`Self::append`], with `post` stored by the relay in the same transaction
+    /// versions. With `post`, the relay stores it in the same transaction
     /// (the bundled send). When the relay places the records right after what this
     /// device folded, they are folded from the bytes sent, without reading them
     /// back: the send is one request.
@@ -163,7 +198,7 @@ impl Device {
         events: Vec<Pending>,
         post: Option<BundledPost>,
     ) -> Result<(Appended, Vec<Event>), ClientError> {
-        let keys = &self.log;
+        let keys = &self.keys;
         let records_and_ids = {
             let mut slot = self.fold.lock().await;
             let mut conn = self.store.pool().acquire().await?;
@@ -186,14 +221,14 @@ impl Device {
                     }
                 };
                 let event = LogEvent {
-                    event_id: self.random(),
+                    event_id: self.entropy.array(),
                     lamport: state.lamport().saturating_add(1 + i as u64),
-                    timestamp_ms: u64::try_from(self.now()).unwrap_or(0),
+                    timestamp_ms: u64::try_from(self.clock.now_ms()).unwrap_or(0),
                     author: keys.device,
                     chain: ChainLink { stream_prev, head },
                     kind: p.kind,
                 };
-                let record = keys.seal(&event, guard, &*self.options.entropy)?;
+                let record = keys.seal(&event, guard, &*self.entropy)?;
                 if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
                     // The next event on this stream in the batch follows this record.
                     let hash = keys.record_hash(
@@ -263,7 +298,7 @@ impl Device {
         if !follows {
             return Ok(None);
         }
-        let author = Id32(self.log.device);
+        let author = Id32(self.keys.device);
         let page: Vec<RecordOut> = records
             .into_iter()
             .zip(seqs)
@@ -288,7 +323,7 @@ impl Device {
     }
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
-    pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
+    pub(crate) async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
         self.sync_log_with(|_| {}).await
     }
 
@@ -333,7 +368,7 @@ impl Device {
     /// Starts reading the page after `after` in the background.
     fn read_ahead(&self, after: u64) -> ReadAhead {
         let relay = self.relay.clone();
-        let url = self.me.relay_url.clone();
+        let url = self.relay.url().to_owned();
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         ReadAhead {
             url,
@@ -380,7 +415,7 @@ impl Device {
             .iter()
             .map(|r| {
                 if r.seq > state.applied() {
-                    state.open(&self.log.key, r)
+                    state.open(&self.keys.key, r)
                 } else {
                     Err(LogError::Undecryptable)
                 }
@@ -394,16 +429,23 @@ impl Device {
                 sessions.insert(root, session);
             }
         }
-        let folded = match state.fold_page(&self.log.key, &shown, opened, &mut sessions) {
+        let folded = match state.fold_page(&self.keys.key, &shown, opened, &mut sessions) {
             Ok(folded) => folded,
             Err(e) => {
                 return Err(ClientError::Relay(crate::RelayError::BadResponse {
-                    url: self.me.relay_url.clone(),
+                    url: self.relay.url().to_owned(),
                     reason: e.to_string(),
                 }));
             }
         };
-        let written = self.persist(&mut tx, state, folded, &sessions).await;
+        let me = Folder {
+            device: self.keys.device,
+            relay_url: self.relay.url(),
+        };
+        let written = self
+            .store
+            .persist_fold(&mut tx, &me, state, folded, &sessions)
+            .await;
         let events = match written {
             Ok(events) => tx
                 .commit()
@@ -417,276 +459,6 @@ impl Device {
         }
         events
     }
-
-    /// Writes what the fold decided for a page, batched by table, and says what the
-    /// person should hear.
-    async fn persist(
-        &self,
-        tx: &mut SqliteConnection,
-        state: &Constellation,
-        folded: Vec<Folded>,
-        sessions: &Sessions,
-    ) -> Result<Vec<Event>, ClientError> {
-        let mut page = PageWrites::default();
-        let mut events: Vec<Option<Event>> = Vec::new();
-        for f in folded {
-            page.chain.push((f.seq, f.chain));
-            match f.outcome {
-                Outcome::Applied(effects) => {
-                    for effect in effects {
-                        self.persist_one(tx, &mut page, &mut events, f.seq, effect)
-                            .await?;
-                    }
-                }
-                Outcome::Duplicate => {
-                    tracing::warn!(seq = f.seq, "log record replays an event already folded");
-                    events.push(Some(Event::Rejected {
-                        reason: format!(
-                            "log record {}: replays an event already folded (harmless: nothing changed)",
-                            f.seq
-                        ),
-                    }));
-                }
-                Outcome::Refused(e) => {
-                    let relay_at_fault = matches!(
-                        e,
-                        LogError::StreamVersion { .. }
-                            | LogError::StreamPredecessor
-                            | LogError::Equivocation { .. }
-                            | LogError::HeadAhead { .. }
-                    );
-                    let reason = if relay_at_fault {
-                        // Loud: only a dishonest (or broken) relay shows this.
-                        tracing::error!(seq = f.seq, error = %e, "the relay's log does not verify");
-                        format!(
-                            "log record {}: {e} — the relay {} is not keeping the log honestly",
-                            f.seq, self.me.relay_url
-                        )
-                    } else {
-                        tracing::warn!(seq = f.seq, error = %e, "log record rejected");
-                        format!("log record {}: {e}", f.seq)
-                    };
-                    events.push(Some(Event::Rejected { reason }));
-                }
-            }
-        }
-        page.flush(self, tx, &mut events).await?;
-        for (root, session) in sessions.changed() {
-            if let Some(c) = state.contact(root) {
-                self.store.put_session(tx, &c.alias, session).await?;
-            }
-        }
-        log_state::write_position(
-            tx,
-            &page.chain,
-            &page.seen,
-            &page.streams,
-            page.lamport,
-            state.applied(),
-        )
-        .await?;
-        Ok(events.into_iter().flatten().collect())
-    }
-
-    /// Persists one effect (the batchable ones into `page`).
-    async fn persist_one(
-        &self,
-        tx: &mut SqliteConnection,
-        page: &mut PageWrites,
-        events: &mut Vec<Option<Event>>,
-        seq: u64,
-        effect: Effect,
-    ) -> Result<(), ClientError> {
-        match effect {
-            Effect::Seen(id) => page.seen.push(id),
-            Effect::Lamport(l) => page.lamport = page.lamport.max(l),
-            Effect::Stream { tag, head } => {
-                page.streams.insert(tag, head);
-            }
-            Effect::RosterEntry { index, entry } => {
-                sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
-                    .bind(log_state::signed(index))
-                    .bind(entry)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Effect::DeviceAuthorized { device, name, by } => {
-                // Every device hears that a device joined, and which device let it in.
-                if device != self.log.device {
-                    events.push(Some(Event::DeviceLinked { name, by }));
-                }
-            }
-            Effect::DeviceRelinked { device, name, by } => {
-                if device != self.log.device {
-                    events.push(Some(Event::DeviceRelinked { name, by }));
-                }
-            }
-            Effect::Register { name, value } => {
-                log_state::write_register(tx, &name, &value).await?;
-            }
-            Effect::Profile(name) => {
-                sqlx::query("UPDATE identity SET name = $1 WHERE id = 1")
-                    .bind(&name)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Effect::Prekeys {
-                keys,
-                invitation_mailbox,
-                at_ms,
-            } => {
-                let at_ms = log_state::signed(at_ms);
-                for k in &keys {
-                    crate::prekeys::insert_secret(&self.store, tx, k, at_ms).await?;
-                }
-                if let Some(m) = invitation_mailbox {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms)
-                         VALUES ($1, 'invitation', NULL, $2)",
-                    )
-                    .bind(&m[..])
-                    .bind(at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            Effect::PrekeysConsumed(ids) => {
-                crate::prekeys::delete_consumed_ids(tx, &ids).await?;
-            }
-            Effect::HandshakeSeen { root, base_key } => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO handshakes (contact_root, base_key) VALUES ($1, $2)",
-                )
-                .bind(&root[..])
-                .bind(&base_key[..])
-                .execute(&mut *tx)
-                .await?;
-            }
-            Effect::ContactAdded {
-                root,
-                alias,
-                details: d,
-                ours,
-            } => {
-                let added_ms = log_state::signed(d.added_ms);
-                // Their invitation if we accepted one; ours is marked spent below.
-                let theirs = if ours { None } else { d.invitation.as_ref() };
-                insert_contact(
-                    tx,
-                    &alias,
-                    &d.identity,
-                    &d.relay_url,
-                    &d.send_mailbox,
-                    &d.recv_mailbox,
-                    theirs.map(|m| &m[..]),
-                    added_ms,
-                )
-                .await?;
-                if d.first.is_some() {
-                    sqlx::query("UPDATE contacts SET answered = 1 WHERE name = $1")
-                        .bind(&alias)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                contact_mailbox(tx, &d.recv_mailbox, &alias, added_ms).await?;
-                // A device that held this identity's message request: it ends here.
-                self.settle_request(tx, &root, &alias, added_ms).await?;
-                tracing::debug!(seq, contact = %alias, "contact folded");
-                events.push(Some(Event::ContactAdded { contact: alias }));
-            }
-            Effect::ContactReplaced { alias, details: d } => {
-                let since_ms = log_state::signed(d.added_ms);
-                // Their invitation, if we started this session by accepting one.
-                let theirs = match &d.invitation {
-                    Some(m) if d.first.is_none() => Some(&m[..]),
-                    _ => None,
-                };
-                sqlx::query(
-                    "UPDATE contacts SET identity = $1, relay_url = $2, send_mailbox = $3,
-                     recv_mailbox = $4, hello_acked = 0, answered = $5, failed = NULL,
-                     invitation = COALESCE($6, invitation),
-                     invitation_claim = CASE WHEN $6 IS NULL THEN invitation_claim END
-                     WHERE name = $7",
-                )
-                .bind(d.identity.encode())
-                .bind(&d.relay_url)
-                .bind(&d.send_mailbox[..])
-                .bind(&d.recv_mailbox[..])
-                .bind(d.first.is_some())
-                .bind(theirs)
-                .bind(&alias)
-                .execute(&mut *tx)
-                .await?;
-                // The old mailbox stays: what is on its way there is still read.
-                contact_mailbox(tx, &d.recv_mailbox, &alias, since_ms).await?;
-                tracing::debug!(seq, contact = %alias, "second handshake folded");
-                events.push(Some(Event::SessionReset { contact: alias }));
-            }
-            Effect::SessionRetired {
-                alias,
-                seq,
-                since_ms,
-                session,
-            } => {
-                self.store
-                    .put_stale_session(
-                        tx,
-                        &alias,
-                        log_state::signed(seq),
-                        log_state::signed(since_ms),
-                        &session,
-                    )
-                    .await?;
-            }
-            Effect::InvitationSpent { mailbox, alias } => {
-                sqlx::query(
-                    "UPDATE mailboxes SET contact = $1 WHERE mailbox_id = $2 AND kind = 'invitation'",
-                )
-                .bind(&alias)
-                .bind(&mailbox[..])
-                .execute(&mut *tx)
-                .await?;
-            }
-            Effect::Message(entry) => {
-                // A sibling's send is news here; our own is not.
-                let tell = !(entry.outgoing && entry.author == self.log.device);
-                page.message(self, events, entry, tell);
-            }
-            Effect::Sent {
-                alias,
-                sent,
-                author,
-                at_ms,
-            } => page.sent(alias, *sent, author, at_ms),
-            Effect::Delivered { envelope_id } => page.delivered(envelope_id),
-            Effect::Read { alias, up_to } => {
-                sqlx::query("UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE name = $2")
-                    .bind(log_state::signed(up_to))
-                    .bind(&alias)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Effect::Blocked { root, blocked } => {
-                if blocked {
-                    self.drop_request_of(tx, &root).await?;
-                }
-            }
-            Effect::Renamed { from, to } => {
-                // Rows written under the old alias must be there to be renamed.
-                page.flush(self, tx, events).await?;
-                self.store.rename_contact(tx, &from, &to).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A sent envelope waiting in the page for the outbox.
-struct Outgoing {
-    alias: String,
-    sent: SentMessage,
-    author: [u8; 32],
-    at_ms: u64,
 }
 
 /// A page being read from the relay; dropped, the read is cancelled.
@@ -711,155 +483,6 @@ impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The writes of a page that are batched into multi-row statements: the fold of a
-/// burst of sends is a few statements per page, not several per record.
-#[derive(Default)]
-struct PageWrites {
-    chain: Vec<(u64, [u8; 32])>,
-    seen: Vec<[u8; 16]>,
-    streams: BTreeMap<Vec<u8>, StreamHead>,
-    lamport: u64,
-    outgoing: Vec<Outgoing>,
-    delivered: Vec<[u8; 16]>,
-    history: Vec<HistoryRow>,
-}
-
-impl PageWrites {
-    fn message(
-        &mut self,
-        device: &Device,
-        events: &mut Vec<Option<Event>>,
-        entry: HistoryEntry,
-        tell: bool,
-    ) {
-        let (sent_ms, stored_ms) = (
-            log_state::signed(entry.sent_ms),
-            log_state::signed(entry.stored_ms),
-        );
-        let sealed = device.store.seal(
-            "message",
-            &row::message(&entry.envelope_id, &entry.alias, entry.outgoing),
-            entry.text.as_bytes(),
-        );
-        let event = tell.then(|| {
-            events.push(Some(Event::Message(Message {
-                contact: entry.alias.clone(),
-                outgoing: entry.outgoing,
-                text: entry.text,
-                sent_ms,
-                stored_ms,
-            })));
-            events.len() - 1
-        });
-        self.history.push(HistoryRow {
-            alias: entry.alias,
-            outgoing: entry.outgoing,
-            envelope_id: entry.envelope_id,
-            sealed,
-            sent_ms,
-            stored_ms,
-            position: log_state::signed(entry.position),
-            event,
-        });
-    }
-
-    fn sent(&mut self, alias: String, sent: SentMessage, author: [u8; 32], at_ms: u64) {
-        self.outgoing.push(Outgoing {
-            alias,
-            sent,
-            author,
-            at_ms,
-        });
-    }
-
-    fn delivered(&mut self, envelope_id: [u8; 16]) {
-        self.delivered.push(envelope_id);
-    }
-
-    /// Writes what is batched so far.
-    async fn flush(
-        &mut self,
-        device: &Device,
-        tx: &mut SqliteConnection,
-        events: &mut [Option<Event>],
-    ) -> Result<(), ClientError> {
-        let _ = device;
-        // A send delivered within the page never enters the outbox.
-        let delivered: HashSet<[u8; 16]> = self.delivered.drain(..).collect();
-        let outgoing: Vec<Outgoing> = std::mem::take(&mut self.outgoing);
-        let (done, waiting): (Vec<_>, Vec<_>) = outgoing
-            .into_iter()
-            .partition(|o| delivered.contains(&o.sent.envelope_id));
-        // Our first envelope to their invitation is our claim on its mailbox.
-        let mut claimed = HashSet::new();
-        for o in done.iter().chain(&waiting) {
-            if claimed.insert(o.alias.clone()) {
-                sqlx::query(
-                    "UPDATE contacts SET invitation_claim = $1
-                     WHERE name = $2 AND invitation = $3 AND invitation_claim IS NULL",
-                )
-                .bind(&o.sent.envelope_id[..])
-                .bind(&o.alias)
-                .bind(&o.sent.mailbox[..])
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let ids: Vec<[u8; 16]> = done
-            .iter()
-            .chain(&waiting)
-            .map(|o| o.sent.envelope_id)
-            .collect();
-        log_state::delete_envelopes(tx, "pending_sends", &ids).await?;
-        log_state::insert_rows(
-            tx,
-            "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)",
-            "",
-            7,
-            &waiting,
-            |q, o| {
-                q.bind(&o.sent.envelope_id[..])
-                    .bind(&o.alias)
-                    .bind(&o.sent.relay_url)
-                    .bind(&o.sent.mailbox[..])
-                    .bind(&o.sent.envelope)
-                    .bind(log_state::signed(o.at_ms))
-                    .bind(&o.author[..])
-            },
-        )
-        .await?;
-        let delivered: Vec<[u8; 16]> = delivered.into_iter().collect();
-        log_state::delete_envelopes(tx, "outbox", &delivered).await?;
-        let history = std::mem::take(&mut self.history);
-        insert_and_tell(tx, &history, events).await
-    }
-}
-
-/// The mailbox we created for a contact, registered at the relay by whichever
-/// device flushes first (idempotent).
-async fn contact_mailbox(
-    tx: &mut SqliteConnection,
-    mailbox: &[u8; 32],
-    contact: &str,
-    created_ms: i64,
-) -> Result<(), ClientError> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO mailboxes (mailbox_id, kind, contact, created_ms, registered)
-         VALUES ($1, 'contact', $2, $3, 0)",
-    )
-    .bind(&mailbox[..])
-    .bind(contact)
-    .bind(created_ms)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Seals the epoch key for the store.
-pub(crate) fn seal_epoch_key(store: &Store, key: &EpochKey) -> Vec<u8> {
-    store.seal("constellation", "1", &key.to_bytes()[..])
 }
 
 #[cfg(test)]

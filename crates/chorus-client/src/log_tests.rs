@@ -11,8 +11,9 @@ use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, RootSigningKey};
 use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, LogEvent, RosterBody, RosterEntry};
 
-use super::{Pending, load_roster};
+use super::Pending;
 use crate::relay::{Login, RelayClient};
+use crate::store::log_state::{load_roster, stream_version};
 use crate::testing::{device, folded_state, relay, sibling, texts};
 use crate::testing::{random, rng};
 use crate::{Device, Event};
@@ -42,7 +43,7 @@ fn rejections(events: &[Event]) -> Vec<String> {
 
 async fn roster(d: &Device) -> Roster {
     let mut conn = d.store.pool().acquire().await.unwrap();
-    load_roster(&mut conn, &d.log.log_id).await.unwrap()
+    load_roster(&mut conn, &d.log.keys.log_id).await.unwrap()
 }
 
 /// Appends a roster entry as `d` (an authorized author: only the roster check can
@@ -73,7 +74,7 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
     let rogue_relay = RelayClient::new(&url, alice.options.backoff)
         .unwrap()
         .with_login(Login {
-            log_id: alice.log.log_id,
+            log_id: alice.log.keys.log_id,
             device: Arc::new(rogue),
         });
     let before = folded_state(&alice).await;
@@ -91,6 +92,7 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
         .append(vec![
             alice
                 .log
+                .keys
                 .seal(&event, None, &*alice.options.entropy)
                 .unwrap(),
         ])
@@ -134,7 +136,7 @@ async fn roster_entries_with_a_bad_signature_a_foreign_signer_or_a_broken_chain_
     let root = alice.me.identity.root().unwrap();
     let sign_with = |key: &RootSigningKey, prev: [u8; 32]| {
         RosterEntry::sign(
-            alice.log.log_id.0,
+            alice.log.keys.log_id.0,
             roster_now.next_index(),
             Some(prev),
             0,
@@ -208,7 +210,7 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
         .unwrap();
     let stream = super::session_stream(&row.root);
     let mut conn = laptop.store.pool().acquire().await.unwrap();
-    let version = super::stream_version(&mut conn, &laptop.log.key.stream_tag(&stream))
+    let version = stream_version(&mut conn, &laptop.log.keys.key.stream_tag(&stream))
         .await
         .unwrap();
     let mut session = laptop
@@ -353,7 +355,7 @@ async fn a_relay_showing_one_device_another_history_is_caught_by_the_next_author
         ("doubled", shown(vec![&a, &a, &b, &c])),
     ];
     for ((what, page), d) in views.iter().zip(&devices[1..]) {
-        let refused = rejections(&d.fold_page(page).await.unwrap());
+        let refused = rejections(&d.log.fold_page(page).await.unwrap());
         assert!(
             refused
                 .iter()
@@ -405,13 +407,14 @@ async fn persisted_state_equals_the_core_state() {
     let mut digests = Vec::new();
     for d in [&phone, &laptop] {
         d.sync_log().await.unwrap();
-        let slot = d.fold.lock().await;
+        let slot = d.log.fold.lock().await;
         let in_memory = slot.as_ref().expect("folded").clone();
         drop(slot);
         let mut conn = d.store.pool().acquire().await.unwrap();
-        let stored = crate::log_state::load(&mut conn, d.log.log_id.0, d.log.epoch)
-            .await
-            .unwrap();
+        let stored =
+            crate::store::log_state::load(&mut conn, d.log.keys.log_id.0, d.log.keys.epoch)
+                .await
+                .unwrap();
         assert_eq!(stored, in_memory);
         assert_eq!(in_memory.contact(&root).unwrap().alias, "robert");
         assert!(in_memory.is_blocked(&[0xcc; 32]));
@@ -453,13 +456,14 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
     let outcome = phone.send("bob", "from the first process").await.unwrap();
     assert!(outcome.queued.is_none(), "{:?}", outcome.queued);
     assert!(rejections(&phone.sync_log().await.unwrap()).is_empty());
-    let slot = phone.fold.lock().await;
+    let slot = phone.log.fold.lock().await;
     let in_memory = slot.as_ref().expect("folded").clone();
     drop(slot);
     let mut conn = phone.store.pool().acquire().await.unwrap();
-    let stored = crate::log_state::load(&mut conn, phone.log.log_id.0, phone.log.epoch)
-        .await
-        .unwrap();
+    let stored =
+        crate::store::log_state::load(&mut conn, phone.log.keys.log_id.0, phone.log.keys.epoch)
+            .await
+            .unwrap();
     assert_eq!(stored, in_memory);
     let history = texts_of(&phone.history("bob", 10).await.unwrap());
     assert!(

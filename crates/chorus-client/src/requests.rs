@@ -31,6 +31,7 @@ use sqlx::SqliteConnection;
 use crate::device::FirstContact;
 use crate::event::Event;
 use crate::log::Pending;
+use crate::store::requests::delete_request;
 use crate::store::row;
 use crate::{ClientError, Device};
 
@@ -193,7 +194,7 @@ impl Device {
                     .await?;
             }
         }
-        let folded = crate::contacts::contact_named_by(self.store.pool(), &root).await?;
+        let folded = crate::store::contacts::contact_named_by(self.store.pool(), &root).await?;
         let alias = folded.ok_or(ClientError::Contended)?;
         // Our hello (and any queued message) goes out now; a failure stays queued.
         self.flush_outbox().await?;
@@ -431,80 +432,6 @@ impl Device {
         .await?;
         Ok(())
     }
-
-    /// A blocked identity's message request, if this device holds one, is dropped.
-    pub(crate) async fn drop_request_of(
-        &self,
-        tx: &mut SqliteConnection,
-        root: &[u8; 32],
-    ) -> Result<(), ClientError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
-            .bind(&root[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(id) = id {
-            delete_request(tx, id).await?;
-        }
-        Ok(())
-    }
-
-    /// The fold made `root` a contact called `alias`: this device's request from them
-    /// (if any) ends, its messages joining the history.
-    pub(crate) async fn settle_request(
-        &self,
-        tx: &mut SqliteConnection,
-        root: &[u8; 32],
-        alias: &str,
-        stored_ms: i64,
-    ) -> Result<(), ClientError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM requests WHERE root_key = $1")
-            .bind(&root[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(id) = id else {
-            return Ok(());
-        };
-        let messages: Vec<(Vec<u8>, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT envelope_id, sent_ms, position, sealed FROM request_messages WHERE request = $1",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (envelope_id, sent_ms, position, sealed) in messages {
-            let text = self.store.open_sealed(
-                "request_message",
-                &row::request_message(&envelope_id, id),
-                &sealed,
-            )?;
-            let text = String::from_utf8_lossy(&text);
-            if !text.is_empty() {
-                self.insert_message(
-                    tx,
-                    alias,
-                    false,
-                    &envelope_id,
-                    &text,
-                    sent_ms,
-                    stored_ms,
-                    position,
-                )
-                .await?;
-            }
-        }
-        delete_request(tx, id).await
-    }
-}
-
-async fn delete_request(tx: &mut SqliteConnection, id: i64) -> Result<(), ClientError> {
-    sqlx::query("DELETE FROM request_messages WHERE request = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM requests WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 /// Keeps at most [`MAX_PENDING_REQUESTS`], dropping (and counting) the oldest.

@@ -86,7 +86,7 @@ pub(crate) async fn root_authorization(
     device: chorus_crypto::DevicePublicKey,
 ) -> Vec<u8> {
     let mut conn = d.store.pool().acquire().await.unwrap();
-    let roster = crate::log::load_roster(&mut conn, &d.log.log_id)
+    let roster = crate::store::log_state::load_roster(&mut conn, &d.log.keys.log_id)
         .await
         .unwrap();
     let dh = chorus_crypto::DeviceDhSecret::generate(&mut rng()).public_key();

@@ -130,7 +130,7 @@ impl Device {
             return match stale {
                 Some((false, _) | (_, Some(_))) => {
                     let mut conn = self.store.pool().acquire().await?;
-                    let tag = self.log.key.stream_tag(&session_stream(&root));
+                    let tag = self.log.keys.key.stream_tag(&session_stream(&root));
                     let at = stream_version(&mut conn, &tag).await?;
                     drop(conn);
                     self.start_session(bundle, name, relay_url, send_mailbox, invitation, at)

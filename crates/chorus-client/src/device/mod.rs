@@ -12,7 +12,7 @@
 //! Transactions are `BEGIN IMMEDIATE`, so two processes on one home (`watch` in one
 //! terminal, `send` in another) never overwrite each other's session state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,17 +34,15 @@ use futures::StreamExt;
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::contacts::contact_named_by;
 pub use crate::event::{Event, Message};
-pub use crate::handle::{Clock, Device, Options, SIBLING_DELIVERY, SystemClock};
-pub(crate) use crate::handle::{LogKeys, failpoint};
+pub(crate) use crate::handle::failpoint;
+pub use crate::handle::{Clock, Options, SIBLING_DELIVERY, SystemClock};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
-use crate::log::{
-    APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, seal_epoch_key, session_stream,
-    stream_version,
-};
+use crate::log::{APPEND_ATTEMPTS, Appended, Log, LogKeys, PREKEY_STREAM, Pending, session_stream};
 use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
 use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolicy, normalize_url};
+use crate::store::contacts::contact_named_by;
+use crate::store::log_state::{seal_epoch_key, stream_version};
 use crate::store::row;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
 
@@ -57,6 +55,76 @@ mod status;
 mod watch;
 
 use send::sent_event;
+
+/// A device: an unlocked store, its identity, its view of the identity's log and its
+/// relay.
+pub struct Device {
+    pub(crate) store: Arc<Store>,
+    pub(crate) me: Me,
+    pub(crate) relay: RelayClient,
+    pub(crate) options: Options,
+    pub(crate) home: PathBuf,
+    /// The log driver (it holds the log's keys and the folded state).
+    pub(crate) log: Log,
+    /// Sequenced sends that lost the race to a sibling and were encrypted again.
+    pub(crate) lost_races: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("home", &self.home)
+            .field("name", &self.me.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// This device's randomness as a `CryptoRng` ([`Options::entropy`]).
+    pub(crate) fn rng(&self) -> chorus_crypto::EntropyRng<'_> {
+        self.options.entropy.rng()
+    }
+
+    /// `N` random bytes from this device's [`Options::entropy`].
+    pub(crate) fn random<const N: usize>(&self) -> [u8; N] {
+        self.options.entropy.array()
+    }
+}
+
+/// The log driver's operations, as the device's own (the device never folds or
+/// appends any other way).
+impl Device {
+    /// Seals `events` and appends them in one atomic batch, then folds the log
+    /// ([`Log::append_with`]).
+    pub(crate) async fn append(
+        &self,
+        events: Vec<Pending>,
+    ) -> Result<(Appended, Vec<Event>), ClientError> {
+        self.log.append_with(events, None).await
+    }
+
+    /// [`Self::append`], with `post` stored by the relay in the same transaction.
+    pub(crate) async fn append_with(
+        &self,
+        events: Vec<Pending>,
+        post: Option<BundledPost>,
+    ) -> Result<(Appended, Vec<Event>), ClientError> {
+        self.log.append_with(events, post).await
+    }
+
+    /// Reads the log after the folded cursor and folds every record, in seq order.
+    pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
+        self.log.sync_log().await
+    }
+
+    /// [`Self::sync_log`], telling `progress` the seq folded after each page.
+    pub(crate) async fn sync_log_with(
+        &self,
+        progress: impl FnMut(u64),
+    ) -> Result<Vec<Event>, ClientError> {
+        self.log.sync_log_with(progress).await
+    }
+}
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
@@ -476,8 +544,21 @@ impl Device {
         } = secrets;
         let (name, relay_url, intro_mailbox) = identity;
         let (log_id, epoch, key) = log;
+        let store = Arc::new(store);
+        let log = Log::new(
+            LogKeys {
+                log_id,
+                epoch,
+                key,
+                device: *device.public_key().as_bytes(),
+            },
+            store.clone(),
+            relay.clone(),
+            options.entropy.clone(),
+            options.clock.clone(),
+        );
         Ok(Device {
-            store,
+            store: store.clone(),
             me: Me {
                 name,
                 relay_url,
@@ -488,13 +569,7 @@ impl Device {
             relay,
             options,
             home: home.to_owned(),
-            log: LogKeys {
-                log_id,
-                epoch,
-                key,
-                device: *device.public_key().as_bytes(),
-            },
-            fold: Default::default(),
+            log,
             lost_races: Default::default(),
         })
     }

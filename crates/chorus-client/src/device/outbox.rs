@@ -124,7 +124,7 @@ impl Device {
                AND (o.next_attempt_ms <= $3 OR o.relay_url = $4)
              ORDER BY o.created_ms, o.rowid",
         )
-        .bind(&self.log.device[..])
+        .bind(&self.log.keys.device[..])
         .bind(now.saturating_sub(patience))
         .bind(now)
         .bind(&self.me.relay_url)

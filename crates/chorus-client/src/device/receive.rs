@@ -183,7 +183,7 @@ impl Device {
                 sent_ms,
                 stored_ms: now,
             })));
-            history.push(crate::history::HistoryRow {
+            history.push(crate::store::history::HistoryRow {
                 alias: name.to_owned(),
                 outgoing: false,
                 envelope_id: envelope.envelope_id.0,
@@ -201,7 +201,7 @@ impl Device {
         if taken == 0 {
             return Ok((0, Vec::new()));
         }
-        crate::history::insert_and_tell(&mut tx, &history, &mut events).await?;
+        crate::store::history::insert_and_tell(&mut tx, &history, &mut events).await?;
         self.store.put_session(&mut tx, name, &session).await?;
         let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
         sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
@@ -421,6 +421,7 @@ impl Device {
         let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
         if payload.text.is_empty()
             || !self
+                .store
                 .insert_message(
                     tx,
                     name,
@@ -497,7 +498,7 @@ impl Device {
         // A first message taken before, put back (the relay keeps and can repost
         // every envelope): it would move the conversation back onto an old session.
         let base_key = *InitialMessage::decode(&message.bytes)?.ephemeral.as_bytes();
-        if crate::contacts::handshake_seen(tx, &theirs, &base_key).await? {
+        if crate::store::contacts::handshake_seen(tx, &theirs, &base_key).await? {
             return Err(ClientError::Rejected("a replayed first message"));
         }
         let failed: Option<String> =
@@ -514,7 +515,8 @@ impl Device {
             self.me.identity.keys().root.as_bytes(),
             &theirs,
         );
-        let at = stream_version(tx, &self.log.key.stream_tag(&session_stream(&theirs))).await?;
+        let at =
+            stream_version(tx, &self.log.keys.key.stream_tag(&session_stream(&theirs))).await?;
         let invitation = (kind == "invitation").then_some(mailbox.0);
         Ok(Received::NewContact(self.contact_proposal(
             first,

@@ -94,7 +94,7 @@ impl Device {
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
             let stream = session_stream(&row.root);
-            let version = stream_version(&mut tx, &self.log.key.stream_tag(&stream)).await?;
+            let version = stream_version(&mut tx, &self.log.keys.key.stream_tag(&stream)).await?;
             let mut session = self
                 .store
                 .get_session(&mut tx, contact)
@@ -161,37 +161,6 @@ impl Device {
             text,
             &delta,
         ))
-    }
-
-    /// Adds a history entry unless one with this envelope id exists; returns whether it
-    /// was added.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn insert_message(
-        &self,
-        tx: &mut SqliteConnection,
-        contact: &str,
-        outgoing: bool,
-        envelope_id: &[u8],
-        text: &str,
-        sent_ms: i64,
-        stored_ms: i64,
-        position: i64,
-    ) -> Result<bool, ClientError> {
-        let id = row::message(envelope_id, contact, outgoing);
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(contact)
-        .bind(outgoing)
-        .bind(envelope_id)
-        .bind(sent_ms)
-        .bind(stored_ms)
-        .bind(self.store.seal("message", &id, text.as_bytes()))
-        .bind(position)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }
 

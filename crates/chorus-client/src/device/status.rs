@@ -63,7 +63,7 @@ impl Device {
         }
         let presence = self.relay.presence().await.ok();
         let mut conn = self.store.pool().acquire().await?;
-        let roster = crate::log::load_roster(&mut conn, &self.log.log_id).await?;
+        let roster = crate::store::log_state::load_roster(&mut conn, &self.log.keys.log_id).await?;
         let mut relinked = std::collections::HashMap::new();
         for d in roster.devices() {
             let at: Option<Vec<u8>> =
@@ -91,7 +91,7 @@ impl Device {
                             .find(|x| x.device_id.0 == key)
                             .map(|x| x.last_seen_ms)
                     }),
-                    this_device: key == self.log.device,
+                    this_device: key == self.log.keys.device,
                 }
             })
             .collect())
@@ -120,7 +120,7 @@ impl Device {
                 .await?;
         let mut conn = self.store.pool().acquire().await?;
         let prekeys = prekeys::counts(&mut conn).await?;
-        let security = match crate::log::load_roster(&mut conn, &self.log.log_id)
+        let security = match crate::store::log_state::load_roster(&mut conn, &self.log.keys.log_id)
             .await?
             .level()
         {

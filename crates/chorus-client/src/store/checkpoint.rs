@@ -13,6 +13,11 @@ use sqlx::SqliteConnection;
 
 use super::{Store, StoreError, row};
 
+/// `registers`: name, lamport, timestamp, author, event id, value.
+type RegisterRow = (String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>);
+/// `mailboxes`: id, kind, contact, cursor, registered, created.
+type MailboxRow = (Vec<u8>, String, Option<String>, i64, bool, i64);
+
 #[derive(sqlx::FromRow)]
 struct PrekeyRow {
     id: i64,
@@ -80,7 +85,7 @@ impl Store {
         r.seen = sqlx::query_scalar("SELECT event_id FROM seen_events")
             .fetch_all(&mut *tx)
             .await?;
-        let registers: Vec<(String, i64, i64, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        let registers: Vec<RegisterRow> = sqlx::query_as(
             "SELECT name, lamport, timestamp_ms, author, event_id, value FROM registers",
         )
         .fetch_all(&mut *tx)
@@ -149,7 +154,7 @@ impl Store {
                 read_up_to: k.read_up_to,
             });
         }
-        let mailboxes: Vec<(Vec<u8>, String, Option<String>, i64, bool, i64)> = sqlx::query_as(
+        let mailboxes: Vec<MailboxRow> = sqlx::query_as(
             "SELECT mailbox_id, kind, contact, after_seq, registered, created_ms FROM mailboxes",
         )
         .fetch_all(&mut *tx)

@@ -29,6 +29,12 @@ use sqlx::sqlite::{
 use zeroize::Zeroizing;
 
 mod checkpoint;
+pub(crate) mod contacts;
+mod fold;
+pub(crate) use fold::Folder;
+pub(crate) mod history;
+pub(crate) mod log_state;
+pub(crate) mod requests;
 
 /// File name of the store inside a device home.
 pub const STORE_FILE: &str = "chorus.sqlite";

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use sqlx::SqliteConnection;
 
-use crate::log_state;
+use super::log_state;
+use super::row;
 use crate::{ClientError, Event};
 
 /// A history entry waiting in the page, and the event to raise if it is new.
@@ -73,4 +74,37 @@ pub(crate) async fn insert_and_tell(
         }
     }
     Ok(())
+}
+
+impl super::Store {
+    /// Adds a history entry unless one with this envelope id exists; returns whether it
+    /// was added.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_message(
+        &self,
+        tx: &mut SqliteConnection,
+        contact: &str,
+        outgoing: bool,
+        envelope_id: &[u8],
+        text: &str,
+        sent_ms: i64,
+        stored_ms: i64,
+        position: i64,
+    ) -> Result<bool, ClientError> {
+        let id = row::message(envelope_id, contact, outgoing);
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO messages (contact, outgoing, envelope_id, sent_ms, stored_ms, sealed, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(contact)
+        .bind(outgoing)
+        .bind(envelope_id)
+        .bind(sent_ms)
+        .bind(stored_ms)
+        .bind(self.seal("message", &id, text.as_bytes()))
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }

@@ -5,7 +5,9 @@
 //! `persisted_state_equals_the_core_state` (in `log_tests.rs`) restores a state from
 //! these rows after folding and compares it with the one in memory.
 
-use chorus_core::{Constellation, Contact, Lww, Parts, Stamp, StreamHead};
+use chorus_core::{Constellation, Contact, Lww, Parts, Roster, Stamp, StreamHead};
+use chorus_crypto::EpochKey;
+use chorus_relay_api::Id32;
 use sqlx::SqliteConnection;
 
 use crate::ClientError;
@@ -241,4 +243,52 @@ pub(crate) async fn write_register(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The version a stream is at, as folded.
+pub(crate) async fn stream_version(
+    conn: &mut SqliteConnection,
+    tag: &[u8],
+) -> Result<i64, ClientError> {
+    Ok(stream_head(conn, tag).await?.version)
+}
+
+/// A stream as folded: its next version and the hash of its last record.
+pub(crate) async fn stream_head(
+    conn: &mut SqliteConnection,
+    tag: &[u8],
+) -> Result<StreamHead, ClientError> {
+    let row: Option<(i64, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT version, head FROM streams WHERE tag = $1")
+            .bind(tag)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match row {
+        None => StreamHead::default(),
+        Some((version, head)) => StreamHead {
+            version,
+            head: head.map(|h| hash32(&h)).transpose()?,
+        },
+    })
+}
+
+fn hash32(bytes: &[u8]) -> Result<[u8; 32], ClientError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| ClientError::Corrupt("a stored hash".into()))
+}
+
+/// The roster as folded: the stored chain, validated whole.
+pub(crate) async fn load_roster(
+    conn: &mut SqliteConnection,
+    log_id: &Id32,
+) -> Result<Roster, ClientError> {
+    let entries: Vec<Vec<u8>> = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
+        .fetch_all(&mut *conn)
+        .await?;
+    Roster::validate_chain(log_id.0, &entries)
+        .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))
+}
+
+/// Seals the epoch key for the store.
+pub(crate) fn seal_epoch_key(store: &super::Store, key: &EpochKey) -> Vec<u8> {
+    store.seal("constellation", "1", &key.to_bytes()[..])
 }
