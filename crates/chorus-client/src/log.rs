@@ -187,6 +187,17 @@ impl Log {
         }
     }
 
+    /// The folded state and a store transaction that agree: the state is restored if
+    /// another process on this store folded since, inside the same transaction. A send
+    /// decides on it (the session read in `tx` is the one the state's stream version
+    /// names). Folds and appends in this process wait while it is held.
+    pub(crate) async fn cut(&self) -> Result<Cut<'_>, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut tx = self.store.begin().await?;
+        self.folded(&mut slot, &mut tx).await?;
+        Ok(Cut { slot, tx })
+    }
+
     /// Seals `events` and appends them in one atomic batch, then folds the log. Guards
     /// use the versions as folded; several events on one stream expect consecutive
     /// versions. With `post`, the relay stores it in the same transaction
@@ -458,6 +469,21 @@ impl Log {
             *slot = None;
         }
         events
+    }
+}
+
+/// See [`Log::cut`].
+pub(crate) struct Cut<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<Constellation>>,
+    pub(crate) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+impl Cut<'_> {
+    /// The folded state.
+    pub(crate) fn state(&self) -> Result<&Constellation, ClientError> {
+        self.slot
+            .as_ref()
+            .ok_or_else(|| ClientError::Corrupt("the folded state".into()))
     }
 }
 

@@ -49,6 +49,7 @@ pub mod olm_compat;
 mod pqxdh;
 mod record;
 mod roster;
+mod send;
 mod session;
 mod tree;
 mod wiped;
@@ -70,5 +71,6 @@ pub use pqxdh::{
 };
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
+pub use send::{Recipient, SendPlan, seal_send, sent_event};
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
 pub use wiped::encode_wiped;

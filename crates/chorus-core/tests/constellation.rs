@@ -14,6 +14,8 @@ use chorus_crypto::{
 };
 use chorus_wire::{EventKind, LogEvent, PrekeyKind, PrekeySecret, SecretBytes, SecurityLevel};
 use proptest::prelude::*;
+
+mod common;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -537,4 +539,126 @@ proptest! {
             prop_assert_eq!(a.contact(&[c; 32]), b.contact(&[c; 32]));
         }
     }
+}
+
+/// Folds one record with the contact's session given, as the client does; returns the
+/// outcome and the session as the fold left it.
+fn fold_with_session(
+    state: &mut Constellation,
+    key: &EpochKey,
+    record: &Stored,
+    contact: [u8; 32],
+    session: chorus_core::Session,
+) -> (Outcome, chorus_core::Session) {
+    let r = Record {
+        seq: state.applied() + 1,
+        epoch: 1,
+        author: record.author,
+        guard: record.guard.as_ref().map(|(t, v)| (&t[..], *v)),
+        nonce: &record.nonce,
+        ciphertext: &record.ciphertext,
+    };
+    let opened = vec![state.open(key, &r)];
+    let mut sessions = Sessions::default();
+    sessions.insert(contact, session);
+    let mut folded = state.fold_page(key, &[r], opened, &mut sessions).unwrap();
+    let session = sessions
+        .changed()
+        .next()
+        .map(|(_, s)| common::copy(s))
+        .expect("the send advanced the session");
+    (folded.remove(0).outcome, session)
+}
+
+#[test]
+fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_state_loses() {
+    use chorus_core::{Recipient, session_stream};
+    let key = epoch_key();
+    let (_, devices) = three_devices();
+    let mut pair = common::pair(5);
+    let mut state = state();
+    let contact = [CONTACTS[0]; 32];
+    let to = Recipient {
+        root: contact,
+        relay_url: "https://relay.example",
+        mailbox: [4; 32],
+    };
+    // Two devices plan on the same folded state and session: both name version 0.
+    let (mut mine, mut theirs) = (common::copy(&pair.alice), common::copy(&pair.alice));
+    let a = state
+        .plan_send(
+            &key,
+            &to,
+            &mut mine,
+            [1; 16],
+            "one",
+            None,
+            1000,
+            &mut pair.rng,
+        )
+        .unwrap();
+    let b = state
+        .plan_send(
+            &key,
+            &to,
+            &mut theirs,
+            [2; 16],
+            "two",
+            None,
+            1001,
+            &mut pair.rng,
+        )
+        .unwrap();
+    assert_eq!(a.stream, session_stream(&contact));
+    assert_eq!((a.version, b.version), (0, 0));
+    let EventKind::Sent(sent) = &a.event else {
+        panic!("not a Sent event");
+    };
+    assert_eq!(
+        (sent.contact, sent.mailbox, sent.text.as_str()),
+        (contact, [4; 32], "one")
+    );
+    // The first is folded (the relay took it): the stream moves to version 1.
+    let tag = key.stream_tag(&a.stream);
+    let won = Stored::seal(&key, &event(devices[0], 10, 1, a.event), Some((tag, 0)), 1);
+    let (outcome, folded_session) =
+        fold_with_session(&mut state, &key, &won, contact, common::copy(&pair.alice));
+    assert!(matches!(outcome, Outcome::Applied(_)), "the winner applies");
+    // The loser's record at the same version is refused by every fold (a relay that
+    // let it through is caught), and the next plan names version 1.
+    let lost = Stored::seal(&key, &event(devices[1], 11, 1, b.event), Some((tag, 0)), 2);
+    let r = Record {
+        seq: state.applied() + 1,
+        epoch: 1,
+        author: lost.author,
+        guard: Some((&tag[..], 0)),
+        nonce: &lost.nonce,
+        ciphertext: &lost.ciphertext,
+    };
+    let opened = vec![state.open(&key, &r)];
+    let mut sessions = Sessions::default();
+    sessions.insert(contact, common::copy(&folded_session));
+    let outcome = state
+        .fold_page(&key, &[r], opened, &mut sessions)
+        .unwrap()
+        .remove(0)
+        .outcome;
+    assert!(
+        matches!(outcome, Outcome::Refused(LogError::StreamVersion { .. })),
+        "a second send at one version is refused"
+    );
+    let mut again = common::copy(&folded_session);
+    let c = state
+        .plan_send(
+            &key,
+            &to,
+            &mut again,
+            [2; 16],
+            "two",
+            None,
+            1002,
+            &mut pair.rng,
+        )
+        .unwrap();
+    assert_eq!(c.version, 1);
 }

@@ -201,16 +201,13 @@ impl Device {
                 read_only: false,
             })),
         };
-        let sent = sent_event(
+        let to = Recipient {
             root,
-            envelope_id,
-            &relay_url,
-            send_mailbox.0,
-            &message,
-            now,
-            "",
-            &delta,
-        );
+            relay_url: &relay_url,
+            mailbox: send_mailbox.0,
+        };
+        let now_ms = u64::try_from(now).unwrap_or(0);
+        let sent = sent_event(&to, envelope_id, &message, now_ms, "", &delta);
         let (outcome, _) = self
             .append(vec![
                 Pending::guarded(created, stream.clone(), Some(at)),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::{
-    EncryptedMessage, MessageKind, Roster, SendDelta, handshakes, initiate, respond,
+    EncryptedMessage, MessageKind, Recipient, Roster, handshakes, initiate, respond, sent_event,
 };
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay_api::{
@@ -27,7 +27,7 @@ use chorus_relay_api::{
 use chorus_wire::{
     ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
     InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
-    SecretBytes, SecurityLevel, SentMessage, SignedPrekey, check_display_name, check_text,
+    SecretBytes, SecurityLevel, SignedPrekey, check_display_name, check_text,
     normalize_display_name,
 };
 use futures::StreamExt;
@@ -53,8 +53,6 @@ mod receive;
 mod send;
 mod status;
 mod watch;
-
-use send::sent_event;
 
 /// A device: an unlocked store, its identity, its view of the identity's log and its
 /// relay.

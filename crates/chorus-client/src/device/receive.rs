@@ -626,16 +626,13 @@ impl Device {
         if read_only {
             return Ok(vec![Pending::guarded(created, stream, Some(at))]);
         }
-        let sent = sent_event(
+        let to = Recipient {
             root,
-            self.random(),
-            &hello.relay_url,
-            hello.mailbox.0,
-            &answer,
-            now,
-            "",
-            &delta,
-        );
+            relay_url: &hello.relay_url,
+            mailbox: hello.mailbox.0,
+        };
+        let now_ms = u64::try_from(now).unwrap_or(0);
+        let sent = sent_event(&to, self.random(), &answer, now_ms, "", &delta);
         Ok(vec![
             Pending::guarded(created, stream.clone(), Some(at)),
             Pending::guarded(sent, stream, Some(at + 1)),

@@ -80,29 +80,39 @@ impl Device {
         text: &str,
     ) -> Result<(), ClientError> {
         for _ in 0..APPEND_ATTEMPTS {
-            let mut tx = self.store.begin().await?;
+            // The session and the stream version come from one cut: the core decides
+            // the guard on the state that folded this session.
+            let mut cut = self.log.cut().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM messages WHERE envelope_id = $1")
                     .bind(&envelope_id[..])
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *cut.tx)
                     .await?;
             if done.is_some() {
                 return Ok(());
             }
             let row = self
-                .contact_row(&mut *tx, contact)
+                .contact_row(&mut *cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
-            let stream = session_stream(&row.root);
-            let version = stream_version(&mut tx, &self.log.keys.key.stream_tag(&stream)).await?;
             let mut session = self
                 .store
-                .get_session(&mut tx, contact)
+                .get_session(&mut cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            let plan = cut.state()?.plan_send(
+                &self.log.keys.key,
+                &recipient(&row)?,
+                &mut session,
+                envelope_id,
+                text,
+                self.hello_until_acked(&row)?,
+                u64::try_from(self.now()).unwrap_or(0),
+                &mut self.rng(),
+            )?;
             // Nothing of this transaction is kept: the state moves only by the fold.
-            drop(tx);
-            let mut sent = self.encrypt_sent(&row, &mut session, envelope_id, text)?;
+            drop(cut);
+            let (mut sent, stream, version) = (plan.event, plan.stream, plan.version);
             let guarded = |kind| vec![Pending::guarded(kind, stream.clone(), Some(version))];
             let outcome = match bundle(&row, &self.me.relay_url, &mut sent)? {
                 None => self.append(guarded(sent)).await?.0,
@@ -131,7 +141,9 @@ impl Device {
     }
 
     /// Encrypts `text` on `session` (which moves on by one send) into the `Sent` event
-    /// that escrows it: transcript, ratchet delta and the exact envelope.
+    /// that escrows it ([`chorus_core::seal_send`]), without a guard: for tests and
+    /// benchmarks that build a send by hand.
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn encrypt_sent(
         &self,
         row: &ContactRow,
@@ -139,29 +151,37 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        let now = self.now();
-        let mailbox = |m: &[u8]| {
-            <[u8; 32]>::try_from(m).map_err(|_| ClientError::Corrupt("mailbox id".into()))
-        };
-        let recv = mailbox(&row.recv_mailbox)?;
-        let payload = Payload {
-            sent_ms: u64::try_from(now).unwrap_or(0),
-            text: text.to_owned(),
-            hello: (!row.hello_acked).then(|| self.hello(&recv)),
-        }
-        .encode()?;
-        let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
-        Ok(sent_event(
-            row.root,
+        Ok(chorus_core::seal_send(
+            &recipient(row)?,
+            session,
             envelope_id,
-            &row.relay_url,
-            mailbox(&row.send_mailbox)?,
-            &message,
-            now,
             text,
-            &delta,
-        ))
+            self.hello_until_acked(row)?,
+            u64::try_from(self.now()).unwrap_or(0),
+            &mut self.rng(),
+        )?)
     }
+
+    /// Our hello, carried in every message until the contact is known to have it.
+    fn hello_until_acked(&self, row: &ContactRow) -> Result<Option<Hello>, ClientError> {
+        if row.hello_acked {
+            return Ok(None);
+        }
+        Ok(Some(self.hello(&mailbox_id(&row.recv_mailbox)?)))
+    }
+}
+
+fn mailbox_id(m: &[u8]) -> Result<[u8; 32], ClientError> {
+    <[u8; 32]>::try_from(m).map_err(|_| ClientError::Corrupt("mailbox id".into()))
+}
+
+/// Where a message to this contact goes.
+fn recipient(row: &ContactRow) -> Result<Recipient<'_>, ClientError> {
+    Ok(Recipient {
+        root: row.root,
+        relay_url: &row.relay_url,
+        mailbox: mailbox_id(&row.send_mailbox)?,
+    })
 }
 
 /// The post to bundle with `sent` when the contact's mailbox is on our own relay
@@ -189,35 +209,5 @@ pub(super) fn bundle(
         envelope_id: Id16(m.envelope_id),
         payload: HexBytes(m.envelope.clone()),
         claim,
-    }))
-}
-
-/// A `Sent` event for one encrypted message.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn sent_event(
-    contact: [u8; 32],
-    envelope_id: [u8; 16],
-    relay_url: &str,
-    mailbox: [u8; 32],
-    message: &EncryptedMessage,
-    now: i64,
-    text: &str,
-    delta: &SendDelta,
-) -> EventKind {
-    let envelope = match message.kind {
-        MessageKind::Initial => Envelope::Initial(message.bytes.clone()),
-        MessageKind::Ratchet => Envelope::Ratchet(message.bytes.clone()),
-    }
-    .encode();
-    EventKind::Sent(Box::new(SentMessage {
-        contact,
-        envelope_id,
-        relay_url: relay_url.to_owned(),
-        mailbox,
-        envelope,
-        sent_ms: u64::try_from(now).unwrap_or(0),
-        text: text.to_owned(),
-        ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
-        bundled: false,
     }))
 }
