@@ -113,6 +113,12 @@ pub(crate) struct Pending {
     pub(crate) guard: Option<(Vec<u8>, Option<i64>)>,
 }
 
+impl From<chorus_core::Guarded> for Pending {
+    fn from(g: chorus_core::Guarded) -> Self {
+        Self::guarded(g.event, g.stream, Some(g.version))
+    }
+}
+
 impl Pending {
     pub(crate) fn free(kind: EventKind) -> Self {
         Self { kind, guard: None }

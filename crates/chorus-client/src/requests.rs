@@ -28,12 +28,12 @@ use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Paylo
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use crate::device::FirstContact;
 use crate::event::Event;
 use crate::log::Pending;
 use crate::store::requests::delete_request;
 use crate::store::row;
 use crate::{ClientError, Device};
+use chorus_core::FirstContact;
 
 /// Message requests held at once; a new one beyond this drops the oldest (counted in
 /// [`Requests::dropped`]).

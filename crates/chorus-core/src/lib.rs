@@ -71,6 +71,8 @@ pub use pqxdh::{
 };
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
-pub use send::{Recipient, SendPlan, seal_send, sent_event};
+pub use send::{
+    FirstContact, Guarded, Proposal, Recipient, propose_contact, seal_send, sent_event,
+};
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
 pub use wiped::encode_wiped;

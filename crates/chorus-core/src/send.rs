@@ -8,9 +8,15 @@
 //! decided here — which version the guard names, what the envelope and the escrow hold —
 //! is pure: the client reads the session and the contact's addresses from its store,
 //! calls [`Constellation::plan_send`], and appends what it returns.
+//!
+//! A first contact is decided here too: [`propose_contact`] turns a decrypted first
+//! message into the guarded events that create the contact and answer it.
 
 use chorus_crypto::EpochKey;
-use chorus_wire::{Envelope, EventKind, Hello, Payload, SecretBytes, SentMessage};
+use chorus_wire::{
+    ContactDetails, Envelope, EventKind, FirstMessage, Hello, IdentityKeys, Payload, SecretBytes,
+    SentMessage,
+};
 use rand_core::CryptoRng;
 
 use crate::SessionError;
@@ -27,9 +33,9 @@ pub struct Recipient<'a> {
     pub mailbox: [u8; 32],
 }
 
-/// A send ready to append: the event and the guard it must be appended under.
-pub struct SendPlan {
-    /// The `Sent` event.
+/// An event ready to append and the guard it must be appended under.
+pub struct Guarded {
+    /// The event.
     pub event: EventKind,
     /// The session stream's name (the guard's stream, before keying).
     pub stream: Vec<u8>,
@@ -53,10 +59,10 @@ impl Constellation {
         hello: Option<Hello>,
         now_ms: u64,
         rng: &mut R,
-    ) -> Result<SendPlan, SessionError> {
+    ) -> Result<Guarded, SessionError> {
         let stream = session_stream(&to.root);
         let version = self.stream(&key.stream_tag(&stream)).version;
-        Ok(SendPlan {
+        Ok(Guarded {
             event: seal_send(to, session, envelope_id, text, hello, now_ms, rng)?,
             stream,
             version,
@@ -110,4 +116,102 @@ pub fn sent_event(
         ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
         bundled: false,
     }))
+}
+
+/// A stranger's (or an invitee's) first message as this device decrypted it: what a
+/// contact proposal is built from.
+pub struct FirstContact {
+    /// The responder session after the message.
+    pub session: Session,
+    /// Who sent it.
+    pub identity: IdentityKeys,
+    /// Where to answer (its relay URL already checked by the caller's policy).
+    pub hello: Hello,
+    /// The message.
+    pub first: FirstMessage,
+    /// Our one-time prekeys it used (deleted once the contact is in the log).
+    pub consumed: Vec<u32>,
+}
+
+/// How to make a first message a contact.
+pub struct Proposal {
+    /// The alias to give it.
+    pub name: String,
+    /// The invitation mailbox it answered, if any.
+    pub invitation: Option<[u8; 32]>,
+    /// The session stream's version to create at: 0 for a new contact, the folded
+    /// version for a known one (a second handshake).
+    pub at: i64,
+    /// The handshake lost to the current session (`handshakes`): keep it only to read,
+    /// and do not answer.
+    pub read_only: bool,
+    /// Our hello, naming the mailbox we create for this contact.
+    pub ours: Hello,
+    /// The envelope id of our answer.
+    pub answer_id: [u8; 16],
+    /// Now (milliseconds since the Unix epoch).
+    pub now_ms: u64,
+}
+
+/// The events that make `first` a contact (with its session after the first message,
+/// and the message itself) and answer it with our hello, guarded at versions `at` and
+/// `at + 1` of the contact's session stream: when several devices propose at once,
+/// exactly one creation and one answer win. A `read_only` proposal has no answer.
+pub fn propose_contact<R: CryptoRng + ?Sized>(
+    first: FirstContact,
+    p: Proposal,
+    rng: &mut R,
+) -> Result<Vec<Guarded>, SessionError> {
+    let FirstContact {
+        mut session,
+        identity,
+        hello,
+        first,
+        consumed,
+    } = first;
+    let root = *identity.root.as_bytes();
+    let snapshot = session.snapshot();
+    let recv = p.ours.mailbox.0;
+    let answer = Payload {
+        sent_ms: p.now_ms,
+        text: String::new(),
+        hello: Some(p.ours),
+    }
+    .encode()?;
+    let (message, delta) = session.encrypt_escrowed(&answer, rng)?;
+    let stream = session_stream(&root);
+    let created = EventKind::ContactUpserted {
+        contact: root,
+        name: p.name,
+        details: Some(Box::new(ContactDetails {
+            identity,
+            relay_url: hello.relay_url.clone(),
+            send_mailbox: hello.mailbox.0,
+            recv_mailbox: recv,
+            invitation: p.invitation,
+            session: SecretBytes::new(snapshot.to_vec()),
+            first: Some(first),
+            consumed_prekeys: consumed,
+            added_ms: p.now_ms,
+            read_only: p.read_only,
+        })),
+    };
+    let mut out = vec![Guarded {
+        event: created,
+        stream: stream.clone(),
+        version: p.at,
+    }];
+    if !p.read_only {
+        let to = Recipient {
+            root,
+            relay_url: &hello.relay_url,
+            mailbox: hello.mailbox.0,
+        };
+        out.push(Guarded {
+            event: sent_event(&to, p.answer_id, &message, p.now_ms, "", &delta),
+            stream,
+            version: p.at.saturating_add(1),
+        });
+    }
+    Ok(out)
 }

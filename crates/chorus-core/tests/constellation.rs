@@ -662,3 +662,92 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         .unwrap();
     assert_eq!(c.version, 1);
 }
+
+#[test]
+fn a_first_contact_is_proposed_as_a_creation_and_an_answer_the_contact_can_read() {
+    use chorus_core::{EncryptedMessage, FirstContact, MessageKind, Proposal, propose_contact};
+    use chorus_wire::{Envelope, FirstMessage, Hello, IdentityKeys, MailboxId, Payload};
+    let mut pair = common::pair(6);
+    let mut rng = StdRng::seed_from_u64(3);
+    let root = RootSigningKey::generate(&mut rng);
+    let identity = IdentityKeys::sign(
+        &root,
+        chorus_crypto::IdentityDhSecret::generate(&mut rng).public_key(),
+    );
+    let contact = *identity.root.as_bytes();
+    let first = |session| FirstContact {
+        session,
+        identity: identity.clone(),
+        hello: Hello {
+            relay_url: "https://their.relay".into(),
+            mailbox: MailboxId([7; 32]),
+            name: "alice".into(),
+        },
+        first: FirstMessage {
+            envelope_id: [1; 16],
+            sent_ms: 5,
+            text: "hi".into(),
+        },
+        consumed: vec![3],
+    };
+    let proposal = |at, read_only| Proposal {
+        name: "alice".into(),
+        invitation: None,
+        at,
+        read_only,
+        ours: Hello {
+            relay_url: "https://our.relay".into(),
+            mailbox: MailboxId([8; 32]),
+            name: "bob".into(),
+        },
+        answer_id: [2; 16],
+        now_ms: 1000,
+    };
+    // A new contact: created at version 0, answered at version 1, on its stream.
+    let events = propose_contact(
+        first(common::copy(&pair.bob)),
+        proposal(0, false),
+        &mut pair.rng,
+    )
+    .unwrap();
+    let guards: Vec<_> = events
+        .iter()
+        .map(|g| (g.stream.clone(), g.version))
+        .collect();
+    let stream = chorus_core::session_stream(&contact);
+    assert_eq!(guards, vec![(stream.clone(), 0), (stream.clone(), 1)]);
+    let EventKind::ContactUpserted {
+        details: Some(d), ..
+    } = &events[0].event
+    else {
+        panic!("not a creation");
+    };
+    assert_eq!((d.send_mailbox, d.recv_mailbox), ([7; 32], [8; 32]));
+    assert_eq!(d.consumed_prekeys, vec![3]);
+    // The answer goes to their mailbox and carries our hello, readable by the contact.
+    let EventKind::Sent(sent) = &events[1].event else {
+        panic!("not an answer");
+    };
+    assert_eq!((sent.mailbox, sent.envelope_id), ([7; 32], [2; 16]));
+    let Envelope::Ratchet(bytes) = Envelope::decode(&sent.envelope).unwrap() else {
+        panic!("the answer is a ratchet message");
+    };
+    let plain = pair
+        .alice
+        .decrypt(&EncryptedMessage {
+            kind: MessageKind::Ratchet,
+            bytes,
+        })
+        .unwrap();
+    let hello = Payload::decode(&plain).unwrap().hello.unwrap();
+    assert_eq!(hello.mailbox, MailboxId([8; 32]));
+    // A handshake that lost is kept to read only: one event, no answer.
+    let read_only = propose_contact(
+        first(common::copy(&pair.bob)),
+        proposal(4, true),
+        &mut pair.rng,
+    )
+    .unwrap();
+    assert_eq!(read_only.len(), 1);
+    assert_eq!(read_only[0].version, 4);
+}

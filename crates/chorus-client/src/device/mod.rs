@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::{
-    EncryptedMessage, MessageKind, Recipient, Roster, handshakes, initiate, respond, sent_event,
+    EncryptedMessage, FirstContact, MessageKind, Proposal, Recipient, Roster, handshakes, initiate,
+    respond, sent_event,
 };
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay_api::{
@@ -671,21 +672,6 @@ impl Device {
     pub(crate) fn now(&self) -> i64 {
         self.options.clock.now_ms()
     }
-}
-
-/// What receiving one envelope produced.
-/// A first message from someone who is not a contact yet, authenticated.
-pub(crate) struct FirstContact {
-    /// The responder session after the message.
-    pub(crate) session: chorus_core::Session,
-    /// Who sent it.
-    pub(crate) identity: IdentityKeys,
-    /// Where to answer (its relay URL checked against our [`UrlPolicy`]).
-    pub(crate) hello: Hello,
-    /// The message.
-    pub(crate) first: FirstMessage,
-    /// The prekeys it used (deleted once the contact is in the log).
-    pub(crate) consumed: Vec<u32>,
 }
 
 /// What the directory publishes for an address: everything a first message needs.

@@ -571,13 +571,10 @@ impl Device {
         })
     }
 
-    /// The events that make `first` a contact called `name` (with its session after
-    /// the first message, and the message itself) and answer with our hello, guarded
-    /// at versions `at` and `at + 1` of the contact's session stream: when several
-    /// devices propose at once exactly one creation and one reply win. `at` is 0 for
-    /// a new contact; for a known one it is the stream's version, and the session
-    /// replaces the current one, or (`read_only`: the handshake lost, see
-    /// `chorus_core::handshakes`) is only kept to read, with no reply.
+    /// The events that make `first` a contact called `name` and answer it with our
+    /// hello naming a new mailbox (decided by [`chorus_core::propose_contact`]): `at`
+    /// is the session stream's version to create at, `read_only` keeps a handshake that
+    /// lost only to read.
     pub(crate) fn contact_proposal(
         &self,
         first: FirstContact,
@@ -586,56 +583,19 @@ impl Device {
         at: i64,
         read_only: bool,
     ) -> Result<Vec<Pending>, ClientError> {
-        let now = self.now();
-        let FirstContact {
-            mut session,
-            identity,
-            hello,
-            first,
-            consumed,
-        } = first;
-        let root = *identity.root.as_bytes();
-        // Registered at the relay only once the contact is in the log (`register_pending`,
-        // before the hello naming it is posted).
+        // Registered at the relay only once the contact is in the log
+        // (`register_pending`, before the hello naming it is posted).
         let recv: [u8; 32] = self.random();
-        let snapshot = session.snapshot();
-        let reply = Payload {
-            sent_ms: u64::try_from(now).unwrap_or(0),
-            text: String::new(),
-            hello: Some(self.hello(&recv)),
-        }
-        .encode()?;
-        let (answer, delta) = session.encrypt_escrowed(&reply, &mut self.rng())?;
-        let stream = session_stream(&root);
-        let created = EventKind::ContactUpserted {
-            contact: root,
+        let proposal = Proposal {
             name,
-            details: Some(Box::new(ContactDetails {
-                identity,
-                relay_url: hello.relay_url.clone(),
-                send_mailbox: hello.mailbox.0,
-                recv_mailbox: recv,
-                invitation,
-                session: SecretBytes::new(snapshot.to_vec()),
-                first: Some(first),
-                consumed_prekeys: consumed,
-                added_ms: u64::try_from(now).unwrap_or(0),
-                read_only,
-            })),
+            invitation,
+            at,
+            read_only,
+            ours: self.hello(&recv),
+            answer_id: self.random(),
+            now_ms: u64::try_from(self.now()).unwrap_or(0),
         };
-        if read_only {
-            return Ok(vec![Pending::guarded(created, stream, Some(at))]);
-        }
-        let to = Recipient {
-            root,
-            relay_url: &hello.relay_url,
-            mailbox: hello.mailbox.0,
-        };
-        let now_ms = u64::try_from(now).unwrap_or(0);
-        let sent = sent_event(&to, self.random(), &answer, now_ms, "", &delta);
-        Ok(vec![
-            Pending::guarded(created, stream.clone(), Some(at)),
-            Pending::guarded(sent, stream, Some(at + 1)),
-        ])
+        let guarded = chorus_core::propose_contact(first, proposal, &mut self.rng())?;
+        Ok(guarded.into_iter().map(Pending::from).collect())
     }
 }
