@@ -72,7 +72,7 @@ pub use pqxdh::{
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
 pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
 pub use send::{
-    FirstContact, Guarded, Proposal, Recipient, propose_contact, seal_send, sent_event,
+    FirstContact, Guarded, Outgoing, Proposal, Recipient, propose_contact, seal_send, sent_event,
 };
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
 pub use wiped::encode_wiped;

@@ -43,52 +43,64 @@ pub struct Guarded {
     pub version: i64,
 }
 
+/// One outgoing message, before encryption.
+pub struct Outgoing<'a> {
+    /// Where it goes.
+    pub to: Recipient<'a>,
+    /// Its envelope id (chosen once: a re-encryption after a lost race keeps it).
+    pub envelope_id: [u8; 16],
+    /// The text.
+    pub text: &'a str,
+    /// Our hello, carried until the contact is known to have it.
+    pub hello: Option<Hello>,
+    /// Now (milliseconds since the Unix epoch).
+    pub now_ms: u64,
+}
+
 impl Constellation {
-    /// Encrypts `text` to `to` on `session` — which must be the contact's session as this
-    /// state folded it — into the `Sent` event that escrows it, guarded on the session
-    /// stream at the folded version. `hello` rides along until the contact has it.
-    /// `session` moves on by one send; the caller keeps it only through the fold.
-    #[allow(clippy::too_many_arguments)]
+    /// Encrypts `m` on `session` — which must be the contact's session as this state
+    /// folded it — into the `Sent` event that escrows it, guarded on the session stream
+    /// at the folded version. `session` moves on by one send; the caller keeps it only
+    /// through the fold.
     pub fn plan_send<R: CryptoRng + ?Sized>(
         &self,
         key: &EpochKey,
-        to: &Recipient<'_>,
+        m: Outgoing<'_>,
         session: &mut Session,
-        envelope_id: [u8; 16],
-        text: &str,
-        hello: Option<Hello>,
-        now_ms: u64,
         rng: &mut R,
     ) -> Result<Guarded, SessionError> {
-        let stream = session_stream(&to.root);
+        let stream = session_stream(&m.to.root);
         let version = self.stream(&key.stream_tag(&stream)).version;
         Ok(Guarded {
-            event: seal_send(to, session, envelope_id, text, hello, now_ms, rng)?,
+            event: seal_send(m, session, rng)?,
             stream,
             version,
         })
     }
 }
 
-/// Encrypts `text` to `to` on `session` (which moves on by one send) into the `Sent`
-/// event that escrows it. [`Constellation::plan_send`] adds the guard.
+/// Encrypts `m` on `session` (which moves on by one send) into the `Sent` event that
+/// escrows it. [`Constellation::plan_send`] adds the guard.
 pub fn seal_send<R: CryptoRng + ?Sized>(
-    to: &Recipient<'_>,
+    m: Outgoing<'_>,
     session: &mut Session,
-    envelope_id: [u8; 16],
-    text: &str,
-    hello: Option<Hello>,
-    now_ms: u64,
     rng: &mut R,
 ) -> Result<EventKind, SessionError> {
     let payload = Payload {
-        sent_ms: now_ms,
-        text: text.to_owned(),
-        hello,
+        sent_ms: m.now_ms,
+        text: m.text.to_owned(),
+        hello: m.hello,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&payload, rng)?;
-    Ok(sent_event(to, envelope_id, &message, now_ms, text, &delta))
+    Ok(sent_event(
+        &m.to,
+        m.envelope_id,
+        &message,
+        m.now_ms,
+        m.text,
+        &delta,
+    ))
 }
 
 /// The `Sent` event for an encrypted message.

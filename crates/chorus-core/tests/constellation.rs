@@ -572,42 +572,30 @@ fn fold_with_session(
 
 #[test]
 fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_state_loses() {
-    use chorus_core::{Recipient, session_stream};
+    use chorus_core::{Outgoing, Recipient, session_stream};
     let key = epoch_key();
     let (_, devices) = three_devices();
     let mut pair = common::pair(5);
     let mut state = state();
     let contact = [CONTACTS[0]; 32];
-    let to = Recipient {
-        root: contact,
-        relay_url: "https://relay.example",
-        mailbox: [4; 32],
+    let to = |envelope_id, text| Outgoing {
+        to: Recipient {
+            root: contact,
+            relay_url: "https://relay.example",
+            mailbox: [4; 32],
+        },
+        envelope_id,
+        text,
+        hello: None,
+        now_ms: 1000,
     };
     // Two devices plan on the same folded state and session: both name version 0.
     let (mut mine, mut theirs) = (common::copy(&pair.alice), common::copy(&pair.alice));
     let a = state
-        .plan_send(
-            &key,
-            &to,
-            &mut mine,
-            [1; 16],
-            "one",
-            None,
-            1000,
-            &mut pair.rng,
-        )
+        .plan_send(&key, to([1; 16], "one"), &mut mine, &mut pair.rng)
         .unwrap();
     let b = state
-        .plan_send(
-            &key,
-            &to,
-            &mut theirs,
-            [2; 16],
-            "two",
-            None,
-            1001,
-            &mut pair.rng,
-        )
+        .plan_send(&key, to([2; 16], "two"), &mut theirs, &mut pair.rng)
         .unwrap();
     assert_eq!(a.stream, session_stream(&contact));
     assert_eq!((a.version, b.version), (0, 0));
@@ -649,16 +637,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
     );
     let mut again = common::copy(&folded_session);
     let c = state
-        .plan_send(
-            &key,
-            &to,
-            &mut again,
-            [2; 16],
-            "two",
-            None,
-            1002,
-            &mut pair.rng,
-        )
+        .plan_send(&key, to([2; 16], "two"), &mut again, &mut pair.rng)
         .unwrap();
     assert_eq!(c.version, 1);
 }

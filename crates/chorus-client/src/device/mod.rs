@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::{
-    EncryptedMessage, FirstContact, MessageKind, Proposal, Recipient, Roster, handshakes, initiate,
-    respond, sent_event,
+    EncryptedMessage, FirstContact, MessageKind, Outgoing, Proposal, Recipient, Roster, handshakes,
+    initiate, respond, sent_event,
 };
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
 use chorus_relay_api::{

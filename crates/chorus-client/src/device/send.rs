@@ -100,14 +100,11 @@ impl Device {
                 .get_session(&mut cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            let outgoing = self.outgoing(&row, envelope_id, text)?;
             let plan = cut.state()?.plan_send(
                 &self.log.keys.key,
-                &recipient(&row)?,
+                outgoing,
                 &mut session,
-                envelope_id,
-                text,
-                self.hello_until_acked(&row)?,
-                u64::try_from(self.now()).unwrap_or(0),
                 &mut self.rng(),
             )?;
             // Nothing of this transaction is kept: the state moves only by the fold.
@@ -151,15 +148,24 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        Ok(chorus_core::seal_send(
-            &recipient(row)?,
-            session,
+        let outgoing = self.outgoing(row, envelope_id, text)?;
+        Ok(chorus_core::seal_send(outgoing, session, &mut self.rng())?)
+    }
+
+    /// `text` to this contact, now.
+    fn outgoing<'a>(
+        &self,
+        row: &'a ContactRow,
+        envelope_id: [u8; 16],
+        text: &'a str,
+    ) -> Result<Outgoing<'a>, ClientError> {
+        Ok(Outgoing {
+            to: recipient(row)?,
             envelope_id,
             text,
-            self.hello_until_acked(row)?,
-            u64::try_from(self.now()).unwrap_or(0),
-            &mut self.rng(),
-        )?)
+            hello: self.hello_until_acked(row)?,
+            now_ms: u64::try_from(self.now()).unwrap_or(0),
+        })
     }
 
     /// Our hello, carried in every message until the contact is known to have it.
