@@ -112,6 +112,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secret_rows_do_not_print_their_secrets() {
+        let contact = CheckpointContact {
+            name: "bob".into(),
+            session: vec![0xAB; 40],
+            ..Default::default()
+        };
+        let prekey = CheckpointPrekey {
+            id: 1,
+            secret: vec![0xCD; 32],
+            ..Default::default()
+        };
+        let bundle = proto::ProvisioningBundle {
+            root_secret: vec![0xEF; 32],
+            identity_dh_secret: vec![0xEE; 32],
+            epoch_key: vec![0xED; 32],
+            ..Default::default()
+        };
+        let sent = proto::Sent {
+            text: "secret text".into(),
+            ratchet_delta: vec![0xEC; 40],
+            ..Default::default()
+        };
+        let prekey_secret = proto::PrekeySecret {
+            secret: vec![0xEB; 32],
+            ..Default::default()
+        };
+        let details = proto::ContactDetails {
+            session: vec![0xEA; 40],
+            ..Default::default()
+        };
+        for (shown, secret) in [
+            (format!("{contact:?}"), "171, 171"),
+            (format!("{prekey:?}"), "205, 205"),
+            (format!("{bundle:?}"), "239, 239"),
+            (format!("{bundle:?}"), "238, 238"),
+            (format!("{bundle:?}"), "237, 237"),
+            (format!("{sent:?}"), "secret text"),
+            (format!("{sent:?}"), "236, 236"),
+            (format!("{prekey_secret:?}"), "235, 235"),
+            (format!("{details:?}"), "234, 234"),
+        ] {
+            assert!(!shown.contains(secret), "a secret printed: {shown}");
+        }
+        assert!(
+            format!("{contact:?}").contains("<40 bytes>"),
+            "the length is shown"
+        );
+    }
+
+    #[test]
     fn a_checkpoint_round_trips_and_bad_ones_name_the_field() {
         let mut c = Checkpoint::new(7);
         c.rows_mut().roster.push(vec![1; 40]);

@@ -25,6 +25,7 @@ mod log_event;
 mod padding;
 mod prekeys;
 mod ratchet;
+mod redacted;
 mod roster;
 
 /// The generated protobuf types. Prefer the parsed wrappers exported at the crate root.
