@@ -103,6 +103,17 @@ impl LogKeys {
 /// well under the client's response bound).
 pub const LOG_PAGE: u32 = chorus_relay_api::limits::MAX_PAGE;
 
+/// Records folded in one transaction while catching up: several pages, so that a
+/// long catch-up pays one commit (fsync) and one round of statements per
+/// `FOLD_BATCH` records rather than per page (docs/benchmarks.md). A crash loses at
+/// most this much folding work, never a record: the cursor commits with it.
+pub const FOLD_BATCH: usize = 2048;
+
+/// Pages read from the relay ahead of the fold while catching up (each at most
+/// [`LOG_PAGE`] records and `MAX_PAGE_BYTES`): reading overlaps folding without
+/// holding more than a few megabytes.
+pub const READ_AHEAD_PAGES: usize = 8;
+
 /// How many times a guarded append is retried after losing a race before giving up.
 pub const APPEND_ATTEMPTS: usize = 32;
 
@@ -344,52 +355,88 @@ impl Log {
         self.sync_log_with(|_| {}).await
     }
 
-    /// [`Self::sync_log`], telling `progress` the seq folded after each page. The next
-    /// page is read from the relay while this one folds (the read is speculative: a
-    /// page that fails to fold ends the sync, and the read ahead is dropped).
+    /// [`Self::sync_log`], telling `progress` the seq folded after each batch. Pages
+    /// are read from the relay ahead of the fold ([`Reader`]); the pages already read
+    /// when a fold starts are folded together, up to [`FOLD_BATCH`] records in one
+    /// transaction. The reading is speculative: a batch that fails to fold ends the
+    /// sync, and what was read ahead is dropped.
     pub(crate) async fn sync_log_with(
         &self,
         mut progress: impl FnMut(u64),
     ) -> Result<Vec<Event>, ClientError> {
         let mut slot = self.fold.lock().await;
-        let mut after = {
+        let folded = {
             let mut conn = self.store.pool().acquire().await?;
             self.folded(&mut slot, &mut conn).await?.applied()
         };
-        let mut next = self.read_ahead(after);
+        let mut reader = self.reader(folded);
+        let mut read = i64::try_from(folded).unwrap_or(i64::MAX);
         let mut events = Vec::new();
+        let mut batch: Vec<RecordOut> = Vec::new();
+        let mut page = reader.next().await?;
         loop {
-            let page = next.result().await?;
-            let after_seq = i64::try_from(after).unwrap_or(i64::MAX);
-            if after_seq.saturating_add(1) < page.first_seq {
+            if read.saturating_add(1) < page.first_seq {
                 return Err(ClientError::Corrupt(format!(
                     "the log was trimmed below seq {} before this device read it",
                     page.first_seq
                 )));
             }
             // A relay claiming more but sending nothing new would loop forever: stop.
-            let Some(last) = page.records.iter().map(|r| r.seq).max() else {
-                break;
-            };
-            if last <= after_seq {
-                break;
+            let last = page
+                .records
+                .iter()
+                .map(|r| r.seq)
+                .max()
+                .filter(|&l| l > read);
+            if let Some(last) = last {
+                read = last;
+                batch.extend(std::mem::take(&mut page.records));
+                if batch.len() < FOLD_BATCH
+                    && let Some(ready) = reader.ready()
+                {
+                    page = ready?;
+                    continue;
+                }
             }
-            next = self.read_ahead(u64::try_from(last).unwrap_or(0));
-            events.extend(self.fold_locked(&mut slot, &page.records).await?);
-            after = slot.as_ref().map_or(0, Constellation::applied);
-            progress(after);
+            if !batch.is_empty() {
+                events.extend(self.fold_locked(&mut slot, &batch).await?);
+                batch.clear();
+                progress(slot.as_ref().map_or(0, Constellation::applied));
+            }
+            if last.is_none() {
+                return Ok(events);
+            }
+            page = reader.next().await?;
         }
-        Ok(events)
     }
 
-    /// Starts reading the page after `after` in the background.
-    fn read_ahead(&self, after: u64) -> ReadAhead {
+    /// Starts reading the pages after `after` in the background.
+    fn reader(&self, after: u64) -> Reader {
         let relay = self.relay.clone();
-        let url = self.relay.url().to_owned();
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        ReadAhead {
-            url,
-            task: tokio::spawn(async move { relay.read_records(after, LOG_PAGE).await }),
+        let (tx, pages) = tokio::sync::mpsc::channel(READ_AHEAD_PAGES);
+        let mut after = i64::try_from(after).unwrap_or(i64::MAX);
+        let task = tokio::spawn(async move {
+            loop {
+                let page = relay.read_records(after, LOG_PAGE).await;
+                let next = match &page {
+                    Ok(p) => p.records.iter().map(|r| r.seq).max().filter(|&l| l > after),
+                    Err(_) => None,
+                };
+                // The last page sent is one with nothing new (or an error): the fold
+                // stops there and never waits for another.
+                if tx.send(page).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(last) => after = last,
+                    None => return,
+                }
+            }
+        });
+        Reader {
+            url: self.relay.url().to_owned(),
+            pages,
+            task,
         }
     }
 
@@ -493,25 +540,36 @@ impl Cut<'_> {
     }
 }
 
-/// A page being read from the relay; dropped, the read is cancelled.
-struct ReadAhead {
+/// Pages being read from the relay, in order, at most [`READ_AHEAD_PAGES`] ahead of
+/// the fold; dropped, the reading stops.
+struct Reader {
     url: String,
-    task: tokio::task::JoinHandle<Result<chorus_relay_api::RecordsPage, crate::RelayError>>,
+    pages: tokio::sync::mpsc::Receiver<Result<chorus_relay_api::RecordsPage, crate::RelayError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl ReadAhead {
-    async fn result(&mut self) -> Result<chorus_relay_api::RecordsPage, ClientError> {
-        match (&mut self.task).await {
-            Ok(page) => Ok(page?),
-            Err(e) => Err(ClientError::Relay(crate::RelayError::Unreachable {
+impl Reader {
+    /// The next page, waiting for it.
+    async fn next(&mut self) -> Result<chorus_relay_api::RecordsPage, ClientError> {
+        match self.pages.recv().await {
+            Some(page) => Ok(page?),
+            None => Err(ClientError::Relay(crate::RelayError::Unreachable {
                 url: self.url.clone(),
-                reason: format!("reading the log stopped: {e}"),
+                reason: "reading the log stopped".into(),
             })),
         }
     }
+
+    /// The next page if it was read already.
+    fn ready(&mut self) -> Option<Result<chorus_relay_api::RecordsPage, ClientError>> {
+        self.pages
+            .try_recv()
+            .ok()
+            .map(|p| p.map_err(ClientError::from))
+    }
 }
 
-impl Drop for ReadAhead {
+impl Drop for Reader {
     fn drop(&mut self) {
         self.task.abort();
     }

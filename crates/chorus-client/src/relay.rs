@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_crypto::DeviceSigningKey;
+use chorus_relay_api::binary;
 use chorus_relay_api::{
     self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
     BundledPost, ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest,
@@ -26,6 +27,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Largest relay answer the client buffers (a hostile relay could send more).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The encoding a call asks the relay to answer in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// JSON, as every endpoint answers.
+    Json,
+    /// [`binary`] for a page of records or envelopes, which the relay may still
+    /// answer in JSON.
+    Bulk,
+}
 
 /// How long one HTTP request may take before it counts as a failed attempt.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -451,6 +462,7 @@ impl RelayClient {
         path: &str,
         body: Option<&B>,
         token: Option<&str>,
+        answer: Answer,
     ) -> Result<T, RelayError> {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -461,20 +473,35 @@ impl RelayClient {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
+        if answer == Answer::Bulk {
+            req = req.header(reqwest::header::ACCEPT, binary::MEDIA_TYPE);
+        }
         let resp = req.send().await.map_err(|e| RelayError::Unreachable {
             url: self.url.clone(),
             reason: error_chain(&e),
         })?;
+        let labelled_binary = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes() == binary::MEDIA_TYPE.as_bytes());
         let (status, bytes) = self.read_capped(resp).await?;
+        let bad = |reason: String| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason,
+        };
+        // Binary only when asked for: a relay may always answer JSON.
+        if labelled_binary {
+            if answer != Answer::Bulk {
+                return Err(bad("a binary answer to a JSON request".into()));
+            }
+            return binary::decode(&bytes).map_err(|e| bad(e.to_string()));
+        }
         let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
             b"null".to_vec()
         } else {
             bytes
         };
-        serde_json::from_slice(&bytes).map_err(|e| RelayError::BadResponse {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
     }
 
     /// Reads an answer, never buffering more than the largest honest answer (the relay
@@ -557,6 +584,18 @@ impl RelayClient {
         body: Option<&B>,
         authed: bool,
     ) -> Result<T, RelayError> {
+        self.call_as(method, path, body, authed, Answer::Json).await
+    }
+
+    /// [`Self::call`], asking for the answer in `answer`'s encoding.
+    async fn call_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        authed: bool,
+        answer: Answer,
+    ) -> Result<T, RelayError> {
         let mut n = 0;
         loop {
             let token = if authed {
@@ -565,7 +604,7 @@ impl RelayClient {
                 None
             };
             match self
-                .once(method.clone(), path, body, token.as_deref())
+                .once(method.clone(), path, body, token.as_deref(), answer)
                 .await
             {
                 Err(RelayError::Refused { status: 401, .. }) if authed && n == 0 => {
@@ -600,6 +639,7 @@ impl RelayClient {
                     device_id,
                 }),
                 None,
+                Answer::Json,
             )
             .await?;
         let signature = login.device.sign(
@@ -615,6 +655,7 @@ impl RelayClient {
                     signature: HexBytes(signature.as_bytes().to_vec()),
                 }),
                 None,
+                Answer::Json,
             )
             .await?;
         *slot = Some(s.token.clone());
@@ -693,7 +734,8 @@ impl RelayClient {
                 .collect(),
             limit: Some(limit),
         };
-        self.call(Method::POST, &path, Some(&body), true).await
+        self.call_as(Method::POST, &path, Some(&body), true, Answer::Bulk)
+            .await
     }
 
     /// Posts an envelope to a mailbox (anyone holding its id may); idempotent by id.
@@ -787,7 +829,8 @@ impl RelayClient {
     /// Up to `limit` records after `after`.
     pub async fn read_records(&self, after: i64, limit: u32) -> Result<RecordsPage, RelayError> {
         let path = self.log_path(&format!("/records?after={after}&limit={limit}"))?;
-        self.call::<(), _>(Method::GET, &path, None, true).await
+        self.call_as::<(), _>(Method::GET, &path, None, true, Answer::Bulk)
+            .await
     }
 
     /// Registers a device's credential (idempotent) on `authorization`: the signed

@@ -353,6 +353,12 @@ impl Roster {
         self.devices.iter().any(|d| d.key == *device)
     }
 
+    /// [`Self::is_authorized`] for a device named by its key's bytes (a record's
+    /// author), without decoding the key.
+    pub fn is_authorized_id(&self, device: &[u8; 32]) -> bool {
+        self.devices.iter().any(|d| d.key.as_bytes() == device)
+    }
+
     /// Whether `device` was revoked.
     pub fn is_revoked(&self, device: &DevicePublicKey) -> bool {
         self.revoked.contains(device)

@@ -1,6 +1,7 @@
 //! The relay's request and response bodies (JSON), and their decoders.
 //!
-//! Bytes travel as lowercase hex strings; ids are fixed-size and checked by type
+//! Bytes travel as lowercase hex strings (raw bytes in the binary answers of
+//! [`crate::binary`]); ids are fixed-size and checked by type
 //! ([`Id32`], [`Id16`]). Every request body goes through [`decode`], which parses
 //! the JSON into a typed request and then applies that request's bounds
 //! ([`Validate`]): a handler only ever sees a value that is already known to be
@@ -66,21 +67,33 @@ impl Id32 {
     }
 }
 
+// Hex in a human-readable format (JSON), raw bytes in a binary one
+// ([`crate::binary`]): one type, two encodings.
 macro_rules! hex_serde {
     ($t:ident, $n:literal) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    s.serialize_bytes(&self.0)
+                }
             }
         }
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                let mut out = [0u8; $n];
-                hex::decode_to_slice(s.as_bytes(), &mut out).map_err(|_| {
-                    serde::de::Error::custom(concat!("expected ", $n, " hex bytes"))
-                })?;
-                Ok($t(out))
+                if d.is_human_readable() {
+                    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    let mut out = [0u8; $n];
+                    hex::decode_to_slice(s.as_bytes(), &mut out).map_err(|_| {
+                        serde::de::Error::custom(concat!("expected ", $n, " hex bytes"))
+                    })?;
+                    return Ok($t(out));
+                }
+                d.deserialize_bytes(BytesVisitor)?
+                    .try_into()
+                    .map($t)
+                    .map_err(|_| serde::de::Error::custom(concat!("expected ", $n, " bytes")))
             }
         }
     };
@@ -90,16 +103,43 @@ hex_serde!(Id16, 16);
 
 impl Serialize for HexBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(&self.0))
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for HexBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        hex::decode(s.as_bytes())
-            .map(HexBytes)
-            .map_err(|_| serde::de::Error::custom("expected hex"))
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            hex::decode(s.as_bytes())
+                .map(HexBytes)
+                .map_err(|_| serde::de::Error::custom("expected hex"))
+        } else {
+            d.deserialize_byte_buf(BytesVisitor).map(HexBytes)
+        }
+    }
+}
+
+/// Reads a byte string from a binary format.
+struct BytesVisitor;
+
+impl serde::de::Visitor<'_> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
     }
 }
 

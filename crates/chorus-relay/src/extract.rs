@@ -86,3 +86,46 @@ impl ClientIp {
         k
     }
 }
+
+/// A bulk answer (a page of records or envelopes) in the encoding the client asked
+/// for: [`crate::api::binary`] when its `Accept` names [`binary::MEDIA_TYPE`], JSON
+/// otherwise (the readable default, for curl and older clients).
+///
+/// [`binary::MEDIA_TYPE`]: crate::api::binary::MEDIA_TYPE
+pub(crate) struct Bulk {
+    binary: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bulk {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        let binary = parts
+            .headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().map(str::trim) == Some(crate::api::binary::MEDIA_TYPE));
+        Ok(Self { binary })
+    }
+}
+
+impl Bulk {
+    /// `value` as the answer.
+    pub(crate) fn answer<T: serde::Serialize>(&self, value: &T) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if self.binary {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    crate::api::binary::MEDIA_TYPE,
+                )],
+                crate::api::binary::encode(value),
+            )
+                .into_response()
+        } else {
+            axum::Json(value).into_response()
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::auth::{self, Authed};
 use crate::authority::{Authority, Change};
 use crate::clock::duration_ms;
 use crate::error::ApiError;
-use crate::extract::{ClientIp, Q, Segs};
+use crate::extract::{Bulk, ClientIp, Q, Segs};
 use crate::limits::{
     MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PAGE_BYTES,
     MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
@@ -315,11 +315,12 @@ async fn read_records(
     authed: Authed,
     Segs(log): Segs<String>,
     Q(q): Q<PageQuery>,
-) -> ApiResult<Json<RecordsPage>> {
+    bulk: Bulk,
+) -> ApiResult<Response> {
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let limit = q.page()?;
-    Ok(Json(page::records(&state, log_id, q.after, limit).await?))
+    Ok(bulk.answer(&page::records(&state, log_id, q.after, limit).await?))
 }
 
 async fn ack_cursor(
@@ -520,8 +521,9 @@ async fn batch_read(
     State(state): State<AppState>,
     authed: Authed,
     Segs(log): Segs<String>,
+    bulk: Bulk,
     Body(body): Body,
-) -> ApiResult<Json<BatchReadResponse>> {
+) -> ApiResult<Response> {
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let req: BatchReadRequest = decode(&body)?;
@@ -535,7 +537,7 @@ async fn batch_read(
         left = left.saturating_sub(bytes);
         results.push(page);
     }
-    Ok(Json(BatchReadResponse { results }))
+    Ok(bulk.answer(&BatchReadResponse { results }))
 }
 
 // ---------------------------------------------------------------- prekeys
