@@ -474,3 +474,45 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
         "{history:?}"
     );
 }
+
+/// A sibling that was away while more than two pages were appended reads the pages
+/// ahead of its fold and folds those already read together (`FOLD_BATCH`): it ends
+/// in the author's state, its cursor at the head.
+#[tokio::test]
+async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
+    laptop.sync_log().await.unwrap();
+    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
+    let per_append = chorus_relay_api::limits::MAX_APPEND_BATCH;
+    let appends = (super::LOG_PAGE as usize * 2).div_ceil(per_append) + 1;
+    for i in 0..appends {
+        let batch = (0..per_append)
+            .map(|j| {
+                Pending::free(EventKind::ProfileUpdated {
+                    name: format!("alice {i}.{j}"),
+                })
+            })
+            .collect();
+        phone.append(batch).await.unwrap();
+    }
+    let mut told = Vec::new();
+    laptop
+        .log
+        .sync_log_with(|seq| told.push(seq))
+        .await
+        .unwrap();
+    let head = phone.log.fold.lock().await.as_ref().unwrap().applied();
+    assert!(
+        head - before > 2 * u64::from(super::LOG_PAGE),
+        "more than two pages"
+    );
+    assert_eq!(told.last(), Some(&head));
+    assert!(told.windows(2).all(|w| w[0] < w[1]), "{told:?}");
+    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().digest();
+    let laptop_state = laptop.log.fold.lock().await.as_ref().unwrap().digest();
+    assert_eq!(laptop_state, phone_state);
+    let last = format!("alice {}.{}", appends - 1, per_append - 1);
+    let slot = laptop.log.fold.lock().await;
+    assert_eq!(slot.as_ref().unwrap().profile_name(), Some(last.as_str()));
+}

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 both_backends!(
+    a_page_asked_for_in_binary_is_the_json_page,
     a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
@@ -927,6 +928,55 @@ async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backe
         head(&r, &log, &tok).await,
         (MAX_APPEND_BATCH + MAX_APPEND_BYTES / MAX_RECORD_BYTES) as i64
     );
+}
+
+/// The binary answer (`chorus_relay_api::binary`) is the same page as the JSON one,
+/// given only to a client that asks; anyone else still reads JSON.
+async fn a_page_asked_for_in_binary_is_the_json_page(b: Backend) {
+    use chorus_relay::api::{RecordsPage, binary};
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(5).await;
+    let (s, _) = r
+        .append(
+            &log,
+            &tok,
+            vec![record("one", Some(("s", 0))), record("two", None)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let url = format!("{}/v1/logs/{}/records?after=0", r.base, log.0);
+    let fetch = |accept: &'static str| {
+        r.http
+            .get(&url)
+            .bearer_auth(&tok)
+            .header("accept", accept)
+            .send()
+    };
+    let resp = fetch(binary::MEDIA_TYPE).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], binary::MEDIA_TYPE);
+    let page: RecordsPage = binary::decode(&resp.bytes().await.unwrap()).unwrap();
+    let (_, json) = r
+        .get(&format!("/v1/logs/{}/records?after=0", log.0), Some(&tok))
+        .await;
+    assert_eq!(page.records.len(), 2);
+    assert_eq!(serde_json::to_value(&page).unwrap(), json);
+    for other in [
+        "application/json",
+        "*/*",
+        "application/vnd.chorus.page.v2+postcard",
+    ] {
+        let resp = fetch(other).await.unwrap();
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{other}"
+        );
+        let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert_eq!(v, json, "{other}");
+    }
 }
 
 async fn records_are_paged_up_to_the_page_bound(b: Backend) {
