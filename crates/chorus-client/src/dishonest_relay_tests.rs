@@ -32,6 +32,10 @@ enum Lie {
     Double,
     /// The device's appends are acknowledged at the head and never stored.
     Swallow,
+    /// The records from `from` on are padded to the largest record: a page far over
+    /// what an honest relay sends (`MAX_PAGE_BYTES`), which a client reading pages
+    /// ahead would hold several of.
+    Bloat,
 }
 
 #[derive(Clone)]
@@ -97,6 +101,13 @@ impl Wrapper {
             (Lie::Double, Some(i)) => {
                 let copy = log[i].clone();
                 log.insert(i + 1, copy);
+            }
+            (Lie::Bloat, Some(i)) => {
+                for r in &mut log[i..] {
+                    r.ciphertext
+                        .0
+                        .resize(chorus_relay_api::limits::MAX_RECORD_BYTES, 0);
+                }
             }
             _ => {}
         }
@@ -264,4 +275,40 @@ async fn a_wrapper_lying_to_one_device_is_caught_whatever_the_lie() {
         assert!(dishonesty(&d.sync_log().await.unwrap()).is_empty());
     }
     assert_eq!(applied(&phone).await, applied(&other).await);
+}
+
+/// A relay that sends a page over the honest bound (here 5 MiB of records where an
+/// honest page stops at `MAX_PAGE_BYTES`, 4 MiB) has the page refused whole: nothing
+/// is folded, the cursor stays, and once it answers honestly the same records fold.
+#[tokio::test]
+async fn a_page_over_the_honest_bound_is_refused_whole_and_changes_nothing() {
+    use chorus_relay_api::limits::{MAX_PAGE_BYTES, MAX_RECORD_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let phone = device(dir.path(), &url, "alice").await;
+    let mut laptop = sibling(&phone, dir.path(), "laptop", crate::Options::default()).await;
+    let (through, control) = wrapper(&url).await;
+    laptop.relay = laptop.relay.rebased(&through);
+    laptop.log.relay = laptop.relay.clone();
+    laptop.sync_log().await.unwrap();
+    let at = applied(&laptop).await;
+    let renames = MAX_PAGE_BYTES / MAX_RECORD_BYTES + 8;
+    let batch = (0..renames)
+        .flat_map(|i| rename(&format!("alice {i}")))
+        .collect();
+    phone.append(batch).await.unwrap();
+    *control.lock().unwrap() = (Lie::Bloat, at + 1);
+    let refused = laptop.sync_log().await;
+    assert!(
+        matches!(&refused, Err(crate::ClientError::Relay(crate::RelayError::BadResponse { reason, .. })) if reason.contains("honest")),
+        "{:?}",
+        refused.map(|e| e.len())
+    );
+    assert_eq!(applied(&laptop).await, at, "nothing folded");
+    *control.lock().unwrap() = (Lie::None, 0);
+    laptop.sync_log().await.unwrap();
+    assert_eq!(applied(&laptop).await, applied(&phone).await);
+    let name = format!("alice {}", renames - 1);
+    let slot = laptop.log.fold.lock().await;
+    assert_eq!(slot.as_ref().unwrap().profile_name(), Some(name.as_str()));
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chorus_crypto::DeviceSigningKey;
 use chorus_relay_api::binary;
+use chorus_relay_api::limits::{MAX_PAGE_BYTES, MAX_RECORD_BYTES};
 use chorus_relay_api::{
     self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
     BundledPost, ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest,
@@ -826,11 +827,27 @@ impl RelayClient {
         .await
     }
 
-    /// Up to `limit` records after `after`.
+    /// Up to `limit` records after `after`. A page over what an honest relay sends —
+    /// more than `limit` records, or more ciphertext than `MAX_PAGE_BYTES` (the relay
+    /// never splits a record, and one record is far smaller) — is refused whole: the
+    /// log is read several pages ahead of the fold, and only honest pages are held.
     pub async fn read_records(&self, after: i64, limit: u32) -> Result<RecordsPage, RelayError> {
         let path = self.log_path(&format!("/records?after={after}&limit={limit}"))?;
-        self.call_as::<(), _>(Method::GET, &path, None, true, Answer::Bulk)
-            .await
+        let page: RecordsPage = self
+            .call_as::<(), _>(Method::GET, &path, None, true, Answer::Bulk)
+            .await?;
+        let bound = MAX_PAGE_BYTES.max(MAX_RECORD_BYTES);
+        let bytes: usize = page.records.iter().map(|r| r.ciphertext.0.len()).sum();
+        if page.records.len() > limit as usize || bytes > bound {
+            return Err(RelayError::BadResponse {
+                url: self.url.clone(),
+                reason: format!(
+                    "a page of {} records and {bytes} bytes, over the honest bound of {limit} records and {bound} bytes",
+                    page.records.len()
+                ),
+            });
+        }
+        Ok(page)
     }
 
     /// Registers a device's credential (idempotent) on `authorization`: the signed
