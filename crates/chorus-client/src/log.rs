@@ -109,9 +109,11 @@ pub const LOG_PAGE: u32 = chorus_relay_api::limits::MAX_PAGE;
 /// most this much folding work, never a record: the cursor commits with it.
 pub const FOLD_BATCH: usize = 2048;
 
-/// Pages read from the relay ahead of the fold while catching up (each at most
-/// [`LOG_PAGE`] records and `MAX_PAGE_BYTES`): reading overlaps folding without
-/// holding more than a few megabytes.
+/// Pages read from the relay ahead of the fold while catching up. Each holds at most
+/// [`LOG_PAGE`] records and `MAX_PAGE_BYTES` (4 MiB) of ciphertext — a page over that
+/// is refused (`RelayClient::read_records`) — so the pages waiting hold at most
+/// 32 MiB, and a batch being folded about as much again ([`FOLD_BATCH`] records, or
+/// eight full pages).
 pub const READ_AHEAD_PAGES: usize = 8;
 
 /// How many times a guarded append is retried after losing a race before giving up.
