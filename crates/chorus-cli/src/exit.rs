@@ -72,7 +72,8 @@ impl From<ClientError> for Failure {
             | E::LinkProtocol(_)
             | E::LinkWrongIdentity
             | E::AmbiguousContact { .. }
-            | E::Rejected(_) => INVALID,
+            | E::Rejected(_)
+            | E::Refused(_) => INVALID,
             E::LinkExpired
             | E::LinkCodeUsed
             | E::LinkRefused(_)

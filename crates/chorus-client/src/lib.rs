@@ -138,6 +138,9 @@ pub enum ClientError {
     /// An envelope refused for a protocol reason.
     #[error("{0}")]
     Rejected(&'static str),
+    /// An envelope the core's receive decision refuses (`chorus_core::route`).
+    #[error("{0}")]
+    Refused(#[from] chorus_core::route::Refusal),
     /// Bytes that fail their format's checks (an invitation, an envelope, a name, a
     /// message over its size limit).
     #[error("{0}")]

@@ -103,17 +103,37 @@ impl LogKeys {
 /// well under the client's response bound).
 pub const LOG_PAGE: u32 = chorus_relay_api::limits::MAX_PAGE;
 
-/// Records folded in one transaction while catching up: several pages, so that a
-/// long catch-up pays one commit (fsync) and one round of statements per
-/// `FOLD_BATCH` records rather than per page (docs/benchmarks.md). A crash loses at
-/// most this much folding work, never a record: the cursor commits with it.
-pub const FOLD_BATCH: usize = 2048;
+/// Records folded in one transaction while catching up: many pages, so that a long
+/// catch-up pays one commit (fsync) and one round of statements per `FOLD_BATCH`
+/// records rather than per page, and a B-tree page that several records touch
+/// (a random-keyed index) is written once per batch (docs/benchmarks.md). A crash
+/// loses at most this much folding work, never a record: the cursor commits with it.
+pub const FOLD_BATCH: usize = 4096;
+
+/// Ciphertext a batch gathers at most (it ends at the first page that reaches this),
+/// whatever the records' sizes: the memory a fold holds stays bounded.
+pub const FOLD_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// How much a catch-up gathers before folding: the first page that brings the batch
+/// to `records` records or `bytes` of ciphertext ends it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Batch {
+    /// [`FOLD_BATCH`] records or [`FOLD_BATCH_BYTES`].
+    pub(crate) const DEFAULT: Self = Self {
+        records: FOLD_BATCH,
+        bytes: FOLD_BATCH_BYTES,
+    };
+}
 
 /// Pages read from the relay ahead of the fold while catching up. Each holds at most
 /// [`LOG_PAGE`] records and `MAX_PAGE_BYTES` (4 MiB) of ciphertext — a page over that
 /// is refused (`RelayClient::read_records`) — so the pages waiting hold at most
-/// 32 MiB, and a batch being folded about as much again ([`FOLD_BATCH`] records, or
-/// eight full pages).
+/// 32 MiB, and a batch being folded at most [`FOLD_BATCH_BYTES`] plus one page.
 pub const READ_AHEAD_PAGES: usize = 8;
 
 /// How many times a guarded append is retried after losing a race before giving up.
@@ -364,6 +384,15 @@ impl Log {
     /// sync, and what was read ahead is dropped.
     pub(crate) async fn sync_log_with(
         &self,
+        progress: impl FnMut(u64),
+    ) -> Result<Vec<Event>, ClientError> {
+        self.catch_up(Batch::DEFAULT, progress).await
+    }
+
+    /// [`Self::sync_log_with`] with batches bounded by `limit`.
+    async fn catch_up(
+        &self,
+        limit: Batch,
         mut progress: impl FnMut(u64),
     ) -> Result<Vec<Event>, ClientError> {
         let mut slot = self.fold.lock().await;
@@ -375,6 +404,7 @@ impl Log {
         let mut read = i64::try_from(folded).unwrap_or(i64::MAX);
         let mut events = Vec::new();
         let mut batch: Vec<RecordOut> = Vec::new();
+        let mut batch_bytes = 0usize;
         let mut page = reader.next().await?;
         loop {
             if read.saturating_add(1) < page.first_seq {
@@ -392,8 +422,14 @@ impl Log {
                 .filter(|&l| l > read);
             if let Some(last) = last {
                 read = last;
+                batch_bytes += page
+                    .records
+                    .iter()
+                    .map(|r| r.ciphertext.0.len())
+                    .sum::<usize>();
                 batch.extend(std::mem::take(&mut page.records));
-                if batch.len() < FOLD_BATCH
+                if batch.len() < limit.records
+                    && batch_bytes < limit.bytes
                     && let Some(ready) = reader.ready()
                 {
                     page = ready?;
@@ -403,6 +439,7 @@ impl Log {
             if !batch.is_empty() {
                 events.extend(self.fold_locked(&mut slot, &batch).await?);
                 batch.clear();
+                batch_bytes = 0;
                 progress(slot.as_ref().map_or(0, Constellation::applied));
             }
             if last.is_none() {

@@ -475,15 +475,8 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
     );
 }
 
-/// A sibling that was away while more than two pages were appended reads the pages
-/// ahead of its fold and folds those already read together (`FOLD_BATCH`): it ends
-/// in the author's state, its cursor at the head.
-#[tokio::test]
-async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_same_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
-    laptop.sync_log().await.unwrap();
-    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
+/// Appends more than two pages of profile renames; the last name.
+async fn append_more_than_two_pages(phone: &Device) -> String {
     let per_append = chorus_relay_api::limits::MAX_APPEND_BATCH;
     let appends = (super::LOG_PAGE as usize * 2).div_ceil(per_append) + 1;
     for i in 0..appends {
@@ -496,6 +489,19 @@ async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_sam
             .collect();
         phone.append(batch).await.unwrap();
     }
+    format!("alice {}.{}", appends - 1, per_append - 1)
+}
+
+/// A sibling that was away while more than two pages were appended reads the pages
+/// ahead of its fold and folds those already read together (`FOLD_BATCH`): it ends
+/// in the author's state, its cursor at the head.
+#[tokio::test]
+async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
+    laptop.sync_log().await.unwrap();
+    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
+    let last = append_more_than_two_pages(&phone).await;
     let mut told = Vec::new();
     laptop
         .log
@@ -512,7 +518,36 @@ async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_sam
     let phone_state = phone.log.fold.lock().await.as_ref().unwrap().digest();
     let laptop_state = laptop.log.fold.lock().await.as_ref().unwrap().digest();
     assert_eq!(laptop_state, phone_state);
-    let last = format!("alice {}.{}", appends - 1, per_append - 1);
     let slot = laptop.log.fold.lock().await;
     assert_eq!(slot.as_ref().unwrap().profile_name(), Some(last.as_str()));
+}
+
+/// A batch ends at the page that brings it to `FOLD_BATCH_BYTES` of ciphertext,
+/// whatever its record count: with the bound at one byte every page is its own
+/// batch (a progress report each), and the state is the same.
+#[tokio::test]
+async fn a_batch_ends_at_its_byte_bound_and_folds_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
+    laptop.sync_log().await.unwrap();
+    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
+    append_more_than_two_pages(&phone).await;
+    let mut told = Vec::new();
+    let limit = super::Batch {
+        records: super::FOLD_BATCH,
+        bytes: 1,
+    };
+    laptop
+        .log
+        .catch_up(limit, |seq| told.push(seq))
+        .await
+        .unwrap();
+    let head = phone.log.fold.lock().await.as_ref().unwrap().applied();
+    let pages = (head - before).div_ceil(u64::from(super::LOG_PAGE));
+    assert!(pages >= 3, "more than two pages");
+    assert_eq!(told.len() as u64, pages, "one batch per page: {told:?}");
+    assert_eq!(told.last(), Some(&head));
+    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().digest();
+    let laptop_state = laptop.log.fold.lock().await.as_ref().unwrap().digest();
+    assert_eq!(laptop_state, phone_state);
 }

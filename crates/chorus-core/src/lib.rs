@@ -49,6 +49,7 @@ pub mod olm_compat;
 mod pqxdh;
 mod record;
 mod roster;
+pub mod route;
 mod send;
 mod session;
 mod tree;

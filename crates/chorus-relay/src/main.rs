@@ -9,6 +9,10 @@
 use chorus_relay::serve::ServeArgs;
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as in the `chorus` binary (ARCHITECTURE.md, "mimalloc in the binaries").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "chorus-relay",

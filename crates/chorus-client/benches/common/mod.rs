@@ -8,6 +8,11 @@ use std::time::Duration;
 use chorus_client::link::link_locally;
 use chorus_client::{Device, Options, Unlock};
 
+/// The allocator the `chorus` and `chorus-relay` binaries ship with, so the numbers
+/// are the binaries' (ARCHITECTURE.md, "mimalloc in the binaries").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A relay in this process (axum, SQLite file under `dir`, rate limits off) on a
 /// loopback port; its URL.
 #[allow(

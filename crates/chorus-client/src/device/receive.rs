@@ -2,6 +2,7 @@
 //! (a contact's message, a first contact, a forgery or a replay).
 
 use super::*;
+use chorus_core::route::{Arrived, MailboxKind, Refusal, Route, route};
 
 impl Device {
     /// Folds the log, reads every mailbox to its end and processes what arrived, then
@@ -327,49 +328,56 @@ impl Device {
                 bytes,
             },
         };
-        // Which contact: the mailbox's owner, or (first messages) the sender's identity.
-        let name = match (kind, contact, &message.kind) {
-            ("contact", Some(name), _) => Some(name),
-            ("contact", None, _) => return Err(ClientError::Corrupt("mailbox owner".into())),
-            (_, _, MessageKind::Ratchet) => {
-                return Err(ClientError::Rejected(
-                    "a ratchet message in an introduction mailbox",
-                ));
-            }
-            (_, used, MessageKind::Initial) => {
-                let initial = InitialMessage::decode(&message.bytes)?;
-                let root = *initial.sender.root.as_bytes();
-                // Claimed, not yet authenticated: enough to drop, never to accept.
-                if self.is_blocked(tx, &root).await? {
-                    return Err(ClientError::Rejected(
-                        "a first message from a blocked identity",
-                    ));
-                }
+        let kind = MailboxKind::parse(kind)
+            .ok_or_else(|| ClientError::Corrupt(format!("mailbox kind {kind:?}")))?;
+        // The facts the core decides on, read in this transaction. A first message's
+        // sender is claimed, not yet authenticated: enough to drop, never to accept.
+        let (claimed, known) = match &message.kind {
+            MessageKind::Initial => {
+                let root = *InitialMessage::decode(&message.bytes)?
+                    .sender
+                    .root
+                    .as_bytes();
                 let known = contact_named_by(&mut *tx, &root).await?;
-                if known.is_none() && used.is_some() {
-                    return Err(ClientError::Rejected("this invitation was already used"));
-                }
-                if known.is_none() && kind == "intro" {
-                    // A stranger: held as a message request on this device, nothing more.
-                    let events = self
-                        .hold_request(tx, &root, &message, envelope, now)
-                        .await?;
-                    return Ok(Received::Done(events));
-                }
-                known
+                (Some((root, self.is_blocked(tx, &root).await?)), known)
             }
+            MessageKind::Ratchet => (None, None),
         };
-        let Some(name) = name else {
-            // Someone answering one of our invitations: a contact at once.
-            let first = self.open_first_contact(tx, &message, envelope).await?;
-            let name = first.hello.name.clone();
-            return Ok(Received::NewContact(self.contact_proposal(
-                first,
-                name,
-                Some(mailbox.0),
-                0,
-                false,
-            )?));
+        let arrived = match claimed {
+            Some((_, blocked)) => Arrived::Initial {
+                blocked,
+                known: known.as_deref(),
+            },
+            None => Arrived::Ratchet,
+        };
+        let name = match (route(kind, contact.as_deref(), arrived), claimed) {
+            (Route::Session(name), _) => name,
+            (Route::Refused(Refusal::OwnerMissing), _) => {
+                return Err(ClientError::Corrupt("mailbox owner".into()));
+            }
+            (Route::Refused(refusal), _) => return Err(ClientError::Refused(refusal)),
+            (Route::Request, Some((root, _))) => {
+                // A stranger: held as a message request on this device, nothing more.
+                let events = self
+                    .hold_request(tx, &root, &message, envelope, now)
+                    .await?;
+                return Ok(Received::Done(events));
+            }
+            (Route::NewContact, _) => {
+                // Someone answering one of our invitations: a contact at once.
+                let first = self.open_first_contact(tx, &message, envelope).await?;
+                let name = first.hello.name.clone();
+                return Ok(Received::NewContact(self.contact_proposal(
+                    first,
+                    name,
+                    Some(mailbox.0),
+                    0,
+                    false,
+                )?));
+            }
+            (Route::Request, None) => {
+                return Err(ClientError::Corrupt("a request without a sender".into()));
+            }
         };
         let mut session = self
             .store
@@ -454,7 +462,7 @@ impl Device {
         &self,
         tx: &mut SqliteConnection,
         mailbox: &Id32,
-        kind: &str,
+        kind: MailboxKind,
         name: &str,
         current: &chorus_core::Session,
         message: &EncryptedMessage,
@@ -517,7 +525,7 @@ impl Device {
         );
         let at =
             stream_version(tx, &self.log.keys.key.stream_tag(&session_stream(&theirs))).await?;
-        let invitation = (kind == "invitation").then_some(mailbox.0);
+        let invitation = (kind == MailboxKind::Invitation).then_some(mailbox.0);
         Ok(Received::NewContact(self.contact_proposal(
             first,
             name.to_owned(),

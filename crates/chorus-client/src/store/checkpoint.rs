@@ -247,12 +247,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for id in &c.seen {
-            sqlx::query("INSERT OR IGNORE INTO seen_events (event_id) VALUES ($1)")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        super::log_state::insert_rows(
+            tx,
+            "INSERT INTO seen_events (event_id)",
+            "",
+            1,
+            &c.seen,
+            |q, id| q.bind(id),
+        )
+        .await?;
         for g in &c.registers {
             sqlx::query(
                 "INSERT INTO registers (name, lamport, timestamp_ms, author, event_id, value)

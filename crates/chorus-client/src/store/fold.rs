@@ -36,7 +36,10 @@ impl Store {
         folded: Vec<Folded>,
         sessions: &Sessions,
     ) -> Result<Vec<Event>, ClientError> {
-        let mut page = PageWrites::default();
+        let mut page = PageWrites {
+            me: me.device,
+            ..PageWrites::default()
+        };
         let mut events: Vec<Option<Event>> = Vec::new();
         for f in folded {
             page.chain.push((f.seq, f.chain));
@@ -302,6 +305,8 @@ struct Outgoing {
 /// burst of sends is a few statements per page, not several per record.
 #[derive(Default)]
 struct PageWrites {
+    /// This device: only its own sends can have a `pending_sends` row.
+    me: [u8; 32],
     chain: Vec<(u64, [u8; 32])>,
     seen: Vec<[u8; 16]>,
     streams: BTreeMap<Vec<u8>, StreamHead>,
@@ -390,12 +395,15 @@ impl PageWrites {
                 .await?;
             }
         }
-        let ids: Vec<[u8; 16]> = done
+        // Only this device's own sends wait in `pending_sends` (written before their
+        // append); a sibling's never do.
+        let ours: Vec<[u8; 16]> = done
             .iter()
             .chain(&waiting)
+            .filter(|o| o.author == self.me)
             .map(|o| o.sent.envelope_id)
             .collect();
-        log_state::delete_envelopes(tx, "pending_sends", &ids).await?;
+        log_state::delete_envelopes(tx, "pending_sends", &ours).await?;
         log_state::insert_rows(
             tx,
             "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)",
@@ -413,7 +421,12 @@ impl PageWrites {
             },
         )
         .await?;
-        let delivered: Vec<[u8; 16]> = delivered.into_iter().collect();
+        // A send delivered in the page it was sent in never had an outbox row.
+        let sent_here: HashSet<[u8; 16]> = done.iter().map(|o| o.sent.envelope_id).collect();
+        let delivered: Vec<[u8; 16]> = delivered
+            .into_iter()
+            .filter(|id| !sent_here.contains(id))
+            .collect();
         log_state::delete_envelopes(tx, "outbox", &delivered).await?;
         let history = std::mem::take(&mut self.history);
         insert_and_tell(tx, &history, events).await

@@ -142,7 +142,7 @@ pub(crate) async fn insert_rows<T>(
         sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
         &'q T,
     ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-) -> Result<u64, ClientError> {
+) -> Result<u64, sqlx::Error> {
     let mut affected = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(head, tail, width, chunk.len());
@@ -160,7 +160,7 @@ pub(crate) async fn delete_envelopes(
     conn: &mut SqliteConnection,
     table: &'static str,
     ids: &[[u8; 16]],
-) -> Result<u64, ClientError> {
+) -> Result<u64, sqlx::Error> {
     let head = format!("DELETE FROM {table} WHERE envelope_id IN (SELECT column1 FROM (");
     insert_rows(conn, &head, "))", 1, ids, |q, id| q.bind(&id[..])).await
 }
@@ -192,7 +192,7 @@ pub(crate) async fn write_position(
     .await?;
     insert_rows(
         conn,
-        "INSERT OR IGNORE INTO seen_events (event_id)",
+        "INSERT INTO seen_events (event_id)",
         "",
         1,
         seen,

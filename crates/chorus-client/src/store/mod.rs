@@ -189,7 +189,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             // Deleted and superseded rows (spent session snapshots, used prekeys) are
             // overwritten with zeros, not left in free pages for whoever reads the file.
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // Reads through a memory map (a bound, not an allocation): the fold's index
+            // lookups copy from the page cache without a `pread` per database page.
+            .pragma("mmap_size", "268435456")
+            .pragma("wal_autocheckpoint", "8192");
         // No idle reaping or connection lifetime: a local file needs neither, and
         // sqlx 0.9.0's maintenance task can read its idle count mid-update (release
         // pushes, then counts; a concurrent pop subtracts first), wrap it, and spin a

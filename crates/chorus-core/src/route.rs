@@ -1,0 +1,205 @@
+//! Where an envelope that arrived in one of the identity's mailboxes goes: the
+//! receive decision, taken here once for every device.
+//!
+//! The client reads an envelope, decodes its kind and says what it knows — the kind
+//! of mailbox and the contact it belongs to (or that spent it), and for a first
+//! message whether its claimed sender is blocked or already a contact, facts it reads
+//! in the transaction that will store the result. [`route`] decides; the client does
+//! what it is told: decrypt on that contact's session, hold a message request, make a
+//! contact through the log, or refuse.
+//!
+//! A first message's sender is *claimed*, not yet authenticated (the handshake has not
+//! run): enough to drop it — blocked, or an invitation someone else already used —
+//! never to accept it. Accepting happens only after the handshake authenticates the
+//! sender ([`crate::respond`]), and a new contact only through the log, guarded, so
+//! that when several devices read the same first message exactly one creation wins.
+
+/// The kinds of mailbox an identity reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxKind {
+    /// Made for one contact: they write ratchet messages (and a new handshake) here.
+    Contact,
+    /// One of our invitations: whoever answers it first becomes a contact at once.
+    Invitation,
+    /// The identity's public address: strangers write here and are held as requests.
+    Intro,
+}
+
+impl MailboxKind {
+    /// The kind as a store names it (`contact`, `invitation`, `intro`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "contact" => Some(Self::Contact),
+            "invitation" => Some(Self::Invitation),
+            "intro" => Some(Self::Intro),
+            _ => None,
+        }
+    }
+}
+
+/// What arrived, with the facts the decision needs about its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrived<'a> {
+    /// A ratchet message: only a contact's mailbox takes one.
+    Ratchet,
+    /// A first message (a handshake), from a claimed identity.
+    Initial {
+        /// The claimed sender is blocked.
+        blocked: bool,
+        /// The claimed sender is already a contact, under this alias.
+        known: Option<&'a str>,
+    },
+}
+
+/// What to do with an envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Decrypt it on this contact's session (a new handshake from a known contact
+    /// included: `chorus_core::handshakes` settles it there).
+    Session(String),
+    /// Someone answering one of our invitations: open the handshake and propose the
+    /// contact to the log.
+    NewContact,
+    /// A stranger at our address: held as a message request on this device.
+    Request,
+    /// Refused; the mailbox's cursor moves past it.
+    Refused(Refusal),
+}
+
+/// Why an envelope is refused, and who is at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The store names no contact for one of its contact mailboxes (our fault: a
+    /// corrupt store).
+    #[error("a contact mailbox with no contact")]
+    OwnerMissing,
+    /// The sender's: ratchet messages go to a contact's own mailbox.
+    #[error("a ratchet message in an introduction mailbox")]
+    RatchetInIntroduction,
+    /// The sender is blocked.
+    #[error("a first message from a blocked identity")]
+    Blocked,
+    /// The invitation was answered already, by someone else.
+    #[error("this invitation was already used")]
+    InvitationUsed,
+}
+
+/// Decides where an envelope that arrived in a mailbox of `kind` goes; `owner` is the
+/// contact the store names for the mailbox (the one it was made for, or the one that
+/// spent an invitation).
+pub fn route(kind: MailboxKind, owner: Option<&str>, arrived: Arrived<'_>) -> Route {
+    match (kind, arrived) {
+        (MailboxKind::Contact, _) => match owner {
+            Some(owner) => Route::Session(owner.to_owned()),
+            None => Route::Refused(Refusal::OwnerMissing),
+        },
+        (MailboxKind::Invitation | MailboxKind::Intro, Arrived::Ratchet) => {
+            Route::Refused(Refusal::RatchetInIntroduction)
+        }
+        (_, Arrived::Initial { blocked: true, .. }) => Route::Refused(Refusal::Blocked),
+        (
+            _,
+            Arrived::Initial {
+                known: Some(alias), ..
+            },
+        ) => Route::Session(alias.to_owned()),
+        (_, Arrived::Initial { known: None, .. }) if owner.is_some() => {
+            Route::Refused(Refusal::InvitationUsed)
+        }
+        (MailboxKind::Intro, Arrived::Initial { known: None, .. }) => Route::Request,
+        (MailboxKind::Invitation, Arrived::Initial { known: None, .. }) => Route::NewContact,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [MailboxKind; 3] = [
+        MailboxKind::Contact,
+        MailboxKind::Invitation,
+        MailboxKind::Intro,
+    ];
+
+    fn initial(blocked: bool, known: Option<&str>) -> Arrived<'_> {
+        Arrived::Initial { blocked, known }
+    }
+
+    #[test]
+    fn a_contact_mailbox_goes_to_its_owner_whatever_arrives() {
+        for arrived in [
+            Arrived::Ratchet,
+            initial(false, None),
+            initial(true, None),
+            initial(false, Some("carol")),
+        ] {
+            assert_eq!(
+                route(MailboxKind::Contact, Some("bob"), arrived),
+                Route::Session("bob".into()),
+                "{arrived:?}"
+            );
+            assert_eq!(
+                route(MailboxKind::Contact, None, arrived),
+                Route::Refused(Refusal::OwnerMissing)
+            );
+        }
+    }
+
+    #[test]
+    fn a_ratchet_message_outside_a_contact_mailbox_is_refused() {
+        for kind in [MailboxKind::Invitation, MailboxKind::Intro] {
+            for owner in [None, Some("bob")] {
+                assert_eq!(
+                    route(kind, owner, Arrived::Ratchet),
+                    Route::Refused(Refusal::RatchetInIntroduction)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_sender_is_refused_before_anything_else_outside_a_contact_mailbox() {
+        for kind in [MailboxKind::Invitation, MailboxKind::Intro] {
+            for owner in [None, Some("bob")] {
+                for known in [None, Some("bob")] {
+                    assert_eq!(
+                        route(kind, owner, initial(true, known)),
+                        Route::Refused(Refusal::Blocked)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_sender_goes_to_its_session_a_stranger_to_a_request_or_a_new_contact() {
+        for kind in [MailboxKind::Invitation, MailboxKind::Intro] {
+            assert_eq!(
+                route(kind, Some("someone"), initial(false, Some("bob"))),
+                Route::Session("bob".into())
+            );
+            assert_eq!(
+                route(kind, Some("someone"), initial(false, None)),
+                Route::Refused(Refusal::InvitationUsed)
+            );
+        }
+        assert_eq!(
+            route(MailboxKind::Intro, None, initial(false, None)),
+            Route::Request
+        );
+        assert_eq!(
+            route(MailboxKind::Invitation, None, initial(false, None)),
+            Route::NewContact
+        );
+    }
+
+    #[test]
+    fn the_store_names_parse_and_nothing_else_does() {
+        for (name, kind) in ["contact", "invitation", "intro"].into_iter().zip(KINDS) {
+            assert_eq!(MailboxKind::parse(name), Some(kind));
+        }
+        for bad in ["", "Contact", "intro ", "address"] {
+            assert_eq!(MailboxKind::parse(bad), None);
+        }
+    }
+}
