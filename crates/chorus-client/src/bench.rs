@@ -56,6 +56,7 @@ impl Device {
             let n = left.min(per_append.max(1));
             let mut conn = self.store.pool().acquire().await?;
             let row = self
+                .store
                 .contact_row(&mut *conn, contact)
                 .await?
                 .ok_or_else(unknown)?;

@@ -61,7 +61,7 @@ use crate::handle::{Options, failpoint};
 use crate::identity::{IdentitySecrets, secret_bytes};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending};
 use crate::relay::{Login, RelayClient, normalize_url};
-use crate::store::log_state::load_roster;
+use crate::store::log_state::{load_roster, roster_entry};
 use crate::{ClientError, LINK_PENDING_FILE, Store, Unlock};
 
 /// What every link code starts with.
@@ -326,21 +326,13 @@ impl LinkOffer {
         crate::store::create_private_dir(home)?;
         mark_pending(home, true)?;
         let store = options.open_store(home, unlock).await?;
-        let linked: Option<i64> = sqlx::query_scalar("SELECT 1 FROM identity")
-            .fetch_optional(store.pool())
-            .await?;
-        if linked.is_some() {
+        if store.identity().await?.is_some() {
             // The link committed, then stopped before clearing its mark.
             mark_pending(home, false)?;
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
-        let row: Option<(String, String, Vec<u8>)> =
-            sqlx::query_as("SELECT relay_url, device_name, sealed FROM pending_link WHERE id = 1")
-                .fetch_optional(store.pool())
-                .await?;
-        let (keys, device_name, resumed) = match row {
-            Some((url, name, sealed)) if url == relay_url => {
-                let plain = store.open_sealed("pending_link", "1", &sealed)?;
+        let (keys, device_name, resumed) = match store.pending_link().await? {
+            Some((url, name, plain)) if url == relay_url => {
                 let keys: PendingKeys = postcard::from_bytes(&plain)
                     .map_err(|_| ClientError::Corrupt("pending link keys".into()))?;
                 (keys, name, true)
@@ -351,16 +343,14 @@ impl LinkOffer {
                     device: DeviceSigningKey::generate(&mut options.entropy.rng()),
                     device_dh: DeviceDhSecret::generate(&mut options.entropy.rng()),
                 };
-                sqlx::query(
-                    "INSERT OR REPLACE INTO pending_link (id, relay_url, device_name, sealed, created_ms)
-                     VALUES (1, $1, $2, $3, $4)",
-                )
-                .bind(&relay_url)
-                .bind(device_name)
-                .bind(store.seal("pending_link", "1", &secret_bytes(&keys)?))
-                .bind(options.clock.now_ms())
-                .execute(store.pool())
-                .await?;
+                store
+                    .put_pending_link(
+                        &relay_url,
+                        device_name,
+                        &secret_bytes(&keys)?,
+                        options.clock.now_ms(),
+                    )
+                    .await?;
                 (keys, device_name.to_owned(), false)
             }
         };
@@ -808,10 +798,7 @@ impl Approval<'_> {
                 // and the relay is shown the entry that let it in.
                 relink = Some(known.dh);
                 let mut conn = d.store.pool().acquire().await?;
-                authorization = sqlx::query_scalar("SELECT entry FROM roster WHERE idx = $1")
-                    .bind(i64::try_from(known.added_index).unwrap_or(i64::MAX))
-                    .fetch_optional(&mut *conn)
-                    .await?;
+                authorization = roster_entry(&mut conn, known.added_index).await?;
                 done = true;
                 break;
             }
@@ -920,10 +907,12 @@ impl Approval<'_> {
 
 /// The identity secrets as stored (a copy for the bundle, wiped on drop).
 async fn stored_secrets(d: &Device) -> Result<IdentitySecrets, ClientError> {
-    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM identity WHERE id = 1")
-        .fetch_one(d.store.pool())
-        .await?;
-    IdentitySecrets::from_bytes(&d.store.open_sealed("identity", "1", &sealed)?)
+    let row = d
+        .store
+        .identity()
+        .await?
+        .ok_or_else(|| ClientError::Corrupt("identity".into()))?;
+    IdentitySecrets::from_bytes(&row.secrets)
 }
 
 // ------------------------------------------------------------------ checkpoint

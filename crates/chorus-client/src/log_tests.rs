@@ -204,6 +204,7 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
 
     // The laptop encrypts at the version it folded, as a racing sibling would.
     let row = laptop
+        .store
         .contact_row(laptop.store.pool(), "bob")
         .await
         .unwrap()
@@ -382,6 +383,7 @@ async fn persisted_state_equals_the_core_state() {
     laptop.send("bob", "from the laptop").await.unwrap();
     laptop.mark_read("bob").await.unwrap();
     let root = laptop
+        .store
         .contact_row(laptop.store.pool(), "bob")
         .await
         .unwrap()
@@ -475,8 +477,12 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
     );
 }
 
-/// Appends more than two pages of profile renames; the last name.
-async fn append_more_than_two_pages(phone: &Device) -> String {
+/// Alice's laptop, caught up, then away while her phone appends more than two pages
+/// of profile renames: (phone, laptop, the laptop's cursor, the last name).
+async fn a_laptop_away_for_three_pages(dir: &std::path::Path) -> (Device, Device, u64, String) {
+    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir).await;
+    laptop.sync_log().await.unwrap();
+    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
     let per_append = chorus_relay_api::limits::MAX_APPEND_BATCH;
     let appends = (super::LOG_PAGE as usize * 2).div_ceil(per_append) + 1;
     for i in 0..appends {
@@ -489,7 +495,8 @@ async fn append_more_than_two_pages(phone: &Device) -> String {
             .collect();
         phone.append(batch).await.unwrap();
     }
-    format!("alice {}.{}", appends - 1, per_append - 1)
+    let last = format!("alice {}.{}", appends - 1, per_append - 1);
+    (phone, laptop, before, last)
 }
 
 /// A sibling that was away while more than two pages were appended reads the pages
@@ -498,10 +505,7 @@ async fn append_more_than_two_pages(phone: &Device) -> String {
 #[tokio::test]
 async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
-    laptop.sync_log().await.unwrap();
-    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
-    let last = append_more_than_two_pages(&phone).await;
+    let (phone, laptop, before, last) = a_laptop_away_for_three_pages(dir.path()).await;
     let mut told = Vec::new();
     laptop
         .log
@@ -528,10 +532,7 @@ async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_sam
 #[tokio::test]
 async fn a_batch_ends_at_its_byte_bound_and_folds_to_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
-    let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir.path()).await;
-    laptop.sync_log().await.unwrap();
-    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
-    append_more_than_two_pages(&phone).await;
+    let (phone, laptop, before, _) = a_laptop_away_for_three_pages(dir.path()).await;
     let mut told = Vec::new();
     let limit = super::Batch {
         records: super::FOLD_BATCH,

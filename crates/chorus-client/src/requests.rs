@@ -21,7 +21,7 @@
 //! each with at most [`MAX_REQUEST_MESSAGES`] messages. Invitations are not requests:
 //! whoever answers one was given the code by the user.
 
-use chorus_core::{EncryptedMessage, Session};
+use chorus_core::EncryptedMessage;
 use chorus_crypto::Fingerprint;
 use chorus_relay_api::EnvelopeOut;
 use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Payload};
@@ -30,8 +30,9 @@ use sqlx::SqliteConnection;
 
 use crate::event::Event;
 use crate::log::Pending;
-use crate::store::requests::delete_request;
-use crate::store::row;
+use crate::store::contacts::contact_named_by;
+use crate::store::log_state::register;
+use crate::store::requests::drop_oldest_requests;
 use crate::{ClientError, Device};
 use chorus_core::FirstContact;
 
@@ -78,18 +79,6 @@ pub struct Requests {
     pub dropped: i64,
 }
 
-/// `requests`: root, identity, name, relay URL, mailbox, consumed ids, generation, sealed.
-type RequestRow = (
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    Vec<u8>,
-);
-
 impl Device {
     /// Whether the identity `root` is blocked (as folded).
     pub(crate) async fn is_blocked(
@@ -97,44 +86,26 @@ impl Device {
         conn: &mut SqliteConnection,
         root: &[u8; 32],
     ) -> Result<bool, ClientError> {
-        let value: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
-                .bind(chorus_core::blocked_register(root))
-                .fetch_optional(&mut *conn)
-                .await?;
+        let value = register(conn, &chorus_core::blocked_register(root)).await?;
         Ok(value.as_deref() == Some(&[1]))
     }
 
     /// The pending message requests, oldest first.
     pub async fn requests(&self) -> Result<Requests, ClientError> {
-        let rows: Vec<(i64, Vec<u8>, String, i64)> =
-            sqlx::query_as("SELECT id, identity, name, received_ms FROM requests ORDER BY id")
-                .fetch_all(self.store.pool())
-                .await?;
+        let rows = self.store.request_summaries().await?;
         let mut pending = Vec::with_capacity(rows.len());
         for (id, identity, name, received_ms) in rows {
             let identity = IdentityKeys::decode(&identity)?;
-            let messages: Vec<(Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT envelope_id, sent_ms, sealed FROM request_messages
-                 WHERE request = $1 ORDER BY position",
-            )
-            .bind(id)
-            .fetch_all(self.store.pool())
-            .await?;
-            let messages = messages
+            let messages = self
+                .store
+                .held_messages(self.store.pool(), id)
+                .await?
                 .into_iter()
-                .map(|(envelope_id, sent_ms, sealed)| {
-                    let text = self.store.open_sealed(
-                        "request_message",
-                        &row::request_message(&envelope_id, id),
-                        &sealed,
-                    )?;
-                    Ok(RequestMessage {
-                        text: String::from_utf8_lossy(&text).into_owned(),
-                        sent_ms,
-                    })
+                .map(|m| RequestMessage {
+                    text: m.text,
+                    sent_ms: m.sent_ms,
                 })
-                .collect::<Result<_, ClientError>>()?;
+                .collect();
             pending.push(Request {
                 id,
                 name,
@@ -143,10 +114,7 @@ impl Device {
                 messages,
             });
         }
-        let dropped: i64 =
-            sqlx::query_scalar("SELECT requests_dropped FROM constellation WHERE id = 1")
-                .fetch_one(self.store.pool())
-                .await?;
+        let dropped = self.store.requests_dropped().await?;
         Ok(Requests { pending, dropped })
     }
 
@@ -161,7 +129,12 @@ impl Device {
         let alias = alias.map(chorus_wire::normalize_display_name);
         if let Some(alias) = &alias {
             chorus_wire::check_display_name("contact name", alias)?;
-            if self.contact_row(self.store.pool(), alias).await?.is_some() {
+            if self
+                .store
+                .contact_row(self.store.pool(), alias)
+                .await?
+                .is_some()
+            {
                 return Err(ClientError::ContactNameTaken(alias.clone()));
             }
         }
@@ -172,12 +145,7 @@ impl Device {
         // The session escrowed with the contact is past every held message: a sibling
         // that never held this request reads them from the log, not the mailbox. (A
         // few per append: each may be a 32,000-byte text.)
-        let contact_exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM contacts WHERE root_key = $1")
-                .bind(&root[..])
-                .fetch_optional(self.store.pool())
-                .await?;
-        if contact_exists.is_some() {
+        if contact_named_by(self.store.pool(), &root).await?.is_some() {
             let later: Vec<Pending> = later
                 .into_iter()
                 .map(|(message, position)| {
@@ -194,7 +162,7 @@ impl Device {
                     .await?;
             }
         }
-        let folded = crate::store::contacts::contact_named_by(self.store.pool(), &root).await?;
+        let folded = contact_named_by(self.store.pool(), &root).await?;
         let alias = folded.ok_or(ClientError::Contended)?;
         // Our hello (and any queued message) goes out now; a failure stays queued.
         self.flush_outbox().await?;
@@ -204,14 +172,13 @@ impl Device {
     /// Blocks the sender of request `id` on every device: the request is dropped and
     /// their first messages are refused from now on. Returns the name they gave.
     pub async fn block_request(&self, id: i64) -> Result<String, ClientError> {
-        let row: Option<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT root_key, name FROM requests WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.store.pool())
-                .await?;
-        let (root, name) = row.ok_or(ClientError::UnknownRequest(id))?;
+        let (root, name) = self
+            .store
+            .request_sender(id)
+            .await?
+            .ok_or(ClientError::UnknownRequest(id))?;
         self.append(vec![Pending::free(EventKind::Blocked {
-            contact: root_key(&root)?,
+            contact: root,
             blocked: true,
         })])
         .await?;
@@ -224,40 +191,28 @@ impl Device {
         &self,
         id: i64,
     ) -> Result<([u8; 32], FirstContact, Vec<(FirstMessage, u64)>), ClientError> {
-        let row: Option<RequestRow> = sqlx::query_as(
-            "SELECT root_key, identity, name, relay_url, mailbox, consumed, generation, sealed
-             FROM requests WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await?;
-        let (root, identity, name, relay_url, mailbox, consumed, generation, sealed) =
-            row.ok_or(ClientError::UnknownRequest(id))?;
-        let root = root_key(&root)?;
-        let session = self.request_session(&root, generation, &sealed)?;
-        let rows: Vec<(Vec<u8>, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT envelope_id, sent_ms, position, sealed FROM request_messages
-             WHERE request = $1 ORDER BY position",
-        )
-        .bind(id)
-        .fetch_all(self.store.pool())
-        .await?;
+        let held = self
+            .store
+            .held_request(id)
+            .await?
+            .ok_or(ClientError::UnknownRequest(id))?;
         let corrupt = |what: &str| ClientError::Corrupt(format!("request {what}"));
-        let mut messages = rows
+        let mut messages = self
+            .store
+            .held_messages(self.store.pool(), id)
+            .await?
             .into_iter()
-            .map(|(envelope_id, sent_ms, position, sealed)| {
-                let text = self.store.open_sealed(
-                    "request_message",
-                    &row::request_message(&envelope_id, id),
-                    &sealed,
-                )?;
+            .map(|m| {
                 Ok((
                     FirstMessage {
-                        envelope_id: envelope_id.try_into().map_err(|_| corrupt("envelope id"))?,
-                        sent_ms: u64::try_from(sent_ms).unwrap_or(0),
-                        text: String::from_utf8(text.to_vec()).map_err(|_| corrupt("text"))?,
+                        envelope_id: m
+                            .envelope_id
+                            .try_into()
+                            .map_err(|_| corrupt("envelope id"))?,
+                        sent_ms: u64::try_from(m.sent_ms).unwrap_or(0),
+                        text: m.text,
                     },
-                    u64::try_from(position).unwrap_or(0),
+                    u64::try_from(m.position).unwrap_or(0),
                 ))
             })
             .collect::<Result<Vec<_>, ClientError>>()?
@@ -266,34 +221,21 @@ impl Device {
             .next()
             .ok_or_else(|| corrupt("without a message"))?;
         Ok((
-            root,
+            held.root,
             FirstContact {
-                session,
-                identity: IdentityKeys::decode(&identity)?,
+                session: held.session,
+                identity: IdentityKeys::decode(&held.identity)?,
                 hello: Hello {
-                    relay_url,
-                    mailbox: MailboxId(mailbox.try_into().map_err(|_| corrupt("mailbox"))?),
-                    name,
+                    relay_url: held.relay_url,
+                    mailbox: MailboxId(held.mailbox.try_into().map_err(|_| corrupt("mailbox"))?),
+                    name: held.name,
                 },
                 first,
-                consumed: serde_json::from_str(&consumed).map_err(|_| corrupt("prekey ids"))?,
+                consumed: serde_json::from_str(&held.consumed)
+                    .map_err(|_| corrupt("prekey ids"))?,
             },
             messages.filter(|(m, _)| !m.text.is_empty()).collect(),
         ))
-    }
-
-    fn request_session(
-        &self,
-        root: &[u8; 32],
-        generation: i64,
-        sealed: &[u8],
-    ) -> Result<Session, ClientError> {
-        let known =
-            u64::try_from(generation).map_err(|_| ClientError::Corrupt("generation".into()))?;
-        let snapshot = self
-            .store
-            .open_sealed("request", &row::request(root, known), sealed)?;
-        Ok(Session::restore(&snapshot, known)?)
     }
 
     /// Holds a first message from the stranger `root` (claimed by the message; the
@@ -306,35 +248,25 @@ impl Device {
         envelope: &EnvelopeOut,
         now: i64,
     ) -> Result<Vec<Event>, ClientError> {
-        let existing: Option<(i64, String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, name, generation, sealed FROM requests WHERE root_key = $1")
-                .bind(&root[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (id, name, text) = match existing {
-            Some((id, name, generation, sealed)) => {
-                let held: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM request_messages WHERE request = $1")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
+        let (id, name, text) = match self.store.request_from(tx, root).await? {
+            Some((id, name, mut session, held)) => {
                 if held >= MAX_REQUEST_MESSAGES {
                     return Err(ClientError::Rejected(
                         "a message request already holds as many messages as it may",
                     ));
                 }
-                let mut session = self.request_session(root, generation, &sealed)?;
                 let payload = Payload::decode(&session.decrypt(message)?)?;
-                self.put_request_session(tx, root, &session).await?;
-                self.insert_request_message(
-                    tx,
-                    id,
-                    &envelope.envelope_id.0,
-                    &payload.text,
-                    payload.sent_ms,
-                    envelope.seq,
-                )
-                .await?;
+                self.store.put_request_session(tx, root, &session).await?;
+                self.store
+                    .insert_request_message(
+                        tx,
+                        id,
+                        &envelope.envelope_id.0,
+                        &payload.text,
+                        payload.sent_ms,
+                        envelope.seq,
+                    )
+                    .await?;
                 (id, name, payload.text)
             }
             None => {
@@ -344,37 +276,18 @@ impl Device {
                         "a first message whose sender is not the identity it names",
                     ));
                 }
-                let snapshot = first.session.snapshot();
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO requests (root_key, identity, name, relay_url, mailbox,
-                       consumed, generation, sealed, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                )
-                .bind(&root[..])
-                .bind(first.identity.encode())
-                .bind(&first.hello.name)
-                .bind(&first.hello.relay_url)
-                .bind(&first.hello.mailbox.0[..])
-                .bind(serde_json::to_string(&first.consumed).unwrap_or_default())
-                .bind(i64::try_from(first.session.generation()).unwrap_or(i64::MAX))
-                .bind(self.store.seal(
-                    "request",
-                    &row::request(root, first.session.generation()),
-                    &snapshot,
-                ))
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                self.insert_request_message(
-                    tx,
-                    id,
-                    &first.first.envelope_id,
-                    &first.first.text,
-                    first.first.sent_ms,
-                    envelope.seq,
-                )
-                .await?;
-                drop_oldest_requests(tx).await?;
+                let id = self.store.insert_request(tx, root, &first, now).await?;
+                self.store
+                    .insert_request_message(
+                        tx,
+                        id,
+                        &first.first.envelope_id,
+                        &first.first.text,
+                        first.first.sent_ms,
+                        envelope.seq,
+                    )
+                    .await?;
+                drop_oldest_requests(tx, MAX_PENDING_REQUESTS).await?;
                 (id, first.hello.name, first.first.text)
             }
         };
@@ -384,79 +297,4 @@ impl Device {
             text,
         }])
     }
-
-    async fn put_request_session(
-        &self,
-        tx: &mut SqliteConnection,
-        root: &[u8; 32],
-        session: &Session,
-    ) -> Result<(), ClientError> {
-        sqlx::query("UPDATE requests SET generation = $1, sealed = $2 WHERE root_key = $3")
-            .bind(i64::try_from(session.generation()).unwrap_or(i64::MAX))
-            .bind(self.store.seal(
-                "request",
-                &row::request(root, session.generation()),
-                &session.snapshot(),
-            ))
-            .bind(&root[..])
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert_request_message(
-        &self,
-        tx: &mut SqliteConnection,
-        request: i64,
-        envelope_id: &[u8; 16],
-        text: &str,
-        sent_ms: u64,
-        position: i64,
-    ) -> Result<(), ClientError> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO request_messages (envelope_id, request, sent_ms, position, sealed)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&envelope_id[..])
-        .bind(request)
-        .bind(i64::try_from(sent_ms).unwrap_or(i64::MAX))
-        .bind(position)
-        .bind(
-            self.store.seal(
-                "request_message",
-                &row::request_message(envelope_id, request),
-                text.as_bytes(),
-            ),
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-}
-
-/// Keeps at most [`MAX_PENDING_REQUESTS`], dropping (and counting) the oldest.
-async fn drop_oldest_requests(tx: &mut SqliteConnection) -> Result<(), ClientError> {
-    let over: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM requests ORDER BY id DESC LIMIT -1 OFFSET $1")
-            .bind(MAX_PENDING_REQUESTS)
-            .fetch_all(&mut *tx)
-            .await?;
-    for id in &over {
-        delete_request(tx, *id).await?;
-    }
-    if !over.is_empty() {
-        sqlx::query(
-            "UPDATE constellation SET requests_dropped = requests_dropped + $1 WHERE id = 1",
-        )
-        .bind(i64::try_from(over.len()).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-fn root_key(bytes: &[u8]) -> Result<[u8; 32], ClientError> {
-    bytes
-        .try_into()
-        .map_err(|_| ClientError::Corrupt("request identity".into()))
 }

@@ -1,7 +1,22 @@
 //! Contacts: invitations, accepting them, adding by address, first sessions,
 //! listing, read markers and safety numbers.
 
-use super::*;
+use chorus_core::{Recipient, initiate, sent_event};
+use chorus_crypto::{Fingerprint, SafetyNumber};
+use chorus_relay_api::Id32;
+use chorus_wire::{
+    ContactDetails, EventKind, Hello, IdentityKeys, Invitation, MailboxId, Payload, PrekeyBundle,
+    SecretBytes, SignedPrekey, check_display_name, normalize_display_name,
+};
+
+use super::{ContactInfo, Device, Introduction, SendOutcome, Verification};
+use crate::log::{APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, session_stream};
+use crate::prekeys::{Generator, Purpose};
+use crate::relay::MailboxUse;
+use crate::store::contacts::contact_named_by;
+use crate::store::log_state::stream_version;
+use crate::store::prekeys as store_prekeys;
+use crate::{ClientError, code};
 
 impl Device {
     /// Creates an invitation code: the identity's keys, the current signed prekey, a
@@ -19,11 +34,11 @@ impl Device {
         self.sync_log().await?;
         for _ in 0..APPEND_ATTEMPTS {
             let mut conn = self.store.pool().acquire().await?;
-            let (signed, _) = prekeys::current_directory_keys(&mut conn).await?;
+            let (signed, _) = store_prekeys::current_directory_keys(&mut conn).await?;
             let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
+            let next_id = store_prekeys::next_prekey_id(&mut conn).await?;
             let mut keys =
-                Generator::new(&mut conn, root, &*self.options.entropy, Purpose::Invitation)
-                    .await?;
+                Generator::new(next_id, root, &*self.options.entropy, Purpose::Invitation);
             drop(conn);
             let bundle = PrekeyBundle {
                 identity: self.me.identity.keys().clone(),
@@ -56,12 +71,11 @@ impl Device {
         alias: Option<&str>,
     ) -> Result<(String, SendOutcome), ClientError> {
         let invitation = code::decode(code_text)?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT name FROM contacts WHERE invitation = $1")
-                .bind(&invitation.mailbox.0[..])
-                .fetch_optional(self.store.pool())
-                .await?;
-        if let Some(contact) = existing {
+        if let Some(contact) = self
+            .store
+            .contact_by_invitation(&invitation.mailbox.0)
+            .await?
+        {
             return Err(ClientError::AlreadyAccepted { contact });
         }
         let relay_url = self.url_policy().check(&invitation.relay_url)?;
@@ -75,13 +89,11 @@ impl Device {
                 Some(invitation.mailbox),
             )
             .await?;
-        let failed: Option<String> =
-            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
-                .bind(&contact)
-                .fetch_optional(self.store.pool())
-                .await?
-                .flatten();
-        match failed {
+        let standing = self
+            .store
+            .contact_standing(self.store.pool(), &contact)
+            .await?;
+        match standing.and_then(|(_, failed)| failed) {
             Some(_) => Err(ClientError::InvitationSpent { contact }),
             None => Ok((contact, outcome)),
         }
@@ -122,12 +134,11 @@ impl Device {
         if let Some(name) = known {
             // A contact who never answered (or never can: their invitation had been
             // used) does not block a new introduction: its session is replaced.
-            let stale: Option<(bool, Option<String>)> =
-                sqlx::query_as("SELECT answered, failed FROM contacts WHERE name = $1")
-                    .bind(&name)
-                    .fetch_optional(self.store.pool())
-                    .await?;
-            return match stale {
+            let standing = self
+                .store
+                .contact_standing(self.store.pool(), &name)
+                .await?;
+            return match standing {
                 Some((false, _) | (_, Some(_))) => {
                     let mut conn = self.store.pool().acquire().await?;
                     let tag = self.log.keys.key.stream_tag(&session_stream(&root));
@@ -149,7 +160,12 @@ impl Device {
             |a| normalize_display_name(&a),
         );
         check_display_name("contact name", &alias)?;
-        if self.contact_row(self.store.pool(), &alias).await?.is_some() {
+        if self
+            .store
+            .contact_row(self.store.pool(), &alias)
+            .await?
+            .is_some()
+        {
             return Err(ClientError::ContactNameTaken(alias));
         }
         self.start_session(bundle, alias, relay_url, send_mailbox, invitation, 0)
@@ -243,9 +259,7 @@ impl Device {
     /// alias equal to it ignoring case (`bob` finds "Bob"). Several such aliases are
     /// [`ClientError::AmbiguousContact`], none is [`ClientError::UnknownContact`].
     pub async fn resolve_contact(&self, given: &str) -> Result<String, ClientError> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM contacts ORDER BY name")
-            .fetch_all(self.store.pool())
-            .await?;
+        let names = self.store.contact_names().await?;
         if names.iter().any(|n| n == given) {
             return Ok(given.to_owned());
         }
@@ -266,17 +280,10 @@ impl Device {
 
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
-        type Row = (String, Vec<u8>, String, bool, i64, i64, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT c.name, c.identity, c.relay_url, c.answered, c.added_ms,
-                    (SELECT COUNT(*) FROM messages m
-                     WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to),
-                    c.failed
-             FROM contacts c ORDER BY c.name",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
-        rows.into_iter()
+        self.store
+            .contact_list()
+            .await?
+            .into_iter()
             .map(
                 |(name, identity, relay_url, connected, added_ms, unread, failed)| {
                     let keys = IdentityKeys::decode(&identity)?;
@@ -298,16 +305,11 @@ impl Device {
     /// the identity (a `Read` event in the log; the marker only moves forward).
     pub async fn mark_read(&self, contact: &str) -> Result<(), ClientError> {
         let contact = &self.resolve_contact(contact).await?;
-        let row: Option<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT c.root_key, c.read_up_to,
-                    (SELECT MAX(sent_ms) FROM messages m WHERE m.contact = c.name AND m.outgoing = 0)
-             FROM contacts c WHERE c.name = $1",
-        )
-        .bind(contact)
-        .fetch_optional(self.store.pool())
-        .await?;
-        let (root, read, newest) =
-            row.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let (root, read, newest) = self
+            .store
+            .read_state(contact)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
         let Some(newest) = newest.filter(|n| *n > read) else {
             return Ok(());
         };
@@ -326,12 +328,11 @@ impl Device {
     /// Safety numbers for a contact.
     pub async fn verify(&self, contact: &str) -> Result<Verification, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
-        let identity: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
-                .bind(contact)
-                .fetch_optional(self.store.pool())
-                .await?;
-        let identity = identity.ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+        let identity = self
+            .store
+            .contact_identity(contact)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
         let theirs = IdentityKeys::decode(&identity)?;
         let ours = &self.me.identity.keys().root;
         Ok(Verification {
@@ -339,37 +340,5 @@ impl Device {
             theirs: Fingerprint::of(&theirs.root),
             safety_number: SafetyNumber::new(ours, &theirs.root),
         })
-    }
-
-    pub(crate) async fn contact_row<'e, E: sqlx::SqliteExecutor<'e>>(
-        &self,
-        executor: E,
-        name: &str,
-    ) -> Result<Option<ContactRow>, ClientError> {
-        let row: Option<ContactTuple> = sqlx::query_as(
-            "SELECT name, root_key, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    CASE WHEN invitation = send_mailbox THEN invitation_claim END
-             FROM contacts WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(executor)
-        .await?;
-        row.map(
-            |(name, root, relay_url, send_mailbox, recv_mailbox, hello_acked, invitation_claim)| {
-                Ok(ContactRow {
-                    name,
-                    root: root
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| ClientError::Corrupt("contact key".into()))?,
-                    relay_url,
-                    send_mailbox,
-                    recv_mailbox,
-                    hello_acked,
-                    invitation_claim,
-                })
-            },
-        )
-        .transpose()
     }
 }

@@ -17,35 +17,23 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::{
-    EncryptedMessage, FirstContact, MessageKind, Outgoing, Proposal, Recipient, Roster, handshakes,
-    initiate, respond, sent_event,
-};
+use chorus_core::Roster;
 use chorus_crypto::{EpochKey, Fingerprint, SafetyNumber};
-use chorus_relay_api::{
-    BundledPost, EnvelopeOut, HexBytes, Id16, Id32, PublishPrekeysRequest, Push,
-};
+use chorus_relay_api::{BundledPost, Id32};
 use chorus_wire::{
-    ContactDetails, DirectoryEntry, Envelope, EventKind, FirstMessage, Hello, IdentityKeys,
-    InitialMessage, Invitation, MailboxId, OneTimePrekey, Payload, PqPrekey, PrekeyBundle,
-    SecretBytes, SecurityLevel, SignedPrekey, check_display_name, check_text,
-    normalize_display_name,
+    DirectoryEntry, EventKind, IdentityKeys, MailboxId, OneTimePrekey, PqPrekey, PrekeyBundle,
+    SecurityLevel, check_display_name, normalize_display_name,
 };
-use futures::StreamExt;
 use serde::Serialize;
-use sqlx::SqliteConnection;
 
 pub use crate::event::{Event, Message};
-pub(crate) use crate::handle::failpoint;
 pub use crate::handle::{Clock, Options, SIBLING_DELIVERY, SystemClock};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
-use crate::log::{APPEND_ATTEMPTS, Appended, Log, LogKeys, PREKEY_STREAM, Pending, session_stream};
-use crate::prekeys::{self, Generator, LoadedPrekeys, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
+use crate::log::{Appended, Log, LogKeys, Pending};
+use crate::prekeys;
 use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolicy, normalize_url};
-use crate::store::contacts::contact_named_by;
-use crate::store::log_state::{seal_epoch_key, stream_version};
-use crate::store::row;
-use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock, code};
+use crate::store::identity::NewDevice;
+use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock};
 
 mod contacts;
 mod outbox;
@@ -133,16 +121,12 @@ const EPOCH: u32 = 1;
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
 /// How often `watch` checks the directory's prekey supply and rotation schedule.
 pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
-/// `Delivered` events per append: the relay's batch bound.
-use chorus_relay_api::limits::MAX_APPEND_BATCH;
 /// Mailboxes whose outbox rows are posted at once.
 pub const OUTBOX_PARALLEL: usize = 8;
 /// How long an outbox row for a contact's relay waits after its first failure.
 pub const OUTBOX_FIRST_DELAY: Duration = Duration::from_secs(5);
 /// The longest wait between two tries of one outbox row.
 pub const OUTBOX_MAX_DELAY: Duration = Duration::from_secs(3600);
-/// Mailboxes per batched read: the relay's bound.
-use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 
 /// A contact as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -260,35 +244,6 @@ pub struct Verification {
     pub safety_number: SafetyNumber,
 }
 
-/// `identity`: name, relay URL, log id, intro mailbox, sealed secrets.
-type IdentityRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
-/// `contacts`: name, root key, relay URL, send mailbox, receive mailbox, hello acknowledged.
-type ContactTuple = (
-    String,
-    Vec<u8>,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-    bool,
-    Option<Vec<u8>>,
-);
-/// Why a contact whose invitation someone else had used can never answer.
-const INVITATION_SPENT: &str = "their invitation had already been used by someone else";
-
-/// `outbox`: envelope id, relay URL, mailbox, envelope, our claim on it (an invitation's).
-type OutboxRow = (Vec<u8>, String, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
-
-/// What posting one queue did: the envelope ids posted, and the row that failed.
-type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
-
-/// One mailbox's due outbox rows, oldest first.
-struct OutboxQueue {
-    relay_url: String,
-    mailbox: Id32,
-    /// Envelope id, bytes, and our claim on the mailbox if it is an invitation's.
-    rows: Vec<([u8; 16], Vec<u8>, Option<Id16>)>,
-}
-
 /// How long an outbox row waits after its `attempts`-th failure on a contact's relay:
 /// [`OUTBOX_FIRST_DELAY`], doubling, at most [`OUTBOX_MAX_DELAY`].
 pub fn outbox_delay(attempts: i64) -> Duration {
@@ -296,21 +251,6 @@ pub fn outbox_delay(attempts: i64) -> Duration {
     OUTBOX_FIRST_DELAY
         .saturating_mul(1u32 << doublings)
         .min(OUTBOX_MAX_DELAY)
-}
-/// `messages`: outgoing, envelope id, sent, stored, sealed text, the table it is sealed for.
-type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
-
-/// The contact row.
-pub(crate) struct ContactRow {
-    #[allow(dead_code)]
-    name: String,
-    pub(crate) root: [u8; 32],
-    relay_url: String,
-    send_mailbox: Vec<u8>,
-    recv_mailbox: Vec<u8>,
-    hello_acked: bool,
-    /// Our claim on their invitation, when we still write to it.
-    invitation_claim: Option<Vec<u8>>,
 }
 
 fn id32(bytes: &[u8]) -> Result<Id32, ClientError> {
@@ -474,44 +414,22 @@ impl Device {
         options: Options,
         checkpoint: Option<&chorus_wire::Checkpoint>,
     ) -> Result<Self, ClientError> {
-        let now = options.clock.now_ms();
         let sealed_secrets = secrets.to_bytes()?;
-        let mut tx = store.begin().await?;
-        sqlx::query(
-            "INSERT INTO identity (id, name, relay_url, log_id, intro_mailbox, sealed, created_ms)
-             VALUES (1, $1, $2, $3, $4, $5, $6)",
-        )
-        .bind(name)
-        .bind(relay_url)
-        .bind(&log_id.0[..])
-        .bind(&intro.0[..])
-        .bind(store.seal("identity", "1", &sealed_secrets))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO constellation (id, applied_seq, epoch, sealed) VALUES (1, $1, $2, $3)",
-        )
-        .bind(applied_seq)
-        .bind(i64::from(EPOCH))
-        .bind(seal_epoch_key(&store, &epoch_key))
-        .execute(&mut *tx)
-        .await?;
-        for (i, entry) in roster.iter().enumerate() {
-            sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")
-                .bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .bind(entry)
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_mailbox(&mut tx, &intro.0, "intro", None, now).await?;
-        if let Some(checkpoint) = checkpoint {
-            store.import_checkpoint(&mut tx, checkpoint).await?;
-        }
-        sqlx::query("DELETE FROM pending_link")
-            .execute(&mut *tx)
+        store
+            .create_device(NewDevice {
+                name,
+                relay_url,
+                log_id,
+                intro,
+                secrets: &sealed_secrets,
+                epoch: EPOCH,
+                epoch_key: &epoch_key,
+                roster,
+                applied_seq,
+                checkpoint,
+                now: options.clock.now_ms(),
+            })
             .await?;
-        tx.commit().await?;
         Self::assemble(
             store,
             home,
@@ -582,32 +500,18 @@ impl Device {
             return Err(ClientError::NotInitialized(home.to_owned()));
         }
         let store = options.open_store(home, unlock).await?;
-        let row: Option<IdentityRow> = sqlx::query_as(
-            "SELECT name, relay_url, log_id, intro_mailbox, sealed FROM identity WHERE id = 1",
-        )
-        .fetch_optional(store.pool())
-        .await?;
-        let Some((name, relay_url, log_id, intro, sealed)) = row else {
+        let Some(row) = store.identity().await? else {
             return Err(ClientError::NotInitialized(home.to_owned()));
         };
-        let (epoch, sealed_key): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT epoch, sealed FROM constellation WHERE id = 1")
-                .fetch_one(store.pool())
-                .await?;
-        let raw = store.open_sealed("constellation", "1", &sealed_key)?;
-        let raw: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Corrupt("epoch key".into()))?;
-        let epoch_key = EpochKey::from_bytes(&raw);
-        let plain = store.open_sealed("identity", "1", &sealed)?;
-        let log_id = id32(&log_id)?;
+        let (epoch, epoch_key) = store.epoch_key().await?;
+        let log_id = id32(&row.log_id)?;
         // The relay client keeps its own copy of the device key (wiped on drop).
-        let relay = RelayClient::new(&relay_url, options.backoff)?.with_login(Login {
+        let relay = RelayClient::new(&row.relay_url, options.backoff)?.with_login(Login {
             log_id,
-            device: Arc::new(IdentitySecrets::from_bytes(&plain)?.device),
+            device: Arc::new(IdentitySecrets::from_bytes(&row.secrets)?.device),
         });
-        let epoch = u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?;
+        let (name, relay_url, intro) = (row.name, row.relay_url, row.intro_mailbox);
+        let plain = row.secrets;
         Self::assemble(
             store,
             home,
@@ -723,40 +627,6 @@ impl Introduction {
             mailbox: entry.intro_mailbox,
         })
     }
-}
-
-/// The event for an envelope refused for good: only its cursor moves.
-fn rejected(e: &ClientError) -> Vec<Event> {
-    tracing::warn!(error = %e, "envelope rejected");
-    vec![Event::Rejected {
-        reason: format!("an envelope: {e}"),
-    }]
-}
-
-enum Received {
-    /// Applied in the caller's transaction.
-    Done(Vec<Event>),
-    /// A new contact: these events must be appended (outside any transaction).
-    NewContact(Vec<Pending>),
-}
-
-async fn insert_mailbox(
-    tx: &mut SqliteConnection,
-    mailbox: &[u8],
-    kind: &str,
-    contact: Option<&str>,
-    now: i64,
-) -> Result<(), ClientError> {
-    sqlx::query(
-        "INSERT INTO mailboxes (mailbox_id, kind, contact, created_ms) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(mailbox)
-    .bind(kind)
-    .bind(contact)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// Removes what a failed `init` created, so a retry starts clean.

@@ -2,7 +2,26 @@
 //! relay, a refused bundle, a relay that was down), posted in order per mailbox
 //! with backoff, each marked `Delivered` in the log once the relay has it.
 
-use super::*;
+use chorus_relay_api::limits::MAX_APPEND_BATCH;
+use chorus_relay_api::{Id16, Id32};
+use chorus_wire::EventKind;
+use futures::StreamExt;
+
+use super::{Device, OUTBOX_PARALLEL, id32, outbox_delay};
+use crate::ClientError;
+use crate::log::Pending;
+use crate::relay::{Backoff, MailboxUse, RelayClient, RelayError};
+
+/// What posting one queue did: the envelope ids posted, and the row that failed.
+type QueueOutcome = (Vec<[u8; 16]>, Option<([u8; 16], RelayError)>);
+
+/// One mailbox's due outbox rows, oldest first.
+struct OutboxQueue {
+    relay_url: String,
+    mailbox: Id32,
+    /// Envelope id, bytes, and our claim on the mailbox if it is an invitation's.
+    rows: Vec<([u8; 16], Vec<u8>, Option<Id16>)>,
+}
 
 impl Device {
     /// Registers at the home relay the mailboxes created for new contacts while
@@ -10,10 +29,7 @@ impl Device {
     /// refuses stays unregistered and is tried again next time; it never stops the
     /// others (or the outbox).
     pub(super) async fn register_pending(&self) -> Result<Vec<RelayError>, ClientError> {
-        let pending: Vec<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT mailbox_id, kind FROM mailboxes WHERE registered = 0")
-                .fetch_all(self.store.pool())
-                .await?;
+        let pending = self.store.unregistered_mailboxes().await?;
         let mut errors = Vec::new();
         for (m, kind) in pending {
             match self
@@ -21,12 +37,7 @@ impl Device {
                 .register_mailbox(id32(&m)?, MailboxUse::from_kind(&kind))
                 .await
             {
-                Ok(_) => {
-                    sqlx::query("UPDATE mailboxes SET registered = 1 WHERE mailbox_id = $1")
-                        .bind(&m)
-                        .execute(self.store.pool())
-                        .await?;
-                }
+                Ok(_) => self.store.mark_registered(&m).await?,
                 Err(e @ RelayError::Unreachable { .. }) => {
                     errors.push(e);
                     break;
@@ -43,31 +54,13 @@ impl Device {
     /// name), the send is done: one relay request and two local commits in all.
     /// Otherwise the outbox is flushed as a whole ([`Self::flush_one`]).
     pub(super) async fn send_now(&self, envelope_id: &[u8; 16]) -> Option<RelayError> {
-        let waiting: Result<i64, _> = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM outbox)
-                  + (SELECT COUNT(*) FROM mailboxes WHERE registered = 0)",
-        )
-        .fetch_one(self.store.pool())
-        .await;
-        if waiting.is_ok_and(|n| n == 0)
+        if self.store.waiting().await.is_ok_and(|n| n == 0)
             && self.send_pending().await.is_ok()
-            && self.queued(envelope_id).await.is_ok_and(|q| !q)
+            && self.store.queued(envelope_id).await.is_ok_and(|q| !q)
         {
             return None;
         }
         self.flush_one(envelope_id).await
-    }
-
-    /// Whether `envelope_id` is still pending or in the outbox.
-    pub(super) async fn queued(&self, envelope_id: &[u8; 16]) -> Result<bool, ClientError> {
-        let row: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM outbox WHERE envelope_id = $1
-             UNION ALL SELECT 1 FROM pending_sends WHERE envelope_id = $1",
-        )
-        .bind(&envelope_id[..])
-        .fetch_optional(self.store.pool())
-        .await?;
-        Ok(row.is_some())
     }
 
     /// Posts the outbox, oldest first (so earlier queued messages keep their order),
@@ -80,7 +73,7 @@ impl Device {
                 reason: e.to_string(),
             }],
         };
-        match self.queued(envelope_id).await {
+        match self.store.queued(envelope_id).await {
             Ok(false) => None,
             _ => Some(errors.pop().unwrap_or_else(|| RelayError::BadResponse {
                 url: self.me.relay_url.clone(),
@@ -117,19 +110,15 @@ impl Device {
         let mut errors = self.register_pending().await?;
         let now = self.now();
         let patience = i64::try_from(self.options.sibling_delivery.as_millis()).unwrap_or(i64::MAX);
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT o.envelope_id, o.relay_url, o.mailbox_id, o.envelope, c.invitation_claim
-             FROM outbox o LEFT JOIN contacts c ON c.name = o.contact AND c.invitation = o.mailbox_id
-             WHERE (o.author IS NULL OR o.author = $1 OR o.created_ms <= $2)
-               AND (o.next_attempt_ms <= $3 OR o.relay_url = $4)
-             ORDER BY o.created_ms, o.rowid",
-        )
-        .bind(&self.log.keys.device[..])
-        .bind(now.saturating_sub(patience))
-        .bind(now)
-        .bind(&self.me.relay_url)
-        .fetch_all(self.store.pool())
-        .await?;
+        let rows = self
+            .store
+            .due_outbox(
+                &self.log.keys.device,
+                now.saturating_sub(patience),
+                now,
+                &self.me.relay_url,
+            )
+            .await?;
         // One queue per mailbox, in first-seen order.
         let mut queues: Vec<OutboxQueue> = Vec::new();
         for (envelope_id, relay_url, mailbox, envelope, claim) in rows {
@@ -164,24 +153,14 @@ impl Device {
             if let Some((id, e)) = failed {
                 // Someone else answered this invitation first: nothing queued for it
                 // can ever arrive, and the contact can never answer.
-                if e.code() == Some("mailbox_spent") && self.invitation_spent(&id).await? {
+                if e.code() == Some("mailbox_spent") && self.store.invitation_spent(&id).await? {
                     errors.push(e);
                     continue;
                 }
-                let attempts: i64 = sqlx::query_scalar(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2
-                     WHERE envelope_id = $1 RETURNING attempts",
-                )
-                .bind(&id[..])
-                .bind(e.to_string())
-                .fetch_optional(self.store.pool())
-                .await?
-                .unwrap_or(0);
+                let attempts = self.store.outbox_failed(&id, &e.to_string()).await?;
                 let delay = i64::try_from(outbox_delay(attempts).as_millis()).unwrap_or(i64::MAX);
-                sqlx::query("UPDATE outbox SET next_attempt_ms = $2 WHERE envelope_id = $1")
-                    .bind(&id[..])
-                    .bind(now.saturating_add(delay))
-                    .execute(self.store.pool())
+                self.store
+                    .outbox_retry_at(&id, now.saturating_add(delay))
                     .await?;
                 errors.push(e);
             }
@@ -200,47 +179,9 @@ impl Device {
         Ok(errors)
     }
 
-    /// The invitation `envelope_id` was posted to had been used by someone else: the
-    /// contact is marked failed, and what was queued for that mailbox is dropped.
-    /// False (nothing changed) unless the mailbox is the contact's invitation.
-    pub(super) async fn invitation_spent(
-        &self,
-        envelope_id: &[u8; 16],
-    ) -> Result<bool, ClientError> {
-        let mut tx = self.store.begin().await?;
-        let row: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT contact, mailbox_id FROM outbox WHERE envelope_id = $1")
-                .bind(&envelope_id[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((contact, mailbox)) = row {
-            let marked =
-                sqlx::query("UPDATE contacts SET failed = $1 WHERE name = $2 AND invitation = $3")
-                    .bind(INVITATION_SPENT)
-                    .bind(&contact)
-                    .bind(&mailbox)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            // Only an invitation's mailbox is single-use: any other relay saying so
-            // is wrong, and the rows stay to be retried.
-            if marked == 0 {
-                return Ok(false);
-            }
-            sqlx::query("DELETE FROM outbox WHERE contact = $1 AND mailbox_id = $2")
-                .bind(&contact)
-                .bind(&mailbox)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Posts one mailbox's queue in order, stopping at the first failure (the rows
     /// behind it keep their order). Returns what was posted and the failure.
-    pub(super) async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
+    async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
         let mut posted = Vec::new();
         let client = if queue.relay_url == self.me.relay_url {
             Ok(self.relay.clone())

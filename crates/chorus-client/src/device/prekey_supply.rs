@@ -1,6 +1,13 @@
 //! Keeping this device's prekeys at the directory: replenish and rotate.
 
-use super::*;
+use chorus_relay_api::{HexBytes, PublishPrekeysRequest};
+use chorus_wire::{DirectoryEntry, MailboxId, SignedPrekey};
+
+use super::Device;
+use crate::ClientError;
+use crate::log::{APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending};
+use crate::prekeys::{self, Generator, ONE_TIME_BATCH, Purpose, REPLENISH_BELOW};
+use crate::store::prekeys as store_prekeys;
 
 impl Device {
     /// Keeps the directory supplied: rotates the signed and last-resort prekeys when
@@ -27,12 +34,13 @@ impl Device {
             request = PublishPrekeysRequest::default();
             let now = self.now();
             let mut conn = self.store.pool().acquire().await?;
-            let rotate = match prekeys::current_signed(&mut conn).await? {
+            let rotate = match store_prekeys::current_signed(&mut conn).await? {
                 None => true,
                 Some((_, created)) => prekeys::rotation_due(created, now),
             };
+            let next_id = store_prekeys::next_prekey_id(&mut conn).await?;
             let mut keys =
-                Generator::new(&mut conn, root, &*self.options.entropy, Purpose::Directory).await?;
+                Generator::new(next_id, root, &*self.options.entropy, Purpose::Directory);
             drop(conn);
             if rotate {
                 keys.signed()?;
@@ -62,7 +70,7 @@ impl Device {
             request = PublishPrekeysRequest::default();
         }
         let mut tx = self.store.begin().await?;
-        let (signed, last_resort) = prekeys::current_directory_keys(&mut tx).await?;
+        let (signed, last_resort) = store_prekeys::current_directory_keys(&mut tx).await?;
         let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
         let entry = DirectoryEntry {
             identity: self.me.identity.keys().clone(),
@@ -71,7 +79,7 @@ impl Device {
         };
         request.signed_prekey = Some(HexBytes(entry.encode()));
         request.pq_last_resort = last_resort.map(HexBytes);
-        prekeys::purge_retired(&mut tx, self.now()).await?;
+        store_prekeys::purge_retired(&mut tx, prekeys::retired_before(self.now())).await?;
         tx.commit().await?;
         self.relay.publish_prekeys(address, &request).await?;
         Ok(())

@@ -1,8 +1,23 @@
 //! Receiving: folding the log, reading the mailboxes and deciding each envelope
 //! (a contact's message, a first contact, a forgery or a replay).
 
-use super::*;
 use chorus_core::route::{Arrived, MailboxKind, Refusal, Route, route};
+use chorus_core::{EncryptedMessage, FirstContact, MessageKind, Proposal, handshakes, respond};
+use chorus_relay_api::{EnvelopeOut, Id32};
+use chorus_wire::{Envelope, FirstMessage, InitialMessage, Payload};
+use sqlx::SqliteConnection;
+
+use super::{Device, SYNC_PAGE, id32};
+use crate::log::{Pending, session_stream};
+use crate::prekeys;
+use crate::store::contacts::{contact_named_by, handshake_seen, mark_answered, set_contact_route};
+use crate::store::history::{HistoryRow, insert_and_tell};
+use crate::store::log_state::stream_version;
+use crate::store::mailboxes::{advance_cursor, mailbox as our_mailbox};
+use crate::store::prekeys::LoadedPrekeys;
+use crate::store::row;
+use crate::{ClientError, Event, Message};
+use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 
 impl Device {
     /// Folds the log, reads every mailbox to its end and processes what arrived, then
@@ -12,10 +27,7 @@ impl Device {
         let mut events = self.sync_log().await?;
         // Receiving first: nothing queued for others can hold up what arrived.
         loop {
-            let cursors: Vec<(Vec<u8>, i64)> =
-                sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
-                    .fetch_all(self.store.pool())
-                    .await?;
+            let cursors = self.store.cursors().await?;
             let (mut more, mut progressed) = (false, false);
             for chunk in cursors.chunks(MAILBOXES_PER_READ) {
                 let chunk = chunk
@@ -73,12 +85,7 @@ impl Device {
         envelopes: &[EnvelopeOut],
     ) -> Result<(usize, Vec<Event>), ClientError> {
         let mut tx = self.store.begin().await?;
-        let row: Option<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1")
-                .bind(&mailbox.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((kind, contact, mut after)) = row else {
+        let Some((kind, contact, mut after)) = our_mailbox(&mut tx, &mailbox.0).await? else {
             // Not ours (any more): nothing to do for any of them.
             return Ok((envelopes.len(), Vec::new()));
         };
@@ -113,13 +120,7 @@ impl Device {
             }
         }
         if taken > 0 {
-            sqlx::query(
-                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
-            )
-            .bind(after)
-            .bind(&mailbox.0[..])
-            .execute(&mut *tx)
-            .await?;
+            advance_cursor(&mut tx, &mailbox.0, after).await?;
             tx.commit().await?;
         }
         Ok((taken, events))
@@ -143,7 +144,7 @@ impl Device {
         let Some(mut session) = self.store.get_session(&mut tx, name).await? else {
             return Ok((0, Vec::new()));
         };
-        let Some(row) = self.contact_row(&mut *tx, name).await? else {
+        let Some(row) = self.store.contact_row(&mut *tx, name).await? else {
             return Ok((0, Vec::new()));
         };
         let now = self.now();
@@ -184,7 +185,7 @@ impl Device {
                 sent_ms,
                 stored_ms: now,
             })));
-            history.push(crate::store::history::HistoryRow {
+            history.push(HistoryRow {
                 alias: name.to_owned(),
                 outgoing: false,
                 envelope_id: envelope.envelope_id.0,
@@ -202,19 +203,11 @@ impl Device {
         if taken == 0 {
             return Ok((0, Vec::new()));
         }
-        crate::store::history::insert_and_tell(&mut tx, &history, &mut events).await?;
+        insert_and_tell(&mut tx, &history, &mut events).await?;
         self.store.put_session(&mut tx, name, &session).await?;
         let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
-        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
-            .bind(acked)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1")
-            .bind(after)
-            .bind(&mailbox.0[..])
-            .execute(&mut *tx)
-            .await?;
+        mark_answered(&mut tx, name, acked).await?;
+        advance_cursor(&mut tx, &mailbox.0, after).await?;
         tx.commit().await?;
         Ok((taken, events.into_iter().flatten().collect()))
     }
@@ -234,13 +227,7 @@ impl Device {
         let mut folded_log = false;
         loop {
             let mut tx = self.store.begin().await?;
-            let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
-                "SELECT kind, contact, after_seq FROM mailboxes WHERE mailbox_id = $1",
-            )
-            .bind(&mailbox.0[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((kind, contact, after)) = row else {
+            let Some((kind, contact, after)) = our_mailbox(&mut tx, &mailbox.0).await? else {
                 return Ok(Vec::new());
             };
             if envelope.seq <= after {
@@ -291,13 +278,7 @@ impl Device {
                     rejected(&e)
                 }
             };
-            sqlx::query(
-                "UPDATE mailboxes SET after_seq = $1 WHERE mailbox_id = $2 AND after_seq < $1",
-            )
-            .bind(envelope.seq)
-            .bind(&mailbox.0[..])
-            .execute(&mut *tx)
-            .await?;
+            advance_cursor(&mut tx, &mailbox.0, envelope.seq).await?;
             tx.commit().await?;
             if events
                 .iter()
@@ -309,7 +290,7 @@ impl Device {
         }
     }
 
-    pub(super) async fn receive(
+    async fn receive(
         &self,
         tx: &mut SqliteConnection,
         mailbox: &Id32,
@@ -395,23 +376,15 @@ impl Device {
         let payload = Payload::decode(&plaintext)?;
         if let Some(hello) = &payload.hello {
             let relay_url = self.url_policy().check(&hello.relay_url)?;
-            sqlx::query("UPDATE contacts SET send_mailbox = $1, relay_url = $2 WHERE name = $3")
-                .bind(&hello.mailbox.0[..])
-                .bind(&relay_url)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await?;
+            set_contact_route(tx, &name, &hello.mailbox.0, &relay_url).await?;
         }
         let row = self
+            .store
             .contact_row(&mut *tx, &name)
             .await?
             .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
         let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
-        sqlx::query("UPDATE contacts SET hello_acked = $1, answered = 1 WHERE name = $2")
-            .bind(acked)
-            .bind(&name)
-            .execute(&mut *tx)
-            .await?;
+        mark_answered(tx, &name, acked).await?;
         let events = self.deliver(tx, &name, &payload, envelope, now).await?;
         self.store.put_session(tx, &name, &session).await?;
         Ok(Received::Done(events))
@@ -458,7 +431,7 @@ impl Device {
     /// new handshake from the contact, settled by `chorus_core::handshakes` and
     /// proposed to the log with the decision; else the current session's `error`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn receive_off_current(
+    async fn receive_off_current(
         &self,
         tx: &mut SqliteConnection,
         mailbox: &Id32,
@@ -506,15 +479,14 @@ impl Device {
         // A first message taken before, put back (the relay keeps and can repost
         // every envelope): it would move the conversation back onto an old session.
         let base_key = *InitialMessage::decode(&message.bytes)?.ephemeral.as_bytes();
-        if crate::store::contacts::handshake_seen(tx, &theirs, &base_key).await? {
+        if handshake_seen(tx, &theirs, &base_key).await? {
             return Err(ClientError::Rejected("a replayed first message"));
         }
-        let failed: Option<String> =
-            sqlx::query_scalar("SELECT failed FROM contacts WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
+        let failed = self
+            .store
+            .contact_standing(&mut *tx, name)
+            .await?
+            .and_then(|(_, failed)| failed);
         let settled = handshakes::settle(
             handshakes::CurrentSession {
                 awaiting_reply: current.awaiting_reply(),
@@ -606,4 +578,19 @@ impl Device {
         let guarded = chorus_core::propose_contact(first, proposal, &mut self.rng())?;
         Ok(guarded.into_iter().map(Pending::from).collect())
     }
+}
+
+/// The event for an envelope refused for good: only its cursor moves.
+fn rejected(e: &ClientError) -> Vec<Event> {
+    tracing::warn!(error = %e, "envelope rejected");
+    vec![Event::Rejected {
+        reason: format!("an envelope: {e}"),
+    }]
+}
+
+enum Received {
+    /// Applied in the caller's transaction.
+    Done(Vec<Event>),
+    /// A new contact: these events must be appended (outside any transaction).
+    NewContact(Vec<Pending>),
 }

@@ -1,7 +1,16 @@
 //! Sending: the pending send, the sequenced (and, on our own relay, bundled)
 //! append of its `Sent` record, and the outbox for what still has to be posted.
 
-use super::*;
+use chorus_core::{Outgoing, Recipient};
+use chorus_relay_api::{BundledPost, HexBytes, Id16, Id32};
+use chorus_wire::{EventKind, Hello, check_text};
+
+use super::{Device, SendOutcome};
+use crate::ClientError;
+use crate::handle::failpoint;
+use crate::log::{APPEND_ATTEMPTS, Appended, Pending};
+use crate::store::contacts::ContactRow;
+use crate::store::history::has_message;
 
 impl Device {
     /// Sends a text message. The text is kept (sealed) as a pending send first; it is
@@ -15,6 +24,7 @@ impl Device {
             return Err(ClientError::EmptyMessage);
         }
         if self
+            .store
             .contact_row(self.store.pool(), contact)
             .await?
             .is_none()
@@ -22,19 +32,9 @@ impl Device {
             return Err(ClientError::UnknownContact(contact.to_owned()));
         }
         let envelope_id: [u8; 16] = self.random();
-        sqlx::query(
-            "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&envelope_id[..])
-        .bind(contact)
-        .bind(self.store.seal(
-            "pending_send",
-            &row::message(&envelope_id, contact, true),
-            text.as_bytes(),
-        ))
-        .bind(self.now())
-        .execute(self.store.pool())
-        .await?;
+        self.store
+            .insert_pending_send(&envelope_id, contact, text, self.now())
+            .await?;
         let queued = self.send_now(&envelope_id).await;
         Ok(SendOutcome {
             envelope_id,
@@ -44,22 +44,9 @@ impl Device {
 
     /// Appends a `Sent` event for every pending send, oldest first.
     pub(super) async fn send_pending(&self) -> Result<(), ClientError> {
-        let pending: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT envelope_id, contact, sealed FROM pending_sends ORDER BY created_ms, rowid",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
-        for (id, contact, sealed) in pending {
-            let envelope_id = <[u8; 16]>::try_from(id.as_slice())
-                .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
-            let text = self.store.open_sealed(
-                "pending_send",
-                &row::message(&envelope_id, &contact, true),
-                &sealed,
-            )?;
-            let text = String::from_utf8(text.to_vec())
-                .map_err(|_| ClientError::Corrupt("pending send".into()))?;
-            self.send_sequenced(&contact, envelope_id, &text).await?;
+        for p in self.store.pending_sends().await? {
+            self.send_sequenced(&p.contact, p.envelope_id, &p.text)
+                .await?;
         }
         Ok(())
     }
@@ -83,15 +70,11 @@ impl Device {
             // The session and the stream version come from one cut: the core decides
             // the guard on the state that folded this session.
             let mut cut = self.log.cut().await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM messages WHERE envelope_id = $1")
-                    .bind(&envelope_id[..])
-                    .fetch_optional(&mut *cut.tx)
-                    .await?;
-            if done.is_some() {
+            if has_message(&mut cut.tx, &envelope_id).await? {
                 return Ok(());
             }
             let row = self
+                .store
                 .contact_row(&mut *cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;

@@ -1,55 +1,37 @@
 //! What a device shows: history, the identity's devices and its status.
 
-use super::*;
+use chorus_wire::SecurityLevel;
+
+use super::{Device, DeviceInfo, MailboxStatus, OutboxProblem, Status};
+use crate::store::log_state::{load_roster, register};
+use crate::store::prekeys as store_prekeys;
+use crate::{ClientError, Message};
 
 impl Device {
     /// The last `limit` messages with a contact, oldest first.
     pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
         if self
+            .store
             .contact_row(self.store.pool(), contact)
             .await?
             .is_none()
         {
             return Err(ClientError::UnknownContact(contact.to_owned()));
         }
-        // One order on every device: the sender's clock, then direction, then the
-        // position in the mailbox (incoming) or the log (outgoing). Messages still
-        // waiting for the log (relay unreachable) come last.
-        let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl FROM (
-               SELECT * FROM (
-                 SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, 'message' AS tbl,
-                        0 AS pending, position FROM messages WHERE contact = $1
-                 UNION ALL
-                 SELECT 1, envelope_id, created_ms, created_ms, sealed, 'pending_send',
-                        1, 0 FROM pending_sends WHERE contact = $1
-               ) ORDER BY pending DESC, sent_ms DESC, outgoing DESC, position DESC LIMIT $2
-             ) ORDER BY pending ASC, sent_ms ASC, outgoing ASC, position ASC",
-        )
-        .bind(contact)
-        .bind(i64::from(limit))
-        .fetch_all(self.store.pool())
-        .await?;
-        rows.into_iter()
-            .map(
-                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table)| {
-                    let text = self.store.open_sealed(
-                        &table,
-                        &row::message(&envelope_id, contact, outgoing),
-                        &sealed,
-                    )?;
-                    Ok(Message {
-                        contact: contact.to_owned(),
-                        outgoing,
-                        text: String::from_utf8(text.to_vec())
-                            .map_err(|_| ClientError::Corrupt("message text".into()))?,
-                        sent_ms,
-                        stored_ms,
-                    })
-                },
-            )
-            .collect()
+        Ok(self
+            .store
+            .history(contact, limit)
+            .await?
+            .into_iter()
+            .map(|(outgoing, text, sent_ms, stored_ms)| Message {
+                contact: contact.to_owned(),
+                outgoing,
+                text,
+                sent_ms,
+                stored_ms,
+            })
+            .collect())
     }
 
     /// The identity's devices, from the roster as folded, with the relay's presence.
@@ -63,14 +45,14 @@ impl Device {
         }
         let presence = self.relay.presence().await.ok();
         let mut conn = self.store.pool().acquire().await?;
-        let roster = crate::store::log_state::load_roster(&mut conn, &self.log.keys.log_id).await?;
+        let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
         let mut relinked = std::collections::HashMap::new();
         for d in roster.devices() {
-            let at: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
-                    .bind(chorus_core::relinked_register(d.key.as_bytes()))
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let at = register(
+                &mut *conn,
+                &chorus_core::relinked_register(d.key.as_bytes()),
+            )
+            .await?;
             if let Some(at) = at.and_then(|v| <[u8; 8]>::try_from(v).ok()) {
                 relinked.insert(*d.key.as_bytes(), u64::from_be_bytes(at));
             }
@@ -100,30 +82,13 @@ impl Device {
     /// Relay reachability, outbox, cursors and prekeys.
     pub async fn status(&self) -> Result<Status, ClientError> {
         let relay_error = self.relay.health().await.err().map(|e| e.to_string());
-        let outbox: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM outbox) + (SELECT COUNT(*) FROM pending_sends)",
-        )
-        .fetch_one(self.store.pool())
-        .await?;
-        let failing: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
-            "SELECT contact, relay_url, attempts, last_error, next_attempt_ms FROM outbox
-             WHERE last_error IS NOT NULL ORDER BY created_ms, rowid",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
-        let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests")
-            .fetch_one(self.store.pool())
-            .await?;
-        let mailboxes: Vec<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT kind, contact, after_seq FROM mailboxes ORDER BY rowid")
-                .fetch_all(self.store.pool())
-                .await?;
+        let outbox = self.store.unsent().await?;
+        let failing = self.store.failing_outbox().await?;
+        let requests = self.store.request_count().await?;
+        let mailboxes = self.store.mailbox_list().await?;
         let mut conn = self.store.pool().acquire().await?;
-        let prekeys = prekeys::counts(&mut conn).await?;
-        let security = match crate::store::log_state::load_roster(&mut conn, &self.log.keys.log_id)
-            .await?
-            .level()
-        {
+        let prekeys = store_prekeys::counts(&mut conn).await?;
+        let security = match load_roster(&mut conn, &self.log.keys.log_id).await?.level() {
             SecurityLevel::SharedRoot => "shared-root",
             SecurityLevel::PrimaryRoot => "primary-root",
         };

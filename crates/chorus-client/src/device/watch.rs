@@ -1,6 +1,11 @@
 //! Following the relay's push channel.
 
-use super::*;
+use std::time::Duration;
+
+use chorus_relay_api::{EnvelopeOut, Id32, Push};
+
+use super::{Device, OUTBOX_RETRY, PREKEY_CHECK};
+use crate::{ClientError, Event};
 
 impl Device {
     /// Follows the push channel: catches up, then processes envelopes as they arrive,
@@ -87,11 +92,7 @@ impl Device {
         mailbox: Id32,
         envelopes: &[EnvelopeOut],
     ) -> Result<Vec<Event>, ClientError> {
-        let after: Option<i64> =
-            sqlx::query_scalar("SELECT after_seq FROM mailboxes WHERE mailbox_id = $1")
-                .bind(&mailbox.0[..])
-                .fetch_optional(self.store.pool())
-                .await?;
+        let after = self.store.cursor(&mailbox.0).await?;
         let Some(after) = after else {
             return Ok(Vec::new());
         };

@@ -150,7 +150,7 @@ impl Store {
             } => {
                 let at_ms = log_state::signed(at_ms);
                 for k in &keys {
-                    crate::prekeys::insert_secret(self, tx, k, at_ms).await?;
+                    super::prekeys::insert_secret(self, tx, k, at_ms).await?;
                 }
                 if let Some(m) = invitation_mailbox {
                     sqlx::query(
@@ -164,7 +164,7 @@ impl Store {
                 }
             }
             Effect::PrekeysConsumed(ids) => {
-                crate::prekeys::delete_consumed_ids(tx, &ids).await?;
+                super::prekeys::delete_consumed_ids(tx, &ids).await?;
             }
             Effect::HandshakeSeen { root, base_key } => {
                 sqlx::query(

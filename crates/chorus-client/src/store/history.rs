@@ -108,3 +108,123 @@ impl super::Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+/// A pending send: written before anything is encrypted, removed by the fold of its
+/// `Sent` record.
+pub(crate) struct PendingSend {
+    pub(crate) envelope_id: [u8; 16],
+    pub(crate) contact: String,
+    pub(crate) text: String,
+}
+
+/// `messages` or `pending_sends`: outgoing, envelope id, sent, stored, sealed text,
+/// the table it is sealed for.
+type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
+
+/// A history entry as shown: outgoing, text, sent, stored.
+pub(crate) type ShownMessage = (bool, String, i64, i64);
+
+impl super::Store {
+    /// Keeps `text` to `contact` as a pending send.
+    pub(crate) async fn insert_pending_send(
+        &self,
+        envelope_id: &[u8; 16],
+        contact: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&envelope_id[..])
+        .bind(contact)
+        .bind(self.seal(
+            "pending_send",
+            &row::message(envelope_id, contact, true),
+            text.as_bytes(),
+        ))
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every pending send, oldest first, opened.
+    pub(crate) async fn pending_sends(&self) -> Result<Vec<PendingSend>, ClientError> {
+        let rows: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT envelope_id, contact, sealed FROM pending_sends ORDER BY created_ms, rowid",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, contact, sealed)| {
+                let envelope_id = <[u8; 16]>::try_from(id.as_slice())
+                    .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
+                let text = self.open_sealed(
+                    "pending_send",
+                    &row::message(&envelope_id, &contact, true),
+                    &sealed,
+                )?;
+                let text = String::from_utf8(text.to_vec())
+                    .map_err(|_| ClientError::Corrupt("pending send".into()))?;
+                Ok(PendingSend {
+                    envelope_id,
+                    contact,
+                    text,
+                })
+            })
+            .collect()
+    }
+
+    /// The last `limit` messages with `contact`, oldest first, opened. One order on
+    /// every device: the sender's clock, then direction, then the position in the
+    /// mailbox (incoming) or the log (outgoing). Messages still waiting for the log
+    /// (relay unreachable) come last.
+    pub(crate) async fn history(
+        &self,
+        contact: &str,
+        limit: u32,
+    ) -> Result<Vec<ShownMessage>, ClientError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl FROM (
+               SELECT * FROM (
+                 SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, 'message' AS tbl,
+                        0 AS pending, position FROM messages WHERE contact = $1
+                 UNION ALL
+                 SELECT 1, envelope_id, created_ms, created_ms, sealed, 'pending_send',
+                        1, 0 FROM pending_sends WHERE contact = $1
+               ) ORDER BY pending DESC, sent_ms DESC, outgoing DESC, position DESC LIMIT $2
+             ) ORDER BY pending ASC, sent_ms ASC, outgoing ASC, position ASC",
+        )
+        .bind(contact)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(
+                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table)| {
+                    let text = self.open_sealed(
+                        &table,
+                        &row::message(&envelope_id, contact, outgoing),
+                        &sealed,
+                    )?;
+                    let text = String::from_utf8(text.to_vec())
+                        .map_err(|_| ClientError::Corrupt("message text".into()))?;
+                    Ok((outgoing, text, sent_ms, stored_ms))
+                },
+            )
+            .collect()
+    }
+}
+
+/// Whether the history holds `envelope_id` (its send was folded).
+pub(crate) async fn has_message(
+    tx: &mut SqliteConnection,
+    envelope_id: &[u8; 16],
+) -> Result<bool, ClientError> {
+    let done: Option<i64> = sqlx::query_scalar("SELECT 1 FROM messages WHERE envelope_id = $1")
+        .bind(&envelope_id[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(done.is_some())
+}

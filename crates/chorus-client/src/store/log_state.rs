@@ -245,6 +245,19 @@ pub(crate) async fn write_register(
     Ok(())
 }
 
+/// A register's value as folded, if it was ever written.
+pub(crate) async fn register<'e, E: sqlx::SqliteExecutor<'e>>(
+    executor: E,
+    name: &str,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    Ok(
+        sqlx::query_scalar("SELECT value FROM registers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(executor)
+            .await?,
+    )
+}
+
 /// The version a stream is at, as folded.
 pub(crate) async fn stream_version(
     conn: &mut SqliteConnection,
@@ -286,6 +299,19 @@ pub(crate) async fn load_roster(
         .await?;
     Roster::validate_chain(log_id.0, &entries)
         .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))
+}
+
+/// The roster entry at `idx`, if there is one.
+pub(crate) async fn roster_entry(
+    conn: &mut SqliteConnection,
+    idx: u64,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    Ok(
+        sqlx::query_scalar("SELECT entry FROM roster WHERE idx = $1")
+            .bind(i64::try_from(idx).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
 }
 
 /// Seals the epoch key for the store.

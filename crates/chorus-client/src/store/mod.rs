@@ -33,7 +33,11 @@ pub(crate) mod contacts;
 mod fold;
 pub(crate) use fold::Folder;
 pub(crate) mod history;
+pub(crate) mod identity;
 pub(crate) mod log_state;
+pub(crate) mod mailboxes;
+pub(crate) mod outbox;
+pub(crate) mod prekeys;
 pub(crate) mod requests;
 
 /// File name of the store inside a device home.
