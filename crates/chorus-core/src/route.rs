@@ -111,6 +111,48 @@ pub fn route(kind: MailboxKind, owner: Option<&str>, arrived: Arrived<'_>) -> Ro
     }
 }
 
+/// Why taking an envelope failed, as far as the decision below needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A reply built on a ratchet key this device has not folded yet (a sibling's send
+    /// whose record it has not read).
+    UnknownParent,
+    /// Its message key was used already: the envelope was taken before (typically a
+    /// first message a sibling turned into the contact, whose session came from the
+    /// log), or is past the window of skipped keys.
+    AlreadyTaken,
+    /// This device could not read or write its own state, or reach its relay: nothing
+    /// is decided yet.
+    Transient,
+    /// The envelope (or what it asked for) is bad and will stay bad.
+    Bad,
+}
+
+/// What to do after a failure to take an envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Fold the log and try the same envelope once more.
+    FoldAndRetry,
+    /// Move the cursor past it and say nothing (it was taken before).
+    Skip,
+    /// Move the cursor past it and report it refused: a refusal never blocks the
+    /// envelopes behind it.
+    Reject,
+    /// Stop, moving nothing: the same envelope is taken again on the next read.
+    Stop,
+}
+
+/// Decides what follows a failure; `folded` says whether the log was already folded
+/// for this envelope (a retry happens once).
+pub fn after_failure(failure: Failure, folded: bool) -> Next {
+    match failure {
+        Failure::UnknownParent if !folded => Next::FoldAndRetry,
+        Failure::AlreadyTaken => Next::Skip,
+        Failure::Transient => Next::Stop,
+        Failure::UnknownParent | Failure::Bad => Next::Reject,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +242,20 @@ mod tests {
         }
         for bad in ["", "Contact", "intro ", "address"] {
             assert_eq!(MailboxKind::parse(bad), None);
+        }
+    }
+
+    #[test]
+    fn a_failure_is_retried_once_after_folding_skipped_when_taken_before_and_else_refused() {
+        assert_eq!(
+            after_failure(Failure::UnknownParent, false),
+            Next::FoldAndRetry
+        );
+        assert_eq!(after_failure(Failure::UnknownParent, true), Next::Reject);
+        for folded in [false, true] {
+            assert_eq!(after_failure(Failure::AlreadyTaken, folded), Next::Skip);
+            assert_eq!(after_failure(Failure::Transient, folded), Next::Stop);
+            assert_eq!(after_failure(Failure::Bad, folded), Next::Reject);
         }
     }
 }

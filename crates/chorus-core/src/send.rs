@@ -62,17 +62,28 @@ impl Constellation {
     /// folded it — into the `Sent` event that escrows it, guarded on the session stream
     /// at the folded version. `session` moves on by one send; the caller keeps it only
     /// through the fold.
+    ///
+    /// A message to a mailbox on `home_relay` (the identity's own relay, which also
+    /// holds the log) is marked `bundled`: its envelope is to travel with the record in
+    /// one atomic request, and every fold counts it delivered. Anywhere else it goes
+    /// through the outbox.
     pub fn plan_send<R: CryptoRng + ?Sized>(
         &self,
         key: &EpochKey,
         m: Outgoing<'_>,
+        home_relay: &str,
         session: &mut Session,
         rng: &mut R,
     ) -> Result<Guarded, SessionError> {
         let stream = session_stream(&m.to.root);
         let version = self.stream(&key.stream_tag(&stream)).version;
+        let bundled = m.to.relay_url == home_relay;
+        let mut event = seal_send(m, session, rng)?;
+        if let EventKind::Sent(sent) = &mut event {
+            sent.bundled = bundled;
+        }
         Ok(Guarded {
-            event: seal_send(m, session, rng)?,
+            event,
             stream,
             version,
         })

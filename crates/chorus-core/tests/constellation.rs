@@ -578,10 +578,13 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
     let mut pair = common::pair(5);
     let mut state = state();
     let contact = [CONTACTS[0]; 32];
+    // The contact's mailbox is on the identity's own relay (`HOME`), or not.
+    const HOME: &str = "https://relay.example";
+    const ELSEWHERE: &str = "https://other.example";
     let to = |envelope_id, text| Outgoing {
         to: Recipient {
             root: contact,
-            relay_url: "https://relay.example",
+            relay_url: HOME,
             mailbox: [4; 32],
         },
         envelope_id,
@@ -592,10 +595,16 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
     // Two devices plan on the same folded state and session: both name version 0.
     let (mut mine, mut theirs) = (common::copy(&pair.alice), common::copy(&pair.alice));
     let a = state
-        .plan_send(&key, to([1; 16], "one"), &mut mine, &mut pair.rng)
+        .plan_send(&key, to([1; 16], "one"), HOME, &mut mine, &mut pair.rng)
         .unwrap();
     let b = state
-        .plan_send(&key, to([2; 16], "two"), &mut theirs, &mut pair.rng)
+        .plan_send(
+            &key,
+            to([2; 16], "two"),
+            ELSEWHERE,
+            &mut theirs,
+            &mut pair.rng,
+        )
         .unwrap();
     assert_eq!(a.stream, session_stream(&contact));
     assert_eq!((a.version, b.version), (0, 0));
@@ -606,6 +615,16 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         (sent.contact, sent.mailbox, sent.text.as_str()),
         (contact, [4; 32], "one")
     );
+    // The core decides the route: bundled with its record on our own relay, through
+    // the outbox when our log is elsewhere.
+    let EventKind::Sent(other) = &b.event else {
+        panic!("not a Sent event");
+    };
+    assert!(
+        sent.bundled,
+        "a mailbox on our own relay travels with the record"
+    );
+    assert!(!other.bundled, "anywhere else it goes through the outbox");
     // The first is folded (the relay took it): the stream moves to version 1.
     let tag = key.stream_tag(&a.stream);
     let won = Stored::seal(&key, &event(devices[0], 10, 1, a.event), Some((tag, 0)), 1);
@@ -637,7 +656,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
     );
     let mut again = common::copy(&folded_session);
     let c = state
-        .plan_send(&key, to([2; 16], "two"), &mut again, &mut pair.rng)
+        .plan_send(&key, to([2; 16], "two"), HOME, &mut again, &mut pair.rng)
         .unwrap();
     assert_eq!(c.version, 1);
 }

@@ -1,7 +1,9 @@
 //! Receiving: folding the log, reading the mailboxes and deciding each envelope
 //! (a contact's message, a first contact, a forgery or a replay).
 
-use chorus_core::route::{Arrived, MailboxKind, Refusal, Route, route};
+use chorus_core::route::{
+    Arrived, Failure, MailboxKind, Next, Refusal, Route, after_failure, route,
+};
 use chorus_core::{EncryptedMessage, FirstContact, MessageKind, Proposal, handshakes, respond};
 use chorus_relay_api::{EnvelopeOut, Id32};
 use chorus_wire::{Envelope, FirstMessage, InitialMessage, Payload};
@@ -233,50 +235,43 @@ impl Device {
             if envelope.seq <= after {
                 return Ok(Vec::new());
             }
-            let events = match self
+            let result = match self
                 .receive(&mut tx, &mailbox, &kind, contact, envelope)
                 .await
             {
-                Ok(Received::Done(events)) => events,
+                Ok(Received::Done(events)) => Ok(events),
                 Ok(Received::NewContact(proposal)) => {
                     drop(tx);
                     // Whoever wins, the contact (with this first message) is folded now.
-                    let events = match self.append(proposal).await {
-                        Ok((_, events)) => events,
-                        Err(e) if e.is_transient() => return Err(e),
-                        // Refused for a reason that will not change (too large, refused
-                        // by the relay): retrying would stop every envelope behind it.
-                        Err(e) => rejected(&e),
-                    };
+                    let appended = self.append(proposal).await.map(|(_, events)| events);
                     tx = self.store.begin().await?;
-                    events
+                    appended
                 }
-                Err(ClientError::Session(chorus_core::SessionError::UnknownParent))
-                    if !folded_log =>
-                {
-                    drop(tx);
-                    self.sync_log().await?;
-                    folded_log = true;
-                    continue;
-                }
-                Err(e @ (ClientError::Store(_) | ClientError::Corrupt(_))) => return Err(e),
-                Err(ClientError::Session(chorus_core::SessionError::DuplicateOrExpired {
-                    ..
-                })) => {
-                    // Already applied — typically a first message a sibling turned into
-                    // the contact (its session, folded from the log, already used the
-                    // key). Nothing to report; only the cursor moves.
-                    drop(tx);
-                    tx = self.store.begin().await?;
-                    Vec::new()
-                }
-                Err(e) => {
-                    // Bad bytes from the network: roll back whatever was started, then
-                    // advance the cursor alone so the envelope is not retried forever.
-                    drop(tx);
-                    tx = self.store.begin().await?;
-                    rejected(&e)
-                }
+                Err(e) => Err(e),
+            };
+            // What follows a failure is the core's decision; this only carries it out.
+            let events = match result {
+                Ok(events) => events,
+                Err(e) => match after_failure(failure(&e), folded_log) {
+                    Next::FoldAndRetry => {
+                        drop(tx);
+                        self.sync_log().await?;
+                        folded_log = true;
+                        continue;
+                    }
+                    Next::Stop => return Err(e),
+                    // Roll back whatever was started, then move the cursor alone.
+                    Next::Skip => {
+                        drop(tx);
+                        tx = self.store.begin().await?;
+                        Vec::new()
+                    }
+                    Next::Reject => {
+                        drop(tx);
+                        tx = self.store.begin().await?;
+                        rejected(&e)
+                    }
+                },
             };
             advance_cursor(&mut tx, &mailbox.0, envelope.seq).await?;
             tx.commit().await?;
@@ -356,8 +351,10 @@ impl Device {
                     false,
                 )?));
             }
+            // A request is only ever routed for a first message, which names its sender;
+            // were it not, the envelope is refused (never blocking those behind it).
             (Route::Request, None) => {
-                return Err(ClientError::Corrupt("a request without a sender".into()));
+                return Err(ClientError::Rejected("a message request without a sender"));
             }
         };
         let mut session = self
@@ -577,6 +574,18 @@ impl Device {
         };
         let guarded = chorus_core::propose_contact(first, proposal, &mut self.rng())?;
         Ok(guarded.into_iter().map(Pending::from).collect())
+    }
+}
+
+/// What the core's failure policy needs to know of an error.
+fn failure(e: &ClientError) -> Failure {
+    match e {
+        ClientError::Session(chorus_core::SessionError::UnknownParent) => Failure::UnknownParent,
+        ClientError::Session(chorus_core::SessionError::DuplicateOrExpired { .. }) => {
+            Failure::AlreadyTaken
+        }
+        e if e.is_transient() => Failure::Transient,
+        _ => Failure::Bad,
     }
 }
 

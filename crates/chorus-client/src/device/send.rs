@@ -87,6 +87,7 @@ impl Device {
             let plan = cut.state()?.plan_send(
                 &self.log.keys.key,
                 outgoing,
+                &self.me.relay_url,
                 &mut session,
                 &mut self.rng(),
             )?;
@@ -94,7 +95,7 @@ impl Device {
             drop(cut);
             let (mut sent, stream, version) = (plan.event, plan.stream, plan.version);
             let guarded = |kind| vec![Pending::guarded(kind, stream.clone(), Some(version))];
-            let outcome = match bundle(&row, &self.me.relay_url, &mut sent)? {
+            let outcome = match bundled_post(&row, &sent)? {
                 None => self.append(guarded(sent)).await?.0,
                 Some(post) => match self.append_with(guarded(sent.clone()), Some(post)).await {
                     Ok((outcome, _)) => outcome,
@@ -173,17 +174,13 @@ fn recipient(row: &ContactRow) -> Result<Recipient<'_>, ClientError> {
     })
 }
 
-/// The post to bundle with `sent` when the contact's mailbox is on our own relay
-/// (`home`), marking the record as bundled; `None` (and `sent` unchanged) otherwise.
-pub(super) fn bundle(
-    row: &ContactRow,
-    home: &str,
-    sent: &mut EventKind,
-) -> Result<Option<BundledPost>, ClientError> {
+/// The post that travels with `sent` when the core planned it bundled (see
+/// [`chorus_core::Constellation::plan_send`]); `None` otherwise.
+fn bundled_post(row: &ContactRow, sent: &EventKind) -> Result<Option<BundledPost>, ClientError> {
     let EventKind::Sent(m) = sent else {
         return Ok(None);
     };
-    if row.relay_url != home {
+    if !m.bundled {
         return Ok(None);
     }
     let claim = row
@@ -192,7 +189,6 @@ pub(super) fn bundle(
         .map(|c| <[u8; 16]>::try_from(c).map(Id16))
         .transpose()
         .map_err(|_| ClientError::Corrupt("invitation claim".into()))?;
-    m.bundled = true;
     Ok(Some(BundledPost {
         mailbox_id: Id32(m.mailbox),
         envelope_id: Id16(m.envelope_id),
