@@ -107,7 +107,11 @@ macro_rules! ed25519_role {
             /// The 32 secret bytes, for a sealed wire format that carries the key
             /// (the provisioning bundle). The copy is wiped on drop.
             pub fn to_secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
-                zeroize::Zeroizing::new(*self.secret_bytes())
+                // Filled in place: `Zeroizing::new(*bytes)` would build the copy in a
+                // temporary first, a stack slot nothing wipes.
+                let mut out = zeroize::Zeroizing::new([0u8; 32]);
+                out.copy_from_slice(self.secret_bytes());
+                out
             }
 
             /// The key from its 32 secret bytes (the inverse of `to_secret_bytes`).

@@ -12,7 +12,7 @@ use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::limits::MAX_CHECKPOINT_LEN;
-use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, fixed, proto};
+use crate::{WIRE_VERSION, WireError, check_len, check_version, fixed, proto};
 
 pub use proto::{
     CheckpointContact, CheckpointHandshake, CheckpointMailbox, CheckpointOutbox, CheckpointPrekey,
@@ -51,8 +51,16 @@ impl Checkpoint {
 
     /// Parses a checkpoint.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        // Wrapped at once: a refusal below still wipes what was parsed.
-        let c = Self(decode_bounded("checkpoint", bytes, MAX_CHECKPOINT_LEN)?);
+        check_len("checkpoint", bytes, MAX_CHECKPOINT_LEN)?;
+        // Parsed into a value that wipes on drop from the first byte: rows parsed before
+        // a malformed one are wiped too, not dropped as plain prost structs. (A row cut
+        // off mid-parse, and the buffers a growing list leaves behind, are freed by
+        // prost and the allocator unwiped: the limit of parsing into a library's types.)
+        let mut c = Self(proto::Checkpoint::default());
+        c.0.merge(bytes).map_err(|e| WireError::Malformed {
+            what: "checkpoint",
+            reason: e.to_string(),
+        })?;
         let p = &c.0;
         check_version("checkpoint", p.version)?;
         if p.applied_seq < 0 {

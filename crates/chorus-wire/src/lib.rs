@@ -60,12 +60,8 @@ pub const WIRE_VERSION: u32 = 1;
 
 use prost::Message;
 
-/// Bounds the input, then decodes a prost message.
-pub(crate) fn decode_bounded<M: Message + Default>(
-    what: &'static str,
-    bytes: &[u8],
-    max: usize,
-) -> Result<M, WireError> {
+/// Refuses an input longer than `max` bytes.
+pub(crate) fn check_len(what: &'static str, bytes: &[u8], max: usize) -> Result<(), WireError> {
     if bytes.len() > max {
         return Err(WireError::TooLarge {
             what,
@@ -73,6 +69,16 @@ pub(crate) fn decode_bounded<M: Message + Default>(
             actual: bytes.len(),
         });
     }
+    Ok(())
+}
+
+/// Bounds the input, then decodes a prost message.
+pub(crate) fn decode_bounded<M: Message + Default>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<M, WireError> {
+    check_len(what, bytes, max)?;
     M::decode(bytes).map_err(|e| WireError::Malformed {
         what,
         reason: e.to_string(),
