@@ -28,7 +28,7 @@
 //! A runnable version: `cargo run -p chorus-client --example two_devices`.
 
 #[cfg(any(test, feature = "bench"))]
-pub mod bench;
+pub use device::bench;
 pub mod code;
 pub mod device;
 #[cfg(test)]
@@ -40,18 +40,17 @@ pub mod link;
 pub mod log;
 pub mod prekeys;
 pub mod relay;
-pub mod requests;
 mod store;
 #[cfg(test)]
 mod testing;
 
+pub use device::requests::{self, Request, RequestMessage, Requests};
 pub use device::{
     Clock, ContactInfo, Device, DeviceInfo, Event, Introduction, Message, Options, SendOutcome,
     Status, SystemClock, Verification,
 };
 pub use identity::Address;
 pub use relay::{Backoff, RelayError, UrlPolicy};
-pub use requests::{Request, RequestMessage, Requests};
 pub use store::{
     KEY_FILE, LINK_PENDING_FILE, MAX_CONTACT_NAME_LEN, STORE_FILE, Store, StoreError, Unlock,
 };

@@ -35,10 +35,13 @@ use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolic
 use crate::store::identity::NewDevice;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock};
 
+#[cfg(any(test, feature = "bench"))]
+pub mod bench;
 mod contacts;
 mod outbox;
 mod prekey_supply;
 mod receive;
+pub mod requests;
 mod send;
 mod status;
 mod watch;

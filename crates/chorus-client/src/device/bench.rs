@@ -9,8 +9,9 @@
 use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, MailboxId, PrekeyBundle};
 
+use super::Device;
+use crate::ClientError;
 use crate::log::{Appended, Pending, session_stream};
-use crate::{ClientError, Device};
 
 impl Device {
     /// Adds a contact from a prekey bundle at hand (no directory fetch): the session,

@@ -28,12 +28,13 @@ use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Paylo
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
+use super::Device;
+use crate::ClientError;
 use crate::event::Event;
 use crate::log::Pending;
 use crate::store::contacts::contact_named_by;
 use crate::store::log_state::register;
 use crate::store::requests::drop_oldest_requests;
-use crate::{ClientError, Device};
 use chorus_core::FirstContact;
 
 /// Message requests held at once; a new one beyond this drops the oldest (counted in
