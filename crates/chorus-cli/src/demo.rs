@@ -56,6 +56,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::DeviceRelinked { name, by } => {
                 println!("    {who} sees: device {name:?} linked again by {by:?}");
             }
+            Event::DeviceRevoked { name, by, .. } => {
+                println!("    {who} sees: device {name:?} revoked by {by:?}");
+            }
             Event::SessionReset { contact } => {
                 println!("    {who} sees: {contact:?} started a new session");
             }

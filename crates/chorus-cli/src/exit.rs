@@ -12,6 +12,7 @@
 //! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), oversized or empty message, bad or ambiguous name |
 //! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed |
 //! | 8 | `chorus demo`: a check failed |
+//! | 9 | this device was removed from its identity (revoked by another device): link it again in a new home |
 
 use chorus_client::{ClientError, StoreError};
 
@@ -23,6 +24,7 @@ pub const LOCKED: u8 = 5;
 pub const INVALID: u8 = 6;
 pub const CONFLICT: u8 = 7;
 pub const DEMO_FAILED: u8 = 8;
+pub const REMOVED: u8 = 9;
 
 /// A failed command: its exit code and the one line printed on stderr.
 #[derive(Debug)]
@@ -51,11 +53,13 @@ impl From<ClientError> for Failure {
             E::NotInitialized(_)
             | E::UnknownContact(_)
             | E::UnknownRequest(_)
+            | E::UnknownDevice(_)
             | E::UnknownAddress => NOT_FOUND,
             E::Relay(
                 chorus_client::RelayError::BadUrl(_)
                 | chorus_client::RelayError::ForbiddenUrl { .. },
             ) => INVALID,
+            E::Relay(chorus_client::RelayError::NotRegistered { .. }) => REMOVED,
             E::Relay(_) => RELAY,
             E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })
             | E::Store(StoreError::MissingKeyFile(_) | StoreError::InsecureKeyFile { .. }) => {
@@ -72,6 +76,7 @@ impl From<ClientError> for Failure {
             | E::LinkProtocol(_)
             | E::LinkWrongIdentity
             | E::AmbiguousContact { .. }
+            | E::AmbiguousDevice { .. }
             | E::Rejected(_)
             | E::Refused(_) => INVALID,
             E::LinkExpired
@@ -82,6 +87,7 @@ impl From<ClientError> for Failure {
             E::AlreadyInitialized(_)
             | E::LinkUnfinished(_)
             | E::NotPrimary(_)
+            | E::RevokeThisDevice
             | E::AlreadyAccepted { .. }
             | E::InvitationSpent { .. }
             | E::AlreadyContact { .. }

@@ -22,24 +22,14 @@ fn confirm(sas: &str, yes: bool) -> Result<bool, Failure> {
     println!();
     if yes {
         println!("Confirmed with --yes.");
-        return Ok(true);
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::new(
-            crate::exit::CONFLICT,
-            format!(
-                "{NO_TERMINAL}; compare them on both screens yourself and run `chorus link new` again with --yes"
-            ),
-        ));
-    }
-    print!("Does the other screen show exactly this number? [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::usage(format!("cannot read the answer: {e}")))?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    crate::ask(
+        "Does the other screen show exactly this number?",
+        yes,
+        &format!(
+            "{NO_TERMINAL}; compare them on both screens yourself and run `chorus link new` again with --yes"
+        ),
+    )
 }
 
 /// On the approving device: the user types the number the new device shows (read

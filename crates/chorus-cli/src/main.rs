@@ -93,8 +93,10 @@ enum Command {
         #[command(subcommand)]
         command: LinkCommand,
     },
-    /// List this identity's devices.
+    /// List this identity's devices (or revoke one).
     Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
         /// One JSON array.
         #[arg(long)]
         json: bool,
@@ -216,6 +218,21 @@ enum LinkCommand {
     Approve {
         /// The code, starting with "chorus-link:".
         code: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Remove a device from this identity for good (a lost or sold phone): every
+    /// device refuses its records from now on and the relay no longer lets it in.
+    /// Run it on another device of the identity (in primary-root, the primary).
+    Revoke {
+        /// The device's name or the start of its id (4+ hex digits), as `chorus
+        /// devices` lists it.
+        device: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -398,7 +415,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             link::approve(&device, code).await
         }
-        Command::Devices { json } => {
+        Command::Devices {
+            command: Some(DevicesCommand::Revoke { device: given, yes }),
+            ..
+        } => {
+            let device = open(&cli).await?;
+            let found = device.device_to_revoke(given).await?;
+            let short = &found.id[..16];
+            if !found.revoked
+                && !ask(
+                    &format!(
+                        "Revoke the device {:?} ({short})? It will no longer send or read anything new as this identity.",
+                        printable(&found.name)
+                    ),
+                    *yes,
+                    "stdin is not a terminal: check the device with `chorus devices` and run the command again with --yes",
+                )?
+            {
+                return Err(Failure::new(exit::CONFLICT, "not revoked"));
+            }
+            let revoked = device.revoke_device(&found.id).await?;
+            if revoked.already {
+                println!(
+                    "{:?} ({}) was already revoked; the relay has the proof again.",
+                    printable(&revoked.name),
+                    revoked.id
+                );
+            } else {
+                println!(
+                    "Revoked {:?} ({}) on all your devices; the relay no longer lets it in.",
+                    printable(&revoked.name),
+                    revoked.id
+                );
+            }
+            Ok(())
+        }
+        Command::Devices { json, .. } => {
             let device = open(&cli).await?;
             let devices = device.devices().await?;
             if *json {
@@ -714,6 +766,23 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 printable(name),
                 printable(by)
             ),
+            Event::DeviceRevoked {
+                name,
+                by,
+                this_device: false,
+            } => println!(
+                "* device {:?} was revoked by {:?}",
+                printable(name),
+                printable(by)
+            ),
+            Event::DeviceRevoked {
+                by,
+                this_device: true,
+                ..
+            } => println!(
+                "* this device was revoked by {:?}: it is no longer part of the identity",
+                printable(by)
+            ),
             Event::DeviceRelinked { name, by } => println!(
                 "* device {:?} was linked again by {:?} (see `chorus devices`)",
                 printable(name),
@@ -788,6 +857,27 @@ pub(crate) fn printable(text: &str) -> String {
 fn clock(ms: i64) -> String {
     let s = ms.div_euclid(1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Asks `question` on the terminal; `yes` (`--yes`) answers for the user. Without a
+/// terminal (a script) nothing is asked: the answer must be given with `--yes`, and
+/// `without_terminal` says how.
+fn ask(question: &str, yes: bool, without_terminal: &str) -> Result<bool, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(exit::CONFLICT, without_terminal.to_owned()));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::usage(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 #[cfg(test)]

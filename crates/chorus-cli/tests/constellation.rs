@@ -362,6 +362,9 @@ fn primary_root_keeps_the_root_on_the_first_device_and_says_what_the_others_cann
         2
     );
 
+    let e = fails(&phone, &["devices", "revoke", "laptop", "--yes"], 7);
+    assert!(e.contains("only the primary device"), "{e}");
+
     // Everything else it does as the identity.
     let code = ok(&bob, &["invite", "--no-qr"]);
     ok(&phone, &["accept", code.trim(), "--name", "bob"]);
@@ -485,4 +488,63 @@ fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
     // And an honest attempt still links.
     link(&laptop, &phone, &relay, "phone");
     assert_eq!(devices(&laptop), 2);
+}
+
+#[test]
+fn devices_revoke_names_the_device_asks_and_shuts_it_out_while_the_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
+    let tablet = dir.path().join("tablet");
+    link(&laptop, &tablet, &relay, "tablet");
+    let devices = |home: &Path| {
+        json(home, &["devices", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(devices(&laptop).len(), 3);
+
+    // Refusals are one line and change nothing: no terminal to ask on and no --yes, a
+    // device that does not exist, the device running the command.
+    let e = fails(&laptop, &["devices", "revoke", "tablet"], 7);
+    assert!(e.contains("--yes"), "{e}");
+    fails(&laptop, &["devices", "revoke", "watch", "--yes"], 3);
+    let own = json(&laptop, &["devices", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["this_device"].as_bool().unwrap())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = fails(&laptop, &["devices", "revoke", &own, "--yes"], 7);
+    assert!(e.contains("another device"), "{e}");
+    assert_eq!(devices(&laptop).len(), 3);
+
+    let out = ok(&laptop, &["devices", "revoke", "Tablet", "--yes"]);
+    assert!(out.contains("Revoked \"tablet\""), "{out}");
+    let heard = ok(&phone, &["sync"]);
+    assert!(heard.contains("device \"tablet\" was revoked"), "{heard}");
+    assert!(!devices(&phone).contains(&"tablet".to_owned()));
+
+    // The tablet is told it was removed, with its own exit code, whatever it runs.
+    for args in [&["sync"][..], &["devices"][..]] {
+        let e = fails(&tablet, args, 9);
+        assert!(e.contains("removed from its identity"), "{e}");
+    }
+
+    // The others carry on.
+    let code = ok(&bob, &["invite", "--no-qr"]);
+    ok(&phone, &["accept", code.trim(), "--name", "bob"]);
+    ok(&laptop, &["sync"]);
+    ok(
+        &laptop,
+        &["send", "bob", "from the laptop, after the tablet"],
+    );
+    assert!(ok(&bob, &["sync"]).contains("from the laptop, after the tablet"));
+    ok(&phone, &["sync"]);
+    assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
 }

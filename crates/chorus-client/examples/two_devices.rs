@@ -51,6 +51,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::DeviceRelinked { name, by } => {
                 println!("alice: device {name} linked again by {by}")
             }
+            Event::DeviceRevoked { name, by, .. } => {
+                println!("alice: device {name} revoked by {by}")
+            }
             Event::Request { name, text, .. } => {
                 println!("alice: message request from {name}: {text:?}")
             }

@@ -29,6 +29,16 @@ pub enum Event {
         /// The device that approved it.
         by: String,
     },
+    /// A device was revoked (a root-signed roster entry folded from the log): from here
+    /// on no device accepts its records, and the relay no longer lets it in.
+    DeviceRevoked {
+        /// Its name.
+        name: String,
+        /// The device that revoked it.
+        by: String,
+        /// Whether it is this device: then nothing more can be done here.
+        this_device: bool,
+    },
     /// A device the identity already held was linked again (reinstalled with its
     /// keys, or an interrupted link resumed). Worth a look if nobody here did it.
     DeviceRelinked {

@@ -86,6 +86,24 @@ pub enum ClientError {
         /// The aliases it matches.
         candidates: Vec<String>,
     },
+    /// No device of this identity by that name or id.
+    #[error("no device {0:?} in this identity (see `chorus devices`)")]
+    UnknownDevice(String),
+    /// Several devices match the name or id given.
+    #[error(
+        "{given:?} could mean any of the devices {candidates:?}; give its id (`chorus devices`)"
+    )]
+    AmbiguousDevice {
+        /// The name or id given.
+        given: String,
+        /// The devices it matches (name and id).
+        candidates: Vec<String>,
+    },
+    /// A device cannot revoke itself: another device of the identity must.
+    #[error(
+        "this is the device running the command; revoke it from another device of the identity"
+    )]
+    RevokeThisDevice,
     /// No pending message request with that id.
     #[error("no message request {0} (see `chorus requests`)")]
     UnknownRequest(i64),

@@ -59,7 +59,7 @@ use zeroize::Zeroizing;
 use crate::Device;
 use crate::handle::{Options, failpoint};
 use crate::identity::{IdentitySecrets, secret_bytes};
-use crate::log::{APPEND_ATTEMPTS, Appended, Pending};
+use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
 use crate::relay::{Login, RelayClient, normalize_url};
 use crate::store::log_state::{load_roster, roster_entry};
 use crate::{ClientError, LINK_PENDING_FILE, Store, Unlock};
@@ -83,9 +83,6 @@ const TRANSCRIPT_LABEL: &[u8] = b"chorus-link-transcript-v3";
 const RELINK_AD: &[u8] = b"chorus-link-relink-v2";
 const BUNDLE_AD: &[u8] = b"chorus-link-bundle-v1";
 const CHECKPOINT_AD: &[u8] = b"chorus-checkpoint-v2";
-/// The roster stream: roster entries are guarded on it, so two devices approving at
-/// once cannot fork the hash chain.
-const ROSTER_STREAM: &[u8] = b"roster";
 
 /// What a link code carries.
 #[derive(Clone, Debug, PartialEq, Eq)]

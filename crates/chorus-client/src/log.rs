@@ -30,7 +30,7 @@ use std::sync::Arc;
 use chorus_core::{
     Constellation, LogError, Record, RecordContext, Sessions, StreamHead, seal_event,
 };
-pub(crate) use chorus_core::{PREKEY_STREAM, session_stream};
+pub(crate) use chorus_core::{PREKEY_STREAM, ROSTER_STREAM, session_stream};
 use chorus_crypto::{Entropy, EpochKey};
 use chorus_relay_api::{BundledPost, Guard, HexBytes, Id32, RecordIn, RecordOut};
 use chorus_wire::{ChainLink, EventKind, LogEvent};

@@ -75,6 +75,15 @@ pub enum RelayError {
         /// What was wrong.
         reason: String,
     },
+    /// The relay does not let this device in: it was removed from its identity
+    /// (revoked), or its link never finished.
+    #[error(
+        "relay {url} does not know this device: it was removed from its identity (revoked by another of its devices), or its link never finished"
+    )]
+    NotRegistered {
+        /// The relay.
+        url: String,
+    },
     /// The relay URL is not an http(s) URL.
     #[error("invalid relay URL {0:?}: must start with http:// or https://")]
     BadUrl(String),
@@ -642,7 +651,15 @@ impl RelayClient {
                 None,
                 Answer::Json,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Challenges go to current devices only: one refused to this device's
+                // own key means the relay dropped it (or never had it).
+                RelayError::Refused { status: 401, .. } => RelayError::NotRegistered {
+                    url: self.url.clone(),
+                },
+                e => e,
+            })?;
         let signature = login.device.sign(
             chorus_relay_api::AUTH_CONTEXT,
             &chorus_relay_api::auth_payload(&c.challenge, &login.log_id, &device_id),

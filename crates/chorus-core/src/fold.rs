@@ -58,6 +58,9 @@ pub fn session_stream(contact_root: &[u8; 32]) -> Vec<u8> {
 
 /// The stream that numbers prekeys (two devices must not mint the same ids).
 pub const PREKEY_STREAM: &[u8] = b"prekeys";
+/// The roster stream: roster entries are guarded on it, so two devices changing the
+/// roster at once cannot fork its hash chain.
+pub const ROSTER_STREAM: &[u8] = b"roster";
 
 /// The register holding the identity's display name.
 pub const PROFILE_REGISTER: &str = "profile";
@@ -175,6 +178,16 @@ pub enum Effect {
         /// Its name.
         name: String,
         /// The name of the device that authorized it.
+        by: String,
+    },
+    /// A device left the roster for good (a root-signed `DeviceRevoked` entry): from
+    /// here on every fold refuses its records.
+    DeviceRevoked {
+        /// Its key.
+        device: [u8; 32],
+        /// Its name.
+        name: String,
+        /// The name of the device that revoked it.
         by: String,
     },
     /// A device the roster held was linked again.
@@ -310,6 +323,7 @@ impl std::fmt::Debug for Effect {
         f.write_str(match self {
             Self::RosterEntry { .. } => "RosterEntry",
             Self::DeviceAuthorized { .. } => "DeviceAuthorized",
+            Self::DeviceRevoked { .. } => "DeviceRevoked",
             Self::DeviceRelinked { .. } => "DeviceRelinked",
             Self::Register { .. } => "Register",
             Self::Profile(_) => "Profile",
@@ -601,6 +615,14 @@ impl Constellation {
             EventKind::Roster { entry } => {
                 let decoded = RosterEntry::decode(entry)?;
                 self.roster.check(&decoded).map_err(LogError::Roster)?;
+                // Named before the entry takes it out of the roster.
+                let (revoked, by) = match &decoded.body {
+                    RosterBody::DeviceRevoked { device } => (
+                        Some((*device.as_bytes(), self.device_name(device.as_bytes()))),
+                        self.device_name(&event.author),
+                    ),
+                    _ => (None, String::new()),
+                };
                 self.roster.apply(&decoded).map_err(LogError::Roster)?;
                 effects.push(Effect::RosterEntry {
                     index: decoded.index,
@@ -612,6 +634,9 @@ impl Constellation {
                         name: name.clone(),
                         by: self.device_name(&event.author),
                     });
+                }
+                if let Some((device, name)) = revoked {
+                    effects.push(Effect::DeviceRevoked { device, name, by });
                 }
             }
             EventKind::ProfileUpdated { name } => {

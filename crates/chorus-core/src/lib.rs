@@ -62,8 +62,8 @@ pub use consts::{
 pub use error::SessionError;
 pub use fold::{
     Constellation, Contact, Effect, Folded, HistoryEntry, Outcome, PREKEY_STREAM, PROFILE_REGISTER,
-    Parts, RELAYS_REGISTER, Record, Sessions, blocked_register, contact_name_register,
-    relinked_register, session_stream,
+    Parts, RELAYS_REGISTER, ROSTER_STREAM, Record, Sessions, blocked_register,
+    contact_name_register, relinked_register, session_stream,
 };
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{

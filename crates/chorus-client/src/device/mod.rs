@@ -34,6 +34,7 @@ use crate::prekeys;
 use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolicy, normalize_url};
 use crate::store::identity::NewDevice;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock};
+pub use revoke::{FoundDevice, Revoked};
 
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
@@ -42,6 +43,7 @@ mod outbox;
 mod prekey_supply;
 mod receive;
 pub mod requests;
+mod revoke;
 mod send;
 mod status;
 mod watch;

@@ -129,6 +129,13 @@ impl Store {
                     events.push(Some(Event::DeviceLinked { name, by }));
                 }
             }
+            Effect::DeviceRevoked { device, name, by } => {
+                events.push(Some(Event::DeviceRevoked {
+                    name,
+                    by,
+                    this_device: device == me.device,
+                }));
+            }
             Effect::DeviceRelinked { device, name, by } => {
                 if device != me.device {
                     events.push(Some(Event::DeviceRelinked { name, by }));

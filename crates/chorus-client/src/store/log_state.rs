@@ -294,11 +294,18 @@ pub(crate) async fn load_roster(
     conn: &mut SqliteConnection,
     log_id: &Id32,
 ) -> Result<Roster, ClientError> {
-    let entries: Vec<Vec<u8>> = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
-        .fetch_all(&mut *conn)
-        .await?;
+    let entries = roster_entries(conn).await?;
     Roster::validate_chain(log_id.0, &entries)
         .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))
+}
+
+/// The roster's entries as folded, in chain order.
+pub(crate) async fn roster_entries(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<Vec<u8>>, ClientError> {
+    Ok(sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 /// The roster entry at `idx`, if there is one.

@@ -1,0 +1,195 @@
+//! Revoking a device (DESIGN §3): a root-signed `DeviceRevoked` roster entry, appended
+//! to the log guarded on the roster stream, then shown to the relay, which drops the
+//! device's credential on that signed proof alone.
+//!
+//! From the fold of that entry on, every device refuses the revoked device's records,
+//! and the relay refuses its logins (`RelayError::NotRegistered`). The proof can be shown
+//! again: if the relay could not be reached, running the command again finishes the
+//! job. What the revoked device already knows — the epoch key, its sessions — is taken
+//! from it by the steps that follow (a new epoch key, a forced DH step toward every
+//! contact), which are not built yet.
+
+use chorus_core::RosterSigner;
+use chorus_crypto::DevicePublicKey;
+use chorus_relay_api::Id32;
+use chorus_wire::{EventKind, RosterBody, RosterEntry};
+
+use super::Device;
+use crate::ClientError;
+use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
+use crate::store::log_state::{load_roster, roster_entries};
+
+/// A device the roster holds or held.
+struct Known {
+    key: DevicePublicKey,
+    name: String,
+    /// The entry that revoked it, if one did.
+    revoked_by: Option<Vec<u8>>,
+}
+
+/// A revoked device, as `chorus devices revoke` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The name it was linked with.
+    pub name: String,
+    /// Its id (hex, 8 bytes, as `chorus devices` shows it).
+    pub id: String,
+    /// It was revoked before (this run only showed the relay the proof again).
+    pub already: bool,
+}
+
+/// A device of the identity, found by what a user typed (see [`Device::find_device`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundDevice {
+    /// The name it was linked with.
+    pub name: String,
+    /// Its whole id (hex of its signing key).
+    pub id: String,
+    /// It was revoked already.
+    pub revoked: bool,
+    /// It is the device running this.
+    pub this_device: bool,
+}
+
+impl Device {
+    /// The device `given` means — its name (exactly, else ignoring case) or the start of
+    /// its id (at least 4 hex digits) — among every device the roster holds or held, as
+    /// folded; for a confirmation that names it before [`Self::revoke_device`].
+    pub async fn find_device(&self, given: &str) -> Result<FoundDevice, ClientError> {
+        let k = self.known_device(given).await?;
+        Ok(FoundDevice {
+            name: k.name,
+            id: hex::encode(k.key.as_bytes()),
+            revoked: k.revoked_by.is_some(),
+            this_device: k.key.as_bytes() == &self.log.keys.device,
+        })
+    }
+
+    /// The device `given` names, checked as one this device may revoke now (it holds
+    /// the root key, the device is another one), the log folded first: what a
+    /// confirmation names before [`Self::revoke_device`].
+    pub async fn device_to_revoke(&self, given: &str) -> Result<FoundDevice, ClientError> {
+        if !self.holds_root() {
+            return Err(ClientError::NotPrimary("revoke devices"));
+        }
+        self.sync_log().await?;
+        let found = self.find_device(given).await?;
+        if found.this_device {
+            return Err(ClientError::RevokeThisDevice);
+        }
+        Ok(found)
+    }
+
+    /// Revokes the device `given` names — its name (exactly, else ignoring case) or the
+    /// start of its id (at least 4 hex digits) — on every device of the identity and at
+    /// the relay. Needs the root key (any device in `shared-root`, the primary in
+    /// `primary-root`); a device cannot revoke itself.
+    pub async fn revoke_device(&self, given: &str) -> Result<Revoked, ClientError> {
+        let root = self
+            .me
+            .identity
+            .root()
+            .ok_or(ClientError::NotPrimary("revoke devices"))?;
+        self.sync_log().await?;
+        for _ in 0..APPEND_ATTEMPTS {
+            let target = self.known_device(given).await?;
+            if target.key.as_bytes() == &self.log.keys.device {
+                return Err(ClientError::RevokeThisDevice);
+            }
+            let id = hex::encode(&target.key.as_bytes()[..8]);
+            if let Some(entry) = target.revoked_by {
+                self.relay
+                    .revoke_device(Id32(*target.key.as_bytes()), &entry)
+                    .await?;
+                return Ok(Revoked {
+                    name: target.name,
+                    id,
+                    already: true,
+                });
+            }
+            let mut conn = self.store.pool().acquire().await?;
+            let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
+            drop(conn);
+            let entry = roster
+                .revoke(
+                    &RosterSigner::Root(root),
+                    target.key,
+                    u64::try_from(self.now()).unwrap_or(0),
+                )
+                .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+            let entry = entry.as_bytes().to_vec();
+            let (outcome, _) = self
+                .append(vec![Pending::guarded(
+                    EventKind::Roster {
+                        entry: entry.clone(),
+                    },
+                    ROSTER_STREAM.to_vec(),
+                    None,
+                )])
+                .await?;
+            if outcome == Appended::Done {
+                self.relay
+                    .revoke_device(Id32(*target.key.as_bytes()), &entry)
+                    .await?;
+                return Ok(Revoked {
+                    name: target.name,
+                    id,
+                    already: false,
+                });
+            }
+            // Another device changed the roster first: decide again on its roster.
+        }
+        Err(ClientError::Contended)
+    }
+
+    /// The device `given` means among every device the roster holds or held.
+    async fn known_device(&self, given: &str) -> Result<Known, ClientError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let entries = roster_entries(&mut conn).await?;
+        drop(conn);
+        let mut known: Vec<Known> = Vec::new();
+        for bytes in entries {
+            let entry = RosterEntry::decode(&bytes)
+                .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+            match entry.body {
+                RosterBody::Genesis { device, name, .. }
+                | RosterBody::DeviceAuthorized { device, name, .. } => known.push(Known {
+                    key: device,
+                    name,
+                    revoked_by: None,
+                }),
+                RosterBody::DeviceRevoked { device } => {
+                    if let Some(k) = known.iter_mut().find(|k| k.key == device) {
+                        k.revoked_by = Some(bytes);
+                    }
+                }
+            }
+        }
+        let id = |k: &Known| hex::encode(k.key.as_bytes());
+        let wanted = given.to_lowercase();
+        let by_id = given.len() >= 4 && given.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut found = Vec::new();
+        for k in known {
+            let exact = k.name == given;
+            let loose = k.name.to_lowercase() == wanted || (by_id && id(&k).starts_with(&wanted));
+            if exact || loose {
+                found.push(k);
+            }
+        }
+        // An exact name wins over loose matches.
+        if found.iter().filter(|k| k.name == given).count() == 1 {
+            found.retain(|k| k.name == given);
+        }
+        match found.len() {
+            0 => Err(ClientError::UnknownDevice(given.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(ClientError::AmbiguousDevice {
+                given: given.to_owned(),
+                candidates: found
+                    .iter()
+                    .map(|k| format!("{} ({})", k.name, &id(k)[..16]))
+                    .collect(),
+            }),
+        }
+    }
+}
