@@ -788,6 +788,10 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 printable(name),
                 printable(by)
             ),
+            Event::Message(m) if m.read && !m.outgoing => {
+                print_message(m, me);
+                println!("  (already read on another of your devices)");
+            }
             Event::Message(m) => print_message(m, me),
             Event::SessionReset { contact } => println!(
                 "* {:?} started a new session (reinstalled, restored a backup, or wrote to you at the same time); the conversation goes on in it",

@@ -79,4 +79,8 @@ pub struct Message {
     pub sent_ms: i64,
     /// When this device stored it.
     pub stored_ms: i64,
+    /// Already read on one of the identity's devices: every outgoing message, and an
+    /// incoming one at or before the contact's read marker. A device catching up shows
+    /// such a message, but not as new.
+    pub read: bool,
 }

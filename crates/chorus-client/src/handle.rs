@@ -16,6 +16,9 @@ use crate::{Store, Unlock};
 
 /// Default [`Options::sibling_delivery`].
 pub const SIBLING_DELIVERY: Duration = Duration::from_secs(30);
+/// Default [`Options::heartbeat`]: well inside the relay's presence window (90 s), so a
+/// device running `watch` always shows as online to its siblings.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Where "now" comes from. The client reads time only through this, so tests can move
 /// it (prekey rotation, grace periods).
@@ -58,6 +61,9 @@ pub struct Options {
     /// on loopback, private or link-local hosts and over plain http. Off: see
     /// [`UrlPolicy::for_home`]. For test setups.
     pub allow_private_relays: bool,
+    /// How often `watch` tells the relay this device is online (`chorus devices` on a
+    /// sibling shows it, with when it was last heard from).
+    pub heartbeat: Duration,
 }
 
 impl Options {
@@ -88,6 +94,7 @@ impl Default for Options {
             argon2_iterations: chorus_crypto::ARGON2_ITERATIONS,
             sibling_delivery: SIBLING_DELIVERY,
             allow_private_relays: false,
+            heartbeat: HEARTBEAT,
         }
     }
 }

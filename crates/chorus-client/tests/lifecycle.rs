@@ -128,3 +128,112 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
         assert!(history.iter().all(|m| m.text != "from a lost tablet"));
     }
 }
+
+fn messages(events: &[Event]) -> Vec<(String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some((m.text.clone(), m.read)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_read_on_one_device_reaches_the_others_as_already_read() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    bob.accept(&laptop.invite().await.unwrap(), None)
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+
+    clock.tick();
+    bob.send("alice", "read on the laptop").await.unwrap();
+    assert_eq!(
+        messages(&laptop.sync().await.unwrap()),
+        [("read on the laptop".to_owned(), false)],
+        "new where it is read first"
+    );
+    laptop.mark_read("bob").await.unwrap();
+    clock.tick();
+    bob.send("alice", "not read anywhere").await.unwrap();
+    // The phone, catching up, folds the read marker before reading its mailbox: the
+    // first is shown as already read, the second as new.
+    assert_eq!(
+        messages(&phone.sync().await.unwrap()),
+        [
+            ("read on the laptop".to_owned(), true),
+            ("not read anywhere".to_owned(), false)
+        ]
+    );
+    let history: Vec<(String, bool)> = phone
+        .history("bob", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| !m.outgoing)
+        .map(|m| (m.text, m.read))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("read on the laptop".to_owned(), true),
+            ("not read anywhere".to_owned(), false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_device_running_watch_keeps_telling_its_siblings_it_is_online() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link_locally(
+        &laptop,
+        &dir.path().join("phone"),
+        "phone",
+        Unlock::KeyFile,
+        chorus_client::Options {
+            heartbeat: std::time::Duration::from_millis(50),
+            ..options(&clock)
+        },
+    )
+    .await
+    .unwrap()
+    .0;
+    let watching = tokio::spawn(async move { phone.watch(|_| true, |_| {}).await });
+    // Seen by the relay (the presence clock is the relay's), and seen again later
+    // without the phone doing anything but watch.
+    let seen = || async {
+        laptop
+            .devices()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "phone")
+            .and_then(|d| d.last_seen_ms)
+    };
+    let mut first = None;
+    let mut later = None;
+    for _ in 0..200 {
+        match (first, seen().await) {
+            (None, Some(at)) => first = Some(at),
+            (Some(f), Some(at)) if at > f => {
+                later = Some(at);
+                break;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    watching.abort();
+    assert!(first.is_some(), "the phone was never seen online");
+    assert!(later.is_some(), "watch did not keep the phone online");
+}

@@ -157,6 +157,10 @@ pub struct HistoryEntry {
     pub stored_ms: u64,
     /// History order within equal times (the log seq or the mailbox seq).
     pub position: u64,
+    /// Already read by the identity: every outgoing message, and an incoming one at or
+    /// before the contact's read marker as folded (a device catching up shows it, but
+    /// not as new).
+    pub read: bool,
     /// The device that logged it (zero for a message that came with a handshake).
     pub author: [u8; 32],
 }
@@ -767,6 +771,7 @@ impl Constellation {
                         sent_ms: sent.sent_ms,
                         stored_ms: event.timestamp_ms,
                         position: record.seq,
+                        read: true,
                         author: event.author,
                     }));
                 }
@@ -777,6 +782,7 @@ impl Constellation {
                 position,
             } => {
                 let alias = self.alias_of(contact)?;
+                let read_up_to = self.contacts.get(contact).map_or(0, |c| c.read_up_to);
                 if !message.text.is_empty() {
                     effects.push(Effect::Message(HistoryEntry {
                         alias,
@@ -786,6 +792,7 @@ impl Constellation {
                         sent_ms: message.sent_ms,
                         stored_ms: event.timestamp_ms,
                         position: *position,
+                        read: message.sent_ms <= read_up_to,
                         author: event.author,
                     }));
                 }
@@ -1119,6 +1126,7 @@ fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
             sent_ms: first.sent_ms,
             stored_ms: d.added_ms,
             position: 0,
+            read: false,
             author: [0; 32],
         }));
     }

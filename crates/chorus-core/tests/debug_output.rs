@@ -43,6 +43,7 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
         sent_ms: 1,
         stored_ms: 1,
         position: 1,
+        read: true,
         author: [0; 32],
     });
     assert_eq!(format!("{effect:?}"), "Message");

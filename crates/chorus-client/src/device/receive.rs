@@ -186,6 +186,7 @@ impl Device {
                 text: payload.text.clone(),
                 sent_ms,
                 stored_ms: now,
+                read: sent_ms <= row.read_up_to,
             })));
             history.push(HistoryRow {
                 alias: name.to_owned(),
@@ -382,19 +383,23 @@ impl Device {
             .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
         let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
         mark_answered(tx, &name, acked).await?;
-        let events = self.deliver(tx, &name, &payload, envelope, now).await?;
+        let events = self
+            .deliver(tx, &name, &payload, envelope, now, row.read_up_to)
+            .await?;
         self.store.put_session(tx, &name, &session).await?;
         Ok(Received::Done(events))
     }
 
-    /// A received message's text into the history (once per envelope).
-    pub(super) async fn deliver(
+    /// A received message's text into the history (once per envelope); `read_up_to`
+    /// is the contact's read marker.
+    async fn deliver(
         &self,
         tx: &mut SqliteConnection,
         name: &str,
         payload: &Payload,
         envelope: &EnvelopeOut,
         now: i64,
+        read_up_to: i64,
     ) -> Result<Vec<Event>, ClientError> {
         let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
         if payload.text.is_empty()
@@ -420,6 +425,7 @@ impl Device {
             text: payload.text.clone(),
             sent_ms,
             stored_ms: now,
+            read: sent_ms <= read_up_to,
         })])
     }
 
@@ -448,8 +454,14 @@ impl Device {
                         .await?;
                     // Only the text: a read-only session's hello moves nothing.
                     let payload = Payload::decode(&plaintext)?;
+                    let read_up_to = self
+                        .store
+                        .contact_row(&mut *tx, name)
+                        .await?
+                        .map_or(0, |c| c.read_up_to);
                     return Ok(Received::Done(
-                        self.deliver(tx, name, &payload, envelope, now).await?,
+                        self.deliver(tx, name, &payload, envelope, now, read_up_to)
+                            .await?,
                     ));
                 }
                 // The handshake a sibling already settled into this session.

@@ -11,14 +11,12 @@ impl Device {
     /// The last `limit` messages with a contact, oldest first.
     pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
-        if self
+        let read_up_to = self
             .store
             .contact_row(self.store.pool(), contact)
             .await?
-            .is_none()
-        {
-            return Err(ClientError::UnknownContact(contact.to_owned()));
-        }
+            .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?
+            .read_up_to;
         Ok(self
             .store
             .history(contact, limit)
@@ -30,6 +28,7 @@ impl Device {
                 text,
                 sent_ms,
                 stored_ms,
+                read: outgoing || sent_ms <= read_up_to,
             })
             .collect())
     }

@@ -49,11 +49,14 @@ impl Device {
             }
             failures = 0;
             let _ = self.maintain_prekeys().await.map_err(|e| on_error(&e));
-            // Timers while connected: retry the outbox, keep the directory supplied.
+            // Timers while connected: retry the outbox, keep the directory supplied, say
+            // this device is online.
             let mut outbox_tick = tokio::time::interval(OUTBOX_RETRY);
             let mut prekey_tick = tokio::time::interval(PREKEY_CHECK);
+            let mut heartbeat = tokio::time::interval(self.options.heartbeat);
             outbox_tick.reset();
             prekey_tick.reset();
+            heartbeat.reset();
             loop {
                 let events = tokio::select! {
                     next = push.next() => match next {
@@ -67,6 +70,11 @@ impl Device {
                     },
                     _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),
                     _ = prekey_tick.tick() => self.maintain_prekeys().await.map(|()| Vec::new()),
+                    // Presence is best effort: a missed beat is not worth a reconnect.
+                    _ = heartbeat.tick() => {
+                        let _ = self.relay.heartbeat().await;
+                        Ok(Vec::new())
+                    }
                 };
                 match events {
                     Ok(events) => {

@@ -70,11 +70,21 @@ pub(crate) struct ContactRow {
     pub(crate) hello_acked: bool,
     /// Our claim on their invitation, when we still write to it.
     pub(crate) invitation_claim: Option<Vec<u8>>,
+    /// Their messages sent at or before this are read (on some device).
+    pub(crate) read_up_to: i64,
 }
 
 /// `contacts`: root key, relay URL, send mailbox, receive mailbox, hello acknowledged,
 /// invitation claim.
-type ContactTuple = (Vec<u8>, String, Vec<u8>, Vec<u8>, bool, Option<Vec<u8>>);
+type ContactTuple = (
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    bool,
+    Option<Vec<u8>>,
+    i64,
+);
 
 /// A contact as `chorus contacts` lists it: name, identity keys, relay URL, answered,
 /// added, unread, why it failed.
@@ -92,14 +102,22 @@ impl super::Store {
     ) -> Result<Option<ContactRow>, ClientError> {
         let row: Option<ContactTuple> = sqlx::query_as(
             "SELECT root_key, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    CASE WHEN invitation = send_mailbox THEN invitation_claim END
+                    CASE WHEN invitation = send_mailbox THEN invitation_claim END, read_up_to
              FROM contacts WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(executor)
         .await?;
         row.map(
-            |(root, relay_url, send_mailbox, recv_mailbox, hello_acked, invitation_claim)| {
+            |(
+                root,
+                relay_url,
+                send_mailbox,
+                recv_mailbox,
+                hello_acked,
+                invitation_claim,
+                read_up_to,
+            )| {
                 Ok(ContactRow {
                     root: root
                         .as_slice()
@@ -110,6 +128,7 @@ impl super::Store {
                     recv_mailbox,
                     hello_acked,
                     invitation_claim,
+                    read_up_to,
                 })
             },
         )

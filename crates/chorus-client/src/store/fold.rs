@@ -347,6 +347,7 @@ impl PageWrites {
                 text: entry.text,
                 sent_ms,
                 stored_ms,
+                read: entry.read,
             })));
             events.len() - 1
         });
