@@ -2,26 +2,11 @@
 //! A device's life after linking, against a real relay (loopback axum app, SQLite file):
 //! revoking a lost device.
 
-use std::path::Path;
-
 use chorus_client::link::link_locally;
-use chorus_client::{ClientError, Device, Event, RelayError, Unlock};
+use chorus_client::{ClientError, Event, RelayError, Unlock};
 
 mod common;
-use common::{Relay, TestClock, device as init, options, texts};
-
-async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
-    link_locally(
-        existing,
-        &dir.join(home),
-        home,
-        Unlock::KeyFile,
-        options(clock),
-    )
-    .await
-    .unwrap()
-    .0
-}
+use common::{Relay, TestClock, device as init, link, options, texts};
 
 fn revoked_names(events: &[Event]) -> Vec<(String, bool)> {
     events

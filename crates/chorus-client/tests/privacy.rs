@@ -8,15 +8,12 @@
 //! the count, each envelope's size and the shape of its header must be the same in both
 //! runs, and no device key of Alice's appears anywhere in it.
 
-use std::path::Path;
-
-use chorus_client::link::link_locally;
 use chorus_client::{Device, Unlock};
 use chorus_relay_api::Id32;
 use chorus_wire::{Envelope, InitialMessage, RatchetMessage};
 
 mod common;
-use common::{Relay, TestClock, options};
+use common::{Relay, TestClock, link, options};
 
 /// What an observer learns from one envelope without keys.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,19 +42,6 @@ fn shape(payload: &[u8]) -> Shape {
         announces_floor: message.header.honor_floor.is_some(),
         one_time_prekey: one_time,
     }
-}
-
-async fn link(existing: &Device, dir: &Path, home: &str, clock: &TestClock) -> Device {
-    link_locally(
-        existing,
-        &dir.join(home),
-        home,
-        Unlock::KeyFile,
-        options(clock),
-    )
-    .await
-    .unwrap()
-    .0
 }
 
 /// Runs the script with `n` devices for Alice; returns every envelope Bob's relay holds

@@ -96,48 +96,44 @@ impl Device {
             if target.key.as_bytes() == &self.log.keys.device {
                 return Err(ClientError::RevokeThisDevice);
             }
-            let id = hex::encode(&target.key.as_bytes()[..8]);
-            if let Some(entry) = target.revoked_by {
-                self.relay
-                    .revoke_device(Id32(*target.key.as_bytes()), &entry)
-                    .await?;
-                return Ok(Revoked {
-                    name: target.name,
-                    id,
-                    already: true,
-                });
-            }
-            let mut conn = self.store.pool().acquire().await?;
-            let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
-            drop(conn);
-            let entry = roster
-                .revoke(
-                    &RosterSigner::Root(root),
-                    target.key,
-                    u64::try_from(self.now()).unwrap_or(0),
-                )
-                .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
-            let entry = entry.as_bytes().to_vec();
-            let (outcome, _) = self
-                .append(vec![Pending::guarded(
-                    EventKind::Roster {
-                        entry: entry.clone(),
-                    },
-                    ROSTER_STREAM.to_vec(),
-                    None,
-                )])
+            let (entry, already) = match target.revoked_by {
+                Some(entry) => (entry, true),
+                None => {
+                    let mut conn = self.store.pool().acquire().await?;
+                    let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
+                    drop(conn);
+                    let entry = roster
+                        .revoke(
+                            &RosterSigner::Root(root),
+                            target.key,
+                            u64::try_from(self.now()).unwrap_or(0),
+                        )
+                        .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+                    let entry = entry.as_bytes().to_vec();
+                    let (outcome, _) = self
+                        .append(vec![Pending::guarded(
+                            EventKind::Roster {
+                                entry: entry.clone(),
+                            },
+                            ROSTER_STREAM.to_vec(),
+                            None,
+                        )])
+                        .await?;
+                    if outcome != Appended::Done {
+                        // Another device changed the roster first: decide again on it.
+                        continue;
+                    }
+                    (entry, false)
+                }
+            };
+            self.relay
+                .revoke_device(Id32(*target.key.as_bytes()), &entry)
                 .await?;
-            if outcome == Appended::Done {
-                self.relay
-                    .revoke_device(Id32(*target.key.as_bytes()), &entry)
-                    .await?;
-                return Ok(Revoked {
-                    name: target.name,
-                    id,
-                    already: false,
-                });
-            }
-            // Another device changed the roster first: decide again on its roster.
+            return Ok(Revoked {
+                name: target.name,
+                id: hex::encode(&target.key.as_bytes()[..8]),
+                already,
+            });
         }
         Err(ClientError::Contended)
     }

@@ -141,3 +141,23 @@ pub fn texts(events: &[chorus_client::Event]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Links a new device called `home` into `existing`'s identity, in `dir/home` (both
+/// sides in this process: `chorus_client::link::link_locally`).
+pub async fn link(
+    existing: &chorus_client::Device,
+    dir: &std::path::Path,
+    home: &str,
+    clock: &TestClock,
+) -> chorus_client::Device {
+    chorus_client::link::link_locally(
+        existing,
+        &dir.join(home),
+        home,
+        chorus_client::Unlock::KeyFile,
+        options(clock),
+    )
+    .await
+    .unwrap()
+    .0
+}
