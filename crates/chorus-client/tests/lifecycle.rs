@@ -3,7 +3,10 @@
 //! revoking a lost device.
 
 use chorus_client::link::link_locally;
+use std::collections::HashSet;
+
 use chorus_client::{ClientError, Event, RelayError, Unlock};
+use chorus_relay_api::Id32;
 
 mod common;
 use common::{Relay, TestClock, device as init, link, options, texts};
@@ -92,6 +95,40 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
     assert!(
         matches!(&err, Ok(o) if o.queued.is_some()) || err.is_err(),
         "a revoked device's send reaches nobody"
+    );
+
+    // The tablet's store holds every private prekey minted before the revocation (they
+    // are escrowed in the log). The directory now hands out only new ones: a stranger's
+    // first message is one the tablet cannot open, even handed the relay's copy of it.
+    // (Until the epoch key rotates, the relay's copy of the log would still give the
+    // tablet the new private halves; that is the next step of revocation.)
+    let seen: HashSet<(Id32, i64)> = relay
+        .envelopes()
+        .await
+        .into_iter()
+        .map(|(m, e)| (m, e.seq))
+        .collect();
+    let carol = init(dir.path(), "carol", &relay, &clock).await;
+    carol
+        .add_contact(&laptop.address(), Some("alice"))
+        .await
+        .unwrap();
+    let (intro, first) = relay
+        .envelopes()
+        .await
+        .into_iter()
+        .find(|(m, e)| !seen.contains(&(*m, e.seq)))
+        .unwrap();
+    let taken = tablet.process(intro, &first).await.unwrap();
+    assert!(
+        !taken.iter().any(|e| matches!(e, Event::Request { .. })),
+        "the revoked tablet opened a first message: {taken:?}"
+    );
+    assert!(taken.iter().any(|e| matches!(e, Event::Rejected { .. })));
+    let requests = laptop.sync().await.unwrap();
+    assert!(
+        requests.iter().any(|e| matches!(e, Event::Request { .. })),
+        "the laptop takes it: {requests:?}"
     );
 
     // Running it again only shows the relay the proof again.

@@ -673,6 +673,11 @@ pub struct PublishPrekeysRequest {
     /// Adds one-time PQ prekeys.
     #[serde(default)]
     pub one_time_pq: Vec<HexBytes>,
+    /// Withdraws every one-time prekey (of both kinds) the directory still holds for
+    /// the address before adding these: after a device is revoked, none of the keys it
+    /// knew the private halves of is handed out again.
+    #[serde(default)]
+    pub replace_one_time: bool,
 }
 
 impl Validate for PublishPrekeysRequest {

@@ -2021,6 +2021,27 @@ async fn concurrent_prekey_fetches_never_share_a_one_time_key(b: Backend) {
         (s, v["error"].clone()),
         (StatusCode::CONFLICT, json!("too_many_prekeys"))
     );
+    // After a revocation the identity withdraws every one-time key at once and
+    // publishes new ones (a full store included): only the new ones are handed out.
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/prekeys/{}", log.0, addr.0),
+            Some(&tok),
+            json!({ "one_time": ["aa", "bb"], "one_time_pq": ["cc"], "replace_one_time": true }),
+        )
+        .await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, json!({ "one_time": 2, "one_time_pq": 1 }))
+    );
+    let (_, v) = r
+        .post(&format!("/v1/prekeys/{}/fetch", addr.0), None, json!({}))
+        .await;
+    assert!(
+        ["aa", "bb"].contains(&v["one_time"].as_str().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["pq"], json!("cc"));
 }
 
 async fn prekey_fetch_rate_at_bound_then_limited(b: Backend) {

@@ -19,6 +19,14 @@ impl Device {
     /// In `primary-root` only the primary device (the root's holder) mints and
     /// publishes; on the others this does nothing.
     pub async fn maintain_prekeys(&self) -> Result<(), ClientError> {
+        self.supply_prekeys(false).await
+    }
+
+    /// [`Self::maintain_prekeys`]; with `renew`, every prekey the directory hands out
+    /// is replaced whatever its age or count: a new signed and last-resort prekey, and
+    /// fresh one-time batches that replace all one-time keys the directory still holds
+    /// (after a revocation, the revoked device knows every earlier private half).
+    pub(super) async fn supply_prekeys(&self, renew: bool) -> Result<(), ClientError> {
         let Some(root) = self.me.identity.root() else {
             return Ok(());
         };
@@ -34,10 +42,11 @@ impl Device {
             request = PublishPrekeysRequest::default();
             let now = self.now();
             let mut conn = self.store.pool().acquire().await?;
-            let rotate = match store_prekeys::current_signed(&mut conn).await? {
-                None => true,
-                Some((_, created)) => prekeys::rotation_due(created, now),
-            };
+            let rotate = renew
+                || match store_prekeys::current_signed(&mut conn).await? {
+                    None => true,
+                    Some((_, created)) => prekeys::rotation_due(created, now),
+                };
             let next_id = store_prekeys::next_prekey_id(&mut conn).await?;
             let mut keys =
                 Generator::new(next_id, root, &*self.options.entropy, Purpose::Directory);
@@ -46,14 +55,16 @@ impl Device {
                 keys.signed()?;
                 keys.pq(true)?;
             }
-            if remote.as_ref().is_none_or(|c| c.one_time < REPLENISH_BELOW) {
+            request.replace_one_time = renew;
+            if renew || remote.as_ref().is_none_or(|c| c.one_time < REPLENISH_BELOW) {
                 for _ in 0..ONE_TIME_BATCH {
                     request.one_time.push(HexBytes(keys.one_time()?.encode()));
                 }
             }
-            if remote
-                .as_ref()
-                .is_none_or(|c| c.one_time_pq < REPLENISH_BELOW)
+            if renew
+                || remote
+                    .as_ref()
+                    .is_none_or(|c| c.one_time_pq < REPLENISH_BELOW)
             {
                 for _ in 0..ONE_TIME_BATCH {
                     request.one_time_pq.push(HexBytes(keys.pq(false)?.encode()));

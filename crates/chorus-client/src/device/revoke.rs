@@ -3,7 +3,9 @@
 //! device's credential on that signed proof alone.
 //!
 //! From the fold of that entry on, every device refuses the revoked device's records,
-//! and the relay refuses its logins (`RelayError::NotRegistered`). The proof can be shown
+//! and the relay refuses its logins (`RelayError::NotRegistered`); the directory's
+//! prekeys are all replaced, since the revoked device holds every private half minted
+//! before (escrowed in the log). The proof can be shown
 //! again: if the relay could not be reached, running the command again finishes the
 //! job. What the revoked device already knows — the epoch key, its sessions — is taken
 //! from it by the steps that follow (a new epoch key, a forced DH step toward every
@@ -129,6 +131,9 @@ impl Device {
             self.relay
                 .revoke_device(Id32(*target.key.as_bytes()), &entry)
                 .await?;
+            // The revoked device knows every private prekey minted so far (they are
+            // escrowed in the log): none of them is handed out from now on.
+            self.supply_prekeys(true).await?;
             return Ok(Revoked {
                 name: target.name,
                 id: hex::encode(&target.key.as_bytes()[..8]),

@@ -68,6 +68,35 @@ impl Relay {
             .unwrap()
     }
 
+    /// Every envelope the relay stores, with its mailbox, read from its SQLite file (what
+    /// the relay's operator, or a thief of its disk, holds).
+    pub async fn envelopes(&self) -> Vec<(chorus_relay_api::Id32, chorus_relay_api::EnvelopeOut)> {
+        let path = self.data.path().join(chorus_relay::serve::SQLITE_FILE);
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        type Row = (Vec<u8>, i64, Vec<u8>, Vec<u8>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT mailbox_id, seq, envelope_id, payload, received_ms FROM envelopes ORDER BY received_ms, seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(mailbox, seq, id, payload, received_ms)| {
+                (
+                    chorus_relay_api::Id32(mailbox.try_into().unwrap()),
+                    chorus_relay_api::EnvelopeOut {
+                        seq,
+                        envelope_id: chorus_relay_api::Id16(id.try_into().unwrap()),
+                        payload: chorus_relay_api::HexBytes(payload),
+                        received_ms,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Stops the relay; its SQLite file stays for a restart.
     pub async fn stop(mut self) -> (SocketAddr, TempDir) {
         let _ = self.stop.take().unwrap().send(());

@@ -749,6 +749,12 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    if keys.replace_one_time {
+                        sqlx::query("DELETE FROM one_time_prekeys WHERE address = $1")
+                            .bind(&address.0[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     let before = count_one_time(&mut *tx, address).await?;
                     if before.one_time + int(keys.one_time.len()) > i64::from(max_stored)
                         || before.one_time_pq + int(keys.one_time_pq.len()) > i64::from(max_stored)
