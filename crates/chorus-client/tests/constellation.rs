@@ -11,7 +11,7 @@ use chorus_client::{ClientError, Device, Event, Unlock};
 use chorus_wire::SecurityLevel;
 
 mod common;
-use common::{Relay, TestClock, device as init, options};
+use common::{Relay, TestClock, device as init, device_names, options};
 
 /// A relay, a tempdir, a clock, and alice's first device (home `alice`).
 async fn alice() -> (Relay, tempfile::TempDir, TestClock, Device) {
@@ -491,12 +491,6 @@ async fn every_other_device_is_told_that_a_device_joined_and_by_which() {
     // `devices` is current without a sync first: a device linked from the tablet
     // shows up on the phone's list straight away.
     let _desk = link(&tablet, dir.path(), "desk", &clock).await;
-    let names: Vec<String> = phone
-        .devices()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.name)
-        .collect();
+    let names = device_names(&phone).await;
     assert!(names.contains(&"desk".to_owned()), "{names:?}");
 }

@@ -9,7 +9,7 @@ use chorus_client::{ClientError, Event, RelayError, Unlock};
 use chorus_relay_api::Id32;
 
 mod common;
-use common::{Relay, TestClock, device as init, link, options, texts};
+use common::{Relay, TestClock, device as init, device_names, link, options, texts};
 
 fn revoked_names(events: &[Event]) -> Vec<(String, bool)> {
     events
@@ -49,6 +49,12 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
         laptop.find_device("watch").await,
         Err(ClientError::UnknownDevice(_))
     ));
+    // A whole id names that key only: a device linked under a name that spells the
+    // tablet's id is never what that id resolves to (the CLI revokes by the whole id
+    // of the device its confirmation named).
+    let _impostor = link(&laptop, dir.path(), &found.id, &clock).await;
+    laptop.sync_log().await.unwrap();
+    assert_eq!(laptop.find_device(&found.id).await.unwrap().name, "tablet");
     // A device cannot revoke itself, and trying changes nothing.
     let own = laptop
         .devices()
@@ -61,9 +67,9 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
         laptop.revoke_device(&own.id).await,
         Err(ClientError::RevokeThisDevice)
     ));
-    assert_eq!(laptop.devices().await.unwrap().len(), 3);
+    assert_eq!(laptop.devices().await.unwrap().len(), 4);
 
-    let revoked = laptop.revoke_device("tablet").await.unwrap();
+    let revoked = laptop.revoke_device(&found.id).await.unwrap();
     assert_eq!((revoked.name.as_str(), revoked.already), ("tablet", false));
     assert_eq!(revoked.id, found.id[..16]);
 
@@ -71,15 +77,9 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
     let heard = revoked_names(&phone.sync_log().await.unwrap());
     assert_eq!(heard, [("tablet".to_owned(), false)]);
     for d in [&laptop, &phone] {
-        let names: Vec<String> = d
-            .devices()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let names = device_names(d).await;
         assert!(!names.contains(&"tablet".to_owned()), "{names:?}");
-        assert_eq!(names.len(), 2);
+        assert_eq!(names.len(), 3);
     }
     assert!(laptop.find_device("tablet").await.unwrap().revoked);
 

@@ -359,6 +359,65 @@ fn a_read_marker_and_a_delivery_on_one_device_hold_on_all() {
 }
 
 #[test]
+fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let received = |id: u8, sent_ms: u64, text: &str| {
+        event(
+            keys[1],
+            id,
+            u64::from(id),
+            EventKind::Received {
+                contact: [1; 32],
+                message: chorus_wire::FirstMessage {
+                    envelope_id: [id; 16],
+                    sent_ms,
+                    text: text.to_owned(),
+                },
+                position: u64::from(id),
+            },
+        )
+    };
+    let events = [
+        event(
+            keys[0],
+            1,
+            1,
+            EventKind::Read {
+                contact: [1; 32],
+                up_to: 5,
+            },
+        ),
+        received(2, 5, "covered"),
+        received(3, 6, "after the marker"),
+    ];
+    let log: Vec<Stored> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
+        .collect();
+    let mut state = state();
+    let read: Vec<(String, bool)> = fold(&mut state, &key, &log)
+        .into_iter()
+        .flat_map(|o| match o {
+            Outcome::Applied(effects) => effects,
+            _ => Vec::new(),
+        })
+        .filter_map(|e| match e {
+            Effect::Message(h) => Some((h.text, h.read)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("covered".to_owned(), true),
+            ("after the marker".to_owned(), false)
+        ]
+    );
+}
+
+#[test]
 fn a_rename_is_last_writer_wins_and_never_takes_another_contacts_alias() {
     let (_, keys) = three_devices();
     let key = epoch_key();

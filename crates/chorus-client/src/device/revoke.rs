@@ -82,8 +82,9 @@ impl Device {
         Ok(found)
     }
 
-    /// Revokes the device `given` names — its name (exactly, else ignoring case) or the
-    /// start of its id (at least 4 hex digits) — on every device of the identity and at
+    /// Revokes the device `given` names — its whole id (as [`FoundDevice::id`]; nothing
+    /// else can match it), its name (exactly, else ignoring case) or the start of its id
+    /// (at least 4 hex digits) — on every device of the identity and at
     /// the relay. Needs the root key (any device in `shared-root`, the primary in
     /// `primary-root`); a device cannot revoke itself.
     pub async fn revoke_device(&self, given: &str) -> Result<Revoked, ClientError> {
@@ -167,6 +168,15 @@ impl Device {
             }
         }
         let id = |k: &Known| hex::encode(k.key.as_bytes());
+        // A whole id names one key and nothing else: what a confirmation showed is what
+        // gets revoked, even if some device was linked under a name that looks like it.
+        if given.len() == 64 {
+            let wanted = given.to_lowercase();
+            return known
+                .into_iter()
+                .find(|k| id(k) == wanted)
+                .ok_or_else(|| ClientError::UnknownDevice(given.to_owned()));
+        }
         let wanted = given.to_lowercase();
         let by_id = given.len() >= 4 && given.bytes().all(|b| b.is_ascii_hexdigit());
         let mut found = Vec::new();

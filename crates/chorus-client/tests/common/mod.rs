@@ -190,3 +190,13 @@ pub async fn link(
     .unwrap()
     .0
 }
+
+/// The names `chorus devices` lists on `d`, in its order.
+pub async fn device_names(d: &chorus_client::Device) -> Vec<String> {
+    d.devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect()
+}
