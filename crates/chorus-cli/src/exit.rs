@@ -72,6 +72,7 @@ impl From<ClientError> for Failure {
             | E::EmptyMessage
             | E::Wire(_)
             | E::Log(_)
+            | E::EpochKey(_)
             | E::BadLinkCode { .. }
             | E::LinkProtocol(_)
             | E::LinkWrongIdentity

@@ -310,5 +310,8 @@ async fn a_page_over_the_honest_bound_is_refused_whole_and_changes_nothing() {
     assert_eq!(applied(&laptop).await, applied(&phone).await);
     let name = format!("alice {}", renames - 1);
     let slot = laptop.log.fold.lock().await;
-    assert_eq!(slot.as_ref().unwrap().profile_name(), Some(name.as_str()));
+    assert_eq!(
+        slot.as_ref().unwrap().state.profile_name(),
+        Some(name.as_str())
+    );
 }

@@ -67,9 +67,6 @@ pub(crate) struct Me {
     pub(crate) relay_url: String,
     pub(crate) intro_mailbox: Id32,
     pub(crate) identity: LocalIdentity,
-    /// This device's X25519 key (sealed boxes to this device).
-    #[allow(dead_code)]
-    pub(crate) device_dh: DeviceDhSecret,
 }
 
 impl Me {

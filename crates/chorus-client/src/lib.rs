@@ -206,6 +206,11 @@ pub enum ClientError {
     /// A log record was refused.
     #[error("{0}")]
     Log(#[from] chorus_core::LogError),
+    /// A rotation of the log's epoch key that this device cannot take its key from (a
+    /// sibling sealed it wrongly): the log after it stays unread until a device of the
+    /// identity rotates again.
+    #[error("{0}; another device of this identity must rotate the log's key again")]
+    EpochKey(#[from] chorus_core::EpochKeyError),
     /// A stored value is not what this version wrote.
     #[error("local store: {0} is corrupt")]
     Corrupt(String),

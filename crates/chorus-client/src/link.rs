@@ -602,7 +602,7 @@ impl LinkConfirmed {
             log_id,
             Id32(bundle.intro_mailbox),
             secrets,
-            epoch_key,
+            (bundle.epoch, epoch_key),
             &checkpoint.rows().roster,
             checkpoint.rows().applied_seq,
             relay,
@@ -843,12 +843,14 @@ impl Approval<'_> {
             .await?;
         }
         let checkpoint_id: [u8; 32] = d.random();
-        let sealed = seal_checkpoint(
-            &d.store.export_checkpoint().await?,
-            &d.log.keys.key,
-            &checkpoint_id,
-            &*d.options.entropy,
-        );
+        let (epoch, epoch_key) = d.log.epoch_key().await?;
+        let checkpoint = d.store.export_checkpoint().await?;
+        if d.log.epoch_key().await?.0 != epoch {
+            // The log's key rotated while the checkpoint was taken: the new device
+            // would hold a key of another epoch than its state. Run the link again.
+            return Err(ClientError::Contended);
+        }
+        let sealed = seal_checkpoint(&checkpoint, &epoch_key, &checkpoint_id, &*d.options.entropy);
         d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
         let IdentitySecrets { root, keys, dh, .. } = stored_secrets(d).await?;
         // `primary-root`: the root stays on this (the primary) device.
@@ -861,8 +863,8 @@ impl Approval<'_> {
             root: root.filter(|_| shared),
             identity_keys: keys,
             dh,
-            epoch: d.log.keys.epoch,
-            epoch_key: d.log.keys.key.to_bytes(),
+            epoch,
+            epoch_key: epoch_key.to_bytes(),
             checkpoint: checkpoint_id,
         };
         self.post_bundle(&bundle, relink.as_ref()).await

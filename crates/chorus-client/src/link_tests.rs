@@ -35,6 +35,7 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
     let other_root = RootSigningKey::generate(&mut rng());
     let other_dh = IdentityDhSecret::generate(&mut rng());
     let other_keys = IdentityKeys::sign(&other_root, other_dh.public_key()).encode();
+    let (epoch, epoch_key) = alice.log.epoch_key().await.unwrap();
     let lie = ProvisioningBundle {
         log_id: alice.log.keys.log_id.0,
         relay_url: url.clone(),
@@ -43,8 +44,8 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         root: Some(other_root),
         identity_keys: other_keys,
         dh: other_dh,
-        epoch: alice.log.keys.epoch,
-        epoch_key: alice.log.keys.key.to_bytes(),
+        epoch,
+        epoch_key: epoch_key.to_bytes(),
         checkpoint: random(),
     };
     approval.post_bundle(&lie, None).await.unwrap();

@@ -28,10 +28,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chorus_core::{
-    Constellation, LogError, Record, RecordContext, Sessions, StreamHead, seal_event,
+    Constellation, Effect, Folded, LogError, Outcome, Record, RecordContext, Sessions, StreamHead,
+    open_epoch_key, seal_event,
 };
 pub(crate) use chorus_core::{PREKEY_STREAM, ROSTER_STREAM, session_stream};
-use chorus_crypto::{Entropy, EpochKey};
+use chorus_crypto::{DeviceDhSecret, Entropy, EpochKey};
 use chorus_relay_api::{BundledPost, Guard, HexBytes, Id32, RecordIn, RecordOut};
 use chorus_wire::{ChainLink, EventKind, LogEvent};
 use sqlx::SqliteConnection;
@@ -42,32 +43,43 @@ use crate::relay::RelayClient;
 use crate::store::{Folder, log_state};
 use crate::{ClientError, Store};
 
-/// The log's keys as this device holds them.
+/// Who this device is in the log: the log, its key and the X25519 key each rotation
+/// seals the next epoch key to.
 pub(crate) struct LogKeys {
     pub(crate) log_id: Id32,
-    pub(crate) epoch: u32,
-    pub(crate) key: EpochKey,
     pub(crate) device: [u8; 32],
+    pub(crate) dh: DeviceDhSecret,
 }
 
-impl LogKeys {
-    /// Seals `event` into the record to append: the epoch AEAD binds the epoch, the
-    /// author and the guard (`(stream tag, expected version)`).
-    pub(crate) fn seal(
+/// The folded state and the key of the epoch it folds, restored from the store together.
+pub(crate) struct Held {
+    pub(crate) state: Constellation,
+    pub(crate) key: Arc<EpochKey>,
+}
+
+impl Held {
+    /// Seals `event` into the record to append under the current epoch's key: the
+    /// AEAD binds the log, the epoch, the author and the guard (`(stream tag,
+    /// expected version)`). A rotation carries the epoch it starts (`chorus_core`'s
+    /// `epoch` module).
+    fn seal(
         &self,
+        log_id: &Id32,
         event: &LogEvent,
         guard: Option<([u8; 32], i64)>,
         entropy: &dyn Entropy,
     ) -> Result<RecordIn, ClientError> {
+        let rotation = matches!(event.kind, EventKind::EpochRotated(_));
+        let epoch = self.state.epoch().saturating_add(u32::from(rotation));
         let context = RecordContext {
-            log_id: self.log_id.0,
-            epoch: self.epoch,
+            log_id: log_id.0,
+            epoch,
             author: event.author,
             guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
         };
         let sealed = seal_event(&self.key, &context, event, &mut entropy.rng())?;
         Ok(RecordIn {
-            epoch: i64::from(self.epoch),
+            epoch: i64::from(epoch),
             nonce: HexBytes(sealed.nonce.to_vec()),
             ciphertext: HexBytes(sealed.ciphertext),
             guard: guard.map(|(t, v)| Guard {
@@ -186,7 +198,7 @@ pub(crate) struct Log {
     clock: Arc<dyn Clock>,
     /// The folded log state, restored from the store on first use; the lock also
     /// serializes this process's folds and appends.
-    pub(crate) fold: tokio::sync::Mutex<Option<Constellation>>,
+    pub(crate) fold: tokio::sync::Mutex<Option<Held>>,
 }
 
 impl Log {
@@ -211,19 +223,29 @@ impl Log {
     /// process on the same store folded since (its cursor moved).
     async fn folded<'a>(
         &self,
-        slot: &'a mut Option<Constellation>,
+        slot: &'a mut Option<Held>,
         conn: &mut SqliteConnection,
-    ) -> Result<&'a mut Constellation, ClientError> {
+    ) -> Result<&'a mut Held, ClientError> {
         let stored = log_state::applied_seq(conn).await?;
-        if slot.as_ref().is_some_and(|s| s.applied() != stored) {
+        if slot.as_ref().is_some_and(|h| h.state.applied() != stored) {
             *slot = None;
         }
         match slot {
-            Some(state) => Ok(state),
+            Some(held) => Ok(held),
             None => {
-                Ok(slot.insert(log_state::load(conn, self.keys.log_id.0, self.keys.epoch).await?))
+                let state = log_state::load(conn, self.keys.log_id.0).await?;
+                let key = Arc::new(log_state::epoch_key(conn, &self.store).await?);
+                Ok(slot.insert(Held { state, key }))
             }
         }
+    }
+
+    /// The current epoch and its key (as folded, restored if another process folded).
+    pub(crate) async fn epoch_key(&self) -> Result<(u32, Arc<EpochKey>), ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut conn = self.store.pool().acquire().await?;
+        let held = self.folded(&mut slot, &mut conn).await?;
+        Ok((held.state.epoch(), held.key.clone()))
     }
 
     /// The folded state and a store transaction that agree: the state is restored if
@@ -252,7 +274,8 @@ impl Log {
         let records_and_ids = {
             let mut slot = self.fold.lock().await;
             let mut conn = self.store.pool().acquire().await?;
-            let state = self.folded(&mut slot, &mut conn).await?;
+            let held = self.folded(&mut slot, &mut conn).await?;
+            let state = &held.state;
             // Where this device stands: every record names it (`chorus_core::chain`).
             let head = state.head();
             let mut streams: HashMap<Vec<u8>, StreamHead> = HashMap::new();
@@ -262,7 +285,7 @@ impl Log {
                 let (guard, stream_prev) = match &p.guard {
                     None => (None, None),
                     Some((name, expected)) => {
-                        let tag = keys.key.stream_tag(name);
+                        let tag = held.key.stream_tag(name);
                         let folded = match streams.get(name) {
                             Some(s) => *s,
                             None => state.stream(&tag),
@@ -278,7 +301,7 @@ impl Log {
                     chain: ChainLink { stream_prev, head },
                     kind: p.kind,
                 };
-                let record = keys.seal(&event, guard, &*self.entropy)?;
+                let record = held.seal(&keys.log_id, &event, guard, &*self.entropy)?;
                 if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
                     // The next event on this stream in the batch follows this record.
                     let hash = keys.record_hash(
@@ -310,7 +333,9 @@ impl Log {
                 };
                 (Appended::Done, events)
             }
-            Err(e) if e.code() == Some("guard_failed") => {
+            // A guard failed, or the log moved to a new epoch this device has not
+            // folded: nothing was stored; fold and decide again.
+            Err(e) if matches!(e.code(), Some("guard_failed" | "stale_epoch")) => {
                 (Appended::Conflict, self.sync_log().await?)
             }
             Err(e) => return Err(e.into()),
@@ -323,6 +348,29 @@ impl Log {
             outcome = Appended::Conflict;
         }
         Ok((outcome, events))
+    }
+
+    /// Appends the rotation the fold says is due (`chorus_core`'s `epoch` module) until
+    /// none is: ours, or another device's that got there first. A device the roster no
+    /// longer holds never rotates.
+    pub(crate) async fn rotate_if_due(&self) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        for _ in 0..APPEND_ATTEMPTS {
+            let plan = {
+                let mut slot = self.fold.lock().await;
+                let mut conn = self.store.pool().acquire().await?;
+                let held = self.folded(&mut slot, &mut conn).await?;
+                if !held.state.rotation_due()
+                    || !held.state.roster().is_authorized_id(&self.keys.device)
+                {
+                    return Ok(events);
+                }
+                held.state.plan_rotation(&held.key, &mut self.entropy.rng())
+            };
+            let (_, more) = self.append_with(vec![plan.into()], None).await?;
+            events.extend(more);
+        }
+        Err(ClientError::Contended)
     }
 
     /// Folds this device's own records at the seqs the relay gave them, if they
@@ -338,7 +386,7 @@ impl Log {
         let mut slot = self.fold.lock().await;
         let applied = {
             let mut conn = self.store.pool().acquire().await?;
-            self.folded(&mut slot, &mut conn).await?.applied()
+            self.folded(&mut slot, &mut conn).await?.state.applied()
         };
         let follows = seqs.len() == records.len()
             && seqs
@@ -368,8 +416,8 @@ impl Log {
     async fn all_folded(&self, ids: &[[u8; 16]]) -> Result<bool, ClientError> {
         let mut slot = self.fold.lock().await;
         let mut conn = self.store.pool().acquire().await?;
-        let state = self.folded(&mut slot, &mut conn).await?;
-        Ok(ids.iter().all(|id| state.has_seen(id)))
+        let held = self.folded(&mut slot, &mut conn).await?;
+        Ok(ids.iter().all(|id| held.state.has_seen(id)))
     }
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
@@ -398,7 +446,7 @@ impl Log {
         let mut slot = self.fold.lock().await;
         let folded = {
             let mut conn = self.store.pool().acquire().await?;
-            self.folded(&mut slot, &mut conn).await?.applied()
+            self.folded(&mut slot, &mut conn).await?.state.applied()
         };
         let mut reader = self.reader(folded);
         let mut read = i64::try_from(folded).unwrap_or(i64::MAX);
@@ -440,7 +488,7 @@ impl Log {
                 events.extend(self.fold_locked(&mut slot, &batch).await?);
                 batch.clear();
                 batch_bytes = 0;
-                progress(slot.as_ref().map_or(0, Constellation::applied));
+                progress(slot.as_ref().map_or(0, |h| h.state.applied()));
             }
             if last.is_none() {
                 return Ok(events);
@@ -479,6 +527,19 @@ impl Log {
         }
     }
 
+    /// Seals `event` as this device would append it now (tests forge records with it).
+    #[cfg(test)]
+    pub(crate) async fn seal(
+        &self,
+        event: &LogEvent,
+        guard: Option<([u8; 32], i64)>,
+    ) -> Result<RecordIn, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut conn = self.store.pool().acquire().await?;
+        let held = self.folded(&mut slot, &mut conn).await?;
+        held.seal(&self.keys.log_id, event, guard, &*self.entropy)
+    }
+
     /// Folds a page of records the relay showed ([`Self::fold_locked`]).
     #[cfg(test)]
     pub(crate) async fn fold_page(&self, records: &[RecordOut]) -> Result<Vec<Event>, ClientError> {
@@ -493,11 +554,10 @@ impl Log {
     /// in memory is dropped and restored from the store next time.
     async fn fold_locked(
         &self,
-        slot: &mut Option<Constellation>,
+        slot: &mut Option<Held>,
         records: &[RecordOut],
     ) -> Result<Vec<Event>, ClientError> {
         let mut tx = self.store.begin().await?;
-        let state = self.folded(slot, &mut tx).await?;
         let shown: Vec<Record<'_>> = records
             .iter()
             .map(|r| Record {
@@ -514,11 +574,46 @@ impl Log {
                 ciphertext: &r.ciphertext.0,
             })
             .collect();
+        let mut events = Vec::new();
+        // The core's fold stops after a rotation: the rest of the page is opened
+        // again with the key it sealed to this device.
+        let written = loop {
+            match self.fold_part(slot, &mut tx, &shown).await {
+                Ok((part, more)) => {
+                    events.extend(part);
+                    if !more {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let committed = match written {
+            Ok(()) => tx.commit().await.map_err(ClientError::from),
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            *slot = None;
+        }
+        committed.map(|()| events)
+    }
+
+    /// Folds the records of `shown` this state has not folded, up to the first
+    /// rotation, and persists them in `tx`; says whether a rotation ended the part with
+    /// records left to fold under its key.
+    async fn fold_part(
+        &self,
+        slot: &mut Option<Held>,
+        tx: &mut SqliteConnection,
+        shown: &[Record<'_>],
+    ) -> Result<(Vec<Event>, bool), ClientError> {
+        let held = self.folded(slot, tx).await?;
+        let state = &mut held.state;
         let opened: Vec<_> = shown
             .iter()
             .map(|r| {
                 if r.seq > state.applied() {
-                    state.open(&self.keys.key, r)
+                    state.open(&held.key, r)
                 } else {
                     Err(LogError::Undecryptable)
                 }
@@ -527,52 +622,76 @@ impl Log {
         let mut sessions = Sessions::default();
         for root in state.sessions_needed(&opened) {
             if let Some(alias) = state.contact(&root).map(|c| c.alias.clone())
-                && let Some(session) = self.store.get_session(&mut tx, &alias).await?
+                && let Some(session) = self.store.get_session(tx, &alias).await?
             {
                 sessions.insert(root, session);
             }
         }
-        let folded = match state.fold_page(&self.keys.key, &shown, opened, &mut sessions) {
-            Ok(folded) => folded,
-            Err(e) => {
-                return Err(ClientError::Relay(crate::RelayError::BadResponse {
+        let folded = state
+            .fold_page(&held.key, shown, opened, &mut sessions)
+            .map_err(|e| {
+                ClientError::Relay(crate::RelayError::BadResponse {
                     url: self.relay.url().to_owned(),
                     reason: e.to_string(),
-                }));
-            }
+                })
+            })?;
+        // A rotation is the last record folded: the new key sealed to this device.
+        let new_key = match rotation(&folded) {
+            Some(r) => Some(open_epoch_key(
+                &self.keys.log_id.0,
+                &self.keys.device,
+                &self.keys.dh,
+                r,
+            )?),
+            None => None,
         };
         let me = Folder {
             device: self.keys.device,
             relay_url: self.relay.url(),
+            epoch_key: new_key.as_ref(),
         };
-        let written = self
+        let events = self
             .store
-            .persist_fold(&mut tx, &me, state, folded, &sessions)
-            .await;
-        let events = match written {
-            Ok(events) => tx
-                .commit()
-                .await
-                .map(|()| events)
-                .map_err(ClientError::from),
-            Err(e) => Err(e),
-        };
-        if events.is_err() {
-            *slot = None;
+            .persist_fold(tx, &me, state, folded, &sessions)
+            .await?;
+        let last = shown.iter().map(|r| r.seq).max().unwrap_or(0);
+        let more = new_key.is_some() && state.applied() < last;
+        if let Some(key) = new_key {
+            held.key = Arc::new(key);
         }
-        events
+        Ok((events, more))
+    }
+}
+
+/// The rotation a folded part ends with, if it does.
+fn rotation(folded: &[Folded]) -> Option<&chorus_wire::EpochRotation> {
+    match &folded.last()?.outcome {
+        Outcome::Applied(effects) => effects.iter().find_map(|e| match e {
+            Effect::EpochRotated(r) => Some(&**r),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 
 /// See [`Log::cut`].
 pub(crate) struct Cut<'a> {
-    slot: tokio::sync::MutexGuard<'a, Option<Constellation>>,
+    slot: tokio::sync::MutexGuard<'a, Option<Held>>,
     pub(crate) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
 }
 
 impl Cut<'_> {
     /// The folded state.
     pub(crate) fn state(&self) -> Result<&Constellation, ClientError> {
+        self.held().map(|h| &h.state)
+    }
+
+    /// The current epoch's key (stream tags, sends).
+    pub(crate) fn key(&self) -> Result<&EpochKey, ClientError> {
+        self.held().map(|h| &*h.key)
+    }
+
+    fn held(&self) -> Result<&Held, ClientError> {
         self.slot
             .as_ref()
             .ok_or_else(|| ClientError::Corrupt("the folded state".into()))
@@ -617,3 +736,7 @@ impl Drop for Reader {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "epoch_tests.rs"]
+mod epoch_tests;

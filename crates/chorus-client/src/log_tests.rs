@@ -89,13 +89,7 @@ async fn a_record_from_a_device_outside_the_roster_is_refused_and_changes_nothin
         },
     };
     rogue_relay
-        .append(vec![
-            alice
-                .log
-                .keys
-                .seal(&event, None, &*alice.options.entropy)
-                .unwrap(),
-        ])
+        .append(vec![alice.log.seal(&event, None).await.unwrap()])
         .await
         .unwrap();
     let events = alice.sync_log().await.unwrap();
@@ -211,7 +205,8 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
         .unwrap();
     let stream = super::session_stream(&row.root);
     let mut conn = laptop.store.pool().acquire().await.unwrap();
-    let version = stream_version(&mut conn, &laptop.log.keys.key.stream_tag(&stream))
+    let (_, key) = laptop.log.epoch_key().await.unwrap();
+    let version = stream_version(&mut conn, &key.stream_tag(&stream))
         .await
         .unwrap();
     let mut session = laptop
@@ -410,13 +405,12 @@ async fn persisted_state_equals_the_core_state() {
     for d in [&phone, &laptop] {
         d.sync_log().await.unwrap();
         let slot = d.log.fold.lock().await;
-        let in_memory = slot.as_ref().expect("folded").clone();
+        let in_memory = slot.as_ref().expect("folded").state.clone();
         drop(slot);
         let mut conn = d.store.pool().acquire().await.unwrap();
-        let stored =
-            crate::store::log_state::load(&mut conn, d.log.keys.log_id.0, d.log.keys.epoch)
-                .await
-                .unwrap();
+        let stored = crate::store::log_state::load(&mut conn, d.log.keys.log_id.0)
+            .await
+            .unwrap();
         assert_eq!(stored, in_memory);
         assert_eq!(in_memory.contact(&root).unwrap().alias, "robert");
         assert!(in_memory.is_blocked(&[0xcc; 32]));
@@ -459,13 +453,12 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
     assert!(outcome.queued.is_none(), "{:?}", outcome.queued);
     assert!(rejections(&phone.sync_log().await.unwrap()).is_empty());
     let slot = phone.log.fold.lock().await;
-    let in_memory = slot.as_ref().expect("folded").clone();
+    let in_memory = slot.as_ref().expect("folded").state.clone();
     drop(slot);
     let mut conn = phone.store.pool().acquire().await.unwrap();
-    let stored =
-        crate::store::log_state::load(&mut conn, phone.log.keys.log_id.0, phone.log.keys.epoch)
-            .await
-            .unwrap();
+    let stored = crate::store::log_state::load(&mut conn, phone.log.keys.log_id.0)
+        .await
+        .unwrap();
     assert_eq!(stored, in_memory);
     let history = texts_of(&phone.history("bob", 10).await.unwrap());
     assert!(
@@ -482,7 +475,15 @@ async fn a_second_process_on_the_same_store_folding_first_is_noticed() {
 async fn a_laptop_away_for_three_pages(dir: &std::path::Path) -> (Device, Device, u64, String) {
     let (phone, _bob, laptop) = alice_and_bob_talking_and_a_laptop(dir).await;
     laptop.sync_log().await.unwrap();
-    let before = laptop.log.fold.lock().await.as_ref().unwrap().applied();
+    let before = laptop
+        .log
+        .fold
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .state
+        .applied();
     let per_append = chorus_relay_api::limits::MAX_APPEND_BATCH;
     let appends = (super::LOG_PAGE as usize * 2).div_ceil(per_append) + 1;
     for i in 0..appends {
@@ -512,18 +513,37 @@ async fn a_log_longer_than_a_page_is_read_ahead_and_folded_in_batches_to_the_sam
         .sync_log_with(|seq| told.push(seq))
         .await
         .unwrap();
-    let head = phone.log.fold.lock().await.as_ref().unwrap().applied();
+    let head = phone
+        .log
+        .fold
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .state
+        .applied();
     assert!(
         head - before > 2 * u64::from(super::LOG_PAGE),
         "more than two pages"
     );
     assert_eq!(told.last(), Some(&head));
     assert!(told.windows(2).all(|w| w[0] < w[1]), "{told:?}");
-    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().digest();
-    let laptop_state = laptop.log.fold.lock().await.as_ref().unwrap().digest();
+    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().state.digest();
+    let laptop_state = laptop
+        .log
+        .fold
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .state
+        .digest();
     assert_eq!(laptop_state, phone_state);
     let slot = laptop.log.fold.lock().await;
-    assert_eq!(slot.as_ref().unwrap().profile_name(), Some(last.as_str()));
+    assert_eq!(
+        slot.as_ref().unwrap().state.profile_name(),
+        Some(last.as_str())
+    );
 }
 
 /// A batch ends at the page that brings it to `FOLD_BATCH_BYTES` of ciphertext,
@@ -543,12 +563,28 @@ async fn a_batch_ends_at_its_byte_bound_and_folds_to_the_same_state() {
         .catch_up(limit, |seq| told.push(seq))
         .await
         .unwrap();
-    let head = phone.log.fold.lock().await.as_ref().unwrap().applied();
+    let head = phone
+        .log
+        .fold
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .state
+        .applied();
     let pages = (head - before).div_ceil(u64::from(super::LOG_PAGE));
     assert!(pages >= 3, "more than two pages");
     assert_eq!(told.len() as u64, pages, "one batch per page: {told:?}");
     assert_eq!(told.last(), Some(&head));
-    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().digest();
-    let laptop_state = laptop.log.fold.lock().await.as_ref().unwrap().digest();
+    let phone_state = phone.log.fold.lock().await.as_ref().unwrap().state.digest();
+    let laptop_state = laptop
+        .log
+        .fold
+        .lock()
+        .await
+        .as_ref()
+        .unwrap()
+        .state
+        .digest();
     assert_eq!(laptop_state, phone_state);
 }

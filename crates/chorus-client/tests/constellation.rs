@@ -356,11 +356,19 @@ async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
         ciphertext: old.ciphertext.clone(),
         guard: None,
     };
-    // From another epoch than the device holds.
+    // Under the next epoch, which no rotation started: it does not open (it was
+    // sealed for epoch 1), and the log is now at an epoch no device holds a key to.
     let other_epoch = RecordIn {
+        epoch: 2,
+        ..replay.clone()
+    };
+    // Skipping further ahead is refused by the relay itself.
+    let far = RecordIn {
         epoch: 9,
         ..replay.clone()
     };
+    let err = laptop.relay().append(vec![far]).await.unwrap_err();
+    assert_eq!(err.code(), Some("epoch_jump"), "{err}");
     laptop
         .relay()
         .append(vec![forged, replay, other_epoch])
@@ -381,9 +389,21 @@ async fn forged_and_replayed_log_records_are_refused_and_change_nothing() {
         reasons[0]
     );
     assert!(reasons[1].contains("replays an event"), "{}", reasons[1]);
-    assert!(reasons[2].contains("another epoch"), "{}", reasons[2]);
+    assert!(
+        reasons[2].contains("does not authenticate"),
+        "{}",
+        reasons[2]
+    );
     assert_eq!(state(&phone).await, before);
-    // The log goes on: a real send from the laptop still folds on the phone.
+    // The log goes on: the phone rotated past the epoch nobody holds (the relay takes
+    // nothing older now), and the laptop, refused under epoch 1, folds the rotation
+    // and sends under the new key; the phone folds it.
+    let page = laptop.relay().read_records(0, 256).await.unwrap();
+    assert_eq!(
+        page.records.last().unwrap().epoch,
+        2,
+        "the phone's rotation"
+    );
     laptop.send("bob", "after the noise").await.unwrap();
     phone.sync().await.unwrap();
     assert_eq!(phone.history("bob", 100).await.unwrap().len(), before.1 + 1);

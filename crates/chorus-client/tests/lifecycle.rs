@@ -98,10 +98,9 @@ async fn a_revoked_device_is_shut_out_by_the_relay_and_the_others_carry_on() {
     );
 
     // The tablet's store holds every private prekey minted before the revocation (they
-    // are escrowed in the log). The directory now hands out only new ones: a stranger's
-    // first message is one the tablet cannot open, even handed the relay's copy of it.
-    // (Until the epoch key rotates, the relay's copy of the log would still give the
-    // tablet the new private halves; that is the next step of revocation.)
+    // are escrowed in the log). The directory now hands out only new ones, escrowed
+    // under the new epoch key: a stranger's first message is one the tablet cannot
+    // open, even handed the relay's copy of it (and of the log: `epoch_tests.rs`).
     let seen: HashSet<(Id32, i64)> = relay
         .envelopes()
         .await

@@ -39,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chorus_crypto::EpochKey;
 use chorus_wire::{
-    ContactDetails, EventKind, LogEvent, PrekeySecret, RosterBody, RosterEntry, SentMessage,
+    ContactDetails, EpochRotation, EventKind, LogEvent, PrekeySecret, RosterBody, RosterEntry,
+    SentMessage,
 };
 use sha2::{Digest, Sha256};
 
@@ -194,6 +195,10 @@ pub enum Effect {
         /// The name of the device that revoked it.
         by: String,
     },
+    /// The log moved to a new epoch: every stream starts again, and the records after
+    /// this one are sealed under the key the rotation seals to each current device
+    /// (`crate::epoch::open_epoch_key`).
+    EpochRotated(Box<EpochRotation>),
     /// A device the roster held was linked again.
     DeviceRelinked {
         /// Its key.
@@ -328,6 +333,7 @@ impl std::fmt::Debug for Effect {
             Self::RosterEntry { .. } => "RosterEntry",
             Self::DeviceAuthorized { .. } => "DeviceAuthorized",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
+            Self::EpochRotated(_) => "EpochRotated",
             Self::DeviceRelinked { .. } => "DeviceRelinked",
             Self::Register { .. } => "Register",
             Self::Profile(_) => "Profile",
@@ -389,6 +395,10 @@ pub struct Parts {
     pub log_id: [u8; 32],
     /// The epoch this device holds.
     pub epoch: u32,
+    /// How many devices the roster had revoked when that epoch began.
+    pub epoch_revoked: u64,
+    /// The highest epoch of any record shown, folded or refused.
+    pub log_epoch: u32,
     /// The roster chain, encoded, in order.
     pub roster: Vec<Vec<u8>>,
     /// The Lamport clock.
@@ -414,6 +424,8 @@ pub struct Parts {
 pub struct Constellation {
     log_id: [u8; 32],
     epoch: u32,
+    epoch_revoked: u64,
+    log_epoch: u32,
     roster: Roster,
     clock: LamportClock,
     applied: u64,
@@ -432,6 +444,8 @@ impl Constellation {
         Self {
             log_id,
             epoch,
+            epoch_revoked: 0,
+            log_epoch: epoch,
             roster,
             clock: LamportClock::default(),
             applied: 0,
@@ -450,6 +464,8 @@ impl Constellation {
         let roster =
             Roster::validate_chain(parts.log_id, &parts.roster).map_err(LogError::Roster)?;
         let mut state = Self::new(parts.log_id, parts.epoch, roster);
+        state.epoch_revoked = parts.epoch_revoked;
+        state.log_epoch = parts.log_epoch.max(parts.epoch);
         state.clock.observe(parts.lamport);
         state.applied = parts.applied;
         state.chain = parts.chain.into_iter().collect();
@@ -464,10 +480,13 @@ impl Constellation {
         Ok(state)
     }
 
-    /// Authenticates and decodes a record (pure: changes nothing). The fold takes its
-    /// result, so a page can be opened before the sessions it needs are loaded.
+    /// Authenticates and decodes a record (pure: changes nothing) with `key`, the
+    /// current epoch's. The fold takes its result, so a page can be opened before the
+    /// sessions it needs are loaded. A record of the next epoch is opened with the
+    /// current key too: only the rotation that starts that epoch is sealed so, and the
+    /// fold refuses any other event there (`crate::epoch`).
     pub fn open(&self, key: &EpochKey, record: &Record<'_>) -> Result<LogEvent, LogError> {
-        if record.epoch != self.epoch {
+        if record.epoch < self.epoch {
             return Err(LogError::Epoch {
                 held: self.epoch,
                 record: record.epoch,
@@ -506,6 +525,10 @@ impl Constellation {
     /// Folds a page of records, each with what [`Self::open`] made of it. The page
     /// must continue the log where this state is: a skipped seq refuses the whole
     /// page and changes nothing; records at or below the folded seq are skipped.
+    ///
+    /// The fold stops after a rotation ([`Effect::EpochRotated`]): the records after it
+    /// are sealed under the new key, so the caller takes that key, opens the page
+    /// again with it and folds the rest (the records folded are skipped).
     pub fn fold_page(
         &mut self,
         key: &EpochKey,
@@ -528,7 +551,11 @@ impl Constellation {
             if record.seq <= self.applied {
                 continue;
             }
+            let epoch = self.epoch;
             out.push(self.fold(key, record, event, sessions));
+            if self.epoch != epoch {
+                break;
+            }
         }
         Ok(out)
     }
@@ -557,6 +584,7 @@ impl Constellation {
         };
         self.chain.insert(record.seq, chain);
         self.applied = record.seq;
+        self.log_epoch = self.log_epoch.max(record.epoch);
         Folded {
             seq: record.seq,
             chain,
@@ -579,6 +607,19 @@ impl Constellation {
         if !self.roster.is_authorized_id(&event.author) {
             return Err(LogError::UnknownAuthor);
         }
+        // A record of a later epoch must be the rotation that starts it, and a
+        // rotation must start the next epoch.
+        let rotation = matches!(event.kind, EventKind::EpochRotated(_));
+        let expected = match rotation {
+            true => self.next_epoch(),
+            false => self.epoch,
+        };
+        if record.epoch != expected {
+            return Err(LogError::Epoch {
+                held: self.epoch,
+                record: record.epoch,
+            });
+        }
         check_head(&event.chain, record.seq, |at| self.chain.get(&at).copied())?;
         let stream = match record.guard {
             Some((tag, version)) => {
@@ -598,7 +639,8 @@ impl Constellation {
         effects.push(Effect::Seen(event.event_id));
         self.clock.observe(event.lamport);
         effects.push(Effect::Lamport(self.clock.now()));
-        if let Some((tag, head)) = stream {
+        // A rotation starts every stream again, its own included.
+        if let (Some((tag, head)), false) = (stream, rotation) {
             self.streams.insert(tag.clone(), head);
             effects.push(Effect::Stream { tag, head });
         }
@@ -642,6 +684,17 @@ impl Constellation {
                 if let Some((device, name)) = revoked {
                     effects.push(Effect::DeviceRevoked { device, name, by });
                 }
+            }
+            EventKind::EpochRotated(r) => {
+                if r.epoch != record.epoch {
+                    return Err(LogError::Rotation("it names another epoch than its record"));
+                }
+                self.check_rotation(r)?;
+                // Checked: from here on nothing fails.
+                self.epoch = r.epoch;
+                self.epoch_revoked = r.revoked;
+                self.streams.clear();
+                effects.push(Effect::EpochRotated(r.clone()));
             }
             EventKind::ProfileUpdated { name } => {
                 if self.set_register(PROFILE_REGISTER, name.as_bytes(), stamp, &mut effects) {
@@ -727,8 +780,11 @@ impl Constellation {
                     // past its creation; anything else is a creation that lost.
                     Some(c) => {
                         let alias = c.alias.clone();
+                        // Its stream's version need not be past 0: streams start
+                        // again in each epoch, and a second creation at the version
+                        // of the first is refused before this (`check_stream`).
                         let tag = key.stream_tag(&session_stream(contact));
-                        if matches!(record.guard, Some((t, v)) if v > 0 && t == tag) {
+                        if matches!(record.guard, Some((t, _)) if t == tag) {
                             self.second_handshake(
                                 contact,
                                 alias,
@@ -936,6 +992,57 @@ impl Constellation {
         changed
     }
 
+    /// A rotation starts the next epoch, for the roster as it stands: sealed to every
+    /// current device once and to nobody else, counting every revocation so far.
+    fn check_rotation(&self, r: &EpochRotation) -> Result<(), LogError> {
+        let devices = self.roster.devices();
+        let exact = r.keys.len() == devices.len()
+            && devices
+                .iter()
+                .all(|d| r.keys.iter().filter(|(k, _)| k == d.key.as_bytes()).count() == 1);
+        if !exact {
+            return Err(LogError::Rotation(
+                "it does not seal the key to exactly the current devices",
+            ));
+        }
+        if r.revoked != self.roster.revoked_count() {
+            return Err(LogError::Rotation(
+                "it counts other revocations than the roster holds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The epoch this state folds.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// How many devices the roster had revoked when the current epoch began.
+    pub fn epoch_revoked(&self) -> u64 {
+        self.epoch_revoked
+    }
+
+    /// Whether the log must move to a new epoch key: the roster revoked a device since
+    /// the current epoch began, so a device that is no longer ours holds the key; or
+    /// the log shows a record of a later epoch that no rotation started (a device wrote
+    /// ahead, and the relay refuses anything older now), so the log moves past it.
+    pub fn rotation_due(&self) -> bool {
+        self.roster.revoked_count() > self.epoch_revoked || self.log_epoch > self.epoch
+    }
+
+    /// The epoch the next rotation starts: the one after this, or the latest the log
+    /// shows if a record got there first (the relay takes no older epoch than that,
+    /// nor one more than one past it).
+    pub fn next_epoch(&self) -> u32 {
+        self.epoch.saturating_add(1).max(self.log_epoch)
+    }
+
+    /// The highest epoch of any record shown, folded or refused.
+    pub fn log_epoch(&self) -> u32 {
+        self.log_epoch
+    }
+
     /// `wanted`, or `wanted-2`, `wanted-3`, … : the first alias no contact holds.
     pub fn free_alias(&self, wanted: &str) -> String {
         let mut candidate = wanted.to_owned();
@@ -1048,7 +1155,8 @@ impl Constellation {
 
     /// A digest of the shared state — roster, clock, seen ids, registers, contacts,
     /// streams, invitations — equal on every device that folded the same records
-    /// (the log position and chain are not in it: see [`Self::head`]).
+    /// (the log position, the chain and the latest epoch shown are not in it: see
+    /// [`Self::head`], [`Self::log_epoch`]).
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         let bytes = |h: &mut Sha256, b: &[u8]| {
@@ -1058,6 +1166,7 @@ impl Constellation {
         h.update(b"chorus-constellation-state-v2");
         h.update(self.log_id);
         h.update(self.epoch.to_be_bytes());
+        h.update(self.epoch_revoked.to_be_bytes());
         h.update(self.roster.head());
         h.update(self.clock.now().to_be_bytes());
         let mut seen: Vec<_> = self.seen.iter().collect();

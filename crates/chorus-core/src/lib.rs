@@ -40,6 +40,7 @@
 
 mod chain;
 mod consts;
+mod epoch;
 mod error;
 mod fold;
 pub mod handshakes;
@@ -59,6 +60,7 @@ pub use chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
 pub use consts::{
     HONOR_FLOOR_LAG, MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES,
 };
+pub use epoch::{EpochKeyError, open_epoch_key};
 pub use error::SessionError;
 pub use fold::{
     Constellation, Contact, Effect, Folded, HistoryEntry, Outcome, PREKEY_STREAM, PROFILE_REGISTER,

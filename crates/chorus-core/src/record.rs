@@ -121,6 +121,9 @@ pub enum LogError {
         /// The record's epoch.
         record: u32,
     },
+    /// An epoch rotation that does not fit the roster (`crate::epoch`).
+    #[error("epoch rotation refused: {0}")]
+    Rotation(&'static str),
     /// A signed roster entry the roster refuses (signature, chain or signer).
     #[error("roster entry refused: {0}")]
     Roster(RosterError),

@@ -359,6 +359,11 @@ impl Roster {
         self.devices.iter().any(|d| d.key.as_bytes() == device)
     }
 
+    /// How many devices were ever revoked.
+    pub fn revoked_count(&self) -> u64 {
+        self.revoked.len() as u64
+    }
+
     /// Whether `device` was revoked.
     pub fn is_revoked(&self, device: &DevicePublicKey) -> bool {
         self.revoked.contains(device)

@@ -143,6 +143,8 @@ fn state() -> Constellation {
     Constellation::restore(Parts {
         log_id: LOG,
         epoch: 1,
+        epoch_revoked: 0,
+        log_epoch: 1,
         roster: entries,
         lamport: 0,
         applied: 0,

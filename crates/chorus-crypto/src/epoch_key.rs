@@ -21,6 +21,7 @@ use crate::aead::{NONCE_LEN, TAG_LEN, gcm_open, gcm_seal};
 
 const ENCRYPTION_INFO: &[u8] = b"Chorus_EpochKey_Encryption_v1";
 const STREAM_TAG_INFO: &[u8] = b"Chorus_EpochKey_StreamTag_v1";
+const COMMITMENT_INFO: &[u8] = b"Chorus_EpochKey_Commitment_v1";
 
 /// The log epoch key.
 ///
@@ -102,6 +103,13 @@ impl EpochKey {
         Ok(buf)
     }
 
+    /// A public commitment to the key (a rotation carries it): every device checks the
+    /// key it opened against it, so a sibling cannot hand devices different keys unseen.
+    /// It reveals nothing of the key (an HKDF output under its own label).
+    pub fn commitment(&self) -> [u8; 32] {
+        **derive(&self.raw, COMMITMENT_INFO)
+    }
+
     /// The opaque tag of a stream (e.g. one contact's session) for relay guards.
     pub fn stream_tag(&self, stream: &[u8]) -> [u8; 32] {
         // HMAC accepts keys of any length; a 32-byte key cannot fail.
@@ -158,5 +166,10 @@ mod tests {
         );
         // The tag key is not the encryption key: a tag reveals nothing usable to decrypt.
         assert_ne!(&k.stream_tag(b"")[..], &k.encryption[..]);
+        // The commitment names the key and nothing derived from it for another use.
+        assert_eq!(k.commitment(), same.commitment());
+        assert_ne!(k.commitment(), next.commitment());
+        assert_ne!(&k.commitment()[..], &k.encryption[..]);
+        assert_ne!(&k.commitment()[..], &k.stream_tag[..]);
     }
 }

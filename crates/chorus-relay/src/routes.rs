@@ -286,6 +286,30 @@ fn append_refused(refused: AppendRejection) -> ApiError {
         }
         AppendRejection::Guards(failed) => ApiError::new(StatusCode::CONFLICT, "guard_failed")
             .with_detail(json!({ "failed": failed })),
+        AppendRejection::StaleEpoch {
+            index,
+            epoch,
+            current,
+        } => ApiError::new(StatusCode::CONFLICT, "stale_epoch").with_detail(json!({
+            "index": index,
+            "epoch": epoch,
+            "current_epoch": current,
+            "message": format!(
+                "the log moved to epoch {current}: read the log before appending under epoch {epoch}"
+            ),
+        })),
+        AppendRejection::EpochJump {
+            index,
+            epoch,
+            current,
+        } => ApiError::new(StatusCode::BAD_REQUEST, "epoch_jump").with_detail(json!({
+            "index": index,
+            "epoch": epoch,
+            "current_epoch": current,
+            "message": format!(
+                "a record under epoch {epoch} cannot follow epoch {current}: epochs move one at a time"
+            ),
+        })),
     }
 }
 

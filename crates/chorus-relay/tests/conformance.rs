@@ -32,6 +32,7 @@ both_backends!(
     racing_guarded_appends_have_one_winner_per_version_and_no_gaps,
     failed_guard_appends_nothing_and_names_current_versions,
     a_bundled_send_stores_its_record_and_envelope_together_or_neither,
+    an_append_under_a_stale_epoch_is_refused_whole_with_or_without_its_envelope,
     two_people_sending_each_other_bundles_at_once_never_deadlock,
     append_batch_at_bound_is_accepted_and_one_over_changes_nothing,
     records_are_paged_up_to_the_page_bound,
@@ -880,6 +881,150 @@ async fn two_people_sending_each_other_bundles_at_once_never_deadlock(b: Backend
     );
     assert_eq!(head(&r, &alice, &a_tok).await, i64::from(SENDS));
     assert_eq!(head(&r, &bob, &b_tok).await, i64::from(SENDS));
+}
+
+/// An unguarded record sealed under `epoch`.
+fn at_epoch(ciphertext: &str, epoch: i64) -> Value {
+    let mut r = record(ciphertext, None);
+    r["epoch"] = json!(epoch);
+    r
+}
+
+/// Asserts a `409 stale_epoch` naming the record and where the log (or the batch
+/// before it) is.
+fn assert_stale(s: StatusCode, v: &Value, index: usize, epoch: i64, current: i64) {
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v,
+        &json!({
+            "error": "stale_epoch",
+            "index": index,
+            "epoch": epoch,
+            "current_epoch": current,
+            "message": format!(
+                "the log moved to epoch {current}: read the log before appending under epoch {epoch}"
+            ),
+        })
+    );
+}
+
+async fn an_append_under_a_stale_epoch_is_refused_whole_with_or_without_its_envelope(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (alice, dev, a_tok) = r.identity(44).await;
+    let (bob, _, b_tok) = r.identity(45).await;
+    let m = mailbox(&r, &bob, &b_tok, 44).await;
+    let (s, v) = r
+        .append(&alice, &a_tok, vec![at_epoch("a", 1), at_epoch("b", 1)])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The rotation after a revocation: everything from here on is epoch 2.
+    let (s, v) = r.append(&alice, &a_tok, vec![at_epoch("rotate", 2)]).await;
+    assert_eq!((s, v["seqs"].clone()), (StatusCode::OK, json!([3])), "{v}");
+
+    // The hazard: a device that has not read the rotation seals under epoch 1, whose
+    // key the revoked device holds. Refused, and nothing lands after the rotation.
+    let (s, v) = r.append(&alice, &a_tok, vec![at_epoch("late", 1)]).await;
+    assert_stale(s, &v, 0, 1, 2);
+    assert_eq!(head(&r, &alice, &a_tok).await, 3, "nothing appended");
+
+    // The same as a bundled send: neither the record nor the envelope.
+    let bundled = |epoch: i64, id: u8| {
+        json!({
+            "records": [at_epoch(&format!("sent {id}"), epoch)],
+            "post": {
+                "mailbox_id": m.0,
+                "envelope_id": hex::encode([id; 16]),
+                "payload": hex::encode(format!("envelope {id}")),
+            },
+        })
+    };
+    let path = format!("/v1/logs/{}/append", alice.0);
+    let (s, v) = r.post(&path, Some(&a_tok), bundled(1, 1)).await;
+    assert_stale(s, &v, 0, 1, 2);
+    assert!(
+        inbox(&r, &bob, &b_tok, &m).await.is_empty(),
+        "no envelope beside a stale record"
+    );
+    assert_eq!(head(&r, &alice, &a_tok).await, 3);
+
+    // Under the current epoch, plain and bundled appends go on.
+    let (s, v) = r.append(&alice, &a_tok, vec![at_epoch("c", 2)]).await;
+    assert_eq!((s, v["seqs"].clone()), (StatusCode::OK, json!([4])), "{v}");
+    let (s, v) = r.post(&path, Some(&a_tok), bundled(2, 2)).await;
+    assert_eq!((s, v["seqs"].clone()), (StatusCode::OK, json!([5])), "{v}");
+    assert_eq!(
+        inbox(&r, &bob, &b_tok, &m).await,
+        vec![hex::encode("envelope 2")]
+    );
+
+    // Within a batch epochs never go back either: 2 then 1 is refused whole.
+    let (s, v) = r
+        .append(&alice, &a_tok, vec![at_epoch("d", 2), at_epoch("e", 1)])
+        .await;
+    assert_stale(s, &v, 1, 1, 2);
+    // 3 then 2: the second is stale against the first, not the log.
+    let (s, v) = r
+        .append(&alice, &a_tok, vec![at_epoch("f", 3), at_epoch("g", 2)])
+        .await;
+    assert_stale(s, &v, 1, 2, 3);
+    assert_eq!(head(&r, &alice, &a_tok).await, 5);
+    // ... and the refused batch did not move the log's epoch.
+    let (s, v) = r.append(&alice, &a_tok, vec![at_epoch("h", 2)]).await;
+    assert_eq!((s, v["seqs"].clone()), (StatusCode::OK, json!([6])), "{v}");
+
+    // In one group commit, each job is judged after the jobs before it: a rotation
+    // to 3 makes the next job's epoch 2 stale; the one after it, at 3, goes in.
+    let (log_id, author) = (alice.0.parse().unwrap(), dev.id.parse().unwrap());
+    let job = |epoch: i64| chorus_relay::store::AppendJob {
+        log_id,
+        author,
+        records: vec![chorus_relay::api::RecordIn {
+            epoch,
+            nonce: chorus_relay::api::HexBytes(vec![0]),
+            ciphertext: chorus_relay::api::HexBytes(vec![epoch as u8]),
+            guard: None,
+        }],
+        max_records: u64::MAX,
+    };
+    let out = r
+        .state
+        .store()
+        .append_group(&[job(3), job(2), job(3)])
+        .await
+        .unwrap();
+    assert_eq!(out[0], Ok(vec![7]));
+    assert!(
+        matches!(
+            out[1],
+            Err(chorus_relay::store::AppendRejection::StaleEpoch {
+                index: 0,
+                epoch: 2,
+                current: 3
+            })
+        ),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], Ok(vec![8]));
+    assert_eq!(head(&r, &alice, &a_tok).await, 8);
+
+    // Epochs move one at a time: a record two past the log's is refused whole (a
+    // device skipping ahead would leave the log at an epoch nobody holds a key to).
+    let (s, v) = r
+        .append(&alice, &a_tok, vec![at_epoch("i", 3), at_epoch("j", 5)])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        (
+            v["error"].clone(),
+            v["index"].clone(),
+            v["current_epoch"].clone()
+        ),
+        (json!("epoch_jump"), json!(1), json!(3))
+    );
+    assert_eq!(head(&r, &alice, &a_tok).await, 8);
 }
 
 async fn append_batch_at_bound_is_accepted_and_one_over_changes_nothing(b: Backend) {

@@ -1,7 +1,7 @@
 //! PostgreSQL's two group-commit paths, each raced directly through the store:
 //! the optimistic path (conditional writes, retried when a head moved) and the
 //! row-locking fallback. Both must give exactly one winner per stream version and
-//! gap-free seqs. Needs `CHORUS_TEST_POSTGRES_URL`; skipped (with a message)
+//! gap-free seqs, and both refuse a job under an epoch older than the log's. Needs `CHORUS_TEST_POSTGRES_URL`; skipped (with a message)
 //! otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -100,4 +100,61 @@ async fn optimistic_group_commit_races_to_one_winner_per_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_group_commit_races_to_one_winner_per_version() {
     race(0).await;
+}
+
+/// One group on one log: epoch 1, a rotation to 2, a job still under 1 (refused), one
+/// under 2, one skipping to 4 (refused); then a later group under 1 (refused: the
+/// epoch was stored).
+async fn stale_epoch(attempts: usize) {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url(), 4)
+        .await
+        .unwrap()
+        .with_optimistic_attempts(attempts);
+    let (log, dev) = (Id32([7; 32]), Id32([8; 32]));
+    store.create_log(log, b"g", dev, 0).await.unwrap();
+    let job = |epoch: i64| AppendJob {
+        log_id: log,
+        author: dev,
+        records: vec![RecordIn {
+            epoch,
+            nonce: HexBytes(vec![0]),
+            ciphertext: HexBytes(vec![1]),
+            guard: None,
+        }],
+        max_records: u64::MAX,
+    };
+    let out = store
+        .append_group(&[job(1), job(2), job(1), job(2), job(4)])
+        .await
+        .unwrap();
+    let stale = Err(AppendRejection::StaleEpoch {
+        index: 0,
+        epoch: 1,
+        current: 2,
+    });
+    let jump = Err(AppendRejection::EpochJump {
+        index: 0,
+        epoch: 4,
+        current: 2,
+    });
+    assert_eq!(
+        out,
+        vec![Ok(vec![1]), Ok(vec![2]), stale.clone(), Ok(vec![3]), jump]
+    );
+    let out = store.append_group(&[job(1)]).await.unwrap();
+    assert_eq!(out, vec![stale]);
+    assert_eq!(store.log_info(log).await.unwrap().unwrap().head_seq, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_group_commit_refuses_a_stale_epoch() {
+    stale_epoch(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_group_commit_refuses_a_stale_epoch() {
+    stale_epoch(0).await;
 }

@@ -47,8 +47,8 @@ pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
 pub use link::{LINK_HELLO_CONTEXT, LinkHello, LinkMessage, LinkStep, ProvisioningBundle};
 pub use log_event::{
-    ChainLink, ContactDetails, EventKind, FirstMessage, LogEvent, PrekeyKind, PrekeySecret,
-    SecretBytes, SentMessage,
+    ChainLink, ContactDetails, EpochRotation, EventKind, FirstMessage, LogEvent, PrekeyKind,
+    PrekeySecret, SecretBytes, SentMessage,
 };
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};

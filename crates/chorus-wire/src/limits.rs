@@ -72,3 +72,10 @@ pub const MAX_PROVISIONING_BUNDLE_LEN: usize = 8 * 1024;
 
 /// Largest encoded checkpoint (the relay's default largest blob).
 pub const MAX_CHECKPOINT_LEN: usize = 16 * 1024 * 1024;
+
+/// Most devices an epoch key is sealed to in one rotation (the roster's own bound on
+/// devices ever, `chorus_core::MAX_DEVICES`).
+pub const MAX_EPOCH_KEY_RECIPIENTS: usize = 64;
+
+/// A sealed epoch key: an ephemeral X25519 key, the 32-byte key and the AEAD tag.
+pub const SEALED_EPOCH_KEY_LEN: usize = 32 + 32 + 16;

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::invitation::check_relay_url;
 use crate::limits::{
-    MAX_CONTACT_SESSION_LEN, MAX_ENVELOPE_LEN, MAX_LOG_EVENT_LEN, MAX_PREKEY_LEN,
-    MAX_PREKEYS_PER_EVENT, MAX_RATCHET_DELTA_LEN, MAX_RELAYS,
+    MAX_CONTACT_SESSION_LEN, MAX_ENVELOPE_LEN, MAX_EPOCH_KEY_RECIPIENTS, MAX_LOG_EVENT_LEN,
+    MAX_PREKEY_LEN, MAX_PREKEYS_PER_EVENT, MAX_RATCHET_DELTA_LEN, MAX_RELAYS, SEALED_EPOCH_KEY_LEN,
 };
 use crate::{
     IdentityKeys, WIRE_VERSION, WireError, check_display_name, check_text, check_version,
@@ -206,6 +206,23 @@ pub enum EventKind {
         /// The encoded entry.
         entry: Vec<u8>,
     },
+    /// The log moves to a new epoch key (after a revocation): sealed under the old
+    /// key, with the new epoch in the record's clear epoch.
+    EpochRotated(Box<EpochRotation>),
+}
+
+/// A new epoch key, sealed to each current device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochRotation {
+    /// The new epoch.
+    pub epoch: u32,
+    /// How many devices the roster had revoked when the key was made.
+    pub revoked: u64,
+    /// The key's commitment (`EpochKey::commitment`): every device checks the key it
+    /// opened against it, so all hold the same key.
+    pub commitment: [u8; 32],
+    /// `(device signing key, sealed box)`, one per current device.
+    pub keys: Vec<([u8; 32], Vec<u8>)>,
 }
 
 /// One decoded, checked event.
@@ -312,6 +329,7 @@ impl LogEvent {
             Kind::Relinked(r) => EventKind::Relinked {
                 device: fixed("relinked.device", &r.device)?,
             },
+            Kind::EpochRotated(r) => EventKind::EpochRotated(Box::new(decode_rotation(r)?)),
         };
         Ok(Self {
             event_id: fixed("log_event.event_id", &p.event_id)?,
@@ -438,6 +456,19 @@ impl LogEvent {
             }),
             EventKind::Relinked { device } => Kind::Relinked(proto::Relinked {
                 device: device.to_vec(),
+            }),
+            EventKind::EpochRotated(r) => Kind::EpochRotated(proto::EpochRotated {
+                epoch: r.epoch,
+                revoked: r.revoked,
+                commitment: r.commitment.to_vec(),
+                keys: r
+                    .keys
+                    .iter()
+                    .map(|(device, sealed)| proto::SealedEpochKey {
+                        device: device.to_vec(),
+                        sealed: sealed.clone(),
+                    })
+                    .collect(),
             }),
         };
         let mut message = proto::LogEvent {
@@ -604,6 +635,40 @@ fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
         text: m.text,
         ratchet_delta: SecretBytes::new(m.ratchet_delta),
         bundled: m.bundled,
+    })
+}
+
+fn decode_rotation(r: proto::EpochRotated) -> Result<EpochRotation, WireError> {
+    if r.epoch < 2 {
+        return Err(WireError::InvalidText {
+            field: "epoch_rotated.epoch",
+            reason: "a rotation starts epoch 2 or later",
+        });
+    }
+    if r.keys.is_empty() || r.keys.len() > MAX_EPOCH_KEY_RECIPIENTS {
+        return Err(WireError::InvalidText {
+            field: "epoch_rotated.keys",
+            reason: "must seal the key to 1 to 64 devices",
+        });
+    }
+    let keys = r
+        .keys
+        .into_iter()
+        .map(|k| {
+            if k.sealed.len() != SEALED_EPOCH_KEY_LEN {
+                return Err(WireError::InvalidText {
+                    field: "sealed_epoch_key.sealed",
+                    reason: "wrong length",
+                });
+            }
+            Ok((fixed("sealed_epoch_key.device", &k.device)?, k.sealed))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EpochRotation {
+        epoch: r.epoch,
+        revoked: r.revoked,
+        commitment: fixed("epoch_rotated.commitment", &r.commitment)?,
+        keys,
     })
 }
 
@@ -843,6 +908,7 @@ mod tests {
             EventKind::Delivered {
                 envelope_id: [3; 16],
             },
+            EventKind::EpochRotated(Box::new(rotation(2, 1))),
         ] {
             let e = event(kind);
             assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);
@@ -888,5 +954,49 @@ mod tests {
             LogEvent::decode(&vec![0; MAX_LOG_EVENT_LEN + 1]),
             Err(WireError::TooLarge { .. })
         ));
+    }
+
+    fn rotation(epoch: u32, devices: usize) -> EpochRotation {
+        EpochRotation {
+            epoch,
+            revoked: 1,
+            commitment: [5; 32],
+            keys: (0..devices)
+                .map(|i| ([i as u8; 32], vec![6; SEALED_EPOCH_KEY_LEN]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rotations_are_bounded_and_checked() {
+        let decode = |r: EpochRotation| {
+            LogEvent::decode(&event(EventKind::EpochRotated(Box::new(r))).encode())
+        };
+        let field = |e: Result<LogEvent, WireError>| match e {
+            Err(WireError::InvalidText { field, .. }) => field,
+            other => panic!("expected a named field, got {other:?}"),
+        };
+        assert!(decode(rotation(2, MAX_EPOCH_KEY_RECIPIENTS)).is_ok());
+        assert_eq!(
+            field(decode(rotation(2, MAX_EPOCH_KEY_RECIPIENTS + 1))),
+            "epoch_rotated.keys"
+        );
+        assert_eq!(field(decode(rotation(2, 0))), "epoch_rotated.keys");
+        assert_eq!(field(decode(rotation(1, 1))), "epoch_rotated.epoch");
+        let mut short = rotation(2, 1);
+        short.keys[0].1.pop();
+        assert_eq!(field(decode(short)), "sealed_epoch_key.sealed");
+        let mut device = rotation(2, 1);
+        device.keys[0].0 = [0; 32];
+        let mut p =
+            proto::LogEvent::decode(&event(EventKind::EpochRotated(Box::new(device))).encode()[..])
+                .unwrap();
+        if let Some(proto::log_event::Kind::EpochRotated(r)) = p.kind.as_mut() {
+            r.commitment.truncate(31);
+        }
+        assert_eq!(
+            field(LogEvent::decode(&p.encode_to_vec())),
+            "epoch_rotated.commitment"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::log::{APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, session_stre
 use crate::prekeys::{Generator, Purpose};
 use crate::relay::MailboxUse;
 use crate::store::contacts::contact_named_by;
-use crate::store::log_state::stream_version;
+use crate::store::log_state::session_stream_version;
 use crate::store::prekeys as store_prekeys;
 use crate::{ClientError, code};
 
@@ -141,8 +141,7 @@ impl Device {
             return match standing {
                 Some((false, _) | (_, Some(_))) => {
                     let mut conn = self.store.pool().acquire().await?;
-                    let tag = self.log.keys.key.stream_tag(&session_stream(&root));
-                    let at = stream_version(&mut conn, &tag).await?;
+                    let at = session_stream_version(&mut conn, &self.store, &root).await?;
                     drop(conn);
                     self.start_session(bundle, name, relay_url, send_mailbox, invitation, at)
                         .await

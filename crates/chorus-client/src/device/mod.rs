@@ -106,7 +106,11 @@ impl Device {
 
     /// Reads the log after the folded cursor and folds every record, in seq order.
     pub async fn sync_log(&self) -> Result<Vec<Event>, ClientError> {
-        self.log.sync_log().await
+        let mut events = self.log.sync_log().await?;
+        // A revocation whose rotation never followed (its device stopped): any
+        // device finishes it.
+        events.extend(self.log.rotate_if_due().await?);
+        Ok(events)
     }
 
     /// [`Self::sync_log`], telling `progress` the seq folded after each page.
@@ -120,8 +124,8 @@ impl Device {
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
-/// The log epoch (rotated by revocation, which comes with the revocation issue).
-const EPOCH: u32 = 1;
+/// The log's first epoch (a revocation rotates it: `chorus_core`'s `epoch` module).
+const FIRST_EPOCH: u32 = 1;
 /// How often `watch` retries a non-empty outbox.
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
 /// How often `watch` checks the directory's prekey supply and rotation schedule.
@@ -372,7 +376,7 @@ impl Device {
                 log_id,
                 intro,
                 secrets,
-                epoch_key,
+                (FIRST_EPOCH, epoch_key),
                 &[genesis.as_bytes().to_vec()],
                 0,
                 relay,
@@ -412,7 +416,7 @@ impl Device {
         log_id: Id32,
         intro: Id32,
         secrets: IdentitySecrets,
-        epoch_key: EpochKey,
+        (epoch, epoch_key): (u32, EpochKey),
         roster: &[Vec<u8>],
         applied_seq: i64,
         relay: RelayClient,
@@ -427,7 +431,7 @@ impl Device {
                 log_id,
                 intro,
                 secrets: &sealed_secrets,
-                epoch: EPOCH,
+                epoch,
                 epoch_key: &epoch_key,
                 roster,
                 applied_seq,
@@ -441,20 +445,20 @@ impl Device {
             options,
             (name.to_owned(), relay_url.to_owned(), intro),
             secrets,
-            (log_id, EPOCH, epoch_key),
+            log_id,
             relay,
         )
     }
 
     /// The device value from what its store holds: `identity` is (name, relay URL,
-    /// intro mailbox), `log` is (log id, epoch, epoch key).
+    /// intro mailbox); the log's epoch and key are read with its folded state.
     fn assemble(
         store: Store,
         home: &Path,
         options: Options,
         identity: (String, String, Id32),
         secrets: IdentitySecrets,
-        log: (Id32, u32, EpochKey),
+        log_id: Id32,
         relay: RelayClient,
     ) -> Result<Self, ClientError> {
         let IdentitySecrets {
@@ -465,14 +469,12 @@ impl Device {
             device_dh,
         } = secrets;
         let (name, relay_url, intro_mailbox) = identity;
-        let (log_id, epoch, key) = log;
         let store = Arc::new(store);
         let log = Log::new(
             LogKeys {
                 log_id,
-                epoch,
-                key,
                 device: *device.public_key().as_bytes(),
+                dh: device_dh,
             },
             store.clone(),
             relay.clone(),
@@ -486,7 +488,6 @@ impl Device {
                 relay_url,
                 intro_mailbox,
                 identity: local_identity(root, &keys, dh)?,
-                device_dh,
             },
             relay,
             options,
@@ -508,7 +509,6 @@ impl Device {
         let Some(row) = store.identity().await? else {
             return Err(ClientError::NotInitialized(home.to_owned()));
         };
-        let (epoch, epoch_key) = store.epoch_key().await?;
         let log_id = id32(&row.log_id)?;
         // The relay client keeps its own copy of the device key (wiped on drop).
         let relay = RelayClient::new(&row.relay_url, options.backoff)?.with_login(Login {
@@ -523,7 +523,7 @@ impl Device {
             options,
             (name, relay_url, id32(&intro)?),
             IdentitySecrets::from_bytes(&plain)?,
-            (log_id, epoch, epoch_key),
+            log_id,
             relay,
         )
     }

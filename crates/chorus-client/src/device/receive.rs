@@ -10,11 +10,11 @@ use chorus_wire::{Envelope, FirstMessage, InitialMessage, Payload};
 use sqlx::SqliteConnection;
 
 use super::{Device, SYNC_PAGE, id32};
-use crate::log::{Pending, session_stream};
+use crate::log::Pending;
 use crate::prekeys;
 use crate::store::contacts::{contact_named_by, handshake_seen, mark_answered, set_contact_route};
 use crate::store::history::{HistoryRow, insert_and_tell};
-use crate::store::log_state::stream_version;
+use crate::store::log_state::session_stream_version;
 use crate::store::mailboxes::{advance_cursor, mailbox as our_mailbox};
 use crate::store::prekeys::LoadedPrekeys;
 use crate::store::row;
@@ -504,8 +504,7 @@ impl Device {
             self.me.identity.keys().root.as_bytes(),
             &theirs,
         );
-        let at =
-            stream_version(tx, &self.log.keys.key.stream_tag(&session_stream(&theirs))).await?;
+        let at = session_stream_version(tx, &self.store, &theirs).await?;
         let invitation = (kind == MailboxKind::Invitation).then_some(mailbox.0);
         Ok(Received::NewContact(self.contact_proposal(
             first,

@@ -7,9 +7,10 @@
 //! prekeys are all replaced, since the revoked device holds every private half minted
 //! before (escrowed in the log). The proof can be shown
 //! again: if the relay could not be reached, running the command again finishes the
-//! job. What the revoked device already knows — the epoch key, its sessions — is taken
-//! from it by the steps that follow (a new epoch key, a forced DH step toward every
-//! contact), which are not built yet.
+//! job. The log then moves to a new epoch key sealed to the remaining devices only
+//! (`chorus_core`'s `epoch` module; any device finishes a rotation that did not follow
+//! its revocation). What the revoked device knows of the sessions is taken from it by a
+//! forced DH step toward every contact, which is not built yet.
 
 use chorus_core::RosterSigner;
 use chorus_crypto::DevicePublicKey;
@@ -132,6 +133,9 @@ impl Device {
             self.relay
                 .revoke_device(Id32(*target.key.as_bytes()), &entry)
                 .await?;
+            // The revoked device holds the epoch key: the log moves to one it never
+            // receives, before anything more is written to it.
+            self.log.rotate_if_due().await?;
             // The revoked device knows every private prekey minted so far (they are
             // escrowed in the log): none of them is handed out from now on.
             self.supply_prekeys(true).await?;

@@ -85,7 +85,7 @@ impl Device {
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
             let outgoing = self.outgoing(&row, envelope_id, text)?;
             let plan = cut.state()?.plan_send(
-                &self.log.keys.key,
+                cut.key()?,
                 outgoing,
                 &self.me.relay_url,
                 &mut session,

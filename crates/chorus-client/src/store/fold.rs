@@ -23,6 +23,8 @@ pub(crate) struct Folder<'a> {
     pub(crate) device: [u8; 32],
     /// The identity's home relay (named when its log does not verify).
     pub(crate) relay_url: &'a str,
+    /// The key a rotation folded in this part sealed to this device.
+    pub(crate) epoch_key: Option<&'a chorus_crypto::EpochKey>,
 }
 
 impl Store {
@@ -94,7 +96,7 @@ impl Store {
             &page.seen,
             &page.streams,
             page.lamport,
-            state.applied(),
+            (state.applied(), state.log_epoch()),
         )
         .await?;
         Ok(events.into_iter().flatten().collect())
@@ -115,6 +117,14 @@ impl Store {
             Effect::Lamport(l) => page.lamport = page.lamport.max(l),
             Effect::Stream { tag, head } => {
                 page.streams.insert(tag, head);
+            }
+            Effect::EpochRotated(r) => {
+                let key = me
+                    .epoch_key
+                    .ok_or_else(|| ClientError::Corrupt("the rotated epoch key".into()))?;
+                // The old epoch's streams are gone, including any this page advanced.
+                page.streams.clear();
+                log_state::start_epoch(tx, self, r.epoch, r.revoked, key).await?;
             }
             Effect::RosterEntry { index, entry } => {
                 sqlx::query("INSERT INTO roster (idx, entry) VALUES ($1, $2)")

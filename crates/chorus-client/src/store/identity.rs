@@ -103,21 +103,6 @@ impl Store {
         .transpose()
     }
 
-    /// The log's epoch and its key.
-    pub(crate) async fn epoch_key(&self) -> Result<(u32, EpochKey), ClientError> {
-        let (epoch, sealed): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT epoch, sealed FROM constellation WHERE id = 1")
-                .fetch_one(self.pool())
-                .await?;
-        let raw = self.open_sealed("constellation", "1", &sealed)?;
-        let raw: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClientError::Corrupt("epoch key".into()))?;
-        let epoch = u32::try_from(epoch).map_err(|_| ClientError::Corrupt("epoch".into()))?;
-        Ok((epoch, EpochKey::from_bytes(&raw)))
-    }
-
     /// A link in progress: the relay it is for, the device name and its keys (opened).
     pub(crate) async fn pending_link(
         &self,

@@ -34,12 +34,16 @@ pub(crate) fn signed(value: u64) -> i64 {
 pub(crate) async fn load(
     conn: &mut SqliteConnection,
     log_id: [u8; 32],
-    epoch: u32,
 ) -> Result<Constellation, ClientError> {
-    let (applied, lamport): (i64, i64) =
-        sqlx::query_as("SELECT applied_seq, lamport FROM constellation WHERE id = 1")
-            .fetch_one(&mut *conn)
-            .await?;
+    let (applied, lamport, epoch, epoch_revoked, log_epoch): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT applied_seq, lamport, epoch, epoch_revoked, log_epoch FROM constellation WHERE id = 1",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+    let epoch_of =
+        |e: i64| u32::try_from(e).map_err(|_| ClientError::Corrupt("a stored epoch".into()));
+    let (epoch, log_epoch) = (epoch_of(epoch)?, epoch_of(log_epoch)?);
     let roster: Vec<Vec<u8>> = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
         .fetch_all(&mut *conn)
         .await?;
@@ -109,6 +113,8 @@ pub(crate) async fn load(
     Constellation::restore(Parts {
         log_id,
         epoch,
+        epoch_revoked: unsigned("revocation count", epoch_revoked)?,
+        log_epoch,
         roster,
         lamport: unsigned("lamport", lamport)?,
         applied: unsigned("seq", applied)?,
@@ -179,7 +185,7 @@ pub(crate) async fn write_position(
     seen: &[[u8; 16]],
     streams: &std::collections::BTreeMap<Vec<u8>, StreamHead>,
     lamport: u64,
-    applied: u64,
+    (applied, log_epoch): (u64, u32),
 ) -> Result<(), ClientError> {
     insert_rows(
         conn,
@@ -211,10 +217,12 @@ pub(crate) async fn write_position(
         .await?;
     }
     sqlx::query(
-        "UPDATE constellation SET lamport = MAX(lamport, $1), applied_seq = $2 WHERE id = 1",
+        "UPDATE constellation SET lamport = MAX(lamport, $1), applied_seq = $2, log_epoch = $3
+         WHERE id = 1",
     )
     .bind(signed(lamport))
     .bind(signed(applied))
+    .bind(i64::from(log_epoch))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -264,6 +272,18 @@ pub(crate) async fn stream_version(
     tag: &[u8],
 ) -> Result<i64, ClientError> {
     Ok(stream_head(conn, tag).await?.version)
+}
+
+/// The version a contact's session stream is at, as folded, under the epoch key stored
+/// in the same snapshot (a key rotated since only makes the guard fail, and the caller
+/// decide again).
+pub(crate) async fn session_stream_version(
+    conn: &mut SqliteConnection,
+    store: &super::Store,
+    root: &[u8; 32],
+) -> Result<i64, ClientError> {
+    let key = epoch_key(conn, store).await?;
+    stream_version(conn, &key.stream_tag(&chorus_core::session_stream(root))).await
 }
 
 /// A stream as folded: its next version and the hash of its last record.
@@ -324,4 +344,40 @@ pub(crate) async fn roster_entry(
 /// Seals the epoch key for the store.
 pub(crate) fn seal_epoch_key(store: &super::Store, key: &EpochKey) -> Vec<u8> {
     store.seal("constellation", "1", &key.to_bytes()[..])
+}
+
+/// The epoch key as stored (the key of the epoch [`load`] restores).
+pub(crate) async fn epoch_key(
+    conn: &mut SqliteConnection,
+    store: &super::Store,
+) -> Result<EpochKey, ClientError> {
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM constellation WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let raw = store.open_sealed("constellation", "1", &sealed)?;
+    let raw = zeroize::Zeroizing::new(fixed::<32>("epoch key", &raw)?);
+    Ok(EpochKey::from_bytes(&raw))
+}
+
+/// The log moved to a new epoch: its number, the revocations it covers and its key,
+/// in one row, and every stream starts again.
+pub(crate) async fn start_epoch(
+    conn: &mut SqliteConnection,
+    store: &super::Store,
+    epoch: u32,
+    revoked: u64,
+    key: &EpochKey,
+) -> Result<(), ClientError> {
+    sqlx::query(
+        "UPDATE constellation SET epoch = $1, epoch_revoked = $2, sealed = $3 WHERE id = 1",
+    )
+    .bind(i64::from(epoch))
+    .bind(signed(revoked))
+    .bind(seal_epoch_key(store, key))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM streams")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -85,6 +85,32 @@ pub enum AppendRejection {
     NotCurrent,
     /// Guards failed; nothing appended.
     Guards(Vec<FailedGuard>),
+    /// A record is sealed under an epoch older than the log's (or than an earlier
+    /// record of the same job); nothing appended.
+    ///
+    /// Raised for a device that has not read a rotation yet: the old epoch's key
+    /// may be held by a revoked device, so nothing sealed under it may follow the
+    /// rotation. The device reads the log and seals again under the new epoch.
+    StaleEpoch {
+        /// Index of the first such record in the job.
+        index: usize,
+        /// Its epoch.
+        epoch: i64,
+        /// The epoch it fell behind: the log's, counting earlier records of the job.
+        current: i64,
+    },
+    /// A record is sealed under an epoch more than one past the log's (or an earlier
+    /// record's of the same job); nothing appended. Epochs move one at a time (a
+    /// rotation starts the next): a device skipping ahead would leave the others
+    /// refusing records under an epoch nobody holds a key to.
+    EpochJump {
+        /// Index of the first such record in the job.
+        index: usize,
+        /// Its epoch.
+        epoch: i64,
+        /// The epoch before it.
+        current: i64,
+    },
     /// The log would store more than its quota of records; nothing appended.
     Quota,
 }
@@ -101,6 +127,32 @@ impl AppendJob {
             .unwrap_or(0)
             .saturating_add(self.records.len() as u64);
         after <= self.max_records
+    }
+
+    /// The epoch a log at epoch `current` is at once this job's records are in, or
+    /// why not: [`AppendRejection::StaleEpoch`] for the first record under an older
+    /// epoch than the log's or an earlier record's (epochs never go back, within a job
+    /// or across jobs), [`AppendRejection::EpochJump`] for one more than one ahead.
+    pub(crate) fn epoch_after(&self, current: i64) -> Result<i64, AppendRejection> {
+        let mut at = current;
+        for (index, r) in self.records.iter().enumerate() {
+            if r.epoch < at {
+                return Err(AppendRejection::StaleEpoch {
+                    index,
+                    epoch: r.epoch,
+                    current: at,
+                });
+            }
+            if r.epoch > at.saturating_add(1) {
+                return Err(AppendRejection::EpochJump {
+                    index,
+                    epoch: r.epoch,
+                    current: at,
+                });
+            }
+            at = r.epoch;
+        }
+        Ok(at)
     }
 }
 
@@ -297,8 +349,11 @@ pub trait RelayStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Appends each job atomically in one transaction. Per job: the author must be
-    /// current; every guard must match the stream's version (counting earlier
-    /// records of the same job) or nothing of that job is appended. Seqs are
+    /// current; no record may be under an epoch older than the log's (the highest
+    /// ever appended, kept with the head since records may be trimmed) or than an
+    /// earlier record of the same job ([`AppendRejection::StaleEpoch`]); every guard
+    /// must match the stream's version (counting earlier records of the same job);
+    /// else nothing of that job is appended. Seqs are
     /// consecutive and gap-free per log. Jobs are applied in the given order.
     /// The store itself tells other relay processes about moved heads (as part of
     /// the transaction where it can), so no separate [`RelayStore::publish`].
@@ -473,4 +528,70 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// How many append jobs to run concurrently (group-commit workers).
     fn append_workers(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::HexBytes;
+
+    fn job(epochs: &[i64]) -> AppendJob {
+        AppendJob {
+            log_id: Id32([1; 32]),
+            author: Id32([2; 32]),
+            records: epochs
+                .iter()
+                .map(|&epoch| RecordIn {
+                    epoch,
+                    nonce: HexBytes(Vec::new()),
+                    ciphertext: HexBytes(Vec::new()),
+                    guard: None,
+                })
+                .collect(),
+            max_records: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn records_at_or_after_the_log_epoch_move_it_to_the_last() {
+        assert_eq!(job(&[0, 0]).epoch_after(0), Ok(0));
+        assert_eq!(job(&[2, 2, 3]).epoch_after(2), Ok(3));
+    }
+
+    #[test]
+    fn a_record_more_than_one_epoch_ahead_is_refused() {
+        assert_eq!(
+            job(&[2, 4]).epoch_after(2),
+            Err(AppendRejection::EpochJump {
+                index: 1,
+                epoch: 4,
+                current: 2
+            })
+        );
+        assert_eq!(job(&[1]).epoch_after(0), Ok(1));
+    }
+
+    #[test]
+    fn a_record_older_than_the_log_epoch_is_stale() {
+        assert_eq!(
+            job(&[2, 1]).epoch_after(2),
+            Err(AppendRejection::StaleEpoch {
+                index: 1,
+                epoch: 1,
+                current: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_record_older_than_an_earlier_record_of_the_job_is_stale() {
+        assert_eq!(
+            job(&[1, 2, 1]).epoch_after(1),
+            Err(AppendRejection::StaleEpoch {
+                index: 2,
+                epoch: 1,
+                current: 2
+            })
+        );
+    }
 }

@@ -114,15 +114,16 @@ impl PostgresStore {
     /// Group commit in two round trips and no explicit transaction, whatever
     /// the group size. Over a network every statement is a round trip, and a
     /// `BEGIN … COMMIT` around a lock adds two more, so instead the group is
-    /// applied optimistically: one query reads the heads, authors and guarded
-    /// stream versions of every log in the group; every job is decided in memory
-    /// (in arrival order); one statement then writes all records, stream versions
-    /// and heads, conditional per log on its head being unchanged, and sends the
-    /// `NOTIFY` — atomically, as one implicit transaction. A log whose head moved
-    /// meanwhile (another worker or relay process appended) is not written, and its
-    /// jobs are decided again from a fresh read. Streams only move with the head,
-    /// so an unchanged head proves every guard decision for that log. After
-    /// [`OPTIMISTIC_ATTEMPTS`] the remaining jobs take the row-locking path.
+    /// applied optimistically: one query reads the heads, epochs, authors and
+    /// guarded stream versions of every log in the group; every job is decided in
+    /// memory (in arrival order); one statement then writes all records, stream
+    /// versions, heads and epochs, conditional per log on its head being unchanged,
+    /// and sends the `NOTIFY` — atomically, as one implicit transaction. A log whose
+    /// head moved meanwhile (another worker or relay process appended) is not
+    /// written, and its jobs are decided again from a fresh read. Streams and the
+    /// epoch only move with the head, so an unchanged head proves every guard and
+    /// epoch decision for that log. After [`OPTIMISTIC_ATTEMPTS`] the remaining jobs
+    /// take the row-locking path.
     async fn append_group_impl(&self, jobs: &[AppendJob]) -> StoreResult<Vec<AppendOutcome>> {
         let mut out: Vec<Option<AppendOutcome>> = vec![None; jobs.len()];
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
@@ -226,16 +227,17 @@ impl PostgresStore {
         if plan.logs.is_empty() {
             return Ok(HashSet::new());
         }
-        let (mut l, mut old, mut new) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut l, mut old, mut new, mut epoch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut events = Vec::new();
-        for (log, (o, n)) in &plan.logs {
+        for (log, m) in &plan.logs {
             l.push(log.0.to_vec());
-            old.push(*o);
-            new.push(*n);
-            if n > o {
+            old.push(m.read);
+            new.push(m.head);
+            epoch.push(m.epoch);
+            if m.head > m.read {
                 events.push(Event::LogAppended {
                     log_id: *log,
-                    head_seq: *n,
+                    head_seq: m.head,
                 });
             }
         }
@@ -255,27 +257,29 @@ impl PostgresStore {
         let rec = &plan.rec;
         let rows = sqlx::query(
             "WITH lg AS ( \
-               UPDATE logs SET head_seq = u.new FROM UNNEST($1::bytea[], $2::int8[], $3::int8[]) AS u(l, old, new) \
+               UPDATE logs SET head_seq = u.new, epoch = u.epoch \
+               FROM UNNEST($1::bytea[], $2::int8[], $3::int8[], $4::int8[]) AS u(l, old, new, epoch) \
                WHERE logs.log_id = u.l AND logs.head_seq = u.old RETURNING logs.log_id \
              ), ins AS ( \
                INSERT INTO records (log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
-               SELECT r.* FROM UNNEST($4::bytea[], $5::int8[], $6::int8[], $7::bytea[], $8::bytea[], $9::bytea[], \
-                 $10::bytea[], $11::int8[]) AS r(log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
+               SELECT r.* FROM UNNEST($5::bytea[], $6::int8[], $7::int8[], $8::bytea[], $9::bytea[], $10::bytea[], \
+                 $11::bytea[], $12::int8[]) AS r(log_id, seq, epoch, author, nonce, ciphertext, stream_tag, expected_version) \
                WHERE r.log_id IN (SELECT log_id FROM lg) \
              ), st AS ( \
                INSERT INTO streams (log_id, stream_tag, version) \
-               SELECT s.l, s.t, s.v FROM UNNEST($12::bytea[], $13::bytea[], $14::int8[]) AS s(l, t, v) \
+               SELECT s.l, s.t, s.v FROM UNNEST($13::bytea[], $14::bytea[], $15::int8[]) AS s(l, t, v) \
                WHERE s.l IN (SELECT log_id FROM lg) \
                ON CONFLICT (log_id, stream_tag) DO UPDATE SET version = excluded.version \
              ) \
              SELECT lg.log_id FROM lg CROSS JOIN ( \
-               SELECT count(pg_notify($15, $16)) FROM (SELECT 1) AS one \
-               WHERE $16 <> '' AND EXISTS (SELECT 1 FROM lg) \
+               SELECT count(pg_notify($16, $17)) FROM (SELECT 1) AS one \
+               WHERE $17 <> '' AND EXISTS (SELECT 1 FROM lg) \
              ) AS n",
         )
         .bind(&l)
         .bind(&old)
         .bind(&new)
+        .bind(&epoch)
         .bind(&rec.log_id)
         .bind(&rec.seq)
         .bind(&rec.epoch)
@@ -373,12 +377,13 @@ const OPTIMISTIC_ATTEMPTS: usize = 4;
 struct Snapshot {
     heads: HashMap<Id32, i64>,
     firsts: HashMap<Id32, i64>,
+    epochs: HashMap<Id32, i64>,
     current: HashSet<(Id32, Id32)>,
     versions: HashMap<(Id32, Vec<u8>), i64>,
 }
 
-/// Reads heads, current authors and guarded stream versions for a group in one
-/// query.
+/// Reads heads, epochs, current authors and guarded stream versions for a group in
+/// one query.
 async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
     ex: E,
     group: &[&AppendJob],
@@ -400,6 +405,8 @@ async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
         "SELECT 0::int8 AS kind, l.log_id AS a, NULL::bytea AS b, l.head_seq AS v FROM logs l WHERE l.log_id = ANY($1) \
          UNION ALL \
          SELECT 3, l.log_id, NULL, l.first_seq FROM logs l WHERE l.log_id = ANY($1) \
+         UNION ALL \
+         SELECT 4, l.log_id, NULL, l.epoch FROM logs l WHERE l.log_id = ANY($1) \
          UNION ALL \
          SELECT 1, d.log_id, d.device_id, 0 FROM devices d \
            JOIN UNNEST($2::bytea[], $3::bytea[]) AS q(l, a) ON d.log_id = q.l AND d.device_id = q.a \
@@ -434,6 +441,9 @@ async fn snapshot<'e, E: sqlx::PgExecutor<'e>>(
             (3, _) => {
                 snap.firsts.insert(a, v);
             }
+            (4, _) => {
+                snap.epochs.insert(a, v);
+            }
             _ => {}
         }
     }
@@ -445,10 +455,20 @@ struct Plan {
     out: Vec<AppendOutcome>,
     rec: RecordColumns,
     streams: HashMap<(Id32, Vec<u8>), i64>,
-    /// Every existing log the group touched: (head as read, new head). Logs whose
-    /// jobs were all refused are included (new = old) so the write confirms the
-    /// snapshot the refusals were based on.
-    logs: HashMap<Id32, (i64, i64)>,
+    /// Every existing log the group touched. Logs whose jobs were all refused are
+    /// included (unmoved) so the write confirms the snapshot the refusals were
+    /// based on.
+    logs: HashMap<Id32, LogMove>,
+}
+
+/// Where a group moves one log.
+struct LogMove {
+    /// The head as read: the write applies only if it is still there.
+    read: i64,
+    /// The new head.
+    head: i64,
+    /// The new epoch (never lower than the one read).
+    epoch: i64,
 }
 
 /// Decides each job, in order, against the state left by the jobs before it.
@@ -464,11 +484,24 @@ fn plan(group: &[&AppendJob], mut snap: Snapshot) -> Plan {
             p.out.push(Err(AppendRejection::NoLog));
             continue;
         };
-        p.logs.entry(job.log_id).or_insert((head, head));
+        let epoch = snap.epochs.get(&job.log_id).copied().unwrap_or(0);
+        p.logs.entry(job.log_id).or_insert(LogMove {
+            read: head,
+            head,
+            epoch,
+        });
         if !snap.current.contains(&(job.log_id, job.author)) {
             p.out.push(Err(AppendRejection::NotCurrent));
             continue;
         }
+        // Before the guards: a device behind a rotation must read the log anyway.
+        let epoch = match job.epoch_after(epoch) {
+            Ok(epoch) => epoch,
+            Err(stale) => {
+                p.out.push(Err(stale));
+                continue;
+            }
+        };
         let mut local: Vec<(Vec<u8>, i64)> = Vec::new();
         let mut failed = Vec::new();
         for (index, r) in job.records.iter().enumerate() {
@@ -516,8 +549,10 @@ fn plan(group: &[&AppendJob], mut snap: Snapshot) -> Plan {
         }
         let new_head = head + int(job.records.len());
         snap.heads.insert(job.log_id, new_head);
+        snap.epochs.insert(job.log_id, epoch);
         if let Some(entry) = p.logs.get_mut(&job.log_id) {
-            entry.1 = new_head;
+            entry.head = new_head;
+            entry.epoch = epoch;
         }
         for (tag, v) in local {
             snap.versions.insert((job.log_id, tag.clone()), v);

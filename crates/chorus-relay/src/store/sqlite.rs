@@ -167,12 +167,12 @@ async fn append_one(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     job: &AppendJob,
 ) -> StoreResult<AppendOutcome> {
-    let log: Option<(i64, i64)> =
-        sqlx::query_as("SELECT head_seq, first_seq FROM logs WHERE log_id = $1")
+    let log: Option<(i64, i64, i64)> =
+        sqlx::query_as("SELECT head_seq, first_seq, epoch FROM logs WHERE log_id = $1")
             .bind(&job.log_id.0[..])
             .fetch_optional(&mut **tx)
             .await?;
-    let Some((head, first_seq)) = log else {
+    let Some((head, first_seq, epoch)) = log else {
         return Ok(Err(AppendRejection::NoLog));
     };
     let author: Option<Option<i64>> =
@@ -184,6 +184,11 @@ async fn append_one(
     if author != Some(None) {
         return Ok(Err(AppendRejection::NotCurrent));
     }
+    // Before the guards: a device behind a rotation must read the log anyway.
+    let epoch = match job.epoch_after(epoch) {
+        Ok(epoch) => epoch,
+        Err(stale) => return Ok(Err(stale)),
+    };
     // Versions as this job moves them, so a batch may guard one stream
     // several times (expecting v, then v + 1, ...).
     let mut versions: Vec<(&[u8], i64)> = Vec::new();
@@ -254,9 +259,10 @@ async fn append_one(
         .execute(&mut **tx)
         .await?;
     }
-    sqlx::query("UPDATE logs SET head_seq = $2 WHERE log_id = $1")
+    sqlx::query("UPDATE logs SET head_seq = $2, epoch = $3 WHERE log_id = $1")
         .bind(&job.log_id.0[..])
         .bind(head + int(job.records.len()))
+        .bind(epoch)
         .execute(&mut **tx)
         .await?;
     Ok(Ok(seqs))
