@@ -158,6 +158,11 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Then compact the log: the relay deletes every record all of this identity's
+        /// devices have folded (message history stays on each device). `watch` does
+        /// this hourly.
+        #[arg(long)]
+        compact: bool,
     },
     /// Show incoming messages live (WebSocket), reconnecting when the relay goes away.
     Watch {
@@ -602,10 +607,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Sync { json } => {
+        Command::Sync { json, compact } => {
             let device = open(&cli).await?;
             for e in device.sync().await? {
                 print_event(&e, *json, device.name())?;
+            }
+            if *compact {
+                let first = device.compact_log().await?;
+                match json {
+                    true => println!("{}", serde_json::json!({ "log_kept_from_seq": first })),
+                    false => println!(
+                        "log compacted: the relay keeps records from seq {first} (a device that has not caught up holds the rest)"
+                    ),
+                }
             }
             Ok(())
         }

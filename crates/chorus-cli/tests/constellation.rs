@@ -547,4 +547,14 @@ fn devices_revoke_names_the_device_asks_and_shuts_it_out_while_the_others_carry_
     assert!(ok(&bob, &["sync"]).contains("from the laptop, after the tablet"));
     ok(&phone, &["sync"]);
     assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
+
+    // Both remaining devices folded everything (the revoked tablet does not count):
+    // the relay lets go of the log, and nothing of the history goes with it.
+    let out = ok(&laptop, &["sync", "--compact", "--json"]);
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let kept = last["log_kept_from_seq"].as_i64().unwrap();
+    assert!(kept > 10, "the log was trimmed up to seq {kept}");
+    assert_eq!(history(&laptop, "bob"), history(&phone, "bob"));
+    ok(&phone, &["send", "bob", "after the compaction"]);
+    assert!(ok(&bob, &["sync"]).contains("after the compaction"));
 }

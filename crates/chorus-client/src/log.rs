@@ -199,6 +199,8 @@ pub(crate) struct Log {
     /// The folded log state, restored from the store on first use; the lock also
     /// serializes this process's folds and appends.
     pub(crate) fold: tokio::sync::Mutex<Option<Held>>,
+    /// The position this process last acknowledged to the relay.
+    acked: std::sync::atomic::AtomicU64,
 }
 
 impl Log {
@@ -216,7 +218,43 @@ impl Log {
             entropy,
             clock,
             fold: Default::default(),
+            acked: Default::default(),
         }
+    }
+
+    /// Tells the relay how far this device folded, if further than this process last
+    /// said: the relay trims only what every current device acknowledged (compaction).
+    pub(crate) async fn acknowledge(&self) -> Result<(), ClientError> {
+        use std::sync::atomic::Ordering;
+        let applied = {
+            let mut slot = self.fold.lock().await;
+            let mut conn = self.store.pool().acquire().await?;
+            self.folded(&mut slot, &mut conn).await?.state.applied()
+        };
+        if applied > self.acked.load(Ordering::Relaxed) {
+            self.relay.ack_cursor(applied).await?;
+            self.acked.fetch_max(applied, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Compaction: deletes from the relay every record all current devices folded
+    /// (their acknowledged cursors, this one's first). A device offline holds it back
+    /// at its cursor and is never cut off; one linked later starts from a checkpoint.
+    /// Returns the lowest seq the relay still stores.
+    pub(crate) async fn compact(&self) -> Result<i64, ClientError> {
+        self.acknowledge().await?;
+        let below = self
+            .relay
+            .devices()
+            .await?
+            .devices
+            .iter()
+            .filter(|d| d.revoked_ms.is_none())
+            .map(|d| d.cursor)
+            .min()
+            .unwrap_or(0);
+        Ok(self.relay.trim(below).await?)
     }
 
     /// The folded state, restored from the store if this process has none or another

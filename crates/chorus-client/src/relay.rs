@@ -898,6 +898,27 @@ impl RelayClient {
         Ok(())
     }
 
+    /// Tells the relay this device folded the log up to `seq` (the relay trims nothing
+    /// a current device has not acknowledged). Returns the cursor stored.
+    pub async fn ack_cursor(&self, seq: u64) -> Result<i64, RelayError> {
+        let path = self.log_path("/cursor")?;
+        let body = chorus_relay_api::CursorRequest {
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        };
+        let answer: serde_json::Value = self.call(Method::POST, &path, Some(&body), true).await?;
+        Ok(answer["cursor"].as_i64().unwrap_or(0))
+    }
+
+    /// Asks the relay to delete the log's records below `below` (refused unless every
+    /// current device acknowledged that far). Returns the lowest seq still stored.
+    pub async fn trim(&self, below: i64) -> Result<i64, RelayError> {
+        let path = self.log_path("/trim")?;
+        let body = chorus_relay_api::TrimRequest { below_seq: below };
+        let answer: chorus_relay_api::TrimResponse =
+            self.call(Method::POST, &path, Some(&body), true).await?;
+        Ok(answer.first_seq)
+    }
+
     /// The log's devices as the relay knows them.
     pub async fn devices(&self) -> Result<DevicesResponse, RelayError> {
         let path = self.log_path("/devices")?;

@@ -258,3 +258,85 @@ async fn a_device_running_watch_keeps_telling_its_siblings_it_is_online() {
     assert!(first.is_some(), "the phone was never seen online");
     assert!(later.is_some(), "watch did not keep the phone online");
 }
+
+/// `d`'s conversation with bob, texts in order.
+async fn history(d: &chorus_client::Device) -> Vec<String> {
+    d.history("bob", 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+/// The records the relay still stores for `d`'s log and their bytes.
+async fn stored(d: &chorus_client::Device) -> (usize, usize) {
+    let (mut count, mut bytes, mut after) = (0, 0, 0);
+    loop {
+        let page = d.relay().read_records(after, 256).await.unwrap();
+        let Some(last) = page.records.last() else {
+            return (count, bytes);
+        };
+        after = last.seq;
+        count += page.records.len();
+        bytes += page
+            .records
+            .iter()
+            .map(|r| r.ciphertext.0.len())
+            .sum::<usize>();
+    }
+}
+
+#[tokio::test]
+async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_converges() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+
+    // The phone goes away; the laptop talks on.
+    for i in 0..40 {
+        clock.tick();
+        laptop.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    bob.sync().await.unwrap();
+    bob.send("alice", "answer").await.unwrap();
+    laptop.sync().await.unwrap();
+    let (before, _) = stored(&laptop).await;
+
+    // Nothing the phone has not folded goes: compaction stops at its cursor.
+    let first = laptop.compact_log().await.unwrap();
+    let (kept, _) = stored(&laptop).await;
+    assert!(
+        kept >= 40,
+        "the phone's share of the log stays: {kept} of {before}"
+    );
+    // The phone comes back across it and converges.
+    phone.sync().await.unwrap();
+    assert_eq!(history(&phone).await, history(&laptop).await);
+    assert_eq!(history(&phone).await.len(), 41);
+
+    // Now every device folded it all: the log shrinks to what came after.
+    let later = laptop.compact_log().await.unwrap();
+    assert!(later > first, "{later} > {first}");
+    let (after, bytes) = stored(&laptop).await;
+    assert!(
+        after <= 3,
+        "{after} records ({bytes} bytes) left of {before}"
+    );
+
+    // A device linked after the compaction starts from a checkpoint and talks; the
+    // others fold what it does.
+    let tablet = link(&laptop, dir.path(), "tablet", &clock).await;
+    tablet.send("bob", "from the tablet").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["from the tablet"]);
+    phone.sync().await.unwrap();
+    assert_eq!(history(&phone).await.last().unwrap(), "from the tablet");
+}

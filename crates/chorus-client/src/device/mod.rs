@@ -110,7 +110,20 @@ impl Device {
         // A revocation whose rotation never followed (its device stopped): any
         // device finishes it.
         events.extend(self.log.rotate_if_due().await?);
+        // Best effort: an acknowledgement not made only holds compaction back.
+        if let Err(e) = self.log.acknowledge().await {
+            tracing::debug!(error = %e, "could not acknowledge the folded position");
+        }
         Ok(events)
+    }
+
+    /// Compacts the log: the relay deletes every record all current devices folded
+    /// (ratchet deltas, transcripts, prekey secrets go with them); history stays in
+    /// each device's store. Returns the lowest seq the relay still stores. `watch`
+    /// runs it every [`PREKEY_CHECK`].
+    pub async fn compact_log(&self) -> Result<i64, ClientError> {
+        self.sync_log().await?;
+        self.log.compact().await
     }
 
     /// [`Self::sync_log`], telling `progress` the seq folded after each page.
@@ -128,7 +141,8 @@ pub const SYNC_PAGE: u32 = 100;
 const FIRST_EPOCH: u32 = 1;
 /// How often `watch` retries a non-empty outbox.
 pub const OUTBOX_RETRY: Duration = Duration::from_secs(30);
-/// How often `watch` checks the directory's prekey supply and rotation schedule.
+/// How often `watch` checks the directory's prekey supply and rotation schedule, and
+/// compacts the log.
 pub const PREKEY_CHECK: Duration = Duration::from_secs(3600);
 /// Mailboxes whose outbox rows are posted at once.
 pub const OUTBOX_PARALLEL: usize = 8;

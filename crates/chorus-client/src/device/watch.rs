@@ -69,7 +69,10 @@ impl Device {
                         Some(Err(e)) => Err(e.into()),
                     },
                     _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),
-                    _ = prekey_tick.tick() => self.maintain_prekeys().await.map(|()| Vec::new()),
+                    _ = prekey_tick.tick() => match self.maintain_prekeys().await {
+                        Ok(()) => self.compact_log().await.map(|_| Vec::new()),
+                        Err(e) => Err(e),
+                    },
                     // Presence is best effort: a missed beat is not worth a reconnect.
                     _ = heartbeat.tick() => {
                         let _ = self.relay.heartbeat().await;
