@@ -388,8 +388,9 @@ impl Log {
         Ok((outcome, events))
     }
 
-    /// Appends the rotation the fold says is due (`chorus_core`'s `epoch` module) until
-    /// none is: ours, or another device's that got there first. A device the roster no
+    /// Appends the rotation the fold says is due now (`chorus_core`'s `epoch` module:
+    /// after a revocation, past a record ahead, or a week into the epoch) until none
+    /// is: ours, or another device's that got there first. A device the roster no
     /// longer holds never rotates.
     pub(crate) async fn rotate_if_due(&self) -> Result<Vec<Event>, ClientError> {
         let mut events = Vec::new();
@@ -398,7 +399,8 @@ impl Log {
                 let mut slot = self.fold.lock().await;
                 let mut conn = self.store.pool().acquire().await?;
                 let held = self.folded(&mut slot, &mut conn).await?;
-                if !held.state.rotation_due()
+                let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
+                if !held.state.rotation_due(now)
                     || !held.state.roster().is_authorized_id(&self.keys.device)
                 {
                     return Ok(events);

@@ -340,3 +340,50 @@ async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_conv
     phone.sync().await.unwrap();
     assert_eq!(history(&phone).await.last().unwrap(), "from the tablet");
 }
+
+/// The highest epoch among the records the relay stores for `d`'s log.
+async fn log_epoch(d: &chorus_client::Device) -> i64 {
+    let (mut epoch, mut after) = (0, 0);
+    loop {
+        let page = d.relay().read_records(after, 256).await.unwrap();
+        let Some(last) = page.records.last() else {
+            return epoch;
+        };
+        after = last.seq;
+        epoch = epoch.max(page.records.iter().map(|r| r.epoch).max().unwrap_or(0));
+    }
+}
+
+#[tokio::test]
+async fn a_week_into_an_epoch_the_next_sync_rotates_the_key_and_everyone_follows() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let phone = link(&laptop, dir.path(), "phone", &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(log_epoch(&laptop).await, 1);
+
+    clock.advance_days(6);
+    laptop.sync().await.unwrap();
+    assert_eq!(log_epoch(&laptop).await, 1, "not a week yet");
+    clock.advance_days(2);
+    laptop.sync().await.unwrap();
+    assert_eq!(log_epoch(&laptop).await, 2, "a week on, the key rotated");
+    // Once: the next sync finds the new epoch young.
+    laptop.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(log_epoch(&laptop).await, 2);
+
+    phone.send("bob", "a week later").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["a week later"]);
+    bob.send("alice", "still here").await.unwrap();
+    for d in [&laptop, &phone] {
+        assert!(texts(&d.sync().await.unwrap()).contains(&"still here".to_owned()));
+    }
+}

@@ -63,6 +63,11 @@ pub const PREKEY_STREAM: &[u8] = b"prekeys";
 /// roster at once cannot fork its hash chain.
 pub const ROSTER_STREAM: &[u8] = b"roster";
 
+/// How long an epoch key is used before the log moves to a new one on schedule (a
+/// week): together with compaction, a stolen epoch key opens only the records since
+/// the last rotation.
+pub const EPOCH_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// The register holding the identity's display name.
 pub const PROFILE_REGISTER: &str = "profile";
 /// The register holding the identity's relays (one URL per line).
@@ -399,6 +404,9 @@ pub struct Parts {
     pub epoch_revoked: u64,
     /// The highest epoch of any record shown, folded or refused.
     pub log_epoch: u32,
+    /// When the current epoch began (its rotation's author clock; 0: at the
+    /// identity's creation).
+    pub epoch_since_ms: u64,
     /// The roster chain, encoded, in order.
     pub roster: Vec<Vec<u8>>,
     /// The Lamport clock.
@@ -426,6 +434,7 @@ pub struct Constellation {
     epoch: u32,
     epoch_revoked: u64,
     log_epoch: u32,
+    epoch_since_ms: u64,
     roster: Roster,
     clock: LamportClock,
     applied: u64,
@@ -446,6 +455,7 @@ impl Constellation {
             epoch,
             epoch_revoked: 0,
             log_epoch: epoch,
+            epoch_since_ms: roster.created_ms(),
             roster,
             clock: LamportClock::default(),
             applied: 0,
@@ -466,6 +476,9 @@ impl Constellation {
         let mut state = Self::new(parts.log_id, parts.epoch, roster);
         state.epoch_revoked = parts.epoch_revoked;
         state.log_epoch = parts.log_epoch.max(parts.epoch);
+        if parts.epoch_since_ms > 0 {
+            state.epoch_since_ms = parts.epoch_since_ms;
+        }
         state.clock.observe(parts.lamport);
         state.applied = parts.applied;
         state.chain = parts.chain.into_iter().collect();
@@ -693,6 +706,7 @@ impl Constellation {
                 // Checked: from here on nothing fails.
                 self.epoch = r.epoch;
                 self.epoch_revoked = r.revoked;
+                self.epoch_since_ms = event.timestamp_ms;
                 self.streams.clear();
                 effects.push(Effect::EpochRotated(r.clone()));
             }
@@ -1023,12 +1037,22 @@ impl Constellation {
         self.epoch_revoked
     }
 
-    /// Whether the log must move to a new epoch key: the roster revoked a device since
-    /// the current epoch began, so a device that is no longer ours holds the key; or
-    /// the log shows a record of a later epoch that no rotation started (a device wrote
-    /// ahead, and the relay refuses anything older now), so the log moves past it.
-    pub fn rotation_due(&self) -> bool {
-        self.roster.revoked_count() > self.epoch_revoked || self.log_epoch > self.epoch
+    /// Whether the log must move to a new epoch key at `now_ms` (the caller's clock):
+    /// the roster revoked a device since the current epoch began, so a device that is
+    /// no longer ours holds the key; the log shows a record of a later epoch that no
+    /// rotation started (a device wrote ahead, and the relay refuses anything older
+    /// now), so the log moves past it; or the epoch is [`EPOCH_LIFETIME_MS`] old, so a
+    /// key that leaked opens only what was written since the last rotation.
+    pub fn rotation_due(&self, now_ms: u64) -> bool {
+        self.roster.revoked_count() > self.epoch_revoked
+            || self.log_epoch > self.epoch
+            || now_ms >= self.epoch_since_ms.saturating_add(EPOCH_LIFETIME_MS)
+    }
+
+    /// When the current epoch began (its rotation's author clock, or the identity's
+    /// creation).
+    pub fn epoch_since_ms(&self) -> u64 {
+        self.epoch_since_ms
     }
 
     /// The epoch the next rotation starts: the one after this, or the latest the log
@@ -1167,6 +1191,7 @@ impl Constellation {
         h.update(self.log_id);
         h.update(self.epoch.to_be_bytes());
         h.update(self.epoch_revoked.to_be_bytes());
+        h.update(self.epoch_since_ms.to_be_bytes());
         h.update(self.roster.head());
         h.update(self.clock.now().to_be_bytes());
         let mut seen: Vec<_> = self.seen.iter().collect();

@@ -63,9 +63,9 @@ pub use consts::{
 pub use epoch::{EpochKeyError, open_epoch_key};
 pub use error::SessionError;
 pub use fold::{
-    Constellation, Contact, Effect, Folded, HistoryEntry, Outcome, PREKEY_STREAM, PROFILE_REGISTER,
-    Parts, RELAYS_REGISTER, ROSTER_STREAM, Record, Sessions, blocked_register,
-    contact_name_register, relinked_register, session_stream,
+    Constellation, Contact, EPOCH_LIFETIME_MS, Effect, Folded, HistoryEntry, Outcome,
+    PREKEY_STREAM, PROFILE_REGISTER, Parts, RELAYS_REGISTER, ROSTER_STREAM, Record, Sessions,
+    blocked_register, contact_name_register, relinked_register, session_stream,
 };
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{

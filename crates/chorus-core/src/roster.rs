@@ -123,6 +123,8 @@ pub struct Roster {
     revoked: Vec<DevicePublicKey>,
     head: [u8; 32],
     next_index: u64,
+    /// The genesis author's clock: when the identity was created.
+    created_ms: u64,
 }
 
 /// The key that signs a new roster entry.
@@ -213,6 +215,7 @@ impl Roster {
             revoked: Vec::new(),
             head: entry.hash,
             next_index: 1,
+            created_ms: entry.timestamp_ms,
         })
     }
 
@@ -357,6 +360,11 @@ impl Roster {
     /// author), without decoding the key.
     pub fn is_authorized_id(&self, device: &[u8; 32]) -> bool {
         self.devices.iter().any(|d| d.key.as_bytes() == device)
+    }
+
+    /// When the identity was created (the genesis author's clock).
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 
     /// How many devices were ever revoked.

@@ -145,6 +145,7 @@ fn state() -> Constellation {
         epoch: 1,
         epoch_revoked: 0,
         log_epoch: 1,
+        epoch_since_ms: 0,
         roster: entries,
         lamport: 0,
         applied: 0,

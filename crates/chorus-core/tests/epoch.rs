@@ -59,6 +59,7 @@ fn a_revoked_device() -> (Constellation, [Dev; 3]) {
         epoch: 1,
         epoch_revoked: 0,
         log_epoch: 1,
+        epoch_since_ms: 0,
         roster: entries,
         lamport: 0,
         applied: 0,
@@ -163,7 +164,7 @@ fn profile(name: &str) -> EventKind {
 fn a_revocation_makes_a_rotation_due_and_the_rotation_starts_an_epoch_only_the_others_can_read() {
     let (mut state, [a, b, c]) = a_revoked_device();
     let old = EpochKey::generate(&mut StdRng::seed_from_u64(1));
-    assert!(state.rotation_due());
+    assert!(state.rotation_due(1));
     let plan = state.plan_rotation(&old, &mut StdRng::seed_from_u64(2));
     let r = rotation_of(&plan.event);
     assert_eq!((r.epoch, r.revoked, r.keys.len()), (2, 1, 2));
@@ -218,7 +219,7 @@ fn a_revocation_makes_a_rotation_due_and_the_rotation_starts_an_epoch_only_the_o
         &out[0].outcome,
         Outcome::Applied(e) if e.iter().any(|e| matches!(e, Effect::EpochRotated(_)))
     ));
-    assert_eq!((state.epoch(), state.rotation_due()), (2, false));
+    assert_eq!((state.epoch(), state.rotation_due(1)), (2, false));
     assert_eq!(
         state.stream(&roster_tag).version,
         0,
@@ -331,4 +332,19 @@ fn a_box_moved_to_another_device_or_a_key_other_than_the_committed_one_is_not_ta
         open_epoch_key(&LOG, &a.id, &a.dh, &lying).err(),
         Some(EpochKeyError::Commitment)
     );
+}
+
+#[test]
+fn an_epoch_a_week_old_is_due_for_rotation_and_the_rotation_starts_the_week_again() {
+    let (mut state, [a, ..]) = a_revoked_device();
+    let old = EpochKey::generate(&mut StdRng::seed_from_u64(1));
+    let plan = state.plan_rotation(&old, &mut StdRng::seed_from_u64(2));
+    let tag = old.stream_tag(ROSTER_STREAM);
+    let rotation = seal(&old, 2, &a, plan.event, Some((tag, plan.version)));
+    fold(&mut state, &old, &[rotation]);
+    // The week starts at the rotation's author clock (1 ms here).
+    let (since, week) = (state.epoch_since_ms(), chorus_core::EPOCH_LIFETIME_MS);
+    assert_eq!(since, 1);
+    assert!(!state.rotation_due(since + week - 1));
+    assert!(state.rotation_due(since + week));
 }

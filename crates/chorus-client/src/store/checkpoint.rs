@@ -53,8 +53,10 @@ impl Store {
     /// checkpoint carries their plaintext, and is itself sealed by the caller.
     pub(crate) async fn export_checkpoint(&self) -> Result<Checkpoint, StoreError> {
         let mut tx = self.begin().await?;
-        let (applied_seq, lamport, max_prekey_id, epoch_revoked, log_epoch): (i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT applied_seq, lamport, max_prekey_id, epoch_revoked, log_epoch FROM constellation WHERE id = 1",
+        type Row = (i64, i64, i64, i64, i64, i64);
+        let (applied_seq, lamport, max_prekey_id, epoch_revoked, log_epoch, epoch_since_ms): Row = sqlx::query_as(
+            "SELECT applied_seq, lamport, max_prekey_id, epoch_revoked, log_epoch, epoch_since_ms
+             FROM constellation WHERE id = 1",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -63,6 +65,7 @@ impl Store {
         r.lamport = lamport;
         r.epoch_revoked = u64::try_from(epoch_revoked).unwrap_or(0);
         r.log_epoch = u32::try_from(log_epoch).unwrap_or(u32::MAX);
+        r.epoch_since_ms = u64::try_from(epoch_since_ms).unwrap_or(0);
         r.max_prekey_id = max_prekey_id;
         r.roster = sqlx::query_scalar("SELECT entry FROM roster ORDER BY idx")
             .fetch_all(&mut *tx)
@@ -231,12 +234,13 @@ impl Store {
         let c = checkpoint.rows();
         sqlx::query(
             "UPDATE constellation SET lamport = $1, max_prekey_id = $2, epoch_revoked = $3,
-             log_epoch = MAX(epoch, $4) WHERE id = 1",
+             log_epoch = MAX(epoch, $4), epoch_since_ms = $5 WHERE id = 1",
         )
         .bind(c.lamport)
         .bind(c.max_prekey_id)
         .bind(super::log_state::signed(c.epoch_revoked))
         .bind(i64::from(c.log_epoch))
+        .bind(super::log_state::signed(c.epoch_since_ms))
         .execute(&mut *tx)
         .await?;
         for s in &c.streams {

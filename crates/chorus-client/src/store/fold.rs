@@ -96,7 +96,7 @@ impl Store {
             &page.seen,
             &page.streams,
             page.lamport,
-            (state.applied(), state.log_epoch()),
+            state,
         )
         .await?;
         Ok(events.into_iter().flatten().collect())

@@ -35,12 +35,13 @@ pub(crate) async fn load(
     conn: &mut SqliteConnection,
     log_id: [u8; 32],
 ) -> Result<Constellation, ClientError> {
-    let (applied, lamport, epoch, epoch_revoked, log_epoch): (i64, i64, i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT applied_seq, lamport, epoch, epoch_revoked, log_epoch FROM constellation WHERE id = 1",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+    type Row = (i64, i64, i64, i64, i64, i64);
+    let (applied, lamport, epoch, epoch_revoked, log_epoch, epoch_since_ms): Row = sqlx::query_as(
+        "SELECT applied_seq, lamport, epoch, epoch_revoked, log_epoch, epoch_since_ms
+             FROM constellation WHERE id = 1",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let epoch_of =
         |e: i64| u32::try_from(e).map_err(|_| ClientError::Corrupt("a stored epoch".into()));
     let (epoch, log_epoch) = (epoch_of(epoch)?, epoch_of(log_epoch)?);
@@ -115,6 +116,7 @@ pub(crate) async fn load(
         epoch,
         epoch_revoked: unsigned("revocation count", epoch_revoked)?,
         log_epoch,
+        epoch_since_ms: unsigned("epoch start", epoch_since_ms)?,
         roster,
         lamport: unsigned("lamport", lamport)?,
         applied: unsigned("seq", applied)?,
@@ -185,7 +187,7 @@ pub(crate) async fn write_position(
     seen: &[[u8; 16]],
     streams: &std::collections::BTreeMap<Vec<u8>, StreamHead>,
     lamport: u64,
-    (applied, log_epoch): (u64, u32),
+    state: &chorus_core::Constellation,
 ) -> Result<(), ClientError> {
     insert_rows(
         conn,
@@ -217,12 +219,13 @@ pub(crate) async fn write_position(
         .await?;
     }
     sqlx::query(
-        "UPDATE constellation SET lamport = MAX(lamport, $1), applied_seq = $2, log_epoch = $3
-         WHERE id = 1",
+        "UPDATE constellation SET lamport = MAX(lamport, $1), applied_seq = $2, log_epoch = $3,
+         epoch_since_ms = $4 WHERE id = 1",
     )
     .bind(signed(lamport))
-    .bind(signed(applied))
-    .bind(i64::from(log_epoch))
+    .bind(signed(state.applied()))
+    .bind(i64::from(state.log_epoch()))
+    .bind(signed(state.epoch_since_ms()))
     .execute(&mut *conn)
     .await?;
     Ok(())
