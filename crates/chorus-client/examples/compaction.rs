@@ -15,20 +15,11 @@ use chorus_relay::serve::ServeArgs;
 
 /// Records and ciphertext bytes the relay stores for `d`'s log.
 async fn stored(d: &Device) -> Result<(usize, usize), Box<dyn std::error::Error>> {
-    let (mut count, mut bytes, mut after) = (0, 0, 0);
-    loop {
-        let page = d.relay().read_records(after, 256).await?;
-        let Some(last) = page.records.last() else {
-            return Ok((count, bytes));
-        };
-        after = last.seq;
-        count += page.records.len();
-        bytes += page
-            .records
-            .iter()
-            .map(|r| r.ciphertext.0.len())
-            .sum::<usize>();
-    }
+    let records = d.relay().read_all_records().await?;
+    Ok((
+        records.len(),
+        records.iter().map(|r| r.ciphertext.0.len()).sum(),
+    ))
 }
 
 #[tokio::main]

@@ -11,24 +11,6 @@ use chorus_wire::{EventKind, LogEvent};
 use crate::Device;
 use crate::testing::{device, relay, sibling, texts};
 
-/// Every record of the log, as the relay stores it (what a thief with the relay's
-/// data holds too).
-async fn all_records(d: &Device) -> Vec<RecordOut> {
-    let mut out: Vec<RecordOut> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |r| r.seq);
-        let page = d
-            .relay
-            .read_records(after, crate::log::LOG_PAGE)
-            .await
-            .unwrap();
-        if page.records.is_empty() {
-            return out;
-        }
-        out.extend(page.records);
-    }
-}
-
 /// Opens `r` with `key`, as the fold would.
 fn open(d: &Device, key: &EpochKey, r: &RecordOut) -> Option<LogEvent> {
     let context = RecordContext {
@@ -78,7 +60,9 @@ async fn after_a_revocation_the_revoked_store_opens_nothing_of_the_new_epoch() {
 
     // The thief: the tablet's whole store (its epoch key, its device key) and the
     // relay's copy of the log.
-    let records = all_records(&laptop).await;
+    // Every record of the log, as the relay stores it (what a thief with the relay's
+    // data holds too).
+    let records = laptop.relay.read_all_records().await.unwrap();
     let rotation = records.iter().position(|r| r.epoch == 2).unwrap();
     let event = open(&laptop, &stolen, &records[rotation]).unwrap();
     let EventKind::EpochRotated(r) = event.kind else {

@@ -17,7 +17,7 @@ use chorus_relay_api::{
     BundledPost, ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest,
     CreateChannelRequest, CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16,
     Id32, LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
-    PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordsPage,
+    PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordOut, RecordsPage,
     RegisterMailboxRequest, RevokeDeviceRequest, SessionRequest, SessionResponse,
 };
 use reqwest::{Method, StatusCode};
@@ -865,6 +865,22 @@ impl RelayClient {
             });
         }
         Ok(page)
+    }
+
+    /// Every record the relay still stores for the log, in order (for tools and
+    /// tests: it holds the whole log in memory; the fold reads page by page).
+    pub async fn read_all_records(&self) -> Result<Vec<RecordOut>, RelayError> {
+        let mut out: Vec<RecordOut> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |r| r.seq);
+            let page = self
+                .read_records(after, chorus_relay_api::limits::MAX_PAGE)
+                .await?;
+            if page.records.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page.records);
+        }
     }
 
     /// Registers a device's credential (idempotent) on `authorization`: the signed

@@ -271,20 +271,9 @@ async fn history(d: &chorus_client::Device) -> Vec<String> {
 
 /// The records the relay still stores for `d`'s log and their bytes.
 async fn stored(d: &chorus_client::Device) -> (usize, usize) {
-    let (mut count, mut bytes, mut after) = (0, 0, 0);
-    loop {
-        let page = d.relay().read_records(after, 256).await.unwrap();
-        let Some(last) = page.records.last() else {
-            return (count, bytes);
-        };
-        after = last.seq;
-        count += page.records.len();
-        bytes += page
-            .records
-            .iter()
-            .map(|r| r.ciphertext.0.len())
-            .sum::<usize>();
-    }
+    let records = d.relay().read_all_records().await.unwrap();
+    let bytes = records.iter().map(|r| r.ciphertext.0.len()).sum();
+    (records.len(), bytes)
 }
 
 #[tokio::test]
@@ -343,15 +332,8 @@ async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_conv
 
 /// The highest epoch among the records the relay stores for `d`'s log.
 async fn log_epoch(d: &chorus_client::Device) -> i64 {
-    let (mut epoch, mut after) = (0, 0);
-    loop {
-        let page = d.relay().read_records(after, 256).await.unwrap();
-        let Some(last) = page.records.last() else {
-            return epoch;
-        };
-        after = last.seq;
-        epoch = epoch.max(page.records.iter().map(|r| r.epoch).max().unwrap_or(0));
-    }
+    let records = d.relay().read_all_records().await.unwrap();
+    records.iter().map(|r| r.epoch).max().unwrap_or(0)
 }
 
 #[tokio::test]

@@ -202,7 +202,7 @@ pub enum Effect {
     },
     /// The log moved to a new epoch: every stream starts again, and the records after
     /// this one are sealed under the key the rotation seals to each current device
-    /// (`crate::epoch::open_epoch_key`).
+    /// (`open_epoch_key`).
     EpochRotated(Box<EpochRotation>),
     /// A device the roster held was linked again.
     DeviceRelinked {
@@ -497,7 +497,7 @@ impl Constellation {
     /// current epoch's. The fold takes its result, so a page can be opened before the
     /// sessions it needs are loaded. A record of the next epoch is opened with the
     /// current key too: only the rotation that starts that epoch is sealed so, and the
-    /// fold refuses any other event there (`crate::epoch`).
+    /// fold refuses any other event there (the `epoch` module).
     pub fn open(&self, key: &EpochKey, record: &Record<'_>) -> Result<LogEvent, LogError> {
         if record.epoch < self.epoch {
             return Err(LogError::Epoch {

@@ -121,7 +121,7 @@ pub enum LogError {
         /// The record's epoch.
         record: u32,
     },
-    /// An epoch rotation that does not fit the roster (`crate::epoch`).
+    /// An epoch rotation that does not fit the roster (the `epoch` module).
     #[error("epoch rotation refused: {0}")]
     Rotation(&'static str),
     /// A signed roster entry the roster refuses (signature, chain or signer).
