@@ -269,15 +269,14 @@ async fn history(d: &chorus_client::Device) -> Vec<String> {
         .collect()
 }
 
-/// The records the relay still stores for `d`'s log and their bytes.
-async fn stored(d: &chorus_client::Device) -> (usize, usize) {
-    let records = d.relay().read_all_records().await.unwrap();
-    let bytes = records.iter().map(|r| r.ciphertext.0.len()).sum();
-    (records.len(), bytes)
-}
-
-#[tokio::test]
-async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_converges() {
+/// Alice's laptop and phone, both caught up, and bob, her contact (the relay and the
+/// directory must outlive the devices).
+async fn alice_on_two_devices_and_bob() -> (
+    Relay,
+    tempfile::TempDir,
+    TestClock,
+    [chorus_client::Device; 3],
+) {
     let relay = Relay::start().await;
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::default();
@@ -289,6 +288,19 @@ async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_conv
         .unwrap();
     laptop.sync().await.unwrap();
     phone.sync().await.unwrap();
+    (relay, dir, clock, [laptop, phone, bob])
+}
+
+/// The records the relay still stores for `d`'s log and their bytes.
+async fn stored(d: &chorus_client::Device) -> (usize, usize) {
+    let records = d.relay().read_all_records().await.unwrap();
+    let bytes = records.iter().map(|r| r.ciphertext.0.len()).sum();
+    (records.len(), bytes)
+}
+
+#[tokio::test]
+async fn compaction_trims_what_every_device_folded_and_a_late_or_new_device_converges() {
+    let (_relay, dir, clock, [laptop, phone, bob]) = alice_on_two_devices_and_bob().await;
 
     // The phone goes away; the laptop talks on.
     for i in 0..40 {
@@ -338,17 +350,7 @@ async fn log_epoch(d: &chorus_client::Device) -> i64 {
 
 #[tokio::test]
 async fn a_week_into_an_epoch_the_next_sync_rotates_the_key_and_everyone_follows() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let phone = link(&laptop, dir.path(), "phone", &clock).await;
-    let bob = init(dir.path(), "bob", &relay, &clock).await;
-    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
-        .await
-        .unwrap();
-    laptop.sync().await.unwrap();
-    phone.sync().await.unwrap();
+    let (_relay, dir, clock, [laptop, phone, bob]) = alice_on_two_devices_and_bob().await;
     assert_eq!(log_epoch(&laptop).await, 1);
 
     clock.advance_days(6);
