@@ -350,7 +350,7 @@ async fn log_epoch(d: &chorus_client::Device) -> i64 {
 
 #[tokio::test]
 async fn a_week_into_an_epoch_the_next_sync_rotates_the_key_and_everyone_follows() {
-    let (_relay, dir, clock, [laptop, phone, bob]) = alice_on_two_devices_and_bob().await;
+    let (_relay, _dir, clock, [laptop, phone, bob]) = alice_on_two_devices_and_bob().await;
     assert_eq!(log_epoch(&laptop).await, 1);
 
     clock.advance_days(6);
