@@ -2,8 +2,8 @@
 //! Contacts never learn the device set (DESIGN principle 6), tested.
 //!
 //! The same conversation script runs twice: Alice with one device, then Alice with five
-//! (four linked before the contact exists, one linked mid-conversation), including
-//! concurrent sends. Bob and his relay are separate from Alice's home relay. Everything
+//! (four linked before the contact exists, one linked mid-conversation, one revoked at
+//! the end), including concurrent sends. Bob and his relay are separate from Alice's home relay. Everything
 //! Bob's relay stores — every envelope in every one of Bob's mailboxes — is recorded:
 //! the count, each envelope's size and the shape of its header must be the same in both
 //! runs, and no device key of Alice's appears anywhere in it.
@@ -126,6 +126,31 @@ async fn run(n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
         .into_iter()
         .map(|d| d.id)
         .collect();
+    // A revocation — with the key rotation and the new prekeys that follow it — shows
+    // the contact nothing: the same message and answer as without one.
+    if n > 1 {
+        alice[0].revoke_device("a1").await.unwrap();
+        alice.remove(1);
+    }
+    clock.tick();
+    alice[alice.len() - 1]
+        .send("bob", "after a revocation")
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    clock.tick();
+    bob.send("alice", "an answer after it").await.unwrap();
+    for a in &alice {
+        a.sync().await.unwrap();
+        assert_eq!(
+            a.history("bob", 100).await.unwrap().last().unwrap().text,
+            "an answer after it"
+        );
+    }
+    assert_eq!(
+        bob.history("alice", 100).await.unwrap().len(),
+        8 + 5 + 1 + 2 + 2
+    );
     // Everything Bob's relay stores for Bob.
     let pool = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}?mode=ro",
