@@ -162,17 +162,7 @@ fn messages(events: &[Event]) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn a_message_read_on_one_device_reaches_the_others_as_already_read() {
-    let relay = Relay::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = TestClock::default();
-    let laptop = init(dir.path(), "alice", &relay, &clock).await;
-    let phone = link(&laptop, dir.path(), "phone", &clock).await;
-    let bob = init(dir.path(), "bob", &relay, &clock).await;
-    bob.accept(&laptop.invite().await.unwrap(), None)
-        .await
-        .unwrap();
-    laptop.sync().await.unwrap();
-    phone.sync().await.unwrap();
+    let (_relay, _dir, clock, [laptop, phone, bob]) = alice_on_two_devices_and_bob().await;
 
     clock.tick();
     bob.send("alice", "read on the laptop").await.unwrap();

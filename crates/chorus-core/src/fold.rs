@@ -702,6 +702,11 @@ impl Constellation {
                 if r.epoch != record.epoch {
                     return Err(LogError::Rotation("it names another epoch than its record"));
                 }
+                // Never the epoch held (at the last epoch there is no next one): a
+                // rotation that kept the number would put two keys under one epoch.
+                if r.epoch <= self.epoch {
+                    return Err(LogError::Rotation("it does not move the epoch forward"));
+                }
                 self.check_rotation(r)?;
                 // Checked: from here on nothing fails.
                 self.epoch = r.epoch;

@@ -6,8 +6,8 @@
 
 use chorus_core::PrekeyPrivate;
 use chorus_core::{
-    Constellation, Contact, Effect, LogError, Outcome, Parts, Record, RecordContext, Roster,
-    RosterSigner, Sessions, StreamHead, open_event, record_hash, seal_event,
+    Constellation, Contact, Effect, LogError, Outcome, Record, RecordContext, Roster, RosterSigner,
+    Sessions, StreamHead, open_event, record_hash, seal_event,
 };
 use chorus_crypto::{
     DeviceDhSecret, DeviceSigningKey, EpochKey, OneTimePrekeySecret, RootSigningKey,
@@ -140,20 +140,10 @@ const CONTACTS: [u8; 3] = [1, 2, 3];
 /// store would restore it).
 fn state() -> Constellation {
     let (_, _, entries) = three_devices_logged();
-    Constellation::restore(Parts {
-        log_id: LOG,
-        epoch: 1,
-        epoch_revoked: 0,
-        log_epoch: 1,
-        epoch_since_ms: 0,
-        roster: entries,
-        lamport: 0,
-        applied: 0,
-        chain: Vec::new(),
-        streams: Vec::new(),
-        seen: Vec::new(),
-        registers: Vec::new(),
-        contacts: CONTACTS
+    common::restored(
+        LOG,
+        entries,
+        CONTACTS
             .iter()
             .map(|&c| {
                 (
@@ -165,9 +155,7 @@ fn state() -> Constellation {
                 )
             })
             .collect(),
-        invitations: Vec::new(),
-    })
-    .unwrap()
+    )
 }
 
 fn epoch_key() -> EpochKey {

@@ -4,11 +4,12 @@
 //! old key, and the end of the old epoch's records and streams.
 
 use chorus_core::{
-    Constellation, Effect, EpochKeyError, Folded, LogError, Outcome, Parts, ROSTER_STREAM, Record,
+    Constellation, Effect, EpochKeyError, Folded, LogError, Outcome, ROSTER_STREAM, Record,
     RecordContext, Roster, RosterSigner, Sessions, open_epoch_key, seal_event,
 };
 use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, EpochKey, RootSigningKey};
 use chorus_wire::{EpochRotation, EventKind, LogEvent, SecurityLevel};
+mod common;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -24,6 +25,11 @@ struct Dev {
 
 /// Devices a, b and c; c revoked. The state before any record, at epoch 1.
 fn a_revoked_device() -> (Constellation, [Dev; 3]) {
+    a_revoked_device_at(1)
+}
+
+/// [`a_revoked_device`], the state at `epoch`.
+fn a_revoked_device_at(epoch: u32) -> (Constellation, [Dev; 3]) {
     let mut rng = StdRng::seed_from_u64(5);
     let root = RootSigningKey::generate(&mut rng);
     let mut dev = || {
@@ -54,23 +60,7 @@ fn a_revoked_device() -> (Constellation, [Dev; 3]) {
     }
     let e = roster.revoke(&signer, c.0.public_key(), 0).unwrap();
     entries.push(e.as_bytes().to_vec());
-    let state = Constellation::restore(Parts {
-        log_id: LOG,
-        epoch: 1,
-        epoch_revoked: 0,
-        log_epoch: 1,
-        epoch_since_ms: 0,
-        roster: entries,
-        lamport: 0,
-        applied: 0,
-        chain: Vec::new(),
-        streams: Vec::new(),
-        seen: Vec::new(),
-        registers: Vec::new(),
-        contacts: Vec::new(),
-        invitations: Vec::new(),
-    })
-    .unwrap();
+    let state = common::restored_at(LOG, epoch, entries, Vec::new());
     let devs = [a, b, c].map(|(k, dh)| Dev {
         id: *k.public_key().as_bytes(),
         dh,
@@ -347,4 +337,30 @@ fn an_epoch_a_week_old_is_due_for_rotation_and_the_rotation_starts_the_week_agai
     assert_eq!(since, 1);
     assert!(!state.rotation_due(since + week - 1));
     assert!(state.rotation_due(since + week));
+}
+
+#[test]
+fn at_the_last_epoch_a_rotation_cannot_keep_the_number() {
+    // No next epoch exists: a "rotation" would put a second key under the same number.
+    let (mut state, [a, ..]) = a_revoked_device_at(u32::MAX);
+    let old = EpochKey::generate(&mut StdRng::seed_from_u64(1));
+    let plan = state.plan_rotation(&old, &mut StdRng::seed_from_u64(2));
+    let tag = old.stream_tag(ROSTER_STREAM);
+    let digest = state.digest();
+    let out = fold(
+        &mut state,
+        &old,
+        &[seal(
+            &old,
+            u32::MAX,
+            &a,
+            plan.event,
+            Some((tag, plan.version)),
+        )],
+    );
+    assert!(
+        matches!(refused(&out)[..], [LogError::Rotation(_)]),
+        "{out:?}"
+    );
+    assert_eq!(state.digest(), digest);
 }

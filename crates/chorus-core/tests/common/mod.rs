@@ -91,3 +91,39 @@ pub fn header(m: &EncryptedMessage) -> chorus_wire::RatchetHeader {
         }
     }
 }
+
+/// A fold's state at epoch 1 before any record, restored as a store would restore it:
+/// the log, its roster entries and the contacts already known.
+pub fn restored(
+    log_id: [u8; 32],
+    roster: Vec<Vec<u8>>,
+    contacts: Vec<([u8; 32], chorus_core::Contact)>,
+) -> chorus_core::Constellation {
+    restored_at(log_id, 1, roster, contacts)
+}
+
+/// [`restored`], at `epoch`.
+pub fn restored_at(
+    log_id: [u8; 32],
+    epoch: u32,
+    roster: Vec<Vec<u8>>,
+    contacts: Vec<([u8; 32], chorus_core::Contact)>,
+) -> chorus_core::Constellation {
+    chorus_core::Constellation::restore(chorus_core::Parts {
+        log_id,
+        epoch,
+        epoch_revoked: 0,
+        log_epoch: epoch,
+        epoch_since_ms: 0,
+        roster,
+        lamport: 0,
+        applied: 0,
+        chain: Vec::new(),
+        streams: Vec::new(),
+        seen: Vec::new(),
+        registers: Vec::new(),
+        contacts,
+        invitations: Vec::new(),
+    })
+    .unwrap()
+}
