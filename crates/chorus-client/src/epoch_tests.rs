@@ -109,3 +109,138 @@ async fn after_a_revocation_the_revoked_store_opens_nothing_of_the_new_epoch() {
     ipad.send("bob", "from the ipad").await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), ["from the ipad"]);
 }
+
+/// The contact's mailbox `d` posts to and the one it reads, for contact `alias`.
+async fn mailboxes(d: &Device, alias: &str) -> (chorus_relay_api::Id32, chorus_relay_api::Id32) {
+    let (send, recv): (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT send_mailbox, recv_mailbox FROM contacts WHERE name = ?")
+            .bind(alias)
+            .fetch_one(d.store.pool())
+            .await
+            .unwrap();
+    let id = |b: Vec<u8>| chorus_relay_api::Id32(b.try_into().unwrap());
+    (id(send), id(recv))
+}
+
+/// A message as the clone would send it on `session` (its own copy of a session).
+fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
+    let payload = chorus_wire::Payload {
+        sent_ms: 0,
+        text: text.to_owned(),
+        hello: None,
+    }
+    .encode()
+    .unwrap();
+    let m = session
+        .encrypt(&payload, &mut crate::testing::rng())
+        .unwrap();
+    match m.kind {
+        chorus_core::MessageKind::Initial => chorus_wire::Envelope::Initial(m.bytes),
+        chorus_core::MessageKind::Ratchet => chorus_wire::Envelope::Ratchet(m.bytes),
+    }
+    .encode()
+}
+
+#[tokio::test]
+async fn after_the_heal_the_revoked_store_reads_nothing_of_bob_and_bob_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let laptop = device(dir.path(), &url, "alice").await;
+    let phone = sibling(&laptop, dir.path(), "phone", crate::Options::default()).await;
+    let tablet = sibling(&laptop, dir.path(), "tablet", crate::Options::default()).await;
+    let bob = device(dir.path(), &url, "bob").await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    tablet.sync().await.unwrap();
+    tablet.send("bob", "from the tablet").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send("alice", "hi").await.unwrap();
+    assert_eq!(
+        texts(&laptop.sync().await.unwrap()),
+        ["from the tablet", "hi"]
+    );
+    laptop.send("bob", "from the laptop").await.unwrap();
+    // The tablet is stolen now, with everything in it: Alice's session with Bob as it
+    // stands (Alice sent last, so her chain is open), and both mailboxes' ids.
+    tablet.sync().await.unwrap();
+    phone.sync().await.unwrap();
+    let stolen = tablet.store.load_session("bob").await.unwrap().unwrap();
+    let (bobs_mailbox, alices_mailbox) = mailboxes(&tablet, "bob").await;
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["from the laptop"]);
+
+    laptop.revoke_device("tablet").await.unwrap();
+    // One round trip, and one more message.
+    phone.send("bob", "after the revocation").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["after the revocation"]);
+    bob.send("alice", "answer").await.unwrap();
+    for d in [&laptop, &phone] {
+        assert!(texts(&d.sync().await.unwrap()).contains(&"answer".to_owned()));
+    }
+    laptop.send("bob", "healed").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["healed"]);
+
+    // Bob writes to a mailbox the tablet never knew: the phone's first message after
+    // the revocation carried Alice's hello naming it.
+    let (bob_writes_to, _) = mailboxes(&bob, "alice").await;
+    assert_ne!(
+        bob_writes_to, alices_mailbox,
+        "the revoked device knew that mailbox"
+    );
+    assert_eq!(bob_writes_to, mailboxes(&laptop, "bob").await.1);
+    assert_eq!(bob_writes_to, mailboxes(&phone, "bob").await.1);
+
+    // The decryptor: the stolen session against everything Bob posted to Alice since
+    // (the relay's data).
+    let page = laptop
+        .relay
+        .read_mailboxes(&[(bob_writes_to, 0), (alices_mailbox, 0)], 256)
+        .await
+        .unwrap();
+    let counts: Vec<usize> = page.results.iter().map(|r| r.envelopes.len()).collect();
+    assert_eq!(
+        counts,
+        [1, 1],
+        "Bob's answer in the new mailbox, his hi in the old"
+    );
+    let answer = &page.results[0].envelopes[0].payload.0;
+    let chorus_wire::Envelope::Ratchet(bytes) = chorus_wire::Envelope::decode(answer).unwrap()
+    else {
+        panic!("Bob's answer is a ratchet message");
+    };
+    let message = chorus_core::EncryptedMessage {
+        kind: chorus_core::MessageKind::Ratchet,
+        bytes,
+    };
+    assert!(
+        crate::testing::copy(&stolen).decrypt(&message).is_err(),
+        "the revoked store read Bob's answer"
+    );
+
+    // The clone talks as Alice: on the chain it holds open, and on a fresh key forked
+    // from Bob's newest key it knows. Bob shows none of it.
+    let mut open = crate::testing::copy(&stolen);
+    let mut forked =
+        chorus_core::Session::restore_stale(&stolen.snapshot(), stolen.generation()).unwrap();
+    for (i, session) in [&mut open, &mut forked].into_iter().enumerate() {
+        let text = format!("the clone, attempt {i}");
+        tablet
+            .relay
+            .post_envelope(
+                bobs_mailbox,
+                chorus_relay_api::Id16(crate::testing::random()),
+                forged(session, &text),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(texts(&bob.sync().await.unwrap()), Vec::<String>::new());
+    // And the conversation goes on.
+    phone.send("bob", "still us").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["still us"]);
+    bob.send("alice", "to the new mailbox").await.unwrap();
+    for d in [&laptop, &phone] {
+        assert!(texts(&d.sync().await.unwrap()).contains(&"to the new mailbox".to_owned()));
+    }
+}

@@ -103,3 +103,8 @@ pub(crate) async fn root_authorization(
         .as_bytes()
         .to_vec()
 }
+
+/// A copy of a session through its persisted form (what another store would hold).
+pub(crate) fn copy(session: &chorus_core::Session) -> chorus_core::Session {
+    chorus_core::Session::restore(&session.snapshot(), session.generation()).unwrap()
+}

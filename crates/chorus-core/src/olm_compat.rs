@@ -283,6 +283,7 @@ impl OlmSession {
             counter,
             previous_chain_length: None,
             honor_floor: None,
+            peer_floor: None,
         })?;
         let plaintext = olm::decrypt(plan.key(), m.mac_input, m.mac, m.ciphertext)
             .map_err(|_| OlmError::InvalidMac)?;

@@ -63,6 +63,8 @@ impl Constellation {
     /// at the folded version. `session` moves on by one send; the caller keeps it only
     /// through the fold.
     ///
+    /// After a revocation the session heals first ([`Session::begin_heal`]).
+    ///
     /// A message to a mailbox on `home_relay` (the identity's own relay, which also
     /// holds the log) is marked `bundled`: its envelope is to travel with the record in
     /// one atomic request, and every fold counts it delivered. Anywhere else it goes
@@ -78,6 +80,10 @@ impl Constellation {
         let stream = session_stream(&m.to.root);
         let version = self.stream(&key.stream_tag(&stream)).version;
         let bundled = m.to.relay_url == home_relay;
+        // A device revoked since the session last sent holds a copy of it: this send
+        // takes a fresh DH step and heals from it (every sibling does the same when it
+        // folds the send).
+        session.begin_heal(self.roster().revoked_count());
         let mut event = seal_send(m, session, rng)?;
         if let EventKind::Sent(sent) = &mut event {
             sent.bundled = bundled;

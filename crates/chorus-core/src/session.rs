@@ -28,7 +28,7 @@ use crate::SessionError;
 use crate::tree::{Incoming, Tree};
 
 /// Format version of [`Session::snapshot`].
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// Format version of [`SendDelta`].
 const DELTA_VERSION: u8 = 1;
@@ -43,6 +43,23 @@ impl SendDelta {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// Splits a [`SendDelta`] into whether the contact had answered and the node.
+fn parse_delta(delta: &[u8]) -> Result<(bool, &[u8]), SessionError> {
+    let corrupt = |why: &str| SessionError::CorruptSnapshot(format!("ratchet delta: {why}"));
+    let [version, answered, node @ ..] = delta else {
+        return Err(corrupt("truncated"));
+    };
+    if *version != DELTA_VERSION {
+        return Err(corrupt("unsupported version"));
+    }
+    let answered = match answered {
+        0 => false,
+        1 => true,
+        _ => return Err(corrupt("bad flag")),
+    };
+    Ok((answered, node))
 }
 
 /// How a message must be handed to the receiver's [`Session::decrypt`] (carried by the
@@ -95,6 +112,8 @@ pub struct Session {
     /// Responder: the initiator's base key, to recognise its repeated initial messages.
     base_key: Option<EphemeralPublic>,
     generation: u64,
+    /// The roster's revocation count this session last healed for.
+    healed: u64,
     /// `initiator ‖ responder` identity bytes; derived, not persisted.
     #[serde(skip)]
     ad_prefix: Vec<u8>,
@@ -119,6 +138,7 @@ impl Session {
             pending,
             base_key,
             generation: 0,
+            healed: 0,
             ad_prefix: Vec::new(),
             their_keys: Some(theirs),
         };
@@ -180,32 +200,56 @@ impl Session {
         Ok((message, SendDelta(bytes)))
     }
 
+    /// A device of this identity was revoked (`revocations` counts the roster's
+    /// revocations so far) and holds a copy of this session: close every sending chain,
+    /// so the next send takes a fresh DH step, and heal from it (see [`crate::tree`]'s
+    /// module docs). Returns whether this starts a heal (false: this session already
+    /// healed for it).
+    pub fn begin_heal(&mut self, revocations: u64) -> bool {
+        if revocations <= self.healed {
+            return false;
+        }
+        self.healed = revocations;
+        self.tree.begin_heal();
+        self.generation += 1;
+        true
+    }
+
+    /// [`Session::apply_send_delta`] for a delta folded after `revocations`
+    /// revocations: the session first heals for any it has not, as the sending device
+    /// did before it encrypted. A malformed delta changes nothing, the heal included.
+    pub fn apply_send_delta_after(
+        &mut self,
+        delta: &[u8],
+        revocations: u64,
+    ) -> Result<bool, SessionError> {
+        let (answered, node) = parse_delta(delta)?;
+        let checked = self.tree.check_sending(node)?;
+        let healed = self.begin_heal(revocations);
+        Ok(self.put_delta(answered, checked) || healed)
+    }
+
     /// Applies a sibling device's [`SendDelta`]. Deltas of one session must be applied in
     /// the order the sends were sequenced (the log's order); received messages may be
     /// decrypted before or after, in any interleaving. Returns whether the state changed:
     /// a delta this session already holds (its own send, read back from the log) is a
     /// no-op. A malformed delta changes nothing.
     pub fn apply_send_delta(&mut self, delta: &[u8]) -> Result<bool, SessionError> {
-        let corrupt = |why: &str| SessionError::CorruptSnapshot(format!("ratchet delta: {why}"));
-        let [version, answered, node @ ..] = delta else {
-            return Err(corrupt("truncated"));
+        let (answered, node) = parse_delta(delta)?;
+        let checked = self.tree.check_sending(node)?;
+        Ok(self.put_delta(answered, checked))
+    }
+
+    fn put_delta(&mut self, answered: bool, checked: Option<crate::tree::SendingNode>) -> bool {
+        let Some(node) = checked else {
+            return false;
         };
-        if *version != DELTA_VERSION {
-            return Err(corrupt("unsupported version"));
+        self.tree.put_sending(node);
+        if answered {
+            self.pending = None;
         }
-        let answered = match answered {
-            0 => false,
-            1 => true,
-            _ => return Err(corrupt("bad flag")),
-        };
-        let changed = self.tree.apply_sending(node)?;
-        if changed {
-            if answered {
-                self.pending = None;
-            }
-            self.generation += 1;
-        }
-        Ok(changed)
+        self.generation += 1;
+        true
     }
 
     /// A digest of the ratchet state, independent of the generation counter: two
@@ -217,6 +261,7 @@ impl Session {
             h.update(&tree[..]);
         }
         h.update([u8::from(self.pending.is_some())]);
+        h.update(self.healed.to_be_bytes());
         h.finalize().into()
     }
 
@@ -238,6 +283,7 @@ impl Session {
             counter: out.key.index(),
             nonce,
             honor_floor: out.honor_floor,
+            peer_floor: out.peer_floor,
         }
         .encode();
         Aes256GcmCipher.seal(&out.key, &nonce, &self.ad(&header), &mut buf);
@@ -310,6 +356,7 @@ impl Session {
             counter: h.counter,
             previous_chain_length: Some(h.previous_chain_length),
             honor_floor: h.honor_floor,
+            peer_floor: h.peer_floor,
         })?;
         let mut buf = Zeroizing::new(m.ciphertext.clone());
         Aes256GcmCipher

@@ -26,6 +26,17 @@
 //!   [`crate::consts`]. Our private keys older than the acknowledged generation minus
 //!   [`HONOR_FLOOR_LAG`] are deleted, and the oldest key we keep is announced to the
 //!   peer as `honor_floor`; the peer's announced floor stops us building on its older keys.
+//!   Symmetrically every header names, as `peer_floor`, the oldest of the peer's keys we
+//!   still hold a root for (all we could build on): the peer deletes its older ones.
+//! - **Healing after a revocation** ([`Tree::begin_heal`]). A revoked device holds a copy
+//!   of this tree: it could continue our open chain, or fork from a peer key whose root
+//!   it holds, and the peer would accept either (forks are legitimate here). So every
+//!   sending chain is closed and our next node, the **anchor**, is a fresh DH step. Once
+//!   the peer builds on the anchor's branch, every node outside it loses its keys: the
+//!   peer's announced floor (`honor_floor`) moves to the anchor, so the peer stops
+//!   building on keys the revoked device holds, and our `peer_floor` moves to the peer's
+//!   first key on the branch, so the peer deletes every key of its own the revoked
+//!   device could build on. Healing takes one round trip and one more message.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -86,12 +97,19 @@ pub(crate) struct Node {
     previous_length: u32,
 }
 
+/// A sibling's sending node from a ratchet delta, checked, not yet applied.
+pub(crate) struct SendingNode {
+    key: RatchetPublic,
+    node: Node,
+}
+
 /// What the sender needs to build one message.
 pub(crate) struct Outgoing {
     pub sender: RatchetPublic,
     pub parent: Option<RatchetPublic>,
     pub previous_chain_length: u32,
     pub honor_floor: Option<RatchetPublic>,
+    pub peer_floor: Option<RatchetPublic>,
     pub key: MessageKey,
 }
 
@@ -104,9 +122,23 @@ pub(crate) struct Incoming {
     /// `None` when the profile does not announce it.
     pub previous_chain_length: Option<u32>,
     pub honor_floor: Option<RatchetPublic>,
+    pub peer_floor: Option<RatchetPublic>,
 }
 
 type Skips = Vec<(u32, RemoteMessageKey)>;
+
+/// Where healing after a revocation stands (see the module docs).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum Heal {
+    /// Nothing to heal.
+    #[default]
+    Settled,
+    /// Every sending chain is closed; our next node is the anchor.
+    Pending,
+    /// Our first node after the revocation: once the peer builds on its branch,
+    /// everything outside it is forgotten.
+    Anchored(RatchetPublic),
+}
 
 enum PlanKind {
     Skipped,
@@ -126,6 +158,7 @@ pub(crate) struct ReceivePlan {
     sender: RatchetPublic,
     counter: u32,
     honor_floor: Option<RatchetPublic>,
+    peer_floor: Option<RatchetPublic>,
     kind: PlanKind,
     key: RemoteMessageKey,
 }
@@ -146,12 +179,18 @@ pub(crate) struct Tree {
     skipped_order: VecDeque<(RatchetPublic, u32)>,
     /// Depth of the oldest peer node the peer still accepts replies on.
     peer_floor: u32,
+    /// Depth of the oldest node of ours the peer still builds on.
+    built_on_from: u32,
+    heal: Heal,
     /// Cached result of the branch-choice walk; derived, so not persisted.
     #[serde(skip)]
     head: Option<RatchetPublic>,
     /// Cached [`Tree::our_floor`]; derived, so not persisted.
     #[serde(skip)]
     floor: Option<RatchetPublic>,
+    /// Cached [`Tree::their_floor`]; derived, so not persisted.
+    #[serde(skip)]
+    their_floor: Option<RatchetPublic>,
 }
 
 impl Tree {
@@ -162,8 +201,11 @@ impl Tree {
             skipped: BTreeMap::new(),
             skipped_order: VecDeque::new(),
             peer_floor: 0,
+            built_on_from: 0,
+            heal: Heal::Settled,
             head: None,
             floor: None,
+            their_floor: None,
         }
     }
 
@@ -229,7 +271,13 @@ impl Tree {
     /// Restores the derived parts after deserialization.
     pub(crate) fn refresh(&mut self) {
         self.head = self.walk();
-        self.floor = self.our_floor();
+        // While a heal waits for the peer, the anchor is announced as the floor: the
+        // peer stops building on its siblings, which the revoked device holds.
+        self.floor = match self.heal {
+            Heal::Anchored(anchor) => Some(anchor),
+            _ => self.our_floor(),
+        };
+        self.their_floor = self.their_floor();
     }
 
     // ------------------------------------------------------------------ sending
@@ -269,7 +317,7 @@ impl Tree {
                 self.step_from(fallback, rng)?
             }
         };
-        let honor_floor = self.floor;
+        let (honor_floor, peer_floor) = (self.floor, self.their_floor);
         let node = self.nodes.get_mut(&sender).ok_or(SessionError::NotReady)?;
         let chain = node.sending.as_mut().ok_or(SessionError::NotReady)?;
         let key = chain.next_message_key();
@@ -279,6 +327,7 @@ impl Tree {
             parent: node.parent,
             previous_chain_length: node.previous_length,
             honor_floor,
+            peer_floor,
             key,
         })
     }
@@ -326,6 +375,9 @@ impl Tree {
                 previous_length,
             ),
         );
+        if self.heal == Heal::Pending {
+            self.heal = Heal::Anchored(public);
+        }
         self.prune_window();
         self.refresh();
         Ok(public)
@@ -338,15 +390,15 @@ impl Tree {
         crate::encode_wiped(&[], &(key, node))
     }
 
-    /// Applies a sibling's ratchet delta: our sending node as the sibling left it after
-    /// sending. Sends are sequenced (guarded log appends), so a delta is always the newest
-    /// sending state; like the sibling's own send it closes every other sending chain.
-    /// Returns whether anything changed (a delta we already hold is a no-op).
+    /// Checks a sibling's ratchet delta — our sending node as the sibling left it after
+    /// sending — changing nothing: the node to put ([`Tree::put_sending`]), or `None`
+    /// for a delta we already hold. Sends are sequenced (guarded log appends), so a
+    /// delta is always the newest sending state.
     ///
     /// The node's parent may be a peer key this device has not received yet (the sibling
     /// read the peer's message first); it arrives through the mailbox and is derived as
     /// usual, and the two orders give the same tree.
-    pub(crate) fn apply_sending(&mut self, bytes: &[u8]) -> Result<bool, SessionError> {
+    pub(crate) fn check_sending(&self, bytes: &[u8]) -> Result<Option<SendingNode>, SessionError> {
         let (key, node): (RatchetPublic, Node) = postcard::from_bytes(bytes)
             .map_err(|e| SessionError::CorruptSnapshot(format!("ratchet delta: {e}")))?;
         if node.side != Side::Ours || node.sending.is_none() || node.secret.is_none() {
@@ -370,16 +422,33 @@ impl Tree {
                 ));
             }
             if existing.length >= node.length {
-                return Ok(false);
+                return Ok(None);
             }
         }
+        Ok(Some(SendingNode { key, node }))
+    }
+
+    /// Puts a delta [`Tree::check_sending`] accepted: like the sibling's own send, it
+    /// closes every other sending chain.
+    pub(crate) fn put_sending(&mut self, delta: SendingNode) {
+        let SendingNode { key, node } = delta;
         for n in self.nodes.values_mut() {
             n.sending = None;
         }
         self.nodes.insert(key, node);
+        if self.heal == Heal::Pending {
+            self.heal = Heal::Anchored(key);
+        }
         self.prune_window();
         self.refresh();
-        Ok(true)
+    }
+
+    /// A device of this identity was revoked, holding a copy of this tree: close every
+    /// sending chain, so the next send takes a fresh DH step, and make that step the
+    /// anchor of the heal (see the module docs).
+    pub(crate) fn begin_heal(&mut self) {
+        self.close_sending();
+        self.heal = Heal::Pending;
     }
 
     /// Closes every sending chain, so the next send takes a fresh DH step. Used when a
@@ -388,6 +457,16 @@ impl Tree {
         for n in self.nodes.values_mut() {
             n.sending = None;
         }
+    }
+
+    /// The peer's oldest ratchet key we still hold the root of: the oldest we could
+    /// build on, announced as `peer_floor`.
+    fn their_floor(&self) -> Option<RatchetPublic> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.side == Side::Theirs && n.root.is_some())
+            .min_by_key(|(k, n)| (n.depth, **k))
+            .map(|(k, _)| *k)
     }
 
     /// Our oldest ratchet key that still has its private half.
@@ -407,6 +486,7 @@ impl Tree {
             sender: msg.sender,
             counter: msg.counter,
             honor_floor: msg.honor_floor,
+            peer_floor: msg.peer_floor,
             kind,
             key,
         };
@@ -513,6 +593,7 @@ impl Tree {
             sender,
             counter,
             honor_floor,
+            peer_floor,
             kind,
             key: _,
         } = plan;
@@ -541,6 +622,7 @@ impl Tree {
                 previous,
             } => {
                 node.length = counter.saturating_add(1);
+                let parent = node.parent;
                 self.nodes.insert(sender, node);
                 if let Some((g, skips)) = previous {
                     if let Some(gn) = self.nodes.get_mut(&g) {
@@ -550,10 +632,18 @@ impl Tree {
                 }
                 self.store_skipped(sender, skipped);
                 structural = true;
+                if let (Heal::Anchored(anchor), Some(parent)) = (self.heal, parent)
+                    && self.descends_from(parent, anchor)
+                {
+                    self.settle_heal(anchor);
+                }
             }
         }
         if let Some(floor) = honor_floor {
             structural |= self.apply_peer_floor(floor);
+        }
+        if let Some(floor) = peer_floor {
+            structural |= self.apply_built_on_from(floor);
         }
         if structural {
             self.apply_our_floor();
@@ -596,12 +686,80 @@ impl Tree {
             return false;
         }
         self.peer_floor = depth;
+        // The floor's siblings are below it too: a heal's anchor is announced as the
+        // floor so the peer stops building on the fork the revoked device holds. The
+        // peer sends only on its newest chain, at or above its floor, so the chains
+        // below it are closed as well (their skipped keys stay): nobody continues one,
+        // not even a revoked device that holds a copy of it.
+        for (k, n) in &mut self.nodes {
+            if n.side == Side::Theirs && (n.depth < depth || (n.depth == depth && *k != floor)) {
+                n.root = None;
+                n.receiving = None;
+            }
+        }
+        true
+    }
+
+    /// The peer builds only on our nodes from `floor`'s depth on: deletes the keys of
+    /// our older ones. Returns whether anything changed. An open sending chain keeps its
+    /// node's keys (a sibling's delta carries them); its successor replaces it.
+    fn apply_built_on_from(&mut self, floor: RatchetPublic) -> bool {
+        let Some(depth) = self
+            .nodes
+            .get(&floor)
+            .filter(|n| n.side == Side::Ours)
+            .map(|n| n.depth)
+        else {
+            return false;
+        };
+        if depth <= self.built_on_from {
+            return false;
+        }
+        self.built_on_from = depth;
         for n in self.nodes.values_mut() {
-            if n.side == Side::Theirs && n.depth < depth {
+            if n.side == Side::Ours && n.depth < depth && n.sending.is_none() {
+                n.secret = None;
                 n.root = None;
             }
         }
         true
+    }
+
+    /// Whether `key` is `anchor` or below it.
+    fn descends_from(&self, key: RatchetPublic, anchor: RatchetPublic) -> bool {
+        let mut at = Some(key);
+        // Depth strictly decreases towards the root, so this ends.
+        while let Some(k) = at {
+            if k == anchor {
+                return true;
+            }
+            at = self.nodes.get(&k).and_then(|n| {
+                n.parent
+                    .filter(|p| self.nodes.get(p).is_some_and(|pn| pn.depth < n.depth))
+            });
+        }
+        false
+    }
+
+    /// The peer built on the anchor's branch: every node outside it, which the revoked
+    /// device may hold, loses its keys — ours their private halves (so our announced
+    /// floor moves to the anchor), the peer's their roots (so our `peer_floor` moves to
+    /// the peer's first key on the branch).
+    fn settle_heal(&mut self, anchor: RatchetPublic) {
+        let outside: Vec<RatchetPublic> = self
+            .nodes
+            .keys()
+            .filter(|k| !self.descends_from(**k, anchor))
+            .copied()
+            .collect();
+        for k in outside {
+            if let Some(n) = self.nodes.get_mut(&k) {
+                n.root = None;
+                n.secret = None;
+                n.sending = None;
+            }
+        }
+        self.heal = Heal::Settled;
     }
 
     /// Deletes our private keys older than the acknowledged generation minus the lag.
@@ -625,19 +783,39 @@ impl Tree {
         }
     }
 
+    /// Keeps the tree within [`MAX_TREE_NODES`], dropping the shallowest nodes first.
+    /// Our nodes deeper than any the peer has built on are not counted and stay: they
+    /// are our own sends (a peer cannot make us create them), and a device coming back
+    /// after months applies its siblings' sends from the log before it reads the
+    /// peer's answers to them, so dropping them — or the peer's answers while they are
+    /// many — would make those answers undecryptable. They count once the peer builds
+    /// on them. A peer node pruned here never comes back: its parent (ours, shallower,
+    /// built on) goes before it or has lost its private key to the floor.
     fn prune_window(&mut self) {
-        while self.nodes.len() > MAX_TREE_NODES {
-            let oldest = self
-                .nodes
-                .iter()
-                .min_by_key(|(k, n)| (n.depth, **k))
-                .map(|(k, _)| *k);
-            match oldest {
-                Some(k) => {
-                    self.nodes.remove(&k);
-                }
-                None => break,
-            }
+        if self.nodes.len() <= MAX_TREE_NODES {
+            return;
+        }
+        let acknowledged = self
+            .nodes
+            .values()
+            .filter(|n| n.side == Side::Theirs)
+            .filter_map(|n| n.parent.and_then(|p| self.nodes.get(&p)))
+            .filter(|p| p.side == Side::Ours)
+            .map(|p| p.depth)
+            .max()
+            .unwrap_or(0);
+        let mut counted: Vec<(u32, RatchetPublic)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.side == Side::Theirs || n.depth <= acknowledged)
+            .map(|(k, n)| (n.depth, *k))
+            .collect();
+        let Some(excess) = counted.len().checked_sub(MAX_TREE_NODES) else {
+            return;
+        };
+        counted.sort_unstable();
+        for (_, k) in counted.into_iter().take(excess) {
+            self.nodes.remove(&k);
         }
     }
 

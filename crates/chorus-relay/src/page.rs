@@ -92,7 +92,6 @@ pub(crate) async fn envelopes(
             after,
             limit.saturating_add(1),
             max_bytes,
-            state.now(),
         )
         .await?;
     let (envelopes, more, bytes) = cut(

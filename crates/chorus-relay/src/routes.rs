@@ -561,6 +561,16 @@ async fn batch_read(
         left = left.saturating_sub(bytes);
         results.push(page);
     }
+    // Where this device has read each mailbox up to: the sweep keeps what it has not.
+    let cursors: Vec<(Id32, i64)> = req
+        .mailboxes
+        .iter()
+        .map(|m| (m.mailbox_id, m.after))
+        .collect();
+    state
+        .store()
+        .note_mailbox_cursors(log_id, authed.session.device_id, &cursors)
+        .await?;
     Ok(bulk.answer(&BatchReadResponse { results }))
 }
 

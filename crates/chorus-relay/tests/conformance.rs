@@ -1739,20 +1739,38 @@ async fn mailbox_envelopes_expire_after_ttl(b: Backend) {
     post_env(&r, &m, 2, "newer").await;
     r.clock
         .advance(DEFAULT_MAILBOX_TTL - Duration::from_secs(24 * 3600));
+    // The first envelope is past its TTL, but the log's only device has not read it:
+    // a device offline for longer than the TTL misses nothing.
+    let swept = r.state.sweep().await.unwrap();
+    assert_eq!(
+        swept.envelopes, 0,
+        "kept for the device that has not read it"
+    );
     let tok = r.login(&log, &dev).await;
     let read = format!("/v1/logs/{}/mailboxes/{}/envelopes", log.0, m.0);
     let (_, v) = r.get(&read, Some(&tok)).await;
-    let envs = v["envelopes"].as_array().unwrap();
-    assert_eq!(
-        envs.len(),
-        1,
-        "the first envelope expired exactly at its TTL: {v}"
-    );
-    assert_eq!(envs[0]["seq"], json!(2));
+    assert_eq!(v["envelopes"].as_array().unwrap().len(), 2, "{v}");
+    // The device reads past it (a batch read from its cursor says how far it got).
+    let batch = |after: i64| json!({ "mailboxes": [{ "mailbox_id": m.0, "after": after }] });
+    let batch_read = format!("/v1/logs/{}/mailboxes/read", log.0);
+    let (s, _) = r.post(&batch_read, Some(&tok), batch(1)).await;
+    assert_eq!(s, StatusCode::OK);
     let swept = r.state.sweep().await.unwrap();
-    assert_eq!(swept.envelopes, 1);
+    assert_eq!(swept.envelopes, 1, "expired and read past by every device");
+    let (_, v) = r.get(&read, Some(&tok)).await;
+    let envs = v["envelopes"].as_array().unwrap();
+    assert_eq!(envs.len(), 1, "{v}");
+    assert_eq!(envs[0]["seq"], json!(2));
+    // The second expires in turn, but its reader has not passed it either.
     r.clock.advance(Duration::from_secs(24 * 3600));
     let tok = r.login(&log, &dev).await;
+    assert_eq!(r.state.sweep().await.unwrap().envelopes, 0);
+    // A cursor never moves back.
+    let (s, _) = r.post(&batch_read, Some(&tok), batch(2)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = r.post(&batch_read, Some(&tok), batch(1)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r.state.sweep().await.unwrap().envelopes, 1);
     let (_, v) = r.get(&read, Some(&tok)).await;
     assert!(v["envelopes"].as_array().unwrap().is_empty(), "{v}");
     // Seqs keep rising after expiry; ids of swept envelopes may be reused.

@@ -171,6 +171,15 @@ pub enum EventKind {
         /// Blocked (`true`) or unblocked.
         blocked: bool,
     },
+    /// The mailbox a contact's messages are read from is replaced (the revoked device
+    /// knew the old one): every device reads the new one too, and our hello naming it
+    /// travels with every message to the contact until the contact writes there.
+    MailboxReplaced {
+        /// The contact's root key.
+        contact: [u8; 32],
+        /// The new mailbox.
+        mailbox: [u8; 32],
+    },
     /// A message received by one device that its siblings cannot decrypt again (the
     /// session advanced past it): the plaintext, for every device's history.
     Received {
@@ -329,6 +338,10 @@ impl LogEvent {
             Kind::Relinked(r) => EventKind::Relinked {
                 device: fixed("relinked.device", &r.device)?,
             },
+            Kind::MailboxReplaced(m) => EventKind::MailboxReplaced {
+                contact: fixed("mailbox_replaced.contact_id", &m.contact_id)?,
+                mailbox: fixed("mailbox_replaced.mailbox_id", &m.mailbox_id)?,
+            },
             Kind::EpochRotated(r) => EventKind::EpochRotated(Box::new(decode_rotation(r)?)),
         };
         Ok(Self {
@@ -457,6 +470,12 @@ impl LogEvent {
             EventKind::Relinked { device } => Kind::Relinked(proto::Relinked {
                 device: device.to_vec(),
             }),
+            EventKind::MailboxReplaced { contact, mailbox } => {
+                Kind::MailboxReplaced(proto::MailboxReplaced {
+                    contact_id: contact.to_vec(),
+                    mailbox_id: mailbox.to_vec(),
+                })
+            }
             EventKind::EpochRotated(r) => Kind::EpochRotated(proto::EpochRotated {
                 epoch: r.epoch,
                 revoked: r.revoked,

@@ -26,6 +26,11 @@ pub struct RatchetHeader {
     pub nonce: Nonce,
     /// The oldest of the sender's ratchet keys it still accepts replies on.
     pub honor_floor: Option<RatchetPublic>,
+    /// The oldest of the *receiver's* ratchet keys the sender still builds on: the
+    /// receiver may delete the private keys of its older ones. After a revocation it
+    /// names the receiver's first key built on the sender's healed branch, so nothing
+    /// the revoked device knew is honoured any more.
+    pub peer_floor: Option<RatchetPublic>,
 }
 
 fn optional_key(name: &'static str, bytes: &[u8]) -> Result<Option<RatchetPublic>, WireError> {
@@ -51,6 +56,7 @@ impl RatchetHeader {
             counter: p.counter,
             nonce: field("header.nonce", Nonce::from_slice(&p.nonce))?,
             honor_floor: optional_key("header.honor_floor", &p.honor_floor)?,
+            peer_floor: optional_key("header.peer_floor", &p.peer_floor)?,
         })
     }
 
@@ -68,6 +74,10 @@ impl RatchetHeader {
             nonce: self.nonce.as_bytes().to_vec(),
             honor_floor: self
                 .honor_floor
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default(),
+            peer_floor: self
+                .peer_floor
                 .map(|k| k.as_bytes().to_vec())
                 .unwrap_or_default(),
         }
@@ -125,6 +135,7 @@ mod tests {
             counter: 4,
             nonce: Nonce::from_slice(&[5; 12]).unwrap(),
             honor_floor: Some(RatchetPublic::from_bytes([6; 32])),
+            peer_floor: Some(RatchetPublic::from_bytes([7; 32])),
         }
     }
 

@@ -53,6 +53,7 @@ fn header_fields(h: &RatchetHeader) -> Value {
         "counter": h.counter,
         "nonce": hex::encode(h.nonce.as_bytes()),
         "honor_floor": h.honor_floor.map(|p| hex::encode(p.as_bytes())),
+        "peer_floor": h.peer_floor.map(|p| hex::encode(p.as_bytes())),
     })
 }
 
@@ -64,6 +65,7 @@ fn header() -> RatchetHeader {
         counter: 70_000,
         nonce: Nonce::from_slice(&[0x33; 12]).unwrap(),
         honor_floor: Some(RatchetPublic::from_bytes([0x44; 32])),
+        peer_floor: Some(RatchetPublic::from_bytes([0x66; 32])),
     }
 }
 

@@ -10,7 +10,10 @@
 //! job. The log then moves to a new epoch key sealed to the remaining devices only
 //! (`chorus_core`'s `epoch` module; any device finishes a rotation that did not follow
 //! its revocation). What the revoked device knows of the sessions is taken from it by a
-//! forced DH step toward every contact, which is not built yet.
+//! forced DH step toward every contact (`Session::begin_heal`, decided in the core's
+//! send and fold), and every contact gets a new mailbox to write to, announced in-band.
+
+use sqlx::Row;
 
 use chorus_core::RosterSigner;
 use chorus_crypto::DevicePublicKey;
@@ -139,6 +142,7 @@ impl Device {
             // The revoked device knows every private prekey minted so far (they are
             // escrowed in the log): none of them is handed out from now on.
             self.supply_prekeys(true).await?;
+            self.replace_mailboxes().await?;
             return Ok(Revoked {
                 name: target.name,
                 id: hex::encode(&target.key.as_bytes()[..8]),
@@ -146,6 +150,37 @@ impl Device {
             });
         }
         Err(ClientError::Contended)
+    }
+
+    /// Gives every contact a new mailbox to write to — after a revocation, since the
+    /// revoked device knew the old ones, or whenever mailbox ids may have leaked:
+    /// logged (`MailboxReplaced`), so every device reads it, and announced to the
+    /// contact in-band by our hello, which goes with every message until the contact
+    /// writes there. The old mailbox is still read, for what is on its way.
+    pub async fn replace_mailboxes(&self) -> Result<(), ClientError> {
+        let rows = sqlx::query("SELECT root_key FROM contacts")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let root: Vec<u8> = row.get(0);
+            let contact = <[u8; 32]>::try_from(root.as_slice())
+                .map_err(|_| ClientError::Corrupt("contact root key".into()))?;
+            events.push(Pending::free(EventKind::MailboxReplaced {
+                contact,
+                mailbox: self.random(),
+            }));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.append(events).await?;
+        // Best effort: an unregistered mailbox is registered before any hello naming it
+        // leaves (`send_now`), and retried on every sync.
+        for e in self.register_pending().await? {
+            tracing::debug!(error = %e, "a replaced mailbox is not registered yet");
+        }
+        Ok(())
     }
 
     /// The device `given` means among every device the roster holds or held.

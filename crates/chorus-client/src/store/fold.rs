@@ -300,6 +300,22 @@ impl Store {
                     self.drop_request_of(tx, &root).await?;
                 }
             }
+            Effect::MailboxReplaced {
+                alias,
+                mailbox,
+                at_ms,
+            } => {
+                // Read from now on (the old one too, for what is on its way); our hello
+                // naming it goes with every message until the contact writes there.
+                contact_mailbox(tx, &mailbox, &alias, log_state::signed(at_ms)).await?;
+                sqlx::query(
+                    "UPDATE contacts SET recv_mailbox = $1, hello_acked = 0 WHERE name = $2",
+                )
+                .bind(&mailbox[..])
+                .bind(&alias)
+                .execute(&mut *tx)
+                .await?;
+            }
             Effect::Renamed { from, to } => {
                 // Rows written under the old alias must be there to be renamed.
                 page.flush(tx, events).await?;

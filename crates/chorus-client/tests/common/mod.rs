@@ -20,6 +20,7 @@ pub struct Relay {
     data: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    state: chorus_relay::AppState,
 }
 
 impl Relay {
@@ -44,7 +45,7 @@ impl Relay {
         let (listener, state) = args.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chorus_relay::run(listener, state, async {
+        let task = tokio::spawn(chorus_relay::run(listener, state.clone(), async {
             let _ = stopped.await;
         }));
         Relay {
@@ -53,7 +54,13 @@ impl Relay {
             data,
             stop: Some(stop),
             task: Some(task),
+            state,
         }
+    }
+
+    /// Runs the relay's sweep now; how many envelopes it deleted.
+    pub async fn sweep(&self) -> u64 {
+        self.state.sweep().await.unwrap().envelopes
     }
 
     /// How many blobs the relay stores (read from its SQLite file).

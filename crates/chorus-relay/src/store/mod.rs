@@ -383,6 +383,16 @@ pub trait RelayStore: Send + Sync + 'static {
         seq: i64,
     ) -> BoxFuture<'_, StoreResult<i64>>;
 
+    /// Records how far a device of `log_id` has read each of the log's mailboxes
+    /// named (forward only; a mailbox of another log is ignored). The sweep keeps an
+    /// expired envelope until every current device has read past it.
+    fn note_mailbox_cursors<'a>(
+        &'a self,
+        log_id: Id32,
+        device_id: Id32,
+        cursors: &'a [(Id32, i64)],
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
     /// Deletes records with seq < `below`, if every current device's cursor is at
     /// least `below - 1`. Returns the new first stored seq.
     fn trim(&self, log_id: Id32, below: i64) -> BoxFuture<'_, StoreResult<i64>>;
@@ -440,10 +450,11 @@ pub trait RelayStore: Send + Sync + 'static {
         post: &'a EnvelopePost,
     ) -> BoxFuture<'a, StoreResult<BundleOutcome>>;
 
-    /// Unexpired envelopes with seq > `after` of a mailbox owned by `log_id`
+    /// Stored envelopes with seq > `after` of a mailbox owned by `log_id`
     /// (`NotFound` otherwise), at most `limit`, cut by payload bytes as
-    /// [`RelayStore::read_records`] cuts by ciphertext bytes.
-    #[allow(clippy::too_many_arguments)]
+    /// [`RelayStore::read_records`] cuts by ciphertext bytes. An envelope past its
+    /// TTL is read until the sweep deletes it (which waits for every current device
+    /// to have read past it).
     fn read_envelopes(
         &self,
         log_id: Id32,
@@ -451,7 +462,6 @@ pub trait RelayStore: Send + Sync + 'static {
         after: i64,
         limit: u32,
         max_bytes: usize,
-        now: i64,
     ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>>;
 
     /// Adds prekeys for an address, claiming it for `log_id` on first use.

@@ -50,6 +50,22 @@ macro_rules! bytes_window {
 
 pub(crate) use bytes_window;
 
+/// Which envelopes (`e`) the sweep deletes at `$1` (now): past their TTL, and read past
+/// by every current device of the mailbox's log (a device that never reported a
+/// cursor for the mailbox has read nothing of it). A device offline for longer than
+/// the TTL therefore misses nothing: its mailboxes' envelopes wait for it, counted in
+/// the log's byte quota. A revoked device holds nothing back.
+macro_rules! sweepable {
+    () => {
+        "e.expires_ms <= $1 AND NOT EXISTS ( \
+           SELECT 1 FROM mailboxes m JOIN devices d ON d.log_id = m.log_id AND d.revoked_ms IS NULL \
+           WHERE m.mailbox_id = e.mailbox_id AND COALESCE((SELECT c.after_seq FROM mailbox_cursors c \
+             WHERE c.mailbox_id = e.mailbox_id AND c.device_id = d.device_id), 0) < e.seq)"
+    };
+}
+
+pub(crate) use sweepable;
+
 /// The statements on one login table (`auth_challenges` or `auth_sessions`),
 /// which differ only in the table's name.
 macro_rules! login_statements {
@@ -396,6 +412,36 @@ macro_rules! sql_store {
                 })
             }
 
+            fn note_mailbox_cursors<'a>(
+                &'a self,
+                log_id: Id32,
+                device_id: Id32,
+                cursors: &'a [(Id32, i64)],
+            ) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(async move {
+                    if cursors.iter().all(|(_, after)| *after <= 0) {
+                        return Ok(());
+                    }
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    for (mailbox_id, after) in cursors.iter().filter(|(_, a)| *a > 0) {
+                        sqlx::query(
+                            "INSERT INTO mailbox_cursors (mailbox_id, device_id, after_seq) \
+                             SELECT mailbox_id, $2, $3 FROM mailboxes WHERE mailbox_id = $1 AND log_id = $4 \
+                             ON CONFLICT (mailbox_id, device_id) DO UPDATE SET after_seq = excluded.after_seq \
+                             WHERE excluded.after_seq > mailbox_cursors.after_seq",
+                        )
+                        .bind(&mailbox_id.0[..])
+                        .bind(&device_id.0[..])
+                        .bind(*after)
+                        .bind(&log_id.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
             fn ack_cursor(
                 &self,
                 log_id: Id32,
@@ -659,7 +705,6 @@ macro_rules! sql_store {
                 after: i64,
                 limit: u32,
                 max_bytes: usize,
-                now: i64,
             ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>> {
                 Box::pin(async move {
                     let owner: Option<Vec<u8>> =
@@ -674,14 +719,13 @@ macro_rules! sql_store {
                         "SELECT e.seq, e.envelope_id, e.payload, e.received_ms FROM (",
                         $crate::store::sql::bytes_window!(
                             "SELECT seq, LENGTH(payload) AS n FROM envelopes \
-                             WHERE mailbox_id = $1 AND seq > $2 AND expires_ms > $3 ORDER BY seq LIMIT $4"
+                             WHERE mailbox_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
                         ),
                         ") w JOIN envelopes e ON e.mailbox_id = $1 AND e.seq = w.seq \
-                         WHERE w.before <= $5 OR w.rn <= 2 ORDER BY e.seq"
+                         WHERE w.before <= $4 OR w.rn <= 2 ORDER BY e.seq"
                     ))
                     .bind(&mailbox_id.0[..])
                     .bind(after)
-                    .bind(now)
                     .bind(i64::from(limit))
                     .bind(int(max_bytes))
                     .fetch_all(&self.pool)
@@ -1029,17 +1073,22 @@ macro_rules! sql_store {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
                     // Expired envelopes leave their logs' quotas first.
-                    sqlx::query(
+                    sqlx::query(concat!(
                         "UPDATE logs SET envelope_bytes = envelope_bytes - d.bytes FROM ( \
                            SELECT m.log_id AS log_id, CAST(SUM(LENGTH(e.payload)) AS BIGINT) AS bytes \
                            FROM envelopes e JOIN mailboxes m ON m.mailbox_id = e.mailbox_id \
-                           WHERE e.expires_ms <= $1 GROUP BY m.log_id) AS d \
-                         WHERE logs.log_id = d.log_id",
-                    )
+                           WHERE ",
+                        $crate::store::sql::sweepable!(),
+                        " GROUP BY m.log_id) AS d \
+                         WHERE logs.log_id = d.log_id"
+                    ))
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    let envelopes = sqlx::query("DELETE FROM envelopes WHERE expires_ms <= $1")
+                    let envelopes = sqlx::query(concat!(
+                        "DELETE FROM envelopes AS e WHERE ",
+                        $crate::store::sql::sweepable!()
+                    ))
                         .bind(now)
                         .execute(&mut *tx)
                         .await?

@@ -1,0 +1,142 @@
+//! The clone attack (Cremers, Jacomme, Naska, USENIX Security 2023) on a revoked device.
+//!
+//! A revoked device keeps its whole store: every ratchet key of every contact session as
+//! it was at the revocation. It is a perfect clone of the identity's sessions. The heal
+//! after a revocation must leave it with nothing: the next send takes a fresh DH step,
+//! the contact's answer builds on a key the clone never held, and once the identity's
+//! devices announce that they build only on that answer (`peer_floor`), the contact
+//! refuses every new key built on anything the clone knew, and every message on a
+//! chain the clone could continue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is the failure report
+
+mod common;
+
+use chorus_core::{EncryptedMessage, Session, SessionError};
+use chorus_crypto::RatchetPublic;
+use common::*;
+
+/// Alice and Bob after `rounds` round trips, Alice having sent last (her chain is
+/// open), with every ratchet key of Bob's that Alice's session saw.
+fn talked(seed: u64, rounds: usize) -> (Pair, Vec<RatchetPublic>) {
+    let mut p = pair(seed);
+    let mut bobs = Vec::new();
+    for i in 0..rounds {
+        let m = send(&mut p.bob, &mut p.rng, &format!("b{i}"));
+        bobs.push(header(&m).sender);
+        text(&mut p.alice, &m);
+        let m = send(&mut p.alice, &mut p.rng, &format!("a{i}"));
+        text(&mut p.bob, &m);
+    }
+    (p, bobs)
+}
+
+/// The three ways the clone can try to talk as Alice: continue the chain it holds
+/// open, fork a fresh key from Bob's newest key it knows (what a restored stale copy
+/// does), and both again after a few messages.
+fn clone_attempts(clone: &Session, rng: &mut rand::rngs::StdRng) -> Vec<EncryptedMessage> {
+    let mut open = copy(clone);
+    let mut forked = Session::restore_stale(&clone.snapshot(), clone.generation()).unwrap();
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(send(&mut open, rng, &format!("clone open {i}")));
+        out.push(send(&mut forked, rng, &format!("clone fork {i}")));
+    }
+    out
+}
+
+#[test]
+fn after_the_heal_the_contact_refuses_everything_the_revoked_clone_sends() {
+    let (mut p, bobs_known) = talked(41, 3);
+    // The tablet is revoked: it keeps Alice's session exactly as it is now.
+    let clone = copy(&p.alice);
+    assert!(p.alice.begin_heal(1), "a first revocation starts a heal");
+    assert!(
+        !p.alice.begin_heal(1),
+        "the same revocation twice is one heal"
+    );
+
+    // One round trip, and one more message that tells Bob where Alice now builds.
+    let m1 = send(&mut p.alice, &mut p.rng, "after the revocation");
+    assert_eq!(text(&mut p.bob, &m1), "after the revocation");
+    assert!(
+        !clone.accepts_replies_on(&header(&m1).sender),
+        "the first send after the revocation steps to a key the clone never held"
+    );
+    let b1 = send(&mut p.bob, &mut p.rng, "answer");
+    assert_eq!(text(&mut p.alice, &b1), "answer");
+    let m2 = send(&mut p.alice, &mut p.rng, "healed");
+    assert_eq!(
+        header(&m2).peer_floor,
+        Some(header(&b1).sender),
+        "Alice announces that she builds only on Bob's answer"
+    );
+    assert_eq!(text(&mut p.bob, &m2), "healed");
+
+    // Bob no longer holds a key the clone could build on.
+    for k in &bobs_known {
+        assert!(
+            !p.bob.accepts_replies_on(k),
+            "Bob still honours a key the clone knew"
+        );
+    }
+    // Nothing the clone sends gets through, and each refusal changes nothing.
+    for m in clone_attempts(&clone, &mut p.rng) {
+        let before = p.bob.state_digest();
+        let r = p.bob.decrypt(&m);
+        assert!(r.is_err(), "Bob accepted a message from the revoked clone");
+        assert_eq!(p.bob.state_digest(), before);
+    }
+    // The conversation goes on.
+    let m3 = send(&mut p.alice, &mut p.rng, "still here");
+    assert_eq!(text(&mut p.bob, &m3), "still here");
+    let b2 = send(&mut p.bob, &mut p.rng, "me too");
+    assert_eq!(text(&mut p.alice, &b2), "me too");
+}
+
+#[test]
+fn after_one_round_trip_the_clone_reads_nothing_bob_sends() {
+    for bob_first in [false, true] {
+        let (mut p, _) = talked(42, 2);
+        let mut clone = copy(&p.alice);
+        p.alice.begin_heal(1);
+        if bob_first {
+            // Bob sent before he saw the heal: that message is the clone's to read (it
+            // builds on a key of Alice's the clone holds), which is why healing takes
+            // one round trip.
+            let early = send(&mut p.bob, &mut p.rng, "early");
+            assert_eq!(text(&mut clone, &early), "early");
+            assert_eq!(text(&mut p.alice, &early), "early");
+        }
+        // Alice sent last: without the forced step she would go on on the chain the
+        // clone holds open, and Bob's replies would build on a key the clone holds.
+        let m1 = send(&mut p.alice, &mut p.rng, "fresh");
+        assert_eq!(text(&mut p.bob, &m1), "fresh");
+        for i in 0..3 {
+            let m = send(&mut p.bob, &mut p.rng, &format!("late {i}"));
+            assert_eq!(
+                clone.decrypt(&m).err(),
+                Some(SessionError::UnknownParent),
+                "the clone read Bob's reply {i} (Bob spoke first: {bob_first})"
+            );
+            assert_eq!(text(&mut p.alice, &m), format!("late {i}"));
+        }
+    }
+}
+
+#[test]
+fn without_a_revocation_the_floor_bob_is_told_changes_nothing_he_accepts() {
+    // The floor is in every header (one device or five, revoked or not, look alike);
+    // outside a heal it names the oldest of Bob's keys Alice still holds a root for, so
+    // a replica of Alice that lags one step is still accepted.
+    let (mut p, _) = talked(43, 2);
+    let lagging = copy(&p.alice);
+    let b = send(&mut p.bob, &mut p.rng, "b");
+    text(&mut p.alice, &b);
+    let m = send(&mut p.alice, &mut p.rng, "a");
+    assert!(header(&m).peer_floor.is_some());
+    text(&mut p.bob, &m);
+    let mut lagging = Session::restore_stale(&lagging.snapshot(), lagging.generation()).unwrap();
+    let late = send(&mut lagging, &mut p.rng, "from a replica one step behind");
+    assert_eq!(text(&mut p.bob, &late), "from a replica one step behind");
+}
