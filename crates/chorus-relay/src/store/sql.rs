@@ -419,11 +419,36 @@ macro_rules! sql_store {
                 cursors: &'a [(Id32, i64)],
             ) -> BoxFuture<'a, StoreResult<()>> {
                 Box::pin(async move {
-                    if cursors.iter().all(|(_, after)| *after <= 0) {
+                    let ahead: Vec<&(Id32, i64)> = cursors.iter().filter(|(_, a)| *a > 0).collect();
+                    if ahead.is_empty() {
+                        return Ok(());
+                    }
+                    // Most reads move nothing: find out without taking the write lock.
+                    let mut q = sqlx::QueryBuilder::new(
+                        "SELECT mailbox_id, after_seq FROM mailbox_cursors WHERE device_id = ",
+                    );
+                    q.push_bind(&device_id.0[..]);
+                    q.push(" AND mailbox_id IN (");
+                    let mut list = q.separated(", ");
+                    for (m, _) in &ahead {
+                        list.push_bind(&m.0[..]);
+                    }
+                    list.push_unseparated(")");
+                    let stored: std::collections::HashMap<Vec<u8>, i64> = q
+                        .build_query_as::<(Vec<u8>, i64)>()
+                        .fetch_all(&self.pool)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let moved: Vec<&(Id32, i64)> = ahead
+                        .into_iter()
+                        .filter(|(m, a)| stored.get(&m.0[..]).is_none_or(|s| a > s))
+                        .collect();
+                    if moved.is_empty() {
                         return Ok(());
                     }
                     let (_guard, mut tx) = self.begin_write().await?;
-                    for (mailbox_id, after) in cursors.iter().filter(|(_, a)| *a > 0) {
+                    for (mailbox_id, after) in moved {
                         sqlx::query(
                             "INSERT INTO mailbox_cursors (mailbox_id, device_id, after_seq) \
                              SELECT mailbox_id, $2, $3 FROM mailboxes WHERE mailbox_id = $1 AND log_id = $4 \
