@@ -462,9 +462,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&devices)?;
             } else {
                 for d in devices {
-                    let seen = match d.last_seen_ms {
-                        Some(ms) => format!("seen {}", clock(ms)),
-                        None => "not seen recently".to_owned(),
+                    let seen = match (d.online, d.last_seen_ms) {
+                        (true, _) => "online now".to_owned(),
+                        (false, Some(ms)) => format!("last seen {}", clock(ms)),
+                        (false, None) => "not seen online from this device".to_owned(),
                     };
                     let me = if d.this_device { "  (this device)" } else { "" };
                     let relinked = match d.relinked_ms {

@@ -247,6 +247,21 @@ async fn a_device_running_watch_keeps_telling_its_siblings_it_is_online() {
     watching.abort();
     assert!(first.is_some(), "the phone was never seen online");
     assert!(later.is_some(), "watch did not keep the phone online");
+
+    // The relay forgets presence (a restart loses it: it is never written down); the
+    // laptop still knows when it last saw the phone online.
+    let (addr, data) = relay.stop().await;
+    let _relay = Relay::start_at(addr, data).await;
+    let devices = laptop.devices().await.unwrap();
+    let phone = devices.iter().find(|d| d.name == "phone").unwrap();
+    assert!(!phone.online);
+    assert!(
+        phone.last_seen_ms >= later,
+        "{:?} < {later:?}",
+        phone.last_seen_ms
+    );
+    let this = devices.iter().find(|d| d.this_device).unwrap();
+    assert!(this.online, "a device is online while it asks");
 }
 
 /// `d`'s conversation with bob, texts in order.

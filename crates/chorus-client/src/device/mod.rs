@@ -181,7 +181,11 @@ pub struct DeviceInfo {
     pub id: String,
     /// When it was added (the approving device's clock).
     pub added_ms: u64,
-    /// When the relay last heard from it (kept 90 s, in memory only); `None`: not recently.
+    /// Online now: the relay heard from it within its presence window (90 s).
+    pub online: bool,
+    /// When it was last seen online: now, or as this device last saw it (kept in this
+    /// device's store; the relay keeps presence in memory only). `None`: never seen by
+    /// this device.
     pub last_seen_ms: Option<i64>,
     /// When it was last linked again, if it was (the approving device's clock).
     pub relinked_ms: Option<u64>,

@@ -33,16 +33,28 @@ impl Device {
             .collect())
     }
 
-    /// The identity's devices, from the roster as folded, with the relay's presence.
-    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+    /// Tells the relay this device is here and notes which siblings it hears from now
+    /// (best effort: presence is advisory). `None`: the relay could not be asked.
+    pub(crate) async fn beat(&self) -> Option<chorus_relay_api::PresenceResponse> {
         let _ = self.relay.heartbeat().await;
+        let presence = self.relay.presence().await.ok()?;
+        if let Err(e) = self.store.note_seen(&presence.devices).await {
+            tracing::debug!(error = %e, "could not note who was online");
+        }
+        Some(presence)
+    }
+
+    /// The identity's devices, from the roster as folded, with the relay's presence
+    /// and when this device last saw each one online.
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+        let presence = self.beat().await;
         // Current without a separate sync (offline: as last folded).
         if let Err(e) = self.sync_log().await
             && !e.is_transient()
         {
             return Err(e);
         }
-        let presence = self.relay.presence().await.ok();
+        let seen = self.store.last_seen().await?;
         let mut conn = self.store.pool().acquire().await?;
         let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
         let mut relinked = std::collections::HashMap::new();
@@ -66,12 +78,10 @@ impl Device {
                     name: d.name.clone(),
                     id: hex::encode(&key[..8]),
                     added_ms: d.added_ms,
-                    last_seen_ms: presence.as_ref().and_then(|p| {
-                        p.devices
-                            .iter()
-                            .find(|x| x.device_id.0 == key)
-                            .map(|x| x.last_seen_ms)
-                    }),
+                    online: presence
+                        .as_ref()
+                        .is_some_and(|p| p.devices.iter().any(|x| x.device_id.0 == key)),
+                    last_seen_ms: seen.get(&key[..]).copied(),
                     this_device: key == self.log.keys.device,
                 }
             })

@@ -75,7 +75,7 @@ impl Device {
                     },
                     // Presence is best effort: a missed beat is not worth a reconnect.
                     _ = heartbeat.tick() => {
-                        let _ = self.relay.heartbeat().await;
+                        let _ = self.beat().await;
                         Ok(Vec::new())
                     }
                 };

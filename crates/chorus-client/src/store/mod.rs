@@ -38,6 +38,7 @@ pub(crate) mod log_state;
 pub(crate) mod mailboxes;
 pub(crate) mod outbox;
 pub(crate) mod prekeys;
+mod presence;
 pub(crate) mod requests;
 
 /// File name of the store inside a device home.
