@@ -558,3 +558,67 @@ fn devices_revoke_names_the_device_asks_and_shuts_it_out_while_the_others_carry_
     ok(&phone, &["send", "bob", "after the compaction"]);
     assert!(ok(&bob, &["sync"]).contains("after the compaction"));
 }
+
+#[test]
+fn a_revoke_killed_before_the_renewal_is_finished_by_the_next_device_that_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
+    let tablet = dir.path().join("tablet");
+    link(&laptop, &tablet, &relay, "tablet");
+    let code = ok(&bob, &["invite", "--no-qr"]);
+    ok(&phone, &["accept", code.trim(), "--name", "bob"]);
+    ok(&laptop, &["sync"]);
+    let mailboxes = |h: &Path| {
+        json(h, &["status", "--json"])["mailboxes"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let signed = |h: &Path| json(h, &["status", "--json"])["prekeys"]["signed"].clone();
+    ok(&phone, &["sync"]);
+    let (before, signed_before) = (mailboxes(&phone), signed(&phone));
+
+    // The laptop is killed after the revocation and the key rotation, before it
+    // replaces the prekeys and the mailboxes the tablet knew.
+    let mut child = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&laptop)
+        .args(["devices", "revoke", "tablet", "--yes"])
+        .env_remove("CHORUS_HOME")
+        .env("CHORUS_FAILPOINT", "revoke-before-renewal")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("failpoint revoke-before-renewal reached"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The phone finishes it when it syncs (a new mailbox for bob), and only once: the
+    // laptop, syncing after it, renews nothing more.
+    let heard = ok(&phone, &["sync"]);
+    assert!(heard.contains("device \"tablet\" was revoked"), "{heard}");
+    assert_eq!(mailboxes(&phone), before + 1);
+    assert_ne!(
+        signed(&phone),
+        signed_before,
+        "the signed prekey was replaced"
+    );
+    ok(&laptop, &["sync"]);
+    ok(&phone, &["sync"]);
+    assert_eq!(mailboxes(&laptop), before + 1);
+    assert_eq!(mailboxes(&phone), before + 1);
+
+    // Bob moves to the new mailbox with the next message and is heard there.
+    ok(&phone, &["send", "bob", "after the revocation"]);
+    assert!(ok(&bob, &["sync"]).contains("after the revocation"));
+    ok(&bob, &["send", "alice", "to the new mailbox"]);
+    assert!(ok(&laptop, &["sync"]).contains("to the new mailbox"));
+}

@@ -413,6 +413,24 @@ impl Log {
         Err(ClientError::Contended)
     }
 
+    /// Whether the prekeys and mailboxes are due for renewal after a revocation
+    /// (decided by the fold: `Constellation::renewal_due`), as folded; never for a
+    /// device the roster no longer holds.
+    pub(crate) async fn renewal_due(&self) -> Result<bool, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut conn = self.store.pool().acquire().await?;
+        let held = self.folded(&mut slot, &mut conn).await?;
+        Ok(held.state.renewal_due() && held.state.roster().is_authorized_id(&self.keys.device))
+    }
+
+    /// The mailbox renewal as folded now (`Constellation::plan_renewal`).
+    pub(crate) async fn plan_renewal(&self) -> Result<Vec<chorus_core::Guarded>, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut conn = self.store.pool().acquire().await?;
+        let held = self.folded(&mut slot, &mut conn).await?;
+        Ok(held.state.plan_renewal(&held.key, &mut self.entropy.rng()))
+    }
+
     /// Folds this device's own records at the seqs the relay gave them, if they
     /// come right after the folded cursor; `None` (nothing done) otherwise, and the
     /// log is read instead. The relay's answer is trusted no more than a page it

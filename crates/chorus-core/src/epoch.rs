@@ -24,6 +24,7 @@
 //! may then append it, guarded on the roster stream, so two devices never both do.
 
 use chorus_crypto::{CryptoRng, DeviceDhSecret, EpochKey};
+use chorus_wire::limits::MAX_REPLACED_MAILBOXES;
 use chorus_wire::{EpochRotation, EventKind};
 use zeroize::Zeroizing;
 
@@ -90,6 +91,52 @@ impl Constellation {
             version: state.stream(&held.stream_tag(&stream)).version,
             stream,
         }
+    }
+}
+
+impl Constellation {
+    /// The renewal to append when [`Self::renewal_due`], once the directory's prekeys
+    /// are replaced: a new mailbox for every contact (the revoked device knew the old
+    /// ones), in events of at most [`MAX_REPLACED_MAILBOXES`] (appended together),
+    /// guarded on the roster stream as folded under `held`, so two devices never both
+    /// renew. The caller registers the new mailboxes; our hello naming each goes with
+    /// every message to its contact until the contact writes there.
+    pub fn plan_renewal<R: CryptoRng + ?Sized>(
+        &self,
+        held: &EpochKey,
+        rng: &mut R,
+    ) -> Vec<Guarded> {
+        let revocations = self.roster().revoked_count();
+        let stream = ROSTER_STREAM.to_vec();
+        let version = self.stream(&held.stream_tag(&stream)).version;
+        let mailboxes: Vec<([u8; 32], [u8; 32])> = self
+            .contact_roots()
+            .map(|root| {
+                let mut mailbox = [0; 32];
+                rng.fill_bytes(&mut mailbox);
+                (root, mailbox)
+            })
+            .collect();
+        let mut chunks: Vec<Vec<([u8; 32], [u8; 32])>> = mailboxes
+            .chunks(MAX_REPLACED_MAILBOXES)
+            .map(<[_]>::to_vec)
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        // One guard for the batch: the relay checks it against the first record only.
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, mailboxes)| Guarded {
+                event: EventKind::MailboxesReplaced {
+                    revocations,
+                    mailboxes,
+                },
+                stream: stream.clone(),
+                version: version + i64::try_from(i).unwrap_or(i64::MAX),
+            })
+            .collect()
     }
 }
 

@@ -72,6 +72,9 @@ pub const EPOCH_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const PROFILE_REGISTER: &str = "profile";
 /// The register holding the identity's relays (one URL per line).
 pub const RELAYS_REGISTER: &str = "relays";
+/// The register holding how many revocations the prekeys and mailboxes were last
+/// renewed for (big-endian `u64`; see [`Constellation::renewal_due`]).
+pub const RENEWED_REGISTER: &str = "renewed";
 
 fn keyed_register(prefix: &str, key: &[u8; 32]) -> String {
     use std::fmt::Write;
@@ -763,12 +766,33 @@ impl Constellation {
                     });
                 }
             }
-            EventKind::MailboxReplaced { contact, mailbox } => {
-                effects.push(Effect::MailboxReplaced {
-                    alias: self.alias_of(contact)?,
-                    mailbox: *mailbox,
-                    at_ms: event.timestamp_ms,
-                });
+            EventKind::MailboxesReplaced {
+                revocations,
+                mailboxes,
+            } => {
+                if *revocations > self.roster.revoked_count() {
+                    return Err(LogError::Renewal(
+                        "it covers more revocations than the roster made",
+                    ));
+                }
+                let mut moved = Vec::with_capacity(mailboxes.len());
+                for (contact, mailbox) in mailboxes {
+                    moved.push(Effect::MailboxReplaced {
+                        alias: self.alias_of(contact)?,
+                        mailbox: *mailbox,
+                        at_ms: event.timestamp_ms,
+                    });
+                }
+                // Checked: from here on nothing fails.
+                if *revocations > self.renewed() {
+                    self.set_register(
+                        RENEWED_REGISTER,
+                        &revocations.to_be_bytes(),
+                        stamp,
+                        &mut effects,
+                    );
+                }
+                effects.extend(moved);
             }
             EventKind::Read { contact, up_to } => {
                 // A marker for a contact not (yet) here is harmless and kept nowhere.
@@ -1073,6 +1097,23 @@ impl Constellation {
             || now_ms >= self.epoch_since_ms.saturating_add(EPOCH_LIFETIME_MS)
     }
 
+    /// How many revocations the directory's prekeys and the contacts' mailboxes were
+    /// last renewed for.
+    pub fn renewed(&self) -> u64 {
+        self.register(RENEWED_REGISTER)
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
+    /// Whether the roster revoked a device since the prekeys and mailboxes were last
+    /// renewed (the revoked device knows every private prekey minted before and every
+    /// mailbox id): see [`Self::plan_renewal`]. Due until a renewal lands, so a
+    /// revocation whose device stopped midway is finished by the next device that
+    /// syncs.
+    pub fn renewal_due(&self) -> bool {
+        self.roster.revoked_count() > self.renewed()
+    }
+
     /// When the current epoch began (its rotation's author clock, or the identity's
     /// creation).
     pub fn epoch_since_ms(&self) -> u64 {
@@ -1189,6 +1230,11 @@ impl Constellation {
         self.register(&relinked_register(device))
             .and_then(|v| <[u8; 8]>::try_from(v).ok())
             .map(u64::from_be_bytes)
+    }
+
+    /// Every contact's root key.
+    pub fn contact_roots(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.contacts.keys().copied()
     }
 
     /// A contact, by root key.

@@ -124,6 +124,9 @@ pub enum LogError {
     /// An epoch rotation that does not fit the roster (the `epoch` module).
     #[error("epoch rotation refused: {0}")]
     Rotation(&'static str),
+    /// A renewal after a revocation (`MailboxesReplaced`) the fold refuses, and why.
+    #[error("mailbox renewal refused: {0}")]
+    Renewal(&'static str),
     /// A signed roster entry the roster refuses (signature, chain or signer).
     #[error("roster entry refused: {0}")]
     Roster(RosterError),

@@ -521,9 +521,9 @@ fn kind() -> impl Strategy<Value = EventKind> {
             blocked
         }),
         (0u8..3).prop_map(|d| EventKind::Relinked { device: [d; 32] }),
-        (0usize..3).prop_map(|c| EventKind::MailboxReplaced {
-            contact: [CONTACTS[c]; 32],
-            mailbox: [0xA0 + CONTACTS[c]; 32],
+        (0usize..3).prop_map(|c| EventKind::MailboxesReplaced {
+            revocations: 0,
+            mailboxes: vec![([CONTACTS[c]; 32], [0xA0 + CONTACTS[c]; 32])],
         }),
         any::<u8>().prop_map(|m| EventKind::PrekeysCreated {
             keys: vec![one_time_prekey(u32::from(m))],

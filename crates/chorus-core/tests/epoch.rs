@@ -364,3 +364,64 @@ fn at_the_last_epoch_a_rotation_cannot_keep_the_number() {
     );
     assert_eq!(state.digest(), digest);
 }
+
+#[test]
+fn a_revocation_makes_a_renewal_due_until_one_lands_and_a_renewal_cannot_claim_more() {
+    let (state, [a, _, _]) = a_revoked_device();
+    assert!(
+        state.renewal_due(),
+        "the revoked device knew the prekeys and mailboxes"
+    );
+    let key = EpochKey::generate(&mut StdRng::seed_from_u64(1));
+    let tag = key.stream_tag(ROSTER_STREAM);
+    let plan = state.plan_renewal(&key, &mut StdRng::seed_from_u64(2));
+    assert_eq!(
+        plan.len(),
+        1,
+        "no contact: one empty renewal still marks it done"
+    );
+
+    // A renewal claiming revocations the roster never made is refused, changing nothing.
+    let mut s = state.clone();
+    let digest = s.digest();
+    let claims_more = EventKind::MailboxesReplaced {
+        revocations: 2,
+        mailboxes: Vec::new(),
+    };
+    let out = fold(
+        &mut s,
+        &key,
+        &[seal(&key, 1, &a, claims_more, Some((tag, 0)))],
+    );
+    assert!(
+        matches!(refused(&out)[..], [LogError::Renewal(_)]),
+        "{out:?}"
+    );
+    assert_eq!(s.digest(), digest);
+    assert!(s.renewal_due());
+
+    // The planned one lands; the next device to sync has nothing left to renew, and a
+    // second renewal planned on the old state loses its guard.
+    let mut s = state.clone();
+    let landed = plan
+        .iter()
+        .map(|g| seal(&key, 1, &a, g.event.clone(), Some((tag, g.version))))
+        .collect::<Vec<_>>();
+    let out = fold(&mut s, &key, &landed);
+    assert!(refused(&out).is_empty(), "{out:?}");
+    assert!(!s.renewal_due());
+    assert_eq!(s.renewed(), 1);
+    let late = state.plan_renewal(&key, &mut StdRng::seed_from_u64(3));
+    let out = fold(
+        &mut s,
+        &key,
+        &[seal(
+            &key,
+            1,
+            &a,
+            late[0].event.clone(),
+            Some((tag, late[0].version)),
+        )],
+    );
+    assert_eq!(refused(&out).len(), 1, "{out:?}");
+}

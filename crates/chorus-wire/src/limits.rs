@@ -77,5 +77,9 @@ pub const MAX_CHECKPOINT_LEN: usize = 16 * 1024 * 1024;
 /// devices ever, `chorus_core::MAX_DEVICES`).
 pub const MAX_EPOCH_KEY_RECIPIENTS: usize = 64;
 
+/// Most contacts' mailboxes one `MailboxesReplaced` event moves (more go in several
+/// events of one append): 1,024 pairs of 32-byte ids stay far below a record's size.
+pub const MAX_REPLACED_MAILBOXES: usize = 1024;
+
 /// A sealed epoch key: an ephemeral X25519 key, the 32-byte key and the AEAD tag.
 pub const SEALED_EPOCH_KEY_LEN: usize = 32 + 32 + 16;

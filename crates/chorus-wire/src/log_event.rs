@@ -9,7 +9,8 @@ use zeroize::Zeroizing;
 use crate::invitation::check_relay_url;
 use crate::limits::{
     MAX_CONTACT_SESSION_LEN, MAX_ENVELOPE_LEN, MAX_EPOCH_KEY_RECIPIENTS, MAX_LOG_EVENT_LEN,
-    MAX_PREKEY_LEN, MAX_PREKEYS_PER_EVENT, MAX_RATCHET_DELTA_LEN, MAX_RELAYS, SEALED_EPOCH_KEY_LEN,
+    MAX_PREKEY_LEN, MAX_PREKEYS_PER_EVENT, MAX_RATCHET_DELTA_LEN, MAX_RELAYS,
+    MAX_REPLACED_MAILBOXES, SEALED_EPOCH_KEY_LEN,
 };
 use crate::{
     IdentityKeys, WIRE_VERSION, WireError, check_display_name, check_text, check_version,
@@ -171,14 +172,16 @@ pub enum EventKind {
         /// Blocked (`true`) or unblocked.
         blocked: bool,
     },
-    /// The mailbox a contact's messages are read from is replaced (the revoked device
-    /// knew the old one): every device reads the new one too, and our hello naming it
-    /// travels with every message to the contact until the contact writes there.
-    MailboxReplaced {
-        /// The contact's root key.
-        contact: [u8; 32],
-        /// The new mailbox.
-        mailbox: [u8; 32],
+    /// After a revocation, once the directory's prekeys are replaced: each contact's
+    /// new mailbox (the revoked device knew the old ones). Every device reads the new
+    /// ones too, and our hello naming one travels with every message to its contact
+    /// until the contact writes there.
+    MailboxesReplaced {
+        /// The roster's revocations this renewal covers.
+        revocations: u64,
+        /// Contact root key and new mailbox, at most
+        /// [`MAX_REPLACED_MAILBOXES`](crate::limits::MAX_REPLACED_MAILBOXES).
+        mailboxes: Vec<([u8; 32], [u8; 32])>,
     },
     /// A message received by one device that its siblings cannot decrypt again (the
     /// session advanced past it): the plaintext, for every device's history.
@@ -338,10 +341,27 @@ impl LogEvent {
             Kind::Relinked(r) => EventKind::Relinked {
                 device: fixed("relinked.device", &r.device)?,
             },
-            Kind::MailboxReplaced(m) => EventKind::MailboxReplaced {
-                contact: fixed("mailbox_replaced.contact_id", &m.contact_id)?,
-                mailbox: fixed("mailbox_replaced.mailbox_id", &m.mailbox_id)?,
-            },
+            Kind::MailboxesReplaced(m) => {
+                if m.mailboxes.len() > MAX_REPLACED_MAILBOXES {
+                    return Err(WireError::InvalidText {
+                        field: "mailboxes_replaced.mailboxes",
+                        reason: "more than 1,024 mailboxes",
+                    });
+                }
+                EventKind::MailboxesReplaced {
+                    revocations: m.revocations,
+                    mailboxes: m
+                        .mailboxes
+                        .iter()
+                        .map(|r| {
+                            Ok((
+                                fixed("mailbox_replaced.contact_id", &r.contact_id)?,
+                                fixed("mailbox_replaced.mailbox_id", &r.mailbox_id)?,
+                            ))
+                        })
+                        .collect::<Result<_, WireError>>()?,
+                }
+            }
             Kind::EpochRotated(r) => EventKind::EpochRotated(Box::new(decode_rotation(r)?)),
         };
         Ok(Self {
@@ -470,12 +490,19 @@ impl LogEvent {
             EventKind::Relinked { device } => Kind::Relinked(proto::Relinked {
                 device: device.to_vec(),
             }),
-            EventKind::MailboxReplaced { contact, mailbox } => {
-                Kind::MailboxReplaced(proto::MailboxReplaced {
-                    contact_id: contact.to_vec(),
-                    mailbox_id: mailbox.to_vec(),
-                })
-            }
+            EventKind::MailboxesReplaced {
+                revocations,
+                mailboxes,
+            } => Kind::MailboxesReplaced(proto::MailboxesReplaced {
+                revocations: *revocations,
+                mailboxes: mailboxes
+                    .iter()
+                    .map(|(c, m)| proto::MailboxReplaced {
+                        contact_id: c.to_vec(),
+                        mailbox_id: m.to_vec(),
+                    })
+                    .collect(),
+            }),
             EventKind::EpochRotated(r) => Kind::EpochRotated(proto::EpochRotated {
                 epoch: r.epoch,
                 revoked: r.revoked,
@@ -983,6 +1010,28 @@ mod tests {
             keys: (0..devices)
                 .map(|i| ([i as u8; 32], vec![6; SEALED_EPOCH_KEY_LEN]))
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn mailbox_replacements_are_bounded() {
+        let replaced = |n: usize| {
+            event(EventKind::MailboxesReplaced {
+                revocations: 1,
+                mailboxes: vec![([1; 32], [2; 32]); n],
+            })
+        };
+        let at_bound = replaced(MAX_REPLACED_MAILBOXES).encode();
+        assert!(at_bound.len() <= MAX_LOG_EVENT_LEN);
+        assert_eq!(
+            LogEvent::decode(&at_bound).unwrap(),
+            replaced(MAX_REPLACED_MAILBOXES)
+        );
+        match LogEvent::decode(&replaced(MAX_REPLACED_MAILBOXES + 1).encode()) {
+            Err(WireError::InvalidText { field, .. }) => {
+                assert_eq!(field, "mailboxes_replaced.mailboxes")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 

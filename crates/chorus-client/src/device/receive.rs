@@ -27,6 +27,8 @@ impl Device {
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
         let _ = self.relay.heartbeat().await;
         let mut events = self.sync_log().await?;
+        // A revocation whose device stopped before renewing: any device finishes it.
+        self.renew_if_due().await?;
         // Receiving first: nothing queued for others can hold up what arrived.
         loop {
             let cursors = self.store.cursors().await?;

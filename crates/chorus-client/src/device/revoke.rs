@@ -13,8 +13,6 @@
 //! forced DH step toward every contact (`Session::begin_heal`, decided in the core's
 //! send and fold), and every contact gets a new mailbox to write to, announced in-band.
 
-use sqlx::Row;
-
 use chorus_core::RosterSigner;
 use chorus_crypto::DevicePublicKey;
 use chorus_relay_api::Id32;
@@ -139,10 +137,9 @@ impl Device {
             // The revoked device holds the epoch key: the log moves to one it never
             // receives, before anything more is written to it.
             self.log.rotate_if_due().await?;
-            // The revoked device knows every private prekey minted so far (they are
-            // escrowed in the log): none of them is handed out from now on.
-            self.supply_prekeys(true).await?;
-            self.replace_mailboxes().await?;
+            crate::handle::failpoint("revoke-before-renewal");
+            // Prekeys and mailboxes the revoked device knew are replaced.
+            self.renew_if_due().await?;
             return Ok(Revoked {
                 name: target.name,
                 id: hex::encode(&target.key.as_bytes()[..8]),
@@ -152,35 +149,43 @@ impl Device {
         Err(ClientError::Contended)
     }
 
-    /// Gives every contact a new mailbox to write to — after a revocation, since the
-    /// revoked device knew the old ones, or whenever mailbox ids may have leaked:
-    /// logged (`MailboxReplaced`), so every device reads it, and announced to the
-    /// contact in-band by our hello, which goes with every message until the contact
-    /// writes there. The old mailbox is still read, for what is on its way.
-    pub async fn replace_mailboxes(&self) -> Result<(), ClientError> {
-        let rows = sqlx::query("SELECT root_key FROM contacts")
-            .fetch_all(self.store.pool())
-            .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            let root: Vec<u8> = row.get(0);
-            let contact = <[u8; 32]>::try_from(root.as_slice())
-                .map_err(|_| ClientError::Corrupt("contact root key".into()))?;
-            events.push(Pending::free(EventKind::MailboxReplaced {
-                contact,
-                mailbox: self.random(),
-            }));
-        }
-        if events.is_empty() {
+    /// After a revocation (the core's `renewal_due`): replaces every prekey the
+    /// directory hands out — the revoked device holds every private half minted so far
+    /// (they are escrowed in the log) — and then gives every contact a new mailbox
+    /// ([`Self::replace_mailboxes`]). Run by `revoke` and by every `sync`, so a
+    /// revocation whose device stopped midway is finished by the next device that
+    /// syncs. Prekeys are signed by the root key: in `primary-root` only the primary
+    /// renews, as only it revokes.
+    pub(crate) async fn renew_if_due(&self) -> Result<(), ClientError> {
+        if !self.holds_root() || !self.log.renewal_due().await? {
             return Ok(());
         }
-        self.append(events).await?;
-        // Best effort: an unregistered mailbox is registered before any hello naming it
-        // leaves (`send_now`), and retried on every sync.
-        for e in self.register_pending().await? {
-            tracing::debug!(error = %e, "a replaced mailbox is not registered yet");
+        self.supply_prekeys(true).await?;
+        self.replace_mailboxes().await
+    }
+
+    /// Gives every contact a new mailbox to write to — after a revocation, since the
+    /// revoked device knew the old ones, or whenever mailbox ids may have leaked:
+    /// logged (`MailboxesReplaced`, guarded on the roster stream, so two devices never
+    /// both do it), so every device reads the new ones, and announced to each contact
+    /// in-band by our hello, which goes with every message until the contact writes
+    /// there. The old mailbox is still read, for what is on its way.
+    pub async fn replace_mailboxes(&self) -> Result<(), ClientError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let plan = self.log.plan_renewal().await?;
+            let (outcome, _) = self
+                .append(plan.into_iter().map(Pending::from).collect())
+                .await?;
+            if outcome == Appended::Done {
+                // Best effort: an unregistered mailbox is registered before any hello
+                // naming it leaves (`send_now`), and retried on every sync.
+                for e in self.register_pending().await? {
+                    tracing::debug!(error = %e, "a new mailbox is not registered yet");
+                }
+                return Ok(());
+            }
         }
-        Ok(())
+        Err(ClientError::Contended)
     }
 
     /// The device `given` means among every device the roster holds or held.
