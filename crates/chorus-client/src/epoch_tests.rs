@@ -25,18 +25,25 @@ fn open(d: &Device, key: &EpochKey, r: &RecordOut) -> Option<LogEvent> {
     open_event(key, &context, &r.nonce.0, &r.ciphertext.0).ok()
 }
 
-#[tokio::test]
-async fn after_a_revocation_the_revoked_store_opens_nothing_of_the_new_epoch() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let laptop = device(dir.path(), &url, "alice").await;
-    let phone = sibling(&laptop, dir.path(), "phone", crate::Options::default()).await;
-    let tablet = sibling(&laptop, dir.path(), "tablet", crate::Options::default()).await;
-    let bob = device(dir.path(), &url, "bob").await;
+/// Alice's laptop, phone and tablet (linked in that order) on a relay in `dir`, and
+/// Bob, who accepted her invitation (the laptop has folded his first message).
+async fn alice_on_three_devices_and_bob(dir: &std::path::Path) -> [Device; 4] {
+    let url = relay(dir).await;
+    let laptop = device(dir, &url, "alice").await;
+    let phone = sibling(&laptop, dir, "phone", crate::Options::default()).await;
+    let tablet = sibling(&laptop, dir, "tablet", crate::Options::default()).await;
+    let bob = device(dir, &url, "bob").await;
     bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
         .await
         .unwrap();
     laptop.sync().await.unwrap();
+    [laptop, phone, tablet, bob]
+}
+
+#[tokio::test]
+async fn after_a_revocation_the_revoked_store_opens_nothing_of_the_new_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let [laptop, phone, tablet, bob] = alice_on_three_devices_and_bob(dir.path()).await;
     phone.sync().await.unwrap();
     let (old_epoch, stolen) = tablet.log.epoch_key().await.unwrap();
     assert_eq!(old_epoch, 1);
@@ -144,15 +151,7 @@ fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn after_the_heal_the_revoked_store_reads_nothing_of_bob_and_bob_refuses_it() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let laptop = device(dir.path(), &url, "alice").await;
-    let phone = sibling(&laptop, dir.path(), "phone", crate::Options::default()).await;
-    let tablet = sibling(&laptop, dir.path(), "tablet", crate::Options::default()).await;
-    let bob = device(dir.path(), &url, "bob").await;
-    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
-        .await
-        .unwrap();
-    laptop.sync().await.unwrap();
+    let [laptop, phone, tablet, bob] = alice_on_three_devices_and_bob(dir.path()).await;
     tablet.sync().await.unwrap();
     tablet.send("bob", "from the tablet").await.unwrap();
     bob.sync().await.unwrap();

@@ -674,18 +674,9 @@ impl Tree {
 
     /// Returns whether anything changed.
     fn apply_peer_floor(&mut self, floor: RatchetPublic) -> bool {
-        let Some(depth) = self
-            .nodes
-            .get(&floor)
-            .filter(|n| n.side == Side::Theirs)
-            .map(|n| n.depth)
-        else {
+        let Some(depth) = raise(&self.nodes, &floor, Side::Theirs, &mut self.peer_floor) else {
             return false;
         };
-        if depth <= self.peer_floor {
-            return false;
-        }
-        self.peer_floor = depth;
         // The floor's siblings are below it too: a heal's anchor is announced as the
         // floor so the peer stops building on the fork the revoked device holds. The
         // peer sends only on its newest chain, at or above its floor, so the chains
@@ -704,18 +695,9 @@ impl Tree {
     /// our older ones. Returns whether anything changed. An open sending chain keeps its
     /// node's keys (a sibling's delta carries them); its successor replaces it.
     fn apply_built_on_from(&mut self, floor: RatchetPublic) -> bool {
-        let Some(depth) = self
-            .nodes
-            .get(&floor)
-            .filter(|n| n.side == Side::Ours)
-            .map(|n| n.depth)
-        else {
+        let Some(depth) = raise(&self.nodes, &floor, Side::Ours, &mut self.built_on_from) else {
             return false;
         };
-        if depth <= self.built_on_from {
-            return false;
-        }
-        self.built_on_from = depth;
         for n in self.nodes.values_mut() {
             if n.side == Side::Ours && n.depth < depth && n.sending.is_none() {
                 n.secret = None;
@@ -937,6 +919,22 @@ impl Node {
             previous_length: 0,
         }
     }
+}
+
+/// A floor announced by the peer: the depth of `floor` if it is a node of `side`
+/// deeper than `*mark`, which then moves to it; `None` (nothing moves) otherwise.
+fn raise(
+    nodes: &BTreeMap<RatchetPublic, Node>,
+    floor: &RatchetPublic,
+    side: Side,
+    mark: &mut u32,
+) -> Option<u32> {
+    let depth = nodes.get(floor).filter(|n| n.side == side)?.depth;
+    if depth <= *mark {
+        return None;
+    }
+    *mark = depth;
+    Some(depth)
 }
 
 /// Whether both nodes hold the same private key (compared in constant time).
