@@ -744,17 +744,22 @@ impl Tree {
         self.heal = Heal::Settled;
     }
 
-    /// Deletes our private keys older than the acknowledged generation minus the lag.
-    fn apply_our_floor(&mut self) {
-        let acked = self
-            .nodes
+    /// The depth of our deepest node the peer has built on.
+    fn acknowledged(&self) -> Option<u32> {
+        self.nodes
             .values()
             .filter(|n| n.side == Side::Theirs)
             .filter_map(|n| n.parent.and_then(|p| self.nodes.get(&p)))
             .filter(|p| p.side == Side::Ours)
             .map(|p| p.depth)
-            .max();
-        let Some(acked) = acked else { return };
+            .max()
+    }
+
+    /// Deletes our private keys older than the acknowledged generation minus the lag.
+    fn apply_our_floor(&mut self) {
+        let Some(acked) = self.acknowledged() else {
+            return;
+        };
         let keep_from = acked.saturating_sub(2 * HONOR_FLOOR_LAG);
         for n in self.nodes.values_mut() {
             if n.side == Side::Ours && n.depth < keep_from {
@@ -777,15 +782,7 @@ impl Tree {
         if self.nodes.len() <= MAX_TREE_NODES {
             return;
         }
-        let acknowledged = self
-            .nodes
-            .values()
-            .filter(|n| n.side == Side::Theirs)
-            .filter_map(|n| n.parent.and_then(|p| self.nodes.get(&p)))
-            .filter(|p| p.side == Side::Ours)
-            .map(|p| p.depth)
-            .max()
-            .unwrap_or(0);
+        let acknowledged = self.acknowledged().unwrap_or(0);
         let mut counted: Vec<(u32, RatchetPublic)> = self
             .nodes
             .iter()
