@@ -121,6 +121,36 @@ pub struct Session {
     their_keys: Option<IdentityKeys>,
 }
 
+/// A session as snapshots of format version 1 stored it (before healing after a
+/// revocation): it had healed for no revocation.
+#[derive(Deserialize)]
+struct SessionV1 {
+    tree: crate::tree::TreeV1,
+    role: Role,
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+    pending: Option<PendingInitial>,
+    base_key: Option<EphemeralPublic>,
+    generation: u64,
+}
+
+impl From<SessionV1> for Session {
+    fn from(s: SessionV1) -> Self {
+        Self {
+            tree: s.tree.into(),
+            role: s.role,
+            ours: s.ours,
+            theirs: s.theirs,
+            pending: s.pending,
+            base_key: s.base_key,
+            generation: s.generation,
+            healed: 0,
+            ad_prefix: Vec::new(),
+            their_keys: None,
+        }
+    }
+}
+
 impl Session {
     pub(crate) fn new(
         tree: Tree,
@@ -423,11 +453,14 @@ impl Session {
         let (&version, body) = bytes
             .split_first()
             .ok_or_else(|| SessionError::CorruptSnapshot("empty".into()))?;
-        if version != SNAPSHOT_VERSION {
-            return Err(SessionError::UnsupportedSnapshotVersion(version));
-        }
-        let mut s: Session =
-            postcard::from_bytes(body).map_err(|e| SessionError::CorruptSnapshot(e.to_string()))?;
+        let corrupt = |e: postcard::Error| SessionError::CorruptSnapshot(e.to_string());
+        let mut s: Session = match version {
+            SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt)?,
+            1 => postcard::from_bytes::<SessionV1>(body)
+                .map_err(corrupt)?
+                .into(),
+            _ => return Err(SessionError::UnsupportedSnapshotVersion(version)),
+        };
         s.derive(None);
         if s.their_keys.is_none() || s.ad_prefix.is_empty() {
             return Err(SessionError::CorruptSnapshot(
@@ -470,5 +503,63 @@ impl fmt::Debug for Session {
             .field("awaiting_reply", &self.pending.is_some())
             .field("skipped_keys", &self.tree.skipped_count())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// A session stored before healing existed (format version 1) still opens, as it
+    /// was, and goes on.
+    #[test]
+    fn a_version_1_snapshot_still_opens() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alice_id = crate::LocalIdentity::generate(&mut rng);
+        let bob_id = crate::LocalIdentity::generate(&mut rng);
+        let mut store = crate::MemoryPrekeyStore::default();
+        let bundle = chorus_wire::PrekeyBundle {
+            identity: bob_id.keys().clone(),
+            signed_prekey: store.new_signed_prekey(&bob_id, &mut rng).unwrap(),
+            one_time_prekey: Some(store.new_one_time_prekey(&mut rng)),
+            pq_prekey: store.new_pq_prekey(&bob_id, false, &mut rng).unwrap(),
+        };
+        let mut alice = crate::initiate(&alice_id, &bundle, &mut rng).unwrap();
+        let first = alice.encrypt(b"hi", &mut rng).unwrap();
+        let bob = crate::respond(&bob_id, &store, &first.bytes)
+            .unwrap()
+            .session;
+
+        // Version 1 is version 2 without the fields it added, all at their defaults
+        // here (one zero byte each in postcard): the tree's last two, the session's last.
+        let v1_of = |s: &Session| {
+            let v2 = s.snapshot();
+            let tree_len = postcard::to_allocvec(&s.tree).unwrap().len();
+            let body = &v2[1..];
+            assert_eq!(body[tree_len - 2..tree_len], [0, 0]);
+            assert_eq!(body[body.len() - 1], 0);
+            let mut v1 = vec![1u8];
+            v1.extend_from_slice(&body[..tree_len - 2]);
+            v1.extend_from_slice(&body[tree_len..body.len() - 1]);
+            v1
+        };
+        let (alice_v1, bob_v1) = (v1_of(&alice), v1_of(&bob));
+
+        let mut alice_restored = Session::restore(&alice_v1, alice.generation()).unwrap();
+        let mut bob_restored = Session::restore(&bob_v1, bob.generation()).unwrap();
+        assert_eq!(alice_restored.state_digest(), alice.state_digest());
+        assert_eq!(bob_restored.state_digest(), bob.state_digest());
+        let m = alice_restored.encrypt(b"again", &mut rng).unwrap();
+        assert_eq!(&bob_restored.decrypt(&m).unwrap()[..], b"again");
+        let reply = bob_restored.encrypt(b"hello", &mut rng).unwrap();
+        assert_eq!(&alice_restored.decrypt(&reply).unwrap()[..], b"hello");
+        assert_eq!(
+            Session::restore(&[3, 0], 0).unwrap_err(),
+            SessionError::UnsupportedSnapshotVersion(3)
+        );
     }
 }

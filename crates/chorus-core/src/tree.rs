@@ -193,6 +193,31 @@ pub(crate) struct Tree {
     their_floor: Option<RatchetPublic>,
 }
 
+/// A tree as snapshots of format version 1 stored it (before healing after a
+/// revocation), so that sessions stored then still open.
+#[derive(Deserialize)]
+pub(crate) struct TreeV1 {
+    profile: Profile,
+    nodes: BTreeMap<RatchetPublic, Node>,
+    skipped: BTreeMap<(RatchetPublic, u32), RemoteMessageKey>,
+    skipped_order: VecDeque<(RatchetPublic, u32)>,
+    peer_floor: u32,
+}
+
+impl From<TreeV1> for Tree {
+    fn from(t: TreeV1) -> Self {
+        let mut tree = Self {
+            nodes: t.nodes,
+            skipped: t.skipped,
+            skipped_order: t.skipped_order,
+            peer_floor: t.peer_floor,
+            ..Self::empty(t.profile)
+        };
+        tree.refresh();
+        tree
+    }
+}
+
 impl Tree {
     fn empty(profile: Profile) -> Self {
         Self {
