@@ -465,3 +465,85 @@ async fn sixty_days_in_a_drawer_the_tablet_misses_nothing_and_sends_at_once() {
         .collect();
     assert_eq!(left, [], "envelopes kept after every device read them");
 }
+
+#[tokio::test]
+async fn a_device_that_only_watches_still_lets_the_relay_sweep_what_it_read() {
+    // A device following pushes reads no mailbox page, yet the relay sweeps an expired
+    // envelope only once every device has read past it: `watch` must say how far it
+    // got, or its identity's mailboxes keep everything until the quota is full.
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        tempfile::tempdir().unwrap(),
+        |a| a.mailbox_ttl_secs = 1,
+    )
+    .await;
+    let clock = TestClock::default();
+    let laptop = init(dir.path(), "alice", &relay, &clock).await;
+    let tablet = link_locally(
+        &laptop,
+        &dir.path().join("tablet"),
+        "tablet",
+        Unlock::KeyFile,
+        chorus_client::Options {
+            heartbeat: std::time::Duration::from_millis(50),
+            ..options(&clock)
+        },
+    )
+    .await
+    .unwrap()
+    .0;
+    let bob = init(dir.path(), "bob", &relay, &clock).await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    tablet.sync().await.unwrap();
+    laptop.send("bob", "hello").await.unwrap();
+    bob.sync().await.unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watching = tokio::spawn(async move {
+        tablet
+            .watch(
+                move |e| {
+                    if let Event::Message(m) = e {
+                        let _ = tx.send(m.text.clone());
+                    }
+                    true
+                },
+                |_| {},
+            )
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    bob.send("alice", "while the tablet watches").await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let text = rx.recv().await.unwrap();
+            if text == "while the tablet watches" {
+                break text;
+            }
+        }
+    })
+    .await
+    .expect("the watching tablet was pushed bob's message");
+    assert_eq!(got, "while the tablet watches");
+    // The others read everything (and say so with their next read); the tablet only
+    // watches. Past every TTL, the sweep keeps nothing.
+    for _ in 0..2 {
+        for d in [&laptop, &bob] {
+            d.sync().await.unwrap();
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    relay.sweep().await;
+    watching.abort();
+    let left: Vec<_> = relay
+        .envelopes()
+        .await
+        .into_iter()
+        .map(|(m, e)| (m, e.seq))
+        .collect();
+    assert_eq!(left, [], "envelopes kept for a device that read them");
+}

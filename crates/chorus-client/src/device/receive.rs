@@ -22,22 +22,43 @@ use crate::{ClientError, Event, Message};
 use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 
 impl Device {
+    /// Every mailbox of ours with how far it was read, in batches of the most one
+    /// read takes.
+    async fn cursor_chunks(&self) -> Result<Vec<Vec<(Id32, i64)>>, ClientError> {
+        let cursors = self.store.cursors().await?;
+        cursors
+            .chunks(MAILBOXES_PER_READ)
+            .map(|chunk| chunk.iter().map(|(m, a)| Ok((id32(m)?, *a))).collect())
+            .collect()
+    }
+
+    /// Tells the relay how far this device has read each mailbox: a batch read from
+    /// its cursors, whose answer (normally empty) the push channel and the next sync
+    /// deliver anyway. `watch` runs it with every heartbeat: pushes move the cursors
+    /// without a read, and the relay sweeps an expired envelope only once every device
+    /// has read past it.
+    pub(super) async fn report_cursors(&self) -> Result<(), ClientError> {
+        for chunk in self.cursor_chunks().await? {
+            self.relay.read_mailboxes(&chunk, 1).await?;
+        }
+        Ok(())
+    }
+
     /// Folds the log, reads every mailbox to its end and processes what arrived, then
     /// posts the outbox.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
         let _ = self.relay.heartbeat().await;
         let mut events = self.sync_log().await?;
         // A revocation whose device stopped before renewing: any device finishes it.
-        self.renew_if_due().await?;
+        // It stays due until it lands, so a failure here never keeps this device from
+        // receiving; the next sync tries again.
+        if let Err(e) = self.renew_if_due().await {
+            tracing::warn!(error = %e, "could not renew prekeys and mailboxes after a revocation");
+        }
         // Receiving first: nothing queued for others can hold up what arrived.
         loop {
-            let cursors = self.store.cursors().await?;
             let (mut more, mut progressed) = (false, false);
-            for chunk in cursors.chunks(MAILBOXES_PER_READ) {
-                let chunk = chunk
-                    .iter()
-                    .map(|(m, a)| Ok((id32(m)?, *a)))
-                    .collect::<Result<Vec<_>, ClientError>>()?;
+            for chunk in self.cursor_chunks().await? {
                 let pages = self.relay.read_mailboxes(&chunk, SYNC_PAGE).await?;
                 for page in pages.results {
                     more |= page.more;

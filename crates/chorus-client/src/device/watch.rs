@@ -73,9 +73,11 @@ impl Device {
                         Ok(()) => self.compact_log().await.map(|_| Vec::new()),
                         Err(e) => Err(e),
                     },
-                    // Presence is best effort: a missed beat is not worth a reconnect.
+                    // Presence and cursors are best effort: a missed beat is not worth a
+                    // reconnect, and a missed report only delays the relay's sweep.
                     _ = heartbeat.tick() => {
                         let _ = self.beat().await;
+                        let _ = self.report_cursors().await;
                         Ok(Vec::new())
                     }
                 };
