@@ -54,7 +54,8 @@ impl From<ClientError> for Failure {
             | E::UnknownContact(_)
             | E::UnknownRequest(_)
             | E::UnknownDevice(_)
-            | E::UnknownAddress => NOT_FOUND,
+            | E::UnknownAddress
+            | E::UnknownRecoveryCode => NOT_FOUND,
             E::Relay(
                 chorus_client::RelayError::BadUrl(_)
                 | chorus_client::RelayError::ForbiddenUrl { .. },
@@ -74,6 +75,8 @@ impl From<ClientError> for Failure {
             | E::Log(_)
             | E::EpochKey(_)
             | E::BadLinkCode { .. }
+            | E::BadRecoveryCode { .. }
+            | E::RecoveryProtocol(_)
             | E::LinkProtocol(_)
             | E::LinkWrongIdentity
             | E::AmbiguousContact { .. }

@@ -39,6 +39,8 @@ mod identity;
 pub mod link;
 pub mod log;
 pub mod prekeys;
+#[cfg(test)]
+mod recovery_tests;
 pub mod relay;
 mod store;
 #[cfg(test)]
@@ -186,6 +188,19 @@ pub enum ClientError {
     /// The other side of a link broke the protocol (or someone interfered).
     #[error("linking failed: {0}")]
     LinkProtocol(&'static str),
+    /// A recovery code that does not parse (a typo, a missing group).
+    #[error("invalid recovery code: {reason}")]
+    BadRecoveryCode {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No identity at this relay has this recovery code.
+    #[error("no identity at this relay has this recovery code")]
+    UnknownRecoveryCode,
+    /// The recovery slot, or the log it points to, is not what the code's identity
+    /// wrote (someone interfered, or the slot is not ready yet).
+    #[error("recovery failed: {0}")]
+    RecoveryProtocol(&'static str),
     /// The provisioning bundle names another identity than the log it points to.
     #[error("linking failed: the bundle is for another identity than its log")]
     LinkWrongIdentity,

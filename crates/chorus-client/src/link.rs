@@ -270,7 +270,7 @@ pub struct LinkOffer {
 }
 
 /// Marks `home` as a link in progress, or clears the mark.
-fn mark_pending(home: &Path, pending: bool) -> Result<(), ClientError> {
+pub(crate) fn mark_pending(home: &Path, pending: bool) -> Result<(), ClientError> {
     let path = home.join(LINK_PENDING_FILE);
     let done = if pending {
         std::fs::write(path, b"")
@@ -570,8 +570,7 @@ impl LinkConfirmed {
         let genesis = RosterEntry::decode(&info.genesis.0)?;
         let genesis_root = match &genesis.body {
             chorus_wire::RosterBody::Genesis { root, .. } => *root.as_bytes(),
-            chorus_wire::RosterBody::DeviceAuthorized { .. }
-            | chorus_wire::RosterBody::DeviceRevoked { .. } => {
+            _ => {
                 return Err(ClientError::LinkProtocol(
                     "the log's first entry is not a genesis",
                 ));
@@ -842,31 +841,10 @@ impl Approval<'_> {
             })])
             .await?;
         }
-        let checkpoint_id: [u8; 32] = d.random();
-        let (epoch, epoch_key) = d.log.epoch_key().await?;
-        let checkpoint = d.store.export_checkpoint().await?;
-        if d.log.epoch_key().await?.0 != epoch {
-            // The log's key rotated while the checkpoint was taken: the new device
-            // would hold a key of another epoch than its state. Run the link again.
-            return Err(ClientError::Contended);
-        }
-        let sealed = seal_checkpoint(&checkpoint, &epoch_key, &checkpoint_id, &*d.options.entropy);
-        d.relay.put_blob(Id32(checkpoint_id), sealed).await?;
-        let IdentitySecrets { root, keys, dh, .. } = stored_secrets(d).await?;
         // `primary-root`: the root stays on this (the primary) device.
-        let shared = level == SecurityLevel::SharedRoot;
-        let bundle = ProvisioningBundle {
-            log_id: d.log.keys.log_id.0,
-            relay_url: d.me.relay_url.clone(),
-            name: d.me.name.clone(),
-            intro_mailbox: d.me.intro_mailbox.0,
-            root: root.filter(|_| shared),
-            identity_keys: keys,
-            dh,
-            epoch,
-            epoch_key: epoch_key.to_bytes(),
-            checkpoint: checkpoint_id,
-        };
+        let bundle = d
+            .provisioning_bundle(level == SecurityLevel::SharedRoot)
+            .await?;
         self.post_bundle(&bundle, relink.as_ref()).await
     }
 
@@ -904,6 +882,46 @@ impl Approval<'_> {
     }
 }
 
+impl Device {
+    /// Everything another device needs to be this identity as of now: this device's
+    /// state exported as a checkpoint, sealed under the current epoch key into a fresh
+    /// blob at the relay, and the bundle that names it (with the root key only if
+    /// `with_root`). For a device being linked, and for the recovery slot.
+    pub(crate) async fn provisioning_bundle(
+        &self,
+        with_root: bool,
+    ) -> Result<ProvisioningBundle, ClientError> {
+        let checkpoint_id: [u8; 32] = self.random();
+        let (epoch, epoch_key) = self.log.epoch_key().await?;
+        let checkpoint = self.store.export_checkpoint().await?;
+        if self.log.epoch_key().await?.0 != epoch {
+            // The log's key rotated while the checkpoint was taken: the reader would
+            // hold a key of another epoch than its state. Run it again.
+            return Err(ClientError::Contended);
+        }
+        let sealed = seal_checkpoint(
+            &checkpoint,
+            &epoch_key,
+            &checkpoint_id,
+            &*self.options.entropy,
+        );
+        self.relay.put_blob(Id32(checkpoint_id), sealed).await?;
+        let IdentitySecrets { root, keys, dh, .. } = stored_secrets(self).await?;
+        Ok(ProvisioningBundle {
+            log_id: self.log.keys.log_id.0,
+            relay_url: self.me.relay_url.clone(),
+            name: self.me.name.clone(),
+            intro_mailbox: self.me.intro_mailbox.0,
+            root: root.filter(|_| with_root),
+            identity_keys: keys,
+            dh,
+            epoch,
+            epoch_key: epoch_key.to_bytes(),
+            checkpoint: checkpoint_id,
+        })
+    }
+}
+
 /// The identity secrets as stored (a copy for the bundle, wiped on drop).
 async fn stored_secrets(d: &Device) -> Result<IdentitySecrets, ClientError> {
     let row = d
@@ -932,7 +950,7 @@ fn seal_checkpoint(
 }
 
 /// Opens the checkpoint in blob `id`.
-fn open_checkpoint(
+pub(crate) fn open_checkpoint(
     key: &EpochKey,
     id: &[u8; 32],
     sealed: &[u8],

@@ -899,6 +899,74 @@ impl RelayClient {
         Ok(())
     }
 
+    /// Sets the log's recovery slot: `kit` (the root sealed to the recovery key) under
+    /// `slot` (derived from the recovery code).
+    pub async fn put_recovery_kit(&self, slot: Id32, kit: Vec<u8>) -> Result<(), RelayError> {
+        let path = self.log_path("/recovery")?;
+        let body = chorus_relay_api::RecoveryKitRequest {
+            slot,
+            kit: HexBytes(kit),
+        };
+        let _: serde_json::Value = self.call(Method::PUT, &path, Some(&body), true).await?;
+        Ok(())
+    }
+
+    /// Replaces the recovery slot's state; `checkpoint` is the blob it names (the
+    /// relay deletes the one named before).
+    pub async fn put_recovery_state(
+        &self,
+        state: Vec<u8>,
+        checkpoint: Id32,
+    ) -> Result<(), RelayError> {
+        let path = self.log_path("/recovery/state")?;
+        let body = chorus_relay_api::RecoveryStateRequest {
+            state: HexBytes(state),
+            checkpoint,
+        };
+        let _: serde_json::Value = self.call(Method::PUT, &path, Some(&body), true).await?;
+        Ok(())
+    }
+
+    /// The recovery slot `slot` (no session needed).
+    pub async fn recovery_slot(
+        &self,
+        slot: Id32,
+    ) -> Result<chorus_relay_api::RecoverySlot, RelayError> {
+        self.call::<(), _>(Method::GET, &format!("/v1/recovery/{slot}"), None, false)
+            .await
+    }
+
+    /// The checkpoint blob the recovery slot's state names (no session needed).
+    pub async fn recovery_checkpoint(&self, slot: Id32) -> Result<Vec<u8>, RelayError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/recovery/{slot}/checkpoint", self.url))
+            .send()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: error_chain(&e),
+            })?;
+        self.read_capped(resp).await.map(|(_, b)| b)
+    }
+
+    /// Registers `device_id` through the recovery slot (no session: the slot and the
+    /// root-signed `authorization` are the proof).
+    pub async fn recover_device(
+        &self,
+        slot: Id32,
+        device_id: Id32,
+        authorization: &[u8],
+    ) -> Result<(), RelayError> {
+        let body = AddDeviceRequest {
+            device_id,
+            authorization: HexBytes(authorization.to_vec()),
+        };
+        let path = format!("/v1/recovery/{slot}/devices");
+        let _: serde_json::Value = self.call(Method::POST, &path, Some(&body), false).await?;
+        Ok(())
+    }
+
     /// Revokes a device's credential on `authorization`: the signed roster entry
     /// that revokes it.
     pub async fn revoke_device(

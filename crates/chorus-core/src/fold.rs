@@ -630,7 +630,7 @@ impl Constellation {
         sessions: &mut Sessions,
     ) -> Result<Option<Vec<Effect>>, LogError> {
         // By bytes: decompressing the key on every record was a tenth of catch-up.
-        if !self.roster.is_authorized_id(&event.author) {
+        if !self.roster.is_authorized_id(&event.author) && !self.joins_by_root(&event) {
             return Err(LogError::UnknownAuthor);
         }
         // A record of a later epoch must be the rotation that starts it, and a
@@ -671,6 +671,21 @@ impl Constellation {
             effects.push(Effect::Stream { tag, head });
         }
         Ok(Some(effects))
+    }
+
+    /// Whether `event` is a device authorizing itself with the root key: the first
+    /// record of a device that recovered the identity from its recovery code, when
+    /// no current device was there to authorize it. Whoever holds the root may
+    /// authorize any device; a root signature is all any authorization is.
+    fn joins_by_root(&self, event: &LogEvent) -> bool {
+        let EventKind::Roster { entry } = &event.kind else {
+            return false;
+        };
+        RosterEntry::decode(entry).is_ok_and(|e| {
+            e.signer == *self.roster.root().as_bytes()
+                && matches!(&e.body, RosterBody::DeviceAuthorized { device, .. }
+                    if *device.as_bytes() == event.author)
+        })
     }
 
     /// The event's own change (the caller records it as seen).

@@ -6,8 +6,11 @@
 //! signed by a key allowed to manage the roster at that point:
 //!
 //! * `shared-root`: the root key (every device holds it);
-//! * `primary-root`: the root key, or the primary (first) device's own key — the root
-//!   stays on that device, and only it manages the roster.
+//! * `primary-root`: the root key, or the primary device's own key — the root stays on
+//!   that device, and only it manages the roster. The primary is the first device until
+//!   a root-signed `PrimaryMoved` names another (the device that recovered the identity
+//!   from its recovery code); from then on the old primary's key signs nothing, and it
+//!   can be revoked.
 //!
 //! A device catching up validates the whole chain with [`Roster::validate_chain`]. Every
 //! check happens before any change: [`Roster::apply`] either accepts an entry or returns a
@@ -92,6 +95,13 @@ pub enum RosterError {
         /// The entry's position.
         index: u64,
     },
+    /// The entry makes sense only in the other security level (`PrimaryMoved` in
+    /// `shared-root`).
+    #[error("roster entry {index}: not allowed at this security level")]
+    WrongLevel {
+        /// The entry's position.
+        index: u64,
+    },
     /// The bytes are not a valid signed entry (bad signature, bad key, malformed).
     #[error("roster entry: {0}")]
     Wire(#[from] WireError),
@@ -121,6 +131,10 @@ pub struct Roster {
     devices: Vec<RosterDevice>,
     /// Devices that were revoked, in order: they may never join again.
     revoked: Vec<DevicePublicKey>,
+    /// `primary-root`: the device that holds the root (the first, until moved).
+    primary: Option<DevicePublicKey>,
+    /// The recovery key's public half, once set.
+    recovery: Option<DeviceDhPublic>,
     head: [u8; 32],
     next_index: u64,
     /// The genesis author's clock: when the identity was created.
@@ -213,6 +227,8 @@ impl Roster {
                 added_ms: entry.timestamp_ms,
             }],
             revoked: Vec::new(),
+            primary: (*level == SecurityLevel::PrimaryRoot).then_some(*device),
+            recovery: None,
             head: entry.hash,
             next_index: 1,
             created_ms: entry.timestamp_ms,
@@ -245,11 +261,9 @@ impl Roster {
             return Err(RosterError::BrokenChain { index });
         }
         let by_root = entry.signer == *self.root.as_bytes();
-        let by_primary = self.level == SecurityLevel::PrimaryRoot
-            && self
-                .devices
-                .first()
-                .is_some_and(|d| entry.signer == *d.key.as_bytes());
+        let by_primary = self
+            .primary
+            .is_some_and(|p| entry.signer == *p.as_bytes());
         if !(by_root || by_primary) {
             return Err(RosterError::UnauthorizedSigner { index });
         }
@@ -267,8 +281,7 @@ impl Roster {
                 }
             }
             RosterBody::DeviceRevoked { device } => {
-                let primary = self.level == SecurityLevel::PrimaryRoot
-                    && self.devices.first().is_some_and(|d| d.key == *device);
+                let primary = self.primary == Some(*device);
                 if !self.is_authorized(device) {
                     Err(RosterError::UnknownDevice { index })
                 } else if primary || self.devices.len() <= 1 {
@@ -277,6 +290,21 @@ impl Roster {
                     Ok(())
                 }
             }
+            // Only the root moves the root: a primary's own key (perhaps in a thief's
+            // hands, the very reason for moving) cannot.
+            RosterBody::PrimaryMoved { .. } | RosterBody::RecoveryKeySet { .. } if !by_root => {
+                Err(RosterError::UnauthorizedSigner { index })
+            }
+            RosterBody::PrimaryMoved { device } => {
+                if self.level != SecurityLevel::PrimaryRoot {
+                    Err(RosterError::WrongLevel { index })
+                } else if !self.is_authorized(device) {
+                    Err(RosterError::UnknownDevice { index })
+                } else {
+                    Ok(())
+                }
+            }
+            RosterBody::RecoveryKeySet { .. } => Ok(()),
         }
     }
 
@@ -300,6 +328,8 @@ impl Roster {
                 self.devices.retain(|d| d.key != *device);
                 self.revoked.push(*device);
             }
+            RosterBody::PrimaryMoved { device } => self.primary = Some(*device),
+            RosterBody::RecoveryKeySet { key } => self.recovery = Some(*key),
         }
         self.head = entry.hash;
         self.next_index += 1;
@@ -331,6 +361,28 @@ impl Roster {
         timestamp_ms: u64,
     ) -> Result<RosterEntry, RosterError> {
         self.next_entry(signer, &RosterBody::DeviceRevoked { device }, timestamp_ms)
+    }
+
+    /// Builds and signs the entry that makes `device` the primary (not yet applied).
+    pub fn move_primary(
+        &self,
+        root: &RootSigningKey,
+        device: DevicePublicKey,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let body = RosterBody::PrimaryMoved { device };
+        self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
+    }
+
+    /// Builds and signs the entry that sets the recovery key (not yet applied).
+    pub fn set_recovery_key(
+        &self,
+        root: &RootSigningKey,
+        key: DeviceDhPublic,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let body = RosterBody::RecoveryKeySet { key };
+        self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
     }
 
     fn next_entry(
@@ -385,6 +437,16 @@ impl Roster {
     /// The identity's root key.
     pub fn root(&self) -> &RootPublicKey {
         &self.root
+    }
+
+    /// `primary-root`: the device that holds the root key.
+    pub fn primary(&self) -> Option<&DevicePublicKey> {
+        self.primary.as_ref()
+    }
+
+    /// The recovery key's public half, once a recovery code was set up.
+    pub fn recovery_key(&self) -> Option<&DeviceDhPublic> {
+        self.recovery.as_ref()
     }
 
     /// Who holds the root key.

@@ -31,6 +31,7 @@ pub mod no_debug;
 #[cfg(feature = "olm")]
 pub mod olm;
 mod ratchet;
+mod recovery;
 mod sas;
 mod sealed_box;
 mod serde_fixed;
@@ -54,6 +55,7 @@ pub use kem::{
 };
 pub use link_key::LinkKey;
 pub use ratchet::{ChainKey, MessageKey, RemoteChainKey, RemoteMessageKey, RootKey};
+pub use recovery::{RECOVERY_CODE_LEN, RecoveryCode};
 pub use sas::Sas;
 pub use sealed_box::{SEALED_BOX_OVERHEAD, open_sealed, seal};
 pub use store_key::{

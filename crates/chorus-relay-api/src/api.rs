@@ -739,6 +739,63 @@ pub struct BlobPutResponse {
     pub quota: i64,
 }
 
+// ---------------------------------------------------------------- recovery
+
+/// `PUT /v1/logs/{log}/recovery`: the log's recovery slot (replacing any earlier one,
+/// whose state and checkpoint go with it).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryKitRequest {
+    /// The slot's public name, derived from the recovery code.
+    pub slot: Id32,
+    /// The root key sealed to the recovery key.
+    pub kit: HexBytes,
+}
+
+impl Validate for RecoveryKitRequest {
+    fn validate(&self) -> Result<(), Refusal> {
+        check(
+            !self.kit.0.is_empty() && self.kit.0.len() <= MAX_RECOVERY_KIT_BYTES,
+            "bad_recovery_kit",
+        )
+    }
+}
+
+/// `PUT /v1/logs/{log}/recovery/state`: what a recovering device needs besides the
+/// root, as of a checkpoint already uploaded as a blob of the log. The relay deletes
+/// the checkpoint the previous state named.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryStateRequest {
+    /// The provisioning bundle (without the root) sealed to the recovery key.
+    pub state: HexBytes,
+    /// The blob holding the checkpoint the state names.
+    pub checkpoint: Id32,
+}
+
+impl Validate for RecoveryStateRequest {
+    fn validate(&self) -> Result<(), Refusal> {
+        check(
+            !self.state.0.is_empty() && self.state.0.len() <= MAX_RECOVERY_STATE_BYTES,
+            "bad_recovery_state",
+        )
+    }
+}
+
+/// `GET /v1/recovery/{slot}` (no session: whoever knows the code can name the slot).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySlot {
+    /// The identity's log.
+    pub log_id: Id32,
+    /// The root key sealed to the recovery key.
+    pub kit: HexBytes,
+    /// The latest state, once a device wrote one.
+    pub state: Option<HexBytes>,
+    /// The blob the state names (`GET /v1/recovery/{slot}/checkpoint` serves it).
+    pub checkpoint: Option<Id32>,
+}
+
 // ---------------------------------------------------------------- rendezvous
 
 /// `POST /v1/rendezvous`.

@@ -30,6 +30,12 @@ pub const MAX_GENESIS_BYTES: usize = 16 * 1024;
 /// plus a device name of at most 64 bytes).
 pub const MAX_AUTHORIZATION_BYTES: usize = 4 * 1024;
 
+/// Largest sealed recovery kit (the root key in a sealed box is 80 bytes).
+pub const MAX_RECOVERY_KIT_BYTES: usize = 1024;
+
+/// Largest sealed recovery state (a provisioning bundle, at most 8 KiB, in a sealed box).
+pub const MAX_RECOVERY_STATE_BYTES: usize = 9 * 1024;
+
 /// Largest per-record AEAD nonce (AES-GCM uses 12 bytes, XChaCha 24).
 pub const MAX_NONCE_BYTES: usize = 32;
 

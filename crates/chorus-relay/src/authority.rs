@@ -12,6 +12,11 @@
 //! The relay checks the signature and the signer, not the entry's place in the
 //! chain (it does not fold the log). Replaying a proof does nothing new: an added
 //! device is added once, and a revoked device can never be added again.
+//!
+//! In `primary-root` the primary's own key signs only while the primary is a current
+//! device. The root may revoke the primary (`chorus recover` on a new device does, after
+//! the primary was lost); from then on the lost device's key authorizes nothing here,
+//! whoever holds it.
 
 use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
 
@@ -31,7 +36,7 @@ pub(crate) enum Change {
 pub(crate) struct Authority {
     log_id: Id32,
     root: [u8; 32],
-    /// `primary-root`: the first device may sign too.
+    /// `primary-root`: the first device may sign too, while it is not revoked.
     primary: Option<[u8; 32]>,
     first_device: [u8; 32],
 }
@@ -66,6 +71,14 @@ impl Authority {
         })
     }
 
+    /// The same authority once the first device was revoked: its key signs nothing.
+    pub(crate) fn first_device_revoked(self) -> Self {
+        Self {
+            primary: None,
+            ..self
+        }
+    }
+
     /// The device the genesis names as the first.
     pub(crate) fn first_device(&self) -> Id32 {
         Id32(self.first_device)
@@ -94,9 +107,9 @@ impl Authority {
                 "not_authorized",
             ));
         }
-        // The primary holds the root in `primary-root`: revoking it would leave
-        // nobody able to manage the identity.
-        if change == Change::Revoke && Some(device.0) == self.primary {
+        // The primary cannot revoke itself: only the root moves away from it.
+        if change == Change::Revoke && Some(device.0) == self.primary && entry.signer != self.root
+        {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 "irrevocable",

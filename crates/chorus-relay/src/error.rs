@@ -43,6 +43,9 @@ pub enum StoreError {
         /// The log head.
         head: i64,
     },
+    /// The recovery slot is another log's.
+    #[error("recovery slot taken")]
+    SlotTaken,
     /// The mailbox id is registered to another log.
     #[error("mailbox registered elsewhere")]
     MailboxTaken,
@@ -189,6 +192,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(S::BAD_REQUEST, "cursor_ahead").with_detail(json!({ "head": head }))
             }
             StoreError::MailboxTaken => ApiError::new(S::CONFLICT, "mailbox_taken"),
+            StoreError::SlotTaken => ApiError::new(S::CONFLICT, "slot_taken"),
             StoreError::TooManyMailboxes => ApiError::new(S::CONFLICT, "too_many_mailboxes"),
             StoreError::MailboxFull => ApiError::new(S::INSUFFICIENT_STORAGE, "mailbox_full"),
             StoreError::EnvelopeQuotaExceeded => {

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chorus_crypto::{DevicePublicKey, Signature};
 use serde_json::json;
@@ -50,6 +50,11 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/logs/{log}/devices/{device}/revoke",
             post(revoke_device),
         )
+        .route("/v1/logs/{log}/recovery", put(put_recovery_kit))
+        .route("/v1/logs/{log}/recovery/state", put(put_recovery_state))
+        .route("/v1/recovery/{slot}", get(recovery_slot))
+        .route("/v1/recovery/{slot}/devices", post(recover_device))
+        .route("/v1/recovery/{slot}/checkpoint", get(recovery_checkpoint))
         .route("/v1/logs/{log}/mailboxes", post(register_mailbox))
         .route("/v1/logs/{log}/mailboxes/read", post(batch_read))
         .route(
@@ -408,9 +413,39 @@ async fn add_device(
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let req: AddDeviceRequest = decode(&body)?;
+    register_device(&state, log_id, req).await
+}
+
+/// A device recovering the identity registers itself, without a session: it names
+/// the recovery slot (only the code's holder can) and shows a root-signed
+/// `DeviceAuthorized` for itself, the same proof any device registration needs.
+async fn recover_device(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Segs(slot): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let slot = Id32::parse(&slot)?;
+    allow(&state, Kind::Open, ip.key())?;
+    let req: AddDeviceRequest = decode(&body)?;
+    let log_id = state
+        .store()
+        .recovery(slot)
+        .await?
+        .ok_or_else(ApiError::not_found)?
+        .log_id;
+    register_device(&state, log_id, req).await
+}
+
+/// Registers a device on a proof the log's authority accepts.
+async fn register_device(
+    state: &AppState,
+    log_id: Id32,
+    req: AddDeviceRequest,
+) -> ApiResult<Response> {
     DevicePublicKey::from_bytes(req.device_id.0)
         .map_err(|_| ApiError::invalid("bad_device_key"))?;
-    authority(&state, log_id)
+    authority(state, log_id)
         .await?
         .check(Change::Add, req.device_id, &req.authorization.0)?;
     let added = state
@@ -422,6 +457,75 @@ async fn add_device(
         DeviceAdded::AlreadyPresent => StatusCode::OK,
     };
     Ok((status, Json(json!({ "device_id": req.device_id }))).into_response())
+}
+
+async fn put_recovery_kit(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: RecoveryKitRequest = decode(&body)?;
+    state
+        .store()
+        .put_recovery_kit(log_id, req.slot, &req.kit.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn put_recovery_state(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: RecoveryStateRequest = decode(&body)?;
+    state
+        .store()
+        .put_recovery_state(log_id, &req.state.0, req.checkpoint)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recovery_slot(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Segs(slot): Segs<String>,
+) -> ApiResult<Json<RecoverySlot>> {
+    let slot = Id32::parse(&slot)?;
+    allow(&state, Kind::Open, ip.key())?;
+    let found = state
+        .store()
+        .recovery(slot)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(found))
+}
+
+/// The checkpoint blob the slot's state names (no session, as for the slot).
+async fn recovery_checkpoint(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Segs(slot): Segs<String>,
+) -> ApiResult<Response> {
+    let slot = Id32::parse(&slot)?;
+    allow(&state, Kind::Open, ip.key())?;
+    let found = state
+        .store()
+        .recovery(slot)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let checkpoint = found.checkpoint.ok_or_else(ApiError::not_found)?;
+    let data = state
+        .store()
+        .blob(found.log_id, checkpoint)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
 async fn revoke_device(
@@ -458,7 +562,16 @@ async fn authority(state: &AppState, log_id: Id32) -> ApiResult<Authority> {
         .log_info(log_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Authority::from_genesis(log_id, &info.genesis)
+    let authority = Authority::from_genesis(log_id, &info.genesis)?;
+    let first = authority.first_device();
+    let devices = state.store().devices(log_id).await?;
+    if devices
+        .iter()
+        .any(|d| d.device_id == first && d.revoked_ms.is_some())
+    {
+        return Ok(authority.first_device_revoked());
+    }
+    Ok(authority)
 }
 
 // ---------------------------------------------------------------- mailboxes

@@ -56,6 +56,18 @@ pub enum RosterBody {
         /// Its signing key.
         device: DevicePublicKey,
     },
+    /// `primary-root`: the root key, and with it the roster, moves to this current
+    /// device (the device that recovered the identity from its recovery code).
+    PrimaryMoved {
+        /// The new primary's signing key.
+        device: DevicePublicKey,
+    },
+    /// `primary-root`: the recovery key's public half, to which every device seals the
+    /// log's epoch key for the device that may one day recover the identity.
+    RecoveryKeySet {
+        /// The X25519 key derived from the recovery code.
+        key: DeviceDhPublic,
+    },
 }
 
 /// A decoded roster entry whose signature verifies under its stated signer.
@@ -155,6 +167,18 @@ impl RosterEntry {
                     DevicePublicKey::from_slice(&d.device_key),
                 )?,
             },
+            proto::roster_entry::Body::PrimaryMoved(d) => RosterBody::PrimaryMoved {
+                device: field(
+                    "roster.primary_moved.device_key",
+                    DevicePublicKey::from_slice(&d.device_key),
+                )?,
+            },
+            proto::roster_entry::Body::RecoveryKeySet(r) => RosterBody::RecoveryKeySet {
+                key: field(
+                    "roster.recovery_key_set.recovery_key",
+                    DeviceDhPublic::from_slice(&r.recovery_key),
+                )?,
+            },
         };
         let signer =
             <[u8; 32]>::try_from(&signed.signer[..]).map_err(|_| WireError::InvalidText {
@@ -225,6 +249,16 @@ impl RosterEntry {
             RosterBody::DeviceRevoked { device } => {
                 proto::roster_entry::Body::DeviceRevoked(proto::DeviceRevoked {
                     device_key: device.as_bytes().to_vec(),
+                })
+            }
+            RosterBody::PrimaryMoved { device } => {
+                proto::roster_entry::Body::PrimaryMoved(proto::PrimaryMoved {
+                    device_key: device.as_bytes().to_vec(),
+                })
+            }
+            RosterBody::RecoveryKeySet { key } => {
+                proto::roster_entry::Body::RecoveryKeySet(proto::RecoveryKeySet {
+                    recovery_key: key.as_bytes().to_vec(),
                 })
             }
         };

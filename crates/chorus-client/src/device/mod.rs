@@ -42,6 +42,7 @@ mod contacts;
 mod outbox;
 mod prekey_supply;
 mod receive;
+pub mod recovery;
 pub mod requests;
 mod revoke;
 mod send;
@@ -123,6 +124,9 @@ impl Device {
     /// runs it every [`PREKEY_CHECK`].
     pub async fn compact_log(&self) -> Result<i64, ClientError> {
         self.sync_log().await?;
+        // The recovery state's checkpoint moves up first: the trim that follows is
+        // never past it, so a recovering device can read the log from it.
+        self.refresh_recovery().await?;
         self.log.compact().await
     }
 
@@ -191,6 +195,8 @@ pub struct DeviceInfo {
     pub relinked_ms: Option<u64>,
     /// Whether it is the device running this command.
     pub this_device: bool,
+    /// `primary-root`: whether it is the primary (the device holding the root key).
+    pub primary: bool,
 }
 
 /// What became of a sent message.

@@ -55,6 +55,11 @@ impl Device {
         if let Err(e) = self.renew_if_due().await {
             tracing::warn!(error = %e, "could not renew prekeys and mailboxes after a revocation");
         }
+        // After a rotation the recovery state moves to the new key; until it has, a
+        // recovering device could not read past the rotation. Tried again every sync.
+        if let Err(e) = self.refresh_recovery_if_due().await {
+            tracing::warn!(error = %e, "could not write the recovery state");
+        }
         // Receiving first: nothing queued for others can hold up what arrived.
         loop {
             let (mut more, mut progressed) = (false, false);

@@ -209,6 +209,7 @@ impl Device {
                         k.revoked_by = Some(bytes);
                     }
                 }
+                RosterBody::PrimaryMoved { .. } | RosterBody::RecoveryKeySet { .. } => {}
             }
         }
         let id = |k: &Known| hex::encode(k.key.as_bytes());

@@ -83,6 +83,7 @@ impl Device {
                         .is_some_and(|p| p.devices.iter().any(|x| x.device_id.0 == key)),
                     last_seen_ms: seen.get(&key[..]).copied(),
                     this_device: key == self.log.keys.device,
+                    primary: roster.primary() == Some(&d.key),
                 }
             })
             .collect())

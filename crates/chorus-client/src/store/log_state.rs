@@ -384,3 +384,26 @@ pub(crate) async fn start_epoch(
         .await?;
     Ok(())
 }
+
+impl super::Store {
+    /// The epoch of the last recovery state this device wrote (`None`: never).
+    pub(crate) async fn recovery_written(&self) -> Result<Option<u32>, ClientError> {
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM recovery_written WHERE id = 0")
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(epoch.and_then(|e| u32::try_from(e).ok()))
+    }
+
+    /// Notes that this device wrote the recovery state of `epoch`.
+    pub(crate) async fn set_recovery_written(&self, epoch: u32) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO recovery_written (id, epoch) VALUES (0, $1)
+             ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch",
+        )
+        .bind(i64::from(epoch))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     EnvelopeOut, FailedGuard, Id16, Id32, PrekeyBundle, PrekeyCount, PublishPrekeysRequest,
-    RecordIn, RecordOut,
+    RecordIn, RecordOut, RecoverySlot,
 };
 use crate::error::StoreResult;
 
@@ -497,6 +497,29 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// Deletes a blob; false if absent.
     fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Sets the log's recovery slot to `slot` with `kit`, replacing any earlier slot
+    /// of the log (its state goes, and the checkpoint blob it named is deleted).
+    /// `SlotTaken` if another log holds `slot`.
+    fn put_recovery_kit<'a>(
+        &'a self,
+        log_id: Id32,
+        slot: Id32,
+        kit: &'a [u8],
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Replaces the state of the log's recovery slot; the checkpoint blob the previous
+    /// state named is deleted if it is another. `NotFound` if the log has no slot or
+    /// no blob `checkpoint`.
+    fn put_recovery_state<'a>(
+        &'a self,
+        log_id: Id32,
+        state: &'a [u8],
+        checkpoint: Id32,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The recovery slot named `slot`.
+    fn recovery(&self, slot: Id32) -> BoxFuture<'_, StoreResult<Option<RecoverySlot>>>;
 
     /// Opens a rendezvous channel until `expires_ms`.
     /// `ChannelExists` if a live channel has this id.

@@ -971,21 +971,105 @@ macro_rules! sql_store {
             fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>> {
                 Box::pin(async move {
                     let (_guard, mut tx) = self.begin_write().await?;
-                    let size: Option<i64> = sqlx::query_scalar(
-                        "DELETE FROM blobs WHERE log_id = $1 AND blob_id = $2 RETURNING size",
+                    let deleted = delete_blob_in(&mut tx, log_id, &blob_id.0).await?;
+                    tx.commit().await?;
+                    Ok(deleted)
+                })
+            }
+
+            fn put_recovery_kit<'a>(
+                &'a self,
+                log_id: Id32,
+                slot: Id32,
+                kit: &'a [u8],
+            ) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let owner: Option<Vec<u8>> =
+                        sqlx::query_scalar("SELECT log_id FROM recovery_slots WHERE slot_id = $1")
+                            .bind(&slot.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if owner.is_some_and(|o| o != log_id.0) {
+                        return Err(StoreError::SlotTaken);
+                    }
+                    let old: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+                        "DELETE FROM recovery_slots WHERE log_id = $1 RETURNING checkpoint",
                     )
                     .bind(&log_id.0[..])
-                    .bind(&blob_id.0[..])
                     .fetch_optional(&mut *tx)
                     .await?;
-                    let Some(size) = size else { return Ok(false) };
-                    sqlx::query("UPDATE logs SET blob_bytes = blob_bytes - $2 WHERE log_id = $1")
+                    if let Some(Some(old)) = old {
+                        delete_blob_in(&mut tx, log_id, &old).await?;
+                    }
+                    sqlx::query("INSERT INTO recovery_slots (slot_id, log_id, kit) VALUES ($1, $2, $3)")
+                        .bind(&slot.0[..])
                         .bind(&log_id.0[..])
-                        .bind(size)
+                        .bind(kit)
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
-                    Ok(true)
+                    Ok(())
+                })
+            }
+
+            fn put_recovery_state<'a>(
+                &'a self,
+                log_id: Id32,
+                state: &'a [u8],
+                checkpoint: Id32,
+            ) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let old: Option<Vec<u8>> = sqlx::query_scalar(concat!(
+                        "SELECT checkpoint FROM recovery_slots WHERE log_id = $1",
+                        $lock
+                    ))
+                    .bind(&log_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    let named: Option<i64> =
+                        sqlx::query_scalar("SELECT size FROM blobs WHERE log_id = $1 AND blob_id = $2")
+                            .bind(&log_id.0[..])
+                            .bind(&checkpoint.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if named.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    sqlx::query("UPDATE recovery_slots SET state = $2, checkpoint = $3 WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .bind(state)
+                        .bind(&checkpoint.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    if let Some(old) = old.filter(|o| o[..] != checkpoint.0[..]) {
+                        delete_blob_in(&mut tx, log_id, &old).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn recovery(&self, slot: Id32) -> BoxFuture<'_, StoreResult<Option<RecoverySlot>>> {
+                Box::pin(async move {
+                    type Row = (Vec<u8>, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+                    let row: Option<Row> = sqlx::query_as(
+                        "SELECT log_id, kit, state, checkpoint FROM recovery_slots WHERE slot_id = $1",
+                    )
+                    .bind(&slot.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|(log_id, kit, state, checkpoint)| {
+                        Ok(RecoverySlot {
+                            log_id: id32(log_id)?,
+                            kit: HexBytes(kit),
+                            state: state.map(HexBytes),
+                            checkpoint: checkpoint.map(id32).transpose()?,
+                        })
+                    })
+                    .transpose()
                 })
             }
 
@@ -1334,6 +1418,28 @@ macro_rules! sql_store {
                 }
             }
             Ok(count)
+        }
+
+        /// Deletes a blob of the log and gives its bytes back to the log's quota.
+        async fn delete_blob_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            log_id: Id32,
+            blob_id: &[u8],
+        ) -> StoreResult<bool> {
+            let size: Option<i64> = sqlx::query_scalar(
+                "DELETE FROM blobs WHERE log_id = $1 AND blob_id = $2 RETURNING size",
+            )
+            .bind(&log_id.0[..])
+            .bind(blob_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(size) = size else { return Ok(false) };
+            sqlx::query("UPDATE logs SET blob_bytes = blob_bytes - $2 WHERE log_id = $1")
+                .bind(&log_id.0[..])
+                .bind(size)
+                .execute(&mut **tx)
+                .await?;
+            Ok(true)
         }
 
         async fn delete_channel(

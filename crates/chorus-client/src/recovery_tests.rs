@@ -1,0 +1,156 @@
+//! Recovering a `primary-root` identity from its recovery code, on a real relay: the
+//! primary is destroyed, a new device becomes the identity with the code, revokes the
+//! lost primary and carries on with the sibling and the contact; a wrong code changes
+//! nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chorus_wire::SecurityLevel;
+
+use crate::device::recovery::recover;
+use crate::testing::{relay, sibling, texts};
+use crate::{ClientError, Device, Options, Unlock};
+
+/// Alice's primary-root laptop with a recovery code, her phone, and Bob, who talked
+/// with her. Returns the code too.
+async fn alice_with_a_code(dir: &std::path::Path) -> (String, Device, Device, Device) {
+    let url = relay(dir).await;
+    let laptop = Device::init_with(
+        &dir.join("laptop"),
+        Unlock::KeyFile,
+        &url,
+        "alice",
+        "laptop",
+        SecurityLevel::PrimaryRoot,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    let code = laptop.set_up_recovery().await.unwrap().to_string();
+    let phone = sibling(&laptop, dir, "phone", Options::default()).await;
+    let bob = crate::testing::device(dir, &url, "bob").await;
+    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    laptop.sync().await.unwrap();
+    laptop.send("bob", "hello from the laptop").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send("alice", "hi alice").await.unwrap();
+    phone.sync().await.unwrap();
+    (code, laptop, phone, bob)
+}
+
+#[tokio::test]
+async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyone_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, laptop, phone, bob) = alice_with_a_code(dir.path()).await;
+    let url = laptop.relay_url().to_owned();
+    // The phone holds no root: it cannot revoke, link or set up recovery.
+    assert!(matches!(
+        phone.set_up_recovery().await,
+        Err(ClientError::NotPrimary(_))
+    ));
+    // The laptop falls in the river.
+    let laptop_id = laptop
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.this_device)
+        .unwrap()
+        .id;
+    drop(laptop);
+    std::fs::remove_dir_all(dir.path().join("laptop")).unwrap();
+
+    let home = dir.path().join("new-laptop");
+    let recovered = recover(
+        &home,
+        Unlock::KeyFile,
+        &url,
+        &code.to_lowercase(),
+        "new laptop",
+        Options::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let alice = recovered.device;
+    assert_eq!(recovered.revoked.unwrap().id, laptop_id);
+    assert!(alice.holds_root());
+    let devices = alice.devices().await.unwrap();
+    let names: Vec<_> = devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["phone", "new laptop"]);
+    assert!(devices.iter().any(|d| d.this_device && d.primary));
+
+    // What the laptop had is here: the contact and the conversation so far.
+    let history: Vec<_> = alice
+        .history("bob", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert!(history.contains(&"hello from the laptop".to_owned()), "{history:?}");
+
+    // The new primary and the phone both send; Bob reads both and answers both.
+    alice.send("bob", "I lost my laptop").await.unwrap();
+    phone.sync().await.unwrap();
+    let phone_devices = phone.devices().await.unwrap();
+    assert!(phone_devices.iter().all(|d| d.id != laptop_id));
+    assert!(
+        phone_devices
+            .iter()
+            .any(|d| d.name == "new laptop" && d.primary)
+    );
+    phone.send("bob", "and I am the phone").await.unwrap();
+    let got = texts(&bob.sync().await.unwrap());
+    assert!(got.contains(&"I lost my laptop".to_owned()), "{got:?}");
+    assert!(got.contains(&"and I am the phone".to_owned()), "{got:?}");
+    bob.send("alice", "sorry to hear").await.unwrap();
+    for d in [&alice, &phone] {
+        assert!(texts(&d.sync().await.unwrap()).contains(&"sorry to hear".to_owned()));
+    }
+    // The new primary links a device: the root works.
+    let tablet = sibling(&alice, dir.path(), "tablet", Options::default()).await;
+    assert_eq!(tablet.devices().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_wrong_code_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, laptop, _phone, _bob) = alice_with_a_code(dir.path()).await;
+    let url = laptop.relay_url().to_owned();
+    let before = laptop.devices().await.unwrap().len();
+    let home = dir.path().join("thief");
+    // A code of the right shape that is nobody's.
+    let mut rng = crate::testing::rng();
+    let other = crate::device::recovery::encode_code(&chorus_crypto::RecoveryCode::generate(
+        &mut rng,
+    ));
+    let wrong = recover(
+        &home,
+        Unlock::KeyFile,
+        &url,
+        &other,
+        "thief",
+        Options::default(),
+        |_| {},
+    )
+    .await;
+    assert!(matches!(wrong, Err(ClientError::UnknownRecoveryCode)), "{:?}", wrong.err());
+    // A typo in the real code: caught before any request.
+    let typo = code.replacen(&code[..1], if &code[..1] == "A" { "C" } else { "A" }, 1);
+    let typo = recover(
+        &home,
+        Unlock::KeyFile,
+        &url,
+        &typo,
+        "thief",
+        Options::default(),
+        |_| {},
+    )
+    .await;
+    assert!(matches!(typo, Err(ClientError::BadRecoveryCode { .. })), "{:?}", typo.err());
+    assert!(!home.exists(), "nothing was created");
+    assert_eq!(laptop.devices().await.unwrap().len(), before);
+    assert!(laptop.holds_root());
+}
