@@ -89,7 +89,10 @@ async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyon
         .into_iter()
         .map(|m| m.text)
         .collect();
-    assert!(history.contains(&"hello from the laptop".to_owned()), "{history:?}");
+    assert!(
+        history.contains(&"hello from the laptop".to_owned()),
+        "{history:?}"
+    );
 
     // The new primary and the phone both send; Bob reads both and answers both.
     alice.send("bob", "I lost my laptop").await.unwrap();
@@ -123,9 +126,8 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
     let home = dir.path().join("thief");
     // A code of the right shape that is nobody's.
     let mut rng = crate::testing::rng();
-    let other = crate::device::recovery::encode_code(&chorus_crypto::RecoveryCode::generate(
-        &mut rng,
-    ));
+    let other =
+        crate::device::recovery::encode_code(&chorus_crypto::RecoveryCode::generate(&mut rng));
     let wrong = recover(
         &home,
         Unlock::KeyFile,
@@ -136,7 +138,11 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
         |_| {},
     )
     .await;
-    assert!(matches!(wrong, Err(ClientError::UnknownRecoveryCode)), "{:?}", wrong.err());
+    assert!(
+        matches!(wrong, Err(ClientError::UnknownRecoveryCode)),
+        "{:?}",
+        wrong.err()
+    );
     // A typo in the real code: caught before any request.
     let typo = code.replacen(&code[..1], if &code[..1] == "A" { "C" } else { "A" }, 1);
     let typo = recover(
@@ -149,7 +155,11 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
         |_| {},
     )
     .await;
-    assert!(matches!(typo, Err(ClientError::BadRecoveryCode { .. })), "{:?}", typo.err());
+    assert!(
+        matches!(typo, Err(ClientError::BadRecoveryCode { .. })),
+        "{:?}",
+        typo.err()
+    );
     assert!(!home.exists(), "nothing was created");
     assert_eq!(laptop.devices().await.unwrap().len(), before);
     assert!(laptop.holds_root());

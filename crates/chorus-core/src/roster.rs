@@ -261,9 +261,7 @@ impl Roster {
             return Err(RosterError::BrokenChain { index });
         }
         let by_root = entry.signer == *self.root.as_bytes();
-        let by_primary = self
-            .primary
-            .is_some_and(|p| entry.signer == *p.as_bytes());
+        let by_primary = self.primary.is_some_and(|p| entry.signer == *p.as_bytes());
         if !(by_root || by_primary) {
             return Err(RosterError::UnauthorizedSigner { index });
         }

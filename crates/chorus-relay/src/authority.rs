@@ -108,8 +108,7 @@ impl Authority {
             ));
         }
         // The primary cannot revoke itself: only the root moves away from it.
-        if change == Change::Revoke && Some(device.0) == self.primary && entry.signer != self.root
-        {
+        if change == Change::Revoke && Some(device.0) == self.primary && entry.signer != self.root {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 "irrevocable",

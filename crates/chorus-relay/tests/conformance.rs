@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 both_backends!(
     a_page_asked_for_in_binary_is_the_json_page,
     a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root,
+    once_the_root_revoked_the_primary_its_key_lets_nobody_in,
+    the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
     a_used_invitation_mailbox_refuses_a_second_sender,
@@ -1608,8 +1610,8 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
         (s, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("malformed"))
     );
-    // Even the root may not revoke the device that holds it in primary-root.
-    let (s, v) = r.revoke_device(&log, &tok2, &primary, &root()).await;
+    // Nor may the primary revoke itself: only the root moves away from it.
+    let (s, v) = r.revoke_device(&log, &tok1, &primary, &primary.key).await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::CONFLICT, json!("irrevocable"))
@@ -1647,6 +1649,188 @@ async fn a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root(b
     let (s, _) = r.revoke_device(&log, &tok1, &phone, &primary.key).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(r.try_login(&log, &phone).await.is_err());
+}
+
+/// Issue 13 item 5: after a recovery the root revokes the lost primary. In
+/// `primary-root` the primary's own key also signs device credentials, so a thief
+/// holding the lost primary kept letting devices of its choosing into the log until
+/// the relay stopped honouring a revoked primary's signature.
+async fn once_the_root_revoked_the_primary_its_key_lets_nobody_in(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let log = Hex32::from_seed(46);
+    let primary = Device::new(46);
+    let g = genesis(&log, &primary, SecurityLevel::PrimaryRoot);
+    let (s, _) = r
+        .post(
+            "/v1/logs",
+            None,
+            json!({ "log_id": log.0, "genesis": g, "device_id": primary.id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tok1 = r.login(&log, &primary).await;
+    let recovered = Device::new(47);
+    let (s, v) = r.add_device(&log, &tok1, &recovered).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tok2 = r.login(&log, &recovered).await;
+    // The recovered device, holding the root, revokes the lost primary.
+    let (s, v) = r.revoke_device(&log, &tok2, &primary, &root()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // The thief's device, signed in by the lost primary's key.
+    let rogue = Device::new(48);
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok2),
+            json!({ "device_id": rogue.id, "authorization": authorize(&log, &rogue, &primary.key) }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    assert!(r.try_login(&log, &rogue).await.is_err());
+    // The root still lets devices in.
+    let (s, v) = r.add_device(&log, &tok2, &rogue).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// The recovery slot: set by a device of the log, read without a session by its name
+/// (which only the recovery code gives), and a device registers through it only on a
+/// root-signed proof. A newer state deletes the checkpoint the older one named; a
+/// wrong name, a foreign log's slot, a state naming no blob and bad input are refused
+/// and change nothing.
+async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(49).await;
+    let slot = Hex32::from_u64(4901);
+    let kit = hex::encode([7u8; 80]);
+    let kit_path = format!("/v1/logs/{}/recovery", log.0);
+    let put_kit = |body: Value| r.call(Method::PUT, &kit_path, Some(&tok), Some(body));
+    let (s, v) = put_kit(json!({ "slot": slot.0, "kit": "" })).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_recovery_kit"))
+    );
+    let (s, v) = put_kit(
+        json!({ "slot": slot.0, "kit": hex::encode(vec![1u8; MAX_RECOVERY_KIT_BYTES + 1]) }),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_recovery_kit"))
+    );
+    let (s, _) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was set by the refusals");
+    let (s, v) = put_kit(json!({ "slot": slot.0, "kit": kit })).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (v["log_id"].clone(), v["kit"].clone(), v["state"].clone()),
+        (json!(log.0), json!(kit), Value::Null)
+    );
+    let (s, _) = r
+        .get(&format!("/v1/recovery/{}", Hex32::from_u64(4902).0), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Another log cannot take the slot.
+    let (other, _, other_tok) = r.identity(50).await;
+    let (s, v) = r
+        .call(
+            Method::PUT,
+            &format!("/v1/logs/{}/recovery", other.0),
+            Some(&other_tok),
+            Some(json!({ "slot": slot.0, "kit": kit })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("slot_taken"))
+    );
+
+    // A state must name a blob of the log; a newer one deletes the older checkpoint.
+    let blob = |i: u64| format!("/v1/logs/{}/blobs/{}", log.0, Hex32::from_u64(i).0);
+    let state_path = format!("/v1/logs/{}/recovery/state", log.0);
+    let state = |c: u64| json!({ "state": hex::encode([c as u8; 100]), "checkpoint": Hex32::from_u64(c).0 });
+    let (s, _) = r
+        .call(Method::PUT, &state_path, Some(&tok), Some(state(1)))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "no such blob");
+    let (s, _) = r.raw(Method::PUT, &blob(1), Some(&tok), vec![1; 300]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = r
+        .call(Method::PUT, &state_path, Some(&tok), Some(state(1)))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let checkpoint = format!("/v1/recovery/{}/checkpoint", slot.0);
+    let (s, _) = r.raw(Method::GET, &checkpoint, None, vec![]).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the checkpoint is read by the slot's name"
+    );
+    let (s, _) = r.raw(Method::PUT, &blob(2), Some(&tok), vec![2; 300]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = r
+        .call(Method::PUT, &state_path, Some(&tok), Some(state(2)))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = r.raw(Method::GET, &blob(1), Some(&tok), vec![]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the older checkpoint is gone");
+    let (_, v) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(
+        (v["state"].clone(), v["checkpoint"].clone()),
+        (json!(hex::encode([2u8; 100])), json!(Hex32::from_u64(2).0))
+    );
+    let (s, v) = r
+        .call(
+            Method::PUT,
+            &state_path,
+            Some(&tok),
+            Some(json!({ "state": "", "checkpoint": Hex32::from_u64(2).0 })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_recovery_state"))
+    );
+    let (s, _) = r.call(Method::PUT, &state_path, None, Some(state(2))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Registering through the slot: only on a root-signed proof for that device.
+    let newcomer = Device::new(51);
+    let via = format!("/v1/recovery/{}/devices", slot.0);
+    let (s, v) = r
+        .post(&via, None, json!({ "device_id": newcomer.id, "authorization": authorize(&log, &newcomer, &newcomer.key) }))
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    let (s, _) = r
+        .post(&format!("/v1/recovery/{}/devices", Hex32::from_u64(4902).0), None, json!({ "device_id": newcomer.id, "authorization": authorize(&log, &newcomer, &root()) }))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a wrong slot name lets nobody in");
+    assert!(r.try_login(&log, &newcomer).await.is_err());
+    let (s, v) = r
+        .post(&via, None, json!({ "device_id": newcomer.id, "authorization": authorize(&log, &newcomer, &root()) }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    r.login(&log, &newcomer).await;
+
+    // A new kit replaces the slot: the old name reads nothing, the checkpoint goes.
+    let (s, _) = put_kit(json!({ "slot": Hex32::from_u64(4903).0, "kit": kit })).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = r.raw(Method::GET, &blob(2), Some(&tok), vec![]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 async fn mailbox(r: &Relay, log: &Hex32, tok: &str, seed: u64) -> Hex32 {

@@ -35,8 +35,8 @@ use std::sync::Arc;
 
 use chorus_core::{Roster, RosterSigner};
 use chorus_crypto::{
-    DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, EpochKey, RECOVERY_CODE_LEN, RecoveryCode,
-    RootSigningKey,
+    DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, EpochKey, RECOVERY_CODE_LEN,
+    RecoveryCode, RootSigningKey,
 };
 use chorus_relay_api::Id32;
 use chorus_wire::{EventKind, IdentityKeys, ProvisioningBundle, RosterBody, RosterEntry};
@@ -117,7 +117,9 @@ pub fn decode_code(text: &str) -> Result<RecoveryCode, ClientError> {
         }
     }
     if chars.len() != CODE_CHARS {
-        return Err(bad("a recovery code has 40 characters (eight groups of five)"));
+        return Err(bad(
+            "a recovery code has 40 characters (eight groups of five)",
+        ));
     }
     let bytes = Zeroizing::new(
         BASE32_NOPAD
@@ -126,7 +128,9 @@ pub fn decode_code(text: &str) -> Result<RecoveryCode, ClientError> {
     );
     let (secret, sum) = bytes.split_at(RECOVERY_CODE_LEN);
     if check(secret)[..] != *sum {
-        return Err(bad("a character is wrong (the code's check does not match)"));
+        return Err(bad(
+            "a character is wrong (the code's check does not match)",
+        ));
     }
     RecoveryCode::from_slice(secret).map_err(|_| bad("not a recovery code"))
 }
@@ -244,7 +248,9 @@ impl Device {
                 let e = roster
                     .authorize(&RosterSigner::Root(root), me, me_dh, name, now)
                     .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
-                roster.apply(&e).map_err(|e| ClientError::LinkRefused(e.to_string()))?;
+                roster
+                    .apply(&e)
+                    .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
                 entries.push(e);
             }
             if lost.is_some() {
@@ -263,7 +269,9 @@ impl Device {
             let mut batch = entries.iter().map(|e| EventKind::Roster {
                 entry: e.as_bytes().to_vec(),
             });
-            let first = batch.next().map(|k| Pending::guarded(k, ROSTER_STREAM.to_vec(), None));
+            let first = batch
+                .next()
+                .map(|k| Pending::guarded(k, ROSTER_STREAM.to_vec(), None));
             let pending = first.into_iter().chain(batch.map(Pending::free)).collect();
             let (outcome, _) = self.append(pending).await?;
             if outcome == Appended::Done {
@@ -303,10 +311,13 @@ struct Found {
 /// Reads and checks the slot the code names; changes nothing.
 async fn find(relay: &RelayClient, code: &RecoveryCode) -> Result<Found, ClientError> {
     let slot = Id32(code.slot());
-    let found = relay.recovery_slot(slot).await.map_err(|e| match e.code() {
-        Some("not_found") => ClientError::UnknownRecoveryCode,
-        _ => ClientError::Relay(e),
-    })?;
+    let found = relay
+        .recovery_slot(slot)
+        .await
+        .map_err(|e| match e.code() {
+            Some("not_found") => ClientError::UnknownRecoveryCode,
+            _ => ClientError::Relay(e),
+        })?;
     let key = code.key();
     let log_id = found.log_id;
     let root = chorus_crypto::open_sealed(&key, &ad(KIT_AD, &log_id), &found.kit.0)
@@ -319,9 +330,10 @@ async fn find(relay: &RelayClient, code: &RecoveryCode) -> Result<Found, ClientE
     let state = found.state.ok_or(ClientError::RecoveryProtocol(
         "no device has written the recovery state yet (run `chorus sync` on one)",
     ))?;
-    let plain = chorus_crypto::open_sealed(&key, &ad(STATE_AD, &log_id), &state.0).map_err(
-        |_| ClientError::RecoveryProtocol("the recovery state does not open with this code"),
-    )?;
+    let plain =
+        chorus_crypto::open_sealed(&key, &ad(STATE_AD, &log_id), &state.0).map_err(|_| {
+            ClientError::RecoveryProtocol("the recovery state does not open with this code")
+        })?;
     let bundle = ProvisioningBundle::decode(&plain)
         .map_err(|_| ClientError::RecoveryProtocol("a malformed recovery state"))?;
     let keys = IdentityKeys::decode(&bundle.identity_keys)
@@ -400,13 +412,7 @@ pub async fn recover(
     let now = u64::try_from(options.clock.now_ms()).unwrap_or(0);
     // The relay registers this device on a root-signed entry for it, through the slot.
     let entry = roster
-        .authorize(
-            &RosterSigner::Root(&root),
-            me,
-            me_dh,
-            device_name,
-            now,
-        )
+        .authorize(&RosterSigner::Root(&root), me, me_dh, device_name, now)
         .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
     relay
         .recover_device(Id32(code.slot()), Id32(*me.as_bytes()), entry.as_bytes())
@@ -451,10 +457,7 @@ pub async fn recover(
     device
         .sync_log_with(|now| {
             let done = now.saturating_sub(start);
-            progress(CatchUp {
-                done,
-                total: done,
-            });
+            progress(CatchUp { done, total: done });
         })
         .await?;
     let root = device

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
-    PublishPrekeysRequest, RecoverySlot, RecordIn, RecordOut,
+    PublishPrekeysRequest, RecordIn, RecordOut, RecoverySlot,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::limits::MAX_RENDEZVOUS_MESSAGES;
