@@ -8,6 +8,7 @@
 mod demo;
 mod exit;
 mod link;
+mod recover;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -84,9 +85,30 @@ enum Command {
         device_name: String,
         /// Where the root key lives: on every device (any device can link devices and
         /// create invitations), or only on this one (the others cannot sign for the
-        /// identity; losing this device means starting a new identity).
+        /// identity). `primary-root` shows a recovery code once: with it, `chorus
+        /// recover` makes a new device the primary if this one is lost.
         #[arg(long, value_enum, default_value = "shared-root")]
         security: Security,
+        /// Print the recovery code without a QR.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Become your identity on this new device with the recovery code that `init
+    /// --security primary-root` showed (read from stdin, never an argument): this
+    /// device becomes the primary and the lost primary is revoked. A wrong code
+    /// changes nothing.
+    Recover {
+        /// The identity's home relay, e.g. http://127.0.0.1:7470.
+        #[arg(long)]
+        relay: String,
+        /// This device's name, as `chorus devices` lists it.
+        #[arg(long, default_value = "recovered device")]
+        device_name: String,
+    },
+    /// The identity's security settings.
+    Security {
+        #[command(subcommand)]
+        command: SecurityCommand,
     },
     /// Link another device into this identity (run `link new` on the new device first).
     Link {
@@ -223,6 +245,16 @@ enum LinkCommand {
     Approve {
         /// The code, starting with "chorus-link:".
         code: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecurityCommand {
+    /// Show a new recovery code (the primary only); the previous code stops working.
+    RecoveryCode {
+        /// Print the code without a QR.
+        #[arg(long)]
+        no_qr: bool,
     },
 }
 
@@ -370,6 +402,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             name,
             device_name,
             security,
+            no_qr,
         } => {
             let home = home(&cli)?;
             let device = Device::init_with(
@@ -393,7 +426,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             println!("Safety number: {}", device.fingerprint());
             println!("Address:       {}", device.address());
+            if *security == Security::PrimaryRoot {
+                recover::show_new_code(&device, *no_qr).await?;
+            }
             Ok(())
+        }
+        Command::Recover { relay, device_name } => recover::run(&cli, relay, device_name).await,
+        Command::Security {
+            command: SecurityCommand::RecoveryCode { no_qr },
+        } => {
+            let device = open(&cli).await?;
+            recover::show_new_code(&device, *no_qr).await
         }
         Command::Invite { no_qr } => {
             let device = open(&cli).await?;
@@ -467,7 +510,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         (false, Some(ms)) => format!("last seen {}", clock(ms)),
                         (false, None) => "not seen online from this device".to_owned(),
                     };
-                    let me = if d.this_device { "  (this device)" } else { "" };
+                    let me = match (d.this_device, d.primary) {
+                        (true, true) => "  (this device, primary)",
+                        (true, false) => "  (this device)",
+                        (false, true) => "  (primary)",
+                        (false, false) => "",
+                    };
                     let relinked = match d.relinked_ms {
                         Some(ms) => {
                             format!("  re-linked {}", clock(i64::try_from(ms).unwrap_or(0)))

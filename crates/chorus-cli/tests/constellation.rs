@@ -622,3 +622,124 @@ fn a_revoke_killed_before_the_renewal_is_finished_by_the_next_device_that_syncs(
     ok(&bob, &["send", "alice", "to the new mailbox"]);
     assert!(ok(&laptop, &["sync"]).contains("to the new mailbox"));
 }
+
+/// Runs `chorus recover` in `home` with `code` on stdin.
+fn recover(home: &Path, relay: &Relay, code: &str) -> std::process::Output {
+    let mut child = Command::new(CHORUS)
+        .arg("--home")
+        .arg(home)
+        .args([
+            "recover",
+            "--relay",
+            &relay.url,
+            "--device-name",
+            "new laptop",
+        ])
+        .env_remove("CHORUS_HOME")
+        .env_remove("CHORUS_FAILPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{code}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_recovery_code_makes_a_new_primary_after_the_primary_is_destroyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob, new) = (
+        dir.path().join("laptop"),
+        dir.path().join("phone"),
+        dir.path().join("bob"),
+        dir.path().join("new"),
+    );
+    let out = ok(
+        &laptop,
+        &[
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--security",
+            "primary-root",
+            "--no-qr",
+        ],
+    );
+    let mut lines = out.lines();
+    lines.find(|l| l.starts_with("Recovery code"));
+    let code = lines.next().unwrap().trim().to_owned();
+    assert_eq!(code.len(), 47, "eight groups of five: {out}");
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    let invite = ok(&laptop, &["invite", "--no-qr"]);
+    ok(&bob, &["accept", invite.trim(), "--name", "alice"]);
+    ok(&laptop, &["sync"]);
+    ok(&laptop, &["send", "bob", "before the loss"]);
+    assert!(ok(&bob, &["sync"]).contains("before the loss"));
+    ok(&phone, &["sync"]);
+
+    // The laptop is destroyed.
+    std::fs::remove_dir_all(&laptop).unwrap();
+
+    // A code nobody has, and a typo in the real one: refused, nothing created.
+    let nobody = chorus_client::device::recovery::encode_code(
+        &chorus_crypto::RecoveryCode::from_slice(&[7; chorus_crypto::RECOVERY_CODE_LEN]).unwrap(),
+    );
+    let wrong = recover(&new, &relay, &nobody);
+    assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no identity at this relay"));
+    let typo = format!(
+        "{}{}",
+        if code.starts_with('A') { "C" } else { "A" },
+        &code[1..]
+    );
+    let typo = recover(&new, &relay, &typo);
+    assert_eq!(typo.status.code(), Some(6), "{typo:?}");
+    assert!(!new.exists(), "a refused code creates nothing");
+
+    let done = recover(&new, &relay, &code.to_lowercase());
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(out.contains("primary now"), "{out}");
+    assert!(out.contains("Revoked the lost primary"), "{out}");
+    let devices = json(&new, &["devices", "--json"]);
+    let names: Vec<(&str, bool)> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap(), d["primary"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("phone", false), ("new laptop", true)]);
+    assert!(ok(&new, &["status"]).contains("this device holds the root key"));
+    assert_eq!(history(&new, "bob"), [(true, "before the loss".to_owned())]);
+
+    // The new primary and the phone carry on; Bob hears both.
+    ok(&new, &["send", "bob", "I am back"]);
+    ok(&phone, &["send", "bob", "so is the phone"]);
+    let got = ok(&bob, &["sync"]);
+    assert!(
+        got.contains("I am back") && got.contains("so is the phone"),
+        "{got}"
+    );
+    assert_eq!(
+        json(&phone, &["devices", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The old code still opens the identity's slot: a second recovery elsewhere
+    // would work too, so a new code can be made (and the old one stops working).
+    let fresh = ok(&new, &["security", "recovery-code", "--no-qr"]);
+    assert!(fresh.contains("Recovery code"), "{fresh}");
+    let stale = recover(&dir.path().join("later"), &relay, &code);
+    assert_eq!(stale.status.code(), Some(3), "{stale:?}");
+}

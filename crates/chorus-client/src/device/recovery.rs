@@ -417,7 +417,7 @@ pub async fn recover(
     relay
         .recover_device(Id32(code.slot()), Id32(*me.as_bytes()), entry.as_bytes())
         .await?;
-    let genesis_root = genesis_root(&relay, log_id, &device).await?;
+    let (genesis_root, head) = genesis_root(&relay, log_id, &device).await?;
     if genesis_root != *root.public_key().as_bytes() {
         return Err(ClientError::RecoveryProtocol(
             "the log's genesis names another root",
@@ -454,10 +454,15 @@ pub async fn recover(
     .await?;
     mark_pending(home, false)?;
     let start = u64::try_from(applied).unwrap_or(0);
+    let total = u64::try_from(head).unwrap_or(0).saturating_sub(start);
+    progress(CatchUp { done: 0, total });
     device
         .sync_log_with(|now| {
             let done = now.saturating_sub(start);
-            progress(CatchUp { done, total: done });
+            progress(CatchUp {
+                done,
+                total: total.max(done),
+            });
         })
         .await?;
     let root = device
@@ -471,12 +476,13 @@ pub async fn recover(
     Ok(Recovered { device, revoked })
 }
 
-/// The root the log's genesis names, read with a session of the registered device.
+/// The root the log's genesis names and the log's head, read with a session of the
+/// registered device.
 async fn genesis_root(
     relay: &RelayClient,
     log_id: Id32,
     device: &DeviceSigningKey,
-) -> Result<[u8; 32], ClientError> {
+) -> Result<([u8; 32], i64), ClientError> {
     let copy = DeviceSigningKey::from_secret_bytes(&device.to_secret_bytes());
     let relay = relay.clone().with_login(Login {
         log_id,
@@ -484,7 +490,7 @@ async fn genesis_root(
     });
     let info = relay.log_info().await?;
     match RosterEntry::decode(&info.genesis.0)?.body {
-        RosterBody::Genesis { root, .. } => Ok(*root.as_bytes()),
+        RosterBody::Genesis { root, .. } => Ok((*root.as_bytes(), info.head_seq)),
         _ => Err(ClientError::RecoveryProtocol(
             "the log's first entry is not a genesis",
         )),
