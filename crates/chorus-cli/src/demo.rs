@@ -62,6 +62,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::SessionReset { contact } => {
                 println!("    {who} sees: {contact:?} started a new session");
             }
+            Event::SecurityChanged { primary_root, .. } => {
+                println!("    {who} sees: security level changed (primary-root: {primary_root})");
+            }
             Event::Request { name, text, .. } => {
                 println!("    {who} sees: message request from {name:?}: {text:?}");
             }

@@ -851,6 +851,22 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 printable(name),
                 printable(by)
             ),
+            Event::SecurityChanged {
+                primary_root,
+                this_device_holds_root,
+            } => println!(
+                "* the identity is {} now; this device {} the root key",
+                if *primary_root {
+                    "primary-root"
+                } else {
+                    "shared-root"
+                },
+                if *this_device_holds_root {
+                    "holds"
+                } else {
+                    "no longer holds"
+                }
+            ),
             Event::Message(m) if m.read && !m.outgoing => {
                 print_message(m, me);
                 println!("  (already read on another of your devices)");

@@ -57,6 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::Request { name, text, .. } => {
                 println!("alice: message request from {name}: {text:?}")
             }
+            Event::SecurityChanged { primary_root, .. } => {
+                println!("alice: security changed (primary-root: {primary_root})")
+            }
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

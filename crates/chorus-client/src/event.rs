@@ -39,6 +39,13 @@ pub enum Event {
         /// Whether it is this device: then nothing more can be done here.
         this_device: bool,
     },
+    /// The identity's security level changed (`chorus security set`).
+    SecurityChanged {
+        /// Now `primary-root` (else `shared-root`).
+        primary_root: bool,
+        /// Whether this device holds the root key from now on.
+        this_device_holds_root: bool,
+    },
     /// A device the identity already held was linked again (reinstalled with its
     /// keys, or an interrupted link resumed). Worth a look if nobody here did it.
     DeviceRelinked {

@@ -705,6 +705,7 @@ impl Log {
         };
         let me = Folder {
             device: self.keys.device,
+            dh: &self.keys.dh,
             relay_url: self.relay.url(),
             epoch_key: new_key.as_ref(),
         };

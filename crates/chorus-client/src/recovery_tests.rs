@@ -164,3 +164,70 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
     assert_eq!(laptop.devices().await.unwrap().len(), before);
     assert!(laptop.holds_root());
 }
+
+#[tokio::test]
+async fn to_primary_root_the_others_delete_the_root_and_back_to_shared_root_every_device_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let laptop = crate::testing::device(dir.path(), &url, "alice").await;
+    let phone = sibling(&laptop, dir.path(), "phone", Options::default()).await;
+    assert!(phone.holds_root());
+
+    assert!(
+        laptop
+            .set_security(SecurityLevel::PrimaryRoot)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !laptop
+            .set_security(SecurityLevel::PrimaryRoot)
+            .await
+            .unwrap()
+    );
+    let events = phone.sync().await.unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        crate::Event::SecurityChanged {
+            primary_root: true,
+            this_device_holds_root: false
+        }
+    )));
+    let home = phone.home().to_owned();
+    drop(phone);
+    let phone = Device::open(&home, Unlock::KeyFile, Options::default())
+        .await
+        .unwrap();
+    assert!(!phone.holds_root(), "the phone deleted its copy");
+    assert!(matches!(
+        phone.invite().await,
+        Err(ClientError::NotPrimary(_))
+    ));
+    assert!(matches!(
+        phone.set_security(SecurityLevel::SharedRoot).await,
+        Err(ClientError::NotPrimary(_))
+    ));
+    assert!(
+        laptop
+            .devices()
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.this_device && d.primary)
+    );
+
+    assert!(
+        laptop
+            .set_security(SecurityLevel::SharedRoot)
+            .await
+            .unwrap()
+    );
+    phone.sync().await.unwrap();
+    drop(phone);
+    let phone = Device::open(&home, Unlock::KeyFile, Options::default())
+        .await
+        .unwrap();
+    assert!(phone.holds_root(), "the root came back sealed to the phone");
+    phone.invite().await.unwrap();
+    assert!(phone.devices().await.unwrap().iter().all(|d| !d.primary));
+}

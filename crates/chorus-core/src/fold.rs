@@ -184,6 +184,18 @@ pub enum Effect {
         /// The encoded entry, as stored.
         entry: Vec<u8>,
     },
+    /// `shared-root` again: the root key sealed to each current device (each opens its
+    /// own box and keeps the key only if it is the roster's root).
+    RootShared {
+        /// `(device, sealed root)`.
+        keys: Vec<([u8; 32], Vec<u8>)>,
+    },
+    /// The security level changed: to `primary-root` with `primary` keeping the root
+    /// (every other device deletes its copy), or to `shared-root` (`None`).
+    LevelChanged {
+        /// The device that keeps the root, in `primary-root`.
+        primary: Option<[u8; 32]>,
+    },
     /// A device joined the roster.
     DeviceAuthorized {
         /// Its key.
@@ -349,6 +361,8 @@ impl std::fmt::Debug for Effect {
         f.write_str(match self {
             Self::RosterEntry { .. } => "RosterEntry",
             Self::DeviceAuthorized { .. } => "DeviceAuthorized",
+            Self::RootShared { .. } => "RootShared",
+            Self::LevelChanged { .. } => "LevelChanged",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
             Self::EpochRotated(_) => "EpochRotated",
             Self::DeviceRelinked { .. } => "DeviceRelinked",
@@ -725,6 +739,11 @@ impl Constellation {
                 if let Some((device, name)) = revoked {
                     effects.push(Effect::DeviceRevoked { device, name, by });
                 }
+                if let RosterBody::LevelChanged { primary, .. } = &decoded.body {
+                    effects.push(Effect::LevelChanged {
+                        primary: primary.map(|p| *p.as_bytes()),
+                    });
+                }
             }
             EventKind::EpochRotated(r) => {
                 if r.epoch != record.epoch {
@@ -780,6 +799,15 @@ impl Constellation {
                         blocked: *blocked,
                     });
                 }
+            }
+            EventKind::RootShared { keys } => {
+                // Only in shared-root (the roster entry that moved there comes first,
+                // in the same batch); each device checks the key it opens against the
+                // roster's root before it keeps it.
+                if self.roster.level() != chorus_wire::SecurityLevel::SharedRoot {
+                    return Err(LogError::RootShared("the identity is not in shared-root"));
+                }
+                effects.push(Effect::RootShared { keys: keys.clone() });
             }
             EventKind::MailboxesReplaced {
                 revocations,

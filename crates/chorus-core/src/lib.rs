@@ -73,7 +73,7 @@ pub use pqxdh::{
     initiate, respond,
 };
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
-pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner};
+pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner, open_shared_root};
 pub use send::{
     FirstContact, Guarded, Outgoing, Proposal, Recipient, propose_contact, seal_send, sent_event,
 };

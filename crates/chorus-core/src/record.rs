@@ -127,6 +127,9 @@ pub enum LogError {
     /// A renewal after a revocation (`MailboxesReplaced`) the fold refuses, and why.
     #[error("mailbox renewal refused: {0}")]
     Renewal(&'static str),
+    /// A `RootShared` record where it has no place.
+    #[error("a shared root: {0}")]
+    RootShared(&'static str),
     /// A signed roster entry the roster refuses (signature, chain or signer).
     #[error("roster entry refused: {0}")]
     Roster(RosterError),

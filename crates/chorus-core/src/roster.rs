@@ -17,9 +17,35 @@
 //! typed error and leaves the roster exactly as it was.
 
 use chorus_crypto::{
-    DeviceDhPublic, DevicePublicKey, DeviceSigningKey, RootPublicKey, RootSigningKey,
+    CryptoRng, DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, RootPublicKey,
+    RootSigningKey,
 };
-use chorus_wire::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel, WireError};
+use chorus_wire::{EventKind, ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel, WireError};
+use zeroize::Zeroizing;
+
+const SHARED_ROOT_AD: &[u8] = b"chorus-shared-root-v1";
+
+/// What a sealed box of the root is bound to: the log and the device.
+fn shared_root_ad(log_id: &[u8; 32], device: &[u8; 32]) -> Vec<u8> {
+    [SHARED_ROOT_AD, &log_id[..], &device[..]].concat()
+}
+
+/// Opens this device's box of a `RootShared` record: the root key, if the box is ours,
+/// opens, and holds the roster's root (a sibling cannot hand us another key as the
+/// identity's).
+pub fn open_shared_root(
+    roster: &Roster,
+    device: &[u8; 32],
+    secret: &DeviceDhSecret,
+    keys: &[([u8; 32], Vec<u8>)],
+) -> Option<RootSigningKey> {
+    let (_, sealed) = keys.iter().find(|(d, _)| d == device)?;
+    let raw =
+        chorus_crypto::open_sealed(secret, &shared_root_ad(&roster.log_id, device), sealed).ok()?;
+    let raw: Zeroizing<[u8; 32]> = Zeroizing::new(raw.as_slice().try_into().ok()?);
+    let root = RootSigningKey::from_secret_bytes(&raw);
+    (root.public_key() == roster.root).then_some(root)
+}
 
 /// Most devices one identity may ever have, revoked ones included (the relay's own
 /// bound is the same: a roster that only grows must still be bounded).
@@ -290,8 +316,21 @@ impl Roster {
             }
             // Only the root moves the root: a primary's own key (perhaps in a thief's
             // hands, the very reason for moving) cannot.
-            RosterBody::PrimaryMoved { .. } | RosterBody::RecoveryKeySet { .. } if !by_root => {
+            RosterBody::PrimaryMoved { .. }
+            | RosterBody::RecoveryKeySet { .. }
+            | RosterBody::LevelChanged { .. }
+                if !by_root =>
+            {
                 Err(RosterError::UnauthorizedSigner { index })
+            }
+            RosterBody::LevelChanged { level, primary } => {
+                if *level == self.level {
+                    Err(RosterError::WrongLevel { index })
+                } else if primary.is_some_and(|p| !self.is_authorized(&p)) {
+                    Err(RosterError::UnknownDevice { index })
+                } else {
+                    Ok(())
+                }
             }
             RosterBody::PrimaryMoved { device } => {
                 if self.level != SecurityLevel::PrimaryRoot {
@@ -328,6 +367,10 @@ impl Roster {
             }
             RosterBody::PrimaryMoved { device } => self.primary = Some(*device),
             RosterBody::RecoveryKeySet { key } => self.recovery = Some(*key),
+            RosterBody::LevelChanged { level, primary } => {
+                self.level = *level;
+                self.primary = *primary;
+            }
         }
         self.head = entry.hash;
         self.next_index += 1;
@@ -370,6 +413,44 @@ impl Roster {
     ) -> Result<RosterEntry, RosterError> {
         let body = RosterBody::PrimaryMoved { device };
         self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
+    }
+
+    /// Builds and signs the entry that changes the security level (not yet applied):
+    /// to `primary-root` with `primary` keeping the root, or to `shared-root`.
+    pub fn change_level(
+        &self,
+        root: &RootSigningKey,
+        primary: Option<DevicePublicKey>,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let level = match primary {
+            Some(_) => SecurityLevel::PrimaryRoot,
+            None => SecurityLevel::SharedRoot,
+        };
+        let body = RosterBody::LevelChanged { level, primary };
+        self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
+    }
+
+    /// The record that gives every current device the root (`security set
+    /// shared-root`, appended right after the entry that changes the level).
+    pub fn share_root<R: CryptoRng + ?Sized>(
+        &self,
+        root: &RootSigningKey,
+        rng: &mut R,
+    ) -> EventKind {
+        let secret = root.to_secret_bytes();
+        let keys = self
+            .devices
+            .iter()
+            .map(|d| {
+                let device = *d.key.as_bytes();
+                let ad = shared_root_ad(&self.log_id, &device);
+                // Roster devices' X25519 keys were checked when they joined.
+                let sealed = chorus_crypto::seal(&d.dh, &ad, &secret[..], rng).unwrap_or_default();
+                (device, sealed)
+            })
+            .collect();
+        EventKind::RootShared { keys }
     }
 
     /// Builds and signs the entry that sets the recovery key (not yet applied).

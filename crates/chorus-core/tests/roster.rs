@@ -378,3 +378,133 @@ fn a_secondary_cannot_revoke_the_primary_and_nobody_revokes_the_last_device() {
         RosterError::Irrevocable { index: 1 }
     );
 }
+
+#[test]
+fn only_the_root_moves_the_primary_sets_the_recovery_key_or_changes_the_level() {
+    let mut id = identity(SecurityLevel::PrimaryRoot);
+    let (phone, phone_dh) = id.new_device();
+    let e = id
+        .roster
+        .authorize(
+            &RosterSigner::Root(&id.root),
+            phone.public_key(),
+            phone_dh,
+            "phone",
+            2,
+        )
+        .unwrap();
+    id.roster.apply(&e).unwrap();
+    let head = id.roster.head();
+    // The primary's own key may authorize devices, but not move the primary away
+    // from itself or back to itself once moved (a thief holding it must not).
+    for body in [
+        RosterBody::PrimaryMoved {
+            device: phone.public_key(),
+        },
+        RosterBody::RecoveryKeySet {
+            key: DeviceDhSecret::generate(&mut id.rng).public_key(),
+        },
+        RosterBody::LevelChanged {
+            level: SecurityLevel::SharedRoot,
+            primary: None,
+        },
+    ] {
+        let forged = RosterEntry::sign(LOG, 2, Some(head), 3, &body, |b| {
+            (
+                *id.primary.public_key().as_bytes(),
+                id.primary.sign(chorus_wire::ROSTER_CONTEXT, b),
+            )
+        })
+        .unwrap();
+        refused(
+            &mut id.roster,
+            &forged,
+            RosterError::UnauthorizedSigner { index: 2 },
+        );
+    }
+    // The root moves it; from then on the old primary may be revoked and its key
+    // signs nothing.
+    let old = id.primary.public_key();
+    let moved = id
+        .roster
+        .move_primary(&id.root, phone.public_key(), 3)
+        .unwrap();
+    id.roster.apply(&moved).unwrap();
+    assert_eq!(id.roster.primary(), Some(&phone.public_key()));
+    let by_old = id
+        .roster
+        .authorize(
+            &RosterSigner::PrimaryDevice(&id.primary),
+            DeviceSigningKey::generate(&mut id.rng).public_key(),
+            DeviceDhSecret::generate(&mut id.rng).public_key(),
+            "rogue",
+            4,
+        )
+        .unwrap_err();
+    assert_eq!(by_old, RosterError::UnauthorizedSigner { index: 3 });
+    let revoked = id
+        .roster
+        .revoke(&RosterSigner::Root(&id.root), old, 4)
+        .unwrap();
+    id.roster.apply(&revoked).unwrap();
+    // Moving the primary to a device the roster does not hold, or changing to the
+    // level already in force, is refused.
+    assert_eq!(
+        id.roster.move_primary(&id.root, old, 5).unwrap_err(),
+        RosterError::UnknownDevice { index: 4 }
+    );
+    assert_eq!(
+        id.roster
+            .change_level(&id.root, Some(phone.public_key()), 5)
+            .unwrap_err(),
+        RosterError::WrongLevel { index: 4 }
+    );
+    let shared = id.roster.change_level(&id.root, None, 5).unwrap();
+    id.roster.apply(&shared).unwrap();
+    assert_eq!(id.roster.level(), SecurityLevel::SharedRoot);
+    assert_eq!(id.roster.primary(), None);
+    // In shared-root there is no primary to move.
+    assert_eq!(
+        id.roster
+            .move_primary(&id.root, phone.public_key(), 6)
+            .unwrap_err(),
+        RosterError::WrongLevel { index: 5 }
+    );
+}
+
+#[test]
+fn a_shared_root_opens_only_in_its_devices_box_and_only_as_the_identitys_root() {
+    let mut id = identity(SecurityLevel::SharedRoot);
+    let phone = DeviceSigningKey::generate(&mut id.rng);
+    let phone_dh = DeviceDhSecret::generate(&mut id.rng);
+    let e = id
+        .roster
+        .authorize(
+            &RosterSigner::Root(&id.root),
+            phone.public_key(),
+            phone_dh.public_key(),
+            "phone",
+            2,
+        )
+        .unwrap();
+    id.roster.apply(&e).unwrap();
+    let me = *phone.public_key().as_bytes();
+    let chorus_wire::EventKind::RootShared { keys } = id.roster.share_root(&id.root, &mut id.rng)
+    else {
+        panic!("share_root makes a RootShared record");
+    };
+    assert_eq!(keys.len(), 2, "one box per current device");
+    let opened = chorus_core::open_shared_root(&id.roster, &me, &phone_dh, &keys).unwrap();
+    assert_eq!(opened.public_key(), id.root.public_key());
+    // Another device's key opens nothing; a sibling handing out another root as the
+    // identity's is refused.
+    let stranger = DeviceDhSecret::generate(&mut id.rng);
+    assert!(chorus_core::open_shared_root(&id.roster, &me, &stranger, &keys).is_none());
+    let impostor = RootSigningKey::generate(&mut id.rng);
+    let chorus_wire::EventKind::RootShared { keys: forged } =
+        id.roster.share_root(&impostor, &mut id.rng)
+    else {
+        panic!("share_root makes a RootShared record");
+    };
+    assert!(chorus_core::open_shared_root(&id.roster, &me, &phone_dh, &forged).is_none());
+}

@@ -183,6 +183,12 @@ pub enum EventKind {
         /// [`MAX_REPLACED_MAILBOXES`](crate::limits::MAX_REPLACED_MAILBOXES).
         mailboxes: Vec<([u8; 32], [u8; 32])>,
     },
+    /// `security set shared-root`: the root key sealed to each current device, which
+    /// checks what it opens against the roster's root.
+    RootShared {
+        /// `(device signing key, sealed box of the root secret)`, one per current device.
+        keys: Vec<([u8; 32], Vec<u8>)>,
+    },
     /// A message received by one device that its siblings cannot decrypt again (the
     /// session advanced past it): the plaintext, for every device's history.
     Received {
@@ -363,6 +369,9 @@ impl LogEvent {
                 }
             }
             Kind::EpochRotated(r) => EventKind::EpochRotated(Box::new(decode_rotation(r)?)),
+            Kind::RootShared(r) => EventKind::RootShared {
+                keys: decode_sealed_keys(r.keys, "root_shared.keys")?,
+            },
         };
         Ok(Self {
             event_id: fixed("log_event.event_id", &p.event_id)?,
@@ -507,14 +516,10 @@ impl LogEvent {
                 epoch: r.epoch,
                 revoked: r.revoked,
                 commitment: r.commitment.to_vec(),
-                keys: r
-                    .keys
-                    .iter()
-                    .map(|(device, sealed)| proto::SealedEpochKey {
-                        device: device.to_vec(),
-                        sealed: sealed.clone(),
-                    })
-                    .collect(),
+                keys: encode_sealed_keys(&r.keys),
+            }),
+            EventKind::RootShared { keys } => Kind::RootShared(proto::RootShared {
+                keys: encode_sealed_keys(keys),
             }),
         };
         let mut message = proto::LogEvent {
@@ -691,15 +696,26 @@ fn decode_rotation(r: proto::EpochRotated) -> Result<EpochRotation, WireError> {
             reason: "a rotation starts epoch 2 or later",
         });
     }
-    if r.keys.is_empty() || r.keys.len() > MAX_EPOCH_KEY_RECIPIENTS {
+    Ok(EpochRotation {
+        epoch: r.epoch,
+        revoked: r.revoked,
+        commitment: fixed("epoch_rotated.commitment", &r.commitment)?,
+        keys: decode_sealed_keys(r.keys, "epoch_rotated.keys")?,
+    })
+}
+
+/// A 32-byte key sealed to each of 1 to 64 devices (an epoch key, the root).
+fn decode_sealed_keys(
+    keys: Vec<proto::SealedEpochKey>,
+    field: &'static str,
+) -> Result<Vec<([u8; 32], Vec<u8>)>, WireError> {
+    if keys.is_empty() || keys.len() > MAX_EPOCH_KEY_RECIPIENTS {
         return Err(WireError::InvalidText {
-            field: "epoch_rotated.keys",
+            field,
             reason: "must seal the key to 1 to 64 devices",
         });
     }
-    let keys = r
-        .keys
-        .into_iter()
+    keys.into_iter()
         .map(|k| {
             if k.sealed.len() != SEALED_EPOCH_KEY_LEN {
                 return Err(WireError::InvalidText {
@@ -709,13 +725,16 @@ fn decode_rotation(r: proto::EpochRotated) -> Result<EpochRotation, WireError> {
             }
             Ok((fixed("sealed_epoch_key.device", &k.device)?, k.sealed))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(EpochRotation {
-        epoch: r.epoch,
-        revoked: r.revoked,
-        commitment: fixed("epoch_rotated.commitment", &r.commitment)?,
-        keys,
-    })
+        .collect()
+}
+
+fn encode_sealed_keys(keys: &[([u8; 32], Vec<u8>)]) -> Vec<proto::SealedEpochKey> {
+    keys.iter()
+        .map(|(device, sealed)| proto::SealedEpochKey {
+            device: device.to_vec(),
+            sealed: sealed.clone(),
+        })
+        .collect()
 }
 
 fn decode_prekeys(p: proto::PrekeysCreated) -> Result<EventKind, WireError> {

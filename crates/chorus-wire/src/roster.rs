@@ -68,6 +68,13 @@ pub enum RosterBody {
         /// The X25519 key derived from the recovery code.
         key: DeviceDhPublic,
     },
+    /// The security level changes (`chorus security set`).
+    LevelChanged {
+        /// The new level.
+        level: SecurityLevel,
+        /// `primary-root`: the device that keeps the root; `None` in `shared-root`.
+        primary: Option<DevicePublicKey>,
+    },
 }
 
 /// A decoded roster entry whose signature verifies under its stated signer.
@@ -98,6 +105,13 @@ fn level_from(v: i32) -> Result<SecurityLevel, WireError> {
             field: "roster.genesis.level",
             reason: "unknown security level",
         }),
+    }
+}
+
+fn level_to(level: SecurityLevel) -> proto::SecurityLevel {
+    match level {
+        SecurityLevel::SharedRoot => proto::SecurityLevel::SharedRoot,
+        SecurityLevel::PrimaryRoot => proto::SecurityLevel::PrimaryRoot,
     }
 }
 
@@ -173,6 +187,23 @@ impl RosterEntry {
                     DevicePublicKey::from_slice(&d.device_key),
                 )?,
             },
+            proto::roster_entry::Body::LevelChanged(l) => {
+                let level = level_from(l.level)?;
+                let primary = match (level, l.primary.is_empty()) {
+                    (SecurityLevel::SharedRoot, true) => None,
+                    (SecurityLevel::PrimaryRoot, false) => Some(field(
+                        "roster.level_changed.primary",
+                        DevicePublicKey::from_slice(&l.primary),
+                    )?),
+                    _ => {
+                        return Err(WireError::InvalidText {
+                            field: "roster.level_changed.primary",
+                            reason: "names a device exactly when the level is primary-root",
+                        });
+                    }
+                };
+                RosterBody::LevelChanged { level, primary }
+            }
             proto::roster_entry::Body::RecoveryKeySet(r) => RosterBody::RecoveryKeySet {
                 key: field(
                     "roster.recovery_key_set.recovery_key",
@@ -231,10 +262,7 @@ impl RosterEntry {
                 root_key: root.as_bytes().to_vec(),
                 first_device: device.as_bytes().to_vec(),
                 first_device_dh: device_dh.as_bytes().to_vec(),
-                level: match level {
-                    SecurityLevel::SharedRoot => proto::SecurityLevel::SharedRoot,
-                    SecurityLevel::PrimaryRoot => proto::SecurityLevel::PrimaryRoot,
-                } as i32,
+                level: level_to(*level) as i32,
                 first_device_name: name.clone(),
             }),
             RosterBody::DeviceAuthorized {
@@ -254,6 +282,12 @@ impl RosterEntry {
             RosterBody::PrimaryMoved { device } => {
                 proto::roster_entry::Body::PrimaryMoved(proto::PrimaryMoved {
                     device_key: device.as_bytes().to_vec(),
+                })
+            }
+            RosterBody::LevelChanged { level, primary } => {
+                proto::roster_entry::Body::LevelChanged(proto::LevelChanged {
+                    level: level_to(*level) as i32,
+                    primary: primary.map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
                 })
             }
             RosterBody::RecoveryKeySet { key } => {

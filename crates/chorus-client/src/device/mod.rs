@@ -45,6 +45,7 @@ mod receive;
 pub mod recovery;
 pub mod requests;
 mod revoke;
+mod security;
 mod send;
 mod status;
 mod watch;

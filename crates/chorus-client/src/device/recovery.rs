@@ -224,7 +224,7 @@ impl Device {
     }
 
     /// The roster as folded.
-    async fn roster(&self) -> Result<Roster, ClientError> {
+    pub(crate) async fn roster(&self) -> Result<Roster, ClientError> {
         let mut conn = self.store.pool().acquire().await?;
         load_roster(&mut conn, &self.log.keys.log_id).await
     }

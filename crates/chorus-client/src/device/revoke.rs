@@ -209,7 +209,9 @@ impl Device {
                         k.revoked_by = Some(bytes);
                     }
                 }
-                RosterBody::PrimaryMoved { .. } | RosterBody::RecoveryKeySet { .. } => {}
+                RosterBody::PrimaryMoved { .. }
+                | RosterBody::RecoveryKeySet { .. }
+                | RosterBody::LevelChanged { .. } => {}
             }
         }
         let id = |k: &Known| hex::encode(k.key.as_bytes());

@@ -21,6 +21,8 @@ use crate::event::{Event, Message};
 pub(crate) struct Folder<'a> {
     /// This device's key (its own sends are not news to it).
     pub(crate) device: [u8; 32],
+    /// This device's X25519 key (a shared root is sealed to it).
+    pub(crate) dh: &'a chorus_crypto::DeviceDhSecret,
     /// The identity's home relay (named when its log does not verify).
     pub(crate) relay_url: &'a str,
     /// The key a rotation folded in this part sealed to this device.
@@ -48,7 +50,7 @@ impl Store {
             match f.outcome {
                 Outcome::Applied(effects) => {
                     for effect in effects {
-                        self.persist_one(tx, me, &mut page, &mut events, f.seq, effect)
+                        self.persist_one(tx, (me, state), &mut page, &mut events, f.seq, effect)
                             .await?;
                     }
                 }
@@ -106,7 +108,7 @@ impl Store {
     async fn persist_one(
         &self,
         tx: &mut SqliteConnection,
-        me: &Folder<'_>,
+        (me, state): (&Folder<'_>, &Constellation),
         page: &mut PageWrites,
         events: &mut Vec<Option<Event>>,
         seq: u64,
@@ -132,6 +134,28 @@ impl Store {
                     .bind(entry)
                     .execute(&mut *tx)
                     .await?;
+            }
+            Effect::LevelChanged { primary } => {
+                // Moving to primary-root: every device but the primary deletes its root.
+                if primary.is_some_and(|p| p != me.device) {
+                    self.set_root(tx, None).await?;
+                }
+                events.push(Some(Event::SecurityChanged {
+                    primary_root: primary.is_some(),
+                    this_device_holds_root: primary.is_none_or(|p| p == me.device),
+                }));
+            }
+            Effect::RootShared { keys } => {
+                match chorus_core::open_shared_root(state.roster(), &me.device, me.dh, &keys) {
+                    Some(root) => self.set_root(tx, Some(root)).await?,
+                    // A box missing or wrong leaves this device without the root, as
+                    // before: the record came from a sibling (or the relay) at fault.
+                    None => events.push(Some(Event::Rejected {
+                        reason: format!(
+                            "log record {seq}: shares a root key this device cannot open or that is not the identity's"
+                        ),
+                    })),
+                }
             }
             Effect::DeviceAuthorized { device, name, by } => {
                 // Every device hears that a device joined, and which device let it in.

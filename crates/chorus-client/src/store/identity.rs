@@ -138,3 +138,25 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Sets or deletes the root key in this device's sealed identity secrets (the
+    /// security level changed), inside the fold's transaction.
+    pub(crate) async fn set_root(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        root: Option<chorus_crypto::RootSigningKey>,
+    ) -> Result<(), ClientError> {
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM identity WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let plain = self.open_sealed("identity", "1", &sealed)?;
+        let mut secrets = crate::identity::IdentitySecrets::from_bytes(&plain)?;
+        secrets.root = root;
+        sqlx::query("UPDATE identity SET sealed = $1 WHERE id = 1")
+            .bind(self.seal("identity", "1", &secrets.to_bytes()?))
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
