@@ -248,8 +248,27 @@ enum LinkCommand {
     },
 }
 
+impl Security {
+    fn name(self) -> &'static str {
+        match self {
+            Security::SharedRoot => "shared-root",
+            Security::PrimaryRoot => "primary-root",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SecurityCommand {
+    /// Change where the root key lives. `primary-root` keeps it on this device only
+    /// (the others delete theirs; a recovery code is shown if the identity has none);
+    /// `shared-root` gives it to every device. Needs the root key.
+    Set {
+        #[arg(value_enum)]
+        level: Security,
+        /// Print a recovery code without a QR.
+        #[arg(long)]
+        no_qr: bool,
+    },
     /// Show a new recovery code (the primary only); the previous code stops working.
     RecoveryCode {
         /// Print the code without a QR.
@@ -432,6 +451,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Recover { relay, device_name } => recover::run(&cli, relay, device_name).await,
+        Command::Security {
+            command: SecurityCommand::Set { level, no_qr },
+        } => {
+            let device = open(&cli).await?;
+            let changed = device
+                .set_security(match level {
+                    Security::SharedRoot => chorus_wire::SecurityLevel::SharedRoot,
+                    Security::PrimaryRoot => chorus_wire::SecurityLevel::PrimaryRoot,
+                })
+                .await?;
+            match (level, changed) {
+                (_, false) => println!("The identity already is {}.", level.name()),
+                (Security::SharedRoot, true) => {
+                    println!("shared-root: every device receives the root key when it syncs next.")
+                }
+                (Security::PrimaryRoot, true) => println!(
+                    "primary-root: this device is the primary; the others delete their root key when they sync next."
+                ),
+            }
+            if *level == Security::PrimaryRoot && !device.has_recovery_code().await? {
+                recover::show_new_code(&device, *no_qr).await?;
+            }
+            Ok(())
+        }
         Command::Security {
             command: SecurityCommand::RecoveryCode { no_qr },
         } => {

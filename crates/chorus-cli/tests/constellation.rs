@@ -743,3 +743,32 @@ fn the_recovery_code_makes_a_new_primary_after_the_primary_is_destroyed() {
     let stale = recover(&dir.path().join("later"), &relay, &code);
     assert_eq!(stale.status.code(), Some(3), "{stale:?}");
 }
+
+#[test]
+fn security_set_moves_the_root_to_the_primary_and_back_to_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, _bob) = alice_on_two_devices_and_bob(dir.path());
+    ok(&phone, &["invite", "--no-qr"]);
+    let out = ok(&laptop, &["security", "set", "primary-root", "--no-qr"]);
+    assert!(out.contains("this device is the primary"), "{out}");
+    assert!(
+        out.contains("Recovery code"),
+        "a code is shown when there was none: {out}"
+    );
+    let again = ok(&laptop, &["security", "set", "primary-root", "--no-qr"]);
+    assert!(again.contains("already is primary-root"), "{again}");
+    let seen = ok(&phone, &["sync"]);
+    assert!(seen.contains("no longer holds the root key"), "{seen}");
+    let e = fails(&phone, &["invite", "--no-qr"], 7);
+    assert!(e.contains("only the primary device"), "{e}");
+    let e = fails(&phone, &["security", "set", "shared-root"], 7);
+    assert!(e.contains("only the primary device"), "{e}");
+    let bad = chorus(&phone, &["security", "set", "middle-root"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error: {bad:?}");
+
+    ok(&laptop, &["security", "set", "shared-root"]);
+    let seen = ok(&phone, &["sync"]);
+    assert!(seen.contains("this device holds the root key"), "{seen}");
+    ok(&phone, &["invite", "--no-qr"]);
+    assert!(ok(&phone, &["status"]).contains("shared-root"));
+}

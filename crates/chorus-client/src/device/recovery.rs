@@ -223,6 +223,11 @@ impl Device {
         Ok(())
     }
 
+    /// Whether the identity has a recovery code (a recovery key in the roster).
+    pub async fn has_recovery_code(&self) -> Result<bool, ClientError> {
+        Ok(self.roster().await?.recovery_key().is_some())
+    }
+
     /// The roster as folded.
     pub(crate) async fn roster(&self) -> Result<Roster, ClientError> {
         let mut conn = self.store.pool().acquire().await?;
