@@ -48,7 +48,7 @@ pub use invitation::{Invitation, MailboxId};
 pub use link::{LINK_HELLO_CONTEXT, LinkHello, LinkMessage, LinkStep, ProvisioningBundle};
 pub use log_event::{
     ChainLink, ContactDetails, EpochRotation, EventKind, FirstMessage, LogEvent, PrekeyKind,
-    PrekeySecret, SecretBytes, SentMessage,
+    PrekeySecret, SealedKeys, SecretBytes, SentMessage,
 };
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};

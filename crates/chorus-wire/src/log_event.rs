@@ -704,11 +704,15 @@ fn decode_rotation(r: proto::EpochRotated) -> Result<EpochRotation, WireError> {
     })
 }
 
+/// `(device signing key, sealed box)`, one per device: a 32-byte key (an epoch key,
+/// the root) sealed to each device's X25519 key.
+pub type SealedKeys = Vec<([u8; 32], Vec<u8>)>;
+
 /// A 32-byte key sealed to each of 1 to 64 devices (an epoch key, the root).
 fn decode_sealed_keys(
     keys: Vec<proto::SealedEpochKey>,
     field: &'static str,
-) -> Result<Vec<([u8; 32], Vec<u8>)>, WireError> {
+) -> Result<SealedKeys, WireError> {
     if keys.is_empty() || keys.len() > MAX_EPOCH_KEY_RECIPIENTS {
         return Err(WireError::InvalidText {
             field,
