@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
-use chorus_client::link::{CatchUp, LINK_TIMEOUT, LinkOffer};
+use chorus_client::link::{CatchUp, LINK_TIMEOUT, LinkOffer, Stage};
 use chorus_client::{ClientError, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -60,6 +60,24 @@ fn typed_sas(sas: &str) -> Result<bool, Failure> {
     Ok(!digits(&typed).is_empty() && digits(&typed) == digits(sas))
 }
 
+/// The bar a new device shows while it catches up.
+pub(crate) fn catch_up_bar() -> ProgressBar {
+    ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg:10} {bar:30} {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
+/// Shows `p` on `bar`: history chunks first, then log records.
+pub(crate) fn show(bar: &ProgressBar, p: CatchUp) {
+    bar.set_message(match p.stage {
+        Stage::History => "history",
+        Stage::Log => "log",
+    });
+    bar.set_length(p.total);
+    bar.set_position(p.done);
+}
+
 fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(message.to_owned());
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -72,13 +90,17 @@ pub(crate) async fn new(
     name: &str,
     no_qr: bool,
     yes: bool,
+    no_history: bool,
 ) -> Result<(), Failure> {
     let home = home(cli)?;
     if Device::exists(&home) {
         return Err(ClientError::AlreadyInitialized(home).into());
     }
     let unlock = unlock(cli, !Device::link_unfinished(&home))?;
-    let offer = LinkOffer::new(&home, unlock, relay, name, &cli_options(cli)).await?;
+    let mut offer = LinkOffer::new(&home, unlock, relay, name, &cli_options(cli)).await?;
+    if no_history {
+        offer = offer.without_history();
+    }
     if offer.resumed() {
         println!(
             "Resuming the unfinished link of this device ({:?}).",
@@ -104,15 +126,9 @@ pub(crate) async fn new(
         return Err(ClientError::LinkCancelled.into());
     }
     let pending = pending.confirm().await?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("catching up {bar:30} {pos}/{len} records")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = catch_up_bar();
     let device = pending
-        .finish(cli_options(cli), LINK_TIMEOUT, |p: CatchUp| {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-        })
+        .finish(cli_options(cli), LINK_TIMEOUT, |p: CatchUp| show(&bar, p))
         .await;
     bar.finish_and_clear();
     let device = device?;

@@ -239,6 +239,9 @@ enum LinkCommand {
         /// (the approving device still asks its user to type it).
         #[arg(long)]
         yes: bool,
+        /// Bring no conversation history: this device's history starts now.
+        #[arg(long)]
+        no_history: bool,
     },
     /// On an EXISTING device: approve a link code shown by the new device. You type the
     /// 9-digit number the new device shows (read from stdin; scripts pipe it in).
@@ -498,8 +501,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     name,
                     no_qr,
                     yes,
+                    no_history,
                 },
-        } => link::new(&cli, relay, name, *no_qr, *yes).await,
+        } => link::new(&cli, relay, name, *no_qr, *yes, *no_history).await,
         Command::Link {
             command: LinkCommand::Approve { code },
         } => {

@@ -4,7 +4,6 @@
 use chorus_client::Device;
 use chorus_client::device::recovery::recover;
 use chorus_client::link::CatchUp;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::exit::Failure;
 use crate::{Cli, cli_options, print_qr, printable, read_stdin, unlock};
@@ -32,10 +31,7 @@ pub(crate) async fn run(cli: &Cli, relay: &str, device_name: &str) -> Result<(),
         eprintln!("Type the recovery code, then Enter and Ctrl-D:");
     }
     let code = zeroize::Zeroizing::new(read_stdin()?);
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("catching up {bar:30} {pos}/{len} records")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::link::catch_up_bar();
     let recovered = recover(
         &home,
         unlock(cli, true)?,
@@ -43,10 +39,7 @@ pub(crate) async fn run(cli: &Cli, relay: &str, device_name: &str) -> Result<(),
         &code,
         device_name,
         cli_options(cli),
-        |p: CatchUp| {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-        },
+        |p: CatchUp| crate::link::show(&bar, p),
     )
     .await;
     bar.finish_and_clear();

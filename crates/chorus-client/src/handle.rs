@@ -64,6 +64,9 @@ pub struct Options {
     /// How often `watch` tells the relay this device is online (`chorus devices` on a
     /// sibling shows it, with when it was last heard from).
     pub heartbeat: Duration,
+    /// The size a linking device cuts the history archive at (tests use small ones to
+    /// get several chunks).
+    pub history_chunk_bytes: usize,
 }
 
 impl Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             sibling_delivery: SIBLING_DELIVERY,
             allow_private_relays: false,
             heartbeat: HEARTBEAT,
+            history_chunk_bytes: chorus_wire::HISTORY_CHUNK_TARGET,
         }
     }
 }

@@ -35,6 +35,8 @@ pub mod device;
 mod dishonest_relay_tests;
 mod event;
 mod handle;
+#[cfg(test)]
+mod history_tests;
 mod identity;
 pub mod link;
 pub mod log;

@@ -45,7 +45,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chorus_core::RosterSigner;
 use chorus_crypto::{
     DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, Entropy, EphemeralPublic,
-    EphemeralSecret, EpochKey, LinkKey, Sas,
+    EphemeralSecret, EpochKey, HistoryKey, LinkKey, Sas,
 };
 use chorus_relay_api::Id32;
 use chorus_wire::{
@@ -267,6 +267,8 @@ pub struct LinkOffer {
     store: Store,
     resumed: bool,
     entropy: Arc<dyn Entropy>,
+    /// `link new --no-history`: the hello asks for no history.
+    skip_history: bool,
 }
 
 /// Marks `home` as a link in progress, or clears the mark.
@@ -368,8 +370,18 @@ impl LinkOffer {
             home: home.to_owned(),
             store,
             resumed,
+            skip_history: false,
             entropy: options.entropy.clone(),
         })
+    }
+
+    /// Asks the approving device for no history (`link new --no-history`): the new
+    /// device's history starts at the link.
+    pub fn without_history(self) -> Self {
+        Self {
+            skip_history: true,
+            ..self
+        }
     }
 
     /// Whether this offer resumes an interrupted link (same device keys and name).
@@ -398,15 +410,18 @@ impl LinkOffer {
         };
         // A fresh nonce on every attempt, chosen after the commitment: the approver's
         // key was fixed before anything here could be predicted.
-        let hello = LinkMessage::Hello(LinkHello::sign(
-            &self.device,
-            self.device_dh.public_key(),
-            self.entropy.array(),
-            &self.device_name,
-            &self.code.channel,
-            &self.code.ephemeral,
-            &commit,
-        ))
+        let hello = LinkMessage::Hello(LinkHello {
+            skip_history: self.skip_history,
+            ..LinkHello::sign(
+                &self.device,
+                self.device_dh.public_key(),
+                self.entropy.array(),
+                &self.device_name,
+                &self.code.channel,
+                &self.code.ephemeral,
+                &commit,
+            )
+        })
         .encode();
         self.relay.channel_post(channel, hello.clone()).await?;
         let (seq, reveal, _) = wait_for(
@@ -448,9 +463,20 @@ impl LinkOffer {
     }
 }
 
+/// What a new device is catching up on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The history archive: `done` and `total` count chunks.
+    History,
+    /// The log after the checkpoint: `done` and `total` count records.
+    Log,
+}
+
 /// Progress of a new device's catch-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchUp {
+    /// What is being caught up on.
+    pub stage: Stage,
     /// Records folded so far.
     pub done: u64,
     /// Records to fold in all.
@@ -609,13 +635,35 @@ impl LinkConfirmed {
             Some(&checkpoint),
         )
         .await?;
+        if let Some(key) = &bundle.history_key {
+            // Noted before the link is done: from here an interruption resumes the
+            // import at the next chunk (on the next sync).
+            device
+                .store
+                .put_history_import(&HistoryKey::from_bytes(key), &bundle.history)
+                .await?;
+        }
         mark_pending(&home, false)?;
-        progress(CatchUp { done: 0, total });
+        device
+            .import_history(|done, total| {
+                progress(CatchUp {
+                    stage: Stage::History,
+                    done,
+                    total,
+                });
+            })
+            .await?;
+        progress(CatchUp {
+            stage: Stage::Log,
+            done: 0,
+            total,
+        });
         let start = u64::try_from(checkpoint.rows().applied_seq).unwrap_or(0);
         device
             .sync_log_with(|now| {
                 let done = now.saturating_sub(start);
                 progress(CatchUp {
+                    stage: Stage::Log,
                     done,
                     total: total.max(done),
                 });
@@ -670,6 +718,8 @@ pub struct Approval<'a> {
     new_device: DevicePublicKey,
     new_dh: DeviceDhPublic,
     name: String,
+    /// The new device asked for the history.
+    history: bool,
     /// The seq of the new device's hello: its confirmation comes after it.
     hello_seq: i64,
 }
@@ -719,6 +769,7 @@ impl Device {
             device: new_device,
             dh: new_dh,
             name,
+            skip_history,
             ..
         } = verified_hello(&hello, &code.channel, &code.ephemeral, &commit)?;
         self.relay
@@ -738,6 +789,7 @@ impl Device {
             new_device,
             new_dh,
             name,
+            history: !skip_history,
             hello_seq,
         })
     }
@@ -843,7 +895,7 @@ impl Approval<'_> {
         }
         // `primary-root`: the root stays on this (the primary) device.
         let bundle = d
-            .provisioning_bundle(level == SecurityLevel::SharedRoot)
+            .provisioning_bundle(level == SecurityLevel::SharedRoot, self.history)
             .await?;
         self.post_bundle(&bundle, relink.as_ref()).await
     }
@@ -890,6 +942,7 @@ impl Device {
     pub(crate) async fn provisioning_bundle(
         &self,
         with_root: bool,
+        with_history: bool,
     ) -> Result<ProvisioningBundle, ClientError> {
         let checkpoint_id: [u8; 32] = self.random();
         let (epoch, epoch_key) = self.log.epoch_key().await?;
@@ -907,7 +960,16 @@ impl Device {
         );
         self.relay.put_blob(Id32(checkpoint_id), sealed).await?;
         let IdentitySecrets { root, keys, dh, .. } = stored_secrets(self).await?;
+        let (history_key, history) = match with_history {
+            true => {
+                let (key, ids) = self.export_history().await?;
+                (Some(key.to_bytes()), ids)
+            }
+            false => (None, Vec::new()),
+        };
         Ok(ProvisioningBundle {
+            history_key,
+            history,
             log_id: self.log.keys.log_id.0,
             relay_url: self.me.relay_url.clone(),
             name: self.me.name.clone(),

@@ -47,6 +47,8 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         epoch,
         epoch_key: epoch_key.to_bytes(),
         checkpoint: random(),
+        history_key: None,
+        history: Vec::new(),
     };
     approval.post_bundle(&lie, None).await.unwrap();
     let err = pending
@@ -204,6 +206,7 @@ async fn a_hello_naming_an_existing_device_without_its_key_is_refused() {
             nonce: [9; 32],
             name: "laptop".into(),
             signature: Signature::from_slice(&[0; 64]).unwrap(),
+            skip_history: false,
         });
         attacker
             .channel_post(Id32(channel), hello.encode())

@@ -23,6 +23,7 @@ mod epoch_key;
 mod error;
 mod fingerprint;
 mod handshake;
+mod history_key;
 mod kdf_label;
 mod kem;
 mod link_key;
@@ -48,6 +49,7 @@ pub use epoch_key::EpochKey;
 pub use error::CryptoError;
 pub use fingerprint::{Fingerprint, SafetyNumber};
 pub use handshake::HandshakeSecret;
+pub use history_key::HistoryKey;
 pub use kdf_label::KdfLabel;
 pub use kem::{
     KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN, KemCiphertext, KemSharedSecret, PqPrekeyPublic,

@@ -17,6 +17,7 @@
 mod app;
 mod checkpoint;
 mod error;
+mod history;
 mod initial;
 mod invitation;
 pub mod limits;
@@ -43,6 +44,7 @@ pub use checkpoint::{
     CheckpointPrekey, CheckpointRegister, CheckpointStream,
 };
 pub use error::WireError;
+pub use history::{HISTORY_CHUNK_TARGET, HistoryChunk, HistoryItem};
 pub use initial::InitialMessage;
 pub use invitation::{Invitation, MailboxId};
 pub use link::{LINK_HELLO_CONTEXT, LinkHello, LinkMessage, LinkStep, ProvisioningBundle};

@@ -83,3 +83,12 @@ pub const MAX_REPLACED_MAILBOXES: usize = 1024;
 
 /// A sealed epoch key: an ephemeral X25519 key, the 32-byte key and the AEAD tag.
 pub const SEALED_EPOCH_KEY_LEN: usize = 32 + 32 + 16;
+
+/// Largest history chunk (encoded): the exporter aims at 1 MiB; a chunk is one blob.
+pub const MAX_HISTORY_CHUNK_LEN: usize = 4 * 1024 * 1024;
+
+/// Most entries in one history chunk.
+pub const MAX_HISTORY_ITEMS: usize = 65_536;
+
+/// Most history chunks a provisioning bundle names (their ids must fit in the bundle).
+pub const MAX_HISTORY_CHUNKS: usize = 128;

@@ -44,6 +44,9 @@ pub struct LinkHello {
     pub name: String,
     /// By `device`, over [`LinkHello::signed_part`].
     pub signature: Signature,
+    /// The new device does not want the conversation history (`link new
+    /// --no-history`). Not signed: the SAS the user compares covers the whole hello.
+    pub skip_history: bool,
 }
 
 impl LinkHello {
@@ -66,6 +69,7 @@ impl LinkHello {
             nonce,
             name: name.to_owned(),
             signature: key.sign(LINK_HELLO_CONTEXT, &signed),
+            skip_history: false,
         }
     }
 
@@ -177,6 +181,7 @@ impl LinkMessage {
                 nonce: h.nonce.to_vec(),
                 name: h.name.clone(),
                 signature: h.signature.as_bytes().to_vec(),
+                skip_history: h.skip_history,
             }),
             Self::Reveal(k) => Body::Reveal(k.to_vec()),
             Self::Bundle(b) => Body::Bundle(b.clone()),
@@ -216,6 +221,7 @@ impl LinkMessage {
                         nonce: fixed("link_hello.nonce", &h.nonce)?,
                         name: h.name,
                         signature,
+                        skip_history: h.skip_history,
                     })
                 }
                 Body::Reveal(k) => Self::Reveal(fixed("link_message.reveal", &k)?),
@@ -255,6 +261,11 @@ pub struct ProvisioningBundle {
     pub epoch_key: Zeroizing<[u8; 32]>,
     /// The blob id of the sealed checkpoint.
     pub checkpoint: [u8; 32],
+    /// The key the history chunks are sealed under (`None`: no history comes).
+    pub history_key: Option<Zeroizing<[u8; 32]>>,
+    /// The blob ids of the history chunks, in order (at most
+    /// [`MAX_HISTORY_CHUNKS`](crate::limits::MAX_HISTORY_CHUNKS)).
+    pub history: Vec<[u8; 32]>,
 }
 
 impl ProvisioningBundle {
@@ -276,6 +287,12 @@ impl ProvisioningBundle {
             epoch: self.epoch,
             epoch_key: self.epoch_key.to_vec(),
             checkpoint: self.checkpoint.to_vec(),
+            history_key: self
+                .history_key
+                .as_ref()
+                .map(|k| k.to_vec())
+                .unwrap_or_default(),
+            history: self.history.iter().map(|h| h.to_vec()).collect(),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(p.encoded_len()));
         let _ = p.encode(&mut *out);
@@ -321,6 +338,27 @@ impl ProvisioningBundle {
             epoch: p.epoch,
             epoch_key: Zeroizing::new(fixed("provisioning_bundle.epoch_key", &p.epoch_key)?),
             checkpoint: fixed("provisioning_bundle.checkpoint", &p.checkpoint)?,
+            history_key: match p.history_key.len() {
+                0 => None,
+                _ => Some(Zeroizing::new(fixed(
+                    "provisioning_bundle.history_key",
+                    &p.history_key,
+                )?)),
+            },
+            history: {
+                if p.history.len() > crate::limits::MAX_HISTORY_CHUNKS
+                    || (p.history_key.is_empty() && !p.history.is_empty())
+                {
+                    return Err(WireError::InvalidText {
+                        field: "provisioning_bundle.history",
+                        reason: "too many chunks, or chunks without a key",
+                    });
+                }
+                p.history
+                    .iter()
+                    .map(|h| fixed("provisioning_bundle.history", h))
+                    .collect::<Result<_, _>>()?
+            },
         })
     }
 }
@@ -330,6 +368,7 @@ fn wipe_bundle(p: &mut proto::ProvisioningBundle) {
     p.root_secret.zeroize();
     p.identity_dh_secret.zeroize();
     p.epoch_key.zeroize();
+    p.history_key.zeroize();
 }
 
 #[cfg(test)]
@@ -436,8 +475,27 @@ mod tests {
             epoch: 1,
             epoch_key: Zeroizing::new([4; 32]),
             checkpoint: [5; 32],
+            history_key: Some(Zeroizing::new([6; 32])),
+            history: vec![[7; 32], [8; 32]],
         };
         let back = ProvisioningBundle::decode(&b.encode()).unwrap();
+        assert_eq!(back.history, [[7; 32], [8; 32]]);
+        assert_eq!(back.history_key.as_deref(), Some(&[6; 32]));
+        let mut p = proto::ProvisioningBundle::decode(&b.encode()[..]).unwrap();
+        p.history = vec![vec![9; 32]; crate::limits::MAX_HISTORY_CHUNKS + 1];
+        assert!(matches!(
+            ProvisioningBundle::decode(&p.encode_to_vec()),
+            Err(WireError::InvalidText {
+                field: "provisioning_bundle.history",
+                ..
+            })
+        ));
+        p.history = vec![vec![9; 32]];
+        p.history_key.clear();
+        assert!(
+            ProvisioningBundle::decode(&p.encode_to_vec()).is_err(),
+            "chunks without a key"
+        );
         assert_eq!(back.root.unwrap().public_key(), root.public_key());
         assert_eq!(back.dh.public_key(), dh.public_key());
         assert_eq!(

@@ -249,6 +249,10 @@ fn provisioning_bundle() -> chorus_wire::ProvisioningBundle {
         epoch: 1,
         epoch_key: zeroize::Zeroizing::new([0x03; 32]),
         checkpoint: [0x04; 32],
+        // No history: the vector's bytes predate the history fields (empty ones encode
+        // to nothing).
+        history_key: None,
+        history: Vec::new(),
     }
 }
 

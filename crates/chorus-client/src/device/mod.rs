@@ -39,6 +39,7 @@ pub use revoke::{FoundDevice, Revoked};
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 mod contacts;
+mod history;
 mod outbox;
 mod prekey_supply;
 mod receive;

@@ -48,6 +48,12 @@ impl Device {
     /// posts the outbox.
     pub async fn sync(&self) -> Result<Vec<Event>, ClientError> {
         let _ = self.relay.heartbeat().await;
+        // A link interrupted while importing the history resumes at the next chunk.
+        if self.store.history_import_left().await? > 0
+            && let Err(e) = self.import_history(|_, _| {}).await
+        {
+            tracing::warn!(error = %e, "could not import the rest of the history yet");
+        }
         let mut events = self.sync_log().await?;
         // A revocation whose device stopped before renewing: any device finishes it.
         // It stays due until it lands, so a failure here never keeps this device from

@@ -46,7 +46,7 @@ use zeroize::Zeroizing;
 
 use super::{Device, Revoked};
 use crate::identity::IdentitySecrets;
-use crate::link::{CatchUp, mark_pending, open_checkpoint};
+use crate::link::{CatchUp, Stage, mark_pending, open_checkpoint};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
 use crate::relay::{Login, RelayClient, normalize_url};
 use crate::store::log_state::load_roster;
@@ -195,7 +195,7 @@ impl Device {
         let Some(key) = self.roster().await?.recovery_key().copied() else {
             return Ok(false);
         };
-        let bundle = self.provisioning_bundle(false).await?;
+        let bundle = self.provisioning_bundle(false, false).await?;
         let sealed = chorus_crypto::seal(
             &key,
             &ad(STATE_AD, &self.log.keys.log_id),
@@ -460,11 +460,16 @@ pub async fn recover(
     mark_pending(home, false)?;
     let start = u64::try_from(applied).unwrap_or(0);
     let total = u64::try_from(head).unwrap_or(0).saturating_sub(start);
-    progress(CatchUp { done: 0, total });
+    progress(CatchUp {
+        stage: Stage::Log,
+        done: 0,
+        total,
+    });
     device
         .sync_log_with(|now| {
             let done = now.saturating_sub(start);
             progress(CatchUp {
+                stage: Stage::Log,
                 done,
                 total: total.max(done),
             });

@@ -33,6 +33,7 @@ pub(crate) mod contacts;
 mod fold;
 pub(crate) use fold::Folder;
 pub(crate) mod history;
+mod history_archive;
 pub(crate) mod identity;
 pub(crate) mod log_state;
 pub(crate) mod mailboxes;
