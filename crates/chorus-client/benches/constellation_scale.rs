@@ -14,8 +14,10 @@
 //!   session, made through the same guarded `ContactUpserted` + `Sent` append as
 //!   `accept`); a new device is linked with `link_locally` (the code path of `chorus
 //!   link`: channel, SAS, roster entry, checkpoint export, seal, upload, bundle, import,
-//!   tail fold). Measured: time from the offer to a device that can send, and the
-//!   checkpoint's size.
+//!   tail fold) and brings 100,000 messages of history with it (sealed 1 MiB chunks,
+//!   uploaded, downloaded and imported; the history is put into alice's store directly,
+//!   as months of conversation would leave it). Measured: time from the offer to a
+//!   device that can send, and the new device's store size.
 //!
 //! Contacts and bursts are built with the `bench` feature's shortcuts
 //! (`src/bench.rs`): the same event and fold code as the user-facing calls, minus the
@@ -23,8 +25,8 @@
 //! `synchronous=FULL`) runs in this process; every device has its own SQLite store.
 //!
 //! `cargo bench -p chorus-client --bench constellation_scale` (about three minutes).
-//! `CHORUS_BENCH_EVENTS` and `CHORUS_BENCH_CONTACTS` scale both parts down for a
-//! quick look.
+//! `CHORUS_BENCH_EVENTS`, `CHORUS_BENCH_BACKLOG`, `CHORUS_BENCH_CONTACTS` and
+//! `CHORUS_BENCH_HISTORY` scale the parts down for a quick look (0 skips a part).
 
 mod common;
 
@@ -163,7 +165,7 @@ async fn raw_insert_floor(dir: &Path, rows: usize) {
     );
 }
 
-async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
+async fn link_into_contacts(url: &str, dir: &Path, contacts: usize, history: usize) {
     let alice = identity(&dir.join("a"), url, "alice", 1).await;
     let mut rng = rand_core::UnwrapErr(rand::rngs::SysRng);
     let start = Instant::now();
@@ -181,6 +183,11 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
             .await
             .unwrap();
     }
+    let aliases: Vec<String> = (0..contacts).map(|i| format!("contact {i}")).collect();
+    alice[0]
+        .bench_history(&aliases, history, &"x".repeat(100))
+        .await
+        .unwrap();
     let built = start.elapsed();
     let home = dir.join("a").join("new");
     let cpu = cpu_time();
@@ -197,6 +204,8 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
     let wall = start.elapsed();
     let cpu = cpu_time() - cpu;
     assert_eq!(device.contacts().await.unwrap().len(), contacts);
+    let shown = device.history("contact 0", u32::MAX).await.unwrap().len();
+    assert_eq!(shown, history.div_ceil(contacts.max(1)));
     device
         .send("contact 0", "from the new device")
         .await
@@ -208,7 +217,7 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
         .map(|m| m.len())
         .sum();
     println!(
-        "| link a device | {contacts} contacts | {:.2} s | CPU {:.2} s (process: both devices and the relay) | new device's home {:.1} MB | adding the contacts: {:.1} s |",
+        "| link a device | {contacts} contacts, {history} messages of history | {:.2} s | CPU {:.2} s (process: both devices and the relay) | new device's home {:.1} MB | adding the contacts and history: {:.1} s |",
         wall.as_secs_f64(),
         cpu.as_secs_f64(),
         store as f64 / 1e6,
@@ -219,25 +228,32 @@ async fn link_into_contacts(url: &str, dir: &Path, contacts: usize) {
 fn main() {
     let events = env_or("CHORUS_BENCH_EVENTS", 100_000);
     let contacts = env_or("CHORUS_BENCH_CONTACTS", 1_000);
+    let history = env_or("CHORUS_BENCH_HISTORY", 100_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("| what | size | time | rate / CPU | | |");
     println!("|---|---|---|---|---|---|");
-    let dir = tempfile::tempdir().unwrap();
-    rt.block_on(async {
-        let url = common::relay(dir.path()).await;
-        catch_up(&url, dir.path(), events).await;
-        raw_insert_floor(dir.path(), events).await;
-    });
+    // A size of 0 skips that part (`CHORUS_BENCH_EVENTS=0 CHORUS_BENCH_BACKLOG=0` runs
+    // only the link).
+    if events > 0 {
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let url = common::relay(dir.path()).await;
+            catch_up(&url, dir.path(), events).await;
+            raw_insert_floor(dir.path(), events).await;
+        });
+    }
     let messages = env_or("CHORUS_BENCH_BACKLOG", 10_000);
+    if messages > 0 {
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let url = common::relay(dir.path()).await;
+            backlog(&url, dir.path(), messages).await;
+            raw_insert_floor(dir.path(), messages).await;
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let url = common::relay(dir.path()).await;
-        backlog(&url, dir.path(), messages).await;
-        raw_insert_floor(dir.path(), messages).await;
-    });
-    let dir = tempfile::tempdir().unwrap();
-    rt.block_on(async {
-        let url = common::relay(dir.path()).await;
-        link_into_contacts(&url, dir.path(), contacts).await;
+        link_into_contacts(&url, dir.path(), contacts, history).await;
     });
 }

@@ -94,3 +94,48 @@ impl Device {
         Ok(())
     }
 }
+
+impl Device {
+    /// Puts `messages` history entries (`text`, alternating direction, spread over
+    /// `contacts`) straight into the store, as months of conversation leave it: the
+    /// history a link carries. Only the history table (sealed as every entry is); no
+    /// log record, no envelope.
+    pub async fn bench_history(
+        &self,
+        contacts: &[String],
+        messages: usize,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        use crate::store::history::{HistoryRow, insert_history};
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let mut rows = Vec::with_capacity(1000);
+        for i in 0..messages {
+            let alias = &contacts[i % contacts.len().max(1)];
+            let envelope_id: [u8; 16] = self.random();
+            let outgoing = i % 2 == 0;
+            let at = now - i64::try_from(messages - i).unwrap_or(0);
+            rows.push(HistoryRow {
+                sealed: self.store.seal(
+                    "message",
+                    &crate::store::row::message(&envelope_id, alias, outgoing),
+                    text.as_bytes(),
+                ),
+                alias: alias.clone(),
+                outgoing,
+                envelope_id,
+                sent_ms: at,
+                stored_ms: at,
+                position: i64::try_from(i).unwrap_or(0),
+                event: None,
+            });
+            if rows.len() == 1000 {
+                insert_history(&mut tx, &rows).await?;
+                rows.clear();
+            }
+        }
+        insert_history(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
