@@ -52,6 +52,11 @@ struct Cli {
     /// your own home relay is).
     #[arg(long, global = true)]
     allow_private_relays: bool,
+    /// Bytes per history chunk when this device approves a link (tests: several chunks
+    /// from a short history).
+    #[arg(long, global = true, hide = true, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=4_194_304))]
+    history_chunk_bytes: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -393,6 +398,10 @@ fn options(cli: &Cli) -> Options {
     Options {
         sibling_delivery: std::time::Duration::from_secs(cli.deliver_after),
         allow_private_relays: cli.allow_private_relays,
+        history_chunk_bytes: cli
+            .history_chunk_bytes
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(chorus_wire::HISTORY_CHUNK_TARGET),
         ..Options::default()
     }
 }

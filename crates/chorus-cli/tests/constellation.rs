@@ -55,9 +55,20 @@ fn approve(
     code: &str,
     new_lines: &mut impl Iterator<Item = String>,
 ) -> (std::process::Output, Vec<String>) {
+    approve_with(existing, code, new_lines, &[])
+}
+
+/// [`approve`] with more arguments for the approver (before the subcommand).
+fn approve_with(
+    existing: &Path,
+    code: &str,
+    new_lines: &mut impl Iterator<Item = String>,
+    extra: &[&str],
+) -> (std::process::Output, Vec<String>) {
     let mut approver = Command::new(CHORUS)
         .arg("--home")
         .arg(existing)
+        .args(extra)
         .args(["link", "approve", code])
         .env_remove("CHORUS_HOME")
         .env_remove("CHORUS_FAILPOINT")
@@ -771,4 +782,93 @@ fn security_set_moves_the_root_to_the_primary_and_back_to_every_device() {
     assert!(seen.contains("this device holds the root key"), "{seen}");
     ok(&phone, &["invite", "--no-qr"]);
     assert!(ok(&phone, &["status"]).contains("shared-root"));
+}
+
+#[test]
+fn link_new_brings_the_history_resumes_it_after_a_kill_and_no_history_brings_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, _phone, bob) = alice_on_two_devices_and_bob(dir.path());
+    let invite = ok(&laptop, &["invite", "--no-qr"]);
+    ok(&bob, &["accept", invite.trim(), "--name", "alice"]);
+    ok(&laptop, &["sync"]);
+    for i in 0..4 {
+        ok(&laptop, &["send", "bob", &format!("alice {i}")]);
+        ok(&bob, &["sync"]);
+        ok(&bob, &["send", "alice", &format!("bob {i}")]);
+        ok(&laptop, &["sync"]);
+    }
+    let before = history(&laptop, "bob");
+    assert_eq!(before.len(), 8);
+
+    // The tablet stops (kill -9) right after importing its first history chunk.
+    let tablet = dir.path().join("tablet");
+    let (mut child, mut lines, code) =
+        start_link_new(&tablet, &relay, "tablet", Some("link-history-chunk"));
+    let (approved, _) = approve_with(
+        &laptop,
+        &code,
+        &mut lines,
+        &["--history-chunk-bytes", "150"],
+    );
+    assert!(approved.status.success(), "{approved:?}");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("failpoint link-history-chunk reached") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "link new ended early"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = history(&tablet, "bob");
+    assert!(
+        !partial.is_empty() && partial.len() < before.len(),
+        "one chunk in: {partial:?}"
+    );
+    // The next sync imports the rest: the same conversation, in the same order.
+    ok(&tablet, &["sync"]);
+    assert_eq!(history(&tablet, "bob"), before);
+
+    // A device linked with --no-history starts at the link.
+    let watch = dir.path().join("watch");
+    let (mut child, mut lines, code) = {
+        let mut before = Vec::new();
+        let mut child = Command::new(CHORUS)
+            .arg("--home")
+            .arg(&watch)
+            .args([
+                "link",
+                "new",
+                "--relay",
+                &relay.url,
+                "--name",
+                "watch",
+                "--no-qr",
+                "--yes",
+                "--no-history",
+            ])
+            .env_remove("CHORUS_HOME")
+            .env_remove("CHORUS_FAILPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(|l| l.unwrap());
+        let code = loop {
+            let line = lines.next().unwrap();
+            if let Some(code) = line.trim().strip_prefix("chorus link approve ") {
+                break code.to_owned();
+            }
+            before.push(line);
+        };
+        (child, lines, code)
+    };
+    let (approved, _) = approve(&laptop, &code, &mut lines);
+    assert!(approved.status.success(), "{approved:?}");
+    assert!(child.wait().unwrap().success());
+    assert!(history(&watch, "bob").is_empty());
 }
