@@ -122,7 +122,7 @@ mod tests {
     fn item(n: u8) -> HistoryItem {
         HistoryItem {
             contact: "bob".into(),
-            outgoing: n % 2 == 0,
+            outgoing: n.is_multiple_of(2),
             envelope_id: [n; 16],
             sent_ms: i64::from(n) * 1000,
             stored_ms: i64::from(n) * 1001,

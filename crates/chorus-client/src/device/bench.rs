@@ -113,7 +113,7 @@ impl Device {
         for i in 0..messages {
             let alias = &contacts[i % contacts.len().max(1)];
             let envelope_id: [u8; 16] = self.random();
-            let outgoing = i % 2 == 0;
+            let outgoing = i.is_multiple_of(2);
             let at = now - i64::try_from(messages - i).unwrap_or(0);
             rows.push(HistoryRow {
                 sealed: self.store.seal(
