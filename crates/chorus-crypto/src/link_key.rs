@@ -13,7 +13,7 @@ use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::CryptoError;
-use crate::aead::{NONCE_LEN, TAG_LEN, gcm_open, gcm_seal};
+use crate::aead::{open_with_nonce, seal_with_nonce};
 use crate::x25519::DhOutput;
 
 const INFO: &[u8] = b"Chorus_LinkKey_v1";
@@ -37,32 +37,12 @@ impl LinkKey {
 
     /// Seals: returns nonce ‖ ciphertext ‖ tag.
     pub fn seal<R: CryptoRng + ?Sized>(&self, ad: &[u8], plaintext: &[u8], rng: &mut R) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill_bytes(&mut nonce);
-        let mut body = plaintext.to_vec();
-        gcm_seal(&self.0, &nonce, ad, &mut body);
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&body);
-        out
+        seal_with_nonce(&self.0, ad, plaintext, rng)
     }
 
-    /// Opens what [`LinkKey::seal`] produced with the same associated data.
+    /// Opens what [`Self::seal`] produced with the same associated data.
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(CryptoError::CiphertextTooShort {
-                minimum: NONCE_LEN + TAG_LEN,
-                actual: sealed.len(),
-            });
-        }
-        let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| CryptoError::InvalidLength {
-            what: "link nonce",
-            expected: NONCE_LEN,
-            actual: nonce.len(),
-        })?;
-        let mut buf = Zeroizing::new(body.to_vec());
-        gcm_open(&self.0, &nonce, ad, &mut buf)?;
-        Ok(buf)
+        open_with_nonce(&self.0, ad, sealed)
     }
 }
 

@@ -425,16 +425,9 @@ async fn recover_device(
     Segs(slot): Segs<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    let slot = Id32::parse(&slot)?;
-    allow(&state, Kind::Open, ip.key())?;
+    let found = slot_named(&state, &ip, &slot).await?;
     let req: AddDeviceRequest = decode(&body)?;
-    let log_id = state
-        .store()
-        .recovery(slot)
-        .await?
-        .ok_or_else(ApiError::not_found)?
-        .log_id;
-    register_device(&state, log_id, req).await
+    register_device(&state, found.log_id, req).await
 }
 
 /// Registers a device on a proof the log's authority accepts.
@@ -496,14 +489,20 @@ async fn recovery_slot(
     ip: ClientIp,
     Segs(slot): Segs<String>,
 ) -> ApiResult<Json<RecoverySlot>> {
-    let slot = Id32::parse(&slot)?;
-    allow(&state, Kind::Open, ip.key())?;
-    let found = state
+    Ok(Json(slot_named(&state, &ip, &slot).await?))
+}
+
+/// The recovery slot named in the path (no session: the name is the proof of holding
+/// the code), rate-limited per source as every open endpoint; `404` for a name no log
+/// holds.
+async fn slot_named(state: &AppState, ip: &ClientIp, slot: &str) -> ApiResult<RecoverySlot> {
+    let slot = Id32::parse(slot)?;
+    allow(state, Kind::Open, ip.key())?;
+    state
         .store()
         .recovery(slot)
         .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(found))
+        .ok_or_else(ApiError::not_found)
 }
 
 /// The checkpoint blob the slot's state names (no session, as for the slot).
@@ -512,13 +511,7 @@ async fn recovery_checkpoint(
     ip: ClientIp,
     Segs(slot): Segs<String>,
 ) -> ApiResult<Response> {
-    let slot = Id32::parse(&slot)?;
-    allow(&state, Kind::Open, ip.key())?;
-    let found = state
-        .store()
-        .recovery(slot)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let found = slot_named(&state, &ip, &slot).await?;
     let checkpoint = found.checkpoint.ok_or_else(ApiError::not_found)?;
     let data = state
         .store()

@@ -160,30 +160,16 @@ impl Device {
         // The slot first: a roster naming a key whose slot is missing would have every
         // device fail to write its state.
         self.relay.put_recovery_kit(Id32(code.slot()), kit).await?;
-        let mut done = false;
-        for _ in 0..APPEND_ATTEMPTS {
-            self.sync_log().await?;
-            let roster = self.roster().await?;
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        self.append_roster_change(|roster| {
             let entry = roster
-                .set_recovery_key(root, key, u64::try_from(self.now()).unwrap_or(0))
+                .set_recovery_key(root, key, now)
                 .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
-            let (outcome, _) = self
-                .append(vec![Pending::guarded(
-                    EventKind::Roster {
-                        entry: entry.as_bytes().to_vec(),
-                    },
-                    ROSTER_STREAM.to_vec(),
-                    None,
-                )])
-                .await?;
-            if outcome == Appended::Done {
-                done = true;
-                break;
-            }
-        }
-        if !done {
-            return Err(ClientError::Contended);
-        }
+            Ok(vec![EventKind::Roster {
+                entry: entry.as_bytes().to_vec(),
+            }])
+        })
+        .await?;
         self.refresh_recovery().await?;
         Ok(encode_code(&code))
     }
@@ -228,6 +214,30 @@ impl Device {
         Ok(self.roster().await?.recovery_key().is_some())
     }
 
+    /// Appends the roster change `plan` decides on the roster as folded: its records
+    /// in one atomic append, the first guarded on the roster stream, deciding again on
+    /// the new roster whenever another device changed it first. No records: nothing to
+    /// do.
+    pub(crate) async fn append_roster_change(
+        &self,
+        mut plan: impl FnMut(&Roster) -> Result<Vec<EventKind>, ClientError>,
+    ) -> Result<(), ClientError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            self.sync_log().await?;
+            let mut records = plan(&self.roster().await?)?.into_iter();
+            let Some(first) = records.next() else {
+                return Ok(());
+            };
+            let pending = std::iter::once(Pending::guarded(first, ROSTER_STREAM.to_vec(), None))
+                .chain(records.map(Pending::free))
+                .collect();
+            if self.append(pending).await?.0 == Appended::Done {
+                return Ok(());
+            }
+        }
+        Err(ClientError::Contended)
+    }
+
     /// The roster as folded.
     pub(crate) async fn roster(&self) -> Result<Roster, ClientError> {
         let mut conn = self.store.pool().acquire().await?;
@@ -242,51 +252,31 @@ impl Device {
         (me, me_dh, name): (DevicePublicKey, DeviceDhPublic, &str),
     ) -> Result<Option<Revoked>, ClientError> {
         let mut lost = None;
-        let mut done = false;
-        for _ in 0..APPEND_ATTEMPTS {
-            self.sync_log().await?;
-            let mut roster = self.roster().await?;
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let refused = |e: chorus_core::RosterError| ClientError::LinkRefused(e.to_string());
+        self.append_roster_change(|roster| {
+            let mut roster = roster.clone();
             lost = roster.primary().copied().filter(|p| *p != me);
-            let now = u64::try_from(self.now()).unwrap_or(0);
             let mut entries = Vec::new();
             if !roster.is_authorized(&me) {
                 let e = roster
                     .authorize(&RosterSigner::Root(root), me, me_dh, name, now)
-                    .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
-                roster
-                    .apply(&e)
-                    .map_err(|e| ClientError::LinkRefused(e.to_string()))?;
+                    .map_err(refused)?;
+                roster.apply(&e).map_err(refused)?;
                 entries.push(e);
             }
             if lost.is_some() {
-                entries.push(
-                    roster
-                        .move_primary(root, me, now)
-                        .map_err(|e| ClientError::LinkRefused(e.to_string()))?,
-                );
+                entries.push(roster.move_primary(root, me, now).map_err(refused)?);
             }
-            if entries.is_empty() {
-                done = true;
-                break;
-            }
-            // One atomic batch, guarded on the roster stream: the entries chain, and
-            // nothing another device appends can land between them.
-            let mut batch = entries.iter().map(|e| EventKind::Roster {
-                entry: e.as_bytes().to_vec(),
-            });
-            let first = batch
-                .next()
-                .map(|k| Pending::guarded(k, ROSTER_STREAM.to_vec(), None));
-            let pending = first.into_iter().chain(batch.map(Pending::free)).collect();
-            let (outcome, _) = self.append(pending).await?;
-            if outcome == Appended::Done {
-                done = true;
-                break;
-            }
-        }
-        if !done {
-            return Err(ClientError::Contended);
-        }
+            // The entries chain, and nothing another device appends lands between them.
+            Ok(entries
+                .iter()
+                .map(|e| EventKind::Roster {
+                    entry: e.as_bytes().to_vec(),
+                })
+                .collect())
+        })
+        .await?;
         match lost {
             Some(lost) => Ok(Some(
                 self.revoke_device(&hex::encode(lost.as_bytes())).await?,

@@ -16,7 +16,6 @@ use chorus_wire::{EventKind, SecurityLevel};
 
 use super::Device;
 use crate::ClientError;
-use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
 
 impl Device {
     /// Changes the security level; `false` if it already was `level`. Needs the root
@@ -31,32 +30,26 @@ impl Device {
         let me = DevicePublicKey::from_bytes(self.log.keys.device)
             .map_err(|_| ClientError::Corrupt("device key".into()))?;
         let refused = |e: chorus_core::RosterError| ClientError::Corrupt(format!("roster: {e}"));
-        for _ in 0..APPEND_ATTEMPTS {
-            self.sync_log().await?;
-            let roster = self.roster().await?;
-            if roster.level() == level {
-                return Ok(false);
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let mut changed = false;
+        self.append_roster_change(|roster| {
+            changed = roster.level() != level;
+            if !changed {
+                return Ok(Vec::new());
             }
-            let now = u64::try_from(self.now()).unwrap_or(0);
             let primary = (level == SecurityLevel::PrimaryRoot).then_some(me);
             let entry = roster.change_level(root, primary, now).map_err(refused)?;
-            let mut pending = vec![Pending::guarded(
-                EventKind::Roster {
-                    entry: entry.as_bytes().to_vec(),
-                },
-                ROSTER_STREAM.to_vec(),
-                None,
-            )];
+            let mut records = vec![EventKind::Roster {
+                entry: entry.as_bytes().to_vec(),
+            }];
             if level == SecurityLevel::SharedRoot {
                 let mut next = roster.clone();
                 next.apply(&entry).map_err(refused)?;
-                pending.push(Pending::free(next.share_root(root, &mut self.rng())));
+                records.push(next.share_root(root, &mut self.rng()));
             }
-            let (outcome, _) = self.append(pending).await?;
-            if outcome == Appended::Done {
-                return Ok(true);
-            }
-        }
-        Err(ClientError::Contended)
+            Ok(records)
+        })
+        .await?;
+        Ok(changed)
     }
 }
