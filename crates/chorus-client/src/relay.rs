@@ -900,12 +900,19 @@ impl RelayClient {
     }
 
     /// Sets the log's recovery slot: `kit` (the root sealed to the recovery key) under
-    /// `slot` (derived from the recovery code).
-    pub async fn put_recovery_kit(&self, slot: Id32, kit: Vec<u8>) -> Result<(), RelayError> {
+    /// `slot` (derived from the recovery code), on the root-signed `RecoveryKeySet`
+    /// entry naming the slot.
+    pub async fn put_recovery_kit(
+        &self,
+        slot: Id32,
+        kit: Vec<u8>,
+        authorization: &[u8],
+    ) -> Result<(), RelayError> {
         let path = self.log_path("/recovery")?;
         let body = chorus_relay_api::RecoveryKitRequest {
             slot,
             kit: HexBytes(kit),
+            authorization: HexBytes(authorization.to_vec()),
         };
         let _: serde_json::Value = self.call(Method::PUT, &path, Some(&body), true).await?;
         Ok(())

@@ -366,7 +366,7 @@ impl Roster {
                 self.revoked.push(*device);
             }
             RosterBody::PrimaryMoved { device } => self.primary = Some(*device),
-            RosterBody::RecoveryKeySet { key } => self.recovery = Some(*key),
+            RosterBody::RecoveryKeySet { key, .. } => self.recovery = Some(*key),
             RosterBody::LevelChanged { level, primary } => {
                 self.level = *level;
                 self.primary = *primary;
@@ -458,9 +458,10 @@ impl Roster {
         &self,
         root: &RootSigningKey,
         key: DeviceDhPublic,
+        slot: [u8; 32],
         timestamp_ms: u64,
     ) -> Result<RosterEntry, RosterError> {
-        let body = RosterBody::RecoveryKeySet { key };
+        let body = RosterBody::RecoveryKeySet { key, slot };
         self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
     }
 

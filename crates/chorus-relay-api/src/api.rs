@@ -750,6 +750,9 @@ pub struct RecoveryKitRequest {
     pub slot: Id32,
     /// The root key sealed to the recovery key.
     pub kit: HexBytes,
+    /// The root-signed roster entry (`RecoveryKeySet`) naming this slot: only the
+    /// root's holder sets the slot.
+    pub authorization: HexBytes,
 }
 
 impl Validate for RecoveryKitRequest {
@@ -757,6 +760,10 @@ impl Validate for RecoveryKitRequest {
         check(
             !self.kit.0.is_empty() && self.kit.0.len() <= MAX_RECOVERY_KIT_BYTES,
             "bad_recovery_kit",
+        )?;
+        check(
+            self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
+            "record_too_large",
         )
     }
 }

@@ -16,7 +16,8 @@
 //! In `primary-root` the primary's own key signs only while the primary is a current
 //! device. The root may revoke the primary (`chorus recover` on a new device does, after
 //! the primary was lost); from then on the lost device's key authorizes nothing here,
-//! whoever holds it.
+//! whoever holds it. The recovery slot, where a lost primary's identity comes back
+//! from, is set on the root's signature alone.
 
 use chorus_wire::{RosterBody, RosterEntry, SecurityLevel};
 
@@ -82,6 +83,27 @@ impl Authority {
     /// The device the genesis names as the first.
     pub(crate) fn first_device(&self) -> Id32 {
         Id32(self.first_device)
+    }
+
+    /// Checks that `proof` is the root-signed `RecoveryKeySet` entry of this log naming
+    /// `slot`: `400 bad_authorization` if it is not such an entry, `403 not_authorized`
+    /// if another key signed it. Only the root (never a primary's device key) sets the
+    /// recovery slot.
+    pub(crate) fn check_recovery(&self, slot: Id32, proof: &[u8]) -> Result<(), ApiError> {
+        let bad = || ApiError::invalid("bad_authorization");
+        let entry = RosterEntry::decode(proof).map_err(|_| bad())?;
+        match &entry.body {
+            RosterBody::RecoveryKeySet { slot: named, .. }
+                if *named == slot.0 && entry.log_id == self.log_id.0 => {}
+            _ => return Err(bad()),
+        }
+        if entry.signer != self.root {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "not_authorized",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks that `proof` authorizes `change` of `device` in this log:

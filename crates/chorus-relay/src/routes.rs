@@ -461,6 +461,9 @@ async fn put_recovery_kit(
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let req: RecoveryKitRequest = decode(&body)?;
+    authority(&state, log_id)
+        .await?
+        .check_recovery(req.slot, &req.authorization.0)?;
     state
         .store()
         .put_recovery_kit(log_id, req.slot, &req.kit.0)

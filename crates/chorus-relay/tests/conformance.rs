@@ -25,6 +25,7 @@ both_backends!(
     a_secondary_cannot_revoke_the_primary_or_add_devices_without_the_root,
     once_the_root_revoked_the_primary_its_key_lets_nobody_in,
     the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint,
+    a_device_without_the_root_cannot_replace_the_recovery_slot,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
     a_used_invitation_mailbox_refuses_a_second_sender,
@@ -1710,7 +1711,22 @@ async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b:
     let slot = Hex32::from_u64(4901);
     let kit = hex::encode([7u8; 80]);
     let kit_path = format!("/v1/logs/{}/recovery", log.0);
-    let put_kit = |body: Value| r.call(Method::PUT, &kit_path, Some(&tok), Some(body));
+    let put_kit = |mut body: Value| {
+        // Every kit goes with the root-signed entry naming its slot.
+        let named: [u8; 32] = hex::decode(body["slot"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        body["authorization"] = json!(roster_entry(
+            &log,
+            &RosterBody::RecoveryKeySet {
+                key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+                slot: named,
+            },
+            &root(),
+        ));
+        r.call(Method::PUT, &kit_path, Some(&tok), Some(body))
+    };
     let (s, v) = put_kit(json!({ "slot": slot.0, "kit": "" })).await;
     assert_eq!(
         (s, v["error"].clone()),
@@ -1746,7 +1762,16 @@ async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b:
             Method::PUT,
             &format!("/v1/logs/{}/recovery", other.0),
             Some(&other_tok),
-            Some(json!({ "slot": slot.0, "kit": kit })),
+            Some(
+                json!({ "slot": slot.0, "kit": kit, "authorization": roster_entry(
+                &other,
+                &RosterBody::RecoveryKeySet {
+                    key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+                    slot: hex::decode(&slot.0).unwrap().try_into().unwrap(),
+                },
+                &root(),
+            ) }),
+            ),
         )
         .await;
     assert_eq!(
@@ -1831,6 +1856,74 @@ async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b:
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = r.raw(Method::GET, &blob(2), Some(&tok), vec![]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The recovery slot is where a lost primary's identity comes back from. Any current
+/// device could replace it (a secondary in `primary-root`, or a thief holding one), so
+/// the code the person wrote down silently stopped working: the relay took a slot from
+/// a session alone. It now needs the root-signed `RecoveryKeySet` entry naming that
+/// slot.
+async fn a_device_without_the_root_cannot_replace_the_recovery_slot(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, tok) = r.identity(52).await;
+    let slot = Hex32::from_u64(5201);
+    let path = format!("/v1/logs/{}/recovery", log.0);
+    let kit = hex::encode([7u8; 80]);
+    let entry = |slot: &Hex32, signer: &ed25519_dalek::SigningKey| {
+        roster_entry(
+            &log,
+            &RosterBody::RecoveryKeySet {
+                key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+                slot: hex::decode(&slot.0).unwrap().try_into().unwrap(),
+            },
+            signer,
+        )
+    };
+    // The attack: a session alone.
+    let (s, v) = r
+        .call(
+            Method::PUT,
+            &path,
+            Some(&tok),
+            Some(json!({ "slot": slot.0, "kit": kit })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("malformed")),
+        "{v}"
+    );
+    // Signed by the device's own key, naming another slot, or of another kind.
+    let put = |authorization: String| {
+        r.call(
+            Method::PUT,
+            &path,
+            Some(&tok),
+            Some(json!({ "slot": slot.0, "kit": kit, "authorization": authorization })),
+        )
+    };
+    let (s, v) = put(entry(&slot, &dev.key)).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    for proof in [
+        entry(&Hex32::from_u64(5202), &root()),
+        authorize(&log, &dev, &root()),
+        "0a00".into(),
+    ] {
+        let (s, v) = put(proof).await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_authorization"))
+        );
+    }
+    let (s, _) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was set by the refusals");
+    let (s, v) = put(entry(&slot, &root())).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
 }
 
 async fn mailbox(r: &Relay, log: &Hex32, tok: &str, seed: u64) -> Hex32 {

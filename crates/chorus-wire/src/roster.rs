@@ -67,6 +67,9 @@ pub enum RosterBody {
     RecoveryKeySet {
         /// The X25519 key derived from the recovery code.
         key: DeviceDhPublic,
+        /// The relay slot (derived from the code) the kit is kept under: the relay
+        /// takes a slot for the log only on this root-signed entry.
+        slot: [u8; 32],
     },
     /// The security level changes (`chorus security set`).
     LevelChanged {
@@ -209,6 +212,10 @@ impl RosterEntry {
                     "roster.recovery_key_set.recovery_key",
                     DeviceDhPublic::from_slice(&r.recovery_key),
                 )?,
+                slot: <[u8; 32]>::try_from(&r.slot[..]).map_err(|_| WireError::InvalidText {
+                    field: "roster.recovery_key_set.slot",
+                    reason: "must be 32 bytes",
+                })?,
             },
         };
         let signer =
@@ -290,9 +297,10 @@ impl RosterEntry {
                     primary: primary.map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
                 })
             }
-            RosterBody::RecoveryKeySet { key } => {
+            RosterBody::RecoveryKeySet { key, slot } => {
                 proto::roster_entry::Body::RecoveryKeySet(proto::RecoveryKeySet {
                     recovery_key: key.as_bytes().to_vec(),
+                    slot: slot.to_vec(),
                 })
             }
         };

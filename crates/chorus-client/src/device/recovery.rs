@@ -158,12 +158,22 @@ impl Device {
         )
         .map_err(|_| ClientError::Corrupt("recovery key".into()))?;
         // The slot first: a roster naming a key whose slot is missing would have every
-        // device fail to write its state.
-        self.relay.put_recovery_kit(Id32(code.slot()), kit).await?;
+        // device fail to write its state. The relay takes it on the root-signed entry
+        // (built on the roster as folded; the one appended is built again if the roster
+        // moved meanwhile, naming the same key and slot).
         let now = u64::try_from(self.now()).unwrap_or(0);
+        self.sync_log().await?;
+        let proof = self
+            .roster()
+            .await?
+            .set_recovery_key(root, key, code.slot(), now)
+            .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
+        self.relay
+            .put_recovery_kit(Id32(code.slot()), kit, proof.as_bytes())
+            .await?;
         self.append_roster_change(|roster| {
             let entry = roster
-                .set_recovery_key(root, key, now)
+                .set_recovery_key(root, key, code.slot(), now)
                 .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
             Ok(vec![EventKind::Roster {
                 entry: entry.as_bytes().to_vec(),
