@@ -231,3 +231,39 @@ async fn to_primary_root_the_others_delete_the_root_and_back_to_shared_root_ever
     phone.invite().await.unwrap();
     assert!(phone.devices().await.unwrap().iter().all(|d| !d.primary));
 }
+
+#[tokio::test]
+async fn a_primary_lost_right_after_it_revoked_a_device_is_recovered_past_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, laptop, phone, bob) = alice_with_a_code(dir.path()).await;
+    let url = laptop.relay_url().to_owned();
+    let tablet = sibling(&laptop, dir.path(), "tablet", Options::default()).await;
+    drop(tablet);
+    // The laptop revokes the tablet (the log moves to epoch 2) and is lost before any
+    // other device syncs: the recovery state must already read past the rotation.
+    laptop.revoke_device("tablet").await.unwrap();
+    assert_eq!(laptop.log.epoch_key().await.unwrap().0, 2);
+    drop(laptop);
+    std::fs::remove_dir_all(dir.path().join("laptop")).unwrap();
+    let recovered = recover(
+        &dir.path().join("new-laptop"),
+        Unlock::KeyFile,
+        &url,
+        &code,
+        "new laptop",
+        Options::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let alice = recovered.device;
+    assert_eq!(
+        alice.log.epoch_key().await.unwrap().0,
+        3,
+        "its own revocation rotated again"
+    );
+    alice.send("bob", "back after two rotations").await.unwrap();
+    assert!(texts(&bob.sync().await.unwrap()).contains(&"back after two rotations".to_owned()));
+    phone.sync().await.unwrap();
+    assert_eq!(phone.devices().await.unwrap().len(), 2);
+}

@@ -140,6 +140,11 @@ impl Device {
             crate::handle::failpoint("revoke-before-renewal");
             // Prekeys and mailboxes the revoked device knew are replaced.
             self.renew_if_due().await?;
+            // The recovery state moves to the new epoch key at once (best effort: every
+            // sync retries), so a recovery can read past the rotation.
+            if let Err(e) = self.refresh_recovery_if_due().await {
+                tracing::warn!(error = %e, "could not write the recovery state");
+            }
             return Ok(Revoked {
                 name: target.name,
                 id: hex::encode(&target.key.as_bytes()[..8]),
