@@ -115,6 +115,43 @@ impl MessageCipher for Aes256GcmCipher {
     }
 }
 
+/// Seals under `key` with a fresh random nonce: returns nonce ‖ ciphertext ‖ tag (the
+/// layout of the link and history keys).
+pub(crate) fn seal_with_nonce<R: CryptoRng + ?Sized>(
+    key: &[u8; 32],
+    ad: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let mut body = plaintext.to_vec();
+    gcm_seal(key, &nonce, ad, &mut body);
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Opens what [`seal_with_nonce`] produced with the same associated data.
+pub(crate) fn open_with_nonce(
+    key: &[u8; 32],
+    ad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(CryptoError::CiphertextTooShort {
+            minimum: NONCE_LEN + TAG_LEN,
+            actual: sealed.len(),
+        });
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    let mut buf = Zeroizing::new(body.to_vec());
+    gcm_open(key, &n, ad, &mut buf)?;
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,41 +192,4 @@ mod tests {
             })
         );
     }
-}
-
-/// Seals under `key` with a fresh random nonce: returns nonce ‖ ciphertext ‖ tag (the
-/// layout of the link and history keys).
-pub(crate) fn seal_with_nonce<R: CryptoRng + ?Sized>(
-    key: &[u8; 32],
-    ad: &[u8],
-    plaintext: &[u8],
-    rng: &mut R,
-) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill_bytes(&mut nonce);
-    let mut body = plaintext.to_vec();
-    gcm_seal(key, &nonce, ad, &mut body);
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&body);
-    out
-}
-
-/// Opens what [`seal_with_nonce`] produced with the same associated data.
-pub(crate) fn open_with_nonce(
-    key: &[u8; 32],
-    ad: &[u8],
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if sealed.len() < NONCE_LEN + TAG_LEN {
-        return Err(CryptoError::CiphertextTooShort {
-            minimum: NONCE_LEN + TAG_LEN,
-            actual: sealed.len(),
-        });
-    }
-    let (nonce, body) = sealed.split_at(NONCE_LEN);
-    let mut n = [0u8; NONCE_LEN];
-    n.copy_from_slice(nonce);
-    let mut buf = Zeroizing::new(body.to_vec());
-    gcm_open(key, &n, ad, &mut buf)?;
-    Ok(buf)
 }
