@@ -2,11 +2,11 @@
 //! glue over `chorus_client::device::recovery`.
 
 use chorus_client::Device;
-use chorus_client::device::recovery::recover;
+use chorus_client::device::recovery::{MAX_RECOVERY_CODE_LEN, recover};
 use chorus_client::link::CatchUp;
 
 use crate::exit::Failure;
-use crate::{Cli, cli_options, print_qr, printable, read_stdin, unlock};
+use crate::{Cli, cli_options, print_qr, printable, unlock};
 
 /// Shows a new recovery code once, with its QR.
 pub(crate) async fn show_new_code(device: &Device, no_qr: bool) -> Result<(), Failure> {
@@ -30,7 +30,13 @@ pub(crate) async fn run(cli: &Cli, relay: &str, device_name: &str) -> Result<(),
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         eprintln!("Type the recovery code, then Enter and Ctrl-D:");
     }
-    let code = zeroize::Zeroizing::new(read_stdin()?);
+    // Read straight into a buffer that is wiped: the code is the identity.
+    let mut code = zeroize::Zeroizing::new(String::new());
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::io::stdin(), MAX_RECOVERY_CODE_LEN as u64 + 2),
+        &mut code,
+    )
+    .map_err(|e| Failure::usage(format!("cannot read the recovery code from stdin: {e}")))?;
     let bar = crate::link::catch_up_bar();
     let recovered = recover(
         &home,

@@ -653,21 +653,8 @@ impl LinkConfirmed {
                 });
             })
             .await?;
-        progress(CatchUp {
-            stage: Stage::Log,
-            done: 0,
-            total,
-        });
-        let start = u64::try_from(checkpoint.rows().applied_seq).unwrap_or(0);
         device
-            .sync_log_with(|now| {
-                let done = now.saturating_sub(start);
-                progress(CatchUp {
-                    stage: Stage::Log,
-                    done,
-                    total: total.max(done),
-                });
-            })
+            .catch_up_log(checkpoint.rows().applied_seq, total, &mut progress)
             .await?;
         // The checkpoint holds session snapshots (ratchet keys as of the link): once
         // imported it must not outlive its use at the relay. Best effort — a failure
@@ -981,6 +968,34 @@ impl Device {
             epoch_key: epoch_key.to_bytes(),
             checkpoint: checkpoint_id,
         })
+    }
+}
+
+impl Device {
+    /// Folds the log after a checkpoint at `applied`, telling `progress` how many of
+    /// the `total` records after it are folded (a new device's catch-up).
+    pub(crate) async fn catch_up_log(
+        &self,
+        applied: i64,
+        total: u64,
+        progress: &mut impl FnMut(CatchUp),
+    ) -> Result<(), ClientError> {
+        progress(CatchUp {
+            stage: Stage::Log,
+            done: 0,
+            total,
+        });
+        let start = u64::try_from(applied).unwrap_or(0);
+        self.sync_log_with(|now| {
+            let done = now.saturating_sub(start);
+            progress(CatchUp {
+                stage: Stage::Log,
+                done,
+                total: total.max(done),
+            });
+        })
+        .await?;
+        Ok(())
     }
 }
 

@@ -46,7 +46,7 @@ use zeroize::Zeroizing;
 
 use super::{Device, Revoked};
 use crate::identity::IdentitySecrets;
-use crate::link::{CatchUp, Stage, mark_pending, open_checkpoint};
+use crate::link::{CatchUp, mark_pending, open_checkpoint};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
 use crate::relay::{Login, RelayClient, normalize_url};
 use crate::store::log_state::load_roster;
@@ -458,23 +458,8 @@ pub async fn recover(
     )
     .await?;
     mark_pending(home, false)?;
-    let start = u64::try_from(applied).unwrap_or(0);
-    let total = u64::try_from(head).unwrap_or(0).saturating_sub(start);
-    progress(CatchUp {
-        stage: Stage::Log,
-        done: 0,
-        total,
-    });
-    device
-        .sync_log_with(|now| {
-            let done = now.saturating_sub(start);
-            progress(CatchUp {
-                stage: Stage::Log,
-                done,
-                total: total.max(done),
-            });
-        })
-        .await?;
+    let total = u64::try_from(head.saturating_sub(applied)).unwrap_or(0);
+    device.catch_up_log(applied, total, &mut progress).await?;
     let root = device
         .me
         .identity
