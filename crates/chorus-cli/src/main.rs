@@ -770,6 +770,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         " (the root key is on the primary device)"
                     }
                 );
+                println!(
+                    "Recovery:  {}",
+                    if s.recovery_code {
+                        "a recovery code is set (`chorus recover` on a new device)"
+                    } else {
+                        "no recovery code (`chorus security recovery-code` on the primary)"
+                    }
+                );
                 println!("Outbox:    {} pending", s.outbox);
                 for p in &s.outbox_failing {
                     println!(

@@ -728,7 +728,14 @@ fn the_recovery_code_makes_a_new_primary_after_the_primary_is_destroyed() {
         .map(|d| (d["name"].as_str().unwrap(), d["primary"].as_bool().unwrap()))
         .collect();
     assert_eq!(names, [("phone", false), ("new laptop", true)]);
-    assert!(ok(&new, &["status"]).contains("this device holds the root key"));
+    let status = ok(&new, &["status"]);
+    assert!(
+        status.contains("this device holds the root key"),
+        "{status}"
+    );
+    assert!(status.contains("a recovery code is set"), "{status}");
+    assert!(ok(&phone, &["status"]).contains("a recovery code is set"));
+    assert!(ok(&bob, &["status"]).contains("no recovery code"));
     assert_eq!(history(&new, "bob"), [(true, "before the loss".to_owned())]);
 
     // The new primary and the phone carry on; Bob hears both.

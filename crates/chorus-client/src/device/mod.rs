@@ -239,6 +239,9 @@ pub struct Status {
     /// Whether this device holds the root key (every device in `shared-root`, the
     /// primary in `primary-root`): it can link devices and create invitations.
     pub holds_root: bool,
+    /// Whether the identity has a recovery code (`chorus recover` can bring it back
+    /// if the primary is lost).
+    pub recovery_code: bool,
 }
 
 /// An outbox row that failed, as `chorus status` shows it.

@@ -98,10 +98,12 @@ impl Device {
         let mailboxes = self.store.mailbox_list().await?;
         let mut conn = self.store.pool().acquire().await?;
         let prekeys = store_prekeys::counts(&mut conn).await?;
-        let security = match load_roster(&mut conn, &self.log.keys.log_id).await?.level() {
+        let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
+        let security = match roster.level() {
             SecurityLevel::SharedRoot => "shared-root",
             SecurityLevel::PrimaryRoot => "primary-root",
         };
+        let recovery_code = roster.recovery_key().is_some();
         let directory_one_time = if relay_error.is_none() {
             self.relay
                 .prekey_count(self.me.directory_address())
@@ -142,6 +144,7 @@ impl Device {
             directory_one_time,
             security,
             holds_root: self.holds_root(),
+            recovery_code,
         })
     }
 
