@@ -458,10 +458,10 @@ impl Roster {
         &self,
         root: &RootSigningKey,
         key: DeviceDhPublic,
-        slot: [u8; 32],
+        (slot, kit): ([u8; 32], [u8; 32]),
         timestamp_ms: u64,
     ) -> Result<RosterEntry, RosterError> {
-        let body = RosterBody::RecoveryKeySet { key, slot };
+        let body = RosterBody::RecoveryKeySet { key, slot, kit };
         self.next_entry(&RosterSigner::Root(root), &body, timestamp_ms)
     }
 

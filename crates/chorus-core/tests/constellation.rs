@@ -803,3 +803,87 @@ fn a_first_contact_is_proposed_as_a_creation_and_an_answer_the_contact_can_read(
     assert_eq!(read_only.len(), 1);
     assert_eq!(read_only[0].version, 4);
 }
+
+/// A device that recovered the identity has nobody to let it in: its first record is
+/// the root-signed entry authorizing itself, and the fold accepts exactly that — not
+/// an entry it signed itself, nor a root-signed entry for another device.
+#[test]
+fn a_device_outside_the_roster_may_only_authorize_itself_with_the_root() {
+    let (roster, _) = three_devices();
+    // The roster's root: the first key its seed draws.
+    let root = RootSigningKey::generate(&mut StdRng::seed_from_u64(11));
+    assert_eq!(roster.root(), &root.public_key());
+    let key = epoch_key();
+    let mut state = state();
+    let mut rng = StdRng::seed_from_u64(12);
+    let newcomer = DeviceSigningKey::generate(&mut rng);
+    let dh = DeviceDhSecret::generate(&mut rng).public_key();
+    let me = *newcomer.public_key().as_bytes();
+    let joining = |entry: &chorus_wire::RosterEntry, id: u8| {
+        let e = event(
+            me,
+            id,
+            u64::from(id),
+            EventKind::Roster {
+                entry: entry.as_bytes().to_vec(),
+            },
+        );
+        Stored::seal(&key, &e, None, u64::from(id))
+    };
+    let body = chorus_wire::RosterBody::DeviceAuthorized {
+        device: newcomer.public_key(),
+        device_dh: dh,
+        name: "thief".into(),
+    };
+    let self_signed = chorus_wire::RosterEntry::sign(
+        LOG,
+        roster.next_index(),
+        Some(roster.head()),
+        1,
+        &body,
+        |b| (me, newcomer.sign(chorus_wire::ROSTER_CONTEXT, b)),
+    )
+    .unwrap();
+    let other = DeviceSigningKey::generate(&mut rng);
+    let for_another = roster
+        .authorize(
+            &RosterSigner::Root(&root),
+            other.public_key(),
+            dh,
+            "other",
+            1,
+        )
+        .unwrap();
+    let digest = state.digest();
+    let out = fold(
+        &mut state,
+        &key,
+        &[joining(&self_signed, 1), joining(&for_another, 2)],
+    );
+    assert!(
+        matches!(
+            out[..],
+            [
+                Outcome::Refused(LogError::UnknownAuthor),
+                Outcome::Refused(LogError::UnknownAuthor)
+            ]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(state.digest(), digest, "refused: nothing changed");
+    let by_root = roster
+        .authorize(
+            &RosterSigner::Root(&root),
+            newcomer.public_key(),
+            dh,
+            "new laptop",
+            1,
+        )
+        .unwrap();
+    let out = fold(&mut state, &key, &[joining(&by_root, 3)]);
+    assert!(
+        matches!(&out[0], Outcome::Applied(e) if e.iter().any(|e| matches!(e, Effect::DeviceAuthorized { device, .. } if *device == me))),
+        "{out:?}"
+    );
+    assert!(state.roster().is_authorized_id(&me));
+}

@@ -404,6 +404,7 @@ fn only_the_root_moves_the_primary_sets_the_recovery_key_or_changes_the_level() 
         RosterBody::RecoveryKeySet {
             key: DeviceDhSecret::generate(&mut id.rng).public_key(),
             slot: [3; 32],
+            kit: [4; 32],
         },
         RosterBody::LevelChanged {
             level: SecurityLevel::SharedRoot,

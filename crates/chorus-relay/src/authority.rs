@@ -86,15 +86,26 @@ impl Authority {
     }
 
     /// Checks that `proof` is the root-signed `RecoveryKeySet` entry of this log naming
-    /// `slot`: `400 bad_authorization` if it is not such an entry, `403 not_authorized`
-    /// if another key signed it. Only the root (never a primary's device key) sets the
-    /// recovery slot.
-    pub(crate) fn check_recovery(&self, slot: Id32, proof: &[u8]) -> Result<(), ApiError> {
+    /// `slot` and the SHA-256 of exactly `kit`: `400 bad_authorization` if it is not such
+    /// an entry, `403 not_authorized` if another key signed it. Only the root (never a
+    /// primary's device key) sets the recovery slot, and a replayed entry (every device
+    /// holds it) cannot bring another kit.
+    pub(crate) fn check_recovery(
+        &self,
+        slot: Id32,
+        kit: &[u8],
+        proof: &[u8],
+    ) -> Result<(), ApiError> {
+        use sha2::{Digest, Sha256};
         let bad = || ApiError::invalid("bad_authorization");
         let entry = RosterEntry::decode(proof).map_err(|_| bad())?;
+        let hash: [u8; 32] = Sha256::digest(kit).into();
         match &entry.body {
-            RosterBody::RecoveryKeySet { slot: named, .. }
-                if *named == slot.0 && entry.log_id == self.log_id.0 => {}
+            RosterBody::RecoveryKeySet {
+                slot: named,
+                kit: kit_hash,
+                ..
+            } if *named == slot.0 && *kit_hash == hash && entry.log_id == self.log_id.0 => {}
             _ => return Err(bad()),
         }
         if entry.signer != self.root {

@@ -463,7 +463,7 @@ async fn put_recovery_kit(
     let req: RecoveryKitRequest = decode(&body)?;
     authority(&state, log_id)
         .await?
-        .check_recovery(req.slot, &req.authorization.0)?;
+        .check_recovery(req.slot, &req.kit.0, &req.authorization.0)?;
     state
         .store()
         .put_recovery_kit(log_id, req.slot, &req.kit.0)

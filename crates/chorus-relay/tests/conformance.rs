@@ -1713,18 +1713,9 @@ async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b:
     let kit_path = format!("/v1/logs/{}/recovery", log.0);
     let put_kit = |mut body: Value| {
         // Every kit goes with the root-signed entry naming its slot.
-        let named: [u8; 32] = hex::decode(body["slot"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        body["authorization"] = json!(roster_entry(
-            &log,
-            &RosterBody::RecoveryKeySet {
-                key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
-                slot: named,
-            },
-            &root(),
-        ));
+        let named = Hex32(body["slot"].as_str().unwrap().to_owned());
+        let kit = hex::decode(body["kit"].as_str().unwrap()).unwrap();
+        body["authorization"] = json!(recovery_key_set(&log, &named, &kit, &root()));
         r.call(Method::PUT, &kit_path, Some(&tok), Some(body))
     };
     let (s, v) = put_kit(json!({ "slot": slot.0, "kit": "" })).await;
@@ -1762,16 +1753,8 @@ async fn the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint(b:
             Method::PUT,
             &format!("/v1/logs/{}/recovery", other.0),
             Some(&other_tok),
-            Some(
-                json!({ "slot": slot.0, "kit": kit, "authorization": roster_entry(
-                &other,
-                &RosterBody::RecoveryKeySet {
-                    key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
-                    slot: hex::decode(&slot.0).unwrap().try_into().unwrap(),
-                },
-                &root(),
-            ) }),
-            ),
+            Some(json!({ "slot": slot.0, "kit": kit, "authorization":
+                    recovery_key_set(&other, &slot, &hex::decode(&kit).unwrap(), &root()) })),
         )
         .await;
     assert_eq!(
@@ -1872,14 +1855,7 @@ async fn a_device_without_the_root_cannot_replace_the_recovery_slot(b: Backend) 
     let path = format!("/v1/logs/{}/recovery", log.0);
     let kit = hex::encode([7u8; 80]);
     let entry = |slot: &Hex32, signer: &ed25519_dalek::SigningKey| {
-        roster_entry(
-            &log,
-            &RosterBody::RecoveryKeySet {
-                key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
-                slot: hex::decode(&slot.0).unwrap().try_into().unwrap(),
-            },
-            signer,
-        )
+        recovery_key_set(&log, slot, &[7u8; 80], signer)
     };
     // The attack: a session alone.
     let (s, v) = r
@@ -1924,6 +1900,62 @@ async fn a_device_without_the_root_cannot_replace_the_recovery_slot(b: Backend) 
     assert_eq!(s, StatusCode::NOT_FOUND, "nothing was set by the refusals");
     let (s, v) = put(entry(&slot, &root())).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // A state is written (any device may)...
+    let blob = format!("/v1/logs/{}/blobs/{}", log.0, Hex32::from_u64(5203).0);
+    let (s, _) = r.raw(Method::PUT, &blob, Some(&tok), vec![1; 50]).await;
+    assert_eq!(s, StatusCode::OK);
+    let state = json!({ "state": hex::encode([5u8; 60]), "checkpoint": Hex32::from_u64(5203).0 });
+    let (s, _) = r
+        .call(
+            Method::PUT,
+            &format!("{path}/state"),
+            Some(&tok),
+            Some(state),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // ...and the root-signed entry, which every device holds in its roster, is replayed
+    // with another kit: a device without the root must not swap the kit.
+    let (s, v) = r
+        .call(
+            Method::PUT,
+            &path,
+            Some(&tok),
+            Some(json!({ "slot": slot.0, "kit": hex::encode([8u8; 80]), "authorization": entry(&slot, &root()) })),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_authorization")),
+        "{v}"
+    );
+    // Replaying it with the same kit changes nothing: the state stays.
+    let (s, _) = put(entry(&slot, &root())).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = r.get(&format!("/v1/recovery/{}", slot.0), None).await;
+    assert_eq!(
+        (v["kit"].clone(), v["state"].clone()),
+        (json!(kit), json!(hex::encode([5u8; 60])))
+    );
+}
+
+/// The `RecoveryKeySet` roster entry of `log` naming `slot` and `kit`, signed by `signer`.
+fn recovery_key_set(
+    log: &Hex32,
+    slot: &Hex32,
+    kit: &[u8],
+    signer: &ed25519_dalek::SigningKey,
+) -> String {
+    use sha2::{Digest, Sha256};
+    roster_entry(
+        log,
+        &RosterBody::RecoveryKeySet {
+            key: chorus_crypto::DeviceDhPublic::from_slice(&[9; 32]).unwrap(),
+            slot: hex::decode(&slot.0).unwrap().try_into().unwrap(),
+            kit: Sha256::digest(kit).into(),
+        },
+        signer,
+    )
 }
 
 async fn mailbox(r: &Relay, log: &Hex32, tok: &str, seed: u64) -> Hex32 {

@@ -70,6 +70,9 @@ pub enum RosterBody {
         /// The relay slot (derived from the code) the kit is kept under: the relay
         /// takes a slot for the log only on this root-signed entry.
         slot: [u8; 32],
+        /// SHA-256 of the sealed kit: the entry lets the relay keep that kit and no
+        /// other, so replaying it (every device holds it) cannot swap the kit.
+        kit: [u8; 32],
     },
     /// The security level changes (`chorus security set`).
     LevelChanged {
@@ -216,6 +219,10 @@ impl RosterEntry {
                     field: "roster.recovery_key_set.slot",
                     reason: "must be 32 bytes",
                 })?,
+                kit: <[u8; 32]>::try_from(&r.kit[..]).map_err(|_| WireError::InvalidText {
+                    field: "roster.recovery_key_set.kit",
+                    reason: "must be 32 bytes",
+                })?,
             },
         };
         let signer =
@@ -297,10 +304,11 @@ impl RosterEntry {
                     primary: primary.map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
                 })
             }
-            RosterBody::RecoveryKeySet { key, slot } => {
+            RosterBody::RecoveryKeySet { key, slot, kit } => {
                 proto::roster_entry::Body::RecoveryKeySet(proto::RecoveryKeySet {
                     recovery_key: key.as_bytes().to_vec(),
                     slot: slot.to_vec(),
+                    kit: kit.to_vec(),
                 })
             }
         };

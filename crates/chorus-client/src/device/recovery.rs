@@ -157,6 +157,7 @@ impl Device {
             &mut self.rng(),
         )
         .map_err(|_| ClientError::Corrupt("recovery key".into()))?;
+        let kit_hash: [u8; 32] = Sha256::digest(&kit).into();
         // The slot first: a roster naming a key whose slot is missing would have every
         // device fail to write its state. The relay takes it on the root-signed entry
         // (built on the roster as folded; the one appended is built again if the roster
@@ -166,14 +167,14 @@ impl Device {
         let proof = self
             .roster()
             .await?
-            .set_recovery_key(root, key, code.slot(), now)
+            .set_recovery_key(root, key, (code.slot(), kit_hash), now)
             .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
         self.relay
             .put_recovery_kit(Id32(code.slot()), kit, proof.as_bytes())
             .await?;
         self.append_roster_change(|roster| {
             let entry = roster
-                .set_recovery_key(root, key, code.slot(), now)
+                .set_recovery_key(root, key, (code.slot(), kit_hash), now)
                 .map_err(|e| ClientError::Corrupt(format!("roster: {e}")))?;
             Ok(vec![EventKind::Roster {
                 entry: entry.as_bytes().to_vec(),

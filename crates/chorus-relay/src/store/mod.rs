@@ -499,8 +499,8 @@ pub trait RelayStore: Send + Sync + 'static {
     fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
 
     /// Sets the log's recovery slot to `slot` with `kit`, replacing any earlier slot
-    /// of the log (its state goes, and the checkpoint blob it named is deleted).
-    /// `SlotTaken` if another log holds `slot`.
+    /// of the log (its state goes, and the checkpoint blob it named is deleted). The
+    /// same slot and kit again change nothing. `SlotTaken` if another log holds `slot`.
     fn put_recovery_kit<'a>(
         &'a self,
         log_id: Id32,

@@ -993,6 +993,19 @@ macro_rules! sql_store {
                     if owner.is_some_and(|o| o != log_id.0) {
                         return Err(StoreError::SlotTaken);
                     }
+                    // The same slot and kit again (a retry, or a replayed authorization):
+                    // nothing changes, the state stays.
+                    let same: Option<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT slot_id FROM recovery_slots WHERE log_id = $1 AND slot_id = $2 AND kit = $3",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&slot.0[..])
+                    .bind(kit)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if same.is_some() {
+                        return Ok(());
+                    }
                     let old: Option<Option<Vec<u8>>> = sqlx::query_scalar(
                         "DELETE FROM recovery_slots WHERE log_id = $1 RETURNING checkpoint",
                     )
