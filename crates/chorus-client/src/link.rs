@@ -282,6 +282,26 @@ pub(crate) fn mark_pending(home: &Path, pending: bool) -> Result<(), ClientError
     done.map_err(|e| ClientError::Store(crate::StoreError::Io(e)))
 }
 
+/// Opens (creating if need be) the store of a device still becoming the identity
+/// (linking or recovering), marked as a link in progress until the store holds the
+/// identity: a home is never a store without an identity and without the mark (which
+/// would look like a device and could not be resumed).
+pub(crate) async fn open_pending_home(
+    home: &Path,
+    unlock: Unlock,
+    options: &Options,
+) -> Result<Store, ClientError> {
+    crate::store::create_private_dir(home)?;
+    mark_pending(home, true)?;
+    let store = options.open_store(home, unlock).await?;
+    if store.identity().await?.is_some() {
+        // It committed, then stopped before clearing its mark.
+        mark_pending(home, false)?;
+        return Err(ClientError::AlreadyInitialized(home.to_owned()));
+    }
+    Ok(store)
+}
+
 /// The new device's own keys while its link is pending (sealed in its store).
 #[derive(Serialize, Deserialize)]
 struct PendingKeys {
@@ -319,17 +339,7 @@ impl LinkOffer {
             return Err(ClientError::AlreadyInitialized(home.to_owned()));
         }
         let relay = RelayClient::new(&relay_url, options.backoff)?;
-        // Marked before the store exists: a home is never a store without an identity
-        // and without the mark (which would look like a device and could not be
-        // resumed).
-        crate::store::create_private_dir(home)?;
-        mark_pending(home, true)?;
-        let store = options.open_store(home, unlock).await?;
-        if store.identity().await?.is_some() {
-            // The link committed, then stopped before clearing its mark.
-            mark_pending(home, false)?;
-            return Err(ClientError::AlreadyInitialized(home.to_owned()));
-        }
+        let store = open_pending_home(home, unlock, options).await?;
         let (keys, device_name, resumed) = match store.pending_link().await? {
             Some((url, name, plain)) if url == relay_url => {
                 let keys: PendingKeys = postcard::from_bytes(&plain)

@@ -39,6 +39,25 @@ async fn alice_with_a_code(dir: &std::path::Path) -> (String, Device, Device, De
     (code, laptop, phone, bob)
 }
 
+/// `recover` with a key file, default options and no progress.
+async fn recover_as(
+    home: &std::path::Path,
+    url: &str,
+    code: &str,
+    name: &str,
+) -> Result<crate::device::recovery::Recovered, ClientError> {
+    recover(
+        home,
+        Unlock::KeyFile,
+        url,
+        code,
+        name,
+        Options::default(),
+        |_| {},
+    )
+    .await
+}
+
 #[tokio::test]
 async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyone_carries_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,17 +81,9 @@ async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyon
     std::fs::remove_dir_all(dir.path().join("laptop")).unwrap();
 
     let home = dir.path().join("new-laptop");
-    let recovered = recover(
-        &home,
-        Unlock::KeyFile,
-        &url,
-        &code.to_lowercase(),
-        "new laptop",
-        Options::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let recovered = recover_as(&home, &url, &code.to_lowercase(), "new laptop")
+        .await
+        .unwrap();
     let alice = recovered.device;
     assert_eq!(recovered.revoked.unwrap().id, laptop_id);
     assert!(alice.holds_root());
@@ -128,16 +139,7 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
     let mut rng = crate::testing::rng();
     let other =
         crate::device::recovery::encode_code(&chorus_crypto::RecoveryCode::generate(&mut rng));
-    let wrong = recover(
-        &home,
-        Unlock::KeyFile,
-        &url,
-        &other,
-        "thief",
-        Options::default(),
-        |_| {},
-    )
-    .await;
+    let wrong = recover_as(&home, &url, &other, "thief").await;
     assert!(
         matches!(wrong, Err(ClientError::UnknownRecoveryCode)),
         "{:?}",
@@ -145,16 +147,7 @@ async fn a_wrong_code_is_refused_and_changes_nothing() {
     );
     // A typo in the real code: caught before any request.
     let typo = code.replacen(&code[..1], if &code[..1] == "A" { "C" } else { "A" }, 1);
-    let typo = recover(
-        &home,
-        Unlock::KeyFile,
-        &url,
-        &typo,
-        "thief",
-        Options::default(),
-        |_| {},
-    )
-    .await;
+    let typo = recover_as(&home, &url, &typo, "thief").await;
     assert!(
         matches!(typo, Err(ClientError::BadRecoveryCode { .. })),
         "{:?}",
@@ -245,17 +238,9 @@ async fn a_primary_lost_right_after_it_revoked_a_device_is_recovered_past_the_ro
     assert_eq!(laptop.log.epoch_key().await.unwrap().0, 2);
     drop(laptop);
     std::fs::remove_dir_all(dir.path().join("laptop")).unwrap();
-    let recovered = recover(
-        &dir.path().join("new-laptop"),
-        Unlock::KeyFile,
-        &url,
-        &code,
-        "new laptop",
-        Options::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let recovered = recover_as(&dir.path().join("new-laptop"), &url, &code, "new laptop")
+        .await
+        .unwrap();
     let alice = recovered.device;
     assert_eq!(
         alice.log.epoch_key().await.unwrap().0,

@@ -46,7 +46,7 @@ use zeroize::Zeroizing;
 
 use super::{Device, Revoked};
 use crate::identity::IdentitySecrets;
-use crate::link::{CatchUp, mark_pending, open_checkpoint};
+use crate::link::{CatchUp, mark_pending, open_checkpoint, open_pending_home};
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending, ROSTER_STREAM};
 use crate::relay::{Login, RelayClient, normalize_url};
 use crate::store::log_state::load_roster;
@@ -402,15 +402,7 @@ pub async fn recover(
         checkpoint,
         roster,
     } = find(&relay, &code).await?;
-    // Checked: from here on this device becomes the identity. Marked as a link in
-    // progress until its store holds the identity, as a linking device is.
-    crate::store::create_private_dir(home)?;
-    mark_pending(home, true)?;
-    let store = options.open_store(home, unlock).await?;
-    if store.identity().await?.is_some() {
-        mark_pending(home, false)?;
-        return Err(ClientError::AlreadyInitialized(home.to_owned()));
-    }
+    // Checked: from here on this device becomes the identity.
     let device = DeviceSigningKey::generate(&mut options.entropy.rng());
     let device_dh = DeviceDhSecret::generate(&mut options.entropy.rng());
     let me = device.public_key();
@@ -429,6 +421,8 @@ pub async fn recover(
             "the log's genesis names another root",
         ));
     }
+    // Only now the home: a refusal up to here leaves nothing on this machine.
+    let store = open_pending_home(home, unlock, &options).await?;
     let secrets = IdentitySecrets {
         root: Some(root),
         keys: bundle.identity_keys,
