@@ -65,6 +65,18 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::SecurityChanged { primary_root, .. } => {
                 println!("    {who} sees: security level changed (primary-root: {primary_root})");
             }
+            Event::IdentityRolled { fingerprint, .. } => {
+                println!("    {who} sees: the identity rolled its key (fingerprint {fingerprint})");
+            }
+            Event::ContactRolled {
+                contact,
+                safety_number,
+            } => println!(
+                "    {who} sees: {contact} rolled their identity key, signed by their previous key (safety number {safety_number})"
+            ),
+            Event::ContactCompromised { contact } => {
+                println!("    {who} sees: {contact}'s previous key signed two different rolls");
+            }
             Event::Request { name, text, .. } => {
                 println!("    {who} sees: message request from {name:?}: {text:?}");
             }

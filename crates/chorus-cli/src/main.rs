@@ -115,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: SecurityCommand,
     },
+    /// The identity's root key.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
     /// Link another device into this identity (run `link new` on the new device first).
     Link {
         #[command(subcommand)]
@@ -282,6 +287,19 @@ enum SecurityCommand {
         /// Print the code without a QR.
         #[arg(long)]
         no_qr: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Move the identity to a new root key (after revoking a device that held the old
+    /// one). Contacts keep the conversation: each is shown, with your next message,
+    /// that the new key is signed by the previous one, and gets a new safety number.
+    /// Needs the root key (in primary-root, the primary).
+    Roll {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -493,6 +511,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             recover::show_new_code(&device, *no_qr).await
         }
+        Command::Identity {
+            command: IdentityCommand::Roll { yes },
+        } => {
+            let device = open(&cli).await?;
+            if !ask(
+                "Roll the identity to a new root key? Your fingerprint, address and every safety number change; contacts see that the previous key signed the new one.",
+                *yes,
+                "stdin is not a terminal: run the command again with --yes",
+            )? {
+                return Err(Failure::new(exit::CONFLICT, "not rolled"));
+            }
+            let rolled = device.roll_identity().await?;
+            println!("Rolled the identity key, signed by the previous one.");
+            println!("New fingerprint: {}", rolled.fingerprint);
+            println!("New address:     {}", rolled.address);
+            println!(
+                "Contacts are told with your next message to each; compare the new safety number with `chorus verify CONTACT`."
+            );
+            Ok(())
+        }
         Command::Invite { no_qr } => {
             let device = open(&cli).await?;
             let code = device.invite().await?;
@@ -551,6 +589,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     printable(&revoked.name),
                     revoked.id
                 );
+                if device.root_is_shared().await? {
+                    println!(
+                        "It held the identity's root key: consider `chorus identity roll` to move to a new one."
+                    );
+                }
             }
             Ok(())
         }
@@ -673,6 +716,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 for c in contacts {
                     let state = match (&c.failed, c.connected, c.unread) {
+                        _ if c.compromised => {
+                            "  (COMPROMISED: compare safety numbers, `chorus verify`)".to_owned()
+                        }
                         (Some(why), _, _) => format!("  (failed: {why})"),
                         (None, false, _) => "  (waiting for reply)".to_owned(),
                         (None, true, 0) => String::new(),
@@ -707,7 +753,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&messages)?;
             } else {
                 for m in &messages {
-                    print_message(m, device.name());
+                    print_message(m, &device.name());
                 }
             }
             Ok(())
@@ -715,7 +761,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sync { json, compact } => {
             let device = open(&cli).await?;
             for e in device.sync().await? {
-                print_event(&e, *json, device.name())?;
+                print_event(&e, *json, &device.name())?;
             }
             if *compact {
                 let first = device.compact_log().await?;
@@ -735,7 +781,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             device
                 .watch(
                     |e| {
-                        if let Err(f) = print_event(e, *json, device.name()) {
+                        if let Err(f) = print_event(e, *json, &device.name()) {
                             failure = Some(f);
                             return false;
                         }
@@ -822,6 +868,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", v.safety_number);
             println!();
             println!("Compare it with {contact} in person or over a call you trust.");
+            if let Some(rival) = v.rival {
+                println!();
+                println!(
+                    "WARNING: {contact}'s previous key signed two different new keys: one of them is not {contact}'s (a device of theirs was stolen with the key)."
+                );
+                println!("The other key's safety number:");
+                println!("{rival}");
+                println!(
+                    "If neither matches what {contact} reads to you, stop writing to them here and exchange a new invitation in person."
+                );
+            }
             Ok(())
         }
         Command::Completions { shell } => {
@@ -930,6 +987,32 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 } else {
                     "no longer holds"
                 }
+            ),
+            Event::IdentityRolled {
+                fingerprint,
+                this_device_holds_root,
+            } => println!(
+                "* the identity rolled its root key: new fingerprint {fingerprint}{}",
+                if *this_device_holds_root {
+                    ""
+                } else {
+                    " (held by the primary)"
+                }
+            ),
+            Event::ContactRolled {
+                contact,
+                safety_number,
+            } => {
+                println!(
+                    "* {:?} rolled their identity key (signed by their previous key). New safety number:",
+                    printable(contact)
+                );
+                println!("  {safety_number}");
+            }
+            Event::ContactCompromised { contact } => println!(
+                "* WARNING: {:?}'s previous key signed two different new keys: one is not theirs. Compare safety numbers again: `chorus verify {}`",
+                printable(contact),
+                printable(contact)
             ),
             Event::Message(m) if m.read && !m.outgoing => {
                 print_message(m, me);

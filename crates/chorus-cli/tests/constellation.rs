@@ -878,3 +878,53 @@ fn link_new_brings_the_history_resumes_it_after_a_kill_and_no_history_brings_non
     assert!(child.wait().unwrap().success());
     assert!(history(&watch, "bob").is_empty());
 }
+
+#[test]
+fn identity_roll_asks_moves_the_fingerprint_and_the_contact_sees_a_new_safety_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_and_bob(dir.path());
+    let code = ok(&laptop, &["invite", "--no-qr"]);
+    ok(&bob, &["accept", code.trim(), "--name", "alice"]);
+    ok(&laptop, &["sync"]);
+    let number = |home: &Path, contact: &str| {
+        let out = ok(home, &["verify", contact]);
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("Safety number"))
+            .unwrap();
+        lines[at + 1].to_owned()
+    };
+    let before = number(&bob, "alice");
+    let address = |home: &Path| json(home, &["status", "--json"])["address"].clone();
+    let old_address = address(&laptop);
+
+    // Without a terminal to ask on and without --yes: one line, nothing changes.
+    let e = fails(&laptop, &["identity", "roll"], 7);
+    assert!(e.contains("--yes"), "{e}");
+    assert_eq!(address(&laptop), old_address);
+
+    let out = ok(&laptop, &["identity", "roll", "--yes"]);
+    assert!(out.contains("Rolled the identity key"), "{out}");
+    assert_ne!(address(&laptop), old_address);
+    let heard = ok(&phone, &["sync"]);
+    assert!(
+        heard.contains("the identity rolled its root key"),
+        "{heard}"
+    );
+    assert_eq!(address(&phone), address(&laptop));
+
+    // Bob hears it with the next message, whichever device sends it, and the
+    // conversation goes on under a new safety number, the same on both sides.
+    ok(&phone, &["send", "bob", "after the roll"]);
+    let heard = ok(&bob, &["sync"]);
+    assert!(
+        heard.contains("rolled their identity key (signed by their previous key)"),
+        "{heard}"
+    );
+    assert!(heard.contains("after the roll"), "{heard}");
+    let after = number(&bob, "alice");
+    assert_ne!(after, before);
+    assert!(heard.contains(&after), "the new number is shown: {heard}");
+    assert_eq!(number(&laptop, "bob"), after);
+}

@@ -60,6 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::SecurityChanged { primary_root, .. } => {
                 println!("alice: security changed (primary-root: {primary_root})")
             }
+            Event::IdentityRolled { .. }
+            | Event::ContactRolled { .. }
+            | Event::ContactCompromised { .. } => println!("alice: {event:?}"),
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

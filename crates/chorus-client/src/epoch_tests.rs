@@ -135,6 +135,8 @@ fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
         sent_ms: 0,
         text: text.to_owned(),
         hello: None,
+        rolls: Vec::new(),
+        roll_seen: None,
     }
     .encode()
     .unwrap();

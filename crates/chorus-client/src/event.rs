@@ -46,6 +46,30 @@ pub enum Event {
         /// Whether this device holds the root key from now on.
         this_device_holds_root: bool,
     },
+    /// The identity rolled its root key (`chorus identity roll`, here or on a sibling):
+    /// a new fingerprint, and a new safety number with every contact, who are told in
+    /// their next message from us.
+    IdentityRolled {
+        /// The new fingerprint.
+        fingerprint: String,
+        /// Whether this device holds the new root key.
+        this_device_holds_root: bool,
+    },
+    /// A contact rolled their identity key, signed by their previous key: the
+    /// conversation goes on, with a new safety number to compare.
+    ContactRolled {
+        /// The contact.
+        contact: String,
+        /// The new safety number.
+        safety_number: String,
+    },
+    /// A contact's previous key signed two different rolls: one is not theirs (a
+    /// device of theirs was stolen with the key). Their keys move no more until the
+    /// safety number is compared again (`chorus contact verify`).
+    ContactCompromised {
+        /// The contact.
+        contact: String,
+    },
     /// A device the identity already held was linked again (reinstalled with its
     /// keys, or an interrupted link resumed). Worth a look if nobody here did it.
     DeviceRelinked {

@@ -65,7 +65,7 @@ impl StartedOver {
     }
 
     async fn from(bob: &Device, intro: Introduction) -> StartedOver {
-        let mut session = initiate(&bob.me.identity, &intro.bundle, &mut rng()).unwrap();
+        let mut session = initiate(&bob.me().identity, &intro.bundle, &mut rng()).unwrap();
         let mailbox = Id32(random());
         bob.relay()
             .register_mailbox(mailbox, crate::relay::MailboxUse::Contact)
@@ -79,6 +79,8 @@ impl StartedOver {
                 mailbox: MailboxId(mailbox.0),
                 name: "bob".into(),
             }),
+            rolls: Vec::new(),
+            roll_seen: None,
         }
         .encode()
         .unwrap();
@@ -242,6 +244,8 @@ async fn a_stranger_who_knows_a_contact_mailbox_cannot_start_a_session_there() {
             mailbox: MailboxId([7; 32]),
             name: "mallory".into(),
         }),
+        rolls: Vec::new(),
+        roll_seen: None,
     }
     .encode()
     .unwrap();

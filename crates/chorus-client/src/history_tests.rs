@@ -48,7 +48,7 @@ async fn link(existing: &Device, home: &std::path::Path, history: bool) -> (Devi
     let mut offer = LinkOffer::new(
         home,
         Unlock::KeyFile,
-        existing.relay_url(),
+        &existing.relay_url(),
         "tablet",
         &Options::default(),
     )

@@ -44,6 +44,8 @@ pub mod prekeys;
 #[cfg(test)]
 mod recovery_tests;
 pub mod relay;
+#[cfg(test)]
+mod roll_tests;
 mod store;
 #[cfg(test)]
 mod testing;

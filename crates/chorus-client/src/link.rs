@@ -16,7 +16,7 @@
 //!                                                     appended, device registered,
 //!                                                     checkpoint blob
 //!                                  ◀── 5 bundle sealed under LinkKey(DH(E_a, E_n), transcript)
-//! opens the bundle, checks the root against the log's genesis, loads the checkpoint,
+//! opens the bundle, checks the root against the log's (its genesis's, or the last roll's), loads the checkpoint,
 //! folds the log tail — and can send at once.
 //! ```
 //!
@@ -601,18 +601,21 @@ impl LinkConfirmed {
             log_id,
             device: std::sync::Arc::new(login_key),
         });
-        // The root in the bundle must be the root of the log this device was added to.
+        // The root in the bundle must be the root of the log this device was added to:
+        // the genesis's, or the last it rolled to (the relay says which, and the
+        // checkpoint's roster below must end at it).
         let info = relay.log_info().await?;
         let genesis = RosterEntry::decode(&info.genesis.0)?;
-        let genesis_root = match &genesis.body {
-            chorus_wire::RosterBody::Genesis { root, .. } => *root.as_bytes(),
+        let log_root = match (&genesis.body, info.root) {
+            (_, Some(rolled)) => rolled.0,
+            (chorus_wire::RosterBody::Genesis { root, .. }, None) => *root.as_bytes(),
             _ => {
                 return Err(ClientError::LinkProtocol(
                     "the log's first entry is not a genesis",
                 ));
             }
         };
-        if genesis_root != *identity_keys.root.as_bytes() {
+        if log_root != *identity_keys.root.as_bytes() {
             return Err(ClientError::LinkWrongIdentity);
         }
         let epoch_key = EpochKey::from_bytes(&bundle.epoch_key);
@@ -622,6 +625,9 @@ impl LinkConfirmed {
             .map_err(|_| ClientError::LinkProtocol("the checkpoint's roster does not validate"))?;
         let me = DevicePublicKey::from_bytes(device_id)
             .map_err(|_| ClientError::Corrupt("device key".into()))?;
+        if *roster.root() != identity_keys.root {
+            return Err(ClientError::LinkWrongIdentity);
+        }
         if !roster.is_authorized(&me) || checkpoint.rows().roster.first() != Some(&info.genesis.0) {
             return Err(ClientError::LinkProtocol(
                 "the checkpoint's roster does not name this device",
@@ -686,7 +692,7 @@ pub async fn link_locally(
     unlock: Unlock,
     options: Options,
 ) -> Result<(Device, Sas, Sas), ClientError> {
-    let offer = LinkOffer::new(home, unlock, existing.relay_url(), name, &options).await?;
+    let offer = LinkOffer::new(home, unlock, &existing.relay_url(), name, &options).await?;
     let code = offer.code();
     let waiting = tokio::spawn(async move { offer.wait_for_approver(LINK_TIMEOUT).await });
     let approval = existing.approve_link(&code).await?;
@@ -727,10 +733,10 @@ impl Device {
     /// nothing is authorized until [`Approval::confirm`].
     pub async fn approve_link(&self, code: &str) -> Result<Approval<'_>, ClientError> {
         let code = LinkCode::decode(code)?;
-        if self.me.identity.root().is_none() {
+        if self.me().identity.root().is_none() {
             return Err(ClientError::NotPrimary("link new devices"));
         }
-        if normalize_url(&code.relay_url)? != self.me.relay_url {
+        if normalize_url(&code.relay_url)? != self.me().relay_url {
             return Err(ClientError::LinkProtocol(
                 "the code is for another relay than this identity's home",
             ));
@@ -847,10 +853,11 @@ impl Approval<'_> {
                 done = true;
                 break;
             }
-            let root =
-                d.me.identity
-                    .root()
-                    .ok_or(ClientError::NotPrimary("link new devices"))?;
+            let held = d.me();
+            let root = held
+                .identity
+                .root()
+                .ok_or(ClientError::NotPrimary("link new devices"))?;
             let entry = roster
                 .authorize(
                     &RosterSigner::Root(root),
@@ -968,9 +975,9 @@ impl Device {
             history_key,
             history,
             log_id: self.log.keys.log_id.0,
-            relay_url: self.me.relay_url.clone(),
-            name: self.me.name.clone(),
-            intro_mailbox: self.me.intro_mailbox.0,
+            relay_url: self.me().relay_url.clone(),
+            name: self.me().name.clone(),
+            intro_mailbox: self.me().intro_mailbox.0,
             root: root.filter(|_| with_root),
             identity_keys: keys,
             dh,

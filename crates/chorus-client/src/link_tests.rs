@@ -40,7 +40,7 @@ async fn a_bundle_for_another_identity_than_its_log_is_refused_and_leaves_no_dev
         log_id: alice.log.keys.log_id.0,
         relay_url: url.clone(),
         name: "alice".into(),
-        intro_mailbox: alice.me.intro_mailbox.0,
+        intro_mailbox: alice.me().intro_mailbox.0,
         root: Some(other_root),
         identity_keys: other_keys,
         dh: other_dh,

@@ -127,7 +127,8 @@ async fn roster_entries_with_a_bad_signature_a_foreign_signer_or_a_broken_chain_
         device_dh: newcomer_dh,
         name: "intruder".into(),
     };
-    let root = alice.me.identity.root().unwrap();
+    let held = alice.me();
+    let root = held.identity.root().unwrap();
     let sign_with = |key: &RootSigningKey, prev: [u8; 32]| {
         RosterEntry::sign(
             alice.log.keys.log_id.0,

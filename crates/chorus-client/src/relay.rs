@@ -918,6 +918,17 @@ impl RelayClient {
         Ok(())
     }
 
+    /// Shows the relay the identity's roll (`RootRolled`, signed by the current root):
+    /// from then on the new root signs device changes. Again after it landed: nothing.
+    pub async fn roll_root(&self, authorization: &[u8]) -> Result<(), RelayError> {
+        let path = self.log_path("/root")?;
+        let body = chorus_relay_api::RollRootRequest {
+            authorization: HexBytes(authorization.to_vec()),
+        };
+        let _: serde_json::Value = self.call(Method::PUT, &path, Some(&body), true).await?;
+        Ok(())
+    }
+
     /// Replaces the recovery slot's state; `checkpoint` is the blob it names (the
     /// relay deletes the one named before).
     pub async fn put_recovery_state(

@@ -90,7 +90,8 @@ pub(crate) async fn root_authorization(
         .await
         .unwrap();
     let dh = chorus_crypto::DeviceDhSecret::generate(&mut rng()).public_key();
-    let root = d.me.identity.root().unwrap();
+    let held = d.me();
+    let root = held.identity.root().unwrap();
     roster
         .authorize(
             &chorus_core::RosterSigner::Root(root),

@@ -55,6 +55,7 @@ impl Stranger {
                 mailbox_id: vec![7; 32],
                 name: name.into(),
             }),
+            ..Default::default()
         };
         let payload = prost::Message::encode_to_vec(&payload);
         let m = self.session.encrypt(&payload, &mut self.rng).unwrap();

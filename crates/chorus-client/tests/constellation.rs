@@ -51,7 +51,7 @@ async fn offer(existing: &Device, home: &Path, name: &str, clock: &TestClock) ->
     LinkOffer::new(
         home,
         Unlock::KeyFile,
-        existing.relay_url(),
+        &existing.relay_url(),
         name,
         &options(clock),
     )
@@ -289,7 +289,7 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
     let e = LinkOffer::new(
         &home,
         Unlock::KeyFile,
-        laptop.relay_url(),
+        &laptop.relay_url(),
         "phone",
         &options(&clock),
     )
@@ -306,7 +306,7 @@ async fn an_interrupted_link_resumes_as_the_same_device_and_never_adds_a_second(
     let e = LinkOffer::new(
         &home,
         Unlock::KeyFile,
-        laptop.relay_url(),
+        &laptop.relay_url(),
         "phone",
         &options(&clock),
     )

@@ -190,6 +190,12 @@ pub enum Effect {
         /// `(device, sealed root)`.
         keys: Vec<([u8; 32], Vec<u8>)>,
     },
+    /// The identity rolled (`chorus identity roll`): the new identity secrets sealed to
+    /// each current device (each opens its own box and checks it against the roll).
+    IdentityShared {
+        /// `(device, sealed secrets)`.
+        keys: Vec<([u8; 32], Vec<u8>)>,
+    },
     /// The security level changed: to `primary-root` with `primary` keeping the root
     /// (every other device deletes its copy), or to `shared-root` (`None`).
     LevelChanged {
@@ -362,6 +368,7 @@ impl std::fmt::Debug for Effect {
             Self::RosterEntry { .. } => "RosterEntry",
             Self::DeviceAuthorized { .. } => "DeviceAuthorized",
             Self::RootShared { .. } => "RootShared",
+            Self::IdentityShared { .. } => "IdentityShared",
             Self::LevelChanged { .. } => "LevelChanged",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
             Self::EpochRotated(_) => "EpochRotated",
@@ -808,6 +815,14 @@ impl Constellation {
                     return Err(LogError::RootShared("the identity is not in shared-root"));
                 }
                 effects.push(Effect::RootShared { keys: keys.clone() });
+            }
+            EventKind::IdentityShared { keys } => {
+                // Only after a roll; each device checks what it opens against the
+                // roster's last roll before it keeps it.
+                if self.roster.identity().is_none() {
+                    return Err(LogError::IdentityShared("the identity never rolled"));
+                }
+                effects.push(Effect::IdentityShared { keys: keys.clone() });
             }
             EventKind::MailboxesReplaced {
                 revocations,

@@ -49,6 +49,7 @@ mod lww;
 pub mod olm_compat;
 mod pqxdh;
 mod record;
+pub mod roll;
 mod roster;
 pub mod route;
 mod send;
@@ -73,7 +74,10 @@ pub use pqxdh::{
     initiate, respond,
 };
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
-pub use roster::{MAX_DEVICES, Roster, RosterDevice, RosterError, RosterSigner, open_shared_root};
+pub use roster::{
+    MAX_DEVICES, RolledSecrets, Roster, RosterDevice, RosterError, RosterSigner,
+    open_shared_identity, open_shared_root,
+};
 pub use send::{
     FirstContact, Guarded, Outgoing, Proposal, Recipient, propose_contact, seal_send, sent_event,
 };

@@ -130,6 +130,9 @@ pub enum LogError {
     /// A `RootShared` record where it has no place.
     #[error("a shared root: {0}")]
     RootShared(&'static str),
+    /// An `IdentityShared` record where it has no place.
+    #[error("a rolled identity: {0}")]
+    IdentityShared(&'static str),
     /// A signed roster entry the roster refuses (signature, chain or signer).
     #[error("roster entry refused: {0}")]
     Roster(RosterError),

@@ -17,13 +17,69 @@
 //! typed error and leaves the roster exactly as it was.
 
 use chorus_crypto::{
-    CryptoRng, DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, RootPublicKey,
-    RootSigningKey,
+    CryptoRng, DeviceDhPublic, DeviceDhSecret, DevicePublicKey, DeviceSigningKey, IdentityDhSecret,
+    RootPublicKey, RootSigningKey,
 };
-use chorus_wire::{EventKind, ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel, WireError};
+use chorus_wire::{
+    EventKind, IdentityKeys, IdentityRoll, ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel,
+    WireError,
+};
 use zeroize::Zeroizing;
 
 const SHARED_ROOT_AD: &[u8] = b"chorus-shared-root-v1";
+const SHARED_IDENTITY_AD: &[u8] = b"chorus-shared-identity-v1";
+
+/// What a sealed box of a rolled identity is bound to: the log, the device and the
+/// root it rolled to.
+fn shared_identity_ad(log_id: &[u8; 32], device: &[u8; 32], root: &RootPublicKey) -> Vec<u8> {
+    [
+        SHARED_IDENTITY_AD,
+        &log_id[..],
+        &device[..],
+        root.as_bytes(),
+    ]
+    .concat()
+}
+
+/// The secrets of a rolled identity as one device opens them.
+pub struct RolledSecrets {
+    /// The new identity DH secret (every device).
+    pub dh: IdentityDhSecret,
+    /// The new root (a device that holds the root).
+    pub root: Option<RootSigningKey>,
+}
+
+/// Opens this device's box of an `IdentityShared` record: the identity DH secret, and
+/// the root after it if the box holds one, each checked against the roster's last roll
+/// (a sibling cannot hand us keys that are not the identity's).
+pub fn open_shared_identity(
+    roster: &Roster,
+    device: &[u8; 32],
+    secret: &DeviceDhSecret,
+    keys: &[([u8; 32], Vec<u8>)],
+) -> Option<RolledSecrets> {
+    let identity = roster.identity()?;
+    let (_, sealed) = keys.iter().find(|(d, _)| d == device)?;
+    let ad = shared_identity_ad(&roster.log_id, device, &roster.root);
+    let raw = chorus_crypto::open_sealed(secret, &ad, sealed).ok()?;
+    let dh_bytes: Zeroizing<[u8; 32]> = Zeroizing::new(raw.get(..32)?.try_into().ok()?);
+    let dh = IdentityDhSecret::from_secret_bytes(&dh_bytes);
+    if dh.public_key() != identity.dh {
+        return None;
+    }
+    let root = match raw.get(32..) {
+        Some([]) | None => None,
+        Some(rest) => {
+            let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(rest.try_into().ok()?);
+            let root = RootSigningKey::from_secret_bytes(&bytes);
+            if root.public_key() != roster.root {
+                return None;
+            }
+            Some(root)
+        }
+    };
+    Some(RolledSecrets { dh, root })
+}
 
 /// What a sealed box of the root is bound to: the log and the device.
 fn shared_root_ad(log_id: &[u8; 32], device: &[u8; 32]) -> Vec<u8> {
@@ -108,6 +164,12 @@ pub enum RosterError {
         /// The entry's position.
         index: u64,
     },
+    /// A roll that does not leave the identity's current root.
+    #[error("roster entry {index}: rolls from another root key than the identity's")]
+    RollFromElsewhere {
+        /// The entry's position.
+        index: u64,
+    },
     /// A revocation would leave the identity without the device that holds its root
     /// (`primary-root`) or without any device.
     #[error("roster entry {index}: cannot revoke the primary or the last device")]
@@ -161,6 +223,11 @@ pub struct Roster {
     primary: Option<DevicePublicKey>,
     /// The recovery key's public half, once set.
     recovery: Option<DeviceDhPublic>,
+    /// The identity's public keys as its last roll named them (`None` until a roll:
+    /// the genesis names the root alone).
+    identity: Option<IdentityKeys>,
+    /// Every roll, in order: what contacts are shown to follow the identity.
+    rolls: Vec<IdentityRoll>,
     head: [u8; 32],
     next_index: u64,
     /// The genesis author's clock: when the identity was created.
@@ -255,6 +322,8 @@ impl Roster {
             revoked: Vec::new(),
             primary: (*level == SecurityLevel::PrimaryRoot).then_some(*device),
             recovery: None,
+            identity: None,
+            rolls: Vec::new(),
             head: entry.hash,
             next_index: 1,
             created_ms: entry.timestamp_ms,
@@ -319,6 +388,7 @@ impl Roster {
             RosterBody::PrimaryMoved { .. }
             | RosterBody::RecoveryKeySet { .. }
             | RosterBody::LevelChanged { .. }
+            | RosterBody::RootRolled { .. }
                 if !by_root =>
             {
                 Err(RosterError::UnauthorizedSigner { index })
@@ -341,7 +411,10 @@ impl Roster {
                     Ok(())
                 }
             }
-            RosterBody::RecoveryKeySet { .. } => Ok(()),
+            RosterBody::RootRolled { roll } if roll.old_root != self.root => {
+                Err(RosterError::RollFromElsewhere { index })
+            }
+            RosterBody::RecoveryKeySet { .. } | RosterBody::RootRolled { .. } => Ok(()),
         }
     }
 
@@ -367,6 +440,11 @@ impl Roster {
             }
             RosterBody::PrimaryMoved { device } => self.primary = Some(*device),
             RosterBody::RecoveryKeySet { key, .. } => self.recovery = Some(*key),
+            RosterBody::RootRolled { roll } => {
+                self.root = roll.new_identity.root;
+                self.identity = Some(roll.new_identity.clone());
+                self.rolls.push(roll.clone());
+            }
             RosterBody::LevelChanged { level, primary } => {
                 self.level = *level;
                 self.primary = *primary;
@@ -453,6 +531,50 @@ impl Roster {
         EventKind::RootShared { keys }
     }
 
+    /// Builds and signs the entry that rolls the identity to `new_root` and `dh` (not
+    /// yet applied), with the continuity statement both roots sign.
+    pub fn roll(
+        &self,
+        old_root: &RootSigningKey,
+        new_root: &RootSigningKey,
+        dh: &IdentityDhSecret,
+        timestamp_ms: u64,
+    ) -> Result<RosterEntry, RosterError> {
+        let keys = IdentityKeys::sign(new_root, dh.public_key());
+        let roll = IdentityRoll::sign(old_root, new_root, keys);
+        let body = RosterBody::RootRolled { roll };
+        self.next_entry(&RosterSigner::Root(old_root), &body, timestamp_ms)
+    }
+
+    /// The record that gives every current device the rolled identity (appended right
+    /// after the roll's entry, once it is applied): the DH secret to every device, and
+    /// the root after it to those that hold the root (every device in `shared-root`,
+    /// the primary in `primary-root`).
+    pub fn share_identity<R: CryptoRng + ?Sized>(
+        &self,
+        root: &RootSigningKey,
+        dh: &IdentityDhSecret,
+        rng: &mut R,
+    ) -> EventKind {
+        let keys = self
+            .devices
+            .iter()
+            .map(|d| {
+                let device = *d.key.as_bytes();
+                let mut secret = Zeroizing::new(Vec::with_capacity(64));
+                secret.extend_from_slice(&dh.to_secret_bytes()[..]);
+                if self.primary.is_none_or(|p| p == d.key) {
+                    secret.extend_from_slice(&root.to_secret_bytes()[..]);
+                }
+                let ad = shared_identity_ad(&self.log_id, &device, &self.root);
+                // Roster devices' X25519 keys were checked when they joined.
+                let sealed = chorus_crypto::seal(&d.dh, &ad, &secret, rng).unwrap_or_default();
+                (device, sealed)
+            })
+            .collect();
+        EventKind::IdentityShared { keys }
+    }
+
     /// Builds and signs the entry that sets the recovery key (not yet applied).
     pub fn set_recovery_key(
         &self,
@@ -527,6 +649,16 @@ impl Roster {
     /// The recovery key's public half, once a recovery code was set up.
     pub fn recovery_key(&self) -> Option<&DeviceDhPublic> {
         self.recovery.as_ref()
+    }
+
+    /// The identity's public keys as its last roll named them (`None` before any).
+    pub fn identity(&self) -> Option<&IdentityKeys> {
+        self.identity.as_ref()
+    }
+
+    /// Every roll of the identity's root, oldest first.
+    pub fn rolls(&self) -> &[IdentityRoll] {
+        &self.rolls
     }
 
     /// Who holds the root key.

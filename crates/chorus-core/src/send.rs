@@ -12,10 +12,10 @@
 //! A first contact is decided here too: [`propose_contact`] turns a decrypted first
 //! message into the guarded events that create the contact and answer it.
 
-use chorus_crypto::EpochKey;
+use chorus_crypto::{EpochKey, RootPublicKey};
 use chorus_wire::{
-    ContactDetails, Envelope, EventKind, FirstMessage, Hello, IdentityKeys, Payload, SecretBytes,
-    SentMessage,
+    ContactDetails, Envelope, EventKind, FirstMessage, Hello, IdentityKeys, IdentityRoll, Payload,
+    SecretBytes, SentMessage,
 };
 use rand_core::CryptoRng;
 
@@ -53,6 +53,10 @@ pub struct Outgoing<'a> {
     pub text: &'a str,
     /// Our hello, carried until the contact is known to have it.
     pub hello: Option<Hello>,
+    /// Our identity rolls the contact may not have yet, oldest first.
+    pub rolls: Vec<IdentityRoll>,
+    /// The contact's root as we now hold it, answering the rolls they sent.
+    pub roll_seen: Option<RootPublicKey>,
     /// Now (milliseconds since the Unix epoch).
     pub now_ms: u64,
 }
@@ -107,6 +111,8 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         sent_ms: m.now_ms,
         text: m.text.to_owned(),
         hello: m.hello,
+        rolls: m.rolls,
+        roll_seen: m.roll_seen,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&payload, rng)?;
@@ -205,6 +211,8 @@ pub fn propose_contact<R: CryptoRng + ?Sized>(
         sent_ms: p.now_ms,
         text: String::new(),
         hello: Some(p.ours),
+        rolls: Vec::new(),
+        roll_seen: None,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&answer, rng)?;

@@ -644,6 +644,8 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         envelope_id,
         text,
         hello: None,
+        rolls: Vec::new(),
+        roll_seen: None,
         now_ms: 1000,
     };
     // Two devices plan on the same folded state and session: both name version 0.

@@ -273,6 +273,9 @@ pub struct LogInfoResponse {
     pub head_seq: i64,
     /// Lowest seq still stored (records below were trimmed).
     pub first_seq: i64,
+    /// The root key the identity last rolled to (`PUT …/root`); absent: the genesis's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Id32>,
 }
 
 /// A concurrency guard: accept only if the stream is at this version.
@@ -499,6 +502,24 @@ pub struct RevokeDeviceRequest {
 }
 
 impl Validate for RevokeDeviceRequest {
+    fn validate(&self) -> Result<(), Refusal> {
+        check(
+            self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,
+            "record_too_large",
+        )
+    }
+}
+
+/// `PUT /v1/logs/{log}/root`: the identity rolled its root key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollRootRequest {
+    /// The roster entry (`RootRolled`) signed by the log's current root: from then on
+    /// only the root it names authorizes device changes.
+    pub authorization: HexBytes,
+}
+
+impl Validate for RollRootRequest {
     fn validate(&self) -> Result<(), Refusal> {
         check(
             self.authorization.0.len() <= MAX_AUTHORIZATION_BYTES,

@@ -33,9 +33,21 @@ pub(crate) enum Change {
     Revoke,
 }
 
-/// The keys a log's genesis allows to manage its devices.
+/// What a roll shown to the relay asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Roll {
+    /// Move the log's root to this key.
+    To([u8; 32]),
+    /// The log already follows the root this roll names (a retry): nothing.
+    Already,
+}
+
+/// The keys a log's genesis (and its rolls since) allow to manage its devices.
 pub(crate) struct Authority {
     log_id: Id32,
+    /// The root the genesis names.
+    genesis_root: [u8; 32],
+    /// The root now: the genesis's, or the last the identity rolled to.
     root: [u8; 32],
     /// `primary-root`: the first device may sign too, while it is not revoked.
     primary: Option<[u8; 32]>,
@@ -66,10 +78,53 @@ impl Authority {
         }
         Ok(Authority {
             log_id,
+            genesis_root: *root.as_bytes(),
             root: *root.as_bytes(),
             primary: (*level == SecurityLevel::PrimaryRoot).then_some(*device.as_bytes()),
             first_device: *device.as_bytes(),
         })
+    }
+
+    /// The same authority once the identity rolled to `root` (as the relay stored it:
+    /// `500` if the row does not hold a key).
+    pub(crate) fn rolled_to(self, root: Option<&[u8]>) -> Result<Self, ApiError> {
+        let Some(root) = root else { return Ok(self) };
+        let root = <[u8; 32]>::try_from(root)
+            .map_err(|_| ApiError::internal(&"a stored root is not a key"))?;
+        Ok(Self { root, ..self })
+    }
+
+    /// `(genesis root, current root)`, as the store compares them.
+    pub(crate) fn roots(&self) -> ([u8; 32], [u8; 32]) {
+        (self.genesis_root, self.root)
+    }
+
+    /// Checks that `proof` is a `RootRolled` entry of this log signed by its current
+    /// root: `400 bad_authorization` if it is not such an entry, `403 not_authorized`
+    /// if another key signed it (a root already rolled away from signs nothing more:
+    /// in `shared-root` a thief holding the old root cannot follow the owner's roll
+    /// with one of its own). A replay of the roll that made the current root is
+    /// [`Roll::Already`].
+    pub(crate) fn check_roll(&self, proof: &[u8]) -> Result<Roll, ApiError> {
+        let bad = || ApiError::invalid("bad_authorization");
+        let entry = RosterEntry::decode(proof).map_err(|_| bad())?;
+        let RosterBody::RootRolled { roll } = &entry.body else {
+            return Err(bad());
+        };
+        if entry.log_id != self.log_id.0 || entry.signer != *roll.old_root.as_bytes() {
+            return Err(bad());
+        }
+        let new = *roll.new_identity.root.as_bytes();
+        if new == self.root {
+            return Ok(Roll::Already);
+        }
+        if entry.signer != self.root {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "not_authorized",
+            ));
+        }
+        Ok(Roll::To(new))
     }
 
     /// The same authority once the first device was revoked: its key signs nothing.

@@ -19,7 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::AppState;
 use crate::api::*;
 use crate::auth::{self, Authed};
-use crate::authority::{Authority, Change};
+use crate::authority::{Authority, Change, Roll};
 use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::extract::{Bulk, ClientIp, Q, Segs};
@@ -50,6 +50,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/logs/{log}/devices/{device}/revoke",
             post(revoke_device),
         )
+        .route("/v1/logs/{log}/root", put(roll_root))
         .route("/v1/logs/{log}/recovery", put(put_recovery_kit))
         .route("/v1/logs/{log}/recovery/state", put(put_recovery_state))
         .route("/v1/recovery/{slot}", get(recovery_slot))
@@ -218,6 +219,11 @@ async fn log_info(
         genesis: HexBytes(info.genesis),
         head_seq: info.head_seq,
         first_seq: info.first_seq,
+        root: info
+            .root
+            .map(|r| <[u8; 32]>::try_from(r).map(Id32))
+            .transpose()
+            .map_err(|_| ApiError::internal(&"a stored root is not a key"))?,
     }))
 }
 
@@ -452,6 +458,32 @@ async fn register_device(
     Ok((status, Json(json!({ "device_id": req.device_id }))).into_response())
 }
 
+/// The identity rolled its root (`chorus identity roll`): on the `RootRolled` entry
+/// signed by the current root, the log follows the new one. `409 root_moved` if another
+/// roll landed in between.
+async fn roll_root(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: RollRootRequest = decode(&body)?;
+    let authority = authority(&state, log_id).await?;
+    if let Roll::To(new) = authority.check_roll(&req.authorization.0)? {
+        if !state
+            .store()
+            .roll_root(log_id, authority.roots(), new)
+            .await?
+        {
+            return Err(ApiError::new(StatusCode::CONFLICT, "root_moved"));
+        }
+        tracing::info!(log = ?log_id, "identity rolled its root");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn put_recovery_kit(
     State(state): State<AppState>,
     authed: Authed,
@@ -558,7 +590,8 @@ async fn authority(state: &AppState, log_id: Id32) -> ApiResult<Authority> {
         .log_info(log_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let authority = Authority::from_genesis(log_id, &info.genesis)?;
+    let authority =
+        Authority::from_genesis(log_id, &info.genesis)?.rolled_to(info.root.as_deref())?;
     let first = authority.first_device();
     let devices = state.store().devices(log_id).await?;
     if devices

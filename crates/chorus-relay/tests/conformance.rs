@@ -26,6 +26,7 @@ both_backends!(
     once_the_root_revoked_the_primary_its_key_lets_nobody_in,
     the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint,
     a_device_without_the_root_cannot_replace_the_recovery_slot,
+    after_a_roll_only_the_new_root_authorizes_and_the_old_one_cannot_roll_again,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
     a_used_invitation_mailbox_refuses_a_second_sender,
@@ -1940,6 +1941,104 @@ async fn a_device_without_the_root_cannot_replace_the_recovery_slot(b: Backend) 
 }
 
 /// The `RecoveryKeySet` roster entry of `log` naming `slot` and `kit`, signed by `signer`.
+/// `chorus identity roll`: a thief holding the old root (a stolen `shared-root` device)
+/// could go on adding devices of its own after the owner rolled, were the relay still
+/// taking the genesis's root. After the roll only the new root signs device changes,
+/// and the old root cannot roll the log somewhere else either.
+async fn after_a_roll_only_the_new_root_authorizes_and_the_old_one_cannot_roll_again(b: Backend) {
+    use chorus_crypto::{IdentityDhSecret, RootSigningKey};
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, dev, tok) = r.identity(53).await;
+    let path = format!("/v1/logs/{}/root", log.0);
+    let key = |seed: u8| RootSigningKey::from_secret_bytes(&[seed; 32]);
+    let dalek = |seed: u8| ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    // `root()` is the genesis's root.
+    let roll = |from: u8, to: u8| {
+        let keys = chorus_wire::IdentityKeys::sign(
+            &key(to),
+            IdentityDhSecret::from_secret_bytes(&[to; 32]).public_key(),
+        );
+        RosterBody::RootRolled {
+            roll: chorus_wire::IdentityRoll::sign(&key(from), &key(to), keys),
+        }
+    };
+    let put = |authorization: String| {
+        r.call(
+            Method::PUT,
+            &path,
+            Some(&tok),
+            Some(json!({ "authorization": authorization })),
+        )
+    };
+    // Refused, changing nothing: a roll whose entry another key signed, a roll from
+    // a root that is not the log's, an entry of another kind, bytes that are no entry.
+    for (proof, code) in [
+        (
+            roster_entry(&log, &roll(0xaa, 0xbb), &dev.key),
+            "bad_authorization",
+        ),
+        (
+            roster_entry(&log, &roll(0xcc, 0xbb), &dalek(0xcc)),
+            "not_authorized",
+        ),
+        (
+            authorize(&log, &Device::new(54), &root()),
+            "bad_authorization",
+        ),
+        ("0a00".into(), "bad_authorization"),
+    ] {
+        let (s, v) = put(proof).await;
+        assert_eq!(v["error"], json!(code), "{s} {v}");
+    }
+    let (s, v) = r.add_device(&log, &tok, &Device::new(54)).await;
+    assert_eq!(s, StatusCode::CREATED, "the genesis root still signs: {v}");
+
+    let rolled = roster_entry(&log, &roll(0xaa, 0xbb), &root());
+    let (s, v) = put(rolled.clone()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = put(rolled).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "a retry changes nothing: {v}");
+
+    // The thief, with the old root: no device, no roll of its own.
+    let rogue = Device::new(55);
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok),
+            json!({ "device_id": rogue.id, "authorization": authorize(&log, &rogue, &root()) }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    let (s, v) = put(roster_entry(&log, &roll(0xaa, 0xdd), &root())).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    // The new root signs device changes, and rolls on.
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/devices", log.0),
+            Some(&tok),
+            json!({ "device_id": rogue.id, "authorization": authorize(&log, &rogue, &dalek(0xbb)) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = put(roster_entry(&log, &roll(0xbb, 0xee), &dalek(0xbb))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = r.revoke_device(&log, &tok, &rogue, &dalek(0xbb)).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::FORBIDDEN, json!("not_authorized"))
+    );
+    let (s, v) = r.revoke_device(&log, &tok, &rogue, &dalek(0xee)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+}
+
 fn recovery_key_set(
     log: &Hex32,
     slot: &Hex32,

@@ -7,13 +7,16 @@
 
 use prost::Message;
 
+use crate::error::field;
 use crate::invitation::{MailboxId, check_relay_url};
 use crate::limits::{
     MAX_DIRECTORY_ENTRY_LEN, MAX_DISPLAY_NAME_LEN, MAX_ENVELOPE_LEN, MAX_INITIAL_MESSAGE_LEN,
-    MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN,
+    MAX_PAYLOAD_ROLLS, MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN,
 };
 use crate::prekeys::{IdentityKeys, SignedPrekey};
+use crate::roll::IdentityRoll;
 use crate::{WIRE_VERSION, WireError, check_version, decode_bounded, proto};
+use chorus_crypto::RootPublicKey;
 
 /// One encrypted message as a mailbox holds it. The inner bytes are decoded (and their
 /// bounds checked) by the core when it decrypts.
@@ -86,6 +89,13 @@ pub struct Payload {
     pub text: String,
     /// Present until the sender knows the contact has it.
     pub hello: Option<Hello>,
+    /// The sender's identity rolls, oldest first (at most
+    /// [`MAX_PAYLOAD_ROLLS`](crate::limits::MAX_PAYLOAD_ROLLS)), until the contact
+    /// answers with the last one's root in `roll_seen`.
+    pub rolls: Vec<IdentityRoll>,
+    /// The root key the reader now holds for the sender: the answer to a message that
+    /// carried rolls (the sender stops sending them).
+    pub roll_seen: Option<RootPublicKey>,
 }
 
 impl Payload {
@@ -106,10 +116,30 @@ impl Payload {
                 })
             }
         };
+        if p.rolls.len() > MAX_PAYLOAD_ROLLS {
+            return Err(WireError::InvalidText {
+                field: "payload.rolls",
+                reason: "more identity rolls than a payload carries",
+            });
+        }
+        let rolls = p
+            .rolls
+            .iter()
+            .map(IdentityRoll::from_proto)
+            .collect::<Result<_, _>>()?;
+        let roll_seen = match p.roll_seen.is_empty() {
+            true => None,
+            false => Some(field(
+                "payload.roll_seen",
+                RootPublicKey::from_slice(&p.roll_seen),
+            )?),
+        };
         Ok(Self {
             sent_ms: p.sent_ms,
             text: p.text,
             hello,
+            rolls,
+            roll_seen,
         })
     }
 
@@ -129,11 +159,22 @@ impl Payload {
                 })
             }
         };
+        if self.rolls.len() > MAX_PAYLOAD_ROLLS {
+            return Err(WireError::InvalidText {
+                field: "payload.rolls",
+                reason: "more identity rolls than a payload carries",
+            });
+        }
         Ok(proto::Payload {
             version: WIRE_VERSION,
             sent_ms: self.sent_ms,
             text: self.text.clone(),
             hello,
+            rolls: self.rolls.iter().map(IdentityRoll::to_proto).collect(),
+            roll_seen: self
+                .roll_seen
+                .map(|r| r.as_bytes().to_vec())
+                .unwrap_or_default(),
         }
         .encode_to_vec())
     }
@@ -294,10 +335,21 @@ mod tests {
     fn the_largest_payload_fits_the_second_largest_padding_bucket() {
         // So that an initial message around it stays under the relay's 64 KiB envelope
         // bound (the largest bucket plus handshake overhead would not).
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+        let mut roll = || {
+            let (old, new) = (
+                chorus_crypto::RootSigningKey::generate(&mut rng),
+                chorus_crypto::RootSigningKey::generate(&mut rng),
+            );
+            let dh = chorus_crypto::IdentityDhSecret::generate(&mut rng).public_key();
+            IdentityRoll::sign(&old, &new, IdentityKeys::sign(&new, dh))
+        };
         let p = Payload {
             sent_ms: u64::MAX,
             text: "x".repeat(MAX_TEXT_LEN),
             hello: Some(hello()),
+            rolls: (0..MAX_PAYLOAD_ROLLS).map(|_| roll()).collect(),
+            roll_seen: Some(chorus_crypto::RootSigningKey::generate(&mut rng).public_key()),
         };
         let bytes = p.encode().unwrap();
         assert!(bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2]);
@@ -310,6 +362,8 @@ mod tests {
             sent_ms: 1,
             text: "x".repeat(MAX_TEXT_LEN + 1),
             hello: None,
+            rolls: Vec::new(),
+            roll_seen: None,
         };
         let err = WireError::TooLarge {
             what: "message text",
@@ -321,7 +375,7 @@ mod tests {
             version: WIRE_VERSION,
             sent_ms: 1,
             text: p.text.clone(),
-            hello: None,
+            ..proto::Payload::default()
         }
         .encode_to_vec();
         assert_eq!(Payload::decode(&raw), Err(err));

@@ -27,6 +27,7 @@ mod padding;
 mod prekeys;
 mod ratchet;
 mod redacted;
+mod roll;
 mod roster;
 
 /// The generated protobuf types. Prefer the parsed wrappers exported at the crate root.
@@ -55,6 +56,7 @@ pub use log_event::{
 pub use padding::{pad, unpad};
 pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPrekey, contexts};
 pub use ratchet::{RatchetHeader, RatchetMessage};
+pub use roll::{IDENTITY_ROLL_CONTEXT, IdentityRoll};
 pub use roster::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel};
 
 /// The only wire version this build speaks.

@@ -189,6 +189,13 @@ pub enum EventKind {
         /// `(device signing key, sealed box of the root secret)`, one per current device.
         keys: Vec<([u8; 32], Vec<u8>)>,
     },
+    /// `chorus identity roll`, right after the roster's `RootRolled` entry: the new
+    /// identity DH secret, and for each device that holds the root the new root secret
+    /// after it, sealed to each current device (which checks both against the roll).
+    IdentityShared {
+        /// `(device signing key, sealed box)`, one per current device.
+        keys: Vec<([u8; 32], Vec<u8>)>,
+    },
     /// A message received by one device that its siblings cannot decrypt again (the
     /// session advanced past it): the plaintext, for every device's history.
     Received {
@@ -372,6 +379,14 @@ impl LogEvent {
             Kind::RootShared(r) => EventKind::RootShared {
                 keys: decode_sealed_keys(r.keys, "root_shared.keys")?,
             },
+            // The identity DH secret alone, or followed by the root secret.
+            Kind::IdentityShared(r) => EventKind::IdentityShared {
+                keys: decode_sealed(
+                    r.keys,
+                    "identity_shared.keys",
+                    &[SEALED_EPOCH_KEY_LEN, SEALED_EPOCH_KEY_LEN + 32],
+                )?,
+            },
         };
         Ok(Self {
             event_id: fixed("log_event.event_id", &p.event_id)?,
@@ -519,6 +534,9 @@ impl LogEvent {
                 keys: encode_sealed_keys(&r.keys),
             }),
             EventKind::RootShared { keys } => Kind::RootShared(proto::RootShared {
+                keys: encode_sealed_keys(keys),
+            }),
+            EventKind::IdentityShared { keys } => Kind::IdentityShared(proto::IdentityShared {
                 keys: encode_sealed_keys(keys),
             }),
         };
@@ -713,6 +731,15 @@ fn decode_sealed_keys(
     keys: Vec<proto::SealedEpochKey>,
     field: &'static str,
 ) -> Result<SealedKeys, WireError> {
+    decode_sealed(keys, field, &[SEALED_EPOCH_KEY_LEN])
+}
+
+/// Sealed boxes, one per device, each of one of the `lengths`.
+fn decode_sealed(
+    keys: Vec<proto::SealedEpochKey>,
+    field: &'static str,
+    lengths: &[usize],
+) -> Result<SealedKeys, WireError> {
     if keys.is_empty() || keys.len() > MAX_EPOCH_KEY_RECIPIENTS {
         return Err(WireError::InvalidText {
             field,
@@ -721,7 +748,7 @@ fn decode_sealed_keys(
     }
     keys.into_iter()
         .map(|k| {
-            if k.sealed.len() != SEALED_EPOCH_KEY_LEN {
+            if !lengths.contains(&k.sealed.len()) {
                 return Err(WireError::InvalidText {
                     field: "sealed_epoch_key.sealed",
                     reason: "wrong length",

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::field;
 use crate::limits::MAX_ROSTER_ENTRY_LEN;
+use crate::roll::IdentityRoll;
 use crate::{WIRE_VERSION, WireError, check_display_name, check_version, decode_bounded, proto};
 
 /// Signature context for roster entries.
@@ -73,6 +74,12 @@ pub enum RosterBody {
         /// SHA-256 of the sealed kit: the entry lets the relay keep that kit and no
         /// other, so replaying it (every device holds it) cannot swap the kit.
         kit: [u8; 32],
+    },
+    /// The identity rolls its root key (`chorus identity roll`): signed by the root it
+    /// replaces, which signs nothing more from here on.
+    RootRolled {
+        /// The continuity statement contacts verify.
+        roll: IdentityRoll,
     },
     /// The security level changes (`chorus security set`).
     LevelChanged {
@@ -210,6 +217,13 @@ impl RosterEntry {
                 };
                 RosterBody::LevelChanged { level, primary }
             }
+            proto::roster_entry::Body::RootRolled(r) => RosterBody::RootRolled {
+                roll: IdentityRoll::from_proto(
+                    r.roll
+                        .as_ref()
+                        .ok_or(WireError::MissingField("roster.root_rolled.roll"))?,
+                )?,
+            },
             proto::roster_entry::Body::RecoveryKeySet(r) => RosterBody::RecoveryKeySet {
                 key: field(
                     "roster.recovery_key_set.recovery_key",
@@ -302,6 +316,11 @@ impl RosterEntry {
                 proto::roster_entry::Body::LevelChanged(proto::LevelChanged {
                     level: level_to(*level) as i32,
                     primary: primary.map(|p| p.as_bytes().to_vec()).unwrap_or_default(),
+                })
+            }
+            RosterBody::RootRolled { roll } => {
+                proto::roster_entry::Body::RootRolled(proto::RootRolled {
+                    roll: Some(roll.to_proto()),
                 })
             }
             RosterBody::RecoveryKeySet { key, slot, kit } => {

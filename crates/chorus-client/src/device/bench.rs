@@ -26,7 +26,7 @@ impl Device {
         self.relay
             .register_mailbox(mailbox, crate::relay::MailboxUse::Contact)
             .await?;
-        let relay_url = self.me.relay_url.clone();
+        let relay_url = self.me().relay_url.clone();
         self.establish(
             bundle,
             Some(alias.to_owned()),

@@ -24,7 +24,8 @@ impl Device {
     /// answer. The private halves and the mailbox are in the log before the code exists,
     /// so any device of the identity can answer.
     pub async fn invite(&self) -> Result<String, ClientError> {
-        let root = self.me.identity.root().ok_or(ClientError::NotPrimary(
+        let me = self.me();
+        let root = me.identity.root().ok_or(ClientError::NotPrimary(
             "create invitations (prekeys are root-signed)",
         ))?;
         let mailbox = Id32(self.random());
@@ -41,8 +42,8 @@ impl Device {
                 Generator::new(next_id, root, &*self.options.entropy, Purpose::Invitation);
             drop(conn);
             let bundle = PrekeyBundle {
-                identity: self.me.identity.keys().clone(),
-                signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
+                identity: self.me().identity.keys().clone(),
+                signed_prekey: SignedPrekey::decode(&signed, &self.me().identity.keys().root)?,
                 one_time_prekey: Some(keys.one_time()?),
                 pq_prekey: keys.pq(false)?,
             };
@@ -54,9 +55,9 @@ impl Device {
             if self.append(events).await?.0 == Appended::Done {
                 return Ok(code::encode(&Invitation {
                     bundle,
-                    relay_url: self.me.relay_url.clone(),
+                    relay_url: self.me().relay_url.clone(),
                     mailbox: MailboxId(mailbox.0),
-                    name: Some(self.me.name.clone()),
+                    name: Some(self.me().name.clone()),
                 }));
             }
         }
@@ -126,7 +127,7 @@ impl Device {
         send_mailbox: MailboxId,
         invitation: Option<MailboxId>,
     ) -> Result<(String, SendOutcome), ClientError> {
-        if bundle.identity.root == self.me.identity.keys().root {
+        if bundle.identity.root == self.me().identity.keys().root {
             return Err(ClientError::OwnIdentity);
         }
         let root = *bundle.identity.root.as_bytes();
@@ -183,7 +184,7 @@ impl Device {
         invitation: Option<MailboxId>,
         at: i64,
     ) -> Result<(String, SendOutcome), ClientError> {
-        let mut session = initiate(&self.me.identity, bundle, &mut self.rng())?;
+        let mut session = initiate(&self.me().identity, bundle, &mut self.rng())?;
         let snapshot = session.snapshot();
         let recv = Id32(self.random());
         self.relay
@@ -194,6 +195,8 @@ impl Device {
             sent_ms: u64::try_from(now).unwrap_or(0),
             text: String::new(),
             hello: Some(self.hello(&recv.0)),
+            rolls: Vec::new(),
+            roll_seen: None,
         }
         .encode()?;
         let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
@@ -248,9 +251,9 @@ impl Device {
     /// Our hello for a contact: where to write to us.
     pub(super) fn hello(&self, recv_mailbox: &[u8; 32]) -> Hello {
         Hello {
-            relay_url: self.me.relay_url.clone(),
+            relay_url: self.me().relay_url.clone(),
             mailbox: MailboxId(*recv_mailbox),
-            name: self.me.name.clone(),
+            name: self.me().name.clone(),
         }
     }
 
@@ -284,7 +287,7 @@ impl Device {
             .await?
             .into_iter()
             .map(
-                |(name, identity, relay_url, connected, added_ms, unread, failed)| {
+                |(name, identity, relay_url, connected, added_ms, unread, failed, compromised)| {
                     let keys = IdentityKeys::decode(&identity)?;
                     Ok(ContactInfo {
                         name,
@@ -294,6 +297,7 @@ impl Device {
                         added_ms,
                         unread,
                         failed,
+                        compromised,
                     })
                 },
             )
@@ -327,17 +331,23 @@ impl Device {
     /// Safety numbers for a contact.
     pub async fn verify(&self, contact: &str) -> Result<Verification, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
-        let identity = self
+        let (identity, rival) = self
             .store
             .contact_identity(contact)
             .await?
             .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
         let theirs = IdentityKeys::decode(&identity)?;
-        let ours = &self.me.identity.keys().root;
+        let me = self.me();
+        let ours = &me.identity.keys().root;
+        let rival = rival
+            .map(|r| IdentityKeys::decode(&r))
+            .transpose()?
+            .map(|r| SafetyNumber::new(ours, &r.root));
         Ok(Verification {
             ours: Fingerprint::of(ours),
             theirs: Fingerprint::of(&theirs.root),
             safety_number: SafetyNumber::new(ours, &theirs.root),
+            rival,
         })
     }
 }

@@ -35,6 +35,7 @@ use crate::relay::{Backoff, Login, MailboxUse, RelayClient, RelayError, UrlPolic
 use crate::store::identity::NewDevice;
 use crate::{ClientError, LINK_PENDING_FILE, STORE_FILE, Store, Unlock};
 pub use revoke::{FoundDevice, Revoked};
+pub use roll::Rolled;
 
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
@@ -46,6 +47,7 @@ mod receive;
 pub mod recovery;
 pub mod requests;
 mod revoke;
+mod roll;
 mod security;
 mod send;
 mod status;
@@ -55,7 +57,9 @@ mod watch;
 /// relay.
 pub struct Device {
     pub(crate) store: Arc<Store>,
-    pub(crate) me: Me,
+    /// Who this device is: read through [`Device::me`], which takes up an identity a
+    /// fold rewrote (the root moved, or the identity rolled).
+    me: std::sync::RwLock<Arc<Me>>,
     pub(crate) relay: RelayClient,
     pub(crate) options: Options,
     pub(crate) home: PathBuf,
@@ -69,7 +73,7 @@ impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
             .field("home", &self.home)
-            .field("name", &self.me.name)
+            .field("name", &self.me().name)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +180,9 @@ pub struct ContactInfo {
     /// Why they can never answer, if so (their invitation had been used by someone
     /// else). Accepting a new invitation from them, or their writing to us, replaces it.
     pub failed: Option<String>,
+    /// Their previous key signed two different identity rolls: compare the safety
+    /// number again (`chorus contact verify`).
+    pub compromised: bool,
 }
 
 /// A device of the identity, as `chorus devices` lists it.
@@ -280,6 +287,10 @@ pub struct Verification {
     pub theirs: Fingerprint,
     /// The combined number both sides compare.
     pub safety_number: SafetyNumber,
+    /// The contact is marked compromised (their previous key signed two different
+    /// rolls): the safety number the roll not followed would give. Compare both with
+    /// the contact.
+    pub rival: Option<SafetyNumber>,
 }
 
 /// How long an outbox row waits after its `attempts`-th failure on a contact's relay:
@@ -419,7 +430,7 @@ impl Device {
                         name: name.to_owned(),
                     }),
                     Pending::free(EventKind::RelaysUpdated {
-                        relays: vec![device.me.relay_url.clone()],
+                        relays: vec![device.me().relay_url.clone()],
                     }),
                 ])
                 .await?;
@@ -512,18 +523,39 @@ impl Device {
         );
         Ok(Device {
             store: store.clone(),
-            me: Me {
+            me: std::sync::RwLock::new(Arc::new(Me {
                 name,
                 relay_url,
                 intro_mailbox,
                 identity: local_identity(root, &keys, dh)?,
-            },
+            })),
             relay,
             options,
             home: home.to_owned(),
             log,
             lost_races: Default::default(),
         })
+    }
+
+    /// Who this device is now: the identity as the last fold left it.
+    pub(crate) fn me(&self) -> Arc<Me> {
+        if let Some(identity) = self.store.take_changed_identity() {
+            let mut me = self
+                .me
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *me = Arc::new(Me {
+                name: me.name.clone(),
+                relay_url: me.relay_url.clone(),
+                intro_mailbox: me.intro_mailbox,
+                identity,
+            });
+            return me.clone();
+        }
+        self.me
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Opens an existing identity.
@@ -558,23 +590,23 @@ impl Device {
     }
 
     /// The identity's display name.
-    pub fn name(&self) -> &str {
-        &self.me.name
+    pub fn name(&self) -> String {
+        self.me().name.clone()
     }
 
     /// The identity's fingerprint (its half of every safety number).
     pub fn fingerprint(&self) -> Fingerprint {
-        self.me.fingerprint()
+        self.me().fingerprint()
     }
 
     /// `fingerprint@relay`, for `chorus contact add`.
     pub fn address(&self) -> String {
-        self.me.address()
+        self.me().address()
     }
 
     /// The home relay.
-    pub fn relay_url(&self) -> &str {
-        &self.me.relay_url
+    pub fn relay_url(&self) -> String {
+        self.me().relay_url.clone()
     }
 
     /// The home relay's client, logged in as this device (for tools and tests).
@@ -603,7 +635,7 @@ impl Device {
         if self.options.allow_private_relays {
             UrlPolicy::PERMISSIVE
         } else {
-            UrlPolicy::for_home(&self.me.relay_url)
+            UrlPolicy::for_home(&self.me().relay_url)
         }
     }
 

@@ -69,14 +69,14 @@ impl Device {
         let mut errors = match self.flush_outbox().await {
             Ok(errors) => errors,
             Err(e) => vec![RelayError::BadResponse {
-                url: self.me.relay_url.clone(),
+                url: self.me().relay_url.clone(),
                 reason: e.to_string(),
             }],
         };
         match self.store.queued(envelope_id).await {
             Ok(false) => None,
             _ => Some(errors.pop().unwrap_or_else(|| RelayError::BadResponse {
-                url: self.me.relay_url.clone(),
+                url: self.me().relay_url.clone(),
                 reason: "the envelope is still queued".into(),
             })),
         }
@@ -116,7 +116,7 @@ impl Device {
                 &self.log.keys.device,
                 now.saturating_sub(patience),
                 now,
-                &self.me.relay_url,
+                &self.me().relay_url,
             )
             .await?;
         // One queue per mailbox, in first-seen order.
@@ -183,7 +183,7 @@ impl Device {
     /// behind it keep their order). Returns what was posted and the failure.
     async fn post_queue(&self, queue: OutboxQueue) -> QueueOutcome {
         let mut posted = Vec::new();
-        let client = if queue.relay_url == self.me.relay_url {
+        let client = if queue.relay_url == self.me().relay_url {
             Ok(self.relay.clone())
         } else {
             // The row's own backoff does the retrying: one try per flush.

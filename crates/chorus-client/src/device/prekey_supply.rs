@@ -27,10 +27,11 @@ impl Device {
     /// fresh one-time batches that replace all one-time keys the directory still holds
     /// (after a revocation, the revoked device knows every earlier private half).
     pub(super) async fn supply_prekeys(&self, renew: bool) -> Result<(), ClientError> {
-        let Some(root) = self.me.identity.root() else {
+        let me = self.me();
+        let Some(root) = me.identity.root() else {
             return Ok(());
         };
-        let address = self.me.directory_address();
+        let address = self.me().directory_address();
         let remote = match self.relay.prekey_count(address).await {
             Ok(c) => Some(c),
             Err(e) if e.code() == Some("not_found") => None,
@@ -84,9 +85,9 @@ impl Device {
         let (signed, last_resort) = store_prekeys::current_directory_keys(&mut tx).await?;
         let signed = signed.ok_or_else(|| ClientError::Corrupt("no signed prekey".into()))?;
         let entry = DirectoryEntry {
-            identity: self.me.identity.keys().clone(),
-            signed_prekey: SignedPrekey::decode(&signed, &self.me.identity.keys().root)?,
-            intro_mailbox: MailboxId(self.me.intro_mailbox.0),
+            identity: self.me().identity.keys().clone(),
+            signed_prekey: SignedPrekey::decode(&signed, &self.me().identity.keys().root)?,
+            intro_mailbox: MailboxId(self.me().intro_mailbox.0),
         };
         request.signed_prekey = Some(HexBytes(entry.encode()));
         request.pq_last_resort = last_resort.map(HexBytes);

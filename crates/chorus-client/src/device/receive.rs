@@ -12,7 +12,9 @@ use sqlx::SqliteConnection;
 use super::{Device, SYNC_PAGE, id32};
 use crate::log::Pending;
 use crate::prekeys;
-use crate::store::contacts::{contact_named_by, handshake_seen, mark_answered, set_contact_route};
+use crate::store::contacts::{
+    contact_named_by, handshake_seen, mark_answered, pinned_root, set_contact_route,
+};
 use crate::store::history::{HistoryRow, insert_and_tell};
 use crate::store::log_state::session_stream_version;
 use crate::store::mailboxes::{advance_cursor, mailbox as our_mailbox};
@@ -60,6 +62,11 @@ impl Device {
         // receiving; the next sync tries again.
         if let Err(e) = self.renew_if_due().await {
             tracing::warn!(error = %e, "could not renew prekeys and mailboxes after a revocation");
+        }
+        // A roll whose device stopped before showing the relay (or, holding the root,
+        // before moving the directory): any device finishes it.
+        if let Err(e) = self.finish_roll_if_due().await {
+            tracing::warn!(error = %e, "could not finish the identity roll yet");
         }
         // After a rotation the recovery state moves to the new key; until it has, a
         // recovering device could not read past the rotation. Tried again every sync.
@@ -202,7 +209,7 @@ impl Device {
                 break;
             };
             let payload = match Payload::decode(&plaintext) {
-                Ok(p) if p.hello.is_none() => p,
+                Ok(p) if p.hello.is_none() && p.rolls.is_empty() && p.roll_seen.is_none() => p,
                 _ => {
                     session = chorus_core::Session::restore(&before, known)?;
                     break;
@@ -406,6 +413,7 @@ impl Device {
             }
         };
         let payload = Payload::decode(&plaintext)?;
+        let mut events = self.take_rolls(tx, &name, &payload).await?;
         if let Some(hello) = &payload.hello {
             let relay_url = self.url_policy().check(&hello.relay_url)?;
             set_contact_route(tx, &name, &hello.mailbox.0, &relay_url).await?;
@@ -417,9 +425,10 @@ impl Device {
             .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
         let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
         mark_answered(tx, &name, acked).await?;
-        let events = self
-            .deliver(tx, &name, &payload, envelope, now, row.read_up_to)
-            .await?;
+        events.extend(
+            self.deliver(tx, &name, &payload, envelope, now, row.read_up_to)
+                .await?,
+        );
         self.store.put_session(tx, &name, &session).await?;
         Ok(Received::Done(events))
     }
@@ -519,6 +528,13 @@ impl Device {
                 "a first message from someone else in a contact's mailbox",
             ));
         }
+        // The contact rolled their identity key since: only a holder of the old one
+        // (a thief of one of their devices) still starts sessions under it.
+        if pinned_root(&mut *tx, name).await? != Some(theirs) {
+            return Err(ClientError::Rejected(
+                "a first message under a key the contact rolled away from",
+            ));
+        }
         // A first message taken before, put back (the relay keeps and can repost
         // every envelope): it would move the conversation back onto an old session.
         let base_key = *InitialMessage::decode(&message.bytes)?.ephemeral.as_bytes();
@@ -535,7 +551,7 @@ impl Device {
                 awaiting_reply: current.awaiting_reply(),
                 failed: failed.is_some(),
             },
-            self.me.identity.keys().root.as_bytes(),
+            self.me().identity.keys().root.as_bytes(),
             &theirs,
         );
         let at = session_stream_version(tx, &self.store, &theirs).await?;
@@ -568,7 +584,7 @@ impl Device {
         .flatten()
         .collect();
         let loaded = LoadedPrekeys::load(&self.store, tx, &ids).await?;
-        let responded = respond(&self.me.identity, &loaded, &message.bytes)?;
+        let responded = respond(&self.me().identity, &loaded, &message.bytes)?;
         let payload = Payload::decode(&responded.plaintext)?;
         let mut hello = payload
             .hello

@@ -142,21 +142,14 @@ impl Device {
     /// replaces the old one, which stops working. Needs the root key (the primary in
     /// `primary-root`).
     pub async fn set_up_recovery(&self) -> Result<Zeroizing<String>, ClientError> {
-        let root = self
-            .me
+        let me = self.me();
+        let root = me
             .identity
             .root()
             .ok_or(ClientError::NotPrimary("set up recovery"))?;
         let code = RecoveryCode::generate(&mut self.rng());
         let key = code.key().public_key();
-        let log_id = self.log.keys.log_id;
-        let kit = chorus_crypto::seal(
-            &key,
-            &ad(KIT_AD, &log_id),
-            &root.to_secret_bytes()[..],
-            &mut self.rng(),
-        )
-        .map_err(|_| ClientError::Corrupt("recovery key".into()))?;
+        let kit = self.seal_kit(&key, root)?;
         let kit_hash: [u8; 32] = Sha256::digest(&kit).into();
         // The slot first: a roster naming a key whose slot is missing would have every
         // device fail to write its state. The relay takes it on the root-signed entry
@@ -183,6 +176,21 @@ impl Device {
         .await?;
         self.refresh_recovery().await?;
         Ok(encode_code(&code))
+    }
+
+    /// The kit: `root` sealed to the recovery key.
+    pub(crate) fn seal_kit(
+        &self,
+        key: &DeviceDhPublic,
+        root: &RootSigningKey,
+    ) -> Result<Vec<u8>, ClientError> {
+        chorus_crypto::seal(
+            key,
+            &ad(KIT_AD, &self.log.keys.log_id),
+            &root.to_secret_bytes()[..],
+            &mut self.rng(),
+        )
+        .map_err(|_| ClientError::Corrupt("recovery key".into()))
     }
 
     /// Writes the recovery state as of now (if the identity has a recovery key): the
@@ -415,10 +423,12 @@ pub async fn recover(
     relay
         .recover_device(Id32(code.slot()), Id32(*me.as_bytes()), entry.as_bytes())
         .await?;
-    let (genesis_root, head) = genesis_root(&relay, log_id, &device).await?;
-    if genesis_root != *root.public_key().as_bytes() {
+    // The checkpoint's roster (whose root is the kit's: `find`) starts at the log's
+    // genesis: the identity's roots since, rolls included, are this log's.
+    let (genesis, head) = log_genesis(&relay, log_id, &device).await?;
+    if checkpoint.rows().roster.first() != Some(&genesis) {
         return Err(ClientError::RecoveryProtocol(
-            "the log's genesis names another root",
+            "the log's genesis is not the checkpoint's",
         ));
     }
     // Only now the home: a refusal up to here leaves nothing on this machine.
@@ -455,8 +465,8 @@ pub async fn recover(
     mark_pending(home, false)?;
     let total = u64::try_from(head.saturating_sub(applied)).unwrap_or(0);
     device.catch_up_log(applied, total, &mut progress).await?;
-    let root = device
-        .me
+    let held = device.me();
+    let root = held
         .identity
         .root()
         .ok_or_else(|| ClientError::Corrupt("recovered root".into()))?;
@@ -466,25 +476,19 @@ pub async fn recover(
     Ok(Recovered { device, revoked })
 }
 
-/// The root the log's genesis names and the log's head, read with a session of the
-/// registered device.
-async fn genesis_root(
+/// The log's genesis and head, read with a session of the registered device.
+async fn log_genesis(
     relay: &RelayClient,
     log_id: Id32,
     device: &DeviceSigningKey,
-) -> Result<([u8; 32], i64), ClientError> {
+) -> Result<(Vec<u8>, i64), ClientError> {
     let copy = DeviceSigningKey::from_secret_bytes(&device.to_secret_bytes());
     let relay = relay.clone().with_login(Login {
         log_id,
         device: Arc::new(copy),
     });
     let info = relay.log_info().await?;
-    match RosterEntry::decode(&info.genesis.0)?.body {
-        RosterBody::Genesis { root, .. } => Ok((*root.as_bytes(), info.head_seq)),
-        _ => Err(ClientError::RecoveryProtocol(
-            "the log's first entry is not a genesis",
-        )),
-    }
+    Ok((info.genesis.0, info.head_seq))
 }
 
 #[cfg(test)]

@@ -90,8 +90,8 @@ impl Device {
     /// the relay. Needs the root key (any device in `shared-root`, the primary in
     /// `primary-root`); a device cannot revoke itself.
     pub async fn revoke_device(&self, given: &str) -> Result<Revoked, ClientError> {
-        let root = self
-            .me
+        let me = self.me();
+        let root = me
             .identity
             .root()
             .ok_or(ClientError::NotPrimary("revoke devices"))?;
@@ -216,7 +216,8 @@ impl Device {
                 }
                 RosterBody::PrimaryMoved { .. }
                 | RosterBody::RecoveryKeySet { .. }
-                | RosterBody::LevelChanged { .. } => {}
+                | RosterBody::LevelChanged { .. }
+                | RosterBody::RootRolled { .. } => {}
             }
         }
         let id = |k: &Known| hex::encode(k.key.as_bytes());

@@ -22,8 +22,8 @@ impl Device {
     /// (any device in `shared-root`, the primary in `primary-root`); moving to
     /// `primary-root` makes this device the primary.
     pub async fn set_security(&self, level: SecurityLevel) -> Result<bool, ClientError> {
-        let root = self
-            .me
+        let me = self.me();
+        let root = me
             .identity
             .root()
             .ok_or(ClientError::NotPrimary("change the security level"))?;

@@ -83,11 +83,12 @@ impl Device {
                 .get_session(&mut cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
-            let outgoing = self.outgoing(&row, envelope_id, text)?;
+            let rolls = cut.state()?.roster().rolls();
+            let outgoing = self.outgoing(&row, envelope_id, text, rolls)?;
             let plan = cut.state()?.plan_send(
                 cut.key()?,
                 outgoing,
-                &self.me.relay_url,
+                &self.me().relay_url,
                 &mut session,
                 &mut self.rng(),
             )?;
@@ -132,7 +133,7 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        let outgoing = self.outgoing(row, envelope_id, text)?;
+        let outgoing = self.outgoing(row, envelope_id, text, &[])?;
         Ok(chorus_core::seal_send(outgoing, session, &mut self.rng())?)
     }
 
@@ -142,12 +143,21 @@ impl Device {
         row: &'a ContactRow,
         envelope_id: [u8; 16],
         text: &'a str,
+        rolls: &[chorus_wire::IdentityRoll],
     ) -> Result<Outgoing<'a>, ClientError> {
+        let roll_seen = row
+            .roll_answer
+            .as_deref()
+            .map(chorus_crypto::RootPublicKey::from_slice)
+            .transpose()
+            .map_err(|_| ClientError::Corrupt("contact roll answer".into()))?;
         Ok(Outgoing {
             to: recipient(row)?,
             envelope_id,
             text,
             hello: self.hello_until_acked(row)?,
+            rolls: self.rolls_for(row, rolls),
+            roll_seen,
             now_ms: u64::try_from(self.now()).unwrap_or(0),
         })
     }

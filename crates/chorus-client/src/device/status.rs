@@ -106,7 +106,7 @@ impl Device {
         let recovery_code = roster.recovery_key().is_some();
         let directory_one_time = if relay_error.is_none() {
             self.relay
-                .prekey_count(self.me.directory_address())
+                .prekey_count(self.me().directory_address())
                 .await
                 .ok()
                 .map(|c| c.one_time)
@@ -114,9 +114,9 @@ impl Device {
             None
         };
         Ok(Status {
-            name: self.me.name.clone(),
+            name: self.me().name.clone(),
             address: self.address(),
-            relay_url: self.me.relay_url.clone(),
+            relay_url: self.me().relay_url.clone(),
             relay_error,
             outbox,
             outbox_failing: failing
@@ -150,6 +150,6 @@ impl Device {
 
     /// Whether this device holds the identity's root key (see [`Status::holds_root`]).
     pub fn holds_root(&self) -> bool {
-        self.me.identity.root().is_some()
+        self.me().identity.root().is_some()
     }
 }

@@ -18,6 +18,22 @@ pub(crate) async fn contact_named_by<'e, E: sqlx::SqliteExecutor<'e>>(
     )
 }
 
+/// The root key we hold for the contact `name` now: their first, or the last one they
+/// rolled to.
+pub(crate) async fn pinned_root(
+    tx: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<[u8; 32]>, ClientError> {
+    let identity: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    identity
+        .map(|i| Ok(*IdentityKeys::decode(&i)?.root.as_bytes()))
+        .transpose()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_contact(
     tx: &mut SqliteConnection,
@@ -72,6 +88,11 @@ pub(crate) struct ContactRow {
     pub(crate) invitation_claim: Option<Vec<u8>>,
     /// Their messages sent at or before this are read (on some device).
     pub(crate) read_up_to: i64,
+    /// Our root key they answered holding (our rolls go with every message until it
+    /// is the current one).
+    pub(crate) roll_acked: Option<Vec<u8>>,
+    /// Their root as we hold it, owed to them in `roll_seen`.
+    pub(crate) roll_answer: Option<Vec<u8>>,
 }
 
 /// `contacts`: root key, relay URL, send mailbox, receive mailbox, hello acknowledged,
@@ -84,11 +105,22 @@ type ContactTuple = (
     bool,
     Option<Vec<u8>>,
     i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
 );
 
 /// A contact as `chorus contacts` lists it: name, identity keys, relay URL, answered,
-/// added, unread, why it failed.
-pub(crate) type ListedContact = (String, Vec<u8>, String, bool, i64, i64, Option<String>);
+/// added, unread, why it failed, whether it is marked compromised.
+pub(crate) type ListedContact = (
+    String,
+    Vec<u8>,
+    String,
+    bool,
+    i64,
+    i64,
+    Option<String>,
+    bool,
+);
 
 /// Why a contact whose invitation someone else had used can never answer.
 pub(crate) const INVITATION_SPENT: &str = "their invitation had already been used by someone else";
@@ -102,7 +134,8 @@ impl super::Store {
     ) -> Result<Option<ContactRow>, ClientError> {
         let row: Option<ContactTuple> = sqlx::query_as(
             "SELECT root_key, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    CASE WHEN invitation = send_mailbox THEN invitation_claim END, read_up_to
+                    CASE WHEN invitation = send_mailbox THEN invitation_claim END, read_up_to,
+                    roll_acked, roll_answer
              FROM contacts WHERE name = $1",
         )
         .bind(name)
@@ -117,6 +150,8 @@ impl super::Store {
                 hello_acked,
                 invitation_claim,
                 read_up_to,
+                roll_acked,
+                roll_answer,
             )| {
                 Ok(ContactRow {
                     root: root
@@ -129,6 +164,8 @@ impl super::Store {
                     hello_acked,
                     invitation_claim,
                     read_up_to,
+                    roll_acked,
+                    roll_answer,
                 })
             },
         )
@@ -150,7 +187,7 @@ impl super::Store {
             "SELECT c.name, c.identity, c.relay_url, c.answered, c.added_ms,
                     (SELECT COUNT(*) FROM messages m
                      WHERE m.contact = c.name AND m.outgoing = 0 AND m.sent_ms > c.read_up_to),
-                    c.failed
+                    c.failed, c.compromised IS NOT NULL
              FROM contacts c ORDER BY c.name",
         )
         .fetch_all(self.pool())
@@ -171,12 +208,13 @@ impl super::Store {
     }
 
     /// The contact's identity keys (encoded), if it is a contact.
+    /// With it, the identity another roll named if the contact is marked compromised.
     pub(crate) async fn contact_identity(
         &self,
         name: &str,
-    ) -> Result<Option<Vec<u8>>, ClientError> {
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, ClientError> {
         Ok(
-            sqlx::query_scalar("SELECT identity FROM contacts WHERE name = $1")
+            sqlx::query_as("SELECT identity, compromised FROM contacts WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await?,

@@ -157,6 +157,29 @@ impl Store {
                     })),
                 }
             }
+            Effect::IdentityShared { keys } => {
+                let roster = state.roster();
+                match (
+                    chorus_core::open_shared_identity(roster, &me.device, me.dh, &keys),
+                    roster.identity(),
+                ) {
+                    (Some(rolled), Some(identity)) => {
+                        let holds_root = rolled.root.is_some();
+                        self.set_rolled_identity(tx, rolled, identity).await?;
+                        events.push(Some(Event::IdentityRolled {
+                            fingerprint: chorus_crypto::Fingerprint::of(&identity.root).digits(),
+                            this_device_holds_root: holds_root,
+                        }));
+                    }
+                    // A box missing or wrong: the record came from a sibling (or the
+                    // relay) at fault; this device keeps the identity it had.
+                    _ => events.push(Some(Event::Rejected {
+                        reason: format!(
+                            "log record {seq}: shares a rolled identity this device cannot open or that is not the roll's"
+                        ),
+                    })),
+                }
+            }
             Effect::DeviceAuthorized { device, name, by } => {
                 // Every device hears that a device joined, and which device let it in.
                 if device != me.device {

@@ -147,16 +147,79 @@ impl Store {
         tx: &mut sqlx::SqliteConnection,
         root: Option<chorus_crypto::RootSigningKey>,
     ) -> Result<(), ClientError> {
+        self.update_identity(tx, |secrets| secrets.root = root)
+            .await
+    }
+
+    /// The identity rolled (`chorus identity roll`): its new DH secret and public keys,
+    /// and its new root on a device that holds the root (any other loses the old one).
+    pub(crate) async fn set_rolled_identity(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        rolled: chorus_core::RolledSecrets,
+        keys: &chorus_wire::IdentityKeys,
+    ) -> Result<(), ClientError> {
+        self.update_identity(tx, |secrets| {
+            secrets.root = rolled.root;
+            secrets.dh = rolled.dh;
+            secrets.keys = keys.encode();
+        })
+        .await?;
+        sqlx::query("UPDATE identity SET roll_due = 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Rewrites the sealed identity secrets with `change`, and keeps the identity
+    /// they make for the device to take up ([`Self::take_changed_identity`]).
+    async fn update_identity(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        change: impl FnOnce(&mut crate::identity::IdentitySecrets),
+    ) -> Result<(), ClientError> {
         let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM identity WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
         let plain = self.open_sealed("identity", "1", &sealed)?;
         let mut secrets = crate::identity::IdentitySecrets::from_bytes(&plain)?;
-        secrets.root = root;
+        change(&mut secrets);
         sqlx::query("UPDATE identity SET sealed = $1 WHERE id = 1")
             .bind(self.seal("identity", "1", &secrets.to_bytes()?))
             .execute(&mut *tx)
             .await?;
+        let crate::identity::IdentitySecrets { root, keys, dh, .. } = secrets;
+        let identity = crate::identity::local_identity(root, &keys, dh)?;
+        *self
+            .changed_identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(identity);
         Ok(())
+    }
+
+    /// Whether this device folded a roll it has not finished (`finish_roll_if_due`).
+    pub(crate) async fn roll_due(&self) -> Result<bool, ClientError> {
+        Ok(
+            sqlx::query_scalar("SELECT roll_due FROM identity WHERE id = 1")
+                .fetch_optional(self.pool())
+                .await?
+                .unwrap_or(false),
+        )
+    }
+
+    /// The roll this device folded is finished.
+    pub(crate) async fn clear_roll_due(&self) -> Result<(), ClientError> {
+        sqlx::query("UPDATE identity SET roll_due = 0 WHERE id = 1")
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The identity a fold rewrote since the last call, if any.
+    pub(crate) fn take_changed_identity(&self) -> Option<chorus_core::LocalIdentity> {
+        self.changed_identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }

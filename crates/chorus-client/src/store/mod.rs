@@ -127,6 +127,9 @@ pub struct Store {
     /// statement), counted by SQLite's commit hook: each is a durable write (an
     /// fsync under `synchronous=FULL`), the unit the sender-cost bench counts.
     commits: Arc<std::sync::atomic::AtomicU64>,
+    /// The identity as a fold just rewrote it (the root moved, or the identity
+    /// rolled), for the device to take up in memory (`Device::me`).
+    changed_identity: std::sync::Mutex<Option<chorus_core::LocalIdentity>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -288,6 +291,7 @@ impl Store {
             path,
             entropy,
             commits,
+            changed_identity: std::sync::Mutex::new(None),
         })
     }
 

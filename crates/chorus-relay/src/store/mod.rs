@@ -41,6 +41,8 @@ pub struct LogInfo {
     pub head_seq: i64,
     /// Lowest seq still stored.
     pub first_seq: i64,
+    /// The root the identity rolled to, once it did (`None`: the genesis's).
+    pub root: Option<Vec<u8>>,
 }
 
 /// A device row.
@@ -497,6 +499,16 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// Deletes a blob; false if absent.
     fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Moves the log's root from `current` (where `None` in the row stands for
+    /// `genesis_root`) to `new`; `false`, changing nothing, if the log's root is not
+    /// `current` (a concurrent roll won). The roots are `(genesis_root, current)`.
+    fn roll_root<'a>(
+        &'a self,
+        log_id: Id32,
+        roots: ([u8; 32], [u8; 32]),
+        new: [u8; 32],
+    ) -> BoxFuture<'a, StoreResult<bool>>;
 
     /// Sets the log's recovery slot to `slot` with `kit`, replacing any earlier slot
     /// of the log (its state goes, and the checkpoint blob it named is deleted). The

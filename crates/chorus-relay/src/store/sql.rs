@@ -178,7 +178,7 @@ macro_rules! sql_store {
 
             fn log_info(&self, log_id: Id32) -> BoxFuture<'_, StoreResult<Option<LogInfo>>> {
                 Box::pin(async move {
-                    let row = sqlx::query("SELECT genesis, head_seq, first_seq FROM logs WHERE log_id = $1")
+                    let row = sqlx::query("SELECT genesis, head_seq, first_seq, root FROM logs WHERE log_id = $1")
                         .bind(&log_id.0[..])
                         .fetch_optional(&self.pool)
                         .await?;
@@ -188,6 +188,7 @@ macro_rules! sql_store {
                             genesis: r.try_get(0)?,
                             head_seq: r.try_get(1)?,
                             first_seq: r.try_get(2)?,
+                            root: r.try_get(3)?,
                         })),
                     }
                 })
@@ -974,6 +975,28 @@ macro_rules! sql_store {
                     let deleted = delete_blob_in(&mut tx, log_id, &blob_id.0).await?;
                     tx.commit().await?;
                     Ok(deleted)
+                })
+            }
+
+            fn roll_root<'a>(
+                &'a self,
+                log_id: Id32,
+                (genesis_root, current): ([u8; 32], [u8; 32]),
+                new: [u8; 32],
+            ) -> BoxFuture<'a, StoreResult<bool>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let rolled: Option<Vec<u8>> = sqlx::query_scalar(
+                        "UPDATE logs SET root = $2 WHERE log_id = $1 AND COALESCE(root, $3) = $4 RETURNING log_id",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(&new[..])
+                    .bind(&genesis_root[..])
+                    .bind(&current[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(rolled.is_some())
                 })
             }
 
