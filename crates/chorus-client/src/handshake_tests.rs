@@ -75,7 +75,7 @@ impl StartedOver {
             sent_ms: 1,
             text: "it's bob, on a new phone".into(),
             hello: Some(Hello {
-                relay_url: bob.relay_url().into(),
+                relay_url: bob.relay_url(),
                 mailbox: MailboxId(mailbox.0),
                 name: "bob".into(),
             }),

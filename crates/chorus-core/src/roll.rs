@@ -119,7 +119,7 @@ mod tests {
         let (a1, a2) = (k.root(), k.root());
         let roll = k.roll(&a1, &a2);
         let RollVerdict::Rolled { identity, steps } =
-            follow_rolls(&a1.public_key(), &[], &[roll.clone()])
+            follow_rolls(&a1.public_key(), &[], std::slice::from_ref(&roll))
         else {
             panic!("a roll from the pinned root is followed");
         };
@@ -163,7 +163,7 @@ mod tests {
         };
         let second = k.roll(&a1, &owner);
         assert_eq!(
-            follow_rolls(&thief.public_key(), &steps, &[second.clone()]),
+            follow_rolls(&thief.public_key(), &steps, std::slice::from_ref(&second)),
             RollVerdict::Conflict {
                 other: second.new_identity.clone()
             }

@@ -510,3 +510,157 @@ fn a_shared_root_opens_only_in_its_devices_box_and_only_as_the_identitys_root() 
     };
     assert!(chorus_core::open_shared_root(&id.roster, &me, &phone_dh, &forged).is_none());
 }
+
+/// Signs a roster entry's bytes: the signer's key and its signature.
+type Sign<'a> = &'a dyn Fn(&[u8]) -> ([u8; 32], chorus_crypto::Signature);
+
+/// A roll entry of `roster` from `old` to a fresh identity, signed by `signer`.
+fn roll_entry(
+    roster: &Roster,
+    old: &RootSigningKey,
+    new: &RootSigningKey,
+    dh: &chorus_crypto::IdentityDhSecret,
+    signer: Sign<'_>,
+) -> RosterEntry {
+    let keys = chorus_wire::IdentityKeys::sign(new, dh.public_key());
+    let body = RosterBody::RootRolled {
+        roll: chorus_wire::IdentityRoll::sign(old, new, keys),
+    };
+    RosterEntry::sign(
+        LOG,
+        roster.next_index(),
+        Some(roster.head()),
+        3,
+        &body,
+        signer,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_roll_is_signed_by_the_root_it_leaves_and_then_only_the_new_root_signs() {
+    let mut id = identity(SecurityLevel::PrimaryRoot);
+    let (new, dh) = (
+        RootSigningKey::generate(&mut id.rng),
+        chorus_crypto::IdentityDhSecret::generate(&mut id.rng),
+    );
+    let by = |k: &RootSigningKey| {
+        let k = RootSigningKey::from_secret_bytes(&k.to_secret_bytes());
+        move |b: &[u8]| {
+            (
+                *k.public_key().as_bytes(),
+                k.sign(chorus_wire::ROSTER_CONTEXT, b),
+            )
+        }
+    };
+    let primary = DeviceSigningKey::from_secret_bytes(&id.primary.to_secret_bytes());
+    let by_primary = move |b: &[u8]| {
+        (
+            *primary.public_key().as_bytes(),
+            primary.sign(chorus_wire::ROSTER_CONTEXT, b),
+        )
+    };
+    // The primary's device key manages devices, but never moves the root.
+    let e = roll_entry(&id.roster, &id.root, &new, &dh, &by_primary);
+    assert!(matches!(
+        id.roster.apply(&e),
+        Err(RosterError::UnauthorizedSigner { .. })
+    ));
+    // A statement from another root than the identity's, in an entry the root signed.
+    let elsewhere = RootSigningKey::generate(&mut id.rng);
+    let e = roll_entry(&id.roster, &elsewhere, &new, &dh, &by(&id.root));
+    assert!(matches!(
+        id.roster.apply(&e),
+        Err(RosterError::RollFromElsewhere { .. })
+    ));
+    assert_eq!(*id.roster.root(), id.root.public_key(), "nothing changed");
+
+    let rolled = id.roster.roll(&id.root, &new, &dh, 3).unwrap();
+    id.roster.apply(&rolled).unwrap();
+    assert_eq!(*id.roster.root(), new.public_key());
+    assert_eq!(id.roster.identity().unwrap().dh, dh.public_key());
+    assert_eq!(id.roster.rolls().len(), 1);
+    // The old root signs nothing more; the new one does.
+    let (phone, phone_dh) = id.new_device();
+    assert!(matches!(
+        id.roster.authorize(
+            &RosterSigner::Root(&id.root),
+            phone.public_key(),
+            phone_dh,
+            "p",
+            4
+        ),
+        Err(RosterError::UnauthorizedSigner { .. })
+    ));
+    let e = id
+        .roster
+        .authorize(
+            &RosterSigner::Root(&new),
+            phone.public_key(),
+            phone_dh,
+            "p",
+            4,
+        )
+        .unwrap();
+    id.roster.apply(&e).unwrap();
+    // A replay of the roll, and a second roll from the old root, are refused.
+    let again = roll_entry(&id.roster, &id.root, &new, &dh, &by(&id.root));
+    assert!(id.roster.apply(&again).is_err());
+    // A device catching up validates the chain across the roll to the same roster.
+    let chain = [
+        id.chain[0].clone(),
+        rolled.as_bytes().to_vec(),
+        e.as_bytes().to_vec(),
+    ];
+    assert_eq!(Roster::validate_chain(LOG, &chain).unwrap(), id.roster);
+}
+
+#[test]
+fn a_rolled_identity_opens_only_in_its_devices_box_and_the_root_only_for_root_holders() {
+    for level in [SecurityLevel::SharedRoot, SecurityLevel::PrimaryRoot] {
+        let mut id = identity(level);
+        let phone = DeviceSigningKey::generate(&mut id.rng);
+        let phone_dh = DeviceDhSecret::generate(&mut id.rng);
+        let e = id
+            .roster
+            .authorize(
+                &RosterSigner::Root(&id.root),
+                phone.public_key(),
+                phone_dh.public_key(),
+                "phone",
+                2,
+            )
+            .unwrap();
+        id.roster.apply(&e).unwrap();
+        let (new, dh) = (
+            RootSigningKey::generate(&mut id.rng),
+            chorus_crypto::IdentityDhSecret::generate(&mut id.rng),
+        );
+        let e = id.roster.roll(&id.root, &new, &dh, 3).unwrap();
+        id.roster.apply(&e).unwrap();
+        let chorus_wire::EventKind::IdentityShared { keys } =
+            id.roster.share_identity(&new, &dh, &mut id.rng)
+        else {
+            panic!("share_identity makes an IdentityShared record");
+        };
+        assert_eq!(keys.len(), 2, "one box per current device");
+        let me = *phone.public_key().as_bytes();
+        let opened = chorus_core::open_shared_identity(&id.roster, &me, &phone_dh, &keys).unwrap();
+        assert_eq!(opened.dh.public_key(), dh.public_key());
+        // In primary-root the phone is not the primary: it gets the DH key alone.
+        assert_eq!(
+            opened.root.map(|r| r.public_key()),
+            (level == SecurityLevel::SharedRoot).then(|| new.public_key())
+        );
+        // Another device's key opens nothing; secrets that are not the roll's are refused.
+        let stranger = DeviceDhSecret::generate(&mut id.rng);
+        assert!(chorus_core::open_shared_identity(&id.roster, &me, &stranger, &keys).is_none());
+        let other = chorus_crypto::IdentityDhSecret::generate(&mut id.rng);
+        let chorus_wire::EventKind::IdentityShared { keys: forged } =
+            id.roster.share_identity(&new, &other, &mut id.rng)
+        else {
+            panic!("share_identity makes an IdentityShared record");
+        };
+        assert!(chorus_core::open_shared_identity(&id.roster, &me, &phone_dh, &forged).is_none());
+    }
+}

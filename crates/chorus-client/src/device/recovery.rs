@@ -39,7 +39,7 @@ use chorus_crypto::{
     RecoveryCode, RootSigningKey,
 };
 use chorus_relay_api::Id32;
-use chorus_wire::{EventKind, IdentityKeys, ProvisioningBundle, RosterBody, RosterEntry};
+use chorus_wire::{EventKind, IdentityKeys, ProvisioningBundle};
 use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
