@@ -97,6 +97,7 @@ impl From<ClientError> for Failure {
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)
             | E::OwnIdentity
+            | E::RolledMeanwhile
             | E::Contended => CONFLICT,
             E::Session(_) | E::Store(_) | E::Corrupt(_) => INTERNAL,
         };

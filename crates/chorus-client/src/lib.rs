@@ -78,6 +78,11 @@ pub enum ClientError {
         "{0} holds a device whose link did not finish; run `chorus link new` again to finish it (or remove the directory)"
     )]
     LinkUnfinished(PathBuf),
+    /// Another device rolled the identity key while this one was about to.
+    #[error(
+        "another device rolled the identity key meanwhile; nothing more to do (see `chorus status`)"
+    )]
+    RolledMeanwhile,
     /// `primary-root`: only the primary device holds the root key that this needs.
     #[error("in primary-root mode only the primary device can {0}")]
     NotPrimary(&'static str),

@@ -261,17 +261,26 @@ async fn two_rolls_from_one_root_mark_the_contact_compromised_and_pick_neither()
     );
     let listed = bob.contacts().await.unwrap();
     assert!(listed.iter().any(|c| c.name == "alice" && c.compromised));
+    // A device Bob links now starts where his others stand: the same pin, the same
+    // mark, the same steps followed.
+    let tablet = sibling(&bob, dir.path(), "bob-tablet", Options::default()).await;
+    let w = tablet.verify("alice").await.unwrap();
+    assert_eq!(w.safety_number, v.safety_number);
+    assert_eq!(w.rival, v.rival);
+    assert!(tablet.contacts().await.unwrap()[0].compromised);
 
     // Messages still arrive, but a compromised contact's keys move no more, and Bob
     // is not told again with every message.
     laptop.send("bob", "again").await.unwrap();
-    let events = bob.sync().await.unwrap();
-    assert_eq!(texts(&events), ["again"]);
-    assert!(!events.iter().any(|e| matches!(
-        e,
-        Event::ContactRolled { .. } | Event::ContactCompromised { .. }
-    )));
-    assert_eq!(bob.verify("alice").await.unwrap().safety_number, followed);
+    for d in [&bob, &tablet] {
+        let events = d.sync().await.unwrap();
+        assert_eq!(texts(&events), ["again"]);
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            Event::ContactRolled { .. } | Event::ContactCompromised { .. }
+        )));
+        assert_eq!(d.verify("alice").await.unwrap().safety_number, followed);
+    }
 }
 
 #[tokio::test]
@@ -399,4 +408,22 @@ async fn in_primary_root_a_roll_keeps_the_recovery_code_working() {
     assert!(recovered.device.holds_root());
     assert!(recovered.revoked.is_some());
     phone.sync().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_roll_racing_a_siblings_roll_says_so_and_rolls_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (laptop, phone, _bob) = alice_and_bob(dir.path()).await;
+    laptop.roll_identity().await.unwrap();
+    // The phone had not folded the laptop's roll when it was asked to roll too.
+    assert!(matches!(
+        phone.roll_identity().await,
+        Err(crate::ClientError::RolledMeanwhile)
+    ));
+    assert_eq!(phone.fingerprint(), laptop.fingerprint());
+    let mut conn = laptop.store.pool().acquire().await.unwrap();
+    let roster = crate::store::log_state::load_roster(&mut conn, &laptop.log.keys.log_id)
+        .await
+        .unwrap();
+    assert_eq!(roster.rolls().len(), 1);
 }

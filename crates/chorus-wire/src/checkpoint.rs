@@ -87,6 +87,15 @@ impl Checkpoint {
             fixed::<32>("checkpoint.contacts.root_key", &c.root_key)?;
             fixed::<32>("checkpoint.contacts.send_mailbox", &c.send_mailbox)?;
             fixed::<32>("checkpoint.contacts.recv_mailbox", &c.recv_mailbox)?;
+            for k in [&c.roll_acked, &c.roll_answer].into_iter().flatten() {
+                fixed::<32>("checkpoint.contacts.roll_acked/roll_answer", k)?;
+            }
+            if let Some(k) = &c.compromised {
+                crate::IdentityKeys::decode(k)?;
+            }
+            for s in &c.roll_steps {
+                fixed::<64>("checkpoint.contacts.roll_steps", s)?;
+            }
         }
         for m in &p.mailboxes {
             fixed::<32>("checkpoint.mailboxes.mailbox_id", &m.mailbox_id)?;
@@ -184,6 +193,15 @@ mod tests {
         let back = Checkpoint::decode(&c.encode()).unwrap();
         assert_eq!(back.rows(), c.rows());
 
+        c.rows_mut().contacts[0].roll_steps.push(vec![6; 63]);
+        assert!(matches!(
+            Checkpoint::decode(&c.encode()),
+            Err(WireError::InvalidText {
+                field: "checkpoint.contacts.roll_steps",
+                ..
+            })
+        ));
+        c.rows_mut().contacts[0].roll_steps.clear();
         c.rows_mut().contacts[0].root_key.pop();
         assert!(matches!(
             Checkpoint::decode(&c.encode()),

@@ -331,6 +331,10 @@ fn checkpoint() -> chorus_wire::Checkpoint {
         added_ms: 1_700_000_000_002,
         read_up_to: 4,
         session: vec![0x1d; 200],
+        roll_acked: Some(vec![0x1e; 32]),
+        roll_answer: None,
+        compromised: None,
+        roll_steps: vec![vec![0x1f; 64]],
     }];
     r.mailboxes = vec![CheckpointMailbox {
         mailbox_id: vec![0x1c; 32],
@@ -380,6 +384,7 @@ fn checkpoint_vector() {
             "registers": r.registers.len(),
             "prekeys": r.prekeys.iter().map(|p| (p.id, p.kind.clone(), hex::encode(&p.secret))).collect::<Vec<_>>(),
             "contacts": r.contacts.iter().map(|c| (c.name.clone(), hex::encode(&c.root_key), hex::encode(&c.session))).collect::<Vec<_>>(),
+            "contact_roll_steps": r.contacts.iter().map(|c| c.roll_steps.iter().map(hex::encode).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "mailboxes": r.mailboxes.len(),
             "outbox": r.outbox.len(),
             "handshakes": r.handshakes.len(),

@@ -62,6 +62,10 @@ impl Device {
         let now = u64::try_from(self.now()).unwrap_or(0);
         let refused = |e: chorus_core::RosterError| ClientError::Corrupt(format!("roster: {e}"));
         self.append_roster_change(|roster| {
+            // A sibling's roll landed first (this device's root is the one it left).
+            if *roster.root() != old.public_key() {
+                return Err(ClientError::RolledMeanwhile);
+            }
             let entry = roster.roll(old, &new_root, &dh, now).map_err(refused)?;
             let mut after = roster.clone();
             after.apply(&entry).map_err(refused)?;

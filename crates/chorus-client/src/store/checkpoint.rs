@@ -45,6 +45,9 @@ struct ContactRow {
     failed: Option<String>,
     added_ms: i64,
     read_up_to: i64,
+    roll_acked: Option<Vec<u8>>,
+    roll_answer: Option<Vec<u8>>,
+    compromised: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -132,7 +135,8 @@ impl Store {
         }
         let contacts: Vec<ContactRow> = sqlx::query_as(
             "SELECT name, root_key, identity, relay_url, send_mailbox, recv_mailbox, hello_acked,
-                    answered, invitation, invitation_claim, failed, added_ms, read_up_to
+                    answered, invitation, invitation_claim, failed, added_ms, read_up_to,
+                    roll_acked, roll_answer, compromised
              FROM contacts",
         )
         .fetch_all(&mut *tx)
@@ -142,8 +146,17 @@ impl Store {
                 .get_session(&mut tx, &k.name)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("session of {}", k.name)))?;
+            let steps: Vec<(Vec<u8>, Vec<u8>)> =
+                sqlx::query_as("SELECT old_root, new_root FROM contact_rolls WHERE contact = $1")
+                    .bind(&k.root_key)
+                    .fetch_all(&mut *tx)
+                    .await?;
             r.contacts.push(CheckpointContact {
                 session: session.snapshot().to_vec(),
+                roll_acked: k.roll_acked,
+                roll_answer: k.roll_answer,
+                compromised: k.compromised,
+                roll_steps: steps.into_iter().map(|(o, n)| [o, n].concat()).collect(),
                 name: k.name,
                 root_key: k.root_key,
                 identity: k.identity,
@@ -304,8 +317,9 @@ impl Store {
         for k in &c.contacts {
             sqlx::query(
                 "INSERT INTO contacts (name, root_key, identity, relay_url, send_mailbox, recv_mailbox,
-                   hello_acked, answered, invitation, invitation_claim, failed, added_ms, read_up_to)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                   hello_acked, answered, invitation, invitation_claim, failed, added_ms, read_up_to,
+                   roll_acked, roll_answer, compromised)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(&k.name)
             .bind(&k.root_key)
@@ -320,8 +334,23 @@ impl Store {
             .bind(&k.failed)
             .bind(k.added_ms)
             .bind(k.read_up_to)
+            .bind(&k.roll_acked)
+            .bind(&k.roll_answer)
+            .bind(&k.compromised)
             .execute(&mut *tx)
             .await?;
+            for step in &k.roll_steps {
+                let (old, new) = step.split_at(32);
+                sqlx::query(
+                    "INSERT OR IGNORE INTO contact_rolls (contact, old_root, new_root)
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(&k.root_key)
+                .bind(old)
+                .bind(new)
+                .execute(&mut *tx)
+                .await?;
+            }
             let session = Session::restore(&k.session, 0)?;
             self.put_session(tx, &k.name, &session).await?;
         }
