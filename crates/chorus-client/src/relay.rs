@@ -798,6 +798,16 @@ impl RelayClient {
         self.call(Method::POST, &path, Some(request), true).await
     }
 
+    /// Empties this log's directory entry at `address` (an address the identity
+    /// rolled away from); `not_found` if the log holds none there.
+    pub async fn withdraw_prekeys(&self, address: Id32) -> Result<(), RelayError> {
+        let path = self.log_path(&format!("/prekeys/{address}"))?;
+        let _: serde_json::Value = self
+            .call::<(), _>(Method::DELETE, &path, None, true)
+            .await?;
+        Ok(())
+    }
+
     /// One-time prekeys left at an address of this log.
     pub async fn prekey_count(&self, address: Id32) -> Result<PrekeyCount, RelayError> {
         let path = self.log_path(&format!("/prekeys/{address}/count"))?;

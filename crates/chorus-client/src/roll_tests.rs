@@ -185,6 +185,20 @@ async fn a_roll_reaches_the_contact_in_band_and_only_the_new_root_signs_at_the_r
         carol.verify("alice").await.unwrap().theirs,
         laptop.fingerprint()
     );
+    // The old address hands out nothing any more.
+    let old_address = format!("{}@{}", old_fingerprint.digits(), laptop.relay_url());
+    let gone = crate::device::Introduction::fetch(
+        &old_address,
+        crate::relay::Backoff::COMMAND,
+        crate::relay::UrlPolicy::PERMISSIVE,
+    )
+    .await
+    .err()
+    .expect("nothing at the old address");
+    assert!(
+        matches!(gone, crate::ClientError::UnknownAddress),
+        "{gone}"
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/logs/{log}/mailboxes/{mailbox}/envelopes",
             get(read_envelopes),
         )
-        .route("/v1/logs/{log}/prekeys/{address}", post(publish_prekeys))
+        .route(
+            "/v1/logs/{log}/prekeys/{address}",
+            post(publish_prekeys).delete(withdraw_prekeys),
+        )
         .route("/v1/logs/{log}/prekeys/{address}/count", get(count_prekeys))
         .route("/v1/logs/{log}/presence", get(presence).post(heartbeat))
         .route("/v1/logs/{log}/ws", get(crate::ws::upgrade))
@@ -756,6 +759,26 @@ async fn fetch_prekeys(
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(bundle))
+}
+
+/// Empties the log's directory entry at an address it rolled away from (the address
+/// stays the log's). `404` if the log holds no entry there.
+async fn withdraw_prekeys(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, address)): Segs<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let address = Id32::parse(&address)?;
+    if !state
+        .store()
+        .withdraw_prekeys(log_id, address, state.now())
+        .await?
+    {
+        return Err(ApiError::not_found());
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn count_prekeys(

@@ -27,6 +27,7 @@ both_backends!(
     the_recovery_slot_is_read_by_its_name_alone_and_keeps_one_checkpoint,
     a_device_without_the_root_cannot_replace_the_recovery_slot,
     after_a_roll_only_the_new_root_authorizes_and_the_old_one_cannot_roll_again,
+    a_withdrawn_directory_entry_hands_out_nothing_and_stays_the_logs,
     limits_made_up_device_ids_get_no_challenge,
     a_flooded_intro_mailbox_still_takes_first_contacts,
     a_used_invitation_mailbox_refuses_a_second_sender,
@@ -2503,6 +2504,58 @@ async fn batched_read_across_mailboxes_and_push_of_envelopes(b: Backend) {
         .await;
     assert_eq!(s, StatusCode::OK);
     let _ = ws.send(Message::Close(None)).await;
+}
+
+/// After a roll the directory entry at the old fingerprint's address is withdrawn: a
+/// first message to it could never be answered. It hands out nothing from then on, and
+/// the address stays the log's: a thief holding the old root cannot claim it from a log
+/// of its own. Another log cannot withdraw it.
+async fn a_withdrawn_directory_entry_hands_out_nothing_and_stays_the_logs(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(56).await;
+    let (other, _, other_tok) = r.identity(57).await;
+    let addr = Hex32::from_u64(5601);
+    let entry = format!("/v1/logs/{}/prekeys/{}", log.0, addr.0);
+    let publish =
+        json!({ "signed_prekey": "5350", "pq_last_resort": "4c52", "one_time": ["01", "02"] });
+    let (s, v) = r.post(&entry, Some(&tok), publish.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let fetch = format!("/v1/prekeys/{}/fetch", addr.0);
+    let (s, _) = r.post(&fetch, None, json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    // Not another log's to withdraw; an address nobody holds is not found either.
+    let (s, _) = r
+        .call(
+            Method::DELETE,
+            &format!("/v1/logs/{}/prekeys/{}", other.0, addr.0),
+            Some(&other_tok),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = r.post(&fetch, None, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "the refusal changed nothing");
+
+    let (s, v) = r.call(Method::DELETE, &entry, Some(&tok), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = r.post(&fetch, None, json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = r.get(&format!("{entry}/count"), Some(&tok)).await;
+    assert_eq!(v, json!({ "one_time": 0, "one_time_pq": 0 }));
+    // Still the log's: another log cannot publish there.
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/prekeys/{}", other.0, addr.0),
+            Some(&other_tok),
+            publish,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("address_taken"))
+    );
 }
 
 async fn concurrent_prekey_fetches_never_share_a_one_time_key(b: Backend) {

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use sqlx::SqliteConnection;
 
 use super::Device;
+use crate::identity::directory_address;
 use crate::store::contacts::ContactRow;
 use crate::store::log_state::roster_entries;
 use crate::{ClientError, Event};
@@ -107,6 +108,20 @@ impl Device {
         });
         if let Some(entry) = last_roll {
             self.relay.roll_root(entry).await?;
+        }
+        // The directory entries of the roots left: nothing is handed out there any
+        // more (a first message to an old address could never be answered), and the
+        // addresses stay this log's, so a thief holding an old root cannot claim them.
+        for roll in self.roster().await?.rolls() {
+            let digits = chorus_crypto::Fingerprint::of(&roll.old_root).digits();
+            match self
+                .relay
+                .withdraw_prekeys(directory_address(&digits))
+                .await
+            {
+                Err(e) if e.code() == Some("not_found") => {}
+                other => other?,
+            }
         }
         if self.holds_root() {
             self.supply_prekeys(true).await?;

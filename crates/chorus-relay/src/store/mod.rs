@@ -466,6 +466,16 @@ pub trait RelayStore: Send + Sync + 'static {
         max_bytes: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>>;
 
+    /// Empties `log_id`'s entry at `address` (the identity rolled away from the key it
+    /// names): nothing is handed out there any more, and the address stays the log's,
+    /// so nobody else can claim it. `false` if the log holds no entry there.
+    fn withdraw_prekeys(
+        &self,
+        log_id: Id32,
+        address: Id32,
+        now: i64,
+    ) -> BoxFuture<'_, StoreResult<bool>>;
+
     /// Adds prekeys for an address, claiming it for `log_id` on first use.
     fn publish_prekeys<'a>(
         &'a self,

@@ -847,6 +847,34 @@ macro_rules! sql_store {
                 })
             }
 
+            fn withdraw_prekeys(
+                &self,
+                log_id: Id32,
+                address: Id32,
+                now: i64,
+            ) -> BoxFuture<'_, StoreResult<bool>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let ours: Option<Vec<u8>> = sqlx::query_scalar(
+                        "UPDATE prekey_addresses SET signed_prekey = NULL, pq_last_resort = NULL, updated_ms = $3
+                         WHERE address = $1 AND log_id = $2 RETURNING address",
+                    )
+                    .bind(&address.0[..])
+                    .bind(&log_id.0[..])
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if ours.is_some() {
+                        sqlx::query("DELETE FROM one_time_prekeys WHERE address = $1")
+                            .bind(&address.0[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(ours.is_some())
+                })
+            }
+
             fn fetch_prekeys(
                 &self,
                 address: Id32,
@@ -864,6 +892,10 @@ macro_rules! sql_store {
                     };
                     let signed: Option<Vec<u8>> = row.try_get(0)?;
                     let last_resort: Option<Vec<u8>> = row.try_get(1)?;
+                    // Withdrawn (or never given a signed prekey): nothing to start with.
+                    if signed.is_none() {
+                        return Ok(None);
+                    }
                     let mut taken = [None, None];
                     for (kind, slot) in taken.iter_mut().enumerate() {
                         let k: Option<Vec<u8>> = sqlx::query_scalar($consume)
