@@ -193,12 +193,8 @@ async fn a_roll_reaches_the_contact_in_band_and_only_the_new_root_signs_at_the_r
         crate::relay::UrlPolicy::PERMISSIVE,
     )
     .await
-    .err()
-    .expect("nothing at the old address");
-    assert!(
-        matches!(gone, crate::ClientError::UnknownAddress),
-        "{gone}"
-    );
+    .expect_err("nothing at the old address");
+    assert!(matches!(gone, crate::ClientError::UnknownAddress), "{gone}");
 }
 
 #[tokio::test]
