@@ -27,14 +27,7 @@ async fn alice_with_a_code(dir: &std::path::Path) -> (String, Device, Device, De
     .unwrap();
     let code = laptop.set_up_recovery().await.unwrap().to_string();
     let phone = sibling(&laptop, dir, "phone", Options::default()).await;
-    let bob = crate::testing::device(dir, &url, "bob").await;
-    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
-        .await
-        .unwrap();
-    laptop.sync().await.unwrap();
-    laptop.send("bob", "hello from the laptop").await.unwrap();
-    bob.sync().await.unwrap();
-    bob.send("alice", "hi alice").await.unwrap();
+    let bob = crate::testing::talking_to_bob(&laptop, dir, &url).await;
     phone.sync().await.unwrap();
     (code, laptop, phone, bob)
 }
@@ -100,10 +93,7 @@ async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyon
         .into_iter()
         .map(|m| m.text)
         .collect();
-    assert!(
-        history.contains(&"hello from the laptop".to_owned()),
-        "{history:?}"
-    );
+    assert!(history.contains(&"hello".to_owned()), "{history:?}");
 
     // The new primary and the phone both send; Bob reads both and answers both.
     alice.send("bob", "I lost my laptop").await.unwrap();

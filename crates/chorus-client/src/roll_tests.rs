@@ -17,15 +17,7 @@ async fn alice_and_bob(dir: &std::path::Path) -> (Device, Device, Device) {
     let url = relay(dir).await;
     let laptop = crate::testing::device(dir, &url, "alice").await;
     let phone = sibling(&laptop, dir, "phone", Options::default()).await;
-    let bob = crate::testing::device(dir, &url, "bob").await;
-    bob.accept(&laptop.invite().await.unwrap(), Some("alice"))
-        .await
-        .unwrap();
-    laptop.sync().await.unwrap();
-    laptop.send("bob", "hello").await.unwrap();
-    assert_eq!(texts(&bob.sync().await.unwrap()), ["hello"]);
-    bob.send("alice", "hi alice").await.unwrap();
-    assert_eq!(texts(&laptop.sync().await.unwrap()), ["hi alice"]);
+    let bob = crate::testing::talking_to_bob(&laptop, dir, &url).await;
     phone.sync().await.unwrap();
     (laptop, phone, bob)
 }

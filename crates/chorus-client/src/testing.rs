@@ -34,6 +34,21 @@ pub(crate) async fn sibling(first: &Device, dir: &Path, name: &str, options: Opt
         .0
 }
 
+/// Bob (a new identity in `dir/bob`) accepts an invitation from `alice` and they
+/// exchange a message each: a conversation that runs both ways. Returns Bob.
+pub(crate) async fn talking_to_bob(alice: &Device, dir: &Path, url: &str) -> Device {
+    let bob = device(dir, url, "bob").await;
+    bob.accept(&alice.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    alice.sync().await.unwrap();
+    alice.send("bob", "hello").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["hello"]);
+    bob.send("alice", "hi alice").await.unwrap();
+    assert!(texts(&alice.sync().await.unwrap()).contains(&"hi alice".to_owned()));
+    bob
+}
+
 /// The texts of the messages among `events`.
 pub(crate) fn texts(events: &[crate::Event]) -> Vec<String> {
     events

@@ -44,6 +44,25 @@ impl Identity {
         )
     }
 
+    /// A phone the root authorizes (applied), with its X25519 secret: what opens the
+    /// boxes sealed to it.
+    fn phone(&mut self) -> (DeviceSigningKey, DeviceDhSecret) {
+        let phone = DeviceSigningKey::generate(&mut self.rng);
+        let phone_dh = DeviceDhSecret::generate(&mut self.rng);
+        let e = self
+            .roster
+            .authorize(
+                &RosterSigner::Root(&self.root),
+                phone.public_key(),
+                phone_dh.public_key(),
+                "phone",
+                2,
+            )
+            .unwrap();
+        self.roster.apply(&e).unwrap();
+        (phone, phone_dh)
+    }
+
     fn add(&mut self, name: &str) -> RosterEntry {
         let (d, dh) = self.new_device();
         let e = self
@@ -477,19 +496,7 @@ fn only_the_root_moves_the_primary_sets_the_recovery_key_or_changes_the_level() 
 #[test]
 fn a_shared_root_opens_only_in_its_devices_box_and_only_as_the_identitys_root() {
     let mut id = identity(SecurityLevel::SharedRoot);
-    let phone = DeviceSigningKey::generate(&mut id.rng);
-    let phone_dh = DeviceDhSecret::generate(&mut id.rng);
-    let e = id
-        .roster
-        .authorize(
-            &RosterSigner::Root(&id.root),
-            phone.public_key(),
-            phone_dh.public_key(),
-            "phone",
-            2,
-        )
-        .unwrap();
-    id.roster.apply(&e).unwrap();
+    let (phone, phone_dh) = id.phone();
     let me = *phone.public_key().as_bytes();
     let chorus_wire::EventKind::RootShared { keys } = id.roster.share_root(&id.root, &mut id.rng)
     else {
@@ -619,19 +626,7 @@ fn a_roll_is_signed_by_the_root_it_leaves_and_then_only_the_new_root_signs() {
 fn a_rolled_identity_opens_only_in_its_devices_box_and_the_root_only_for_root_holders() {
     for level in [SecurityLevel::SharedRoot, SecurityLevel::PrimaryRoot] {
         let mut id = identity(level);
-        let phone = DeviceSigningKey::generate(&mut id.rng);
-        let phone_dh = DeviceDhSecret::generate(&mut id.rng);
-        let e = id
-            .roster
-            .authorize(
-                &RosterSigner::Root(&id.root),
-                phone.public_key(),
-                phone_dh.public_key(),
-                "phone",
-                2,
-            )
-            .unwrap();
-        id.roster.apply(&e).unwrap();
+        let (phone, phone_dh) = id.phone();
         let (new, dh) = (
             RootSigningKey::generate(&mut id.rng),
             chorus_crypto::IdentityDhSecret::generate(&mut id.rng),
