@@ -31,7 +31,6 @@ fn root_of(d: &Device) -> RootSigningKey {
 /// what a device holding that session (a clone, or an impostor on the in-band path)
 /// sends.
 async fn send_rolls(from: &Device, rolls: Vec<IdentityRoll>) {
-    let mut session = from.store.load_session("bob").await.unwrap().unwrap();
     let payload = chorus_wire::Payload {
         sent_ms: 1,
         text: "about my keys".into(),
@@ -41,7 +40,14 @@ async fn send_rolls(from: &Device, rolls: Vec<IdentityRoll>) {
     }
     .encode()
     .unwrap();
-    let m = session.encrypt(&payload, &mut rng()).unwrap();
+    send_payload(from, &payload).await;
+}
+
+/// Posts to Bob `payload` (plaintext bytes, as any encoder made them) on a copy of
+/// `from`'s session with him.
+async fn send_payload(from: &Device, payload: &[u8]) {
+    let mut session = from.store.load_session("bob").await.unwrap().unwrap();
+    let m = session.encrypt(payload, &mut rng()).unwrap();
     assert_eq!(m.kind, chorus_core::MessageKind::Ratchet);
     let to: Vec<u8> = sqlx::query_scalar("SELECT send_mailbox FROM contacts WHERE name = 'bob'")
         .fetch_one(from.store.pool())
@@ -198,23 +204,60 @@ async fn a_roll_not_signed_by_the_contacts_key_is_refused_and_the_conversation_g
     // A roll "from" Alice signed by a key that was never hers (both its signatures
     // verify: only where it starts gives it away).
     let mallory = RootSigningKey::generate(&mut rng());
+    // (On Alice's open chain, which her own devices can follow.)
+    laptop.send("bob", "before").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["before"]);
     send_rolls(&laptop, vec![roll_from(&mallory)]).await;
+    let events = bob.sync().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Rejected { reason } if reason.contains("impostor"))),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ContactRolled { .. })),
+        "{events:?}"
+    );
+    // The message came over Alice's session: it is delivered; the roll is not followed
+    // and not answered.
+    assert_eq!(texts(&events), ["about my keys"]);
+    assert_eq!(bob.verify("alice").await.unwrap().safety_number, before);
+    let answer: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT roll_answer FROM contacts WHERE name = 'alice'")
+            .fetch_one(bob.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(answer, None);
+    bob.send("alice", "ok").await.unwrap();
+    assert!(texts(&laptop.sync().await.unwrap()).contains(&"ok".to_owned()));
+
+    // A statement whose previous-key signature is forged does not decode: the whole
+    // message is refused and changes nothing.
+    let real = roll_from(&root_of(&laptop));
+    let mut roll = chorus_wire::proto::IdentityRoll::default();
+    prost::Message::merge(&mut roll, &real.encode()[..]).unwrap();
+    roll.old_signature[0] ^= 1;
+    assert!(IdentityRoll::decode(&prost::Message::encode_to_vec(&roll)).is_err());
+    let forged = chorus_wire::proto::Payload {
+        version: chorus_wire::WIRE_VERSION,
+        sent_ms: 1,
+        text: "forged".into(),
+        rolls: vec![roll],
+        ..Default::default()
+    };
+    send_payload(&laptop, &prost::Message::encode_to_vec(&forged)).await;
     let events = bob.sync().await.unwrap();
     assert!(texts(&events).is_empty(), "{events:?}");
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::Rejected { reason } if reason.contains("impostor")))
+            .any(|e| matches!(e, Event::Rejected { reason } if reason.contains("identity roll"))),
+        "{events:?}"
     );
     assert_eq!(bob.verify("alice").await.unwrap().safety_number, before);
-
-    // A statement whose previous-key signature is forged does not even decode.
-    let real = roll_from(&root_of(&laptop));
-    let mut p = chorus_wire::proto::IdentityRoll::default();
-    prost::Message::merge(&mut p, &real.encode()[..]).unwrap();
-    p.old_signature[0] ^= 1;
-    let bytes = prost::Message::encode_to_vec(&p);
-    assert!(IdentityRoll::decode(&bytes).is_err());
 
     // What comes behind the refusals is received as ever.
     laptop.send("bob", "still me").await.unwrap();

@@ -30,15 +30,15 @@ pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 /// Longest message text in bytes. Chosen so that the largest payload (the text, a
 /// hello and [`MAX_PAYLOAD_ROLLS`] identity rolls) pads to the 32 KiB bucket: with the
 /// handshake's overhead an initial message stays under [`MAX_ENVELOPE_LEN`].
-pub const MAX_TEXT_LEN: usize = 31_000;
+pub const MAX_TEXT_LEN: usize = 30_000;
 
 /// Largest encoded identity roll (two root keys, a DH key, three signatures: ~310 bytes).
 pub const MAX_IDENTITY_ROLL_LEN: usize = 512;
 
 /// Most identity rolls one payload carries: the sender's latest, so a contact that
-/// missed one roll still follows the chain; one further behind must compare safety
-/// numbers again.
-pub const MAX_PAYLOAD_ROLLS: usize = 2;
+/// missed up to three rolls still follows the chain; one further behind must compare
+/// safety numbers again.
+pub const MAX_PAYLOAD_ROLLS: usize = 4;
 
 /// Longest display name (an identity's self-chosen name, a contact alias), in bytes.
 pub const MAX_DISPLAY_NAME_LEN: usize = 64;

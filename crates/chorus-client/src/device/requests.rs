@@ -145,7 +145,7 @@ impl Device {
             .await?;
         // The session escrowed with the contact is past every held message: a sibling
         // that never held this request reads them from the log, not the mailbox. (A
-        // few per append: each may be a 32,000-byte text.)
+        // few per append: each may be a 30,000-byte text.)
         if contact_named_by(self.store.pool(), &root).await?.is_some() {
             let later: Vec<Pending> = later
                 .into_iter()

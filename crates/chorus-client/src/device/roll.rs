@@ -16,7 +16,8 @@
 //!
 //! **A contact's roll** is decided by `chorus_core::roll::follow_rolls` against the root
 //! we pinned and the steps we followed: followed (their safety number changes, and the
-//! person is told it was signed by their previous key), refused as an impostor's, or —
+//! person is told it was signed by their previous key), refused as an impostor's (not
+//! followed, and the person warned), or —
 //! two different rolls from one root — the contact is marked compromised and the
 //! person asked to compare safety numbers again.
 
@@ -142,20 +143,19 @@ impl Device {
 
     /// What a contact's message says about identity rolls, theirs and ours: their
     /// answer to ours (`roll_seen`), and their rolls decided against the root we
-    /// pinned. An impostor's rolls refuse the whole message (`Err`, nothing changed).
+    /// pinned. An impostor's rolls are not followed (a warning event; the pin and the
+    /// answer stay as they were).
     pub(super) async fn take_rolls(
         &self,
         tx: &mut SqliteConnection,
         name: &str,
         payload: &Payload,
     ) -> Result<Vec<Event>, ClientError> {
-        if payload.rolls.is_empty() {
-            set_contact_roll(tx, name, RollColumn::Answer, None).await?;
-        }
         if let Some(seen) = &payload.roll_seen {
             set_contact_roll(tx, name, RollColumn::Acked, Some(seen.as_bytes())).await?;
         }
         if payload.rolls.is_empty() {
+            set_contact_roll(tx, name, RollColumn::Answer, None).await?;
             return Ok(Vec::new());
         }
         let (contact, identity, compromised) = contact_roll_state(tx, name).await?;
@@ -163,10 +163,17 @@ impl Device {
         let known = followed_steps(tx, &contact).await?;
         let mut events = Vec::new();
         let answer = match follow_rolls(&pinned.root, &known, &payload.rolls) {
+            // Not signed by any key of theirs we know: an impostor's keys, or (more
+            // rolls than a message carries since we last heard) a chain we cannot
+            // follow. Either way the pin stays and nothing is answered; the message
+            // itself came over their session and is delivered.
             RollVerdict::Unrelated => {
-                return Err(ClientError::Rejected(
-                    "an identity roll not signed by the contact's key (an impostor's)",
-                ));
+                events.push(Event::Rejected {
+                    reason: format!(
+                        "an identity roll from {name:?} not signed by the key you hold for them (an impostor's?): not followed; compare safety numbers with `chorus verify {name}`"
+                    ),
+                });
+                None
             }
             RollVerdict::Unchanged => Some(pinned.root),
             // A compromised contact's keys move no more until the person decides.
