@@ -472,3 +472,40 @@ async fn a_roll_racing_a_siblings_roll_says_so_and_rolls_once() {
         .unwrap();
     assert_eq!(roster.rolls().len(), 1);
 }
+
+#[tokio::test]
+async fn an_invitation_made_before_a_roll_no_longer_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = crate::testing::device(dir.path(), &url, "alice").await;
+    let code = alice.invite().await.unwrap();
+    alice.roll_identity().await.unwrap();
+    // Carol accepts the old invitation: it names the identity keys Alice left.
+    let carol = crate::testing::device(dir.path(), &url, "carol").await;
+    carol.accept(&code, Some("alice")).await.unwrap();
+    let events = alice.sync().await.unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ContactAdded { .. })),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Rejected { .. })),
+        "the first message arrived and was refused: {events:?}"
+    );
+    assert!(alice.contacts().await.unwrap().is_empty());
+    // A new invitation works.
+    let carol2 = crate::testing::device(dir.path(), &url, "carol2").await;
+    carol2
+        .accept(&alice.invite().await.unwrap(), Some("alice"))
+        .await
+        .unwrap();
+    let events = alice.sync().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ContactAdded { .. })),
+        "{events:?}"
+    );
+}
