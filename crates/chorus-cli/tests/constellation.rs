@@ -928,3 +928,44 @@ fn identity_roll_asks_moves_the_fingerprint_and_the_contact_sees_a_new_safety_nu
     assert!(heard.contains(&after), "the new number is shown: {heard}");
     assert_eq!(number(&laptop, "bob"), after);
 }
+
+#[test]
+fn a_roll_killed_before_the_relay_heard_of_it_is_finished_by_the_next_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, _bob) = alice_on_two_devices_and_bob(dir.path());
+    let address = |home: &Path| json(home, &["status", "--json"])["address"].clone();
+    // The laptop is killed after the roll is in the log, before the relay is shown it.
+    let mut child = Command::new(CHORUS)
+        .arg("--home")
+        .arg(&laptop)
+        .args(["identity", "roll", "--yes"])
+        .env_remove("CHORUS_HOME")
+        .env("CHORUS_FAILPOINT", "roll-before-relay")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("failpoint roll-before-relay reached"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = address(&laptop);
+
+    // Rolled again before any device finished the first: the relay is shown both
+    // rolls in order, and only the last root signs from then on.
+    let out = ok(&laptop, &["identity", "roll", "--yes"]);
+    assert!(out.contains("Rolled the identity key"), "{out}");
+    assert_ne!(address(&laptop), first);
+    ok(&phone, &["sync"]);
+    assert_eq!(address(&phone), address(&laptop));
+    // The new root signs device changes at the relay: a device links.
+    let tablet = dir.path().join("tablet");
+    link(&laptop, &tablet, &relay, "tablet");
+    assert_eq!(address(&tablet), address(&laptop));
+}

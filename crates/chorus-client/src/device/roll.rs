@@ -80,6 +80,7 @@ impl Device {
             ])
         })
         .await?;
+        crate::handle::failpoint("roll-before-relay");
         self.finish_roll_if_due().await?;
         Ok(Rolled {
             fingerprint: self.fingerprint().digits(),
@@ -104,11 +105,21 @@ impl Device {
         let mut conn = self.store.pool().acquire().await?;
         let entries = roster_entries(&mut conn).await?;
         drop(conn);
-        let last_roll = entries.iter().rev().find(|e| {
-            RosterEntry::decode(e).is_ok_and(|e| matches!(e.body, RosterBody::RootRolled { .. }))
-        });
-        if let Some(entry) = last_roll {
-            self.relay.roll_root(entry).await?;
+        // Every roll in order (the relay may not have seen an earlier one, if its
+        // device stopped before showing it): one the relay is already past is
+        // refused as signed by a root it left, which only the last may not be.
+        let rolls: Vec<&Vec<u8>> = entries
+            .iter()
+            .filter(|e| {
+                RosterEntry::decode(e)
+                    .is_ok_and(|e| matches!(e.body, RosterBody::RootRolled { .. }))
+            })
+            .collect();
+        for (i, entry) in rolls.iter().enumerate() {
+            match self.relay.roll_root(entry).await {
+                Err(e) if e.code() == Some("not_authorized") && i + 1 < rolls.len() => {}
+                other => other?,
+            }
         }
         // The directory entries of the roots left: nothing is handed out there any
         // more (a first message to an old address could never be answered), and the
