@@ -590,26 +590,11 @@ fn a_revoke_killed_before_the_renewal_is_finished_by_the_next_device_that_syncs(
 
     // The laptop is killed after the revocation and the key rotation, before it
     // replaces the prekeys and the mailboxes the tablet knew.
-    let mut child = Command::new(CHORUS)
-        .arg("--home")
-        .arg(&laptop)
-        .args(["devices", "revoke", "tablet", "--yes"])
-        .env_remove("CHORUS_HOME")
-        .env("CHORUS_FAILPOINT", "revoke-before-renewal")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("failpoint revoke-before-renewal reached"),
-        "{line}"
+    kill_9_at(
+        "revoke-before-renewal",
+        &laptop,
+        &["devices", "revoke", "tablet", "--yes"],
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     // The phone finishes it when it syncs (a new mailbox for bob), and only once: the
     // laptop, syncing after it, renews nothing more.
@@ -935,26 +920,7 @@ fn a_roll_killed_before_the_relay_heard_of_it_is_finished_by_the_next_roll() {
     let (relay, laptop, phone, _bob) = alice_on_two_devices_and_bob(dir.path());
     let address = |home: &Path| json(home, &["status", "--json"])["address"].clone();
     // The laptop is killed after the roll is in the log, before the relay is shown it.
-    let mut child = Command::new(CHORUS)
-        .arg("--home")
-        .arg(&laptop)
-        .args(["identity", "roll", "--yes"])
-        .env_remove("CHORUS_HOME")
-        .env("CHORUS_FAILPOINT", "roll-before-relay")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("failpoint roll-before-relay reached"),
-        "{line}"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9_at("roll-before-relay", &laptop, &["identity", "roll", "--yes"]);
     let first = address(&laptop);
 
     // Rolled again before any device finished the first: the relay is shown both

@@ -176,6 +176,15 @@ async fn to_primary_root_the_others_delete_the_root_and_back_to_shared_root_ever
             this_device_holds_root: false
         }
     )));
+    // A running device (a `watch`) lets go of the root at once, not at its next start.
+    assert!(
+        !phone.holds_root(),
+        "the running phone still holds the root"
+    );
+    assert!(matches!(
+        phone.invite().await,
+        Err(ClientError::NotPrimary(_))
+    ));
     let home = phone.home().to_owned();
     drop(phone);
     let phone = Device::open(&home, Unlock::KeyFile, Options::default())

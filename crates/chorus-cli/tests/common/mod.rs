@@ -122,19 +122,27 @@ pub fn send_and_kill_9(home: &Path, contact: &str, text: &str) {
 /// Runs `chorus send CONTACT TEXT` with the failpoint `at` and kills it with SIGKILL
 /// once it is reached.
 pub fn send_and_kill_9_at(at: &str, home: &Path, contact: &str, text: &str) {
-    let mut send = Command::new(CHORUS)
+    kill_9_at(at, home, &["send", contact, text]);
+}
+
+/// Runs `chorus ARGS` on `home` with the failpoint `at` and kills it with SIGKILL once
+/// it is reached (the failpoint says so on stderr, then waits).
+pub fn kill_9_at(at: &str, home: &Path, args: &[&str]) {
+    let mut child = Command::new(CHORUS)
         .arg("--home")
         .arg(home)
-        .args(["send", contact, text])
+        .args(args)
+        .env_remove("CHORUS_HOME")
         .env("CHORUS_FAILPOINT", at)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(send.stderr.take().unwrap())
+    BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains(&format!("failpoint {at} reached")), "{line}");
-    send.kill().unwrap(); // SIGKILL
-    send.wait().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }
