@@ -24,17 +24,14 @@
 //! skipped: nothing but the cursor moves, and the reason is reported as
 //! [`Event::Rejected`](crate::Event::Rejected).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chorus_core::{
-    Constellation, Effect, Folded, LogError, Outcome, Record, RecordContext, Sessions, StreamHead,
-    open_epoch_key, seal_event,
+    Constellation, Effect, Folded, LogError, Outcome, Record, Sessions, open_epoch_key,
 };
 pub(crate) use chorus_core::{PREKEY_STREAM, ROSTER_STREAM, session_stream};
 use chorus_crypto::{DeviceDhSecret, Entropy, EpochKey};
 use chorus_relay_api::{BundledPost, Guard, HexBytes, Id32, RecordIn, RecordOut};
-use chorus_wire::{ChainLink, EventKind, LogEvent};
 use sqlx::SqliteConnection;
 
 use crate::event::Event;
@@ -57,57 +54,16 @@ pub(crate) struct Held {
     pub(crate) key: Arc<EpochKey>,
 }
 
-impl Held {
-    /// Seals `event` into the record to append under the current epoch's key: the
-    /// AEAD binds the log, the epoch, the author and the guard (`(stream tag,
-    /// expected version)`). A rotation carries the epoch it starts (`chorus_core`'s
-    /// `epoch` module).
-    fn seal(
-        &self,
-        log_id: &Id32,
-        event: &LogEvent,
-        guard: Option<([u8; 32], i64)>,
-        entropy: &dyn Entropy,
-    ) -> Result<RecordIn, ClientError> {
-        let rotation = matches!(event.kind, EventKind::EpochRotated(_));
-        let epoch = self.state.epoch().saturating_add(u32::from(rotation));
-        let context = RecordContext {
-            log_id: log_id.0,
-            epoch,
-            author: event.author,
-            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
-        };
-        let sealed = seal_event(&self.key, &context, event, &mut entropy.rng())?;
-        Ok(RecordIn {
-            epoch: i64::from(epoch),
-            nonce: HexBytes(sealed.nonce.to_vec()),
-            ciphertext: HexBytes(sealed.ciphertext),
-            guard: guard.map(|(t, v)| Guard {
-                stream_tag: HexBytes(t.to_vec()),
-                expected_version: v,
-            }),
-        })
-    }
-}
-
-impl LogKeys {
-    /// A record's hash (`chorus_core::record_hash`), from what the relay stores.
-    pub(crate) fn record_hash(
-        &self,
-        epoch: i64,
-        author: &[u8; 32],
-        guard: Option<&Guard>,
-        nonce: &[u8],
-        ciphertext: &[u8],
-    ) -> [u8; 32] {
-        chorus_core::record_hash(
-            &self.log_id.0,
-            u32::try_from(epoch).unwrap_or(u32::MAX),
-            author,
-            guard.map(|g| (g.stream_tag.0.as_slice(), g.expected_version)),
-            nonce,
-            ciphertext,
-        )
+/// A record the core sealed ([`Constellation::seal_batch`]), as the relay takes it.
+fn record_in(a: &chorus_core::Appendable) -> RecordIn {
+    RecordIn {
+        epoch: i64::from(a.epoch),
+        nonce: HexBytes(a.nonce.to_vec()),
+        ciphertext: HexBytes(a.ciphertext.clone()),
+        guard: a.guard.map(|(t, v)| Guard {
+            stream_tag: HexBytes(t.to_vec()),
+            expected_version: v,
+        }),
     }
 }
 
@@ -151,31 +107,7 @@ pub const READ_AHEAD_PAGES: usize = 8;
 /// How many times a guarded append is retried after losing a race before giving up.
 pub const APPEND_ATTEMPTS: usize = 32;
 
-/// An event to append, with the stream it is guarded on and the version expected
-/// (`None`: the version as folded when the batch is sealed).
-pub(crate) struct Pending {
-    pub(crate) kind: EventKind,
-    pub(crate) guard: Option<(Vec<u8>, Option<i64>)>,
-}
-
-impl From<chorus_core::Guarded> for Pending {
-    fn from(g: chorus_core::Guarded) -> Self {
-        Self::guarded(g.event, g.stream, Some(g.version))
-    }
-}
-
-impl Pending {
-    pub(crate) fn free(kind: EventKind) -> Self {
-        Self { kind, guard: None }
-    }
-
-    pub(crate) fn guarded(kind: EventKind, stream: Vec<u8>, version: Option<i64>) -> Self {
-        Self {
-            kind,
-            guard: Some((stream, version)),
-        }
-    }
-}
+pub(crate) use chorus_core::Pending;
 
 /// The outcome of a guarded append.
 #[derive(Debug, PartialEq, Eq)]
@@ -308,59 +240,23 @@ impl Log {
         events: Vec<Pending>,
         post: Option<BundledPost>,
     ) -> Result<(Appended, Vec<Event>), ClientError> {
-        let keys = &self.keys;
-        let records_and_ids = {
+        let (records, ids): (Vec<RecordIn>, Vec<[u8; 16]>) = {
             let mut slot = self.fold.lock().await;
             let mut conn = self.store.pool().acquire().await?;
             let held = self.folded(&mut slot, &mut conn).await?;
-            let state = &held.state;
-            // Where this device stands: every record names it (`chorus_core::chain`).
-            let head = state.head();
-            let mut streams: HashMap<Vec<u8>, StreamHead> = HashMap::new();
-            let mut records = Vec::with_capacity(events.len());
-            let mut ids = Vec::with_capacity(events.len());
-            for (i, p) in events.into_iter().enumerate() {
-                let (guard, stream_prev) = match &p.guard {
-                    None => (None, None),
-                    Some((name, expected)) => {
-                        let tag = held.key.stream_tag(name);
-                        let folded = match streams.get(name) {
-                            Some(s) => *s,
-                            None => state.stream(&tag),
-                        };
-                        (Some((tag, expected.unwrap_or(folded.version))), folded.head)
-                    }
-                };
-                let event = LogEvent {
-                    event_id: self.entropy.array(),
-                    lamport: state.lamport().saturating_add(1 + i as u64),
-                    timestamp_ms: u64::try_from(self.clock.now_ms()).unwrap_or(0),
-                    author: keys.device,
-                    chain: ChainLink { stream_prev, head },
-                    kind: p.kind,
-                };
-                let record = held.seal(&keys.log_id, &event, guard, &*self.entropy)?;
-                if let (Some((name, _)), Some((_, version))) = (p.guard, guard) {
-                    // The next event on this stream in the batch follows this record.
-                    let hash = keys.record_hash(
-                        record.epoch,
-                        &keys.device,
-                        record.guard.as_ref(),
-                        &record.nonce.0,
-                        &record.ciphertext.0,
-                    );
-                    let at = StreamHead {
-                        version,
-                        head: stream_prev,
-                    };
-                    streams.insert(name, at.advanced(hash));
-                }
-                ids.push(event.event_id);
-                records.push(record);
-            }
-            (records, ids)
+            let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
+            held.state
+                .seal_batch(
+                    &held.key,
+                    self.keys.device,
+                    events,
+                    now,
+                    &mut self.entropy.rng(),
+                )?
+                .into_iter()
+                .map(|a| (record_in(&a), a.event_id))
+                .unzip()
         };
-        let (records, ids) = records_and_ids;
         let sent = records.clone();
         let (mut outcome, events) = match self.relay.append_bundled(records, post).await {
             Ok(answer) => {
@@ -589,13 +485,29 @@ impl Log {
     #[cfg(test)]
     pub(crate) async fn seal(
         &self,
-        event: &LogEvent,
+        event: &chorus_wire::LogEvent,
         guard: Option<([u8; 32], i64)>,
     ) -> Result<RecordIn, ClientError> {
+        use chorus_core::{RecordContext, seal_event};
         let mut slot = self.fold.lock().await;
         let mut conn = self.store.pool().acquire().await?;
         let held = self.folded(&mut slot, &mut conn).await?;
-        held.seal(&self.keys.log_id, event, guard, &*self.entropy)
+        let rotation = matches!(event.kind, chorus_wire::EventKind::EpochRotated(_));
+        let epoch = held.state.epoch().saturating_add(u32::from(rotation));
+        let context = RecordContext {
+            log_id: self.keys.log_id.0,
+            epoch,
+            author: event.author,
+            guard: guard.as_ref().map(|(t, v)| (&t[..], *v)),
+        };
+        let sealed = seal_event(&held.key, &context, event, &mut self.entropy.rng())?;
+        Ok(record_in(&chorus_core::Appendable {
+            event_id: event.event_id,
+            epoch,
+            guard,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+        }))
     }
 
     /// Folds a page of records the relay showed ([`Self::fold_locked`]).

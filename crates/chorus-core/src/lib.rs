@@ -38,6 +38,7 @@
 //! assert_eq!(&alice_session.decrypt(&reply).unwrap()[..], b"hi Alice");
 //! ```
 
+mod append;
 mod chain;
 mod consts;
 mod epoch;
@@ -54,9 +55,11 @@ mod roster;
 pub mod route;
 mod send;
 mod session;
+mod strategy;
 mod tree;
 mod wiped;
 
+pub use append::{Appendable, Pending};
 pub use chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
 pub use consts::{
     HONOR_FLOOR_LAG, MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES,
@@ -82,4 +85,5 @@ pub use send::{
     FirstContact, Guarded, Outgoing, Proposal, Recipient, propose_contact, seal_send, sent_event,
 };
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
+pub use strategy::Strategy;
 pub use wiped::encode_wiped;

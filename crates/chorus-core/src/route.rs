@@ -128,6 +128,17 @@ pub enum Failure {
     Bad,
 }
 
+impl Failure {
+    /// The failure a session's refusal to decrypt is.
+    pub fn of_session(e: &crate::SessionError) -> Self {
+        match e {
+            crate::SessionError::UnknownParent => Self::UnknownParent,
+            crate::SessionError::DuplicateOrExpired { .. } => Self::AlreadyTaken,
+            _ => Self::Bad,
+        }
+    }
+}
+
 /// What to do after a failure to take an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {

@@ -21,7 +21,11 @@
 //!   chosen peer node; receiving never draws randomness.
 //! - **Branch choice** when the tree has forks: walk from the oldest node, at each fork
 //!   prefer the child the other side acknowledged (built on), then the longest chain
-//!   (subtree height, then messages), then the lexicographically smallest key.
+//!   (subtree height, then messages), then the lexicographically smallest key. A
+//!   replica can hold a node without its parent (a sibling's send built on a peer key
+//!   this replica has not read): of several roots the walk starts from the one whose
+//!   subtree reaches deepest, so it continues the identity's newest step instead of
+//!   stepping from a peer key the peer may have deleted.
 //! - **Bounded.** Skipped keys, forward jumps and nodes are capped by the constants in
 //!   [`crate::consts`]. Our private keys older than the acknowledged generation minus
 //!   [`HONOR_FLOOR_LAG`] are deleted, and the oldest key we keep is announced to the
@@ -870,7 +874,14 @@ impl Tree {
                 .filter(|&i| w[i].parent == parent)
                 .max_by(|&a, &b| score(&w[a]).cmp(&score(&w[b])))
         };
-        let mut cur = best(None)?;
+        // Several roots: a sibling's delta built on a peer key this replica has not
+        // read yet is held without its parent. Start from the root whose subtree
+        // reaches deepest — the newest step the identity took — never from an older
+        // chain whose peer keys the peer may have deleted since.
+        let reach = |x: &W| x.depth.saturating_add(x.height);
+        let mut cur = (0..w.len())
+            .filter(|&i| w[i].parent.is_none())
+            .max_by(|&a, &b| (reach(&w[a]), score(&w[a])).cmp(&(reach(&w[b]), score(&w[b]))))?;
         while let Some(next) = best(Some(cur)) {
             cur = next;
         }

@@ -301,3 +301,40 @@ fn a_replica_back_after_months_applies_every_send_first_and_still_reads_every_an
     assert!(away.ratchet_nodes() <= chorus_core::MAX_TREE_NODES);
     assert_eq!(away.state_digest(), p.alice.state_digest());
 }
+
+/// Found by the simulator (`chorus-sim --seed 0 --faults 1`): a replica that folded its
+/// siblings' sends but never read the peer's messages they answered held our newest
+/// sending node without the peer key it builds on. It then stepped from the newest
+/// peer key it *had* read — one the peer, seeing newer keys acknowledged, had already
+/// deleted — and the peer could not read it (`UnknownParent`): the message was lost.
+/// A replica must send from the newest node the identity holds, read or not.
+#[test]
+fn a_replica_that_never_read_what_its_siblings_answered_still_sends_readable_messages() {
+    let mut p = pair(21);
+    let first = p.bob.encrypt(b"hi", &mut p.rng).unwrap();
+    p.alice.decrypt(&first).unwrap();
+    // Alice has two replicas: `reader` reads Bob and answers; `lagging` only folds the
+    // log (the answers' deltas), never the mailbox.
+    let mut reader = copy(&p.alice);
+    let mut lagging = copy(&p.alice);
+    for i in 0..4 {
+        let m = p
+            .bob
+            .encrypt(format!("b{i}").as_bytes(), &mut p.rng)
+            .unwrap();
+        reader.decrypt(&m).unwrap();
+        let (answer, delta) = reader
+            .encrypt_escrowed(format!("a{i}").as_bytes(), &mut p.rng)
+            .unwrap();
+        lagging.apply_send_delta(delta.as_bytes()).unwrap();
+        p.bob.decrypt(&answer).unwrap();
+    }
+    let m = lagging
+        .encrypt(b"from the lagging replica", &mut p.rng)
+        .unwrap();
+    assert_eq!(
+        &p.bob.decrypt(&m).unwrap()[..],
+        b"from the lagging replica",
+        "the peer reads a replica that never read the mailbox"
+    );
+}

@@ -641,10 +641,7 @@ impl Device {
 /// What the core's failure policy needs to know of an error.
 fn failure(e: &ClientError) -> Failure {
     match e {
-        ClientError::Session(chorus_core::SessionError::UnknownParent) => Failure::UnknownParent,
-        ClientError::Session(chorus_core::SessionError::DuplicateOrExpired { .. }) => {
-            Failure::AlreadyTaken
-        }
+        ClientError::Session(e) => Failure::of_session(e),
         e if e.is_transient() => Failure::Transient,
         _ => Failure::Bad,
     }

@@ -1,0 +1,304 @@
+//! The invariants, checked on every step and at the end of a run.
+//!
+//! On every step: a message is shown at most once per device, only on the devices of
+//! the two identities it is between, with the text that was typed; no envelope is
+//! refused for good by a device that should read it; no log record is refused (the
+//! relay and the siblings are honest here); no AEAD key and nonce pair is used for two
+//! envelopes, and — where the strategy promises it — no message key is used twice.
+//!
+//! At the end: every message that reached the log is shown on every surviving device
+//! of both identities; a message typed on a device still alive reached the log; the
+//! devices of each identity hold the same folded state and the same session; the
+//! contact received exactly one envelope per message, whatever the device count.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_wire::{Envelope, InitialMessage, RatchetHeader, RatchetMessage};
+
+use crate::device::{Device, Seen};
+use crate::relay::Relay;
+use crate::{Stats, Strategy};
+
+struct Msg {
+    from: usize,
+    choice: usize,
+    text: String,
+    typed: Option<(usize, u64)>,
+    others_down: bool,
+    unavailable: bool,
+    escrowed: bool,
+    /// Device → when shown.
+    shown: BTreeMap<usize, u64>,
+    /// When first shown on a device of the contact.
+    received_ms: Option<u64>,
+}
+
+/// Every message of the run and what happened to it.
+pub(crate) struct Ledger {
+    strategy: Strategy,
+    msgs: Vec<Msg>,
+    /// `(sender key, counter)` → the envelope that used that message key.
+    keys: BTreeMap<([u8; 32], u32), [u8; 16]>,
+    /// `(sender key, counter, nonce)` → the envelope.
+    nonces: BTreeMap<([u8; 32], u32, [u8; 12]), [u8; 16]>,
+    /// Envelope ids per mailbox.
+    posted: BTreeMap<usize, BTreeSet<[u8; 16]>>,
+    key_reuse: u64,
+    lost: u64,
+    duplicated: u64,
+    violations: Vec<String>,
+}
+
+impl Ledger {
+    pub(crate) fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            msgs: Vec::new(),
+            keys: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            posted: BTreeMap::new(),
+            key_reuse: 0,
+            lost: 0,
+            duplicated: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    /// A message identity `from` will type; `length` picks its size. Its index.
+    pub(crate) fn plan(&mut self, from: usize, length: usize) -> usize {
+        let i = self.msgs.len();
+        self.msgs.push(Msg {
+            from,
+            choice: length.wrapping_mul(7919).wrapping_add(i),
+            text: format!("m{i}.{}", ".".repeat(length * 40)),
+            typed: None,
+            others_down: false,
+            unavailable: false,
+            escrowed: false,
+            shown: BTreeMap::new(),
+            received_ms: None,
+        });
+        i
+    }
+
+    pub(crate) fn text(&self, msg: usize) -> String {
+        self.msgs
+            .get(msg)
+            .map(|m| m.text.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn from(&self, msg: usize) -> usize {
+        self.msgs.get(msg).map_or(0, |m| m.from)
+    }
+
+    pub(crate) fn device_choice(&self, msg: usize) -> usize {
+        self.msgs.get(msg).map_or(0, |m| m.choice)
+    }
+
+    pub(crate) fn unavailable(&mut self, msg: usize) {
+        if let Some(m) = self.msgs.get_mut(msg) {
+            m.unavailable = true;
+        }
+    }
+
+    pub(crate) fn typed(&mut self, msg: usize, dev: usize, now: u64, others_down: bool) {
+        if let Some(m) = self.msgs.get_mut(msg) {
+            m.typed = Some((dev, now));
+            m.others_down = others_down;
+        }
+    }
+
+    pub(crate) fn escrowed(&mut self, msg: usize) {
+        if let Some(m) = self.msgs.get_mut(msg) {
+            m.escrowed = true;
+        }
+    }
+
+    pub(crate) fn violation(&mut self, what: String) {
+        self.violations.push(what);
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        !self.violations.is_empty()
+    }
+
+    pub(crate) fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// An envelope reached a mailbox (first time or again).
+    pub(crate) fn posted(&mut self, mailbox: usize, id: [u8; 16], bytes: &[u8]) {
+        self.posted.entry(mailbox).or_default().insert(id);
+        let Some(h) = header(bytes) else {
+            self.violation(format!(
+                "an envelope that does not parse reached mailbox {mailbox}"
+            ));
+            return;
+        };
+        let sender = *h.sender.as_bytes();
+        let nonce = *h.nonce.as_bytes();
+        if let Some(other) = self.nonces.insert((sender, h.counter, nonce), id)
+            && other != id
+        {
+            self.violation(format!(
+                "key/nonce pair used for two envelopes ({} and {})",
+                hex::encode(other),
+                hex::encode(id)
+            ));
+        }
+        if let Some(other) = self.keys.insert((sender, h.counter), id)
+            && other != id
+        {
+            self.key_reuse += 1;
+            if self.strategy == Strategy::Sequenced {
+                self.violation(format!(
+                    "message key used for two envelopes ({} and {}): the sequencing failed",
+                    hex::encode(other),
+                    hex::encode(id)
+                ));
+            }
+        }
+    }
+
+    /// A device showed or refused something.
+    pub(crate) fn seen(&mut self, dev: usize, ident: usize, seen: Seen, now: u64) {
+        match seen {
+            Seen::Shown { text, outgoing } => {
+                let Some(i) = parse(&text).filter(|&i| i < self.msgs.len()) else {
+                    self.violation(format!("device {dev} showed a text nobody typed: {text:?}"));
+                    return;
+                };
+                let m = &mut self.msgs[i];
+                let expected = if outgoing { m.from } else { 1 - m.from };
+                if ident != expected || m.text != text {
+                    self.violation(format!(
+                        "device {dev} showed m{i} as {} on the wrong side",
+                        if outgoing { "sent" } else { "received" }
+                    ));
+                    return;
+                }
+                if m.shown.insert(dev, now).is_some() {
+                    self.duplicated += 1;
+                    self.violation(format!("m{i} shown twice on device {dev}"));
+                    return;
+                }
+                if outgoing {
+                    // Shown as sent: its record is in the log.
+                    m.escrowed = true;
+                }
+                if !outgoing && m.received_ms.is_none() {
+                    m.received_ms = Some(now);
+                }
+            }
+            Seen::Undecryptable(why) => self.violation(format!(
+                "device {dev} could not decrypt an envelope for good: {why}"
+            )),
+            Seen::Refused(why) => {
+                self.violation(format!("device {dev} refused a log record: {why}"))
+            }
+        }
+    }
+
+    /// The end-of-run checks.
+    pub(crate) fn check_end(
+        &mut self,
+        members: &[Vec<usize>; 2],
+        live: &[(usize, &Device)],
+        relay: &Relay,
+    ) {
+        let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
+        let mut problems = Vec::new();
+        let mut lost = 0;
+        for (i, m) in self.msgs.iter().enumerate() {
+            let Some((dev, _)) = m.typed else { continue };
+            if !m.escrowed {
+                if alive.contains(&dev) {
+                    problems.push(format!("m{i}, typed on device {dev} (alive), never sent"));
+                }
+                continue;
+            }
+            let missing: Vec<usize> = members
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|d| alive.contains(d) && !m.shown.contains_key(d))
+                .collect();
+            if !missing.is_empty() {
+                lost += 1;
+                problems.push(format!("m{i} lost: never shown on devices {missing:?}"));
+            }
+        }
+        for (ident, devs) in members.iter().enumerate() {
+            let states: BTreeSet<_> = live
+                .iter()
+                .filter(|(i, _)| devs.contains(i))
+                .map(|(_, d)| (d.digest(), d.session_digest()))
+                .collect();
+            if states.len() > 1 {
+                problems.push(format!(
+                    "identity {ident}'s devices did not converge: {} different states",
+                    states.len()
+                ));
+            }
+            // The contact's mailbox holds one envelope per message sent to it.
+            let sent_to = self
+                .msgs
+                .iter()
+                .filter(|m| m.escrowed && 1 - m.from == ident)
+                .count() as u64;
+            if relay.mailbox_len(ident) != sent_to {
+                problems.push(format!(
+                    "identity {ident} received {} envelopes for {sent_to} messages",
+                    relay.mailbox_len(ident)
+                ));
+            }
+        }
+        self.lost += lost;
+        self.violations.extend(problems);
+    }
+
+    /// Adds the run's message counts to `stats`.
+    pub(crate) fn fill(&self, stats: &mut Stats) {
+        stats.key_reuse += self.key_reuse;
+        stats.lost += self.lost;
+        stats.duplicated += self.duplicated;
+        for m in &self.msgs {
+            if m.unavailable {
+                stats.unavailable += 1;
+                continue;
+            }
+            let Some((_, typed_ms)) = m.typed else {
+                continue;
+            };
+            stats.typed += 1;
+            if m.others_down {
+                stats.typed_while_down += 1;
+            }
+            if !m.escrowed {
+                stats.dropped_with_device += 1;
+                continue;
+            }
+            if let Some(at) = m.received_ms {
+                stats.delivered += 1;
+                stats.latency_ms.push(at.saturating_sub(typed_ms));
+                if m.others_down {
+                    stats.delivered_while_down += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The message index in a text (`m<index>.…`).
+fn parse(text: &str) -> Option<usize> {
+    text.strip_prefix('m')?.split('.').next()?.parse().ok()
+}
+
+/// The ratchet header an envelope carries.
+fn header(bytes: &[u8]) -> Option<RatchetHeader> {
+    match Envelope::decode(bytes).ok()? {
+        Envelope::Ratchet(b) => RatchetMessage::decode(&b).ok().map(|m| m.header),
+        Envelope::Initial(b) => InitialMessage::decode(&b).ok().map(|m| m.message.header),
+    }
+}

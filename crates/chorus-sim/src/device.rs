@@ -1,0 +1,586 @@
+//! One simulated device: the core's state machine, driven by simulated I/O.
+//!
+//! A device holds what the client's store holds — the folded [`Constellation`], a
+//! session per contact, pending sends, the outbox, its mailbox cursor — and decides
+//! with the same core calls the client makes: [`Constellation::plan_send`] for a send,
+//! [`Constellation::seal_batch`] for every append, [`Constellation::fold_page`] for every
+//! page of the log (its own records included), [`chorus_core::route::after_failure`]
+//! when an envelope does not open. What the client does with sockets and SQLite, it does
+//! with [`Request`]s to the simulated relay, one at a time, as the client's fold lock
+//! serializes its own.
+//!
+//! Everything a step changes is "persisted" when the step ends: a crash loses only the
+//! request in flight (and the wake-ups it was waiting for), as the client's transactions
+//! lose nothing committed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chorus_core::route::{Failure, Next, after_failure};
+use chorus_core::{
+    Constellation, Effect, EncryptedMessage, MessageKind, Outcome, Outgoing, Pending, Recipient,
+    Record, Session, Sessions,
+};
+use chorus_crypto::EpochKey;
+use chorus_wire::{Envelope, EventKind, Payload};
+use rand::rngs::StdRng;
+
+use crate::relay::{Reply, Request, Stored};
+
+/// How long a sibling waits before posting an envelope another device logged
+/// (the client's `--deliver-after` default).
+pub const SIBLING_DELIVERY_MS: u64 = 30_000;
+
+/// The relay URL every identity's log is on; a contact's mailbox elsewhere is posted
+/// through the outbox.
+pub const HOME: &str = "https://home.sim";
+/// Where a contact's mailbox is when sends are not bundled.
+pub const ELSEWHERE: &str = "https://elsewhere.sim";
+
+/// The mailbox id the world gives mailbox `index` (what a `Sent` event names).
+pub fn mailbox_id(index: usize) -> [u8; 32] {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&(index as u64 + 1).to_be_bytes());
+    id
+}
+
+/// What a device is waiting for.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// An append of a send (the message's ledger index).
+    Send(usize),
+    /// An append of `Delivered` for an envelope.
+    Delivered([u8; 16]),
+    /// A page of the log.
+    ReadLog,
+    /// A page of the mailbox.
+    ReadMailbox,
+    /// A post of an outbox envelope.
+    Post([u8; 16]),
+}
+
+/// A message typed on this device, not yet in the log.
+#[derive(Clone, Debug)]
+pub struct PendingSend {
+    /// The message's ledger index (its text is `m<index>`).
+    pub msg: usize,
+    /// Chosen once: a re-encryption after a lost race keeps it.
+    pub envelope_id: [u8; 16],
+    /// When typed (this device's clock).
+    pub typed_ms: u64,
+}
+
+/// An envelope logged but not known delivered.
+#[derive(Clone, Debug)]
+pub struct OutboxEntry {
+    /// The contact's mailbox (the world's index).
+    pub mailbox: usize,
+    /// The envelope.
+    pub envelope: Vec<u8>,
+    /// The device that logged it.
+    pub author: [u8; 32],
+    /// When it was logged (its author's clock).
+    pub at_ms: u64,
+}
+
+/// Something the device showed or observed, for the world's checks.
+#[derive(Clone, Debug)]
+pub enum Seen {
+    /// A message shown in the history (outgoing from the fold, incoming decrypted).
+    Shown {
+        /// The text.
+        text: String,
+        /// Outgoing.
+        outgoing: bool,
+    },
+    /// An incoming envelope refused for good on this device.
+    Undecryptable(String),
+    /// A record the fold refused (an honest relay and honest siblings never cause one).
+    Refused(String),
+}
+
+/// Where a device stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Running.
+    Up,
+    /// Crashed; restarts at this time (ms).
+    Down(u64),
+    /// Gone for good.
+    Destroyed,
+}
+
+/// The contact this device talks to, as the world set it up.
+pub struct Peer {
+    /// The contact's root key (names its session stream).
+    pub root: [u8; 32],
+    /// The contact's mailbox we post to.
+    pub send_mailbox: usize,
+    /// Its relay URL (decides bundling).
+    pub relay_url: &'static str,
+    /// Our mailbox the contact posts to.
+    pub recv_mailbox: usize,
+}
+
+/// One device.
+pub struct Device {
+    /// The identity (index in the world).
+    pub ident: usize,
+    /// Its device key.
+    pub key: [u8; 32],
+    /// Running, crashed or destroyed.
+    pub status: Status,
+    /// Unreachable from the relay until then (ms).
+    pub partitioned_until: u64,
+    /// Added to the world's clock for every time this device writes.
+    pub skew_ms: i64,
+    state: Constellation,
+    epoch_key: EpochKey,
+    sessions: BTreeMap<[u8; 32], Session>,
+    peer: Peer,
+    /// Typed, not yet logged (persisted, as the client's pending sends).
+    pub pending: VecDeque<PendingSend>,
+    /// Logged, not known delivered.
+    pub outbox: BTreeMap<[u8; 16], OutboxEntry>,
+    /// Envelopes this device posted, awaiting their `Delivered`.
+    delivered_due: BTreeSet<[u8; 16]>,
+    mail_cursor: u64,
+    /// The envelope at the cursor waits for a fold (`after_failure`'s `FoldAndRetry`).
+    retry_after_fold: bool,
+    /// The request in flight: its id and what it is for (lost on a crash).
+    pub inflight: Option<(u64, Op)>,
+    log_dirty: bool,
+    mail_dirty: bool,
+    rng: StdRng,
+    /// Guard conflicts met (a sibling sent first).
+    pub conflicts: u64,
+}
+
+impl Device {
+    /// A device folded at the roster (seq 0), holding `session` for its one contact.
+    pub fn new(
+        ident: usize,
+        key: [u8; 32],
+        state: Constellation,
+        epoch_key: EpochKey,
+        session: Session,
+        peer: Peer,
+        rng: StdRng,
+    ) -> Self {
+        let mut sessions = BTreeMap::new();
+        sessions.insert(peer.root, session);
+        Self {
+            ident,
+            key,
+            status: Status::Up,
+            partitioned_until: 0,
+            skew_ms: 0,
+            state,
+            epoch_key,
+            sessions,
+            peer,
+            pending: VecDeque::new(),
+            outbox: BTreeMap::new(),
+            delivered_due: BTreeSet::new(),
+            mail_cursor: 0,
+            retry_after_fold: false,
+            inflight: None,
+            log_dirty: true,
+            mail_dirty: true,
+            rng,
+            conflicts: 0,
+        }
+    }
+
+    /// This device's clock.
+    pub fn now(&self, world_ms: u64) -> u64 {
+        world_ms.saturating_add_signed(self.skew_ms)
+    }
+
+    /// A crash: the request in flight is forgotten; everything else was committed.
+    /// On restart the device syncs everything, as the client does when it starts.
+    pub fn restart(&mut self) {
+        self.inflight = None;
+        self.log_dirty = true;
+        self.mail_dirty = true;
+        self.retry_after_fold = false;
+        self.status = Status::Up;
+    }
+
+    /// The relay said the log (or mailbox) grew.
+    pub fn poke(&mut self, log: bool, mail: bool) {
+        self.log_dirty |= log;
+        self.mail_dirty |= mail;
+    }
+
+    /// The user typed message `msg`.
+    pub fn type_message(&mut self, msg: usize, world_ms: u64) {
+        let mut envelope_id = [0u8; 16];
+        rand::Rng::fill_bytes(&mut self.rng, &mut envelope_id);
+        self.pending.push_back(PendingSend {
+            msg,
+            envelope_id,
+            typed_ms: self.now(world_ms),
+        });
+    }
+
+    /// Whether the device has nothing left to do (nothing typed, logged-undelivered,
+    /// or known unread). The world also checks that it has read everything there is.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.outbox.is_empty()
+            && self.delivered_due.is_empty()
+            && !self.log_dirty
+            && !self.mail_dirty
+            && self.inflight.is_none()
+    }
+
+    /// How far the log is folded.
+    pub fn applied(&self) -> u64 {
+        self.state.applied()
+    }
+
+    /// How far the mailbox is read.
+    pub fn mail_cursor(&self) -> u64 {
+        self.mail_cursor
+    }
+
+    /// The folded state's digest (equal on every device of an identity that folded
+    /// the same log).
+    pub fn digest(&self) -> [u8; 32] {
+        self.state.digest()
+    }
+
+    /// The contact session's digest.
+    pub fn session_digest(&self) -> Option<[u8; 32]> {
+        self.sessions
+            .get(&self.peer.root)
+            .map(Session::state_digest)
+    }
+
+    /// The next request, if any: sync the log when told it grew, send what is typed,
+    /// read the mailbox, then deliver what the outbox holds.
+    pub fn next_request(
+        &mut self,
+        world_ms: u64,
+        text: &dyn Fn(usize) -> String,
+    ) -> Option<(Op, Request)> {
+        if self.inflight.is_some() || self.status != Status::Up {
+            return None;
+        }
+        let log = self.ident;
+        if self.log_dirty {
+            return Some((
+                Op::ReadLog,
+                Request::ReadLog {
+                    log,
+                    from: self.state.applied() + 1,
+                },
+            ));
+        }
+        if let Some(p) = self.pending.front().cloned() {
+            match self.plan(&p, world_ms, &text(p.msg)) {
+                Some(request) => return Some((Op::Send(p.msg), request)),
+                None => {
+                    // Unsendable (a core refusal): nothing else can come of it.
+                    self.pending.pop_front();
+                }
+            }
+        }
+        if self.mail_dirty {
+            return Some((
+                Op::ReadMailbox,
+                Request::ReadMailbox {
+                    mailbox: self.peer.recv_mailbox,
+                    from: self.mail_cursor + 1,
+                },
+            ));
+        }
+        let now = self.now(world_ms);
+        if let Some(id) = self.delivered_due.iter().next().copied() {
+            let records = self
+                .state
+                .seal_batch(
+                    &self.epoch_key,
+                    self.key,
+                    vec![Pending::free(EventKind::Delivered { envelope_id: id })],
+                    now,
+                    &mut self.rng,
+                )
+                .ok()?;
+            return Some((
+                Op::Delivered(id),
+                Request::Append {
+                    log,
+                    records,
+                    post: None,
+                },
+            ));
+        }
+        let due = self.outbox.iter().find(|(_, e)| {
+            e.author == self.key || now >= e.at_ms.saturating_add(SIBLING_DELIVERY_MS)
+        });
+        if let Some((id, e)) = due {
+            return Some((
+                Op::Post(*id),
+                Request::Post {
+                    mailbox: e.mailbox,
+                    envelope_id: *id,
+                    bytes: e.envelope.clone(),
+                },
+            ));
+        }
+        None
+    }
+
+    /// Plans a send on the folded state: the `Sent` record guarded at the folded
+    /// version, bundled with its envelope when the contact's mailbox is at home.
+    fn plan(&mut self, p: &PendingSend, world_ms: u64, text: &str) -> Option<Request> {
+        let session = self.sessions.get(&self.peer.root)?;
+        // The session moves on only through the fold of the record: plan on a copy.
+        let mut scratch = Session::restore(&session.snapshot(), session.generation()).ok()?;
+        let guarded = self
+            .state
+            .plan_send(
+                &self.epoch_key,
+                Outgoing {
+                    to: Recipient {
+                        root: self.peer.root,
+                        relay_url: self.peer.relay_url,
+                        mailbox: mailbox_id(self.peer.send_mailbox),
+                    },
+                    envelope_id: p.envelope_id,
+                    text,
+                    hello: None,
+                    rolls: Vec::new(),
+                    roll_seen: None,
+                    now_ms: self.now(world_ms),
+                },
+                HOME,
+                &mut scratch,
+                &mut self.rng,
+            )
+            .ok()?;
+        let post = match &guarded.event {
+            EventKind::Sent(sent) if sent.bundled => Some((
+                self.peer.send_mailbox,
+                sent.envelope_id,
+                sent.envelope.clone(),
+            )),
+            _ => None,
+        };
+        let records = self
+            .state
+            .seal_batch(
+                &self.epoch_key,
+                self.key,
+                vec![Pending::from(guarded)],
+                self.now(world_ms),
+                &mut self.rng,
+            )
+            .ok()?;
+        Some(Request::Append {
+            log: self.ident,
+            records,
+            post,
+        })
+    }
+
+    /// Takes the relay's answer to the request in flight; returns what it showed.
+    pub fn on_reply(&mut self, op: Op, sent: &Request, reply: Reply, world_ms: u64) -> Vec<Seen> {
+        self.inflight = None;
+        let mut seen = Vec::new();
+        match (op, reply) {
+            (Op::Send(_) | Op::Delivered(_), Reply::GuardFailed) => {
+                // A sibling got there first: fold its record, then decide again.
+                self.conflicts += 1;
+                self.log_dirty = true;
+            }
+            (op, Reply::Appended(seqs)) => {
+                // Fold our own records from the bytes sent when they come right after
+                // the folded cursor (the client's `fold_own`); read the log otherwise.
+                let follows = seqs
+                    .iter()
+                    .zip(1u64..)
+                    .all(|(&s, i)| s == self.state.applied() + i);
+                match sent {
+                    Request::Append { records, .. } if follows => {
+                        let page: Vec<Stored> = records
+                            .iter()
+                            .zip(&seqs)
+                            .map(|(r, &seq)| Stored {
+                                seq,
+                                author: self.key,
+                                record: r.clone(),
+                            })
+                            .collect();
+                        seen.extend(self.fold(&page));
+                    }
+                    _ => self.log_dirty = true,
+                }
+                if let Op::Delivered(id) = op {
+                    self.delivered_due.remove(&id);
+                }
+            }
+            (_, Reply::Log(page)) => {
+                if page.is_empty() {
+                    self.log_dirty = false;
+                    if self.retry_after_fold {
+                        // Caught up: the envelope at the cursor is taken once more.
+                        self.mail_dirty = true;
+                    }
+                } else {
+                    seen.extend(self.fold(&page));
+                    self.log_dirty = true;
+                }
+            }
+            (_, Reply::Mail(entries)) => {
+                if entries.is_empty() {
+                    self.mail_dirty = false;
+                }
+                for (seq, _, bytes) in entries {
+                    if seq != self.mail_cursor + 1 {
+                        break;
+                    }
+                    match self.receive(&bytes) {
+                        Ok(text) => {
+                            self.mail_cursor = seq;
+                            self.retry_after_fold = false;
+                            seen.push(Seen::Shown {
+                                text,
+                                outgoing: false,
+                            });
+                        }
+                        Err(failure) => match after_failure(failure, self.retry_after_fold) {
+                            Next::FoldAndRetry => {
+                                self.retry_after_fold = true;
+                                self.log_dirty = true;
+                                break;
+                            }
+                            Next::Skip => {
+                                self.mail_cursor = seq;
+                                self.retry_after_fold = false;
+                            }
+                            Next::Reject => {
+                                self.mail_cursor = seq;
+                                self.retry_after_fold = false;
+                                seen.push(Seen::Undecryptable(format!("{failure:?}")));
+                            }
+                            Next::Stop => break,
+                        },
+                    }
+                }
+            }
+            (Op::Post(id), Reply::Posted) => {
+                self.outbox.remove(&id);
+                self.delivered_due.insert(id);
+            }
+            (_, _) => {}
+        }
+        let _ = world_ms;
+        seen
+    }
+
+    /// Decrypts an envelope from the contact on this device's copy of the session.
+    fn receive(&mut self, bytes: &[u8]) -> Result<String, Failure> {
+        let (kind, message) = match Envelope::decode(bytes).map_err(|_| Failure::Bad)? {
+            Envelope::Initial(b) => (MessageKind::Initial, b),
+            Envelope::Ratchet(b) => (MessageKind::Ratchet, b),
+        };
+        let session = self.sessions.get_mut(&self.peer.root).ok_or(Failure::Bad)?;
+        let plain = session
+            .decrypt(&EncryptedMessage {
+                kind,
+                bytes: message,
+            })
+            .map_err(|e| Failure::of_session(&e))?;
+        let payload = Payload::decode(&plain).map_err(|_| Failure::Bad)?;
+        Ok(payload.text)
+    }
+
+    /// Folds a page through the core and keeps what it decided.
+    fn fold(&mut self, page: &[Stored]) -> Vec<Seen> {
+        let records: Vec<Record<'_>> = page
+            .iter()
+            .map(|s| Record {
+                seq: s.seq,
+                epoch: s.record.epoch,
+                author: s.author,
+                guard: s.record.guard.as_ref().map(|(t, v)| (&t[..], *v)),
+                nonce: &s.record.nonce,
+                ciphertext: &s.record.ciphertext,
+            })
+            .collect();
+        let opened: Vec<_> = records
+            .iter()
+            .map(|r| self.state.open(&self.epoch_key, r))
+            .collect();
+        let mut sessions = Sessions::default();
+        for root in self.state.sessions_needed(&opened) {
+            if let Some(s) = self.sessions.get(&root)
+                && let Ok(copy) = Session::restore(&s.snapshot(), s.generation())
+            {
+                sessions.insert(root, copy);
+            }
+        }
+        let folded = match self
+            .state
+            .fold_page(&self.epoch_key, &records, opened, &mut sessions)
+        {
+            Ok(f) => f,
+            Err(e) => return vec![Seen::Refused(e.to_string())],
+        };
+        for (root, s) in sessions.changed() {
+            if let Ok(copy) = Session::restore(&s.snapshot(), s.generation()) {
+                self.sessions.insert(*root, copy);
+            }
+        }
+        let mut seen = Vec::new();
+        for f in folded {
+            match f.outcome {
+                Outcome::Applied(effects) => {
+                    for e in effects {
+                        self.apply(e, &mut seen);
+                    }
+                }
+                Outcome::Duplicate => {}
+                Outcome::Refused(e) => seen.push(Seen::Refused(e.to_string())),
+            }
+        }
+        seen
+    }
+
+    fn apply(&mut self, effect: Effect, seen: &mut Vec<Seen>) {
+        match effect {
+            Effect::Message(h) => {
+                if h.outgoing {
+                    self.pending.retain(|p| p.envelope_id != h.envelope_id);
+                }
+                seen.push(Seen::Shown {
+                    text: h.text,
+                    outgoing: h.outgoing,
+                });
+            }
+            Effect::Sent {
+                sent,
+                author,
+                at_ms,
+                ..
+            } if !sent.bundled => {
+                self.outbox.insert(
+                    sent.envelope_id,
+                    OutboxEntry {
+                        mailbox: self.peer.send_mailbox,
+                        envelope: sent.envelope,
+                        author,
+                        at_ms,
+                    },
+                );
+            }
+            Effect::Delivered { envelope_id } => {
+                self.outbox.remove(&envelope_id);
+                self.delivered_due.remove(&envelope_id);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `chorus-sim`: runs seeds of the simulator and prints what each strategy did.
+//!
+//! ```text
+//! chorus-sim --strategy all --seeds 10000      # the table in docs/strategies.md
+//! chorus-sim --strategy sequenced --seed 42    # one run, in detail
+//! chorus-sim --seed 42 --faults 0,3            # a shrunk replay: only those faults
+//! ```
+//!
+//! Exit status: 0 when every run kept every invariant, 1 when one did not (its seed,
+//! the faults left after shrinking and the command that replays it are printed), 2 for
+//! bad arguments.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use chorus_sim::{Config, Faults, Outcome, Stats, Strategy, run, shrink, simulated};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chorus-sim",
+    version,
+    about = "Deterministic simulator of Chorus multi-device strategies"
+)]
+struct Args {
+    /// The strategy: sequenced, leaderless, leader, primary, per-device, or all.
+    #[arg(long, default_value = "sequenced", value_parser = parse_strategies)]
+    strategy: Strategies,
+    /// How many seeds to run per strategy (from --start).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Run this one seed and print it in detail.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replay only these scheduled faults (indices, comma-separated; as a shrunk
+    /// failure prints them). Needs --seed.
+    #[arg(long, requires = "seed", value_delimiter = ',')]
+    faults: Option<Vec<usize>>,
+    /// No faults at all: a perfect network and devices that never crash.
+    #[arg(long)]
+    calm: bool,
+}
+
+/// The strategies `--strategy` names.
+#[derive(Clone, Debug)]
+struct Strategies(Vec<Strategy>);
+
+fn parse_strategies(s: &str) -> Result<Strategies, String> {
+    if s == "all" {
+        return Ok(Strategies(Strategy::ALL.to_vec()));
+    }
+    Strategy::parse(s)
+        .map(|x| Strategies(vec![x]))
+        .ok_or_else(|| {
+            format!(
+                "unknown strategy {s:?} (sequenced, leaderless, leader, primary, per-device, all)"
+            )
+        })
+}
+
+fn config(strategy: Strategy, seed: u64, args: &Args) -> Config {
+    let mut c = Config::for_seed(strategy, seed);
+    if args.calm {
+        c.faults = Faults::none();
+    }
+    c.keep = args.faults.as_ref().map(|f| f.iter().copied().collect());
+    c
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let strategies: BTreeSet<Strategy> = args.strategy.0.iter().copied().collect();
+    if let Some(seed) = args.seed {
+        let mut failed = false;
+        for &s in &strategies {
+            failed |= !one(s, seed, &args);
+        }
+        return if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    println!(
+        "{} seeds per strategy from {}, {} faults",
+        args.seeds,
+        args.start,
+        if args.calm { "no" } else { "hostile" }
+    );
+    let mut rows = Vec::new();
+    let mut failure = None;
+    for &s in &strategies {
+        if !simulated(s) {
+            rows.push(format!("| {s} | not simulated yet |"));
+            continue;
+        }
+        let started = Instant::now();
+        let mut total = Totals::default();
+        for seed in args.start..args.start.saturating_add(args.seeds) {
+            let c = config(s, seed, &args);
+            match run(&c, seed) {
+                Ok(o) => {
+                    if !o.passed() && failure.is_none() {
+                        failure = Some((s, seed));
+                    }
+                    total.add(&o);
+                }
+                Err(e) => {
+                    eprintln!("chorus-sim: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        rows.push(total.row(s, started.elapsed().as_secs_f64()));
+    }
+    println!("{}", Totals::HEADER);
+    for r in rows {
+        println!("{r}");
+    }
+    if let Some((s, seed)) = failure {
+        println!();
+        report_failure(s, seed, &args);
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs one seed and prints it; whether it passed.
+fn one(strategy: Strategy, seed: u64, args: &Args) -> bool {
+    let c = config(strategy, seed, args);
+    match run(&c, seed) {
+        Ok(o) => {
+            println!(
+                "strategy {strategy}, seed {seed}: devices {}+{}, {} messages, trace {}",
+                c.devices.0,
+                c.devices.1,
+                c.messages,
+                hex(&o.trace)
+            );
+            for (i, f) in o.schedule.iter().enumerate() {
+                println!("  fault {i}: {f}");
+            }
+            print_stats(&o.stats);
+            if o.passed() {
+                println!("  passed");
+                true
+            } else {
+                for v in &o.violations {
+                    println!("  VIOLATION: {v}");
+                }
+                false
+            }
+        }
+        Err(e) => {
+            eprintln!("chorus-sim: {e}");
+            false
+        }
+    }
+}
+
+fn report_failure(strategy: Strategy, seed: u64, args: &Args) {
+    let c = config(strategy, seed, args);
+    println!("FAILED: strategy {strategy}, seed {seed}; shrinking the fault schedule…");
+    match shrink(&c, seed) {
+        Ok((keep, o)) => {
+            for v in &o.violations {
+                println!("  VIOLATION: {v}");
+            }
+            for f in &o.schedule {
+                println!("  fault: {f}");
+            }
+            let list: Vec<String> = keep.iter().map(usize::to_string).collect();
+            let faults = if list.is_empty() {
+                String::new()
+            } else {
+                format!(" --faults {}", list.join(","))
+            };
+            let calm = if args.calm { " --calm" } else { "" };
+            println!("reproduce: chorus-sim --strategy {strategy} --seed {seed}{faults}{calm}");
+        }
+        Err(e) => eprintln!("chorus-sim: {e}"),
+    }
+}
+
+fn print_stats(s: &Stats) {
+    println!(
+        "  typed {}, delivered {}, lost {}, shown twice {}, dropped with a destroyed device {}, unavailable {}",
+        s.typed, s.delivered, s.lost, s.duplicated, s.dropped_with_device, s.unavailable
+    );
+    println!(
+        "  races lost {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
+        s.conflicts,
+        s.key_reuse,
+        s.requests,
+        s.bytes_up,
+        s.bytes_down,
+        s.timeouts,
+        s.faults,
+        s.destroyed
+    );
+    let mut l = s.latency_ms.clone();
+    l.sort_unstable();
+    println!(
+        "  latency p50 {} ms, max {} ms; settled {} ms after the window",
+        pct(&l, 50),
+        l.last().copied().unwrap_or(0),
+        s.converge_ms.map_or("never".into(), |m| m.to_string())
+    );
+}
+
+fn pct(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().take(8).map(|x| format!("{x:02x}")).collect()
+}
+
+#[derive(Default)]
+struct Totals {
+    runs: u64,
+    passed: u64,
+    s: Stats,
+    latency: Vec<u64>,
+    converge: Vec<u64>,
+}
+
+impl Totals {
+    const HEADER: &str = "| strategy | runs | passed | typed | delivered | lost | shown twice | dropped with destroyed device | races lost | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+    fn add(&mut self, o: &Outcome) {
+        self.runs += 1;
+        self.passed += u64::from(o.passed());
+        let s = &o.stats;
+        let t = &mut self.s;
+        t.typed += s.typed;
+        t.delivered += s.delivered;
+        t.lost += s.lost;
+        t.duplicated += s.duplicated;
+        t.dropped_with_device += s.dropped_with_device;
+        t.conflicts += s.conflicts;
+        t.key_reuse += s.key_reuse;
+        t.requests += s.requests;
+        t.bytes_up += s.bytes_up;
+        t.bytes_down += s.bytes_down;
+        t.typed_while_down += s.typed_while_down;
+        t.delivered_while_down += s.delivered_while_down;
+        self.latency.extend(&s.latency_ms);
+        if let Some(c) = s.converge_ms {
+            self.converge.push(c);
+        }
+    }
+
+    fn row(mut self, strategy: Strategy, seconds: f64) -> String {
+        self.latency.sort_unstable();
+        self.converge.sort_unstable();
+        let t = &self.s;
+        let per = |x: u64| x as f64 / t.typed.max(1) as f64;
+        format!(
+            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
+            self.runs,
+            self.passed,
+            t.typed,
+            t.delivered,
+            t.lost,
+            t.duplicated,
+            t.dropped_with_device,
+            t.conflicts,
+            t.key_reuse,
+            per(t.requests),
+            per(t.bytes_up + t.bytes_down),
+            pct(&self.latency, 50),
+            pct(&self.latency, 99),
+            pct(&self.converge, 50),
+            self.converge.last().copied().unwrap_or(0),
+            t.delivered_while_down,
+            t.typed_while_down,
+            seconds * 1e6 / t.typed.max(1) as f64,
+        )
+    }
+}

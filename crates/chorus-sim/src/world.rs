@@ -1,0 +1,687 @@
+//! One run: two identities, their devices, a relay and a network, on a virtual clock.
+//!
+//! Everything happens as events in one queue ordered by (time, insertion): a message
+//! typed, a request reaching the relay, a reply or a push reaching a device, a timeout,
+//! a fault. Every random choice is drawn from streams seeded from the run's seed (the
+//! network's, the workload's, each device's), so a seed replays byte for byte:
+//! [`Outcome::trace`] hashes every event processed.
+//!
+//! The run has a window in which messages are typed and faults strike, then a calm in
+//! which the network is perfect and every device comes back, and ends once every device
+//! has read everything and has nothing left to do (or at a deadline, which is a
+//! failure: no convergence). The checks in `check.rs` run on every step and at the end.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use chorus_core::{
+    Constellation, Contact, LocalIdentity, MemoryPrekeyStore, Parts, Roster, RosterSigner,
+    initiate, respond,
+};
+use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, EpochKey};
+use chorus_wire::{PrekeyBundle, SecurityLevel};
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use crate::check::Ledger;
+use crate::device::{Device, ELSEWHERE, HOME, Op, Peer, Status};
+use crate::faults::{Fault, FaultKind, Faults, schedule};
+use crate::relay::{Changed, Relay, Reply, Request};
+use crate::{Config, Outcome, SimError, Stats};
+
+/// A request with no reply after this long is given up on and retried (ms).
+pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
+/// An idle device looks at the relay this often without a push (ms).
+pub const POLL_MS: u64 = 5_000;
+/// After the window, how long the run may take to settle before it counts as not
+/// converging (ms).
+pub const SETTLE_MS: u64 = 600_000;
+
+enum Ev {
+    Type {
+        msg: usize,
+    },
+    Wake {
+        dev: usize,
+    },
+    AtRelay {
+        dev: usize,
+        req: u64,
+        request: Request,
+        copy: bool,
+    },
+    AtDevice {
+        dev: usize,
+        req: u64,
+        reply: Reply,
+    },
+    Push {
+        dev: usize,
+        log: bool,
+        mail: bool,
+    },
+    Timeout {
+        dev: usize,
+        req: u64,
+    },
+    Fault(usize),
+    Restart {
+        dev: usize,
+    },
+}
+
+impl Ev {
+    fn tag(&self) -> (u8, usize) {
+        match self {
+            Ev::Type { msg } => (0, *msg),
+            Ev::Wake { dev } => (1, *dev),
+            Ev::AtRelay { dev, .. } => (2, *dev),
+            Ev::AtDevice { dev, .. } => (3, *dev),
+            Ev::Push { dev, .. } => (4, *dev),
+            Ev::Timeout { dev, .. } => (5, *dev),
+            Ev::Fault(i) => (6, *i),
+            Ev::Restart { dev } => (7, *dev),
+        }
+    }
+}
+
+/// A request in flight, kept so a reply can be matched to what was sent.
+struct InFlight {
+    op: Op,
+    request: Request,
+    sent_ms: u64,
+}
+
+pub(crate) struct World {
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    next_event: u64,
+    next_req: u64,
+    devices: Vec<Device>,
+    /// Devices per identity (world indices).
+    members: [Vec<usize>; 2],
+    relay: Relay,
+    relay_down_until: u64,
+    lossy: Vec<(u64, u64, f64)>,
+    faults: Faults,
+    schedule: Vec<Fault>,
+    destroy_pending: BTreeSet<usize>,
+    net: StdRng,
+    inflight: BTreeMap<u64, InFlight>,
+    poll_at: Vec<Option<u64>>,
+    pub(crate) ledger: Ledger,
+    window_ms: u64,
+    trace: Sha256,
+    stats: Stats,
+}
+
+/// The two identities' keys and first sessions, and each device's state.
+fn setup(config: &Config, rng: &mut StdRng) -> Result<(Vec<Device>, [Vec<usize>; 2]), SimError> {
+    let bug = |what: &str| {
+        let what = what.to_owned();
+        move |e: &dyn std::fmt::Display| SimError::Setup(format!("{what}: {e}"))
+    };
+    let counts = [config.devices.0, config.devices.1];
+    let bundled = rng.random_bool(0.5);
+    // Identity keys, and one session between them (Alice initiated; one round trip).
+    let ids: Vec<LocalIdentity> = (0..2).map(|_| LocalIdentity::generate(rng)).collect();
+    let mut prekeys = MemoryPrekeyStore::default();
+    let bundle = PrekeyBundle {
+        identity: ids[1].keys().clone(),
+        signed_prekey: prekeys
+            .new_signed_prekey(&ids[1], rng)
+            .map_err(|e| bug("a signed prekey")(&e))?,
+        one_time_prekey: Some(prekeys.new_one_time_prekey(rng)),
+        pq_prekey: prekeys
+            .new_pq_prekey(&ids[1], false, rng)
+            .map_err(|e| bug("a PQ prekey")(&e))?,
+    };
+    let bundle = PrekeyBundle::decode(&bundle.encode()).map_err(|e| bug("our bundle")(&e))?;
+    let mut alice = initiate(&ids[0], &bundle, rng).map_err(|e| bug("the handshake")(&e))?;
+    let first = alice
+        .encrypt(b"hello", rng)
+        .map_err(|e| bug("the first message")(&e))?;
+    let mut bob = respond(&ids[1], &prekeys, &first.bytes)
+        .map_err(|e| bug("the answer")(&e))?
+        .session;
+    let reply = bob.encrypt(b"hi", rng).map_err(|e| bug("the reply")(&e))?;
+    alice
+        .decrypt(&reply)
+        .map_err(|e| bug("the reply opens")(&e))?;
+    let sessions = [alice, bob];
+    let peer_roots = [
+        *ids[1].keys().root.as_bytes(),
+        *ids[0].keys().root.as_bytes(),
+    ];
+
+    let mut devices = Vec::new();
+    let mut members: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    for ident in 0..2 {
+        let mut log_id = [0u8; 32];
+        rng.fill_bytes(&mut log_id);
+        let keys: Vec<DeviceSigningKey> = (0..counts[ident])
+            .map(|_| DeviceSigningKey::generate(rng))
+            .collect();
+        let dhs: Vec<DeviceDhSecret> = (0..counts[ident])
+            .map(|_| DeviceDhSecret::generate(rng))
+            .collect();
+        let root = ids[ident]
+            .root()
+            .ok_or_else(|| SimError::Setup("an identity without its root".into()))?;
+        let genesis = Roster::genesis(
+            root,
+            log_id,
+            keys[0].public_key(),
+            dhs[0].public_key(),
+            SecurityLevel::SharedRoot,
+            "device 0",
+            0,
+        )
+        .map_err(|e| bug("a genesis")(&e))?;
+        let mut roster =
+            Roster::from_genesis(log_id, &genesis).map_err(|e| bug("our genesis")(&e))?;
+        let mut entries = vec![genesis.as_bytes().to_vec()];
+        for (i, (k, d)) in keys.iter().zip(&dhs).enumerate().skip(1) {
+            let e = roster
+                .authorize(
+                    &RosterSigner::Root(root),
+                    k.public_key(),
+                    d.public_key(),
+                    &format!("device {i}"),
+                    0,
+                )
+                .map_err(|e| bug("an authorization")(&e))?;
+            roster.apply(&e).map_err(|e| bug("our authorization")(&e))?;
+            entries.push(e.as_bytes().to_vec());
+        }
+        let mut epoch = [0u8; 32];
+        rng.fill_bytes(&mut epoch);
+        let (recv, send) = (ident, 1 - ident);
+        for key in &keys {
+            let state = Constellation::restore(Parts {
+                log_id,
+                epoch: 1,
+                epoch_revoked: 0,
+                log_epoch: 1,
+                epoch_since_ms: 0,
+                roster: entries.clone(),
+                lamport: 0,
+                applied: 0,
+                chain: Vec::new(),
+                streams: Vec::new(),
+                seen: Vec::new(),
+                registers: Vec::new(),
+                contacts: vec![(
+                    peer_roots[ident],
+                    Contact {
+                        alias: "peer".into(),
+                        read_up_to: 0,
+                    },
+                )],
+                invitations: Vec::new(),
+            })
+            .map_err(|e| bug("our roster")(&e))?;
+            let s = &sessions[ident];
+            let session = chorus_core::Session::restore(&s.snapshot(), s.generation())
+                .map_err(|e| bug("a session copy")(&e))?;
+            members[ident].push(devices.len());
+            devices.push(Device::new(
+                ident,
+                *key.public_key().as_bytes(),
+                state,
+                EpochKey::from_bytes(&epoch),
+                session,
+                Peer {
+                    root: peer_roots[ident],
+                    send_mailbox: send,
+                    relay_url: if bundled { HOME } else { ELSEWHERE },
+                    recv_mailbox: recv,
+                },
+                StdRng::seed_from_u64(rng.random()),
+            ));
+        }
+    }
+    Ok((devices, members))
+}
+
+impl World {
+    pub(crate) fn new(config: &Config, seed: u64) -> Result<Self, SimError> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (mut devices, members) = setup(config, &mut rng)?;
+        let window_ms = config.window_ms;
+        for d in &mut devices {
+            if config.faults.skew_ms > 0 {
+                let s = config.faults.skew_ms as i64;
+                d.skew_ms = rng.random_range(-s..=s);
+            }
+        }
+        // Never destroy an identity's last device.
+        let destroyable: Vec<usize> = members
+            .iter()
+            .filter(|m| m.len() > 1)
+            .flat_map(|m| m.iter().copied())
+            .collect();
+        let mut schedule = schedule(
+            &config.faults,
+            window_ms,
+            devices.len(),
+            &destroyable,
+            &mut rng,
+        );
+        if let Some(keep) = &config.keep {
+            schedule = schedule
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep.contains(i))
+                .map(|(_, f)| f)
+                .collect();
+        }
+        let ndev = devices.len();
+        let mut relay = Relay::new(2, 2);
+        relay.ignore_guards = config.faults.relay_ignores_guards;
+        let mut w = Self {
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            next_req: 0,
+            devices,
+            members,
+            relay,
+            relay_down_until: 0,
+            lossy: Vec::new(),
+            faults: config.faults.clone(),
+            schedule: schedule.clone(),
+            destroy_pending: BTreeSet::new(),
+            net: StdRng::seed_from_u64(rng.random()),
+            inflight: BTreeMap::new(),
+            poll_at: vec![None; ndev],
+            ledger: Ledger::new(config.strategy),
+            window_ms,
+            trace: Sha256::new(),
+            stats: Stats::default(),
+        };
+        // The workload: who types what, when; bursts of simultaneous sends.
+        let mut work = StdRng::seed_from_u64(rng.random());
+        let mut typed = 0;
+        while typed < config.messages {
+            let at = work.random_range(0..window_ms.max(1));
+            let burst = if work.random_bool(0.2) {
+                work.random_range(2..=4)
+            } else {
+                1
+            };
+            for _ in 0..burst.min(config.messages - typed) {
+                let from = work.random_range(0..2usize);
+                let msg = w.ledger.plan(from, work.random_range(0..8));
+                w.push(at, Ev::Type { msg });
+                typed += 1;
+            }
+        }
+        for (i, f) in schedule.iter().enumerate() {
+            w.push(f.at, Ev::Fault(i));
+        }
+        for dev in 0..ndev {
+            w.push(0, Ev::Wake { dev });
+        }
+        Ok(w)
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, ev);
+        self.queue.push(Reverse((at, id)));
+    }
+
+    fn delay(&mut self) -> u64 {
+        let (lo, hi) = if self.now >= self.window_ms {
+            (5, 5)
+        } else {
+            self.faults.delay_ms
+        };
+        self.net.random_range(lo..=hi.max(lo))
+    }
+
+    /// Whether a message on the network is lost now.
+    fn lost(&mut self) -> bool {
+        if self.now >= self.window_ms {
+            return false;
+        }
+        let windowed = self
+            .lossy
+            .iter()
+            .filter(|(from, to, _)| (*from..*to).contains(&self.now))
+            .map(|(_, _, p)| *p)
+            .fold(0.0f64, f64::max);
+        let p = windowed.max(self.faults.loss);
+        p > 0.0 && self.net.random_bool(p.min(1.0))
+    }
+
+    fn reachable(&self, dev: usize) -> bool {
+        self.devices[dev].partitioned_until <= self.now && self.devices[dev].status == Status::Up
+    }
+
+    /// Lets a device act: sends its next request, or sleeps until the next poll.
+    fn kick(&mut self, dev: usize) {
+        let ledger = &self.ledger;
+        let texts = |msg: usize| ledger.text(msg);
+        let now = self.now;
+        let Some((op, request)) = self.devices[dev].next_request(now, &texts) else {
+            if self.devices[dev].status == Status::Up
+                && self.devices[dev].inflight.is_none()
+                && self.poll_at[dev].is_none_or(|t| t <= now)
+            {
+                self.poll_at[dev] = Some(now + POLL_MS);
+                self.push(now + POLL_MS, Ev::Wake { dev });
+            }
+            return;
+        };
+        let req = self.next_req;
+        self.next_req += 1;
+        self.devices[dev].inflight = Some((req, op.clone()));
+        self.stats.requests += 1;
+        self.stats.bytes_up += request.size() as u64;
+        if matches!(op, Op::Send(_)) {
+            self.stats.send_attempts += 1;
+        }
+        self.inflight.insert(
+            req,
+            InFlight {
+                op,
+                request: request.clone(),
+                sent_ms: now,
+            },
+        );
+        self.push(now + REQUEST_TIMEOUT_MS, Ev::Timeout { dev, req });
+        if !self.reachable(dev) || self.lost() {
+            return;
+        }
+        let d = self.delay();
+        self.push(
+            now + d,
+            Ev::AtRelay {
+                dev,
+                req,
+                request: request.clone(),
+                copy: false,
+            },
+        );
+        if self.now < self.window_ms
+            && self.faults.duplication > 0.0
+            && self.net.random_bool(self.faults.duplication)
+        {
+            let d = self.delay();
+            self.push(
+                now + d + 1,
+                Ev::AtRelay {
+                    dev,
+                    req,
+                    request,
+                    copy: true,
+                },
+            );
+        }
+    }
+
+    /// Runs to the end; returns the outcome.
+    pub(crate) fn run(mut self) -> Outcome {
+        let deadline = self.window_ms + SETTLE_MS;
+        let mut converged_at = None;
+        while let Some(Reverse((at, id))) = self.queue.pop() {
+            let Some(ev) = self.events.remove(&id) else {
+                continue;
+            };
+            self.now = at;
+            if at > deadline {
+                break;
+            }
+            let (k, who) = ev.tag();
+            self.trace.update([k]);
+            self.trace.update(at.to_be_bytes());
+            self.trace.update((who as u64).to_be_bytes());
+            self.step(ev);
+            if self.ledger.failed() {
+                break;
+            }
+            if at >= self.window_ms && self.settled() {
+                converged_at = Some(at);
+                break;
+            }
+        }
+        self.finish(converged_at)
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Type { msg } => {
+                let from = self.ledger.from(msg);
+                let up: Vec<usize> = self.members[from]
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.devices[d].status == Status::Up)
+                    .collect();
+                if up.is_empty() {
+                    self.ledger.unavailable(msg);
+                    return;
+                }
+                let dev = up[self.ledger.device_choice(msg) % up.len()];
+                let others_down = self.members[from]
+                    .iter()
+                    .any(|&d| d != dev && self.devices[d].status != Status::Up);
+                self.ledger.typed(msg, dev, self.now, others_down);
+                self.devices[dev].type_message(msg, self.now);
+                self.kick(dev);
+            }
+            Ev::Wake { dev } => {
+                if self.poll_at[dev].is_some_and(|t| t <= self.now) {
+                    self.poll_at[dev] = None;
+                    self.devices[dev].poke(true, true);
+                }
+                self.kick(dev);
+            }
+            Ev::AtRelay {
+                dev,
+                req,
+                request,
+                copy,
+            } => {
+                if self.now < self.relay_down_until {
+                    return;
+                }
+                let author = self.devices[dev].key;
+                let (reply, changed) = self.relay.handle(author, &request);
+                self.observe(&request, &reply, req);
+                self.push_changes(changed);
+                if copy || self.lost() || !self.reachable(dev) {
+                    return;
+                }
+                self.stats.bytes_down += reply.size() as u64;
+                let d = self.delay();
+                self.push(self.now + d, Ev::AtDevice { dev, req, reply });
+            }
+            Ev::AtDevice { dev, req, reply } => {
+                if self.devices[dev].inflight.as_ref().map(|(r, _)| *r) != Some(req) {
+                    return; // a late reply to a request given up on
+                }
+                let Some(flight) = self.inflight.remove(&req) else {
+                    return;
+                };
+                if let (Op::Send(_), Reply::Appended(_)) = (&flight.op, &reply)
+                    && self.destroy_pending.remove(&dev)
+                {
+                    // Its new ratchet key is in the log and maybe in the contact's
+                    // mailbox; the device never comes back.
+                    self.devices[dev].status = Status::Destroyed;
+                    self.devices[dev].inflight = None;
+                    self.stats.destroyed += 1;
+                    return;
+                }
+                self.stats.latency_rtt_ms += self.now - flight.sent_ms;
+                let seen = self.devices[dev].on_reply(flight.op, &flight.request, reply, self.now);
+                let ident = self.devices[dev].ident;
+                for s in seen {
+                    self.ledger.seen(dev, ident, s, self.now);
+                }
+                self.kick(dev);
+            }
+            Ev::Push { dev, log, mail } => {
+                self.devices[dev].poke(log, mail);
+                self.kick(dev);
+            }
+            Ev::Timeout { dev, req } => {
+                // Whatever became of the device, the request is over.
+                let pending = self.inflight.remove(&req).is_some();
+                if pending && self.devices[dev].inflight.as_ref().map(|(r, _)| *r) == Some(req) {
+                    self.devices[dev].inflight = None;
+                    self.stats.timeouts += 1;
+                    self.kick(dev);
+                }
+            }
+            Ev::Fault(i) => self.fault(i),
+            Ev::Restart { dev } => {
+                if matches!(self.devices[dev].status, Status::Down(_)) {
+                    self.devices[dev].restart();
+                    self.kick(dev);
+                }
+            }
+        }
+    }
+
+    fn fault(&mut self, i: usize) {
+        let Some(f) = self.schedule.get(i).cloned() else {
+            return;
+        };
+        self.stats.faults += 1;
+        match f.kind {
+            FaultKind::Crash { device, down_ms } => {
+                if self.devices[device].status == Status::Up {
+                    let until = self.now + down_ms;
+                    self.devices[device].status = Status::Down(until);
+                    self.devices[device].inflight = None;
+                    self.poll_at[device] = None;
+                    self.push(until, Ev::Restart { dev: device });
+                }
+            }
+            FaultKind::Partition { device, ms } => {
+                let d = &mut self.devices[device];
+                d.partitioned_until = d.partitioned_until.max(self.now + ms);
+                let until = d.partitioned_until;
+                self.push(until, Ev::Wake { dev: device });
+            }
+            FaultKind::RelayRestart { ms } => {
+                self.relay_down_until = self.relay_down_until.max(self.now + ms);
+            }
+            FaultKind::Lossy { ms, percent } => {
+                self.lossy
+                    .push((self.now, self.now + ms, f64::from(percent) / 100.0));
+            }
+            FaultKind::DestroyAfterSend { device } => {
+                self.destroy_pending.insert(device);
+            }
+        }
+    }
+
+    /// Pushes a wake-up to every device that reads what changed (the WebSocket).
+    fn push_changes(&mut self, changed: Changed) {
+        let (log, mailbox) = match changed {
+            Changed::Nothing => return,
+            Changed::Log(l, m) => (Some(l), m),
+            Changed::Mailbox(m) => (None, Some(m)),
+        };
+        for dev in 0..self.devices.len() {
+            let ident = self.devices[dev].ident;
+            let l = log == Some(ident);
+            // Mailbox `i` is identity `i`'s (the world's layout).
+            let m = mailbox == Some(ident);
+            if (l || m) && self.reachable(dev) && !self.lost() {
+                let d = self.delay();
+                self.push(
+                    self.now + d,
+                    Ev::Push {
+                        dev,
+                        log: l,
+                        mail: m,
+                    },
+                );
+            }
+        }
+    }
+
+    /// What the relay saw, for the checks: every envelope posted, every send logged.
+    fn observe(&mut self, request: &Request, reply: &Reply, req: u64) {
+        match (request, reply) {
+            (
+                Request::Append {
+                    post: Some((mailbox, id, bytes)),
+                    ..
+                },
+                Reply::Appended(_),
+            )
+            | (
+                Request::Post {
+                    mailbox,
+                    envelope_id: id,
+                    bytes,
+                },
+                Reply::Posted,
+            ) => self.ledger.posted(*mailbox, *id, bytes),
+            _ => {}
+        }
+        if let (Request::Append { .. }, Reply::Appended(_)) = (request, reply)
+            && let Some(InFlight {
+                op: Op::Send(msg), ..
+            }) = self.inflight.get(&req)
+        {
+            self.ledger.escrowed(*msg);
+        }
+    }
+
+    /// Past the window: every device up and idle, having read the whole log and
+    /// mailbox, nothing in flight.
+    fn settled(&self) -> bool {
+        self.inflight.is_empty()
+            && self.devices.iter().all(|d| match d.status {
+                Status::Destroyed => true,
+                Status::Down(_) => false,
+                Status::Up => {
+                    d.idle()
+                        && d.applied() == self.relay.log_len(d.ident)
+                        && d.mail_cursor() == self.relay.mailbox_len(d.ident)
+                }
+            })
+    }
+
+    fn finish(mut self, converged_at: Option<u64>) -> Outcome {
+        let live: Vec<(usize, &Device)> = self
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.status != Status::Destroyed)
+            .collect();
+        if converged_at.is_none() && !self.ledger.failed() {
+            self.ledger.violation(format!(
+                "no convergence within {} s after the window",
+                SETTLE_MS / 1000
+            ));
+        }
+        if !self.ledger.failed() {
+            self.ledger.check_end(&self.members, &live, &self.relay);
+        }
+        for (_, d) in &live {
+            self.trace.update(d.digest());
+            self.stats.conflicts += d.conflicts;
+        }
+        let trace: [u8; 32] = self.trace.finalize().into();
+        self.stats.converge_ms = converged_at.map(|t| t.saturating_sub(self.window_ms));
+        self.ledger.fill(&mut self.stats);
+        Outcome {
+            trace,
+            stats: self.stats,
+            violations: self.ledger.violations().to_vec(),
+            schedule: self.schedule,
+        }
+    }
+}
