@@ -461,6 +461,34 @@ pub struct Parts {
     pub invitations: Vec<[u8; 32]>,
 }
 
+impl Parts {
+    /// The parts of a log at `epoch` before any record: its roster entries and the
+    /// contacts already known (what a test or the simulator starts a device from).
+    pub fn fresh(
+        log_id: [u8; 32],
+        epoch: u32,
+        roster: Vec<Vec<u8>>,
+        contacts: Vec<([u8; 32], Contact)>,
+    ) -> Self {
+        Self {
+            log_id,
+            epoch,
+            epoch_revoked: 0,
+            log_epoch: epoch,
+            epoch_since_ms: 0,
+            roster,
+            lamport: 0,
+            applied: 0,
+            chain: Vec::new(),
+            streams: Vec::new(),
+            seen: Vec::new(),
+            registers: Vec::new(),
+            contacts,
+            invitations: Vec::new(),
+        }
+    }
+}
+
 /// The state every device of the identity derives from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Constellation {

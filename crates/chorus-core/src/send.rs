@@ -59,6 +59,9 @@ pub struct Outgoing<'a> {
     pub roll_seen: Option<RootPublicKey>,
     /// Now (milliseconds since the Unix epoch).
     pub now_ms: u64,
+    /// Take a fresh DH step rather than continue the open chain
+    /// ([`Session::step_on_next_send`]; `leaderless`).
+    pub fresh_step: bool,
 }
 
 impl Constellation {
@@ -115,6 +118,9 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         roll_seen: m.roll_seen,
     }
     .encode()?;
+    if m.fresh_step {
+        session.step_on_next_send();
+    }
     let (message, delta) = session.encrypt_escrowed(&payload, rng)?;
     Ok(sent_event(
         &m.to,

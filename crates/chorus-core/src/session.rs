@@ -245,6 +245,15 @@ impl Session {
         true
     }
 
+    /// Makes the next send take a fresh DH step instead of continuing the open chain.
+    /// Devices that send without coordinating (`leaderless`) each step on their own,
+    /// so two of them never encrypt under one message key: a concurrent send forks the
+    /// tree, which the peer merges, instead of spending a key the peer takes once.
+    pub fn step_on_next_send(&mut self) {
+        self.tree.close_sending();
+        self.generation += 1;
+    }
+
     /// [`Session::apply_send_delta`] for a delta folded after `revocations`
     /// revocations: the session first heals for any it has not, as the sending device
     /// did before it encrypted. A malformed delta changes nothing, the heal included.

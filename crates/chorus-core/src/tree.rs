@@ -326,17 +326,26 @@ impl Tree {
                 // restored from a stale snapshot). Continue the sibling we opened
                 // instead, if any; otherwise fork a fresh sibling from the same peer node
                 // rather than reuse a key.
-                let parent = n.parent.ok_or(SessionError::NotReady)?;
+                let parent = n.parent;
                 let open_sibling = self
                     .nodes
                     .iter()
                     .find(|(_, s)| {
-                        s.side == Side::Ours && s.sending.is_some() && s.parent == Some(parent)
+                        s.side == Side::Ours && s.sending.is_some() && s.parent == parent
                     })
                     .map(|(k, _)| *k);
                 match open_sibling {
                     Some(k) => k,
-                    None => self.step_from(parent, rng)?,
+                    None => {
+                        // The peer node it built on, if we still can build on it;
+                        // otherwise (pruned, or a chain seeded by the handshake) the
+                        // newest one we can.
+                        let from = parent
+                            .filter(|p| self.nodes.get(p).is_some_and(|p| p.root.is_some()))
+                            .or_else(|| self.newest_buildable_peer_node())
+                            .ok_or(SessionError::NotReady)?;
+                        self.step_from(from, rng)?
+                    }
                 }
             }
             _ => {

@@ -647,6 +647,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         rolls: Vec::new(),
         roll_seen: None,
         now_ms: 1000,
+        fresh_step: false,
     };
     // Two devices plan on the same folded state and session: both name version 0.
     let (mut mine, mut theirs) = (common::copy(&pair.alice), common::copy(&pair.alice));

@@ -43,6 +43,9 @@ pub(crate) struct Ledger {
     nonces: BTreeMap<([u8; 32], u32, [u8; 12]), [u8; 16]>,
     /// Envelope ids per mailbox.
     posted: BTreeMap<usize, BTreeSet<[u8; 16]>>,
+    /// Peer ratchet key built on → our ratchet keys built on it (two or more: a fork).
+    children: BTreeMap<[u8; 32], BTreeSet<[u8; 32]>>,
+    forks: u64,
     key_reuse: u64,
     lost: u64,
     duplicated: u64,
@@ -57,6 +60,8 @@ impl Ledger {
             keys: BTreeMap::new(),
             nonces: BTreeMap::new(),
             posted: BTreeMap::new(),
+            children: BTreeMap::new(),
+            forks: 0,
             key_reuse: 0,
             lost: 0,
             duplicated: 0,
@@ -119,10 +124,6 @@ impl Ledger {
         self.violations.push(what);
     }
 
-    pub(crate) fn failed(&self) -> bool {
-        !self.violations.is_empty()
-    }
-
     pub(crate) fn violations(&self) -> &[String] {
         &self.violations
     }
@@ -138,6 +139,12 @@ impl Ledger {
         };
         let sender = *h.sender.as_bytes();
         let nonce = *h.nonce.as_bytes();
+        if let Some(parent) = h.parent {
+            let children = self.children.entry(*parent.as_bytes()).or_default();
+            if children.insert(sender) && children.len() == 2 {
+                self.forks += 1;
+            }
+        }
         if let Some(other) = self.nonces.insert((sender, h.counter, nonce), id)
             && other != id
         {
@@ -206,10 +213,11 @@ impl Ledger {
         members: &[Vec<usize>; 2],
         live: &[(usize, &Device)],
         relay: &Relay,
-    ) {
+    ) -> bool {
         let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
         let mut problems = Vec::new();
         let mut lost = 0;
+        let mut one_state = true;
         for (i, m) in self.msgs.iter().enumerate() {
             let Some((dev, _)) = m.typed else { continue };
             if !m.escrowed {
@@ -230,15 +238,22 @@ impl Ledger {
             }
         }
         for (ident, devs) in members.iter().enumerate() {
-            let states: BTreeSet<_> = live
+            let folded: BTreeSet<_> = live
                 .iter()
                 .filter(|(i, _)| devs.contains(i))
-                .map(|(_, d)| (d.digest(), d.session_digest()))
+                .map(|(_, d)| d.digest())
                 .collect();
-            if states.len() > 1 {
+            let sessions: BTreeSet<_> = live
+                .iter()
+                .filter(|(i, _)| devs.contains(i))
+                .map(|(_, d)| d.session_digest())
+                .collect();
+            if folded.len() > 1 || sessions.len() > 1 {
+                one_state = false;
                 problems.push(format!(
-                    "identity {ident}'s devices did not converge: {} different states",
-                    states.len()
+                    "identity {ident}'s devices did not converge: {} folded states, {} ratchet states",
+                    folded.len(),
+                    sessions.len()
                 ));
             }
             // The contact's mailbox holds one envelope per message sent to it.
@@ -256,11 +271,13 @@ impl Ledger {
         }
         self.lost += lost;
         self.violations.extend(problems);
+        one_state
     }
 
     /// Adds the run's message counts to `stats`.
-    pub(crate) fn fill(&self, stats: &mut Stats) {
+    pub(crate) fn fill(&self, stats: &mut Stats, alive: &BTreeSet<usize>) {
         stats.key_reuse += self.key_reuse;
+        stats.forks += self.forks;
         stats.lost += self.lost;
         stats.duplicated += self.duplicated;
         for m in &self.msgs {
@@ -268,7 +285,7 @@ impl Ledger {
                 stats.unavailable += 1;
                 continue;
             }
-            let Some((_, typed_ms)) = m.typed else {
+            let Some((dev, typed_ms)) = m.typed else {
                 continue;
             };
             stats.typed += 1;
@@ -276,7 +293,11 @@ impl Ledger {
                 stats.typed_while_down += 1;
             }
             if !m.escrowed {
-                stats.dropped_with_device += 1;
+                // A run stopped at a violation leaves messages unsent on live devices:
+                // only those of a destroyed device are dropped with it.
+                if !alive.contains(&dev) {
+                    stats.dropped_with_device += 1;
+                }
                 continue;
             }
             if let Some(at) = m.received_ms {

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use chorus_core::route::{Failure, Next, after_failure};
 use chorus_core::{
     Constellation, Effect, EncryptedMessage, MessageKind, Outcome, Outgoing, Pending, Recipient,
-    Record, Session, Sessions,
+    Record, Session, Sessions, Strategy,
 };
 use chorus_crypto::EpochKey;
 use chorus_wire::{Envelope, EventKind, Payload};
@@ -133,6 +133,8 @@ pub struct Device {
     pub partitioned_until: u64,
     /// Added to the world's clock for every time this device writes.
     pub skew_ms: i64,
+    /// How it sends (`sequenced`: guarded; `leaderless`: unguarded, at once).
+    pub strategy: Strategy,
     state: Constellation,
     epoch_key: EpochKey,
     sessions: BTreeMap<[u8; 32], Session>,
@@ -144,15 +146,23 @@ pub struct Device {
     /// Envelopes this device posted, awaiting their `Delivered`.
     delivered_due: BTreeSet<[u8; 16]>,
     mail_cursor: u64,
+    /// Envelope ids in the history.
+    history: BTreeSet<[u8; 16]>,
     /// The envelope at the cursor waits for a fold (`after_failure`'s `FoldAndRetry`).
     retry_after_fold: bool,
     /// The request in flight: its id and what it is for (lost on a crash).
     pub inflight: Option<(u64, Op)>,
     log_dirty: bool,
     mail_dirty: bool,
+    /// The log was read to its end since the last send (leaderless reads before it
+    /// sends).
+    synced: bool,
     rng: StdRng,
     /// Guard conflicts met (a sibling sent first).
     pub conflicts: u64,
+    /// What went wrong that a correct core never does (the world turns each into a
+    /// violation).
+    pub problems: Vec<String>,
 }
 
 impl Device {
@@ -174,6 +184,7 @@ impl Device {
             status: Status::Up,
             partitioned_until: 0,
             skew_ms: 0,
+            strategy: Strategy::Sequenced,
             state,
             epoch_key,
             sessions,
@@ -182,12 +193,15 @@ impl Device {
             outbox: BTreeMap::new(),
             delivered_due: BTreeSet::new(),
             mail_cursor: 0,
+            history: BTreeSet::new(),
             retry_after_fold: false,
             inflight: None,
             log_dirty: true,
             mail_dirty: true,
+            synced: false,
             rng,
             conflicts: 0,
+            problems: Vec::new(),
         }
     }
 
@@ -200,6 +214,7 @@ impl Device {
     /// On restart the device syncs everything, as the client does when it starts.
     pub fn restart(&mut self) {
         self.inflight = None;
+        self.synced = false;
         self.log_dirty = true;
         self.mail_dirty = true;
         self.retry_after_fold = false;
@@ -277,12 +292,28 @@ impl Device {
                 },
             ));
         }
+        if self.strategy == Strategy::Leaderless && !self.pending.is_empty() && !self.synced {
+            // Leaderless waits for no guard, but reads the log to its end before it
+            // sends (the design note's "heuristics to avoid" forks): a device that
+            // sends on a stale state builds on peer keys the peer may have deleted.
+            self.log_dirty = true;
+            return Some((
+                Op::ReadLog,
+                Request::ReadLog {
+                    log,
+                    from: self.state.applied() + 1,
+                },
+            ));
+        }
         if let Some(p) = self.pending.front().cloned() {
             match self.plan(&p, world_ms, &text(p.msg)) {
-                Some(request) => return Some((Op::Send(p.msg), request)),
-                None => {
-                    // Unsendable (a core refusal): nothing else can come of it.
+                Ok(request) => return Some((Op::Send(p.msg), request)),
+                Err(why) => {
+                    // The core refused to encrypt it: nothing else can come of it,
+                    // and the run fails on it.
                     self.pending.pop_front();
+                    self.problems
+                        .push(format!("m{} could not be sent: {why}", p.msg));
                 }
             }
         }
@@ -297,16 +328,22 @@ impl Device {
         }
         let now = self.now(world_ms);
         if let Some(id) = self.delivered_due.iter().next().copied() {
-            let records = self
-                .state
-                .seal_batch(
-                    &self.epoch_key,
-                    self.key,
-                    vec![Pending::free(EventKind::Delivered { envelope_id: id })],
-                    now,
-                    &mut self.rng,
-                )
-                .ok()?;
+            let records = self.state.seal_batch(
+                &self.epoch_key,
+                self.key,
+                vec![Pending::free(EventKind::Delivered { envelope_id: id })],
+                now,
+                &mut self.rng,
+            );
+            let records = match records {
+                Ok(r) => r,
+                Err(e) => {
+                    self.delivered_due.remove(&id);
+                    self.problems
+                        .push(format!("a Delivered record could not be sealed: {e}"));
+                    return None;
+                }
+            };
             return Some((
                 Op::Delivered(id),
                 Request::Append {
@@ -334,10 +371,14 @@ impl Device {
 
     /// Plans a send on the folded state: the `Sent` record guarded at the folded
     /// version, bundled with its envelope when the contact's mailbox is at home.
-    fn plan(&mut self, p: &PendingSend, world_ms: u64, text: &str) -> Option<Request> {
-        let session = self.sessions.get(&self.peer.root)?;
+    fn plan(&mut self, p: &PendingSend, world_ms: u64, text: &str) -> Result<Request, String> {
+        let session = self
+            .sessions
+            .get(&self.peer.root)
+            .ok_or("no session with the contact")?;
         // The session moves on only through the fold of the record: plan on a copy.
-        let mut scratch = Session::restore(&session.snapshot(), session.generation()).ok()?;
+        let mut scratch = Session::restore(&session.snapshot(), session.generation())
+            .map_err(|e| e.to_string())?;
         let guarded = self
             .state
             .plan_send(
@@ -354,12 +395,13 @@ impl Device {
                     rolls: Vec::new(),
                     roll_seen: None,
                     now_ms: self.now(world_ms),
+                    fresh_step: self.strategy == Strategy::Leaderless,
                 },
                 HOME,
                 &mut scratch,
                 &mut self.rng,
             )
-            .ok()?;
+            .map_err(|e| e.to_string())?;
         let post = match &guarded.event {
             EventKind::Sent(sent) if sent.bundled => Some((
                 self.peer.send_mailbox,
@@ -368,17 +410,25 @@ impl Device {
             )),
             _ => None,
         };
+        // Sequenced: guarded on the session stream at the folded version, so a
+        // sibling's send in between refuses it. Leaderless: no guard; a send planned
+        // on the same state as a sibling's forks the ratchet (or reuses its message
+        // key), and the tree merges what every device folds.
+        let pending = match self.strategy {
+            Strategy::Leaderless => Pending::free(guarded.event),
+            _ => Pending::from(guarded),
+        };
         let records = self
             .state
             .seal_batch(
                 &self.epoch_key,
                 self.key,
-                vec![Pending::from(guarded)],
+                vec![pending],
                 self.now(world_ms),
                 &mut self.rng,
             )
-            .ok()?;
-        Some(Request::Append {
+            .map_err(|e| e.to_string())?;
+        Ok(Request::Append {
             log: self.ident,
             records,
             post,
@@ -396,6 +446,9 @@ impl Device {
                 self.log_dirty = true;
             }
             (op, Reply::Appended(seqs)) => {
+                if matches!(op, Op::Send(_)) {
+                    self.synced = false;
+                }
                 // Fold our own records from the bytes sent when they come right after
                 // the folded cursor (the client's `fold_own`); read the log otherwise.
                 let follows = seqs
@@ -424,6 +477,7 @@ impl Device {
             (_, Reply::Log(page)) => {
                 if page.is_empty() {
                     self.log_dirty = false;
+                    self.synced = true;
                     if self.retry_after_fold {
                         // Caught up: the envelope at the cursor is taken once more.
                         self.mail_dirty = true;
@@ -437,7 +491,7 @@ impl Device {
                 if entries.is_empty() {
                     self.mail_dirty = false;
                 }
-                for (seq, _, bytes) in entries {
+                for (seq, id, bytes) in entries {
                     if seq != self.mail_cursor + 1 {
                         break;
                     }
@@ -445,10 +499,12 @@ impl Device {
                         Ok(text) => {
                             self.mail_cursor = seq;
                             self.retry_after_fold = false;
-                            seen.push(Seen::Shown {
-                                text,
-                                outgoing: false,
-                            });
+                            if self.history.insert(id) {
+                                seen.push(Seen::Shown {
+                                    text,
+                                    outgoing: false,
+                                });
+                            }
                         }
                         Err(failure) => match after_failure(failure, self.retry_after_fold) {
                             Next::FoldAndRetry => {
@@ -554,6 +610,11 @@ impl Device {
             Effect::Message(h) => {
                 if h.outgoing {
                     self.pending.retain(|p| p.envelope_id != h.envelope_id);
+                }
+                // The history keeps one entry per envelope id, as the client's store
+                // does (a send re-done after a lost answer logs the id twice).
+                if !self.history.insert(h.envelope_id) {
+                    return;
                 }
                 seen.push(Seen::Shown {
                     text: h.text,

@@ -110,8 +110,10 @@ pub struct Stats {
     pub delivered_while_down: u64,
     /// Races lost (a guarded append refused because a sibling sent first).
     pub conflicts: u64,
-    /// Message keys used for two envelopes (forks).
+    /// Message keys used for two envelopes.
     pub key_reuse: u64,
+    /// Ratchet forks: a peer key two of an identity's ratchet keys were built on.
+    pub forks: u64,
     /// Requests to the relay.
     pub requests: u64,
     /// Bytes sent to the relay (payloads).
@@ -132,6 +134,9 @@ pub struct Stats {
     pub latency_rtt_ms: u64,
     /// From the end of the window to every device settled (ms).
     pub converge_ms: Option<u64>,
+    /// Every device settled and each identity's devices hold one state (whatever
+    /// else went wrong).
+    pub converged: bool,
 }
 
 /// What a run did.
@@ -175,7 +180,7 @@ impl Config {
 
 /// Whether the simulator runs a strategy yet.
 pub fn simulated(strategy: Strategy) -> bool {
-    matches!(strategy, Strategy::Sequenced)
+    matches!(strategy, Strategy::Sequenced | Strategy::Leaderless)
 }
 
 /// Shrinks a failing run: drops scheduled faults one at a time while the run still

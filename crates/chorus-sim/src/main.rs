@@ -38,11 +38,29 @@ struct Args {
     seed: Option<u64>,
     /// Replay only these scheduled faults (indices, comma-separated; as a shrunk
     /// failure prints them). Needs --seed.
-    #[arg(long, requires = "seed", value_delimiter = ',')]
-    faults: Option<Vec<usize>>,
+    #[arg(long, requires = "seed", value_parser = parse_faults)]
+    faults: Option<FaultList>,
     /// No faults at all: a perfect network and devices that never crash.
     #[arg(long)]
     calm: bool,
+}
+
+/// The scheduled faults `--faults` keeps.
+#[derive(Clone, Debug)]
+struct FaultList(BTreeSet<usize>);
+
+fn parse_faults(s: &str) -> Result<FaultList, String> {
+    if s == "none" {
+        return Ok(FaultList(BTreeSet::new()));
+    }
+    s.split(',')
+        .map(|i| {
+            i.trim()
+                .parse()
+                .map_err(|_| format!("{i:?} is not a fault index (a list like 0,3, or none)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(FaultList)
 }
 
 /// The strategies `--strategy` names.
@@ -67,7 +85,7 @@ fn config(strategy: Strategy, seed: u64, args: &Args) -> Config {
     if args.calm {
         c.faults = Faults::none();
     }
-    c.keep = args.faults.as_ref().map(|f| f.iter().copied().collect());
+    c.keep = args.faults.as_ref().map(|f| f.0.clone());
     c
 }
 
@@ -175,7 +193,7 @@ fn report_failure(strategy: Strategy, seed: u64, args: &Args) {
             }
             let list: Vec<String> = keep.iter().map(usize::to_string).collect();
             let faults = if list.is_empty() {
-                String::new()
+                " --faults none".to_owned()
             } else {
                 format!(" --faults {}", list.join(","))
             };
@@ -192,8 +210,9 @@ fn print_stats(s: &Stats) {
         s.typed, s.delivered, s.lost, s.duplicated, s.dropped_with_device, s.unavailable
     );
     println!(
-        "  races lost {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
+        "  races lost {}, forks {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
         s.conflicts,
+        s.forks,
         s.key_reuse,
         s.requests,
         s.bytes_up,
@@ -227,17 +246,19 @@ fn hex(b: &[u8]) -> String {
 struct Totals {
     runs: u64,
     passed: u64,
+    converged: u64,
     s: Stats,
     latency: Vec<u64>,
     converge: Vec<u64>,
 }
 
 impl Totals {
-    const HEADER: &str = "| strategy | runs | passed | typed | delivered | lost | shown twice | dropped with destroyed device | races lost | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | dropped with destroyed device | races lost | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn add(&mut self, o: &Outcome) {
         self.runs += 1;
         self.passed += u64::from(o.passed());
+        self.converged += u64::from(o.stats.converged);
         let s = &o.stats;
         let t = &mut self.s;
         t.typed += s.typed;
@@ -247,6 +268,7 @@ impl Totals {
         t.dropped_with_device += s.dropped_with_device;
         t.conflicts += s.conflicts;
         t.key_reuse += s.key_reuse;
+        t.forks += s.forks;
         t.requests += s.requests;
         t.bytes_up += s.bytes_up;
         t.bytes_down += s.bytes_down;
@@ -264,15 +286,17 @@ impl Totals {
         let t = &self.s;
         let per = |x: u64| x as f64 / t.typed.max(1) as f64;
         format!(
-            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
+            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
             self.runs,
             self.passed,
+            self.converged,
             t.typed,
             t.delivered,
             t.lost,
             t.duplicated,
             t.dropped_with_device,
             t.conflicts,
+            t.forks,
             t.key_reuse,
             per(t.requests),
             per(t.bytes_up + t.bytes_down),

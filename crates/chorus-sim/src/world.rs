@@ -200,28 +200,16 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<(Vec<Device>, [Vec<usize>;
         rng.fill_bytes(&mut epoch);
         let (recv, send) = (ident, 1 - ident);
         for key in &keys {
-            let state = Constellation::restore(Parts {
+            let contact = Contact {
+                alias: "peer".into(),
+                read_up_to: 0,
+            };
+            let state = Constellation::restore(Parts::fresh(
                 log_id,
-                epoch: 1,
-                epoch_revoked: 0,
-                log_epoch: 1,
-                epoch_since_ms: 0,
-                roster: entries.clone(),
-                lamport: 0,
-                applied: 0,
-                chain: Vec::new(),
-                streams: Vec::new(),
-                seen: Vec::new(),
-                registers: Vec::new(),
-                contacts: vec![(
-                    peer_roots[ident],
-                    Contact {
-                        alias: "peer".into(),
-                        read_up_to: 0,
-                    },
-                )],
-                invitations: Vec::new(),
-            })
+                1,
+                entries.clone(),
+                vec![(peer_roots[ident], contact)],
+            ))
             .map_err(|e| bug("our roster")(&e))?;
             let s = &sessions[ident];
             let session = chorus_core::Session::restore(&s.snapshot(), s.generation())
@@ -252,6 +240,7 @@ impl World {
         let (mut devices, members) = setup(config, &mut rng)?;
         let window_ms = config.window_ms;
         for d in &mut devices {
+            d.strategy = config.strategy;
             if config.faults.skew_ms > 0 {
                 let s = config.faults.skew_ms as i64;
                 d.skew_ms = rng.random_range(-s..=s);
@@ -369,7 +358,11 @@ impl World {
         let ledger = &self.ledger;
         let texts = |msg: usize| ledger.text(msg);
         let now = self.now;
-        let Some((op, request)) = self.devices[dev].next_request(now, &texts) else {
+        let next = self.devices[dev].next_request(now, &texts);
+        for p in std::mem::take(&mut self.devices[dev].problems) {
+            self.ledger.violation(format!("device {dev}: {p}"));
+        }
+        let Some((op, request)) = next else {
             if self.devices[dev].status == Status::Up
                 && self.devices[dev].inflight.is_none()
                 && self.poll_at[dev].is_none_or(|t| t <= now)
@@ -443,9 +436,6 @@ impl World {
             self.trace.update(at.to_be_bytes());
             self.trace.update((who as u64).to_be_bytes());
             self.step(ev);
-            if self.ledger.failed() {
-                break;
-            }
             if at >= self.window_ms && self.settled() {
                 converged_at = Some(at);
                 break;
@@ -661,22 +651,22 @@ impl World {
             .enumerate()
             .filter(|(_, d)| d.status != Status::Destroyed)
             .collect();
-        if converged_at.is_none() && !self.ledger.failed() {
+        if converged_at.is_none() {
             self.ledger.violation(format!(
                 "no convergence within {} s after the window",
                 SETTLE_MS / 1000
             ));
         }
-        if !self.ledger.failed() {
-            self.ledger.check_end(&self.members, &live, &self.relay);
-        }
+        let one_state = self.ledger.check_end(&self.members, &live, &self.relay);
+        self.stats.converged = converged_at.is_some() && one_state;
         for (_, d) in &live {
             self.trace.update(d.digest());
             self.stats.conflicts += d.conflicts;
         }
+        let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
         let trace: [u8; 32] = self.trace.finalize().into();
         self.stats.converge_ms = converged_at.map(|t| t.saturating_sub(self.window_ms));
-        self.ledger.fill(&mut self.stats);
+        self.ledger.fill(&mut self.stats, &alive);
         Outcome {
             trace,
             stats: self.stats,

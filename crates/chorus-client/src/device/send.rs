@@ -159,6 +159,7 @@ impl Device {
             rolls: self.rolls_for(row, rolls),
             roll_seen,
             now_ms: u64::try_from(self.now()).unwrap_or(0),
+            fresh_step: false,
         })
     }
 

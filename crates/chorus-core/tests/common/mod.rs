@@ -109,21 +109,6 @@ pub fn restored_at(
     roster: Vec<Vec<u8>>,
     contacts: Vec<([u8; 32], chorus_core::Contact)>,
 ) -> chorus_core::Constellation {
-    chorus_core::Constellation::restore(chorus_core::Parts {
-        log_id,
-        epoch,
-        epoch_revoked: 0,
-        log_epoch: epoch,
-        epoch_since_ms: 0,
-        roster,
-        lamport: 0,
-        applied: 0,
-        chain: Vec::new(),
-        streams: Vec::new(),
-        seen: Vec::new(),
-        registers: Vec::new(),
-        contacts,
-        invitations: Vec::new(),
-    })
-    .unwrap()
+    chorus_core::Constellation::restore(chorus_core::Parts::fresh(log_id, epoch, roster, contacts))
+        .unwrap()
 }
