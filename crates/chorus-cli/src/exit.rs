@@ -82,6 +82,7 @@ impl From<ClientError> for Failure {
             | E::AmbiguousContact { .. }
             | E::AmbiguousDevice { .. }
             | E::Rejected(_)
+            | E::StrategyNotBuilt(_)
             | E::Refused(_) => INVALID,
             E::LinkExpired
             | E::LinkCodeUsed

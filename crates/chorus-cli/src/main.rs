@@ -70,6 +70,34 @@ enum Security {
     PrimaryRoot,
 }
 
+/// `--strategy`: how this identity's devices send as one (`docs/strategies.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StrategyArg {
+    /// Any device sends; a sibling's send at the same moment makes it encrypt again.
+    Sequenced,
+    /// Any device sends without waiting; simultaneous sends fork the ratchet.
+    Leaderless,
+    /// One device holds a lease and sends for the others (not built yet).
+    Leader,
+    /// One device holds each conversation (not built yet).
+    Primary,
+    /// Signal's model: contacts see every device (not built yet).
+    PerDevice,
+}
+
+impl From<StrategyArg> for chorus_wire::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        use chorus_wire::Strategy as S;
+        match s {
+            StrategyArg::Sequenced => S::Sequenced,
+            StrategyArg::Leaderless => S::Leaderless,
+            StrategyArg::Leader => S::Leader,
+            StrategyArg::Primary => S::Primary,
+            StrategyArg::PerDevice => S::PerDevice,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a relay.
@@ -94,6 +122,9 @@ enum Command {
         /// recover` makes a new device the primary if this one is lost.
         #[arg(long, value_enum, default_value = "shared-root")]
         security: Security,
+        /// How the identity's devices send as one (`chorus strategy` changes it later).
+        #[arg(long, value_enum, default_value = "sequenced")]
+        strategy: StrategyArg,
         /// Print the recovery code without a QR.
         #[arg(long)]
         no_qr: bool,
@@ -109,6 +140,12 @@ enum Command {
         /// This device's name, as `chorus devices` lists it.
         #[arg(long, default_value = "recovered device")]
         device_name: String,
+    },
+    /// Show the identity's multi-device strategy, or set it for every device.
+    Strategy {
+        /// The strategy to use from now on.
+        #[arg(value_enum)]
+        set: Option<StrategyArg>,
     },
     /// The identity's security settings.
     Security {
@@ -451,9 +488,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             name,
             device_name,
             security,
+            strategy,
             no_qr,
         } => {
             let home = home(&cli)?;
+            let strategy = chorus_wire::Strategy::from(*strategy);
+            if !matches!(
+                strategy,
+                chorus_wire::Strategy::Sequenced | chorus_wire::Strategy::Leaderless
+            ) {
+                // Refused before anything is created.
+                return Err(ClientError::StrategyNotBuilt(strategy).into());
+            }
             let device = Device::init_with(
                 &home,
                 unlock(&cli, true)?,
@@ -467,7 +513,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 options(&cli),
             )
             .await?;
+            if strategy != chorus_wire::Strategy::Sequenced {
+                device.set_strategy(strategy).await?;
+            }
             println!("Created identity {:?} in {}", device.name(), home.display());
+            if strategy != chorus_wire::Strategy::Sequenced {
+                println!("Strategy:      {strategy}");
+            }
             if *security == Security::PrimaryRoot {
                 println!(
                     "Security:      primary-root (the root key stays on this device: only it links devices and creates invitations)"
@@ -481,6 +533,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Recover { relay, device_name } => recover::run(&cli, relay, device_name).await,
+        Command::Strategy { set: None } => {
+            let device = open(&cli).await?;
+            device.sync_log().await?;
+            println!("{}", device.strategy().await?);
+            Ok(())
+        }
+        Command::Strategy { set: Some(s) } => {
+            let device = open(&cli).await?;
+            let strategy = chorus_wire::Strategy::from(*s);
+            match device.set_strategy(strategy).await?.0 {
+                true => println!(
+                    "Strategy is now {strategy} on every device (each follows when it syncs)."
+                ),
+                false => println!("The identity already uses {strategy}."),
+            }
+            Ok(())
+        }
         Command::Security {
             command: SecurityCommand::Set { level, no_qr },
         } => {

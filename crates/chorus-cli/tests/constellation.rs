@@ -935,3 +935,109 @@ fn a_roll_killed_before_the_relay_heard_of_it_is_finished_by_the_next_roll() {
     link(&laptop, &tablet, &relay, "tablet");
     assert_eq!(address(&tablet), address(&laptop));
 }
+
+#[test]
+fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let alice: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.path().join(format!("alice{i}")))
+        .collect();
+    let bob = dir.path().join("bob");
+    let out = ok(
+        &alice[0],
+        &[
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--strategy",
+            "leaderless",
+        ],
+    );
+    assert!(out.contains("Strategy:      leaderless"), "{out}");
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&alice[0], &alice[1], &relay, "phone");
+    link(&alice[0], &alice[2], &relay, "tablet");
+    // A linked device folds the choice from the log.
+    assert_eq!(ok(&alice[2], &["strategy"]).trim(), "leaderless");
+    let code = ok(&alice[1], &["invite", "--no-qr"]);
+    ok(&bob, &["accept", code.trim()]);
+    ok(&bob, &["send", "alice", "hi alice"]);
+    for home in alice.iter().chain([&bob]) {
+        ok(home, &["sync"]);
+    }
+
+    // Three devices send at once, waiting on no guard: 15 messages each.
+    let mut senders = Vec::new();
+    for (i, home) in alice.iter().enumerate() {
+        let home = home.clone();
+        senders.push(thread::spawn(move || {
+            for n in 0..15 {
+                ok(&home, &["send", "bob", &format!("device {i} message {n}")]);
+            }
+        }));
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    ok(&bob, &["sync"]);
+    ok(&bob, &["send", "alice", "got them all"]);
+    for _ in 0..2 {
+        for home in alice.iter().chain([&bob]) {
+            ok(home, &["sync"]);
+        }
+    }
+    let reference = history(&alice[0], "bob");
+    assert_eq!(reference.len(), 47, "nothing lost, nothing duplicated");
+    let mut unique = reference.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 47);
+    for home in &alice[1..] {
+        assert_eq!(history(home, "bob"), reference, "{}", home.display());
+    }
+    let mut at_bob: Vec<(bool, String)> = history(&bob, "alice")
+        .into_iter()
+        .map(|(o, t)| (!o, t))
+        .collect();
+    let mut mine = reference;
+    at_bob.sort();
+    mine.sort();
+    assert_eq!(at_bob, mine, "bob read every message of every device");
+    // Back to sequenced, for every device.
+    ok(&alice[1], &["strategy", "sequenced"]);
+    ok(&alice[0], &["sync"]);
+    assert_eq!(ok(&alice[0], &["strategy"]).trim(), "sequenced");
+}
+
+#[test]
+fn a_strategy_not_built_yet_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let home = dir.path().join("alice");
+    let err = fails(
+        &home,
+        &[
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--strategy",
+            "leader",
+        ],
+        6,
+    );
+    assert!(err.contains("strategy leader is not built yet"), "{err}");
+    // Nothing was created: the home holds no identity.
+    assert!(fails(&home, &["strategy"], 3).contains("chorus init"));
+    ok(&home, &["init", "--relay", &relay.url, "--name", "alice"]);
+    let err = fails(&home, &["strategy", "per-device"], 6);
+    assert!(err.contains("not built yet"), "{err}");
+    let out = chorus(&home, &["strategy", "multi-home"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'multi-home'"));
+    assert_eq!(ok(&home, &["strategy"]).trim(), "sequenced");
+}

@@ -163,6 +163,10 @@ pub enum ClientError {
     /// An empty message.
     #[error("the message is empty")]
     EmptyMessage,
+
+    /// A multi-device strategy this client does not implement yet.
+    #[error("strategy {0} is not built yet (sequenced and leaderless are; see docs/strategies.md)")]
+    StrategyNotBuilt(chorus_core::Strategy),
     /// An envelope refused for a protocol reason.
     #[error("{0}")]
     Rejected(&'static str),

@@ -218,6 +218,13 @@ impl Log {
         Ok((held.state.epoch(), held.key.clone()))
     }
 
+    /// The identity's multi-device strategy, as folded.
+    pub(crate) async fn strategy(&self) -> Result<chorus_core::Strategy, ClientError> {
+        let mut slot = self.fold.lock().await;
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(self.folded(&mut slot, &mut conn).await?.state.strategy())
+    }
+
     /// The folded state and a store transaction that agree: the state is restored if
     /// another process on this store folded since, inside the same transaction. A send
     /// decides on it (the session read in `tx` is the one the state's stream version

@@ -17,6 +17,12 @@ pub const MAX_FORWARD_JUMP: u32 = 25_000;
 /// its siblings' sends before the answers to them; see `Tree::prune_window`).
 pub const MAX_TREE_NODES: usize = 32;
 
+/// Peer nodes pruned from the window while our key they were derived from is still
+/// held, kept as key-only stubs so that none of their messages is taken again (a wide
+/// fork: leaderless siblings each stepping from one of our keys). Past this, the
+/// shallowest stub goes (and a message replayed on it would be read again).
+pub const MAX_TREE_STUBS: usize = 256;
+
 /// How many of our own generations behind the newest one the peer has acknowledged we
 /// keep private keys for, so a peer replica that lags one step can still reply.
 /// Everything older is deleted (forward secrecy) and announced via `honor_floor`.

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chorus_crypto::EpochKey;
 use chorus_wire::{
     ContactDetails, EpochRotation, EventKind, LogEvent, PrekeySecret, RosterBody, RosterEntry,
-    SentMessage,
+    SentMessage, Strategy,
 };
 use sha2::{Digest, Sha256};
 
@@ -70,6 +70,8 @@ pub const EPOCH_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// The register holding the identity's display name.
 pub const PROFILE_REGISTER: &str = "profile";
+/// The register holding the identity's multi-device strategy.
+pub const STRATEGY_REGISTER: &str = "strategy";
 /// The register holding the identity's relays (one URL per line).
 pub const RELAYS_REGISTER: &str = "relays";
 /// The register holding how many revocations the prekeys and mailboxes were last
@@ -802,6 +804,14 @@ impl Constellation {
                     effects.push(Effect::Profile(name.clone()));
                 }
             }
+            EventKind::StrategySet { strategy } => {
+                self.set_register(
+                    STRATEGY_REGISTER,
+                    strategy.name().as_bytes(),
+                    stamp,
+                    &mut effects,
+                );
+            }
             EventKind::RelaysUpdated { relays } => {
                 self.set_register(
                     RELAYS_REGISTER,
@@ -1304,6 +1314,14 @@ impl Constellation {
     pub fn profile_name(&self) -> Option<&str> {
         self.register(PROFILE_REGISTER)
             .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The identity's multi-device strategy as folded (`sequenced` until one is set).
+    pub fn strategy(&self) -> Strategy {
+        self.register(STRATEGY_REGISTER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(Strategy::parse)
+            .unwrap_or(Strategy::Sequenced)
     }
 
     /// Whether an identity is blocked.

@@ -55,21 +55,23 @@ mod roster;
 pub mod route;
 mod send;
 mod session;
-mod strategy;
 mod tree;
 mod wiped;
 
 pub use append::{Appendable, Pending};
 pub use chain::{StreamHead, chain_next, check_head, check_stream, record_hash};
+pub use chorus_wire::Strategy;
 pub use consts::{
     HONOR_FLOOR_LAG, MAX_FIRST_MESSAGE_COUNTER, MAX_FORWARD_JUMP, MAX_SKIPPED_KEYS, MAX_TREE_NODES,
+    MAX_TREE_STUBS,
 };
 pub use epoch::{EpochKeyError, open_epoch_key};
 pub use error::SessionError;
 pub use fold::{
     Constellation, Contact, EPOCH_LIFETIME_MS, Effect, Folded, HistoryEntry, Outcome,
-    PREKEY_STREAM, PROFILE_REGISTER, Parts, RELAYS_REGISTER, ROSTER_STREAM, Record, Sessions,
-    blocked_register, contact_name_register, relinked_register, session_stream,
+    PREKEY_STREAM, PROFILE_REGISTER, Parts, RELAYS_REGISTER, ROSTER_STREAM, Record,
+    STRATEGY_REGISTER, Sessions, blocked_register, contact_name_register, relinked_register,
+    session_stream,
 };
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{
@@ -85,5 +87,4 @@ pub use send::{
     FirstContact, Guarded, Outgoing, Proposal, Recipient, propose_contact, seal_send, sent_event,
 };
 pub use session::{EncryptedMessage, MessageKind, SNAPSHOT_VERSION, SendDelta, Session};
-pub use strategy::Strategy;
 pub use wiped::encode_wiped;

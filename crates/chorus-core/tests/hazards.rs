@@ -452,10 +452,13 @@ fn the_tree_window_is_bounded() {
         let a = send(&mut p.alice, &mut p.rng, &format!("a{i}"));
         p.bob.decrypt(&a).unwrap();
     }
-    // Bob built on every key of Alice's but her last, which is not counted (our own
-    // sends the peer has not answered stay; see `Tree::prune_window`).
-    assert_eq!(p.alice.ratchet_nodes(), MAX_TREE_NODES + 1);
-    assert_eq!(p.bob.ratchet_nodes(), MAX_TREE_NODES);
+    // Not counted (see `Tree::prune_window`): Alice's last key, which Bob has not
+    // built on (our own sends the peer has not answered stay), and the two she still
+    // honours replies on (the floor keeps one generation behind the newest Bob built
+    // on, `HONOR_FLOOR_LAG`).
+    assert_eq!(p.alice.ratchet_nodes(), MAX_TREE_NODES + 3);
+    // Bob's last key was built on: only his two honoured keys are beside the window.
+    assert_eq!(p.bob.ratchet_nodes(), MAX_TREE_NODES + 2);
 }
 
 #[test]

@@ -298,7 +298,9 @@ fn a_replica_back_after_months_applies_every_send_first_and_still_reads_every_an
             .map(|t| String::from_utf8(t.to_vec()).unwrap());
         assert!(got.is_ok(), "answer {i}: {got:?}");
     }
-    assert!(away.ratchet_nodes() <= chorus_core::MAX_TREE_NODES);
+    // The window, beside it the keys Alice still honours replies on (the newest
+    // unanswered one and the floor's two).
+    assert!(away.ratchet_nodes() <= chorus_core::MAX_TREE_NODES + 3);
     assert_eq!(away.state_digest(), p.alice.state_digest());
 }
 
@@ -337,4 +339,73 @@ fn a_replica_that_never_read_what_its_siblings_answered_still_sends_readable_mes
         b"from the lagging replica",
         "the peer reads a replica that never read the mailbox"
     );
+}
+
+/// Leaderless (`Session::step_on_next_send`): every send is a fresh DH step. Replicas
+/// that fold each other's sends but hear nothing new from the peer all step from the
+/// same peer key, so the peer receives many children of one of its keys (a wide
+/// fork); it must read every one.
+#[test]
+fn a_wide_fork_of_fresh_steps_from_one_peer_key_is_read_whole() {
+    let mut p = pair(23);
+    let first = p.bob.encrypt(b"hi", &mut p.rng).unwrap();
+    p.alice.decrypt(&first).unwrap();
+    let mut replicas: Vec<Session> = (0..3).map(|_| copy(&p.alice)).collect();
+    let mut sent = Vec::new();
+    for n in 0..15 {
+        for r in 0..replicas.len() {
+            let text = format!("replica {r} message {n}");
+            let rep = &mut replicas[r];
+            rep.step_on_next_send();
+            let (m, delta) = rep.encrypt_escrowed(text.as_bytes(), &mut p.rng).unwrap();
+            for (i, other) in replicas.iter_mut().enumerate() {
+                if i != r {
+                    other.apply_send_delta(delta.as_bytes()).unwrap();
+                }
+            }
+            sent.push((m, text));
+        }
+    }
+    for (i, (m, text)) in sent.iter().enumerate() {
+        match p.bob.decrypt(m) {
+            Ok(plain) => assert_eq!(&plain[..], text.as_bytes()),
+            Err(e) => panic!("message {i} ({text}): {e:?}"),
+        }
+    }
+}
+
+/// The widest fork the window keeps: peer nodes pruned while our key they came from is
+/// still held become stubs that refuse their messages (no replay), up to
+/// `MAX_TREE_STUBS`; the tree stays bounded however wide the fork.
+#[test]
+fn a_fork_wider_than_the_window_refuses_replays_and_stays_bounded() {
+    use chorus_core::{MAX_TREE_NODES, MAX_TREE_STUBS};
+    let mut p = pair(24);
+    let first = p.bob.encrypt(b"hi", &mut p.rng).unwrap();
+    p.alice.decrypt(&first).unwrap();
+    let wide = MAX_TREE_NODES + MAX_TREE_STUBS + 40;
+    let mut sent = Vec::new();
+    for n in 0..wide {
+        let text = format!("fresh step {n}");
+        p.alice.step_on_next_send();
+        let m = p.alice.encrypt(text.as_bytes(), &mut p.rng).unwrap();
+        assert_eq!(&p.bob.decrypt(&m).unwrap()[..], text.as_bytes(), "{n}");
+        sent.push(m);
+    }
+    assert!(
+        p.bob.ratchet_nodes() <= MAX_TREE_NODES + MAX_TREE_STUBS + 4,
+        "{} nodes",
+        p.bob.ratchet_nodes()
+    );
+    // Every message on a node still in the window, or pruned into a stub, is refused
+    // when replayed; only those whose stubs went past MAX_TREE_STUBS could be read
+    // again (the fork is one depth wide, so which go is decided by key order).
+    let replayed = sent.iter().filter(|m| p.bob.decrypt(m).is_ok()).count();
+    assert!(
+        replayed <= wide - MAX_TREE_NODES - MAX_TREE_STUBS,
+        "{replayed} of {wide} replays read again"
+    );
+    // The conversation goes on.
+    let reply = p.bob.encrypt(b"all read", &mut p.rng).unwrap();
+    assert_eq!(&p.alice.decrypt(&reply).unwrap()[..], b"all read");
 }

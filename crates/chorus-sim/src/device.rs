@@ -157,6 +157,8 @@ pub struct Device {
     /// The log was read to its end since the last send (leaderless reads before it
     /// sends).
     synced: bool,
+    /// The mailbox was read to its end since the last send.
+    read_mail: bool,
     rng: StdRng,
     /// Guard conflicts met (a sibling sent first).
     pub conflicts: u64,
@@ -199,6 +201,7 @@ impl Device {
             log_dirty: true,
             mail_dirty: true,
             synced: false,
+            read_mail: false,
             rng,
             conflicts: 0,
             problems: Vec::new(),
@@ -215,6 +218,7 @@ impl Device {
     pub fn restart(&mut self) {
         self.inflight = None;
         self.synced = false;
+        self.read_mail = false;
         self.log_dirty = true;
         self.mail_dirty = true;
         self.retry_after_fold = false;
@@ -292,18 +296,31 @@ impl Device {
                 },
             ));
         }
-        if self.strategy == Strategy::Leaderless && !self.pending.is_empty() && !self.synced {
-            // Leaderless waits for no guard, but reads the log to its end before it
-            // sends (the design note's "heuristics to avoid" forks): a device that
-            // sends on a stale state builds on peer keys the peer may have deleted.
-            self.log_dirty = true;
-            return Some((
-                Op::ReadLog,
-                Request::ReadLog {
-                    log,
-                    from: self.state.applied() + 1,
-                },
-            ));
+        if self.strategy == Strategy::Leaderless && !self.pending.is_empty() {
+            // Leaderless waits for no guard, but reads the log and the mailbox to
+            // their ends before it sends (the client does the same; the design note's
+            // "heuristics to avoid" forks): a device that sends on a stale state builds
+            // on peer keys the peer may have deleted.
+            if !self.synced {
+                self.log_dirty = true;
+                return Some((
+                    Op::ReadLog,
+                    Request::ReadLog {
+                        log,
+                        from: self.state.applied() + 1,
+                    },
+                ));
+            }
+            if !self.read_mail {
+                self.mail_dirty = true;
+                return Some((
+                    Op::ReadMailbox,
+                    Request::ReadMailbox {
+                        mailbox: self.peer.recv_mailbox,
+                        from: self.mail_cursor + 1,
+                    },
+                ));
+            }
         }
         if let Some(p) = self.pending.front().cloned() {
             match self.plan(&p, world_ms, &text(p.msg)) {
@@ -448,6 +465,7 @@ impl Device {
             (op, Reply::Appended(seqs)) => {
                 if matches!(op, Op::Send(_)) {
                     self.synced = false;
+                    self.read_mail = false;
                 }
                 // Fold our own records from the bytes sent when they come right after
                 // the folded cursor (the client's `fold_own`); read the log otherwise.
@@ -490,6 +508,7 @@ impl Device {
             (_, Reply::Mail(entries)) => {
                 if entries.is_empty() {
                     self.mail_dirty = false;
+                    self.read_mail = true;
                 }
                 for (seq, id, bytes) in entries {
                     if seq != self.mail_cursor + 1 {

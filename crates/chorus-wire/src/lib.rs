@@ -29,6 +29,7 @@ mod ratchet;
 mod redacted;
 mod roll;
 mod roster;
+mod strategy;
 
 /// The generated protobuf types. Prefer the parsed wrappers exported at the crate root.
 #[allow(clippy::all, missing_docs)]
@@ -58,6 +59,7 @@ pub use prekeys::{IdentityKeys, OneTimePrekey, PqPrekey, PrekeyBundle, SignedPre
 pub use ratchet::{RatchetHeader, RatchetMessage};
 pub use roll::{IDENTITY_ROLL_CONTEXT, IdentityRoll};
 pub use roster::{ROSTER_CONTEXT, RosterBody, RosterEntry, SecurityLevel};
+pub use strategy::Strategy;
 
 /// The only wire version this build speaks.
 pub const WIRE_VERSION: u32 = 1;

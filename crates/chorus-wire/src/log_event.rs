@@ -152,6 +152,11 @@ pub enum EventKind {
         /// The new name.
         name: String,
     },
+    /// The identity's multi-device strategy (last writer wins).
+    StrategySet {
+        /// The strategy now in force.
+        strategy: crate::Strategy,
+    },
     /// The identity's relays.
     RelaysUpdated {
         /// Relay URLs, home relay first.
@@ -311,6 +316,12 @@ impl LogEvent {
                 check_display_name("profile_updated.name", &p.name)?;
                 EventKind::ProfileUpdated { name: p.name }
             }
+            Kind::StrategySet(p) => EventKind::StrategySet {
+                strategy: crate::Strategy::parse(&p.strategy).ok_or(WireError::InvalidText {
+                    field: "strategy_set.strategy",
+                    reason: "not a known strategy",
+                })?,
+            },
             Kind::RelaysUpdated(r) => {
                 if r.relay_urls.is_empty() || r.relay_urls.len() > MAX_RELAYS {
                     return Err(WireError::InvalidText {
@@ -484,6 +495,9 @@ impl LogEvent {
             EventKind::ProfileUpdated { name } => {
                 Kind::ProfileUpdated(proto::ProfileUpdated { name: name.clone() })
             }
+            EventKind::StrategySet { strategy } => Kind::StrategySet(proto::StrategySet {
+                strategy: strategy.name().to_owned(),
+            }),
             EventKind::RelaysUpdated { relays } => Kind::RelaysUpdated(proto::RelaysUpdated {
                 relay_urls: relays.clone(),
             }),
@@ -994,6 +1008,9 @@ mod tests {
             EventKind::ProfileUpdated {
                 name: "alice".into(),
             },
+            EventKind::StrategySet {
+                strategy: crate::Strategy::Leaderless,
+            },
             EventKind::RelaysUpdated {
                 relays: vec!["https://relay.example".into()],
             },
@@ -1116,5 +1133,33 @@ mod tests {
             field(LogEvent::decode(&p.encode_to_vec())),
             "epoch_rotated.commitment"
         );
+    }
+
+    #[test]
+    fn a_strategy_is_one_of_the_known_names_and_nothing_else() {
+        for strategy in crate::Strategy::ALL {
+            let e = event(EventKind::StrategySet { strategy });
+            assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);
+        }
+        for bad in ["", "Sequenced", "multi-home", "sequenced "] {
+            let mut p = proto::LogEvent::decode(
+                &event(EventKind::StrategySet {
+                    strategy: crate::Strategy::Sequenced,
+                })
+                .encode()[..],
+            )
+            .unwrap();
+            p.kind = Some(proto::log_event::Kind::StrategySet(proto::StrategySet {
+                strategy: bad.into(),
+            }));
+            assert_eq!(
+                LogEvent::decode(&p.encode_to_vec()),
+                Err(WireError::InvalidText {
+                    field: "strategy_set.strategy",
+                    reason: "not a known strategy",
+                }),
+                "{bad:?}"
+            );
+        }
     }
 }

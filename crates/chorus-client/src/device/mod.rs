@@ -51,6 +51,7 @@ mod roll;
 mod security;
 mod send;
 mod status;
+mod strategy;
 mod watch;
 
 /// A device: an unlocked store, its identity, its view of the identity's log and its

@@ -74,6 +74,16 @@ impl Device {
             tracing::warn!(error = %e, "could not write the recovery state");
         }
         // Receiving first: nothing queued for others can hold up what arrived.
+        events.extend(self.receive_all().await?);
+        self.flush_outbox().await?;
+        // Spent session snapshots out of the files (best effort).
+        let _ = self.store.compact().await;
+        Ok(events)
+    }
+
+    /// Reads every mailbox of the identity to its end and takes what arrived.
+    pub(super) async fn receive_all(&self) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
         loop {
             let (mut more, mut progressed) = (false, false);
             for chunk in self.cursor_chunks().await? {
@@ -86,13 +96,9 @@ impl Device {
             }
             // `more` with empty pages would loop forever: the relay is not trusted to end it.
             if !(more && progressed) {
-                break;
+                return Ok(events);
             }
         }
-        self.flush_outbox().await?;
-        // Spent session snapshots out of the files (best effort).
-        let _ = self.store.compact().await;
-        Ok(events)
     }
 
     /// Processes a page of envelopes from one mailbox: those that are plain messages on

@@ -1,7 +1,7 @@
 //! Sending: the pending send, the sequenced (and, on our own relay, bundled)
 //! append of its `Sent` record, and the outbox for what still has to be posted.
 
-use chorus_core::{Outgoing, Recipient};
+use chorus_core::{Outgoing, Recipient, Strategy};
 use chorus_relay_api::{BundledPost, HexBytes, Id16, Id32};
 use chorus_wire::{EventKind, Hello, check_text};
 
@@ -45,27 +45,44 @@ impl Device {
     /// Appends a `Sent` event for every pending send, oldest first.
     pub(super) async fn send_pending(&self) -> Result<(), ClientError> {
         for p in self.store.pending_sends().await? {
-            self.send_sequenced(&p.contact, p.envelope_id, &p.text)
-                .await?;
+            self.send_logged(&p.contact, p.envelope_id, &p.text).await?;
         }
         Ok(())
     }
 
-    /// The sequenced send: encrypt on the session as folded at version `v`, append
-    /// `Sent` guarded on `(session, v)`; if a sibling appended first, fold its send and
-    /// encrypt again on top of it (the losing ciphertext is never used).
+    /// The send, escrowed in the log before the envelope exists anywhere else.
+    ///
+    /// `sequenced` (the default): encrypt on the session as folded at version `v`,
+    /// append `Sent` guarded on `(session, v)`; if a sibling appended first, fold its
+    /// send and encrypt again on top of it (the losing ciphertext is never used).
+    ///
+    /// `leaderless`: read the log and the mailboxes to their ends, then encrypt with a
+    /// fresh DH step and
+    /// append without a guard — never waiting on a sibling. A sibling sending at the
+    /// same moment forks the ratchet; every device and the contact merge the fork
+    /// (`docs/strategies.md` says what it costs).
     ///
     /// When the contact's mailbox is on our own relay the envelope travels in the
     /// same request as the record (the bundled send): the relay stores both or
     /// neither, the record says so, and no device ever puts it in an outbox. A relay
     /// that refuses the post (a full mailbox, or one that does not bundle) gets the
     /// same record and envelope unbundled, which the outbox then posts.
-    pub(super) async fn send_sequenced(
+    pub(super) async fn send_logged(
         &self,
         contact: &str,
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<(), ClientError> {
+        let leaderless = self.log.strategy().await? == Strategy::Leaderless;
+        if leaderless {
+            // No guard will tell us a sibling moved on: read what it logged and what
+            // the contact sent, so the new DH step builds on the newest key there is
+            // (a key the contact saw acknowledged elsewhere may be gone already).
+            self.log.sync_log().await?;
+            // Boxed: taking an envelope may post the outbox, which sends what is
+            // pending (a bounded recursion: each level takes what is new).
+            Box::pin(self.receive_all()).await?;
+        }
         for _ in 0..APPEND_ATTEMPTS {
             // The session and the stream version come from one cut: the core decides
             // the guard on the state that folded this session.
@@ -84,7 +101,8 @@ impl Device {
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
             let rolls = cut.state()?.roster().rolls();
-            let outgoing = self.outgoing(&row, envelope_id, text, rolls)?;
+            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls)?;
+            outgoing.fresh_step = leaderless;
             let plan = cut.state()?.plan_send(
                 cut.key()?,
                 outgoing,
@@ -95,7 +113,10 @@ impl Device {
             // Nothing of this transaction is kept: the state moves only by the fold.
             drop(cut);
             let (mut sent, stream, version) = (plan.event, plan.stream, plan.version);
-            let guarded = |kind| vec![Pending::guarded(kind, stream.clone(), Some(version))];
+            let guarded = |kind| match leaderless {
+                true => vec![Pending::free(kind)],
+                false => vec![Pending::guarded(kind, stream.clone(), Some(version))],
+            };
             let outcome = match bundled_post(&row, &sent)? {
                 None => self.append(guarded(sent)).await?.0,
                 Some(post) => match self.append_with(guarded(sent.clone()), Some(post)).await {

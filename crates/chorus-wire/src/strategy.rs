@@ -1,6 +1,7 @@
 //! How an identity's devices act as one toward its contacts: the multi-device
 //! strategies of DESIGN §6, compared side by side by the simulator (`chorus-sim`,
-//! `docs/strategies.md`).
+//! `docs/strategies.md`). The identity's choice is an event in its log
+//! (`EventKind::StrategySet`), so every device agrees which one is in force.
 //!
 //! A strategy is internal to an identity (except [`Strategy::PerDevice`], which its
 //! contacts must support): a contact sees one identity and one ratchet whichever of the
