@@ -819,62 +819,42 @@ impl Tree {
     /// on them. A peer node pruned here never comes back: its parent (ours, shallower,
     /// built on) goes before it or has lost its private key to the floor.
     fn prune_window(&mut self) {
-        let stub = |n: &Node| n.side == Side::Theirs && n.root.is_none() && n.receiving.is_none();
-        if self.nodes.values().filter(|n| !stub(n)).count() > MAX_TREE_NODES {
-            let acknowledged = self.acknowledged().unwrap_or(0);
-            // Our nodes that still hold their private key are the ones we honour
-            // replies on (the floor): never pruned here, or a wide fork of the peer's
-            // (leaderless siblings each stepping from our one key) would prune the key
-            // they all build on.
-            let mut counted: Vec<(u32, RatchetPublic)> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| !stub(n))
-                .filter(|(_, n)| {
-                    n.side == Side::Theirs || (n.depth <= acknowledged && n.secret.is_none())
-                })
-                .map(|(k, n)| (n.depth, *k))
-                .collect();
-            let excess = counted.len().saturating_sub(MAX_TREE_NODES);
-            counted.sort_unstable();
-            for (_, k) in counted.into_iter().take(excess) {
-                let derivable = self.nodes.get(&k).is_some_and(|n| {
-                    n.side == Side::Theirs
-                        && n.parent
-                            .and_then(|p| self.nodes.get(&p))
-                            .is_some_and(|p| p.secret.is_some() && p.root.is_some())
-                });
-                if derivable {
-                    // Its parent could derive it again, and with it every message
-                    // on it: keep the key as a stub that refuses them.
-                    if let Some(n) = self.nodes.get_mut(&k) {
-                        n.root = None;
-                        n.receiving = None;
-                    }
-                } else {
-                    self.nodes.remove(&k);
+        let acknowledged = self.acknowledged().unwrap_or(0);
+        // Our nodes that still hold their private key are the ones we honour replies
+        // on (the floor): never pruned here, or a wide fork of the peer's (leaderless
+        // siblings each stepping from our one key) would prune the key they all build
+        // on.
+        let mut counted: Vec<(u32, RatchetPublic)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.side == Side::Theirs || (n.depth <= acknowledged && n.secret.is_none())
+            })
+            .map(|(k, n)| (n.depth, *k))
+            .collect();
+        let Some(excess) = counted.len().checked_sub(MAX_TREE_NODES) else {
+            return;
+        };
+        counted.sort_unstable();
+        // Beyond the stubs' budget the shallowest go for good.
+        let removed = excess.saturating_sub(MAX_TREE_STUBS);
+        for (i, (_, k)) in counted.into_iter().take(excess).enumerate() {
+            let derivable = self.nodes.get(&k).is_some_and(|n| {
+                n.side == Side::Theirs
+                    && n.parent
+                        .and_then(|p| self.nodes.get(&p))
+                        .is_some_and(|p| p.secret.is_some() && p.root.is_some())
+            });
+            if derivable && i >= removed {
+                // Its parent could derive it again, and with it every message on
+                // it: keep the key as a stub that refuses them.
+                if let Some(n) = self.nodes.get_mut(&k) {
+                    n.root = None;
+                    n.receiving = None;
                 }
+            } else {
+                self.nodes.remove(&k);
             }
-        }
-        // A stub is needed while its parent could derive it; at most
-        // `MAX_TREE_STUBS` of them, the shallowest going first.
-        let mut stubs: Vec<(u32, RatchetPublic)> = Vec::new();
-        let mut gone = Vec::new();
-        for (k, n) in self.nodes.iter().filter(|(_, n)| stub(n)) {
-            let needed = n
-                .parent
-                .and_then(|p| self.nodes.get(&p))
-                .is_some_and(|p| p.secret.is_some() && p.root.is_some());
-            match needed {
-                true => stubs.push((n.depth, *k)),
-                false => gone.push(*k),
-            }
-        }
-        stubs.sort_unstable();
-        let over = stubs.len().saturating_sub(MAX_TREE_STUBS);
-        gone.extend(stubs.into_iter().take(over).map(|(_, k)| k));
-        for k in gone {
-            self.nodes.remove(&k);
         }
     }
 

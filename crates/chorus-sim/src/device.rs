@@ -142,7 +142,9 @@ pub struct Device {
     /// Typed, not yet logged (persisted, as the client's pending sends).
     pub pending: VecDeque<PendingSend>,
     /// Logged, not known delivered.
-    pub outbox: BTreeMap<[u8; 16], OutboxEntry>,
+    /// In log order: one mailbox's envelopes are posted oldest first, as the client's
+    /// outbox does.
+    pub outbox: Vec<([u8; 16], OutboxEntry)>,
     /// Envelopes this device posted, awaiting their `Delivered`.
     delivered_due: BTreeSet<[u8; 16]>,
     mail_cursor: u64,
@@ -192,7 +194,7 @@ impl Device {
             sessions,
             peer,
             pending: VecDeque::new(),
-            outbox: BTreeMap::new(),
+            outbox: Vec::new(),
             delivered_due: BTreeSet::new(),
             mail_cursor: 0,
             history: BTreeSet::new(),
@@ -546,7 +548,7 @@ impl Device {
                 }
             }
             (Op::Post(id), Reply::Posted) => {
-                self.outbox.remove(&id);
+                self.outbox.retain(|(e, _)| *e != id);
                 self.delivered_due.insert(id);
             }
             (_, _) => {}
@@ -646,18 +648,20 @@ impl Device {
                 at_ms,
                 ..
             } if !sent.bundled => {
-                self.outbox.insert(
-                    sent.envelope_id,
-                    OutboxEntry {
-                        mailbox: self.peer.send_mailbox,
-                        envelope: sent.envelope,
-                        author,
-                        at_ms,
-                    },
-                );
+                if !self.outbox.iter().any(|(e, _)| *e == sent.envelope_id) {
+                    self.outbox.push((
+                        sent.envelope_id,
+                        OutboxEntry {
+                            mailbox: self.peer.send_mailbox,
+                            envelope: sent.envelope,
+                            author,
+                            at_ms,
+                        },
+                    ));
+                }
             }
             Effect::Delivered { envelope_id } => {
-                self.outbox.remove(&envelope_id);
+                self.outbox.retain(|(e, _)| *e != envelope_id);
                 self.delivered_due.remove(&envelope_id);
             }
             _ => {}

@@ -112,7 +112,9 @@ pub struct Stats {
     pub conflicts: u64,
     /// Message keys used for two envelopes.
     pub key_reuse: u64,
-    /// Ratchet forks: a peer key two of an identity's ratchet keys were built on.
+    /// Ratchet forks: a peer key two or more of an identity's ratchet keys were built
+    /// on (leaderless takes a fresh key per message, so every message sent before the
+    /// contact answers counts).
     pub forks: u64,
     /// Requests to the relay.
     pub requests: u64,

@@ -150,10 +150,25 @@ fn a_relay_that_lets_two_sends_take_one_version_is_caught() {
 }
 
 #[test]
-fn leaderless_on_a_calm_network_forks_and_merges_without_losing_anything() {
-    // Many devices on both sides sending at once, with no guard: every concurrent
-    // send forks the ratchet (each takes its own DH step, so no message key is used
-    // twice), the peers merge the forks, and every device ends in one state.
+fn leaderless_with_one_device_a_side_keeps_every_invariant() {
+    // Nothing to coordinate: leaderless is then a single-device Double Ratchet with a
+    // fresh DH step per message (each a "fork" of the contact's key by the sim's count:
+    // two of our keys built on one of theirs).
+    for seed in 0..50 {
+        let mut c = Config::for_seed(Strategy::Leaderless, seed);
+        c.devices = (1, 1);
+        let o = run(&c, seed).unwrap();
+        assert!(o.passed(), "seed {seed}: {:?}", o.violations);
+        assert_eq!(o.stats.key_reuse, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn leaderless_many_to_many_on_a_jittery_network_forks_merges_and_loses_nothing() {
+    // Three devices a side sending at once, over a network with 1–80 ms of jitter and
+    // no fault: every concurrent send forks the ratchet (each takes its own DH step,
+    // so no message key is used twice), the peers merge the forks, nothing is lost
+    // and every identity's devices end in one state.
     let mut forks = 0;
     for seed in 0..100 {
         let mut c = calm((3, 3), 30);
@@ -173,16 +188,17 @@ fn leaderless_on_a_calm_network_forks_and_merges_without_losing_anything() {
 }
 
 /// The finding `docs/strategies.md` reports: under the hostile mix, leaderless loses
-/// messages. A device that lags builds on a key of the contact's that the contact has
-/// deleted already (it keeps one generation behind what it saw acknowledged, and a
-/// sibling acknowledged newer ones); the contact refuses the message for good. Seed 0,
-/// with no scheduled fault (base loss and delays only), shows it. Should a change to
-/// the protocol fix it, this test fails and the page must be rewritten.
+/// messages. A device that lags (here partitioned from the relay) builds on a key of
+/// the contact's that the contact has deleted already (it keeps one generation behind
+/// what it saw acknowledged, and a sibling acknowledged newer ones); the contact
+/// refuses the message for good. Seed 4 with its one partition shows it. Should a
+/// change to the protocol fix it, this test fails and the page must be rewritten.
 #[test]
 fn leaderless_loses_a_message_built_on_a_key_the_contact_deleted() {
-    let mut c = Config::for_seed(Strategy::Leaderless, 0);
-    c.keep = Some(BTreeSet::new());
-    let o = run(&c, 0).unwrap();
+    let mut c = Config::for_seed(Strategy::Leaderless, 4);
+    c.keep = Some(BTreeSet::from([0]));
+    let o = run(&c, 4).unwrap();
+    assert!(matches!(o.schedule[0].kind, FaultKind::Partition { .. }));
     assert!(!o.passed());
     assert!(o.stats.lost > 0);
     assert!(
@@ -192,6 +208,6 @@ fn leaderless_loses_a_message_built_on_a_key_the_contact_deleted() {
     );
     // The same seed under sequenced loses nothing.
     c.strategy = Strategy::Sequenced;
-    let o = run(&c, 0).unwrap();
+    let o = run(&c, 4).unwrap();
     assert!(o.passed(), "{:?}", o.violations);
 }
