@@ -647,18 +647,16 @@ impl Device {
                 author,
                 at_ms,
                 ..
-            } if !sent.bundled => {
-                if !self.outbox.iter().any(|(e, _)| *e == sent.envelope_id) {
-                    self.outbox.push((
-                        sent.envelope_id,
-                        OutboxEntry {
-                            mailbox: self.peer.send_mailbox,
-                            envelope: sent.envelope,
-                            author,
-                            at_ms,
-                        },
-                    ));
-                }
+            } if !sent.bundled && !self.outbox.iter().any(|(e, _)| *e == sent.envelope_id) => {
+                self.outbox.push((
+                    sent.envelope_id,
+                    OutboxEntry {
+                        mailbox: self.peer.send_mailbox,
+                        envelope: sent.envelope,
+                        author,
+                        at_ms,
+                    },
+                ));
             }
             Effect::Delivered { envelope_id } => {
                 self.outbox.retain(|(e, _)| *e != envelope_id);

@@ -310,3 +310,29 @@ impl Totals {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_and_strategy_names_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_faults("none").unwrap().0, BTreeSet::new());
+        assert_eq!(parse_faults("0,3").unwrap().0, BTreeSet::from([0, 3]));
+        assert_eq!(parse_faults(" 2 ").unwrap().0, BTreeSet::from([2]));
+        for bad in ["", "x", "1,,2", "-1", "0;3"] {
+            let e = parse_faults(bad).unwrap_err();
+            assert!(e.contains("is not a fault index"), "{bad:?}: {e}");
+        }
+        assert_eq!(parse_strategies("all").unwrap().0, Strategy::ALL.to_vec());
+        assert_eq!(
+            parse_strategies("leaderless").unwrap().0,
+            vec![Strategy::Leaderless]
+        );
+        assert!(
+            parse_strategies("Leader")
+                .unwrap_err()
+                .contains("unknown strategy")
+        );
+    }
+}
