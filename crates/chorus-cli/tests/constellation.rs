@@ -122,6 +122,32 @@ fn history(home: &Path, contact: &str) -> Vec<(bool, String)> {
     texts(home, contact)
 }
 
+/// The conversation with `contact` on the first of `devices`, after checking that it
+/// holds `len` messages, none twice, and that every other device shows the same one in
+/// the same order.
+fn one_history(devices: &[PathBuf], contact: &str, len: usize) -> Vec<(bool, String)> {
+    let reference = history(&devices[0], contact);
+    assert_eq!(reference.len(), len, "nothing lost, nothing duplicated");
+    let mut unique = reference.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), len);
+    for home in &devices[1..] {
+        assert_eq!(history(home, contact), reference, "{}", home.display());
+    }
+    reference
+}
+
+/// The contact's view mirrors ours: one identity on each side, every message of every
+/// device read.
+fn mirrors(ours: &[(bool, String)], theirs: &[(bool, String)]) {
+    let mut a = ours.to_vec();
+    let mut b: Vec<(bool, String)> = theirs.iter().map(|(o, t)| (!o, t.clone())).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
 #[test]
 fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,25 +217,9 @@ fn three_devices_and_two_devices_send_concurrently_and_agree_on_one_history() {
             ok(home, &["sync"]);
         }
     }
-    let reference = history(&alice[0], "bob");
-    assert_eq!(reference.len(), 201, "nothing lost, nothing duplicated");
-    let mut unique = reference.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 201);
-    for home in &alice[1..] {
-        assert_eq!(history(home, "bob"), reference, "{}", home.display());
-    }
-    let at_bob = history(&bob[0], "alice");
-    assert_eq!(at_bob.len(), 201);
-    assert_eq!(history(&bob[1], "alice"), at_bob);
-    // Bob's view mirrors Alice's: one identity on each side.
-    let flipped: Vec<(bool, String)> = at_bob.iter().map(|(o, t)| (!o, t.clone())).collect();
-    let mut a = reference.clone();
-    let mut b = flipped;
-    a.sort();
-    b.sort();
-    assert_eq!(a, b);
+    let reference = one_history(&alice, "bob", 201);
+    let at_bob = one_history(&bob, "alice", 201);
+    mirrors(&reference, &at_bob);
     // The desktop, linked mid-conversation, brought the history with it: the same
     // conversation, in the same order, as every other device.
     assert_eq!(history(&laptop2, "bob"), reference);
@@ -989,23 +999,8 @@ fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_histo
             ok(home, &["sync"]);
         }
     }
-    let reference = history(&alice[0], "bob");
-    assert_eq!(reference.len(), 47, "nothing lost, nothing duplicated");
-    let mut unique = reference.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 47);
-    for home in &alice[1..] {
-        assert_eq!(history(home, "bob"), reference, "{}", home.display());
-    }
-    let mut at_bob: Vec<(bool, String)> = history(&bob, "alice")
-        .into_iter()
-        .map(|(o, t)| (!o, t))
-        .collect();
-    let mut mine = reference;
-    at_bob.sort();
-    mine.sort();
-    assert_eq!(at_bob, mine, "bob read every message of every device");
+    let reference = one_history(&alice, "bob", 47);
+    mirrors(&reference, &one_history(&[bob.clone()], "alice", 47));
     // Back to sequenced, for every device.
     ok(&alice[1], &["strategy", "sequenced"]);
     ok(&alice[0], &["sync"]);
