@@ -1000,7 +1000,10 @@ fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_histo
         }
     }
     let reference = one_history(&alice, "bob", 47);
-    mirrors(&reference, &one_history(&[bob.clone()], "alice", 47));
+    mirrors(
+        &reference,
+        &one_history(std::slice::from_ref(&bob), "alice", 47),
+    );
     // Back to sequenced, for every device.
     ok(&alice[1], &["strategy", "sequenced"]);
     ok(&alice[0], &["sync"]);
