@@ -39,8 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chorus_crypto::EpochKey;
 use chorus_wire::{
-    ContactDetails, EpochRotation, EventKind, LogEvent, PrekeySecret, RosterBody, RosterEntry,
-    SentMessage, Strategy,
+    ContactDetails, EpochRotation, EventKind, FirstMessage, LogEvent, PrekeySecret, RosterBody,
+    RosterEntry, SentMessage, Strategy,
 };
 use sha2::{Digest, Sha256};
 
@@ -305,6 +305,17 @@ pub enum Effect {
     },
     /// A history entry (unless one with its envelope id exists).
     Message(HistoryEntry),
+    /// A device that does not encrypt handed a message to the one that does (`leader`,
+    /// `primary`): every device keeps it pending until the `Sent` with its envelope id
+    /// folds, and the one that encrypts sends it.
+    ForwardRequested {
+        /// The contact's alias.
+        alias: String,
+        /// The envelope id, when it was typed, and the text.
+        message: FirstMessage,
+        /// The device it was typed on.
+        author: [u8; 32],
+    },
     /// A message was sent: its envelope goes to the outbox until delivered.
     Sent {
         /// The contact's alias.
@@ -385,6 +396,7 @@ impl std::fmt::Debug for Effect {
             Self::HandshakeSeen { .. } => "HandshakeSeen",
             Self::InvitationSpent { .. } => "InvitationSpent",
             Self::Message(_) => "Message",
+            Self::ForwardRequested { .. } => "ForwardRequested",
             Self::Sent { .. } => "Sent",
             Self::Delivered { .. } => "Delivered",
             Self::Read { .. } => "Read",
@@ -811,6 +823,37 @@ impl Constellation {
                     stamp,
                     &mut effects,
                 );
+            }
+            EventKind::LeaderLease { term, expires_ms } => {
+                let guarded = matches!(record.guard,
+                    Some((tag, _)) if tag == key.stream_tag(crate::lease::LEASE_STREAM));
+                if !guarded {
+                    return Err(LogError::Lease("it is not guarded on the lease stream"));
+                }
+                let before = self.lease().map_or(0, |l| l.term);
+                if *term != before.saturating_add(1) {
+                    return Err(LogError::Lease(
+                        "its term does not follow the lease before it",
+                    ));
+                }
+                let lease = crate::lease::Lease {
+                    holder: event.author,
+                    term: *term,
+                    expires_ms: *expires_ms,
+                };
+                self.set_register(
+                    crate::lease::LEASE_REGISTER,
+                    &lease.encode(),
+                    stamp,
+                    &mut effects,
+                );
+            }
+            EventKind::ForwardRequested { contact, message } => {
+                effects.push(Effect::ForwardRequested {
+                    alias: self.alias_of(contact)?,
+                    message: message.clone(),
+                    author: event.author,
+                });
             }
             EventKind::RelaysUpdated { relays } => {
                 self.set_register(
@@ -1308,6 +1351,11 @@ impl Constellation {
     /// A register's value.
     pub fn register(&self, name: &str) -> Option<&[u8]> {
         self.registers.get(name).map(|r| r.get().as_slice())
+    }
+
+    /// Who wrote a register's value, and when.
+    pub fn register_stamp(&self, name: &str) -> Option<Stamp> {
+        self.registers.get(name).map(|r| *r.stamp())
     }
 
     /// The identity's display name, if set through the log.

@@ -45,11 +45,13 @@ mod epoch;
 mod error;
 mod fold;
 pub mod handshakes;
+mod lease;
 mod lww;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;
 mod pqxdh;
 mod record;
+mod role;
 pub mod roll;
 mod roster;
 pub mod route;
@@ -73,12 +75,14 @@ pub use fold::{
     STRATEGY_REGISTER, Sessions, blocked_register, contact_name_register, relinked_register,
     session_stream,
 };
+pub use lease::{LEASE_MS, LEASE_RENEW_MS, LEASE_STREAM, Lease};
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{
     ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyPrivate, PrekeyStore, Responded,
     initiate, respond,
 };
 pub use record::{LogError, RecordContext, SealedRecord, open_event, seal_event};
+pub use role::Role;
 pub use roster::{
     MAX_DEVICES, RolledSecrets, Roster, RosterDevice, RosterError, RosterSigner,
     open_shared_identity, open_shared_root,

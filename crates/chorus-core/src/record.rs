@@ -125,6 +125,10 @@ pub enum LogError {
     #[error("epoch rotation refused: {0}")]
     Rotation(&'static str),
     /// A renewal after a revocation (`MailboxesReplaced`) the fold refuses, and why.
+    /// A leader lease that is not guarded on the lease stream or does not follow the
+    /// lease before it.
+    #[error("leader lease refused: {0}")]
+    Lease(&'static str),
     #[error("mailbox renewal refused: {0}")]
     Renewal(&'static str),
     /// A `RootShared` record where it has no place.

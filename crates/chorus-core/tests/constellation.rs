@@ -890,3 +890,219 @@ fn a_device_outside_the_roster_may_only_authorize_itself_with_the_root() {
     );
     assert!(state.roster().is_authorized_id(&me));
 }
+
+/// `events` by `author` sealed on `state` as one append (`Constellation::seal_batch`,
+/// the path the client and the simulator take), as the relay stores them.
+fn appended(
+    state: &Constellation,
+    key: &EpochKey,
+    author: [u8; 32],
+    events: Vec<chorus_core::Pending>,
+    seed: u64,
+) -> Vec<Stored> {
+    state
+        .seal_batch(key, author, events, 1000, &mut StdRng::seed_from_u64(seed))
+        .unwrap()
+        .into_iter()
+        .map(|a| Stored {
+            author,
+            guard: a.guard,
+            nonce: a.nonce,
+            ciphertext: a.ciphertext,
+        })
+        .collect()
+}
+
+fn take_lease(role: chorus_core::Role) -> chorus_core::Pending {
+    match role {
+        chorus_core::Role::TakeLease(p) => p,
+        other => panic!("expected to take the lease, got {other:?}"),
+    }
+}
+
+#[test]
+fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_to_it() {
+    use chorus_core::{LEASE_MS, LEASE_RENEW_MS, Lease, Role, Strategy};
+    let (_, keys) = three_devices();
+    let (a, b) = (keys[0], keys[1]);
+    let key = epoch_key();
+    let mut s = state();
+    let set = appended(
+        &s,
+        &key,
+        a,
+        vec![chorus_core::Pending::free(EventKind::StrategySet {
+            strategy: Strategy::Leader,
+        })],
+        1,
+    );
+    fold(&mut s, &key, &set);
+    // Both see no lease and take one on the same folded state.
+    let now = 5_000;
+    let by_a = appended(&s, &key, a, vec![take_lease(s.send_role(&a, now))], 2);
+    let by_b = appended(&s, &key, b, vec![take_lease(s.send_role(&b, now))], 3);
+    let outcomes = fold(&mut s, &key, &[by_a[0].clone(), by_b[0].clone()]);
+    assert!(matches!(outcomes[0], Outcome::Applied(_)));
+    assert!(
+        matches!(
+            outcomes[1],
+            Outcome::Refused(LogError::StreamVersion { .. })
+        ),
+        "{:?}",
+        outcomes[1]
+    );
+    let lease = Lease {
+        holder: a,
+        term: 1,
+        expires_ms: now + LEASE_MS,
+    };
+    assert_eq!(s.lease(), Some(lease));
+    // While it holds, the holder encrypts and the others hand it their messages.
+    assert_eq!(s.send_role(&a, now + 1), Role::Encrypt);
+    assert_eq!(s.send_role(&b, now + 1), Role::Forward { to: a });
+    assert_eq!(
+        s.send_role(&b, lease.expires_ms - 1),
+        Role::Forward { to: a }
+    );
+    // The holder renews before it runs out; once it has, another device takes over.
+    for (who, at) in [
+        (a, lease.expires_ms - LEASE_RENEW_MS),
+        (b, lease.expires_ms),
+    ] {
+        assert_eq!(
+            take_lease(s.send_role(&who, at)),
+            chorus_core::Pending::guarded(
+                EventKind::LeaderLease {
+                    term: 2,
+                    expires_ms: at + LEASE_MS,
+                },
+                chorus_core::LEASE_STREAM.to_vec(),
+                None
+            )
+        );
+    }
+    let takeover = appended(
+        &s,
+        &key,
+        b,
+        vec![take_lease(s.send_role(&b, lease.expires_ms))],
+        4,
+    );
+    fold(&mut s, &key, &takeover);
+    assert_eq!(s.lease().map(|l| (l.holder, l.term)), Some((b, 2)));
+    assert_eq!(
+        s.send_role(&a, lease.expires_ms + 1),
+        Role::Forward { to: b }
+    );
+}
+
+#[test]
+fn a_lease_that_is_not_guarded_on_its_stream_or_skips_a_term_is_refused() {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let mut s = state();
+    let lease = |term| EventKind::LeaderLease {
+        term,
+        expires_ms: 9_000,
+    };
+    let stream = chorus_core::LEASE_STREAM.to_vec();
+    let bad = [
+        (chorus_core::Pending::free(lease(1)), "not guarded"),
+        (
+            chorus_core::Pending::guarded(lease(1), b"another stream".to_vec(), None),
+            "not guarded",
+        ),
+        (
+            chorus_core::Pending::guarded(lease(2), stream.clone(), None),
+            "does not follow",
+        ),
+    ];
+    for (i, (event, why)) in bad.into_iter().enumerate() {
+        let before = s.digest();
+        let r = appended(&s, &key, keys[0], vec![event], 10 + i as u64);
+        match &fold(&mut s, &key, &r)[0] {
+            Outcome::Refused(LogError::Lease(reason)) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("{why}: {other:?}"),
+        }
+        assert_eq!(s.digest(), before, "{why}");
+        assert_eq!(s.lease(), None);
+    }
+    let good = appended(
+        &s,
+        &key,
+        keys[0],
+        vec![chorus_core::Pending::guarded(lease(1), stream, None)],
+        20,
+    );
+    assert!(matches!(fold(&mut s, &key, &good)[0], Outcome::Applied(_)));
+    assert_eq!(s.lease().map(|l| l.term), Some(1));
+}
+
+#[test]
+fn under_primary_the_device_that_set_it_encrypts_and_reads_and_its_siblings_forward() {
+    use chorus_core::{Role, Strategy};
+    let (_, keys) = three_devices();
+    let (a, b) = (keys[0], keys[1]);
+    let key = epoch_key();
+    let mut s = state();
+    // Under the default every device sends and reads for itself.
+    for d in [a, b] {
+        assert_eq!(s.send_role(&d, 1), Role::Encrypt);
+        assert!(s.reads_contacts(&d) && !s.fans_out(&d));
+    }
+    let set = |s: &Constellation, author, strategy, seed| {
+        appended(
+            s,
+            &key,
+            author,
+            vec![chorus_core::Pending::free(EventKind::StrategySet {
+                strategy,
+            })],
+            seed,
+        )
+    };
+    let by_b = set(&s, b, Strategy::Primary, 1);
+    fold(&mut s, &key, &by_b);
+    assert_eq!(s.primary(), Some(b));
+    assert_eq!(s.send_role(&a, 1), Role::Forward { to: b });
+    assert_eq!(s.send_role(&b, 1), Role::Encrypt);
+    assert!(!s.reads_contacts(&a) && !s.fans_out(&a));
+    assert!(s.reads_contacts(&b) && s.fans_out(&b));
+    // Setting it again on another device moves the role there.
+    let by_a = set(&s, a, Strategy::Primary, 2);
+    fold(&mut s, &key, &by_a);
+    assert_eq!(s.primary(), Some(a));
+    assert_eq!(s.send_role(&b, 1), Role::Forward { to: a });
+}
+
+#[test]
+fn a_forward_request_folds_on_every_device_with_its_author_and_names_a_known_contact() {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let mut s = state();
+    let message = chorus_wire::FirstMessage {
+        envelope_id: [7; 16],
+        sent_ms: 900,
+        text: "for the leader".into(),
+    };
+    let request = |contact| {
+        chorus_core::Pending::free(EventKind::ForwardRequested {
+            contact,
+            message: message.clone(),
+        })
+    };
+    let r = appended(&s, &key, keys[2], vec![request([1; 32])], 1);
+    let Outcome::Applied(effects) = &fold(&mut s, &key, &r)[0] else {
+        panic!("refused");
+    };
+    assert!(effects.iter().any(|e| matches!(e,
+        Effect::ForwardRequested { alias, message: m, author }
+            if alias == "contact1" && *m == message && *author == keys[2])));
+    let before = s.digest();
+    let r = appended(&s, &key, keys[2], vec![request([8; 32])], 2);
+    assert!(matches!(
+        fold(&mut s, &key, &r)[0],
+        Outcome::Refused(LogError::UnknownContact)
+    ));
+    assert_eq!(s.digest(), before);
+}

@@ -157,6 +157,23 @@ pub enum EventKind {
         /// The strategy now in force.
         strategy: crate::Strategy,
     },
+    /// `leader`: the author holds the right to encrypt for the identity until
+    /// `expires_ms` (its own clock). Guarded on the lease stream, so of two takeovers
+    /// one wins; each term is one past the one before it.
+    LeaderLease {
+        /// The lease's term (1 for the first).
+        term: u64,
+        /// Until when (the holder's clock, milliseconds since the Unix epoch).
+        expires_ms: u64,
+    },
+    /// `leader` and `primary`: a message typed on a device that does not encrypt, for
+    /// the device that does. The `Sent` with its envelope id fulfils it.
+    ForwardRequested {
+        /// The contact's root key.
+        contact: [u8; 32],
+        /// The envelope id it is to be sent under, when it was typed, and the text.
+        message: FirstMessage,
+    },
     /// The identity's relays.
     RelaysUpdated {
         /// Relay URLs, home relay first.
@@ -322,6 +339,22 @@ impl LogEvent {
                     reason: "not a known strategy",
                 })?,
             },
+            Kind::LeaderLease(l) => {
+                if l.term == 0 {
+                    return Err(WireError::InvalidText {
+                        field: "leader_lease.term",
+                        reason: "terms start at 1",
+                    });
+                }
+                EventKind::LeaderLease {
+                    term: l.term,
+                    expires_ms: l.expires_ms,
+                }
+            }
+            Kind::ForwardRequested(f) => EventKind::ForwardRequested {
+                contact: fixed("forward_requested.contact_id", &f.contact_id)?,
+                message: decode_message(f.message, "forward_requested.message")?,
+            },
             Kind::RelaysUpdated(r) => {
                 if r.relay_urls.is_empty() || r.relay_urls.len() > MAX_RELAYS {
                     return Err(WireError::InvalidText {
@@ -343,21 +376,11 @@ impl LogEvent {
             Kind::Delivered(d) => EventKind::Delivered {
                 envelope_id: fixed("delivered.envelope_id", &d.envelope_id)?,
             },
-            Kind::Received(r) => {
-                let m = r
-                    .message
-                    .ok_or(WireError::MissingField("received.message"))?;
-                check_text(&m.text)?;
-                EventKind::Received {
-                    contact: fixed("received.contact_id", &r.contact_id)?,
-                    message: FirstMessage {
-                        envelope_id: fixed("received.envelope_id", &m.envelope_id)?,
-                        sent_ms: m.sent_ms,
-                        text: m.text,
-                    },
-                    position: r.position,
-                }
-            }
+            Kind::Received(r) => EventKind::Received {
+                contact: fixed("received.contact_id", &r.contact_id)?,
+                message: decode_message(r.message, "received.message")?,
+                position: r.position,
+            },
             Kind::Blocked(b) => EventKind::Blocked {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
@@ -514,13 +537,19 @@ impl LogEvent {
                 position,
             } => Kind::Received(proto::Received {
                 contact_id: contact.to_vec(),
-                message: Some(proto::FirstMessage {
-                    envelope_id: message.envelope_id.to_vec(),
-                    sent_ms: message.sent_ms,
-                    text: message.text.clone(),
-                }),
+                message: Some(encode_message(message)),
                 position: *position,
             }),
+            EventKind::LeaderLease { term, expires_ms } => Kind::LeaderLease(proto::LeaderLease {
+                term: *term,
+                expires_ms: *expires_ms,
+            }),
+            EventKind::ForwardRequested { contact, message } => {
+                Kind::ForwardRequested(proto::ForwardRequested {
+                    contact_id: contact.to_vec(),
+                    message: Some(encode_message(message)),
+                })
+            }
             EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
@@ -655,17 +684,7 @@ fn decode_details(
             reason: "a first message consumes at most two prekeys",
         });
     }
-    let first = d
-        .first
-        .map(|f| {
-            check_text(&f.text)?;
-            Ok::<_, WireError>(FirstMessage {
-                envelope_id: fixed("first_message.envelope_id", &f.envelope_id)?,
-                sent_ms: f.sent_ms,
-                text: f.text,
-            })
-        })
-        .transpose()?;
+    let first = d.first.map(checked_message).transpose()?;
     Ok(ContactDetails {
         identity,
         relay_url: d.relay_url,
@@ -688,14 +707,36 @@ fn encode_details(d: &ContactDetails) -> proto::ContactDetails {
         recv_mailbox: d.recv_mailbox.to_vec(),
         invitation: d.invitation.map(|m| m.to_vec()).unwrap_or_default(),
         session: d.session.as_bytes().to_vec(),
-        first: d.first.as_ref().map(|f| proto::FirstMessage {
-            envelope_id: f.envelope_id.to_vec(),
-            sent_ms: f.sent_ms,
-            text: f.text.clone(),
-        }),
+        first: d.first.as_ref().map(encode_message),
         consumed_prekeys: d.consumed_prekeys.clone(),
         added_ms: d.added_ms,
         read_only: d.read_only,
+    }
+}
+
+/// A message carried in an event (`first`, `received`, `forward_requested`), which
+/// must be there.
+fn decode_message(
+    m: Option<proto::FirstMessage>,
+    field: &'static str,
+) -> Result<FirstMessage, WireError> {
+    checked_message(m.ok_or(WireError::MissingField(field))?)
+}
+
+fn checked_message(m: proto::FirstMessage) -> Result<FirstMessage, WireError> {
+    check_text(&m.text)?;
+    Ok(FirstMessage {
+        envelope_id: fixed("first_message.envelope_id", &m.envelope_id)?,
+        sent_ms: m.sent_ms,
+        text: m.text,
+    })
+}
+
+fn encode_message(m: &FirstMessage) -> proto::FirstMessage {
+    proto::FirstMessage {
+        envelope_id: m.envelope_id.to_vec(),
+        sent_ms: m.sent_ms,
+        text: m.text.clone(),
     }
 }
 
@@ -1011,6 +1052,18 @@ mod tests {
             EventKind::StrategySet {
                 strategy: crate::Strategy::Leaderless,
             },
+            EventKind::LeaderLease {
+                term: 3,
+                expires_ms: 1_700_000_030_000,
+            },
+            EventKind::ForwardRequested {
+                contact: [5; 32],
+                message: FirstMessage {
+                    envelope_id: [6; 16],
+                    sent_ms: 1_700_000_000_000,
+                    text: "through the leader".into(),
+                },
+            },
             EventKind::RelaysUpdated {
                 relays: vec!["https://relay.example".into()],
             },
@@ -1161,5 +1214,74 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_lease_term_and_a_forwarded_message_are_checked() {
+        let lease = |term| {
+            let mut p = proto::LogEvent::decode(
+                &event(EventKind::LeaderLease {
+                    term: 1,
+                    expires_ms: 5,
+                })
+                .encode()[..],
+            )
+            .unwrap();
+            p.kind = Some(proto::log_event::Kind::LeaderLease(proto::LeaderLease {
+                term,
+                expires_ms: 5,
+            }));
+            LogEvent::decode(&p.encode_to_vec())
+        };
+        assert!(lease(1).is_ok());
+        assert_eq!(
+            lease(0),
+            Err(WireError::InvalidText {
+                field: "leader_lease.term",
+                reason: "terms start at 1",
+            })
+        );
+        let forward = |contact: Vec<u8>, message: Option<proto::FirstMessage>| {
+            let mut p = proto::LogEvent::decode(
+                &event(EventKind::Delivered {
+                    envelope_id: [1; 16],
+                })
+                .encode()[..],
+            )
+            .unwrap();
+            p.kind = Some(proto::log_event::Kind::ForwardRequested(
+                proto::ForwardRequested {
+                    contact_id: contact,
+                    message,
+                },
+            ));
+            LogEvent::decode(&p.encode_to_vec())
+        };
+        let message = |id: Vec<u8>, text: &str| proto::FirstMessage {
+            envelope_id: id,
+            sent_ms: 1,
+            text: text.into(),
+        };
+        assert!(forward(vec![1; 32], Some(message(vec![2; 16], "hi"))).is_ok());
+        assert_eq!(
+            forward(vec![1; 32], None),
+            Err(WireError::MissingField("forward_requested.message"))
+        );
+        let wrong_length = |field| {
+            Err(WireError::InvalidText {
+                field,
+                reason: "wrong length",
+            })
+        };
+        assert_eq!(
+            forward(vec![1; 31], Some(message(vec![2; 16], "hi"))),
+            wrong_length("forward_requested.contact_id")
+        );
+        assert_eq!(
+            forward(vec![1; 32], Some(message(vec![2; 15], "hi"))),
+            wrong_length("first_message.envelope_id")
+        );
+        let long = "x".repeat(crate::limits::MAX_TEXT_LEN + 1);
+        assert!(forward(vec![1; 32], Some(message(vec![2; 16], &long))).is_err());
     }
 }
