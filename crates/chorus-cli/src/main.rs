@@ -77,9 +77,11 @@ enum StrategyArg {
     Sequenced,
     /// Any device sends without waiting; simultaneous sends fork the ratchet.
     Leaderless,
-    /// One device holds a lease and sends for the others (not built yet).
+    /// The device holding a lease in the log sends for the others; when it goes
+    /// away, the next device to send takes the lease over.
     Leader,
-    /// One device holds each conversation (not built yet).
+    /// This device sends and reads for the others, which hand it their messages
+    /// (set it on another device to move the role there).
     Primary,
     /// Signal's model: contacts see every device (not built yet).
     PerDevice,
@@ -493,10 +495,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let home = home(&cli)?;
             let strategy = chorus_wire::Strategy::from(*strategy);
-            if !matches!(
-                strategy,
-                chorus_wire::Strategy::Sequenced | chorus_wire::Strategy::Leaderless
-            ) {
+            if strategy == chorus_wire::Strategy::PerDevice {
                 // Refused before anything is created.
                 return Err(ClientError::StrategyNotBuilt(strategy).into());
             }
@@ -536,7 +535,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Strategy { set: None } => {
             let device = open(&cli).await?;
             device.sync_log().await?;
-            println!("{}", device.strategy().await?);
+            let strategy = device.strategy().await?;
+            match (strategy, device.sending_device().await?) {
+                (chorus_wire::Strategy::Leader, Some(d)) => {
+                    println!("{strategy} (the lease is held by {d:?})")
+                }
+                (chorus_wire::Strategy::Leader, None) => {
+                    println!("{strategy} (no lease holds: the next device to send takes it)")
+                }
+                (chorus_wire::Strategy::Primary, Some(d)) => {
+                    println!("{strategy} (the primary is {d:?})")
+                }
+                _ => println!("{strategy}"),
+            }
             Ok(())
         }
         Command::Strategy { set: Some(s) } => {
@@ -979,6 +990,11 @@ fn print_qr(code: &str) {
 }
 
 fn report_queued(outcome: chorus_client::SendOutcome) -> Result<(), Failure> {
+    if let Some(device) = &outcome.forwarded_to {
+        println!(
+            "Handed to {device:?}, which sends for this identity; it is sent when that device syncs."
+        );
+    }
     match outcome.queued {
         None => Ok(()),
         Some(e) => Err(Failure::new(

@@ -946,14 +946,12 @@ fn a_roll_killed_before_the_relay_heard_of_it_is_finished_by_the_next_roll() {
     assert_eq!(address(&tablet), address(&laptop));
 }
 
-#[test]
-fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
-    let alice: Vec<PathBuf> = (1..=3)
-        .map(|i| dir.path().join(format!("alice{i}")))
-        .collect();
-    let bob = dir.path().join("bob");
+/// Alice on three devices under `strategy` (set at `init` on the first) and bob, as
+/// contacts who have exchanged one message each way.
+fn three_devices_under(dir: &Path, strategy: &str) -> (Relay, Vec<PathBuf>, PathBuf) {
+    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
+    let alice: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("alice{i}"))).collect();
+    let bob = dir.join("bob");
     let out = ok(
         &alice[0],
         &[
@@ -963,51 +961,129 @@ fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_histo
             "--name",
             "alice",
             "--strategy",
-            "leaderless",
+            strategy,
         ],
     );
-    assert!(out.contains("Strategy:      leaderless"), "{out}");
+    assert!(out.contains(&format!("Strategy:      {strategy}")), "{out}");
     ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
     link(&alice[0], &alice[1], &relay, "phone");
     link(&alice[0], &alice[2], &relay, "tablet");
-    // A linked device folds the choice from the log.
-    assert_eq!(ok(&alice[2], &["strategy"]).trim(), "leaderless");
     let code = ok(&alice[1], &["invite", "--no-qr"]);
     ok(&bob, &["accept", code.trim()]);
     ok(&bob, &["send", "alice", "hi alice"]);
     for home in alice.iter().chain([&bob]) {
         ok(home, &["sync"]);
     }
+    (relay, alice, bob)
+}
 
-    // Three devices send at once, waiting on no guard: 15 messages each.
-    let mut senders = Vec::new();
-    for (i, home) in alice.iter().enumerate() {
-        let home = home.clone();
-        senders.push(thread::spawn(move || {
-            for n in 0..15 {
-                ok(&home, &["send", "bob", &format!("device {i} message {n}")]);
-            }
-        }));
-    }
-    for s in senders {
-        s.join().unwrap();
-    }
-    ok(&bob, &["sync"]);
-    ok(&bob, &["send", "alice", "got them all"]);
+/// Each of alice's devices sends `each` messages to bob at once; returns what each
+/// `send` printed.
+fn all_send_at_once(alice: &[PathBuf], each: usize) -> Vec<String> {
+    let senders: Vec<_> = alice
+        .iter()
+        .enumerate()
+        .map(|(i, home)| {
+            let home = home.clone();
+            thread::spawn(move || {
+                (0..each)
+                    .map(|n| ok(&home, &["send", "bob", &format!("device {i} message {n}")]))
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+        })
+        .collect();
+    senders.into_iter().map(|s| s.join().unwrap()).collect()
+}
+
+/// Bob answers, then every device syncs twice; alice's devices show one history, and
+/// bob's mirrors it.
+fn agree_on_one_history(alice: &[PathBuf], bob: &Path, len: usize) {
+    ok(bob, &["sync"]);
+    ok(bob, &["send", "alice", "got them all"]);
     for _ in 0..2 {
-        for home in alice.iter().chain([&bob]) {
+        for home in alice.iter().map(PathBuf::as_path).chain([bob]) {
             ok(home, &["sync"]);
         }
     }
-    let reference = one_history(&alice, "bob", 47);
-    mirrors(
-        &reference,
-        &one_history(std::slice::from_ref(&bob), "alice", 47),
-    );
+    let reference = one_history(alice, "bob", len);
+    mirrors(&reference, &one_history(&[bob.to_path_buf()], "alice", len));
+}
+
+#[test]
+fn leaderless_three_devices_send_at_once_fork_the_ratchet_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, alice, bob) = three_devices_under(dir.path(), "leaderless");
+    // A linked device folds the choice from the log.
+    assert_eq!(ok(&alice[2], &["strategy"]).trim(), "leaderless");
+    // Three devices send at once, waiting on no guard: 15 messages each.
+    all_send_at_once(&alice, 15);
+    agree_on_one_history(&alice, &bob, 47);
     // Back to sequenced, for every device.
     ok(&alice[1], &["strategy", "sequenced"]);
     ok(&alice[0], &["sync"]);
     assert_eq!(ok(&alice[0], &["strategy"]).trim(), "sequenced");
+}
+
+#[test]
+fn leader_three_devices_send_at_once_through_the_lease_holder_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, alice, bob) = three_devices_under(dir.path(), "leader");
+    // Nobody has sent since the strategy was set: no lease yet.
+    let shown = ok(&alice[2], &["strategy"]);
+    assert!(shown.contains("leader (no lease holds"), "{shown}");
+    let printed = all_send_at_once(&alice, 10);
+    // One device took the lease and encrypted; the others handed their messages to it.
+    let holder = ok(&alice[0], &["strategy"]);
+    let named = ["alice", "phone", "tablet"]
+        .into_iter()
+        .find(|d| holder.contains(&format!("held by \"{d}\"")))
+        .unwrap_or_else(|| panic!("no holder in {holder:?}"));
+    let handed = printed.iter().filter(|p| p.contains("Handed to")).count();
+    assert!(handed >= 1, "every device encrypted: {printed:?}");
+    assert!(
+        printed
+            .iter()
+            .filter(|p| p.contains("Handed to"))
+            .all(|p| p.contains(&format!("Handed to \"{named}\""))),
+        "{printed:?}"
+    );
+    // The holder sends what it was handed when it syncs.
+    agree_on_one_history(&alice, &bob, 32);
+}
+
+#[test]
+fn primary_three_devices_send_at_once_through_the_primary_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, alice, bob) = three_devices_under(dir.path(), "primary");
+    assert_eq!(
+        ok(&alice[1], &["strategy"]).trim(),
+        "primary (the primary is \"alice\")"
+    );
+    let printed = all_send_at_once(&alice, 10);
+    // Only the primary encrypts: the phone and the tablet hand every message to it.
+    assert!(!printed[0].contains("Handed to"), "{}", printed[0]);
+    for p in &printed[1..] {
+        assert_eq!(p.matches("Handed to \"alice\"").count(), 10, "{p}");
+    }
+    // The siblings never read bob's messages themselves: the primary logs each one.
+    agree_on_one_history(&alice, &bob, 32);
+    // Set on the tablet, the role moves there.
+    ok(&alice[2], &["strategy", "primary"]);
+    ok(&alice[0], &["sync"]);
+    assert_eq!(
+        ok(&alice[0], &["strategy"]).trim(),
+        "primary (the primary is \"tablet\")"
+    );
+    let out = ok(&alice[0], &["send", "bob", "now through the tablet"]);
+    assert!(out.contains("Handed to \"tablet\""), "{out}");
+    ok(&alice[2], &["sync"]);
+    ok(&bob, &["sync"]);
+    assert!(
+        history(&bob, "alice").contains(&(false, "now through the tablet".to_owned())),
+        "{:?}",
+        history(&bob, "alice")
+    );
 }
 
 #[test]
@@ -1024,11 +1100,14 @@ fn a_strategy_not_built_yet_is_refused_and_changes_nothing() {
             "--name",
             "alice",
             "--strategy",
-            "leader",
+            "per-device",
         ],
         6,
     );
-    assert!(err.contains("strategy leader is not built yet"), "{err}");
+    assert!(
+        err.contains("strategy per-device is not built yet"),
+        "{err}"
+    );
     // Nothing was created: the home holds no identity.
     assert!(fails(&home, &["strategy"], 3).contains("chorus init"));
     ok(&home, &["init", "--relay", &relay.url, "--name", "alice"]);

@@ -220,9 +220,17 @@ impl Log {
 
     /// The identity's multi-device strategy, as folded.
     pub(crate) async fn strategy(&self) -> Result<chorus_core::Strategy, ClientError> {
+        self.with_state(Constellation::strategy).await
+    }
+
+    /// What `f` reads of the folded state (restored if another process folded).
+    pub(crate) async fn with_state<T>(
+        &self,
+        f: impl FnOnce(&Constellation) -> T,
+    ) -> Result<T, ClientError> {
         let mut slot = self.fold.lock().await;
         let mut conn = self.store.pool().acquire().await?;
-        Ok(self.folded(&mut slot, &mut conn).await?.state.strategy())
+        Ok(f(&self.folded(&mut slot, &mut conn).await?.state))
     }
 
     /// The folded state and a store transaction that agree: the state is restored if

@@ -21,7 +21,7 @@ use crate::send::Guarded;
 
 /// An event to append, with the stream it is guarded on and the version expected
 /// (`None`: the version as folded when the batch is sealed).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
     /// The event.
     pub kind: EventKind,

@@ -48,6 +48,7 @@ pub(crate) struct Ledger {
     forks: u64,
     key_reuse: u64,
     lost: u64,
+    stranded: u64,
     duplicated: u64,
     violations: Vec<String>,
 }
@@ -64,6 +65,7 @@ impl Ledger {
             forks: 0,
             key_reuse: 0,
             lost: 0,
+            stranded: 0,
             duplicated: 0,
             violations: Vec::new(),
         }
@@ -172,7 +174,7 @@ impl Ledger {
     pub(crate) fn seen(&mut self, dev: usize, ident: usize, seen: Seen, now: u64) {
         match seen {
             Seen::Shown { text, outgoing } => {
-                let Some(i) = parse(&text).filter(|&i| i < self.msgs.len()) else {
+                let Some(i) = message_index(&text).filter(|&i| i < self.msgs.len()) else {
                     self.violation(format!("device {dev} showed a text nobody typed: {text:?}"));
                     return;
                 };
@@ -215,26 +217,40 @@ impl Ledger {
         relay: &Relay,
     ) -> bool {
         let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
+        // Under `primary`, an identity whose primary (its first device, which set the
+        // strategy) is destroyed neither sends nor reads any more: by design, not a
+        // fault of the run. What that strands is counted, not failed.
+        let orphaned: BTreeSet<usize> = (0..2)
+            .filter(|&i| {
+                self.strategy == Strategy::Primary
+                    && members[i].first().is_some_and(|p| !alive.contains(p))
+            })
+            .flat_map(|i| members[i].iter().copied())
+            .collect();
         let mut problems = Vec::new();
-        let mut lost = 0;
+        let (mut lost, mut stranded) = (0, 0);
         let mut one_state = true;
         for (i, m) in self.msgs.iter().enumerate() {
             let Some((dev, _)) = m.typed else { continue };
             if !m.escrowed {
-                if alive.contains(&dev) {
+                if orphaned.contains(&dev) {
+                    stranded += 1;
+                } else if alive.contains(&dev) {
                     problems.push(format!("m{i}, typed on device {dev} (alive), never sent"));
                 }
                 continue;
             }
-            let missing: Vec<usize> = members
+            let (orphans, missing): (Vec<usize>, Vec<usize>) = members
                 .iter()
                 .flatten()
                 .copied()
                 .filter(|d| alive.contains(d) && !m.shown.contains_key(d))
-                .collect();
+                .partition(|d| orphaned.contains(d));
             if !missing.is_empty() {
                 lost += 1;
                 problems.push(format!("m{i} lost: never shown on devices {missing:?}"));
+            } else if !orphans.is_empty() {
+                stranded += 1;
             }
         }
         for (ident, devs) in members.iter().enumerate() {
@@ -243,9 +259,11 @@ impl Ledger {
                 .filter(|(i, _)| devs.contains(i))
                 .map(|(_, d)| d.digest())
                 .collect();
+            // Under `primary` only the primary decrypts: its siblings' copies of the
+            // session move with its sends alone, and are not compared.
             let sessions: BTreeSet<_> = live
                 .iter()
-                .filter(|(i, _)| devs.contains(i))
+                .filter(|(i, d)| devs.contains(i) && d.reads_mail())
                 .map(|(_, d)| d.session_digest())
                 .collect();
             if folded.len() > 1 || sessions.len() > 1 {
@@ -270,6 +288,7 @@ impl Ledger {
             }
         }
         self.lost += lost;
+        self.stranded += stranded;
         self.violations.extend(problems);
         one_state
     }
@@ -279,6 +298,7 @@ impl Ledger {
         stats.key_reuse += self.key_reuse;
         stats.forks += self.forks;
         stats.lost += self.lost;
+        stats.stranded += self.stranded;
         stats.duplicated += self.duplicated;
         for m in &self.msgs {
             if m.unavailable {
@@ -312,7 +332,7 @@ impl Ledger {
 }
 
 /// The message index in a text (`m<index>.…`).
-fn parse(text: &str) -> Option<usize> {
+pub(crate) fn message_index(text: &str) -> Option<usize> {
     text.strip_prefix('m')?.split('.').next()?.parse().ok()
 }
 

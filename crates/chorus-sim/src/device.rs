@@ -12,16 +12,22 @@
 //! Everything a step changes is "persisted" when the step ends: a crash loses only the
 //! request in flight (and the wake-ups it was waiting for), as the client's transactions
 //! lose nothing committed.
+//!
+//! Who encrypts and who reads the contact's mailbox is the core's decision
+//! ([`Constellation::send_role`], [`Constellation::reads_contacts`]): under `leader` and
+//! `primary` a device that does not encrypt appends a `ForwardRequested` for what is
+//! typed on it and keeps it pending; the primary appends a `Received` for every message
+//! it decrypts (the fan-out).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chorus_core::route::{Failure, Next, after_failure};
 use chorus_core::{
-    Constellation, Effect, EncryptedMessage, MessageKind, Outcome, Outgoing, Pending, Recipient,
-    Record, Session, Sessions, Strategy,
+    Appendable, Constellation, Effect, EncryptedMessage, LogError, MessageKind, Outcome, Outgoing,
+    Pending, Recipient, Record, Role, Session, Sessions, Strategy,
 };
 use chorus_crypto::EpochKey;
-use chorus_wire::{Envelope, EventKind, Payload};
+use chorus_wire::{Envelope, EventKind, FirstMessage, Payload};
 use rand::rngs::StdRng;
 
 use crate::relay::{Reply, Request, Stored};
@@ -43,11 +49,18 @@ pub fn mailbox_id(index: usize) -> [u8; 32] {
     id
 }
 
+/// Events of one kind per append, at most (forward requests, fanned-out messages).
+pub const EVENTS_PER_APPEND: usize = 16;
+
 /// What a device is waiting for.
 #[derive(Clone, Debug)]
 pub enum Op {
     /// An append of a send (the message's ledger index).
     Send(usize),
+    /// An append of forward requests (`leader`, `primary`).
+    Forward,
+    /// An append of `Received` events for this many fanned-out messages (`primary`).
+    FanOut(usize),
     /// An append of `Delivered` for an envelope.
     Delivered([u8; 16]),
     /// A page of the log.
@@ -58,15 +71,20 @@ pub enum Op {
     Post([u8; 16]),
 }
 
-/// A message typed on this device, not yet in the log.
+/// A message typed on this device (or, under `leader` and `primary`, on a sibling that
+/// asked for it to be sent), not yet in the log as sent.
 #[derive(Clone, Debug)]
 pub struct PendingSend {
     /// The message's ledger index (its text is `m<index>`).
     pub msg: usize,
     /// Chosen once: a re-encryption after a lost race keeps it.
     pub envelope_id: [u8; 16],
-    /// When typed (this device's clock).
+    /// When typed (its device's clock).
     pub typed_ms: u64,
+    /// The text.
+    pub text: String,
+    /// A `ForwardRequested` for it is in the log (folded here).
+    pub requested: bool,
 }
 
 /// An envelope logged but not known delivered.
@@ -133,8 +151,6 @@ pub struct Device {
     pub partitioned_until: u64,
     /// Added to the world's clock for every time this device writes.
     pub skew_ms: i64,
-    /// How it sends (`sequenced`: guarded; `leaderless`: unguarded, at once).
-    pub strategy: Strategy,
     state: Constellation,
     epoch_key: EpochKey,
     sessions: BTreeMap<[u8; 32], Session>,
@@ -147,6 +163,9 @@ pub struct Device {
     pub outbox: Vec<([u8; 16], OutboxEntry)>,
     /// Envelopes this device posted, awaiting their `Delivered`.
     delivered_due: BTreeSet<[u8; 16]>,
+    /// Messages decrypted here for siblings that do not read the mailbox (`primary`),
+    /// with their mailbox seq, not yet in the log.
+    fanout: VecDeque<(FirstMessage, u64)>,
     mail_cursor: u64,
     /// Envelope ids in the history.
     history: BTreeSet<[u8; 16]>,
@@ -164,6 +183,10 @@ pub struct Device {
     rng: StdRng,
     /// Guard conflicts met (a sibling sent first).
     pub conflicts: u64,
+    /// Messages handed to another device to send (`ForwardRequested` appended).
+    pub forwarded: u64,
+    /// Messages written to the log for the siblings (`Received` appended).
+    pub fanned_out: u64,
     /// What went wrong that a correct core never does (the world turns each into a
     /// violation).
     pub problems: Vec<String>,
@@ -188,7 +211,6 @@ impl Device {
             status: Status::Up,
             partitioned_until: 0,
             skew_ms: 0,
-            strategy: Strategy::Sequenced,
             state,
             epoch_key,
             sessions,
@@ -196,6 +218,7 @@ impl Device {
             pending: VecDeque::new(),
             outbox: Vec::new(),
             delivered_due: BTreeSet::new(),
+            fanout: VecDeque::new(),
             mail_cursor: 0,
             history: BTreeSet::new(),
             retry_after_fold: false,
@@ -206,6 +229,8 @@ impl Device {
             read_mail: false,
             rng,
             conflicts: 0,
+            forwarded: 0,
+            fanned_out: 0,
             problems: Vec::new(),
         }
     }
@@ -234,20 +259,42 @@ impl Device {
     }
 
     /// The user typed message `msg`.
-    pub fn type_message(&mut self, msg: usize, world_ms: u64) {
+    pub fn type_message(&mut self, msg: usize, text: String, world_ms: u64) {
         let mut envelope_id = [0u8; 16];
         rand::Rng::fill_bytes(&mut self.rng, &mut envelope_id);
         self.pending.push_back(PendingSend {
             msg,
             envelope_id,
             typed_ms: self.now(world_ms),
+            text,
+            requested: false,
         });
+    }
+
+    /// The strategy in force, as this device folded the log.
+    pub fn strategy(&self) -> Strategy {
+        self.state.strategy()
+    }
+
+    /// Whether this device reads the contact's mailbox (all but a primary's siblings).
+    pub fn reads_mail(&self) -> bool {
+        self.state.reads_contacts(&self.key)
+    }
+
+    /// Seals `events` on the folded state, as this device, at `now_ms`.
+    pub fn seal(&mut self, events: Vec<Pending>, now_ms: u64) -> Result<Vec<Appendable>, LogError> {
+        self.state
+            .seal_batch(&self.epoch_key, self.key, events, now_ms, &mut self.rng)
     }
 
     /// Whether the device has nothing left to do (nothing typed, logged-undelivered,
     /// or known unread). The world also checks that it has read everything there is.
     pub fn idle(&self) -> bool {
-        self.pending.is_empty()
+        // Under `primary`, a sibling's requests wait on the primary and nothing here
+        // can change that; under `leader` a lease runs out, so waiting is not idle.
+        let on_primary = self.state.primary().is_some_and(|p| p != self.key);
+        self.pending.iter().all(|p| p.requested && on_primary)
+            && self.fanout.is_empty()
             && self.outbox.is_empty()
             && self.delivered_due.is_empty()
             && !self.log_dirty
@@ -271,6 +318,11 @@ impl Device {
         self.state.digest()
     }
 
+    /// The leader lease's term as folded (`leader`).
+    pub fn lease_term(&self) -> Option<u64> {
+        self.state.lease().map(|l| l.term)
+    }
+
     /// The contact session's digest.
     pub fn session_digest(&self) -> Option<[u8; 32]> {
         self.sessions
@@ -280,11 +332,7 @@ impl Device {
 
     /// The next request, if any: sync the log when told it grew, send what is typed,
     /// read the mailbox, then deliver what the outbox holds.
-    pub fn next_request(
-        &mut self,
-        world_ms: u64,
-        text: &dyn Fn(usize) -> String,
-    ) -> Option<(Op, Request)> {
+    pub fn next_request(&mut self, world_ms: u64) -> Option<(Op, Request)> {
         if self.inflight.is_some() || self.status != Status::Up {
             return None;
         }
@@ -298,7 +346,13 @@ impl Device {
                 },
             ));
         }
-        if self.strategy == Strategy::Leaderless && !self.pending.is_empty() {
+        let now = self.now(world_ms);
+        if let Some(request) = self.fan_out(now) {
+            return Some(request);
+        }
+        let reads_mail = self.reads_mail();
+        let strategy = self.strategy();
+        if strategy == Strategy::Leaderless && !self.pending.is_empty() {
             // Leaderless waits for no guard, but reads the log and the mailbox to
             // their ends before it sends (the client does the same; the design note's
             // "heuristics to avoid" forks): a device that sends on a stale state builds
@@ -324,17 +378,33 @@ impl Device {
                 ));
             }
         }
-        if let Some(p) = self.pending.front().cloned() {
-            match self.plan(&p, world_ms, &text(p.msg)) {
-                Ok(request) => return Some((Op::Send(p.msg), request)),
-                Err(why) => {
-                    // The core refused to encrypt it: nothing else can come of it,
-                    // and the run fails on it.
-                    self.pending.pop_front();
-                    self.problems
-                        .push(format!("m{} could not be sent: {why}", p.msg));
+        match self.state.send_role(&self.key, now) {
+            Role::Forward { .. } => {
+                if let Some(request) = self.request_forwards(now) {
+                    return Some(request);
                 }
             }
+            role => {
+                let lease = match role {
+                    Role::TakeLease(p) => Some(p),
+                    _ => None,
+                };
+                if let Some(p) = self.pending.front().cloned() {
+                    match self.plan(&p, world_ms, lease) {
+                        Ok(request) => return Some((Op::Send(p.msg), request)),
+                        Err(why) => {
+                            // The core refused to encrypt it: nothing else can come of
+                            // it, and the run fails on it.
+                            self.pending.pop_front();
+                            self.problems
+                                .push(format!("m{} could not be sent: {why}", p.msg));
+                        }
+                    }
+                }
+            }
+        }
+        if self.mail_dirty && !reads_mail {
+            self.mail_dirty = false;
         }
         if self.mail_dirty {
             return Some((
@@ -345,7 +415,6 @@ impl Device {
                 },
             ));
         }
-        let now = self.now(world_ms);
         if let Some(id) = self.delivered_due.iter().next().copied() {
             let records = self.state.seal_batch(
                 &self.epoch_key,
@@ -388,9 +457,81 @@ impl Device {
         None
     }
 
+    /// The `ForwardRequested` events for what is pending and not yet asked for, as one
+    /// append (`leader`, `primary`: another device encrypts).
+    fn request_forwards(&mut self, now: u64) -> Option<(Op, Request)> {
+        let events: Vec<Pending> = self
+            .pending
+            .iter()
+            .filter(|p| !p.requested)
+            .take(EVENTS_PER_APPEND)
+            .map(|p| {
+                Pending::free(EventKind::ForwardRequested {
+                    contact: self.peer.root,
+                    message: FirstMessage {
+                        envelope_id: p.envelope_id,
+                        sent_ms: p.typed_ms,
+                        text: p.text.clone(),
+                    },
+                })
+            })
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        self.append(Op::Forward, events, now)
+    }
+
+    /// The `Received` events for what this device decrypted for its siblings, as one
+    /// append (`primary`).
+    fn fan_out(&mut self, now: u64) -> Option<(Op, Request)> {
+        let events: Vec<Pending> = self
+            .fanout
+            .iter()
+            .take(EVENTS_PER_APPEND)
+            .map(|(message, position)| {
+                Pending::free(EventKind::Received {
+                    contact: self.peer.root,
+                    message: message.clone(),
+                    position: *position,
+                })
+            })
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        let n = events.len();
+        self.append(Op::FanOut(n), events, now)
+    }
+
+    fn append(&mut self, op: Op, events: Vec<Pending>, now: u64) -> Option<(Op, Request)> {
+        match self.seal(events, now) {
+            Ok(records) => Some((
+                op,
+                Request::Append {
+                    log: self.ident,
+                    records,
+                    post: None,
+                },
+            )),
+            Err(e) => {
+                self.problems
+                    .push(format!("an append could not be sealed: {e}"));
+                None
+            }
+        }
+    }
+
     /// Plans a send on the folded state: the `Sent` record guarded at the folded
-    /// version, bundled with its envelope when the contact's mailbox is at home.
-    fn plan(&mut self, p: &PendingSend, world_ms: u64, text: &str) -> Result<Request, String> {
+    /// version, bundled with its envelope when the contact's mailbox is at home, after
+    /// the lease the core asked to take first (`leader`; the batch is atomic).
+    fn plan(
+        &mut self,
+        p: &PendingSend,
+        world_ms: u64,
+        lease: Option<Pending>,
+    ) -> Result<Request, String> {
+        let leaderless = self.strategy() == Strategy::Leaderless;
         let session = self
             .sessions
             .get(&self.peer.root)
@@ -409,12 +550,13 @@ impl Device {
                         mailbox: mailbox_id(self.peer.send_mailbox),
                     },
                     envelope_id: p.envelope_id,
-                    text,
+                    text: &p.text,
                     hello: None,
                     rolls: Vec::new(),
                     roll_seen: None,
-                    now_ms: self.now(world_ms),
-                    fresh_step: self.strategy == Strategy::Leaderless,
+                    // A forwarded message keeps the time it was typed.
+                    now_ms: p.typed_ms,
+                    fresh_step: leaderless,
                 },
                 HOME,
                 &mut scratch,
@@ -433,18 +575,14 @@ impl Device {
         // sibling's send in between refuses it. Leaderless: no guard; a send planned
         // on the same state as a sibling's forks the ratchet (or reuses its message
         // key), and the tree merges what every device folds.
-        let pending = match self.strategy {
-            Strategy::Leaderless => Pending::free(guarded.event),
-            _ => Pending::from(guarded),
+        let pending = match leaderless {
+            true => Pending::free(guarded.event),
+            false => Pending::from(guarded),
         };
         let records = self
-            .state
-            .seal_batch(
-                &self.epoch_key,
-                self.key,
-                vec![pending],
+            .seal(
+                lease.into_iter().chain([pending]).collect(),
                 self.now(world_ms),
-                &mut self.rng,
             )
             .map_err(|e| e.to_string())?;
         Ok(Request::Append {
@@ -459,7 +597,7 @@ impl Device {
         self.inflight = None;
         let mut seen = Vec::new();
         match (op, reply) {
-            (Op::Send(_) | Op::Delivered(_), Reply::GuardFailed) => {
+            (Op::Send(_) | Op::Delivered(_) | Op::Forward | Op::FanOut(_), Reply::GuardFailed) => {
                 // A sibling got there first: fold its record, then decide again.
                 self.conflicts += 1;
                 self.log_dirty = true;
@@ -490,8 +628,20 @@ impl Device {
                     }
                     _ => self.log_dirty = true,
                 }
-                if let Op::Delivered(id) = op {
-                    self.delivered_due.remove(&id);
+                match op {
+                    Op::Delivered(id) => {
+                        self.delivered_due.remove(&id);
+                    }
+                    Op::FanOut(n) => {
+                        self.fanout.drain(..n.min(self.fanout.len()));
+                        self.fanned_out += n as u64;
+                    }
+                    Op::Forward => {
+                        if let Request::Append { records, .. } = sent {
+                            self.forwarded += records.len() as u64;
+                        }
+                    }
+                    _ => {}
                 }
             }
             (_, Reply::Log(page)) => {
@@ -517,12 +667,22 @@ impl Device {
                         break;
                     }
                     match self.receive(&bytes) {
-                        Ok(text) => {
+                        Ok(payload) => {
                             self.mail_cursor = seq;
                             self.retry_after_fold = false;
+                            if self.state.fans_out(&self.key) {
+                                self.fanout.push_back((
+                                    FirstMessage {
+                                        envelope_id: id,
+                                        sent_ms: payload.sent_ms,
+                                        text: payload.text.clone(),
+                                    },
+                                    seq,
+                                ));
+                            }
                             if self.history.insert(id) {
                                 seen.push(Seen::Shown {
-                                    text,
+                                    text: payload.text,
                                     outgoing: false,
                                 });
                             }
@@ -558,7 +718,7 @@ impl Device {
     }
 
     /// Decrypts an envelope from the contact on this device's copy of the session.
-    fn receive(&mut self, bytes: &[u8]) -> Result<String, Failure> {
+    fn receive(&mut self, bytes: &[u8]) -> Result<Payload, Failure> {
         let (kind, message) = match Envelope::decode(bytes).map_err(|_| Failure::Bad)? {
             Envelope::Initial(b) => (MessageKind::Initial, b),
             Envelope::Ratchet(b) => (MessageKind::Ratchet, b),
@@ -570,8 +730,7 @@ impl Device {
                 bytes: message,
             })
             .map_err(|e| Failure::of_session(&e))?;
-        let payload = Payload::decode(&plain).map_err(|_| Failure::Bad)?;
-        Ok(payload.text)
+        Payload::decode(&plain).map_err(|_| Failure::Bad)
     }
 
     /// Folds a page through the core and keeps what it decided.
@@ -657,6 +816,26 @@ impl Device {
                         at_ms,
                     },
                 ));
+            }
+            Effect::ForwardRequested { message, .. } => {
+                // Every device keeps it pending until its `Sent` folds; the one that
+                // encrypts sends it. A request repeated (its answer lost) or folded
+                // after the send changes nothing.
+                if let Some(p) = self
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.envelope_id == message.envelope_id)
+                {
+                    p.requested = true;
+                } else if !self.history.contains(&message.envelope_id) {
+                    self.pending.push_back(PendingSend {
+                        msg: crate::check::message_index(&message.text).unwrap_or(usize::MAX),
+                        envelope_id: message.envelope_id,
+                        typed_ms: message.sent_ms,
+                        text: message.text,
+                        requested: true,
+                    });
+                }
             }
             Effect::Delivered { envelope_id } => {
                 self.outbox.retain(|(e, _)| *e != envelope_id);

@@ -15,8 +15,9 @@
 //! [`shrink`] drops faults while it still fails, and `chorus-sim --seed N --faults
 //! i,j` replays what is left.
 //!
-//! Strategies (`chorus_core::Strategy`): `sequenced` runs today; the others are named
-//! and refused until their policies exist in the core (`docs/strategies.md`).
+//! Strategies (`chorus_core::Strategy`): `sequenced`, `leaderless`, `leader` and
+//! `primary` run; `per-device` is named and refused until its policy exists in the core
+//! (`docs/strategies.md`).
 
 pub mod check;
 pub mod device;
@@ -98,6 +99,9 @@ pub struct Stats {
     pub delivered: u64,
     /// Messages that reached the log but are missing on a surviving device.
     pub lost: u64,
+    /// Messages not sent, or not shown on an identity's surviving devices, because its
+    /// primary was destroyed (`primary`: nobody else sends or reads; not a failure).
+    pub stranded: u64,
     /// Messages shown twice on one device.
     pub duplicated: u64,
     /// Messages typed on a device destroyed before they reached the log.
@@ -110,6 +114,14 @@ pub struct Stats {
     pub delivered_while_down: u64,
     /// Races lost (a guarded append refused because a sibling sent first).
     pub conflicts: u64,
+    /// Leader leases taken, both identities together (`leader`: the first, each
+    /// renewal and each takeover).
+    pub lease_terms: u64,
+    /// Forward requests appended (`leader`, `primary`: a message handed to the device
+    /// that encrypts; a request whose answer was lost is appended again).
+    pub forwarded: u64,
+    /// `Received` events appended by a primary for its siblings (`primary`).
+    pub fanned_out: u64,
     /// Message keys used for two envelopes.
     pub key_reuse: u64,
     /// Ratchet forks: a peer key two or more of an identity's ratchet keys were built
@@ -182,7 +194,7 @@ impl Config {
 
 /// Whether the simulator runs a strategy yet.
 pub fn simulated(strategy: Strategy) -> bool {
-    matches!(strategy, Strategy::Sequenced | Strategy::Leaderless)
+    !matches!(strategy, Strategy::PerDevice)
 }
 
 /// Shrinks a failing run: drops scheduled faults one at a time while the run still

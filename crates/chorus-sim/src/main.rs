@@ -210,8 +210,12 @@ fn print_stats(s: &Stats) {
         s.typed, s.delivered, s.lost, s.duplicated, s.dropped_with_device, s.unavailable
     );
     println!(
-        "  races lost {}, forks {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
+        "  races lost {}, lease terms {}, handed over {}, fanned out {}, stranded {}, forks {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
         s.conflicts,
+        s.lease_terms,
+        s.forwarded,
+        s.fanned_out,
+        s.stranded,
         s.forks,
         s.key_reuse,
         s.requests,
@@ -253,7 +257,7 @@ struct Totals {
 }
 
 impl Totals {
-    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | dropped with destroyed device | races lost | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | dropped with destroyed device | stranded (primary gone) | races lost | lease terms | handed over | fanned out | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn add(&mut self, o: &Outcome) {
         self.runs += 1;
@@ -266,7 +270,11 @@ impl Totals {
         t.lost += s.lost;
         t.duplicated += s.duplicated;
         t.dropped_with_device += s.dropped_with_device;
+        t.stranded += s.stranded;
         t.conflicts += s.conflicts;
+        t.lease_terms += s.lease_terms;
+        t.forwarded += s.forwarded;
+        t.fanned_out += s.fanned_out;
         t.key_reuse += s.key_reuse;
         t.forks += s.forks;
         t.requests += s.requests;
@@ -286,7 +294,7 @@ impl Totals {
         let t = &self.s;
         let per = |x: u64| x as f64 / t.typed.max(1) as f64;
         format!(
-            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
+            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
             self.runs,
             self.passed,
             self.converged,
@@ -295,7 +303,11 @@ impl Totals {
             t.lost,
             t.duplicated,
             t.dropped_with_device,
+            t.stranded,
             t.conflicts,
+            t.lease_terms,
+            t.forwarded,
+            t.fanned_out,
             t.forks,
             t.key_reuse,
             per(t.requests),

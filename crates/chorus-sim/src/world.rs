@@ -240,7 +240,6 @@ impl World {
         let (mut devices, members) = setup(config, &mut rng)?;
         let window_ms = config.window_ms;
         for d in &mut devices {
-            d.strategy = config.strategy;
             if config.faults.skew_ms > 0 {
                 let s = config.faults.skew_ms as i64;
                 d.skew_ms = rng.random_range(-s..=s);
@@ -269,6 +268,30 @@ impl World {
         }
         let ndev = devices.len();
         let mut relay = Relay::new(2, 2);
+        // The strategy is in each log before anything else: the first device sets it
+        // (under `primary`, that makes it the primary), and every device folds it
+        // before it sends.
+        if config.strategy != chorus_core::Strategy::Sequenced {
+            for (ident, m) in members.iter().enumerate() {
+                let first = &mut devices[m[0]];
+                let records = first
+                    .seal(
+                        vec![chorus_core::Pending::free(
+                            chorus_wire::EventKind::StrategySet {
+                                strategy: config.strategy,
+                            },
+                        )],
+                        0,
+                    )
+                    .map_err(|e| SimError::Setup(format!("the strategy: {e}")))?;
+                let append = Request::Append {
+                    log: ident,
+                    records,
+                    post: None,
+                };
+                relay.handle(first.key, &append);
+            }
+        }
         relay.ignore_guards = config.faults.relay_ignores_guards;
         let mut w = Self {
             now: 0,
@@ -355,10 +378,8 @@ impl World {
 
     /// Lets a device act: sends its next request, or sleeps until the next poll.
     fn kick(&mut self, dev: usize) {
-        let ledger = &self.ledger;
-        let texts = |msg: usize| ledger.text(msg);
         let now = self.now;
-        let next = self.devices[dev].next_request(now, &texts);
+        let next = self.devices[dev].next_request(now);
         for p in std::mem::take(&mut self.devices[dev].problems) {
             self.ledger.violation(format!("device {dev}: {p}"));
         }
@@ -462,7 +483,8 @@ impl World {
                     .iter()
                     .any(|&d| d != dev && self.devices[d].status != Status::Up);
                 self.ledger.typed(msg, dev, self.now, others_down);
-                self.devices[dev].type_message(msg, self.now);
+                let text = self.ledger.text(msg);
+                self.devices[dev].type_message(msg, text, self.now);
                 self.kick(dev);
             }
             Ev::Wake { dev } => {
@@ -639,7 +661,7 @@ impl World {
                 Status::Up => {
                     d.idle()
                         && d.applied() == self.relay.log_len(d.ident)
-                        && d.mail_cursor() == self.relay.mailbox_len(d.ident)
+                        && (!d.reads_mail() || d.mail_cursor() == self.relay.mailbox_len(d.ident))
                 }
             })
     }
@@ -662,6 +684,16 @@ impl World {
         for (_, d) in &live {
             self.trace.update(d.digest());
             self.stats.conflicts += d.conflicts;
+            self.stats.forwarded += d.forwarded;
+            self.stats.fanned_out += d.fanned_out;
+        }
+        for devs in &self.members {
+            self.stats.lease_terms += live
+                .iter()
+                .filter(|(i, _)| devs.contains(i))
+                .filter_map(|(_, d)| d.lease_term())
+                .max()
+                .unwrap_or(0);
         }
         let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
         let trace: [u8; 32] = self.trace.finalize().into();

@@ -244,6 +244,7 @@ impl Device {
             SendOutcome {
                 envelope_id,
                 queued,
+                forwarded_to: None,
             },
         ))
     }

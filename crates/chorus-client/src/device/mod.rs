@@ -148,6 +148,10 @@ impl Device {
 
 /// Envelopes read per mailbox per request while catching up.
 pub const SYNC_PAGE: u32 = 100;
+
+/// `Received` events per append (each may carry a 30,000-byte text): held messages
+/// carried to the siblings when a request is accepted, and a primary's fan-out.
+pub(crate) const RECEIVED_PER_APPEND: usize = 4;
 /// The log's first epoch (a revocation rotates it: `chorus_core`'s `epoch` module).
 const FIRST_EPOCH: u32 = 1;
 /// How often `watch` retries a non-empty outbox.
@@ -217,6 +221,9 @@ pub struct SendOutcome {
     /// `None`: the relay accepted it. `Some`: it is saved in the outbox and will be
     /// posted by the next `send`, `sync` or `watch`.
     pub queued: Option<RelayError>,
+    /// Another device encrypts for the identity (`leader`, `primary`): the message is
+    /// in the log, handed to the device named here, and pending until it sends it.
+    pub forwarded_to: Option<String>,
 }
 
 /// What `chorus status` shows.

@@ -9,7 +9,7 @@ use chorus_relay_api::{EnvelopeOut, Id32};
 use chorus_wire::{Envelope, FirstMessage, InitialMessage, Payload};
 use sqlx::SqliteConnection;
 
-use super::{Device, SYNC_PAGE, id32};
+use super::{Device, RECEIVED_PER_APPEND, SYNC_PAGE, id32};
 use crate::log::Pending;
 use crate::prekeys;
 use crate::store::contacts::{
@@ -26,8 +26,9 @@ use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 impl Device {
     /// Every mailbox of ours with how far it was read, in batches of the most one
     /// read takes.
+    /// Under `primary` a sibling leaves the contacts' mailboxes to the primary.
     async fn cursor_chunks(&self) -> Result<Vec<Vec<(Id32, i64)>>, ClientError> {
-        let cursors = self.store.cursors().await?;
+        let cursors = self.store.cursors(self.reads_contacts().await?).await?;
         cursors
             .chunks(MAILBOXES_PER_READ)
             .map(|chunk| chunk.iter().map(|(m, a)| Ok((id32(m)?, *a))).collect())
@@ -81,8 +82,56 @@ impl Device {
         Ok(events)
     }
 
+    /// Whether this device reads the contacts' mailboxes (all but a primary's
+    /// siblings: `chorus_core::Constellation::reads_contacts`).
+    pub(super) async fn reads_contacts(&self) -> Result<bool, ClientError> {
+        let me = self.log.keys.device;
+        self.log.with_state(|s| s.reads_contacts(&me)).await
+    }
+
+    /// `primary`: writes every message this device decrypted since the last fan-out to
+    /// the log (`Received`, a few per append), for the siblings that do not read the
+    /// contacts' mailboxes. The mark moves only after the append, so a crash in between
+    /// logs them again (every device keeps one history row per envelope id). A device
+    /// that is not the primary only moves the mark, so that becoming the primary later
+    /// does not log its whole history.
+    pub(super) async fn fan_out(&self) -> Result<(), ClientError> {
+        let me = self.log.keys.device;
+        if !self.log.with_state(|s| s.fans_out(&me)).await? {
+            return self.store.fanned_out(None).await;
+        }
+        loop {
+            let rows = self.store.unfanned(RECEIVED_PER_APPEND as i64).await?;
+            let Some(last) = rows.last().map(|(id, ..)| *id) else {
+                return Ok(());
+            };
+            let n = rows.len();
+            let events = rows
+                .into_iter()
+                .map(|(_, contact, message, position)| {
+                    Pending::free(chorus_wire::EventKind::Received {
+                        contact,
+                        message,
+                        position,
+                    })
+                })
+                .collect();
+            self.append(events).await?;
+            self.store.fanned_out(Some(last)).await?;
+            if n < RECEIVED_PER_APPEND {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads every mailbox of the identity to its end and takes what arrived.
     pub(super) async fn receive_all(&self) -> Result<Vec<Event>, ClientError> {
+        let events = self.read_mailboxes().await?;
+        self.fan_out().await?;
+        Ok(events)
+    }
+
+    async fn read_mailboxes(&self) -> Result<Vec<Event>, ClientError> {
         let mut events = Vec::new();
         loop {
             let (mut more, mut progressed) = (false, false);

@@ -28,7 +28,7 @@ use chorus_wire::{EventKind, FirstMessage, Hello, IdentityKeys, MailboxId, Paylo
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::Device;
+use super::{Device, RECEIVED_PER_APPEND};
 use crate::ClientError;
 use crate::event::Event;
 use crate::log::Pending;
@@ -43,9 +43,6 @@ pub const MAX_PENDING_REQUESTS: i64 = 32;
 /// Messages one request holds; later ones from the same stranger are refused until
 /// the request is accepted.
 pub const MAX_REQUEST_MESSAGES: i64 = 16;
-
-/// Held messages carried to the siblings per append when a request is accepted.
-const RECEIVED_PER_APPEND: usize = 4;
 
 /// A pending message request, as `chorus requests` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

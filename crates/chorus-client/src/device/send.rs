@@ -1,16 +1,18 @@
 //! Sending: the pending send, the sequenced (and, on our own relay, bundled)
 //! append of its `Sent` record, and the outbox for what still has to be posted.
+//! Under `leader` and `primary` the core may say another device encrypts
+//! ([`chorus_core::Role`]): the message is then handed to it through the log.
 
-use chorus_core::{Outgoing, Recipient, Strategy};
+use chorus_core::{Outgoing, Recipient, Role, Strategy};
 use chorus_relay_api::{BundledPost, HexBytes, Id16, Id32};
-use chorus_wire::{EventKind, Hello, check_text};
+use chorus_wire::{EventKind, FirstMessage, Hello, check_text};
 
 use super::{Device, SendOutcome};
 use crate::ClientError;
 use crate::handle::failpoint;
 use crate::log::{APPEND_ATTEMPTS, Appended, Pending};
 use crate::store::contacts::ContactRow;
-use crate::store::history::has_message;
+use crate::store::history::{PendingSend, has_message};
 
 impl Device {
     /// Sends a text message. The text is kept (sealed) as a pending send first; it is
@@ -36,18 +38,44 @@ impl Device {
             .insert_pending_send(&envelope_id, contact, text, self.now())
             .await?;
         let queued = self.send_now(&envelope_id).await;
+        // Handed to the device that encrypts: with the log, not lost, not failed.
+        if self.store.requested(&envelope_id).await? {
+            return Ok(SendOutcome {
+                envelope_id,
+                queued: None,
+                forwarded_to: Some(self.encrypter().await?.unwrap_or_default()),
+            });
+        }
         Ok(SendOutcome {
             envelope_id,
             queued,
+            forwarded_to: None,
         })
     }
 
-    /// Appends a `Sent` event for every pending send, oldest first.
+    /// The name of the device that encrypts for the identity now, if it is not this
+    /// one (`leader`: the lease holder; `primary`: the primary).
+    pub async fn encrypter(&self) -> Result<Option<String>, ClientError> {
+        let (me, now) = (self.log.keys.device, self.now_ms());
+        self.log
+            .with_state(|s| match s.send_role(&me, now) {
+                Role::Forward { to } => Some(super::strategy::device_name(s, &to)),
+                _ => None,
+            })
+            .await
+    }
+
+    /// Appends a `Sent` event for every pending send, oldest first (or, where another
+    /// device encrypts, a `ForwardRequested` for each not yet handed over).
     pub(super) async fn send_pending(&self) -> Result<(), ClientError> {
         for p in self.store.pending_sends().await? {
-            self.send_logged(&p.contact, p.envelope_id, &p.text).await?;
+            self.send_logged(&p).await?;
         }
         Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now()).unwrap_or(0)
     }
 
     /// The send, escrowed in the log before the envelope exists anywhere else.
@@ -57,22 +85,28 @@ impl Device {
     /// send and encrypt again on top of it (the losing ciphertext is never used).
     ///
     /// `leaderless`: read the log and the mailboxes to their ends, then encrypt with a
-    /// fresh DH step and
-    /// append without a guard — never waiting on a sibling. A sibling sending at the
-    /// same moment forks the ratchet; every device and the contact merge the fork
-    /// (`docs/strategies.md` says what it costs).
+    /// fresh DH step and append without a guard — never waiting on a sibling. A
+    /// sibling sending at the same moment forks the ratchet; every device and the
+    /// contact merge the fork (`docs/strategies.md` says what it costs).
+    ///
+    /// `leader` and `primary`: as `sequenced`, on the device the core names
+    /// ([`chorus_core::Constellation::send_role`]) — taking or renewing the lease in
+    /// the same atomic append, under `leader`. Any other device appends a
+    /// `ForwardRequested` instead (once) and leaves the message pending.
     ///
     /// When the contact's mailbox is on our own relay the envelope travels in the
     /// same request as the record (the bundled send): the relay stores both or
     /// neither, the record says so, and no device ever puts it in an outbox. A relay
     /// that refuses the post (a full mailbox, or one that does not bundle) gets the
     /// same record and envelope unbundled, which the outbox then posts.
-    pub(super) async fn send_logged(
-        &self,
-        contact: &str,
-        envelope_id: [u8; 16],
-        text: &str,
-    ) -> Result<(), ClientError> {
+    pub(super) async fn send_logged(&self, pending: &PendingSend) -> Result<(), ClientError> {
+        let PendingSend {
+            contact,
+            envelope_id,
+            text,
+            ..
+        } = pending;
+        let envelope_id = *envelope_id;
         let leaderless = self.log.strategy().await? == Strategy::Leaderless;
         if leaderless {
             // No guard will tell us a sibling moved on: read what it logged and what
@@ -95,6 +129,14 @@ impl Device {
                 .contact_row(&mut *cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            let lease = match cut.state()?.send_role(&self.log.keys.device, self.now_ms()) {
+                Role::Forward { .. } => {
+                    drop(cut);
+                    return self.request_forward(row.root, pending).await;
+                }
+                Role::TakeLease(lease) => Some(lease),
+                Role::Encrypt => None,
+            };
             let mut session = self
                 .store
                 .get_session(&mut cut.tx, contact)
@@ -113,9 +155,12 @@ impl Device {
             // Nothing of this transaction is kept: the state moves only by the fold.
             drop(cut);
             let (mut sent, stream, version) = (plan.event, plan.stream, plan.version);
-            let guarded = |kind| match leaderless {
-                true => vec![Pending::free(kind)],
-                false => vec![Pending::guarded(kind, stream.clone(), Some(version))],
+            let guarded = |kind| {
+                let send = match leaderless {
+                    true => Pending::free(kind),
+                    false => Pending::guarded(kind, stream.clone(), Some(version)),
+                };
+                lease.iter().cloned().chain([send]).collect::<Vec<_>>()
             };
             let outcome = match bundled_post(&row, &sent)? {
                 None => self.append(guarded(sent)).await?.0,
@@ -141,6 +186,30 @@ impl Device {
             tracing::debug!("a sibling sent first; encrypting again on its state");
         }
         Err(ClientError::Contended)
+    }
+
+    /// Hands a pending message to the device that encrypts: a `ForwardRequested` in the
+    /// log, once (a request whose answer was lost may be appended twice; every device
+    /// keeps one pending row per envelope id, and the send ends it).
+    async fn request_forward(
+        &self,
+        contact: [u8; 32],
+        pending: &PendingSend,
+    ) -> Result<(), ClientError> {
+        if pending.requested {
+            return Ok(());
+        }
+        let message = FirstMessage {
+            envelope_id: pending.envelope_id,
+            sent_ms: u64::try_from(pending.created_ms).unwrap_or(0),
+            text: pending.text.clone(),
+        };
+        self.append(vec![Pending::free(EventKind::ForwardRequested {
+            contact,
+            message,
+        })])
+        .await?;
+        Ok(())
     }
 
     /// Encrypts `text` on `session` (which moves on by one send) into the `Sent` event

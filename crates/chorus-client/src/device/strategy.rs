@@ -15,18 +15,41 @@ impl Device {
         self.log.strategy().await
     }
 
+    /// The device that encrypts for the identity, by name, as folded: the lease
+    /// holder under `leader` (`None` when no lease holds now), the primary under
+    /// `primary`; `None` under the strategies where every device does.
+    pub async fn sending_device(&self) -> Result<Option<String>, ClientError> {
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        self.log
+            .with_state(|s| {
+                let holder = match s.strategy() {
+                    Strategy::Leader => s.lease().filter(|l| now < l.expires_ms).map(|l| l.holder),
+                    Strategy::Primary => s.primary(),
+                    _ => None,
+                }?;
+                Some(device_name(s, &holder))
+            })
+            .await
+    }
+
     /// Sets the identity's strategy for every device (they follow when they fold the
     /// log). Returns whether it changed. Refuses, changing nothing, a strategy this
     /// client cannot send with yet.
+    ///
+    /// `primary` makes this device the primary; set again on another device, it moves
+    /// the role there.
     pub async fn set_strategy(
         &self,
         strategy: Strategy,
     ) -> Result<(bool, Vec<Event>), ClientError> {
-        if !matches!(strategy, Strategy::Sequenced | Strategy::Leaderless) {
+        if strategy == Strategy::PerDevice {
             return Err(ClientError::StrategyNotBuilt(strategy));
         }
         self.sync_log().await?;
-        if self.strategy().await? == strategy {
+        let me = self.log.keys.device;
+        let (now, primary) = self.log.with_state(|s| (s.strategy(), s.primary())).await?;
+        let moves_primary = strategy == Strategy::Primary && primary != Some(me);
+        if now == strategy && !moves_primary {
             return Ok((false, Vec::new()));
         }
         let (_, events) = self
@@ -34,4 +57,14 @@ impl Device {
             .await?;
         Ok((true, events))
     }
+}
+
+/// A roster device's name.
+pub(super) fn device_name(state: &chorus_core::Constellation, key: &[u8; 32]) -> String {
+    state
+        .roster()
+        .devices()
+        .iter()
+        .find(|d| d.key.as_bytes() == key)
+        .map_or_else(|| "an unknown device".to_owned(), |d| d.name.clone())
 }

@@ -64,8 +64,9 @@ impl Device {
                         Some(Ok(Push::Envelopes { mailbox_id, envelopes })) => {
                             self.process_pushed(mailbox_id, &envelopes).await
                         }
-                        // A sibling appended: fold (its sends show up as ours).
-                        Some(Ok(Push::Records { .. })) => self.sync_log().await,
+                        // A sibling appended: fold (its sends show up as ours), and
+                        // send what it handed to this device (`leader`, `primary`).
+                        Some(Ok(Push::Records { .. })) => self.sync_log_and_send().await,
                         Some(Err(e)) => Err(e.into()),
                     },
                     _ = outbox_tick.tick() => self.flush_outbox().await.map(|_| Vec::new()),
@@ -98,6 +99,16 @@ impl Device {
         }
     }
 
+    /// Folds the log; if that left messages to send (a sibling's, handed over under
+    /// `leader` or `primary`), sends them and posts the outbox.
+    async fn sync_log_and_send(&self) -> Result<Vec<Event>, ClientError> {
+        let events = self.sync_log().await?;
+        if self.store.unsent().await? > 0 {
+            self.flush_outbox().await?;
+        }
+        Ok(events)
+    }
+
     /// Pushed envelopes are processed directly when they continue the cursor; after a
     /// gap (a reconnect, an expiry) the mailbox is read over HTTP instead.
     pub(super) async fn process_pushed(
@@ -120,6 +131,7 @@ impl Device {
         for e in envelopes {
             events.extend(self.process(mailbox, e).await?);
         }
+        self.fan_out().await?;
         Ok(events)
     }
 }

@@ -40,10 +40,7 @@ impl Store {
         folded: Vec<Folded>,
         sessions: &Sessions,
     ) -> Result<Vec<Event>, ClientError> {
-        let mut page = PageWrites {
-            me: me.device,
-            ..PageWrites::default()
-        };
+        let mut page = PageWrites::default();
         let mut events: Vec<Option<Event>> = Vec::new();
         for f in folded {
             page.chain.push((f.seq, f.chain));
@@ -335,6 +332,11 @@ impl Store {
                 at_ms,
             } => page.sent(alias, *sent, author, at_ms),
             Effect::Delivered { envelope_id } => page.delivered(envelope_id),
+            Effect::ForwardRequested { alias, message, .. } => {
+                // The history rows batched so far may hold its send.
+                page.flush(tx, events).await?;
+                self.forward_requested(tx, &alias, &message).await?;
+            }
             Effect::Read { alias, up_to } => {
                 sqlx::query("UPDATE contacts SET read_up_to = MAX(read_up_to, $1) WHERE name = $2")
                     .bind(log_state::signed(up_to))
@@ -385,8 +387,6 @@ struct Outgoing {
 /// burst of sends is a few statements per page, not several per record.
 #[derive(Default)]
 struct PageWrites {
-    /// This device: only its own sends can have a `pending_sends` row.
-    me: [u8; 32],
     chain: Vec<(u64, [u8; 32])>,
     seen: Vec<[u8; 16]>,
     streams: BTreeMap<Vec<u8>, StreamHead>,
@@ -476,15 +476,14 @@ impl PageWrites {
                 .await?;
             }
         }
-        // Only this device's own sends wait in `pending_sends` (written before their
-        // append); a sibling's never do.
-        let ours: Vec<[u8; 16]> = done
+        // A send ends its pending row: this device's own (written before the append),
+        // or, under `leader` and `primary`, any device's forwarded message.
+        let sent: Vec<[u8; 16]> = done
             .iter()
             .chain(&waiting)
-            .filter(|o| o.author == self.me)
             .map(|o| o.sent.envelope_id)
             .collect();
-        log_state::delete_envelopes(tx, "pending_sends", &ours).await?;
+        log_state::delete_envelopes(tx, "pending_sends", &sent).await?;
         log_state::insert_rows(
             tx,
             "INSERT OR IGNORE INTO outbox (envelope_id, contact, relay_url, mailbox_id, envelope, created_ms, author)",

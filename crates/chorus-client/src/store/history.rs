@@ -115,6 +115,10 @@ pub(crate) struct PendingSend {
     pub(crate) envelope_id: [u8; 16],
     pub(crate) contact: String,
     pub(crate) text: String,
+    /// When it was typed.
+    pub(crate) created_ms: i64,
+    /// The log holds a `ForwardRequested` for it (`leader`, `primary`).
+    pub(crate) requested: bool,
 }
 
 /// `messages` or `pending_sends`: outgoing, envelope id, sent, stored, sealed text,
@@ -149,15 +153,97 @@ impl super::Store {
         Ok(())
     }
 
+    /// A `ForwardRequested` folded: this device's own row is marked requested; a
+    /// sibling's message becomes a pending send here too (whichever device encrypts
+    /// sends it), unless it is in the history already (sent before this request — a
+    /// request repeated after its answer was lost — folded).
+    pub(crate) async fn forward_requested(
+        &self,
+        tx: &mut SqliteConnection,
+        alias: &str,
+        message: &chorus_wire::FirstMessage,
+    ) -> Result<(), ClientError> {
+        let id = &message.envelope_id;
+        sqlx::query(
+            "INSERT INTO pending_sends (envelope_id, contact, sealed, created_ms, requested)
+             SELECT $1, $2, $3, $4, 1
+             WHERE NOT EXISTS (SELECT 1 FROM messages WHERE envelope_id = $1)
+             ON CONFLICT (envelope_id) DO UPDATE SET requested = 1",
+        )
+        .bind(&id[..])
+        .bind(alias)
+        .bind(self.seal(
+            "pending_send",
+            &row::message(id, alias, true),
+            message.text.as_bytes(),
+        ))
+        .bind(i64::try_from(message.sent_ms).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` incoming messages past the fan-out mark, oldest first, opened:
+    /// `(messages.id, contact root, message, position)`.
+    pub(crate) async fn unfanned(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, [u8; 32], chorus_wire::FirstMessage, u64)>, ClientError> {
+        type Row = (i64, String, Vec<u8>, Vec<u8>, i64, Vec<u8>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT m.id, m.contact, c.root_key, m.envelope_id, m.sent_ms, m.sealed, m.position
+             FROM messages m JOIN contacts c ON c.name = m.contact
+             WHERE m.outgoing = 0 AND m.id > (SELECT fanned_out FROM constellation WHERE id = 1)
+             ORDER BY m.id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let corrupt = || ClientError::Corrupt("a history message".into());
+        rows.into_iter()
+            .map(
+                |(id, contact, root, envelope_id, sent_ms, sealed, position)| {
+                    let text = self.open_sealed(
+                        "message",
+                        &row::message(&envelope_id, &contact, false),
+                        &sealed,
+                    )?;
+                    let message = chorus_wire::FirstMessage {
+                        envelope_id: <[u8; 16]>::try_from(envelope_id.as_slice())
+                            .map_err(|_| corrupt())?,
+                        sent_ms: u64::try_from(sent_ms).map_err(|_| corrupt())?,
+                        text: String::from_utf8(text.to_vec()).map_err(|_| corrupt())?,
+                    };
+                    let root = <[u8; 32]>::try_from(root.as_slice()).map_err(|_| corrupt())?;
+                    Ok((id, root, message, u64::try_from(position).unwrap_or(0)))
+                },
+            )
+            .collect()
+    }
+
+    /// Moves the fan-out mark to `id` (`None`: past every message there is).
+    pub(crate) async fn fanned_out(&self, id: Option<i64>) -> Result<(), ClientError> {
+        sqlx::query(
+            "UPDATE constellation SET fanned_out =
+                 MAX(fanned_out, COALESCE($1, (SELECT MAX(id) FROM messages), 0))
+             WHERE id = 1",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Every pending send, oldest first, opened.
     pub(crate) async fn pending_sends(&self) -> Result<Vec<PendingSend>, ClientError> {
-        let rows: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT envelope_id, contact, sealed FROM pending_sends ORDER BY created_ms, rowid",
+        let rows: Vec<(Vec<u8>, String, Vec<u8>, i64, bool)> = sqlx::query_as(
+            "SELECT envelope_id, contact, sealed, created_ms, requested FROM pending_sends
+             ORDER BY created_ms, rowid",
         )
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
-            .map(|(id, contact, sealed)| {
+            .map(|(id, contact, sealed, created_ms, requested)| {
                 let envelope_id = <[u8; 16]>::try_from(id.as_slice())
                     .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
                 let text = self.open_sealed(
@@ -171,6 +257,8 @@ impl super::Store {
                     envelope_id,
                     contact,
                     text,
+                    created_ms,
+                    requested,
                 })
             })
             .collect()

@@ -60,12 +60,15 @@ pub(crate) async fn advance_cursor(
 
 impl Store {
     /// Every mailbox with its cursor, oldest first.
-    pub(crate) async fn cursors(&self) -> Result<Vec<(Vec<u8>, i64)>, ClientError> {
-        Ok(
-            sqlx::query_as("SELECT mailbox_id, after_seq FROM mailboxes ORDER BY rowid")
-                .fetch_all(self.pool())
-                .await?,
+    /// (`contacts`: the contacts' own mailboxes too; under `primary`, only the primary
+    /// reads those.)
+    pub(crate) async fn cursors(&self, contacts: bool) -> Result<Vec<(Vec<u8>, i64)>, ClientError> {
+        Ok(sqlx::query_as(
+            "SELECT mailbox_id, after_seq FROM mailboxes WHERE $1 OR kind != 'contact' ORDER BY rowid",
         )
+        .bind(contacts)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// The cursor of mailbox `id`, if it is ours.

@@ -34,6 +34,16 @@ impl Store {
         .await?)
     }
 
+    /// Whether `envelope_id` is pending and handed to another device through the log.
+    pub(crate) async fn requested(&self, envelope_id: &[u8; 16]) -> Result<bool, ClientError> {
+        let row: Option<bool> =
+            sqlx::query_scalar("SELECT requested FROM pending_sends WHERE envelope_id = $1")
+                .bind(&envelope_id[..])
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.unwrap_or(false))
+    }
+
     /// Whether `envelope_id` is still pending or in the outbox.
     pub(crate) async fn queued(&self, envelope_id: &[u8; 16]) -> Result<bool, ClientError> {
         let row: Option<i64> = sqlx::query_scalar(
