@@ -1035,7 +1035,7 @@ fn leader_three_devices_send_at_once_through_the_lease_holder_and_agree_on_one_h
     let printed = all_send_at_once(&alice, 10);
     // One device took the lease and encrypted; the others handed their messages to it.
     let holder = ok(&alice[0], &["strategy"]);
-    let named = ["alice", "phone", "tablet"]
+    let named = ["first device", "phone", "tablet"]
         .into_iter()
         .find(|d| holder.contains(&format!("held by \"{d}\"")))
         .unwrap_or_else(|| panic!("no holder in {holder:?}"));
@@ -1058,13 +1058,13 @@ fn primary_three_devices_send_at_once_through_the_primary_and_agree_on_one_histo
     let (_relay, alice, bob) = three_devices_under(dir.path(), "primary");
     assert_eq!(
         ok(&alice[1], &["strategy"]).trim(),
-        "primary (the primary is \"alice\")"
+        "primary (the primary is \"first device\")"
     );
     let printed = all_send_at_once(&alice, 10);
     // Only the primary encrypts: the phone and the tablet hand every message to it.
     assert!(!printed[0].contains("Handed to"), "{}", printed[0]);
     for p in &printed[1..] {
-        assert_eq!(p.matches("Handed to \"alice\"").count(), 10, "{p}");
+        assert_eq!(p.matches("Handed to \"first device\"").count(), 10, "{p}");
     }
     // The siblings never read bob's messages themselves: the primary logs each one.
     agree_on_one_history(&alice, &bob, 32);

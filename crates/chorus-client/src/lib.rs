@@ -48,6 +48,8 @@ pub mod relay;
 mod roll_tests;
 mod store;
 #[cfg(test)]
+mod strategy_tests;
+#[cfg(test)]
 mod testing;
 
 pub use device::requests::{self, Request, RequestMessage, Requests};

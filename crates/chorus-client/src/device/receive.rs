@@ -131,7 +131,9 @@ impl Device {
         Ok(events)
     }
 
-    async fn read_mailboxes(&self) -> Result<Vec<Event>, ClientError> {
+    /// Reads every mailbox of the identity to its end and takes what arrived, without
+    /// the fan-out (what a primary did before a crash that came before its fan-out).
+    pub(crate) async fn read_mailboxes(&self) -> Result<Vec<Event>, ClientError> {
         let mut events = Vec::new();
         loop {
             let (mut more, mut progressed) = (false, false);

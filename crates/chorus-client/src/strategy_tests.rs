@@ -1,0 +1,114 @@
+//! `leader` and `primary` on real devices, a real relay and real stores: a lease that
+//! ran out is taken over and what was handed to the old holder is sent once; a
+//! primary's siblings read only what it logs, and a crash between its decrypting and
+//! its logging loses nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use chorus_core::{LEASE_MS, Strategy};
+
+use crate::testing::{device, relay, sibling, talking_to_bob, texts};
+use crate::{Clock, Options, SystemClock};
+
+/// A device whose clock runs `0` ms ahead: a lease taken now has run out for it.
+struct Ahead(i64);
+
+impl Clock for Ahead {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0
+    }
+}
+
+#[tokio::test]
+async fn a_lease_that_ran_out_is_taken_over_and_what_the_old_holder_was_handed_is_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = device(dir.path(), &url, "alice").await;
+    let bob = talking_to_bob(&alice, dir.path(), &url).await;
+    let phone = sibling(&alice, dir.path(), "phone", Options::default()).await;
+    let later = Options {
+        clock: Arc::new(Ahead(i64::try_from(LEASE_MS).unwrap() + 1_000)),
+        ..Options::default()
+    };
+    let laptop = sibling(&alice, dir.path(), "laptop", later).await;
+    alice.set_strategy(Strategy::Leader).await.unwrap();
+
+    // The first to send takes the lease; the phone hands its message to the holder.
+    assert_eq!(
+        alice
+            .send("bob", "from the holder")
+            .await
+            .unwrap()
+            .forwarded_to,
+        None
+    );
+    phone.sync().await.unwrap();
+    let handed = phone.send("bob", "handed over").await.unwrap();
+    assert!(handed.forwarded_to.is_some(), "the phone encrypted");
+    assert_eq!(phone.sending_device().await.unwrap(), handed.forwarded_to);
+
+    // The holder goes quiet. For the laptop the lease has run out: it takes it over
+    // and sends what the holder was handed, then its own.
+    laptop.sync().await.unwrap();
+    let own = laptop.send("bob", "after the takeover").await.unwrap();
+    assert_eq!(own.forwarded_to, None);
+    assert!(own.queued.is_none());
+    let got = texts(&bob.sync().await.unwrap());
+    assert_eq!(
+        got,
+        ["from the holder", "handed over", "after the takeover"]
+    );
+
+    // The others fold the takeover: from now on they hand their messages to the laptop,
+    // the old holder included, and nobody sends "handed over" again.
+    for d in [&alice, &phone] {
+        d.sync().await.unwrap();
+        let o = d.send("bob", "to the new holder").await.unwrap();
+        assert_eq!(o.forwarded_to.as_deref(), Some("laptop"));
+    }
+    laptop.sync().await.unwrap();
+    let got = texts(&bob.sync().await.unwrap());
+    assert_eq!(got, ["to the new holder", "to the new holder"]);
+    for d in [&alice, &phone, &laptop] {
+        d.sync().await.unwrap();
+        let history: Vec<String> = d
+            .history("bob", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            history.iter().filter(|t| *t == "handed over").count(),
+            1,
+            "{history:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_primary_crashed_before_its_fan_out_logs_what_it_read_on_its_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = device(dir.path(), &url, "alice").await;
+    let bob = talking_to_bob(&alice, dir.path(), &url).await;
+    let phone = sibling(&alice, dir.path(), "phone", Options::default()).await;
+    alice.set_strategy(Strategy::Primary).await.unwrap();
+    phone.sync().await.unwrap();
+
+    bob.send("alice", "for the primary").await.unwrap();
+    // The phone does not read bob's mailbox: nothing until the primary logs it.
+    assert!(texts(&phone.sync().await.unwrap()).is_empty());
+    // The primary reads it, and crashes before logging it for its siblings.
+    assert_eq!(
+        texts(&alice.read_mailboxes().await.unwrap()),
+        ["for the primary"]
+    );
+    assert!(texts(&phone.sync().await.unwrap()).is_empty());
+    // Back, its next sync logs it; the phone shows it once.
+    assert!(texts(&alice.sync().await.unwrap()).is_empty());
+    assert_eq!(texts(&phone.sync().await.unwrap()), ["for the primary"]);
+    alice.sync().await.unwrap();
+    assert!(texts(&phone.sync().await.unwrap()).is_empty());
+}
