@@ -236,7 +236,9 @@ impl super::Store {
 
     /// Every pending send, oldest first, opened.
     pub(crate) async fn pending_sends(&self) -> Result<Vec<PendingSend>, ClientError> {
-        let rows: Vec<(Vec<u8>, String, Vec<u8>, i64, bool)> = sqlx::query_as(
+        // Envelope id, contact, sealed text, when typed, requested.
+        type Row = (Vec<u8>, String, Vec<u8>, i64, bool);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT envelope_id, contact, sealed, created_ms, requested FROM pending_sends
              ORDER BY created_ms, rowid",
         )
