@@ -275,13 +275,7 @@ async fn a_relay_accepting_two_records_at_one_version_gets_the_second_refused_an
             outbox, 0,
             "only the phone's envelope was posted (and delivered)"
         );
-        let texts: Vec<String> = d
-            .history("bob", 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
+        let texts = crate::testing::history_texts(d, "bob", 10).await;
         assert_eq!(texts.iter().filter(|t| *t == "one").count(), 1, "{texts:?}");
         assert!(!texts.iter().any(|t| t == "two"), "{texts:?}");
     }

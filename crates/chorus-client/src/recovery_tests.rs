@@ -86,13 +86,7 @@ async fn after_the_primary_is_destroyed_the_code_makes_a_new_primary_and_everyon
     assert!(devices.iter().any(|d| d.this_device && d.primary));
 
     // What the laptop had is here: the contact and the conversation so far.
-    let history: Vec<_> = alice
-        .history("bob", 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let history = crate::testing::history_texts(&alice, "bob", 10).await;
     assert!(history.contains(&"hello".to_owned()), "{history:?}");
 
     // The new primary and the phone both send; Bob reads both and answers both.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chorus_core::{LEASE_MS, Strategy};
 
-use crate::testing::{device, relay, sibling, talking_to_bob, texts};
+use crate::testing::{device, history_texts, relay, sibling, talking_to_bob, texts};
 use crate::{Clock, Options, SystemClock};
 
 /// A device whose clock runs `0` ms ahead: a lease taken now has run out for it.
@@ -72,13 +72,7 @@ async fn a_lease_that_ran_out_is_taken_over_and_what_the_old_holder_was_handed_i
     assert_eq!(got, ["to the new holder", "to the new holder"]);
     for d in [&alice, &phone, &laptop] {
         d.sync().await.unwrap();
-        let history: Vec<String> = d
-            .history("bob", 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
+        let history = history_texts(d, "bob", 100).await;
         assert_eq!(
             history.iter().filter(|t| *t == "handed over").count(),
             1,
@@ -111,4 +105,57 @@ async fn a_primary_crashed_before_its_fan_out_logs_what_it_read_on_its_next_sync
     assert_eq!(texts(&phone.sync().await.unwrap()), ["for the primary"]);
     alice.sync().await.unwrap();
     assert!(texts(&phone.sync().await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn a_primarys_sibling_watching_takes_no_pushed_envelope_and_shows_what_the_primary_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = device(dir.path(), &url, "alice").await;
+    let bob = talking_to_bob(&alice, dir.path(), &url).await;
+    let phone = Arc::new(sibling(&alice, dir.path(), "phone", Options::default()).await);
+    alice.set_strategy(Strategy::Primary).await.unwrap();
+    phone.sync().await.unwrap();
+    let contact_cursor = |s: crate::Status| {
+        s.mailboxes
+            .into_iter()
+            .find(|m| m.kind == "contact")
+            .map(|m| m.after_seq)
+    };
+    let before = contact_cursor(phone.status().await.unwrap());
+    let watcher = {
+        let phone = phone.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            phone
+                .watch(
+                    |e| {
+                        if let crate::Event::Message(m) = e {
+                            got.push(m.text.clone());
+                        }
+                        got.is_empty()
+                    },
+                    |e| panic!("watch error: {e}"),
+                )
+                .await
+                .unwrap();
+            got
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    bob.send("alice", "pushed to every device").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Pushed or not, the phone took nothing from bob's mailbox.
+    assert!(
+        !watcher.is_finished(),
+        "the phone read bob's mailbox itself"
+    );
+    assert_eq!(contact_cursor(phone.status().await.unwrap()), before);
+    // The primary reads and logs it; the phone's watch shows it from the log.
+    alice.sync().await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ["pushed to every device"]);
 }

@@ -49,6 +49,16 @@ pub(crate) async fn talking_to_bob(alice: &Device, dir: &Path, url: &str) -> Dev
     bob
 }
 
+/// The texts of the last `limit` messages with `contact` in `d`'s history, oldest first.
+pub(crate) async fn history_texts(d: &Device, contact: &str, limit: u32) -> Vec<String> {
+    d.history(contact, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
 /// The texts of the messages among `events`.
 pub(crate) fn texts(events: &[crate::Event]) -> Vec<String> {
     events

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_wire::{Envelope, InitialMessage, RatchetHeader, RatchetMessage};
 
-use crate::device::{Device, Seen};
+use crate::device::{Device, Seen, message_index};
 use crate::relay::Relay;
 use crate::{Stats, Strategy};
 
@@ -329,11 +329,6 @@ impl Ledger {
             }
         }
     }
-}
-
-/// The message index in a text (`m<index>.…`).
-pub(crate) fn message_index(text: &str) -> Option<usize> {
-    text.strip_prefix('m')?.split('.').next()?.parse().ok()
 }
 
 /// The ratchet header an envelope carries.

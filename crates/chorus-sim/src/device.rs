@@ -42,6 +42,11 @@ pub const HOME: &str = "https://home.sim";
 /// Where a contact's mailbox is when sends are not bundled.
 pub const ELSEWHERE: &str = "https://elsewhere.sim";
 
+/// The message index in a text the ledger made (`m<index>.…`).
+pub fn message_index(text: &str) -> Option<usize> {
+    text.strip_prefix('m')?.split('.').next()?.parse().ok()
+}
+
 /// The mailbox id the world gives mailbox `index` (what a `Sent` event names).
 pub fn mailbox_id(index: usize) -> [u8; 32] {
     let mut id = [0u8; 32];
@@ -829,7 +834,7 @@ impl Device {
                     p.requested = true;
                 } else if !self.history.contains(&message.envelope_id) {
                     self.pending.push_back(PendingSend {
-                        msg: crate::check::message_index(&message.text).unwrap_or(usize::MAX),
+                        msg: message_index(&message.text).unwrap_or(usize::MAX),
                         envelope_id: message.envelope_id,
                         typed_ms: message.sent_ms,
                         text: message.text,

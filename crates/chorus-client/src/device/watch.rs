@@ -116,7 +116,11 @@ impl Device {
         mailbox: Id32,
         envelopes: &[EnvelopeOut],
     ) -> Result<Vec<Event>, ClientError> {
-        let after = self.store.cursor(&mailbox.0).await?;
+        // A primary's sibling leaves the contacts' mailboxes to the primary.
+        let after = self
+            .store
+            .cursor(&mailbox.0, self.reads_contacts().await?)
+            .await?;
         let Some(after) = after else {
             return Ok(Vec::new());
         };

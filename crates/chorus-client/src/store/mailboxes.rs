@@ -71,14 +71,20 @@ impl Store {
         .await?)
     }
 
-    /// The cursor of mailbox `id`, if it is ours.
-    pub(crate) async fn cursor(&self, id: &[u8; 32]) -> Result<Option<i64>, ClientError> {
-        Ok(
-            sqlx::query_scalar("SELECT after_seq FROM mailboxes WHERE mailbox_id = $1")
-                .bind(&id[..])
-                .fetch_optional(self.pool())
-                .await?,
+    /// The cursor of mailbox `id`, if it is ours and (unless `contacts`) not one of
+    /// the contacts' own (under `primary`, only the primary reads those).
+    pub(crate) async fn cursor(
+        &self,
+        id: &[u8; 32],
+        contacts: bool,
+    ) -> Result<Option<i64>, ClientError> {
+        Ok(sqlx::query_scalar(
+            "SELECT after_seq FROM mailboxes WHERE mailbox_id = $1 AND ($2 OR kind != 'contact')",
         )
+        .bind(&id[..])
+        .bind(contacts)
+        .fetch_optional(self.pool())
+        .await?)
     }
 
     /// Every mailbox as `chorus status` shows it, oldest first.
