@@ -1128,7 +1128,11 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
 
 fn print_message(m: &Message, me: &str) {
     let who = if m.outgoing { me } else { &m.contact };
-    println!("{}", message_lines(clock(m.sent_ms), who, &m.text));
+    let lines = message_lines(clock(m.sent_ms), who, &m.text);
+    match m.pending {
+        true => println!("{lines}\n  (not sent yet)"),
+        false => println!("{lines}"),
+    }
 }
 
 /// One message as terminal lines: `[time] who: first line`, then every further line of

@@ -1066,8 +1066,31 @@ fn primary_three_devices_send_at_once_through_the_primary_and_agree_on_one_histo
     for p in &printed[1..] {
         assert_eq!(p.matches("Handed to \"first device\"").count(), 10, "{p}");
     }
+    // Until the primary syncs, a message handed over shows as not sent yet on every
+    // sibling that folded the request.
+    ok(&alice[2], &["send", "bob", "waits for the primary"]);
+    ok(&alice[1], &["sync"]);
+    let pending = |home: &Path| -> Vec<String> {
+        json(home, &["history", "bob", "--json", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["pending"] == true)
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for home in &alice[1..] {
+        assert!(
+            pending(home).contains(&"waits for the primary".to_owned()),
+            "{}",
+            home.display()
+        );
+    }
     // The siblings never read bob's messages themselves: the primary logs each one.
-    agree_on_one_history(&alice, &bob, 32);
+    agree_on_one_history(&alice, &bob, 33);
+    for home in &alice {
+        assert_eq!(pending(home), Vec::<String>::new(), "{}", home.display());
+    }
     // Set on the tablet, the role moves there.
     ok(&alice[2], &["strategy", "primary"]);
     ok(&alice[0], &["sync"]);

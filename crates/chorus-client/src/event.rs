@@ -114,4 +114,8 @@ pub struct Message {
     /// incoming one at or before the contact's read marker. A device catching up shows
     /// such a message, but not as new.
     pub read: bool,
+    /// Not in the log yet: waiting for the relay, or (`leader`, `primary`) for the
+    /// device that sends for the identity (history only; every event is of a message
+    /// in the log or received).
+    pub pending: bool,
 }

@@ -9,7 +9,8 @@
 //! At the end: every message that reached the log is shown on every surviving device
 //! of both identities; a message typed on a device still alive reached the log; the
 //! devices of each identity hold the same folded state and the same session; the
-//! contact received exactly one envelope per message, whatever the device count.
+//! contact received exactly one envelope per message, whatever the device count, and
+//! (but under `leaderless`) no fork of the ratchet, which one device never makes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -286,6 +287,16 @@ impl Ledger {
                     relay.mailbox_len(ident)
                 ));
             }
+        }
+        // What the contact sees must be what one device could have sent. Under every
+        // strategy but `leaderless`, one device never builds two ratchet keys on one
+        // key of the contact's: a fork would tell the contact several devices sent.
+        // (`leaderless` takes a fresh key per message, so one device forks too.)
+        if self.strategy != Strategy::Leaderless && self.forks > 0 {
+            problems.push(format!(
+                "the contact saw {} forks: sends of several devices, told apart",
+                self.forks
+            ));
         }
         self.lost += lost;
         self.stranded += stranded;

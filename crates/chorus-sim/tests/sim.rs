@@ -60,8 +60,8 @@ fn sequenced_keeps_every_invariant_over_hostile_seeds() {
 /// `leader`: only the lease holder encrypts, the others hand it their messages, and
 /// when it goes away its lease runs out and another device takes over. A device
 /// destroyed right after a send is, under `leader`, the lease holder at that moment:
-/// every run that destroyed one failed over, and every run passed (nothing lost,
-/// nothing shown twice, one state per identity).
+/// every run that destroyed one still passed (nothing lost, nothing shown twice, one
+/// state per identity, what it was handed sent by another).
 #[test]
 fn leader_fails_over_without_losing_or_repeating_a_message_over_hostile_seeds() {
     let (mut destroyed, mut forwarded, mut terms, mut runs) = (0, 0, 0, 0);
@@ -75,7 +75,7 @@ fn leader_fails_over_without_losing_or_repeating_a_message_over_hostile_seeds() 
         );
         assert_eq!(o.stats.key_reuse, 0, "seed {seed}");
         if o.stats.destroyed > 0 {
-            // The holder died with its lease: someone took a later term.
+            // The holder died with its lease: a later term was taken.
             assert!(o.stats.lease_terms > 1, "seed {seed}");
         }
         destroyed += o.stats.destroyed;

@@ -285,6 +285,7 @@ impl Device {
                 sent_ms,
                 stored_ms: now,
                 read: sent_ms <= row.read_up_to,
+                pending: false,
             })));
             history.push(HistoryRow {
                 alias: name.to_owned(),
@@ -526,6 +527,7 @@ impl Device {
             sent_ms,
             stored_ms: now,
             read: sent_ms <= read_up_to,
+            pending: false,
         })])
     }
 

@@ -22,13 +22,14 @@ impl Device {
             .history(contact, limit)
             .await?
             .into_iter()
-            .map(|(outgoing, text, sent_ms, stored_ms)| Message {
+            .map(|(outgoing, text, sent_ms, stored_ms, pending)| Message {
                 contact: contact.to_owned(),
                 outgoing,
                 text,
                 sent_ms,
                 stored_ms,
                 read: outgoing || sent_ms <= read_up_to,
+                pending,
             })
             .collect())
     }

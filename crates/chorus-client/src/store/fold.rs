@@ -421,6 +421,7 @@ impl PageWrites {
                 sent_ms,
                 stored_ms,
                 read: entry.read,
+                pending: false,
             })));
             events.len() - 1
         });

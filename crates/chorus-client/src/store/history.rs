@@ -122,11 +122,11 @@ pub(crate) struct PendingSend {
 }
 
 /// `messages` or `pending_sends`: outgoing, envelope id, sent, stored, sealed text,
-/// the table it is sealed for.
-type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String);
+/// the table it is sealed for, whether it is a pending send.
+type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String, bool);
 
-/// A history entry as shown: outgoing, text, sent, stored.
-pub(crate) type ShownMessage = (bool, String, i64, i64);
+/// A history entry as shown: outgoing, text, sent, stored, pending.
+pub(crate) type ShownMessage = (bool, String, i64, i64, bool);
 
 impl super::Store {
     /// Keeps `text` to `contact` as a pending send.
@@ -276,7 +276,7 @@ impl super::Store {
         limit: u32,
     ) -> Result<Vec<ShownMessage>, ClientError> {
         let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl FROM (
+            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl, pending FROM (
                SELECT * FROM (
                  SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, 'message' AS tbl,
                         0 AS pending, position FROM messages WHERE contact = $1
@@ -292,7 +292,7 @@ impl super::Store {
         .await?;
         rows.into_iter()
             .map(
-                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table)| {
+                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table, pending)| {
                     let text = self.open_sealed(
                         &table,
                         &row::message(&envelope_id, contact, outgoing),
@@ -300,7 +300,7 @@ impl super::Store {
                     )?;
                     let text = String::from_utf8(text.to_vec())
                         .map_err(|_| ClientError::Corrupt("message text".into()))?;
-                    Ok((outgoing, text, sent_ms, stored_ms))
+                    Ok((outgoing, text, sent_ms, stored_ms, pending))
                 },
             )
             .collect()
