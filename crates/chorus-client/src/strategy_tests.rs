@@ -4,12 +4,13 @@
 //! its logging loses nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::Path;
 use std::sync::Arc;
 
 use chorus_core::{LEASE_MS, Strategy};
 
 use crate::testing::{device, history_texts, relay, sibling, talking_to_bob, texts};
-use crate::{Clock, Options, SystemClock};
+use crate::{Clock, Device, Options, SystemClock};
 
 /// A device whose clock runs `0` ms ahead: a lease taken now has run out for it.
 struct Ahead(i64);
@@ -20,13 +21,19 @@ impl Clock for Ahead {
     }
 }
 
+/// Alice talking to bob (on a relay in this process), and alice's phone linked after.
+async fn alice_phone_and_bob(dir: &Path) -> (Device, Device, Device) {
+    let url = relay(dir).await;
+    let alice = device(dir, &url, "alice").await;
+    let bob = talking_to_bob(&alice, dir, &url).await;
+    let phone = sibling(&alice, dir, "phone", Options::default()).await;
+    (alice, bob, phone)
+}
+
 #[tokio::test]
 async fn a_lease_that_ran_out_is_taken_over_and_what_the_old_holder_was_handed_is_sent_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let alice = device(dir.path(), &url, "alice").await;
-    let bob = talking_to_bob(&alice, dir.path(), &url).await;
-    let phone = sibling(&alice, dir.path(), "phone", Options::default()).await;
+    let (alice, bob, phone) = alice_phone_and_bob(dir.path()).await;
     let later = Options {
         clock: Arc::new(Ahead(i64::try_from(LEASE_MS).unwrap() + 1_000)),
         ..Options::default()
@@ -84,10 +91,7 @@ async fn a_lease_that_ran_out_is_taken_over_and_what_the_old_holder_was_handed_i
 #[tokio::test]
 async fn a_primary_crashed_before_its_fan_out_logs_what_it_read_on_its_next_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let alice = device(dir.path(), &url, "alice").await;
-    let bob = talking_to_bob(&alice, dir.path(), &url).await;
-    let phone = sibling(&alice, dir.path(), "phone", Options::default()).await;
+    let (alice, bob, phone) = alice_phone_and_bob(dir.path()).await;
     alice.set_strategy(Strategy::Primary).await.unwrap();
     phone.sync().await.unwrap();
 
@@ -110,10 +114,8 @@ async fn a_primary_crashed_before_its_fan_out_logs_what_it_read_on_its_next_sync
 #[tokio::test]
 async fn a_primarys_sibling_watching_takes_no_pushed_envelope_and_shows_what_the_primary_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let url = relay(dir.path()).await;
-    let alice = device(dir.path(), &url, "alice").await;
-    let bob = talking_to_bob(&alice, dir.path(), &url).await;
-    let phone = Arc::new(sibling(&alice, dir.path(), "phone", Options::default()).await);
+    let (alice, bob, phone) = alice_phone_and_bob(dir.path()).await;
+    let phone = Arc::new(phone);
     alice.set_strategy(Strategy::Primary).await.unwrap();
     phone.sync().await.unwrap();
     let contact_cursor = |s: crate::Status| {

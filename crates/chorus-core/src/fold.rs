@@ -830,6 +830,9 @@ impl Constellation {
                 if !guarded {
                     return Err(LogError::Lease("it is not guarded on the lease stream"));
                 }
+                if *expires_ms > event.timestamp_ms.saturating_add(crate::lease::LEASE_MS) {
+                    return Err(LogError::Lease("it lasts longer than a lease may"));
+                }
                 let before = self.lease().map_or(0, |l| l.term);
                 if *term != before.saturating_add(1) {
                     return Err(LogError::Lease(

@@ -8,6 +8,12 @@ pub const LEASE_MS: u64 = 30_000;
 /// not outlive it.
 pub const LEASE_RENEW_MS: u64 = 10_000;
 
+/// How far ahead of a device's clock a lease may end and still hold for it, beyond its
+/// length: a holder whose clock runs further ahead (a lease that seems to start in the
+/// future) is not waited for — else one device with its clock set a year ahead would
+/// keep every other from sending for a year.
+pub const LEASE_MAX_SKEW_MS: u64 = 60_000;
+
 /// The stream leases are guarded on (before keying).
 pub const LEASE_STREAM: &[u8] = b"leader-lease";
 
@@ -32,6 +38,13 @@ impl Lease {
         v.extend_from_slice(&self.term.to_be_bytes());
         v.extend_from_slice(&self.expires_ms.to_be_bytes());
         v
+    }
+
+    /// Whether the lease holds at `now_ms` (a device's clock): not yet expired, and not
+    /// ending further ahead than a lease lasts plus [`LEASE_MAX_SKEW_MS`].
+    pub fn holds_at(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+            && self.expires_ms <= now_ms.saturating_add(LEASE_MS + LEASE_MAX_SKEW_MS)
     }
 
     pub(crate) fn decode(v: &[u8]) -> Option<Self> {

@@ -75,7 +75,7 @@ pub use fold::{
     STRATEGY_REGISTER, Sessions, blocked_register, contact_name_register, relinked_register,
     session_stream,
 };
-pub use lease::{LEASE_MS, LEASE_RENEW_MS, LEASE_STREAM, Lease};
+pub use lease::{LEASE_MAX_SKEW_MS, LEASE_MS, LEASE_RENEW_MS, LEASE_STREAM, Lease};
 pub use lww::{LamportClock, Lww, Stamp};
 pub use pqxdh::{
     ConsumedPrekeys, LocalIdentity, MemoryPrekeyStore, PrekeyPrivate, PrekeyStore, Responded,

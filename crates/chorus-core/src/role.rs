@@ -71,11 +71,12 @@ impl Constellation {
             Strategy::Leader => {
                 let lease = self.lease();
                 match lease {
-                    Some(l) if now_ms < l.expires_ms && l.holder != *me => {
+                    Some(l) if l.holds_at(now_ms) && l.holder != *me => {
                         Role::Forward { to: l.holder }
                     }
                     Some(l)
                         if l.holder == *me
+                            && l.holds_at(now_ms)
                             && now_ms.saturating_add(LEASE_RENEW_MS) < l.expires_ms =>
                     {
                         Role::Encrypt

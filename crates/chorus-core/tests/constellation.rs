@@ -900,8 +900,26 @@ fn appended(
     events: Vec<chorus_core::Pending>,
     seed: u64,
 ) -> Vec<Stored> {
+    appended_at(state, key, author, events, 1000, seed)
+}
+
+/// [`appended`], on the author's clock at `now_ms`.
+fn appended_at(
+    state: &Constellation,
+    key: &EpochKey,
+    author: [u8; 32],
+    events: Vec<chorus_core::Pending>,
+    now_ms: u64,
+    seed: u64,
+) -> Vec<Stored> {
     state
-        .seal_batch(key, author, events, 1000, &mut StdRng::seed_from_u64(seed))
+        .seal_batch(
+            key,
+            author,
+            events,
+            now_ms,
+            &mut StdRng::seed_from_u64(seed),
+        )
         .unwrap()
         .into_iter()
         .map(|a| Stored {
@@ -939,8 +957,8 @@ fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_t
     fold(&mut s, &key, &set);
     // Both see no lease and take one on the same folded state.
     let now = 5_000;
-    let by_a = appended(&s, &key, a, vec![take_lease(s.send_role(&a, now))], 2);
-    let by_b = appended(&s, &key, b, vec![take_lease(s.send_role(&b, now))], 3);
+    let by_a = appended_at(&s, &key, a, vec![take_lease(s.send_role(&a, now))], now, 2);
+    let by_b = appended_at(&s, &key, b, vec![take_lease(s.send_role(&b, now))], now, 3);
     let outcomes = fold(&mut s, &key, &[by_a[0].clone(), by_b[0].clone()]);
     assert!(matches!(outcomes[0], Outcome::Applied(_)));
     assert!(
@@ -981,11 +999,12 @@ fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_t
             )
         );
     }
-    let takeover = appended(
+    let takeover = appended_at(
         &s,
         &key,
         b,
         vec![take_lease(s.send_role(&b, lease.expires_ms))],
+        lease.expires_ms,
         4,
     );
     fold(&mut s, &key, &takeover);
@@ -1105,4 +1124,72 @@ fn a_forward_request_folds_on_every_device_with_its_author_and_names_a_known_con
         Outcome::Refused(LogError::UnknownContact)
     ));
     assert_eq!(s.digest(), before);
+}
+
+#[test]
+fn a_lease_longer_than_the_rule_or_from_a_clock_far_ahead_does_not_hold_the_others_back() {
+    use chorus_core::{LEASE_MS, LEASE_STREAM, Role, Strategy};
+    let (_, keys) = three_devices();
+    let (a, b) = (keys[0], keys[1]);
+    let key = epoch_key();
+    let mut s = state();
+    let set = appended(
+        &s,
+        &key,
+        a,
+        vec![chorus_core::Pending::free(EventKind::StrategySet {
+            strategy: Strategy::Leader,
+        })],
+        1,
+    );
+    fold(&mut s, &key, &set);
+    // A lease that claims to last a year past its own clock (`appended` seals at 1,000).
+    let year = 365 * 24 * 3_600_000;
+    let long = appended(
+        &s,
+        &key,
+        a,
+        vec![chorus_core::Pending::guarded(
+            EventKind::LeaderLease {
+                term: 1,
+                expires_ms: 1_000 + year,
+            },
+            LEASE_STREAM.to_vec(),
+            None,
+        )],
+        2,
+    );
+    let before = s.digest();
+    assert!(matches!(
+        &fold(&mut s, &key, &long)[0],
+        Outcome::Refused(LogError::Lease(r)) if r.contains("longer")
+    ));
+    assert_eq!(s.digest(), before);
+    // A holder whose clock runs a year ahead takes a lease of the right length, in its
+    // future: the others do not wait a year for it.
+    let ahead = appended_at(
+        &s,
+        &key,
+        a,
+        vec![chorus_core::Pending::guarded(
+            EventKind::LeaderLease {
+                term: 1,
+                expires_ms: year + LEASE_MS,
+            },
+            LEASE_STREAM.to_vec(),
+            None,
+        )],
+        year,
+        3,
+    );
+    assert!(matches!(fold(&mut s, &key, &ahead)[0], Outcome::Applied(_)));
+    assert!(
+        matches!(s.send_role(&b, 5_000), Role::TakeLease(_)),
+        "{:?}",
+        s.send_role(&b, 5_000)
+    );
+    // Up to the tolerated skew it holds; a millisecond earlier it does not.
+    let edge = year - chorus_core::LEASE_MAX_SKEW_MS;
+    assert_eq!(s.send_role(&b, edge), Role::Forward { to: a });
+    assert!(matches!(s.send_role(&b, edge - 1), Role::TakeLease(_)));
 }
