@@ -123,6 +123,15 @@ impl Ledger {
         }
     }
 
+    /// A device linked from `from`: it brings `from`'s history (the link's import).
+    pub(crate) fn linked(&mut self, new: usize, from: usize) {
+        for m in &mut self.msgs {
+            if let Some(&at) = m.shown.get(&from) {
+                m.shown.insert(new, at);
+            }
+        }
+    }
+
     pub(crate) fn violation(&mut self, what: String) {
         self.violations.push(what);
     }

@@ -66,6 +66,8 @@ pub enum Op {
     Forward,
     /// An append of `Received` events for this many fanned-out messages (`primary`).
     FanOut(usize),
+    /// An append of a roster entry authorizing a new device.
+    Link,
     /// An append of `Delivered` for an envelope.
     Delivered([u8; 16]),
     /// A page of the log.
@@ -133,6 +135,7 @@ pub enum Status {
 }
 
 /// The contact this device talks to, as the world set it up.
+#[derive(Clone)]
 pub struct Peer {
     /// The contact's root key (names its session stream).
     pub root: [u8; 32],
@@ -192,6 +195,10 @@ pub struct Device {
     pub forwarded: u64,
     /// Messages written to the log for the siblings (`Received` appended).
     pub fanned_out: u64,
+    /// A roster entry authorizing a new device, to append, and that device's key.
+    pub link: Option<(Vec<u8>, [u8; 32])>,
+    /// The device it authorized is in the folded roster: the world starts it.
+    pub linked: Option<[u8; 32]>,
     /// What went wrong that a correct core never does (the world turns each into a
     /// violation).
     pub problems: Vec<String>,
@@ -236,6 +243,8 @@ impl Device {
             conflicts: 0,
             forwarded: 0,
             fanned_out: 0,
+            link: None,
+            linked: None,
             problems: Vec::new(),
         }
     }
@@ -276,6 +285,38 @@ impl Device {
         });
     }
 
+    /// A new device of the same identity, starting where this one stands: its folded
+    /// state, sessions, history and cursor (what a link's checkpoint and history
+    /// import bring), nothing typed, its own key.
+    pub fn linked_device(&self, key: [u8; 32], rng: StdRng) -> Result<Self, String> {
+        let copy = |s: &Session| {
+            Session::restore(&s.snapshot(), s.generation()).map_err(|e| e.to_string())
+        };
+        let session = copy(
+            self.sessions
+                .get(&self.peer.root)
+                .ok_or("no session with the contact")?,
+        )?;
+        let mut d = Self::new(
+            self.ident,
+            key,
+            self.state.clone(),
+            EpochKey::from_bytes(&self.epoch_key.to_bytes()),
+            session,
+            self.peer.clone(),
+            rng,
+        );
+        d.mail_cursor = self.mail_cursor;
+        d.history = self.history.clone();
+        d.outbox = self.outbox.clone();
+        Ok(d)
+    }
+
+    /// The roster as folded (to authorize a new device on).
+    pub fn roster(&self) -> &chorus_core::Roster {
+        self.state.roster()
+    }
+
     /// The strategy in force, as this device folded the log.
     pub fn strategy(&self) -> Strategy {
         self.state.strategy()
@@ -299,6 +340,7 @@ impl Device {
         // can change that; under `leader` a lease runs out, so waiting is not idle.
         let on_primary = self.state.primary().is_some_and(|p| p != self.key);
         self.pending.iter().all(|p| p.requested && on_primary)
+            && self.link.is_none()
             && self.fanout.is_empty()
             && self.outbox.is_empty()
             && self.delivered_due.is_empty()
@@ -354,6 +396,16 @@ impl Device {
         let now = self.now(world_ms);
         if let Some(request) = self.fan_out(now) {
             return Some(request);
+        }
+        if let Some((entry, _)) = self.link.clone() {
+            let event = Pending::guarded(
+                EventKind::Roster { entry },
+                chorus_core::ROSTER_STREAM.to_vec(),
+                None,
+            );
+            if let Some(request) = self.append(Op::Link, vec![event], now) {
+                return Some(request);
+            }
         }
         let reads_mail = self.reads_mail();
         let strategy = self.strategy();
@@ -602,7 +654,10 @@ impl Device {
         self.inflight = None;
         let mut seen = Vec::new();
         match (op, reply) {
-            (Op::Send(_) | Op::Delivered(_) | Op::Forward | Op::FanOut(_), Reply::GuardFailed) => {
+            (
+                Op::Send(_) | Op::Delivered(_) | Op::Forward | Op::FanOut(_) | Op::Link,
+                Reply::GuardFailed,
+            ) => {
                 // A sibling got there first: fold its record, then decide again.
                 self.conflicts += 1;
                 self.log_dirty = true;
@@ -821,6 +876,12 @@ impl Device {
                         at_ms,
                     },
                 ));
+            }
+            Effect::DeviceAuthorized { device, .. }
+                if self.link.as_ref().is_some_and(|(_, k)| *k == device) =>
+            {
+                self.link = None;
+                self.linked = Some(device);
             }
             Effect::ForwardRequested { message, .. } => {
                 // Every device keeps it pending until its `Sent` folds; the one that

@@ -23,6 +23,8 @@ pub struct Faults {
     pub scheduled: usize,
     /// Whether a run may destroy one device right after it sends a new ratchet key.
     pub destroy: bool,
+    /// Whether a run may link a new device mid-conversation.
+    pub link: bool,
     /// Largest clock skew of a device (ms, either way).
     pub skew_ms: u64,
     /// A dishonest relay that lets every guard through, so two devices' sends can
@@ -40,6 +42,7 @@ impl Faults {
             delay_ms: (5, 5),
             scheduled: 0,
             destroy: false,
+            link: false,
             skew_ms: 0,
             relay_ignores_guards: false,
         }
@@ -53,6 +56,7 @@ impl Faults {
             delay_ms: (1, 80),
             scheduled: 6,
             destroy: true,
+            link: true,
             skew_ms: 5_000,
             relay_ignores_guards: false,
         }
@@ -94,6 +98,13 @@ pub enum FaultKind {
         /// The device.
         device: usize,
     },
+    /// A new device is linked mid-conversation: `device` appends its authorization,
+    /// and the new device starts from `device`'s state (as from the checkpoint and
+    /// history a link brings).
+    Link {
+        /// The device that links it.
+        device: usize,
+    },
 }
 
 /// A fault and when it strikes.
@@ -125,6 +136,9 @@ impl fmt::Display for Fault {
                 "t={}ms destroy device {device} right after its next send",
                 self.at
             ),
+            FaultKind::Link { device } => {
+                write!(f, "t={}ms device {device} links a new device", self.at)
+            }
         }
     }
 }
@@ -167,6 +181,14 @@ pub fn schedule(
         out.push(Fault {
             at: rng.random_range(0..window_ms.max(1)),
             kind: FaultKind::DestroyAfterSend { device },
+        });
+    }
+    if faults.link && rng.random_bool(0.5) {
+        out.push(Fault {
+            at: rng.random_range(0..window_ms.max(1)),
+            kind: FaultKind::Link {
+                device: rng.random_range(0..devices),
+            },
         });
     }
     out.sort_by_key(|f| f.at);

@@ -142,6 +142,10 @@ pub struct Stats {
     pub faults: u64,
     /// Devices destroyed.
     pub destroyed: u64,
+    /// Devices linked mid-conversation.
+    pub linked: u64,
+    /// Messages typed on a device linked mid-conversation.
+    pub typed_on_linked: u64,
     /// Typed → first shown on a contact device, per delivered message (ms).
     pub latency_ms: Vec<u64>,
     /// Sum of request round trips (ms).

@@ -210,7 +210,7 @@ fn print_stats(s: &Stats) {
         s.typed, s.delivered, s.lost, s.duplicated, s.dropped_with_device, s.unavailable
     );
     println!(
-        "  races lost {}, lease terms {}, handed over {}, fanned out {}, stranded {}, forks {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}",
+        "  races lost {}, lease terms {}, handed over {}, fanned out {}, stranded {}, forks {}, message keys used twice {}, requests {}, bytes up {}, down {}, timeouts {}, faults {}, destroyed {}, linked {}",
         s.conflicts,
         s.lease_terms,
         s.forwarded,
@@ -223,7 +223,8 @@ fn print_stats(s: &Stats) {
         s.bytes_down,
         s.timeouts,
         s.faults,
-        s.destroyed
+        s.destroyed,
+        s.linked
     );
     let mut l = s.latency_ms.clone();
     l.sort_unstable();
@@ -257,7 +258,7 @@ struct Totals {
 }
 
 impl Totals {
-    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | dropped with destroyed device | stranded (primary gone) | races lost | lease terms | handed over | fanned out | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | devices linked | dropped with destroyed device | stranded (primary gone) | races lost | lease terms | handed over | fanned out | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn add(&mut self, o: &Outcome) {
         self.runs += 1;
@@ -270,6 +271,7 @@ impl Totals {
         t.lost += s.lost;
         t.duplicated += s.duplicated;
         t.dropped_with_device += s.dropped_with_device;
+        t.linked += s.linked;
         t.stranded += s.stranded;
         t.conflicts += s.conflicts;
         t.lease_terms += s.lease_terms;
@@ -294,7 +296,7 @@ impl Totals {
         let t = &self.s;
         let per = |x: u64| x as f64 / t.typed.max(1) as f64;
         format!(
-            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
+            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
             self.runs,
             self.passed,
             self.converged,
@@ -302,6 +304,7 @@ impl Totals {
             t.delivered,
             t.lost,
             t.duplicated,
+            t.linked,
             t.dropped_with_device,
             t.stranded,
             t.conflicts,

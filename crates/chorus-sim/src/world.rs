@@ -100,6 +100,10 @@ pub(crate) struct World {
     next_event: u64,
     next_req: u64,
     devices: Vec<Device>,
+    /// The identities (their roots authorize linked devices).
+    ids: Vec<LocalIdentity>,
+    /// Devices at the start (those past it were linked mid-run).
+    initial_devices: usize,
     /// Devices per identity (world indices).
     members: [Vec<usize>; 2],
     relay: Relay,
@@ -117,8 +121,11 @@ pub(crate) struct World {
     stats: Stats,
 }
 
+/// The two identities, their devices, and which devices are whose.
+type Setup = (Vec<LocalIdentity>, Vec<Device>, [Vec<usize>; 2]);
+
 /// The two identities' keys and first sessions, and each device's state.
-fn setup(config: &Config, rng: &mut StdRng) -> Result<(Vec<Device>, [Vec<usize>; 2]), SimError> {
+fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
     let bug = |what: &str| {
         let what = what.to_owned();
         move |e: &dyn std::fmt::Display| SimError::Setup(format!("{what}: {e}"))
@@ -231,13 +238,13 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<(Vec<Device>, [Vec<usize>;
             ));
         }
     }
-    Ok((devices, members))
+    Ok((ids, devices, members))
 }
 
 impl World {
     pub(crate) fn new(config: &Config, seed: u64) -> Result<Self, SimError> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let (mut devices, members) = setup(config, &mut rng)?;
+        let (ids, mut devices, members) = setup(config, &mut rng)?;
         let window_ms = config.window_ms;
         for d in &mut devices {
             if config.faults.skew_ms > 0 {
@@ -300,6 +307,8 @@ impl World {
             next_event: 0,
             next_req: 0,
             devices,
+            ids,
+            initial_devices: ndev,
             members,
             relay,
             relay_down_until: 0,
@@ -483,6 +492,9 @@ impl World {
                     .iter()
                     .any(|&d| d != dev && self.devices[d].status != Status::Up);
                 self.ledger.typed(msg, dev, self.now, others_down);
+                if dev >= self.initial_devices {
+                    self.stats.typed_on_linked += 1;
+                }
                 let text = self.ledger.text(msg);
                 self.devices[dev].type_message(msg, text, self.now);
                 self.kick(dev);
@@ -536,6 +548,9 @@ impl World {
                 let ident = self.devices[dev].ident;
                 for s in seen {
                     self.ledger.seen(dev, ident, s, self.now);
+                }
+                if let Some(key) = self.devices[dev].linked.take() {
+                    self.start_linked(dev, key);
                 }
                 self.kick(dev);
             }
@@ -593,6 +608,62 @@ impl World {
             FaultKind::DestroyAfterSend { device } => {
                 self.destroy_pending.insert(device);
             }
+            FaultKind::Link { device } => self.link(device),
+        }
+    }
+
+    /// `device` links a new sibling: it appends the root-signed authorization; once
+    /// it has folded it, the new device starts from its state ([`Self::start_linked`]).
+    fn link(&mut self, device: usize) {
+        let ident = self.devices[device].ident;
+        if self.devices[device].status != Status::Up
+            || self.members[ident].len() >= crate::MAX_DEVICES
+        {
+            return;
+        }
+        let Some(root) = self.ids.get(ident).and_then(LocalIdentity::root) else {
+            return;
+        };
+        let mut rng = StdRng::seed_from_u64(self.net.random());
+        let key = DeviceSigningKey::generate(&mut rng);
+        let dh = DeviceDhSecret::generate(&mut rng);
+        let name = format!("device {}", self.members[ident].len());
+        let entry = self.devices[device].roster().authorize(
+            &RosterSigner::Root(root),
+            key.public_key(),
+            dh.public_key(),
+            &name,
+            0,
+        );
+        match entry {
+            Ok(e) => {
+                self.devices[device].link =
+                    Some((e.as_bytes().to_vec(), *key.public_key().as_bytes()));
+                self.kick(device);
+            }
+            Err(e) => self
+                .ledger
+                .violation(format!("device {device} could not authorize a device: {e}")),
+        }
+    }
+
+    /// Starts the device `linker` authorized, from `linker`'s state.
+    fn start_linked(&mut self, linker: usize, key: [u8; 32]) {
+        let rng = StdRng::seed_from_u64(self.net.random());
+        match self.devices[linker].linked_device(key, rng) {
+            Ok(d) => {
+                let new = self.devices.len();
+                let ident = d.ident;
+                self.devices.push(d);
+                self.poll_at.push(None);
+                self.members[ident].push(new);
+                self.ledger.linked(new, linker);
+                self.stats.linked += 1;
+                self.push(self.now, Ev::Wake { dev: new });
+            }
+            Err(e) => self.ledger.violation(format!(
+                "device {linker} could not start a linked device: {e}"
+            )),
         }
     }
 
