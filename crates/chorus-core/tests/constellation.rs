@@ -931,6 +931,25 @@ fn appended_at(
         .collect()
 }
 
+/// The state after the first of three devices set `strategy`, its key, and the first
+/// two devices.
+fn under(strategy: chorus_core::Strategy) -> (Constellation, EpochKey, [[u8; 32]; 2]) {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let mut s = state();
+    let set = appended(
+        &s,
+        &key,
+        keys[0],
+        vec![chorus_core::Pending::free(EventKind::StrategySet {
+            strategy,
+        })],
+        1,
+    );
+    fold(&mut s, &key, &set);
+    (s, key, [keys[0], keys[1]])
+}
+
 fn take_lease(role: chorus_core::Role) -> chorus_core::Pending {
     match role {
         chorus_core::Role::TakeLease(p) => p,
@@ -941,20 +960,7 @@ fn take_lease(role: chorus_core::Role) -> chorus_core::Pending {
 #[test]
 fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_to_it() {
     use chorus_core::{LEASE_MS, LEASE_RENEW_MS, Lease, Role, Strategy};
-    let (_, keys) = three_devices();
-    let (a, b) = (keys[0], keys[1]);
-    let key = epoch_key();
-    let mut s = state();
-    let set = appended(
-        &s,
-        &key,
-        a,
-        vec![chorus_core::Pending::free(EventKind::StrategySet {
-            strategy: Strategy::Leader,
-        })],
-        1,
-    );
-    fold(&mut s, &key, &set);
+    let (mut s, key, [a, b]) = under(Strategy::Leader);
     // Both see no lease and take one on the same folded state.
     let now = 5_000;
     let by_a = appended_at(&s, &key, a, vec![take_lease(s.send_role(&a, now))], now, 2);
@@ -1129,20 +1135,7 @@ fn a_forward_request_folds_on_every_device_with_its_author_and_names_a_known_con
 #[test]
 fn a_lease_longer_than_the_rule_or_from_a_clock_far_ahead_does_not_hold_the_others_back() {
     use chorus_core::{LEASE_MS, LEASE_STREAM, Role, Strategy};
-    let (_, keys) = three_devices();
-    let (a, b) = (keys[0], keys[1]);
-    let key = epoch_key();
-    let mut s = state();
-    let set = appended(
-        &s,
-        &key,
-        a,
-        vec![chorus_core::Pending::free(EventKind::StrategySet {
-            strategy: Strategy::Leader,
-        })],
-        1,
-    );
-    fold(&mut s, &key, &set);
+    let (mut s, key, [a, b]) = under(Strategy::Leader);
     // A lease that claims to last a year past its own clock (`appended` seals at 1,000).
     let year = 365 * 24 * 3_600_000;
     let long = appended(
