@@ -20,13 +20,26 @@ use crate::record::{LogError, RecordContext, seal_event};
 use crate::send::Guarded;
 
 /// An event to append, with the stream it is guarded on and the version expected
-/// (`None`: the version as folded when the batch is sealed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (`None`: the version as folded when the batch is sealed). `Debug` shows the guard
+/// only: the event may carry a message's text or session state.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Pending {
     /// The event.
     pub kind: EventKind,
     /// The guard's stream name (before keying) and the version it expects.
     pub guard: Option<(Vec<u8>, Option<i64>)>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let guard = self
+            .guard
+            .as_ref()
+            .map(|(stream, version)| (String::from_utf8_lossy(stream), version));
+        f.debug_struct("Pending")
+            .field("guard", &guard)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<Guarded> for Pending {

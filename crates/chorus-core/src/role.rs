@@ -60,6 +60,20 @@ impl Constellation {
         self.roster().is_authorized_id(&author).then_some(author)
     }
 
+    /// The device that encrypts for the identity at `now_ms` (a device's clock): the
+    /// holder of a lease that holds, under `leader`; the primary, under `primary`;
+    /// `None` where every device encrypts for itself (or no lease holds).
+    pub fn sender(&self, now_ms: u64) -> Option<[u8; 32]> {
+        match self.strategy() {
+            Strategy::Leader => self
+                .lease()
+                .filter(|l| l.holds_at(now_ms))
+                .map(|l| l.holder),
+            Strategy::Primary => self.primary(),
+            _ => None,
+        }
+    }
+
     /// What device `me` does at `now_ms` (its clock) with a message to send.
     pub fn send_role(&self, me: &[u8; 32], now_ms: u64) -> Role {
         match self.strategy() {

@@ -950,6 +950,15 @@ fn under(strategy: chorus_core::Strategy) -> (Constellation, EpochKey, [[u8; 32]
     (s, key, [keys[0], keys[1]])
 }
 
+/// A lease of `term` until `expires_ms`, guarded on the lease stream as taken.
+fn lease_event(term: u64, expires_ms: u64) -> chorus_core::Pending {
+    chorus_core::Pending::guarded(
+        EventKind::LeaderLease { term, expires_ms },
+        chorus_core::LEASE_STREAM.to_vec(),
+        None,
+    )
+}
+
 fn take_lease(role: chorus_core::Role) -> chorus_core::Pending {
     match role {
         chorus_core::Role::TakeLease(p) => p,
@@ -982,6 +991,8 @@ fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_t
     };
     assert_eq!(s.lease(), Some(lease));
     // While it holds, the holder encrypts and the others hand it their messages.
+    assert_eq!(s.sender(now + 1), Some(a));
+    assert_eq!(s.sender(lease.expires_ms), None, "run out");
     assert_eq!(s.send_role(&a, now + 1), Role::Encrypt);
     assert_eq!(s.send_role(&b, now + 1), Role::Forward { to: a });
     assert_eq!(
@@ -995,14 +1006,7 @@ fn of_two_devices_taking_the_lease_at_once_one_holds_it_and_the_other_forwards_t
     ] {
         assert_eq!(
             take_lease(s.send_role(&who, at)),
-            chorus_core::Pending::guarded(
-                EventKind::LeaderLease {
-                    term: 2,
-                    expires_ms: at + LEASE_MS,
-                },
-                chorus_core::LEASE_STREAM.to_vec(),
-                None
-            )
+            lease_event(2, at + LEASE_MS)
         );
     }
     let takeover = appended_at(
@@ -1075,6 +1079,7 @@ fn under_primary_the_device_that_set_it_encrypts_and_reads_and_its_siblings_forw
         assert_eq!(s.send_role(&d, 1), Role::Encrypt);
         assert!(s.reads_contacts(&d) && !s.fans_out(&d));
     }
+    assert_eq!(s.sender(1), None);
     let set = |s: &Constellation, author, strategy, seed| {
         appended(
             s,
@@ -1089,6 +1094,7 @@ fn under_primary_the_device_that_set_it_encrypts_and_reads_and_its_siblings_forw
     let by_b = set(&s, b, Strategy::Primary, 1);
     fold(&mut s, &key, &by_b);
     assert_eq!(s.primary(), Some(b));
+    assert_eq!(s.sender(1), Some(b));
     assert_eq!(s.send_role(&a, 1), Role::Forward { to: b });
     assert_eq!(s.send_role(&b, 1), Role::Encrypt);
     assert!(!s.reads_contacts(&a) && !s.fans_out(&a));
@@ -1134,24 +1140,11 @@ fn a_forward_request_folds_on_every_device_with_its_author_and_names_a_known_con
 
 #[test]
 fn a_lease_longer_than_the_rule_or_from_a_clock_far_ahead_does_not_hold_the_others_back() {
-    use chorus_core::{LEASE_MS, LEASE_STREAM, Role, Strategy};
+    use chorus_core::{LEASE_MS, Role, Strategy};
     let (mut s, key, [a, b]) = under(Strategy::Leader);
     // A lease that claims to last a year past its own clock (`appended` seals at 1,000).
     let year = 365 * 24 * 3_600_000;
-    let long = appended(
-        &s,
-        &key,
-        a,
-        vec![chorus_core::Pending::guarded(
-            EventKind::LeaderLease {
-                term: 1,
-                expires_ms: 1_000 + year,
-            },
-            LEASE_STREAM.to_vec(),
-            None,
-        )],
-        2,
-    );
+    let long = appended(&s, &key, a, vec![lease_event(1, 1_000 + year)], 2);
     let before = s.digest();
     assert!(matches!(
         &fold(&mut s, &key, &long)[0],
@@ -1160,21 +1153,7 @@ fn a_lease_longer_than_the_rule_or_from_a_clock_far_ahead_does_not_hold_the_othe
     assert_eq!(s.digest(), before);
     // A holder whose clock runs a year ahead takes a lease of the right length, in its
     // future: the others do not wait a year for it.
-    let ahead = appended_at(
-        &s,
-        &key,
-        a,
-        vec![chorus_core::Pending::guarded(
-            EventKind::LeaderLease {
-                term: 1,
-                expires_ms: year + LEASE_MS,
-            },
-            LEASE_STREAM.to_vec(),
-            None,
-        )],
-        year,
-        3,
-    );
+    let ahead = appended_at(&s, &key, a, vec![lease_event(1, year + LEASE_MS)], year, 3);
     assert!(matches!(fold(&mut s, &key, &ahead)[0], Outcome::Applied(_)));
     assert!(
         matches!(s.send_role(&b, 5_000), Role::TakeLease(_)),
@@ -1184,5 +1163,7 @@ fn a_lease_longer_than_the_rule_or_from_a_clock_far_ahead_does_not_hold_the_othe
     // Up to the tolerated skew it holds; a millisecond earlier it does not.
     let edge = year - chorus_core::LEASE_MAX_SKEW_MS;
     assert_eq!(s.send_role(&b, edge), Role::Forward { to: a });
+    assert_eq!(s.sender(edge), Some(a));
     assert!(matches!(s.send_role(&b, edge - 1), Role::TakeLease(_)));
+    assert_eq!(s.sender(edge - 1), None);
 }

@@ -47,4 +47,25 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
         author: [0; 32],
     });
     assert_eq!(format!("{effect:?}"), "Message");
+
+    // An event to append carries plaintext (a forwarded message) or session state (a
+    // send's delta): only its guard shows, as does a role holding one.
+    let forward = chorus_core::Pending::guarded(
+        chorus_wire::EventKind::ForwardRequested {
+            contact: [2; 32],
+            message: chorus_wire::FirstMessage {
+                envelope_id: [3; 16],
+                sent_ms: 1,
+                text: "the plaintext must not appear".into(),
+            },
+        },
+        b"leader-lease".to_vec(),
+        Some(4),
+    );
+    assert_eq!(
+        format!("{forward:?}"),
+        r#"Pending { guard: Some(("leader-lease", Some(4))), .. }"#
+    );
+    let role = chorus_core::Role::TakeLease(forward);
+    assert!(!format!("{role:?}").contains("plaintext"), "{role:?}");
 }

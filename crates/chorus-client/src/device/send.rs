@@ -43,7 +43,7 @@ impl Device {
             return Ok(SendOutcome {
                 envelope_id,
                 queued: None,
-                forwarded_to: Some(self.encrypter().await?.unwrap_or_default()),
+                forwarded_to: Some(self.sending_device().await?.unwrap_or_default()),
             });
         }
         Ok(SendOutcome {
@@ -51,18 +51,6 @@ impl Device {
             queued,
             forwarded_to: None,
         })
-    }
-
-    /// The name of the device that encrypts for the identity now, if it is not this
-    /// one (`leader`: the lease holder; `primary`: the primary).
-    pub async fn encrypter(&self) -> Result<Option<String>, ClientError> {
-        let (me, now) = (self.log.keys.device, self.now_ms());
-        self.log
-            .with_state(|s| match s.send_role(&me, now) {
-                Role::Forward { to } => Some(super::strategy::device_name(s, &to)),
-                _ => None,
-            })
-            .await
     }
 
     /// Appends a `Sent` event for every pending send, oldest first (or, where another

@@ -21,14 +21,7 @@ impl Device {
     pub async fn sending_device(&self) -> Result<Option<String>, ClientError> {
         let now = u64::try_from(self.now()).unwrap_or(0);
         self.log
-            .with_state(|s| {
-                let holder = match s.strategy() {
-                    Strategy::Leader => s.lease().filter(|l| now < l.expires_ms).map(|l| l.holder),
-                    Strategy::Primary => s.primary(),
-                    _ => None,
-                }?;
-                Some(device_name(s, &holder))
-            })
+            .with_state(|s| s.sender(now).map(|d| device_name(s, &d)))
             .await
     }
 
@@ -60,7 +53,7 @@ impl Device {
 }
 
 /// A roster device's name.
-pub(super) fn device_name(state: &chorus_core::Constellation, key: &[u8; 32]) -> String {
+fn device_name(state: &chorus_core::Constellation, key: &[u8; 32]) -> String {
     state
         .roster()
         .devices()
