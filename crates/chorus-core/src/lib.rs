@@ -49,6 +49,7 @@ mod lease;
 mod lww;
 #[cfg(feature = "olm-compat")]
 pub mod olm_compat;
+pub mod per_device;
 mod pqxdh;
 mod record;
 mod role;

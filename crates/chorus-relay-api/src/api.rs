@@ -676,6 +676,109 @@ pub struct BatchReadResponse {
     pub results: Vec<EnvelopesPage>,
 }
 
+// ---------------------------------------------------------------- per-device
+
+/// `PUT /v1/logs/{log}/device-list`: the identity's signed device list (`per-device`),
+/// replacing an older one. The relay checks it is signed by the log's root and that
+/// its serial grows (`409 stale_device_list`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutDeviceListRequest {
+    /// A `chorus_wire::DeviceList`.
+    pub list: HexBytes,
+}
+
+impl Validate for PutDeviceListRequest {
+    fn validate(&self) -> Result<(), Refusal> {
+        check(
+            self.list.0.len() <= chorus_wire::limits::MAX_DEVICE_LIST_LEN,
+            "device_list_too_large",
+        )
+    }
+}
+
+/// `GET /v1/mailboxes/{mailbox}/device-list`: the device list of the identity that
+/// owns the mailbox (`404 no_device_list` when it publishes none: it does not run
+/// `per-device`).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceListResponse {
+    /// A `chorus_wire::DeviceList`, as its identity signed it.
+    pub list: HexBytes,
+}
+
+/// One device's copy of a message in a [`PostDeviceEnvelopesRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCopy {
+    /// The recipient device.
+    pub device: Id32,
+    /// Its generation the copy was encrypted for.
+    pub generation: u32,
+    /// The envelope bytes.
+    pub payload: HexBytes,
+}
+
+/// `POST /v1/mailboxes/{mailbox}/device-envelopes`: one message, a copy per device of
+/// the mailbox's identity. The named set must be the identity's device list exactly,
+/// or nothing is stored and the answer is `409 device_mismatch` with a
+/// [`DeviceMismatch`]. Each copy is stored under [`copy_id`], readable only by its
+/// device; posting the same copies again stores nothing new.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostDeviceEnvelopesRequest {
+    /// Sender-chosen id of the message.
+    pub envelope_id: Id16,
+    /// One copy per device.
+    pub copies: Vec<DeviceCopy>,
+}
+
+impl Validate for PostDeviceEnvelopesRequest {
+    fn validate(&self) -> Result<(), Refusal> {
+        check(!self.copies.is_empty(), "empty_batch")?;
+        check(
+            self.copies.len() <= chorus_wire::limits::MAX_LISTED_DEVICES,
+            "batch_too_large",
+        )?;
+        let mut total = 0usize;
+        for c in &self.copies {
+            check(
+                c.payload.0.len() <= MAX_ENVELOPE_BYTES,
+                "envelope_too_large",
+            )?;
+            total += c.payload.0.len();
+        }
+        check(total <= MAX_DEVICE_POST_BYTES, "envelope_too_large")?;
+        let mut devices: Vec<&Id32> = self.copies.iter().map(|c| &c.device).collect();
+        devices.sort_unstable();
+        check(devices.windows(2).all(|w| w[0] != w[1]), "duplicate_device")
+    }
+}
+
+/// The body of `409 device_mismatch`: how the named set differs from the list, so the
+/// sender fetches what is missing, drops what is extra, starts the stale over and
+/// posts again.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceMismatch {
+    /// Always `device_mismatch`.
+    pub error: String,
+    /// Listed devices the post did not name.
+    pub missing: Vec<Id32>,
+    /// Named devices the list does not hold.
+    pub extra: Vec<Id32>,
+    /// Named devices the list holds at another generation.
+    pub stale: Vec<Id32>,
+}
+
+/// The envelope id a device's copy of message `envelope` is stored under: distinct
+/// per device, the same on every retry.
+pub fn copy_id(envelope: Id16, device: &Id32) -> Id16 {
+    let mut out = envelope.0;
+    for (o, d) in out.iter_mut().zip(device.0.iter()) {
+        *o ^= d;
+    }
+    Id16(out)
+}
+
 // ---------------------------------------------------------------- prekeys
 
 /// `POST /v1/logs/{log}/prekeys/{address}`: adds to what is stored.

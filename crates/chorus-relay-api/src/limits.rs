@@ -81,3 +81,8 @@ pub const MAX_PREKEYS_PER_PUBLISH: usize = 100;
 /// Largest rendezvous message (a provisioning bundle without the checkpoint, which
 /// travels as a blob).
 pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = chorus_wire::limits::MAX_LINK_MESSAGE_LEN;
+
+/// Most envelope payload bytes in one per-device post, all copies together: a long
+/// message to many devices is several times one envelope, and the post, hex-encoded,
+/// must fit [`MAX_BODY_BYTES`].
+pub const MAX_DEVICE_POST_BYTES: usize = 1024 * 1024;

@@ -87,6 +87,15 @@ pub enum StoreError {
     /// The channel holds its maximum number of messages.
     #[error("channel full")]
     ChannelFull,
+    /// The mailbox's identity publishes no device list (it does not run `per-device`).
+    #[error("no device list")]
+    NoDeviceList,
+    /// A device list whose serial is not above the stored one.
+    #[error("device list older than the stored one")]
+    StaleDeviceList,
+    /// A per-device post's device set is not the identity's device list.
+    #[error("device set differs from the list")]
+    DeviceMismatch(chorus_wire::Mismatch),
     /// The database failed.
     #[error("database error: {0}")]
     Internal(#[from] sqlx::Error),
@@ -209,6 +218,16 @@ impl From<StoreError> for ApiError {
             StoreError::TooManyLogins => ApiError::rate_limited(),
             StoreError::ChannelExists => ApiError::new(S::CONFLICT, "channel_exists"),
             StoreError::ChannelFull => ApiError::new(S::CONFLICT, "channel_full"),
+            StoreError::NoDeviceList => ApiError::new(S::NOT_FOUND, "no_device_list"),
+            StoreError::StaleDeviceList => ApiError::new(S::CONFLICT, "stale_device_list"),
+            StoreError::DeviceMismatch(m) => {
+                let hex = |v: &[[u8; 32]]| v.iter().map(hex::encode).collect::<Vec<_>>();
+                ApiError::new(S::CONFLICT, "device_mismatch").with_detail(json!({
+                    "missing": hex(&m.missing),
+                    "extra": hex(&m.extra),
+                    "stale": hex(&m.stale),
+                }))
+            }
             StoreError::Internal(e) => ApiError::internal(&e),
         }
     }

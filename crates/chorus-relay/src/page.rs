@@ -74,10 +74,11 @@ pub(crate) async fn records(
 
 /// One page of a mailbox's envelopes after `after`: at most `limit` envelopes and
 /// `max_bytes` of payload (at least one envelope if `at_least_one`). Returns the
-/// page and the payload bytes in it.
+/// page and the payload bytes in it. `reader` is the log and the device reading: a
+/// `per-device` copy for another device is not in its pages.
 pub(crate) async fn envelopes(
     state: &AppState,
-    log_id: Id32,
+    (log_id, reader): (Id32, Id32),
     mailbox_id: Id32,
     after: i64,
     limit: u32,
@@ -89,6 +90,7 @@ pub(crate) async fn envelopes(
         .read_envelopes(
             log_id,
             mailbox_id,
+            reader,
             after,
             limit.saturating_add(1),
             max_bytes,

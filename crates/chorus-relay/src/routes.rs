@@ -29,7 +29,9 @@ use crate::limits::{
 };
 use crate::page;
 use crate::ratelimit::Kind;
-use crate::store::{AppendJob, AppendRejection, DeviceAdded, EnvelopePost, Event, MailboxPolicy};
+use crate::store::{
+    AppendJob, AppendRejection, DeviceAdded, DevicePost, EnvelopePost, Event, MailboxPolicy,
+};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -70,6 +72,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/logs/{log}/presence", get(presence).post(heartbeat))
         .route("/v1/logs/{log}/ws", get(crate::ws::upgrade))
         .route("/v1/mailboxes/{mailbox}/envelopes", post(post_envelope))
+        .route("/v1/logs/{log}/device-list", put(put_device_list))
+        .route(
+            "/v1/mailboxes/{mailbox}/device-list",
+            get(mailbox_device_list),
+        )
+        .route(
+            "/v1/mailboxes/{mailbox}/device-envelopes",
+            post(post_device_envelopes),
+        )
         .route("/v1/prekeys/{address}/fetch", post(fetch_prekeys))
         .route("/v1/rendezvous", post(create_channel))
         .route("/v1/rendezvous/{channel}", delete(close_channel))
@@ -341,6 +352,7 @@ fn envelope_post(
         envelope_id,
         claim,
         payload: payload.0,
+        recipient: None,
         now,
         expires_ms: now.saturating_add(duration_ms(state.limits().mailbox_ttl)),
         max_depth: state.limits().mailbox_depth,
@@ -659,6 +671,100 @@ async fn post_envelope(
     }))
 }
 
+// ---------------------------------------------------------------- per-device
+
+/// Stores the identity's signed device list: signed by the log's current root, every
+/// listed device a current device of the log (`400 bad_device_list`), its serial above
+/// the stored one (`409 stale_device_list`).
+async fn put_device_list(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs(log): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let req: PutDeviceListRequest = decode(&body)?;
+    let (_, root) = authority(&state, log_id).await?.roots();
+    let root = chorus_crypto::RootPublicKey::from_slice(&root)
+        .map_err(|_| ApiError::invalid("bad_device_list"))?;
+    let list = chorus_wire::DeviceList::decode(&req.list.0, &root)
+        .map_err(|_| ApiError::invalid("bad_device_list"))?;
+    let devices = state.store().devices(log_id).await?;
+    let current = |id: &[u8; 32]| {
+        devices
+            .iter()
+            .any(|d| d.device_id.0 == *id && d.revoked_ms.is_none())
+    };
+    if !list.devices().iter().all(|d| current(&d.device)) {
+        return Err(ApiError::invalid("bad_device_list"));
+    }
+    state
+        .store()
+        .put_device_list(log_id, list.serial, &req.list.0, &list.pairs())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The device list of the identity owning a mailbox, for a contact about to post to
+/// it. No session: whoever may post to the mailbox may ask.
+async fn mailbox_device_list(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Segs(mailbox): Segs<String>,
+) -> ApiResult<Json<DeviceListResponse>> {
+    let mailbox_id = Id32::parse(&mailbox)?;
+    allow(&state, Kind::PrekeyFetch, ip.key_for(&mailbox_id.0))?;
+    let list = state
+        .store()
+        .device_list(mailbox_id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_device_list"))?;
+    Ok(Json(DeviceListResponse {
+        list: HexBytes(list),
+    }))
+}
+
+/// One message, a copy per device of the mailbox's identity, stored all or none.
+async fn post_device_envelopes(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Segs(mailbox): Segs<String>,
+    Body(body): Body,
+) -> ApiResult<Json<PostEnvelopeResponse>> {
+    let mailbox_id = Id32::parse(&mailbox)?;
+    let req: PostDeviceEnvelopesRequest = decode(&body)?;
+    allow(&state, Kind::MailboxPost, ip.key_for(&mailbox_id.0))?;
+    let post = DevicePost {
+        post: envelope_post(
+            &state,
+            mailbox_id,
+            req.envelope_id,
+            None,
+            HexBytes::default(),
+        ),
+        copies: req
+            .copies
+            .into_iter()
+            .map(|c| (c.device, c.generation, c.payload.0))
+            .collect(),
+    };
+    let posted = state.store().post_device_envelopes(&post).await?;
+    if !posted.duplicate {
+        state
+            .emit(vec![Event::MailboxPosted {
+                log_id: posted.log_id,
+                mailbox_id,
+                seq: posted.seq,
+            }])
+            .await;
+    }
+    Ok(Json(PostEnvelopeResponse {
+        seq: posted.seq,
+        duplicate: posted.duplicate,
+    }))
+}
+
 async fn read_envelopes(
     State(state): State<AppState>,
     authed: Authed,
@@ -671,7 +777,7 @@ async fn read_envelopes(
     let limit = q.page()?;
     let (page, _) = page::envelopes(
         &state,
-        log_id,
+        (log_id, authed.session.device_id),
         mailbox_id,
         q.after,
         limit,
@@ -696,13 +802,14 @@ async fn batch_read(
     let log_id = Id32::parse(&log)?;
     authed.for_log(&log_id)?;
     let req: BatchReadRequest = decode(&body)?;
+    let who = (log_id, authed.session.device_id);
     let limit = page_limit(req.limit);
     let mut left = MAX_BATCH_READ_BYTES;
     let mut results = Vec::with_capacity(req.mailboxes.len());
     for m in &req.mailboxes {
         let fresh = left == MAX_BATCH_READ_BYTES;
         let (page, bytes) =
-            page::envelopes(&state, log_id, m.mailbox_id, m.after, limit, left, fresh).await?;
+            page::envelopes(&state, who, m.mailbox_id, m.after, limit, left, fresh).await?;
         left = left.saturating_sub(bytes);
         results.push(page);
     }

@@ -281,7 +281,7 @@ impl Pusher {
             let after = self.mailboxes.get(&mailbox_id).copied().unwrap_or(0);
             let read = page::envelopes(
                 &self.state,
-                self.log_id,
+                (self.log_id, self.authed.session.device_id),
                 mailbox_id,
                 after,
                 MAX_PAGE,

@@ -67,6 +67,8 @@ both_backends!(
     limits_filling_the_rate_table_does_not_reset_an_exhausted_bucket,
     clients_behind_a_trusted_proxy_have_their_own_budget,
     forged_forwarded_for_from_a_direct_client_is_ignored,
+    per_device_posts_must_name_the_listed_devices_and_each_copy_reaches_only_its_device,
+    a_device_list_must_be_the_roots_grow_and_name_current_devices,
 );
 
 /// Opens a rendezvous channel as if from behind a proxy that says `forwarded`.
@@ -2960,4 +2962,307 @@ async fn a_used_invitation_mailbox_refuses_a_second_sender(b: Backend) {
         .map(|e| e["payload"].clone())
         .collect();
     assert_eq!(got, [json!("01"), json!("03")]);
+}
+
+// ---------------------------------------------------------------- per-device
+
+/// A device list of `log`'s devices `(device, generation)`, signed by `signer`.
+fn device_list(serial: u64, devices: &[(&Device, u32)], signer: [u8; 32]) -> String {
+    let signer = chorus_crypto::RootSigningKey::from_secret_bytes(&signer);
+    let listed = devices
+        .iter()
+        .map(|(d, generation)| chorus_wire::ListedDevice {
+            device: *d.public().as_bytes(),
+            prekey_address: [generation.to_le_bytes()[0]; 32],
+            generation: *generation,
+        })
+        .collect();
+    hex::encode(
+        chorus_wire::DeviceList::sign(&signer, serial, listed)
+            .unwrap()
+            .encode(),
+    )
+}
+
+async fn put_list(r: &Relay, log: &Hex32, tok: &str, list: &str) -> (StatusCode, Value) {
+    r.call(
+        Method::PUT,
+        &format!("/v1/logs/{}/device-list", log.0),
+        Some(tok),
+        Some(json!({ "list": list })),
+    )
+    .await
+}
+
+async fn post_copies(
+    r: &Relay,
+    m: &Hex32,
+    id: u8,
+    copies: &[(&str, u32, &str)],
+) -> (StatusCode, Value) {
+    let copies: Vec<Value> = copies
+        .iter()
+        .map(|(device, generation, payload)| {
+            json!({ "device": device, "generation": generation, "payload": hex::encode(payload) })
+        })
+        .collect();
+    r.post(
+        &format!("/v1/mailboxes/{}/device-envelopes", m.0),
+        None,
+        json!({ "envelope_id": hex::encode([id; 16]), "copies": copies }),
+    )
+    .await
+}
+
+fn sorted(mut ids: Vec<&str>) -> Value {
+    ids.sort_unstable();
+    json!(ids)
+}
+
+/// `per-device`: the relay keeps the identity's signed device list and refuses, storing
+/// nothing, a post whose device set is not the list (naming what is missing, extra and
+/// stale); each copy of an accepted post reaches only its device, over HTTP, the
+/// batched read and the WebSocket.
+async fn per_device_posts_must_name_the_listed_devices_and_each_copy_reaches_only_its_device(
+    b: Backend,
+) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, one, tok1) = r.identity(40).await;
+    let two = Device::new(41);
+    let (s, v) = r.add_device(&log, &tok1, &two).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tok2 = r.login(&log, &two).await;
+    let m = mailbox(&r, &log, &tok1, 40).await;
+
+    // No list yet: the identity does not run per-device.
+    let (s, v) = r
+        .get(&format!("/v1/mailboxes/{}/device-list", m.0), None)
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("no_device_list"))
+    );
+    let (s, v) = post_copies(&r, &m, 1, &[(&one.id, 0, "x")]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("no_device_list"))
+    );
+
+    let list = device_list(1, &[(&one, 0), (&two, 0)], [0xaa; 32]);
+    let (s, v) = put_list(&r, &log, &tok1, &list).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = r
+        .get(&format!("/v1/mailboxes/{}/device-list", m.0), None)
+        .await;
+    assert_eq!((s, v["list"].clone()), (StatusCode::OK, json!(list)));
+
+    // Wrong sets are refused whole, each naming what differs.
+    let stranger = Device::new(42);
+    let (s, v) = post_copies(&r, &m, 1, &[(&one.id, 0, "a")]).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"], json!("device_mismatch"));
+    assert_eq!(
+        (v["missing"].clone(), v["extra"].clone(), v["stale"].clone()),
+        (json!([two.id]), json!([]), json!([]))
+    );
+    let (s, v) = post_copies(
+        &r,
+        &m,
+        1,
+        &[(&one.id, 1, "a"), (&two.id, 0, "b"), (&stranger.id, 0, "c")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        (v["missing"].clone(), v["extra"].clone(), v["stale"].clone()),
+        (json!([]), json!([stranger.id]), json!([one.id]))
+    );
+    for tok in [&tok1, &tok2] {
+        assert!(
+            inbox(&r, &log, tok, &m).await.is_empty(),
+            "a refused post stored nothing"
+        );
+    }
+    // A device named twice is refused before the list is read.
+    let (s, v) = post_copies(&r, &m, 1, &[(&one.id, 0, "a"), (&one.id, 0, "b")]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("duplicate_device"))
+    );
+
+    // The right set: each device reads its own copy and only it.
+    let copies = [
+        (one.id.as_str(), 0, "for one"),
+        (two.id.as_str(), 0, "for two"),
+    ];
+    let (s, v) = post_copies(&r, &m, 1, &copies).await;
+    assert_eq!(
+        (s, v["duplicate"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{v}"
+    );
+    let (s, v) = post_copies(&r, &m, 1, &copies).await;
+    assert_eq!(
+        (s, v["duplicate"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{v}"
+    );
+    let (s, _) = post_env(&r, &m, 9, "for both").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        inbox(&r, &log, &tok1, &m).await,
+        vec![hex::encode("for one"), hex::encode("for both")]
+    );
+    assert_eq!(
+        inbox(&r, &log, &tok2, &m).await,
+        vec![hex::encode("for two"), hex::encode("for both")]
+    );
+    let (s, v) = r
+        .post(
+            &format!("/v1/logs/{}/mailboxes/read", log.0),
+            Some(&tok2),
+            json!({ "mailboxes": [{ "mailbox_id": m.0 }] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let read: Vec<Value> = v["results"][0]["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(
+        read,
+        vec![
+            json!(hex::encode("for two")),
+            json!(hex::encode("for both"))
+        ]
+    );
+
+    // Pushed: a socket of device one gets its copy of the next post, not two's.
+    let mut ws = ws_connect(&r, &log, &tok1).await;
+    let copies = [
+        (one.id.as_str(), 0, "one again"),
+        (two.id.as_str(), 0, "two again"),
+    ];
+    let (s, _) = post_copies(&r, &m, 2, &copies).await;
+    assert_eq!(s, StatusCode::OK);
+    let pushed = loop {
+        let v = next_text(&mut ws).await;
+        if v["type"] == json!("envelopes") {
+            break v;
+        }
+    };
+    let payloads: Vec<Value> = pushed["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert!(
+        payloads.contains(&json!(hex::encode("one again"))),
+        "{pushed}"
+    );
+    assert!(
+        !payloads.contains(&json!(hex::encode("two again"))),
+        "{pushed}"
+    );
+
+    // The list moves on without device two: the stored post is still a duplicate, a
+    // new one naming two is refused as extra.
+    let (s, v) = put_list(&r, &log, &tok1, &device_list(2, &[(&one, 0)], [0xaa; 32])).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = post_copies(&r, &m, 2, &copies).await;
+    assert_eq!(
+        (s, v["duplicate"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{v}"
+    );
+    let (s, v) = post_copies(&r, &m, 3, &copies).await;
+    assert_eq!(
+        (s, v["extra"].clone()),
+        (StatusCode::CONFLICT, sorted(vec![&two.id])),
+        "{v}"
+    );
+}
+
+/// A device list is the identity's word, not a device's or the relay's: signed by the
+/// log's root, naming only current devices, and never older than the one stored (a
+/// replay of the list from before a revocation would bring the revoked device back).
+async fn a_device_list_must_be_the_roots_grow_and_name_current_devices(b: Backend) {
+    let Some(r) = Relay::start(b).await else {
+        return;
+    };
+    let (log, one, tok) = r.identity(43).await;
+    let two = Device::new(44);
+    let (s, v) = r.add_device(&log, &tok, &two).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let bad = |s: StatusCode, v: &Value| {
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_device_list"))
+        )
+    };
+    // Signed by another key than the root.
+    let (s, v) = put_list(&r, &log, &tok, &device_list(1, &[(&one, 0)], [0xbb; 32])).await;
+    bad(s, &v);
+    // Naming a device the log does not hold.
+    let (s, v) = put_list(
+        &r,
+        &log,
+        &tok,
+        &device_list(1, &[(&one, 0), (&Device::new(45), 0)], [0xaa; 32]),
+    )
+    .await;
+    bad(s, &v);
+    // Not a list at all.
+    let (s, v) = put_list(&r, &log, &tok, "00ff").await;
+    bad(s, &v);
+    let (s, v) = put_list(
+        &r,
+        &log,
+        &tok,
+        &"00".repeat(chorus_wire::limits::MAX_DEVICE_LIST_LEN + 1),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("device_list_too_large"))
+    );
+
+    let v2 = device_list(2, &[(&one, 0), (&two, 0)], [0xaa; 32]);
+    let (s, v) = put_list(&r, &log, &tok, &v2).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    for serial in [1, 2] {
+        let (s, v) = put_list(
+            &r,
+            &log,
+            &tok,
+            &device_list(serial, &[(&one, 0)], [0xaa; 32]),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::CONFLICT, json!("stale_device_list"))
+        );
+    }
+    // After two is revoked, a list still naming it is refused.
+    let (s, v) = r.revoke_device(&log, &tok, &two, &root()).await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = put_list(
+        &r,
+        &log,
+        &tok,
+        &device_list(3, &[(&one, 0), (&two, 0)], [0xaa; 32]),
+    )
+    .await;
+    bad(s, &v);
+    // Nothing of the refused ones was stored.
+    let m = mailbox(&r, &log, &tok, 43).await;
+    let (_, v) = r
+        .get(&format!("/v1/mailboxes/{}/device-list", m.0), None)
+        .await;
+    assert_eq!(v["list"], json!(v2));
 }

@@ -100,3 +100,11 @@ pub const MAX_HISTORY_ITEMS: usize = 65_536;
 
 /// Most history chunks a provisioning bundle names (their ids must fit in the bundle).
 pub const MAX_HISTORY_CHUNKS: usize = 128;
+
+/// Most devices in a signed device list (`per-device`): the roster's own bound on
+/// devices ever (`chorus_core::MAX_DEVICES`).
+pub const MAX_LISTED_DEVICES: usize = 64;
+
+/// Largest encoded device list: [`MAX_LISTED_DEVICES`] entries of two 32-byte ids and
+/// a generation (~75 bytes each with framing), a root key and a signature.
+pub const MAX_DEVICE_LIST_LEN: usize = 8 * 1024;

@@ -198,6 +198,9 @@ pub struct EnvelopePost {
     pub claim: Option<Id16>,
     /// The envelope bytes.
     pub payload: Vec<u8>,
+    /// The one device of the mailbox's identity that may read it (a `per-device`
+    /// copy); `None`: every device.
+    pub recipient: Option<Id32>,
     /// Now.
     pub now: i64,
     /// When it expires.
@@ -206,6 +209,16 @@ pub struct EnvelopePost {
     pub max_depth: u32,
     /// Most envelope bytes the owning log holds ([`crate::Limits::envelope_quota_bytes`]).
     pub quota: u64,
+}
+
+/// A `per-device` post: one message, a copy per device of the mailbox's identity.
+#[derive(Debug)]
+pub struct DevicePost {
+    /// The mailbox, the message's id, its expiry and the limits, as for one envelope
+    /// (`payload` and `recipient` unused).
+    pub post: EnvelopePost,
+    /// (device, generation, bytes) per copy.
+    pub copies: Vec<(Id32, u32, Vec<u8>)>,
 }
 
 /// A rendezvous message: seq and bytes.
@@ -461,10 +474,36 @@ pub trait RelayStore: Send + Sync + 'static {
         &self,
         log_id: Id32,
         mailbox_id: Id32,
+        reader: Id32,
         after: i64,
         limit: u32,
         max_bytes: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<EnvelopeOut>>>;
+
+    /// Replaces `log_id`'s signed device list (already verified under its root) and
+    /// its entries. `StaleDeviceList` unless `serial` is above the stored one.
+    fn put_device_list<'a>(
+        &'a self,
+        log_id: Id32,
+        serial: u64,
+        list: &'a [u8],
+        entries: &'a [([u8; 32], u32)],
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// The signed device list of the identity owning `mailbox_id` (`NotFound` for an
+    /// unknown mailbox, `None` when it publishes none).
+    fn device_list(&self, mailbox_id: Id32) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>>;
+
+    /// Posts a copy per device in one transaction, each as
+    /// [`RelayStore::post_envelope`] would under [`chorus_relay_api::copy_id`], readable
+    /// only by its device. `NoDeviceList` when the owner publishes none;
+    /// `DeviceMismatch` (nothing stored) unless the copies name exactly its listed
+    /// devices at their generations. The answer is the last copy's seq, duplicate
+    /// when every copy was.
+    fn post_device_envelopes<'a>(
+        &'a self,
+        post: &'a DevicePost,
+    ) -> BoxFuture<'a, StoreResult<Posted>>;
 
     /// Empties `log_id`'s entry at `address` (the identity rolled away from the key it
     /// names): nothing is handed out there any more, and the address stays the log's,

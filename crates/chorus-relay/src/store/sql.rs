@@ -54,12 +54,14 @@ pub(crate) use bytes_window;
 /// by every current device of the mailbox's log (a device that never reported a
 /// cursor for the mailbox has read nothing of it). A device offline for longer than
 /// the TTL therefore misses nothing: its mailboxes' envelopes wait for it, counted in
-/// the log's byte quota. A revoked device holds nothing back.
+/// the log's byte quota. A revoked device holds nothing back, and a `per-device` copy
+/// waits only for the device it is for.
 macro_rules! sweepable {
     () => {
         "e.expires_ms <= $1 AND NOT EXISTS ( \
            SELECT 1 FROM mailboxes m JOIN devices d ON d.log_id = m.log_id AND d.revoked_ms IS NULL \
-           WHERE m.mailbox_id = e.mailbox_id AND COALESCE((SELECT c.after_seq FROM mailbox_cursors c \
+           WHERE m.mailbox_id = e.mailbox_id \
+             AND (e.recipient IS NULL OR e.recipient = d.device_id) AND COALESCE((SELECT c.after_seq FROM mailbox_cursors c \
              WHERE c.mailbox_id = e.mailbox_id AND c.device_id = d.device_id), 0) < e.seq)"
     };
 }
@@ -716,6 +718,158 @@ macro_rules! sql_store {
                 })
             }
 
+            fn put_device_list<'a>(
+                &'a self,
+                log_id: Id32,
+                serial: u64,
+                list: &'a [u8],
+                entries: &'a [([u8; 32], u32)],
+            ) -> BoxFuture<'a, StoreResult<()>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let exists: Option<i64> = sqlx::query_scalar(concat!(
+                        "SELECT head_seq FROM logs WHERE log_id = $1",
+                        $lock
+                    ))
+                    .bind(&log_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if exists.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    // Serials are u64 on the wire and i64 here; one past i64 is refused
+                    // as stale rather than wrapped.
+                    let serial = i64::try_from(serial).map_err(|_| StoreError::StaleDeviceList)?;
+                    let stored: Option<i64> =
+                        sqlx::query_scalar("SELECT serial FROM device_lists WHERE log_id = $1")
+                            .bind(&log_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if stored.is_some_and(|s| s >= serial) {
+                        return Err(StoreError::StaleDeviceList);
+                    }
+                    sqlx::query(
+                        "INSERT INTO device_lists (log_id, serial, list) VALUES ($1, $2, $3) \
+                         ON CONFLICT (log_id) DO UPDATE SET serial = $2, list = $3",
+                    )
+                    .bind(&log_id.0[..])
+                    .bind(serial)
+                    .bind(list)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM listed_devices WHERE log_id = $1")
+                        .bind(&log_id.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    for (device, generation) in entries {
+                        sqlx::query(
+                            "INSERT INTO listed_devices (log_id, device_id, generation) \
+                             VALUES ($1, $2, $3)",
+                        )
+                        .bind(&log_id.0[..])
+                        .bind(&device[..])
+                        .bind(i64::from(*generation))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn device_list(&self, mailbox_id: Id32) -> BoxFuture<'_, StoreResult<Option<Vec<u8>>>> {
+                Box::pin(async move {
+                    let owner: Vec<u8> =
+                        sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                            .bind(&mailbox_id.0[..])
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                    Ok(sqlx::query_scalar("SELECT list FROM device_lists WHERE log_id = $1")
+                        .bind(&owner)
+                        .fetch_optional(&self.pool)
+                        .await?)
+                })
+            }
+
+            fn post_device_envelopes<'a>(
+                &'a self,
+                post: &'a DevicePost,
+            ) -> BoxFuture<'a, StoreResult<Posted>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let owner: Vec<u8> =
+                        sqlx::query_scalar("SELECT log_id FROM mailboxes WHERE mailbox_id = $1")
+                            .bind(&post.post.mailbox_id.0[..])
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                    // The owner's log first (the lock order of every post), so the
+                    // list cannot change between the check and the copies.
+                    sqlx::query(concat!("SELECT log_id FROM logs WHERE log_id = $1", $lock))
+                        .bind(&owner)
+                        .execute(&mut *tx)
+                        .await?;
+                    let listed = sqlx::query(
+                        "SELECT device_id, generation FROM listed_devices WHERE log_id = $1",
+                    )
+                    .bind(&owner)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        let generation: i64 = r.try_get(1)?;
+                        Ok((id32(r.try_get(0)?)?.0, u32::try_from(generation).unwrap_or(u32::MAX)))
+                    })
+                    .collect::<StoreResult<Vec<([u8; 32], u32)>>>()?;
+                    if listed.is_empty() {
+                        return Err(StoreError::NoDeviceList);
+                    }
+                    // A retry of a post that was stored (its answer lost) is a
+                    // duplicate even if the list changed since.
+                    let mut stored = 0;
+                    for (device, _, payload) in &post.copies {
+                        let copy = chorus_relay_api::copy_id(post.post.envelope_id, device);
+                        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+                            "SELECT payload FROM envelopes WHERE mailbox_id = $1 AND envelope_id = $2",
+                        )
+                        .bind(&post.post.mailbox_id.0[..])
+                        .bind(&copy.0[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        stored += usize::from(existing.as_deref() == Some(payload.as_slice()));
+                    }
+                    let named: Vec<([u8; 32], u32)> =
+                        post.copies.iter().map(|(d, g, _)| (d.0, *g)).collect();
+                    let mismatch = chorus_wire::Mismatch::between(&listed, &named);
+                    if !mismatch.is_empty() && stored < post.copies.len() {
+                        return Err(StoreError::DeviceMismatch(mismatch));
+                    }
+                    let mut last = None;
+                    let mut all_duplicate = true;
+                    for (device, _, payload) in &post.copies {
+                        let copy = EnvelopePost {
+                            mailbox_id: post.post.mailbox_id,
+                            envelope_id: chorus_relay_api::copy_id(post.post.envelope_id, device),
+                            claim: None,
+                            payload: payload.clone(),
+                            recipient: Some(*device),
+                            now: post.post.now,
+                            expires_ms: post.post.expires_ms,
+                            max_depth: post.post.max_depth,
+                            quota: post.post.quota,
+                        };
+                        let posted = post_in(&mut tx, &copy).await?;
+                        all_duplicate &= posted.duplicate;
+                        last = Some(posted);
+                    }
+                    tx.commit().await?;
+                    let mut posted = last.ok_or(StoreError::NoDeviceList)?;
+                    posted.duplicate = all_duplicate;
+                    Ok(posted)
+                })
+            }
+
             fn append_bundle<'a>(
                 &'a self,
                 job: &'a AppendJob,
@@ -728,6 +882,7 @@ macro_rules! sql_store {
                 &self,
                 log_id: Id32,
                 mailbox_id: Id32,
+                reader: Id32,
                 after: i64,
                 limit: u32,
                 max_bytes: usize,
@@ -745,7 +900,8 @@ macro_rules! sql_store {
                         "SELECT e.seq, e.envelope_id, e.payload, e.received_ms FROM (",
                         $crate::store::sql::bytes_window!(
                             "SELECT seq, LENGTH(payload) AS n FROM envelopes \
-                             WHERE mailbox_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                             WHERE mailbox_id = $1 AND seq > $2 \
+                             AND (recipient IS NULL OR recipient = $5) ORDER BY seq LIMIT $3"
                         ),
                         ") w JOIN envelopes e ON e.mailbox_id = $1 AND e.seq = w.seq \
                          WHERE w.before <= $4 OR w.rn <= 2 ORDER BY e.seq"
@@ -754,6 +910,7 @@ macro_rules! sql_store {
                     .bind(after)
                     .bind(i64::from(limit))
                     .bind(int(max_bytes))
+                    .bind(&reader.0[..])
                     .fetch_all(&self.pool)
                     .await?;
                     rows.into_iter()
@@ -1317,6 +1474,7 @@ macro_rules! sql_store {
                 envelope_id,
                 claim,
                 ref payload,
+                recipient,
                 now,
                 expires_ms,
                 max_depth,
@@ -1439,8 +1597,9 @@ macro_rules! sql_store {
                 .await?;
             let seq = head + 1;
             sqlx::query(
-                "INSERT INTO envelopes (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO envelopes \
+                 (mailbox_id, seq, envelope_id, payload, received_ms, expires_ms, recipient) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&mailbox_id.0[..])
             .bind(seq)
@@ -1448,6 +1607,7 @@ macro_rules! sql_store {
             .bind(payload)
             .bind(now)
             .bind(expires_ms)
+            .bind(recipient.map(|r| r.0.to_vec()))
             .execute(&mut **tx)
             .await?;
             sqlx::query("UPDATE mailboxes SET head_seq = $2 WHERE mailbox_id = $1")

@@ -1,0 +1,273 @@
+//! The `per-device` strategy's decisions (Signal's Sesame), sans I/O.
+//!
+//! Under `per-device` each of our devices keeps its own pairwise session with each of
+//! a contact's devices, and a message goes out as one copy per contact device in one
+//! relay post. Nothing here is shared through the log: a pairwise session belongs to
+//! one device (it is not escrowed, so a lost device takes its sessions with it, as in
+//! Signal), and the siblings learn what was sent from the `Sent` record as under every
+//! strategy.
+//!
+//! The client and the simulator ask this module, never decide themselves:
+//! - [`accept_list`]: whether a contact's signed device list may replace the one held
+//!   (a relay replaying an older list must not bring a revoked device back, and two
+//!   different lists under one serial are an identity that equivocates);
+//! - [`plan_send`]: which devices get a copy, which need a session opened first, and
+//!   which sessions retire because their device left the list or started over;
+//! - [`after_refusal`]: what a relay's `device_mismatch` answer means — fetch the list
+//!   again and send once more, as one step, at most [`MAX_MISMATCH_RETRIES`] times;
+//! - [`Pairwise::decrypts_at`]: a retired session still decrypts for
+//!   [`STALE_SESSION_MS`] (the relay's mailbox lifetime: copies encrypted on it before
+//!   it retired may still be in flight), then it is dropped.
+//!
+//! What a contact learns under `per-device` is by design more than under the other
+//! strategies: how many devices the identity has, when one is added or removed, and
+//! which device sent each message (the copy names its sender).
+
+use std::collections::BTreeMap;
+
+use chorus_wire::{DeviceList, ListedDevice, Mismatch};
+
+/// How long a retired pairwise session still decrypts: the relay's default mailbox
+/// lifetime (`chorus_relay::limits`, 30 days), so a copy posted on it before it
+/// retired is read whenever the device comes back within the lifetime.
+pub const STALE_SESSION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
+/// How many times one send fetches the list again after a `device_mismatch` before it
+/// gives up (the list changing under every retry is a contact linking and revoking
+/// devices as fast as we post, or a relay that lies).
+pub const MAX_MISMATCH_RETRIES: usize = 3;
+
+/// Why a contact's device list is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    /// The list is older than one already accepted (the relay, or whoever served it,
+    /// replays an old list).
+    #[error("device list {offered} is older than {held}, already accepted")]
+    Rollback {
+        /// The serial offered.
+        offered: u64,
+        /// The serial held.
+        held: u64,
+    },
+    /// Another list under the serial already accepted: the identity signed two.
+    #[error("two different device lists under serial {0}")]
+    Equivocation(u64),
+}
+
+/// Whether `offered` may replace `held` (the list last accepted for this contact):
+/// `Ok(true)` to replace it, `Ok(false)` when it is the same list.
+pub fn accept_list(held: Option<&DeviceList>, offered: &DeviceList) -> Result<bool, ListError> {
+    let Some(held) = held else {
+        return Ok(true);
+    };
+    match offered.serial.cmp(&held.serial) {
+        std::cmp::Ordering::Less => Err(ListError::Rollback {
+            offered: offered.serial,
+            held: held.serial,
+        }),
+        std::cmp::Ordering::Equal if offered == held => Ok(false),
+        std::cmp::Ordering::Equal => Err(ListError::Equivocation(offered.serial)),
+        std::cmp::Ordering::Greater => Ok(true),
+    }
+}
+
+/// One pairwise session's bookkeeping (the session itself is the caller's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pairwise {
+    /// The contact device's generation the session was opened with.
+    pub generation: u32,
+    /// When it retired (its device left the list or started over); `None`: current.
+    pub retired_ms: Option<u64>,
+}
+
+impl Pairwise {
+    /// A current session.
+    pub fn current(generation: u32) -> Self {
+        Self {
+            generation,
+            retired_ms: None,
+        }
+    }
+
+    /// Whether it may still decrypt at `now_ms`.
+    pub fn decrypts_at(&self, now_ms: u64) -> bool {
+        self.retired_ms
+            .is_none_or(|r| now_ms < r.saturating_add(STALE_SESSION_MS))
+    }
+}
+
+/// What one send does, from the contact's list and our sessions with its devices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendPlan {
+    /// Every listed device, each to get a copy: (device, generation).
+    pub copies: Vec<([u8; 32], u32)>,
+    /// Listed devices without a current session at their generation: fetch their
+    /// bundle (at their prekey address) and open one before encrypting.
+    pub open: Vec<ListedDevice>,
+    /// Current sessions whose device left the list or started over: mark retired
+    /// now (they keep decrypting for [`STALE_SESSION_MS`]).
+    pub retire: Vec<[u8; 32]>,
+    /// Retired sessions past [`STALE_SESSION_MS`]: delete.
+    pub drop: Vec<[u8; 32]>,
+}
+
+/// The plan of one send to a contact whose list is `list`, holding `sessions` (keyed
+/// by the contact's device id; a device has at most one session here — its newest).
+pub fn plan_send(
+    list: &DeviceList,
+    sessions: &BTreeMap<[u8; 32], Pairwise>,
+    now_ms: u64,
+) -> SendPlan {
+    let mut plan = SendPlan {
+        copies: list.pairs(),
+        ..SendPlan::default()
+    };
+    for listed in list.devices() {
+        match sessions.get(&listed.device) {
+            Some(s) if s.retired_ms.is_none() && s.generation == listed.generation => {}
+            _ => plan.open.push(*listed),
+        }
+    }
+    for (device, s) in sessions {
+        let still_listed = list
+            .get(device)
+            .is_some_and(|l| l.generation == s.generation);
+        if s.retired_ms.is_none() && !still_listed {
+            plan.retire.push(*device);
+        } else if !s.decrypts_at(now_ms) {
+            plan.drop.push(*device);
+        }
+    }
+    plan
+}
+
+/// What to do after the relay refused a post with `device_mismatch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Fetch the contact's list again, plan again ([`plan_send`]) and post once more.
+    Refetch,
+    /// Stop: the list kept changing ([`MAX_MISMATCH_RETRIES`]), or the relay named a
+    /// mismatch the list it serves does not explain — the post stays queued and the
+    /// user is told.
+    GiveUp(&'static str),
+}
+
+/// The decision after the relay answered `mismatch` to a post planned on the list
+/// then held, on the `attempt`-th try (0 first).
+pub fn after_refusal(mismatch: &Mismatch, attempt: usize) -> Refused {
+    if attempt + 1 >= MAX_MISMATCH_RETRIES {
+        return Refused::GiveUp("the contact's device list kept changing");
+    }
+    if mismatch.is_empty() {
+        return Refused::GiveUp("the relay refused a post that matched the device list");
+    }
+    // A post planned on `list` names exactly its devices, so the relay holds another
+    // list: the newer one it will serve.
+    Refused::Refetch
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_crypto::RootSigningKey;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn root() -> RootSigningKey {
+        RootSigningKey::generate(&mut StdRng::seed_from_u64(7))
+    }
+
+    fn dev(b: u8, generation: u32) -> ListedDevice {
+        ListedDevice {
+            device: [b; 32],
+            prekey_address: [b; 32],
+            generation,
+        }
+    }
+
+    fn list(serial: u64, devices: &[ListedDevice]) -> DeviceList {
+        DeviceList::sign(&root(), serial, devices.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_older_list_or_a_second_list_under_one_serial_is_refused() {
+        let l2 = list(2, &[dev(1, 0), dev(2, 0)]);
+        assert_eq!(accept_list(None, &l2), Ok(true));
+        assert_eq!(accept_list(Some(&l2), &l2), Ok(false));
+        assert_eq!(
+            accept_list(Some(&l2), &list(1, &[dev(1, 0), dev(2, 0), dev(3, 0)])),
+            Err(ListError::Rollback {
+                offered: 1,
+                held: 2
+            })
+        );
+        assert_eq!(
+            accept_list(Some(&l2), &list(2, &[dev(1, 0)])),
+            Err(ListError::Equivocation(2))
+        );
+        assert_eq!(accept_list(Some(&l2), &list(3, &[dev(1, 0)])), Ok(true));
+    }
+
+    #[test]
+    fn a_plan_opens_sessions_for_new_and_restarted_devices_and_retires_the_rest() {
+        let l = list(5, &[dev(1, 0), dev(2, 1), dev(4, 0)]);
+        let sessions = BTreeMap::from([
+            ([1; 32], Pairwise::current(0)), // unchanged
+            ([2; 32], Pairwise::current(0)), // restarted: generation 1 now
+            ([3; 32], Pairwise::current(0)), // left the list
+            (
+                [4; 32],
+                Pairwise {
+                    generation: 0,
+                    retired_ms: Some(0), // retired earlier: reopened
+                },
+            ),
+        ]);
+        let plan = plan_send(&l, &sessions, 10);
+        assert_eq!(plan.copies, vec![([1; 32], 0), ([2; 32], 1), ([4; 32], 0)]);
+        assert_eq!(plan.open, vec![dev(2, 1), dev(4, 0)]);
+        assert_eq!(plan.retire, vec![[2; 32], [3; 32]]);
+        assert!(plan.drop.is_empty());
+    }
+
+    #[test]
+    fn a_retired_session_decrypts_until_the_mailbox_lifetime_ends_then_is_dropped() {
+        let l = list(1, &[dev(1, 0)]);
+        let retired = Pairwise {
+            generation: 0,
+            retired_ms: Some(1_000),
+        };
+        assert!(retired.decrypts_at(1_000 + STALE_SESSION_MS - 1));
+        assert!(!retired.decrypts_at(1_000 + STALE_SESSION_MS));
+        let sessions = BTreeMap::from([([1; 32], Pairwise::current(0)), ([9; 32], retired)]);
+        assert!(
+            plan_send(&l, &sessions, 1_000 + STALE_SESSION_MS - 1)
+                .drop
+                .is_empty()
+        );
+        assert_eq!(
+            plan_send(&l, &sessions, 1_000 + STALE_SESSION_MS).drop,
+            vec![[9; 32]]
+        );
+    }
+
+    #[test]
+    fn a_refusal_refetches_until_the_retry_bound_then_gives_up() {
+        let m = Mismatch {
+            missing: vec![[2; 32]],
+            ..Mismatch::default()
+        };
+        for attempt in 0..MAX_MISMATCH_RETRIES - 1 {
+            assert_eq!(after_refusal(&m, attempt), Refused::Refetch);
+        }
+        assert!(matches!(
+            after_refusal(&m, MAX_MISMATCH_RETRIES - 1),
+            Refused::GiveUp(_)
+        ));
+        assert!(matches!(
+            after_refusal(&Mismatch::default(), 0),
+            Refused::GiveUp(_)
+        ));
+    }
+}
