@@ -82,7 +82,8 @@ impl From<ClientError> for Failure {
             | E::AmbiguousContact { .. }
             | E::AmbiguousDevice { .. }
             | E::Rejected(_)
-            | E::StrategyNotBuilt(_)
+            | E::StrategyNeedsSharedRoot(_)
+            | E::DeviceList(_)
             | E::Refused(_) => INVALID,
             E::LinkExpired
             | E::LinkCodeUsed

@@ -495,9 +495,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let home = home(&cli)?;
             let strategy = chorus_wire::Strategy::from(*strategy);
-            if strategy == chorus_wire::Strategy::PerDevice {
+            if strategy == chorus_wire::Strategy::PerDevice && *security == Security::PrimaryRoot {
                 // Refused before anything is created.
-                return Err(ClientError::StrategyNotBuilt(strategy).into());
+                return Err(ClientError::StrategyNeedsSharedRoot(strategy).into());
             }
             let device = Device::init_with(
                 &home,
@@ -546,6 +546,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 (chorus_wire::Strategy::Primary, Some(d)) => {
                     println!("{strategy} (the primary is {d:?})")
                 }
+                (chorus_wire::Strategy::PerDevice, _) => println!(
+                    "{strategy} (this device holds {} sessions with contacts' devices)",
+                    device.pairwise_sessions().await?
+                ),
                 _ => println!("{strategy}"),
             }
             Ok(())

@@ -1110,11 +1110,149 @@ fn primary_three_devices_send_at_once_through_the_primary_and_agree_on_one_histo
 }
 
 #[test]
-fn a_strategy_not_built_yet_is_refused_and_changes_nothing() {
+fn per_device_three_devices_send_at_once_on_their_own_sessions_and_agree_on_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, alice, bob) = three_devices_under(dir.path(), "per-device");
+    // Both sides must run it: bob too (until then alice sends on the shared session).
+    ok(&bob, &["strategy", "per-device"]);
+    for home in &alice {
+        assert!(ok(home, &["strategy"]).starts_with("per-device"));
+    }
+    let printed = all_send_at_once(&alice, 10);
+    // Nobody hands anything over: every device encrypts for itself.
+    assert!(
+        printed.iter().all(|p| !p.contains("Handed to")),
+        "{printed:?}"
+    );
+    agree_on_one_history(&alice, &bob, 32);
+    // Each of alice's devices holds its own session with bob's one device, and bob's
+    // device one with each of alice's: the device count is what bob sees, by design.
+    let sessions = |home: &Path| ok(home, &["strategy"]);
+    for home in &alice {
+        assert!(
+            sessions(home).contains("holds 1 sessions with contacts' devices"),
+            "{}",
+            sessions(home)
+        );
+    }
+    assert!(
+        sessions(&bob).contains("holds 3 sessions with contacts' devices"),
+        "{}",
+        sessions(&bob)
+    );
+    // A contact that does not run per-device still talks to alice, on the shared
+    // session (it publishes no device list).
+    let carol = dir.path().join("carol");
+    ok(&carol, &["init", "--relay", &relay.url, "--name", "carol"]);
+    let code = ok(&alice[2], &["invite", "--no-qr"]);
+    ok(&carol, &["accept", code.trim()]);
+    ok(&carol, &["send", "alice", "hello from sequenced"]);
+    ok(&alice[0], &["sync"]);
+    ok(&alice[0], &["send", "carol", "hello back"]);
+    ok(&carol, &["sync"]);
+    assert!(
+        history(&carol, "alice").contains(&(false, "hello back".to_owned())),
+        "{:?}",
+        history(&carol, "alice")
+    );
+    for home in &alice {
+        ok(home, &["sync"]);
+        assert_eq!(
+            history(home, "carol"),
+            vec![
+                (false, "hello from sequenced".to_owned()),
+                (true, "hello back".to_owned())
+            ],
+            "{}",
+            home.display()
+        );
+    }
+}
+
+/// The clone under `per-device`: a device of bob's that bob revoked still holds its
+/// session with alice's device and the identity's keys, and posts to alice's mailbox
+/// (no credential needed). Once bob's device list no longer names it, alice reads
+/// nothing more from it, and what it sent before the revocation stays readable.
+#[test]
+fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_it_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (alice, bob, stolen) = (
+        dir.path().join("alice"),
+        dir.path().join("bob"),
+        dir.path().join("stolen"),
+    );
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(
+            home,
+            &[
+                "init",
+                "--relay",
+                &relay.url,
+                "--name",
+                name,
+                "--strategy",
+                "per-device",
+            ],
+        );
+    }
+    link(&bob, &stolen, &relay, "stolen");
+    let code = ok(&alice, &["invite", "--no-qr"]);
+    ok(&bob, &["accept", code.trim()]);
+    ok(&alice, &["sync"]);
+    ok(&alice, &["send", "bob", "welcome"]);
+    for home in [&bob, &stolen, &alice] {
+        ok(home, &["sync"]);
+    }
+    ok(&stolen, &["send", "alice", "before the theft"]);
+    ok(&alice, &["sync"]);
+    ok(&bob, &["devices", "revoke", "stolen", "--yes"]);
+    ok(&bob, &["sync"]);
+    // The revoked device sends anyway: its copy reaches alice's mailbox (the log,
+    // which would tell its siblings, no longer takes its records).
+    let _ = chorus(&stolen, &["send", "alice", "after the theft"]);
+    ok(&alice, &["sync"]);
+    let shown = history(&alice, "bob");
+    assert!(
+        shown.contains(&(false, "before the theft".to_owned())),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains(&(false, "after the theft".to_owned())),
+        "{shown:?}"
+    );
+    // Bob's remaining device still reaches alice.
+    ok(&bob, &["send", "alice", "from the laptop"]);
+    ok(&alice, &["sync"]);
+    assert!(history(&alice, "bob").contains(&(false, "from the laptop".to_owned())));
+}
+
+#[test]
+fn per_device_needs_the_root_on_every_device_and_a_bad_strategy_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
     let home = dir.path().join("alice");
-    let err = fails(
+    let init = |security: &str| {
+        [
+            "init",
+            "--relay",
+            &relay.url,
+            "--name",
+            "alice",
+            "--security",
+            security,
+            "--strategy",
+            "per-device",
+        ]
+        .map(str::to_owned)
+    };
+    let args = init("primary-root");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = fails(&home, &args, 6);
+    assert!(err.contains("needs the root key on every device"), "{err}");
+    // Nothing was created: the home holds no identity.
+    assert!(fails(&home, &["strategy"], 3).contains("chorus init"));
+    ok(
         &home,
         &[
             "init",
@@ -1122,20 +1260,13 @@ fn a_strategy_not_built_yet_is_refused_and_changes_nothing() {
             &relay.url,
             "--name",
             "alice",
-            "--strategy",
-            "per-device",
+            "--security",
+            "primary-root",
+            "--no-qr",
         ],
-        6,
     );
-    assert!(
-        err.contains("strategy per-device is not built yet"),
-        "{err}"
-    );
-    // Nothing was created: the home holds no identity.
-    assert!(fails(&home, &["strategy"], 3).contains("chorus init"));
-    ok(&home, &["init", "--relay", &relay.url, "--name", "alice"]);
     let err = fails(&home, &["strategy", "per-device"], 6);
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(err.contains("needs the root key on every device"), "{err}");
     let out = chorus(&home, &["strategy", "multi-home"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'multi-home'"));

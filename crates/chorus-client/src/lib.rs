@@ -166,9 +166,14 @@ pub enum ClientError {
     #[error("the message is empty")]
     EmptyMessage,
 
-    /// A multi-device strategy this client does not implement yet.
-    #[error("strategy {0} is not built yet (sequenced and leaderless are; see docs/strategies.md)")]
-    StrategyNotBuilt(chorus_core::Strategy),
+    /// A multi-device strategy that needs the root key on every device.
+    #[error(
+        "strategy {0} needs the root key on every device: run `chorus security set shared-root` first"
+    )]
+    StrategyNeedsSharedRoot(chorus_core::Strategy),
+    /// `per-device`: a contact's device list that must not replace the one held.
+    #[error("refusing the contact's device list: {0}")]
+    DeviceList(String),
     /// An envelope refused for a protocol reason.
     #[error("{0}")]
     Rejected(&'static str),

@@ -15,10 +15,12 @@ use chorus_relay_api::limits::{MAX_PAGE_BYTES, MAX_RECORD_BYTES};
 use chorus_relay_api::{
     self, AddDeviceRequest, AppendRequest, AppendResponse, BatchReadRequest, BatchReadResponse,
     BundledPost, ChallengeRequest, ChallengeResponse, ChannelMessages, ChannelPostRequest,
-    CreateChannelRequest, CreateChannelResponse, CreateLogRequest, DevicesResponse, HexBytes, Id16,
-    Id32, LogInfoResponse, MailboxCursor, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
-    PrekeyCount, PresenceResponse, PublishPrekeysRequest, RecordIn, RecordOut, RecordsPage,
-    RegisterMailboxRequest, RevokeDeviceRequest, SessionRequest, SessionResponse,
+    CreateChannelRequest, CreateChannelResponse, CreateLogRequest, DeviceListResponse,
+    DevicesResponse, HexBytes, Id16, Id32, LogInfoResponse, MailboxCursor,
+    PostDeviceEnvelopesRequest, PostEnvelopeRequest, PostEnvelopeResponse, PrekeyBundle,
+    PrekeyCount, PresenceResponse, PublishPrekeysRequest, PutDeviceListRequest, RecordIn,
+    RecordOut, RecordsPage, RegisterMailboxRequest, RevokeDeviceRequest, SessionRequest,
+    SessionResponse,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -84,6 +86,20 @@ pub enum RelayError {
         /// The relay.
         url: String,
     },
+    /// `per-device`: the copies did not name the contact's devices as its list does;
+    /// nothing was stored.
+    #[error(
+        "relay {url} refused the copies: the contact's devices changed ({} new, {} gone, {} restarted)",
+        mismatch.missing.len(),
+        mismatch.extra.len(),
+        mismatch.stale.len()
+    )]
+    DeviceMismatch {
+        /// The relay.
+        url: String,
+        /// How the copies differed from the list.
+        mismatch: chorus_wire::Mismatch,
+    },
     /// The relay URL is not an http(s) URL.
     #[error("invalid relay URL {0:?}: must start with http:// or https://")]
     BadUrl(String),
@@ -103,6 +119,7 @@ impl RelayError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Refused { code, .. } => Some(code),
+            Self::DeviceMismatch { .. } => Some("device_mismatch"),
             _ => None,
         }
     }
@@ -535,6 +552,20 @@ impl RelayClient {
             bytes.extend_from_slice(&chunk);
         }
         if !status.is_success() {
+            // `per-device`: the facts the sender plans its retry on.
+            if let Ok(m) = serde_json::from_slice::<chorus_relay_api::DeviceMismatch>(&bytes)
+                && m.error == "device_mismatch"
+            {
+                let ids = |v: Vec<Id32>| v.into_iter().map(|i| i.0).collect();
+                return Err(RelayError::DeviceMismatch {
+                    url: self.url.clone(),
+                    mismatch: chorus_wire::Mismatch {
+                        missing: ids(m.missing),
+                        extra: ids(m.extra),
+                        stale: ids(m.stale),
+                    },
+                });
+            }
             let code = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_owned))
@@ -783,6 +814,46 @@ impl RelayClient {
                 payload: HexBytes(payload),
                 claim,
             }),
+            false,
+        )
+        .await
+    }
+
+    /// `per-device`: replaces the identity's signed device list.
+    pub async fn put_device_list(&self, list: Vec<u8>) -> Result<(), RelayError> {
+        let path = self.log_path("/device-list")?;
+        let body = PutDeviceListRequest {
+            list: HexBytes(list),
+        };
+        let _: serde_json::Value = self.call(Method::PUT, &path, Some(&body), true).await?;
+        Ok(())
+    }
+
+    /// `per-device`: the signed device list of the identity owning `mailbox`
+    /// (`no_device_list` when it publishes none).
+    pub async fn device_list(&self, mailbox: Id32) -> Result<Vec<u8>, RelayError> {
+        let r: DeviceListResponse = self
+            .call::<(), _>(
+                Method::GET,
+                &format!("/v1/mailboxes/{mailbox}/device-list"),
+                None,
+                false,
+            )
+            .await?;
+        Ok(r.list.0)
+    }
+
+    /// `per-device`: one message, a copy per device of the mailbox's identity
+    /// ([`RelayError::DeviceMismatch`] when the set is not its list).
+    pub async fn post_device_envelopes(
+        &self,
+        mailbox: Id32,
+        request: &PostDeviceEnvelopesRequest,
+    ) -> Result<PostEnvelopeResponse, RelayError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/mailboxes/{mailbox}/device-envelopes"),
+            Some(request),
             false,
         )
         .await

@@ -42,6 +42,7 @@ fn shape(payload: &[u8]) -> Shape {
             ("initial", i.message, i.one_time_prekey_id.is_some())
         }
         Envelope::Ratchet(b) => ("ratchet", RatchetMessage::decode(&b).unwrap(), false),
+        Envelope::Copy { .. } => panic!("a per-device copy where the identity runs sequenced"),
     };
     let mut normalized = message.header.clone();
     normalized.counter = 1;

@@ -1001,14 +1001,18 @@ impl Constellation {
             },
             EventKind::Sent(sent) => {
                 let alias = self.alias_of(&sent.contact)?;
-                let Some((session, changed)) = sessions.map.get_mut(&sent.contact) else {
-                    return Err(LogError::UnknownContact);
-                };
-                // The last fallible step: it changes the session only if it applies.
-                // A send after a revocation healed the session first (`plan_send`).
-                let revocations = self.roster.revoked_count();
-                if session.apply_send_delta_after(sent.ratchet_delta.as_bytes(), revocations)? {
-                    *changed = true;
+                // `per-device`: the copies went out on the author's own pairwise
+                // sessions, which are not escrowed; the shared session did not move.
+                if !sent.per_device {
+                    let Some((session, changed)) = sessions.map.get_mut(&sent.contact) else {
+                        return Err(LogError::UnknownContact);
+                    };
+                    // The last fallible step: it changes the session only if it applies.
+                    // A send after a revocation healed the session first (`plan_send`).
+                    let revocations = self.roster.revoked_count();
+                    if session.apply_send_delta_after(sent.ratchet_delta.as_bytes(), revocations)? {
+                        *changed = true;
+                    }
                 }
                 effects.push(Effect::Sent {
                     alias: alias.clone(),

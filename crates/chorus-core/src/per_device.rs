@@ -15,9 +15,10 @@
 //!   which sessions retire because their device left the list or started over;
 //! - [`after_refusal`]: what a relay's `device_mismatch` answer means — fetch the list
 //!   again and send once more, as one step, at most [`MAX_MISMATCH_RETRIES`] times;
-//! - [`Pairwise::decrypts_at`]: a retired session still decrypts for
-//!   [`STALE_SESSION_MS`] (the relay's mailbox lifetime: copies encrypted on it before
-//!   it retired may still be in flight), then it is dropped.
+//! - [`Pairwise::accepts`]: a retired session still decrypts what the relay took
+//!   before it retired (copies in flight), for [`STALE_SESSION_MS`] (the relay's
+//!   mailbox lifetime), then it is dropped. What the relay took after — a revoked
+//!   device, or a copy of its state, still sending — is refused.
 //!
 //! What a contact learns under `per-device` is by design more than under the other
 //! strategies: how many devices the identity has, when one is added or removed, and
@@ -25,7 +26,11 @@
 
 use std::collections::BTreeMap;
 
-use chorus_wire::{DeviceList, ListedDevice, Mismatch};
+use chorus_crypto::CryptoRng;
+use chorus_wire::{DeviceList, Envelope, ListedDevice, Mismatch, Payload};
+use sha2::{Digest, Sha256};
+
+use crate::{EncryptedMessage, MessageKind, Roster, Session, SessionError};
 
 /// How long a retired pairwise session still decrypts: the relay's default mailbox
 /// lifetime (`chorus_relay::limits`, 30 days), so a copy posted on it before it
@@ -36,6 +41,88 @@ pub const STALE_SESSION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// gives up (the list changing under every retry is a contact linking and revoking
 /// devices as fast as we post, or a relay that lies).
 pub const MAX_MISMATCH_RETRIES: usize = 3;
+
+/// Where a device publishes its own prekey bundle: derived from the identity's log
+/// and the device, so a sibling that signs the list names it without being told.
+pub fn prekey_address(log_id: &[u8; 32], device: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"Chorus_PerDeviceAddress_v1")
+        .chain_update(log_id)
+        .chain_update(device)
+        .finalize()
+        .into()
+}
+
+/// The device list our identity publishes, from the roster: every current device
+/// that has `published` its bundle (a contact cannot open a session with one that has
+/// not), at its derived address. The serial grows with every device added or revoked
+/// (the roster's next index, high bits) and with every device that publishes its
+/// bundle since (how many are listed, low bits), so the newest view always wins and
+/// two siblings with one view sign one list. A device's generation is always 0: a
+/// device reinstalled is a new device here.
+pub fn own_list(
+    roster: &Roster,
+    log_id: &[u8; 32],
+    published: impl Fn(&[u8; 32]) -> bool,
+) -> (u64, Vec<ListedDevice>) {
+    let devices: Vec<ListedDevice> = roster
+        .devices()
+        .iter()
+        .filter(|d| published(d.key.as_bytes()))
+        .map(|d| ListedDevice {
+            device: *d.key.as_bytes(),
+            prekey_address: prekey_address(log_id, d.key.as_bytes()),
+            generation: 0,
+        })
+        .collect();
+    let serial = roster.next_index().saturating_mul(256) + devices.len() as u64;
+    (serial, devices)
+}
+
+/// Encrypts `text` for one contact device on the pairwise `session` (which moves on by
+/// one message) into the envelope the relay stores for that device alone.
+pub fn encrypt_copy<R: CryptoRng + ?Sized>(
+    session: &mut Session,
+    sender_device: [u8; 32],
+    text: &str,
+    sent_ms: u64,
+    rng: &mut R,
+) -> Result<Vec<u8>, SessionError> {
+    let payload = Payload {
+        sent_ms,
+        text: text.to_owned(),
+        hello: None,
+        rolls: Vec::new(),
+        roll_seen: None,
+    }
+    .encode()?;
+    let m = session.encrypt(&payload, rng)?;
+    Ok(Envelope::Copy {
+        sender_device,
+        initial: m.kind == MessageKind::Initial,
+        message: m.bytes,
+    }
+    .encode())
+}
+
+/// Decrypts a copy on its pairwise session: a ratchet copy, or an initial one on the
+/// session its first initial copy opened ([`crate::respond`] opens it; the sender keeps
+/// sending initial copies until it hears back).
+pub fn open_copy(
+    session: &mut Session,
+    initial: bool,
+    message: Vec<u8>,
+) -> Result<Payload, SessionError> {
+    let kind = match initial {
+        true => MessageKind::Initial,
+        false => MessageKind::Ratchet,
+    };
+    let plain = session.decrypt(&EncryptedMessage {
+        kind,
+        bytes: message,
+    })?;
+    Ok(Payload::decode(&plain)?)
+}
 
 /// Why a contact's device list is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,10 +176,20 @@ impl Pairwise {
         }
     }
 
-    /// Whether it may still decrypt at `now_ms`.
-    pub fn decrypts_at(&self, now_ms: u64) -> bool {
+    /// Whether it may decrypt, at `now_ms`, a copy the relay took at `received_ms`:
+    /// always while current; once retired, only a copy the relay took before the
+    /// retirement, and only within [`STALE_SESSION_MS`] of it.
+    pub fn accepts(&self, received_ms: u64, now_ms: u64) -> bool {
+        match self.retired_ms {
+            None => true,
+            Some(r) => received_ms <= r && !self.expired(now_ms),
+        }
+    }
+
+    /// Whether a retired session is past [`STALE_SESSION_MS`] (to be deleted).
+    pub fn expired(&self, now_ms: u64) -> bool {
         self.retired_ms
-            .is_none_or(|r| now_ms < r.saturating_add(STALE_SESSION_MS))
+            .is_some_and(|r| now_ms >= r.saturating_add(STALE_SESSION_MS))
     }
 }
 
@@ -104,9 +201,14 @@ pub struct SendPlan {
     /// Listed devices without a current session at their generation: fetch their
     /// bundle (at their prekey address) and open one before encrypting.
     pub open: Vec<ListedDevice>,
-    /// Current sessions whose device left the list or started over: mark retired
-    /// now (they keep decrypting for [`STALE_SESSION_MS`]).
+    /// Current sessions whose device left the list or started over: mark retired at
+    /// [`Self::retire_at`].
     pub retire: Vec<[u8; 32]>,
+    /// When those stop reading new copies: when the identity signed the list that
+    /// dropped them (what the relay took before is in flight and still read, for
+    /// [`STALE_SESSION_MS`]), never later than now (a signer's clock ahead must not
+    /// keep a removed device readable).
+    pub retire_at: u64,
     /// Retired sessions past [`STALE_SESSION_MS`]: delete.
     pub drop: Vec<[u8; 32]>,
 }
@@ -120,6 +222,7 @@ pub fn plan_send(
 ) -> SendPlan {
     let mut plan = SendPlan {
         copies: list.pairs(),
+        retire_at: list.issued_ms.min(now_ms),
         ..SendPlan::default()
     };
     for listed in list.devices() {
@@ -134,7 +237,7 @@ pub fn plan_send(
             .is_some_and(|l| l.generation == s.generation);
         if s.retired_ms.is_none() && !still_listed {
             plan.retire.push(*device);
-        } else if !s.decrypts_at(now_ms) {
+        } else if s.expired(now_ms) {
             plan.drop.push(*device);
         }
     }
@@ -187,7 +290,7 @@ mod tests {
     }
 
     fn list(serial: u64, devices: &[ListedDevice]) -> DeviceList {
-        DeviceList::sign(&root(), serial, devices.to_vec()).unwrap()
+        DeviceList::sign(&root(), serial, 5, devices.to_vec()).unwrap()
     }
 
     #[test]
@@ -228,18 +331,24 @@ mod tests {
         assert_eq!(plan.copies, vec![([1; 32], 0), ([2; 32], 1), ([4; 32], 0)]);
         assert_eq!(plan.open, vec![dev(2, 1), dev(4, 0)]);
         assert_eq!(plan.retire, vec![[2; 32], [3; 32]]);
+        // Retired as of the list's signing, or now if its signer's clock is ahead.
+        assert_eq!(plan.retire_at, 5);
+        assert_eq!(plan_send(&l, &sessions, 3).retire_at, 3);
         assert!(plan.drop.is_empty());
     }
 
     #[test]
-    fn a_retired_session_decrypts_until_the_mailbox_lifetime_ends_then_is_dropped() {
+    fn a_retired_session_reads_what_was_in_flight_until_the_mailbox_lifetime_ends() {
         let l = list(1, &[dev(1, 0)]);
         let retired = Pairwise {
             generation: 0,
             retired_ms: Some(1_000),
         };
-        assert!(retired.decrypts_at(1_000 + STALE_SESSION_MS - 1));
-        assert!(!retired.decrypts_at(1_000 + STALE_SESSION_MS));
+        assert!(Pairwise::current(0).accepts(u64::MAX, u64::MAX));
+        assert!(retired.accepts(1_000, 1_000 + STALE_SESSION_MS - 1));
+        assert!(!retired.accepts(1_000, 1_000 + STALE_SESSION_MS));
+        // Taken by the relay after the retirement: a revoked device still sending.
+        assert!(!retired.accepts(1_001, 1_002));
         let sessions = BTreeMap::from([([1; 32], Pairwise::current(0)), ([9; 32], retired)]);
         assert!(
             plan_send(&l, &sessions, 1_000 + STALE_SESSION_MS - 1)

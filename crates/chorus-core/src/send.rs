@@ -156,6 +156,7 @@ pub fn sent_event(
         text: text.to_owned(),
         ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
         bundled: false,
+        per_device: false,
     }))
 }
 

@@ -356,5 +356,7 @@ fn header(bytes: &[u8]) -> Option<RatchetHeader> {
     match Envelope::decode(bytes).ok()? {
         Envelope::Ratchet(b) => RatchetMessage::decode(&b).ok().map(|m| m.header),
         Envelope::Initial(b) => InitialMessage::decode(&b).ok().map(|m| m.message.header),
+        // `per-device` is not simulated: nothing here sends a copy.
+        Envelope::Copy { .. } => None,
     }
 }

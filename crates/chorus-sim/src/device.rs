@@ -782,6 +782,8 @@ impl Device {
         let (kind, message) = match Envelope::decode(bytes).map_err(|_| Failure::Bad)? {
             Envelope::Initial(b) => (MessageKind::Initial, b),
             Envelope::Ratchet(b) => (MessageKind::Ratchet, b),
+            // `per-device` is not simulated: nothing here sends a copy.
+            Envelope::Copy { .. } => return Err(Failure::Bad),
         };
         let session = self.sessions.get_mut(&self.peer.root).ok_or(Failure::Bad)?;
         let plain = session

@@ -2,8 +2,10 @@
 //! [`Envelope`] in a mailbox), what it puts inside them (a [`Payload`]), and what an
 //! identity publishes in its relay's prekey directory (a [`DirectoryEntry`]).
 //!
-//! Nothing here names a device: a contact sees one identity however many devices send
-//! for it. Every decoder bounds its input before parsing and checks every field.
+//! Nothing here names a device — a contact sees one identity however many devices send
+//! for it — except [`Envelope::Copy`], which only the `per-device` strategy sends, and
+//! which names its sender's device by design. Every decoder bounds its input before
+//! parsing and checks every field.
 
 use prost::Message;
 
@@ -26,6 +28,17 @@ pub enum Envelope {
     Initial(Vec<u8>),
     /// A ratchet message.
     Ratchet(Vec<u8>),
+    /// `per-device`: one device's copy of a message, on the pairwise session between
+    /// the sending device and the reading one.
+    Copy {
+        /// The sending device's key.
+        sender_device: [u8; 32],
+        /// The pairwise session's first message (an initial message), else a ratchet
+        /// message.
+        initial: bool,
+        /// The message.
+        message: Vec<u8>,
+    },
 }
 
 impl Envelope {
@@ -34,25 +47,32 @@ impl Envelope {
         let p: proto::Envelope = decode_bounded("envelope", bytes, MAX_ENVELOPE_LEN)?;
         check_version("envelope", p.version)?;
         let body = p.body.ok_or(WireError::MissingField("envelope.body"))?;
-        let (what, bytes, max, out): (_, _, _, fn(Vec<u8>) -> Self) = match body {
-            proto::envelope::Body::Initial(b) => {
-                ("initial message", b, MAX_INITIAL_MESSAGE_LEN, Self::Initial)
+        let bounded = |initial: bool, bytes: Vec<u8>| {
+            let (what, max) = match initial {
+                true => ("initial message", MAX_INITIAL_MESSAGE_LEN),
+                false => ("ratchet message", MAX_RATCHET_MESSAGE_LEN),
+            };
+            if bytes.is_empty() {
+                return Err(WireError::MissingField("envelope.body"));
             }
-            proto::envelope::Body::Ratchet(b) => {
-                ("ratchet message", b, MAX_RATCHET_MESSAGE_LEN, Self::Ratchet)
+            if bytes.len() > max {
+                return Err(WireError::TooLarge {
+                    what,
+                    max,
+                    actual: bytes.len(),
+                });
             }
+            Ok(bytes)
         };
-        if bytes.is_empty() {
-            return Err(WireError::MissingField("envelope.body"));
+        match body {
+            proto::envelope::Body::Initial(b) => Ok(Self::Initial(bounded(true, b)?)),
+            proto::envelope::Body::Ratchet(b) => Ok(Self::Ratchet(bounded(false, b)?)),
+            proto::envelope::Body::Copy(c) => Ok(Self::Copy {
+                sender_device: crate::fixed("envelope.copy.sender_device", &c.sender_device)?,
+                initial: c.initial,
+                message: bounded(c.initial, c.message)?,
+            }),
         }
-        if bytes.len() > max {
-            return Err(WireError::TooLarge {
-                what,
-                max,
-                actual: bytes.len(),
-            });
-        }
-        Ok(out(bytes))
     }
 
     /// Encodes the envelope.
@@ -60,6 +80,15 @@ impl Envelope {
         let body = match self {
             Self::Initial(b) => proto::envelope::Body::Initial(b.clone()),
             Self::Ratchet(b) => proto::envelope::Body::Ratchet(b.clone()),
+            Self::Copy {
+                sender_device,
+                initial,
+                message,
+            } => proto::envelope::Body::Copy(proto::DeviceCopy {
+                sender_device: sender_device.to_vec(),
+                initial: *initial,
+                message: message.clone(),
+            }),
         };
         proto::Envelope {
             version: WIRE_VERSION,
@@ -442,6 +471,43 @@ mod tests {
             Envelope::decode(&none),
             Err(WireError::MissingField("envelope.body"))
         );
+    }
+
+    #[test]
+    fn a_device_copy_round_trips_and_its_sender_and_bounds_are_checked() {
+        let copy = |initial, message: Vec<u8>| Envelope::Copy {
+            sender_device: [7; 32],
+            initial,
+            message,
+        };
+        for initial in [true, false] {
+            let e = copy(initial, vec![1; 9]);
+            assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+        }
+        assert_eq!(
+            Envelope::decode(&copy(false, Vec::new()).encode()),
+            Err(WireError::MissingField("envelope.body"))
+        );
+        // A ratchet copy is bounded as a ratchet message, an initial one as an initial.
+        let n = MAX_RATCHET_MESSAGE_LEN + 1;
+        assert!(Envelope::decode(&copy(true, vec![0; n]).encode()).is_ok());
+        assert!(matches!(
+            Envelope::decode(&copy(false, vec![0; n]).encode()),
+            Err(WireError::TooLarge { .. })
+        ));
+        let short = proto::Envelope {
+            version: WIRE_VERSION,
+            body: Some(proto::envelope::Body::Copy(proto::DeviceCopy {
+                sender_device: vec![7; 31],
+                initial: false,
+                message: vec![1],
+            })),
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            Envelope::decode(&short),
+            Err(WireError::InvalidText { .. })
+        ));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct ListedDevice {
 pub struct DeviceList {
     /// Grows with every change.
     pub serial: u64,
+    /// When the identity signed it (its clock, ms since the Unix epoch): a device it
+    /// no longer lists is read only for what the relay took before.
+    pub issued_ms: u64,
     devices: Vec<ListedDevice>,
     root: RootPublicKey,
     signature: Signature,
@@ -86,9 +89,10 @@ impl Mismatch {
     }
 }
 
-fn signed_bytes(serial: u64, devices: &[ListedDevice]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + devices.len() * 68);
+fn signed_bytes(serial: u64, issued_ms: u64, devices: &[ListedDevice]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + devices.len() * 68);
     out.extend_from_slice(&serial.to_be_bytes());
+    out.extend_from_slice(&issued_ms.to_be_bytes());
     out.extend_from_slice(
         &u32::try_from(devices.len())
             .unwrap_or(u32::MAX)
@@ -132,13 +136,18 @@ impl DeviceList {
     pub fn sign(
         root: &RootSigningKey,
         serial: u64,
+        issued_ms: u64,
         mut devices: Vec<ListedDevice>,
     ) -> Result<Self, WireError> {
         devices.sort();
         check_devices(serial, &devices)?;
-        let signature = root.sign(DEVICE_LIST_CONTEXT, &signed_bytes(serial, &devices));
+        let signature = root.sign(
+            DEVICE_LIST_CONTEXT,
+            &signed_bytes(serial, issued_ms, &devices),
+        );
         Ok(Self {
             serial,
+            issued_ms,
             devices,
             root: root.public_key(),
             signature,
@@ -180,12 +189,13 @@ impl DeviceList {
         let signature = field("device_list.signature", Signature::from_slice(&p.signature))?;
         root.verify(
             DEVICE_LIST_CONTEXT,
-            &signed_bytes(p.serial, &devices),
+            &signed_bytes(p.serial, p.issued_ms, &devices),
             &signature,
         )
         .map_err(|_| WireError::BadSignature("device list"))?;
         Ok(Self {
             serial: p.serial,
+            issued_ms: p.issued_ms,
             devices,
             root: signer,
             signature,
@@ -197,6 +207,7 @@ impl DeviceList {
         proto::DeviceList {
             version: crate::WIRE_VERSION,
             serial: self.serial,
+            issued_ms: self.issued_ms,
             devices: self
                 .devices
                 .iter()
@@ -262,7 +273,7 @@ mod tests {
     #[test]
     fn a_signed_list_decodes_under_its_root_only() {
         let r = root(1);
-        let list = DeviceList::sign(&r, 3, vec![listed(2, 0), listed(1, 5)]).unwrap();
+        let list = DeviceList::sign(&r, 3, 9, vec![listed(2, 0), listed(1, 5)]).unwrap();
         let back = DeviceList::decode(&list.encode(), &r.public_key()).unwrap();
         assert_eq!(back, list);
         assert_eq!(back.devices()[0].device, [1; 32], "sorted");
@@ -277,7 +288,7 @@ mod tests {
     #[test]
     fn a_list_whose_fields_changed_after_signing_is_refused() {
         let r = root(1);
-        let list = DeviceList::sign(&r, 3, vec![listed(1, 0), listed(2, 0)]).unwrap();
+        let list = DeviceList::sign(&r, 3, 9, vec![listed(1, 0), listed(2, 0)]).unwrap();
         let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
         p.devices[1].generation = 1;
         assert_eq!(
@@ -286,6 +297,9 @@ mod tests {
         );
         let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
         p.serial = 4;
+        assert!(DeviceList::decode(&p.encode_to_vec(), &r.public_key()).is_err());
+        let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
+        p.issued_ms = 10;
         assert_eq!(
             DeviceList::decode(&p.encode_to_vec(), &r.public_key()),
             Err(WireError::BadSignature("device list"))
@@ -295,9 +309,9 @@ mod tests {
     #[test]
     fn shape_rules_hold_at_their_bounds() {
         let r = root(1);
-        assert!(DeviceList::sign(&r, 0, vec![listed(1, 0)]).is_err());
-        assert!(DeviceList::sign(&r, 1, vec![]).is_err());
-        assert!(DeviceList::sign(&r, 1, vec![listed(1, 0), listed(1, 1)]).is_err());
+        assert!(DeviceList::sign(&r, 0, 0, vec![listed(1, 0)]).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, vec![]).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, vec![listed(1, 0), listed(1, 1)]).is_err());
         let many = |n: usize| {
             (0..n)
                 .map(|i| ListedDevice {
@@ -307,10 +321,10 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let full = DeviceList::sign(&r, u64::MAX, many(MAX_LISTED_DEVICES)).unwrap();
+        let full = DeviceList::sign(&r, u64::MAX, u64::MAX, many(MAX_LISTED_DEVICES)).unwrap();
         assert!(full.encode().len() <= MAX_DEVICE_LIST_LEN);
         assert!(DeviceList::decode(&full.encode(), &r.public_key()).is_ok());
-        assert!(DeviceList::sign(&r, 1, many(MAX_LISTED_DEVICES + 1)).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, many(MAX_LISTED_DEVICES + 1)).is_err());
         // Hand-built: unsorted entries are refused even under a valid-looking frame.
         let mut p = proto::DeviceList::decode(full.encode().as_slice()).unwrap();
         p.devices.swap(0, 1);
@@ -327,8 +341,13 @@ mod tests {
 
     #[test]
     fn mismatch_names_missing_extra_and_stale_devices() {
-        let list =
-            DeviceList::sign(&root(1), 1, vec![listed(1, 0), listed(2, 3), listed(3, 0)]).unwrap();
+        let list = DeviceList::sign(
+            &root(1),
+            1,
+            0,
+            vec![listed(1, 0), listed(2, 3), listed(3, 0)],
+        )
+        .unwrap();
         assert!(
             list.mismatch(&[([1; 32], 0), ([2; 32], 3), ([3; 32], 0)])
                 .is_empty()

@@ -100,6 +100,9 @@ pub struct SentMessage {
     /// The envelope went to the relay in the same atomic request as this record (a
     /// bundled send): it is delivered, and no device puts it in its outbox.
     pub bundled: bool,
+    /// `per-device`: the message went out as pairwise copies, already posted; the
+    /// record carries the transcript only (no envelope, no ratchet delta).
+    pub per_device: bool,
 }
 
 /// Which kind of prekey.
@@ -490,6 +493,7 @@ impl LogEvent {
                 text: m.text.clone(),
                 ratchet_delta: m.ratchet_delta.as_bytes().to_vec(),
                 bundled: m.bundled,
+                per_device: m.per_device,
             }),
             EventKind::PrekeysCreated {
                 keys,
@@ -742,12 +746,22 @@ fn encode_message(m: &FirstMessage) -> proto::FirstMessage {
 
 fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
     check_relay_url("sent.relay_url", &m.relay_url)?;
-    bounded("sent.envelope", &m.envelope, MAX_ENVELOPE_LEN)?;
-    bounded(
-        "sent.ratchet_delta",
-        &m.ratchet_delta,
-        MAX_RATCHET_DELTA_LEN,
-    )?;
+    if m.per_device {
+        // The copies went out on pairwise sessions: the record is the transcript.
+        if !(m.envelope.is_empty() && m.ratchet_delta.is_empty()) {
+            return Err(WireError::InvalidText {
+                field: "sent.per_device",
+                reason: "a per-device send carries no envelope and no ratchet delta",
+            });
+        }
+    } else {
+        bounded("sent.envelope", &m.envelope, MAX_ENVELOPE_LEN)?;
+        bounded(
+            "sent.ratchet_delta",
+            &m.ratchet_delta,
+            MAX_RATCHET_DELTA_LEN,
+        )?;
+    }
     check_text(&m.text)?;
     Ok(SentMessage {
         contact: fixed("sent.contact_id", &m.contact_id)?,
@@ -759,6 +773,7 @@ fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
         text: m.text,
         ratchet_delta: SecretBytes::new(m.ratchet_delta),
         bundled: m.bundled,
+        per_device: m.per_device,
     })
 }
 
@@ -923,6 +938,7 @@ mod tests {
             text: "hi".into(),
             ratchet_delta: SecretBytes::new(vec![7; 200]),
             bundled: true,
+            per_device: false,
         }
     }
 
@@ -967,6 +983,23 @@ mod tests {
         let mut m = sent();
         m.envelope = vec![1; MAX_ENVELOPE_LEN];
         m.text = "x".repeat(crate::limits::MAX_TEXT_LEN);
+        let e = event(EventKind::Sent(Box::new(m)));
+        assert_eq!(e.encode_checked().unwrap(), e.encode());
+    }
+
+    #[test]
+    fn a_per_device_send_carries_the_transcript_alone() {
+        let mut m = sent();
+        m.per_device = true;
+        assert!(matches!(
+            event(EventKind::Sent(Box::new(m.clone()))).encode_checked(),
+            Err(WireError::InvalidText {
+                field: "sent.per_device",
+                ..
+            })
+        ));
+        m.envelope.clear();
+        m.ratchet_delta = SecretBytes::new(Vec::new());
         let e = event(EventKind::Sent(Box::new(m)));
         assert_eq!(e.encode_checked().unwrap(), e.encode());
     }

@@ -42,6 +42,7 @@ pub mod bench;
 mod contacts;
 mod history;
 mod outbox;
+mod per_device;
 mod prekey_supply;
 mod receive;
 pub mod recovery;

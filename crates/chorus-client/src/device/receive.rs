@@ -74,6 +74,11 @@ impl Device {
         if let Err(e) = self.refresh_recovery_if_due().await {
             tracing::warn!(error = %e, "could not write the recovery state");
         }
+        // `per-device`: this device's bundle and the identity's list (a device linked
+        // since is listed once it published).
+        if let Err(e) = self.publish_per_device().await {
+            tracing::warn!(error = %e, "could not publish this device's per-device bundle");
+        }
         // Receiving first: nothing queued for others can hold up what arrived.
         events.extend(self.receive_all().await?);
         self.flush_outbox().await?;
@@ -163,6 +168,22 @@ impl Device {
         envelopes: &[EnvelopeOut],
     ) -> Result<Vec<Event>, ClientError> {
         let mut events = Vec::new();
+        // `per-device`: copies are read against the contact's newest device list,
+        // fetched once per page before any transaction (a device it linked is known, a
+        // device it removed is read no more).
+        let copies = envelopes
+            .iter()
+            .any(|e| matches!(Envelope::decode(&e.payload.0), Ok(Envelope::Copy { .. })));
+        if copies {
+            let mut conn = self.store.pool().acquire().await?;
+            let owner = our_mailbox(&mut conn, &mailbox.0).await?;
+            drop(conn);
+            if let Some((_, Some(name), _)) = owner
+                && let Err(e) = self.refresh_device_list(&name).await
+            {
+                tracing::debug!(error = %e, "could not fetch the contact's device list");
+            }
+        }
         let mut rest = envelopes;
         while let Some(first) = rest.first() {
             let (taken, batch) = self.receive_batch(mailbox, rest).await?;
@@ -395,6 +416,21 @@ impl Device {
     ) -> Result<Received, ClientError> {
         let now = self.now();
         let message = match Envelope::decode(&envelope.payload.0)? {
+            Envelope::Copy {
+                sender_device,
+                initial,
+                message,
+            } => {
+                let (Some(name), "contact") = (contact, kind) else {
+                    return Err(ClientError::Rejected(
+                        "a per-device copy outside a contact's mailbox",
+                    ));
+                };
+                let events = self
+                    .receive_copy(tx, &name, sender_device, initial, message, envelope)
+                    .await?;
+                return Ok(Received::Done(events));
+            }
             Envelope::Initial(bytes) => EncryptedMessage {
                 kind: MessageKind::Initial,
                 bytes,
@@ -493,7 +529,7 @@ impl Device {
 
     /// A received message's text into the history (once per envelope); `read_up_to`
     /// is the contact's read marker.
-    async fn deliver(
+    pub(super) async fn deliver(
         &self,
         tx: &mut SqliteConnection,
         name: &str,

@@ -95,7 +95,19 @@ impl Device {
             ..
         } = pending;
         let envelope_id = *envelope_id;
-        let leaderless = self.log.strategy().await? == Strategy::Leaderless;
+        let strategy = self.log.strategy().await?;
+        if strategy == Strategy::PerDevice {
+            let row = self
+                .store
+                .contact_row(self.store.pool(), contact)
+                .await?
+                .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
+            // Toward a contact that does not run it, the shared session (as `sequenced`).
+            if self.send_per_device(pending, &row).await? {
+                return Ok(());
+            }
+        }
+        let leaderless = strategy == Strategy::Leaderless;
         if leaderless {
             // No guard will tell us a sibling moved on: read what it logged and what
             // the contact sent, so the new DH step builds on the newest key there is

@@ -26,8 +26,9 @@ impl Device {
     }
 
     /// Sets the identity's strategy for every device (they follow when they fold the
-    /// log). Returns whether it changed. Refuses, changing nothing, a strategy this
-    /// client cannot send with yet.
+    /// log). Returns whether it changed. `per-device` needs the root key on every
+    /// device (`shared-root`); refused, changing nothing, otherwise. Once it is in
+    /// force this device publishes its bundle and the identity's device list.
     ///
     /// `primary` makes this device the primary; set again on another device, it moves
     /// the role there.
@@ -35,10 +36,13 @@ impl Device {
         &self,
         strategy: Strategy,
     ) -> Result<(bool, Vec<Event>), ClientError> {
-        if strategy == Strategy::PerDevice {
-            return Err(ClientError::StrategyNotBuilt(strategy));
-        }
         self.sync_log().await?;
+        if strategy == Strategy::PerDevice
+            && self.log.with_state(|s| s.roster().level()).await?
+                != chorus_wire::SecurityLevel::SharedRoot
+        {
+            return Err(ClientError::StrategyNeedsSharedRoot(strategy));
+        }
         let me = self.log.keys.device;
         let (now, primary) = self.log.with_state(|s| (s.strategy(), s.primary())).await?;
         let moves_primary = strategy == Strategy::Primary && primary != Some(me);
@@ -48,6 +52,7 @@ impl Device {
         let (_, events) = self
             .append(vec![Pending::free(EventKind::StrategySet { strategy })])
             .await?;
+        self.publish_per_device().await?;
         Ok((true, events))
     }
 }

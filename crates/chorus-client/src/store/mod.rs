@@ -38,6 +38,7 @@ pub(crate) mod identity;
 pub(crate) mod log_state;
 pub(crate) mod mailboxes;
 pub(crate) mod outbox;
+pub(crate) mod per_device;
 pub(crate) mod prekeys;
 mod presence;
 pub(crate) mod requests;

@@ -1,0 +1,297 @@
+//! `per-device`: what belongs to this device alone and never goes into the log — its
+//! own prekeys (the bundle at its per-device address), each contact's device list as
+//! last accepted, the pairwise sessions with the contacts' devices, and a pending
+//! send's copies once encrypted. Secrets are sealed to their row; what to do with
+//! them is `chorus_core::per_device`'s decision and `device/per_device.rs`'s I/O.
+
+use std::collections::BTreeMap;
+
+use chorus_core::per_device::Pairwise;
+use chorus_core::{PrekeyPrivate, PrekeyStore, Session};
+use chorus_crypto::{OneTimePrekeySecret, PqPrekeySecret, RootPublicKey, SignedPrekeySecret};
+use chorus_wire::DeviceList;
+use sqlx::SqliteConnection;
+
+use super::Store;
+use crate::ClientError;
+use crate::identity::secret_bytes;
+use crate::store::log_state::signed;
+
+/// The id of this device's per-device signed prekey (its bundle holds one of each).
+pub(crate) const SIGNED_ID: u32 = 1;
+/// The id of its last-resort ML-KEM prekey.
+pub(crate) const PQ_ID: u32 = 2;
+
+/// This device's per-device prekeys: a signed prekey and a last-resort ML-KEM prekey,
+/// with their public halves as published. No `Debug`.
+pub(crate) struct DevicePrekeys {
+    signed: SignedPrekeySecret,
+    pq: PqPrekeySecret,
+    /// `chorus_wire::SignedPrekey`, encoded.
+    pub(crate) signed_public: Vec<u8>,
+    /// `chorus_wire::PqPrekey`, encoded.
+    pub(crate) pq_public: Vec<u8>,
+}
+
+impl PrekeyStore for DevicePrekeys {
+    fn signed_prekey(&self, id: u32) -> Option<&SignedPrekeySecret> {
+        (id == SIGNED_ID).then_some(&self.signed)
+    }
+    fn one_time_prekey(&self, _: u32) -> Option<&OneTimePrekeySecret> {
+        None
+    }
+    fn pq_prekey(&self, id: u32) -> Option<(&PqPrekeySecret, bool)> {
+        (id == PQ_ID).then_some((&self.pq, true))
+    }
+}
+
+/// A pairwise session with one contact device, and its bookkeeping.
+pub(crate) struct PairwiseRow {
+    pub(crate) meta: Pairwise,
+    pub(crate) session: Session,
+}
+
+fn pairwise_id(contact: &[u8; 32], device: &[u8; 32], generation: u64) -> String {
+    format!(
+        "{}/{}/{generation}",
+        hex::encode(contact),
+        hex::encode(device)
+    )
+}
+
+fn u32_of(n: i64, what: &str) -> Result<u32, ClientError> {
+    u32::try_from(n).map_err(|_| ClientError::Corrupt(what.into()))
+}
+
+fn u64_of(n: i64, what: &str) -> Result<u64, ClientError> {
+    u64::try_from(n).map_err(|_| ClientError::Corrupt(what.into()))
+}
+
+impl Store {
+    /// This device's per-device prekeys, once minted.
+    pub(crate) async fn device_prekeys(&self) -> Result<Option<DevicePrekeys>, ClientError> {
+        let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT id, kind, public, sealed FROM device_prekeys ORDER BY id")
+                .fetch_all(self.pool())
+                .await?;
+        let (mut signed, mut pq) = (None, None);
+        for (id, kind, public, sealed) in rows {
+            let secret = self.open_sealed("device_prekey", &format!("{id}/{kind}"), &sealed)?;
+            match (
+                PrekeyPrivate::decode(&secret),
+                u32_of(id, "device prekey id")?,
+            ) {
+                (Some(PrekeyPrivate::Signed(s)), SIGNED_ID) => signed = Some((s, public)),
+                (Some(PrekeyPrivate::Pq(s)), PQ_ID) => pq = Some((s, public)),
+                _ => return Err(ClientError::Corrupt("device prekey".into())),
+            }
+        }
+        Ok(match (signed, pq) {
+            (Some((signed, signed_public)), Some((pq, pq_public))) => Some(DevicePrekeys {
+                signed,
+                pq,
+                signed_public,
+                pq_public,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ClientError::Corrupt(
+                    "device prekeys: one is missing".into(),
+                ));
+            }
+        })
+    }
+
+    /// Stores this device's per-device prekeys (once: a second call changes nothing).
+    pub(crate) async fn put_device_prekeys(
+        &self,
+        signed: (SignedPrekeySecret, Vec<u8>),
+        pq: (PqPrekeySecret, Vec<u8>),
+    ) -> Result<(), ClientError> {
+        let mut tx = self.begin().await?;
+        let rows = [
+            (
+                SIGNED_ID,
+                "signed",
+                PrekeyPrivate::Signed(signed.0),
+                signed.1,
+            ),
+            (PQ_ID, "pq", PrekeyPrivate::Pq(pq.0), pq.1),
+        ];
+        for (id, kind, secret, public) in rows {
+            let sealed = self.seal(
+                "device_prekey",
+                &format!("{id}/{kind}"),
+                &secret_bytes(&secret)?,
+            );
+            sqlx::query(
+                "INSERT OR IGNORE INTO device_prekeys (id, kind, public, sealed) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(i64::from(id))
+            .bind(kind)
+            .bind(public)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The contact's device list as last accepted, verified again under `root`.
+    pub(crate) async fn contact_device_list(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        root: &RootPublicKey,
+    ) -> Result<Option<DeviceList>, ClientError> {
+        let list: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT list FROM contact_device_lists WHERE contact = $1")
+                .bind(&contact[..])
+                .fetch_optional(&mut *conn)
+                .await?;
+        list.map(|l| {
+            DeviceList::decode(&l, root)
+                .map_err(|_| ClientError::Corrupt("contact device list".into()))
+        })
+        .transpose()
+    }
+
+    /// Keeps `list` as the contact's accepted device list.
+    pub(crate) async fn put_contact_device_list(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        list: &DeviceList,
+    ) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO contact_device_lists (contact, serial, list) VALUES ($1, $2, $3)
+             ON CONFLICT(contact) DO UPDATE SET serial = excluded.serial, list = excluded.list",
+        )
+        .bind(&contact[..])
+        .bind(signed(list.serial))
+        .bind(list.encode())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Every pairwise session with the contact's devices, by device.
+    pub(crate) async fn pairwise(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+    ) -> Result<BTreeMap<[u8; 32], PairwiseRow>, ClientError> {
+        let rows: Vec<(Vec<u8>, i64, i64, Option<i64>, Vec<u8>)> = sqlx::query_as(
+            "SELECT device, peer_generation, generation, retired_ms, sealed
+             FROM pairwise_sessions WHERE contact = $1",
+        )
+        .bind(&contact[..])
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = BTreeMap::new();
+        for (device, peer_generation, generation, retired_ms, sealed) in rows {
+            let device = <[u8; 32]>::try_from(device.as_slice())
+                .map_err(|_| ClientError::Corrupt("pairwise device".into()))?;
+            let generation = u64_of(generation, "pairwise generation")?;
+            let snapshot = self.open_sealed(
+                "pairwise",
+                &pairwise_id(contact, &device, generation),
+                &sealed,
+            )?;
+            let meta = Pairwise {
+                generation: u32_of(peer_generation, "pairwise peer generation")?,
+                retired_ms: retired_ms.map(|r| u64_of(r, "retired")).transpose()?,
+            };
+            let session = Session::restore(&snapshot, generation)?;
+            out.insert(device, PairwiseRow { meta, session });
+        }
+        Ok(out)
+    }
+
+    /// Writes (or replaces) the pairwise session with one contact device.
+    pub(crate) async fn put_pairwise(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        device: &[u8; 32],
+        row: &PairwiseRow,
+    ) -> Result<(), ClientError> {
+        let generation = row.session.generation();
+        let sealed = self.seal(
+            "pairwise",
+            &pairwise_id(contact, device, generation),
+            &row.session.snapshot(),
+        );
+        sqlx::query(
+            "INSERT INTO pairwise_sessions
+               (contact, device, peer_generation, generation, retired_ms, sealed)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT(contact, device) DO UPDATE SET peer_generation = excluded.peer_generation,
+               generation = excluded.generation, retired_ms = excluded.retired_ms,
+               sealed = excluded.sealed",
+        )
+        .bind(&contact[..])
+        .bind(&device[..])
+        .bind(i64::from(row.meta.generation))
+        .bind(signed(generation))
+        .bind(row.meta.retired_ms.map(signed))
+        .bind(sealed)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the pairwise session with one contact device.
+    pub(crate) async fn drop_pairwise(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        device: &[u8; 32],
+    ) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM pairwise_sessions WHERE contact = $1 AND device = $2")
+            .bind(&contact[..])
+            .bind(&device[..])
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// How many current pairwise sessions this device holds, over all contacts.
+    pub(crate) async fn pairwise_count(&self) -> Result<i64, ClientError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM pairwise_sessions WHERE retired_ms IS NULL")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// A pending send's copies (a `PostDeviceEnvelopesRequest`, JSON), once encrypted.
+    pub(crate) async fn pending_copies<'e, E: sqlx::SqliteExecutor<'e>>(
+        &self,
+        executor: E,
+        envelope_id: &[u8; 16],
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let copies: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT copies FROM pending_sends WHERE envelope_id = $1")
+                .bind(&envelope_id[..])
+                .fetch_optional(executor)
+                .await?;
+        Ok(copies.flatten())
+    }
+
+    /// Sets (or, with `None`, clears) a pending send's copies.
+    pub(crate) async fn set_pending_copies(
+        &self,
+        conn: &mut SqliteConnection,
+        envelope_id: &[u8; 16],
+        copies: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        sqlx::query("UPDATE pending_sends SET copies = $2 WHERE envelope_id = $1")
+            .bind(&envelope_id[..])
+            .bind(copies)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
