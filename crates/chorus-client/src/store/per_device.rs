@@ -51,6 +51,9 @@ pub(crate) struct PairwiseRow {
     pub(crate) session: Session,
 }
 
+/// `pairwise_sessions`: device, peer generation, session generation, retired, sealed.
+type PairwiseTuple = (Vec<u8>, i64, i64, Option<i64>, Vec<u8>);
+
 fn pairwise_id(contact: &[u8; 32], device: &[u8; 32], generation: u64) -> String {
     format!(
         "{}/{}/{generation}",
@@ -182,7 +185,7 @@ impl Store {
         conn: &mut SqliteConnection,
         contact: &[u8; 32],
     ) -> Result<BTreeMap<[u8; 32], PairwiseRow>, ClientError> {
-        let rows: Vec<(Vec<u8>, i64, i64, Option<i64>, Vec<u8>)> = sqlx::query_as(
+        let rows: Vec<PairwiseTuple> = sqlx::query_as(
             "SELECT device, peer_generation, generation, retired_ms, sealed
              FROM pairwise_sessions WHERE contact = $1",
         )
