@@ -656,6 +656,15 @@ async fn post_envelope(
     allow(&state, Kind::MailboxPost, ip.key_for(&mailbox_id.0))?;
     let post = envelope_post(&state, mailbox_id, req.envelope_id, req.claim, req.payload);
     let posted = state.store().post_envelope(&post).await?;
+    Ok(posted_answer(&state, mailbox_id, posted).await)
+}
+
+/// Wakes the mailbox owner's devices for a new post, and answers the poster.
+async fn posted_answer(
+    state: &AppState,
+    mailbox_id: Id32,
+    posted: crate::store::Posted,
+) -> Json<PostEnvelopeResponse> {
     if !posted.duplicate {
         state
             .emit(vec![Event::MailboxPosted {
@@ -665,10 +674,10 @@ async fn post_envelope(
             }])
             .await;
     }
-    Ok(Json(PostEnvelopeResponse {
+    Json(PostEnvelopeResponse {
         seq: posted.seq,
         duplicate: posted.duplicate,
-    }))
+    })
 }
 
 // ---------------------------------------------------------------- per-device
@@ -750,19 +759,7 @@ async fn post_device_envelopes(
             .collect(),
     };
     let posted = state.store().post_device_envelopes(&post).await?;
-    if !posted.duplicate {
-        state
-            .emit(vec![Event::MailboxPosted {
-                log_id: posted.log_id,
-                mailbox_id,
-                seq: posted.seq,
-            }])
-            .await;
-    }
-    Ok(Json(PostEnvelopeResponse {
-        seq: posted.seq,
-        duplicate: posted.duplicate,
-    }))
+    Ok(posted_answer(&state, mailbox_id, posted).await)
 }
 
 async fn read_envelopes(
