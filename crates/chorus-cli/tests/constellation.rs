@@ -1227,6 +1227,60 @@ fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_
     assert!(history(&alice, "bob").contains(&(false, "from the laptop".to_owned())));
 }
 
+/// `per-device`: copies sealed for bob's one device, then the sender killed before it
+/// posted them; bob links a second device meanwhile. The stored copies are refused
+/// (the device set changed: one missing), nothing of them is stored, and the retry
+/// plans again on bob's new list as one step: both of bob's devices read the message.
+#[test]
+fn per_device_copies_for_an_old_device_set_are_refused_and_sent_again_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let (alice, bob, tablet) = (
+        dir.path().join("alice"),
+        dir.path().join("bob"),
+        dir.path().join("tablet"),
+    );
+    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
+        ok(
+            home,
+            &[
+                "init",
+                "--relay",
+                &relay.url,
+                "--name",
+                name,
+                "--strategy",
+                "per-device",
+            ],
+        );
+    }
+    let code = ok(&bob, &["invite", "--no-qr"]);
+    ok(&alice, &["accept", code.trim()]);
+    ok(&bob, &["sync"]);
+    ok(&bob, &["send", "alice", "hi"]);
+    ok(&alice, &["sync"]);
+    send_and_kill_9_at("after-copies", &alice, "bob", "sealed for one device");
+    link(&bob, &tablet, &relay, "tablet");
+    ok(&tablet, &["sync"]);
+    ok(&bob, &["sync"]);
+    ok(&alice, &["sync"]);
+    for home in [&bob, &tablet] {
+        ok(home, &["sync"]);
+        assert!(
+            history(home, "alice").contains(&(false, "sealed for one device".to_owned())),
+            "{}: {:?}",
+            home.display(),
+            history(home, "alice")
+        );
+    }
+    assert_eq!(
+        history(&alice, "bob").iter().filter(|(o, _)| *o).count(),
+        1,
+        "sent once: {:?}",
+        history(&alice, "bob")
+    );
+}
+
 #[test]
 fn per_device_needs_the_root_on_every_device_and_a_bad_strategy_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

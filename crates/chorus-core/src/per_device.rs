@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use chorus_crypto::CryptoRng;
-use chorus_wire::{DeviceList, Envelope, ListedDevice, Mismatch, Payload};
+use chorus_wire::{DeviceList, Envelope, Hello, ListedDevice, Mismatch, Payload};
 use sha2::{Digest, Sha256};
 
 use crate::{EncryptedMessage, MessageKind, Roster, Session, SessionError};
@@ -80,18 +80,20 @@ pub fn own_list(
 }
 
 /// Encrypts `text` for one contact device on the pairwise `session` (which moves on by
-/// one message) into the envelope the relay stores for that device alone.
+/// one message) into the envelope the relay stores for that device alone, with our
+/// `hello` until the contact is known to have it (as on the shared session).
 pub fn encrypt_copy<R: CryptoRng + ?Sized>(
     session: &mut Session,
     sender_device: [u8; 32],
     text: &str,
     sent_ms: u64,
+    hello: Option<Hello>,
     rng: &mut R,
 ) -> Result<Vec<u8>, SessionError> {
     let payload = Payload {
         sent_ms,
         text: text.to_owned(),
-        hello: None,
+        hello,
         rolls: Vec::new(),
         roll_seen: None,
     }
@@ -122,6 +124,75 @@ pub fn open_copy(
         bytes: message,
     })?;
     Ok(Payload::decode(&plain)?)
+}
+
+/// Sessions kept with one contact device besides the one sent on. Two devices that
+/// write to each other first at the same moment each open a session (Sesame's
+/// simultaneous initiation); each reads the other's, so both are kept, and the one a
+/// copy arrives on becomes the one sent on — the two devices converge on one.
+pub const MAX_PREVIOUS_SESSIONS: usize = 4;
+
+/// The sessions with one contact device: the first is sent on, the rest still read.
+pub struct PeerSessions {
+    sessions: Vec<Session>,
+}
+
+impl PeerSessions {
+    /// One session, sent on.
+    pub fn new(session: Session) -> Self {
+        Self {
+            sessions: vec![session],
+        }
+    }
+
+    /// From stored sessions, the one sent on first (`None` if there are none).
+    pub fn from_sessions(sessions: Vec<Session>) -> Option<Self> {
+        (!sessions.is_empty()).then_some(Self { sessions })
+    }
+
+    /// Every session, the one sent on first.
+    pub fn sessions(&self) -> &[Session] {
+        &self.sessions
+    }
+
+    /// The session to send on.
+    pub fn current(&mut self) -> &mut Session {
+        &mut self.sessions[0]
+    }
+
+    /// Reads a copy on whichever session it belongs to; that one is sent on from now.
+    pub fn open(&mut self, initial: bool, message: &[u8]) -> Result<Payload, SessionError> {
+        let mut first_error = None;
+        for i in 0..self.sessions.len() {
+            match open_copy(&mut self.sessions[i], initial, message.to_vec()) {
+                Ok(payload) => {
+                    let s = self.sessions.remove(i);
+                    self.sessions.insert(0, s);
+                    return Ok(payload);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(SessionError::WrongSession))
+    }
+
+    /// Whether a first copy with this handshake was taken already (a replay).
+    pub fn has_handshake(&self, base_key: Option<[u8; 32]>) -> bool {
+        base_key.is_some()
+            && self
+                .sessions
+                .iter()
+                .any(|s| s.handshake_base_key() == base_key)
+    }
+
+    /// A session a first copy from that device opened: sent on from now, the others
+    /// kept to read (at most [`MAX_PREVIOUS_SESSIONS`]).
+    pub fn adopt(&mut self, session: Session) {
+        self.sessions.insert(0, session);
+        self.sessions.truncate(MAX_PREVIOUS_SESSIONS + 1);
+    }
 }
 
 /// Why a contact's device list is refused.
@@ -291,6 +362,76 @@ mod tests {
 
     fn list(serial: u64, devices: &[ListedDevice]) -> DeviceList {
         DeviceList::sign(&root(), serial, 5, devices.to_vec()).unwrap()
+    }
+
+    /// One device's side: its identity, its own prekeys, its published bundle.
+    fn device(
+        rng: &mut StdRng,
+    ) -> (
+        crate::LocalIdentity,
+        crate::MemoryPrekeyStore,
+        chorus_wire::PrekeyBundle,
+    ) {
+        let id = crate::LocalIdentity::generate(rng);
+        let mut prekeys = crate::MemoryPrekeyStore::default();
+        let bundle = chorus_wire::PrekeyBundle {
+            identity: id.keys().clone(),
+            signed_prekey: prekeys.new_signed_prekey(&id, rng).unwrap(),
+            one_time_prekey: None,
+            pq_prekey: prekeys.new_pq_prekey(&id, true, rng).unwrap(),
+        };
+        (id, prekeys, bundle)
+    }
+
+    fn copy_message(bytes: &[u8]) -> (bool, Vec<u8>) {
+        match Envelope::decode(bytes).unwrap() {
+            Envelope::Copy {
+                initial, message, ..
+            } => (initial, message),
+            _ => panic!("not a copy"),
+        }
+    }
+
+    /// Two devices that write to each other first at the same moment each open a
+    /// session; each reads the other's first copy, and from their next messages on both
+    /// send on one session. Before both were kept, the second first copy replaced the
+    /// session the device had sent on, and the peer's answers on it were unreadable.
+    #[test]
+    fn two_devices_writing_first_at_once_keep_both_sessions_and_converge_on_one() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let (a, a_prekeys, a_bundle) = device(&mut rng);
+        let (b, b_prekeys, b_bundle) = device(&mut rng);
+        let mut at_a = PeerSessions::new(crate::initiate(&a, &b_bundle, &mut rng).unwrap());
+        let mut at_b = PeerSessions::new(crate::initiate(&b, &a_bundle, &mut rng).unwrap());
+        let a0 = encrypt_copy(at_a.current(), [1; 32], "a0", 0, None, &mut rng).unwrap();
+        let b0 = encrypt_copy(at_b.current(), [2; 32], "b0", 0, None, &mut rng).unwrap();
+        // Each reads the other's first copy: not on its own session, so a new one.
+        for (side, ours, prekeys, copy) in [
+            (&mut at_a, &a, &a_prekeys, &b0),
+            (&mut at_b, &b, &b_prekeys, &a0),
+        ] {
+            let (initial, message) = copy_message(copy);
+            assert!(initial && side.open(initial, &message).is_err());
+            let r = crate::respond(ours, prekeys, &message).unwrap();
+            assert!(!side.has_handshake(r.session.handshake_base_key()));
+            side.adopt(r.session);
+            assert_eq!(side.sessions().len(), 2);
+        }
+        // Three rounds each way: every copy is read, and they settle on one session.
+        for round in 0..3 {
+            let text = format!("a{round}");
+            let m = encrypt_copy(at_a.current(), [1; 32], &text, 0, None, &mut rng).unwrap();
+            let (initial, message) = copy_message(&m);
+            assert_eq!(at_b.open(initial, &message).unwrap().text, text);
+            let text = format!("b{round}");
+            let m = encrypt_copy(at_b.current(), [2; 32], &text, 0, None, &mut rng).unwrap();
+            let (initial, message) = copy_message(&m);
+            assert_eq!(at_a.open(initial, &message).unwrap().text, text);
+        }
+        // Settled: a copy on the session sent on is read on the one read first.
+        let m = encrypt_copy(at_a.current(), [1; 32], "settled", 0, None, &mut rng).unwrap();
+        let (initial, message) = copy_message(&m);
+        assert!(open_copy(&mut at_b.sessions[0], initial, message).is_ok());
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! ([`Constellation::send_role`], [`Constellation::reads_contacts`]): under `leader` and
 //! `primary` a device that does not encrypt appends a `ForwardRequested` for what is
 //! typed on it and keeps it pending; the primary appends a `Received` for every message
-//! it decrypts (the fan-out).
+//! it decrypts (the fan-out). Under `per-device` a device sends one copy per contact
+//! device on its own pairwise sessions ([`crate::pairwise`]), then logs the transcript.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -27,9 +28,10 @@ use chorus_core::{
     Pending, Recipient, Record, Role, Session, Sessions, Strategy,
 };
 use chorus_crypto::EpochKey;
-use chorus_wire::{Envelope, EventKind, FirstMessage, Payload};
+use chorus_wire::{Envelope, EventKind, FirstMessage, Payload, SecretBytes, SentMessage};
 use rand::rngs::StdRng;
 
+use crate::pairwise::PerDevice;
 use crate::relay::{Reply, Request, Stored};
 
 /// How long a sibling waits before posting an envelope another device logged
@@ -76,6 +78,10 @@ pub enum Op {
     ReadMailbox,
     /// A post of an outbox envelope.
     Post([u8; 16]),
+    /// `per-device`: the contact's device list.
+    List,
+    /// `per-device`: a message's copies.
+    PostCopies([u8; 16]),
 }
 
 /// A message typed on this device (or, under `leader` and `primary`, on a sibling that
@@ -202,6 +208,8 @@ pub struct Device {
     /// What went wrong that a correct core never does (the world turns each into a
     /// violation).
     pub problems: Vec<String>,
+    /// `per-device`: this device's own prekeys and sessions with the contact's devices.
+    pub per_device: Option<PerDevice>,
 }
 
 impl Device {
@@ -246,6 +254,7 @@ impl Device {
             link: None,
             linked: None,
             problems: Vec::new(),
+            per_device: None,
         }
     }
 
@@ -312,6 +321,11 @@ impl Device {
         Ok(d)
     }
 
+    /// The identity's log id.
+    pub fn log_id(&self) -> &[u8; 32] {
+        self.state.log_id()
+    }
+
     /// The roster as folded (to authorize a new device on).
     pub fn roster(&self) -> &chorus_core::Roster {
         self.state.roster()
@@ -344,6 +358,7 @@ impl Device {
             && self.fanout.is_empty()
             && self.outbox.is_empty()
             && self.delivered_due.is_empty()
+            && self.per_device.as_ref().is_none_or(|p| !p.mail_wants_list)
             && !self.log_dirty
             && !self.mail_dirty
             && self.inflight.is_none()
@@ -435,26 +450,32 @@ impl Device {
                 ));
             }
         }
-        match self.state.send_role(&self.key, now) {
-            Role::Forward { .. } => {
-                if let Some(request) = self.request_forwards(now) {
-                    return Some(request);
-                }
+        if strategy == Strategy::PerDevice {
+            if let Some(request) = self.per_device_request(now) {
+                return Some(request);
             }
-            role => {
-                let lease = match role {
-                    Role::TakeLease(p) => Some(p),
-                    _ => None,
-                };
-                if let Some(p) = self.pending.front().cloned() {
-                    match self.plan(&p, world_ms, lease) {
-                        Ok(request) => return Some((Op::Send(p.msg), request)),
-                        Err(why) => {
-                            // The core refused to encrypt it: nothing else can come of
-                            // it, and the run fails on it.
-                            self.pending.pop_front();
-                            self.problems
-                                .push(format!("m{} could not be sent: {why}", p.msg));
+        } else {
+            match self.state.send_role(&self.key, now) {
+                Role::Forward { .. } => {
+                    if let Some(request) = self.request_forwards(now) {
+                        return Some(request);
+                    }
+                }
+                role => {
+                    let lease = match role {
+                        Role::TakeLease(p) => Some(p),
+                        _ => None,
+                    };
+                    if let Some(p) = self.pending.front().cloned() {
+                        match self.plan(&p, world_ms, lease) {
+                            Ok(request) => return Some((Op::Send(p.msg), request)),
+                            Err(why) => {
+                                // The core refused to encrypt it: nothing else can come of
+                                // it, and the run fails on it.
+                                self.pending.pop_front();
+                                self.problems
+                                    .push(format!("m{} could not be sent: {why}", p.msg));
+                            }
                         }
                     }
                 }
@@ -512,6 +533,68 @@ impl Device {
             ));
         }
         None
+    }
+
+    /// `per-device`: the next request of the oldest pending send — the contact's list,
+    /// its copies (sealed once, posted until the relay has them), then the `Sent`
+    /// record (the transcript, for the siblings) — or the list a copy waits for.
+    fn per_device_request(&mut self, now: u64) -> Option<(Op, Request)> {
+        let mailbox = self.peer.send_mailbox;
+        let pd = self.per_device.as_mut()?;
+        let list = (Op::List, Request::DeviceList { mailbox });
+        if pd.mail_wants_list && !pd.fresh {
+            return Some(list);
+        }
+        let p = self.pending.front().cloned()?;
+        if pd.posted.contains(&p.envelope_id) {
+            let sent = SentMessage {
+                contact: self.peer.root,
+                envelope_id: p.envelope_id,
+                relay_url: self.peer.relay_url.to_owned(),
+                mailbox: mailbox_id(mailbox),
+                envelope: Vec::new(),
+                sent_ms: p.typed_ms,
+                text: p.text.clone(),
+                ratchet_delta: SecretBytes::new(Vec::new()),
+                bundled: true,
+                per_device: true,
+            };
+            let event = Pending::free(EventKind::Sent(Box::new(sent)));
+            return self.append(Op::Send(p.msg), vec![event], now);
+        }
+        if let Some(copies) = pd.copies.get(&p.envelope_id) {
+            return Some((
+                Op::PostCopies(p.envelope_id),
+                Request::PostCopies {
+                    mailbox,
+                    envelope_id: p.envelope_id,
+                    copies: copies.clone(),
+                },
+            ));
+        }
+        if !pd.fresh {
+            return Some(list);
+        }
+        match pd.seal(self.key, &p.text, p.typed_ms, now, &mut self.rng) {
+            Ok(Some(copies)) => {
+                pd.copies.insert(p.envelope_id, copies.clone());
+                Some((
+                    Op::PostCopies(p.envelope_id),
+                    Request::PostCopies {
+                        mailbox,
+                        envelope_id: p.envelope_id,
+                        copies,
+                    },
+                ))
+            }
+            Ok(None) => Some(list),
+            Err(why) => {
+                self.pending.pop_front();
+                self.problems
+                    .push(format!("m{} could not be sent: {why}", p.msg));
+                None
+            }
+        }
     }
 
     /// The `ForwardRequested` events for what is pending and not yet asked for, as one
@@ -723,6 +806,31 @@ impl Device {
                     self.read_mail = true;
                 }
                 for (seq, id, bytes) in entries {
+                    if let Some(pd) = self.per_device.as_mut() {
+                        // Each device reads its own copies: the seqs between are
+                        // other devices'.
+                        if seq <= self.mail_cursor {
+                            continue;
+                        }
+                        match pd.open(&bytes) {
+                            Ok(Some(payload)) => {
+                                self.mail_cursor = seq;
+                                if self.history.insert(id) {
+                                    seen.push(Seen::Shown {
+                                        text: payload.text,
+                                        outgoing: false,
+                                    });
+                                }
+                            }
+                            // Read again once the contact's list is fetched.
+                            Ok(None) => break,
+                            Err(why) => {
+                                self.mail_cursor = seq;
+                                seen.push(Seen::Undecryptable(why));
+                            }
+                        }
+                        continue;
+                    }
                     if seq != self.mail_cursor + 1 {
                         break;
                     }
@@ -771,6 +879,36 @@ impl Device {
                 self.outbox.retain(|(e, _)| *e != id);
                 self.delivered_due.insert(id);
             }
+            (Op::List, Reply::DeviceList(list)) => {
+                if let Some(pd) = self.per_device.as_mut() {
+                    let taken = match list {
+                        Some((list, bundles)) => pd.take_list(list, bundles),
+                        None => Err("the contact publishes no device list".into()),
+                    };
+                    if let Err(why) = taken {
+                        self.problems.push(format!("device list: {why}"));
+                    }
+                    if pd.mail_wants_list {
+                        pd.mail_wants_list = false;
+                        self.mail_dirty = true;
+                    }
+                }
+            }
+            (Op::PostCopies(id), Reply::Posted) => {
+                if let Some(pd) = self.per_device.as_mut() {
+                    pd.posted.insert(id);
+                    // The next send fetches the list again, as the client does.
+                    pd.fresh = false;
+                }
+            }
+            (Op::PostCopies(id), Reply::Mismatch(_)) => {
+                if let Some(pd) = self.per_device.as_mut() {
+                    // Nothing was stored: plan again on the list the relay holds now.
+                    pd.copies.remove(&id);
+                    pd.fresh = false;
+                    pd.mismatches += 1;
+                }
+            }
             (_, _) => {}
         }
         let _ = world_ms;
@@ -782,7 +920,7 @@ impl Device {
         let (kind, message) = match Envelope::decode(bytes).map_err(|_| Failure::Bad)? {
             Envelope::Initial(b) => (MessageKind::Initial, b),
             Envelope::Ratchet(b) => (MessageKind::Ratchet, b),
-            // `per-device` is not simulated: nothing here sends a copy.
+            // Copies are read by `PerDevice::open`, under `per-device` only.
             Envelope::Copy { .. } => return Err(Failure::Bad),
         };
         let session = self.sessions.get_mut(&self.peer.root).ok_or(Failure::Bad)?;
@@ -852,6 +990,9 @@ impl Device {
             Effect::Message(h) => {
                 if h.outgoing {
                     self.pending.retain(|p| p.envelope_id != h.envelope_id);
+                    if let Some(pd) = self.per_device.as_mut() {
+                        pd.done(&h.envelope_id);
+                    }
                 }
                 // The history keeps one entry per envelope id, as the client's store
                 // does (a send re-done after a lost answer logs the id twice).

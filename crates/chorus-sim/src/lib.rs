@@ -15,13 +15,15 @@
 //! [`shrink`] drops faults while it still fails, and `chorus-sim --seed N --faults
 //! i,j` replays what is left.
 //!
-//! Strategies (`chorus_core::Strategy`): `sequenced`, `leaderless`, `leader` and
-//! `primary` run; `per-device` is named and refused until its policy exists in the core
-//! (`docs/strategies.md`).
+//! Strategies (`chorus_core::Strategy`): all five run. Under `per-device` each device
+//! keeps its own pairwise sessions with the contact's devices ([`pairwise`]), the relay
+//! keeps each identity's signed device list and refuses a post of copies that does not
+//! match it; devices are not linked mid-run under it (yet).
 
 pub mod check;
 pub mod device;
 pub mod faults;
+pub mod pairwise;
 pub mod relay;
 mod world;
 
@@ -65,12 +67,17 @@ impl Config {
             }
         };
         let devices = (count(&mut rng), count(&mut rng));
+        let mut faults = Faults::hostile();
+        // `per-device`: a device linked mid-run would not read what was sent to its
+        // siblings before it was listed (each copy is one device's, as in Signal), and
+        // the simulator's link brings only its linker's history: not simulated yet.
+        faults.link &= strategy != Strategy::PerDevice;
         Self {
             strategy,
             devices,
             messages: rng.random_range(10..=40),
             window_ms: 60_000,
-            faults: Faults::hostile(),
+            faults,
             keep: None,
         }
     }
@@ -79,9 +86,6 @@ impl Config {
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// The strategy has no policy in the core yet.
-    #[error("strategy {0} is not simulated yet")]
-    NotSimulated(Strategy),
     /// A device count outside 1..=MAX_DEVICES.
     #[error("an identity has 1 to {MAX_DEVICES} devices, not {0}")]
     Devices(usize),
@@ -122,6 +126,8 @@ pub struct Stats {
     pub forwarded: u64,
     /// `Received` events appended by a primary for its siblings (`primary`).
     pub fanned_out: u64,
+    /// Posts of copies the relay refused for a changed device set (`per-device`).
+    pub mismatches: u64,
     /// Message keys used for two envelopes.
     pub key_reuse: u64,
     /// Ratchet forks: a peer key two or more of an identity's ratchet keys were built
@@ -179,26 +185,12 @@ impl Outcome {
 
 /// Runs one seed.
 pub fn run(config: &Config, seed: u64) -> Result<Outcome, SimError> {
-    if !config.strategy_simulated() {
-        return Err(SimError::NotSimulated(config.strategy));
-    }
     for n in [config.devices.0, config.devices.1] {
         if !(1..=MAX_DEVICES).contains(&n) {
             return Err(SimError::Devices(n));
         }
     }
     Ok(world::World::new(config, seed)?.run())
-}
-
-impl Config {
-    fn strategy_simulated(&self) -> bool {
-        simulated(self.strategy)
-    }
-}
-
-/// Whether the simulator runs a strategy yet.
-pub fn simulated(strategy: Strategy) -> bool {
-    !matches!(strategy, Strategy::PerDevice)
 }
 
 /// Shrinks a failing run: drops scheduled faults one at a time while the run still

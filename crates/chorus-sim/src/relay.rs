@@ -4,13 +4,17 @@
 //! batches, guards `(stream tag, expected version)` — and mailboxes kept as logs that
 //! every device of the owner reads with its own cursor, posts idempotent by envelope
 //! id. A bundled append stores its records and its envelope together or neither
-//! (`RelayStore::append_bundle`). Storage is durable: a restart drops what is in flight
-//! (the network's business), never what was stored. The relay conformance suite checks
-//! the real backends against the same rules.
+//! (`RelayStore::append_bundle`). Under `per-device` it keeps each identity's signed
+//! device list and each device's bundle, takes a message's copies all or none —
+//! refusing a set that is not the list with the missing, extra and stale devices —
+//! and serves each copy to its device alone. Storage is durable: a restart drops what
+//! is in flight (the network's business), never what was stored. The relay
+//! conformance suite checks the real backends against the same rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_core::Appendable;
+use chorus_wire::{DeviceList, Mismatch, PrekeyBundle};
 
 /// Records served per log read (the real relay's page is bounded too).
 pub const PAGE: usize = 64;
@@ -62,6 +66,22 @@ pub enum Request {
         /// The first seq wanted.
         from: u64,
     },
+    /// `per-device`: the device list of the identity owning a mailbox, with the
+    /// bundles of its devices (the client fetches each bundle on its own; one request
+    /// here).
+    DeviceList {
+        /// The mailbox.
+        mailbox: usize,
+    },
+    /// `per-device`: one message, a copy per device: `(device, generation, bytes)`.
+    PostCopies {
+        /// The mailbox.
+        mailbox: usize,
+        /// The message's envelope id.
+        envelope_id: [u8; 16],
+        /// The copies.
+        copies: Vec<([u8; 32], u32, Vec<u8>)>,
+    },
 }
 
 impl Request {
@@ -73,7 +93,8 @@ impl Request {
                     + post.as_ref().map_or(0, |(_, _, b)| b.len())
             }
             Request::Post { bytes, .. } => bytes.len(),
-            Request::ReadLog { .. } | Request::ReadMailbox { .. } => 0,
+            Request::PostCopies { copies, .. } => copies.iter().map(|(_, _, b)| b.len()).sum(),
+            Request::ReadLog { .. } | Request::ReadMailbox { .. } | Request::DeviceList { .. } => 0,
         }
     }
 }
@@ -81,6 +102,9 @@ impl Request {
 fn record_size(r: &Appendable) -> usize {
     r.ciphertext.len() + r.nonce.len() + r.guard.map_or(0, |(t, _)| t.len() + 8)
 }
+
+/// Each listed device's bundle.
+pub type Bundles = Vec<([u8; 32], PrekeyBundle)>;
 
 /// The relay's answer.
 #[derive(Clone, Debug)]
@@ -95,6 +119,10 @@ pub enum Reply {
     Posted,
     /// A page of a mailbox: `(seq, envelope id, bytes)`.
     Mail(Vec<(u64, [u8; 16], Vec<u8>)>),
+    /// A device list and its devices' bundles (`None`: the identity publishes none).
+    DeviceList(Option<(DeviceList, Bundles)>),
+    /// The copies did not name the list's devices: nothing stored.
+    Mismatch(Mismatch),
 }
 
 impl Reply {
@@ -103,7 +131,10 @@ impl Reply {
         match self {
             Reply::Log(records) => records.iter().map(|s| record_size(&s.record)).sum(),
             Reply::Mail(entries) => entries.iter().map(|(_, _, b)| b.len()).sum(),
-            Reply::Appended(_) | Reply::GuardFailed | Reply::Posted => 0,
+            Reply::DeviceList(list) => list.as_ref().map_or(0, |(l, bundles)| {
+                l.encode().len() + bundles.iter().map(|(_, b)| b.encode().len()).sum::<usize>()
+            }),
+            Reply::Appended(_) | Reply::GuardFailed | Reply::Posted | Reply::Mismatch(_) => 0,
         }
     }
 }
@@ -117,7 +148,16 @@ struct Log {
 #[derive(Default)]
 struct Mailbox {
     entries: Vec<(u64, [u8; 16], Vec<u8>)>,
+    /// `per-device`: the one device an entry (by index) is for.
+    recipients: BTreeMap<usize, [u8; 32]>,
     ids: BTreeSet<[u8; 16]>,
+}
+
+impl Mailbox {
+    /// Whether `device` may read the entry at `index`.
+    fn readable(&self, index: usize, device: &[u8; 32]) -> bool {
+        self.recipients.get(&index).is_none_or(|r| r == device)
+    }
 }
 
 /// What changed, so the world can push a wake-up to the devices that read it.
@@ -135,6 +175,10 @@ pub enum Changed {
 pub struct Relay {
     logs: Vec<Log>,
     mailboxes: Vec<Mailbox>,
+    /// `per-device`: each identity's device list (identity `i` owns mailbox `i`).
+    lists: BTreeMap<usize, DeviceList>,
+    /// `per-device`: each device's bundle.
+    bundles: BTreeMap<[u8; 32], PrekeyBundle>,
     /// A dishonest relay: every guard passes (the log's verification must catch it).
     pub ignore_guards: bool,
 }
@@ -145,6 +189,8 @@ impl Relay {
         Self {
             logs: (0..logs).map(|_| Log::default()).collect(),
             mailboxes: (0..mailboxes).map(|_| Mailbox::default()).collect(),
+            lists: BTreeMap::new(),
+            bundles: BTreeMap::new(),
             ignore_guards: false,
         }
     }
@@ -208,24 +254,118 @@ impl Relay {
             Request::ReadMailbox { mailbox, from } => {
                 let page = self.mailboxes.get(*mailbox).map_or_else(Vec::new, |m| {
                     let start = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
-                    m.entries.iter().skip(start).take(PAGE).cloned().collect()
+                    m.entries
+                        .iter()
+                        .enumerate()
+                        .skip(start)
+                        .filter(|(i, _)| m.readable(*i, &author))
+                        .take(PAGE)
+                        .map(|(_, e)| e.clone())
+                        .collect()
                 });
                 (Reply::Mail(page), Changed::Nothing)
+            }
+            Request::DeviceList { mailbox } => {
+                let list = self.lists.get(mailbox).map(|l| {
+                    let bundles = l
+                        .devices()
+                        .iter()
+                        .filter_map(|d| self.bundles.get(&d.device).map(|b| (d.device, b.clone())))
+                        .collect();
+                    (l.clone(), bundles)
+                });
+                (Reply::DeviceList(list), Changed::Nothing)
+            }
+            Request::PostCopies {
+                mailbox,
+                envelope_id,
+                copies,
+            } => {
+                let Some(list) = self.lists.get(mailbox) else {
+                    return (Reply::Mismatch(Mismatch::default()), Changed::Nothing);
+                };
+                let named: Vec<([u8; 32], u32)> = copies.iter().map(|(d, g, _)| (*d, *g)).collect();
+                let ids: Vec<[u8; 16]> = copies
+                    .iter()
+                    .map(|(d, ..)| copy_id(envelope_id, d))
+                    .collect();
+                // A retry of copies stored before is a duplicate, list changed or not.
+                let stored = self
+                    .mailboxes
+                    .get(*mailbox)
+                    .is_some_and(|m| ids.iter().all(|id| m.ids.contains(id)));
+                let mismatch = list.mismatch(&named);
+                if !mismatch.is_empty() && !stored {
+                    return (Reply::Mismatch(mismatch), Changed::Nothing);
+                }
+                let mut grew = false;
+                for ((device, _, bytes), id) in copies.iter().zip(ids) {
+                    grew |= self.post_for(*mailbox, id, bytes, Some(*device));
+                }
+                let changed = if grew {
+                    Changed::Mailbox(*mailbox)
+                } else {
+                    Changed::Nothing
+                };
+                (Reply::Posted, changed)
             }
         }
     }
 
+    /// `per-device`: publishes identity `ident`'s device list and bundles (what each
+    /// device does on its next sync; the world does it at once).
+    pub fn publish(
+        &mut self,
+        ident: usize,
+        list: DeviceList,
+        bundles: Vec<([u8; 32], PrekeyBundle)>,
+    ) {
+        if self
+            .lists
+            .get(&ident)
+            .is_none_or(|l| l.serial < list.serial)
+        {
+            self.lists.insert(ident, list);
+        }
+        self.bundles.extend(bundles);
+    }
+
     /// Stores an envelope unless one with its id is there; whether it was new.
     fn post(&mut self, mailbox: usize, id: [u8; 16], bytes: &[u8]) -> bool {
+        self.post_for(mailbox, id, bytes, None)
+    }
+
+    /// [`Self::post`], readable only by `recipient` when named.
+    fn post_for(
+        &mut self,
+        mailbox: usize,
+        id: [u8; 16],
+        bytes: &[u8],
+        recipient: Option<[u8; 32]>,
+    ) -> bool {
         let Some(m) = self.mailboxes.get_mut(mailbox) else {
             return false;
         };
         if !m.ids.insert(id) {
             return false;
         }
+        if let Some(r) = recipient {
+            m.recipients.insert(m.entries.len(), r);
+        }
         let seq = m.entries.len() as u64 + 1;
         m.entries.push((seq, id, bytes.to_vec()));
         true
+    }
+
+    /// The last seq of a mailbox that `device` may read (all of it, but for the
+    /// `per-device` copies of other devices).
+    pub fn mailbox_len_for(&self, mailbox: usize, device: &[u8; 32]) -> u64 {
+        self.mailboxes.get(mailbox).map_or(0, |m| {
+            (0..m.entries.len())
+                .rev()
+                .find(|i| m.readable(*i, device))
+                .map_or(0, |i| i as u64 + 1)
+        })
     }
 
     /// The length of a log.
@@ -246,4 +386,13 @@ impl Relay {
             .get(mailbox)
             .map_or(&[], |m| m.entries.as_slice())
     }
+}
+
+/// The id a device's copy of message `envelope` is stored under (the relay contract's).
+fn copy_id(envelope: &[u8; 16], device: &[u8; 32]) -> [u8; 16] {
+    chorus_relay_api::copy_id(
+        chorus_relay_api::Id16(*envelope),
+        &chorus_relay_api::Id32(*device),
+    )
+    .0
 }

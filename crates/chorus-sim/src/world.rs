@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use chorus_core::{
     Constellation, Contact, LocalIdentity, MemoryPrekeyStore, Parts, Roster, RosterSigner,
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::check::Ledger;
 use crate::device::{Device, ELSEWHERE, HOME, Op, Peer, Status};
 use crate::faults::{Fault, FaultKind, Faults, schedule};
+use crate::pairwise::PerDevice;
 use crate::relay::{Changed, Relay, Reply, Request};
 use crate::{Config, Outcome, SimError, Stats};
 
@@ -101,7 +103,7 @@ pub(crate) struct World {
     next_req: u64,
     devices: Vec<Device>,
     /// The identities (their roots authorize linked devices).
-    ids: Vec<LocalIdentity>,
+    ids: Vec<Arc<LocalIdentity>>,
     /// Devices at the start (those past it were linked mid-run).
     initial_devices: usize,
     /// Devices per identity (world indices).
@@ -122,7 +124,7 @@ pub(crate) struct World {
 }
 
 /// The two identities, their devices, and which devices are whose.
-type Setup = (Vec<LocalIdentity>, Vec<Device>, [Vec<usize>; 2]);
+type Setup = (Vec<Arc<LocalIdentity>>, Vec<Device>, [Vec<usize>; 2]);
 
 /// The two identities' keys and first sessions, and each device's state.
 fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
@@ -133,7 +135,9 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
     let counts = [config.devices.0, config.devices.1];
     let bundled = rng.random_bool(0.5);
     // Identity keys, and one session between them (Alice initiated; one round trip).
-    let ids: Vec<LocalIdentity> = (0..2).map(|_| LocalIdentity::generate(rng)).collect();
+    let ids: Vec<Arc<LocalIdentity>> = (0..2)
+        .map(|_| Arc::new(LocalIdentity::generate(rng)))
+        .collect();
     let mut prekeys = MemoryPrekeyStore::default();
     let bundle = PrekeyBundle {
         identity: ids[1].keys().clone(),
@@ -241,6 +245,50 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
     Ok((ids, devices, members))
 }
 
+/// `per-device`: every device's own prekeys (the bundle it publishes) and each
+/// identity's signed device list, at the relay before the run starts.
+fn per_device_setup(
+    ids: &[Arc<LocalIdentity>],
+    devices: &mut [Device],
+    members: &[Vec<usize>; 2],
+    relay: &mut Relay,
+    rng: &mut StdRng,
+) -> Result<(), SimError> {
+    let bug = |what: &str, e: &dyn std::fmt::Display| SimError::Setup(format!("{what}: {e}"));
+    for (ident, devs) in members.iter().enumerate() {
+        let id = &ids[ident];
+        let root = id
+            .root()
+            .ok_or_else(|| SimError::Setup("an identity without its root".into()))?;
+        let (mut listed, mut bundles) = (Vec::new(), Vec::new());
+        for &dev in devs {
+            let d = &mut devices[dev];
+            let mut prekeys = MemoryPrekeyStore::default();
+            let bundle = PrekeyBundle {
+                identity: id.keys().clone(),
+                signed_prekey: prekeys
+                    .new_signed_prekey(id, rng)
+                    .map_err(|e| bug("a device's signed prekey", &e))?,
+                one_time_prekey: None,
+                pq_prekey: prekeys
+                    .new_pq_prekey(id, true, rng)
+                    .map_err(|e| bug("a device's PQ prekey", &e))?,
+            };
+            listed.push(chorus_wire::ListedDevice {
+                device: d.key,
+                prekey_address: chorus_core::per_device::prekey_address(d.log_id(), &d.key),
+                generation: 0,
+            });
+            bundles.push((d.key, bundle));
+            d.per_device = Some(PerDevice::new(id.clone(), prekeys));
+        }
+        let list = chorus_wire::DeviceList::sign(root, 1, 0, listed)
+            .map_err(|e| bug("a device list", &e))?;
+        relay.publish(ident, list, bundles);
+    }
+    Ok(())
+}
+
 impl World {
     pub(crate) fn new(config: &Config, seed: u64) -> Result<Self, SimError> {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -300,6 +348,9 @@ impl World {
             }
         }
         relay.ignore_guards = config.faults.relay_ignores_guards;
+        if config.strategy == chorus_core::Strategy::PerDevice {
+            per_device_setup(&ids, &mut devices, &members, &mut relay, &mut rng)?;
+        }
         let mut w = Self {
             now: 0,
             queue: BinaryHeap::new(),
@@ -621,7 +672,7 @@ impl World {
         {
             return;
         }
-        let Some(root) = self.ids.get(ident).and_then(LocalIdentity::root) else {
+        let Some(root) = self.ids.get(ident).and_then(|i| i.root()) else {
             return;
         };
         let mut rng = StdRng::seed_from_u64(self.net.random());
@@ -711,6 +762,22 @@ impl World {
                 },
                 Reply::Posted,
             ) => self.ledger.posted(*mailbox, *id, bytes),
+            (
+                Request::PostCopies {
+                    mailbox,
+                    envelope_id,
+                    copies,
+                },
+                Reply::Posted,
+            ) => {
+                for (device, _, bytes) in copies {
+                    let id = chorus_relay_api::copy_id(
+                        chorus_relay_api::Id16(*envelope_id),
+                        &chorus_relay_api::Id32(*device),
+                    );
+                    self.ledger.posted(*mailbox, id.0, bytes);
+                }
+            }
             _ => {}
         }
         if let (Request::Append { .. }, Reply::Appended(_)) = (request, reply)
@@ -732,7 +799,8 @@ impl World {
                 Status::Up => {
                     d.idle()
                         && d.applied() == self.relay.log_len(d.ident)
-                        && (!d.reads_mail() || d.mail_cursor() == self.relay.mailbox_len(d.ident))
+                        && (!d.reads_mail()
+                            || d.mail_cursor() == self.relay.mailbox_len_for(d.ident, &d.key))
                 }
             })
     }
@@ -757,6 +825,7 @@ impl World {
             self.stats.conflicts += d.conflicts;
             self.stats.forwarded += d.forwarded;
             self.stats.fanned_out += d.fanned_out;
+            self.stats.mismatches += d.per_device.as_ref().map_or(0, |p| p.mismatches);
         }
         for devs in &self.members {
             self.stats.lease_terms += live

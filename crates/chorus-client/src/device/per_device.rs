@@ -19,7 +19,8 @@
 use std::collections::BTreeMap;
 
 use chorus_core::per_device::{
-    self, MAX_MISMATCH_RETRIES, Pairwise, Refused, accept_list, after_refusal, plan_send,
+    self, MAX_MISMATCH_RETRIES, Pairwise, PeerSessions, Refused, accept_list, after_refusal,
+    plan_send,
 };
 use chorus_core::{Strategy, initiate, respond};
 use chorus_crypto::{PqPrekeySecret, RootPublicKey, SignedPrekeySecret};
@@ -148,7 +149,10 @@ impl Device {
                     };
                     let fetched = self.fetch_bundles(&relay, row, &identity, &list).await?;
                     match self.seal_copies(pending, row, &list, &fetched).await? {
-                        Some(request) => request,
+                        Some(request) => {
+                            crate::handle::failpoint("after-copies");
+                            request
+                        }
                         // The store moved between fetching and locking: plan again.
                         None => continue,
                     }
@@ -271,7 +275,7 @@ impl Device {
                 d.device,
                 PairwiseRow {
                     meta: Pairwise::current(d.generation),
-                    session,
+                    sessions: PeerSessions::new(session),
                 },
             );
         }
@@ -282,16 +286,18 @@ impl Device {
         }
         let me = self.log.keys.device;
         let sent_ms = u64::try_from(pending.created_ms).unwrap_or(0);
+        let hello = self.hello_until_acked(row)?;
         let mut copies = Vec::with_capacity(plan.copies.len());
         for (device, generation) in &plan.copies {
             let r = sessions
                 .get_mut(device)
                 .ok_or_else(|| ClientError::Corrupt("a planned session is missing".into()))?;
             let bytes = per_device::encrypt_copy(
-                &mut r.session,
+                r.sessions.current(),
                 me,
                 &pending.text,
                 sent_ms,
+                hello.clone(),
                 &mut self.rng(),
             )?;
             copies.push(DeviceCopy {
@@ -350,9 +356,11 @@ impl Device {
     /// session with that device, only if the contact's list (refreshed before the
     /// transaction, [`Self::refresh_device_list`]) names it; a later one decrypts on the
     /// session, or on a retired one if the relay took it before the retirement.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn receive_copy(
         &self,
         tx: &mut SqliteConnection,
+        mailbox: &Id32,
         name: &str,
         sender_device: [u8; 32],
         initial: bool,
@@ -368,19 +376,15 @@ impl Device {
         let identity = self.contact_identity_keys(name).await?;
         let mut sessions = self.store.pairwise(&mut *tx, &row.root).await?;
         let received = u64::try_from(envelope.received_ms).unwrap_or(u64::MAX);
-        // A handshake already taken, offered again (a replay under another envelope
-        // id), must not start the session over nor show its message twice.
-        let prior_handshake = sessions
-            .get(&sender_device)
-            .and_then(|r| r.session.handshake_base_key());
-        // On the session with that device: its later copies, and its further initial
+        let mut pairwise = sessions.remove(&sender_device);
+        // On the sessions with that device: its later copies, and its further initial
         // copies until it heard back from this device.
-        let held = match sessions.remove(&sender_device) {
-            Some(mut r) if r.meta.accepts(received, self.now_u64()) => {
-                match per_device::open_copy(&mut r.session, initial, message.clone()) {
-                    Ok(payload) => Some((payload, r)),
+        let read = match pairwise.as_mut() {
+            Some(r) if r.meta.accepts(received, self.now_u64()) => {
+                match r.sessions.open(initial, &message) {
+                    Ok(payload) => Some(payload),
                     Err(e) if !initial => return Err(e.into()),
-                    // A new handshake from that device (it started over).
+                    // A new handshake from that device: it wrote first too, or started over.
                     Err(_) => None,
                 }
             }
@@ -391,8 +395,8 @@ impl Device {
             }
             _ => None,
         };
-        let (payload, pairwise) = match held {
-            Some(held) => held,
+        let payload = match read {
+            Some(payload) => payload,
             None if initial => {
                 let list = self
                     .store
@@ -411,22 +415,36 @@ impl Device {
                         "a per-device copy before this device published",
                     ))?;
                 let responded = respond(&self.me().identity, &prekeys, &message)?;
-                if prior_handshake.is_some()
-                    && responded.session.handshake_base_key() == prior_handshake
-                {
-                    return Err(ClientError::Rejected("a per-device first copy replayed"));
-                }
                 if responded.session.their_identity().map(|k| k.root) != Some(identity.root) {
                     return Err(ClientError::Rejected(
                         "a per-device copy from another identity than the contact's",
                     ));
                 }
                 let payload = Payload::decode(&responded.plaintext)?;
-                let pairwise = PairwiseRow {
-                    meta: Pairwise::current(listed.generation),
-                    session: responded.session,
-                };
-                (payload, pairwise)
+                let meta = Pairwise::current(listed.generation);
+                match pairwise.as_mut() {
+                    // A handshake already taken, offered again (a replay under another
+                    // envelope id): it must not start the session over nor show twice.
+                    Some(r)
+                        if r.sessions
+                            .has_handshake(responded.session.handshake_base_key()) =>
+                    {
+                        return Err(ClientError::Rejected("a per-device first copy replayed"));
+                    }
+                    // Both devices wrote first at once (or it started over): both
+                    // sessions are kept, and this one is sent on from now.
+                    Some(r) => {
+                        r.meta = meta;
+                        r.sessions.adopt(responded.session);
+                    }
+                    None => {
+                        pairwise = Some(PairwiseRow {
+                            meta,
+                            sessions: PeerSessions::new(responded.session),
+                        });
+                    }
+                }
+                payload
             }
             None => {
                 return Err(ClientError::Rejected(
@@ -434,9 +452,11 @@ impl Device {
                 ));
             }
         };
+        let pairwise = pairwise.ok_or_else(|| ClientError::Corrupt("pairwise session".into()))?;
         self.store
             .put_pairwise(&mut *tx, &row.root, &sender_device, &pairwise)
             .await?;
+        let row = self.take_hello(tx, name, &payload, mailbox).await?;
         self.deliver(tx, name, &payload, envelope, now, row.read_up_to)
             .await
     }

@@ -427,7 +427,15 @@ impl Device {
                     ));
                 };
                 let events = self
-                    .receive_copy(tx, &name, sender_device, initial, message, envelope)
+                    .receive_copy(
+                        tx,
+                        mailbox,
+                        &name,
+                        sender_device,
+                        initial,
+                        message,
+                        envelope,
+                    )
                     .await?;
                 return Ok(Received::Done(events));
             }
@@ -508,23 +516,37 @@ impl Device {
         };
         let payload = Payload::decode(&plaintext)?;
         let mut events = self.take_rolls(tx, &name, &payload).await?;
-        if let Some(hello) = &payload.hello {
-            let relay_url = self.url_policy().check(&hello.relay_url)?;
-            set_contact_route(tx, &name, &hello.mailbox.0, &relay_url).await?;
-        }
-        let row = self
-            .store
-            .contact_row(&mut *tx, &name)
-            .await?
-            .ok_or_else(|| ClientError::UnknownContact(name.clone()))?;
-        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
-        mark_answered(tx, &name, acked).await?;
+        let row = self.take_hello(tx, &name, &payload, mailbox).await?;
         events.extend(
             self.deliver(tx, &name, &payload, envelope, now, row.read_up_to)
                 .await?,
         );
         self.store.put_session(tx, &name, &session).await?;
         Ok(Received::Done(events))
+    }
+
+    /// What a contact's message says about the route: its hello (where to write back
+    /// from now on), and that it answered — through our own mailbox for it, so it has
+    /// our hello. Returns the contact as it stands after.
+    pub(super) async fn take_hello(
+        &self,
+        tx: &mut SqliteConnection,
+        name: &str,
+        payload: &Payload,
+        mailbox: &Id32,
+    ) -> Result<crate::store::contacts::ContactRow, ClientError> {
+        if let Some(hello) = &payload.hello {
+            let relay_url = self.url_policy().check(&hello.relay_url)?;
+            set_contact_route(tx, name, &hello.mailbox.0, &relay_url).await?;
+        }
+        let row = self
+            .store
+            .contact_row(&mut *tx, name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.to_owned()))?;
+        let acked = row.hello_acked || row.recv_mailbox == mailbox.0;
+        mark_answered(tx, name, acked).await?;
+        Ok(row)
     }
 
     /// A received message's text into the history (once per envelope); `read_up_to`

@@ -254,7 +254,7 @@ impl Device {
     }
 
     /// Our hello, carried in every message until the contact is known to have it.
-    fn hello_until_acked(&self, row: &ContactRow) -> Result<Option<Hello>, ClientError> {
+    pub(super) fn hello_until_acked(&self, row: &ContactRow) -> Result<Option<Hello>, ClientError> {
         if row.hello_acked {
             return Ok(None);
         }

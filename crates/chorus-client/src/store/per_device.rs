@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use chorus_core::per_device::Pairwise;
+use chorus_core::per_device::{Pairwise, PeerSessions};
 use chorus_core::{PrekeyPrivate, PrekeyStore, Session};
 use chorus_crypto::{OneTimePrekeySecret, PqPrekeySecret, RootPublicKey, SignedPrekeySecret};
 use chorus_wire::DeviceList;
 use sqlx::SqliteConnection;
+use zeroize::Zeroize;
 
 use super::Store;
 use crate::ClientError;
@@ -45,10 +46,11 @@ impl PrekeyStore for DevicePrekeys {
     }
 }
 
-/// A pairwise session with one contact device, and its bookkeeping.
+/// The pairwise sessions with one contact device (the one sent on first), and their
+/// bookkeeping.
 pub(crate) struct PairwiseRow {
     pub(crate) meta: Pairwise,
-    pub(crate) session: Session,
+    pub(crate) sessions: PeerSessions,
 }
 
 /// `pairwise_sessions`: device, peer generation, session generation, retired, sealed.
@@ -197,17 +199,25 @@ impl Store {
             let device = <[u8; 32]>::try_from(device.as_slice())
                 .map_err(|_| ClientError::Corrupt("pairwise device".into()))?;
             let generation = u64_of(generation, "pairwise generation")?;
-            let snapshot = self.open_sealed(
+            let opened = self.open_sealed(
                 "pairwise",
                 &pairwise_id(contact, &device, generation),
                 &sealed,
             )?;
+            let mut snapshots: Vec<(u64, Vec<u8>)> = postcard::from_bytes(&opened)
+                .map_err(|_| ClientError::Corrupt("pairwise sessions".into()))?;
+            let restored = snapshots
+                .iter()
+                .map(|(g, snapshot)| Session::restore(snapshot, *g))
+                .collect::<Result<Vec<_>, _>>();
+            snapshots.iter_mut().for_each(|(_, s)| s.zeroize());
+            let sessions = PeerSessions::from_sessions(restored?)
+                .ok_or_else(|| ClientError::Corrupt("pairwise sessions: none".into()))?;
             let meta = Pairwise {
                 generation: u32_of(peer_generation, "pairwise peer generation")?,
                 retired_ms: retired_ms.map(|r| u64_of(r, "retired")).transpose()?,
             };
-            let session = Session::restore(&snapshot, generation)?;
-            out.insert(device, PairwiseRow { meta, session });
+            out.insert(device, PairwiseRow { meta, sessions });
         }
         Ok(out)
     }
@@ -220,11 +230,15 @@ impl Store {
         device: &[u8; 32],
         row: &PairwiseRow,
     ) -> Result<(), ClientError> {
-        let generation = row.session.generation();
+        let all = row.sessions.sessions();
+        let generation = all.first().map_or(0, Session::generation);
+        let snapshots: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)> =
+            all.iter().map(|s| (s.generation(), s.snapshot())).collect();
+        let encoded: Vec<(u64, &[u8])> = snapshots.iter().map(|(g, s)| (*g, &s[..])).collect();
         let sealed = self.seal(
             "pairwise",
             &pairwise_id(contact, device, generation),
-            &row.session.snapshot(),
+            &secret_bytes(&encoded)?,
         );
         sqlx::query(
             "INSERT INTO pairwise_sessions
