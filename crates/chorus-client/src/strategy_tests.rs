@@ -161,3 +161,35 @@ async fn a_primarys_sibling_watching_takes_no_pushed_envelope_and_shows_what_the
         .unwrap();
     assert_eq!(got, ["pushed to every device"]);
 }
+
+/// `per-device`: once the relay holds a list naming every device of the roster, a sync
+/// asks it nothing more about the list or the bundles (before, every sync checked each
+/// device's bundle and put the list again); a device linked since makes it publish
+/// again, and the new list names both.
+#[tokio::test]
+async fn per_device_publishes_once_per_roster_and_again_when_a_device_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = relay(dir.path()).await;
+    let alice = device(dir.path(), &url, "alice").await;
+    alice.set_strategy(Strategy::PerDevice).await.unwrap();
+    let before = alice.relay.requests();
+    alice.publish_per_device().await.unwrap();
+    assert_eq!(alice.relay.requests(), before, "nothing left to publish");
+    let phone = sibling(&alice, dir.path(), "phone", Options::default()).await;
+    phone.sync().await.unwrap();
+    let before = alice.relay.requests();
+    alice.sync_log().await.unwrap();
+    alice.publish_per_device().await.unwrap();
+    assert!(
+        alice.relay.requests() > before,
+        "a new device: publish again"
+    );
+    let log_id = alice.log.keys.log_id;
+    let (full, devices) = alice
+        .log
+        .with_state(|s| chorus_core::per_device::own_list(s.roster(), &log_id.0, |_| true))
+        .await
+        .unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(alice.store.listed_serial().await.unwrap(), Some(full));
+}

@@ -50,7 +50,7 @@ impl Device {
     /// Under `per-device`: this device's own bundle is published at its address, and
     /// the identity's device list at the home relay names every current device whose
     /// bundle is there. Needs the root key (every device holds it in `shared-root`).
-    pub(super) async fn publish_per_device(&self) -> Result<(), ClientError> {
+    pub(crate) async fn publish_per_device(&self) -> Result<(), ClientError> {
         if self.strategy().await? != Strategy::PerDevice {
             return Ok(());
         }
@@ -77,6 +77,15 @@ impl Device {
                     .ok_or_else(|| ClientError::Corrupt("device prekeys".into()))?
             }
         };
+        // A list naming every device of this roster is at the relay: nothing to do
+        // (a sync then costs no request here until a device is added or revoked).
+        let (full, _) = self
+            .log
+            .with_state(|s| per_device::own_list(s.roster(), &log_id, |_| true))
+            .await?;
+        if self.store.listed_serial().await? == Some(full) {
+            return Ok(());
+        }
         let ours = per_device::prekey_address(&log_id, &device);
         if self.relay.prekey_count(Id32(ours)).await.is_err() {
             let keys = PublishPrekeysRequest {
@@ -112,9 +121,13 @@ impl Device {
         let list = DeviceList::sign(root, serial, self.now_u64(), devices)?;
         match self.relay.put_device_list(list.encode()).await {
             // A sibling published this list (or a newer one) first.
-            Err(e) if e.code() == Some("stale_device_list") => Ok(()),
-            r => Ok(r?),
+            Err(e) if e.code() == Some("stale_device_list") => {}
+            r => r?,
         }
+        if serial == full {
+            self.store.set_listed_serial(serial).await?;
+        }
+        Ok(())
     }
 
     /// Sends `pending` as one copy per device of the contact, if it runs

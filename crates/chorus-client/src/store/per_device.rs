@@ -143,6 +143,32 @@ impl Store {
         Ok(())
     }
 
+    /// The serial of the last device list this device saw at the relay naming every
+    /// device of the roster (nothing left to publish until the roster changes).
+    pub(crate) async fn listed_serial(&self) -> Result<Option<u64>, ClientError> {
+        let value: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'per_device_listed'")
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(value.and_then(|v| {
+            <[u8; 8]>::try_from(v.as_slice())
+                .ok()
+                .map(u64::from_be_bytes)
+        }))
+    }
+
+    /// Remembers [`Self::listed_serial`].
+    pub(crate) async fn set_listed_serial(&self, serial: u64) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('per_device_listed', $1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(&serial.to_be_bytes()[..])
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The contact's device list as last accepted, verified again under `root`.
     pub(crate) async fn contact_device_list(
         &self,
