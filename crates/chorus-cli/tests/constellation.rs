@@ -1169,19 +1169,10 @@ fn per_device_three_devices_send_at_once_on_their_own_sessions_and_agree_on_one_
     }
 }
 
-/// The clone under `per-device`: a device of bob's that bob revoked still holds its
-/// session with alice's device and the identity's keys, and posts to alice's mailbox
-/// (no credential needed). Once bob's device list no longer names it, alice reads
-/// nothing more from it, and what it sent before the revocation stays readable.
-#[test]
-fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_it_no_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
-    let (alice, bob, stolen) = (
-        dir.path().join("alice"),
-        dir.path().join("bob"),
-        dir.path().join("stolen"),
-    );
+/// A relay, and alice and bob each on one device under `per-device` (not contacts yet).
+fn alice_and_bob_per_device(dir: &Path) -> (Relay, PathBuf, PathBuf) {
+    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
+    let (alice, bob) = (dir.join("alice"), dir.join("bob"));
     for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
         ok(
             home,
@@ -1196,6 +1187,18 @@ fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_
             ],
         );
     }
+    (relay, alice, bob)
+}
+
+/// The clone under `per-device`: a device of bob's that bob revoked still holds its
+/// session with alice's device and the identity's keys, and posts to alice's mailbox
+/// (no credential needed). Once bob's device list no longer names it, alice reads
+/// nothing more from it, and what it sent before the revocation stays readable.
+#[test]
+fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_it_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, alice, bob) = alice_and_bob_per_device(dir.path());
+    let stolen = dir.path().join("stolen");
     link(&bob, &stolen, &relay, "stolen");
     let code = ok(&alice, &["invite", "--no-qr"]);
     ok(&bob, &["accept", code.trim()]);
@@ -1234,26 +1237,8 @@ fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_
 #[test]
 fn per_device_copies_for_an_old_device_set_are_refused_and_sent_again_to_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
-    let (alice, bob, tablet) = (
-        dir.path().join("alice"),
-        dir.path().join("bob"),
-        dir.path().join("tablet"),
-    );
-    for (home, name) in [(&alice, "alice"), (&bob, "bob")] {
-        ok(
-            home,
-            &[
-                "init",
-                "--relay",
-                &relay.url,
-                "--name",
-                name,
-                "--strategy",
-                "per-device",
-            ],
-        );
-    }
+    let (relay, alice, bob) = alice_and_bob_per_device(dir.path());
+    let tablet = dir.path().join("tablet");
     let code = ok(&bob, &["invite", "--no-qr"]);
     ok(&alice, &["accept", code.trim()]);
     ok(&bob, &["sync"]);
