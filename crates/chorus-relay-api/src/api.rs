@@ -1087,6 +1087,52 @@ mod tests {
     }
 
     #[test]
+    fn per_device_posts_hit_their_bounds_and_one_over_is_refused() {
+        let copy = |d: usize, bytes: usize| {
+            format!(
+                r#"{{"device":"{}","generation":0,"payload":"{}"}}"#,
+                hex::encode([d as u8; 32]),
+                "ab".repeat(bytes)
+            )
+        };
+        let body = |copies: Vec<String>| {
+            format!(
+                r#"{{"envelope_id":"{}","copies":[{}]}}"#,
+                hex::encode([1u8; 16]),
+                copies.join(",")
+            )
+        };
+        let code = |b: String| {
+            decode::<PostDeviceEnvelopesRequest>(b.as_bytes())
+                .err()
+                .map(|e| e.code)
+        };
+        let n = chorus_wire::limits::MAX_LISTED_DEVICES;
+        assert_eq!(code(body((0..n).map(|d| copy(d, 1)).collect())), None);
+        assert_eq!(
+            code(body((0..=n).map(|d| copy(d, 1)).collect())),
+            Some("batch_too_large")
+        );
+        assert_eq!(code(body(Vec::new())), Some("empty_batch"));
+        assert_eq!(
+            code(body(vec![copy(1, 1), copy(1, 2)])),
+            Some("duplicate_device")
+        );
+        assert_eq!(code(body(vec![copy(1, MAX_ENVELOPE_BYTES)])), None);
+        assert_eq!(
+            code(body(vec![copy(1, MAX_ENVELOPE_BYTES + 1)])),
+            Some("envelope_too_large")
+        );
+        // All copies together: exactly the bound, then one byte over.
+        let full = MAX_DEVICE_POST_BYTES / MAX_ENVELOPE_BYTES;
+        let at: Vec<String> = (0..full).map(|d| copy(d, MAX_ENVELOPE_BYTES)).collect();
+        assert_eq!(code(body(at.clone())), None);
+        let mut over = at;
+        over.push(copy(full, 1));
+        assert_eq!(code(body(over)), Some("envelope_too_large"));
+    }
+
+    #[test]
     fn body_over_limit_is_refused_before_parsing() {
         let big = vec![b' '; MAX_BODY_BYTES + 1];
         let e = decode::<AppendRequest>(&big).err();

@@ -3036,6 +3036,13 @@ async fn per_device_posts_must_name_the_listed_devices_and_each_copy_reaches_onl
     let tok2 = r.login(&log, &two).await;
     let m = mailbox(&r, &log, &tok1, 40).await;
 
+    // An unknown mailbox: nobody to ask about.
+    let unknown = format!("/v1/mailboxes/{}/device-list", Hex32::from_u64(4040).0);
+    let (s, v) = r.get(&unknown, None).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
     // No list yet: the identity does not run per-device.
     let (s, v) = r
         .get(&format!("/v1/mailboxes/{}/device-list", m.0), None)

@@ -155,10 +155,8 @@ impl Device {
                 Some(copies) => serde_json::from_slice(&copies)
                     .map_err(|_| ClientError::Corrupt("pending copies".into()))?,
                 None => {
-                    let list = match relay.device_list(mailbox).await {
-                        Ok(bytes) => DeviceList::decode(&bytes, &identity.root)?,
-                        Err(e) if e.code() == Some("no_device_list") => return Ok(false),
-                        Err(e) => return Err(e.into()),
+                    let Some(list) = contact_list(&relay, mailbox, &identity).await? else {
+                        return Ok(false);
                     };
                     let fetched = self.fetch_bundles(&relay, row, &identity, &list).await?;
                     match self.seal_copies(pending, row, &list, &fetched).await? {
@@ -484,12 +482,10 @@ impl Device {
         };
         let identity = self.contact_identity_keys(name).await?;
         let relay = RelayClient::foreign(&row.relay_url, self.options.backoff, self.url_policy())?;
-        let bytes = match relay.device_list(super::id32(&row.send_mailbox)?).await {
-            Ok(b) => b,
-            Err(e) if e.code() == Some("no_device_list") => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let mailbox = super::id32(&row.send_mailbox)?;
+        let Some(list) = contact_list(&relay, mailbox, &identity).await? else {
+            return Ok(());
         };
-        let list = DeviceList::decode(&bytes, &identity.root)?;
         let mut tx = self.store.begin().await?;
         let held = self
             .store
@@ -544,4 +540,18 @@ async fn fetch_bundle(
         one_time_prekey: None,
         pq_prekey: PqPrekey::decode(&fetched.pq.ok_or_else(missing)?.0, &identity.root)?,
     })
+}
+
+/// The contact's device list as its relay serves it, verified under the contact's
+/// root; `None` when it publishes none (it does not run `per-device`).
+async fn contact_list(
+    relay: &RelayClient,
+    mailbox: Id32,
+    identity: &IdentityKeys,
+) -> Result<Option<DeviceList>, ClientError> {
+    match relay.device_list(mailbox).await {
+        Ok(bytes) => Ok(Some(DeviceList::decode(&bytes, &identity.root)?)),
+        Err(e) if e.code() == Some("no_device_list") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -178,10 +178,20 @@ impl Device {
             let mut conn = self.store.pool().acquire().await?;
             let owner = our_mailbox(&mut conn, &mailbox.0).await?;
             drop(conn);
-            if let Some((_, Some(name), _)) = owner
-                && let Err(e) = self.refresh_device_list(&name).await
-            {
-                tracing::debug!(error = %e, "could not fetch the contact's device list");
+            if let Some((_, Some(name), _)) = owner {
+                match self.refresh_device_list(&name).await {
+                    Ok(()) => {}
+                    // The contact's relay is down for now: read these copies when it
+                    // is back. Read against the list held, a first copy from a device
+                    // linked since would be refused for good.
+                    Err(ClientError::Relay(e)) if e.retryable() => {
+                        tracing::debug!(error = %e, "the contact's device list is out of reach; reading its copies later");
+                        return Ok(events);
+                    }
+                    // A list that must not replace the one held (older, or a second
+                    // one under a serial): read against the one held.
+                    Err(e) => tracing::warn!(error = %e, "refusing the contact's device list"),
+                }
             }
         }
         let mut rest = envelopes;
