@@ -245,6 +245,17 @@ impl Session {
         true
     }
 
+    /// How many of the roster's revocations this session has healed from for good: its
+    /// heal anchored and the peer built on the anchor's branch (the sends after that
+    /// carry the floors that make the peer refuse every key a revoked device holds).
+    pub fn healed_through(&self) -> u64 {
+        if self.tree.heal_settled() {
+            self.healed
+        } else {
+            self.healed.saturating_sub(1)
+        }
+    }
+
     /// Makes the next send take a fresh DH step instead of continuing the open chain.
     /// Devices that send without coordinating (`leaderless`) each step on their own,
     /// so two of them never encrypt under one message key: a concurrent send forks the

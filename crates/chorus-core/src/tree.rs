@@ -357,7 +357,17 @@ impl Tree {
                 self.step_from(fallback, rng)?
             }
         };
-        let (honor_floor, peer_floor) = (self.floor, self.their_floor);
+        // The floor is announced as the very node we send on only by a heal's anchor
+        // (the peer then keeps that branch alone, [`Tree::keep_only_branch`]): outside
+        // a heal, when every older key of ours is gone, nothing is announced rather
+        // than look like one. (A session's first key, the initiator's only one, is
+        // announced: the peer tells it apart by what it was built on.)
+        let honor_floor = match (self.floor, self.heal) {
+            (Some(f), Heal::Anchored(_)) => Some(f),
+            (Some(f), _) if f == sender && self.built_on_a_step(&f) => None,
+            (f, _) => f,
+        };
+        let peer_floor = self.their_floor;
         let node = self.nodes.get_mut(&sender).ok_or(SessionError::NotReady)?;
         let chain = node.sending.as_mut().ok_or(SessionError::NotReady)?;
         let key = chain.next_message_key();
@@ -481,6 +491,11 @@ impl Tree {
         }
         self.prune_window();
         self.refresh();
+    }
+
+    /// Whether no heal waits: none began, or the peer built on the anchor's branch.
+    pub(crate) fn heal_settled(&self) -> bool {
+        self.heal == Heal::Settled
     }
 
     /// A device of this identity was revoked, holding a copy of this tree: close every
@@ -679,8 +694,16 @@ impl Tree {
                 }
             }
         }
-        if let Some(floor) = honor_floor {
-            structural |= self.apply_peer_floor(floor);
+        if let Some(floor) = honor_floor
+            && self.apply_peer_floor(floor)
+        {
+            structural = true;
+            // The floor is the node this message came on: a heal's anchor (outside a
+            // heal the floor lags two steps behind, but for a session's first key,
+            // which has nothing beside it). The peer builds on nothing else any more.
+            if sender == floor {
+                self.keep_only_branch(floor);
+            }
         }
         if let Some(floor) = peer_floor {
             structural |= self.apply_built_on_from(floor);
@@ -731,6 +754,44 @@ impl Tree {
         true
     }
 
+    /// The peer announced as its floor the very node this message came on — which it
+    /// does for a heal's anchor only ([`Tree::next_sending_key`]) —: it builds on that
+    /// branch alone. Every node off the branch loses its keys — the peer's their
+    /// chains and roots, ours their private halves and chains, the keys the anchor was
+    /// built on included — so nothing sent off the branch is read, and nothing new can
+    /// be built off it. (A session's first key, built on the responder's seed, which
+    /// has no parent, is left alone: it is the initiator's only key.)
+    ///
+    /// This is what makes a heal hold while a copy of the peer's old state (a revoked
+    /// device) is still sending: from the anchor's first message on we refuse the
+    /// copy's forks from our keys it knew, stop building on a fork of the copy's that
+    /// we took before (which would keep our answers the copy's to read and the peer's
+    /// devices locked out), and take a fresh step of our own on the anchor. Outside a
+    /// heal the floor is the peer's oldest key, behind the node it sends on.
+    fn keep_only_branch(&mut self, floor: RatchetPublic) {
+        if !self.built_on_a_step(&floor) {
+            return;
+        }
+        let off: Vec<RatchetPublic> = self
+            .nodes
+            .keys()
+            .filter(|k| !self.descends_from(**k, floor))
+            .copied()
+            .collect();
+        for k in off {
+            if let Some(n) = self.nodes.get_mut(&k) {
+                match n.side {
+                    Side::Theirs => n.receiving = None,
+                    Side::Ours => {
+                        n.secret = None;
+                        n.sending = None;
+                    }
+                }
+                n.root = None;
+            }
+        }
+    }
+
     /// The peer builds only on our nodes from `floor`'s depth on: deletes the keys of
     /// our older ones. Returns whether anything changed. An open sending chain keeps its
     /// node's keys (a sibling's delta carries them); its successor replaces it.
@@ -745,6 +806,18 @@ impl Tree {
             }
         }
         true
+    }
+
+    /// Whether `key` was built on a node that is itself a ratchet step (has a parent),
+    /// not on the seed of the session (the responder's signed prekey).
+    fn built_on_a_step(&self, key: &RatchetPublic) -> bool {
+        let parent_of = |k: &RatchetPublic| {
+            self.nodes.get(k).and_then(|n| {
+                n.parent
+                    .filter(|p| self.nodes.get(p).is_some_and(|pn| pn.depth < n.depth))
+            })
+        };
+        parent_of(key).and_then(|p| parent_of(&p)).is_some()
     }
 
     /// Whether `key` is `anchor` or below it.
@@ -868,6 +941,10 @@ impl Tree {
             length: u32,
             height: u32,
             acked: bool,
+            /// The subtree holds a node we can go on from (our open chain, or a peer
+            /// key we hold the root of): a branch whose keys were all deleted (a heal
+            /// cut it off) is never chosen over one that can still be used.
+            live: bool,
         }
         // One allocation, indices instead of maps: this runs on every structural change.
         let mut w: Vec<W> = self
@@ -880,6 +957,10 @@ impl Tree {
                 length: n.length,
                 height: 0,
                 acked: false,
+                live: match n.side {
+                    Side::Ours => n.sending.is_some(),
+                    Side::Theirs => n.root.is_some(),
+                },
             })
             .collect();
         for (i, n) in self.nodes.values().enumerate() {
@@ -895,11 +976,21 @@ impl Tree {
         for &i in &order {
             if let Some(p) = w[i].parent {
                 let h = w[i].height + 1;
+                let live = w[i].live;
                 w[p].acked = true;
                 w[p].height = w[p].height.max(h);
+                w[p].live |= live;
             }
         }
-        let score = |x: &W| (x.acked, x.height, x.length, std::cmp::Reverse(x.key));
+        let score = |x: &W| {
+            (
+                x.live,
+                x.acked,
+                x.height,
+                x.length,
+                std::cmp::Reverse(x.key),
+            )
+        };
         let best = |parent: Option<usize>| {
             (0..w.len())
                 .filter(|&i| w[i].parent == parent)
@@ -912,7 +1003,9 @@ impl Tree {
         let reach = |x: &W| x.depth.saturating_add(x.height);
         let mut cur = (0..w.len())
             .filter(|&i| w[i].parent.is_none())
-            .max_by(|&a, &b| (reach(&w[a]), score(&w[a])).cmp(&(reach(&w[b]), score(&w[b]))))?;
+            .max_by(|&a, &b| {
+                (w[a].live, reach(&w[a]), score(&w[a])).cmp(&(w[b].live, reach(&w[b]), score(&w[b])))
+            })?;
         while let Some(next) = best(Some(cur)) {
             cur = next;
         }

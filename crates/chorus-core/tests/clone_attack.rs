@@ -140,3 +140,59 @@ fn without_a_revocation_the_floor_bob_is_told_changes_nothing_he_accepts() {
     let late = send(&mut lagging, &mut p.rng, "from a replica one step behind");
     assert_eq!(text(&mut p.bob, &late), "from a replica one step behind");
 }
+
+#[test]
+fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_after_the_anchor()
+{
+    // Found by the simulator (a device stolen mid-conversation, its clone sending every
+    // few seconds): before Alice's devices know of the theft, the clone forks from
+    // Bob's newest key and Bob, who cannot tell it from a sibling of Alice's, builds
+    // his answer on the clone's branch. That answer is the clone's to read (the theft
+    // is not known yet). But once Alice's first healing message arrives, Bob must stop
+    // building on the clone's branch — or every answer of his stays the clone's and
+    // Alice reads none — and must refuse what the clone sends from then on.
+    let (mut p, _) = talked(44, 3);
+    let clone = copy(&p.alice);
+    let mut forked = Session::restore_stale(&clone.snapshot(), clone.generation()).unwrap();
+    for i in 0..3 {
+        let m = send(&mut forked, &mut p.rng, &format!("clone {i}"));
+        assert_eq!(text(&mut p.bob, &m), format!("clone {i}"), "before the heal");
+    }
+    let early = send(&mut p.bob, &mut p.rng, "built on the clone's branch");
+    assert_eq!(
+        text(&mut forked, &early),
+        "built on the clone's branch",
+        "the clone reads what Bob sends before he knows of the heal"
+    );
+
+    assert!(p.alice.begin_heal(1));
+    let a1 = send(&mut p.alice, &mut p.rng, "anchor");
+    assert_eq!(text(&mut p.bob, &a1), "anchor");
+
+    // The clone, which read Bob's answer, tries again: on its chain, and forking from
+    // Bob's newest key it knows and from the one before.
+    let mut attempts = Vec::new();
+    attempts.push(send(&mut forked, &mut p.rng, "clone on its chain"));
+    let mut again = Session::restore_stale(&forked.snapshot(), forked.generation()).unwrap();
+    attempts.push(send(&mut again, &mut p.rng, "clone forks from Bob's answer"));
+    attempts.extend(clone_attempts(&clone, &mut p.rng));
+    for m in &attempts {
+        let before = p.bob.state_digest();
+        assert!(
+            p.bob.decrypt(m).is_err(),
+            "Bob accepted the clone after Alice's healing message"
+        );
+        assert_eq!(p.bob.state_digest(), before, "a refusal changed Bob's state");
+    }
+
+    // Bob's next answer is Alice's, not the clone's.
+    let b1 = send(&mut p.bob, &mut p.rng, "answer");
+    assert_eq!(text(&mut p.alice, &b1), "answer", "Alice is locked out");
+    assert!(forked.decrypt(&b1).is_err(), "the clone read Bob's answer");
+    assert!(again.decrypt(&b1).is_err(), "the clone read Bob's answer");
+    let a2 = send(&mut p.alice, &mut p.rng, "healed");
+    assert_eq!(text(&mut p.bob, &a2), "healed");
+    for m in clone_attempts(&forked, &mut p.rng) {
+        assert!(p.bob.decrypt(&m).is_err(), "Bob accepted the clone after the heal");
+    }
+}

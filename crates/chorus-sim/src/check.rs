@@ -11,6 +11,13 @@
 //! devices of each identity hold the same folded state and the same session; the
 //! contact received exactly one envelope per message, whatever the device count, and
 //! (but under `leaderless`) no fork of the ratchet, which one device never makes.
+//!
+//! A revoked device's clone: no contact device shows a clone message once its heal is
+//! through — for the shared session, once it showed a message sent on a session whose
+//! heal had settled (the peer built on the anchor; that message carries the floors that
+//! close every key the clone holds); under `per-device`, once it took the identity's list
+//! without the device, for every copy the relay took after that list was issued. What
+//! the clone gets shown before the heal is counted; its refused envelopes are expected.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +39,37 @@ struct Msg {
     shown: BTreeMap<usize, u64>,
     /// When first shown on a device of the contact.
     received_ms: Option<u64>,
+    /// Sent on a session whose heal after a revocation was through.
+    heals: bool,
+    /// Its envelope id (as last planned).
+    envelope: Option<[u8; 16]>,
+}
+
+/// A stolen device's clone and what came of it.
+#[derive(Default)]
+struct CloneRun {
+    /// The identity it was stolen from.
+    ident: usize,
+    /// Its envelopes (copies) as posted: id → (clone message number, relay time).
+    posted: BTreeMap<[u8; 16], (u64, u64)>,
+    /// Per mailbox, envelopes posted (the contact's count check leaves them out).
+    per_mailbox: BTreeMap<usize, u64>,
+    /// `per-device`: when the identity's list without the device was issued.
+    list_issued_ms: Option<u64>,
+    /// Contact device → when its heal was through.
+    healed: BTreeMap<usize, u64>,
+    /// Ratchet keys the clone sent on, and the `(key, counter)` pairs it used.
+    keys: BTreeSet<[u8; 32]>,
+    used: BTreeSet<([u8; 32], u32)>,
+    /// Messages of the two identities the clone made unreadable before the heal (it
+    /// used their message keys first, or the contact built them on its branch).
+    stolen: u64,
+    /// Clone envelopes shown before the heal.
+    accepted: u64,
+    /// Clone envelopes refused.
+    refused: u64,
+    /// Contact devices alive at the end whose heal never went through.
+    unhealed: u64,
 }
 
 /// Every message of the run and what happened to it.
@@ -46,11 +84,14 @@ pub(crate) struct Ledger {
     posted: BTreeMap<usize, BTreeSet<[u8; 16]>>,
     /// Peer ratchet key built on → our ratchet keys built on it (two or more: a fork).
     children: BTreeMap<[u8; 32], BTreeSet<[u8; 32]>>,
+    /// Each envelope's ratchet header: `(sender key, counter, parent key)`.
+    headers: BTreeMap<[u8; 16], ([u8; 32], u32, Option<[u8; 32]>)>,
     forks: u64,
     key_reuse: u64,
     lost: u64,
     stranded: u64,
     duplicated: u64,
+    clone: Option<CloneRun>,
     violations: Vec<String>,
 }
 
@@ -63,11 +104,13 @@ impl Ledger {
             nonces: BTreeMap::new(),
             posted: BTreeMap::new(),
             children: BTreeMap::new(),
+            headers: BTreeMap::new(),
             forks: 0,
             key_reuse: 0,
             lost: 0,
             stranded: 0,
             duplicated: 0,
+            clone: None,
             violations: Vec::new(),
         }
     }
@@ -85,8 +128,97 @@ impl Ledger {
             escrowed: false,
             shown: BTreeMap::new(),
             received_ms: None,
+            heals: false,
+            envelope: None,
         });
         i
+    }
+
+    /// Message `msg` was planned (a send may be planned again after a lost race: the
+    /// last plan is what was sent) on a session whose heal was through, or not.
+    pub(crate) fn heals(&mut self, msg: usize, envelope: [u8; 16], healed: bool) {
+        if let Some(m) = self.msgs.get_mut(msg) {
+            m.heals = healed;
+            m.envelope = Some(envelope);
+        }
+    }
+
+    /// A device of identity `ident` was stolen: its clone starts sending.
+    pub(crate) fn stolen(&mut self, _dev: usize, ident: usize) {
+        self.clone = Some(CloneRun {
+            ident,
+            ..CloneRun::default()
+        });
+    }
+
+    /// The clone's envelope (or copy) `id`, its message `n`, reached a mailbox at
+    /// `received_ms` (the relay's clock).
+    pub(crate) fn clone_posted(&mut self, id: [u8; 16], n: u64, received_ms: u64, bytes: &[u8]) {
+        let Some(c) = self.clone.as_mut() else {
+            return;
+        };
+        if c.posted.insert(id, (n, received_ms)).is_none() {
+            *c.per_mailbox.entry(1 - c.ident).or_default() += 1;
+        }
+        if let Some(h) = header(bytes) {
+            if std::env::var("SIMDBG").is_ok() { eprintln!("clone.{n} at {received_ms}: sender {:?} ctr {} parent {:?} floor {:?}", h.sender, h.counter, h.parent, h.honor_floor); }
+            c.keys.insert(*h.sender.as_bytes());
+            c.used.insert((*h.sender.as_bytes(), h.counter));
+        }
+    }
+
+    /// Whether the envelope posted under `id` was made unreadable by the clone before
+    /// the heal: the clone spent its message key first, or it was built on one of the
+    /// clone's keys (the contact answered the clone's fork before it knew of the
+    /// theft: that message is the clone's, as with any stolen session state, and
+    /// the heal takes it back from the next message on).
+    fn stolen_by_clone(&self, id: &[u8; 16]) -> bool {
+        let (Some(c), Some((sender, counter, parent))) = (&self.clone, self.headers.get(id))
+        else {
+            return false;
+        };
+        c.used.contains(&(*sender, *counter)) || parent.is_some_and(|p| c.keys.contains(&p))
+    }
+
+    /// `per-device`: the identity's list without the stolen device was issued.
+    pub(crate) fn list_without_clone(&mut self, issued_ms: u64) {
+        if let Some(c) = self.clone.as_mut() {
+            c.list_issued_ms.get_or_insert(issued_ms);
+        }
+    }
+
+    /// `per-device`: contact device `dev` took the list without the stolen device.
+    pub(crate) fn healed(&mut self, dev: usize, now: u64) {
+        if let Some(c) = self.clone.as_mut() {
+            c.healed.entry(dev).or_insert(now);
+        }
+    }
+
+    /// A contact device showed the clone's message `n`.
+    fn clone_shown(&mut self, dev: usize, n: u64, now: u64) {
+        let Some(c) = self.clone.as_mut() else {
+            self.violation(format!("device {dev} showed a clone's message with no clone"));
+            return;
+        };
+        let healed = c.healed.get(&dev).is_some_and(|&t| t <= now);
+        if std::env::var("SIMDBG").is_ok() { eprintln!("SHOWN clone.{n} on {dev} at {now}, healed at {:?}", c.healed.get(&dev)); }
+        // Under `per-device` a copy the relay took before the list without the device
+        // was issued is still its device's to read.
+        let after_list = match (self.strategy, c.list_issued_ms) {
+            (Strategy::PerDevice, Some(issued)) => c
+                .posted
+                .values()
+                .any(|&(m, at)| m == n && at > issued),
+            (Strategy::PerDevice, None) => false,
+            _ => true,
+        };
+        if healed && after_list {
+            self.violation(format!(
+                "device {dev} accepted the revoked device's clone (clone.{n}) after the heal"
+            ));
+        } else {
+            c.accepted += 1;
+        }
     }
 
     pub(crate) fn text(&self, msg: usize) -> String {
@@ -151,11 +283,18 @@ impl Ledger {
         };
         let sender = *h.sender.as_bytes();
         let nonce = *h.nonce.as_bytes();
+        self.headers
+            .insert(id, (sender, h.counter, h.parent.map(|p| *p.as_bytes())));
+        if std::env::var("SIMDBG").is_ok() { eprintln!("posted {} to {mailbox}: sender {:?} ctr {} parent {:?} floor {:?}", hex::encode(&id[..4]), h.sender, h.counter, h.parent, h.honor_floor); }
         // A fork is two of an identity's keys built on one key of the shared session.
         // `per-device` copies are on pairwise sessions: two devices opening sessions
         // with one device's bundle build on its one signed prekey, and are no fork.
+        // A heal's anchor, a fresh step announced as its own floor, forks by design
+        // (after a revocation): the contact learns a device was revoked, not how many
+        // there are.
         let copy = matches!(Envelope::decode(bytes), Ok(Envelope::Copy { .. }));
-        if let Some(parent) = h.parent.filter(|_| !copy) {
+        let anchor = h.honor_floor == Some(h.sender);
+        if let Some(parent) = h.parent.filter(|_| !copy && !anchor) {
             let children = self.children.entry(*parent.as_bytes()).or_default();
             if children.insert(sender) && children.len() == 2 {
                 self.forks += 1;
@@ -187,6 +326,13 @@ impl Ledger {
     /// A device showed or refused something.
     pub(crate) fn seen(&mut self, dev: usize, ident: usize, seen: Seen, now: u64) {
         match seen {
+            Seen::Shown {
+                text,
+                outgoing: false,
+            } if text.starts_with("clone.") => {
+                let n = text["clone.".len()..].parse().unwrap_or(u64::MAX);
+                self.clone_shown(dev, n, now);
+            }
             Seen::Shown { text, outgoing } => {
                 let Some(i) = message_index(&text).filter(|&i| i < self.msgs.len()) else {
                     self.violation(format!("device {dev} showed a text nobody typed: {text:?}"));
@@ -213,8 +359,27 @@ impl Ledger {
                 if !outgoing && m.received_ms.is_none() {
                     m.received_ms = Some(now);
                 }
+                // The shared session: a message sent after the heal settled closes
+                // every key the clone holds on the device that reads it.
+                if !outgoing
+                    && m.heals
+                    && self.strategy != Strategy::PerDevice
+                    && let Some(c) = self.clone.as_mut()
+                    && c.ident == m.from
+                {
+                    c.healed.entry(dev).or_insert(now);
+                }
             }
-            Seen::Undecryptable(why) => self.violation(format!(
+            Seen::Undecryptable { id, .. }
+                if self.clone.as_ref().is_some_and(|c| c.posted.contains_key(&id)) =>
+            {
+                if let Some(c) = self.clone.as_mut() {
+                    c.refused += 1;
+                }
+            }
+            // Counted with the messages at the end.
+            Seen::Undecryptable { id, .. } if self.stolen_by_clone(&id) => {}
+            Seen::Undecryptable { why, .. } => self.violation(format!(
                 "device {dev} could not decrypt an envelope for good: {why}"
             )),
             Seen::Refused(why) => {
@@ -260,7 +425,11 @@ impl Ledger {
                 .copied()
                 .filter(|d| alive.contains(d) && !m.shown.contains_key(d))
                 .partition(|d| orphaned.contains(d));
-            if !missing.is_empty() {
+            if !missing.is_empty() && m.envelope.is_some_and(|e| self.stolen_by_clone(&e)) {
+                if let Some(c) = self.clone.as_mut() {
+                    c.stolen += 1;
+                }
+            } else if !missing.is_empty() {
                 lost += 1;
                 problems.push(format!("m{i} lost: never shown on devices {missing:?}"));
             } else if !orphans.is_empty() {
@@ -295,10 +464,16 @@ impl Ledger {
                 .iter()
                 .filter(|m| m.escrowed && 1 - m.from == ident)
                 .count() as u64;
-            if self.strategy != Strategy::PerDevice && relay.mailbox_len(ident) != sent_to {
+            let cloned = self
+                .clone
+                .as_ref()
+                .and_then(|c| c.per_mailbox.get(&ident))
+                .copied()
+                .unwrap_or(0);
+            let received = relay.mailbox_len(ident) - cloned;
+            if self.strategy != Strategy::PerDevice && received != sent_to {
                 problems.push(format!(
-                    "identity {ident} received {} envelopes for {sent_to} messages",
-                    relay.mailbox_len(ident)
+                    "identity {ident} received {received} envelopes for {sent_to} messages",
                 ));
             }
         }
@@ -312,6 +487,12 @@ impl Ledger {
                 self.forks
             ));
         }
+        if let Some(c) = self.clone.as_mut() {
+            c.unhealed = members[1 - c.ident]
+                .iter()
+                .filter(|d| alive.contains(d) && !c.healed.contains_key(d))
+                .count() as u64;
+        }
         self.lost += lost;
         self.stranded += stranded;
         self.violations.extend(problems);
@@ -320,6 +501,13 @@ impl Ledger {
 
     /// Adds the run's message counts to `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats, alive: &BTreeSet<usize>) {
+        if let Some(c) = &self.clone {
+            stats.clone_sent += c.posted.values().map(|(n, _)| n).collect::<BTreeSet<_>>().len() as u64;
+            stats.clone_accepted += c.accepted;
+            stats.clone_refused += c.refused;
+            stats.clone_unhealed += c.unhealed;
+            stats.stolen_by_clone += c.stolen;
+        }
         stats.key_reuse += self.key_reuse;
         stats.forks += self.forks;
         stats.lost += self.lost;

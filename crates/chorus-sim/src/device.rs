@@ -19,20 +19,31 @@
 //! typed on it and keeps it pending; the primary appends a `Received` for every message
 //! it decrypts (the fan-out). Under `per-device` a device sends one copy per contact
 //! device on its own pairwise sessions ([`crate::pairwise`]), then logs the transcript.
+//!
+//! Roster changes the user asks for (a link approved, a device revoked) are signed on
+//! the roster as folded when they are appended; once a revocation is folded, the core
+//! says a rotation is due ([`Constellation::rotation_due`]) and any current device
+//! appends it, and each device takes the new epoch key from its own sealed box
+//! ([`chorus_core::open_epoch_key`]). The next send heals the session
+//! ([`Constellation::plan_send`]). A revoked device's stolen state is driven by
+//! [`Device::clone_request`]: the attacker's sends, which the contact must refuse once
+//! the heal is through.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use chorus_core::route::{Failure, Next, after_failure};
 use chorus_core::{
-    Appendable, Constellation, Effect, EncryptedMessage, LogError, MessageKind, Outcome, Outgoing,
-    Pending, Recipient, Record, Role, Session, Sessions, Strategy,
+    Appendable, Constellation, Effect, EncryptedMessage, LocalIdentity, LogError, MessageKind,
+    Outcome, Outgoing, Pending, Recipient, Record, Role, RosterSigner, Session, Sessions,
+    Strategy, open_epoch_key, seal_send,
 };
-use chorus_crypto::EpochKey;
+use chorus_crypto::{DeviceDhPublic, DeviceDhSecret, DevicePublicKey, EpochKey};
 use chorus_wire::{Envelope, EventKind, FirstMessage, Payload, SecretBytes, SentMessage};
 use rand::rngs::StdRng;
 
 use crate::pairwise::PerDevice;
-use crate::relay::{Reply, Request, Stored};
+use crate::relay::{Letter, Reply, Request, Stored};
 
 /// How long a sibling waits before posting an envelope another device logged
 /// (the client's `--deliver-after` default).
@@ -68,8 +79,10 @@ pub enum Op {
     Forward,
     /// An append of `Received` events for this many fanned-out messages (`primary`).
     FanOut(usize),
-    /// An append of a roster entry authorizing a new device.
-    Link,
+    /// An append of a roster entry (a link or a revocation).
+    Roster,
+    /// An append of an epoch rotation.
+    Rotate,
     /// An append of `Delivered` for an envelope.
     Delivered([u8; 16]),
     /// A page of the log.
@@ -124,7 +137,12 @@ pub enum Seen {
         outgoing: bool,
     },
     /// An incoming envelope refused for good on this device.
-    Undecryptable(String),
+    Undecryptable {
+        /// The id it was posted under.
+        id: [u8; 16],
+        /// Why.
+        why: String,
+    },
     /// A record the fold refused (an honest relay and honest siblings never cause one).
     Refused(String),
 }
@@ -138,6 +156,26 @@ pub enum Status {
     Down(u64),
     /// Gone for good.
     Destroyed,
+    /// Stolen and revoked: only its clone acts on its state.
+    Revoked,
+}
+
+/// A roster change the user asked this device for (`link approve`, `devices
+/// revoke`), signed on the roster as folded when it is appended, so a change another
+/// device made first is built on.
+#[derive(Clone, Debug)]
+pub enum RosterChange {
+    /// Authorize a new device.
+    Link {
+        /// Its signing key.
+        key: DevicePublicKey,
+        /// Its X25519 key (epoch keys are sealed to it).
+        dh: DeviceDhPublic,
+        /// Its name.
+        name: String,
+    },
+    /// Revoke a device.
+    Revoke(DevicePublicKey),
 }
 
 /// The contact this device talks to, as the world set it up.
@@ -165,6 +203,8 @@ pub struct Device {
     pub partitioned_until: u64,
     /// Added to the world's clock for every time this device writes.
     pub skew_ms: i64,
+    identity: Arc<LocalIdentity>,
+    dh: DeviceDhSecret,
     state: Constellation,
     epoch_key: EpochKey,
     sessions: BTreeMap<[u8; 32], Session>,
@@ -201,10 +241,16 @@ pub struct Device {
     pub forwarded: u64,
     /// Messages written to the log for the siblings (`Received` appended).
     pub fanned_out: u64,
-    /// A roster entry authorizing a new device, to append, and that device's key.
-    pub link: Option<(Vec<u8>, [u8; 32])>,
+    /// A roster change to append.
+    pub roster_change: Option<RosterChange>,
     /// The device it authorized is in the folded roster: the world starts it.
     pub linked: Option<[u8; 32]>,
+    /// The device it revoked is out of the folded roster: the world shows the relay.
+    pub revoked: Option<[u8; 32]>,
+    /// Messages sent (planned) here — the ledger's index and the envelope id — and
+    /// whether each went on a session whose heal after a revocation was through (the
+    /// world's clone check starts there).
+    pub heals: Vec<(usize, [u8; 16], bool)>,
     /// What went wrong that a correct core never does (the world turns each into a
     /// violation).
     pub problems: Vec<String>,
@@ -214,9 +260,12 @@ pub struct Device {
 
 impl Device {
     /// A device folded at the roster (seq 0), holding `session` for its one contact.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ident: usize,
         key: [u8; 32],
+        identity: Arc<LocalIdentity>,
+        dh: DeviceDhSecret,
         state: Constellation,
         epoch_key: EpochKey,
         session: Session,
@@ -231,6 +280,8 @@ impl Device {
             status: Status::Up,
             partitioned_until: 0,
             skew_ms: 0,
+            identity,
+            dh,
             state,
             epoch_key,
             sessions,
@@ -251,8 +302,10 @@ impl Device {
             conflicts: 0,
             forwarded: 0,
             fanned_out: 0,
-            link: None,
+            roster_change: None,
             linked: None,
+            revoked: None,
+            heals: Vec::new(),
             problems: Vec::new(),
             per_device: None,
         }
@@ -272,6 +325,9 @@ impl Device {
         self.log_dirty = true;
         self.mail_dirty = true;
         self.retry_after_fold = false;
+        if let Some(pd) = self.per_device.as_mut() {
+            pd.held.clear();
+        }
         self.status = Status::Up;
     }
 
@@ -297,7 +353,12 @@ impl Device {
     /// A new device of the same identity, starting where this one stands: its folded
     /// state, sessions, history and cursor (what a link's checkpoint and history
     /// import bring), nothing typed, its own key.
-    pub fn linked_device(&self, key: [u8; 32], rng: StdRng) -> Result<Self, String> {
+    pub fn linked_device(
+        &self,
+        key: [u8; 32],
+        dh: DeviceDhSecret,
+        rng: StdRng,
+    ) -> Result<Self, String> {
         let copy = |s: &Session| {
             Session::restore(&s.snapshot(), s.generation()).map_err(|e| e.to_string())
         };
@@ -309,6 +370,8 @@ impl Device {
         let mut d = Self::new(
             self.ident,
             key,
+            self.identity.clone(),
+            dh,
             self.state.clone(),
             EpochKey::from_bytes(&self.epoch_key.to_bytes()),
             session,
@@ -354,11 +417,11 @@ impl Device {
         // can change that; under `leader` a lease runs out, so waiting is not idle.
         let on_primary = self.state.primary().is_some_and(|p| p != self.key);
         self.pending.iter().all(|p| p.requested && on_primary)
-            && self.link.is_none()
+            && self.roster_change.is_none()
             && self.fanout.is_empty()
             && self.outbox.is_empty()
             && self.delivered_due.is_empty()
-            && self.per_device.as_ref().is_none_or(|p| !p.mail_wants_list)
+            && self.per_device.as_ref().is_none_or(|p| p.held.is_empty())
             && !self.log_dirty
             && !self.mail_dirty
             && self.inflight.is_none()
@@ -412,13 +475,13 @@ impl Device {
         if let Some(request) = self.fan_out(now) {
             return Some(request);
         }
-        if let Some((entry, _)) = self.link.clone() {
-            let event = Pending::guarded(
-                EventKind::Roster { entry },
-                chorus_core::ROSTER_STREAM.to_vec(),
-                None,
-            );
-            if let Some(request) = self.append(Op::Link, vec![event], now) {
+        if let Some(request) = self.roster_request(now) {
+            return Some(request);
+        }
+        // A revocation folded: the log moves to a key the revoked device never gets.
+        if self.state.rotation_due(now) && self.state.roster().is_authorized_id(&self.key) {
+            let rotation = self.state.plan_rotation(&self.epoch_key, &mut self.rng);
+            if let Some(request) = self.append(Op::Rotate, vec![rotation.into()], now) {
                 return Some(request);
             }
         }
@@ -535,6 +598,108 @@ impl Device {
         None
     }
 
+    /// The roster change asked for, signed on the roster as folded (a change another
+    /// device made first is built on); dropped once the roster shows it made.
+    fn roster_request(&mut self, now: u64) -> Option<(Op, Request)> {
+        let change = self.roster_change.clone()?;
+        let roster = self.state.roster();
+        let done = match &change {
+            RosterChange::Link { key, .. } => roster.is_authorized(key),
+            RosterChange::Revoke(key) => roster.is_revoked(key),
+        };
+        if done {
+            self.roster_change = None;
+            return None;
+        }
+        let Some(root) = self.identity.root() else {
+            self.roster_change = None;
+            self.problems
+                .push("a roster change on a device without the root".into());
+            return None;
+        };
+        let signer = RosterSigner::Root(root);
+        let entry = match &change {
+            RosterChange::Link { key, dh, name } => roster.authorize(&signer, *key, *dh, name, 0),
+            RosterChange::Revoke(key) => roster.revoke(&signer, *key, 0),
+        };
+        match entry {
+            Ok(e) => {
+                let event = Pending::guarded(
+                    EventKind::Roster {
+                        entry: e.as_bytes().to_vec(),
+                    },
+                    chorus_core::ROSTER_STREAM.to_vec(),
+                    None,
+                );
+                self.append(Op::Roster, vec![event], now)
+            }
+            Err(e) => {
+                self.roster_change = None;
+                self.problems.push(format!("a roster change: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A clone of this (stolen, revoked) device's state sends `text` to the contact as
+    /// its code would: on its copy of the session — continuing its chain, or, with
+    /// `fresh`, forking a new DH step from the contact's newest key it holds — or, under
+    /// `per-device`, a copy per contact device on its pairwise sessions. Posted
+    /// straight to the contact's mailbox (posts need no credential). `None` when the
+    /// state sends nothing (a missing bundle, a session that will not encrypt).
+    pub fn clone_request(&mut self, text: &str, fresh: bool, now: u64) -> Option<Request> {
+        let mut envelope_id = [0u8; 16];
+        rand::Rng::fill_bytes(&mut self.rng, &mut envelope_id);
+        let mailbox = self.peer.send_mailbox;
+        if let Some(pd) = self.per_device.as_mut() {
+            pd.fresh = true;
+            let copies = pd.seal(self.key, text, now, now, &mut self.rng).ok()??;
+            return Some(Request::PostCopies {
+                mailbox,
+                envelope_id,
+                copies,
+            });
+        }
+        let session = self.sessions.get_mut(&self.peer.root)?;
+        let event = seal_send(
+            Outgoing {
+                to: Recipient {
+                    root: self.peer.root,
+                    relay_url: self.peer.relay_url,
+                    mailbox: mailbox_id(mailbox),
+                },
+                envelope_id,
+                text,
+                hello: None,
+                rolls: Vec::new(),
+                roll_seen: None,
+                now_ms: now,
+                fresh_step: fresh,
+            },
+            session,
+            &mut self.rng,
+        )
+        .ok()?;
+        let EventKind::Sent(sent) = event else {
+            return None;
+        };
+        Some(Request::Post {
+            mailbox,
+            envelope_id,
+            bytes: sent.envelope,
+        })
+    }
+
+    /// `per-device`: the contact's list as the relay serves it now, for the clone (it
+    /// keeps sending to the devices listed).
+    pub fn clone_takes_list(&mut self, reply: Reply) {
+        if let (Some(pd), Reply::DeviceList(Some((list, bundles)))) =
+            (self.per_device.as_mut(), reply)
+        {
+            let _ = pd.take_list(list, bundles, u64::MAX);
+        }
+    }
+
     /// `per-device`: the next request of the oldest pending send — the contact's list,
     /// its copies (sealed once, posted until the relay has them), then the `Sent`
     /// record (the transcript, for the siblings) — or the list a copy waits for.
@@ -542,7 +707,7 @@ impl Device {
         let mailbox = self.peer.send_mailbox;
         let pd = self.per_device.as_mut()?;
         let list = (Op::List, Request::DeviceList { mailbox });
-        if pd.mail_wants_list && !pd.fresh {
+        if !pd.held.is_empty() {
             return Some(list);
         }
         let p = self.pending.front().cloned()?;
@@ -703,6 +868,12 @@ impl Device {
                 &mut self.rng,
             )
             .map_err(|e| e.to_string())?;
+        let revocations = self.state.roster().revoked_count();
+        self.heals.push((
+            p.msg,
+            p.envelope_id,
+            revocations > 0 && scratch.healed_through() >= revocations,
+        ));
         let post = match &guarded.event {
             EventKind::Sent(sent) if sent.bundled => Some((
                 self.peer.send_mailbox,
@@ -738,12 +909,26 @@ impl Device {
         let mut seen = Vec::new();
         match (op, reply) {
             (
-                Op::Send(_) | Op::Delivered(_) | Op::Forward | Op::FanOut(_) | Op::Link,
+                Op::Send(_)
+                | Op::Delivered(_)
+                | Op::Forward
+                | Op::FanOut(_)
+                | Op::Roster
+                | Op::Rotate,
                 Reply::GuardFailed,
             ) => {
                 // A sibling got there first: fold its record, then decide again.
                 self.conflicts += 1;
                 self.log_dirty = true;
+            }
+            (_, Reply::StaleEpoch) => {
+                // The log rotated since this device folded it: read the rotation, take
+                // the new key, seal again.
+                self.log_dirty = true;
+            }
+            (_, Reply::NotCurrent) => {
+                self.problems
+                    .push("the relay refused an append: not a current device".into());
             }
             (op, Reply::Appended(seqs)) => {
                 if matches!(op, Op::Send(_)) {
@@ -805,32 +990,12 @@ impl Device {
                     self.mail_dirty = false;
                     self.read_mail = true;
                 }
-                for (seq, id, bytes) in entries {
-                    if let Some(pd) = self.per_device.as_mut() {
-                        // Each device reads its own copies: the seqs between are
-                        // other devices'.
-                        if seq <= self.mail_cursor {
-                            continue;
-                        }
-                        match pd.open(&bytes) {
-                            Ok(Some(payload)) => {
-                                self.mail_cursor = seq;
-                                if self.history.insert(id) {
-                                    seen.push(Seen::Shown {
-                                        text: payload.text,
-                                        outgoing: false,
-                                    });
-                                }
-                            }
-                            // Read again once the contact's list is fetched.
-                            Ok(None) => break,
-                            Err(why) => {
-                                self.mail_cursor = seq;
-                                seen.push(Seen::Undecryptable(why));
-                            }
-                        }
-                        continue;
-                    }
+                if let Some(pd) = self.per_device.as_mut() {
+                    // Read once the contact's list is fetched after the page.
+                    pd.held = entries;
+                    return seen;
+                }
+                for Letter { seq, id, bytes, .. } in entries {
                     if seq != self.mail_cursor + 1 {
                         break;
                     }
@@ -868,7 +1033,10 @@ impl Device {
                             Next::Reject => {
                                 self.mail_cursor = seq;
                                 self.retry_after_fold = false;
-                                seen.push(Seen::Undecryptable(format!("{failure:?}")));
+                                seen.push(Seen::Undecryptable {
+                                    id,
+                                    why: format!("{failure:?}"),
+                                });
                             }
                             Next::Stop => break,
                         },
@@ -880,19 +1048,22 @@ impl Device {
                 self.delivered_due.insert(id);
             }
             (Op::List, Reply::DeviceList(list)) => {
+                let now = self.now(world_ms);
                 if let Some(pd) = self.per_device.as_mut() {
                     let taken = match list {
-                        Some((list, bundles)) => pd.take_list(list, bundles),
+                        Some((list, bundles)) => pd.take_list(list, bundles, now),
                         None => Err("the contact publishes no device list".into()),
                     };
                     if let Err(why) = taken {
                         self.problems.push(format!("device list: {why}"));
                     }
-                    if pd.mail_wants_list {
-                        pd.mail_wants_list = false;
-                        self.mail_dirty = true;
-                    }
                 }
+                let held = self
+                    .per_device
+                    .as_mut()
+                    .map(|pd| std::mem::take(&mut pd.held))
+                    .unwrap_or_default();
+                seen.extend(self.read_copies(held, world_ms));
             }
             (Op::PostCopies(id), Reply::Posted) => {
                 if let Some(pd) = self.per_device.as_mut() {
@@ -911,7 +1082,40 @@ impl Device {
             }
             (_, _) => {}
         }
-        let _ = world_ms;
+        seen
+    }
+
+    /// `per-device`: reads a page of copies against the contact's list fetched after
+    /// it. Each device reads its own copies: the seqs between are other devices'.
+    fn read_copies(&mut self, page: Vec<Letter>, world_ms: u64) -> Vec<Seen> {
+        let now = self.now(world_ms);
+        let mut seen = Vec::new();
+        let Some(pd) = self.per_device.as_mut() else {
+            return seen;
+        };
+        for Letter {
+            seq,
+            id,
+            bytes,
+            received_ms,
+        } in page
+        {
+            if seq <= self.mail_cursor {
+                continue;
+            }
+            self.mail_cursor = seq;
+            match pd.open(&bytes, received_ms, now) {
+                Ok(payload) => {
+                    if self.history.insert(id) {
+                        seen.push(Seen::Shown {
+                            text: payload.text,
+                            outgoing: false,
+                        });
+                    }
+                }
+                Err(why) => seen.push(Seen::Undecryptable { id, why }),
+            }
+        }
         seen
     }
 
@@ -933,7 +1137,9 @@ impl Device {
         Payload::decode(&plain).map_err(|_| Failure::Bad)
     }
 
-    /// Folds a page through the core and keeps what it decided.
+    /// Folds a page through the core and keeps what it decided. The fold stops after
+    /// a rotation: the rest of the page is opened again with the key the rotation
+    /// sealed to this device.
     fn fold(&mut self, page: &[Stored]) -> Vec<Seen> {
         let records: Vec<Record<'_>> = page
             .iter()
@@ -946,9 +1152,37 @@ impl Device {
                 ciphertext: &s.record.ciphertext,
             })
             .collect();
+        let mut seen = Vec::new();
+        loop {
+            let rotated = self.fold_part(&records, &mut seen);
+            match rotated {
+                Some(Ok(key)) => self.epoch_key = key,
+                Some(Err(e)) => {
+                    seen.push(Seen::Refused(format!("the rotation's key: {e}")));
+                    return seen;
+                }
+                None => return seen,
+            }
+            if records.last().is_none_or(|r| r.seq <= self.state.applied()) {
+                return seen;
+            }
+        }
+    }
+
+    /// Folds what of `records` this state has not, up to the first rotation; the key
+    /// that rotation sealed to this device, if one ended the part.
+    fn fold_part(
+        &mut self,
+        records: &[Record<'_>],
+        seen: &mut Vec<Seen>,
+    ) -> Option<Result<EpochKey, chorus_core::EpochKeyError>> {
+        let applied = self.state.applied();
         let opened: Vec<_> = records
             .iter()
-            .map(|r| self.state.open(&self.epoch_key, r))
+            .map(|r| match r.seq > applied {
+                true => self.state.open(&self.epoch_key, r),
+                false => Err(LogError::Undecryptable),
+            })
             .collect();
         let mut sessions = Sessions::default();
         for root in self.state.sessions_needed(&opened) {
@@ -960,29 +1194,35 @@ impl Device {
         }
         let folded = match self
             .state
-            .fold_page(&self.epoch_key, &records, opened, &mut sessions)
+            .fold_page(&self.epoch_key, records, opened, &mut sessions)
         {
             Ok(f) => f,
-            Err(e) => return vec![Seen::Refused(e.to_string())],
+            Err(e) => {
+                seen.push(Seen::Refused(e.to_string()));
+                return None;
+            }
         };
         for (root, s) in sessions.changed() {
             if let Ok(copy) = Session::restore(&s.snapshot(), s.generation()) {
                 self.sessions.insert(*root, copy);
             }
         }
-        let mut seen = Vec::new();
+        let mut rotated = None;
         for f in folded {
             match f.outcome {
                 Outcome::Applied(effects) => {
                     for e in effects {
-                        self.apply(e, &mut seen);
+                        if let Effect::EpochRotated(r) = &e {
+                            rotated = Some(open_epoch_key(self.state.log_id(), &self.key, &self.dh, r));
+                        }
+                        self.apply(e, seen);
                     }
                 }
                 Outcome::Duplicate => {}
                 Outcome::Refused(e) => seen.push(Seen::Refused(e.to_string())),
             }
         }
-        seen
+        rotated
     }
 
     fn apply(&mut self, effect: Effect, seen: &mut Vec<Seen>) {
@@ -1021,10 +1261,18 @@ impl Device {
                 ));
             }
             Effect::DeviceAuthorized { device, .. }
-                if self.link.as_ref().is_some_and(|(_, k)| *k == device) =>
+                if matches!(&self.roster_change,
+                    Some(RosterChange::Link { key, .. }) if *key.as_bytes() == device) =>
             {
-                self.link = None;
+                self.roster_change = None;
                 self.linked = Some(device);
+            }
+            Effect::DeviceRevoked { device, .. }
+                if matches!(&self.roster_change,
+                    Some(RosterChange::Revoke(key)) if *key.as_bytes() == device) =>
+            {
+                self.roster_change = None;
+                self.revoked = Some(device);
             }
             Effect::ForwardRequested { message, .. } => {
                 // Every device keeps it pending until its `Sent` folds; the one that

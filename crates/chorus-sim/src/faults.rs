@@ -25,6 +25,9 @@ pub struct Faults {
     pub destroy: bool,
     /// Whether a run may link a new device mid-conversation.
     pub link: bool,
+    /// Whether a run may revoke a device mid-conversation, its state stolen by a clone
+    /// that keeps sending to the contact.
+    pub revoke: bool,
     /// Largest clock skew of a device (ms, either way).
     pub skew_ms: u64,
     /// A dishonest relay that lets every guard through, so two devices' sends can
@@ -43,6 +46,7 @@ impl Faults {
             scheduled: 0,
             destroy: false,
             link: false,
+            revoke: false,
             skew_ms: 0,
             relay_ignores_guards: false,
         }
@@ -57,6 +61,7 @@ impl Faults {
             scheduled: 6,
             destroy: true,
             link: true,
+            revoke: true,
             skew_ms: 5_000,
             relay_ignores_guards: false,
         }
@@ -105,6 +110,13 @@ pub enum FaultKind {
         /// The device that links it.
         device: usize,
     },
+    /// The device's state is stolen and the device revoked: a sibling appends the
+    /// root-signed revocation, and a **clone** of the stolen state keeps sending to the
+    /// contact, which must refuse it once the heal is through (DESIGN §3).
+    Revoke {
+        /// The device.
+        device: usize,
+    },
 }
 
 /// A fault and when it strikes.
@@ -139,18 +151,25 @@ impl fmt::Display for Fault {
             FaultKind::Link { device } => {
                 write!(f, "t={}ms device {device} links a new device", self.at)
             }
+            FaultKind::Revoke { device } => write!(
+                f,
+                "t={}ms device {device} is stolen, revoked, and its clone sends on",
+                self.at
+            ),
         }
     }
 }
 
-/// Draws a schedule of `faults.scheduled` faults (plus at most one destruction) over
-/// `window_ms` for `devices` devices, of which `destroyable` may be destroyed (never
-/// the last device of an identity).
+/// Draws a schedule of `faults.scheduled` faults (plus at most one destruction, one
+/// link and one revocation) over `window_ms` for `devices` devices, of which
+/// `destroyable` may be destroyed or revoked (never the last device of an identity),
+/// and of those `revocable` revoked.
 pub fn schedule(
     faults: &Faults,
     window_ms: u64,
     devices: usize,
     destroyable: &[usize],
+    revocable: &[usize],
     rng: &mut StdRng,
 ) -> Vec<Fault> {
     let mut out = Vec::new();
@@ -176,8 +195,10 @@ pub fn schedule(
         };
         out.push(Fault { at, kind });
     }
+    let mut destroyed = None;
     if faults.destroy && !destroyable.is_empty() && rng.random_bool(0.5) {
         let device = destroyable[rng.random_range(0..destroyable.len())];
+        destroyed = Some(device);
         out.push(Fault {
             at: rng.random_range(0..window_ms.max(1)),
             kind: FaultKind::DestroyAfterSend { device },
@@ -190,6 +211,17 @@ pub fn schedule(
                 device: rng.random_range(0..devices),
             },
         });
+    }
+    if faults.revoke && !revocable.is_empty() && rng.random_bool(0.5) {
+        let device = revocable[rng.random_range(0..revocable.len())];
+        // Never the destroyed device's last sibling too (the world skips a revocation
+        // that would leave an identity no device).
+        if destroyed != Some(device) {
+            out.push(Fault {
+                at: rng.random_range(0..window_ms.max(1)),
+                kind: FaultKind::Revoke { device },
+            });
+        }
     }
     out.sort_by_key(|f| f.at);
     out

@@ -19,6 +19,11 @@
 //! keeps its own pairwise sessions with the contact's devices ([`pairwise`]), the relay
 //! keeps each identity's signed device list and refuses a post of copies that does not
 //! match it; devices are not linked mid-run under it (yet).
+//!
+//! A run may revoke a device mid-conversation ([`FaultKind::Revoke`]): its state is
+//! stolen, a sibling revokes it, the log rotates to a new epoch key, the sessions heal,
+//! and a clone of the stolen state keeps sending, which no contact device may accept
+//! once its heal is through.
 
 pub mod check;
 pub mod device;
@@ -152,6 +157,22 @@ pub struct Stats {
     pub linked: u64,
     /// Messages typed on a device linked mid-conversation.
     pub typed_on_linked: u64,
+    /// Devices stolen and revoked mid-conversation.
+    pub revoked: u64,
+    /// Messages the stolen devices' clones sent (one per copy set).
+    pub clone_sent: u64,
+    /// Clone envelopes a contact device showed before its heal went through (after
+    /// it, each is a violation).
+    pub clone_accepted: u64,
+    /// Clone envelopes a contact device refused.
+    pub clone_refused: u64,
+    /// Messages of either identity the clone made unreadable before the heal: it spent
+    /// their message key first, or the contact built them on the clone's fork before
+    /// it knew of the theft (they are the clone's to read, as with any stolen session).
+    pub stolen_by_clone: u64,
+    /// Contact devices alive at the end of a run with a revocation whose heal never
+    /// went through.
+    pub clone_unhealed: u64,
     /// Typed → first shown on a contact device, per delivered message (ms).
     pub latency_ms: Vec<u64>,
     /// Sum of request round trips (ms).

@@ -233,6 +233,17 @@ fn print_stats(s: &Stats) {
         s.destroyed,
         s.linked
     );
+    if s.revoked > 0 {
+        println!(
+            "  revoked {}: its clone sent {}, shown before the heal {}, refused {}, messages it made unreadable before the heal {}, contact devices never healed {}",
+            s.revoked,
+            s.clone_sent,
+            s.clone_accepted,
+            s.clone_refused,
+            s.stolen_by_clone,
+            s.clone_unhealed
+        );
+    }
     let mut l = s.latency_ms.clone();
     l.sort_unstable();
     println!(
@@ -265,7 +276,7 @@ struct Totals {
 }
 
 impl Totals {
-    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | devices linked | dropped with destroyed device | stranded (primary gone) | races lost | lease terms | handed over | fanned out | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| strategy | runs | passed | converged | typed | delivered | lost | shown twice | devices linked | devices revoked | clone sent / shown before the heal / messages it made unreadable / contact devices unhealed | dropped with destroyed device | stranded (primary gone) | races lost | lease terms | handed over | fanned out | forks | message keys used twice | requests / msg | bytes / msg | latency p50 / p99 ms | settle p50 / max ms | delivered while a sibling was down | CPU µs / msg |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn add(&mut self, o: &Outcome) {
         self.runs += 1;
@@ -279,6 +290,11 @@ impl Totals {
         t.duplicated += s.duplicated;
         t.dropped_with_device += s.dropped_with_device;
         t.linked += s.linked;
+        t.revoked += s.revoked;
+        t.clone_sent += s.clone_sent;
+        t.clone_accepted += s.clone_accepted;
+        t.clone_unhealed += s.clone_unhealed;
+        t.stolen_by_clone += s.stolen_by_clone;
         t.stranded += s.stranded;
         t.conflicts += s.conflicts;
         t.lease_terms += s.lease_terms;
@@ -304,7 +320,7 @@ impl Totals {
         let t = &self.s;
         let per = |x: u64| x as f64 / t.typed.max(1) as f64;
         format!(
-            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
+            "| {strategy} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {} / {} | {} / {} | {} of {} | {:.0} |",
             self.runs,
             self.passed,
             self.converged,
@@ -313,6 +329,11 @@ impl Totals {
             t.lost,
             t.duplicated,
             t.linked,
+            t.revoked,
+            t.clone_sent,
+            t.clone_accepted,
+            t.stolen_by_clone,
+            t.clone_unhealed,
             t.dropped_with_device,
             t.stranded,
             t.conflicts,

@@ -25,8 +25,10 @@ pub struct PerDevice {
     bundles: BTreeMap<[u8; 32], PrekeyBundle>,
     /// The contact's list was fetched since the last post.
     pub fresh: bool,
-    /// A copy from a device the held list does not name waits for the list.
-    pub mail_wants_list: bool,
+    /// A page of copies read, waiting for the contact's list: every page is read
+    /// against a list fetched after it (the client fetches it once per page of copies),
+    /// so a copy from a device the list does not name is refused, never waited on.
+    pub held: Vec<crate::relay::Letter>,
     /// Encrypted copies per pending envelope id.
     pub copies: BTreeMap<[u8; 16], Copies>,
     /// Messages whose copies the relay has, their `Sent` not yet folded.
@@ -45,20 +47,30 @@ impl PerDevice {
             list: None,
             bundles: BTreeMap::new(),
             fresh: false,
-            mail_wants_list: false,
+            held: Vec::new(),
             copies: BTreeMap::new(),
             posted: BTreeSet::new(),
             mismatches: 0,
         }
     }
 
-    /// Takes the contact's list as the relay served it, with its devices' bundles.
+    /// Takes the contact's list as the relay served it, with its devices' bundles, at
+    /// `now_ms`: sessions with devices it dropped retire as of when it was issued (from
+    /// then on they read only what the relay took before), as the client's refresh does.
     pub fn take_list(
         &mut self,
         list: DeviceList,
         bundles: crate::relay::Bundles,
+        now_ms: u64,
     ) -> Result<(), String> {
         if accept_list(self.list.as_ref(), &list).map_err(|e| e.to_string())? {
+            let metas = self.sessions.iter().map(|(d, (m, _))| (*d, *m)).collect();
+            let plan = plan_send(&list, &metas, now_ms);
+            for d in &plan.retire {
+                if let Some((m, _)) = self.sessions.get_mut(d) {
+                    m.retired_ms = Some(plan.retire_at);
+                }
+            }
             self.list = Some(list);
         }
         self.bundles.extend(bundles);
@@ -111,9 +123,10 @@ impl PerDevice {
         Ok(Some(copies))
     }
 
-    /// Reads a copy: `Ok(None)` when it comes from a device the held list does not
-    /// name and the list was not fetched since (fetch it, then read again).
-    pub fn open(&mut self, bytes: &[u8]) -> Result<Option<Payload>, String> {
+    /// Reads a copy the relay took at `received_ms`, at `now_ms`, against the list
+    /// fetched after it. A session retired (its device dropped from the list) reads
+    /// only what the relay took before the list was issued.
+    pub fn open(&mut self, bytes: &[u8], received_ms: u64, now_ms: u64) -> Result<Payload, String> {
         let Ok(Envelope::Copy {
             sender_device,
             initial,
@@ -122,11 +135,17 @@ impl PerDevice {
         else {
             return Err("not a per-device copy".into());
         };
-        if let Some((_, s)) = self.sessions.get_mut(&sender_device) {
-            match s.open(initial, &message) {
-                Ok(p) => return Ok(Some(p)),
-                Err(e) if !initial => return Err(e.to_string()),
-                Err(_) => {}
+        if let Some((m, s)) = self.sessions.get_mut(&sender_device) {
+            if !m.accepts(received_ms, now_ms) {
+                if !initial {
+                    return Err("a copy from a device the contact removed".into());
+                }
+            } else {
+                match s.open(initial, &message) {
+                    Ok(p) => return Ok(p),
+                    Err(e) if !initial => return Err(e.to_string()),
+                    Err(_) => {}
+                }
             }
         } else if !initial {
             return Err("a copy on no session with its device".into());
@@ -137,11 +156,7 @@ impl PerDevice {
             .and_then(|l| l.get(&sender_device))
             .copied()
         else {
-            if self.fresh {
-                return Err("a copy from a device the contact does not list".into());
-            }
-            self.mail_wants_list = true;
-            return Ok(None);
+            return Err("a copy from a device the contact does not list".into());
         };
         let r = respond(&self.identity, &self.prekeys, &message).map_err(|e| e.to_string())?;
         let payload = Payload::decode(&r.plaintext).map_err(|e| e.to_string())?;
@@ -159,7 +174,7 @@ impl PerDevice {
                     .insert(sender_device, (Pairwise::current(listed.generation), s));
             }
         }
-        Ok(Some(payload))
+        Ok(payload)
     }
 
     /// A message's `Sent` folded: nothing of it is kept.

@@ -7,7 +7,9 @@
 //! (`RelayStore::append_bundle`). Under `per-device` it keeps each identity's signed
 //! device list and each device's bundle, takes a message's copies all or none —
 //! refusing a set that is not the list with the missing, extra and stale devices —
-//! and serves each copy to its device alone. Storage is durable: a restart drops what
+//! and serves each copy to its device alone. Epochs move forward one at a time (a
+//! record under an older epoch than the log's is refused: its author has not read the
+//! rotation yet), and a revoked device's appends are refused. Storage is durable: a restart drops what
 //! is in flight (the network's business), never what was stored. The relay
 //! conformance suite checks the real backends against the same rules.
 
@@ -117,12 +119,30 @@ pub enum Reply {
     Log(Vec<Stored>),
     /// Posted (or already there).
     Posted,
-    /// A page of a mailbox: `(seq, envelope id, bytes)`.
-    Mail(Vec<(u64, [u8; 16], Vec<u8>)>),
+    /// A page of a mailbox.
+    Mail(Vec<Letter>),
     /// A device list and its devices' bundles (`None`: the identity publishes none).
     DeviceList(Option<(DeviceList, Bundles)>),
     /// The copies did not name the list's devices: nothing stored.
     Mismatch(Mismatch),
+    /// A record is sealed under an older epoch than the log's, or one more than one
+    /// ahead: nothing stored (the author reads the rotation and seals again).
+    StaleEpoch,
+    /// The author is not a current device of the log (revoked): nothing stored.
+    NotCurrent,
+}
+
+/// A mailbox entry as served.
+#[derive(Clone, Debug)]
+pub struct Letter {
+    /// Its position in the mailbox, from 1.
+    pub seq: u64,
+    /// The envelope id it was posted under.
+    pub id: [u8; 16],
+    /// The envelope.
+    pub bytes: Vec<u8>,
+    /// When the relay took it (the relay's clock: the world's).
+    pub received_ms: u64,
 }
 
 impl Reply {
@@ -130,11 +150,16 @@ impl Reply {
     pub fn size(&self) -> usize {
         match self {
             Reply::Log(records) => records.iter().map(|s| record_size(&s.record)).sum(),
-            Reply::Mail(entries) => entries.iter().map(|(_, _, b)| b.len()).sum(),
+            Reply::Mail(entries) => entries.iter().map(|l| l.bytes.len()).sum(),
             Reply::DeviceList(list) => list.as_ref().map_or(0, |(l, bundles)| {
                 l.encode().len() + bundles.iter().map(|(_, b)| b.encode().len()).sum::<usize>()
             }),
-            Reply::Appended(_) | Reply::GuardFailed | Reply::Posted | Reply::Mismatch(_) => 0,
+            Reply::Appended(_)
+            | Reply::GuardFailed
+            | Reply::Posted
+            | Reply::Mismatch(_)
+            | Reply::StaleEpoch
+            | Reply::NotCurrent => 0,
         }
     }
 }
@@ -143,11 +168,15 @@ impl Reply {
 struct Log {
     records: Vec<Stored>,
     streams: BTreeMap<[u8; 32], i64>,
+    /// The newest epoch of a record stored.
+    epoch: u32,
+    /// Devices revoked (the relay was shown the signed revocation).
+    revoked: BTreeSet<[u8; 32]>,
 }
 
 #[derive(Default)]
 struct Mailbox {
-    entries: Vec<(u64, [u8; 16], Vec<u8>)>,
+    entries: Vec<Letter>,
     /// `per-device`: the one device an entry (by index) is for.
     recipients: BTreeMap<usize, [u8; 32]>,
     ids: BTreeSet<[u8; 16]>,
@@ -195,13 +224,25 @@ impl Relay {
         }
     }
 
-    /// Serves one request from `author`.
-    pub fn handle(&mut self, author: [u8; 32], request: &Request) -> (Reply, Changed) {
+    /// Serves one request from `author`, at `now_ms`.
+    pub fn handle(&mut self, author: [u8; 32], request: &Request, now_ms: u64) -> (Reply, Changed) {
         match request {
             Request::Append { log, records, post } => {
                 let Some(l) = self.logs.get_mut(*log) else {
                     return (Reply::GuardFailed, Changed::Nothing);
                 };
+                if l.revoked.contains(&author) {
+                    return (Reply::NotCurrent, Changed::Nothing);
+                }
+                // Epochs never go back, and move one at a time (a rotation starts the
+                // next), across the batch too.
+                let mut epoch = l.epoch;
+                for r in records {
+                    if r.epoch < epoch || r.epoch > epoch.saturating_add(1) {
+                        return (Reply::StaleEpoch, Changed::Nothing);
+                    }
+                    epoch = r.epoch;
+                }
                 // Guards first, as the batch would see the streams (two records of one
                 // batch on one stream expect consecutive versions).
                 let mut streams = l.streams.clone();
@@ -215,6 +256,7 @@ impl Relay {
                     }
                 }
                 l.streams = streams;
+                l.epoch = epoch;
                 let mut seqs = Vec::with_capacity(records.len());
                 for r in records {
                     let seq = l.records.len() as u64 + 1;
@@ -226,7 +268,7 @@ impl Relay {
                     seqs.push(seq);
                 }
                 let mailbox = post.as_ref().map(|(mailbox, id, bytes)| {
-                    self.post(*mailbox, *id, bytes);
+                    self.post(*mailbox, *id, bytes, now_ms);
                     *mailbox
                 });
                 (Reply::Appended(seqs), Changed::Log(*log, mailbox))
@@ -243,7 +285,7 @@ impl Relay {
                 envelope_id,
                 bytes,
             } => {
-                let grew = self.post(*mailbox, *envelope_id, bytes);
+                let grew = self.post(*mailbox, *envelope_id, bytes, now_ms);
                 let changed = if grew {
                     Changed::Mailbox(*mailbox)
                 } else {
@@ -300,7 +342,7 @@ impl Relay {
                 }
                 let mut grew = false;
                 for ((device, _, bytes), id) in copies.iter().zip(ids) {
-                    grew |= self.post_for(*mailbox, id, bytes, Some(*device));
+                    grew |= self.post_for(*mailbox, id, bytes, Some(*device), now_ms);
                 }
                 let changed = if grew {
                     Changed::Mailbox(*mailbox)
@@ -330,9 +372,17 @@ impl Relay {
         self.bundles.extend(bundles);
     }
 
+    /// Drops `device`'s credential for `log`: shown the signed revocation (the world
+    /// does it once the revocation is in the log).
+    pub fn revoke(&mut self, log: usize, device: [u8; 32]) {
+        if let Some(l) = self.logs.get_mut(log) {
+            l.revoked.insert(device);
+        }
+    }
+
     /// Stores an envelope unless one with its id is there; whether it was new.
-    fn post(&mut self, mailbox: usize, id: [u8; 16], bytes: &[u8]) -> bool {
-        self.post_for(mailbox, id, bytes, None)
+    fn post(&mut self, mailbox: usize, id: [u8; 16], bytes: &[u8], now_ms: u64) -> bool {
+        self.post_for(mailbox, id, bytes, None, now_ms)
     }
 
     /// [`Self::post`], readable only by `recipient` when named.
@@ -342,6 +392,7 @@ impl Relay {
         id: [u8; 16],
         bytes: &[u8],
         recipient: Option<[u8; 32]>,
+        now_ms: u64,
     ) -> bool {
         let Some(m) = self.mailboxes.get_mut(mailbox) else {
             return false;
@@ -353,7 +404,12 @@ impl Relay {
             m.recipients.insert(m.entries.len(), r);
         }
         let seq = m.entries.len() as u64 + 1;
-        m.entries.push((seq, id, bytes.to_vec()));
+        m.entries.push(Letter {
+            seq,
+            id,
+            bytes: bytes.to_vec(),
+            received_ms: now_ms,
+        });
         true
     }
 
@@ -380,12 +436,6 @@ impl Relay {
             .map_or(0, |m| m.entries.len() as u64)
     }
 
-    /// Every envelope of a mailbox, in order.
-    pub fn mailbox(&self, mailbox: usize) -> &[(u64, [u8; 16], Vec<u8>)] {
-        self.mailboxes
-            .get(mailbox)
-            .map_or(&[], |m| m.entries.as_slice())
-    }
 }
 
 /// The id a device's copy of message `envelope` is stored under (the relay contract's).

@@ -10,6 +10,14 @@
 //! which the network is perfect and every device comes back, and ends once every device
 //! has read everything and has nothing left to do (or at a deadline, which is a
 //! failure: no convergence). The checks in `check.rs` run on every step and at the end.
+//!
+//! A revocation ([`FaultKind::Revoke`]) steals a device's state: the device stops, a
+//! sibling appends the revocation, and a clone of the stolen state sends to the
+//! contact every [`CLONE_EVERY_MS`] until [`CLONE_UNTIL_MS`] after the window, on its
+//! chain and on fresh DH steps (under `per-device`, on its pairwise sessions). After
+//! the window the world types a message each way and one more ([`HEAL_TRAFFIC_MS`]),
+//! the round trip and message the heal takes, so the check that no contact accepts the
+//! clone after the heal is tested in every run with a revocation.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -19,14 +27,14 @@ use chorus_core::{
     Constellation, Contact, LocalIdentity, MemoryPrekeyStore, Parts, Roster, RosterSigner,
     initiate, respond,
 };
-use chorus_crypto::{DeviceDhSecret, DeviceSigningKey, EpochKey};
+use chorus_crypto::{DeviceDhSecret, DevicePublicKey, DeviceSigningKey, EpochKey};
 use chorus_wire::{PrekeyBundle, SecurityLevel};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::check::Ledger;
-use crate::device::{Device, ELSEWHERE, HOME, Op, Peer, Status};
+use crate::device::{Device, ELSEWHERE, HOME, Op, Peer, RosterChange, Status};
 use crate::faults::{Fault, FaultKind, Faults, schedule};
 use crate::pairwise::PerDevice;
 use crate::relay::{Changed, Relay, Reply, Request};
@@ -39,6 +47,17 @@ pub const POLL_MS: u64 = 5_000;
 /// After the window, how long the run may take to settle before it counts as not
 /// converging (ms).
 pub const SETTLE_MS: u64 = 600_000;
+/// How long after a device is stolen a sibling revokes it (ms): the user notices. More
+/// than the clock skew, so the stolen device's last own messages are older than its
+/// revocation on every clock.
+pub const REVOKE_AFTER_MS: u64 = 10_000;
+/// How often a revoked device's clone sends (ms).
+pub const CLONE_EVERY_MS: u64 = 3_000;
+/// Until when after the window the clone sends (ms): past the heal traffic.
+pub const CLONE_UNTIL_MS: u64 = 90_000;
+/// When after the window the heal traffic is typed: the revoked device's identity, its
+/// contact, the identity again (ms).
+pub const HEAL_TRAFFIC_MS: [u64; 3] = [5_000, 25_000, 45_000];
 
 enum Ev {
     Type {
@@ -71,6 +90,10 @@ enum Ev {
     Restart {
         dev: usize,
     },
+    CloneSends,
+    Revoke {
+        dev: usize,
+    },
 }
 
 impl Ev {
@@ -84,6 +107,8 @@ impl Ev {
             Ev::Timeout { dev, .. } => (5, *dev),
             Ev::Fault(i) => (6, *i),
             Ev::Restart { dev } => (7, *dev),
+            Ev::CloneSends => (8, 0),
+            Ev::Revoke { dev } => (9, *dev),
         }
     }
 }
@@ -93,6 +118,14 @@ struct InFlight {
     op: Op,
     request: Request,
     sent_ms: u64,
+}
+
+/// A revocation under way: the device stolen, what its clone sent.
+struct Revocation {
+    /// The stolen device (world index): its state is the clone's.
+    clone: usize,
+    /// Clone messages sent.
+    sent: u64,
 }
 
 pub(crate) struct World {
@@ -114,6 +147,9 @@ pub(crate) struct World {
     faults: Faults,
     schedule: Vec<Fault>,
     destroy_pending: BTreeSet<usize>,
+    /// Devices being linked: their X25519 secrets, until they start.
+    linking: BTreeMap<[u8; 32], DeviceDhSecret>,
+    revocation: Option<Revocation>,
     net: StdRng,
     inflight: BTreeMap<u64, InFlight>,
     poll_at: Vec<Option<u64>>,
@@ -210,7 +246,7 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
         let mut epoch = [0u8; 32];
         rng.fill_bytes(&mut epoch);
         let (recv, send) = (ident, 1 - ident);
-        for key in &keys {
+        for (key, dh) in keys.iter().zip(dhs) {
             let contact = Contact {
                 alias: "peer".into(),
                 read_up_to: 0,
@@ -229,6 +265,8 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
             devices.push(Device::new(
                 ident,
                 *key.public_key().as_bytes(),
+                ids[ident].clone(),
+                dh,
                 state,
                 EpochKey::from_bytes(&epoch),
                 session,
@@ -300,17 +338,27 @@ impl World {
                 d.skew_ms = rng.random_range(-s..=s);
             }
         }
-        // Never destroy an identity's last device.
+        // Never destroy an identity's last device; never revoke a `primary` identity's
+        // primary (its first device): revoking it is moving the primary first.
         let destroyable: Vec<usize> = members
             .iter()
             .filter(|m| m.len() > 1)
             .flat_map(|m| m.iter().copied())
+            .collect();
+        let revocable: Vec<usize> = destroyable
+            .iter()
+            .copied()
+            .filter(|d| {
+                config.strategy != chorus_core::Strategy::Primary
+                    || members.iter().all(|m| m.first() != Some(d))
+            })
             .collect();
         let mut schedule = schedule(
             &config.faults,
             window_ms,
             devices.len(),
             &destroyable,
+            &revocable,
             &mut rng,
         );
         if let Some(keep) = &config.keep {
@@ -344,7 +392,7 @@ impl World {
                     records,
                     post: None,
                 };
-                relay.handle(first.key, &append);
+                relay.handle(first.key, &append, 0);
             }
         }
         relay.ignore_guards = config.faults.relay_ignores_guards;
@@ -367,6 +415,8 @@ impl World {
             faults: config.faults.clone(),
             schedule: schedule.clone(),
             destroy_pending: BTreeSet::new(),
+            linking: BTreeMap::new(),
+            revocation: None,
             net: StdRng::seed_from_u64(rng.random()),
             inflight: BTreeMap::new(),
             poll_at: vec![None; ndev],
@@ -442,6 +492,9 @@ impl World {
         let next = self.devices[dev].next_request(now);
         for p in std::mem::take(&mut self.devices[dev].problems) {
             self.ledger.violation(format!("device {dev}: {p}"));
+        }
+        for (msg, envelope, healed) in std::mem::take(&mut self.devices[dev].heals) {
+            self.ledger.heals(msg, envelope, healed);
         }
         let Some((op, request)) = next else {
             if self.devices[dev].status == Status::Up
@@ -539,9 +592,9 @@ impl World {
                     return;
                 }
                 let dev = up[self.ledger.device_choice(msg) % up.len()];
-                let others_down = self.members[from]
-                    .iter()
-                    .any(|&d| d != dev && self.devices[d].status != Status::Up);
+                let others_down = self.members[from].iter().any(|&d| {
+                    d != dev && !matches!(self.devices[d].status, Status::Up | Status::Revoked)
+                });
                 self.ledger.typed(msg, dev, self.now, others_down);
                 if dev >= self.initial_devices {
                     self.stats.typed_on_linked += 1;
@@ -567,7 +620,7 @@ impl World {
                     return;
                 }
                 let author = self.devices[dev].key;
-                let (reply, changed) = self.relay.handle(author, &request);
+                let (reply, changed) = self.relay.handle(author, &request, self.now);
                 self.observe(&request, &reply, req);
                 self.push_changes(changed);
                 if copy || self.lost() || !self.reachable(dev) {
@@ -595,6 +648,9 @@ impl World {
                     return;
                 }
                 self.stats.latency_rtt_ms += self.now - flight.sent_ms;
+                if let Reply::DeviceList(Some((list, _))) = &reply {
+                    self.took_list(dev, list);
+                }
                 let seen = self.devices[dev].on_reply(flight.op, &flight.request, reply, self.now);
                 let ident = self.devices[dev].ident;
                 for s in seen {
@@ -602,6 +658,9 @@ impl World {
                 }
                 if let Some(key) = self.devices[dev].linked.take() {
                     self.start_linked(dev, key);
+                }
+                if let Some(key) = self.devices[dev].revoked.take() {
+                    self.revoked(dev, key);
                 }
                 self.kick(dev);
             }
@@ -625,6 +684,8 @@ impl World {
                     self.kick(dev);
                 }
             }
+            Ev::CloneSends => self.clone_sends(),
+            Ev::Revoke { dev } => self.revoke_stolen(dev),
         }
     }
 
@@ -660,6 +721,160 @@ impl World {
                 self.destroy_pending.insert(device);
             }
             FaultKind::Link { device } => self.link(device),
+            FaultKind::Revoke { device } => self.revoke(device),
+        }
+    }
+
+    /// `device` is stolen: it stops and its clone starts sending; a sibling revokes it
+    /// [`REVOKE_AFTER_MS`] later; the heal traffic is typed after the window. Nothing
+    /// happens if it has no sibling left to revoke it, or a device was stolen already in
+    /// this run.
+    fn revoke(&mut self, device: usize) {
+        let ident = self.devices[device].ident;
+        let siblings = self.members[ident]
+            .iter()
+            .filter(|&&d| d != device && !self.destroy_pending.contains(&d))
+            .any(|&d| !matches!(self.devices[d].status, Status::Destroyed | Status::Revoked));
+        if self.revocation.is_some()
+            || !siblings
+            || matches!(
+                self.devices[device].status,
+                Status::Destroyed | Status::Revoked
+            )
+        {
+            return;
+        }
+        let d = &mut self.devices[device];
+        d.status = Status::Revoked;
+        d.inflight = None;
+        self.poll_at[device] = None;
+        self.destroy_pending.remove(&device);
+        self.stats.revoked += 1;
+        self.revocation = Some(Revocation {
+            clone: device,
+            sent: 0,
+        });
+        self.ledger.stolen(device, ident);
+        for (at, from) in HEAL_TRAFFIC_MS.into_iter().zip([ident, 1 - ident, ident]) {
+            let msg = self.ledger.plan(from, 0);
+            self.push(self.window_ms + at, Ev::Type { msg });
+        }
+        self.push(self.now + CLONE_EVERY_MS, Ev::CloneSends);
+        self.push(self.now + REVOKE_AFTER_MS, Ev::Revoke { dev: device });
+    }
+
+    /// A sibling revokes the stolen `device`: the first one up (later, if none is up
+    /// now: the user tries again).
+    fn revoke_stolen(&mut self, device: usize) {
+        let ident = self.devices[device].ident;
+        let by = self.members[ident].iter().copied().find(|&d| {
+            d != device
+                && self.devices[d].status == Status::Up
+                && self.devices[d].roster_change.is_none()
+                && !self.destroy_pending.contains(&d)
+        });
+        let Ok(key) = DevicePublicKey::from_bytes(self.devices[device].key) else {
+            return;
+        };
+        match by {
+            Some(by) => {
+                self.devices[by].roster_change = Some(RosterChange::Revoke(key));
+                self.kick(by);
+            }
+            None => self.push(self.now + POLL_MS, Ev::Revoke { dev: device }),
+        }
+    }
+
+    /// The revocation is in the log, folded by the device that appended it: the relay
+    /// is shown it (the device's credential is dropped) and, under `per-device`, the
+    /// identity's list without the device is published, as of that device's clock.
+    fn revoked(&mut self, by: usize, device: [u8; 32]) {
+        let ident = self.devices[by].ident;
+        self.relay.revoke(ident, device);
+        if self.devices[by].strategy() != chorus_core::Strategy::PerDevice {
+            return;
+        }
+        let Some(root) = self.ids.get(ident).and_then(|i| i.root()) else {
+            return;
+        };
+        let d = &self.devices[by];
+        let (serial, listed) =
+            chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true);
+        let issued_ms = d.now(self.now);
+        match chorus_wire::DeviceList::sign(root, serial, issued_ms, listed) {
+            Ok(list) => {
+                self.ledger.list_without_clone(issued_ms);
+                self.relay.publish(ident, list, Vec::new());
+            }
+            Err(e) => self
+                .ledger
+                .violation(format!("the list after the revocation: {e}")),
+        }
+    }
+
+    /// A device took a contact's list: under `per-device`, one without the stolen
+    /// device is its heal.
+    fn took_list(&mut self, dev: usize, list: &chorus_wire::DeviceList) {
+        if let Some(r) = &self.revocation {
+            let stolen = self.devices[r.clone].key;
+            if self.devices[dev].ident != self.devices[r.clone].ident
+                && list.get(&stolen).is_none()
+            {
+                self.ledger.healed(dev, self.now);
+            }
+        }
+    }
+
+    /// The clone sends once more: on its chain, then on a fresh DH step, by turns
+    /// (`per-device`: a copy per contact device), straight to the relay.
+    fn clone_sends(&mut self) {
+        let Some(r) = self.revocation.as_mut() else {
+            return;
+        };
+        let (dev, n) = (r.clone, r.sent);
+        r.sent += 1;
+        let now = self.now;
+        let key = self.devices[dev].key;
+        let text = format!("clone.{n}");
+        if let Some(request) = self.devices[dev].clone_request(&text, n % 2 == 1, now) {
+            let (reply, changed) = self.relay.handle(key, &request, now);
+            match (&request, reply) {
+                (
+                    Request::Post {
+                        envelope_id, bytes, ..
+                    },
+                    Reply::Posted,
+                ) => {
+                    self.ledger.clone_posted(*envelope_id, n, now, bytes);
+                }
+                (
+                    Request::PostCopies {
+                        envelope_id,
+                        copies,
+                        ..
+                    },
+                    Reply::Posted,
+                ) => {
+                    for (device, _, bytes) in copies {
+                        let id = chorus_relay_api::copy_id(
+                            chorus_relay_api::Id16(*envelope_id),
+                            &chorus_relay_api::Id32(*device),
+                        );
+                        self.ledger.clone_posted(id.0, n, now, bytes);
+                    }
+                }
+                (Request::PostCopies { mailbox, .. }, Reply::Mismatch(_)) => {
+                    // The clone learns the contact's devices as anyone can.
+                    let list = Request::DeviceList { mailbox: *mailbox };
+                    let (reply, _) = self.relay.handle(key, &list, now);
+                    self.devices[dev].clone_takes_list(reply);
+                }
+                _ => {}
+            }
+            self.push_changes(changed);
+        }
+        if now + CLONE_EVERY_MS <= self.window_ms + CLONE_UNTIL_MS {
+            self.push(now + CLONE_EVERY_MS, Ev::CloneSends);
         }
     }
 
@@ -668,40 +883,33 @@ impl World {
     fn link(&mut self, device: usize) {
         let ident = self.devices[device].ident;
         if self.devices[device].status != Status::Up
+            || self.devices[device].roster_change.is_some()
             || self.members[ident].len() >= crate::MAX_DEVICES
         {
             return;
         }
-        let Some(root) = self.ids.get(ident).and_then(|i| i.root()) else {
-            return;
-        };
         let mut rng = StdRng::seed_from_u64(self.net.random());
         let key = DeviceSigningKey::generate(&mut rng);
         let dh = DeviceDhSecret::generate(&mut rng);
         let name = format!("device {}", self.members[ident].len());
-        let entry = self.devices[device].roster().authorize(
-            &RosterSigner::Root(root),
-            key.public_key(),
-            dh.public_key(),
-            &name,
-            0,
-        );
-        match entry {
-            Ok(e) => {
-                self.devices[device].link =
-                    Some((e.as_bytes().to_vec(), *key.public_key().as_bytes()));
-                self.kick(device);
-            }
-            Err(e) => self
-                .ledger
-                .violation(format!("device {device} could not authorize a device: {e}")),
-        }
+        self.devices[device].roster_change = Some(RosterChange::Link {
+            key: key.public_key(),
+            dh: dh.public_key(),
+            name,
+        });
+        self.linking.insert(*key.public_key().as_bytes(), dh);
+        self.kick(device);
     }
 
     /// Starts the device `linker` authorized, from `linker`'s state.
     fn start_linked(&mut self, linker: usize, key: [u8; 32]) {
         let rng = StdRng::seed_from_u64(self.net.random());
-        match self.devices[linker].linked_device(key, rng) {
+        let Some(dh) = self.linking.remove(&key) else {
+            self.ledger
+                .violation(format!("device {linker} linked a device nobody was linking"));
+            return;
+        };
+        match self.devices[linker].linked_device(key, dh, rng) {
             Ok(d) => {
                 let new = self.devices.len();
                 let ident = d.ident;
@@ -791,10 +999,19 @@ impl World {
 
     /// Past the window: every device up and idle, having read the whole log and
     /// mailbox, nothing in flight.
+    /// When the last disturbance ends: the window, or the clone's last send.
+    fn quiet_from(&self) -> u64 {
+        match self.revocation {
+            Some(_) => self.window_ms + CLONE_UNTIL_MS,
+            None => self.window_ms,
+        }
+    }
+
     fn settled(&self) -> bool {
-        self.inflight.is_empty()
+        self.now >= self.quiet_from()
+            && self.inflight.is_empty()
             && self.devices.iter().all(|d| match d.status {
-                Status::Destroyed => true,
+                Status::Destroyed | Status::Revoked => true,
                 Status::Down(_) => false,
                 Status::Up => {
                     d.idle()
@@ -810,7 +1027,7 @@ impl World {
             .devices
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.status != Status::Destroyed)
+            .filter(|(_, d)| !matches!(d.status, Status::Destroyed | Status::Revoked))
             .collect();
         if converged_at.is_none() {
             self.ledger.violation(format!(
@@ -836,8 +1053,9 @@ impl World {
                 .unwrap_or(0);
         }
         let alive: BTreeSet<usize> = live.iter().map(|(i, _)| *i).collect();
+        let quiet_from = self.quiet_from();
         let trace: [u8; 32] = self.trace.finalize().into();
-        self.stats.converge_ms = converged_at.map(|t| t.saturating_sub(self.window_ms));
+        self.stats.converge_ms = converged_at.map(|t| t.saturating_sub(quiet_from));
         self.ledger.fill(&mut self.stats, &alive);
         Outcome {
             trace,
