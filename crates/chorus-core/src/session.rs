@@ -28,7 +28,7 @@ use crate::SessionError;
 use crate::tree::{Incoming, Tree};
 
 /// Format version of [`Session::snapshot`].
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 /// Format version of [`SendDelta`].
 const DELTA_VERSION: u8 = 1;
@@ -119,6 +119,36 @@ pub struct Session {
     ad_prefix: Vec<u8>,
     #[serde(skip)]
     their_keys: Option<IdentityKeys>,
+}
+
+/// A session as snapshots of format version 2 stored it (its tree kept no cut).
+#[derive(Deserialize)]
+struct SessionV2 {
+    tree: crate::tree::TreeV2,
+    role: Role,
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+    pending: Option<PendingInitial>,
+    base_key: Option<EphemeralPublic>,
+    generation: u64,
+    healed: u64,
+}
+
+impl From<SessionV2> for Session {
+    fn from(s: SessionV2) -> Self {
+        Self {
+            tree: s.tree.into(),
+            role: s.role,
+            ours: s.ours,
+            theirs: s.theirs,
+            pending: s.pending,
+            base_key: s.base_key,
+            generation: s.generation,
+            healed: s.healed,
+            ad_prefix: Vec::new(),
+            their_keys: None,
+        }
+    }
 }
 
 /// A session as snapshots of format version 1 stored it (before healing after a
@@ -476,6 +506,9 @@ impl Session {
         let corrupt = |e: postcard::Error| SessionError::CorruptSnapshot(e.to_string());
         let mut s: Session = match version {
             SNAPSHOT_VERSION => postcard::from_bytes(body).map_err(corrupt)?,
+            2 => postcard::from_bytes::<SessionV2>(body)
+                .map_err(corrupt)?
+                .into(),
             1 => postcard::from_bytes::<SessionV1>(body)
                 .map_err(corrupt)?
                 .into(),
@@ -534,10 +567,10 @@ mod tests {
 
     use super::*;
 
-    /// A session stored before healing existed (format version 1) still opens, as it
-    /// was, and goes on.
+    /// Sessions stored before healing existed (format version 1) and before a heal's
+    /// anchor could cut branches (version 2) still open, as they were, and go on.
     #[test]
-    fn a_version_1_snapshot_still_opens() {
+    fn version_1_and_2_snapshots_still_open() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let alice_id = crate::LocalIdentity::generate(&mut rng);
         let bob_id = crate::LocalIdentity::generate(&mut rng);
@@ -554,32 +587,38 @@ mod tests {
             .unwrap()
             .session;
 
-        // Version 1 is version 2 without the fields it added, all at their defaults
-        // here (one zero byte each in postcard): the tree's last two, the session's last.
-        let v1_of = |s: &Session| {
-            let v2 = s.snapshot();
+        // An older version is this one without the fields added since, all at their
+        // defaults here (one zero byte each in postcard): version 2 lacks the tree's
+        // last field; version 1 the tree's last three and the session's last.
+        let older = |s: &Session, version: u8| {
+            let now = s.snapshot();
             let tree_len = postcard::to_allocvec(&s.tree).unwrap().len();
-            let body = &v2[1..];
-            assert_eq!(body[tree_len - 2..tree_len], [0, 0]);
-            assert_eq!(body[body.len() - 1], 0);
-            let mut v1 = vec![1u8];
-            v1.extend_from_slice(&body[..tree_len - 2]);
-            v1.extend_from_slice(&body[tree_len..body.len() - 1]);
-            v1
+            let body = &now[1..];
+            let (tree_cut, session_cut) = match version {
+                1 => (3, 1),
+                _ => (1, 0),
+            };
+            assert!(body[tree_len - tree_cut..tree_len].iter().all(|&b| b == 0));
+            assert!(body[body.len() - session_cut..].iter().all(|&b| b == 0));
+            let mut old = vec![version];
+            old.extend_from_slice(&body[..tree_len - tree_cut]);
+            old.extend_from_slice(&body[tree_len..body.len() - session_cut]);
+            old
         };
-        let (alice_v1, bob_v1) = (v1_of(&alice), v1_of(&bob));
-
-        let mut alice_restored = Session::restore(&alice_v1, alice.generation()).unwrap();
-        let mut bob_restored = Session::restore(&bob_v1, bob.generation()).unwrap();
-        assert_eq!(alice_restored.state_digest(), alice.state_digest());
-        assert_eq!(bob_restored.state_digest(), bob.state_digest());
-        let m = alice_restored.encrypt(b"again", &mut rng).unwrap();
-        assert_eq!(&bob_restored.decrypt(&m).unwrap()[..], b"again");
-        let reply = bob_restored.encrypt(b"hello", &mut rng).unwrap();
-        assert_eq!(&alice_restored.decrypt(&reply).unwrap()[..], b"hello");
+        for version in [1, 2] {
+            let (a, b) = (older(&alice, version), older(&bob, version));
+            let mut alice_restored = Session::restore(&a, alice.generation()).unwrap();
+            let mut bob_restored = Session::restore(&b, bob.generation()).unwrap();
+            assert_eq!(alice_restored.state_digest(), alice.state_digest());
+            assert_eq!(bob_restored.state_digest(), bob.state_digest());
+            let m = alice_restored.encrypt(b"again", &mut rng).unwrap();
+            assert_eq!(&bob_restored.decrypt(&m).unwrap()[..], b"again");
+            let reply = bob_restored.encrypt(b"hello", &mut rng).unwrap();
+            assert_eq!(&alice_restored.decrypt(&reply).unwrap()[..], b"hello");
+        }
         assert_eq!(
-            Session::restore(&[3, 0], 0).unwrap_err(),
-            SessionError::UnsupportedSnapshotVersion(3)
+            Session::restore(&[SNAPSHOT_VERSION + 1, 0], 0).unwrap_err(),
+            SessionError::UnsupportedSnapshotVersion(SNAPSHOT_VERSION + 1)
         );
     }
 }

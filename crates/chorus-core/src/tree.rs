@@ -188,6 +188,10 @@ pub(crate) struct Tree {
     /// Depth of the oldest node of ours the peer still builds on.
     built_on_from: u32,
     heal: Heal,
+    /// The peer's heal anchor whose branch alone we keep ([`Tree::keep_only_branch`]):
+    /// a sibling's send built off it, folded later, is kept without its keys, as the
+    /// cut would have left it had it come first (every replica ends the same).
+    cut: Option<RatchetPublic>,
     /// Cached result of the branch-choice walk; derived, so not persisted.
     #[serde(skip)]
     head: Option<RatchetPublic>,
@@ -197,6 +201,35 @@ pub(crate) struct Tree {
     /// Cached [`Tree::their_floor`]; derived, so not persisted.
     #[serde(skip)]
     their_floor: Option<RatchetPublic>,
+}
+
+/// A tree as snapshots of format version 2 stored it (before a heal's anchor cut off
+/// the branches beside it), so that sessions stored then still open.
+#[derive(Deserialize)]
+pub(crate) struct TreeV2 {
+    profile: Profile,
+    nodes: BTreeMap<RatchetPublic, Node>,
+    skipped: BTreeMap<(RatchetPublic, u32), RemoteMessageKey>,
+    skipped_order: VecDeque<(RatchetPublic, u32)>,
+    peer_floor: u32,
+    built_on_from: u32,
+    heal: Heal,
+}
+
+impl From<TreeV2> for Tree {
+    fn from(t: TreeV2) -> Self {
+        let mut tree = Self {
+            nodes: t.nodes,
+            skipped: t.skipped,
+            skipped_order: t.skipped_order,
+            peer_floor: t.peer_floor,
+            built_on_from: t.built_on_from,
+            heal: t.heal,
+            ..Self::empty(t.profile)
+        };
+        tree.refresh();
+        tree
+    }
 }
 
 /// A tree as snapshots of format version 1 stored it (before healing after a
@@ -234,6 +267,7 @@ impl Tree {
             peer_floor: 0,
             built_on_from: 0,
             heal: Heal::Settled,
+            cut: None,
             head: None,
             floor: None,
             their_floor: None,
@@ -481,9 +515,14 @@ impl Tree {
     /// Puts a delta [`Tree::check_sending`] accepted: like the sibling's own send, it
     /// closes every other sending chain.
     pub(crate) fn put_sending(&mut self, delta: SendingNode) {
-        let SendingNode { key, node } = delta;
+        let SendingNode { key, mut node } = delta;
         for n in self.nodes.values_mut() {
             n.sending = None;
+        }
+        if self.off_the_cut(node.parent) {
+            node.secret = None;
+            node.root = None;
+            node.sending = None;
         }
         self.nodes.insert(key, node);
         if self.heal == Heal::Pending {
@@ -772,11 +811,17 @@ impl Tree {
         if !self.built_on_a_step(&floor) {
             return;
         }
+        self.cut = Some(floor);
+        // Ours built on a peer key this replica has not read (a sibling's send) stay:
+        // what is read from now on is on the branch.
         let off: Vec<RatchetPublic> = self
             .nodes
-            .keys()
-            .filter(|k| !self.descends_from(**k, floor))
-            .copied()
+            .iter()
+            .filter(|(k, n)| {
+                !self.descends_from(**k, floor)
+                    && (n.side == Side::Theirs || n.parent.is_none_or(|p| self.nodes.contains_key(&p)))
+            })
+            .map(|(k, _)| *k)
             .collect();
         for k in off {
             if let Some(n) = self.nodes.get_mut(&k) {
@@ -806,6 +851,19 @@ impl Tree {
             }
         }
         true
+    }
+
+    /// Whether a node of ours built on `parent` is off the branch a heal's anchor of the
+    /// peer's cut to ([`Tree::keep_only_branch`]); never while the parent is unread.
+    fn off_the_cut(&self, parent: Option<RatchetPublic>) -> bool {
+        match (self.cut, parent) {
+            (Some(cut), Some(p)) => {
+                self.nodes.contains_key(&cut)
+                    && self.nodes.contains_key(&p)
+                    && !self.descends_from(p, cut)
+            }
+            _ => false,
+        }
     }
 
     /// Whether `key` was built on a node that is itself a ratchet step (has a parent),
@@ -1001,11 +1059,25 @@ impl Tree {
         // reaches deepest — the newest step the identity took — never from an older
         // chain whose peer keys the peer may have deleted since.
         let reach = |x: &W| x.depth.saturating_add(x.height);
-        let mut cur = (0..w.len())
+        // While a heal waits for the peer to build on its anchor, we go on from the
+        // anchor's branch only: a peer key beside it may be one the revoked device can
+        // build on too, and the peer, told the anchor is our floor, has cut it off.
+        let anchored = match self.heal {
+            Heal::Anchored(anchor) => w.binary_search_by(|x| x.key.cmp(&anchor)).ok(),
+            _ => None,
+        };
+        let mut cur = match anchored {
+            Some(i) => i,
+            None => (0..w.len())
             .filter(|&i| w[i].parent.is_none())
-            .max_by(|&a, &b| {
-                (w[a].live, reach(&w[a]), score(&w[a])).cmp(&(w[b].live, reach(&w[b]), score(&w[b])))
-            })?;
+                .max_by(|&a, &b| {
+                    (w[a].live, reach(&w[a]), score(&w[a])).cmp(&(
+                        w[b].live,
+                        reach(&w[b]),
+                        score(&w[b]),
+                    ))
+                })?,
+        };
         while let Some(next) = best(Some(cur)) {
             cur = next;
         }
