@@ -275,6 +275,15 @@ impl Session {
         true
     }
 
+    /// Whether the next send anchors a heal after `revocations` (the roster's count):
+    /// it steps from the contact's newest key this replica holds, and the contact keeps
+    /// that branch alone from then on. Read the contact's mailbox to its end first, or
+    /// the anchor may build on a key the contact has moved past and cut its newer ones
+    /// off (with every message of a sibling built on them).
+    pub fn heal_due(&self, revocations: u64) -> bool {
+        revocations > self.healed || self.tree.heal_pending()
+    }
+
     /// How many of the roster's revocations this session has healed from for good: its
     /// heal anchored and the peer built on the anchor's branch (the sends after that
     /// carry the floors that make the peer refuse every key a revoked device holds).

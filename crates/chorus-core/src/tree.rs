@@ -532,6 +532,11 @@ impl Tree {
         self.refresh();
     }
 
+    /// Whether a heal began and its anchor is not taken yet (the next send takes it).
+    pub(crate) fn heal_pending(&self) -> bool {
+        self.heal == Heal::Pending
+    }
+
     /// Whether no heal waits: none began, or the peer built on the anchor's branch.
     pub(crate) fn heal_settled(&self) -> bool {
         self.heal == Heal::Settled

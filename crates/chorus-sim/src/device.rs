@@ -513,6 +513,26 @@ impl Device {
                 ));
             }
         }
+        // A send that anchors a heal reads the contact's mailbox to its end first (the
+        // core's `Session::heal_due`; the client does the same).
+        let revocations = self.state.roster().revoked_count();
+        let heal_due = strategy != Strategy::PerDevice
+            && !self.pending.is_empty()
+            && reads_mail
+            && self
+                .sessions
+                .get(&self.peer.root)
+                .is_some_and(|s| s.heal_due(revocations));
+        if heal_due && !self.read_mail {
+            self.mail_dirty = true;
+            return Some((
+                Op::ReadMailbox,
+                Request::ReadMailbox {
+                    mailbox: self.peer.recv_mailbox,
+                    from: self.mail_cursor + 1,
+                },
+            ));
+        }
         if strategy == Strategy::PerDevice {
             if let Some(request) = self.per_device_request(now) {
                 return Some(request);

@@ -718,7 +718,15 @@ impl World {
                     .push((self.now, self.now + ms, f64::from(percent) / 100.0));
             }
             FaultKind::DestroyAfterSend { device } => {
-                self.destroy_pending.insert(device);
+                // Never an identity's last device (a theft may have taken the other).
+                let ident = self.devices[device].ident;
+                let others = self.members[ident].iter().any(|&d| {
+                    d != device
+                        && !matches!(self.devices[d].status, Status::Destroyed | Status::Revoked)
+                });
+                if others {
+                    self.destroy_pending.insert(device);
+                }
             }
             FaultKind::Link { device } => self.link(device),
             FaultKind::Revoke { device } => self.revoke(device),

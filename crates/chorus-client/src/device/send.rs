@@ -62,6 +62,18 @@ impl Device {
         Ok(())
     }
 
+    /// Whether the next send to `contact` anchors a heal after a revocation
+    /// (`Session::heal_due`).
+    async fn heal_due(&self, contact: &str) -> Result<bool, ClientError> {
+        let revocations = self.log.with_state(|s| s.roster().revoked_count()).await?;
+        if revocations == 0 {
+            return Ok(false);
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        let session = self.store.get_session(&mut conn, contact).await?;
+        Ok(session.is_some_and(|s| s.heal_due(revocations)))
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.now()).unwrap_or(0)
     }
@@ -108,10 +120,12 @@ impl Device {
             }
         }
         let leaderless = strategy == Strategy::Leaderless;
-        if leaderless {
+        if leaderless || self.heal_due(contact).await? {
             // No guard will tell us a sibling moved on: read what it logged and what
             // the contact sent, so the new DH step builds on the newest key there is
-            // (a key the contact saw acknowledged elsewhere may be gone already).
+            // (a key the contact saw acknowledged elsewhere may be gone already). A
+            // heal's anchor needs the same: the contact keeps its branch alone, and
+            // cuts off every key of its own newer than the one the anchor is built on.
             self.log.sync_log().await?;
             // Boxed: taking an envelope may post the outbox, which sends what is
             // pending (a bounded recursion: each level takes what is new).
