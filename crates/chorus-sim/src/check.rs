@@ -294,7 +294,11 @@ impl Ledger {
         // there are.
         let copy = matches!(Envelope::decode(bytes), Ok(Envelope::Copy { .. }));
         let anchor = h.honor_floor == Some(h.sender);
-        if let Some(parent) = h.parent.filter(|_| !copy && !anchor) {
+        // What the contact built on a clone's key before the heal is the clone's.
+        let on_clone = h
+            .parent
+            .is_some_and(|p| self.clone.as_ref().is_some_and(|c| c.keys.contains(p.as_bytes())));
+        if let Some(parent) = h.parent.filter(|_| !copy && !anchor && !on_clone) {
             let children = self.children.entry(*parent.as_bytes()).or_default();
             if children.insert(sender) && children.len() == 2 {
                 self.forks += 1;
