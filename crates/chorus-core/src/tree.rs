@@ -1066,23 +1066,27 @@ impl Tree {
         let reach = |x: &W| x.depth.saturating_add(x.height);
         // While a heal waits for the peer to build on its anchor, we go on from the
         // anchor's branch only: a peer key beside it may be one the revoked device can
-        // build on too, and the peer, told the anchor is our floor, has cut it off.
-        let anchored = match self.heal {
+        // build on too, and the peer, told the anchor is our floor, has cut it off. A
+        // sibling's send held without the peer key it built on (read elsewhere, on the
+        // anchor's branch by then) starts a tree of its own, and may be chosen too.
+        let anchor = match self.heal {
             Heal::Anchored(anchor) => w.binary_search_by(|x| x.key.cmp(&anchor)).ok(),
             _ => None,
         };
-        let mut cur = match anchored {
-            Some(i) => i,
-            None => (0..w.len())
-            .filter(|&i| w[i].parent.is_none())
-                .max_by(|&a, &b| {
-                    (w[a].live, reach(&w[a]), score(&w[a])).cmp(&(
-                        w[b].live,
-                        reach(&w[b]),
-                        score(&w[b]),
-                    ))
-                })?,
+        let root_of = |mut i: usize| {
+            while let Some(p) = w[i].parent {
+                i = p;
+            }
+            i
         };
+        let anchor_root = anchor.map(root_of);
+        let rank = |i: usize| (w[i].live, reach(&w[i]), score(&w[i]));
+        let mut cur = (0..w.len())
+            .filter(|&i| match (anchor, anchor_root) {
+                (Some(a), Some(r)) => i == a || (w[i].parent.is_none() && i != r),
+                _ => w[i].parent.is_none(),
+            })
+            .max_by(|&a, &b| rank(a).cmp(&rank(b)))?;
         while let Some(next) = best(Some(cur)) {
             cur = next;
         }

@@ -889,6 +889,15 @@ impl Device {
             )
             .map_err(|e| e.to_string())?;
         let revocations = self.state.roster().revoked_count();
+        if std::env::var("SIMDBG").is_ok() {
+            if let EventKind::Sent(sent) = &guarded.event {
+                if let Ok(Envelope::Ratchet(b)) = Envelope::decode(&sent.envelope) {
+                    if let Ok(m) = chorus_wire::RatchetMessage::decode(&b) {
+                        eprintln!("PLAN dev {} m{} sender {:?} parent {:?} floor {:?} rev {} healed {} due {} applied {}", hex::encode(&self.key[..2]), p.msg, m.header.sender, m.header.parent, m.header.honor_floor, revocations, scratch.healed_through(), session.heal_due(revocations), self.state.applied());
+                    }
+                }
+            }
+        }
         self.heals.push((
             p.msg,
             p.envelope_id,
