@@ -533,6 +533,18 @@ impl Device {
                 },
             ));
         }
+        // And what was logged before the anchor reaches the contact first, whoever
+        // logged it (the client's `post_outbox` with no patience).
+        if heal_due && let Some((id, e)) = self.outbox.first() {
+            return Some((
+                Op::Post(*id),
+                Request::Post {
+                    mailbox: e.mailbox,
+                    envelope_id: *id,
+                    bytes: e.envelope.clone(),
+                },
+            ));
+        }
         if strategy == Strategy::PerDevice {
             if let Some(request) = self.per_device_request(now) {
                 return Some(request);

@@ -106,10 +106,26 @@ impl Device {
         if let Err(e) = self.send_pending().await {
             return relay_errors(e);
         }
+        self.post_outbox(self.options.sibling_delivery).await
+    }
+
+    /// Posts the outbox as [`Self::flush_outbox`] does, without syncing or sending
+    /// first: every envelope this device appended, and a sibling's once it has waited
+    /// `patience`. Before a heal's anchor, with no patience at all: the contact cuts
+    /// off every chain beside the anchor, so whatever was logged before it must be in
+    /// the mailbox first.
+    pub(super) async fn post_outbox(
+        &self,
+        patience: std::time::Duration,
+    ) -> Result<Vec<RelayError>, ClientError> {
+        let relay_errors = |e: ClientError| match e {
+            ClientError::Relay(e) => Ok(vec![e]),
+            other => Err(other),
+        };
         // A queued hello may name a mailbox not yet registered: register first.
         let mut errors = self.register_pending().await?;
         let now = self.now();
-        let patience = i64::try_from(self.options.sibling_delivery.as_millis()).unwrap_or(i64::MAX);
+        let patience = i64::try_from(patience.as_millis()).unwrap_or(i64::MAX);
         let rows = self
             .store
             .due_outbox(

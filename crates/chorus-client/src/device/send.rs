@@ -120,7 +120,8 @@ impl Device {
             }
         }
         let leaderless = strategy == Strategy::Leaderless;
-        if leaderless || self.heal_due(contact).await? {
+        let heal_due = self.heal_due(contact).await?;
+        if leaderless || heal_due {
             // No guard will tell us a sibling moved on: read what it logged and what
             // the contact sent, so the new DH step builds on the newest key there is
             // (a key the contact saw acknowledged elsewhere may be gone already). A
@@ -130,6 +131,13 @@ impl Device {
             // Boxed: taking an envelope may post the outbox, which sends what is
             // pending (a bounded recursion: each level takes what is new).
             Box::pin(self.receive_all()).await?;
+        }
+        if heal_due {
+            // What was logged before the anchor reaches the contact before it, whoever
+            // logged it: the contact cuts off every chain beside the anchor.
+            for e in Box::pin(self.post_outbox(std::time::Duration::ZERO)).await? {
+                tracing::debug!(error = %e, "an envelope logged before the heal waits");
+            }
         }
         for _ in 0..APPEND_ATTEMPTS {
             // The session and the stream version come from one cut: the core decides
