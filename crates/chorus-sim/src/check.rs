@@ -61,6 +61,9 @@ struct CloneRun {
     /// Ratchet keys the clone sent on, and the `(key, counter)` pairs it used.
     keys: BTreeSet<[u8; 32]>,
     used: BTreeSet<([u8; 32], u32)>,
+    /// The contact keys its new steps were built on, with the length each announced
+    /// for the chain before (the contact closes that chain there, as for any step).
+    steps: BTreeSet<([u8; 32], u32)>,
     /// Messages of the two identities the clone made unreadable before the heal (it
     /// used their message keys first, or the contact built them on its branch).
     stolen: u64,
@@ -164,20 +167,35 @@ impl Ledger {
             if std::env::var("SIMDBG").is_ok() { eprintln!("clone.{n} at {received_ms}: sender {:?} ctr {} parent {:?} floor {:?}", h.sender, h.counter, h.parent, h.honor_floor); }
             c.keys.insert(*h.sender.as_bytes());
             c.used.insert((*h.sender.as_bytes(), h.counter));
+            if let Some(p) = h.parent {
+                c.steps.insert((*p.as_bytes(), h.previous_chain_length));
+            }
         }
     }
 
     /// Whether the envelope posted under `id` was made unreadable by the clone before
-    /// the heal: the clone spent its message key first, or it was built on one of the
+    /// the heal: the clone spent its message key first; or it was built on one of the
     /// clone's keys (the contact answered the clone's fork before it knew of the
     /// theft: that message is the clone's, as with any stolen session state, and
-    /// the heal takes it back from the next message on).
+    /// the heal takes it back from the next message on); or the clone stepped from
+    /// the contact's key built on its chain, announcing that chain shorter than the
+    /// identity went on with (the contact closes a chain where a new step says it
+    /// ended, as Double Ratchet does).
     fn stolen_by_clone(&self, id: &[u8; 16]) -> bool {
         let (Some(c), Some((sender, counter, parent))) = (&self.clone, self.headers.get(id))
         else {
             return false;
         };
-        c.used.contains(&(*sender, *counter)) || parent.is_some_and(|p| c.keys.contains(&p))
+        let closed = c.steps.iter().any(|(p, length)| {
+            *counter >= *length
+                && self
+                    .headers
+                    .values()
+                    .any(|(s, _, pp)| s == p && *pp == Some(*sender))
+        });
+        closed
+            || c.used.contains(&(*sender, *counter))
+            || parent.is_some_and(|p| c.keys.contains(&p))
     }
 
     /// `per-device`: the identity's list without the stolen device was issued.
