@@ -264,6 +264,48 @@ impl Pairwise {
     }
 }
 
+/// The devices `held` listed that `offered` (accepted after it) no longer does, each
+/// as held, with when it stopped reading new copies: `offered`'s `issued_ms`, never
+/// later than `now_ms` (as [`SendPlan::retire_at`]). A first copy such a device sent
+/// before then is still read ([`first_copy`]): a device of ours offline through a
+/// revocation reads what the revoked device wrote before it.
+pub fn dropped(
+    held: Option<&DeviceList>,
+    offered: &DeviceList,
+    now_ms: u64,
+) -> Vec<(ListedDevice, u64)> {
+    let at = offered.issued_ms.min(now_ms);
+    held.map(|h| {
+        h.devices()
+            .iter()
+            .filter(|d| offered.get(&d.device).is_none())
+            .map(|d| (*d, at))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Whether a first copy from `device`, which the relay took at `received_ms`, may open
+/// a session, and its bookkeeping if so: a device `list` names opens a current one; a
+/// device a later list dropped ([`dropped`]: its generation and when) opens a retired
+/// one, for a copy the relay took before it was dropped; anything else is refused (a
+/// revoked device, or its clone, starting a session).
+pub fn first_copy(
+    list: &DeviceList,
+    dropped: Option<(u32, u64)>,
+    device: &[u8; 32],
+    received_ms: u64,
+) -> Option<Pairwise> {
+    if let Some(listed) = list.get(device) {
+        return Some(Pairwise::current(listed.generation));
+    }
+    let (generation, at) = dropped?;
+    (received_ms <= at).then_some(Pairwise {
+        generation,
+        retired_ms: Some(at),
+    })
+}
+
 /// What one send does, from the contact's list and our sessions with its devices.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SendPlan {

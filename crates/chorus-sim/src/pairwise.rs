@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chorus_core::per_device::{self, Pairwise, PeerSessions, accept_list, plan_send};
+use chorus_core::per_device::{
+    self, Pairwise, PeerSessions, accept_list, dropped, first_copy, plan_send,
+};
 use chorus_core::{LocalIdentity, MemoryPrekeyStore, initiate, respond};
 use chorus_wire::{DeviceList, Envelope, Payload, PrekeyBundle};
 use rand::rngs::StdRng;
@@ -22,6 +24,8 @@ pub struct PerDevice {
     prekeys: MemoryPrekeyStore,
     sessions: BTreeMap<[u8; 32], (Pairwise, PeerSessions)>,
     list: Option<DeviceList>,
+    /// Devices a newer list dropped: their generation, and when they stopped.
+    dropped: BTreeMap<[u8; 32], (u32, u64)>,
     bundles: BTreeMap<[u8; 32], PrekeyBundle>,
     /// The contact's list was fetched since the last post.
     pub fresh: bool,
@@ -45,6 +49,7 @@ impl PerDevice {
             prekeys,
             sessions: BTreeMap::new(),
             list: None,
+            dropped: BTreeMap::new(),
             bundles: BTreeMap::new(),
             fresh: false,
             held: Vec::new(),
@@ -70,6 +75,9 @@ impl PerDevice {
                 if let Some((m, _)) = self.sessions.get_mut(d) {
                     m.retired_ms = Some(plan.retire_at);
                 }
+            }
+            for (d, at) in dropped(self.list.as_ref(), &list, now_ms) {
+                self.dropped.insert(d.device, (d.generation, at));
             }
             self.list = Some(list);
         }
@@ -150,12 +158,9 @@ impl PerDevice {
         } else if !initial {
             return Err("a copy on no session with its device".into());
         }
-        let Some(listed) = self
-            .list
-            .as_ref()
-            .and_then(|l| l.get(&sender_device))
-            .copied()
-        else {
+        let list = self.list.as_ref().ok_or("no device list for the contact")?;
+        let dropped = self.dropped.get(&sender_device).copied();
+        let Some(meta) = first_copy(list, dropped, &sender_device, received_ms) else {
             return Err("a copy from a device the contact does not list".into());
         };
         let r = respond(&self.identity, &self.prekeys, &message).map_err(|e| e.to_string())?;
@@ -165,13 +170,12 @@ impl PerDevice {
                 return Err("a first copy replayed".into());
             }
             Some((m, s)) => {
-                *m = Pairwise::current(listed.generation);
+                *m = meta;
                 s.adopt(r.session);
             }
             None => {
                 let s = PeerSessions::new(r.session);
-                self.sessions
-                    .insert(sender_device, (Pairwise::current(listed.generation), s));
+                self.sessions.insert(sender_device, (meta, s));
             }
         }
         Ok(payload)
