@@ -324,6 +324,21 @@ fn per_device_setup(
             .map_err(|e| bug("a device list", &e))?;
         relay.publish(ident, list, bundles);
     }
+    // The two identities talked before the run (the shared session is set up): each
+    // device holds the contact's list as it was then.
+    for (ident, devs) in members.iter().enumerate() {
+        let (reply, _) = relay.handle([0; 32], &Request::DeviceList { mailbox: 1 - ident }, 0);
+        let Reply::DeviceList(Some((list, bundles))) = reply else {
+            return Err(SimError::Setup("a contact's device list".into()));
+        };
+        for &dev in devs {
+            if let Some(pd) = devices[dev].per_device.as_mut() {
+                pd.take_list(list.clone(), bundles.clone(), 0)
+                    .map_err(|e| bug("the contact's list", &e))?;
+                pd.fresh = false;
+            }
+        }
+    }
     Ok(())
 }
 
