@@ -817,16 +817,11 @@ impl Tree {
             return;
         }
         self.cut = Some(floor);
-        // Ours built on a peer key this replica has not read (a sibling's send) stay:
-        // what is read from now on is on the branch.
         let off: Vec<RatchetPublic> = self
             .nodes
-            .iter()
-            .filter(|(k, n)| {
-                !self.descends_from(**k, floor)
-                    && (n.side == Side::Theirs || n.parent.is_none_or(|p| self.nodes.contains_key(&p)))
-            })
-            .map(|(k, _)| *k)
+            .keys()
+            .filter(|k| self.off_branch(**k, floor))
+            .copied()
             .collect();
         for k in off {
             if let Some(n) = self.nodes.get_mut(&k) {
@@ -862,11 +857,7 @@ impl Tree {
     /// peer's cut to ([`Tree::keep_only_branch`]); never while the parent is unread.
     fn off_the_cut(&self, parent: Option<RatchetPublic>) -> bool {
         match (self.cut, parent) {
-            (Some(cut), Some(p)) => {
-                self.nodes.contains_key(&cut)
-                    && self.nodes.contains_key(&p)
-                    && !self.descends_from(p, cut)
-            }
+            (Some(cut), Some(p)) => self.nodes.contains_key(&cut) && self.off_branch(p, cut),
             _ => false,
         }
     }
@@ -899,6 +890,31 @@ impl Tree {
         false
     }
 
+    /// Whether `key` is known to be off `anchor`'s branch: its ancestry reaches the root
+    /// of the tree without passing `anchor`. A node held without its parent (a
+    /// sibling's send built on a peer key not read here yet), or whose ancestors were
+    /// pruned, is not: what it hangs off is unknown, and cutting it here but not on a
+    /// replica that read its parent first would leave the two apart.
+    fn off_branch(&self, key: RatchetPublic, anchor: RatchetPublic) -> bool {
+        let mut at = key;
+        // Depth strictly decreases towards the root, so this ends.
+        loop {
+            if at == anchor {
+                return false;
+            }
+            let Some(n) = self.nodes.get(&at) else {
+                return false;
+            };
+            match n.parent {
+                None => return true,
+                Some(p) => match self.nodes.get(&p) {
+                    Some(pn) if pn.depth < n.depth => at = p,
+                    _ => return false,
+                },
+            }
+        }
+    }
+
     /// The peer built on the anchor's branch: every node outside it, which the revoked
     /// device may hold, loses its keys — ours their private halves (so our announced
     /// floor moves to the anchor), the peer's their roots (so our `peer_floor` moves to
@@ -907,7 +923,7 @@ impl Tree {
         let outside: Vec<RatchetPublic> = self
             .nodes
             .keys()
-            .filter(|k| !self.descends_from(**k, anchor))
+            .filter(|k| self.off_branch(**k, anchor))
             .copied()
             .collect();
         for k in outside {

@@ -303,7 +303,7 @@ impl Ledger {
         let nonce = *h.nonce.as_bytes();
         self.headers
             .insert(id, (sender, h.counter, h.parent.map(|p| *p.as_bytes())));
-        if std::env::var("SIMDBG").is_ok() { eprintln!("posted {} to {mailbox}: sender {:?} ctr {} parent {:?} floor {:?}", hex::encode(&id[..4]), h.sender, h.counter, h.parent, h.honor_floor); }
+        if std::env::var("SIMDBG").is_ok() { eprintln!("posted {} to {mailbox} (#{}): sender {:?} ctr {} parent {:?} floor {:?}", hex::encode(&id[..4]), self.posted.get(&mailbox).map_or(0, |p| p.len()), h.sender, h.counter, h.parent, h.honor_floor); }
         // A fork is two of an identity's keys built on one key of the shared session.
         // `per-device` copies are on pairwise sessions: two devices opening sessions
         // with one device's bundle build on its one signed prekey, and are no fork.

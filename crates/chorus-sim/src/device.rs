@@ -335,6 +335,8 @@ impl Device {
     pub fn poke(&mut self, log: bool, mail: bool) {
         self.log_dirty |= log;
         self.mail_dirty |= mail;
+        // The mailbox grew since it was last read to its end.
+        self.read_mail &= !mail;
     }
 
     /// The user typed message `msg`.
@@ -905,7 +907,7 @@ impl Device {
             if let EventKind::Sent(sent) = &guarded.event {
                 if let Ok(Envelope::Ratchet(b)) = Envelope::decode(&sent.envelope) {
                     if let Ok(m) = chorus_wire::RatchetMessage::decode(&b) {
-                        eprintln!("PLAN dev {} m{} sender {:?} parent {:?} floor {:?} rev {} healed {} due {} applied {}", hex::encode(&self.key[..2]), p.msg, m.header.sender, m.header.parent, m.header.honor_floor, revocations, scratch.healed_through(), session.heal_due(revocations), self.state.applied());
+                        eprintln!("PLAN t={world_ms} cursor {} dev {} m{} sender {:?} parent {:?} floor {:?} rev {} healed {} due {} applied {}", self.mail_cursor, hex::encode(&self.key[..2]), p.msg, m.header.sender, m.header.parent, m.header.honor_floor, revocations, scratch.healed_through(), session.heal_due(revocations), self.state.applied());
                     }
                 }
             }
@@ -1308,12 +1310,16 @@ impl Device {
                 self.roster_change = None;
                 self.linked = Some(device);
             }
-            Effect::DeviceRevoked { device, .. }
+            Effect::DeviceRevoked { device, .. } => {
+                // The next send anchors a heal: it reads the mailbox to its end first,
+                // from here on (the client reads it within the send).
+                self.read_mail = false;
                 if matches!(&self.roster_change,
-                    Some(RosterChange::Revoke(key)) if *key.as_bytes() == device) =>
-            {
-                self.roster_change = None;
-                self.revoked = Some(device);
+                    Some(RosterChange::Revoke(key)) if *key.as_bytes() == device)
+                {
+                    self.roster_change = None;
+                    self.revoked = Some(device);
+                }
             }
             Effect::ForwardRequested { message, .. } => {
                 // Every device keeps it pending until its `Sent` folds; the one that
