@@ -1024,6 +1024,9 @@ impl Tree {
             /// key we hold the root of): a branch whose keys were all deleted (a heal
             /// cut it off) is never chosen over one that can still be used.
             live: bool,
+            /// The subtree holds our open sending chain (the newest send, ours or a
+            /// sibling's): of several roots, the one to go on from.
+            sending: bool,
         }
         // One allocation, indices instead of maps: this runs on every structural change.
         let mut w: Vec<W> = self
@@ -1040,6 +1043,7 @@ impl Tree {
                     Side::Ours => n.sending.is_some(),
                     Side::Theirs => n.root.is_some(),
                 },
+                sending: n.side == Side::Ours && n.sending.is_some(),
             })
             .collect();
         for (i, n) in self.nodes.values().enumerate() {
@@ -1055,10 +1059,11 @@ impl Tree {
         for &i in &order {
             if let Some(p) = w[i].parent {
                 let h = w[i].height + 1;
-                let live = w[i].live;
+                let (live, sending) = (w[i].live, w[i].sending);
                 w[p].acked = true;
                 w[p].height = w[p].height.max(h);
                 w[p].live |= live;
+                w[p].sending |= sending;
             }
         }
         let score = |x: &W| {
@@ -1096,7 +1101,7 @@ impl Tree {
             i
         };
         let anchor_root = anchor.map(root_of);
-        let rank = |i: usize| (w[i].live, reach(&w[i]), score(&w[i]));
+        let rank = |i: usize| (w[i].sending, w[i].live, reach(&w[i]), score(&w[i]));
         let mut cur = (0..w.len())
             .filter(|&i| match (anchor, anchor_root) {
                 (Some(a), Some(r)) => i == a || (w[i].parent.is_none() && i != r),
