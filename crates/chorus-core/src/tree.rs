@@ -639,6 +639,15 @@ impl Tree {
         let (Some(secret), Some(root)) = (parent.secret.as_ref(), parent.root.as_ref()) else {
             return Err(SessionError::UnknownParent);
         };
+        // After a heal's anchor cut us to its branch, a new key of the peer's must be
+        // built on that branch as far as we know: a key of ours held without its
+        // parent (a sibling's send) was spared by the cut, and may hang off a copy's
+        // fork we never read.
+        if let Some(cut) = self.cut.filter(|c| self.nodes.contains_key(c))
+            && !self.descends_from(parent_key, cut)
+        {
+            return Err(SessionError::UnknownParent);
+        }
         let dh = secret
             .diffie_hellman(&msg.sender)
             .map_err(SessionError::InvalidKey)?;
