@@ -46,20 +46,35 @@ impl SendDelta {
 }
 
 /// Splits a [`SendDelta`] into whether the contact had answered and the node.
-fn parse_delta(delta: &[u8]) -> Result<(bool, &[u8]), SessionError> {
+/// A delta's flags byte: the contact had answered.
+const DELTA_ANSWERED: u8 = 1;
+/// A delta's flags byte: the send is a heal's anchor (its first message announced the
+/// node as our floor, and the contact cut to it).
+const DELTA_ANCHOR: u8 = 2;
+
+/// A delta's flags and node.
+struct Delta<'a> {
+    answered: bool,
+    anchor: bool,
+    node: &'a [u8],
+}
+
+fn parse_delta(delta: &[u8]) -> Result<Delta<'_>, SessionError> {
     let corrupt = |why: &str| SessionError::CorruptSnapshot(format!("ratchet delta: {why}"));
-    let [version, answered, node @ ..] = delta else {
+    let [version, flags, node @ ..] = delta else {
         return Err(corrupt("truncated"));
     };
     if *version != DELTA_VERSION {
         return Err(corrupt("unsupported version"));
     }
-    let answered = match answered {
-        0 => false,
-        1 => true,
-        _ => return Err(corrupt("bad flag")),
-    };
-    Ok((answered, node))
+    if flags & !(DELTA_ANSWERED | DELTA_ANCHOR) != 0 {
+        return Err(corrupt("bad flag"));
+    }
+    Ok(Delta {
+        answered: flags & DELTA_ANSWERED != 0,
+        anchor: flags & DELTA_ANCHOR != 0,
+        node,
+    })
 }
 
 /// How a message must be handed to the receiver's [`Session::decrypt`] (carried by the
@@ -255,7 +270,14 @@ impl Session {
             .ok_or(SessionError::NotReady)?;
         let mut bytes = Zeroizing::new(Vec::with_capacity(node.len() + 2));
         bytes.push(DELTA_VERSION);
-        bytes.push(u8::from(self.pending.is_none()));
+        let mut flags = 0;
+        if self.pending.is_none() {
+            flags |= DELTA_ANSWERED;
+        }
+        if self.tree.anchored_on(&sender) {
+            flags |= DELTA_ANCHOR;
+        }
+        bytes.push(flags);
         bytes.extend_from_slice(&node);
         Ok((message, SendDelta(bytes)))
     }
@@ -312,10 +334,18 @@ impl Session {
         delta: &[u8],
         revocations: u64,
     ) -> Result<bool, SessionError> {
-        let (answered, node) = parse_delta(delta)?;
-        let checked = self.tree.check_sending(node)?;
+        let d = parse_delta(delta)?;
+        let checked = self.tree.check_sending(d.node)?;
         let healed = self.begin_heal(revocations);
-        Ok(self.put_delta(answered, checked) || healed)
+        // A send planned before the revocation was folded, sequenced after it, is no
+        // anchor: its first message did not announce itself as our floor, so the
+        // contact did not cut to it. The heal still waits for one.
+        let unanchored = !d.anchor && self.tree.heal_pending();
+        let changed = self.put_delta(d.answered, checked);
+        if unanchored {
+            self.tree.keep_heal_pending();
+        }
+        Ok(changed || healed)
     }
 
     /// Applies a sibling device's [`SendDelta`]. Deltas of one session must be applied in
@@ -324,9 +354,9 @@ impl Session {
     /// a delta this session already holds (its own send, read back from the log) is a
     /// no-op. A malformed delta changes nothing.
     pub fn apply_send_delta(&mut self, delta: &[u8]) -> Result<bool, SessionError> {
-        let (answered, node) = parse_delta(delta)?;
-        let checked = self.tree.check_sending(node)?;
-        Ok(self.put_delta(answered, checked))
+        let d = parse_delta(delta)?;
+        let checked = self.tree.check_sending(d.node)?;
+        Ok(self.put_delta(d.answered, checked))
     }
 
     fn put_delta(&mut self, answered: bool, checked: Option<crate::tree::SendingNode>) -> bool {

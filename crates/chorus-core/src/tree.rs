@@ -532,6 +532,20 @@ impl Tree {
         self.refresh();
     }
 
+    /// Whether `key` is the anchor of a heal that waits for the peer.
+    pub(crate) fn anchored_on(&self, key: &RatchetPublic) -> bool {
+        self.heal == Heal::Anchored(*key)
+    }
+
+    /// A sibling's send just put was no anchor (planned before it knew of the
+    /// revocation): the heal still waits for one, and the chain that send left open is
+    /// closed, so the next send steps afresh and announces itself.
+    pub(crate) fn keep_heal_pending(&mut self) {
+        self.close_sending();
+        self.heal = Heal::Pending;
+        self.refresh();
+    }
+
     /// Whether a heal began and its anchor is not taken yet (the next send takes it).
     pub(crate) fn heal_pending(&self) -> bool {
         self.heal == Heal::Pending

@@ -196,3 +196,37 @@ fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_a
         assert!(p.bob.decrypt(&m).is_err(), "Bob accepted the clone after the heal");
     }
 }
+
+#[test]
+fn a_send_planned_before_the_revocation_and_logged_after_it_is_no_anchor() {
+    // Found by the simulator under `leaderless`: a sibling planned a send before it
+    // folded the revocation, and the log took it after. Folded after the revocation,
+    // its step became the heal's anchor — but its message never announced itself as
+    // Alice's floor, so Bob never cut to it, and the clone went on forking from Bob's
+    // key after the heal.
+    let (mut p, _) = talked(45, 2);
+    let clone = copy(&p.alice);
+    let mut sibling = Session::restore_stale(&p.alice.snapshot(), p.alice.generation()).unwrap();
+    let (early, delta) = sibling.encrypt_escrowed(b"planned before", &mut p.rng).unwrap();
+    assert!(
+        p.alice
+            .apply_send_delta_after(delta.as_bytes(), 1)
+            .unwrap()
+    );
+    assert!(
+        p.alice.heal_due(1),
+        "a send that did not heal is no anchor: the heal still waits for one"
+    );
+    assert_eq!(text(&mut p.bob, &early), "planned before");
+
+    let a1 = send(&mut p.alice, &mut p.rng, "anchor");
+    assert_eq!(header(&a1).honor_floor, Some(header(&a1).sender));
+    assert_eq!(text(&mut p.bob, &a1), "anchor");
+    let b1 = send(&mut p.bob, &mut p.rng, "answer");
+    assert_eq!(text(&mut p.alice, &b1), "answer");
+    let a2 = send(&mut p.alice, &mut p.rng, "healed");
+    assert_eq!(text(&mut p.bob, &a2), "healed");
+    for m in clone_attempts(&clone, &mut p.rng) {
+        assert!(p.bob.decrypt(&m).is_err(), "Bob accepted the clone after the heal");
+    }
+}

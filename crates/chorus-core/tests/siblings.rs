@@ -242,7 +242,8 @@ fn malformed_deltas_are_refused_and_change_nothing() {
     let mut wrong_version = good.clone();
     wrong_version[0] = 9;
     let mut bad_flag = good.clone();
-    bad_flag[1] = 2;
+    // Bit 0: the contact answered; bit 1: a heal's anchor; nothing else is defined.
+    bad_flag[1] = 4;
     let mut flipped_key = good.clone();
     flipped_key[2] ^= 1;
     for bad in [
