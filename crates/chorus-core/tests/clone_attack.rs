@@ -142,8 +142,7 @@ fn without_a_revocation_the_floor_bob_is_told_changes_nothing_he_accepts() {
 }
 
 #[test]
-fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_after_the_anchor()
-{
+fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_after_the_anchor() {
     // Found by the simulator (a device stolen mid-conversation, its clone sending every
     // few seconds): before Alice's devices know of the theft, the clone forks from
     // Bob's newest key and Bob, who cannot tell it from a sibling of Alice's, builds
@@ -156,7 +155,11 @@ fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_a
     let mut forked = Session::restore_stale(&clone.snapshot(), clone.generation()).unwrap();
     for i in 0..3 {
         let m = send(&mut forked, &mut p.rng, &format!("clone {i}"));
-        assert_eq!(text(&mut p.bob, &m), format!("clone {i}"), "before the heal");
+        assert_eq!(
+            text(&mut p.bob, &m),
+            format!("clone {i}"),
+            "before the heal"
+        );
     }
     let early = send(&mut p.bob, &mut p.rng, "built on the clone's branch");
     assert_eq!(
@@ -174,7 +177,11 @@ fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_a
     let mut attempts = Vec::new();
     attempts.push(send(&mut forked, &mut p.rng, "clone on its chain"));
     let mut again = Session::restore_stale(&forked.snapshot(), forked.generation()).unwrap();
-    attempts.push(send(&mut again, &mut p.rng, "clone forks from Bob's answer"));
+    attempts.push(send(
+        &mut again,
+        &mut p.rng,
+        "clone forks from Bob's answer",
+    ));
     attempts.extend(clone_attempts(&clone, &mut p.rng));
     for m in &attempts {
         let before = p.bob.state_digest();
@@ -182,7 +189,11 @@ fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_a
             p.bob.decrypt(m).is_err(),
             "Bob accepted the clone after Alice's healing message"
         );
-        assert_eq!(p.bob.state_digest(), before, "a refusal changed Bob's state");
+        assert_eq!(
+            p.bob.state_digest(),
+            before,
+            "a refusal changed Bob's state"
+        );
     }
 
     // Bob's next answer is Alice's, not the clone's.
@@ -193,7 +204,10 @@ fn a_clone_sending_through_the_heal_neither_locks_the_identity_out_nor_is_read_a
     let a2 = send(&mut p.alice, &mut p.rng, "healed");
     assert_eq!(text(&mut p.bob, &a2), "healed");
     for m in clone_attempts(&forked, &mut p.rng) {
-        assert!(p.bob.decrypt(&m).is_err(), "Bob accepted the clone after the heal");
+        assert!(
+            p.bob.decrypt(&m).is_err(),
+            "Bob accepted the clone after the heal"
+        );
     }
 }
 
@@ -207,12 +221,10 @@ fn a_send_planned_before_the_revocation_and_logged_after_it_is_no_anchor() {
     let (mut p, _) = talked(45, 2);
     let clone = copy(&p.alice);
     let mut sibling = Session::restore_stale(&p.alice.snapshot(), p.alice.generation()).unwrap();
-    let (early, delta) = sibling.encrypt_escrowed(b"planned before", &mut p.rng).unwrap();
-    assert!(
-        p.alice
-            .apply_send_delta_after(delta.as_bytes(), 1)
-            .unwrap()
-    );
+    let (early, delta) = sibling
+        .encrypt_escrowed(b"planned before", &mut p.rng)
+        .unwrap();
+    assert!(p.alice.apply_send_delta_after(delta.as_bytes(), 1).unwrap());
     assert!(
         p.alice.heal_due(1),
         "a send that did not heal is no anchor: the heal still waits for one"
@@ -227,6 +239,9 @@ fn a_send_planned_before_the_revocation_and_logged_after_it_is_no_anchor() {
     let a2 = send(&mut p.alice, &mut p.rng, "healed");
     assert_eq!(text(&mut p.bob, &a2), "healed");
     for m in clone_attempts(&clone, &mut p.rng) {
-        assert!(p.bob.decrypt(&m).is_err(), "Bob accepted the clone after the heal");
+        assert!(
+            p.bob.decrypt(&m).is_err(),
+            "Bob accepted the clone after the heal"
+        );
     }
 }

@@ -164,7 +164,6 @@ impl Ledger {
             *c.per_mailbox.entry(1 - c.ident).or_default() += 1;
         }
         if let Some(h) = header(bytes) {
-            if std::env::var("SIMDBG").is_ok() { eprintln!("clone.{n} at {received_ms}: sender {:?} ctr {} parent {:?} floor {:?}", h.sender, h.counter, h.parent, h.honor_floor); }
             c.keys.insert(*h.sender.as_bytes());
             c.used.insert((*h.sender.as_bytes(), h.counter));
             if let Some(p) = h.parent {
@@ -182,8 +181,7 @@ impl Ledger {
     /// identity went on with (the contact closes a chain where a new step says it
     /// ended, as Double Ratchet does).
     fn stolen_by_clone(&self, id: &[u8; 16]) -> bool {
-        let (Some(c), Some((sender, counter, parent))) = (&self.clone, self.headers.get(id))
-        else {
+        let (Some(c), Some((sender, counter, parent))) = (&self.clone, self.headers.get(id)) else {
             return false;
         };
         let closed = c.steps.iter().any(|(p, length)| {
@@ -215,18 +213,18 @@ impl Ledger {
     /// A contact device showed the clone's message `n`.
     fn clone_shown(&mut self, dev: usize, n: u64, now: u64) {
         let Some(c) = self.clone.as_mut() else {
-            self.violation(format!("device {dev} showed a clone's message with no clone"));
+            self.violation(format!(
+                "device {dev} showed a clone's message with no clone"
+            ));
             return;
         };
         let healed = c.healed.get(&dev).is_some_and(|&t| t <= now);
-        if std::env::var("SIMDBG").is_ok() { eprintln!("SHOWN clone.{n} on {dev} at {now}, healed at {:?}", c.healed.get(&dev)); }
         // Under `per-device` a copy the relay took before the list without the device
         // was issued is still its device's to read.
         let after_list = match (self.strategy, c.list_issued_ms) {
-            (Strategy::PerDevice, Some(issued)) => c
-                .posted
-                .values()
-                .any(|&(m, at)| m == n && at > issued),
+            (Strategy::PerDevice, Some(issued)) => {
+                c.posted.values().any(|&(m, at)| m == n && at > issued)
+            }
             (Strategy::PerDevice, None) => false,
             _ => true,
         };
@@ -303,7 +301,6 @@ impl Ledger {
         let nonce = *h.nonce.as_bytes();
         self.headers
             .insert(id, (sender, h.counter, h.parent.map(|p| *p.as_bytes())));
-        if std::env::var("SIMDBG").is_ok() { eprintln!("posted {} to {mailbox} (#{}): sender {:?} ctr {} parent {:?} floor {:?}", hex::encode(&id[..4]), self.posted.get(&mailbox).map_or(0, |p| p.len()), h.sender, h.counter, h.parent, h.honor_floor); }
         // A fork is two of an identity's keys built on one key of the shared session.
         // `per-device` copies are on pairwise sessions: two devices opening sessions
         // with one device's bundle build on its one signed prekey, and are no fork.
@@ -313,9 +310,11 @@ impl Ledger {
         let copy = matches!(Envelope::decode(bytes), Ok(Envelope::Copy { .. }));
         let anchor = h.honor_floor == Some(h.sender);
         // What the contact built on a clone's key before the heal is the clone's.
-        let on_clone = h
-            .parent
-            .is_some_and(|p| self.clone.as_ref().is_some_and(|c| c.keys.contains(p.as_bytes())));
+        let on_clone = h.parent.is_some_and(|p| {
+            self.clone
+                .as_ref()
+                .is_some_and(|c| c.keys.contains(p.as_bytes()))
+        });
         if let Some(parent) = h.parent.filter(|_| !copy && !anchor && !on_clone) {
             let children = self.children.entry(*parent.as_bytes()).or_default();
             if children.insert(sender) && children.len() == 2 {
@@ -393,7 +392,10 @@ impl Ledger {
                 }
             }
             Seen::Undecryptable { id, .. }
-                if self.clone.as_ref().is_some_and(|c| c.posted.contains_key(&id)) =>
+                if self
+                    .clone
+                    .as_ref()
+                    .is_some_and(|c| c.posted.contains_key(&id)) =>
             {
                 if let Some(c) = self.clone.as_mut() {
                     c.refused += 1;
@@ -524,7 +526,12 @@ impl Ledger {
     /// Adds the run's message counts to `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats, alive: &BTreeSet<usize>) {
         if let Some(c) = &self.clone {
-            stats.clone_sent += c.posted.values().map(|(n, _)| n).collect::<BTreeSet<_>>().len() as u64;
+            stats.clone_sent += c
+                .posted
+                .values()
+                .map(|(n, _)| n)
+                .collect::<BTreeSet<_>>()
+                .len() as u64;
             stats.clone_accepted += c.accepted;
             stats.clone_refused += c.refused;
             stats.clone_unhealed += c.unhealed;

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use chorus_core::route::{Failure, Next, after_failure};
 use chorus_core::{
     Appendable, Constellation, Effect, EncryptedMessage, LocalIdentity, LogError, MessageKind,
-    Outcome, Outgoing, Pending, Recipient, Record, Role, RosterSigner, Session, Sessions,
-    Strategy, open_epoch_key, seal_send,
+    Outcome, Outgoing, Pending, Recipient, Record, Role, RosterSigner, Session, Sessions, Strategy,
+    open_epoch_key, seal_send,
 };
 use chorus_crypto::{DeviceDhPublic, DeviceDhSecret, DevicePublicKey, EpochKey};
 use chorus_wire::{Envelope, EventKind, FirstMessage, Payload, SecretBytes, SentMessage};
@@ -903,15 +903,6 @@ impl Device {
             )
             .map_err(|e| e.to_string())?;
         let revocations = self.state.roster().revoked_count();
-        if std::env::var("SIMDBG").is_ok() {
-            if let EventKind::Sent(sent) = &guarded.event {
-                if let Ok(Envelope::Ratchet(b)) = Envelope::decode(&sent.envelope) {
-                    if let Ok(m) = chorus_wire::RatchetMessage::decode(&b) {
-                        eprintln!("PLAN t={world_ms} cursor {} dev {} m{} sender {:?} parent {:?} floor {:?} rev {} healed {} due {} applied {}", self.mail_cursor, hex::encode(&self.key[..2]), p.msg, m.header.sender, m.header.parent, m.header.honor_floor, revocations, scratch.healed_through(), session.heal_due(revocations), self.state.applied());
-                    }
-                }
-            }
-        }
         self.heals.push((
             p.msg,
             p.envelope_id,
@@ -1256,7 +1247,8 @@ impl Device {
                 Outcome::Applied(effects) => {
                     for e in effects {
                         if let Effect::EpochRotated(r) = &e {
-                            rotated = Some(open_epoch_key(self.state.log_id(), &self.key, &self.dh, r));
+                            rotated =
+                                Some(open_epoch_key(self.state.log_id(), &self.key, &self.dh, r));
                         }
                         self.apply(e, seen);
                     }

@@ -435,7 +435,6 @@ impl Relay {
             .get(mailbox)
             .map_or(0, |m| m.entries.len() as u64)
     }
-
 }
 
 /// The id a device's copy of message `envelope` is stored under (the relay contract's).

@@ -821,8 +821,7 @@ impl World {
             return;
         };
         let d = &self.devices[by];
-        let (serial, listed) =
-            chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true);
+        let (serial, listed) = chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true);
         let issued_ms = d.now(self.now);
         match chorus_wire::DeviceList::sign(root, serial, issued_ms, listed) {
             Ok(list) => {
@@ -840,8 +839,7 @@ impl World {
     fn took_list(&mut self, dev: usize, list: &chorus_wire::DeviceList) {
         if let Some(r) = &self.revocation {
             let stolen = self.devices[r.clone].key;
-            if self.devices[dev].ident != self.devices[r.clone].ident
-                && list.get(&stolen).is_none()
+            if self.devices[dev].ident != self.devices[r.clone].ident && list.get(&stolen).is_none()
             {
                 self.ledger.healed(dev, self.now);
             }
@@ -928,8 +926,9 @@ impl World {
     fn start_linked(&mut self, linker: usize, key: [u8; 32]) {
         let rng = StdRng::seed_from_u64(self.net.random());
         let Some(dh) = self.linking.remove(&key) else {
-            self.ledger
-                .violation(format!("device {linker} linked a device nobody was linking"));
+            self.ledger.violation(format!(
+                "device {linker} linked a device nobody was linking"
+            ));
             return;
         };
         match self.devices[linker].linked_device(key, dh, rng) {

@@ -333,10 +333,7 @@ fn a_stolen_devices_clone_is_refused_after_the_heal_under_every_strategy() {
             c.faults.destroy = false;
             c.faults.link = false;
             let o = run(&c, seed).unwrap();
-            let clone_after_heal = o
-                .violations
-                .iter()
-                .any(|v| v.contains("after the heal"));
+            let clone_after_heal = o.violations.iter().any(|v| v.contains("after the heal"));
             assert!(
                 !clone_after_heal,
                 "{strategy} seed {seed}: {:?}\nreproduce: chorus-sim --strategy {strategy} --seed {seed}",
@@ -354,7 +351,13 @@ fn a_stolen_devices_clone_is_refused_after_the_heal_under_every_strategy() {
             healed_runs += u64::from(o.stats.revoked > 0 && o.stats.clone_unhealed == 0);
         }
         assert!(revoked > 10, "{strategy}: {revoked} devices revoked");
-        assert!(refused > 100, "{strategy}: {refused} clone envelopes refused");
-        assert!(healed_runs > 5, "{strategy}: {healed_runs} runs healed every contact device");
+        assert!(
+            refused > 100,
+            "{strategy}: {refused} clone envelopes refused"
+        );
+        assert!(
+            healed_runs > 5,
+            "{strategy}: {healed_runs} runs healed every contact device"
+        );
     }
 }
