@@ -27,6 +27,9 @@ use crate::device::{Device, Seen, message_index};
 use crate::relay::Relay;
 use crate::{Stats, Strategy};
 
+/// What the checks keep of a ratchet header: `(sender key, counter, parent key)`.
+type Header = ([u8; 32], u32, Option<[u8; 32]>);
+
 struct Msg {
     from: usize,
     choice: usize,
@@ -87,8 +90,8 @@ pub(crate) struct Ledger {
     posted: BTreeMap<usize, BTreeSet<[u8; 16]>>,
     /// Peer ratchet key built on → our ratchet keys built on it (two or more: a fork).
     children: BTreeMap<[u8; 32], BTreeSet<[u8; 32]>>,
-    /// Each envelope's ratchet header: `(sender key, counter, parent key)`.
-    headers: BTreeMap<[u8; 16], ([u8; 32], u32, Option<[u8; 32]>)>,
+    /// Each envelope's ratchet header.
+    headers: BTreeMap<[u8; 16], Header>,
     forks: u64,
     key_reuse: u64,
     lost: u64,
