@@ -562,4 +562,33 @@ mod tests {
             Refused::GiveUp(_)
         ));
     }
+
+    #[test]
+    fn a_dropped_device_opens_a_retired_session_for_what_the_relay_took_before_only() {
+        let (a, b) = (dev(1, 0), dev(2, 0));
+        let before = list(1, &[a, b]);
+        let after = DeviceList::sign(&root(), 2, 1_000, vec![a]).unwrap();
+        // Dropped as of the new list's signing, never later than now.
+        assert_eq!(dropped(Some(&before), &after, 5_000), vec![(b, 1_000)]);
+        assert_eq!(dropped(Some(&before), &after, 700), vec![(b, 700)]);
+        assert!(dropped(None, &after, 5_000).is_empty());
+        assert!(dropped(Some(&after), &after, 5_000).is_empty());
+
+        assert_eq!(
+            first_copy(&after, None, &a.device, 9_999),
+            Some(Pairwise::current(0))
+        );
+        let gone = Some((b.generation, 1_000));
+        assert_eq!(
+            first_copy(&after, gone, &b.device, 1_000),
+            Some(Pairwise {
+                generation: 0,
+                retired_ms: Some(1_000)
+            })
+        );
+        // After it was dropped (its clone), or never listed: refused.
+        assert_eq!(first_copy(&after, gone, &b.device, 1_001), None);
+        assert_eq!(first_copy(&after, None, &b.device, 10), None);
+        assert_eq!(first_copy(&after, None, &[9; 32], 10), None);
+    }
 }

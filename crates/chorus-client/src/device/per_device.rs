@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use chorus_core::per_device::{
     self, MAX_MISMATCH_RETRIES, Pairwise, PeerSessions, Refused, accept_list, after_refusal,
-    plan_send,
+    dropped, first_copy, plan_send,
 };
 use chorus_core::{Strategy, initiate, respond};
 use chorus_crypto::{PqPrekeySecret, RootPublicKey, SignedPrekeySecret};
@@ -412,8 +412,16 @@ impl Device {
                 let list = self
                     .store
                     .contact_device_list(&mut *tx, &row.root, &identity.root)
+                    .await?
+                    .ok_or(ClientError::Rejected(
+                        "a per-device copy from a contact without a device list",
+                    ))?;
+                let dropped = self
+                    .store
+                    .dropped_device(&mut *tx, &row.root, &sender_device)
                     .await?;
-                let Some(listed) = list.as_ref().and_then(|l| l.get(&sender_device)) else {
+                // Listed now, or dropped after the relay took this copy.
+                let Some(meta) = first_copy(&list, dropped, &sender_device, received) else {
                     return Err(ClientError::Rejected(
                         "a per-device copy from a device the contact does not list",
                     ));
@@ -432,7 +440,6 @@ impl Device {
                     ));
                 }
                 let payload = Payload::decode(&responded.plaintext)?;
-                let meta = Pairwise::current(listed.generation);
                 match pairwise.as_mut() {
                     // A handshake already taken, offered again (a replay under another
                     // envelope id): it must not start the session over nor show twice.
@@ -491,12 +498,17 @@ impl Device {
             .store
             .contact_device_list(&mut tx, &row.root, &identity.root)
             .await?;
+        let now = self.now_u64();
         if accept_list(held.as_ref(), &list).map_err(|e| ClientError::DeviceList(e.to_string()))? {
+            for (device, at) in dropped(held.as_ref(), &list, now) {
+                self.store
+                    .put_dropped_device(&mut tx, &row.root, &device.device, device.generation, at)
+                    .await?;
+            }
             self.store
                 .put_contact_device_list(&mut tx, &row.root, &list)
                 .await?;
         }
-        let now = self.now_u64();
         let mut sessions = self.store.pairwise(&mut tx, &row.root).await?;
         let metas = sessions.iter().map(|(d, r)| (*d, r.meta)).collect();
         let plan = plan_send(&list, &metas, now);

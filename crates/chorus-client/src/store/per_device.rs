@@ -207,6 +207,53 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the contact's newer list dropped `device` (listed at `generation`)
+    /// as of `dropped_ms` (the first drop is kept: a device is dropped once).
+    pub(crate) async fn put_dropped_device(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        device: &[u8; 32],
+        generation: u32,
+        dropped_ms: u64,
+    ) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO contact_dropped_devices (contact, device, generation, dropped_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT(contact, device) DO NOTHING",
+        )
+        .bind(&contact[..])
+        .bind(&device[..])
+        .bind(i64::from(generation))
+        .bind(signed(dropped_ms))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A device the contact's list dropped: the generation it was listed at and when.
+    pub(crate) async fn dropped_device(
+        &self,
+        conn: &mut SqliteConnection,
+        contact: &[u8; 32],
+        device: &[u8; 32],
+    ) -> Result<Option<(u32, u64)>, ClientError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT generation, dropped_ms FROM contact_dropped_devices
+             WHERE contact = $1 AND device = $2",
+        )
+        .bind(&contact[..])
+        .bind(&device[..])
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|(g, at)| {
+            Ok((
+                u32::try_from(g).map_err(|_| ClientError::Corrupt("dropped device".into()))?,
+                u64::try_from(at).map_err(|_| ClientError::Corrupt("dropped device".into()))?,
+            ))
+        })
+        .transpose()
+    }
+
     /// Every pairwise session with the contact's devices, by device.
     pub(crate) async fn pairwise(
         &self,
