@@ -505,14 +505,7 @@ impl Device {
                 ));
             }
             if !self.read_mail {
-                self.mail_dirty = true;
-                return Some((
-                    Op::ReadMailbox,
-                    Request::ReadMailbox {
-                        mailbox: self.peer.recv_mailbox,
-                        from: self.mail_cursor + 1,
-                    },
-                ));
+                return Some(self.read_mail_request());
             }
         }
         // A send that anchors a heal reads the contact's mailbox to its end first (the
@@ -526,26 +519,12 @@ impl Device {
                 .get(&self.peer.root)
                 .is_some_and(|s| s.heal_due(revocations));
         if heal_due && !self.read_mail {
-            self.mail_dirty = true;
-            return Some((
-                Op::ReadMailbox,
-                Request::ReadMailbox {
-                    mailbox: self.peer.recv_mailbox,
-                    from: self.mail_cursor + 1,
-                },
-            ));
+            return Some(self.read_mail_request());
         }
         // And what was logged before the anchor reaches the contact first, whoever
         // logged it (the client's `post_outbox` with no patience).
         if heal_due && let Some((id, e)) = self.outbox.first() {
-            return Some((
-                Op::Post(*id),
-                Request::Post {
-                    mailbox: e.mailbox,
-                    envelope_id: *id,
-                    bytes: e.envelope.clone(),
-                },
-            ));
+            return Some(post_request(id, e));
         }
         if strategy == Strategy::PerDevice {
             if let Some(request) = self.per_device_request(now) {
@@ -582,13 +561,7 @@ impl Device {
             self.mail_dirty = false;
         }
         if self.mail_dirty {
-            return Some((
-                Op::ReadMailbox,
-                Request::ReadMailbox {
-                    mailbox: self.peer.recv_mailbox,
-                    from: self.mail_cursor + 1,
-                },
-            ));
+            return Some(self.read_mail_request());
         }
         if let Some(id) = self.delivered_due.iter().next().copied() {
             let records = self.state.seal_batch(
@@ -620,16 +593,21 @@ impl Device {
             e.author == self.key || now >= e.at_ms.saturating_add(SIBLING_DELIVERY_MS)
         });
         if let Some((id, e)) = due {
-            return Some((
-                Op::Post(*id),
-                Request::Post {
-                    mailbox: e.mailbox,
-                    envelope_id: *id,
-                    bytes: e.envelope.clone(),
-                },
-            ));
+            return Some(post_request(id, e));
         }
         None
+    }
+
+    /// A read of the mailbox from the cursor (the read goes on until a page is empty).
+    fn read_mail_request(&mut self) -> (Op, Request) {
+        self.mail_dirty = true;
+        (
+            Op::ReadMailbox,
+            Request::ReadMailbox {
+                mailbox: self.peer.recv_mailbox,
+                from: self.mail_cursor + 1,
+            },
+        )
     }
 
     /// The roster change asked for, signed on the roster as folded (a change another
@@ -1340,4 +1318,16 @@ impl Device {
             _ => {}
         }
     }
+}
+
+/// A post of an outbox envelope.
+fn post_request(id: &[u8; 16], e: &OutboxEntry) -> (Op, Request) {
+    (
+        Op::Post(*id),
+        Request::Post {
+            mailbox: e.mailbox,
+            envelope_id: *id,
+            bytes: e.envelope.clone(),
+        },
+    )
 }

@@ -438,7 +438,7 @@ impl Relay {
 }
 
 /// The id a device's copy of message `envelope` is stored under (the relay contract's).
-fn copy_id(envelope: &[u8; 16], device: &[u8; 32]) -> [u8; 16] {
+pub(crate) fn copy_id(envelope: &[u8; 16], device: &[u8; 32]) -> [u8; 16] {
     chorus_relay_api::copy_id(
         chorus_relay_api::Id16(*envelope),
         &chorus_relay_api::Id32(*device),

@@ -877,11 +877,8 @@ impl World {
                     Reply::Posted,
                 ) => {
                     for (device, _, bytes) in copies {
-                        let id = chorus_relay_api::copy_id(
-                            chorus_relay_api::Id16(*envelope_id),
-                            &chorus_relay_api::Id32(*device),
-                        );
-                        self.ledger.clone_posted(id.0, n, now, bytes);
+                        let id = crate::relay::copy_id(envelope_id, device);
+                        self.ledger.clone_posted(id, n, now, bytes);
                     }
                 }
                 (Request::PostCopies { mailbox, .. }, Reply::Mismatch(_)) => {
@@ -1001,11 +998,8 @@ impl World {
                 Reply::Posted,
             ) => {
                 for (device, _, bytes) in copies {
-                    let id = chorus_relay_api::copy_id(
-                        chorus_relay_api::Id16(*envelope_id),
-                        &chorus_relay_api::Id32(*device),
-                    );
-                    self.ledger.posted(*mailbox, id.0, bytes);
+                    let id = crate::relay::copy_id(envelope_id, device);
+                    self.ledger.posted(*mailbox, id, bytes);
                 }
             }
             _ => {}
