@@ -286,24 +286,32 @@ pub fn dropped(
 }
 
 /// Whether a first copy from `device`, which the relay took at `received_ms`, may open
-/// a session, and its bookkeeping if so: a device `list` names opens a current one; a
-/// device a later list dropped ([`dropped`]: its generation and when) opens a retired
-/// one, for a copy the relay took before it was dropped; anything else is refused (a
-/// revoked device, or its clone, starting a session).
+/// a session at `now_ms`, and its bookkeeping if so: a device `list` names opens a
+/// current one; a device a later list dropped ([`dropped`]: its generation and when)
+/// opens a retired one, under the rule every retired session reads by
+/// ([`Pairwise::accepts`]: a copy the relay took before the drop, and only within
+/// [`STALE_SESSION_MS`] of it); anything else is refused (a revoked device, or its
+/// clone, starting a session).
+///
+/// The relay's `received_ms` is trusted here as it is for every retired session: a
+/// relay that backdates a revoked device's copy gets it read, for at most
+/// [`STALE_SESSION_MS`] after the drop.
 pub fn first_copy(
     list: &DeviceList,
     dropped: Option<(u32, u64)>,
     device: &[u8; 32],
     received_ms: u64,
+    now_ms: u64,
 ) -> Option<Pairwise> {
     if let Some(listed) = list.get(device) {
         return Some(Pairwise::current(listed.generation));
     }
     let (generation, at) = dropped?;
-    (received_ms <= at).then_some(Pairwise {
+    let retired = Pairwise {
         generation,
         retired_ms: Some(at),
-    })
+    };
+    retired.accepts(received_ms, now_ms).then_some(retired)
 }
 
 /// What one send does, from the contact's list and our sessions with its devices.
@@ -575,20 +583,24 @@ mod tests {
         assert!(dropped(Some(&after), &after, 5_000).is_empty());
 
         assert_eq!(
-            first_copy(&after, None, &a.device, 9_999),
+            first_copy(&after, None, &a.device, 9_999, 10_000),
             Some(Pairwise::current(0))
         );
         let gone = Some((b.generation, 1_000));
         assert_eq!(
-            first_copy(&after, gone, &b.device, 1_000),
+            first_copy(&after, gone, &b.device, 1_000, 2_000),
             Some(Pairwise {
                 generation: 0,
                 retired_ms: Some(1_000)
             })
         );
         // After it was dropped (its clone), or never listed: refused.
-        assert_eq!(first_copy(&after, gone, &b.device, 1_001), None);
-        assert_eq!(first_copy(&after, None, &b.device, 10), None);
-        assert_eq!(first_copy(&after, None, &[9; 32], 10), None);
+        assert_eq!(first_copy(&after, gone, &b.device, 1_001, 2_000), None);
+        assert_eq!(first_copy(&after, None, &b.device, 10, 2_000), None);
+        assert_eq!(first_copy(&after, None, &[9; 32], 10, 2_000), None);
+        // Read late, past the mailbox lifetime of a retired session: refused too.
+        let late = 1_000 + STALE_SESSION_MS;
+        assert_eq!(first_copy(&after, gone, &b.device, 1_000, late), None);
+        assert!(first_copy(&after, gone, &b.device, 1_000, late - 1).is_some());
     }
 }

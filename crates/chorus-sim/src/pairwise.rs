@@ -160,7 +160,7 @@ impl PerDevice {
         }
         let list = self.list.as_ref().ok_or("no device list for the contact")?;
         let dropped = self.dropped.get(&sender_device).copied();
-        let Some(meta) = first_copy(list, dropped, &sender_device, received_ms) else {
+        let Some(meta) = first_copy(list, dropped, &sender_device, received_ms, now_ms) else {
             return Err("a copy from a device the contact does not list".into());
         };
         let r = respond(&self.identity, &self.prekeys, &message).map_err(|e| e.to_string())?;

@@ -101,6 +101,35 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The envelopes the request stores if the relay takes it: `(mailbox, id, bytes)`,
+    /// a `per-device` copy under its copy id.
+    pub fn envelopes(&self) -> Vec<(usize, [u8; 16], &[u8])> {
+        match self {
+            Request::Append {
+                post: Some((mailbox, id, bytes)),
+                ..
+            }
+            | Request::Post {
+                mailbox,
+                envelope_id: id,
+                bytes,
+            } => vec![(*mailbox, *id, bytes.as_slice())],
+            Request::PostCopies {
+                mailbox,
+                envelope_id,
+                copies,
+            } => copies
+                .iter()
+                .map(|(device, _, bytes)| {
+                    (*mailbox, copy_id(envelope_id, device), bytes.as_slice())
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 fn record_size(r: &Appendable) -> usize {
     r.ciphertext.len() + r.nonce.len() + r.guard.map_or(0, |(t, _)| t.len() + 8)
 }

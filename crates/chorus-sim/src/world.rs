@@ -860,24 +860,8 @@ impl World {
         if let Some(request) = self.devices[dev].clone_request(&text, n % 2 == 1, now) {
             let (reply, changed) = self.relay.handle(key, &request, now);
             match (&request, reply) {
-                (
-                    Request::Post {
-                        envelope_id, bytes, ..
-                    },
-                    Reply::Posted,
-                ) => {
-                    self.ledger.clone_posted(*envelope_id, n, now, bytes);
-                }
-                (
-                    Request::PostCopies {
-                        envelope_id,
-                        copies,
-                        ..
-                    },
-                    Reply::Posted,
-                ) => {
-                    for (device, _, bytes) in copies {
-                        let id = crate::relay::copy_id(envelope_id, device);
+                (_, Reply::Posted) => {
+                    for (_, id, bytes) in request.envelopes() {
                         self.ledger.clone_posted(id, n, now, bytes);
                     }
                 }
@@ -973,36 +957,10 @@ impl World {
 
     /// What the relay saw, for the checks: every envelope posted, every send logged.
     fn observe(&mut self, request: &Request, reply: &Reply, req: u64) {
-        match (request, reply) {
-            (
-                Request::Append {
-                    post: Some((mailbox, id, bytes)),
-                    ..
-                },
-                Reply::Appended(_),
-            )
-            | (
-                Request::Post {
-                    mailbox,
-                    envelope_id: id,
-                    bytes,
-                },
-                Reply::Posted,
-            ) => self.ledger.posted(*mailbox, *id, bytes),
-            (
-                Request::PostCopies {
-                    mailbox,
-                    envelope_id,
-                    copies,
-                },
-                Reply::Posted,
-            ) => {
-                for (device, _, bytes) in copies {
-                    let id = crate::relay::copy_id(envelope_id, device);
-                    self.ledger.posted(*mailbox, id, bytes);
-                }
+        if matches!(reply, Reply::Posted | Reply::Appended(_)) {
+            for (mailbox, id, bytes) in request.envelopes() {
+                self.ledger.posted(mailbox, id, bytes);
             }
-            _ => {}
         }
         if let (Request::Append { .. }, Reply::Appended(_)) = (request, reply)
             && let Some(InFlight {

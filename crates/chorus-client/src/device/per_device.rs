@@ -421,7 +421,9 @@ impl Device {
                     .dropped_device(&mut *tx, &row.root, &sender_device)
                     .await?;
                 // Listed now, or dropped after the relay took this copy.
-                let Some(meta) = first_copy(&list, dropped, &sender_device, received) else {
+                let Some(meta) =
+                    first_copy(&list, dropped, &sender_device, received, self.now_u64())
+                else {
                     return Err(ClientError::Rejected(
                         "a per-device copy from a device the contact does not list",
                     ));
@@ -502,7 +504,14 @@ impl Device {
         if accept_list(held.as_ref(), &list).map_err(|e| ClientError::DeviceList(e.to_string()))? {
             for (device, at) in dropped(held.as_ref(), &list, now) {
                 self.store
-                    .put_dropped_device(&mut tx, &row.root, &device.device, device.generation, at)
+                    .put_dropped_device(
+                        &mut tx,
+                        &row.root,
+                        &device.device,
+                        device.generation,
+                        at,
+                        now.saturating_sub(per_device::STALE_SESSION_MS),
+                    )
                     .await?;
             }
             self.store

@@ -208,7 +208,10 @@ impl Store {
     }
 
     /// Records that the contact's newer list dropped `device` (listed at `generation`)
-    /// as of `dropped_ms` (the first drop is kept: a device is dropped once).
+    /// as of `dropped_ms` (the first drop is kept: a device is dropped once), and
+    /// forgets drops older than `forget_before` (nothing they sent is read any more:
+    /// `per_device::first_copy`), so a contact that keeps changing its list cannot
+    /// grow the table without bound.
     pub(crate) async fn put_dropped_device(
         &self,
         conn: &mut SqliteConnection,
@@ -216,7 +219,12 @@ impl Store {
         device: &[u8; 32],
         generation: u32,
         dropped_ms: u64,
+        forget_before: u64,
     ) -> Result<(), ClientError> {
+        sqlx::query("DELETE FROM contact_dropped_devices WHERE dropped_ms < $1")
+            .bind(signed(forget_before))
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(
             "INSERT INTO contact_dropped_devices (contact, device, generation, dropped_ms)
              VALUES ($1, $2, $3, $4) ON CONFLICT(contact, device) DO NOTHING",
