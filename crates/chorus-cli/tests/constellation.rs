@@ -1191,43 +1191,64 @@ fn alice_and_bob_per_device(dir: &Path) -> (Relay, PathBuf, PathBuf) {
 }
 
 /// The clone under `per-device`: a device of bob's that bob revoked still holds its
-/// session with alice's device and the identity's keys, and posts to alice's mailbox
+/// session with alice's devices and the identity's keys, and posts to alice's mailbox
 /// (no credential needed). Once bob's device list no longer names it, alice reads
 /// nothing more from it, and what it sent before the revocation stays readable.
+///
+/// Alice's phone is offline through two changes of bob's list — the revocation, then
+/// a tablet linked — and comes back to the second: the list names when the stolen
+/// device was revoked, so the phone refuses what it posted in between too (retired as
+/// of the newer list's signing, it read it).
 #[test]
 fn per_device_a_revoked_device_still_sending_is_refused_once_its_identity_lists_it_no_more() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, alice, bob) = alice_and_bob_per_device(dir.path());
     let stolen = dir.path().join("stolen");
+    let phone = dir.path().join("phone");
     link(&bob, &stolen, &relay, "stolen");
+    link(&alice, &phone, &relay, "phone");
     let code = ok(&alice, &["invite", "--no-qr"]);
     ok(&bob, &["accept", code.trim()]);
     ok(&alice, &["sync"]);
     ok(&alice, &["send", "bob", "welcome"]);
-    for home in [&bob, &stolen, &alice] {
+    for home in [&phone, &bob, &stolen, &alice] {
         ok(home, &["sync"]);
     }
     ok(&stolen, &["send", "alice", "before the theft"]);
-    ok(&alice, &["sync"]);
+    for home in [&alice, &phone] {
+        ok(home, &["sync"]);
+    }
     ok(&bob, &["devices", "revoke", "stolen", "--yes"]);
     ok(&bob, &["sync"]);
-    // The revoked device sends anyway: its copy reaches alice's mailbox (the log,
+    // The revoked device sends anyway: its copies reach alice's mailbox (the log,
     // which would tell its siblings, no longer takes its records).
     let _ = chorus(&stolen, &["send", "alice", "after the theft"]);
     ok(&alice, &["sync"]);
-    let shown = history(&alice, "bob");
-    assert!(
-        shown.contains(&(false, "before the theft".to_owned())),
-        "{shown:?}"
-    );
-    assert!(
-        !shown.contains(&(false, "after the theft".to_owned())),
-        "{shown:?}"
-    );
-    // Bob's remaining device still reaches alice.
-    ok(&bob, &["send", "alice", "from the laptop"]);
-    ok(&alice, &["sync"]);
-    assert!(history(&alice, "bob").contains(&(false, "from the laptop".to_owned())));
+    // Bob links a tablet: his list changes again before the phone is back.
+    let tablet = dir.path().join("tablet");
+    link(&bob, &tablet, &relay, "tablet");
+    ok(&tablet, &["sync"]);
+    ok(&bob, &["sync"]);
+    ok(&phone, &["sync"]);
+    for home in [&alice, &phone] {
+        let shown = history(home, "bob");
+        assert!(
+            shown.contains(&(false, "before the theft".to_owned())),
+            "{}: {shown:?}",
+            home.display()
+        );
+        assert!(
+            !shown.contains(&(false, "after the theft".to_owned())),
+            "{}: {shown:?}",
+            home.display()
+        );
+    }
+    // Bob's remaining devices still reach alice's.
+    ok(&tablet, &["send", "alice", "from the tablet"]);
+    for home in [&alice, &phone] {
+        ok(home, &["sync"]);
+        assert!(history(home, "bob").contains(&(false, "from the tablet".to_owned())));
+    }
 }
 
 /// `per-device`: copies sealed for bob's one device, then the sender killed before it

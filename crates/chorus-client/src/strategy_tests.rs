@@ -185,11 +185,14 @@ async fn per_device_publishes_once_per_roster_and_again_when_a_device_joins() {
         "a new device: publish again"
     );
     let log_id = alice.log.keys.log_id;
-    let (full, devices) = alice
+    let full = alice
         .log
         .with_state(|s| chorus_core::per_device::own_list(s.roster(), &log_id.0, |_| true))
         .await
         .unwrap();
-    assert_eq!(devices.len(), 2);
-    assert_eq!(alice.store.listed_serial().await.unwrap(), Some(full));
+    assert_eq!(full.devices.len(), 2);
+    assert_eq!(
+        alice.store.listed_serial().await.unwrap(),
+        Some(full.serial)
+    );
 }

@@ -27,7 +27,10 @@
 use std::collections::BTreeMap;
 
 use chorus_crypto::CryptoRng;
-use chorus_wire::{DeviceList, Envelope, Hello, ListedDevice, Mismatch, Payload};
+use chorus_crypto::RootSigningKey;
+use chorus_wire::{
+    DeviceList, Envelope, Hello, ListedDevice, Mismatch, Payload, RemovedDevice, WireError,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{EncryptedMessage, MessageKind, Roster, Session, SessionError};
@@ -53,9 +56,29 @@ pub fn prekey_address(log_id: &[u8; 32], device: &[u8; 32]) -> [u8; 32] {
         .into()
 }
 
+/// The device list our identity publishes, before it is signed ([`own_list`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnList {
+    /// Grows with every device added, revoked or published.
+    pub serial: u64,
+    /// The current devices that published their bundle.
+    pub devices: Vec<ListedDevice>,
+    /// The revoked devices, each with when it was revoked.
+    pub removed: Vec<RemovedDevice>,
+}
+
+impl OwnList {
+    /// Signs it with the identity's root, as of `issued_ms` (the signer's clock).
+    pub fn sign(self, root: &RootSigningKey, issued_ms: u64) -> Result<DeviceList, WireError> {
+        DeviceList::sign(root, self.serial, issued_ms, self.devices, self.removed)
+    }
+}
+
 /// The device list our identity publishes, from the roster: every current device
 /// that has `published` its bundle (a contact cannot open a session with one that has
-/// not), at its derived address. The serial grows with every device added or revoked
+/// not), at its derived address, and every revoked device with the revoking entry's
+/// clock (a contact device that never held the list that first dropped it still
+/// retires it as of then). The serial grows with every device added or revoked
 /// (the roster's next index, high bits) and with every device that publishes its
 /// bundle since (how many are listed, low bits), so the newest view always wins and
 /// two siblings with one view sign one list. A device's generation is always 0: a
@@ -64,7 +87,7 @@ pub fn own_list(
     roster: &Roster,
     log_id: &[u8; 32],
     published: impl Fn(&[u8; 32]) -> bool,
-) -> (u64, Vec<ListedDevice>) {
+) -> OwnList {
     let devices: Vec<ListedDevice> = roster
         .devices()
         .iter()
@@ -76,7 +99,36 @@ pub fn own_list(
         })
         .collect();
     let serial = roster.next_index().saturating_mul(256) + devices.len() as u64;
-    (serial, devices)
+    // The roster never holds more devices, revoked ones included, than a list names.
+    let room = chorus_wire::limits::MAX_LISTED_DEVICES.saturating_sub(devices.len());
+    let removed = roster
+        .revoked()
+        .iter()
+        .rev()
+        .take(room)
+        .map(|(key, at)| RemovedDevice {
+            device: *key.as_bytes(),
+            generation: 0,
+            removed_ms: *at,
+        })
+        .collect();
+    OwnList {
+        serial,
+        devices,
+        removed,
+    }
+}
+
+/// When `list` says `device` stopped reading new copies: when it was removed, if the
+/// list names that, never later than when the list was signed, nor than `now_ms` (a
+/// signer's clock ahead must not keep a removed device readable).
+fn left_at(list: &DeviceList, device: &[u8; 32], now_ms: u64) -> u64 {
+    list.removed()
+        .iter()
+        .find(|r| r.device == *device)
+        .map_or(list.issued_ms, |r| r.removed_ms)
+        .min(list.issued_ms)
+        .min(now_ms)
 }
 
 /// Encrypts `text` for one contact device on the pairwise `session` (which moves on by
@@ -264,25 +316,30 @@ impl Pairwise {
     }
 }
 
-/// The devices `held` listed that `offered` (accepted after it) no longer does, each
-/// as held, with when it stopped reading new copies: `offered`'s `issued_ms`, never
-/// later than `now_ms` (as [`SendPlan::retire_at`]). A first copy such a device sent
-/// before then is still read ([`first_copy`]): a device of ours offline through a
-/// revocation reads what the revoked device wrote before it.
-pub fn dropped(
-    held: Option<&DeviceList>,
-    offered: &DeviceList,
-    now_ms: u64,
-) -> Vec<(ListedDevice, u64)> {
-    let at = offered.issued_ms.min(now_ms);
-    held.map(|h| {
-        h.devices()
-            .iter()
-            .filter(|d| offered.get(&d.device).is_none())
-            .map(|d| (*d, at))
-            .collect()
-    })
-    .unwrap_or_default()
+/// The devices `offered` (accepted after `held`) no longer lists: those `held` listed
+/// and those `offered` names as removed, each with its generation and when it stopped
+/// reading new copies ([`left_at`]; the caller keeps the earliest it heard of). A
+/// first copy such a device sent before then is still read ([`first_copy`]): a device
+/// of ours offline through a revocation reads what the revoked device wrote before it.
+pub fn dropped(held: Option<&DeviceList>, offered: &DeviceList, now_ms: u64) -> Vec<RemovedDevice> {
+    let was_held = held
+        .map(|h| h.devices())
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| offered.get(&d.device).is_none())
+        .map(|d| (d.device, d.generation));
+    let named = offered.removed().iter().map(|r| (r.device, r.generation));
+    let mut out: Vec<RemovedDevice> = was_held
+        .chain(named)
+        .map(|(device, generation)| RemovedDevice {
+            device,
+            generation,
+            removed_ms: left_at(offered, &device, now_ms),
+        })
+        .collect();
+    out.sort();
+    out.dedup_by_key(|r| r.device);
+    out
 }
 
 /// Whether a first copy from `device`, which the relay took at `received_ms`, may open
@@ -322,14 +379,12 @@ pub struct SendPlan {
     /// Listed devices without a current session at their generation: fetch their
     /// bundle (at their prekey address) and open one before encrypting.
     pub open: Vec<ListedDevice>,
-    /// Current sessions whose device left the list or started over: mark retired at
-    /// [`Self::retire_at`].
-    pub retire: Vec<[u8; 32]>,
-    /// When those stop reading new copies: when the identity signed the list that
-    /// dropped them (what the relay took before is in flight and still read, for
+    /// Current sessions whose device left the list or started over, with when each
+    /// stops reading new copies: when the identity revoked it, if the list says, or
+    /// signed the list (what the relay took before is in flight and still read, for
     /// [`STALE_SESSION_MS`]), never later than now (a signer's clock ahead must not
     /// keep a removed device readable).
-    pub retire_at: u64,
+    pub retire: Vec<([u8; 32], u64)>,
     /// Retired sessions past [`STALE_SESSION_MS`]: delete.
     pub drop: Vec<[u8; 32]>,
 }
@@ -343,7 +398,6 @@ pub fn plan_send(
 ) -> SendPlan {
     let mut plan = SendPlan {
         copies: list.pairs(),
-        retire_at: list.issued_ms.min(now_ms),
         ..SendPlan::default()
     };
     for listed in list.devices() {
@@ -357,7 +411,7 @@ pub fn plan_send(
             .get(device)
             .is_some_and(|l| l.generation == s.generation);
         if s.retired_ms.is_none() && !still_listed {
-            plan.retire.push(*device);
+            plan.retire.push((*device, left_at(list, device, now_ms)));
         } else if s.expired(now_ms) {
             plan.drop.push(*device);
         }
@@ -411,7 +465,7 @@ mod tests {
     }
 
     fn list(serial: u64, devices: &[ListedDevice]) -> DeviceList {
-        DeviceList::sign(&root(), serial, 5, devices.to_vec()).unwrap()
+        DeviceList::sign(&root(), serial, 5, devices.to_vec(), vec![]).unwrap()
     }
 
     /// One device's side: its identity, its own prekeys, its published bundle.
@@ -521,10 +575,12 @@ mod tests {
         let plan = plan_send(&l, &sessions, 10);
         assert_eq!(plan.copies, vec![([1; 32], 0), ([2; 32], 1), ([4; 32], 0)]);
         assert_eq!(plan.open, vec![dev(2, 1), dev(4, 0)]);
-        assert_eq!(plan.retire, vec![[2; 32], [3; 32]]);
         // Retired as of the list's signing, or now if its signer's clock is ahead.
-        assert_eq!(plan.retire_at, 5);
-        assert_eq!(plan_send(&l, &sessions, 3).retire_at, 3);
+        assert_eq!(plan.retire, vec![([2; 32], 5), ([3; 32], 5)]);
+        assert_eq!(
+            plan_send(&l, &sessions, 3).retire,
+            vec![([2; 32], 3), ([3; 32], 3)]
+        );
         assert!(plan.drop.is_empty());
     }
 
@@ -571,14 +627,61 @@ mod tests {
         ));
     }
 
+    /// A contact device offline through two list changes — the revocation's, then a
+    /// link's — never holds the list that dropped the stolen device. Retired as of the
+    /// later list, the stolen device's session (and a first copy from it) would read
+    /// what its clone posted in between.
+    #[test]
+    fn a_device_offline_through_two_list_changes_retires_as_of_the_first() {
+        let (a, stolen, linked) = (dev(1, 0), dev(2, 0), dev(3, 0));
+        let before = list(1, &[a, stolen]);
+        // Revoked at 1_000 (the list then is never seen by the offline device), a new
+        // device linked at 5_000: the list it comes back to names the removal.
+        let gone = RemovedDevice {
+            device: stolen.device,
+            generation: 0,
+            removed_ms: 1_000,
+        };
+        let after = DeviceList::sign(&root(), 3, 5_000, vec![a, linked], vec![gone]).unwrap();
+        let clone_posted = 3_000;
+        let sessions = BTreeMap::from([([2; 32], Pairwise::current(0))]);
+        let plan = plan_send(&after, &sessions, 6_000);
+        assert_eq!(plan.retire, vec![([2; 32], 1_000)]);
+        let retired = Pairwise {
+            generation: 0,
+            retired_ms: Some(plan.retire[0].1),
+        };
+        assert!(
+            !retired.accepts(clone_posted, 6_000),
+            "the stolen device's session read its clone's copy"
+        );
+        // Whether the device held the list before, or never heard of the device.
+        for held in [Some(&before), None] {
+            assert_eq!(dropped(held, &after, 6_000), vec![gone]);
+        }
+        let gone = Some((0, 1_000));
+        assert_eq!(
+            first_copy(&after, gone, &stolen.device, clone_posted, 6_000),
+            None,
+            "a first copy from the clone opened a session"
+        );
+        // What the stolen device posted before it was revoked is still read.
+        assert!(first_copy(&after, gone, &stolen.device, 1_000, 6_000).is_some());
+    }
+
     #[test]
     fn a_dropped_device_opens_a_retired_session_for_what_the_relay_took_before_only() {
         let (a, b) = (dev(1, 0), dev(2, 0));
         let before = list(1, &[a, b]);
-        let after = DeviceList::sign(&root(), 2, 1_000, vec![a]).unwrap();
+        let after = DeviceList::sign(&root(), 2, 1_000, vec![a], vec![]).unwrap();
+        let at = |removed_ms| RemovedDevice {
+            device: b.device,
+            generation: 0,
+            removed_ms,
+        };
         // Dropped as of the new list's signing, never later than now.
-        assert_eq!(dropped(Some(&before), &after, 5_000), vec![(b, 1_000)]);
-        assert_eq!(dropped(Some(&before), &after, 700), vec![(b, 700)]);
+        assert_eq!(dropped(Some(&before), &after, 5_000), vec![at(1_000)]);
+        assert_eq!(dropped(Some(&before), &after, 700), vec![at(700)]);
         assert!(dropped(None, &after, 5_000).is_empty());
         assert!(dropped(Some(&after), &after, 5_000).is_empty());
 

@@ -217,8 +217,9 @@ pub struct Roster {
     root: RootPublicKey,
     level: SecurityLevel,
     devices: Vec<RosterDevice>,
-    /// Devices that were revoked, in order: they may never join again.
-    revoked: Vec<DevicePublicKey>,
+    /// Devices that were revoked, in order, with the revoking entry's clock: they may
+    /// never join again.
+    revoked: Vec<(DevicePublicKey, u64)>,
     /// `primary-root`: the device that holds the root (the first, until moved).
     primary: Option<DevicePublicKey>,
     /// The recovery key's public half, once set.
@@ -365,7 +366,7 @@ impl Roster {
             RosterBody::DeviceAuthorized { device, .. } => {
                 if self.is_authorized(device) {
                     Err(RosterError::DuplicateDevice { index })
-                } else if self.revoked.contains(device) {
+                } else if self.is_revoked(device) {
                     Err(RosterError::RevokedDevice { index })
                 } else if self.devices.len() + self.revoked.len() >= MAX_DEVICES {
                     Err(RosterError::TooManyDevices { index })
@@ -436,7 +437,7 @@ impl Roster {
             }),
             RosterBody::DeviceRevoked { device } => {
                 self.devices.retain(|d| d.key != *device);
-                self.revoked.push(*device);
+                self.revoked.push((*device, entry.timestamp_ms));
             }
             RosterBody::PrimaryMoved { device } => self.primary = Some(*device),
             RosterBody::RecoveryKeySet { key, .. } => self.recovery = Some(*key),
@@ -628,7 +629,13 @@ impl Roster {
 
     /// Whether `device` was revoked.
     pub fn is_revoked(&self, device: &DevicePublicKey) -> bool {
-        self.revoked.contains(device)
+        self.revoked.iter().any(|(d, _)| d == device)
+    }
+
+    /// The revoked devices in the order they were revoked, each with the revoking
+    /// entry's clock (ms since the Unix epoch).
+    pub fn revoked(&self) -> &[(DevicePublicKey, u64)] {
+        &self.revoked
     }
 
     /// The devices, in the order they joined.

@@ -2978,7 +2978,7 @@ fn device_list(serial: u64, devices: &[(&Device, u32)], signer: [u8; 32]) -> Str
         })
         .collect();
     hex::encode(
-        chorus_wire::DeviceList::sign(&signer, serial, 0, listed)
+        chorus_wire::DeviceList::sign(&signer, serial, 0, listed, vec![])
             .unwrap()
             .encode(),
     )

@@ -71,13 +71,17 @@ impl PerDevice {
         if accept_list(self.list.as_ref(), &list).map_err(|e| e.to_string())? {
             let metas = self.sessions.iter().map(|(d, (m, _))| (*d, *m)).collect();
             let plan = plan_send(&list, &metas, now_ms);
-            for d in &plan.retire {
+            for (d, at) in &plan.retire {
                 if let Some((m, _)) = self.sessions.get_mut(d) {
-                    m.retired_ms = Some(plan.retire_at);
+                    m.retired_ms = Some(*at);
                 }
             }
-            for (d, at) in dropped(self.list.as_ref(), &list, now_ms) {
-                self.dropped.insert(d.device, (d.generation, at));
+            for d in dropped(self.list.as_ref(), &list, now_ms) {
+                let e = self
+                    .dropped
+                    .entry(d.device)
+                    .or_insert((d.generation, d.removed_ms));
+                e.1 = e.1.min(d.removed_ms);
             }
             self.list = Some(list);
         }
@@ -110,9 +114,9 @@ impl PerDevice {
                 (Pairwise::current(d.generation), PeerSessions::new(s)),
             );
         }
-        for d in &plan.retire {
+        for (d, at) in &plan.retire {
             if let Some((m, _)) = self.sessions.get_mut(d) {
-                m.retired_ms = Some(plan.retire_at);
+                m.retired_ms = Some(*at);
             }
         }
         for d in &plan.drop {

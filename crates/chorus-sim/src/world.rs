@@ -320,7 +320,7 @@ fn per_device_setup(
             bundles.push((d.key, bundle));
             d.per_device = Some(PerDevice::new(id.clone(), prekeys));
         }
-        let list = chorus_wire::DeviceList::sign(root, 1, 0, listed)
+        let list = chorus_wire::DeviceList::sign(root, 1, 0, listed, Vec::new())
             .map_err(|e| bug("a device list", &e))?;
         relay.publish(ident, list, bundles);
     }
@@ -821,9 +821,10 @@ impl World {
             return;
         };
         let d = &self.devices[by];
-        let (serial, listed) = chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true);
         let issued_ms = d.now(self.now);
-        match chorus_wire::DeviceList::sign(root, serial, issued_ms, listed) {
+        match chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true)
+            .sign(root, issued_ms)
+        {
             Ok(list) => {
                 self.ledger.list_without_clone(issued_ms);
                 self.relay.publish(ident, list, Vec::new());

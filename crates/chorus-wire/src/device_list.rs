@@ -9,6 +9,12 @@
 //! older list again (a relay replaying the list from before a revocation would
 //! otherwise bring the revoked device back).
 //!
+//! The list also names the devices the identity revoked, with when
+//! ([`RemovedDevice`]): a contact device offline through several changes (a
+//! revocation, then a link) never holds the list that first dropped a device, and
+//! without the removal time would read what the relay took from the revoked device —
+//! or its clone — until the newer list was signed.
+//!
 //! [`DeviceList::mismatch`] is the one comparison of a sender's device set against the
 //! list: the relay refuses a post with it, and the sender reads its answer back.
 
@@ -34,6 +40,17 @@ pub struct ListedDevice {
     pub generation: u32,
 }
 
+/// A device the identity revoked, as its list names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemovedDevice {
+    /// The device's Ed25519 key.
+    pub device: [u8; 32],
+    /// Its generation when it was removed.
+    pub generation: u32,
+    /// When it was revoked (the revoking device's clock, ms since the Unix epoch).
+    pub removed_ms: u64,
+}
+
 /// A device list, its root signature verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceList {
@@ -43,6 +60,7 @@ pub struct DeviceList {
     /// no longer lists is read only for what the relay took before.
     pub issued_ms: u64,
     devices: Vec<ListedDevice>,
+    removed: Vec<RemovedDevice>,
     root: RootPublicKey,
     signature: Signature,
 }
@@ -89,8 +107,13 @@ impl Mismatch {
     }
 }
 
-fn signed_bytes(serial: u64, issued_ms: u64, devices: &[ListedDevice]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + devices.len() * 68);
+fn signed_bytes(
+    serial: u64,
+    issued_ms: u64,
+    devices: &[ListedDevice],
+    removed: &[RemovedDevice],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + devices.len() * 68 + removed.len() * 44);
     out.extend_from_slice(&serial.to_be_bytes());
     out.extend_from_slice(&issued_ms.to_be_bytes());
     out.extend_from_slice(
@@ -103,11 +126,29 @@ fn signed_bytes(serial: u64, issued_ms: u64, devices: &[ListedDevice]) -> Vec<u8
         out.extend_from_slice(&d.prekey_address);
         out.extend_from_slice(&d.generation.to_be_bytes());
     }
+    // Only when there are any: a list without removed devices is signed as before they
+    // were named (the device count above fixes where this part starts).
+    if !removed.is_empty() {
+        out.extend_from_slice(
+            &u32::try_from(removed.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        for r in removed {
+            out.extend_from_slice(&r.device);
+            out.extend_from_slice(&r.generation.to_be_bytes());
+            out.extend_from_slice(&r.removed_ms.to_be_bytes());
+        }
+    }
     out
 }
 
 /// The shape rules both signing and decoding keep.
-fn check_devices(serial: u64, devices: &[ListedDevice]) -> Result<(), WireError> {
+fn check_devices(
+    serial: u64,
+    devices: &[ListedDevice],
+    removed: &[RemovedDevice],
+) -> Result<(), WireError> {
     let invalid = |reason| WireError::InvalidText {
         field: "device_list.devices",
         reason,
@@ -121,34 +162,54 @@ fn check_devices(serial: u64, devices: &[ListedDevice]) -> Result<(), WireError>
     if devices.is_empty() {
         return Err(invalid("an identity has at least one device"));
     }
-    if devices.len() > MAX_LISTED_DEVICES {
+    if devices.len() + removed.len() > MAX_LISTED_DEVICES {
         return Err(invalid("more devices than an identity may have"));
     }
     if !devices.windows(2).all(|w| w[0].device < w[1].device) {
         return Err(invalid("must be sorted by device id without duplicates"));
     }
+    let removed_invalid = |reason| WireError::InvalidText {
+        field: "device_list.removed",
+        reason,
+    };
+    if !removed.windows(2).all(|w| w[0].device < w[1].device) {
+        return Err(removed_invalid(
+            "must be sorted by device id without duplicates",
+        ));
+    }
+    if removed.iter().any(|r| {
+        devices
+            .binary_search_by(|d| d.device.cmp(&r.device))
+            .is_ok()
+    }) {
+        return Err(removed_invalid("a device both listed and removed"));
+    }
     Ok(())
 }
 
 impl DeviceList {
-    /// Signs a list. The devices are sorted here; a duplicate device, an empty list,
-    /// more than [`MAX_LISTED_DEVICES`] or serial 0 is refused.
+    /// Signs a list of `devices` and the `removed` ones. Both are sorted here; a
+    /// duplicate device, one both listed and removed, an empty list, more than
+    /// [`MAX_LISTED_DEVICES`] in all or serial 0 is refused.
     pub fn sign(
         root: &RootSigningKey,
         serial: u64,
         issued_ms: u64,
         mut devices: Vec<ListedDevice>,
+        mut removed: Vec<RemovedDevice>,
     ) -> Result<Self, WireError> {
         devices.sort();
-        check_devices(serial, &devices)?;
+        removed.sort();
+        check_devices(serial, &devices, &removed)?;
         let signature = root.sign(
             DEVICE_LIST_CONTEXT,
-            &signed_bytes(serial, issued_ms, &devices),
+            &signed_bytes(serial, issued_ms, &devices, &removed),
         );
         Ok(Self {
             serial,
             issued_ms,
             devices,
+            removed,
             root: root.public_key(),
             signature,
         })
@@ -168,7 +229,7 @@ impl DeviceList {
                 "device list (another identity's root)",
             ));
         }
-        if p.devices.len() > MAX_LISTED_DEVICES {
+        if p.devices.len() + p.removed.len() > MAX_LISTED_DEVICES {
             return Err(WireError::InvalidText {
                 field: "device_list.devices",
                 reason: "more devices than an identity may have",
@@ -185,11 +246,22 @@ impl DeviceList {
                 })
             })
             .collect::<Result<Vec<_>, WireError>>()?;
-        check_devices(p.serial, &devices)?;
+        let removed = p
+            .removed
+            .iter()
+            .map(|r| {
+                Ok(RemovedDevice {
+                    device: fixed("device_list.removed.device_id", &r.device_id)?,
+                    generation: r.generation,
+                    removed_ms: r.removed_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
+        check_devices(p.serial, &devices, &removed)?;
         let signature = field("device_list.signature", Signature::from_slice(&p.signature))?;
         root.verify(
             DEVICE_LIST_CONTEXT,
-            &signed_bytes(p.serial, p.issued_ms, &devices),
+            &signed_bytes(p.serial, p.issued_ms, &devices, &removed),
             &signature,
         )
         .map_err(|_| WireError::BadSignature("device list"))?;
@@ -197,6 +269,7 @@ impl DeviceList {
             serial: p.serial,
             issued_ms: p.issued_ms,
             devices,
+            removed,
             root: signer,
             signature,
         })
@@ -217,6 +290,15 @@ impl DeviceList {
                     generation: d.generation,
                 })
                 .collect(),
+            removed: self
+                .removed
+                .iter()
+                .map(|r| proto::RemovedDevice {
+                    device_id: r.device.to_vec(),
+                    generation: r.generation,
+                    removed_ms: r.removed_ms,
+                })
+                .collect(),
             root_key: self.root.as_bytes().to_vec(),
             signature: self.signature.as_bytes().to_vec(),
         }
@@ -226,6 +308,11 @@ impl DeviceList {
     /// The devices, sorted by id.
     pub fn devices(&self) -> &[ListedDevice] {
         &self.devices
+    }
+
+    /// The devices the identity revoked that it still names, sorted by id.
+    pub fn removed(&self) -> &[RemovedDevice] {
+        &self.removed
     }
 
     /// The device with this id.
@@ -273,7 +360,7 @@ mod tests {
     #[test]
     fn a_signed_list_decodes_under_its_root_only() {
         let r = root(1);
-        let list = DeviceList::sign(&r, 3, 9, vec![listed(2, 0), listed(1, 5)]).unwrap();
+        let list = DeviceList::sign(&r, 3, 9, vec![listed(2, 0), listed(1, 5)], vec![]).unwrap();
         let back = DeviceList::decode(&list.encode(), &r.public_key()).unwrap();
         assert_eq!(back, list);
         assert_eq!(back.devices()[0].device, [1; 32], "sorted");
@@ -288,7 +375,7 @@ mod tests {
     #[test]
     fn a_list_whose_fields_changed_after_signing_is_refused() {
         let r = root(1);
-        let list = DeviceList::sign(&r, 3, 9, vec![listed(1, 0), listed(2, 0)]).unwrap();
+        let list = DeviceList::sign(&r, 3, 9, vec![listed(1, 0), listed(2, 0)], vec![]).unwrap();
         let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
         p.devices[1].generation = 1;
         assert_eq!(
@@ -309,9 +396,9 @@ mod tests {
     #[test]
     fn shape_rules_hold_at_their_bounds() {
         let r = root(1);
-        assert!(DeviceList::sign(&r, 0, 0, vec![listed(1, 0)]).is_err());
-        assert!(DeviceList::sign(&r, 1, 0, vec![]).is_err());
-        assert!(DeviceList::sign(&r, 1, 0, vec![listed(1, 0), listed(1, 1)]).is_err());
+        assert!(DeviceList::sign(&r, 0, 0, vec![listed(1, 0)], vec![]).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, vec![], vec![]).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, vec![listed(1, 0), listed(1, 1)], vec![]).is_err());
         let many = |n: usize| {
             (0..n)
                 .map(|i| ListedDevice {
@@ -321,10 +408,11 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let full = DeviceList::sign(&r, u64::MAX, u64::MAX, many(MAX_LISTED_DEVICES)).unwrap();
+        let full =
+            DeviceList::sign(&r, u64::MAX, u64::MAX, many(MAX_LISTED_DEVICES), vec![]).unwrap();
         assert!(full.encode().len() <= MAX_DEVICE_LIST_LEN);
         assert!(DeviceList::decode(&full.encode(), &r.public_key()).is_ok());
-        assert!(DeviceList::sign(&r, 1, 0, many(MAX_LISTED_DEVICES + 1)).is_err());
+        assert!(DeviceList::sign(&r, 1, 0, many(MAX_LISTED_DEVICES + 1), vec![]).is_err());
         // Hand-built: unsorted entries are refused even under a valid-looking frame.
         let mut p = proto::DeviceList::decode(full.encode().as_slice()).unwrap();
         p.devices.swap(0, 1);
@@ -339,6 +427,66 @@ mod tests {
         ));
     }
 
+    fn removed(b: u8, removed_ms: u64) -> RemovedDevice {
+        RemovedDevice {
+            device: [b; 32],
+            generation: 0,
+            removed_ms,
+        }
+    }
+
+    #[test]
+    fn removed_devices_are_signed_and_keep_their_shape_rules() {
+        let r = root(1);
+        let list = DeviceList::sign(
+            &r,
+            4,
+            9,
+            vec![listed(1, 0)],
+            vec![removed(3, 7), removed(2, 5)],
+        )
+        .unwrap();
+        let back = DeviceList::decode(&list.encode(), &r.public_key()).unwrap();
+        assert_eq!(back, list);
+        assert_eq!(back.removed(), &[removed(2, 5), removed(3, 7)], "sorted");
+        // Moving a removal later (a relay keeping a revoked device readable longer),
+        // or dropping it, breaks the signature.
+        let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
+        p.removed[0].removed_ms = 6;
+        assert_eq!(
+            DeviceList::decode(&p.encode_to_vec(), &r.public_key()),
+            Err(WireError::BadSignature("device list"))
+        );
+        let mut p = proto::DeviceList::decode(list.encode().as_slice()).unwrap();
+        p.removed.clear();
+        assert_eq!(
+            DeviceList::decode(&p.encode_to_vec(), &r.public_key()),
+            Err(WireError::BadSignature("device list"))
+        );
+        // A device both listed and removed, a removal named twice, too many in all.
+        assert!(DeviceList::sign(&r, 1, 0, vec![listed(1, 0)], vec![removed(1, 0)]).is_err());
+        assert!(
+            DeviceList::sign(
+                &r,
+                1,
+                0,
+                vec![listed(1, 0)],
+                vec![removed(2, 0), removed(2, 1)]
+            )
+            .is_err()
+        );
+        let gone = |n: usize| {
+            (1..=n)
+                .map(|i| removed(u8::try_from(i).unwrap(), u64::MAX))
+                .collect::<Vec<_>>()
+        };
+        let full =
+            DeviceList::sign(&r, 1, 0, vec![listed(0, 0)], gone(MAX_LISTED_DEVICES - 1)).unwrap();
+        assert!(full.encode().len() <= MAX_DEVICE_LIST_LEN);
+        assert!(DeviceList::decode(&full.encode(), &r.public_key()).is_ok());
+        assert!(DeviceList::sign(&r, 1, 0, vec![listed(0, 0)], gone(MAX_LISTED_DEVICES)).is_err());
+    }
+
     #[test]
     fn mismatch_names_missing_extra_and_stale_devices() {
         let list = DeviceList::sign(
@@ -346,6 +494,7 @@ mod tests {
             1,
             0,
             vec![listed(1, 0), listed(2, 3), listed(3, 0)],
+            vec![],
         )
         .unwrap();
         assert!(

@@ -46,7 +46,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointContact, CheckpointHandshake, CheckpointMailbox, CheckpointOutbox,
     CheckpointPrekey, CheckpointRegister, CheckpointStream,
 };
-pub use device_list::{DEVICE_LIST_CONTEXT, DeviceList, ListedDevice, Mismatch};
+pub use device_list::{DEVICE_LIST_CONTEXT, DeviceList, ListedDevice, Mismatch, RemovedDevice};
 pub use error::WireError;
 pub use history::{HISTORY_CHUNK_TARGET, HistoryChunk, HistoryItem};
 pub use initial::InitialMessage;

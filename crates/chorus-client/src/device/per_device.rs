@@ -79,9 +79,9 @@ impl Device {
         };
         // A list naming every device of this roster is at the relay: nothing to do
         // (a sync then costs no request here until a device is added or revoked).
-        let (full, _) = self
+        let full = self
             .log
-            .with_state(|s| per_device::own_list(s.roster(), &log_id, |_| true))
+            .with_state(|s| per_device::own_list(s.roster(), &log_id, |_| true).serial)
             .await?;
         if self.store.listed_serial().await? == Some(full) {
             return Ok(());
@@ -114,11 +114,12 @@ impl Device {
                 published.push(d);
             }
         }
-        let (serial, devices) = self
+        let own = self
             .log
             .with_state(|s| per_device::own_list(s.roster(), &log_id, |d| published.contains(d)))
             .await?;
-        let list = DeviceList::sign(root, serial, self.now_u64(), devices)?;
+        let serial = own.serial;
+        let list = own.sign(root, self.now_u64())?;
         match self.relay.put_device_list(list.encode()).await {
             // A sibling published this list (or a newer one) first.
             Err(e) if e.code() == Some("stale_device_list") => {}
@@ -290,9 +291,9 @@ impl Device {
                 },
             );
         }
-        for d in &plan.retire {
+        for (d, at) in &plan.retire {
             if let Some(r) = sessions.get_mut(d) {
-                r.meta.retired_ms = Some(plan.retire_at);
+                r.meta.retired_ms = Some(*at);
             }
         }
         let me = self.log.keys.device;
@@ -502,14 +503,14 @@ impl Device {
             .await?;
         let now = self.now_u64();
         if accept_list(held.as_ref(), &list).map_err(|e| ClientError::DeviceList(e.to_string()))? {
-            for (device, at) in dropped(held.as_ref(), &list, now) {
+            for gone in dropped(held.as_ref(), &list, now) {
                 self.store
                     .put_dropped_device(
                         &mut tx,
                         &row.root,
-                        &device.device,
-                        device.generation,
-                        at,
+                        &gone.device,
+                        gone.generation,
+                        gone.removed_ms,
                         now.saturating_sub(per_device::STALE_SESSION_MS),
                     )
                     .await?;
@@ -521,9 +522,9 @@ impl Device {
         let mut sessions = self.store.pairwise(&mut tx, &row.root).await?;
         let metas = sessions.iter().map(|(d, r)| (*d, r.meta)).collect();
         let plan = plan_send(&list, &metas, now);
-        for device in plan.retire {
+        for (device, at) in plan.retire {
             if let Some(r) = sessions.get_mut(&device) {
-                r.meta.retired_ms = Some(plan.retire_at);
+                r.meta.retired_ms = Some(at);
                 self.store
                     .put_pairwise(&mut tx, &row.root, &device, r)
                     .await?;

@@ -227,7 +227,8 @@ impl Store {
             .await?;
         sqlx::query(
             "INSERT INTO contact_dropped_devices (contact, device, generation, dropped_ms)
-             VALUES ($1, $2, $3, $4) ON CONFLICT(contact, device) DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT(contact, device)
+             DO UPDATE SET dropped_ms = min(dropped_ms, excluded.dropped_ms)",
         )
         .bind(&contact[..])
         .bind(&device[..])
