@@ -88,6 +88,8 @@ pub(crate) struct Ledger {
     nonces: BTreeMap<([u8; 32], u32, [u8; 12]), [u8; 16]>,
     /// Envelope ids per mailbox.
     posted: BTreeMap<usize, BTreeSet<[u8; 16]>>,
+    /// `per-device`: the devices each message's copies went to, by envelope id.
+    copied: BTreeMap<[u8; 16], BTreeSet<[u8; 32]>>,
     /// Peer ratchet key built on → our ratchet keys built on it (two or more: a fork).
     children: BTreeMap<[u8; 32], BTreeSet<[u8; 32]>>,
     /// Each envelope's ratchet header.
@@ -109,6 +111,7 @@ impl Ledger {
             keys: BTreeMap::new(),
             nonces: BTreeMap::new(),
             posted: BTreeMap::new(),
+            copied: BTreeMap::new(),
             children: BTreeMap::new(),
             headers: BTreeMap::new(),
             forks: 0,
@@ -291,6 +294,12 @@ impl Ledger {
         &self.violations
     }
 
+    /// `per-device`: the relay took a message's copies for `devices` (the list it
+    /// held: a copy for another set is refused).
+    pub(crate) fn copied(&mut self, envelope: [u8; 16], devices: impl Iterator<Item = [u8; 32]>) {
+        self.copied.entry(envelope).or_default().extend(devices);
+    }
+
     /// An envelope reached a mailbox (first time or again).
     pub(crate) fn posted(&mut self, mailbox: usize, id: [u8; 16], bytes: &[u8]) {
         self.posted.entry(mailbox).or_default().insert(id);
@@ -446,11 +455,19 @@ impl Ledger {
                 }
                 continue;
             }
+            // `per-device`: a contact device the sender's list did not name yet (linked
+            // after the copies were posted) was sent none, as in Signal.
+            let copied = m.envelope.and_then(|e| self.copied.get(&e));
+            let not_copied = |d: &usize| {
+                members[1 - m.from].contains(d)
+                    && copied
+                        .is_some_and(|c| live.iter().any(|(i, x)| i == d && !c.contains(&x.key)))
+            };
             let (orphans, missing): (Vec<usize>, Vec<usize>) = members
                 .iter()
                 .flatten()
                 .copied()
-                .filter(|d| alive.contains(d) && !m.shown.contains_key(d))
+                .filter(|d| alive.contains(d) && !m.shown.contains_key(d) && !not_copied(d))
                 .partition(|d| orphaned.contains(d));
             if !missing.is_empty() && m.envelope.is_some_and(|e| self.stolen_by_clone(&e)) {
                 if let Some(c) = self.clone.as_mut() {

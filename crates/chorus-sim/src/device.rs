@@ -249,7 +249,7 @@ pub struct Device {
     pub revoked: Option<[u8; 32]>,
     /// Messages sent (planned) here — the ledger's index and the envelope id — and
     /// whether each went on a session whose heal after a revocation was through (the
-    /// world's clone check starts there).
+    /// world's clone check starts there; never under `per-device`).
     pub heals: Vec<(usize, [u8; 16], bool)>,
     /// What went wrong that a correct core never does (the world turns each into a
     /// violation).
@@ -630,9 +630,12 @@ impl Device {
             return None;
         };
         let signer = RosterSigner::Root(root);
+        // Signed as of this device's clock (a revocation's is when the device stops
+        // reading new copies under `per-device`).
+        let at = self.now(now);
         let entry = match &change {
-            RosterChange::Link { key, dh, name } => roster.authorize(&signer, *key, *dh, name, 0),
-            RosterChange::Revoke(key) => roster.revoke(&signer, *key, 0),
+            RosterChange::Link { key, dh, name } => roster.authorize(&signer, *key, *dh, name, at),
+            RosterChange::Revoke(key) => roster.revoke(&signer, *key, at),
         };
         match entry {
             Ok(e) => {
@@ -755,6 +758,8 @@ impl Device {
         match pd.seal(self.key, &p.text, p.typed_ms, now, &mut self.rng) {
             Ok(Some(copies)) => {
                 pd.copies.insert(p.envelope_id, copies.clone());
+                // Pairwise sessions: no heal to be through.
+                self.heals.push((p.msg, p.envelope_id, false));
                 Some((
                     Op::PostCopies(p.envelope_id),
                     Request::PostCopies {

@@ -72,11 +72,7 @@ impl Config {
             }
         };
         let devices = (count(&mut rng), count(&mut rng));
-        let mut faults = Faults::hostile();
-        // `per-device`: a device linked mid-run would not read what was sent to its
-        // siblings before it was listed (each copy is one device's, as in Signal), and
-        // the simulator's link brings only its linker's history: not simulated yet.
-        faults.link &= strategy != Strategy::PerDevice;
+        let faults = Faults::hostile();
         Self {
             strategy,
             devices,

@@ -401,6 +401,11 @@ impl Relay {
         self.bundles.extend(bundles);
     }
 
+    /// `per-device`: whether `device` published its bundle.
+    pub fn has_bundle(&self, device: &[u8; 32]) -> bool {
+        self.bundles.contains_key(device)
+    }
+
     /// Drops `device`'s credential for `log`: shown the signed revocation (the world
     /// does it once the revocation is in the log).
     pub fn revoke(&mut self, log: usize, device: [u8; 32]) {

@@ -283,6 +283,25 @@ fn setup(config: &Config, rng: &mut StdRng) -> Result<Setup, SimError> {
     Ok((ids, devices, members))
 }
 
+/// `per-device`: a device's own prekeys, and the bundle it publishes.
+fn per_device_state(
+    id: &Arc<LocalIdentity>,
+    rng: &mut StdRng,
+) -> Result<(PerDevice, PrekeyBundle), String> {
+    let mut prekeys = MemoryPrekeyStore::default();
+    let bundle = PrekeyBundle {
+        identity: id.keys().clone(),
+        signed_prekey: prekeys
+            .new_signed_prekey(id, rng)
+            .map_err(|e| format!("a device's signed prekey: {e}"))?,
+        one_time_prekey: None,
+        pq_prekey: prekeys
+            .new_pq_prekey(id, true, rng)
+            .map_err(|e| format!("a device's PQ prekey: {e}"))?,
+    };
+    Ok((PerDevice::new(id.clone(), prekeys), bundle))
+}
+
 /// `per-device`: every device's own prekeys (the bundle it publishes) and each
 /// identity's signed device list, at the relay before the run starts.
 fn per_device_setup(
@@ -301,24 +320,14 @@ fn per_device_setup(
         let (mut listed, mut bundles) = (Vec::new(), Vec::new());
         for &dev in devs {
             let d = &mut devices[dev];
-            let mut prekeys = MemoryPrekeyStore::default();
-            let bundle = PrekeyBundle {
-                identity: id.keys().clone(),
-                signed_prekey: prekeys
-                    .new_signed_prekey(id, rng)
-                    .map_err(|e| bug("a device's signed prekey", &e))?,
-                one_time_prekey: None,
-                pq_prekey: prekeys
-                    .new_pq_prekey(id, true, rng)
-                    .map_err(|e| bug("a device's PQ prekey", &e))?,
-            };
+            let (pd, bundle) = per_device_state(id, rng).map_err(SimError::Setup)?;
             listed.push(chorus_wire::ListedDevice {
                 device: d.key,
                 prekey_address: chorus_core::per_device::prekey_address(d.log_id(), &d.key),
                 generation: 0,
             });
             bundles.push((d.key, bundle));
-            d.per_device = Some(PerDevice::new(id.clone(), prekeys));
+            d.per_device = Some(pd);
         }
         let list = chorus_wire::DeviceList::sign(root, 1, 0, listed, Vec::new())
             .map_err(|e| bug("a device list", &e))?;
@@ -814,24 +823,34 @@ impl World {
     fn revoked(&mut self, by: usize, device: [u8; 32]) {
         let ident = self.devices[by].ident;
         self.relay.revoke(ident, device);
-        if self.devices[by].strategy() != chorus_core::Strategy::PerDevice {
-            return;
+        if let Some(issued_ms) = self.publish_list(by, Vec::new()) {
+            self.ledger.list_without_clone(issued_ms);
         }
-        let Some(root) = self.ids.get(ident).and_then(|i| i.root()) else {
-            return;
-        };
+    }
+
+    /// `per-device`: device `by` publishes its identity's list as its roster stands
+    /// (the devices whose bundle is at the relay, `bundles` first), as of its clock,
+    /// as the client's sync does; when it was issued.
+    fn publish_list(&mut self, by: usize, bundles: Vec<([u8; 32], PrekeyBundle)>) -> Option<u64> {
         let d = &self.devices[by];
+        if d.strategy() != chorus_core::Strategy::PerDevice {
+            return None;
+        }
+        let root = self.ids.get(d.ident).and_then(|i| i.root())?;
         let issued_ms = d.now(self.now);
-        match chorus_core::per_device::own_list(d.roster(), d.log_id(), |_| true)
-            .sign(root, issued_ms)
-        {
+        let published =
+            |k: &[u8; 32]| self.relay.has_bundle(k) || bundles.iter().any(|(b, _)| b == k);
+        let own = chorus_core::per_device::own_list(d.roster(), d.log_id(), published);
+        match own.sign(root, issued_ms) {
             Ok(list) => {
-                self.ledger.list_without_clone(issued_ms);
-                self.relay.publish(ident, list, Vec::new());
+                self.relay.publish(d.ident, list, bundles);
+                Some(issued_ms)
             }
-            Err(e) => self
-                .ledger
-                .violation(format!("the list after the revocation: {e}")),
+            Err(e) => {
+                self.ledger
+                    .violation(format!("device {by} could not sign its list: {e}"));
+                None
+            }
         }
     }
 
@@ -914,14 +933,33 @@ impl World {
             return;
         };
         match self.devices[linker].linked_device(key, dh, rng) {
-            Ok(d) => {
+            Ok(mut d) => {
                 let new = self.devices.len();
                 let ident = d.ident;
+                // `per-device`: the new device makes its own prekeys and publishes its
+                // bundle, and with it the identity's list naming it (what its first
+                // sync does). What its siblings were sent before is theirs alone.
+                let mut bundle = None;
+                if d.strategy() == chorus_core::Strategy::PerDevice {
+                    let mut rng = StdRng::seed_from_u64(self.net.random());
+                    match per_device_state(&self.ids[ident], &mut rng) {
+                        Ok((pd, b)) => {
+                            d.per_device = Some(pd);
+                            bundle = Some(b);
+                        }
+                        Err(e) => self
+                            .ledger
+                            .violation(format!("a linked device's prekeys: {e}")),
+                    }
+                }
                 self.devices.push(d);
                 self.poll_at.push(None);
                 self.members[ident].push(new);
                 self.ledger.linked(new, linker);
                 self.stats.linked += 1;
+                if let Some(bundle) = bundle {
+                    self.publish_list(new, vec![(key, bundle)]);
+                }
                 self.push(self.now, Ev::Wake { dev: new });
             }
             Err(e) => self.ledger.violation(format!(
@@ -963,6 +1001,18 @@ impl World {
                 self.ledger.posted(mailbox, id, bytes);
             }
         }
+        if let (
+            Request::PostCopies {
+                envelope_id,
+                copies,
+                ..
+            },
+            Reply::Posted,
+        ) = (request, reply)
+        {
+            self.ledger
+                .copied(*envelope_id, copies.iter().map(|(d, ..)| *d));
+        }
         if let (Request::Append { .. }, Reply::Appended(_)) = (request, reply)
             && let Some(InFlight {
                 op: Op::Send(msg), ..
@@ -992,7 +1042,7 @@ impl World {
                     d.idle()
                         && d.applied() == self.relay.log_len(d.ident)
                         && (!d.reads_mail()
-                            || d.mail_cursor() == self.relay.mailbox_len_for(d.ident, &d.key))
+                            || d.mail_cursor() >= self.relay.mailbox_len_for(d.ident, &d.key))
                 }
             })
     }

@@ -101,10 +101,11 @@ fn leader_fails_over_without_losing_or_repeating_a_message_over_hostile_seeds() 
 /// `per-device`: every device sends on its own pairwise sessions, one copy per device
 /// of the contact in one post, and reads its own copies; the siblings learn what was
 /// sent from the log. Nothing is lost or shown twice, no key is used twice, and no
-/// ratchet forks (each pairwise session is one device's).
+/// ratchet forks (each pairwise session is one device's). A device linked mid-run
+/// publishes its bundle and is listed; what was copied before is its siblings' alone.
 #[test]
 fn per_device_sends_a_copy_per_contact_device_and_keeps_every_invariant() {
-    let (mut copies_runs, mut destroyed) = (0, 0);
+    let (mut copies_runs, mut destroyed, mut linked) = (0, 0, 0);
     for seed in 0..150 {
         let c = Config::for_seed(Strategy::PerDevice, seed);
         let o = run(&c, seed).unwrap();
@@ -114,17 +115,20 @@ fn per_device_sends_a_copy_per_contact_device_and_keeps_every_invariant() {
             o.violations
         );
         assert_eq!((o.stats.key_reuse, o.stats.forks), (0, 0), "seed {seed}");
-        if o.stats.revoked == 0 {
-            // Sends are unguarded; only a revocation's roster appends race.
+        if o.stats.revoked == 0 && o.stats.linked == 0 {
+            // Sends are unguarded; only roster appends (a revocation's, a link's) race,
+            // if only with their own retry after a lost answer.
             assert_eq!(o.stats.conflicts, 0, "nothing to race for: seed {seed}");
         }
         copies_runs += u64::from(c.devices.0 > 1 || c.devices.1 > 1);
         destroyed += o.stats.destroyed;
+        linked += o.stats.linked;
     }
     assert!(
         copies_runs > 50,
         "{copies_runs} runs with several devices a side"
     );
+    assert!(linked > 30, "{linked} devices linked mid-run");
     assert!(
         destroyed > 5,
         "{destroyed} devices destroyed right after a send"
@@ -360,4 +364,19 @@ fn a_stolen_devices_clone_is_refused_after_the_heal_under_every_strategy() {
             "{strategy}: {healed_runs} runs healed every contact device"
         );
     }
+}
+
+/// `per-device`, a finding: a contact device partitioned through two changes of the
+/// identity's list — a stolen device's revocation, then a device linked — came back to
+/// the second and retired the stolen device as of its signing, reading what the clone
+/// posted in between. The list now names when each revoked device was revoked.
+#[test]
+fn per_device_a_contact_device_offline_through_a_revocation_and_a_link_refuses_the_clone() {
+    let seed = 72;
+    let mut c = Config::for_seed(Strategy::PerDevice, seed);
+    c.keep = Some([1, 2, 3, 4, 6].into());
+    let o = run(&c, seed).unwrap();
+    assert!(o.passed(), "{:?}", o.violations);
+    assert_eq!((o.stats.revoked, o.stats.linked), (1, 1));
+    assert!(o.stats.clone_refused > 0 && o.stats.clone_unhealed == 0);
 }
