@@ -63,6 +63,21 @@ struct CloneRun {
     healed: BTreeMap<usize, u64>,
     /// Ratchet keys the clone sent on, and the `(key, counter)` pairs it used.
     keys: BTreeSet<[u8; 32]>,
+    /// The identity's ratchet keys sent on before the device was revoked: the clone
+    /// holds their private halves (a stolen device reads the log, where every
+    /// secret is escrowed, until its revocation).
+    held: BTreeSet<[u8; 32]>,
+    /// The revocation is in the log.
+    revoked: bool,
+    /// The identity's envelopes logged before the revocation (their keys are held).
+    logged: BTreeSet<[u8; 16]>,
+    /// The identity's heal anchor reached the contact's mailbox.
+    anchored: bool,
+    /// The contact's envelopes built on a key the clone holds, posted after the
+    /// anchor: its device, which had not read the anchor yet, built on a key the
+    /// identity cut at the heal — from the relay's side indistinguishable from a
+    /// clone's forgery on that key, so refused.
+    cut: BTreeSet<[u8; 16]>,
     used: BTreeSet<([u8; 32], u32)>,
     /// The contact keys its new steps were built on, with the length each announced
     /// for the chain before (the contact closes that chain there, as for any step).
@@ -152,12 +167,36 @@ impl Ledger {
         }
     }
 
-    /// A device of identity `ident` was stolen: its clone starts sending.
+    /// A device of identity `ident` was stolen: its clone starts sending, holding the
+    /// private half of every key the identity sent on until it is revoked.
     pub(crate) fn stolen(&mut self, _dev: usize, ident: usize) {
+        let held = self
+            .posted
+            .get(&(1 - ident))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.headers.get(id).map(|(sender, ..)| *sender))
+            .collect();
         self.clone = Some(CloneRun {
             ident,
+            held,
             ..CloneRun::default()
         });
+    }
+
+    /// The stolen device's revocation is in the log: from here on the identity's new
+    /// keys are out of the clone's reach, but for sends logged before.
+    pub(crate) fn revoked(&mut self) {
+        let Some(c) = self.clone.as_mut() else {
+            return;
+        };
+        c.revoked = true;
+        c.logged = self
+            .msgs
+            .iter()
+            .filter(|m| m.from == c.ident && m.escrowed)
+            .filter_map(|m| m.envelope)
+            .collect();
     }
 
     /// The clone's envelope (or copy) `id`, its message `n`, reached a mailbox at
@@ -200,6 +239,7 @@ impl Ledger {
         closed
             || c.used.contains(&(*sender, *counter))
             || parent.is_some_and(|p| c.keys.contains(&p))
+            || c.cut.contains(id)
     }
 
     /// `per-device`: the identity's list without the stolen device was issued.
@@ -321,6 +361,20 @@ impl Ledger {
         // there are.
         let copy = matches!(Envelope::decode(bytes), Ok(Envelope::Copy { .. }));
         let anchor = h.honor_floor == Some(h.sender);
+        if let Some(c) = self.clone.as_mut() {
+            if mailbox == 1 - c.ident && (!c.revoked || c.logged.contains(&id)) {
+                c.held.insert(sender);
+            }
+            if anchor && mailbox == 1 - c.ident {
+                c.anchored = true;
+            }
+            if c.anchored
+                && mailbox == c.ident
+                && h.parent.is_some_and(|p| c.held.contains(p.as_bytes()))
+            {
+                c.cut.insert(id);
+            }
+        }
         // What the contact built on a clone's key before the heal is the clone's.
         let on_clone = h.parent.is_some_and(|p| {
             self.clone

@@ -112,6 +112,7 @@ fn main() -> ExitCode {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut failure = None;
+    let mut failing = Vec::new();
     for &s in &strategies {
         let started = Instant::now();
         let mut total = Totals::default();
@@ -119,8 +120,9 @@ fn main() -> ExitCode {
             let c = config(s, seed, &args);
             match run(&c, seed) {
                 Ok(o) => {
-                    if !o.passed() && failure.is_none() {
-                        failure = Some((s, seed));
+                    if !o.passed() {
+                        failure.get_or_insert((s, seed));
+                        failing.push((s, seed));
                     }
                     total.add(&o);
                 }
@@ -144,6 +146,16 @@ fn main() -> ExitCode {
     }
     for n in notes {
         println!("{n}");
+    }
+    for &s in &strategies {
+        let seeds: Vec<String> = failing
+            .iter()
+            .filter(|(f, _)| *f == s)
+            .map(|(_, seed)| seed.to_string())
+            .collect();
+        if !seeds.is_empty() {
+            println!("{s}: failing seeds {}", seeds.join(", "));
+        }
     }
     if let Some((s, seed)) = failure {
         println!();

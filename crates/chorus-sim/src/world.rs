@@ -823,6 +823,7 @@ impl World {
     fn revoked(&mut self, by: usize, device: [u8; 32]) {
         let ident = self.devices[by].ident;
         self.relay.revoke(ident, device);
+        self.ledger.revoked();
         if let Some(issued_ms) = self.publish_list(by, Vec::new()) {
             self.ledger.list_without_clone(issued_ms);
         }
