@@ -119,15 +119,16 @@ pub fn own_list(
     }
 }
 
-/// When `list` says `device` stopped reading new copies: when it was removed, if the
-/// list names that, never later than when the list was signed, nor than `now_ms` (a
-/// signer's clock ahead must not keep a removed device readable).
-fn left_at(list: &DeviceList, device: &[u8; 32], now_ms: u64) -> u64 {
+/// When `list` says `device` stopped reading new copies: when it was revoked, if the
+/// list names that (the roster's revocation entry: one time, whichever sibling signs
+/// the list and whichever later list a contact device comes back to), else when the
+/// list was signed; never later than `now_ms` (a signer's clock ahead must not keep a
+/// removed device readable).
+pub fn left_at(list: &DeviceList, device: &[u8; 32], now_ms: u64) -> u64 {
     list.removed()
         .iter()
         .find(|r| r.device == *device)
         .map_or(list.issued_ms, |r| r.removed_ms)
-        .min(list.issued_ms)
         .min(now_ms)
 }
 
@@ -667,6 +668,22 @@ mod tests {
         );
         // What the stolen device posted before it was revoked is still read.
         assert!(first_copy(&after, gone, &stolen.device, 1_000, 6_000).is_some());
+        // The revocation's time, not the list's signing, even where a sibling whose
+        // clock is behind signed the list "before" it: every list says one time.
+        let skewed = DeviceList::sign(
+            &root(),
+            2,
+            900,
+            vec![a],
+            vec![RemovedDevice {
+                device: stolen.device,
+                generation: 0,
+                removed_ms: 1_000,
+            }],
+        )
+        .unwrap();
+        assert_eq!(left_at(&skewed, &stolen.device, 6_000), 1_000);
+        assert_eq!(left_at(&skewed, &stolen.device, 950), 950);
     }
 
     #[test]

@@ -57,8 +57,8 @@ struct CloneRun {
     posted: BTreeMap<[u8; 16], (u64, u64)>,
     /// Per mailbox, envelopes posted (the contact's count check leaves them out).
     per_mailbox: BTreeMap<usize, u64>,
-    /// `per-device`: when the identity's list without the device was issued.
-    list_issued_ms: Option<u64>,
+    /// `per-device`: when the identity's list says the device was removed.
+    removed_ms: Option<u64>,
     /// Contact device → when its heal was through.
     healed: BTreeMap<usize, u64>,
     /// Ratchet keys the clone sent on, and the `(key, counter)` pairs it used.
@@ -242,10 +242,11 @@ impl Ledger {
             || c.cut.contains(id)
     }
 
-    /// `per-device`: the identity's list without the stolen device was issued.
-    pub(crate) fn list_without_clone(&mut self, issued_ms: u64) {
+    /// `per-device`: the identity's list without the stolen device was published,
+    /// naming it removed as of `removed_ms`.
+    pub(crate) fn list_without_clone(&mut self, removed_ms: u64) {
         if let Some(c) = self.clone.as_mut() {
-            c.list_issued_ms.get_or_insert(issued_ms);
+            c.removed_ms.get_or_insert(removed_ms);
         }
     }
 
@@ -265,11 +266,11 @@ impl Ledger {
             return;
         };
         let healed = c.healed.get(&dev).is_some_and(|&t| t <= now);
-        // Under `per-device` a copy the relay took before the list without the device
-        // was issued is still its device's to read.
-        let after_list = match (self.strategy, c.list_issued_ms) {
-            (Strategy::PerDevice, Some(issued)) => {
-                c.posted.values().any(|&(m, at)| m == n && at > issued)
+        // Under `per-device` a copy the relay took before the list says the device
+        // was removed is still its device's to read.
+        let after_list = match (self.strategy, c.removed_ms) {
+            (Strategy::PerDevice, Some(removed)) => {
+                c.posted.values().any(|&(m, at)| m == n && at > removed)
             }
             (Strategy::PerDevice, None) => false,
             _ => true,

@@ -153,8 +153,14 @@ fn main() -> ExitCode {
             .filter(|(f, _)| *f == s)
             .map(|(_, seed)| seed.to_string())
             .collect();
-        if !seeds.is_empty() {
-            println!("{s}: failing seeds {}", seeds.join(", "));
+        const SHOWN: usize = 20;
+        match seeds.len() {
+            0 => {}
+            n if n <= SHOWN => println!("{s}: failing seeds {}", seeds.join(", ")),
+            n => println!(
+                "{s}: failing seeds {}, … ({n} in all)",
+                seeds[..SHOWN].join(", ")
+            ),
         }
     }
     if let Some((s, seed)) = failure {

@@ -824,15 +824,20 @@ impl World {
         let ident = self.devices[by].ident;
         self.relay.revoke(ident, device);
         self.ledger.revoked();
-        if let Some(issued_ms) = self.publish_list(by, Vec::new()) {
-            self.ledger.list_without_clone(issued_ms);
+        if let Some(list) = self.publish_list(by, Vec::new()) {
+            let removed = chorus_core::per_device::left_at(&list, &device, u64::MAX);
+            self.ledger.list_without_clone(removed);
         }
     }
 
     /// `per-device`: device `by` publishes its identity's list as its roster stands
     /// (the devices whose bundle is at the relay, `bundles` first), as of its clock,
-    /// as the client's sync does; when it was issued.
-    fn publish_list(&mut self, by: usize, bundles: Vec<([u8; 32], PrekeyBundle)>) -> Option<u64> {
+    /// as the client's sync does; the list.
+    fn publish_list(
+        &mut self,
+        by: usize,
+        bundles: Vec<([u8; 32], PrekeyBundle)>,
+    ) -> Option<chorus_wire::DeviceList> {
         let d = &self.devices[by];
         if d.strategy() != chorus_core::Strategy::PerDevice {
             return None;
@@ -844,8 +849,8 @@ impl World {
         let own = chorus_core::per_device::own_list(d.roster(), d.log_id(), published);
         match own.sign(root, issued_ms) {
             Ok(list) => {
-                self.relay.publish(d.ident, list, bundles);
-                Some(issued_ms)
+                self.relay.publish(d.ident, list.clone(), bundles);
+                Some(list)
             }
             Err(e) => {
                 self.ledger
