@@ -98,6 +98,7 @@ impl From<ClientError> for Failure {
             | E::InvitationSpent { .. }
             | E::AlreadyContact { .. }
             | E::ContactNameTaken(_)
+            | E::NameInUse(_)
             | E::OwnIdentity
             | E::RolledMeanwhile
             | E::Contended => CONFLICT,

@@ -384,6 +384,25 @@ enum ContactCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Rename a contact on all your devices.
+    Rename {
+        /// The contact's name, as `chorus contacts` lists it.
+        name: String,
+        /// The new name (at most 64 bytes; not another contact's).
+        new_name: String,
+    },
+    /// Block a contact on all your devices: their messages are dropped from now on, and
+    /// they cannot reach you through a new invitation or your address.
+    Block {
+        /// The contact's name, as `chorus contacts` lists it.
+        name: String,
+    },
+    /// Unblock a contact on all your devices: their new messages are shown again (what
+    /// they sent while blocked stays dropped).
+    Unblock {
+        /// The contact's name, as `chorus contacts` lists it.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -738,6 +757,45 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             report_queued(outcome)
         }
+        Command::Contact {
+            command: ContactCommand::Rename { name, new_name },
+        } => {
+            let device = open(&cli).await?;
+            let (from, to) = device.rename_contact(name, new_name).await?;
+            match from == to {
+                true => println!("{:?} is already called so.", printable(&to)),
+                false => println!(
+                    "Renamed {:?} to {:?} on all your devices.",
+                    printable(&from),
+                    printable(&to)
+                ),
+            }
+            Ok(())
+        }
+        Command::Contact {
+            command: ContactCommand::Block { name } | ContactCommand::Unblock { name },
+        } => {
+            let block = matches!(
+                cli.command,
+                Command::Contact {
+                    command: ContactCommand::Block { .. }
+                }
+            );
+            let device = open(&cli).await?;
+            let (contact, changed) = device.block_contact(name, block).await?;
+            let contact = printable(&contact);
+            match (block, changed) {
+                (true, true) => println!(
+                    "Blocked {contact:?} on all your devices: their messages are dropped until `chorus contact unblock {contact}`."
+                ),
+                (false, true) => println!(
+                    "Unblocked {contact:?} on all your devices: their new messages are shown again."
+                ),
+                (true, false) => println!("{contact:?} is already blocked."),
+                (false, false) => println!("{contact:?} is not blocked."),
+            }
+            Ok(())
+        }
         Command::Requests { command, json } => {
             let device = open(&cli).await?;
             match command {
@@ -808,7 +866,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         (None, true, 0) => String::new(),
                         (None, true, n) => format!("  ({n} unread)"),
                     };
-                    println!("{:<20} {}  {}{state}", c.name, c.fingerprint, c.relay_url);
+                    let blocked = match c.blocked {
+                        true => "  (BLOCKED: their messages are dropped)",
+                        false => "",
+                    };
+                    println!(
+                        "{:<20} {}  {}{state}{blocked}",
+                        c.name, c.fingerprint, c.relay_url
+                    );
                 }
             }
             Ok(())

@@ -123,6 +123,11 @@ pub enum ClientError {
     /// The alias is in use.
     #[error("a contact named {0:?} already exists; choose another with --name")]
     ContactNameTaken(String),
+    /// Another contact already has the name a rename asks for (compared ignoring case,
+    /// so that a name given later means one contact). Raised by
+    /// [`Device::rename_contact`]; nothing was changed.
+    #[error("another contact is already called {0:?}; choose another name")]
+    NameInUse(String),
     /// The identity is already a contact.
     #[error("already a contact, as {contact:?}")]
     AlreadyContact {

@@ -1047,7 +1047,10 @@ impl Constellation {
             } => {
                 let alias = self.alias_of(contact)?;
                 let read_up_to = self.contacts.get(contact).map_or(0, |c| c.read_up_to);
-                if !message.text.is_empty() {
+                // A sibling logged it before it folded the block: dropped here too.
+                let shown = crate::route::delivery(self.is_blocked(contact))
+                    == crate::route::Delivery::Show;
+                if shown && !message.text.is_empty() {
                     effects.push(Effect::Message(HistoryEntry {
                         alias,
                         outgoing: false,
@@ -1096,7 +1099,7 @@ impl Constellation {
             details: Box::new(d.clone()),
             ours,
         });
-        handshake_done(&alias, d, ours, effects);
+        handshake_done(&alias, d, ours, self.is_blocked(root), effects);
         Ok(())
     }
 
@@ -1139,7 +1142,7 @@ impl Constellation {
         }
         let spent =
             d.first.is_some() && d.invitation.is_some_and(|m| self.invitations.contains(&m));
-        handshake_done(&alias, d, spent, effects);
+        handshake_done(&alias, d, spent, self.is_blocked(root), effects);
         Ok(())
     }
 
@@ -1465,8 +1468,15 @@ fn handshake_seen(root: &[u8; 32], session: &Session, effects: &mut Vec<Effect>)
 }
 
 /// What every handshake folded leaves: our invitation it used marked spent (`spent`),
-/// the prekeys it consumed, and the message that came with it.
-fn handshake_done(alias: &str, d: &ContactDetails, spent: bool, effects: &mut Vec<Effect>) {
+/// the prekeys it consumed, and the message that came with it (dropped if the contact
+/// is `blocked`: a device read it before it folded the block).
+fn handshake_done(
+    alias: &str,
+    d: &ContactDetails,
+    spent: bool,
+    blocked: bool,
+    effects: &mut Vec<Effect>,
+) {
     if let (Some(m), true) = (d.invitation, spent) {
         effects.push(Effect::InvitationSpent {
             mailbox: m,
@@ -1474,7 +1484,9 @@ fn handshake_done(alias: &str, d: &ContactDetails, spent: bool, effects: &mut Ve
         });
     }
     effects.push(Effect::PrekeysConsumed(d.consumed_prekeys.clone()));
-    first_message(alias, d, effects);
+    if crate::route::delivery(blocked) == crate::route::Delivery::Show {
+        first_message(alias, d, effects);
+    }
 }
 
 fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {

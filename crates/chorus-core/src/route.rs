@@ -13,6 +13,11 @@
 //! never to accept it. Accepting happens only after the handshake authenticates the
 //! sender ([`crate::respond`]), and a new contact only through the log, guarded, so
 //! that when several devices read the same first message exactly one creation wins.
+//!
+//! A blocked identity reaches us nowhere: its first messages are refused in every
+//! mailbox (a new invitation, the address, or its own contact mailbox, where a new
+//! handshake would make us answer it), and what its session reads is dropped
+//! ([`delivery`]).
 
 /// The kinds of mailbox an identity reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +94,7 @@ pub enum Refusal {
 /// spent an invitation).
 pub fn route(kind: MailboxKind, owner: Option<&str>, arrived: Arrived<'_>) -> Route {
     match (kind, arrived) {
+        (_, Arrived::Initial { blocked: true, .. }) => Route::Refused(Refusal::Blocked),
         (MailboxKind::Contact, _) => match owner {
             Some(owner) => Route::Session(owner.to_owned()),
             None => Route::Refused(Refusal::OwnerMissing),
@@ -96,7 +102,6 @@ pub fn route(kind: MailboxKind, owner: Option<&str>, arrived: Arrived<'_>) -> Ro
         (MailboxKind::Invitation | MailboxKind::Intro, Arrived::Ratchet) => {
             Route::Refused(Refusal::RatchetInIntroduction)
         }
-        (_, Arrived::Initial { blocked: true, .. }) => Route::Refused(Refusal::Blocked),
         (
             _,
             Arrived::Initial {
@@ -108,6 +113,28 @@ pub fn route(kind: MailboxKind, owner: Option<&str>, arrived: Arrived<'_>) -> Ro
         }
         (MailboxKind::Intro, Arrived::Initial { known: None, .. }) => Route::Request,
         (MailboxKind::Invitation, Arrived::Initial { known: None, .. }) => Route::NewContact,
+    }
+}
+
+/// What becomes of a message a contact's session has read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Into the history, and shown.
+    Show,
+    /// Dropped: kept nowhere, shown nowhere.
+    Drop,
+}
+
+/// Decides what becomes of a message from a contact that its session read: dropped
+/// while the contact is blocked (`blocked`, the register as this device folded it from
+/// the identity's log, so every device decides alike). The session still reads it —
+/// its keys move on, and the contact's new route or identity roll is taken — so that
+/// unblocking takes the conversation up where it is; what was sent while blocked stays
+/// dropped.
+pub fn delivery(blocked: bool) -> Delivery {
+    match blocked {
+        true => Delivery::Drop,
+        false => Delivery::Show,
     }
 }
 
@@ -179,11 +206,10 @@ mod tests {
     }
 
     #[test]
-    fn a_contact_mailbox_goes_to_its_owner_whatever_arrives() {
+    fn a_contact_mailbox_goes_to_its_owner_whatever_arrives_but_a_blocked_first_message() {
         for arrived in [
             Arrived::Ratchet,
             initial(false, None),
-            initial(true, None),
             initial(false, Some("carol")),
         ] {
             assert_eq!(
@@ -211,8 +237,8 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_sender_is_refused_before_anything_else_outside_a_contact_mailbox() {
-        for kind in [MailboxKind::Invitation, MailboxKind::Intro] {
+    fn a_blocked_sender_is_refused_before_anything_else_in_every_mailbox() {
+        for kind in KINDS {
             for owner in [None, Some("bob")] {
                 for known in [None, Some("bob")] {
                     assert_eq!(
@@ -244,6 +270,12 @@ mod tests {
             route(MailboxKind::Invitation, None, initial(false, None)),
             Route::NewContact
         );
+    }
+
+    #[test]
+    fn a_blocked_contacts_message_is_dropped_and_shown_again_once_unblocked() {
+        assert_eq!(delivery(true), Delivery::Drop);
+        assert_eq!(delivery(false), Delivery::Show);
     }
 
     #[test]

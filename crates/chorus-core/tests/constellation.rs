@@ -409,6 +409,64 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 }
 
 #[test]
+fn a_message_a_sibling_logged_from_a_blocked_contact_is_dropped_until_unblocked() {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let received = |id: u8, text: &str| {
+        event(
+            keys[1],
+            id,
+            u64::from(id),
+            EventKind::Received {
+                contact: [1; 32],
+                message: chorus_wire::FirstMessage {
+                    envelope_id: [id; 16],
+                    sent_ms: u64::from(id),
+                    text: text.to_owned(),
+                },
+                position: u64::from(id),
+            },
+        )
+    };
+    let blocked = |id: u8, blocked: bool| {
+        event(
+            keys[0],
+            id,
+            u64::from(id),
+            EventKind::Blocked {
+                contact: [1; 32],
+                blocked,
+            },
+        )
+    };
+    let events = [
+        received(1, "before"),
+        blocked(2, true),
+        received(3, "while blocked"),
+        blocked(4, false),
+        received(5, "after"),
+    ];
+    let log: Vec<Stored> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
+        .collect();
+    let mut state = state();
+    let shown: Vec<String> = fold(&mut state, &key, &log)
+        .into_iter()
+        .flat_map(|o| match o {
+            Outcome::Applied(effects) => effects,
+            _ => Vec::new(),
+        })
+        .filter_map(|e| match e {
+            Effect::Message(h) => Some(h.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown, ["before", "after"]);
+}
+
+#[test]
 fn a_rename_is_last_writer_wins_and_never_takes_another_contacts_alias() {
     let (_, keys) = three_devices();
     let key = epoch_key();

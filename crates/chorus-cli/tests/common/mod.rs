@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -145,4 +145,102 @@ pub fn kill_9_at(at: &str, home: &Path, args: &[&str]) {
     assert!(line.contains(&format!("failpoint {at} reached")), "{line}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+}
+
+/// Starts `chorus link new` on `new` (with `--yes`: the test compares nothing on a
+/// screen) and returns the process, its stdout lines (those before the code already
+/// read, then the rest) and the code it showed.
+pub fn start_link_new(
+    new: &Path,
+    relay: &Relay,
+    name: &str,
+    failpoint: Option<&str>,
+) -> (Child, impl Iterator<Item = String>, String) {
+    let mut before = Vec::new();
+    let mut command = Command::new(CHORUS);
+    command
+        .arg("--home")
+        .arg(new)
+        .args([
+            "link", "new", "--relay", &relay.url, "--name", name, "--no-qr", "--yes",
+        ])
+        .env_remove("CHORUS_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(point) = failpoint {
+        command.env("CHORUS_FAILPOINT", point);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap());
+    let code = loop {
+        let line = lines.next().expect("link new printed no code");
+        if let Some(code) = line.trim().strip_prefix("chorus link approve ") {
+            break code.to_owned();
+        }
+        before.push(line);
+    };
+    (child, before.into_iter().chain(lines), code)
+}
+
+/// Runs `chorus link approve CODE` on `existing` and types into it the number the new
+/// device shows, read off `new_lines` (its stdout) as a user reads it off its screen.
+/// Returns the approver's output and the new device's lines read meanwhile.
+pub fn approve(
+    existing: &Path,
+    code: &str,
+    new_lines: &mut impl Iterator<Item = String>,
+) -> (std::process::Output, Vec<String>) {
+    approve_with(existing, code, new_lines, &[])
+}
+
+/// [`approve`] with more arguments for the approver (before the subcommand).
+pub fn approve_with(
+    existing: &Path,
+    code: &str,
+    new_lines: &mut impl Iterator<Item = String>,
+    extra: &[&str],
+) -> (std::process::Output, Vec<String>) {
+    let mut approver = Command::new(CHORUS)
+        .arg("--home")
+        .arg(existing)
+        .args(extra)
+        .args(["link", "approve", code])
+        .env_remove("CHORUS_HOME")
+        .env_remove("CHORUS_FAILPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut read = Vec::new();
+    let sas = loop {
+        let line = new_lines.next().expect("link new showed no number");
+        read.push(line.clone());
+        let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+        if line.starts_with("  ") && digits.len() == 9 {
+            break digits;
+        }
+    };
+    writeln!(approver.stdin.take().unwrap(), "{sas}").unwrap();
+    (approver.wait_with_output().unwrap(), read)
+}
+
+/// Links a new home into `existing`'s identity through the two commands, as a user
+/// would; returns what `link new` printed besides its code.
+pub fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) -> Vec<String> {
+    let (mut child, mut lines, code) = start_link_new(new, relay, name, None);
+    let (approved, read) = approve(existing, &code, &mut lines);
+    let out = String::from_utf8_lossy(&approved.stdout);
+    assert!(
+        approved.status.success() && out.contains("Approved"),
+        "{out} {}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let rest: Vec<String> = read.into_iter().chain(lines).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "link new failed: {rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
+    rest
 }

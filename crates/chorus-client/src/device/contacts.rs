@@ -283,26 +283,104 @@ impl Device {
 
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
-        self.store
-            .contact_list()
+        let listed = self.store.contact_list().await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let mut contacts = Vec::with_capacity(listed.len());
+        for (name, identity, relay_url, connected, added_ms, unread, failed, compromised) in listed
+        {
+            let keys = IdentityKeys::decode(&identity)?;
+            contacts.push(ContactInfo {
+                name,
+                fingerprint: Fingerprint::of(&keys.root).to_string(),
+                relay_url,
+                connected,
+                added_ms,
+                unread,
+                failed,
+                compromised,
+                blocked: self.is_blocked(&mut conn, keys.root.as_bytes()).await?,
+            });
+        }
+        Ok(contacts)
+    }
+
+    /// Renames contact `given` to `new_name` on every device of the identity: a rename
+    /// in the log (`ContactUpserted` without details), the last writer wins. Returns the
+    /// old and the new name. A name that is empty, too long ([`check_display_name`]) or
+    /// another contact's (ignoring case) is refused, and nothing changes.
+    pub async fn rename_contact(
+        &self,
+        given: &str,
+        new_name: &str,
+    ) -> Result<(String, String), ClientError> {
+        let to = normalize_display_name(new_name);
+        check_display_name("contact name", &to)?;
+        // The names as every device has them now: a sibling may have renamed since.
+        self.sync_log().await?;
+        let from = self.resolve_contact(given).await?;
+        let wanted = to.to_lowercase();
+        if let Some(other) = self
+            .store
+            .contact_names()
             .await?
             .into_iter()
-            .map(
-                |(name, identity, relay_url, connected, added_ms, unread, failed, compromised)| {
-                    let keys = IdentityKeys::decode(&identity)?;
-                    Ok(ContactInfo {
-                        name,
-                        fingerprint: Fingerprint::of(&keys.root).to_string(),
-                        relay_url,
-                        connected,
-                        added_ms,
-                        unread,
-                        failed,
-                        compromised,
-                    })
-                },
-            )
-            .collect()
+            .find(|n| *n != from && n.to_lowercase() == wanted)
+        {
+            return Err(ClientError::NameInUse(other));
+        }
+        if from == to {
+            return Ok((from, to));
+        }
+        let root = self.contact_root(&from).await?;
+        self.append(vec![Pending::free(EventKind::ContactUpserted {
+            contact: root,
+            name: to.clone(),
+            details: None,
+        })])
+        .await?;
+        // A sibling gave the name to another contact meanwhile: the fold kept the old one.
+        match contact_named_by(self.store.pool(), &root).await? {
+            Some(now) if now == to => Ok((from, to)),
+            _ => Err(ClientError::NameInUse(to)),
+        }
+    }
+
+    /// Blocks (`blocked`) or unblocks contact `given` on every device of the identity (a
+    /// `Blocked` register in the log, the last writer wins). While blocked, every device
+    /// drops the contact's messages (their sessions still read them, so unblocking takes
+    /// the conversation up where it is) and refuses their first messages to a new
+    /// invitation or to the address. Returns the contact's name and whether this changed
+    /// anything (it was not already so).
+    pub async fn block_contact(
+        &self,
+        given: &str,
+        blocked: bool,
+    ) -> Result<(String, bool), ClientError> {
+        self.sync_log().await?;
+        let name = self.resolve_contact(given).await?;
+        let root = self.contact_root(&name).await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let already = self.is_blocked(&mut conn, &root).await? == blocked;
+        drop(conn);
+        if already {
+            return Ok((name, false));
+        }
+        self.append(vec![Pending::free(EventKind::Blocked {
+            contact: root,
+            blocked,
+        })])
+        .await?;
+        Ok((name, true))
+    }
+
+    /// The root key of the contact called `name` exactly.
+    async fn contact_root(&self, name: &str) -> Result<[u8; 32], ClientError> {
+        Ok(self
+            .store
+            .contact_row(self.store.pool(), name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownContact(name.to_owned()))?
+            .root)
     }
 
     /// Marks every message from `contact` received so far as read — on every device of

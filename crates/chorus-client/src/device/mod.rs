@@ -189,6 +189,9 @@ pub struct ContactInfo {
     /// Their previous key signed two different identity rolls: compare the safety
     /// number again (`chorus contact verify`).
     pub compromised: bool,
+    /// Blocked on every device of the identity (`chorus contact block`): their messages
+    /// are dropped.
+    pub blocked: bool,
 }
 
 /// A device of the identity, as `chorus devices` lists it.

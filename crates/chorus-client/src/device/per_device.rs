@@ -478,8 +478,7 @@ impl Device {
             .put_pairwise(&mut *tx, &row.root, &sender_device, &pairwise)
             .await?;
         let row = self.take_hello(tx, name, &payload, mailbox).await?;
-        self.deliver(tx, name, &payload, envelope, now, row.read_up_to)
-            .await
+        self.deliver(tx, name, &payload, envelope, now, &row).await
     }
 
     /// Before copies are read: the contact's newest device list (network, before the

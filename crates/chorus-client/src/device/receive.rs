@@ -2,7 +2,7 @@
 //! (a contact's message, a first contact, a forgery or a replay).
 
 use chorus_core::route::{
-    Arrived, Failure, MailboxKind, Next, Refusal, Route, after_failure, route,
+    Arrived, Delivery, Failure, MailboxKind, Next, Refusal, Route, after_failure, delivery, route,
 };
 use chorus_core::{EncryptedMessage, FirstContact, MessageKind, Proposal, handshakes, respond};
 use chorus_relay_api::{EnvelopeOut, Id32};
@@ -13,7 +13,7 @@ use super::{Device, RECEIVED_PER_APPEND, SYNC_PAGE, id32};
 use crate::log::Pending;
 use crate::prekeys;
 use crate::store::contacts::{
-    contact_named_by, handshake_seen, mark_answered, pinned_root, set_contact_route,
+    ContactRow, contact_named_by, handshake_seen, mark_answered, pinned_root, set_contact_route,
 };
 use crate::store::history::{HistoryRow, insert_and_tell};
 use crate::store::log_state::session_stream_version;
@@ -278,6 +278,8 @@ impl Device {
         let Some(row) = self.store.contact_row(&mut *tx, name).await? else {
             return Ok((0, Vec::new()));
         };
+        // A blocked contact's messages are read (the session moves on) and dropped.
+        let shown = delivery(self.is_blocked(&mut tx, &row.root).await?) == Delivery::Show;
         let now = self.now();
         let (mut taken, mut events, mut history) = (0, Vec::new(), Vec::new());
         for envelope in envelopes {
@@ -305,7 +307,7 @@ impl Device {
             };
             taken += 1;
             after = envelope.seq;
-            if payload.text.is_empty() {
+            if payload.text.is_empty() || !shown {
                 continue;
             }
             let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
@@ -528,7 +530,7 @@ impl Device {
         let mut events = self.take_rolls(tx, &name, &payload).await?;
         let row = self.take_hello(tx, &name, &payload, mailbox).await?;
         events.extend(
-            self.deliver(tx, &name, &payload, envelope, now, row.read_up_to)
+            self.deliver(tx, &name, &payload, envelope, now, &row)
                 .await?,
         );
         self.store.put_session(tx, &name, &session).await?;
@@ -544,7 +546,7 @@ impl Device {
         name: &str,
         payload: &Payload,
         mailbox: &Id32,
-    ) -> Result<crate::store::contacts::ContactRow, ClientError> {
+    ) -> Result<ContactRow, ClientError> {
         if let Some(hello) = &payload.hello {
             let relay_url = self.url_policy().check(&hello.relay_url)?;
             set_contact_route(tx, name, &hello.mailbox.0, &relay_url).await?;
@@ -559,8 +561,9 @@ impl Device {
         Ok(row)
     }
 
-    /// A received message's text into the history (once per envelope); `read_up_to`
-    /// is the contact's read marker.
+    /// A received message's text into the history (once per envelope), unless the
+    /// contact (`row`, as it stands) is blocked: then it is dropped
+    /// ([`chorus_core::route::delivery`]).
     pub(super) async fn deliver(
         &self,
         tx: &mut SqliteConnection,
@@ -568,10 +571,12 @@ impl Device {
         payload: &Payload,
         envelope: &EnvelopeOut,
         now: i64,
-        read_up_to: i64,
+        row: &ContactRow,
     ) -> Result<Vec<Event>, ClientError> {
         let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
+        let read_up_to = row.read_up_to;
         if payload.text.is_empty()
+            || delivery(self.is_blocked(tx, &row.root).await?) == Delivery::Drop
             || !self
                 .store
                 .insert_message(
@@ -624,13 +629,13 @@ impl Device {
                         .await?;
                     // Only the text: a read-only session's hello moves nothing.
                     let payload = Payload::decode(&plaintext)?;
-                    let read_up_to = self
+                    let row = self
                         .store
                         .contact_row(&mut *tx, name)
                         .await?
-                        .map_or(0, |c| c.read_up_to);
+                        .ok_or_else(|| ClientError::UnknownContact(name.to_owned()))?;
                     return Ok(Received::Done(
-                        self.deliver(tx, name, &payload, envelope, now, read_up_to)
+                        self.deliver(tx, name, &payload, envelope, now, &row)
                             .await?,
                     ));
                 }

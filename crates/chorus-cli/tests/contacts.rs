@@ -1,0 +1,130 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Managing contacts end to end with real processes (the relay binary, one `chorus`
+//! home per device): renaming and blocking go through the identity's log, so every
+//! device of the identity agrees.
+
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::*;
+
+/// A relay, alice on a laptop and a linked phone, and bob, a contact of alice's on
+/// both devices (through an invitation the laptop made).
+fn alice_on_two_devices_with_bob(dir: &Path) -> (Relay, PathBuf, PathBuf, PathBuf) {
+    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (dir.join("laptop"), dir.join("phone"), dir.join("bob"));
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    let code = ok(&laptop, &["invite", "--no-qr"]).trim().to_owned();
+    ok(&bob, &["accept", &code]);
+    assert!(ok(&laptop, &["sync"]).contains("new contact \"bob\""));
+    ok(&phone, &["sync"]);
+    // bob reads alice's answer: from now on he writes ratchet messages to the mailbox
+    // alice made for him (not first messages, which name their sender).
+    ok(&bob, &["sync"]);
+    (relay, laptop, phone, bob)
+}
+
+fn names(home: &Path) -> Vec<String> {
+    json(home, &["contacts", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_rename_on_one_device_shows_on_its_sibling_and_a_refused_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    let carol = dir.path().join("carol");
+    ok(&carol, &["init", "--relay", &relay.url, "--name", "carol"]);
+    let address = json(&carol, &["status", "--json"])["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&laptop, &["contact", "add", &address, "--name", "Carol"]);
+    ok(&bob, &["send", "alice", "hi from bob"]);
+
+    let out = ok(&laptop, &["contact", "rename", "BOB", "Robert"]);
+    assert!(out.contains("Renamed \"bob\" to \"Robert\""), "{out}");
+    assert_eq!(names(&laptop), ["Carol", "Robert"]);
+
+    // The phone learns it from the log: the conversation is Robert's there too.
+    let out = ok(&phone, &["sync"]);
+    assert!(out.contains("Robert: hi from bob"), "{out}");
+    assert_eq!(names(&phone), ["Carol", "Robert"]);
+    assert_eq!(texts(&phone, "robert"), [(false, "hi from bob".to_owned())]);
+    let e = fails(&phone, &["history", "bob"], 3);
+    assert!(e.contains("unknown contact \"bob\""), "{e}");
+    let e = fails(&phone, &["contact", "rename", "bob", "Bobby"], 3);
+    assert!(e.contains("unknown contact \"bob\""), "{e}");
+
+    // Refusals, each one line with its code, and nothing changed on either device.
+    let e = fails(&phone, &["contact", "rename", "Robert", "carol"], 7);
+    assert!(e.contains("already called \"Carol\""), "{e}");
+    for empty in ["", "   "] {
+        let e = fails(&phone, &["contact", "rename", "Robert", empty], 6);
+        assert!(e.contains("contact name: must not be empty"), "{e}");
+    }
+    let e = fails(&phone, &["contact", "rename", "Robert", &"n".repeat(65)], 6);
+    assert!(e.contains("too large: 65 bytes, limit 64"), "{e}");
+    let out = chorus(&phone, &["contact", "rename", "Robert"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<NEW_NAME>"));
+    ok(&laptop, &["sync"]);
+    for home in [&laptop, &phone] {
+        assert_eq!(names(home), ["Carol", "Robert"], "{}", home.display());
+    }
+
+    // The conversation goes on under the new name, both ways.
+    ok(&laptop, &["send", "robert", "hi Robert"]);
+    assert!(ok(&bob, &["sync"]).contains("alice: hi Robert"));
+    drop(relay);
+}
+
+#[test]
+fn a_blocked_contact_is_dropped_on_every_device_until_unblocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    ok(&bob, &["send", "alice", "before the block"]);
+    for home in [&laptop, &phone] {
+        assert!(ok(home, &["sync"]).contains("bob: before the block"));
+    }
+
+    let out = ok(&laptop, &["contact", "block", "Bob"]);
+    assert!(out.contains("Blocked \"bob\" on all your devices"), "{out}");
+    assert!(ok(&laptop, &["contact", "block", "bob"]).contains("already blocked"));
+    let e = fails(&laptop, &["contact", "block", "nobody"], 3);
+    assert!(e.contains("unknown contact \"nobody\""), "{e}");
+    ok(&bob, &["send", "alice", "while blocked"]);
+    for home in [&phone, &laptop] {
+        let out = chorus(home, &["sync"]);
+        assert!(out.status.success());
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(!shown.contains("while blocked"), "{shown}");
+        assert!(ok(home, &["contacts"]).contains("BLOCKED"));
+        assert_eq!(json(home, &["contacts", "--json"])[0]["blocked"], true);
+        assert!(
+            !texts(home, "bob").iter().any(|(_, t)| t == "while blocked"),
+            "{}",
+            home.display()
+        );
+    }
+
+    // Unblocked on the phone: new messages are shown on both devices again, what was
+    // sent meanwhile stays dropped.
+    let out = ok(&phone, &["contact", "unblock", "bob"]);
+    assert!(out.contains("Unblocked \"bob\""), "{out}");
+    ok(&bob, &["send", "alice", "after the unblock"]);
+    for home in [&laptop, &phone] {
+        let out = ok(home, &["sync"]);
+        assert!(out.contains("bob: after the unblock"), "{out}");
+        assert_eq!(json(home, &["contacts", "--json"])[0]["blocked"], false);
+        let texts: Vec<String> = texts(home, "bob").into_iter().map(|(_, t)| t).collect();
+        assert_eq!(texts, ["before the block", "after the unblock"]);
+    }
+    drop(relay);
+}
