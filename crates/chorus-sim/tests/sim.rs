@@ -380,3 +380,20 @@ fn per_device_a_contact_device_offline_through_a_revocation_and_a_link_refuses_t
     assert_eq!((o.stats.revoked, o.stats.linked), (1, 1));
     assert!(o.stats.clone_refused > 0 && o.stats.clone_unhealed == 0);
 }
+
+/// `per-device`, a finding: the sibling that signed the first list without a stolen
+/// device had a clock behind the one that signed its revocation, so the lists
+/// disagreed on when the device left — the first list dropped it (its signing) before
+/// the later ones said it was revoked. A contact device partitioned through the first
+/// came back to a later one and read a clone copy the relay took in between. Every
+/// list now says one time: the revocation's.
+#[test]
+fn per_device_one_removal_time_whichever_sibling_signed_the_list() {
+    let seed = 3818;
+    let mut c = Config::for_seed(Strategy::PerDevice, seed);
+    c.keep = Some([0, 2, 3, 4, 7].into());
+    let o = run(&c, seed).unwrap();
+    assert!(o.passed(), "{:?}", o.violations);
+    assert_eq!((o.stats.revoked, o.stats.linked), (1, 1));
+    assert!(o.stats.clone_refused > 0 && o.stats.clone_unhealed == 0);
+}
