@@ -349,26 +349,51 @@ fn a_read_marker_and_a_delivery_on_one_device_hold_on_all() {
     assert_eq!(a.lamport(), 2);
 }
 
+/// A `Received` event logged by `author` (a message from contact `[1; 32]`).
+fn received(author: [u8; 32], id: u8, sent_ms: u64, text: &str) -> LogEvent {
+    event(
+        author,
+        id,
+        u64::from(id),
+        EventKind::Received {
+            contact: [1; 32],
+            message: chorus_wire::FirstMessage {
+                envelope_id: [id; 16],
+                sent_ms,
+                text: text.to_owned(),
+            },
+            position: u64::from(id),
+        },
+    )
+}
+
+/// Folds `events` as one log on a fresh state: the messages shown, each with whether
+/// it was read.
+fn folded_messages(events: &[LogEvent]) -> Vec<(String, bool)> {
+    let key = epoch_key();
+    let log: Vec<Stored> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
+        .collect();
+    let mut state = state();
+    fold(&mut state, &key, &log)
+        .into_iter()
+        .flat_map(|o| match o {
+            Outcome::Applied(effects) => effects,
+            _ => Vec::new(),
+        })
+        .filter_map(|e| match e {
+            Effect::Message(h) => Some((h.text, h.read)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
     let (_, keys) = three_devices();
-    let key = epoch_key();
-    let received = |id: u8, sent_ms: u64, text: &str| {
-        event(
-            keys[1],
-            id,
-            u64::from(id),
-            EventKind::Received {
-                contact: [1; 32],
-                message: chorus_wire::FirstMessage {
-                    envelope_id: [id; 16],
-                    sent_ms,
-                    text: text.to_owned(),
-                },
-                position: u64::from(id),
-            },
-        )
-    };
+    let received = |id: u8, sent_ms: u64, text: &str| received(keys[1], id, sent_ms, text);
     let events = [
         event(
             keys[0],
@@ -382,25 +407,8 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
         received(2, 5, "covered"),
         received(3, 6, "after the marker"),
     ];
-    let log: Vec<Stored> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
-        .collect();
-    let mut state = state();
-    let read: Vec<(String, bool)> = fold(&mut state, &key, &log)
-        .into_iter()
-        .flat_map(|o| match o {
-            Outcome::Applied(effects) => effects,
-            _ => Vec::new(),
-        })
-        .filter_map(|e| match e {
-            Effect::Message(h) => Some((h.text, h.read)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        read,
+        folded_messages(&events),
         [
             ("covered".to_owned(), true),
             ("after the marker".to_owned(), false)
@@ -411,23 +419,7 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 #[test]
 fn a_message_a_sibling_logged_from_a_blocked_contact_is_dropped_until_unblocked() {
     let (_, keys) = three_devices();
-    let key = epoch_key();
-    let received = |id: u8, text: &str| {
-        event(
-            keys[1],
-            id,
-            u64::from(id),
-            EventKind::Received {
-                contact: [1; 32],
-                message: chorus_wire::FirstMessage {
-                    envelope_id: [id; 16],
-                    sent_ms: u64::from(id),
-                    text: text.to_owned(),
-                },
-                position: u64::from(id),
-            },
-        )
-    };
+    let received = |id: u8, text: &str| received(keys[1], id, u64::from(id), text);
     let blocked = |id: u8, blocked: bool| {
         event(
             keys[0],
@@ -446,22 +438,9 @@ fn a_message_a_sibling_logged_from_a_blocked_contact_is_dropped_until_unblocked(
         blocked(4, false),
         received(5, "after"),
     ];
-    let log: Vec<Stored> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
-        .collect();
-    let mut state = state();
-    let shown: Vec<String> = fold(&mut state, &key, &log)
+    let shown: Vec<String> = folded_messages(&events)
         .into_iter()
-        .flat_map(|o| match o {
-            Outcome::Applied(effects) => effects,
-            _ => Vec::new(),
-        })
-        .filter_map(|e| match e {
-            Effect::Message(h) => Some(h.text),
-            _ => None,
-        })
+        .map(|(text, _)| text)
         .collect();
     assert_eq!(shown, ["before", "after"]);
 }
