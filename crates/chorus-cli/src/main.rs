@@ -250,10 +250,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the safety numbers to compare with a contact.
+    /// Show the safety numbers to compare with a contact; mark them verified.
     Verify {
         /// The contact's alias.
         contact: String,
+        /// You compared the safety number with them: mark the contact verified on all
+        /// your devices (until their identity key changes).
+        #[arg(long, conflicts_with = "unmark")]
+        mark: bool,
+        /// Remove the verified mark on all your devices.
+        #[arg(long)]
+        unmark: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print shell completions.
     Completions {
@@ -870,8 +880,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         true => "  (BLOCKED: their messages are dropped)",
                         false => "",
                     };
+                    let verified = match c.verified {
+                        true => "  (verified)",
+                        false => "",
+                    };
                     println!(
-                        "{:<20} {}  {}{state}{blocked}",
+                        "{:<20} {}  {}{state}{blocked}{verified}",
                         c.name, c.fingerprint, c.relay_url
                     );
                 }
@@ -1007,16 +1021,43 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Verify { contact } => {
+        Command::Verify {
+            contact,
+            mark,
+            unmark,
+            json,
+        } => {
             let device = open(&cli).await?;
+            if *mark || *unmark {
+                let (name, changed) = device.mark_verified(contact, *mark).await?;
+                let what = if *mark { "verified" } else { "not verified" };
+                match changed {
+                    true => eprintln!("{name} is now marked {what} on all your devices."),
+                    false => eprintln!("{name} was already marked {what}."),
+                }
+            }
             let v = device.verify(contact).await?;
+            if *json {
+                return print_json(&serde_json::json!({
+                    "ours": v.ours.to_string(),
+                    "theirs": v.theirs.to_string(),
+                    "safety_number": v.safety_number.to_string(),
+                    "rival_safety_number": v.rival.as_ref().map(ToString::to_string),
+                    "verified": v.verified,
+                }));
+            }
             println!("{:<10} {}", device.name(), v.ours);
             println!("{:<10} {}", contact, v.theirs);
             println!();
             println!("Safety number (the same on both sides):");
             println!("{}", v.safety_number);
             println!();
-            println!("Compare it with {contact} in person or over a call you trust.");
+            match v.verified {
+                true => println!("Marked verified: you compared it with {contact}."),
+                false => println!(
+                    "Compare it with {contact} in person or over a call you trust, then `chorus verify \"{contact}\" --mark`."
+                ),
+            }
             if let Some(rival) = v.rival {
                 println!();
                 println!(

@@ -128,3 +128,51 @@ fn a_blocked_contact_is_dropped_on_every_device_until_unblocked() {
     }
     drop(relay);
 }
+
+/// `verify --mark` on one device shows the contact verified on every device; a roll of
+/// the contact's identity key clears it everywhere (the mark names the key compared),
+/// until it is compared and marked again; `--unmark` removes it everywhere.
+#[test]
+fn a_verified_mark_is_on_every_device_until_the_contacts_identity_key_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    let verified = |home: &Path| {
+        let v = json(home, &["verify", "bob", "--json"])["verified"].clone();
+        let listed = json(home, &["contacts", "--json"])[0]["verified"].clone();
+        assert_eq!(v, listed, "verify and contacts agree");
+        v.as_bool().unwrap()
+    };
+    assert!(!verified(&laptop));
+    // Bad input: one line each, nothing marked.
+    assert!(fails(&laptop, &["verify", "nobody", "--mark"], 3).contains("nobody"));
+    let both = chorus(&laptop, &["verify", "bob", "--mark", "--unmark"]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    assert!(!verified(&laptop));
+
+    let before = json(&laptop, &["verify", "bob", "--mark", "--json"]);
+    assert_eq!(before["verified"], true);
+    ok(&phone, &["sync"]);
+    assert!(verified(&phone));
+    let out = ok(&phone, &["verify", "bob"]);
+    assert!(out.contains("Marked verified"), "{out}");
+
+    // Bob rolls his identity key: alice's devices hear it with his next message, and
+    // the mark no longer holds on either (another safety number, not compared).
+    ok(&bob, &["identity", "roll", "--yes"]);
+    ok(&bob, &["send", "alice", "after the roll"]);
+    for home in [&laptop, &phone] {
+        ok(home, &["sync"]);
+        assert!(!verified(home), "{}", home.display());
+    }
+    let after = json(&laptop, &["verify", "bob", "--json"]);
+    assert_ne!(after["safety_number"], before["safety_number"]);
+
+    // Compared again on the phone, unmarked on the laptop: the last writer wins.
+    ok(&phone, &["verify", "bob", "--mark"]);
+    ok(&laptop, &["sync"]);
+    assert!(verified(&laptop));
+    ok(&laptop, &["verify", "bob", "--unmark"]);
+    ok(&phone, &["sync"]);
+    assert!(!verified(&phone));
+}

@@ -94,6 +94,12 @@ pub fn blocked_register(root: &[u8; 32]) -> String {
     keyed_register("blocked", root)
 }
 
+/// The register holding the identity root a contact was marked verified for (empty:
+/// not marked).
+pub fn verified_register(root: &[u8; 32]) -> String {
+    keyed_register("verified", root)
+}
+
 /// The register holding when `device` was last linked again.
 pub fn relinked_register(device: &[u8; 32]) -> String {
     keyed_register("relinked", device)
@@ -891,6 +897,13 @@ impl Constellation {
                     });
                 }
             }
+            EventKind::Verified { contact, root } => {
+                // Last writer wins; the register says which root was compared, so a
+                // roll of the contact's identity leaves the mark standing for the old
+                // root alone ([`Self::verified_root`]).
+                let value = root.map(|r| r.to_vec()).unwrap_or_default();
+                self.set_register(&verified_register(contact), &value, stamp, &mut effects);
+            }
             EventKind::RootShared { keys } => {
                 // Only in shared-root (the roster entry that moved there comes first,
                 // in the same batch); each device checks the key it opens against the
@@ -1385,6 +1398,13 @@ impl Constellation {
     /// Whether an identity is blocked.
     pub fn is_blocked(&self, root: &[u8; 32]) -> bool {
         self.register(&blocked_register(root)) == Some(&[1])
+    }
+
+    /// The identity root `contact` was marked verified for, if it is marked: the mark
+    /// holds while the contact's identity root is this one.
+    pub fn verified_root(&self, contact: &[u8; 32]) -> Option<[u8; 32]> {
+        self.register(&verified_register(contact))
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
     }
 
     /// When `device` was last linked again, if it was (the approver's clock).

@@ -417,6 +417,43 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 }
 
 #[test]
+fn a_verified_mark_names_the_root_compared_and_the_last_writer_wins() {
+    let (_, keys) = three_devices();
+    let key = epoch_key();
+    let mark = |author, id: u8, root: Option<[u8; 32]>| {
+        event(
+            author,
+            id,
+            u64::from(id),
+            EventKind::Verified {
+                contact: [1; 32],
+                root,
+            },
+        )
+    };
+    let fold_all = |events: &[LogEvent]| {
+        let log: Vec<Stored> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
+            .collect();
+        let mut state = state();
+        fold(&mut state, &key, &log);
+        state.verified_root(&[1; 32])
+    };
+    assert_eq!(fold_all(&[mark(keys[0], 1, Some([7; 32]))]), Some([7; 32]));
+    // Unmarked later on a sibling; marked again for a rolled key after that.
+    let events = [mark(keys[0], 1, Some([7; 32])), mark(keys[1], 2, None)];
+    assert_eq!(fold_all(&events), None);
+    let events = [
+        mark(keys[0], 1, Some([7; 32])),
+        mark(keys[1], 2, None),
+        mark(keys[2], 3, Some([8; 32])),
+    ];
+    assert_eq!(fold_all(&events), Some([8; 32]));
+}
+
+#[test]
 fn a_message_a_sibling_logged_from_a_blocked_contact_is_dropped_until_unblocked() {
     let (_, keys) = three_devices();
     let received = |id: u8, text: &str| received(keys[1], id, u64::from(id), text);

@@ -197,6 +197,14 @@ pub enum EventKind {
         /// Blocked (`true`) or unblocked.
         blocked: bool,
     },
+    /// A contact's identity marked verified, or the mark removed (last writer wins).
+    Verified {
+        /// The contact's root key (its id here).
+        contact: [u8; 32],
+        /// The identity root whose safety number was compared (the mark holds only
+        /// while the contact's identity is that one); `None`: the mark removed.
+        root: Option<[u8; 32]>,
+    },
     /// After a revocation, once the directory's prekeys are replaced: each contact's
     /// new mailbox (the revoked device knew the old ones). Every device reads the new
     /// ones too, and our hello naming one travels with every message to its contact
@@ -388,6 +396,13 @@ impl LogEvent {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
             },
+            Kind::Verified(v) => EventKind::Verified {
+                contact: fixed("verified.contact_id", &v.contact_id)?,
+                root: match v.root.is_empty() {
+                    true => None,
+                    false => Some(fixed("verified.root", &v.root)?),
+                },
+            },
             Kind::Relinked(r) => EventKind::Relinked {
                 device: fixed("relinked.device", &r.device)?,
             },
@@ -557,6 +572,10 @@ impl LogEvent {
             EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
+            }),
+            EventKind::Verified { contact, root } => Kind::Verified(proto::Verified {
+                contact_id: contact.to_vec(),
+                root: root.map(|r| r.to_vec()).unwrap_or_default(),
             }),
             EventKind::Relinked { device } => Kind::Relinked(proto::Relinked {
                 device: device.to_vec(),
@@ -1108,10 +1127,40 @@ mod tests {
                 envelope_id: [3; 16],
             },
             EventKind::EpochRotated(Box::new(rotation(2, 1))),
+            EventKind::Verified {
+                contact: [2; 32],
+                root: Some([7; 32]),
+            },
+            EventKind::Verified {
+                contact: [2; 32],
+                root: None,
+            },
         ] {
             let e = event(kind);
             assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn a_verified_mark_names_a_whole_root_or_none() {
+        let mut p = proto::LogEvent::decode(
+            &event(EventKind::Verified {
+                contact: [2; 32],
+                root: Some([7; 32]),
+            })
+            .encode()[..],
+        )
+        .unwrap();
+        if let Some(proto::log_event::Kind::Verified(v)) = p.kind.as_mut() {
+            v.root = vec![7; 31];
+        }
+        assert_eq!(
+            LogEvent::decode(&p.encode_to_vec()),
+            Err(WireError::InvalidText {
+                field: "verified.root",
+                reason: "wrong length"
+            })
+        );
     }
 
     #[test]

@@ -289,6 +289,10 @@ impl Device {
         for (name, identity, relay_url, connected, added_ms, unread, failed, compromised) in listed
         {
             let keys = IdentityKeys::decode(&identity)?;
+            let verified = match self.store.contact_row(&mut *conn, &name).await? {
+                Some(row) => self.is_verified(&mut conn, &row.root, &keys).await?,
+                None => false,
+            };
             contacts.push(ContactInfo {
                 name,
                 fingerprint: Fingerprint::of(&keys.root).to_string(),
@@ -299,6 +303,7 @@ impl Device {
                 failed,
                 compromised,
                 blocked: self.is_blocked(&mut conn, keys.root.as_bytes()).await?,
+                verified,
             });
         }
         Ok(contacts)
@@ -373,6 +378,48 @@ impl Device {
         Ok((name, true))
     }
 
+    /// Marks contact `given` verified (`mark`) for the identity it has now, or removes
+    /// the mark, on every device of the identity (a `Verified` register in the log, the
+    /// last writer wins). The mark names the identity root whose safety number was
+    /// compared: once the contact's identity rolls to another, no device shows it
+    /// verified until it is compared and marked again. Returns the contact's name and
+    /// whether this changed anything.
+    pub async fn mark_verified(
+        &self,
+        given: &str,
+        mark: bool,
+    ) -> Result<(String, bool), ClientError> {
+        self.sync_log().await?;
+        let name = self.resolve_contact(given).await?;
+        let root = self.contact_root(&name).await?;
+        let keys = self.contact_identity_keys(&name).await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let already = self.is_verified(&mut conn, &root, &keys).await? == mark;
+        drop(conn);
+        if already {
+            return Ok((name, false));
+        }
+        self.append(vec![Pending::free(EventKind::Verified {
+            contact: root,
+            root: mark.then(|| *keys.root.as_bytes()),
+        })])
+        .await?;
+        Ok((name, true))
+    }
+
+    /// Whether contact `root` is marked verified for the identity `keys` it has now.
+    async fn is_verified(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        root: &[u8; 32],
+        keys: &IdentityKeys,
+    ) -> Result<bool, ClientError> {
+        let value =
+            crate::store::log_state::register(&mut *conn, &chorus_core::verified_register(root))
+                .await?;
+        Ok(value.as_deref() == Some(keys.root.as_bytes().as_slice()))
+    }
+
     /// The root key of the contact called `name` exactly.
     async fn contact_root(&self, name: &str) -> Result<[u8; 32], ClientError> {
         Ok(self
@@ -422,11 +469,15 @@ impl Device {
             .map(|r| IdentityKeys::decode(&r))
             .transpose()?
             .map(|r| SafetyNumber::new(ours, &r.root));
+        let root = self.contact_root(contact).await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let verified = self.is_verified(&mut conn, &root, &theirs).await?;
         Ok(Verification {
             ours: Fingerprint::of(ours),
             theirs: Fingerprint::of(&theirs.root),
             safety_number: SafetyNumber::new(ours, &theirs.root),
             rival,
+            verified,
         })
     }
 }

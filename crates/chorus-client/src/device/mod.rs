@@ -192,6 +192,9 @@ pub struct ContactInfo {
     /// Blocked on every device of the identity (`chorus contact block`): their messages
     /// are dropped.
     pub blocked: bool,
+    /// Marked verified on a device of the identity (`chorus verify --mark`) for the
+    /// identity they have now (a roll of theirs clears it).
+    pub verified: bool,
 }
 
 /// A device of the identity, as `chorus devices` lists it.
@@ -303,6 +306,9 @@ pub struct Verification {
     /// rolls): the safety number the roll not followed would give. Compare both with
     /// the contact.
     pub rival: Option<SafetyNumber>,
+    /// Marked verified (`chorus verify --mark`, on any device of the identity) for the
+    /// identity the contact has now.
+    pub verified: bool,
 }
 
 /// How long an outbox row waits after its `attempts`-th failure on a contact's relay:

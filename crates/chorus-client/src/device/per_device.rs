@@ -196,7 +196,10 @@ impl Device {
     }
 
     /// The contact's identity keys as pinned.
-    async fn contact_identity_keys(&self, contact: &str) -> Result<IdentityKeys, ClientError> {
+    pub(super) async fn contact_identity_keys(
+        &self,
+        contact: &str,
+    ) -> Result<IdentityKeys, ClientError> {
         let (identity, _) = self
             .store
             .contact_identity(contact)
