@@ -175,4 +175,9 @@ fn a_verified_mark_is_on_every_device_until_the_contacts_identity_key_changes() 
     ok(&laptop, &["verify", "bob", "--unmark"]);
     ok(&phone, &["sync"]);
     assert!(!verified(&phone));
+
+    // Marks are kept under the contact, not under the key it has now: blocked after
+    // the roll, bob is listed BLOCKED (the list once looked under the new key).
+    ok(&laptop, &["contact", "block", "bob"]);
+    assert_eq!(json(&laptop, &["contacts", "--json"])[0]["blocked"], true);
 }

@@ -289,9 +289,14 @@ impl Device {
         for (name, identity, relay_url, connected, added_ms, unread, failed, compromised) in listed
         {
             let keys = IdentityKeys::decode(&identity)?;
-            let verified = match self.store.contact_row(&mut *conn, &name).await? {
-                Some(row) => self.is_verified(&mut conn, &row.root, &keys).await?,
-                None => false,
+            // Marks are kept under the contact's root (its id here), which a roll of
+            // theirs does not change; `keys` are the identity it has now.
+            let (blocked, verified) = match self.store.contact_row(&mut *conn, &name).await? {
+                Some(row) => (
+                    self.is_blocked(&mut conn, &row.root).await?,
+                    self.is_verified(&mut conn, &row.root, &keys).await?,
+                ),
+                None => (false, false),
             };
             contacts.push(ContactInfo {
                 name,
@@ -302,7 +307,7 @@ impl Device {
                 unread,
                 failed,
                 compromised,
-                blocked: self.is_blocked(&mut conn, keys.root.as_bytes()).await?,
+                blocked,
                 verified,
             });
         }
