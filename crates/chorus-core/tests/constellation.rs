@@ -367,9 +367,8 @@ fn received(author: [u8; 32], id: u8, sent_ms: u64, text: &str) -> LogEvent {
     )
 }
 
-/// Folds `events` as one log on a fresh state: the messages shown, each with whether
-/// it was read.
-fn folded_messages(events: &[LogEvent]) -> Vec<(String, bool)> {
+/// Folds `events` as one log on a fresh state: the state, and what each record did.
+fn folded(events: &[LogEvent]) -> (Constellation, Vec<Outcome>) {
     let key = epoch_key();
     let log: Vec<Stored> = events
         .iter()
@@ -377,7 +376,15 @@ fn folded_messages(events: &[LogEvent]) -> Vec<(String, bool)> {
         .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
         .collect();
     let mut state = state();
-    fold(&mut state, &key, &log)
+    let outcomes = fold(&mut state, &key, &log);
+    (state, outcomes)
+}
+
+/// Folds `events` as one log on a fresh state: the messages shown, each with whether
+/// it was read.
+fn folded_messages(events: &[LogEvent]) -> Vec<(String, bool)> {
+    folded(events)
+        .1
         .into_iter()
         .flat_map(|o| match o {
             Outcome::Applied(effects) => effects,
@@ -419,7 +426,6 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 #[test]
 fn a_verified_mark_names_the_root_compared_and_the_last_writer_wins() {
     let (_, keys) = three_devices();
-    let key = epoch_key();
     let mark = |author, id: u8, root: Option<[u8; 32]>| {
         event(
             author,
@@ -431,16 +437,7 @@ fn a_verified_mark_names_the_root_compared_and_the_last_writer_wins() {
             },
         )
     };
-    let fold_all = |events: &[LogEvent]| {
-        let log: Vec<Stored> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Stored::seal(&key, e, None, i as u64))
-            .collect();
-        let mut state = state();
-        fold(&mut state, &key, &log);
-        state.verified_root(&[1; 32])
-    };
+    let fold_all = |events: &[LogEvent]| folded(events).0.verified_root(&[1; 32]);
     assert_eq!(fold_all(&[mark(keys[0], 1, Some([7; 32]))]), Some([7; 32]));
     // Unmarked later on a sibling; marked again for a rolled key after that.
     let events = [mark(keys[0], 1, Some([7; 32])), mark(keys[1], 2, None)];

@@ -435,6 +435,44 @@ mod tests {
         }
     }
 
+    /// A list signed before removed devices existed (serial, time, count, devices, and
+    /// nothing after) still verifies: stored lists and lists from older clients.
+    #[test]
+    fn a_list_signed_before_removals_existed_still_verifies() {
+        let r = root(1);
+        let devices = vec![listed(1, 0), listed(2, 3)];
+        let mut old = Vec::new();
+        old.extend_from_slice(&7u64.to_be_bytes());
+        old.extend_from_slice(&9u64.to_be_bytes());
+        old.extend_from_slice(&2u32.to_be_bytes());
+        for d in &devices {
+            old.extend_from_slice(&d.device);
+            old.extend_from_slice(&d.prekey_address);
+            old.extend_from_slice(&d.generation.to_be_bytes());
+        }
+        let signature = r.sign(DEVICE_LIST_CONTEXT, &old);
+        let mut p = proto::DeviceList::decode(
+            DeviceList::sign(&r, 7, 9, devices, vec![])
+                .unwrap()
+                .encode()
+                .as_slice(),
+        )
+        .unwrap();
+        p.signature = signature.as_bytes().to_vec();
+        let back = DeviceList::decode(&p.encode_to_vec(), &r.public_key()).unwrap();
+        assert!(back.removed().is_empty());
+        // The same signature does not cover a removal added after it.
+        p.removed.push(proto::RemovedDevice {
+            device_id: vec![3; 32],
+            generation: 0,
+            removed_ms: 1,
+        });
+        assert_eq!(
+            DeviceList::decode(&p.encode_to_vec(), &r.public_key()),
+            Err(WireError::BadSignature("device list"))
+        );
+    }
+
     #[test]
     fn removed_devices_are_signed_and_keep_their_shape_rules() {
         let r = root(1);
