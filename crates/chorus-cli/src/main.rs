@@ -5,6 +5,7 @@
 //! line on stderr and a documented exit code (see [`exit`]); nothing here decides
 //! protocol behaviour.
 
+mod chat;
 mod demo;
 mod exit;
 mod link;
@@ -14,7 +15,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chorus_client::{ClientError, Device, Event, Message, Options, StoreError, Unlock};
+use chorus_client::{ClientError, Delivery, Device, Event, Message, Options, StoreError, Unlock};
 use chorus_relay::serve::ServeArgs;
 use clap::{CommandFactory, Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -224,6 +225,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A chat screen: your conversations and message requests, live, with an input
+    /// line (needs a terminal; `/help` inside lists the keys and commands).
+    Chat {
+        /// The conversation to open first (default: the first listed).
+        contact: Option<String>,
+    },
     /// Fetch and show new messages once.
     Sync {
         /// One JSON object per line.
@@ -424,6 +431,8 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         args.init_logging();
+    } else if matches!(cli.command, Command::Chat { .. }) {
+        // Nothing may write to the terminal under the chat screen: no log output.
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -941,6 +950,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             let mut seen = 0u64;
             let mut failure = None;
+            let mut last_problem: Option<String> = None;
             device
                 .watch(
                     |e| {
@@ -953,7 +963,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         }
                         count.is_none_or(|c| seen < c)
                     },
-                    |e| eprintln!("warning: {e}; retrying"),
+                    // One line per new problem, not one per retry; one when it heals.
+                    |link| match link {
+                        Err(e) => {
+                            let e = e.to_string();
+                            if last_problem.as_deref() != Some(e.as_str()) {
+                                eprintln!("warning: {e}; retrying");
+                            }
+                            last_problem = Some(e);
+                        }
+                        Ok(()) => {
+                            if last_problem.take().is_some() {
+                                eprintln!("reconnected to the relay; caught up");
+                            }
+                        }
+                    },
                 )
                 .await?;
             failure.map_or(Ok(()), Err)
@@ -1081,6 +1105,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Demo => demo::run().await,
+        Command::Chat { contact } => {
+            let device = open(&cli).await?;
+            chat::run(&device, contact.clone()).await
+        }
     }
 }
 
@@ -1239,9 +1267,22 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
 fn print_message(m: &Message, me: &str) {
     let who = if m.outgoing { me } else { &m.contact };
     let lines = message_lines(clock(m.sent_ms), who, &m.text);
-    match m.pending {
-        true => println!("{lines}\n  (not sent yet)"),
-        false => println!("{lines}"),
+    match delivery_note(m) {
+        Some(note) => println!("{lines}\n  ({note})"),
+        None => println!("{lines}"),
+    }
+}
+
+/// What to say of an outgoing message that has not reached the contact's relay.
+pub(crate) fn delivery_note(m: &Message) -> Option<String> {
+    match &m.delivery {
+        Some(Delivery::Pending) => Some("not sent yet".into()),
+        Some(Delivery::Sending) => Some("sending".into()),
+        Some(Delivery::Failed { reason }) => Some(format!(
+            "not delivered yet: {}; retrying",
+            printable(reason)
+        )),
+        Some(Delivery::Sent) | None => None,
     }
 }
 
@@ -1282,10 +1323,30 @@ pub(crate) fn printable(text: &str) -> String {
         .collect()
 }
 
-/// `HH:MM:SS` (UTC) of a millisecond timestamp.
+/// `HH:MM:SS` (UTC) of a millisecond timestamp, with the date before it when it is not
+/// today.
 fn clock(ms: i64) -> String {
+    when(ms, chat::now_ms(), true)
+}
+
+/// A millisecond timestamp as the time of day (UTC; `HH:MM:SS`, or `HH:MM` without
+/// `seconds`), with the date before it when it is not the day of `now_ms`.
+pub(crate) fn when(ms: i64, now_ms: i64, seconds: bool) -> String {
+    const DAY_MS: i64 = 86_400_000;
     let s = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    let time = match seconds {
+        true => format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60),
+        false => format!("{:02}:{:02}", s / 3600, (s / 60) % 60),
+    };
+    let day = ms.div_euclid(DAY_MS);
+    if day == now_ms.div_euclid(DAY_MS) {
+        return time;
+    }
+    // Day 0 of the Unix epoch is Julian day 2,440,588.
+    match i32::try_from(day + 2_440_588).map(time::Date::from_julian_day) {
+        Ok(Ok(date)) => format!("{date} {time}"),
+        _ => time,
+    }
 }
 
 /// Asks `question` on the terminal; `yes` (`--yes`) answers for the user. Without a
@@ -1340,9 +1401,12 @@ mod tests {
     }
 
     #[test]
-    fn clock_formats_utc_time_of_day() {
-        assert_eq!(clock(0), "00:00:00");
-        assert_eq!(clock(86_399_999), "23:59:59");
-        assert_eq!(clock(1_800_000_000_000), "08:00:00");
+    fn times_are_utc_with_the_date_when_not_today() {
+        assert_eq!(when(0, 0, true), "00:00:00");
+        assert_eq!(when(86_399_999, 0, true), "23:59:59");
+        assert_eq!(when(86_399_999, 0, false), "23:59");
+        assert_eq!(when(1_800_000_000_000, 1_800_000_000_000, true), "08:00:00");
+        assert_eq!(when(1_800_000_000_000, 0, true), "2027-01-15 08:00:00");
+        assert_eq!(when(86_400_000, 0, false), "1970-01-02 00:00");
     }
 }

@@ -3,28 +3,10 @@
 //! home per device): renaming and blocking go through the identity's log, so every
 //! device of the identity agrees.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
 use common::*;
-
-/// A relay, alice on a laptop and a linked phone, and bob, a contact of alice's on
-/// both devices (through an invitation the laptop made).
-fn alice_on_two_devices_with_bob(dir: &Path) -> (Relay, PathBuf, PathBuf, PathBuf) {
-    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
-    let (laptop, phone, bob) = (dir.join("laptop"), dir.join("phone"), dir.join("bob"));
-    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
-    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
-    link(&laptop, &phone, &relay, "phone");
-    let code = ok(&laptop, &["invite", "--no-qr"]).trim().to_owned();
-    ok(&bob, &["accept", &code]);
-    assert!(ok(&laptop, &["sync"]).contains("new contact \"bob\""));
-    ok(&phone, &["sync"]);
-    // bob reads alice's answer: from now on he writes ratchet messages to the mailbox
-    // alice made for him (not first messages, which name their sender).
-    ok(&bob, &["sync"]);
-    (relay, laptop, phone, bob)
-}
 
 fn names(home: &Path) -> Vec<String> {
     json(home, &["contacts", "--json"])

@@ -75,7 +75,11 @@ fn main() {
                     }
                     true
                 },
-                |e| eprintln!("watch: {e}"),
+                |link| {
+                    if let Err(e) = link {
+                        eprintln!("watch: {e}");
+                    }
+                },
             )
             .await
         });

@@ -118,4 +118,26 @@ pub struct Message {
     /// device that sends for the identity (history only; every event is of a message
     /// in the log or received).
     pub pending: bool,
+    /// How far an outgoing message got, as this device knows it (history only: `None`
+    /// for incoming messages and in events).
+    pub delivery: Option<Delivery>,
+}
+
+/// How far an outgoing message got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Delivery {
+    /// Not in the log yet: the home relay could not be reached, or (`leader`,
+    /// `primary`) the device that sends for the identity has not sent it. It keeps the
+    /// time it was written.
+    Pending,
+    /// Encrypted and in the log; the contact's relay has not taken it yet.
+    Sending,
+    /// The contact's relay has taken it (or another of our devices sent it).
+    Sent,
+    /// Posting it failed; it is retried on its own schedule.
+    Failed {
+        /// The last failure.
+        reason: String,
+    },
 }

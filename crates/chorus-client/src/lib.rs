@@ -54,8 +54,8 @@ mod testing;
 
 pub use device::requests::{self, Request, RequestMessage, Requests};
 pub use device::{
-    Clock, ContactInfo, Device, DeviceInfo, Event, Introduction, Message, Options, SendOutcome,
-    Status, SystemClock, Verification,
+    Clock, ContactInfo, Delivery, Device, DeviceInfo, Event, Introduction, Message, Options,
+    SendOutcome, Status, SystemClock, Verification,
 };
 pub use identity::Address;
 pub use relay::{Backoff, RelayError, UrlPolicy};
@@ -167,8 +167,8 @@ pub enum ClientError {
     /// The directory answered with an identity whose fingerprint is not the address's.
     #[error("the relay answered with a different identity than the address names")]
     AddressMismatch,
-    /// An empty message.
-    #[error("the message is empty")]
+    /// An empty message, or one of whitespace only.
+    #[error("the message is empty (or only whitespace)")]
     EmptyMessage,
 
     /// A multi-device strategy that needs the root key on every device.

@@ -137,7 +137,11 @@ async fn a_primarys_sibling_watching_takes_no_pushed_envelope_and_shows_what_the
                         }
                         got.is_empty()
                     },
-                    |e| panic!("watch error: {e}"),
+                    |link| {
+                        if let Err(e) = link {
+                            panic!("watch error: {e}");
+                        }
+                    },
                 )
                 .await
                 .unwrap();

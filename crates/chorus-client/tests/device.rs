@@ -217,7 +217,11 @@ async fn watch_delivers_pushed_messages_live() {
                     }
                     got.len() < 3
                 },
-                |e| panic!("watch error: {e}"),
+                |link| {
+                    if let Err(e) = link {
+                        panic!("watch error: {e}");
+                    }
+                },
             )
             .await
             .unwrap();

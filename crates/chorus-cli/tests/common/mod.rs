@@ -244,3 +244,21 @@ pub fn link(existing: &Path, new: &Path, relay: &Relay, name: &str) -> Vec<Strin
     assert!(rest.iter().any(|l| l.starts_with("Linked")), "{rest:?}");
     rest
 }
+
+/// A relay, alice on a laptop and a linked phone, and bob, a contact of alice's on
+/// both devices (through an invitation the laptop made).
+pub fn alice_on_two_devices_with_bob(dir: &Path) -> (Relay, PathBuf, PathBuf, PathBuf) {
+    let relay = Relay::start(&dir.join("relay"), "127.0.0.1:0");
+    let (laptop, phone, bob) = (dir.join("laptop"), dir.join("phone"), dir.join("bob"));
+    ok(&laptop, &["init", "--relay", &relay.url, "--name", "alice"]);
+    ok(&bob, &["init", "--relay", &relay.url, "--name", "bob"]);
+    link(&laptop, &phone, &relay, "phone");
+    let code = ok(&laptop, &["invite", "--no-qr"]).trim().to_owned();
+    ok(&bob, &["accept", &code]);
+    assert!(ok(&laptop, &["sync"]).contains("new contact \"bob\""));
+    ok(&phone, &["sync"]);
+    // bob reads alice's answer: from now on he writes ratchet messages to the mailbox
+    // alice made for him (not first messages, which name their sender).
+    ok(&bob, &["sync"]);
+    (relay, laptop, phone, bob)
+}

@@ -26,7 +26,7 @@ use chorus_wire::{
 };
 use serde::Serialize;
 
-pub use crate::event::{Event, Message};
+pub use crate::event::{Delivery, Event, Message};
 pub use crate::handle::{Clock, HEARTBEAT, Options, SIBLING_DELIVERY, SystemClock};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
 use crate::log::{Appended, Log, LogKeys, Pending};

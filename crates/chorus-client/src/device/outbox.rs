@@ -82,6 +82,12 @@ impl Device {
         }
     }
 
+    /// Messages not yet with a relay: waiting to be encrypted (the home relay was away)
+    /// or to be posted (the outbox).
+    pub async fn unsent(&self) -> Result<i64, ClientError> {
+        self.store.unsent().await
+    }
+
     /// Sends what is pending, then posts the outbox: every envelope this device
     /// appended, and a sibling's once it has waited [`Options::sibling_delivery`] (the
     /// sibling may have died after its `Sent` append). Each posted envelope gets a

@@ -319,6 +319,7 @@ impl Device {
                 stored_ms: now,
                 read: sent_ms <= row.read_up_to,
                 pending: false,
+                delivery: None,
             })));
             history.push(HistoryRow {
                 alias: name.to_owned(),
@@ -601,6 +602,7 @@ impl Device {
             stored_ms: now,
             read: sent_ms <= read_up_to,
             pending: false,
+            delivery: None,
         })])
     }
 

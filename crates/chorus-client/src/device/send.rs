@@ -20,9 +20,19 @@ impl Device {
     /// posted. If the home relay is unreachable the message waits, unencrypted by any
     /// ratchet key, and the next `send`, `sync` or `watch` sends it.
     pub async fn send(&self, contact: &str, text: &str) -> Result<SendOutcome, ClientError> {
+        let envelope_id = self.queue_message(contact, text).await?;
+        self.send_queued(envelope_id).await
+    }
+
+    /// The first half of [`Self::send`], on this device only: checks the text and keeps
+    /// it (sealed) as a pending send, which history shows as pending from now on.
+    /// Returns its envelope id, for [`Self::send_queued`]; without that call, the next
+    /// `send`, `sync` or `watch` sends it.
+    pub async fn queue_message(&self, contact: &str, text: &str) -> Result<[u8; 16], ClientError> {
         let contact = &self.resolve_contact(contact).await?;
         check_text(text)?;
-        if text.is_empty() {
+        // Whitespace alone shows as nothing on the other side.
+        if text.trim().is_empty() {
             return Err(ClientError::EmptyMessage);
         }
         if self
@@ -37,6 +47,12 @@ impl Device {
         self.store
             .insert_pending_send(&envelope_id, contact, text, self.now())
             .await?;
+        Ok(envelope_id)
+    }
+
+    /// The second half of [`Self::send`]: encrypts and posts the pending send
+    /// `envelope_id` (and any older one).
+    pub async fn send_queued(&self, envelope_id: [u8; 16]) -> Result<SendOutcome, ClientError> {
         let queued = self.send_now(&envelope_id).await;
         // Handed to the device that encrypts: with the log, not lost, not failed.
         if self.store.requested(&envelope_id).await? {

@@ -19,18 +19,21 @@ impl Device {
             .read_up_to;
         Ok(self
             .store
-            .history(contact, limit)
+            .history(contact, limit, &self.log.keys.device[..])
             .await?
             .into_iter()
-            .map(|(outgoing, text, sent_ms, stored_ms, pending)| Message {
-                contact: contact.to_owned(),
-                outgoing,
-                text,
-                sent_ms,
-                stored_ms,
-                read: outgoing || sent_ms <= read_up_to,
-                pending,
-            })
+            .map(
+                |(outgoing, text, sent_ms, stored_ms, pending, delivery)| Message {
+                    contact: contact.to_owned(),
+                    outgoing,
+                    text,
+                    sent_ms,
+                    stored_ms,
+                    read: outgoing || sent_ms <= read_up_to,
+                    pending,
+                    delivery,
+                },
+            )
             .collect())
     }
 

@@ -10,18 +10,19 @@ use crate::{ClientError, Event};
 impl Device {
     /// Follows the push channel: catches up, then processes envelopes as they arrive,
     /// reconnecting with backoff when the connection drops. `on_event` returns `false`
-    /// to stop. Connection problems are reported through `on_error` and retried.
+    /// to stop. `on_link` hears `Ok` each time the device is connected and caught up,
+    /// and every problem (which is retried) as `Err`.
     pub async fn watch(
         &self,
         mut on_event: impl FnMut(&Event) -> bool,
-        mut on_error: impl FnMut(&ClientError),
+        mut on_link: impl FnMut(Result<(), &ClientError>),
     ) -> Result<(), ClientError> {
         let mut failures = 0u32;
         loop {
             let mut push = match self.relay.connect_push().await {
                 Ok(p) => p,
                 Err(e) => {
-                    on_error(&e.into());
+                    on_link(Err(&e.into()));
                     tokio::time::sleep(
                         self.options
                             .backoff
@@ -43,12 +44,13 @@ impl Device {
                     }
                 }
                 Err(e) => {
-                    on_error(&e);
+                    on_link(Err(&e));
                     continue;
                 }
             }
             failures = 0;
-            let _ = self.maintain_prekeys().await.map_err(|e| on_error(&e));
+            on_link(Ok(()));
+            let _ = self.maintain_prekeys().await.map_err(|e| on_link(Err(&e)));
             // Timers while connected: retry the outbox, keep the directory supplied, say
             // this device is online.
             let mut outbox_tick = tokio::time::interval(OUTBOX_RETRY);
@@ -91,7 +93,7 @@ impl Device {
                         }
                     }
                     Err(e) => {
-                        on_error(&e);
+                        on_link(Err(&e));
                         break;
                     }
                 }

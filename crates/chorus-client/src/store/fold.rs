@@ -422,6 +422,7 @@ impl PageWrites {
                 stored_ms,
                 read: entry.read,
                 pending: false,
+                delivery: None,
             })));
             events.len() - 1
         });

@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 
 use super::log_state;
 use super::row;
-use crate::{ClientError, Event};
+use crate::{ClientError, Delivery, Event};
 
 /// A history entry waiting in the page, and the event to raise if it is new.
 pub(crate) struct HistoryRow {
@@ -123,10 +123,20 @@ pub(crate) struct PendingSend {
 
 /// `messages` or `pending_sends`: outgoing, envelope id, sent, stored, sealed text,
 /// the table it is sealed for, whether it is a pending send.
-type MessageRow = (bool, Vec<u8>, i64, i64, Vec<u8>, String, bool);
+type MessageRow = (
+    bool,
+    Vec<u8>,
+    i64,
+    i64,
+    Vec<u8>,
+    String,
+    bool,
+    Option<i64>,
+    Option<String>,
+);
 
-/// A history entry as shown: outgoing, text, sent, stored, pending.
-pub(crate) type ShownMessage = (bool, String, i64, i64, bool);
+/// A history entry as shown: outgoing, text, sent, stored, pending, how far it got.
+pub(crate) type ShownMessage = (bool, String, i64, i64, bool, Option<Delivery>);
 
 impl super::Store {
     /// Keeps `text` to `contact` as a pending send.
@@ -270,29 +280,48 @@ impl super::Store {
     /// every device: the sender's clock, then direction, then the position in the
     /// mailbox (incoming) or the log (outgoing). Messages still waiting for the log
     /// (relay unreachable) come last.
+    /// `device` is this device's id: only its own outbox rows are "sending".
     pub(crate) async fn history(
         &self,
         contact: &str,
         limit: u32,
+        device: &[u8],
     ) -> Result<Vec<ShownMessage>, ClientError> {
         let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl, pending FROM (
+            "SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, tbl, pending, posting,
+                    last_error FROM (
                SELECT * FROM (
-                 SELECT outgoing, envelope_id, sent_ms, stored_ms, sealed, 'message' AS tbl,
-                        0 AS pending, position FROM messages WHERE contact = $1
+                 SELECT m.outgoing, m.envelope_id, m.sent_ms, m.stored_ms, m.sealed,
+                        'message' AS tbl, 0 AS pending, m.position,
+                        CASE WHEN o.envelope_id IS NOT NULL
+                              AND (o.author IS NULL OR o.author = $3) THEN 1 END AS posting,
+                        o.last_error
+                   FROM messages m LEFT JOIN outbox o ON o.envelope_id = m.envelope_id
+                  WHERE m.contact = $1
                  UNION ALL
                  SELECT 1, envelope_id, created_ms, created_ms, sealed, 'pending_send',
-                        1, 0 FROM pending_sends WHERE contact = $1
+                        1, 0, NULL, NULL FROM pending_sends WHERE contact = $1
                ) ORDER BY pending DESC, sent_ms DESC, outgoing DESC, position DESC LIMIT $2
              ) ORDER BY pending ASC, sent_ms ASC, outgoing ASC, position ASC",
         )
         .bind(contact)
         .bind(i64::from(limit))
+        .bind(device)
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
             .map(
-                |(outgoing, envelope_id, sent_ms, stored_ms, sealed, table, pending)| {
+                |(
+                    outgoing,
+                    envelope_id,
+                    sent_ms,
+                    stored_ms,
+                    sealed,
+                    table,
+                    pending,
+                    posting,
+                    last_error,
+                )| {
                     let text = self.open_sealed(
                         &table,
                         &row::message(&envelope_id, contact, outgoing),
@@ -300,7 +329,15 @@ impl super::Store {
                     )?;
                     let text = String::from_utf8(text.to_vec())
                         .map_err(|_| ClientError::Corrupt("message text".into()))?;
-                    Ok((outgoing, text, sent_ms, stored_ms, pending))
+                    // A sibling's row waits for that sibling (which posts it at
+                    // once) before this device tries: as far as we can tell, sent.
+                    let delivery = outgoing.then_some(match (pending, posting, last_error) {
+                        (true, _, _) => Delivery::Pending,
+                        (false, Some(_), Some(reason)) => Delivery::Failed { reason },
+                        (false, Some(_), None) => Delivery::Sending,
+                        (false, None, _) => Delivery::Sent,
+                    });
+                    Ok((outgoing, text, sent_ms, stored_ms, pending, delivery))
                 },
             )
             .collect()
