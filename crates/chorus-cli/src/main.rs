@@ -116,9 +116,9 @@ enum Command {
         /// Your display name (contacts see it as a suggested alias).
         #[arg(long)]
         name: String,
-        /// This device's name, as `chorus devices` lists it.
-        #[arg(long, default_value = "first device")]
-        device_name: String,
+        /// This device's name, as `chorus devices` lists it (default: the host name).
+        #[arg(long)]
+        device_name: Option<String>,
         /// Where the root key lives: on every device (any device can link devices and
         /// create invitations), or only on this one (the others cannot sign for the
         /// identity). `primary-root` shows a recovery code once: with it, `chorus
@@ -140,9 +140,9 @@ enum Command {
         /// The identity's home relay, e.g. http://127.0.0.1:7470.
         #[arg(long)]
         relay: String,
-        /// This device's name, as `chorus devices` lists it.
-        #[arg(long, default_value = "recovered device")]
-        device_name: String,
+        /// This device's name, as `chorus devices` lists it (default: the host name).
+        #[arg(long)]
+        device_name: Option<String>,
     },
     /// Show the identity's multi-device strategy, or set it for every device.
     Strategy {
@@ -295,9 +295,9 @@ enum LinkCommand {
         /// The identity's home relay (the one `chorus status` shows on the other device).
         #[arg(long)]
         relay: String,
-        /// This device's name, as `chorus devices` lists it.
-        #[arg(long, default_value = "new device")]
-        name: String,
+        /// This device's name, as `chorus devices` lists it (default: the host name).
+        #[arg(long)]
+        device_name: Option<String>,
         /// Print only the code, no QR.
         #[arg(long)]
         no_qr: bool,
@@ -437,6 +437,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -519,10 +520,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Relay {
             command: RelayCommand::Serve(args),
-        } => args
-            .serve()
-            .await
-            .map_err(|e| Failure::new(exit::RELAY, format!("{e:#}"))),
+        } => args.serve().await.map_err(|e| {
+            // Not "relay unreachable": this is the relay, and it could not start.
+            let taken = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            });
+            Failure::new(
+                if taken {
+                    exit::CONFLICT
+                } else {
+                    exit::INTERNAL
+                },
+                format!("{e:#}"),
+            )
+        }),
         Command::Init {
             relay,
             name,
@@ -542,7 +554,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 unlock(&cli, true)?,
                 relay,
                 name,
-                device_name,
+                &device_name.clone().unwrap_or_else(host_name),
                 match security {
                     Security::SharedRoot => chorus_wire::SecurityLevel::SharedRoot,
                     Security::PrimaryRoot => chorus_wire::SecurityLevel::PrimaryRoot,
@@ -567,9 +579,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if *security == Security::PrimaryRoot {
                 recover::show_new_code(&device, *no_qr).await?;
             }
+            println!();
+            println!(
+                "Next: `chorus invite` makes a code for a contact (or give them your address),"
+            );
+            println!(
+                "      `chorus link new --relay {relay}` on another device of yours, then `chorus link approve` here,"
+            );
+            println!("      `chorus chat` to talk.");
             Ok(())
         }
-        Command::Recover { relay, device_name } => recover::run(&cli, relay, device_name).await,
+        Command::Recover { relay, device_name } => {
+            let name = device_name.clone().unwrap_or_else(host_name);
+            recover::run(&cli, relay, &name).await
+        }
         Command::Strategy { set: None } => {
             let device = open(&cli).await?;
             device.sync_log().await?;
@@ -656,7 +679,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Invite { no_qr } => {
             let device = open(&cli).await?;
             let code = device.invite().await?;
-            if !no_qr {
+            // A QR is for a screen; piped (`invite | accept -`), the code alone.
+            if !no_qr && std::io::stdout().is_terminal() {
                 print_qr(&code);
                 println!("Invitation code (give it to one person; it works once):");
             }
@@ -667,12 +691,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             command:
                 LinkCommand::New {
                     relay,
-                    name,
+                    device_name,
                     no_qr,
                     yes,
                     no_history,
                 },
-        } => link::new(&cli, relay, name, *no_qr, *yes, *no_history).await,
+        } => {
+            let name = device_name.clone().unwrap_or_else(host_name);
+            link::new(&cli, relay, &name, *no_qr, *yes, *no_history).await
+        }
         Command::Link {
             command: LinkCommand::Approve { code },
         } => {
@@ -760,9 +787,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 code.clone()
             };
+            if code.trim_start().starts_with("chorus-link:") {
+                return Err(Failure::new(
+                    exit::INVALID,
+                    "this is a link code, for a device of yours: run `chorus link approve CODE` on a device that already holds your identity",
+                ));
+            }
             let (contact, outcome) = device.accept(&code, name.as_deref()).await?;
             println!(
-                "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+                "Added contact {contact:?}; compare safety numbers with `chorus verify {}`.",
+                quoted(&contact)
             );
             report_queued(outcome)
         }
@@ -772,7 +806,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let device = open(&cli).await?;
             let (contact, outcome) = device.add_contact(address, name.as_deref()).await?;
             println!(
-                "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+                "Added contact {contact:?}; compare safety numbers with `chorus verify {}`.",
+                quoted(&contact)
             );
             report_queued(outcome)
         }
@@ -805,7 +840,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let contact = printable(&contact);
             match (block, changed) {
                 (true, true) => println!(
-                    "Blocked {contact:?} on all your devices: their messages are dropped until `chorus contact unblock {contact}`."
+                    "Blocked {contact:?} on all your devices: their messages are dropped until `chorus contact unblock {}`.",
+                    quoted(&contact)
                 ),
                 (false, true) => println!(
                     "Unblocked {contact:?} on all your devices: their new messages are shown again."
@@ -857,7 +893,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Some(RequestsCommand::Accept { id, name }) => {
                     let contact = device.accept_request(*id, name.as_deref()).await?;
                     println!(
-                        "Added contact {contact:?}; compare safety numbers with `chorus verify {contact}`."
+                        "Added contact {contact:?}; compare safety numbers with `chorus verify {}`.",
+                        quoted(&contact)
                     );
                 }
                 Some(RequestsCommand::Block { id }) => {
@@ -925,15 +962,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&messages)?;
             } else {
                 for m in &messages {
-                    print_message(m, &device.name());
+                    print_message(m, &device.name(), false);
                 }
             }
             Ok(())
         }
         Command::Sync { json, compact } => {
             let device = open(&cli).await?;
-            for e in device.sync().await? {
-                print_event(&e, *json, &device.name())?;
+            let events = device.sync().await?;
+            for e in &events {
+                print_event(e, *json, &device.name())?;
+            }
+            if events.is_empty() && !json {
+                println!("No new messages.");
             }
             if *compact {
                 let first = device.compact_log().await?;
@@ -1079,7 +1120,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             match v.verified {
                 true => println!("Marked verified: you compared it with {contact}."),
                 false => println!(
-                    "Compare it with {contact} in person or over a call you trust, then `chorus verify \"{contact}\" --mark`."
+                    "Compare it with {contact} in person or over a call you trust, then `chorus verify {} --mark`.",
+                    quoted(contact)
                 ),
             }
             if let Some(rival) = v.rival {
@@ -1149,7 +1191,12 @@ fn read_stdin() -> Result<String, Failure> {
     std::io::stdin()
         .take(1 << 20)
         .read_to_string(&mut s)
-        .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Failure::new(exit::INVALID, "stdin is not UTF-8 text")
+            }
+            _ => Failure::usage(format!("cannot read stdin: {e}")),
+        })?;
     Ok(s.trim_end_matches(['\n', '\r']).to_owned())
 }
 
@@ -1235,13 +1282,13 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
             Event::ContactCompromised { contact } => println!(
                 "* WARNING: {:?}'s previous key signed two different new keys: one is not theirs. Compare safety numbers again: `chorus verify {}`",
                 printable(contact),
-                printable(contact)
+                quoted(&printable(contact))
             ),
             Event::Message(m) if m.read && !m.outgoing => {
-                print_message(m, me);
+                print_message(m, me, true);
                 println!("  (already read on another of your devices)");
             }
-            Event::Message(m) => print_message(m, me),
+            Event::Message(m) => print_message(m, me, true),
             Event::SessionReset { contact } => println!(
                 "* {:?} started a new session (reinstalled, restored a backup, or wrote to you at the same time); the conversation goes on in it",
                 printable(contact)
@@ -1264,9 +1311,15 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_message(m: &Message, me: &str) {
-    let who = if m.outgoing { me } else { &m.contact };
-    let lines = message_lines(clock(m.sent_ms), who, &m.text);
+/// One message; `to` names the contact on ours ("alice → bob"), where the conversation
+/// is not otherwise clear (`sync`, `watch`).
+fn print_message(m: &Message, me: &str, to: bool) {
+    let who = match (m.outgoing, to) {
+        (true, true) => format!("{me} → {}", m.contact),
+        (true, false) => me.to_owned(),
+        (false, _) => m.contact.clone(),
+    };
+    let lines = message_lines(clock(m.sent_ms), &who, &m.text);
     match delivery_note(m) {
         Some(note) => println!("{lines}\n  ({note})"),
         None => println!("{lines}"),
@@ -1321,6 +1374,36 @@ pub(crate) fn printable(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// This machine's host name, as a device's default name ("device" if it has none that
+/// is text).
+fn host_name() -> String {
+    let name = gethostname::gethostname();
+    match name.to_str().map(str::trim) {
+        Some(n) if !n.is_empty() => n.chars().take(64).collect(),
+        _ => "device".to_owned(),
+    }
+}
+
+/// A name as it can be pasted into a shell command: in double quotes when it holds
+/// anything but letters, digits and `-_.@` (a space, a quote, a `$`).
+pub(crate) fn quoted(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    {
+        return name.to_owned();
+    }
+    let escaped: String = name
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' | '$' | '`' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
 }
 
 /// `HH:MM:SS` (UTC) of a millisecond timestamp, with the date before it when it is not
@@ -1398,6 +1481,14 @@ mod tests {
         assert!(lines[1..].iter().all(|l| l.starts_with("  │ ")), "{shown}");
         assert_eq!(lines[1], "  │ [15:00:00] bob: forged line\u{fffd}");
         assert!(!shown.lines().skip(1).any(|l| l.starts_with('[')));
+    }
+
+    #[test]
+    fn names_in_hints_can_be_pasted_into_a_shell() {
+        assert_eq!(quoted("bob"), "bob");
+        assert_eq!(quoted("Carol Smith"), "\"Carol Smith\"");
+        assert_eq!(quoted("a\"b$c"), "\"a\\\"b\\$c\"");
+        assert_eq!(quoted(""), "\"\"");
     }
 
     #[test]

@@ -378,7 +378,13 @@ fn link_approve_needs_the_typed_number_and_either_side_learns_of_a_refusal() {
         .arg("--home")
         .arg(&phone)
         .args([
-            "link", "new", "--relay", &relay.url, "--name", "phone", "--no-qr",
+            "link",
+            "new",
+            "--relay",
+            &relay.url,
+            "--device-name",
+            "phone",
+            "--no-qr",
         ])
         .env_remove("CHORUS_HOME")
         .stdin(Stdio::null())
@@ -862,6 +868,8 @@ fn three_devices_under(dir: &Path, strategy: &str) -> (Relay, Vec<PathBuf>, Path
             &relay.url,
             "--name",
             "alice",
+            "--device-name",
+            "first device",
             "--strategy",
             strategy,
         ],

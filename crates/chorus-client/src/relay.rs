@@ -505,7 +505,7 @@ impl RelayClient {
         }
         let resp = req.send().await.map_err(|e| RelayError::Unreachable {
             url: self.url.clone(),
-            reason: error_chain(&e),
+            reason: root_cause(&e),
         })?;
         let labelled_binary = resp
             .headers()
@@ -541,7 +541,7 @@ impl RelayClient {
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| RelayError::Unreachable {
             url: self.url.clone(),
-            reason: error_chain(&e),
+            reason: root_cause(&e),
         })? {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(RelayError::BadResponse {
@@ -597,7 +597,7 @@ impl RelayClient {
         }
         let resp = req.send().await.map_err(|e| RelayError::Unreachable {
             url: self.url.clone(),
-            reason: error_chain(&e),
+            reason: root_cause(&e),
         })?;
         self.read_capped(resp).await.map(|(_, b)| b)
     }
@@ -1044,7 +1044,7 @@ impl RelayClient {
             .await
             .map_err(|e| RelayError::Unreachable {
                 url: self.url.clone(),
-                reason: error_chain(&e),
+                reason: root_cause(&e),
             })?;
         self.read_capped(resp).await.map(|(_, b)| b)
     }
@@ -1211,7 +1211,7 @@ impl RelayClient {
                 }
                 RelayError::Unreachable {
                     url: self.url.clone(),
-                    reason: e.to_string(),
+                    reason: root_cause(&e),
                 }
             })?;
         Ok(PushStream { ws })
@@ -1262,15 +1262,15 @@ impl PushStream {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
+/// Why a relay could not be reached, in a few words: the innermost cause ("Connection
+/// refused (os error 111)", "operation timed out"), not the HTTP client's chain of
+/// wrappers, which names the URL again and the layers in between.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut innermost = e;
+    while let Some(inner) = innermost.source() {
+        innermost = inner;
     }
-    s
+    innermost.to_string()
 }
 
 #[cfg(test)]

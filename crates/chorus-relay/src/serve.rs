@@ -29,11 +29,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--listen`: an IP address and port, or a host name and port (the first address it
+/// resolves to, IPv4 first: `localhost` is 127.0.0.1).
+fn listen_address(given: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = given.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(given)
+        .map_err(|e| format!("expected IP:PORT or HOST:PORT ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{given} resolves to no address"))
+}
+
 /// `serve` flags.
 #[derive(Parser, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "CHORUS_RELAY_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_PORT)))]
+    /// Address to listen on: IP:PORT or HOST:PORT, e.g. localhost:7470 (port 0 picks a
+    /// free port).
+    #[arg(long, env = "CHORUS_RELAY_LISTEN", value_parser = listen_address,
+          default_value_t = SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_PORT)))]
     pub listen: SocketAddr,
     /// Directory for the SQLite database (ignored with a PostgreSQL --database).
     #[arg(long, env = "CHORUS_RELAY_DATA_DIR", default_value = ".")]
@@ -185,9 +204,11 @@ impl ServeArgs {
     /// Installs the tracing subscriber (stderr, `RUST_LOG` filter, default `info`).
     pub fn init_logging(&self) {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        // Colours only for a person at a terminal: a log file or a pipe gets plain text.
         let logs = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         match self.log_format {
             LogFormat::Text => logs.init(),
             LogFormat::Json => logs.json().init(),
@@ -260,5 +281,22 @@ mod tests {
                 .is_empty()
         );
         assert!(ServeArgs::try_parse_from(["serve", "--trusted-proxy", "10.0.0.0/40"]).is_err());
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_or_an_address() {
+        let listen =
+            |s: &str| ServeArgs::try_parse_from(["serve", "--listen", s]).map(|a| a.listen);
+        assert_eq!(
+            listen("localhost:7470").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 7470))
+        );
+        assert_eq!(
+            listen("[::1]:0").unwrap(),
+            "[::1]:0".parse::<SocketAddr>().unwrap()
+        );
+        for bad in ["localhost", "7470", "localhost:http2", ""] {
+            assert!(listen(bad).is_err(), "{bad}");
+        }
     }
 }

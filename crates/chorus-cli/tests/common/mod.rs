@@ -162,7 +162,14 @@ pub fn start_link_new(
         .arg("--home")
         .arg(new)
         .args([
-            "link", "new", "--relay", &relay.url, "--name", name, "--no-qr", "--yes",
+            "link",
+            "new",
+            "--relay",
+            &relay.url,
+            "--device-name",
+            name,
+            "--no-qr",
+            "--yes",
         ])
         .env_remove("CHORUS_HOME")
         .stdout(Stdio::piped())
