@@ -77,6 +77,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::ContactCompromised { contact } => {
                 println!("    {who} sees: {contact}'s previous key signed two different rolls");
             }
+            Event::ContactRenamed { was, now, .. } => {
+                println!("    {who} sees: {was:?} is now {now:?}");
+            }
             Event::Request { name, text, .. } => {
                 println!("    {who} sees: message request from {name:?}: {text:?}");
             }

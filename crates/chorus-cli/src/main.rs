@@ -192,6 +192,11 @@ enum Command {
         #[command(subcommand)]
         command: ContactCommand,
     },
+    /// Your profile: the display name your devices and your contacts show.
+    Profile {
+        #[command(subcommand)]
+        command: Option<ProfileCommand>,
+    },
     /// Message requests: strangers who wrote to your address. Nothing is sent to them,
     /// and they are not contacts, until you accept.
     Requests {
@@ -371,6 +376,17 @@ enum DevicesCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Change your display name on all your devices; each contact is told with your
+    /// next message to them (their name for you follows, unless they chose their own).
+    Set {
+        /// The new name (at most 64 bytes).
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -851,6 +867,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Profile { command: None } => {
+            let device = open(&cli).await?;
+            device.sync_log().await?;
+            println!("Name: {}", printable(&device.profile_name().await?));
+            Ok(())
+        }
+        Command::Profile {
+            command: Some(ProfileCommand::Set { name }),
+        } => {
+            let device = open(&cli).await?;
+            let (was, now) = device.set_profile_name(name).await?;
+            match was == now {
+                true => println!("Your name already is {:?}.", printable(&now)),
+                false => println!(
+                    "You are now {:?} (was {:?}) on all your devices; each contact is told with your next message to them.",
+                    printable(&now),
+                    printable(&was)
+                ),
+            }
+            Ok(())
+        }
         Command::Requests { command, json } => {
             let device = open(&cli).await?;
             match command {
@@ -1279,6 +1316,15 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 );
                 println!("  {safety_number}");
             }
+            Event::ContactRenamed { contact, was, now } => match contact == now {
+                true => println!("* {} is now {}", printable(was), printable(now)),
+                false => println!(
+                    "* {} is now {} (you call them {})",
+                    printable(was),
+                    printable(now),
+                    printable(contact)
+                ),
+            },
             Event::ContactCompromised { contact } => println!(
                 "* WARNING: {:?}'s previous key signed two different new keys: one is not theirs. Compare safety numbers again: `chorus verify {}`",
                 printable(contact),

@@ -163,3 +163,61 @@ fn a_verified_mark_is_on_every_device_until_the_contacts_identity_key_changes() 
     ok(&laptop, &["contact", "block", "bob"]);
     assert_eq!(json(&laptop, &["contacts", "--json"])[0]["blocked"], true);
 }
+
+#[test]
+fn a_new_profile_name_reaches_every_device_and_each_contact_with_the_next_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    // carol calls alice by a name of her own.
+    let carol = dir.path().join("carol");
+    ok(&carol, &["init", "--relay", &relay.url, "--name", "carol"]);
+    let code = ok(&laptop, &["invite", "--no-qr"]).trim().to_owned();
+    ok(&carol, &["accept", &code, "--name", "Ally"]);
+    ok(&laptop, &["sync"]);
+    ok(&carol, &["sync"]);
+    // Both have heard alice's name once (a message says it).
+    ok(&laptop, &["send", "bob", "hi bob"]);
+    ok(&laptop, &["send", "carol", "hi carol"]);
+    ok(&bob, &["sync"]);
+    ok(&carol, &["sync"]);
+
+    // Refused: nothing changes.
+    for bad in ["", "  "] {
+        let e = fails(&laptop, &["profile", "set", "--name", bad], 6);
+        assert!(e.contains("name: must not be empty"), "{e}");
+    }
+    let e = fails(&laptop, &["profile", "set", "--name", &"n".repeat(65)], 6);
+    assert!(e.contains("limit 64"), "{e}");
+    assert_eq!(ok(&phone, &["profile"]).trim(), "Name: alice");
+
+    let out = ok(&laptop, &["profile", "set", "--name", "Alice B."]);
+    assert!(
+        out.contains("You are now \"Alice B.\" (was \"alice\")"),
+        "{out}"
+    );
+    // The phone takes it from the log.
+    assert_eq!(ok(&phone, &["profile"]).trim(), "Name: Alice B.");
+
+    // Contacts learn it with the next message, sent here from the phone.
+    ok(&phone, &["send", "bob", "new name"]);
+    ok(&phone, &["send", "carol", "new name"]);
+    let out = ok(&bob, &["sync"]);
+    assert!(out.contains("* alice is now Alice B."), "{out}");
+    assert!(out.contains("Alice B.: new name"), "{out}");
+    assert_eq!(names(&bob), ["Alice B."]);
+    // carol keeps her own name for alice.
+    let out = ok(&carol, &["sync"]);
+    assert!(
+        out.contains("* alice is now Alice B. (you call them Ally)"),
+        "{out}"
+    );
+    assert_eq!(names(&carol), ["Ally"]);
+    // Said once: the next message is not news.
+    ok(&laptop, &["send", "bob", "again"]);
+    let out = ok(&bob, &["sync"]);
+    assert!(!out.contains("is now"), "{out}");
+    assert_eq!(
+        texts(&bob, "Alice B.").last().unwrap(),
+        &(false, "again".to_owned())
+    );
+}

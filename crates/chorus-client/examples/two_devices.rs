@@ -62,7 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Event::IdentityRolled { .. }
             | Event::ContactRolled { .. }
-            | Event::ContactCompromised { .. } => println!("alice: {event:?}"),
+            | Event::ContactCompromised { .. }
+            | Event::ContactRenamed { .. } => println!("alice: {event:?}"),
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

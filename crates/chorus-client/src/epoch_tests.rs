@@ -137,6 +137,7 @@ fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
         hello: None,
         rolls: Vec::new(),
         roll_seen: None,
+        name: None,
     }
     .encode()
     .unwrap();

@@ -63,6 +63,16 @@ pub enum Event {
         /// The new safety number.
         safety_number: String,
     },
+    /// A contact told a new display name (`chorus profile set --name` on their side).
+    /// Where our name for them was their old one, it followed.
+    ContactRenamed {
+        /// What we call them now.
+        contact: String,
+        /// The name they had.
+        was: String,
+        /// The name they have now.
+        now: String,
+    },
     /// A contact's previous key signed two different rolls: one is not theirs (a
     /// device of theirs was stolen with the key). Their keys move no more until the
     /// safety number is compared again (`chorus contact verify`).

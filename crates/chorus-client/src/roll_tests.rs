@@ -37,6 +37,7 @@ async fn send_rolls(from: &Device, rolls: Vec<IdentityRoll>) {
         hello: None,
         rolls,
         roll_seen: None,
+        name: None,
     }
     .encode()
     .unwrap();
@@ -369,6 +370,7 @@ async fn after_a_roll_a_handshake_under_the_previous_key_is_refused() {
         }),
         rolls: Vec::new(),
         roll_seen: None,
+        name: None,
     }
     .encode()
     .unwrap();

@@ -149,6 +149,7 @@ pub fn encrypt_copy<R: CryptoRng + ?Sized>(
         hello,
         rolls: Vec::new(),
         roll_seen: None,
+        name: None,
     }
     .encode()?;
     let m = session.encrypt(&payload, rng)?;

@@ -57,6 +57,8 @@ pub struct Outgoing<'a> {
     pub rolls: Vec<IdentityRoll>,
     /// The contact's root as we now hold it, answering the rolls they sent.
     pub roll_seen: Option<RootPublicKey>,
+    /// Our display name, told in every message.
+    pub name: Option<String>,
     /// Now (milliseconds since the Unix epoch).
     pub now_ms: u64,
     /// Take a fresh DH step rather than continue the open chain
@@ -116,6 +118,7 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         hello: m.hello,
         rolls: m.rolls,
         roll_seen: m.roll_seen,
+        name: m.name,
     }
     .encode()?;
     if m.fresh_step {
@@ -220,6 +223,7 @@ pub fn propose_contact<R: CryptoRng + ?Sized>(
         hello: Some(p.ours),
         rolls: Vec::new(),
         roll_seen: None,
+        name: None,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&answer, rng)?;

@@ -717,6 +717,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         hello: None,
         rolls: Vec::new(),
         roll_seen: None,
+        name: None,
         now_ms: 1000,
         fresh_step: false,
     };

@@ -688,6 +688,7 @@ impl Device {
                 hello: None,
                 rolls: Vec::new(),
                 roll_seen: None,
+                name: None,
                 now_ms: now,
                 fresh_step: fresh,
             },
@@ -876,6 +877,7 @@ impl Device {
                     hello: None,
                     rolls: Vec::new(),
                     roll_seen: None,
+                    name: None,
                     // A forwarded message keeps the time it was typed.
                     now_ms: p.typed_ms,
                     fresh_step: leaderless,

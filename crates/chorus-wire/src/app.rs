@@ -125,6 +125,10 @@ pub struct Payload {
     /// The root key the reader now holds for the sender: the answer to a message that
     /// carried rolls (the sender stops sending them).
     pub roll_seen: Option<RootPublicKey>,
+    /// The sender's display name (`chorus profile set --name`), in every message, so a
+    /// contact learns a new one with the next message. At most
+    /// [`MAX_DISPLAY_NAME_LEN`] bytes, not empty.
+    pub name: Option<String>,
 }
 
 impl Payload {
@@ -163,12 +167,20 @@ impl Payload {
                 RootPublicKey::from_slice(&p.roll_seen),
             )?),
         };
+        let name = match p.name.is_empty() {
+            true => None,
+            false => {
+                check_display_name("payload.name", &p.name)?;
+                Some(p.name)
+            }
+        };
         Ok(Self {
             sent_ms: p.sent_ms,
             text: p.text,
             hello,
             rolls,
             roll_seen,
+            name,
         })
     }
 
@@ -194,6 +206,9 @@ impl Payload {
                 reason: "more identity rolls than a payload carries",
             });
         }
+        if let Some(name) = &self.name {
+            check_display_name("payload.name", name)?;
+        }
         Ok(proto::Payload {
             version: WIRE_VERSION,
             sent_ms: self.sent_ms,
@@ -204,6 +219,7 @@ impl Payload {
                 .roll_seen
                 .map(|r| r.as_bytes().to_vec())
                 .unwrap_or_default(),
+            name: self.name.clone().unwrap_or_default(),
         }
         .encode_to_vec())
     }
@@ -379,10 +395,53 @@ mod tests {
             hello: Some(hello()),
             rolls: (0..MAX_PAYLOAD_ROLLS).map(|_| roll()).collect(),
             roll_seen: Some(chorus_crypto::RootSigningKey::generate(&mut rng).public_key()),
+            name: Some("n".repeat(MAX_DISPLAY_NAME_LEN)),
         };
         let bytes = p.encode().unwrap();
         assert!(bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2]);
         assert_eq!(Payload::decode(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn a_display_name_in_a_payload_is_bounded_both_ways_and_empty_means_unsaid() {
+        let mut p = Payload {
+            sent_ms: 1,
+            text: "hi".into(),
+            hello: None,
+            rolls: Vec::new(),
+            roll_seen: None,
+            name: Some("Alice B.".into()),
+        };
+        assert_eq!(Payload::decode(&p.encode().unwrap()).unwrap(), p);
+        p.name = Some("n".repeat(MAX_DISPLAY_NAME_LEN + 1));
+        assert!(p.encode().is_err());
+        let over = proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: 1,
+            text: "hi".into(),
+            name: "n".repeat(MAX_DISPLAY_NAME_LEN + 1),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let e = Payload::decode(&over).unwrap_err();
+        assert!(e.to_string().contains("display name"), "{e}");
+        let unsaid = proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: 1,
+            text: "hi".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(Payload::decode(&unsaid).unwrap().name, None);
+        // Control characters are not a name.
+        let control = proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: 1,
+            name: "a\u{1b}[2J".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(Payload::decode(&control).is_err());
     }
 
     #[test]
@@ -393,6 +452,7 @@ mod tests {
             hello: None,
             rolls: Vec::new(),
             roll_seen: None,
+            name: None,
         };
         let err = WireError::TooLarge {
             what: "message text",

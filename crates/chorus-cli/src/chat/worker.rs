@@ -350,6 +350,15 @@ fn notice(e: &Event) -> Option<Update> {
             "{} rolled their identity key: compare the new safety number (/verify)",
             p(contact)
         )),
+        Event::ContactRenamed { contact, was, now } => Update::Notice(match contact == now {
+            true => format!("{} is now {}", p(was), p(now)),
+            false => format!(
+                "{} is now {} (you call them {})",
+                p(was),
+                p(now),
+                p(contact)
+            ),
+        }),
         Event::ContactCompromised { contact } => Update::Error(format!(
             "{}'s previous key signed two different new keys: /verify",
             p(contact)

@@ -197,6 +197,7 @@ impl Device {
             hello: Some(self.hello(&recv.0)),
             rolls: Vec::new(),
             roll_seen: None,
+            name: None,
         }
         .encode()?;
         let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;

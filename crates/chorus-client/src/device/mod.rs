@@ -44,6 +44,7 @@ mod history;
 mod outbox;
 mod per_device;
 mod prekey_supply;
+mod profile;
 mod receive;
 pub mod recovery;
 pub mod requests;

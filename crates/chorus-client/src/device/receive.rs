@@ -80,7 +80,9 @@ impl Device {
             tracing::warn!(error = %e, "could not publish this device's per-device bundle");
         }
         // Receiving first: nothing queued for others can hold up what arrived.
-        events.extend(self.receive_all().await?);
+        let mut received = self.receive_all().await?;
+        self.follow_renames(&mut received).await;
+        events.extend(received);
         self.flush_outbox().await?;
         // Spent session snapshots out of the files (best effort).
         let _ = self.store.compact().await;
@@ -278,6 +280,8 @@ impl Device {
         let Some(row) = self.store.contact_row(&mut *tx, name).await? else {
             return Ok((0, Vec::new()));
         };
+        // A message saying another display name goes through `process` (`take_name`).
+        let their_name = their_name(&mut tx, name).await?;
         // A blocked contact's messages are read (the session moves on) and dropped.
         let shown = delivery(self.is_blocked(&mut tx, &row.root).await?) == Delivery::Show;
         let now = self.now();
@@ -299,7 +303,16 @@ impl Device {
                 break;
             };
             let payload = match Payload::decode(&plaintext) {
-                Ok(p) if p.hello.is_none() && p.rolls.is_empty() && p.roll_seen.is_none() => p,
+                Ok(p)
+                    if p.hello.is_none()
+                        && p.rolls.is_empty()
+                        && p.roll_seen.is_none()
+                        && p.name
+                            .as_deref()
+                            .is_none_or(|n| Some(n) == their_name.as_deref()) =>
+                {
+                    p
+                }
                 _ => {
                     session = chorus_core::Session::restore(&before, known)?;
                     break;
@@ -529,6 +542,7 @@ impl Device {
         };
         let payload = Payload::decode(&plaintext)?;
         let mut events = self.take_rolls(tx, &name, &payload).await?;
+        events.extend(take_name(tx, &name, &payload).await?);
         let row = self.take_hello(tx, &name, &payload, mailbox).await?;
         events.extend(
             self.deliver(tx, &name, &payload, envelope, now, &row)
@@ -794,4 +808,88 @@ enum Received {
     Done(Vec<Event>),
     /// A new contact: these events must be appended (outside any transaction).
     NewContact(Vec<Pending>),
+}
+
+/// The display name contact `alias` last told us.
+async fn their_name(tx: &mut SqliteConnection, alias: &str) -> Result<Option<String>, ClientError> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT their_name FROM contacts WHERE name = $1")
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten(),
+    )
+}
+
+/// What a contact's message says of their display name (`Payload::name`, or the hello's
+/// in their first messages): kept as theirs, and a change is an event. The first name
+/// heard is only kept (our name for them came from the same place). Whether our name
+/// for them follows is decided after the message is stored
+/// ([`Device::follow_renames`]).
+async fn take_name(
+    tx: &mut SqliteConnection,
+    alias: &str,
+    payload: &Payload,
+) -> Result<Vec<Event>, ClientError> {
+    let Some(said) = payload
+        .name
+        .as_deref()
+        .or(payload.hello.as_ref().map(|h| h.name.as_str()))
+    else {
+        return Ok(Vec::new());
+    };
+    let was = their_name(tx, alias).await?;
+    if was.as_deref() == Some(said) {
+        return Ok(Vec::new());
+    }
+    sqlx::query("UPDATE contacts SET their_name = $1 WHERE name = $2")
+        .bind(said)
+        .bind(alias)
+        .execute(&mut *tx)
+        .await?;
+    Ok(match was {
+        None => Vec::new(),
+        Some(was) => vec![Event::ContactRenamed {
+            contact: alias.to_owned(),
+            was,
+            now: said.to_owned(),
+        }],
+    })
+}
+
+impl Device {
+    /// For each contact that told a new display name in `events`: where our name for
+    /// them was their old one (we never chose one of our own), ours follows, on every
+    /// device (a rename in the log; refused, and kept, if another contact has that
+    /// name). The event then names them as they are called now. Best effort: a rename
+    /// that cannot be logged now leaves our name for them as it was.
+    pub(super) async fn follow_renames(&self, events: &mut [Event]) {
+        let mut renamed = Vec::new();
+        for e in events.iter_mut() {
+            if let Event::ContactRenamed { contact, was, now } = e
+                && contact.to_lowercase() == was.to_lowercase()
+                && contact != now
+            {
+                match self.rename_contact(contact, now).await {
+                    Ok((from, to)) => {
+                        *contact = to.clone();
+                        renamed.push((from, to));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "our name for a contact did not follow theirs")
+                    }
+                }
+            }
+        }
+        // Their messages in the same batch are shown under the name they have now.
+        for (from, to) in renamed {
+            for e in events.iter_mut() {
+                if let Event::Message(m) = e
+                    && m.contact == from
+                {
+                    m.contact.clone_from(&to);
+                }
+            }
+        }
+    }
 }

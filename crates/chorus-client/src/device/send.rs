@@ -180,8 +180,11 @@ impl Device {
                 .get_session(&mut cut.tx, contact)
                 .await?
                 .ok_or_else(|| ClientError::UnknownContact(contact.to_owned()))?;
-            let rolls = cut.state()?.roster().rolls();
-            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls)?;
+            let state = cut.state()?;
+            let rolls = state.roster().rolls();
+            // Our name as the log has it now (a sibling may have changed it).
+            let name = state.profile_name().map(str::to_owned);
+            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls, name)?;
             outgoing.fresh_step = leaderless;
             let plan = cut.state()?.plan_send(
                 cut.key()?,
@@ -261,7 +264,7 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        let outgoing = self.outgoing(row, envelope_id, text, &[])?;
+        let outgoing = self.outgoing(row, envelope_id, text, &[], Some(self.name()))?;
         Ok(chorus_core::seal_send(outgoing, session, &mut self.rng())?)
     }
 
@@ -272,6 +275,7 @@ impl Device {
         envelope_id: [u8; 16],
         text: &'a str,
         rolls: &[chorus_wire::IdentityRoll],
+        name: Option<String>,
     ) -> Result<Outgoing<'a>, ClientError> {
         let roll_seen = row
             .roll_answer
@@ -286,6 +290,8 @@ impl Device {
             hello: self.hello_until_acked(row)?,
             rolls: self.rolls_for(row, rolls),
             roll_seen,
+            // Told in every message: a contact learns a new one with the next.
+            name,
             now_ms: u64::try_from(self.now()).unwrap_or(0),
             fresh_step: false,
         })

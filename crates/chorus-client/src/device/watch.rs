@@ -137,6 +137,7 @@ impl Device {
         for e in envelopes {
             events.extend(self.process(mailbox, e).await?);
         }
+        self.follow_renames(&mut events).await;
         self.fan_out().await?;
         Ok(events)
     }
