@@ -77,6 +77,7 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
             Event::ContactCompromised { contact } => {
                 println!("    {who} sees: {contact}'s previous key signed two different rolls");
             }
+            Event::ContactRemoved { contact } => println!("    {who} sees: {contact:?} removed"),
             Event::ContactRenamed { was, now, .. } => {
                 println!("    {who} sees: {was:?} is now {now:?}");
             }

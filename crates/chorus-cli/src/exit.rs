@@ -9,8 +9,8 @@
 //! | 3 | not found: no identity in the home, unknown contact, message request or address |
 //! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
 //! | 5 | wrong passphrase or key file, or the other unlock method |
-//! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), oversized or empty message, bad or ambiguous name |
-//! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed |
+//! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), a link code given to `accept`, oversized, empty or whitespace-only message, stdin that is not UTF-8, bad or ambiguous name |
+//! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed, a removal not confirmed; `relay serve`: the address is in use |
 //! | 8 | `chorus demo`: a check failed |
 //! | 9 | this device was removed from its identity (revoked by another device): link it again in a new home |
 

@@ -424,6 +424,15 @@ enum ContactCommand {
         /// The new name (at most 64 bytes; not another contact's).
         new_name: String,
     },
+    /// Remove a contact and your conversation with them from all your devices (after a
+    /// confirmation). To talk again, exchange a new invitation.
+    Remove {
+        /// The contact's name, as `chorus contacts` lists it.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Block a contact on all your devices: their messages are dropped from now on, and
     /// they cannot reach you through a new invitation or your address.
     Block {
@@ -840,6 +849,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     printable(&to)
                 ),
             }
+            Ok(())
+        }
+        Command::Contact {
+            command: ContactCommand::Remove { name, yes },
+        } => {
+            let device = open(&cli).await?;
+            let contact = device.resolve_contact(name).await?;
+            if !ask(
+                &format!(
+                    "Remove {:?} and your whole conversation with them from all your devices?",
+                    printable(&contact)
+                ),
+                *yes,
+                "stdin is not a terminal: run the command again with --yes",
+            )? {
+                return Err(Failure::new(exit::CONFLICT, "not removed"));
+            }
+            let removed = device.remove_contact(&contact).await?;
+            println!(
+                "Removed {:?} and the conversation from all your devices. To talk again, exchange a new invitation.",
+                printable(&removed)
+            );
             Ok(())
         }
         Command::Contact {
@@ -1316,6 +1347,10 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 );
                 println!("  {safety_number}");
             }
+            Event::ContactRemoved { contact } => println!(
+                "* contact {:?} was removed, with the conversation, on all your devices",
+                printable(contact)
+            ),
             Event::ContactRenamed { contact, was, now } => match contact == now {
                 true => println!("* {} is now {}", printable(was), printable(now)),
                 false => println!(

@@ -149,12 +149,16 @@ fn a_device_killed_right_after_its_sent_append_is_delivered_once_by_a_sibling() 
 
     // The laptop dies right after its Sent event is in the log, before posting.
     send_and_kill_9(&laptop, "bob", "the laptop died here");
-    assert!(ok(&bob, &["sync"]).is_empty(), "not posted yet");
+    assert_eq!(
+        ok(&bob, &["sync"]).trim(),
+        "No new messages.",
+        "not posted yet"
+    );
 
     // Too early: the phone leaves the laptop's message to the laptop for a while.
     ok(&phone, &["sync", "--deliver-after", "3600"]);
     assert_eq!(json(&phone, &["status", "--json"])["outbox"], 1);
-    assert!(ok(&bob, &["sync"]).is_empty());
+    assert_eq!(ok(&bob, &["sync"]).trim(), "No new messages.");
     // After the wait the phone delivers it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     ok(&phone, &["sync", "--deliver-after", "1"]);
@@ -752,7 +756,7 @@ fn link_new_brings_the_history_resumes_it_after_a_kill_and_no_history_brings_non
                 "new",
                 "--relay",
                 &relay.url,
-                "--name",
+                "--device-name",
                 "watch",
                 "--no-qr",
                 "--yes",

@@ -221,3 +221,57 @@ fn a_new_profile_name_reaches_every_device_and_each_contact_with_the_next_messag
         &(false, "again".to_owned())
     );
 }
+
+#[test]
+fn a_removed_contact_is_gone_from_every_device_and_can_be_added_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    ok(&bob, &["send", "alice", "hello"]);
+    ok(&laptop, &["sync"]);
+    ok(&phone, &["sync"]);
+
+    // Refused, nothing changed: no confirmation without a terminal, an unknown name.
+    let e = fails(&laptop, &["contact", "remove", "bob"], 7);
+    assert!(e.contains("--yes"), "{e}");
+    fails(&laptop, &["contact", "remove", "nobody", "--yes"], 3);
+    assert_eq!(names(&laptop), ["bob"]);
+
+    let out = ok(&laptop, &["contact", "remove", "BOB", "--yes"]);
+    assert!(out.contains("Removed \"bob\""), "{out}");
+    assert!(names(&laptop).is_empty());
+    fails(&laptop, &["history", "bob"], 3);
+    // The phone takes it from the log: the contact and the conversation are gone.
+    let out = ok(&phone, &["sync"]);
+    assert!(out.contains("contact \"bob\" was removed"), "{out}");
+    assert!(names(&phone).is_empty());
+    fails(&phone, &["send", "bob", "still there?"], 3);
+
+    // What bob sends now is read by no device of alice's.
+    ok(&bob, &["send", "alice", "are you there?"]);
+    for home in [&laptop, &phone] {
+        let out = ok(home, &["sync"]);
+        assert!(!out.contains("are you there"), "{out}");
+    }
+
+    // Both sides start again with a new invitation: a new conversation everywhere.
+    ok(&bob, &["contact", "remove", "alice", "--yes"]);
+    let code = ok(&laptop, &["invite", "--no-qr"]).trim().to_owned();
+    ok(&bob, &["accept", &code]);
+    ok(&bob, &["send", "alice", "hi again"]);
+    let out = ok(&laptop, &["sync"]);
+    assert!(out.contains("new contact \"bob\""), "{out}");
+    assert!(out.contains("bob: hi again"), "{out}");
+    let out = ok(&phone, &["sync"]);
+    assert!(out.contains("bob: hi again"), "{out}");
+    ok(&phone, &["send", "bob", "welcome back"]);
+    let out = ok(&bob, &["sync"]);
+    assert!(out.contains("alice: welcome back"), "{out}");
+    ok(&laptop, &["sync"]);
+    assert_eq!(
+        texts(&laptop, "bob"),
+        [
+            (false, "hi again".to_owned()),
+            (true, "welcome back".to_owned())
+        ]
+    );
+}

@@ -63,7 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::IdentityRolled { .. }
             | Event::ContactRolled { .. }
             | Event::ContactCompromised { .. }
-            | Event::ContactRenamed { .. } => println!("alice: {event:?}"),
+            | Event::ContactRenamed { .. }
+            | Event::ContactRemoved { .. } => println!("alice: {event:?}"),
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

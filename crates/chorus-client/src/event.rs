@@ -63,6 +63,12 @@ pub enum Event {
         /// The new safety number.
         safety_number: String,
     },
+    /// A contact was removed, with the conversation, on every device of the identity
+    /// (`chorus contact remove`, here or on a sibling).
+    ContactRemoved {
+        /// The name they had.
+        contact: String,
+    },
     /// A contact told a new display name (`chorus profile set --name` on their side).
     /// Where our name for them was their old one, it followed.
     ContactRenamed {

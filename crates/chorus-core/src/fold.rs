@@ -361,6 +361,13 @@ pub enum Effect {
         /// When logged.
         at_ms: u64,
     },
+    /// A contact removed, with the conversation: nothing of theirs stays.
+    ContactRemoved {
+        /// Their root key.
+        root: [u8; 32],
+        /// The alias they had.
+        alias: String,
+    },
     /// A contact's alias changed.
     Renamed {
         /// The old alias.
@@ -408,6 +415,7 @@ impl std::fmt::Debug for Effect {
             Self::Read { .. } => "Read",
             Self::Blocked { .. } => "Blocked",
             Self::MailboxReplaced { .. } => "MailboxReplaced",
+            Self::ContactRemoved { .. } => "ContactRemoved",
             Self::Renamed { .. } => "Renamed",
             Self::Stream { .. } => "Stream",
             Self::Seen(_) => "Seen",
@@ -896,6 +904,19 @@ impl Constellation {
                         blocked: *blocked,
                     });
                 }
+            }
+            EventKind::ContactRemoved { contact } => {
+                let alias = self.alias_of(contact)?;
+                // Checked: from here on nothing fails. What names them later (a
+                // sibling's send that lost the race, their read marker) is refused as
+                // for any unknown contact; adding them again is a new contact.
+                self.contacts.remove(contact);
+                self.aliases.remove(&alias);
+                sessions.map.remove(contact);
+                effects.push(Effect::ContactRemoved {
+                    root: *contact,
+                    alias,
+                });
             }
             EventKind::Verified { contact, root } => {
                 // Last writer wins; the register says which root was compared, so a

@@ -424,6 +424,40 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 }
 
 #[test]
+fn a_removed_contact_is_gone_and_what_names_it_later_is_refused() {
+    let (_, keys) = three_devices();
+    let removed = |author, id: u8| {
+        event(
+            author,
+            id,
+            u64::from(id),
+            EventKind::ContactRemoved { contact: [1; 32] },
+        )
+    };
+    let events = [
+        received(keys[1], 1, 1, "before"),
+        removed(keys[0], 2),
+        // A sibling logged a message from them before it folded the removal; and a
+        // second removal from a device that had not seen the first.
+        received(keys[1], 3, 3, "after"),
+        removed(keys[2], 4),
+    ];
+    let (state, outcomes) = folded(&events);
+    assert!(state.contact(&[1; 32]).is_none());
+    assert!(
+        matches!(&outcomes[1], Outcome::Applied(e)
+            if e.iter().any(|e| matches!(e, Effect::ContactRemoved { root, .. } if *root == [1; 32]))),
+        "{outcomes:?}"
+    );
+    for refused in &outcomes[2..] {
+        assert!(
+            matches!(refused, Outcome::Refused(e) if format!("{e:?}").contains("UnknownContact")),
+            "{outcomes:?}"
+        );
+    }
+}
+
+#[test]
 fn a_verified_mark_names_the_root_compared_and_the_last_writer_wins() {
     let (_, keys) = three_devices();
     let mark = |author, id: u8, root: Option<[u8; 32]>| {

@@ -197,6 +197,13 @@ pub enum EventKind {
         /// Blocked (`true`) or unblocked.
         blocked: bool,
     },
+    /// A contact removed, with the conversation, from every device (guarded on the
+    /// contact's session stream, so a send at the same moment is either before it or
+    /// refused). Adding them again starts a new conversation.
+    ContactRemoved {
+        /// The contact's root key (its id here).
+        contact: [u8; 32],
+    },
     /// A contact's identity marked verified, or the mark removed (last writer wins).
     Verified {
         /// The contact's root key (its id here).
@@ -396,6 +403,9 @@ impl LogEvent {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
             },
+            Kind::ContactRemoved(r) => EventKind::ContactRemoved {
+                contact: fixed("contact_removed.contact_id", &r.contact_id)?,
+            },
             Kind::Verified(v) => EventKind::Verified {
                 contact: fixed("verified.contact_id", &v.contact_id)?,
                 root: match v.root.is_empty() {
@@ -572,6 +582,9 @@ impl LogEvent {
             EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
+            }),
+            EventKind::ContactRemoved { contact } => Kind::ContactRemoved(proto::ContactRemoved {
+                contact_id: contact.to_vec(),
             }),
             EventKind::Verified { contact, root } => Kind::Verified(proto::Verified {
                 contact_id: contact.to_vec(),
@@ -1135,6 +1148,7 @@ mod tests {
                 contact: [2; 32],
                 root: None,
             },
+            EventKind::ContactRemoved { contact: [2; 32] },
         ] {
             let e = event(kind);
             assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);

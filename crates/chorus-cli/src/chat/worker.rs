@@ -350,6 +350,9 @@ fn notice(e: &Event) -> Option<Update> {
             "{} rolled their identity key: compare the new safety number (/verify)",
             p(contact)
         )),
+        Event::ContactRemoved { contact } => {
+            Update::Notice(format!("{} was removed on all your devices", p(contact)))
+        }
         Event::ContactRenamed { contact, was, now } => Update::Notice(match contact == now {
             true => format!("{} is now {}", p(was), p(now)),
             false => format!(

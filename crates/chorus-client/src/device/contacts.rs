@@ -168,7 +168,12 @@ impl Device {
         {
             return Err(ClientError::ContactNameTaken(alias));
         }
-        self.start_session(bundle, alias, relay_url, send_mailbox, invitation, 0)
+        // A new contact's stream is at 0, or where a removal of them left it.
+        let mut conn = self.store.pool().acquire().await?;
+        let at =
+            session_stream_version(&mut conn, &self.store, bundle.identity.root.as_bytes()).await?;
+        drop(conn);
+        self.start_session(bundle, alias, relay_url, send_mailbox, invitation, at)
             .await
     }
 
@@ -354,6 +359,24 @@ impl Device {
             Some(now) if now == to => Ok((from, to)),
             _ => Err(ClientError::NameInUse(to)),
         }
+    }
+
+    /// Removes contact `given` and the conversation from every device of the identity (a
+    /// `ContactRemoved` event, guarded on the contact's session stream: a send to them
+    /// at the same moment either comes before it or is refused). Their later messages
+    /// are not read; to talk again, exchange a new invitation (or they write to your
+    /// address, a message request). A block stays. Returns the name they had.
+    pub async fn remove_contact(&self, given: &str) -> Result<String, ClientError> {
+        self.sync_log().await?;
+        let name = self.resolve_contact(given).await?;
+        let root = self.contact_root(&name).await?;
+        self.append(vec![Pending::guarded(
+            EventKind::ContactRemoved { contact: root },
+            session_stream(&root),
+            None,
+        )])
+        .await?;
+        Ok(name)
     }
 
     /// Blocks (`blocked`) or unblocks contact `given` on every device of the identity (a

@@ -513,11 +513,14 @@ impl Device {
                 // Someone answering one of our invitations: a contact at once.
                 let first = self.open_first_contact(tx, &message, envelope).await?;
                 let name = first.hello.name.clone();
+                // At 0, or where a removal of them left their stream.
+                let at =
+                    session_stream_version(tx, &self.store, first.identity.root.as_bytes()).await?;
                 return Ok(Received::NewContact(self.contact_proposal(
                     first,
                     name,
                     Some(mailbox.0),
-                    0,
+                    at,
                     false,
                 )?));
             }

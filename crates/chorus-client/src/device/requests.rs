@@ -138,7 +138,12 @@ impl Device {
         }
         let (root, first, later) = self.held(id).await?;
         let name = alias.unwrap_or_else(|| first.hello.name.clone());
-        self.append(self.contact_proposal(first, name, None, 0, false)?)
+        // At 0, or where a removal of them left their stream.
+        let mut conn = self.store.pool().acquire().await?;
+        let at =
+            crate::store::log_state::session_stream_version(&mut conn, &self.store, &root).await?;
+        drop(conn);
+        self.append(self.contact_proposal(first, name, None, at, false)?)
             .await?;
         // The session escrowed with the contact is past every held message: a sibling
         // that never held this request reads them from the log, not the mailbox. (A

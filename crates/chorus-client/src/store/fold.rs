@@ -365,6 +365,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            Effect::ContactRemoved { root, alias } => {
+                // Rows written under the alias in this page go too.
+                page.flush(tx, events).await?;
+                self.remove_contact(tx, &root, &alias).await?;
+                events.push(Some(Event::ContactRemoved { contact: alias }));
+            }
             Effect::Renamed { from, to } => {
                 // Rows written under the old alias must be there to be renamed.
                 page.flush(tx, events).await?;

@@ -494,6 +494,52 @@ impl Store {
             .map_err(|_| StoreError::Corrupt(format!("{table} {id:?}")))
     }
 
+    /// Removes contact `alias` (root `root`) and what is kept of them: the conversation,
+    /// queued sends and envelopes, sessions, the mailbox we read for them, what is known
+    /// of their identity rolls and devices. Kept: the handshakes seen from them (a
+    /// replayed first message stays refused) and the identity's registers (a block
+    /// outlives the removal).
+    pub(crate) async fn remove_contact(
+        &self,
+        conn: &mut SqliteConnection,
+        root: &[u8; 32],
+        alias: &str,
+    ) -> Result<(), StoreError> {
+        for table in [
+            "sessions",
+            "stale_sessions",
+            "messages",
+            "pending_sends",
+            "outbox",
+            "mailboxes",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE contact = $1"
+            )))
+            .bind(alias)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for table in [
+            "contact_rolls",
+            "contact_device_lists",
+            "pairwise_sessions",
+            "contact_dropped_devices",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE contact = $1"
+            )))
+            .bind(&root[..])
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query("DELETE FROM contacts WHERE name = $1")
+            .bind(alias)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// Renames a contact everywhere it is named, re-sealing the values bound to its
     /// alias (sessions, read-only sessions, history, queued sends) under the new one.
     pub(crate) async fn rename_contact(
