@@ -78,6 +78,9 @@ fn saw(who: &str, events: &[Event]) -> Vec<String> {
                 println!("    {who} sees: {contact}'s previous key signed two different rolls");
             }
             Event::ContactRemoved { contact } => println!("    {who} sees: {contact:?} removed"),
+            Event::TimerChanged { contact, secs, .. } => {
+                println!("    {who} sees: {contact:?} set disappearing messages to {secs}s");
+            }
             Event::ContactRenamed { was, now, .. } => {
                 println!("    {who} sees: {was:?} is now {now:?}");
             }

@@ -433,6 +433,16 @@ enum ContactCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Show or set the conversation's disappearing-message timer, for all your devices
+    /// and the contact (told with your next message): messages sent from then on are
+    /// deleted that long after they were sent, on every device.
+    Timer {
+        /// The contact's name, as `chorus contacts` lists it.
+        name: String,
+        /// 30s, 5m, 1h, 1d, 1w (at most 4w), or off.
+        #[arg(value_parser = parse_timer)]
+        duration: Option<u64>,
+    },
     /// Block a contact on all your devices: their messages are dropped from now on, and
     /// they cannot reach you through a new invitation or your address.
     Block {
@@ -852,6 +862,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Contact {
+            command: ContactCommand::Timer { name, duration },
+        } => {
+            let device = open(&cli).await?;
+            match duration {
+                None => {
+                    device.sync_log().await?;
+                    let (name, timer) = device.timer(name).await?;
+                    match timer.filter(|t| t.secs > 0) {
+                        Some(t) => println!(
+                            "Messages with {:?} disappear {} after they are sent.",
+                            printable(&name),
+                            duration_text(t.secs)
+                        ),
+                        None => println!("Messages with {:?} do not disappear.", printable(&name)),
+                    }
+                }
+                Some(secs) => {
+                    let (name, _) = device.set_timer(name, *secs).await?;
+                    match secs {
+                        0 => println!(
+                            "Messages with {:?} no longer disappear, on all your devices; they are told with your next message.",
+                            printable(&name)
+                        ),
+                        s => println!(
+                            "Messages with {:?} now disappear {} after they are sent, on all your devices and theirs (told with your next message).",
+                            printable(&name),
+                            duration_text(*s)
+                        ),
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Contact {
             command: ContactCommand::Remove { name, yes },
         } => {
             let device = open(&cli).await?;
@@ -998,8 +1042,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         true => "  (verified)",
                         false => "",
                     };
+                    let disappearing = match c.disappearing_secs {
+                        0 => String::new(),
+                        s => format!("  (disappearing: {})", duration_text(s)),
+                    };
                     println!(
-                        "{:<20} {}  {}{state}{blocked}{verified}",
+                        "{:<20} {}  {}{state}{blocked}{verified}{disappearing}",
                         c.name, c.fingerprint, c.relay_url
                     );
                 }
@@ -1347,6 +1395,14 @@ fn print_event(e: &Event, json: bool, me: &str) -> Result<(), Failure> {
                 );
                 println!("  {safety_number}");
             }
+            Event::TimerChanged { contact, secs, .. } => match secs {
+                0 => println!("* {} turned disappearing messages off", printable(contact)),
+                s => println!(
+                    "* {} set disappearing messages: {} after they are sent",
+                    printable(contact),
+                    duration_text(*s)
+                ),
+            },
             Event::ContactRemoved { contact } => println!(
                 "* contact {:?} was removed, with the conversation, on all your devices",
                 printable(contact)
@@ -1457,6 +1513,43 @@ pub(crate) fn printable(text: &str) -> String {
         .collect()
 }
 
+/// `contact timer`'s duration: a number and a unit (s, m, h, d, w), or `off` (0).
+fn parse_timer(given: &str) -> Result<u64, String> {
+    if given == "off" {
+        return Ok(0);
+    }
+    let split = given
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{given:?}: give a unit, e.g. 30s, 5m, 1h, 1d, 1w, or off"))?;
+    let (n, unit) = given.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{given:?}: expected a number and a unit, e.g. 1d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{given:?}: the unit is s, m, h, d or w")),
+    };
+    let secs = n.saturating_mul(unit);
+    if secs == 0 || secs > chorus_wire::limits::MAX_TIMER_SECS {
+        return Err(format!("{given:?}: from 1s to 4w (or off)"));
+    }
+    Ok(secs)
+}
+
+/// A timer for people: the largest unit that divides it.
+fn duration_text(secs: u64) -> String {
+    for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
 /// This machine's host name, as a device's default name ("device" if it has none that
 /// is text).
 fn host_name() -> String {
@@ -1562,6 +1655,30 @@ mod tests {
         assert!(lines[1..].iter().all(|l| l.starts_with("  │ ")), "{shown}");
         assert_eq!(lines[1], "  │ [15:00:00] bob: forged line\u{fffd}");
         assert!(!shown.lines().skip(1).any(|l| l.starts_with('[')));
+    }
+
+    #[test]
+    fn timers_are_a_number_and_a_unit_within_four_weeks() {
+        assert_eq!(parse_timer("30s"), Ok(30));
+        assert_eq!(parse_timer("1d"), Ok(86_400));
+        assert_eq!(parse_timer("4w"), Ok(28 * 86_400));
+        assert_eq!(parse_timer("off"), Ok(0));
+        for bad in [
+            "",
+            "1",
+            "d",
+            "0s",
+            "5w",
+            "1y",
+            "-1d",
+            "1.5h",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_timer(bad).is_err(), "{bad}");
+        }
+        assert_eq!(duration_text(86_400), "1d");
+        assert_eq!(duration_text(90), "90s");
+        assert_eq!(duration_text(7 * 86_400), "1w");
     }
 
     #[test]

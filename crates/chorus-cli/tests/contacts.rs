@@ -275,3 +275,60 @@ fn a_removed_contact_is_gone_from_every_device_and_can_be_added_again() {
         ]
     );
 }
+
+#[test]
+fn a_disappearing_timer_is_agreed_in_band_and_deletes_on_every_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    ok(&bob, &["send", "alice", "before the timer"]);
+    ok(&laptop, &["sync"]);
+
+    // Refused, nothing set: no unit, over four weeks, zero.
+    for bad in ["5", "5w", "0s", "soon"] {
+        let out = chorus(&laptop, &["contact", "timer", "bob", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+    let out = ok(&laptop, &["contact", "timer", "bob"]);
+    assert!(out.contains("do not disappear"), "{out}");
+
+    let out = ok(&laptop, &["contact", "timer", "bob", "3s"]);
+    assert!(out.contains("now disappear 3s after"), "{out}");
+    // The phone takes it from the log; bob with the next message.
+    let out = ok(&phone, &["contact", "timer", "bob"]);
+    assert!(out.contains("disappear 3s after"), "{out}");
+    ok(&phone, &["send", "bob", "this one vanishes"]);
+    let out = ok(&bob, &["sync"]);
+    assert!(
+        out.contains("* alice set disappearing messages: 3s"),
+        "{out}"
+    );
+    let listed = json(&bob, &["contacts", "--json"]);
+    assert_eq!(listed[0]["disappearing_secs"], 3);
+    // bob's answer is under the same timer, and says it (nothing new for alice).
+    ok(&bob, &["send", "alice", "so does this"]);
+    let out = ok(&laptop, &["sync"]);
+    assert!(!out.contains("disappearing"), "{out}");
+    assert!(out.contains("bob: so does this"), "{out}");
+
+    // Time is up: gone from every device of both, what came before stays.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    ok(&phone, &["sync"]);
+    for (home, contact) in [(&laptop, "bob"), (&phone, "bob"), (&bob, "alice")] {
+        let left: Vec<String> = texts(home, contact).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(left, ["before the timer"], "{}", home.display());
+    }
+
+    // Off, from bob's side this time: alice adopts it with his next message.
+    ok(&bob, &["contact", "timer", "alice", "off"]);
+    ok(&bob, &["send", "alice", "this one stays"]);
+    let out = ok(&laptop, &["sync"]);
+    assert!(
+        out.contains("* bob turned disappearing messages off"),
+        "{out}"
+    );
+    ok(&phone, &["sync"]);
+    assert!(ok(&phone, &["contact", "timer", "bob"]).contains("do not disappear"));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let left: Vec<String> = texts(&laptop, "bob").into_iter().map(|(_, t)| t).collect();
+    assert_eq!(left, ["before the timer", "this one stays"]);
+}

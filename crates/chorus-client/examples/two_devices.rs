@@ -64,7 +64,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             | Event::ContactRolled { .. }
             | Event::ContactCompromised { .. }
             | Event::ContactRenamed { .. }
-            | Event::ContactRemoved { .. } => println!("alice: {event:?}"),
+            | Event::ContactRemoved { .. }
+            | Event::TimerChanged { .. } => println!("alice: {event:?}"),
             Event::Rejected { reason } => println!("alice: skipped an envelope: {reason}"),
         }
     }

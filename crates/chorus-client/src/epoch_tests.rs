@@ -138,6 +138,7 @@ fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()
     .unwrap();

@@ -63,6 +63,16 @@ pub enum Event {
         /// The new safety number.
         safety_number: String,
     },
+    /// A contact set the conversation's disappearing-message timer (this identity
+    /// adopts it on every device).
+    TimerChanged {
+        /// The contact.
+        contact: String,
+        /// Messages disappear this long after they were sent; 0: off.
+        secs: u64,
+        /// When they set it (their clock).
+        set_ms: u64,
+    },
     /// A contact was removed, with the conversation, on every device of the identity
     /// (`chorus contact remove`, here or on a sibling).
     ContactRemoved {

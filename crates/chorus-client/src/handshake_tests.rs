@@ -82,6 +82,7 @@ impl StartedOver {
             rolls: Vec::new(),
             roll_seen: None,
             name: None,
+            timer: None,
         }
         .encode()
         .unwrap();
@@ -242,6 +243,7 @@ async fn a_stranger_who_knows_a_contact_mailbox_cannot_start_a_session_there() {
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()
     .unwrap();

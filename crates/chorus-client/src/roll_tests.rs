@@ -38,6 +38,7 @@ async fn send_rolls(from: &Device, rolls: Vec<IdentityRoll>) {
         rolls,
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()
     .unwrap();
@@ -371,6 +372,7 @@ async fn after_a_roll_a_handshake_under_the_previous_key_is_refused() {
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()
     .unwrap();

@@ -100,6 +100,12 @@ pub fn verified_register(root: &[u8; 32]) -> String {
     keyed_register("verified", root)
 }
 
+/// The register holding a conversation's disappearing-message timer: `set_ms` then
+/// `secs`, 8 bytes each, big-endian.
+pub fn timer_register(root: &[u8; 32]) -> String {
+    keyed_register("timer", root)
+}
+
 /// The register holding when `device` was last linked again.
 pub fn relinked_register(device: &[u8; 32]) -> String {
     keyed_register("relinked", device)
@@ -905,6 +911,22 @@ impl Constellation {
                     });
                 }
             }
+            EventKind::TimerSet { contact, timer } => {
+                // The later setting wins whatever order the log has them in (both
+                // sides set it, each on its own log): by when, then the longer.
+                // Not by the log's stamps: the later setting is decided by the setting.
+                if self.timer(contact).is_none_or(|held| *timer > held) {
+                    let mut value = timer.set_ms.to_be_bytes().to_vec();
+                    value.extend_from_slice(&timer.secs.to_be_bytes());
+                    let name = timer_register(contact);
+                    let register = Lww::new(value, stamp);
+                    self.registers.insert(name.clone(), register.clone());
+                    effects.push(Effect::Register {
+                        name,
+                        value: register,
+                    });
+                }
+            }
             EventKind::ContactRemoved { contact } => {
                 let alias = self.alias_of(contact)?;
                 // Checked: from here on nothing fails. What names them later (a
@@ -1423,6 +1445,17 @@ impl Constellation {
 
     /// The identity root `contact` was marked verified for, if it is marked: the mark
     /// holds while the contact's identity root is this one.
+    /// A conversation's disappearing-message timer, once one was ever set.
+    pub fn timer(&self, contact: &[u8; 32]) -> Option<chorus_wire::Timer> {
+        let v = <[u8; 16]>::try_from(self.register(&timer_register(contact))?).ok()?;
+        let (set, secs) = v.split_at(8);
+        Some(chorus_wire::Timer {
+            set_ms: u64::from_be_bytes(set.try_into().ok()?),
+            secs: u64::from_be_bytes(secs.try_into().ok()?),
+        })
+    }
+
+    /// The identity root contact `contact` was marked verified for, if any.
     pub fn verified_root(&self, contact: &[u8; 32]) -> Option<[u8; 32]> {
         self.register(&verified_register(contact))
             .and_then(|v| <[u8; 32]>::try_from(v).ok())

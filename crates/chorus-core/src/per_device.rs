@@ -150,6 +150,7 @@ pub fn encrypt_copy<R: CryptoRng + ?Sized>(
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()?;
     let m = session.encrypt(&payload, rng)?;

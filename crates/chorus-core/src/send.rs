@@ -59,6 +59,8 @@ pub struct Outgoing<'a> {
     pub roll_seen: Option<RootPublicKey>,
     /// Our display name, told in every message.
     pub name: Option<String>,
+    /// The conversation's disappearing-message timer, told in every message once set.
+    pub timer: Option<chorus_wire::Timer>,
     /// Now (milliseconds since the Unix epoch).
     pub now_ms: u64,
     /// Take a fresh DH step rather than continue the open chain
@@ -119,6 +121,7 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         rolls: m.rolls,
         roll_seen: m.roll_seen,
         name: m.name,
+        timer: m.timer,
     }
     .encode()?;
     if m.fresh_step {
@@ -224,6 +227,7 @@ pub fn propose_contact<R: CryptoRng + ?Sized>(
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&answer, rng)?;

@@ -424,6 +424,45 @@ fn a_message_logged_by_a_sibling_is_read_when_the_read_marker_covers_it() {
 }
 
 #[test]
+fn the_later_timer_setting_wins_whatever_order_the_log_has_them_in() {
+    let (_, keys) = three_devices();
+    let set = |author, id: u8, set_ms: u64, secs: u64| {
+        event(
+            author,
+            id,
+            u64::from(id),
+            EventKind::TimerSet {
+                contact: [1; 32],
+                timer: chorus_wire::Timer { set_ms, secs },
+            },
+        )
+    };
+    let timer = |events: &[LogEvent]| folded(events).0.timer(&[1; 32]);
+    let (earlier, later) = ((100, 86_400), (200, 0));
+    for events in [
+        [
+            set(keys[0], 1, earlier.0, earlier.1),
+            set(keys[1], 2, later.0, later.1),
+        ],
+        [
+            set(keys[1], 1, later.0, later.1),
+            set(keys[0], 2, earlier.0, earlier.1),
+        ],
+    ] {
+        assert_eq!(
+            timer(&events),
+            Some(chorus_wire::Timer {
+                set_ms: 200,
+                secs: 0
+            })
+        );
+    }
+    // The same moment on both sides: the longer one, on every device.
+    let events = [set(keys[0], 1, 300, 60), set(keys[1], 2, 300, 30)];
+    assert_eq!(timer(&events).map(|t| t.secs), Some(60));
+}
+
+#[test]
 fn a_removed_contact_is_gone_and_what_names_it_later_is_refused() {
     let (_, keys) = three_devices();
     let removed = |author, id: u8| {
@@ -752,6 +791,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
         rolls: Vec::new(),
         roll_seen: None,
         name: None,
+        timer: None,
         now_ms: 1000,
         fresh_step: false,
     };

@@ -689,6 +689,7 @@ impl Device {
                 rolls: Vec::new(),
                 roll_seen: None,
                 name: None,
+                timer: None,
                 now_ms: now,
                 fresh_step: fresh,
             },
@@ -878,6 +879,7 @@ impl Device {
                     rolls: Vec::new(),
                     roll_seen: None,
                     name: None,
+                    timer: None,
                     // A forwarded message keeps the time it was typed.
                     now_ms: p.typed_ms,
                     fresh_step: leaderless,

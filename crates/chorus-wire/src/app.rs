@@ -13,7 +13,7 @@ use crate::error::field;
 use crate::invitation::{MailboxId, check_relay_url};
 use crate::limits::{
     MAX_DIRECTORY_ENTRY_LEN, MAX_DISPLAY_NAME_LEN, MAX_ENVELOPE_LEN, MAX_INITIAL_MESSAGE_LEN,
-    MAX_PAYLOAD_ROLLS, MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN,
+    MAX_PAYLOAD_ROLLS, MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN, MAX_TIMER_SECS,
 };
 use crate::prekeys::{IdentityKeys, SignedPrekey};
 use crate::roll::IdentityRoll;
@@ -129,6 +129,51 @@ pub struct Payload {
     /// contact learns a new one with the next message. At most
     /// [`MAX_DISPLAY_NAME_LEN`] bytes, not empty.
     pub name: Option<String>,
+    /// The conversation's disappearing-message timer as the sender holds it (`None`
+    /// until one was ever set).
+    pub timer: Option<Timer>,
+}
+
+/// A conversation's disappearing-message timer. Of two settings the later one wins
+/// (by `set_ms`, then the longer `secs`), so both sides and all their devices agree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    /// When it was set, on the setter's clock (milliseconds since the Unix epoch).
+    pub set_ms: u64,
+    /// Messages sent from then on disappear this long after they were sent; 0: off.
+    /// At most [`MAX_TIMER_SECS`].
+    pub secs: u64,
+}
+
+impl Timer {
+    /// Checks the bound.
+    pub fn check(self, field: &'static str) -> Result<Self, WireError> {
+        if self.secs > MAX_TIMER_SECS {
+            return Err(WireError::InvalidText {
+                field,
+                reason: "a disappearing-message timer over 28 days",
+            });
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn from_proto(
+        t: &proto::DisappearingTimer,
+        field: &'static str,
+    ) -> Result<Self, WireError> {
+        Timer {
+            set_ms: t.set_ms,
+            secs: t.secs,
+        }
+        .check(field)
+    }
+
+    pub(crate) fn to_proto(self) -> proto::DisappearingTimer {
+        proto::DisappearingTimer {
+            secs: self.secs,
+            set_ms: self.set_ms,
+        }
+    }
 }
 
 impl Payload {
@@ -174,6 +219,11 @@ impl Payload {
                 Some(p.name)
             }
         };
+        let timer = p
+            .timer
+            .as_ref()
+            .map(|t| Timer::from_proto(t, "payload.timer"))
+            .transpose()?;
         Ok(Self {
             sent_ms: p.sent_ms,
             text: p.text,
@@ -181,6 +231,7 @@ impl Payload {
             rolls,
             roll_seen,
             name,
+            timer,
         })
     }
 
@@ -209,6 +260,9 @@ impl Payload {
         if let Some(name) = &self.name {
             check_display_name("payload.name", name)?;
         }
+        if let Some(t) = self.timer {
+            t.check("payload.timer")?;
+        }
         Ok(proto::Payload {
             version: WIRE_VERSION,
             sent_ms: self.sent_ms,
@@ -220,6 +274,7 @@ impl Payload {
                 .map(|r| r.as_bytes().to_vec())
                 .unwrap_or_default(),
             name: self.name.clone().unwrap_or_default(),
+            timer: self.timer.map(Timer::to_proto),
         }
         .encode_to_vec())
     }
@@ -396,6 +451,10 @@ mod tests {
             rolls: (0..MAX_PAYLOAD_ROLLS).map(|_| roll()).collect(),
             roll_seen: Some(chorus_crypto::RootSigningKey::generate(&mut rng).public_key()),
             name: Some("n".repeat(MAX_DISPLAY_NAME_LEN)),
+            timer: Some(Timer {
+                set_ms: u64::MAX,
+                secs: MAX_TIMER_SECS,
+            }),
         };
         let bytes = p.encode().unwrap();
         assert!(bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2]);
@@ -411,6 +470,7 @@ mod tests {
             rolls: Vec::new(),
             roll_seen: None,
             name: Some("Alice B.".into()),
+            timer: None,
         };
         assert_eq!(Payload::decode(&p.encode().unwrap()).unwrap(), p);
         p.name = Some("n".repeat(MAX_DISPLAY_NAME_LEN + 1));
@@ -445,6 +505,40 @@ mod tests {
     }
 
     #[test]
+    fn a_timer_over_28_days_is_refused_both_ways() {
+        let mut p = Payload {
+            sent_ms: 1,
+            text: "hi".into(),
+            hello: None,
+            rolls: Vec::new(),
+            roll_seen: None,
+            name: None,
+            timer: Some(Timer {
+                set_ms: 5,
+                secs: MAX_TIMER_SECS,
+            }),
+        };
+        assert_eq!(Payload::decode(&p.encode().unwrap()).unwrap(), p);
+        p.timer = Some(Timer {
+            set_ms: 5,
+            secs: MAX_TIMER_SECS + 1,
+        });
+        assert!(p.encode().is_err());
+        let over = proto::Payload {
+            version: WIRE_VERSION,
+            sent_ms: 1,
+            timer: Some(proto::DisappearingTimer {
+                secs: MAX_TIMER_SECS + 1,
+                set_ms: 5,
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let e = Payload::decode(&over).unwrap_err();
+        assert!(e.to_string().contains("payload.timer"), "{e}");
+    }
+
+    #[test]
     fn a_text_one_byte_over_the_limit_is_refused_both_ways() {
         let mut p = Payload {
             sent_ms: 1,
@@ -453,6 +547,7 @@ mod tests {
             rolls: Vec::new(),
             roll_seen: None,
             name: None,
+            timer: None,
         };
         let err = WireError::TooLarge {
             what: "message text",

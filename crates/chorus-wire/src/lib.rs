@@ -39,7 +39,7 @@ pub mod proto {
 }
 
 pub use app::{
-    DirectoryEntry, Envelope, Hello, Payload, check_display_name, check_text, is_invisible,
+    DirectoryEntry, Envelope, Hello, Payload, Timer, check_display_name, check_text, is_invisible,
     normalize_display_name,
 };
 pub use checkpoint::{

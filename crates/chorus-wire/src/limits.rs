@@ -43,6 +43,9 @@ pub const MAX_PAYLOAD_ROLLS: usize = 4;
 /// Longest display name (an identity's self-chosen name, a contact alias), in bytes.
 pub const MAX_DISPLAY_NAME_LEN: usize = 64;
 
+/// Longest disappearing-message timer, in seconds (four weeks, as Signal's).
+pub const MAX_TIMER_SECS: u64 = 28 * 24 * 3600;
+
 /// Largest directory entry (identity keys, signed prekey, intro mailbox).
 pub const MAX_DIRECTORY_ENTRY_LEN: usize = 1024;
 

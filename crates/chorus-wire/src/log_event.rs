@@ -204,6 +204,14 @@ pub enum EventKind {
         /// The contact's root key (its id here).
         contact: [u8; 32],
     },
+    /// A conversation's disappearing-message timer, set here or adopted from the
+    /// contact (the later setting wins: [`crate::Timer`]).
+    TimerSet {
+        /// The contact's root key.
+        contact: [u8; 32],
+        /// The setting.
+        timer: crate::Timer,
+    },
     /// A contact's identity marked verified, or the mark removed (last writer wins).
     Verified {
         /// The contact's root key (its id here).
@@ -403,6 +411,15 @@ impl LogEvent {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
             },
+            Kind::TimerSet(t) => EventKind::TimerSet {
+                contact: fixed("timer_set.contact_id", &t.contact_id)?,
+                timer: crate::Timer::from_proto(
+                    t.timer
+                        .as_ref()
+                        .ok_or(WireError::MissingField("timer_set.timer"))?,
+                    "timer_set.timer",
+                )?,
+            },
             Kind::ContactRemoved(r) => EventKind::ContactRemoved {
                 contact: fixed("contact_removed.contact_id", &r.contact_id)?,
             },
@@ -582,6 +599,10 @@ impl LogEvent {
             EventKind::Blocked { contact, blocked } => Kind::Blocked(proto::Blocked {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
+            }),
+            EventKind::TimerSet { contact, timer } => Kind::TimerSet(proto::TimerSet {
+                contact_id: contact.to_vec(),
+                timer: Some(timer.to_proto()),
             }),
             EventKind::ContactRemoved { contact } => Kind::ContactRemoved(proto::ContactRemoved {
                 contact_id: contact.to_vec(),
@@ -1149,6 +1170,13 @@ mod tests {
                 root: None,
             },
             EventKind::ContactRemoved { contact: [2; 32] },
+            EventKind::TimerSet {
+                contact: [2; 32],
+                timer: crate::Timer {
+                    set_ms: 9,
+                    secs: 86_400,
+                },
+            },
         ] {
             let e = event(kind);
             assert_eq!(LogEvent::decode(&e.encode()).unwrap(), e);

@@ -527,6 +527,7 @@ mod tests {
             compromised: false,
             blocked: false,
             verified: false,
+            disappearing_secs: 0,
         }
     }
 

@@ -387,6 +387,7 @@ mod tests {
             compromised: false,
             blocked: false,
             verified: true,
+            disappearing_secs: 0,
         }]));
         app.update(Update::History {
             contact: "bob".into(),

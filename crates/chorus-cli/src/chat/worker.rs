@@ -350,6 +350,10 @@ fn notice(e: &Event) -> Option<Update> {
             "{} rolled their identity key: compare the new safety number (/verify)",
             p(contact)
         )),
+        Event::TimerChanged { contact, secs, .. } => Update::Notice(match secs {
+            0 => format!("{} turned disappearing messages off", p(contact)),
+            s => format!("{} set disappearing messages ({s}s)", p(contact)),
+        }),
         Event::ContactRemoved { contact } => {
             Update::Notice(format!("{} was removed on all your devices", p(contact)))
         }

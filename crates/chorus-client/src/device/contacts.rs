@@ -203,6 +203,7 @@ impl Device {
             rolls: Vec::new(),
             roll_seen: None,
             name: None,
+            timer: None,
         }
         .encode()?;
         let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
@@ -289,6 +290,7 @@ impl Device {
 
     /// The contacts, by name.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, ClientError> {
+        self.expire_messages().await?;
         let listed = self.store.contact_list().await?;
         let mut conn = self.store.pool().acquire().await?;
         let mut contacts = Vec::with_capacity(listed.len());
@@ -297,12 +299,14 @@ impl Device {
             let keys = IdentityKeys::decode(&identity)?;
             // Marks are kept under the contact's root (its id here), which a roll of
             // theirs does not change; `keys` are the identity it has now.
-            let (blocked, verified) = match self.store.contact_row(&mut *conn, &name).await? {
+            let (blocked, verified, timer) = match self.store.contact_row(&mut *conn, &name).await?
+            {
                 Some(row) => (
                     self.is_blocked(&mut conn, &row.root).await?,
                     self.is_verified(&mut conn, &row.root, &keys).await?,
+                    super::timer::held_timer(&mut conn, &row.root).await?,
                 ),
-                None => (false, false),
+                None => (false, false, None),
             };
             contacts.push(ContactInfo {
                 name,
@@ -315,6 +319,7 @@ impl Device {
                 compromised,
                 blocked,
                 verified,
+                disappearing_secs: timer.map_or(0, |t| t.secs),
             });
         }
         Ok(contacts)
@@ -450,7 +455,7 @@ impl Device {
     }
 
     /// The root key of the contact called `name` exactly.
-    async fn contact_root(&self, name: &str) -> Result<[u8; 32], ClientError> {
+    pub(super) async fn contact_root(&self, name: &str) -> Result<[u8; 32], ClientError> {
         Ok(self
             .store
             .contact_row(self.store.pool(), name)

@@ -54,6 +54,7 @@ mod security;
 mod send;
 mod status;
 mod strategy;
+mod timer;
 mod watch;
 
 /// A device: an unlocked store, its identity, its view of the identity's log and its
@@ -196,6 +197,8 @@ pub struct ContactInfo {
     /// Marked verified on a device of the identity (`chorus verify --mark`) for the
     /// identity they have now (a roll of theirs clears it).
     pub verified: bool,
+    /// The conversation's disappearing-message timer, in seconds (0: off).
+    pub disappearing_secs: u64,
 }
 
 /// A device of the identity, as `chorus devices` lists it.

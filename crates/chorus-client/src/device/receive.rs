@@ -82,8 +82,10 @@ impl Device {
         // Receiving first: nothing queued for others can hold up what arrived.
         let mut received = self.receive_all().await?;
         self.follow_renames(&mut received).await;
+        self.adopt_timers(&received).await;
         events.extend(received);
         self.flush_outbox().await?;
+        self.expire_messages().await?;
         // Spent session snapshots out of the files (best effort).
         let _ = self.store.compact().await;
         Ok(events)
@@ -280,8 +282,10 @@ impl Device {
         let Some(row) = self.store.contact_row(&mut *tx, name).await? else {
             return Ok((0, Vec::new()));
         };
-        // A message saying another display name goes through `process` (`take_name`).
+        // A message saying another display name, or a later timer, goes through
+        // `process` (`take_name`, `take_timer`).
         let their_name = their_name(&mut tx, name).await?;
+        let timer = super::timer::held_timer(&mut tx, &row.root).await?;
         // A blocked contact's messages are read (the session moves on) and dropped.
         let shown = delivery(self.is_blocked(&mut tx, &row.root).await?) == Delivery::Show;
         let now = self.now();
@@ -309,7 +313,8 @@ impl Device {
                         && p.roll_seen.is_none()
                         && p.name
                             .as_deref()
-                            .is_none_or(|n| Some(n) == their_name.as_deref()) =>
+                            .is_none_or(|n| Some(n) == their_name.as_deref())
+                        && p.timer.is_none_or(|t| timer.is_some_and(|held| held >= t)) =>
                 {
                     p
                 }
@@ -547,6 +552,7 @@ impl Device {
         let mut events = self.take_rolls(tx, &name, &payload).await?;
         events.extend(take_name(tx, &name, &payload).await?);
         let row = self.take_hello(tx, &name, &payload, mailbox).await?;
+        events.extend(super::timer::take_timer(tx, &name, &row.root, payload.timer).await?);
         events.extend(
             self.deliver(tx, &name, &payload, envelope, now, &row)
                 .await?,

@@ -184,7 +184,8 @@ impl Device {
             let rolls = state.roster().rolls();
             // Our name as the log has it now (a sibling may have changed it).
             let name = state.profile_name().map(str::to_owned);
-            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls, name)?;
+            let timer = state.timer(&row.root);
+            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls, name, timer)?;
             outgoing.fresh_step = leaderless;
             let plan = cut.state()?.plan_send(
                 cut.key()?,
@@ -264,7 +265,7 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        let outgoing = self.outgoing(row, envelope_id, text, &[], Some(self.name()))?;
+        let outgoing = self.outgoing(row, envelope_id, text, &[], Some(self.name()), None)?;
         Ok(chorus_core::seal_send(outgoing, session, &mut self.rng())?)
     }
 
@@ -276,6 +277,7 @@ impl Device {
         text: &'a str,
         rolls: &[chorus_wire::IdentityRoll],
         name: Option<String>,
+        timer: Option<chorus_wire::Timer>,
     ) -> Result<Outgoing<'a>, ClientError> {
         let roll_seen = row
             .roll_answer
@@ -292,6 +294,7 @@ impl Device {
             roll_seen,
             // Told in every message: a contact learns a new one with the next.
             name,
+            timer,
             now_ms: u64::try_from(self.now()).unwrap_or(0),
             fresh_step: false,
         })

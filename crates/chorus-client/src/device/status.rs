@@ -11,6 +11,7 @@ impl Device {
     /// The last `limit` messages with a contact, oldest first.
     pub async fn history(&self, contact: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
         let contact = &self.resolve_contact(contact).await?;
+        self.expire_messages().await?;
         let read_up_to = self
             .store
             .contact_row(self.store.pool(), contact)

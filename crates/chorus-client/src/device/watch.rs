@@ -138,6 +138,7 @@ impl Device {
             events.extend(self.process(mailbox, e).await?);
         }
         self.follow_renames(&mut events).await;
+        self.adopt_timers(&events).await;
         self.fan_out().await?;
         Ok(events)
     }
