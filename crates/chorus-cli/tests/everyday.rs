@@ -179,3 +179,47 @@ fn watch_says_when_it_reconnected_and_repeats_no_error() {
     // No colour codes when stderr is not a terminal.
     assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "{lines:?}");
 }
+
+#[test]
+fn a_message_queued_while_the_relay_is_away_keeps_the_time_it_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, laptop, _phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let (data, addr) = relay.stop();
+    let written = now();
+    let e = fails(&laptop, &["send", "bob", "written offline"], 4);
+    assert!(e.contains("saved and will be delivered"), "{e}");
+    // Pending in the history meanwhile, with the reason it waits.
+    let history = json(&laptop, &["history", "bob", "--json"]);
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["delivery"]["state"], "pending", "{last}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _relay = Relay::start(&data, &addr);
+    let back = now();
+    ok(&laptop, &["sync"]);
+    let out = ok(&bob, &["sync"]);
+    assert!(out.contains("alice: written offline"), "{out}");
+    for (home, contact) in [(&laptop, "bob"), (&bob, "alice")] {
+        let history = json(home, &["history", contact, "--json"]);
+        let m = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["text"] == "written offline")
+            .unwrap()
+            .clone();
+        let sent = m["sent_ms"].as_i64().unwrap();
+        assert!(written <= sent && sent < back, "{written} {sent} {back}");
+    }
+    let history = json(&laptop, &["history", "bob", "--json"]);
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["delivery"]["state"], "sent", "{last}");
+}

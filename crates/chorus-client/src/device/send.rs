@@ -187,6 +187,8 @@ impl Device {
             let timer = state.timer(&row.root);
             let mut outgoing = self.outgoing(&row, envelope_id, text, rolls, name, timer)?;
             outgoing.fresh_step = leaderless;
+            // A message that waited (the relay was away) keeps the time it was written.
+            outgoing.now_ms = u64::try_from(pending.created_ms).unwrap_or(outgoing.now_ms);
             let plan = cut.state()?.plan_send(
                 cut.key()?,
                 outgoing,
