@@ -366,6 +366,14 @@ enum IdentityCommand {
 
 #[derive(Subcommand)]
 enum DevicesCommand {
+    /// Rename a device of this identity (this one too) on all your devices.
+    Rename {
+        /// The device's name or the start of its id (4+ hex digits), as `chorus
+        /// devices` lists it.
+        device: String,
+        /// The new name (at most 64 bytes).
+        new_name: String,
+    },
     /// Remove a device from this identity for good (a lost or sold phone): every
     /// device refuses its records from now on and the relay no longer lets it in.
     /// Run it on another device of the identity (in primary-root, the primary).
@@ -778,6 +786,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         "It held the identity's root key: consider `chorus identity roll` to move to a new one."
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Devices {
+            command:
+                Some(DevicesCommand::Rename {
+                    device: given,
+                    new_name,
+                }),
+            ..
+        } => {
+            let device = open(&cli).await?;
+            let (was, now) = device.rename_device(given, new_name).await?;
+            match was == now {
+                true => println!("The device is already called {:?}.", printable(&now)),
+                false => println!(
+                    "Renamed the device {:?} to {:?} on all your devices.",
+                    printable(&was),
+                    printable(&now)
+                ),
             }
             Ok(())
         }
@@ -1514,7 +1542,7 @@ pub(crate) fn printable(text: &str) -> String {
 }
 
 /// `contact timer`'s duration: a number and a unit (s, m, h, d, w), or `off` (0).
-fn parse_timer(given: &str) -> Result<u64, String> {
+pub(crate) fn parse_timer(given: &str) -> Result<u64, String> {
     if given == "off" {
         return Ok(0);
     }
@@ -1541,7 +1569,7 @@ fn parse_timer(given: &str) -> Result<u64, String> {
 }
 
 /// A timer for people: the largest unit that divides it.
-fn duration_text(secs: u64) -> String {
+pub(crate) fn duration_text(secs: u64) -> String {
     for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);

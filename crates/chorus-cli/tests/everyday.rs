@@ -223,3 +223,37 @@ fn a_message_queued_while_the_relay_is_away_keeps_the_time_it_was_written() {
     let last = history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["delivery"]["state"], "sent", "{last}");
 }
+
+#[test]
+fn a_device_renamed_on_one_device_is_renamed_on_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_relay, laptop, phone, _bob) = alice_on_two_devices_with_bob(dir.path());
+    let names = |home: &Path| -> Vec<String> {
+        json(home, &["devices", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Refused, nothing changed: an unknown device, an empty or too long name.
+    fails(&laptop, &["devices", "rename", "tablet", "x"], 3);
+    fails(&laptop, &["devices", "rename", "phone", "  "], 6);
+    fails(&laptop, &["devices", "rename", "phone", &"n".repeat(65)], 6);
+    assert!(names(&phone).contains(&"phone".to_owned()));
+
+    let out = ok(&laptop, &["devices", "rename", "PHONE", "old phone"]);
+    assert!(
+        out.contains("Renamed the device \"phone\" to \"old phone\""),
+        "{out}"
+    );
+    for home in [&laptop, &phone] {
+        let listed = names(home);
+        assert!(listed.contains(&"old phone".to_owned()), "{listed:?}");
+        assert!(!listed.contains(&"phone".to_owned()), "{listed:?}");
+    }
+    // The new name finds it; the old one no longer does.
+    ok(&phone, &["devices", "rename", "old phone", "phone 2"]);
+    fails(&laptop, &["devices", "rename", "old phone", "x"], 3);
+    assert!(names(&laptop).contains(&"phone 2".to_owned()));
+}

@@ -106,6 +106,11 @@ pub fn timer_register(root: &[u8; 32]) -> String {
     keyed_register("timer", root)
 }
 
+/// The register holding the name a device was renamed to (`chorus devices rename`).
+pub fn device_name_register(device: &[u8; 32]) -> String {
+    keyed_register("device_name", device)
+}
+
 /// The register holding when `device` was last linked again.
 pub fn relinked_register(device: &[u8; 32]) -> String {
     keyed_register("relinked", device)
@@ -911,6 +916,17 @@ impl Constellation {
                     });
                 }
             }
+            EventKind::DeviceRenamed { device, name } => {
+                if self.roster_name(device).is_none() {
+                    return Err(LogError::UnknownDevice);
+                }
+                self.set_register(
+                    &device_name_register(device),
+                    name.as_bytes(),
+                    stamp,
+                    &mut effects,
+                );
+            }
             EventKind::TimerSet { contact, timer } => {
                 // The later setting wins whatever order the log has them in (both
                 // sides set it, each on its own log): by when, then the longer.
@@ -1368,8 +1384,16 @@ impl Constellation {
             .map(|d| d.name.clone())
     }
 
+    /// The name a device goes by: the one it was renamed to, else the one it was linked
+    /// with.
+    pub fn device_display_name(&self, device: &[u8; 32]) -> Option<String> {
+        self.register(&device_name_register(device))
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .or_else(|| self.roster_name(device))
+    }
+
     fn device_name(&self, device: &[u8; 32]) -> String {
-        self.roster_name(device)
+        self.device_display_name(device)
             .unwrap_or_else(|| "an unknown device".to_owned())
     }
 

@@ -73,8 +73,8 @@ pub use error::SessionError;
 pub use fold::{
     Constellation, Contact, EPOCH_LIFETIME_MS, Effect, Folded, HistoryEntry, Outcome,
     PREKEY_STREAM, PROFILE_REGISTER, Parts, RELAYS_REGISTER, ROSTER_STREAM, Record,
-    STRATEGY_REGISTER, Sessions, blocked_register, contact_name_register, relinked_register,
-    session_stream, timer_register, verified_register,
+    STRATEGY_REGISTER, Sessions, blocked_register, contact_name_register, device_name_register,
+    relinked_register, session_stream, timer_register, verified_register,
 };
 pub use lease::{LEASE_MAX_SKEW_MS, LEASE_MS, LEASE_RENEW_MS, LEASE_STREAM, Lease};
 pub use lww::{LamportClock, Lww, Stamp};

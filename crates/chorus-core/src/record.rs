@@ -143,6 +143,9 @@ pub enum LogError {
     /// An event about a contact this identity does not have.
     #[error("log event about an unknown contact")]
     UnknownContact,
+    /// An event about a device the roster never held.
+    #[error("log event about a device the roster never held")]
+    UnknownDevice,
     /// A session snapshot or ratchet delta that does not apply.
     #[error("log event's session state: {0}")]
     Session(#[from] SessionError),

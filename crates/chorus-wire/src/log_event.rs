@@ -204,6 +204,14 @@ pub enum EventKind {
         /// The contact's root key (its id here).
         contact: [u8; 32],
     },
+    /// The name every device shows for one of the identity's devices (last writer
+    /// wins; the roster keeps the name it was linked with).
+    DeviceRenamed {
+        /// The device's signing key.
+        device: [u8; 32],
+        /// Its name now (at most 64 bytes).
+        name: String,
+    },
     /// A conversation's disappearing-message timer, set here or adopted from the
     /// contact (the later setting wins: [`crate::Timer`]).
     TimerSet {
@@ -411,6 +419,13 @@ impl LogEvent {
                 contact: fixed("blocked.contact_id", &b.contact_id)?,
                 blocked: b.blocked,
             },
+            Kind::DeviceRenamed(r) => {
+                crate::check_display_name("device_renamed.name", &r.name)?;
+                EventKind::DeviceRenamed {
+                    device: fixed("device_renamed.device", &r.device)?,
+                    name: r.name,
+                }
+            }
             Kind::TimerSet(t) => EventKind::TimerSet {
                 contact: fixed("timer_set.contact_id", &t.contact_id)?,
                 timer: crate::Timer::from_proto(
@@ -600,6 +615,12 @@ impl LogEvent {
                 contact_id: contact.to_vec(),
                 blocked: *blocked,
             }),
+            EventKind::DeviceRenamed { device, name } => {
+                Kind::DeviceRenamed(proto::DeviceRenamed {
+                    device: device.to_vec(),
+                    name: name.clone(),
+                })
+            }
             EventKind::TimerSet { contact, timer } => Kind::TimerSet(proto::TimerSet {
                 contact_id: contact.to_vec(),
                 timer: Some(timer.to_proto()),
@@ -1170,6 +1191,10 @@ mod tests {
                 root: None,
             },
             EventKind::ContactRemoved { contact: [2; 32] },
+            EventKind::DeviceRenamed {
+                device: [5; 32],
+                name: "old phone".into(),
+            },
             EventKind::TimerSet {
                 contact: [2; 32],
                 timer: crate::Timer {

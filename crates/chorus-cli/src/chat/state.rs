@@ -27,6 +27,10 @@ pub(super) enum Ask {
     Block { contact: String, block: bool },
     /// Show the safety number with `contact`; `mark` sets or clears the verified mark.
     Verify { contact: String, mark: Option<bool> },
+    /// Set the conversation's disappearing-message timer (seconds, 0: off).
+    Timer { contact: String, secs: u64 },
+    /// Rename the contact on every device.
+    Rename { contact: String, to: String },
     /// Show the identity's devices.
     Devices,
     /// Show a new invitation code.
@@ -386,6 +390,17 @@ impl App {
                 };
                 vec![Ask::Verify { contact, mark }]
             }
+            ("/timer", Some(contact), _) => match crate::parse_timer(rest) {
+                Ok(secs) => vec![Ask::Timer { contact, secs }],
+                Err(e) => {
+                    self.error(&format!("/timer {e}"));
+                    Vec::new()
+                }
+            },
+            ("/rename", Some(contact), _) if !rest.is_empty() => vec![Ask::Rename {
+                contact,
+                to: rest.to_owned(),
+            }],
             ("/accept", _, Some(id)) => vec![Ask::Accept {
                 id,
                 name: (!rest.is_empty()).then(|| rest.to_owned()),
@@ -395,7 +410,7 @@ impl App {
                 contact,
                 block: name == "/block",
             }],
-            ("/verify" | "/block" | "/unblock", None, _) => {
+            ("/verify" | "/block" | "/unblock" | "/timer" | "/rename", None, _) => {
                 self.error(&format!("{name}: select a contact first"));
                 Vec::new()
             }
@@ -508,6 +523,8 @@ Ctrl-C         quit (also /quit)
 /devices             this identity's devices
 /invite              an invitation code for one new contact
 /block, /unblock     block or unblock the contact on all your devices
+/timer 1d|off        disappearing messages in this conversation (30s, 5m, 1h, 1d, 1w)
+/rename NAME         rename the contact on all your devices
 /accept [NAME]       make the selected message request a contact
 /block               (on a request) drop it and refuse its sender";
 
@@ -678,6 +695,30 @@ mod tests {
             vec![Ask::Send {
                 contact: "bob".into(),
                 text: "/slash".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn timer_and_rename_name_the_open_conversation() {
+        let mut app = with_contacts(&["bob"]);
+        typed(&mut app, "/timer 1d");
+        assert_eq!(
+            enter(&mut app),
+            vec![Ask::Timer {
+                contact: "bob".into(),
+                secs: 86_400
+            }]
+        );
+        typed(&mut app, "/timer soon");
+        assert!(enter(&mut app).is_empty());
+        assert!(matches!(app.status, Some(Status::Error(_))));
+        typed(&mut app, "/rename Robert B.");
+        assert_eq!(
+            enter(&mut app),
+            vec![Ask::Rename {
+                contact: "bob".into(),
+                to: "Robert B.".into()
             }]
         );
     }

@@ -222,6 +222,32 @@ async fn handle(device: &Device, ask: Ask, tell: &impl Fn(Update), queued: impl 
             Err(e) => Err(e.to_string()),
         },
         Ask::Verify { contact, mark } => verify(device, &contact, mark, tell).await,
+        Ask::Timer { contact, secs } => match device.set_timer(&contact, secs).await {
+            Ok((name, _)) => {
+                tell(Update::Notice(match secs {
+                    0 => format!("messages with {} no longer disappear", printable(&name)),
+                    s => format!(
+                        "messages with {} disappear {} after they are sent",
+                        printable(&name),
+                        crate::duration_text(s)
+                    ),
+                }));
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Ask::Rename { contact, to } => match device.rename_contact(&contact, &to).await {
+            Ok((from, to)) => {
+                tell(Update::Notice(format!(
+                    "renamed {} to {} on all your devices",
+                    printable(&from),
+                    printable(&to)
+                )));
+                tell(Update::Select(to));
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Ask::Devices => match device.devices().await {
             Ok(devices) => {
                 let now = super::now_ms();
@@ -352,7 +378,11 @@ fn notice(e: &Event) -> Option<Update> {
         )),
         Event::TimerChanged { contact, secs, .. } => Update::Notice(match secs {
             0 => format!("{} turned disappearing messages off", p(contact)),
-            s => format!("{} set disappearing messages ({s}s)", p(contact)),
+            s => format!(
+                "{} set disappearing messages: {}",
+                p(contact),
+                crate::duration_text(*s)
+            ),
         }),
         Event::ContactRemoved { contact } => {
             Update::Notice(format!("{} was removed on all your devices", p(contact)))

@@ -69,6 +69,34 @@ impl Device {
         })
     }
 
+    /// Renames the device `given` names (as [`Self::find_device`]) to `name` on every
+    /// device of the identity (a `DeviceRenamed` register in the log, the last writer
+    /// wins). Any device can rename any device of the identity, itself included.
+    /// Returns the old and the new name.
+    pub async fn rename_device(
+        &self,
+        given: &str,
+        name: &str,
+    ) -> Result<(String, String), ClientError> {
+        let name = chorus_wire::normalize_display_name(name);
+        chorus_wire::check_display_name("device name", &name)?;
+        self.sync_log().await?;
+        let k = self.known_device(given).await?;
+        if k.revoked_by.is_some() {
+            return Err(ClientError::UnknownDevice(given.to_owned()));
+        }
+        if k.name != name {
+            self.append(vec![crate::log::Pending::free(
+                chorus_wire::EventKind::DeviceRenamed {
+                    device: *k.key.as_bytes(),
+                    name: name.clone(),
+                },
+            )])
+            .await?;
+        }
+        Ok((k.name, name))
+    }
+
     /// The device `given` names, checked as one this device may revoke now (it holds
     /// the root key, the device is another one), the log folded first: what a
     /// confirmation names before [`Self::revoke_device`].
@@ -220,6 +248,19 @@ impl Device {
                 | RosterBody::RootRolled { .. } => {}
             }
         }
+        // A renamed device goes by its new name.
+        let mut conn = self.store.pool().acquire().await?;
+        for k in &mut known {
+            let renamed = crate::store::log_state::register(
+                &mut *conn,
+                &chorus_core::device_name_register(k.key.as_bytes()),
+            )
+            .await?;
+            if let Some(name) = renamed.and_then(|v| String::from_utf8(v).ok()) {
+                k.name = name;
+            }
+        }
+        drop(conn);
         let id = |k: &Known| hex::encode(k.key.as_bytes());
         // A whole id names one key and nothing else: what a confirmation showed is what
         // gets revoked, even if some device was linked under a name that looks like it.

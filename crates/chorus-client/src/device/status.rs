@@ -63,7 +63,16 @@ impl Device {
         let mut conn = self.store.pool().acquire().await?;
         let roster = load_roster(&mut conn, &self.log.keys.log_id).await?;
         let mut relinked = std::collections::HashMap::new();
+        let mut renamed = std::collections::HashMap::new();
         for d in roster.devices() {
+            let name = register(
+                &mut *conn,
+                &chorus_core::device_name_register(d.key.as_bytes()),
+            )
+            .await?;
+            if let Some(name) = name.and_then(|v| String::from_utf8(v).ok()) {
+                renamed.insert(*d.key.as_bytes(), name);
+            }
             let at = register(
                 &mut *conn,
                 &chorus_core::relinked_register(d.key.as_bytes()),
@@ -80,7 +89,7 @@ impl Device {
                 let key = *d.key.as_bytes();
                 DeviceInfo {
                     relinked_ms: relinked.get(&key).copied(),
-                    name: d.name.clone(),
+                    name: renamed.get(&key).cloned().unwrap_or_else(|| d.name.clone()),
                     id: hex::encode(&key[..8]),
                     added_ms: d.added_ms,
                     online: presence
