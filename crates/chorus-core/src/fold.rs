@@ -931,6 +931,12 @@ impl Constellation {
                 // The later setting wins whatever order the log has them in (both
                 // sides set it, each on its own log): by when, then the longer.
                 // Not by the log's stamps: the later setting is decided by the setting.
+                // A setting is never later than the record that logs it: a contact
+                // saying "set at the end of time" cannot lock the timer for good.
+                let timer = &chorus_wire::Timer {
+                    set_ms: timer.set_ms.min(event.timestamp_ms),
+                    secs: timer.secs,
+                };
                 if self.timer(contact).is_none_or(|held| *timer > held) {
                     let mut value = timer.set_ms.to_be_bytes().to_vec();
                     value.extend_from_slice(&timer.secs.to_be_bytes());

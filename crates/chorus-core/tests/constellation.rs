@@ -463,6 +463,46 @@ fn the_later_timer_setting_wins_whatever_order_the_log_has_them_in() {
 }
 
 #[test]
+fn a_timer_set_in_the_far_future_does_not_lock_the_setting() {
+    let (_, keys) = three_devices();
+    // A contact (adopted by keys[1]) said it set the timer at the end of time; a later
+    // setting of ours must still win.
+    let events = [
+        event(
+            keys[1],
+            1,
+            5_000,
+            EventKind::TimerSet {
+                contact: [1; 32],
+                timer: chorus_wire::Timer {
+                    set_ms: u64::MAX,
+                    secs: 60,
+                },
+            },
+        ),
+        event(
+            keys[0],
+            2,
+            9_000,
+            EventKind::TimerSet {
+                contact: [1; 32],
+                timer: chorus_wire::Timer {
+                    set_ms: 9_000,
+                    secs: 0,
+                },
+            },
+        ),
+    ];
+    assert_eq!(
+        folded(&events).0.timer(&[1; 32]),
+        Some(chorus_wire::Timer {
+            set_ms: 9_000,
+            secs: 0
+        })
+    );
+}
+
+#[test]
 fn a_removed_contact_is_gone_and_what_names_it_later_is_refused() {
     let (_, keys) = three_devices();
     let removed = |author, id: u8| {

@@ -285,7 +285,7 @@ impl Device {
         // A message saying another display name, or a later timer, goes through
         // `process` (`take_name`, `take_timer`).
         let their_name = their_name(&mut tx, name).await?;
-        let timer = super::timer::held_timer(&mut tx, &row.root).await?;
+        let their_timer = super::timer::their_timer(&mut tx, name).await?;
         // A blocked contact's messages are read (the session moves on) and dropped.
         let shown = delivery(self.is_blocked(&mut tx, &row.root).await?) == Delivery::Show;
         let now = self.now();
@@ -314,7 +314,7 @@ impl Device {
                         && p.name
                             .as_deref()
                             .is_none_or(|n| Some(n) == their_name.as_deref())
-                        && p.timer.is_none_or(|t| timer.is_some_and(|held| held >= t)) =>
+                        && p.timer.is_none_or(|t| Some(t) == their_timer) =>
                 {
                     p
                 }

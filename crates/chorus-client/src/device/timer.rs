@@ -122,18 +122,45 @@ pub(super) async fn held_timer(
 ) -> Result<Option<Timer>, ClientError> {
     let value =
         crate::store::log_state::register(&mut *conn, &chorus_core::timer_register(root)).await?;
-    Ok(value.and_then(|v| {
-        let v = <[u8; 16]>::try_from(v.as_slice()).ok()?;
-        let (set, secs) = v.split_at(8);
-        Some(Timer {
-            set_ms: u64::from_be_bytes(set.try_into().ok()?),
-            secs: u64::from_be_bytes(secs.try_into().ok()?),
-        })
-    }))
+    Ok(value.and_then(|v| decode(&v)))
 }
 
-/// What a contact's message says of the conversation's timer: a later setting than the
-/// one held is an event (adopted after the message is stored, [`Device::adopt_timers`]).
+/// A setting as stored: `set_ms` then `secs`, 8 bytes each, big-endian.
+fn encode(t: Timer) -> Vec<u8> {
+    let mut v = t.set_ms.to_be_bytes().to_vec();
+    v.extend_from_slice(&t.secs.to_be_bytes());
+    v
+}
+
+fn decode(v: &[u8]) -> Option<Timer> {
+    let v = <[u8; 16]>::try_from(v).ok()?;
+    let (set, secs) = v.split_at(8);
+    Some(Timer {
+        set_ms: u64::from_be_bytes(set.try_into().ok()?),
+        secs: u64::from_be_bytes(secs.try_into().ok()?),
+    })
+}
+
+/// The timer setting contact `alias`'s messages last said.
+pub(super) async fn their_timer(
+    conn: &mut SqliteConnection,
+    alias: &str,
+) -> Result<Option<Timer>, ClientError> {
+    let value: Option<Vec<u8>> = sqlx::query_scalar::<_, Option<Vec<u8>>>(
+        "SELECT their_timer FROM contacts WHERE name = $1",
+    )
+    .bind(alias)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    Ok(value.and_then(|v| decode(&v)))
+}
+
+/// What a contact's message says of the conversation's timer: only a change from what
+/// they said before counts, and then a later setting than the one held is an event
+/// (adopted after the message is stored, [`Device::adopt_timers`]; the fold clamps a
+/// setting to the time of the record that logs it, so a contact repeating a setting
+/// from the future is taken up once, not with every message).
 pub(super) async fn take_timer(
     conn: &mut SqliteConnection,
     alias: &str,
@@ -143,6 +170,14 @@ pub(super) async fn take_timer(
     let Some(said) = said else {
         return Ok(Vec::new());
     };
+    if their_timer(conn, alias).await? == Some(said) {
+        return Ok(Vec::new());
+    }
+    sqlx::query("UPDATE contacts SET their_timer = $1 WHERE name = $2")
+        .bind(encode(said))
+        .bind(alias)
+        .execute(&mut *conn)
+        .await?;
     if held_timer(conn, root)
         .await?
         .is_some_and(|held| held >= said)
