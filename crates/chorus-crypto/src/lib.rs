@@ -21,6 +21,7 @@ mod ed25519;
 mod entropy;
 mod epoch_key;
 mod error;
+mod file_key;
 mod fingerprint;
 mod handshake;
 mod history_key;
@@ -47,6 +48,7 @@ pub use ed25519::{
 pub use entropy::{Entropy, EntropyRng, SeededEntropy, SystemEntropy};
 pub use epoch_key::EpochKey;
 pub use error::CryptoError;
+pub use file_key::{FileDigest, FileKey};
 pub use fingerprint::{Fingerprint, SafetyNumber};
 pub use handshake::HandshakeSecret;
 pub use history_key::HistoryKey;

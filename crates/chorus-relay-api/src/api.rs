@@ -863,6 +863,29 @@ pub struct BlobPutResponse {
     pub quota: i64,
 }
 
+// ---------------------------------------------------------------- files
+
+/// `PUT /v1/logs/{log}/files/{locator}/{part}?expires_ms=…`: when the sender would
+/// like the part deleted. The relay keeps it no longer than its own bound, and says
+/// when it will delete it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePutQuery {
+    /// Milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+}
+
+/// Answer to a file part put.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FilePutResponse {
+    /// When the relay deletes the part: the asked time, or its own bound if sooner.
+    pub expires_ms: i64,
+    /// File bytes the log now holds (unexpired parts).
+    pub used: i64,
+    /// The log's file quota.
+    pub quota: i64,
+}
+
 // ---------------------------------------------------------------- recovery
 
 /// `PUT /v1/logs/{log}/recovery`: the log's recovery slot (replacing any earlier one,

@@ -86,3 +86,7 @@ pub const MAX_RENDEZVOUS_MESSAGE_BYTES: usize = chorus_wire::limits::MAX_LINK_ME
 /// message to many devices is several times one envelope, and the post, hex-encoded,
 /// must fit [`MAX_BODY_BYTES`].
 pub const MAX_DEVICE_POST_BYTES: usize = 1024 * 1024;
+
+/// Largest file part: a full part of a file's plaintext and its tag (the file
+/// format's own bound, `chorus_wire::limits::MAX_FILE_PART_LEN`).
+pub const MAX_FILE_PART_BYTES: usize = chorus_wire::limits::MAX_FILE_PART_LEN;

@@ -72,6 +72,12 @@ pub enum StoreError {
         /// The quota.
         quota: i64,
     },
+    /// The file locator holds another log's file.
+    #[error("file locator in use by another log")]
+    FileTaken,
+    /// The file part's time is up (the sweep has not deleted it yet).
+    #[error("file expired")]
+    FileExpired,
     /// The prekey address belongs to another log.
     #[error("address registered elsewhere")]
     AddressTaken,
@@ -214,6 +220,8 @@ impl From<StoreError> for ApiError {
                     .with_detail(json!({ "used": used, "quota": quota }))
             }
             StoreError::AddressTaken => ApiError::new(S::CONFLICT, "address_taken"),
+            StoreError::FileTaken => ApiError::new(S::CONFLICT, "file_taken"),
+            StoreError::FileExpired => ApiError::new(S::GONE, "expired"),
             StoreError::TooManyPrekeys => ApiError::new(S::CONFLICT, "too_many_prekeys"),
             StoreError::TooManyLogins => ApiError::rate_limited(),
             StoreError::ChannelExists => ApiError::new(S::CONFLICT, "channel_exists"),

@@ -237,9 +237,10 @@ pub async fn run(
         loop {
             tick.tick().await;
             match sweeper_state.sweep().await {
-                Ok(s) if s.envelopes + s.channels > 0 => {
+                Ok(s) if s.envelopes + s.file_parts + s.channels > 0 => {
                     tracing::info!(
                         envelopes = s.envelopes,
+                        file_parts = s.file_parts,
                         channels = s.channels,
                         "swept expired data"
                     )

@@ -45,6 +45,14 @@ pub const DEFAULT_MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
 /// Default total blob bytes per log.
 pub const DEFAULT_BLOB_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default total bytes of unexpired file parts per log: ten of the largest files
+/// (`chorus_wire::limits::MAX_FILE_LEN`), or thousands of photos.
+pub const DEFAULT_FILE_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Default longest a file part is kept: a file is fetched by every device of its
+/// reader, some of which may be away for weeks (as long as envelopes wait).
+pub const DEFAULT_MAX_FILE_TTL: Duration = DEFAULT_MAILBOX_TTL;
+
 /// Most one-time prekeys (of each kind) stored per address.
 pub const MAX_PREKEYS_STORED: u32 = 1000;
 
@@ -178,6 +186,10 @@ pub struct Limits {
     pub blob_quota_bytes: u64,
     /// Total unexpired envelope payload bytes per log, over all its mailboxes.
     pub envelope_quota_bytes: u64,
+    /// Total unexpired file part bytes per log.
+    pub file_quota_bytes: u64,
+    /// Longest a file part is kept.
+    pub max_file_ttl: Duration,
     /// Most log records stored per log (trimmed ones no longer count).
     pub max_records_per_log: u64,
     /// Posts per mailbox from one source address.
@@ -209,6 +221,8 @@ impl Default for Limits {
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
             blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,
             envelope_quota_bytes: DEFAULT_ENVELOPE_QUOTA_BYTES,
+            file_quota_bytes: DEFAULT_FILE_QUOTA_BYTES,
+            max_file_ttl: DEFAULT_MAX_FILE_TTL,
             max_records_per_log: DEFAULT_MAX_RECORDS_PER_LOG,
             mailbox_post_rate: DEFAULT_MAILBOX_POST_RATE,
             append_rate: DEFAULT_APPEND_RATE,

@@ -24,13 +24,14 @@ use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::extract::{Bulk, ClientIp, Q, Segs};
 use crate::limits::{
-    MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_PAGE, MAX_PAGE_BYTES,
-    MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
+    MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_FILE_PART_BYTES, MAX_PAGE,
+    MAX_PAGE_BYTES, MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
 };
 use crate::page;
 use crate::ratelimit::Kind;
 use crate::store::{
-    AppendJob, AppendRejection, DeviceAdded, DevicePost, EnvelopePost, Event, MailboxPolicy,
+    AppendJob, AppendRejection, DeviceAdded, DevicePost, EnvelopePost, Event, FilePart,
+    MailboxPolicy,
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -95,8 +96,13 @@ pub(crate) fn router(state: AppState) -> Router {
             get(get_blob).put(put_blob).delete(delete_blob),
         )
         .layer(DefaultBodyLimit::max(blob_limit));
+    let file_routes = Router::new()
+        .route("/v1/logs/{log}/files/{locator}/{part}", put(put_file_part))
+        .route("/v1/files/{locator}/{part}", get(get_file_part))
+        .layer(DefaultBodyLimit::max(MAX_FILE_PART_BYTES));
     json_routes
         .merge(blob_routes)
+        .merge(file_routes)
         .fallback(|| async { ApiError::not_found() })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -950,6 +956,80 @@ async fn delete_blob(
     } else {
         Err(ApiError::not_found())
     }
+}
+
+// ---------------------------------------------------------------- files
+
+/// The index of a file's part in a path: a decimal `u32`.
+fn part_index(part: &str) -> ApiResult<u32> {
+    match part.parse::<u32>() {
+        Ok(n) if part.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(ApiError::invalid("bad_id")),
+    }
+}
+
+/// A device stores one encrypted part of a file it sends; the part is kept until the
+/// time the sender asks for, or the relay's own bound if sooner, and counts against
+/// the log's file quota until then.
+async fn put_file_part(
+    State(state): State<AppState>,
+    authed: Authed,
+    Segs((log, locator, part)): Segs<(String, String, String)>,
+    Q(q): Q<FilePutQuery>,
+    Body(body): Body,
+) -> ApiResult<Json<FilePutResponse>> {
+    let log_id = Id32::parse(&log)?;
+    authed.for_log(&log_id)?;
+    let locator = Id32::parse(&locator)?;
+    let part = part_index(&part)?;
+    if body.len() > MAX_FILE_PART_BYTES {
+        return Err(ApiError::too_large("body_too_large"));
+    }
+    let now = state.now();
+    let limits = state.limits();
+    if q.expires_ms <= now {
+        return Err(ApiError::invalid("expired"));
+    }
+    let expires_ms = q
+        .expires_ms
+        .min(now.saturating_add(duration_ms(limits.max_file_ttl)));
+    let used = state
+        .store()
+        .put_file_part(FilePart {
+            log_id,
+            locator,
+            part,
+            data: &body,
+            expires_ms,
+            quota: limits.file_quota_bytes,
+        })
+        .await?;
+    Ok(Json(FilePutResponse {
+        expires_ms,
+        used,
+        quota: i64::try_from(limits.file_quota_bytes).unwrap_or(i64::MAX),
+    }))
+}
+
+/// Anyone who knows a file's locator (a reader of the message that carries it, on
+/// any relay) fetches its parts: no session, since the reader is not of this log.
+/// The locator is 32 random bytes, and every part is sealed under a key the relay
+/// never sees.
+async fn get_file_part(
+    State(state): State<AppState>,
+    Segs((locator, part)): Segs<(String, String)>,
+) -> ApiResult<Response> {
+    let locator = Id32::parse(&locator)?;
+    let part = part_index(&part)?;
+    let (data, expires_ms) = state
+        .store()
+        .file_part(locator, part)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if expires_ms <= state.now() {
+        return Err(crate::error::StoreError::FileExpired.into());
+    }
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
 // ---------------------------------------------------------------- rendezvous

@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// Unexpired envelope bytes per log, over all its mailboxes.
     #[arg(long, env = "CHORUS_RELAY_ENVELOPE_QUOTA_BYTES", default_value_t = limits::DEFAULT_ENVELOPE_QUOTA_BYTES)]
     pub envelope_quota_bytes: u64,
+    /// Unexpired file bytes per log (files sent with messages).
+    #[arg(long, env = "CHORUS_RELAY_FILE_QUOTA_BYTES", default_value_t = limits::DEFAULT_FILE_QUOTA_BYTES)]
+    pub file_quota_bytes: u64,
+    /// Longest a file sent with a message is kept, in seconds.
+    #[arg(long, env = "CHORUS_RELAY_MAX_FILE_TTL_SECS", default_value_t = limits::DEFAULT_MAX_FILE_TTL.as_secs())]
+    pub max_file_ttl_secs: u64,
     /// Stored records per log.
     #[arg(long, env = "CHORUS_RELAY_MAX_RECORDS", default_value_t = limits::DEFAULT_MAX_RECORDS_PER_LOG)]
     pub max_records: u64,
@@ -145,6 +151,8 @@ impl ServeArgs {
             max_blob_bytes: self.max_blob_bytes,
             blob_quota_bytes: self.blob_quota_bytes,
             envelope_quota_bytes: self.envelope_quota_bytes,
+            file_quota_bytes: self.file_quota_bytes,
+            max_file_ttl: Duration::from_secs(self.max_file_ttl_secs),
             max_records_per_log: self.max_records,
             mailbox_post_rate: rate(self.mailbox_rate, 10.0),
             append_rate: rate(self.append_rate, 10.0),

@@ -12,7 +12,8 @@ use chorus_relay::Limits;
 use chorus_relay::limits::*;
 use chorus_wire::{RosterBody, SecurityLevel};
 use common::{
-    Backend, Device, Hex32, Relay, authorize, genesis, record, revocation, root, roster_entry,
+    Backend, Device, Hex32, Relay, START_MS, authorize, genesis, record, revocation, root,
+    roster_entry,
 };
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -55,6 +56,7 @@ both_backends!(
     concurrent_prekey_fetches_never_share_a_one_time_key,
     prekey_fetch_rate_at_bound_then_limited,
     blob_quota_and_size_bounds,
+    limits_file_parts_are_fetched_by_locator_within_quota_and_expire,
     rendezvous_channel_lives_ten_minutes_and_is_gone_after_close,
     presence_is_visible_to_siblings_and_fades,
     malformed_input_gets_a_code_and_changes_nothing,
@@ -2754,6 +2756,185 @@ async fn blob_quota_and_size_bounds(b: Backend) {
     let (s, _) = r.get(&blob(1), Some(&tok)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, v) = r.raw(Method::PUT, &blob(3), Some(&tok), vec![3; 600]).await;
+    assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(1000)));
+}
+
+/// Files sent with messages: a device of the log stores encrypted parts under a
+/// locator; anyone who knows the locator fetches them without a session (the reader
+/// is not of this log); another log cannot add to or replace the file; the part size,
+/// the log's file quota and the longest time kept are bounds; an expired part says so
+/// until the sweep deletes it (and gives its bytes back to the quota).
+async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Backend) {
+    let limits = Limits {
+        file_quota_bytes: 1000,
+        max_file_ttl: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(31).await;
+    let (other_log, _, other_tok) = r.identity(32).await;
+    let locator = Hex32::from_u64(77);
+    let now = START_MS;
+    let put = |log: &Hex32, part: &str, expires: i64| {
+        format!(
+            "/v1/logs/{}/files/{}/{part}?expires_ms={expires}",
+            log.0, locator.0
+        )
+    };
+    let get = |part: &str| format!("/v1/files/{}/{part}", locator.0);
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "0", now + 60_000),
+            Some(&tok),
+            vec![1; 600],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["used"].clone(), v["expires_ms"].clone()),
+        (json!(600), json!(now + 60_000))
+    );
+    // Asked to keep it longer than its bound: the relay says when it will delete it.
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "1", now + 10 * 3_600_000),
+            Some(&tok),
+            vec![2; 400],
+        )
+        .await;
+    assert_eq!(
+        (s, v["expires_ms"].clone()),
+        (StatusCode::OK, json!(now + 3_600_000))
+    );
+    assert_eq!(v["used"], json!(1000), "exactly at quota");
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "2", now + 60_000),
+            Some(&tok),
+            vec![3; 1],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INSUFFICIENT_STORAGE, json!("quota_exceeded"))
+    );
+    // Fetched by anyone, no token needed.
+    let resp = r
+        .http
+        .get(format!("{}{}", r.base, get("0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), vec![1; 600]);
+    let (s, _) = r.get(&get("2"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another log cannot add a part to the file, or replace one.
+    for part in ["0", "5"] {
+        let (s, v) = r
+            .raw(
+                Method::PUT,
+                &put(&other_log, part, now + 60_000),
+                Some(&other_tok),
+                vec![9; 10],
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::CONFLICT, json!("file_taken"))
+        );
+    }
+    // Nor may it write through its session under this log.
+    let (s, _) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "3", now + 60_000),
+            Some(&other_tok),
+            vec![9; 10],
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Bad input: changes nothing.
+    let big = vec![0; chorus_relay_api::limits::MAX_FILE_PART_BYTES + 1];
+    let (s, v) = r
+        .raw(Method::PUT, &put(&log, "0", now + 60_000), Some(&tok), big)
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("body_too_large"))
+    );
+    for part in ["-1", "x", "4294967296", "+1"] {
+        let (s, v) = r
+            .raw(
+                Method::PUT,
+                &put(&log, part, now + 60_000),
+                Some(&tok),
+                vec![1],
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_id")),
+            "{part}"
+        );
+        let (s, v) = r.get(&get(part), None).await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (StatusCode::BAD_REQUEST, json!("bad_id")),
+            "{part}"
+        );
+    }
+    let (s, v) = r
+        .raw(Method::PUT, &put(&log, "0", now), Some(&tok), vec![1])
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("expired"))
+    );
+    let no_expiry = format!("/v1/logs/{}/files/{}/0", log.0, locator.0);
+    let (s, v) = r.raw(Method::PUT, &no_expiry, Some(&tok), vec![1]).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("malformed"))
+    );
+    let (s, v) = r
+        .raw(Method::PUT, &put(&log, "0", now + 60_000), None, vec![1])
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let resp = r
+        .http
+        .get(format!("{}{}", r.base, get("0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.bytes().await.unwrap().to_vec(),
+        vec![1; 600],
+        "unchanged"
+    );
+    // Expired: said so until swept, then gone, and its bytes count no more.
+    r.clock.advance(Duration::from_secs(61));
+    let (s, v) = r.get(&get("0"), None).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::GONE, json!("expired"))
+    );
+    assert_eq!(r.state.sweep().await.unwrap().file_parts, 1);
+    let (s, _) = r.get(&get("0"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "2", now + 120_000),
+            Some(&tok),
+            vec![3; 600],
+        )
+        .await;
     assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(1000)));
 }
 

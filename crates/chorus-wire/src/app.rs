@@ -9,6 +9,7 @@
 
 use prost::Message;
 
+use crate::Attachment;
 use crate::error::field;
 use crate::invitation::{MailboxId, check_relay_url};
 use crate::limits::{
@@ -132,6 +133,8 @@ pub struct Payload {
     /// The conversation's disappearing-message timer as the sender holds it (`None`
     /// until one was ever set).
     pub timer: Option<Timer>,
+    /// A file sent with the message (the text is then its caption, maybe empty).
+    pub file: Option<Attachment>,
 }
 
 /// A conversation's disappearing-message timer. Of two settings the later one wins
@@ -232,6 +235,7 @@ impl Payload {
             roll_seen,
             name,
             timer,
+            file: p.file.as_ref().map(Attachment::from_proto).transpose()?,
         })
     }
 
@@ -263,6 +267,9 @@ impl Payload {
         if let Some(t) = self.timer {
             t.check("payload.timer")?;
         }
+        if let Some(f) = &self.file {
+            f.check()?;
+        }
         Ok(proto::Payload {
             version: WIRE_VERSION,
             sent_ms: self.sent_ms,
@@ -275,6 +282,7 @@ impl Payload {
                 .unwrap_or_default(),
             name: self.name.clone().unwrap_or_default(),
             timer: self.timer.map(Timer::to_proto),
+            file: self.file.as_ref().map(Attachment::to_proto),
         }
         .encode_to_vec())
     }
@@ -445,6 +453,7 @@ mod tests {
             IdentityRoll::sign(&old, &new, IdentityKeys::sign(&new, dh))
         };
         let p = Payload {
+            file: None,
             sent_ms: u64::MAX,
             text: "x".repeat(MAX_TEXT_LEN),
             hello: Some(hello()),
@@ -464,6 +473,7 @@ mod tests {
     #[test]
     fn a_display_name_in_a_payload_is_bounded_both_ways_and_empty_means_unsaid() {
         let mut p = Payload {
+            file: None,
             sent_ms: 1,
             text: "hi".into(),
             hello: None,
@@ -507,6 +517,7 @@ mod tests {
     #[test]
     fn a_timer_over_28_days_is_refused_both_ways() {
         let mut p = Payload {
+            file: None,
             sent_ms: 1,
             text: "hi".into(),
             hello: None,
@@ -541,6 +552,7 @@ mod tests {
     #[test]
     fn a_text_one_byte_over_the_limit_is_refused_both_ways() {
         let mut p = Payload {
+            file: None,
             sent_ms: 1,
             text: "x".repeat(MAX_TEXT_LEN + 1),
             hello: None,

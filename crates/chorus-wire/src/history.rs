@@ -38,6 +38,8 @@ pub struct HistoryItem {
     pub position: i64,
     /// The text.
     pub text: String,
+    /// The file sent with it.
+    pub file: Option<crate::Attachment>,
 }
 
 /// One chunk of a history archive.
@@ -63,6 +65,7 @@ fn to_proto(i: &HistoryItem) -> proto::HistoryItem {
         stored_ms: i.stored_ms,
         position: i.position,
         text: i.text.clone(),
+        file: i.file.as_ref().map(crate::Attachment::to_proto),
     }
 }
 
@@ -105,6 +108,11 @@ impl HistoryChunk {
                     sent_ms: i.sent_ms,
                     stored_ms: i.stored_ms,
                     position: i.position,
+                    file: i
+                        .file
+                        .as_ref()
+                        .map(crate::Attachment::from_proto)
+                        .transpose()?,
                     text: i.text,
                 })
             })
@@ -128,6 +136,7 @@ mod tests {
             stored_ms: i64::from(n) * 1001,
             position: i64::from(n),
             text: format!("message {n}"),
+            file: None,
         }
     }
 

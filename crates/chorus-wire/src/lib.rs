@@ -15,6 +15,7 @@
 //! ```
 
 mod app;
+mod attachment;
 mod checkpoint;
 mod device_list;
 mod error;
@@ -42,6 +43,7 @@ pub use app::{
     DirectoryEntry, Envelope, Hello, Payload, Timer, check_display_name, check_text, is_invisible,
     normalize_display_name,
 };
+pub use attachment::{Attachment, check_file_name, parts_of};
 pub use checkpoint::{
     Checkpoint, CheckpointContact, CheckpointHandshake, CheckpointMailbox, CheckpointOutbox,
     CheckpointPrekey, CheckpointRegister, CheckpointStream,

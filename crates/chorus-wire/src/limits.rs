@@ -111,3 +111,22 @@ pub const MAX_LISTED_DEVICES: usize = 64;
 /// Largest encoded device list: [`MAX_LISTED_DEVICES`] entries of two 32-byte ids and
 /// a generation (~75 bytes each with framing), a root key and a signature.
 pub const MAX_DEVICE_LIST_LEN: usize = 8 * 1024;
+
+/// Largest file a message carries (`chorus send --file`): large enough for photos,
+/// documents and short videos, small enough that one person cannot fill a relay's
+/// file quota with a handful of sends.
+pub const MAX_FILE_LEN: u64 = 100 * 1024 * 1024;
+
+/// A file's plaintext is encrypted in parts of this many bytes (the last may be
+/// shorter): both ends hold one part in memory at a time, and an interrupted
+/// transfer loses at most one part.
+pub const FILE_PART_LEN: usize = 256 * 1024;
+
+/// Most bytes of one encrypted file part: a full part and its 16-byte tag.
+pub const MAX_FILE_PART_LEN: usize = FILE_PART_LEN + 16;
+
+/// Longest file name a message carries (the common file-system limit).
+pub const MAX_FILE_NAME_LEN: usize = 255;
+
+/// Longest media type (RFC 6838 allows 127 bytes on either side of the slash).
+pub const MAX_MEDIA_TYPE_LEN: usize = 255;

@@ -6,6 +6,7 @@
 use prost::Message;
 use zeroize::Zeroizing;
 
+use crate::Attachment;
 use crate::invitation::check_relay_url;
 use crate::limits::{
     MAX_CONTACT_SESSION_LEN, MAX_ENVELOPE_LEN, MAX_EPOCH_KEY_RECIPIENTS, MAX_LOG_EVENT_LEN,
@@ -76,6 +77,8 @@ pub struct FirstMessage {
     pub sent_ms: u64,
     /// The text.
     pub text: String,
+    /// The file sent with it.
+    pub file: Option<Attachment>,
 }
 
 /// One sent message with its ratchet delta (the escrow of DESIGN §6).
@@ -95,6 +98,8 @@ pub struct SentMessage {
     pub sent_ms: u64,
     /// The transcript.
     pub text: String,
+    /// The file sent with it (every sibling can fetch it).
+    pub file: Option<Attachment>,
     /// The ratchet delta.
     pub ratchet_delta: SecretBytes,
     /// The envelope went to the relay in the same atomic request as this record (a
@@ -548,6 +553,7 @@ impl LogEvent {
                 envelope: m.envelope.clone(),
                 sent_ms: m.sent_ms,
                 text: m.text.clone(),
+                file: m.file.as_ref().map(Attachment::to_proto),
                 ratchet_delta: m.ratchet_delta.as_bytes().to_vec(),
                 bundled: m.bundled,
                 per_device: m.per_device,
@@ -806,6 +812,7 @@ fn checked_message(m: proto::FirstMessage) -> Result<FirstMessage, WireError> {
     Ok(FirstMessage {
         envelope_id: fixed("first_message.envelope_id", &m.envelope_id)?,
         sent_ms: m.sent_ms,
+        file: m.file.as_ref().map(Attachment::from_proto).transpose()?,
         text: m.text,
     })
 }
@@ -815,6 +822,7 @@ fn encode_message(m: &FirstMessage) -> proto::FirstMessage {
         envelope_id: m.envelope_id.to_vec(),
         sent_ms: m.sent_ms,
         text: m.text.clone(),
+        file: m.file.as_ref().map(Attachment::to_proto),
     }
 }
 
@@ -844,6 +852,7 @@ fn decode_sent(m: proto::Sent) -> Result<SentMessage, WireError> {
         mailbox: fixed("sent.mailbox_id", &m.mailbox_id)?,
         envelope: m.envelope,
         sent_ms: m.sent_ms,
+        file: m.file.as_ref().map(Attachment::from_proto).transpose()?,
         text: m.text,
         ratchet_delta: SecretBytes::new(m.ratchet_delta),
         bundled: m.bundled,
@@ -1003,6 +1012,7 @@ mod tests {
 
     fn sent() -> SentMessage {
         SentMessage {
+            file: None,
             contact: [2; 32],
             envelope_id: [3; 16],
             relay_url: "https://relay.example".into(),
@@ -1166,6 +1176,7 @@ mod tests {
             EventKind::ForwardRequested {
                 contact: [5; 32],
                 message: FirstMessage {
+                    file: None,
                     envelope_id: [6; 16],
                     sent_ms: 1_700_000_000_000,
                     text: "through the leader".into(),
@@ -1407,6 +1418,7 @@ mod tests {
             LogEvent::decode(&p.encode_to_vec())
         };
         let message = |id: Vec<u8>, text: &str| proto::FirstMessage {
+            file: None,
             envelope_id: id,
             sent_ms: 1,
             text: text.into(),

@@ -229,8 +229,27 @@ pub type ChannelRow = (i64, Vec<u8>);
 pub struct Swept {
     /// Expired envelopes.
     pub envelopes: u64,
+    /// Expired file parts.
+    pub file_parts: u64,
     /// Expired rendezvous channels.
     pub channels: u64,
+}
+
+/// One part of a file to store ([`RelayStore::put_file_part`]).
+#[derive(Debug)]
+pub struct FilePart<'a> {
+    /// The uploading log (whose quota it counts against).
+    pub log_id: Id32,
+    /// The file's locator.
+    pub locator: Id32,
+    /// The part's index.
+    pub part: u32,
+    /// The encrypted part.
+    pub data: &'a [u8],
+    /// When the sweep deletes it.
+    pub expires_ms: i64,
+    /// The log's file quota.
+    pub quota: u64,
 }
 
 /// How a mailbox takes envelopes from people who are not yet contacts.
@@ -548,6 +567,18 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// Deletes a blob; false if absent.
     fn delete_blob(&self, log_id: Id32, blob_id: Id32) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Stores one part of a file (or replaces it, for the log that stored it) within
+    /// the log's file quota; returns the file bytes the log now holds. A locator
+    /// holding another log's file is refused (`FileTaken`).
+    fn put_file_part<'a>(&'a self, part: FilePart<'a>) -> BoxFuture<'a, StoreResult<i64>>;
+
+    /// A file part's bytes and when it expires (anyone who knows the locator).
+    fn file_part(
+        &self,
+        locator: Id32,
+        part: u32,
+    ) -> BoxFuture<'_, StoreResult<Option<(Vec<u8>, i64)>>>;
 
     /// Moves the log's root from `current` (where `None` in the row stands for
     /// `genesis_root`) to `new`; `false`, changing nothing, if the log's root is not

@@ -1167,6 +1167,81 @@ macro_rules! sql_store {
                 })
             }
 
+            fn put_file_part<'a>(&'a self, p: FilePart<'a>) -> BoxFuture<'a, StoreResult<i64>> {
+                Box::pin(async move {
+                    let (_guard, mut tx) = self.begin_write().await?;
+                    let used: i64 = sqlx::query_scalar(concat!(
+                        "SELECT file_bytes FROM logs WHERE log_id = $1",
+                        $lock
+                    ))
+                    .bind(&p.log_id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                    // A locator is the first uploader's: no other log may add to the
+                    // file or replace a part of it.
+                    let owner: Option<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT log_id FROM file_parts WHERE locator = $1 LIMIT 1",
+                    )
+                    .bind(&p.locator.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if owner.is_some_and(|o| o != p.log_id.0) {
+                        return Err(StoreError::FileTaken);
+                    }
+                    let old: i64 = sqlx::query_scalar(
+                        "SELECT size FROM file_parts WHERE locator = $1 AND part = $2",
+                    )
+                    .bind(&p.locator.0[..])
+                    .bind(i64::from(p.part))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                    let new_used = used - old + int(p.data.len());
+                    let quota = int(p.quota);
+                    if new_used > quota {
+                        return Err(StoreError::QuotaExceeded { used, quota });
+                    }
+                    sqlx::query(
+                        "INSERT INTO file_parts (locator, part, log_id, data, size, expires_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (locator, part) DO UPDATE SET data = excluded.data, \
+                         size = excluded.size, expires_ms = excluded.expires_ms",
+                    )
+                    .bind(&p.locator.0[..])
+                    .bind(i64::from(p.part))
+                    .bind(&p.log_id.0[..])
+                    .bind(p.data)
+                    .bind(int(p.data.len()))
+                    .bind(p.expires_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE logs SET file_bytes = $2 WHERE log_id = $1")
+                        .bind(&p.log_id.0[..])
+                        .bind(new_used)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(new_used)
+                })
+            }
+
+            fn file_part(
+                &self,
+                locator: Id32,
+                part: u32,
+            ) -> BoxFuture<'_, StoreResult<Option<(Vec<u8>, i64)>>> {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(
+                        "SELECT data, expires_ms FROM file_parts WHERE locator = $1 AND part = $2",
+                    )
+                    .bind(&locator.0[..])
+                    .bind(i64::from(part))
+                    .fetch_optional(&self.pool)
+                    .await?)
+                })
+            }
+
             fn roll_root<'a>(
                 &'a self,
                 log_id: Id32,
@@ -1434,6 +1509,21 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    // Expired file parts leave their logs' file quotas, then go.
+                    sqlx::query(
+                        "UPDATE logs SET file_bytes = file_bytes - d.bytes FROM ( \
+                           SELECT log_id, CAST(SUM(size) AS BIGINT) AS bytes FROM file_parts \
+                           WHERE expires_ms <= $1 GROUP BY log_id) AS d \
+                         WHERE logs.log_id = d.log_id",
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let file_parts = sqlx::query("DELETE FROM file_parts WHERE expires_ms <= $1")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     let channels = sqlx::query("DELETE FROM channels WHERE expires_ms <= $1")
                         .bind(now)
                         .execute(&mut *tx)
@@ -1446,7 +1536,11 @@ macro_rules! sql_store {
                             .await?;
                     }
                     tx.commit().await?;
-                    Ok(Swept { envelopes, channels })
+                    Ok(Swept {
+                        envelopes,
+                        file_parts,
+                        channels,
+                    })
                 })
             }
 

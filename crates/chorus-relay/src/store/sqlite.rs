@@ -19,8 +19,8 @@ use tokio::sync::{Mutex, MutexGuard, broadcast};
 use super::sql::{id16, id32, int, sql_store};
 use super::{
     AppendJob, AppendOutcome, AppendRejection, BundleOutcome, DeviceAdded, DevicePost, DeviceRow,
-    EnvelopePost, Event, LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted, RecordPage,
-    Swept,
+    EnvelopePost, Event, FilePart, LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted,
+    RecordPage, Swept,
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,
