@@ -5,12 +5,12 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | internal error or corrupt local store |
-//! | 2 | usage: bad flags or arguments (clap), unreadable input |
-//! | 3 | not found: no identity in the home, unknown contact, message request or address |
-//! | 4 | relay: unreachable or refused (a message is kept in the outbox) |
+//! | 2 | usage: bad flags or arguments (clap), unreadable input, a file that cannot be read or written |
+//! | 3 | not found: no identity in the home, unknown contact, message request, address or file; a file that expired |
+//! | 4 | relay: unreachable or refused (a message is kept in the outbox), or a file it gave that does not check out |
 //! | 5 | wrong passphrase or key file, or the other unlock method |
-//! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), a link code given to `accept`, oversized, empty or whitespace-only message, stdin that is not UTF-8, bad or ambiguous name |
-//! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed, a removal not confirmed; `relay serve`: the address is in use |
+//! | 6 | invalid input: bad invitation code, address or relay URL (or one a contact gave that this device will not contact), a link code given to `accept`, oversized, empty or whitespace-only message, stdin that is not UTF-8, bad or ambiguous name, a file over the size limit |
+//! | 7 | conflict: already initialised, invitation already accepted, contact exists, link code expired or used, link not confirmed, a removal not confirmed, a file that changed while sent or a destination that exists; `relay serve`: the address is in use |
 //! | 8 | `chorus demo`: a check failed |
 //! | 9 | this device was removed from its identity (revoked by another device): link it again in a new home |
 
@@ -61,6 +61,16 @@ impl From<ClientError> for Failure {
                 | chorus_client::RelayError::ForbiddenUrl { .. },
             ) => INVALID,
             E::Relay(chorus_client::RelayError::NotRegistered { .. }) => REMOVED,
+            E::File(f) => {
+                use chorus_client::FileError as F;
+                match f {
+                    F::Unreadable { .. } | F::Unwritable { .. } => USAGE,
+                    F::TooLarge { .. } | F::BadName { .. } | F::Ambiguous(_) => INVALID,
+                    F::Unknown(_) | F::Expired { .. } | F::Missing(_) => NOT_FOUND,
+                    F::Tampered(_) => RELAY,
+                    F::Changed(_) | F::Exists(_) => CONFLICT,
+                }
+            }
             E::Relay(_) => RELAY,
             E::Store(StoreError::WrongKey | StoreError::WrongUnlockMethod { .. })
             | E::Store(StoreError::MissingKeyFile(_) | StoreError::InsecureKeyFile { .. }) => {

@@ -212,12 +212,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a message (TEXT, or stdin when omitted).
+    /// Send a message (TEXT, or stdin when omitted), or a file with `--file`.
     Send {
         /// The contact's alias.
         contact: String,
-        /// The text.
+        /// The text (with `--file`: the file's caption, none when omitted).
         text: Option<String>,
+        /// A file to send: encrypted on this device, stored on your relay until it
+        /// expires, and fetched by every device of the contact and of yours.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Files sent and received, newest first (`chorus save ID` fetches one).
+    Files {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a file (ID as `chorus files` shows it), check it, and write it to PATH
+    /// (a directory: under the file's name; default: the current directory). Never
+    /// replaces a file.
+    Save {
+        /// The file's id (or a unique start of it, at least 4 digits).
+        id: String,
+        /// Where to write it.
+        path: Option<PathBuf>,
     },
     /// Show the conversation with a contact, oldest first.
     History {
@@ -1082,7 +1101,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Send { contact, text } => {
+        Command::Send {
+            contact,
+            text,
+            file: None,
+        } => {
             let device = open(&cli).await?;
             let text = match text {
                 Some(t) => t.clone(),
@@ -1090,6 +1113,61 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let outcome = device.send(contact, &text).await?;
             report_queued(outcome)
+        }
+        Command::Send {
+            contact,
+            text,
+            file: Some(path),
+        } => {
+            let device = open(&cli).await?;
+            let bar = transfer_bar("sending");
+            let outcome = device
+                .send_file(
+                    contact,
+                    path,
+                    text.as_deref().unwrap_or(""),
+                    &mut |done, all| show_transfer(&bar, done, all),
+                )
+                .await;
+            bar.finish_and_clear();
+            report_queued(outcome?)
+        }
+        Command::Files { json } => {
+            let device = open(&cli).await?;
+            let files = device.files().await?;
+            if *json {
+                return print_json(&files);
+            }
+            if files.is_empty() {
+                println!("No files yet. Send one with `chorus send CONTACT --file PATH`.");
+            }
+            for f in &files {
+                let who = match f.outgoing {
+                    true => format!("to {}", f.contact),
+                    false => format!("from {}", f.contact),
+                };
+                println!(
+                    "{}  {}  {}  {}  {}{}",
+                    f.file.id,
+                    when(f.sent_ms, chat::now_ms(), false),
+                    printable(&who),
+                    printable(&f.file.name),
+                    indicatif::HumanBytes(f.file.size),
+                    expiry_note(f.file.expires_ms),
+                );
+            }
+            Ok(())
+        }
+        Command::Save { id, path } => {
+            let device = open(&cli).await?;
+            let bar = transfer_bar("fetching");
+            let dest = path.clone().unwrap_or_else(|| PathBuf::from("."));
+            let saved = device
+                .save_file(id, &dest, &mut |done, all| show_transfer(&bar, done, all))
+                .await;
+            bar.finish_and_clear();
+            println!("Saved {}", quoted(&saved?.display().to_string()));
+            Ok(())
         }
         Command::History {
             contact,
@@ -1484,10 +1562,57 @@ fn print_message(m: &Message, me: &str, to: bool) {
         (true, false) => me.to_owned(),
         (false, _) => m.contact.clone(),
     };
-    let lines = message_lines(clock(m.sent_ms), &who, &m.text);
+    let lines = message_lines(clock(m.sent_ms), &who, &shown_text(m));
     match delivery_note(m) {
         Some(note) => println!("{lines}\n  ({note})"),
         None => println!("{lines}"),
+    }
+}
+
+/// A progress bar for a file on its way (drawn only on a terminal).
+fn transfer_bar(what: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(0)
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:9} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+        .with_message(what.to_owned())
+}
+
+fn show_transfer(bar: &indicatif::ProgressBar, done: u64, all: u64) {
+    bar.set_length(all);
+    bar.set_position(done);
+}
+
+/// "  (expired)" or "  (until DATE)": how long a file can still be fetched.
+fn expiry_note(expires_ms: u64) -> String {
+    let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
+    let now = chat::now_ms();
+    match expires_ms <= now {
+        true => "  (expired)".into(),
+        false => format!("  (until {})", when(expires_ms, now, false)),
+    }
+}
+
+/// A message's text as shown: a file it carries first (its name, size and how to
+/// fetch it), then the text.
+pub(crate) fn shown_text(m: &Message) -> String {
+    match &m.file {
+        None => m.text.clone(),
+        Some(f) => {
+            let line = format!(
+                "[file] {} ({}) · chorus save {}",
+                f.name,
+                indicatif::HumanBytes(f.size),
+                f.id
+            );
+            match m.text.is_empty() {
+                true => line,
+                false => format!("{line}\n{}", m.text),
+            }
+        }
     }
 }
 

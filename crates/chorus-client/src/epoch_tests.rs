@@ -132,6 +132,7 @@ async fn mailboxes(d: &Device, alias: &str) -> (chorus_relay_api::Id32, chorus_r
 /// A message as the clone would send it on `session` (its own copy of a session).
 fn forged(session: &mut chorus_core::Session, text: &str) -> Vec<u8> {
     let payload = chorus_wire::Payload {
+        file: None,
         sent_ms: 0,
         text: text.to_owned(),
         hello: None,

@@ -147,6 +147,41 @@ pub struct Message {
     /// How far an outgoing message got, as this device knows it (history only: `None`
     /// for incoming messages and in events).
     pub delivery: Option<Delivery>,
+    /// The file sent with it (`text` is then its caption, maybe empty).
+    pub file: Option<FileInfo>,
+}
+
+/// A file sent with a message, as shown (its key stays in the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileInfo {
+    /// What `chorus save` takes: the first 8 hex digits of the message's envelope id.
+    pub id: String,
+    /// The sender's name for it.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Its media type, as the sender guessed it.
+    pub media_type: String,
+    /// When the sender's relay deletes it (milliseconds since the Unix epoch).
+    pub expires_ms: u64,
+}
+
+impl FileInfo {
+    /// How a message (envelope `envelope_id`) shows the file it carries.
+    pub(crate) fn of(envelope_id: &[u8], file: &chorus_wire::Attachment) -> Self {
+        Self {
+            id: file_id(envelope_id),
+            name: file.name.clone(),
+            size: file.size,
+            media_type: file.media_type.clone(),
+            expires_ms: file.expires_ms,
+        }
+    }
+}
+
+/// A file's id: the first 8 hex digits of its message's envelope id.
+pub(crate) fn file_id(envelope_id: &[u8]) -> String {
+    hex::encode(envelope_id.get(..4).unwrap_or(envelope_id))
 }
 
 /// How far an outgoing message got.

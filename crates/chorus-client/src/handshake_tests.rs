@@ -72,6 +72,7 @@ impl StartedOver {
             .await
             .unwrap();
         let payload = Payload {
+            file: None,
             sent_ms: 1,
             text: "it's bob, on a new phone".into(),
             hello: Some(Hello {
@@ -233,6 +234,7 @@ async fn a_stranger_who_knows_a_contact_mailbox_cannot_start_a_session_there() {
         .unwrap();
     let mut session = initiate(&mallory, &intro.bundle, &mut rng()).unwrap();
     let payload = Payload {
+        file: None,
         sent_ms: 1,
         text: "let me in".into(),
         hello: Some(Hello {

@@ -52,10 +52,11 @@ mod strategy_tests;
 #[cfg(test)]
 mod testing;
 
+pub use device::files::{FileEntry, FileError};
 pub use device::requests::{self, Request, RequestMessage, Requests};
 pub use device::{
-    Clock, ContactInfo, Delivery, Device, DeviceInfo, Event, Introduction, Message, Options,
-    SendOutcome, Status, SystemClock, Verification,
+    Clock, ContactInfo, Delivery, Device, DeviceInfo, Event, FileInfo, Introduction, Message,
+    Options, SendOutcome, Status, SystemClock, Verification,
 };
 pub use identity::Address;
 pub use relay::{Backoff, RelayError, UrlPolicy};
@@ -195,6 +196,9 @@ pub enum ClientError {
     /// The relay failed or refused.
     #[error("{0}")]
     Relay(#[from] RelayError),
+    /// A file could not be sent or saved.
+    #[error("{0}")]
+    File(#[from] device::files::FileError),
     /// The local store could not be opened or used.
     #[error("{0}")]
     Store(#[from] StoreError),

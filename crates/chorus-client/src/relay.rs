@@ -617,6 +617,49 @@ impl RelayClient {
         self.blob(Method::DELETE, blob, None).await.map(|_| ())
     }
 
+    /// Stores one encrypted part of a file this device sends, to be kept until
+    /// `expires_ms` (or the relay's own bound, which the answer says).
+    pub async fn put_file_part(
+        &self,
+        locator: Id32,
+        part: u32,
+        bytes: Vec<u8>,
+        expires_ms: i64,
+    ) -> Result<chorus_relay_api::FilePutResponse, RelayError> {
+        let path = self.log_path(&format!("/files/{locator}/{part}?expires_ms={expires_ms}"))?;
+        let token = self.token().await?;
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: root_cause(&e),
+            })?;
+        let (_, body) = self.read_capped(resp).await?;
+        serde_json::from_slice(&body).map_err(|e| RelayError::BadResponse {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// One encrypted part of a file (no session: whoever knows the locator).
+    pub async fn file_part(&self, locator: Id32, part: u32) -> Result<Vec<u8>, RelayError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/files/{locator}/{part}", self.url))
+            .send()
+            .await
+            .map_err(|e| RelayError::Unreachable {
+                url: self.url.clone(),
+                reason: root_cause(&e),
+            })?;
+        self.read_capped(resp).await.map(|(_, b)| b)
+    }
+
     /// One call with retries; logs in (again) when the token is missing or expired.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -32,6 +32,7 @@ fn root_of(d: &Device) -> RootSigningKey {
 /// sends.
 async fn send_rolls(from: &Device, rolls: Vec<IdentityRoll>) {
     let payload = chorus_wire::Payload {
+        file: None,
         sent_ms: 1,
         text: "about my keys".into(),
         hello: None,
@@ -362,6 +363,7 @@ async fn after_a_roll_a_handshake_under_the_previous_key_is_refused() {
         .await
         .unwrap();
     let payload = chorus_wire::Payload {
+        file: None,
         sent_ms: 1,
         text: "it's alice, on a new phone".into(),
         hello: Some(chorus_wire::Hello {

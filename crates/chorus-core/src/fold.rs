@@ -179,6 +179,8 @@ pub struct HistoryEntry {
     pub envelope_id: [u8; 16],
     /// The text.
     pub text: String,
+    /// The file sent with it.
+    pub file: Option<chorus_wire::Attachment>,
     /// The sender's clock.
     pub sent_ms: u64,
     /// When stored (the logging device's clock).
@@ -1104,12 +1106,13 @@ impl Constellation {
                         envelope_id: sent.envelope_id,
                     });
                 }
-                if !sent.text.is_empty() {
+                if !sent.text.is_empty() || sent.file.is_some() {
                     effects.push(Effect::Message(HistoryEntry {
                         alias,
                         outgoing: true,
                         envelope_id: sent.envelope_id,
                         text: sent.text.clone(),
+                        file: sent.file.clone(),
                         sent_ms: sent.sent_ms,
                         stored_ms: event.timestamp_ms,
                         position: record.seq,
@@ -1128,12 +1131,13 @@ impl Constellation {
                 // A sibling logged it before it folded the block: dropped here too.
                 let shown = crate::route::delivery(self.is_blocked(contact))
                     == crate::route::Delivery::Show;
-                if shown && !message.text.is_empty() {
+                if shown && (!message.text.is_empty() || message.file.is_some()) {
                     effects.push(Effect::Message(HistoryEntry {
                         alias,
                         outgoing: false,
                         envelope_id: message.envelope_id,
                         text: message.text.clone(),
+                        file: message.file.clone(),
                         sent_ms: message.sent_ms,
                         stored_ms: event.timestamp_ms,
                         position: *position,
@@ -1595,13 +1599,14 @@ fn handshake_done(
 
 fn first_message(alias: &str, d: &ContactDetails, effects: &mut Vec<Effect>) {
     if let Some(first) = &d.first
-        && !first.text.is_empty()
+        && (!first.text.is_empty() || first.file.is_some())
     {
         effects.push(Effect::Message(HistoryEntry {
             alias: alias.to_owned(),
             outgoing: false,
             envelope_id: first.envelope_id,
             text: first.text.clone(),
+            file: first.file.clone(),
             sent_ms: first.sent_ms,
             stored_ms: d.added_ms,
             position: 0,

@@ -132,13 +132,13 @@ pub fn left_at(list: &DeviceList, device: &[u8; 32], now_ms: u64) -> u64 {
         .min(now_ms)
 }
 
-/// Encrypts `text` for one contact device on the pairwise `session` (which moves on by
+/// Encrypts `text` (and the file sent with it) for one contact device on the pairwise `session` (which moves on by
 /// one message) into the envelope the relay stores for that device alone, with our
 /// `hello` until the contact is known to have it (as on the shared session).
 pub fn encrypt_copy<R: CryptoRng + ?Sized>(
     session: &mut Session,
     sender_device: [u8; 32],
-    text: &str,
+    (text, file): (&str, Option<&chorus_wire::Attachment>),
     sent_ms: u64,
     hello: Option<Hello>,
     rng: &mut R,
@@ -151,6 +151,7 @@ pub fn encrypt_copy<R: CryptoRng + ?Sized>(
         roll_seen: None,
         name: None,
         timer: None,
+        file: file.cloned(),
     }
     .encode()?;
     let m = session.encrypt(&payload, rng)?;
@@ -510,8 +511,8 @@ mod tests {
         let (b, b_prekeys, b_bundle) = device(&mut rng);
         let mut at_a = PeerSessions::new(crate::initiate(&a, &b_bundle, &mut rng).unwrap());
         let mut at_b = PeerSessions::new(crate::initiate(&b, &a_bundle, &mut rng).unwrap());
-        let a0 = encrypt_copy(at_a.current(), [1; 32], "a0", 0, None, &mut rng).unwrap();
-        let b0 = encrypt_copy(at_b.current(), [2; 32], "b0", 0, None, &mut rng).unwrap();
+        let a0 = encrypt_copy(at_a.current(), [1; 32], ("a0", None), 0, None, &mut rng).unwrap();
+        let b0 = encrypt_copy(at_b.current(), [2; 32], ("b0", None), 0, None, &mut rng).unwrap();
         // Each reads the other's first copy: not on its own session, so a new one.
         for (side, ours, prekeys, copy) in [
             (&mut at_a, &a, &a_prekeys, &b0),
@@ -527,16 +528,26 @@ mod tests {
         // Three rounds each way: every copy is read, and they settle on one session.
         for round in 0..3 {
             let text = format!("a{round}");
-            let m = encrypt_copy(at_a.current(), [1; 32], &text, 0, None, &mut rng).unwrap();
+            let m =
+                encrypt_copy(at_a.current(), [1; 32], (&text, None), 0, None, &mut rng).unwrap();
             let (initial, message) = copy_message(&m);
             assert_eq!(at_b.open(initial, &message).unwrap().text, text);
             let text = format!("b{round}");
-            let m = encrypt_copy(at_b.current(), [2; 32], &text, 0, None, &mut rng).unwrap();
+            let m =
+                encrypt_copy(at_b.current(), [2; 32], (&text, None), 0, None, &mut rng).unwrap();
             let (initial, message) = copy_message(&m);
             assert_eq!(at_a.open(initial, &message).unwrap().text, text);
         }
         // Settled: a copy on the session sent on is read on the one read first.
-        let m = encrypt_copy(at_a.current(), [1; 32], "settled", 0, None, &mut rng).unwrap();
+        let m = encrypt_copy(
+            at_a.current(),
+            [1; 32],
+            ("settled", None),
+            0,
+            None,
+            &mut rng,
+        )
+        .unwrap();
         let (initial, message) = copy_message(&m);
         assert!(open_copy(&mut at_b.sessions[0], initial, message).is_ok());
     }

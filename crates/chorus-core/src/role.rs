@@ -34,7 +34,7 @@ pub enum Role {
     Encrypt,
     /// Append this lease first (guarded: if another device took the lease, fold and
     /// decide again), then encrypt.
-    TakeLease(Pending),
+    TakeLease(Box<Pending>),
     /// Hand it to this device with a `ForwardRequested` event, and wait.
     Forward {
         /// The device that encrypts.
@@ -95,14 +95,14 @@ impl Constellation {
                     {
                         Role::Encrypt
                     }
-                    _ => Role::TakeLease(Pending::guarded(
+                    _ => Role::TakeLease(Box::new(Pending::guarded(
                         EventKind::LeaderLease {
                             term: lease.map_or(1, |l| l.term.saturating_add(1)),
                             expires_ms: now_ms.saturating_add(LEASE_MS),
                         },
                         LEASE_STREAM.to_vec(),
                         None,
-                    )),
+                    ))),
                 }
             }
         }

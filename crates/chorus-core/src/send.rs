@@ -49,8 +49,10 @@ pub struct Outgoing<'a> {
     pub to: Recipient<'a>,
     /// Its envelope id (chosen once: a re-encryption after a lost race keeps it).
     pub envelope_id: [u8; 16],
-    /// The text.
+    /// The text (a caption when a file goes with it, maybe empty).
     pub text: &'a str,
+    /// The file sent with it.
+    pub file: Option<&'a chorus_wire::Attachment>,
     /// Our hello, carried until the contact is known to have it.
     pub hello: Option<Hello>,
     /// Our identity rolls the contact may not have yet, oldest first.
@@ -122,6 +124,7 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         roll_seen: m.roll_seen,
         name: m.name,
         timer: m.timer,
+        file: m.file.cloned(),
     }
     .encode()?;
     if m.fresh_step {
@@ -133,7 +136,7 @@ pub fn seal_send<R: CryptoRng + ?Sized>(
         m.envelope_id,
         &message,
         m.now_ms,
-        m.text,
+        (m.text, m.file),
         &delta,
     ))
 }
@@ -144,7 +147,7 @@ pub fn sent_event(
     envelope_id: [u8; 16],
     message: &EncryptedMessage,
     now_ms: u64,
-    text: &str,
+    (text, file): (&str, Option<&chorus_wire::Attachment>),
     delta: &SendDelta,
 ) -> EventKind {
     let envelope = match message.kind {
@@ -160,6 +163,7 @@ pub fn sent_event(
         envelope,
         sent_ms: now_ms,
         text: text.to_owned(),
+        file: file.cloned(),
         ratchet_delta: SecretBytes::new(delta.as_bytes().to_vec()),
         bundled: false,
         per_device: false,
@@ -228,6 +232,7 @@ pub fn propose_contact<R: CryptoRng + ?Sized>(
         roll_seen: None,
         name: None,
         timer: None,
+        file: None,
     }
     .encode()?;
     let (message, delta) = session.encrypt_escrowed(&answer, rng)?;
@@ -260,7 +265,7 @@ pub fn propose_contact<R: CryptoRng + ?Sized>(
             mailbox: hello.mailbox.0,
         };
         out.push(Guarded {
-            event: sent_event(&to, p.answer_id, &message, p.now_ms, "", &delta),
+            event: sent_event(&to, p.answer_id, &message, p.now_ms, ("", None), &delta),
             stream,
             version: p.at.saturating_add(1),
         });

@@ -358,6 +358,7 @@ fn received(author: [u8; 32], id: u8, sent_ms: u64, text: &str) -> LogEvent {
         EventKind::Received {
             contact: [1; 32],
             message: chorus_wire::FirstMessage {
+                file: None,
                 envelope_id: [id; 16],
                 sent_ms,
                 text: text.to_owned(),
@@ -820,6 +821,7 @@ fn a_send_is_planned_at_the_folded_version_and_a_sibling_planning_on_the_same_st
     const HOME: &str = "https://relay.example";
     const ELSEWHERE: &str = "https://other.example";
     let to = |envelope_id, text| Outgoing {
+        file: None,
         to: Recipient {
             root: contact,
             relay_url: HOME,
@@ -925,6 +927,7 @@ fn a_first_contact_is_proposed_as_a_creation_and_an_answer_the_contact_can_read(
             name: "alice".into(),
         },
         first: FirstMessage {
+            file: None,
             envelope_id: [1; 16],
             sent_ms: 5,
             text: "hi".into(),
@@ -1147,7 +1150,7 @@ fn lease_event(term: u64, expires_ms: u64) -> chorus_core::Pending {
 
 fn take_lease(role: chorus_core::Role) -> chorus_core::Pending {
     match role {
-        chorus_core::Role::TakeLease(p) => p,
+        chorus_core::Role::TakeLease(p) => *p,
         other => panic!("expected to take the lease, got {other:?}"),
     }
 }
@@ -1298,6 +1301,7 @@ fn a_forward_request_folds_on_every_device_with_its_author_and_names_a_known_con
     let key = epoch_key();
     let mut s = state();
     let message = chorus_wire::FirstMessage {
+        file: None,
         envelope_id: [7; 16],
         sent_ms: 900,
         text: "for the leader".into(),

@@ -36,6 +36,7 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
 
     // What the fold hands the client to persist carries plaintext: only its kind shows.
     let effect = chorus_core::Effect::Message(chorus_core::HistoryEntry {
+        file: None,
         alias: "bob".into(),
         outgoing: true,
         envelope_id: [1; 16],
@@ -54,6 +55,7 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
         chorus_wire::EventKind::ForwardRequested {
             contact: [2; 32],
             message: chorus_wire::FirstMessage {
+                file: None,
                 envelope_id: [3; 16],
                 sent_ms: 1,
                 text: "the plaintext must not appear".into(),
@@ -66,6 +68,6 @@ fn debug_output_of_secret_holders_shows_only_public_facts() {
         format!("{forward:?}"),
         r#"Pending { guard: Some(("leader-lease", Some(4))), .. }"#
     );
-    let role = chorus_core::Role::TakeLease(forward);
+    let role = chorus_core::Role::TakeLease(Box::new(forward));
     assert!(!format!("{role:?}").contains("plaintext"), "{role:?}");
 }

@@ -539,7 +539,7 @@ impl Device {
                 }
                 role => {
                     let lease = match role {
-                        Role::TakeLease(p) => Some(p),
+                        Role::TakeLease(p) => Some(*p),
                         _ => None,
                     };
                     if let Some(p) = self.pending.front().cloned() {
@@ -678,6 +678,7 @@ impl Device {
         let session = self.sessions.get_mut(&self.peer.root)?;
         let event = seal_send(
             Outgoing {
+                file: None,
                 to: Recipient {
                     root: self.peer.root,
                     relay_url: self.peer.relay_url,
@@ -730,6 +731,7 @@ impl Device {
         let p = self.pending.front().cloned()?;
         if pd.posted.contains(&p.envelope_id) {
             let sent = SentMessage {
+                file: None,
                 contact: self.peer.root,
                 envelope_id: p.envelope_id,
                 relay_url: self.peer.relay_url.to_owned(),
@@ -793,6 +795,7 @@ impl Device {
                 Pending::free(EventKind::ForwardRequested {
                     contact: self.peer.root,
                     message: FirstMessage {
+                        file: None,
                         envelope_id: p.envelope_id,
                         sent_ms: p.typed_ms,
                         text: p.text.clone(),
@@ -868,6 +871,7 @@ impl Device {
             .plan_send(
                 &self.epoch_key,
                 Outgoing {
+                    file: None,
                     to: Recipient {
                         root: self.peer.root,
                         relay_url: self.peer.relay_url,
@@ -1027,6 +1031,7 @@ impl Device {
                             if self.state.fans_out(&self.key) {
                                 self.fanout.push_back((
                                     FirstMessage {
+                                        file: None,
                                         envelope_id: id,
                                         sent_ms: payload.sent_ms,
                                         text: payload.text.clone(),

@@ -128,7 +128,7 @@ impl PerDevice {
                 .sessions
                 .get_mut(&device)
                 .ok_or("a planned session is missing")?;
-            let bytes = per_device::encrypt_copy(s.current(), me, text, sent_ms, None, rng)
+            let bytes = per_device::encrypt_copy(s.current(), me, (text, None), sent_ms, None, rng)
                 .map_err(|e| e.to_string())?;
             copies.push((device, generation, bytes));
         }

@@ -31,6 +31,10 @@ pub(super) enum Ask {
     Timer { contact: String, secs: u64 },
     /// Rename the contact on every device.
     Rename { contact: String, to: String },
+    /// Send the file at `path` to `contact`.
+    File { contact: String, path: String },
+    /// Fetch file `id` into the current directory.
+    Save { id: String },
     /// Show the identity's devices.
     Devices,
     /// Show a new invitation code.
@@ -401,6 +405,13 @@ impl App {
                 contact,
                 to: rest.to_owned(),
             }],
+            ("/file", Some(contact), _) if !rest.is_empty() => vec![Ask::File {
+                contact,
+                path: rest.to_owned(),
+            }],
+            ("/save", _, _) if !rest.is_empty() => vec![Ask::Save {
+                id: rest.to_owned(),
+            }],
             ("/accept", _, Some(id)) => vec![Ask::Accept {
                 id,
                 name: (!rest.is_empty()).then(|| rest.to_owned()),
@@ -410,7 +421,7 @@ impl App {
                 contact,
                 block: name == "/block",
             }],
-            ("/verify" | "/block" | "/unblock" | "/timer" | "/rename", None, _) => {
+            ("/verify" | "/block" | "/unblock" | "/timer" | "/rename" | "/file", None, _) => {
                 self.error(&format!("{name}: select a contact first"));
                 Vec::new()
             }
@@ -525,6 +536,8 @@ Ctrl-C         quit (also /quit)
 /block, /unblock     block or unblock the contact on all your devices
 /timer 1d|off        disappearing messages in this conversation (30s, 5m, 1h, 1d, 1w)
 /rename NAME         rename the contact on all your devices
+/file PATH           send a file (encrypted here; every device of theirs and yours can fetch it)
+/save ID             fetch a file into the current directory (its id is shown with it)
 /accept [NAME]       make the selected message request a contact
 /block               (on a request) drop it and refuse its sender";
 
@@ -749,6 +762,7 @@ mod tests {
         app.update(Update::History {
             contact: "carol".into(),
             messages: vec![Message {
+                file: None,
                 contact: "carol".into(),
                 outgoing: false,
                 text: "late".into(),

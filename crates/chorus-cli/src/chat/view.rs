@@ -153,6 +153,7 @@ fn draw_conversation(frame: &mut Frame<'_>, app: &App, area: Rect) -> usize {
                 read: false,
                 pending: false,
                 delivery: None,
+                file: None,
             };
             lines.extend(message(&shown, &app.me, app.now_ms, width));
         }
@@ -184,7 +185,7 @@ fn draw_conversation(frame: &mut Frame<'_>, app: &App, area: Rect) -> usize {
 fn message(m: &Message, me: &str, now_ms: i64, width: usize) -> Vec<Line<'static>> {
     let who = if m.outgoing { me } else { &m.contact };
     let prefix = format!("[{}] {}: ", when(m.sent_ms, now_ms, false), printable(who));
-    let text = printable(&m.text);
+    let text = printable(&crate::shown_text(m));
     let mut out: Vec<Line<'static>> = Vec::new();
     for (i, part) in text.split('\n').enumerate() {
         let first = if i == 0 {
@@ -398,6 +399,7 @@ mod tests {
 
     fn incoming(text: &str) -> Message {
         Message {
+            file: None,
             contact: "bob".into(),
             outgoing: false,
             text: text.into(),

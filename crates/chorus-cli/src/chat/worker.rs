@@ -236,6 +236,39 @@ async fn handle(device: &Device, ask: Ask, tell: &impl Fn(Update), queued: impl 
             }
             Err(e) => Err(e.to_string()),
         },
+        Ask::File { contact, path } => {
+            let path = std::path::PathBuf::from(path);
+            let shown = printable(&path.display().to_string());
+            tell(Update::Notice(format!("sending {shown}…")));
+            match device.send_file(&contact, &path, "", &mut |_, _| {}).await {
+                Ok(outcome) => {
+                    tell(Update::Notice(format!("sent {shown}")));
+                    match outcome.queued {
+                        Some(e) => Err(format!(
+                            "{e}; the message is kept and sent when the relay is back"
+                        )),
+                        None => Ok(()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Ask::Save { id } => {
+            tell(Update::Notice(format!("fetching {}…", printable(&id))));
+            match device
+                .save_file(&id, std::path::Path::new("."), &mut |_, _| {})
+                .await
+            {
+                Ok(path) => {
+                    tell(Update::Notice(format!(
+                        "saved {}",
+                        printable(&path.display().to_string())
+                    )));
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Ask::Rename { contact, to } => match device.rename_contact(&contact, &to).await {
             Ok((from, to)) => {
                 tell(Update::Notice(format!(

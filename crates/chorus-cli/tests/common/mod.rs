@@ -18,8 +18,14 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(data: &Path, listen: &str) -> Relay {
+        Self::start_with(data, listen, &[])
+    }
+
+    /// [`Relay::start`] with more `relay serve` flags.
+    pub fn start_with(data: &Path, listen: &str, flags: &[&str]) -> Relay {
         let mut child = Command::new(CHORUS)
             .args(["relay", "serve", "--listen", listen, "--no-rate-limits"])
+            .args(flags)
             .arg("--data-dir")
             .arg(data)
             .env("RUST_LOG", "warn")

@@ -204,6 +204,7 @@ impl Device {
             roll_seen: None,
             name: None,
             timer: None,
+            file: None,
         }
         .encode()?;
         let (message, delta) = session.encrypt_escrowed(&payload, &mut self.rng())?;
@@ -232,7 +233,7 @@ impl Device {
             mailbox: send_mailbox.0,
         };
         let now_ms = u64::try_from(now).unwrap_or(0);
-        let sent = sent_event(&to, envelope_id, &message, now_ms, "", &delta);
+        let sent = sent_event(&to, envelope_id, &message, now_ms, ("", None), &delta);
         let (outcome, _) = self
             .append(vec![
                 Pending::guarded(created, stream.clone(), Some(at)),

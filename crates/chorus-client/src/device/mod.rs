@@ -26,7 +26,7 @@ use chorus_wire::{
 };
 use serde::Serialize;
 
-pub use crate::event::{Delivery, Event, Message};
+pub use crate::event::{Delivery, Event, FileInfo, Message};
 pub use crate::handle::{Clock, HEARTBEAT, Options, SIBLING_DELIVERY, SystemClock};
 use crate::identity::{Address, IdentitySecrets, Me, directory_address, local_identity};
 use crate::log::{Appended, Log, LogKeys, Pending};
@@ -40,6 +40,7 @@ pub use roll::Rolled;
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 mod contacts;
+pub mod files;
 mod history;
 mod outbox;
 mod per_device;

@@ -310,7 +310,7 @@ impl Device {
             let bytes = per_device::encrypt_copy(
                 r.sessions.current(),
                 me,
-                &pending.text,
+                (&pending.text, pending.file.as_ref()),
                 sent_ms,
                 hello.clone(),
                 &mut self.rng(),
@@ -358,6 +358,7 @@ impl Device {
             envelope: Vec::new(),
             sent_ms: u64::try_from(pending.created_ms).unwrap_or(0),
             text: pending.text.clone(),
+            file: pending.file.clone(),
             ratchet_delta: SecretBytes::new(Vec::new()),
             bundled: true,
             per_device: true,

@@ -19,8 +19,8 @@ use crate::store::history::{HistoryRow, insert_and_tell};
 use crate::store::log_state::session_stream_version;
 use crate::store::mailboxes::{advance_cursor, mailbox as our_mailbox};
 use crate::store::prekeys::LoadedPrekeys;
-use crate::store::row;
-use crate::{ClientError, Event, Message};
+use crate::store::{body, row};
+use crate::{ClientError, Event, FileInfo, Message};
 use chorus_relay_api::limits::MAX_BATCH_MAILBOXES as MAILBOXES_PER_READ;
 
 impl Device {
@@ -325,7 +325,7 @@ impl Device {
             };
             taken += 1;
             after = envelope.seq;
-            if payload.text.is_empty() || !shown {
+            if (payload.text.is_empty() && payload.file.is_none()) || !shown {
                 continue;
             }
             let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
@@ -338,6 +338,10 @@ impl Device {
                 read: sent_ms <= row.read_up_to,
                 pending: false,
                 delivery: None,
+                file: payload
+                    .file
+                    .as_ref()
+                    .map(|f| FileInfo::of(&envelope.envelope_id.0, f)),
             })));
             history.push(HistoryRow {
                 alias: name.to_owned(),
@@ -346,7 +350,7 @@ impl Device {
                 sealed: self.store.seal(
                     "message",
                     &row::message(&envelope.envelope_id.0, name, false),
-                    payload.text.as_bytes(),
+                    &body::encode(&payload.text, payload.file.as_ref()),
                 ),
                 sent_ms,
                 stored_ms: now,
@@ -599,7 +603,7 @@ impl Device {
     ) -> Result<Vec<Event>, ClientError> {
         let sent_ms = i64::try_from(payload.sent_ms).unwrap_or(i64::MAX);
         let read_up_to = row.read_up_to;
-        if payload.text.is_empty()
+        if (payload.text.is_empty() && payload.file.is_none())
             || delivery(self.is_blocked(tx, &row.root).await?) == Delivery::Drop
             || !self
                 .store
@@ -608,7 +612,7 @@ impl Device {
                     name,
                     false,
                     &envelope.envelope_id.0,
-                    &payload.text,
+                    (&payload.text, payload.file.as_ref()),
                     sent_ms,
                     now,
                     envelope.seq,
@@ -626,6 +630,10 @@ impl Device {
             read: sent_ms <= read_up_to,
             pending: false,
             delivery: None,
+            file: payload
+                .file
+                .as_ref()
+                .map(|f| FileInfo::of(&envelope.envelope_id.0, f)),
         })])
     }
 
@@ -761,6 +769,7 @@ impl Device {
                 envelope_id: envelope.envelope_id.0,
                 sent_ms: payload.sent_ms,
                 text: payload.text,
+                file: payload.file,
             },
             consumed: prekeys::consumed_ids(&responded.consumed),
         })

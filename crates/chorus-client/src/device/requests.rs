@@ -214,6 +214,8 @@ impl Device {
                             .map_err(|_| corrupt("envelope id"))?,
                         sent_ms: u64::try_from(m.sent_ms).unwrap_or(0),
                         text: m.text,
+                        // A request keeps text only: a stranger's file is not kept.
+                        file: None,
                     },
                     u64::try_from(m.position).unwrap_or(0),
                 ))

@@ -5,7 +5,7 @@
 
 use chorus_core::{Outgoing, Recipient, Role, Strategy};
 use chorus_relay_api::{BundledPost, HexBytes, Id16, Id32};
-use chorus_wire::{EventKind, FirstMessage, Hello, check_text};
+use chorus_wire::{Attachment, EventKind, FirstMessage, Hello, check_text};
 
 use super::{Device, SendOutcome};
 use crate::ClientError;
@@ -29,10 +29,21 @@ impl Device {
     /// Returns its envelope id, for [`Self::send_queued`]; without that call, the next
     /// `send`, `sync` or `watch` sends it.
     pub async fn queue_message(&self, contact: &str, text: &str) -> Result<[u8; 16], ClientError> {
+        self.queue(contact, text, None).await
+    }
+
+    /// [`Self::queue_message`], with the file sent with it (already uploaded): the text
+    /// is then a caption and may be empty.
+    pub(super) async fn queue(
+        &self,
+        contact: &str,
+        text: &str,
+        file: Option<Attachment>,
+    ) -> Result<[u8; 16], ClientError> {
         let contact = &self.resolve_contact(contact).await?;
         check_text(text)?;
         // Whitespace alone shows as nothing on the other side.
-        if text.trim().is_empty() {
+        if text.trim().is_empty() && file.is_none() {
             return Err(ClientError::EmptyMessage);
         }
         if self
@@ -45,7 +56,7 @@ impl Device {
         }
         let envelope_id: [u8; 16] = self.random();
         self.store
-            .insert_pending_send(&envelope_id, contact, text, self.now())
+            .insert_pending_send(&envelope_id, contact, (text, file.as_ref()), self.now())
             .await?;
         Ok(envelope_id)
     }
@@ -120,6 +131,7 @@ impl Device {
             contact,
             envelope_id,
             text,
+            file,
             ..
         } = pending;
         let envelope_id = *envelope_id;
@@ -172,7 +184,7 @@ impl Device {
                     drop(cut);
                     return self.request_forward(row.root, pending).await;
                 }
-                Role::TakeLease(lease) => Some(lease),
+                Role::TakeLease(lease) => Some(*lease),
                 Role::Encrypt => None,
             };
             let mut session = self
@@ -185,7 +197,8 @@ impl Device {
             // Our name as the log has it now (a sibling may have changed it).
             let name = state.profile_name().map(str::to_owned);
             let timer = state.timer(&row.root);
-            let mut outgoing = self.outgoing(&row, envelope_id, text, rolls, name, timer)?;
+            let mut outgoing =
+                self.outgoing(&row, envelope_id, (text, file.as_ref()), rolls, name, timer)?;
             outgoing.fresh_step = leaderless;
             // A message that waited (the relay was away) keeps the time it was written.
             outgoing.now_ms = u64::try_from(pending.created_ms).unwrap_or(outgoing.now_ms);
@@ -247,6 +260,7 @@ impl Device {
             envelope_id: pending.envelope_id,
             sent_ms: u64::try_from(pending.created_ms).unwrap_or(0),
             text: pending.text.clone(),
+            file: pending.file.clone(),
         };
         self.append(vec![Pending::free(EventKind::ForwardRequested {
             contact,
@@ -267,7 +281,8 @@ impl Device {
         envelope_id: [u8; 16],
         text: &str,
     ) -> Result<EventKind, ClientError> {
-        let outgoing = self.outgoing(row, envelope_id, text, &[], Some(self.name()), None)?;
+        let outgoing =
+            self.outgoing(row, envelope_id, (text, None), &[], Some(self.name()), None)?;
         Ok(chorus_core::seal_send(outgoing, session, &mut self.rng())?)
     }
 
@@ -276,7 +291,7 @@ impl Device {
         &self,
         row: &'a ContactRow,
         envelope_id: [u8; 16],
-        text: &'a str,
+        (text, file): (&'a str, Option<&'a Attachment>),
         rolls: &[chorus_wire::IdentityRoll],
         name: Option<String>,
         timer: Option<chorus_wire::Timer>,
@@ -291,6 +306,7 @@ impl Device {
             to: recipient(row)?,
             envelope_id,
             text,
+            file,
             hello: self.hello_until_acked(row)?,
             rolls: self.rolls_for(row, rolls),
             roll_seen,

@@ -24,7 +24,7 @@ impl Device {
             .await?
             .into_iter()
             .map(
-                |(outgoing, text, sent_ms, stored_ms, pending, delivery)| Message {
+                |(outgoing, text, sent_ms, stored_ms, pending, delivery, file)| Message {
                     contact: contact.to_owned(),
                     outgoing,
                     text,
@@ -33,6 +33,7 @@ impl Device {
                     read: outgoing || sent_ms <= read_up_to,
                     pending,
                     delivery,
+                    file,
                 },
             )
             .collect())

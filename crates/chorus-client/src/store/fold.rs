@@ -417,7 +417,7 @@ impl PageWrites {
         let sealed = store.seal(
             "message",
             &row::message(&entry.envelope_id, &entry.alias, entry.outgoing),
-            entry.text.as_bytes(),
+            &super::body::encode(&entry.text, entry.file.as_ref()),
         );
         let event = tell.then(|| {
             events.push(Some(Event::Message(Message {
@@ -429,6 +429,10 @@ impl PageWrites {
                 read: entry.read,
                 pending: false,
                 delivery: None,
+                file: entry
+                    .file
+                    .as_ref()
+                    .map(|f| crate::FileInfo::of(&entry.envelope_id, f)),
             })));
             events.len() - 1
         });

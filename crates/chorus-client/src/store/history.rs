@@ -7,9 +7,11 @@ use std::collections::HashSet;
 
 use sqlx::SqliteConnection;
 
-use super::log_state;
+use chorus_wire::Attachment;
+
 use super::row;
-use crate::{ClientError, Delivery, Event};
+use super::{body, log_state};
+use crate::{ClientError, Delivery, Event, FileInfo};
 
 /// A history entry waiting in the page, and the event to raise if it is new.
 pub(crate) struct HistoryRow {
@@ -86,7 +88,7 @@ impl super::Store {
         contact: &str,
         outgoing: bool,
         envelope_id: &[u8],
-        text: &str,
+        (text, file): (&str, Option<&Attachment>),
         sent_ms: i64,
         stored_ms: i64,
         position: i64,
@@ -101,7 +103,7 @@ impl super::Store {
         .bind(envelope_id)
         .bind(sent_ms)
         .bind(stored_ms)
-        .bind(self.seal("message", &id, text.as_bytes()))
+        .bind(self.seal("message", &id, &body::encode(text, file)))
         .bind(position)
         .execute(&mut *tx)
         .await?;
@@ -115,6 +117,7 @@ pub(crate) struct PendingSend {
     pub(crate) envelope_id: [u8; 16],
     pub(crate) contact: String,
     pub(crate) text: String,
+    pub(crate) file: Option<Attachment>,
     /// When it was typed.
     pub(crate) created_ms: i64,
     /// The log holds a `ForwardRequested` for it (`leader`, `primary`).
@@ -135,8 +138,17 @@ type MessageRow = (
     Option<String>,
 );
 
-/// A history entry as shown: outgoing, text, sent, stored, pending, how far it got.
-pub(crate) type ShownMessage = (bool, String, i64, i64, bool, Option<Delivery>);
+/// A history entry as shown: outgoing, text, sent, stored, pending, how far it got,
+/// the file sent with it.
+pub(crate) type ShownMessage = (
+    bool,
+    String,
+    i64,
+    i64,
+    bool,
+    Option<Delivery>,
+    Option<FileInfo>,
+);
 
 impl super::Store {
     /// Keeps `text` to `contact` as a pending send.
@@ -144,7 +156,7 @@ impl super::Store {
         &self,
         envelope_id: &[u8; 16],
         contact: &str,
-        text: &str,
+        (text, file): (&str, Option<&Attachment>),
         now: i64,
     ) -> Result<(), ClientError> {
         sqlx::query(
@@ -155,7 +167,7 @@ impl super::Store {
         .bind(self.seal(
             "pending_send",
             &row::message(envelope_id, contact, true),
-            text.as_bytes(),
+            &body::encode(text, file),
         ))
         .bind(now)
         .execute(self.pool())
@@ -185,7 +197,7 @@ impl super::Store {
         .bind(self.seal(
             "pending_send",
             &row::message(id, alias, true),
-            message.text.as_bytes(),
+            &body::encode(&message.text, message.file.as_ref()),
         ))
         .bind(i64::try_from(message.sent_ms).unwrap_or(i64::MAX))
         .execute(&mut *tx)
@@ -213,16 +225,18 @@ impl super::Store {
         rows.into_iter()
             .map(
                 |(id, contact, root, envelope_id, sent_ms, sealed, position)| {
-                    let text = self.open_sealed(
+                    let opened = self.open_sealed(
                         "message",
                         &row::message(&envelope_id, &contact, false),
                         &sealed,
                     )?;
+                    let (text, file) = body::decode(&opened)?;
                     let message = chorus_wire::FirstMessage {
                         envelope_id: <[u8; 16]>::try_from(envelope_id.as_slice())
                             .map_err(|_| corrupt())?,
                         sent_ms: u64::try_from(sent_ms).map_err(|_| corrupt())?,
-                        text: String::from_utf8(text.to_vec()).map_err(|_| corrupt())?,
+                        text,
+                        file,
                     };
                     let root = <[u8; 32]>::try_from(root.as_slice()).map_err(|_| corrupt())?;
                     Ok((id, root, message, u64::try_from(position).unwrap_or(0)))
@@ -258,17 +272,17 @@ impl super::Store {
             .map(|(id, contact, sealed, created_ms, requested)| {
                 let envelope_id = <[u8; 16]>::try_from(id.as_slice())
                     .map_err(|_| ClientError::Corrupt("pending send id".into()))?;
-                let text = self.open_sealed(
+                let opened = self.open_sealed(
                     "pending_send",
                     &row::message(&envelope_id, &contact, true),
                     &sealed,
                 )?;
-                let text = String::from_utf8(text.to_vec())
-                    .map_err(|_| ClientError::Corrupt("pending send".into()))?;
+                let (text, file) = body::decode(&opened)?;
                 Ok(PendingSend {
                     envelope_id,
                     contact,
                     text,
+                    file,
                     created_ms,
                     requested,
                 })
@@ -322,13 +336,13 @@ impl super::Store {
                     posting,
                     last_error,
                 )| {
-                    let text = self.open_sealed(
+                    let opened = self.open_sealed(
                         &table,
                         &row::message(&envelope_id, contact, outgoing),
                         &sealed,
                     )?;
-                    let text = String::from_utf8(text.to_vec())
-                        .map_err(|_| ClientError::Corrupt("message text".into()))?;
+                    let (text, file) = body::decode(&opened)?;
+                    let file = file.map(|f| FileInfo::of(&envelope_id, &f));
                     // A sibling's row waits for that sibling (which posts it at
                     // once) before this device tries: as far as we can tell, sent.
                     let delivery = outgoing.then_some(match (pending, posting, last_error) {
@@ -337,7 +351,7 @@ impl super::Store {
                         (false, Some(_), None) => Delivery::Sending,
                         (false, None, _) => Delivery::Sent,
                     });
-                    Ok((outgoing, text, sent_ms, stored_ms, pending, delivery))
+                    Ok((outgoing, text, sent_ms, stored_ms, pending, delivery, file))
                 },
             )
             .collect()

@@ -8,7 +8,7 @@ use chorus_crypto::HistoryKey;
 use chorus_wire::{HistoryChunk, HistoryItem};
 
 use super::history::{HistoryRow, insert_history};
-use super::{Store, row};
+use super::{Store, body, row};
 use crate::ClientError;
 
 /// `messages`: contact, outgoing, envelope id, sent, stored, position, sealed text.
@@ -29,16 +29,17 @@ impl Store {
         let mut chunks = Vec::new();
         let (mut chunk, mut size) = (HistoryChunk::default(), 0);
         for (contact, outgoing, envelope_id, sent_ms, stored_ms, position, sealed) in rows {
-            let text = self.open_sealed(
+            let opened = self.open_sealed(
                 "message",
                 &row::message(&envelope_id, &contact, outgoing),
                 &sealed,
             )?;
+            let (text, file) = body::decode(&opened)?;
             let item = HistoryItem {
                 envelope_id: <[u8; 16]>::try_from(envelope_id.as_slice())
                     .map_err(|_| ClientError::Corrupt("message envelope id".into()))?,
-                text: String::from_utf8(text.to_vec())
-                    .map_err(|_| ClientError::Corrupt("message text".into()))?,
+                text,
+                file,
                 contact,
                 outgoing,
                 sent_ms,
@@ -121,7 +122,7 @@ impl Store {
                     sealed: self.seal(
                         "message",
                         &row::message(&i.envelope_id, &i.contact, i.outgoing),
-                        i.text.as_bytes(),
+                        &body::encode(&i.text, i.file.as_ref()),
                     ),
                     alias: i.contact.clone(),
                     outgoing: i.outgoing,

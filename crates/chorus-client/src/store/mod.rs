@@ -28,6 +28,7 @@ use sqlx::sqlite::{
 };
 use zeroize::Zeroizing;
 
+pub(crate) mod body;
 mod checkpoint;
 pub(crate) mod contacts;
 mod fold;

@@ -295,7 +295,7 @@ impl Store {
                     alias,
                     false,
                     &m.envelope_id,
-                    &m.text,
+                    (&m.text, None),
                     m.sent_ms,
                     stored_ms,
                     m.position,

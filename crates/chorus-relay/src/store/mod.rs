@@ -235,6 +235,9 @@ pub struct Swept {
     pub channels: u64,
 }
 
+/// A stored file part: its bytes and when it expires.
+pub type StoredPart = (Vec<u8>, i64);
+
 /// One part of a file to store ([`RelayStore::put_file_part`]).
 #[derive(Debug)]
 pub struct FilePart<'a> {
@@ -574,11 +577,8 @@ pub trait RelayStore: Send + Sync + 'static {
     fn put_file_part<'a>(&'a self, part: FilePart<'a>) -> BoxFuture<'a, StoreResult<i64>>;
 
     /// A file part's bytes and when it expires (anyone who knows the locator).
-    fn file_part(
-        &self,
-        locator: Id32,
-        part: u32,
-    ) -> BoxFuture<'_, StoreResult<Option<(Vec<u8>, i64)>>>;
+    fn file_part(&self, locator: Id32, part: u32)
+    -> BoxFuture<'_, StoreResult<Option<StoredPart>>>;
 
     /// Moves the log's root from `current` (where `None` in the row stands for
     /// `genesis_root`) to `new`; `false`, changing nothing, if the log's root is not

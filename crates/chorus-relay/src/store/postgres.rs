@@ -20,7 +20,7 @@ use super::sql::{id16, id32, int, sql_store};
 use super::{
     AppendJob, AppendOutcome, AppendRejection, BundleOutcome, DeviceAdded, DevicePost, DeviceRow,
     EnvelopePost, Event, FilePart, LogInfo, Login, LoginCaps, LoginTable, MailboxPolicy, Posted,
-    RecordPage, Swept,
+    RecordPage, StoredPart, Swept,
 };
 use crate::api::{
     EnvelopeOut, FailedGuard, Guard, HexBytes, Id32, PrekeyBundle, PrekeyCount,

@@ -1230,7 +1230,7 @@ macro_rules! sql_store {
                 &self,
                 locator: Id32,
                 part: u32,
-            ) -> BoxFuture<'_, StoreResult<Option<(Vec<u8>, i64)>>> {
+            ) -> BoxFuture<'_, StoreResult<Option<StoredPart>>> {
                 Box::pin(async move {
                     Ok(sqlx::query_as(
                         "SELECT data, expires_ms FROM file_parts WHERE locator = $1 AND part = $2",
