@@ -13,8 +13,9 @@ use crate::Attachment;
 use crate::error::field;
 use crate::invitation::{MailboxId, check_relay_url};
 use crate::limits::{
-    MAX_DIRECTORY_ENTRY_LEN, MAX_DISPLAY_NAME_LEN, MAX_ENVELOPE_LEN, MAX_INITIAL_MESSAGE_LEN,
-    MAX_PAYLOAD_ROLLS, MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN, MAX_TEXT_LEN, MAX_TIMER_SECS,
+    MAX_CAPTION_LEN, MAX_DIRECTORY_ENTRY_LEN, MAX_DISPLAY_NAME_LEN, MAX_ENVELOPE_LEN,
+    MAX_INITIAL_MESSAGE_LEN, MAX_PAYLOAD_ROLLS, MAX_PLAINTEXT_LEN, MAX_RATCHET_MESSAGE_LEN,
+    MAX_TEXT_LEN, MAX_TIMER_SECS,
 };
 use crate::prekeys::{IdentityKeys, SignedPrekey};
 use crate::roll::IdentityRoll;
@@ -227,6 +228,10 @@ impl Payload {
             .as_ref()
             .map(|t| Timer::from_proto(t, "payload.timer"))
             .transpose()?;
+        let file = p.file.as_ref().map(Attachment::from_proto).transpose()?;
+        if file.is_some() {
+            check_caption(&p.text)?;
+        }
         Ok(Self {
             sent_ms: p.sent_ms,
             text: p.text,
@@ -235,7 +240,7 @@ impl Payload {
             roll_seen,
             name,
             timer,
-            file: p.file.as_ref().map(Attachment::from_proto).transpose()?,
+            file,
         })
     }
 
@@ -269,6 +274,7 @@ impl Payload {
         }
         if let Some(f) = &self.file {
             f.check()?;
+            check_caption(&self.text)?;
         }
         Ok(proto::Payload {
             version: WIRE_VERSION,
@@ -294,6 +300,18 @@ pub fn check_text(text: &str) -> Result<(), WireError> {
         return Err(WireError::TooLarge {
             what: "message text",
             max: MAX_TEXT_LEN,
+            actual: text.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the text of a message that carries a file against [`MAX_CAPTION_LEN`].
+pub fn check_caption(text: &str) -> Result<(), WireError> {
+    if text.len() > MAX_CAPTION_LEN {
+        return Err(WireError::TooLarge {
+            what: "caption",
+            max: MAX_CAPTION_LEN,
             actual: text.len(),
         });
     }
@@ -453,9 +471,9 @@ mod tests {
             IdentityRoll::sign(&old, &new, IdentityKeys::sign(&new, dh))
         };
         let p = Payload {
-            file: None,
+            file: Some(largest_attachment()),
             sent_ms: u64::MAX,
-            text: "x".repeat(MAX_TEXT_LEN),
+            text: "x".repeat(MAX_CAPTION_LEN),
             hello: Some(hello()),
             rolls: (0..MAX_PAYLOAD_ROLLS).map(|_| roll()).collect(),
             roll_seen: Some(chorus_crypto::RootSigningKey::generate(&mut rng).public_key()),
@@ -466,8 +484,75 @@ mod tests {
             }),
         };
         let bytes = p.encode().unwrap();
-        assert!(bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2]);
+        assert!(
+            bytes.len() < PADDING_BUCKETS[PADDING_BUCKETS.len() - 2],
+            "{}",
+            bytes.len()
+        );
         assert_eq!(Payload::decode(&bytes).unwrap(), p);
+    }
+
+    fn largest_attachment() -> Attachment {
+        use crate::limits::{
+            MAX_FILE_LEN, MAX_FILE_NAME_LEN, MAX_MEDIA_TYPE_LEN, MAX_RELAY_URL_LEN,
+        };
+        let url = format!("https://{}", "r".repeat(MAX_RELAY_URL_LEN - 8));
+        Attachment {
+            relay_url: url,
+            locator: [1; 32],
+            key: zeroize::Zeroizing::new([2; 32]),
+            digest: [3; 32],
+            name: "n".repeat(MAX_FILE_NAME_LEN),
+            size: MAX_FILE_LEN,
+            media_type: format!("a/{}", "b".repeat(MAX_MEDIA_TYPE_LEN - 2)),
+            expires_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_file_in_a_payload_is_checked_both_ways() {
+        let mut p = Payload {
+            file: Some(largest_attachment()),
+            sent_ms: 1,
+            text: String::new(),
+            hello: None,
+            rolls: Vec::new(),
+            roll_seen: None,
+            name: None,
+            timer: None,
+        };
+        assert_eq!(Payload::decode(&p.encode().unwrap()).unwrap(), p);
+        let good = p.encode().unwrap();
+        // A caption over its bound (a text that alone would be fine): refused.
+        p.text = "x".repeat(MAX_CAPTION_LEN + 1);
+        assert!(matches!(
+            p.encode(),
+            Err(WireError::TooLarge {
+                what: "caption",
+                ..
+            })
+        ));
+        let mut raw = proto::Payload::decode(&good[..]).unwrap();
+        raw.text = p.text.clone();
+        assert!(Payload::decode(&raw.encode_to_vec()).is_err());
+        p.text = "x".repeat(MAX_CAPTION_LEN);
+        assert!(p.encode().is_ok(), "at the bound");
+        if let Some(f) = p.file.as_mut() {
+            f.name = "../../.ssh/authorized_keys".into();
+        }
+        assert!(p.encode().is_err(), "never encrypted");
+        // The same payload built by hand, as a dishonest sender would: refused on read.
+        let mut raw = proto::Payload::decode(&good[..]).unwrap();
+        if let Some(f) = raw.file.as_mut() {
+            f.name = "../../.ssh/authorized_keys".into();
+        }
+        assert!(matches!(
+            Payload::decode(&raw.encode_to_vec()),
+            Err(WireError::InvalidText {
+                field: "attachment.name",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub mod proto {
 }
 
 pub use app::{
-    DirectoryEntry, Envelope, Hello, Payload, Timer, check_display_name, check_text, is_invisible,
-    normalize_display_name,
+    DirectoryEntry, Envelope, Hello, Payload, Timer, check_caption, check_display_name, check_text,
+    is_invisible, normalize_display_name,
 };
 pub use attachment::{Attachment, check_file_name, parts_of};
 pub use checkpoint::{

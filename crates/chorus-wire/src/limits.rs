@@ -128,5 +128,11 @@ pub const MAX_FILE_PART_LEN: usize = FILE_PART_LEN + 16;
 /// Longest file name a message carries (the common file-system limit).
 pub const MAX_FILE_NAME_LEN: usize = 255;
 
-/// Longest media type (RFC 6838 allows 127 bytes on either side of the slash).
-pub const MAX_MEDIA_TYPE_LEN: usize = 255;
+/// Longest media type (the longest registered ones are under 100 bytes; a sender
+/// with a longer one says `application/octet-stream`).
+pub const MAX_MEDIA_TYPE_LEN: usize = 127;
+
+/// Longest text of a message that carries a file (its caption): [`MAX_TEXT_LEN`] less
+/// room for the largest attachment, so the largest such message still fits the
+/// padding bucket below the largest (`app::tests`).
+pub const MAX_CAPTION_LEN: usize = MAX_TEXT_LEN - 2000;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use chorus_crypto::{FileDigest, FileKey};
 use chorus_relay_api::Id32;
-use chorus_wire::limits::{FILE_PART_LEN, MAX_FILE_LEN};
+use chorus_wire::limits::{FILE_PART_LEN, MAX_FILE_LEN, MAX_MEDIA_TYPE_LEN};
 use chorus_wire::{Attachment, check_file_name, normalize_display_name};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -141,12 +141,12 @@ impl Device {
         {
             return Err(ClientError::UnknownContact(contact));
         }
-        chorus_wire::check_text(caption)?;
+        chorus_wire::check_caption(caption)?;
         let (mut reader, size, name) = open_to_send(path)?;
-        let media_type = mime_guess::from_path(path)
-            .first_or_octet_stream()
-            .essence_str()
-            .to_owned();
+        let media_type = match mime_guess::from_path(path).first() {
+            Some(m) if m.essence_str().len() <= MAX_MEDIA_TYPE_LEN => m.essence_str().to_owned(),
+            _ => "application/octet-stream".to_owned(),
+        };
         let key = FileKey::generate(&mut self.rng());
         let locator: [u8; 32] = self.random();
         let parts = chorus_wire::parts_of(size);
