@@ -1376,19 +1376,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// A code as a terminal QR. Level L: the most data per symbol (an invitation code is
-/// ~2.2 KB; L holds 2,953 bytes at version 40). A longer code gets text only.
+/// A code as a terminal QR, two modules per character cell. Level L: the most data
+/// per symbol (an invitation code is ~70 characters: version 4, 33 modules, which with
+/// its quiet zone is 37 columns by 19 lines; a link code is longer). A code too long
+/// for any QR gets text only.
 fn print_qr(code: &str) {
-    match qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::L) {
-        Ok(qr) => {
-            let image = qr
-                .render::<qrcode::render::unicode::Dense1x2>()
-                .quiet_zone(true)
-                .build();
-            println!("{image}");
-        }
+    match qr_text(code) {
+        Ok(image) => println!("{image}"),
         Err(e) => eprintln!("note: no QR for this code ({e}); use the text"),
     }
+}
+
+fn qr_text(code: &str) -> Result<String, qrcode::types::QrError> {
+    let qr = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::L)?;
+    Ok(qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build())
 }
 
 fn report_queued(outcome: chorus_client::SendOutcome) -> Result<(), Failure> {
@@ -1783,6 +1787,19 @@ fn ask(question: &str, yes: bool, without_terminal: &str) -> Result<bool, Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invitation_code_and_its_qr_fit_an_80_by_24_terminal() {
+        let secret = chorus_crypto::InvitationSecret::from_bytes(&[9; 16]);
+        let url = format!("https://{}.example.org", "relay".repeat(4));
+        let code = chorus_client::code::encode_short(&url, &secret);
+        assert!(code.len() < 150, "{} characters", code.len());
+        let qr = qr_text(&code).unwrap();
+        let width = qr.lines().map(|l| l.chars().count()).max().unwrap();
+        // The QR, the line above the code and the code itself.
+        let height = qr.lines().count() + 2;
+        assert!(width <= 80 && height <= 24, "{width}×{height}");
+    }
 
     #[test]
     fn control_characters_from_a_contact_never_reach_the_terminal() {

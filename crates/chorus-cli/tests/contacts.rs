@@ -332,3 +332,40 @@ fn a_disappearing_timer_is_agreed_in_band_and_deletes_on_every_device() {
     let left: Vec<String> = texts(&laptop, "bob").into_iter().map(|(_, t)| t).collect();
     assert_eq!(left, ["before the timer", "this one stays"]);
 }
+
+#[test]
+fn an_invitation_code_is_short_and_opens_only_as_its_relay_was_given_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| dir.path().join(n));
+    for (home, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+        ok(home, &["init", "--relay", &relay.url, "--name", name]);
+    }
+    let code = ok(&alice, &["invite", "--no-qr"]).trim().to_owned();
+    assert!(code.len() < 150, "{} characters: {code}", code.len());
+    // The relay holds the invitation sealed under the code's secret: a copy it changed
+    // is refused, and nothing is added.
+    on_relay_db(&relay, "CREATE TABLE honest AS SELECT * FROM file_parts");
+    on_relay_db(
+        &relay,
+        "UPDATE file_parts SET data = substr(data, 1, 40) \
+         || CASE WHEN substr(data, 41, 1) = x'00' THEN x'01' ELSE x'00' END \
+         || substr(data, 42)",
+    );
+    let e = fails(&bob, &["accept", &code], 6);
+    assert!(
+        e.contains("gave something other than the invitation"),
+        "{e}"
+    );
+    assert!(names(&bob).is_empty());
+    on_relay_db(&relay, "DELETE FROM file_parts");
+    on_relay_db(&relay, "INSERT INTO file_parts SELECT * FROM honest");
+    ok(&bob, &["accept", &code]);
+    assert!(ok(&alice, &["sync"]).contains("new contact \"bob\""));
+    // An invitation the relay no longer holds says so.
+    let code = ok(&alice, &["invite", "--no-qr"]).trim().to_owned();
+    on_relay_db(&relay, "DELETE FROM file_parts");
+    let e = fails(&carol, &["accept", &code], 6);
+    assert!(e.contains("no longer on its relay"), "{e}");
+    assert!(names(&carol).is_empty());
+}

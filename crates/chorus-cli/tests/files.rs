@@ -114,25 +114,6 @@ fn a_file_reaches_the_contact_and_every_sibling_of_the_sender_byte_for_byte() {
     );
 }
 
-/// Runs `sql` on the relay's SQLite file while it runs (a dishonest relay).
-fn on_relay_db(relay: &Relay, sql: &str) {
-    let db = relay.data.join("chorus-relay.sqlite");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", db.display());
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        assert!(
-            sql.starts_with("CREATE") || done.rows_affected() > 0,
-            "{sql} changed nothing"
-        );
-    });
-}
-
 #[test]
 fn a_file_the_relay_changed_cut_reordered_or_lost_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ mod file_key;
 mod fingerprint;
 mod handshake;
 mod history_key;
+mod invitation_secret;
 mod kdf_label;
 mod kem;
 mod link_key;
@@ -52,6 +53,7 @@ pub use file_key::{FileDigest, FileKey};
 pub use fingerprint::{Fingerprint, SafetyNumber};
 pub use handshake::HandshakeSecret;
 pub use history_key::HistoryKey;
+pub use invitation_secret::{INVITATION_SECRET_LEN, InvitationSecret};
 pub use kdf_label::KdfLabel;
 pub use kem::{
     KEM_CIPHERTEXT_LEN, KEM_PUBLIC_KEY_LEN, KemCiphertext, KemSharedSecret, PqPrekeyPublic,

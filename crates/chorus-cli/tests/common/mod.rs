@@ -275,3 +275,22 @@ pub fn alice_on_two_devices_with_bob(dir: &Path) -> (Relay, PathBuf, PathBuf, Pa
     ok(&bob, &["sync"]);
     (relay, laptop, phone, bob)
 }
+
+/// Runs `sql` on the relay's SQLite file while it runs (a dishonest relay).
+pub fn on_relay_db(relay: &Relay, sql: &str) {
+    let db = relay.data.join("chorus-relay.sqlite");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            sql.starts_with("CREATE") || done.rows_affected() > 0,
+            "{sql} changed nothing"
+        );
+    });
+}

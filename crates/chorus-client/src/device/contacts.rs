@@ -2,7 +2,7 @@
 //! listing, read markers and safety numbers.
 
 use chorus_core::{Recipient, initiate, sent_event};
-use chorus_crypto::{Fingerprint, SafetyNumber};
+use chorus_crypto::{Fingerprint, InvitationSecret, SafetyNumber};
 use chorus_relay_api::Id32;
 use chorus_wire::{
     ContactDetails, EventKind, Hello, IdentityKeys, Invitation, MailboxId, Payload, PrekeyBundle,
@@ -10,19 +10,26 @@ use chorus_wire::{
 };
 
 use super::{ContactInfo, Device, Introduction, SendOutcome, Verification};
+use crate::code::Code;
 use crate::log::{APPEND_ATTEMPTS, Appended, PREKEY_STREAM, Pending, session_stream};
 use crate::prekeys::{Generator, Purpose};
-use crate::relay::MailboxUse;
+use crate::relay::{MailboxUse, RelayClient};
 use crate::store::contacts::contact_named_by;
 use crate::store::log_state::session_stream_version;
 use crate::store::prekeys as store_prekeys;
 use crate::{ClientError, code};
 
+/// How long we ask our relay to keep an invitation (it keeps it no longer than it
+/// keeps files). The one-time prekeys it names are kept as long as they are unused.
+pub const INVITATION_KEEP_MS: i64 = 30 * 24 * 3600 * 1000;
+
 impl Device {
     /// Creates an invitation code: the identity's keys, the current signed prekey, a
     /// fresh one-time X25519 and ML-KEM prekey, and a fresh one-time mailbox for the
     /// answer. The private halves and the mailbox are in the log before the code exists,
-    /// so any device of the identity can answer.
+    /// so any device of the identity can answer. The invitation is sealed under a fresh
+    /// secret and stored on our relay; the code (`code::encode_short`) carries only the
+    /// relay and the secret.
     pub async fn invite(&self) -> Result<String, ClientError> {
         let me = self.me();
         let root = me.identity.root().ok_or(ClientError::NotPrimary(
@@ -53,12 +60,13 @@ impl Device {
                 .map(|k| Pending::guarded(k, PREKEY_STREAM.to_vec(), None))
                 .collect();
             if self.append(events).await?.0 == Appended::Done {
-                return Ok(code::encode(&Invitation {
+                let invitation = Invitation {
                     bundle,
                     relay_url: self.me().relay_url.clone(),
                     mailbox: MailboxId(mailbox.0),
                     name: Some(self.me().name.clone()),
-                }));
+                };
+                return self.publish_invitation(&invitation).await;
             }
         }
         Err(ClientError::Contended)
@@ -71,7 +79,10 @@ impl Device {
         code_text: &str,
         alias: Option<&str>,
     ) -> Result<(String, SendOutcome), ClientError> {
-        let invitation = code::decode(code_text)?;
+        let invitation = match code::decode(code_text)? {
+            Code::Full(invitation) => *invitation,
+            Code::Short { relay_url, secret } => self.fetch_invitation(&relay_url, &secret).await?,
+        };
         if let Some(contact) = self
             .store
             .contact_by_invitation(&invitation.mailbox.0)
@@ -98,6 +109,51 @@ impl Device {
             Some(_) => Err(ClientError::InvitationSpent { contact }),
             None => Ok((contact, outcome)),
         }
+    }
+
+    /// Seals `invitation` under a fresh secret, stores it on our relay for
+    /// [`INVITATION_KEEP_MS`] (or as long as the relay keeps files), and returns the
+    /// short code that finds and opens it.
+    async fn publish_invitation(&self, invitation: &Invitation) -> Result<String, ClientError> {
+        let secret = InvitationSecret::generate(&mut self.rng());
+        let locator = secret.locator();
+        let mut sealed = invitation.encode();
+        secret
+            .key()
+            .seal_part(&locator, 0, true, &mut sealed)
+            .map_err(|_| ClientError::Corrupt("an invitation".into()))?;
+        let until = self.now().saturating_add(INVITATION_KEEP_MS);
+        self.relay
+            .put_file_part(Id32(locator), 0, sealed, until)
+            .await?;
+        Ok(code::encode_short(&invitation.relay_url, &secret))
+    }
+
+    /// The invitation a short code names: fetched from the relay the code names (a
+    /// relay someone else named: checked like any), opened under the code's secret.
+    async fn fetch_invitation(
+        &self,
+        relay_url: &str,
+        secret: &InvitationSecret,
+    ) -> Result<Invitation, ClientError> {
+        let relay = RelayClient::foreign(relay_url, self.options.backoff, self.url_policy())?;
+        let locator = secret.locator();
+        let mut sealed = relay
+            .file_part(Id32(locator), 0)
+            .await
+            .map_err(|e| match e.code() {
+                Some("not_found" | "expired") => ClientError::BadCode {
+                    reason: "its invitation is no longer on its relay (it expired); ask for a new one",
+                },
+                _ => ClientError::Relay(e),
+            })?;
+        secret
+            .key()
+            .open_part(&locator, 0, true, &mut sealed)
+            .map_err(|_| ClientError::BadCode {
+                reason: "its relay gave something other than the invitation it names",
+            })?;
+        Ok(Invitation::decode(&sealed)?)
     }
 
     /// Adds a contact by address (`fingerprint@relay`) through the relay's prekey
