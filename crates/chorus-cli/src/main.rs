@@ -1376,10 +1376,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// A code as a terminal QR, two modules per character cell. Level L: the most data
-/// per symbol (an invitation code is ~70 characters: version 4, 33 modules, which with
-/// its quiet zone is 37 columns by 19 lines; a link code is longer). A code too long
-/// for any QR gets text only.
+/// A code as a terminal QR, two modules per character cell, with a quiet zone of two
+/// modules (scanners read that from a screen; the standard four would cost an 80×24
+/// terminal two lines). Level L: the most data per symbol. An invitation code is ~70
+/// characters (version 4: 33 modules, 37 columns by 19 lines); one naming a relay URL
+/// of up to ~50 characters is version 5 (41 × 21). A code too long for any QR gets
+/// text only.
 fn print_qr(code: &str) {
     match qr_text(code) {
         Ok(image) => println!("{image}"),
@@ -1389,10 +1391,20 @@ fn print_qr(code: &str) {
 
 fn qr_text(code: &str) -> Result<String, qrcode::types::QrError> {
     let qr = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::L)?;
-    Ok(qr
+    let image = qr
         .render::<qrcode::render::unicode::Dense1x2>()
-        .quiet_zone(true)
-        .build())
+        .quiet_zone(false)
+        .build();
+    // Light modules are spaces: two modules of them on each side, one line (two
+    // modules) above and below.
+    let width = image.lines().map(|l| l.chars().count()).max().unwrap_or(0) + 4;
+    let blank = " ".repeat(width);
+    let body = image.lines().map(|l| format!("  {l}  "));
+    Ok(std::iter::once(blank.clone())
+        .chain(body)
+        .chain(std::iter::once(blank))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn report_queued(outcome: chorus_client::SendOutcome) -> Result<(), Failure> {
@@ -1796,9 +1808,17 @@ mod tests {
         assert!(code.len() < 150, "{} characters", code.len());
         let qr = qr_text(&code).unwrap();
         let width = qr.lines().map(|l| l.chars().count()).max().unwrap();
-        // The QR, the line above the code and the code itself.
-        let height = qr.lines().count() + 2;
+        // The QR, the line above the code and the code itself (wrapped at 80).
+        let height = qr.lines().count() + 1 + code.len().div_ceil(80);
         assert!(width <= 80 && height <= 24, "{width}×{height}");
+        // With a usual relay URL, far inside.
+        let code = chorus_client::code::encode_short("https://relay.example.org", &secret);
+        let qr = qr_text(&code).unwrap();
+        assert!(
+            code.len() <= 80 && qr.lines().count() <= 21,
+            "{}",
+            qr.lines().count()
+        );
     }
 
     #[test]
