@@ -105,6 +105,8 @@ impl From<StrategyArg> for chorus_wire::Strategy {
 enum Command {
     /// Run a relay.
     Relay {
+        #[command(flatten)]
+        no_device: NoDevice,
         #[command(subcommand)]
         command: RelayCommand,
     },
@@ -298,11 +300,71 @@ enum Command {
     },
     /// Print shell completions.
     Completions {
+        #[command(flatten)]
+        no_device: NoDevice,
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
     /// Run a whole scenario on an embedded relay and check every step.
-    Demo,
+    Demo {
+        #[command(flatten)]
+        no_device: NoDevice,
+    },
+}
+
+/// The commands that have no device (`relay`, `completions`, `demo`) hold a hidden
+/// stand-in for each of `Cli`'s global device flags: clap does not offer a global flag
+/// where an argument of its id exists, so their help and completions do not list them,
+/// and [`refuse_device_flags`] refuses one given anyway.
+#[derive(clap::Args)]
+struct NoDevice {
+    #[arg(long, hide = true)]
+    home: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    passphrase_env: Option<String>,
+    #[arg(long, hide = true)]
+    passphrase: bool,
+    #[arg(long, hide = true)]
+    deliver_after: Option<u64>,
+    #[arg(long, hide = true)]
+    allow_private_relays: bool,
+    #[arg(long, hide = true)]
+    history_chunk_bytes: Option<u64>,
+}
+
+/// `Cli`'s global flags, which only commands on a device use.
+const DEVICE_FLAGS: [&str; 6] = [
+    "home",
+    "passphrase_env",
+    "passphrase",
+    "deliver_after",
+    "allow_private_relays",
+    "history_chunk_bytes",
+];
+
+/// A device flag typed for a command that has no device is refused (an environment
+/// variable such as `CHORUS_HOME` is not: it is there for every command).
+fn refuse_device_flags(m: &clap::ArgMatches) -> Result<(), Failure> {
+    let Some((name, sub)) = m.subcommand() else {
+        return Ok(());
+    };
+    if !matches!(name, "relay" | "completions" | "demo") {
+        return Ok(());
+    }
+    let typed = |m: &clap::ArgMatches, id: &str| {
+        m.ids().any(|i| i.as_str() == id)
+            && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    match DEVICE_FLAGS
+        .iter()
+        .find(|id| typed(m, id) || typed(sub, id))
+    {
+        None => Ok(()),
+        Some(id) => Err(Failure::usage(format!(
+            "--{} is for commands on a device; `chorus {name}` does not take it",
+            id.replace('_', "-")
+        ))),
+    }
 }
 
 #[derive(Subcommand)]
@@ -485,11 +547,20 @@ enum ContactCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Err(f) = refuse_device_flags(&matches) {
+        eprintln!("error: {}", f.message);
+        return ExitCode::from(f.code);
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     if let Command::Relay {
         command: RelayCommand::Serve(args),
+        ..
     } = &cli.command
     {
         args.init_logging();
@@ -582,6 +653,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Relay {
             command: RelayCommand::Serve(args),
+            ..
         } => args.serve().await.map_err(|e| {
             // Not "relay unreachable": this is the relay, and it could not start.
             let taken = e.chain().any(|c| {
@@ -1359,7 +1431,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Completions { shell } => {
+        Command::Completions { shell, .. } => {
             clap_complete::generate(
                 *shell,
                 &mut Cli::command(),
@@ -1368,7 +1440,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Demo => demo::run().await,
+        Command::Demo { .. } => demo::run().await,
         Command::Chat { contact } => {
             let device = open(&cli).await?;
             chat::run(&device, contact.clone()).await

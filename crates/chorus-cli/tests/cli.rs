@@ -399,3 +399,74 @@ fn a_stranger_by_address_is_a_request_until_accepted_or_blocked() {
             .is_empty()
     );
 }
+
+/// `chorus` with these arguments and no home (the commands that have no device).
+fn bare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(CHORUS)
+        .args(args)
+        .env_remove("CHORUS_HOME")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn device_flags_are_offered_and_taken_only_by_commands_on_a_device() {
+    let text = |args: &[&str]| String::from_utf8(bare(args).stdout).unwrap();
+    for args in [
+        &["relay", "serve", "--help"][..],
+        &["relay", "--help"],
+        &["demo", "--help"],
+        &["completions", "--help"],
+    ] {
+        let help = text(args);
+        assert!(help.contains("Usage"), "{args:?}: {help}");
+        for flag in [
+            "--home",
+            "--passphrase",
+            "--deliver-after",
+            "--allow-private-relays",
+        ] {
+            assert!(!help.contains(flag), "{args:?} offers {flag}");
+        }
+    }
+    assert!(text(&["send", "--help"]).contains("--home"));
+    // Completions offer them where they apply only.
+    let bash = text(&["completions", "bash"]);
+    let opts = |cmd: &str| {
+        let at = bash.find(&format!("        {cmd})")).unwrap();
+        bash[at..].lines().nth(1).unwrap().to_owned()
+    };
+    assert!(!opts("chorus__subcmd__relay__subcmd__serve").contains("--home"));
+    assert!(opts("chorus__subcmd__send").contains("--home"));
+    // Typed anyway: refused with why, exit 2, and nothing runs.
+    for (args, flag) in [
+        (&["--home", "/nonexistent", "relay", "serve"][..], "--home"),
+        (&["relay", "--passphrase", "serve"], "--passphrase"),
+        (
+            &["demo", "--allow-private-relays"],
+            "--allow-private-relays",
+        ),
+        (
+            &["--deliver-after", "5", "completions", "bash"],
+            "--deliver-after",
+        ),
+    ] {
+        let out = bare(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} is for commands on a device")),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = bare(&["relay", "serve", "--home", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+    // The environment is for every command: CHORUS_HOME does not stop completions.
+    let out = std::process::Command::new(CHORUS)
+        .args(["completions", "bash"])
+        .env("CHORUS_HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
