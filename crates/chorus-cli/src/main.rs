@@ -102,6 +102,10 @@ impl From<StrategyArg> for chorus_wire::Strategy {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; `relay serve`'s flags are the large one"
+)]
 enum Command {
     /// Run a relay.
     Relay {
