@@ -55,8 +55,8 @@ impl Tmux {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Starts `chorus --home HOME chat ARGS` in session `name`, 80×24. When chorus
-    /// exits, the pane says how, and stays.
+    /// Starts `chorus --home HOME chat ARGS` in session `name`, 80×24, in the
+    /// directory that holds HOME. When chorus exits, the pane says how, and stays.
     fn chat(&self, name: &str, home: &Path, args: &[&str]) {
         let command = format!(
             "{CHORUS} --home '{}' chat {}; echo \"chat exited with $?\"; sleep 600",
@@ -72,6 +72,8 @@ impl Tmux {
             "80",
             "-y",
             "24",
+            "-c",
+            home.parent().unwrap().to_str().unwrap(),
             &command,
         ]);
     }
@@ -210,6 +212,29 @@ fn two_identities_chat_on_screen_and_every_device_agrees() {
         !s.contains("Safety number")
     });
 
+    // /file sends a file; bob's screen shows it, and /save fetches it where he runs.
+    let files = dir.path().join("alice-files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("plan.txt"), "the plan, in a file").unwrap();
+    tmux.type_text(
+        "alice",
+        &format!("/file {}", files.join("plan.txt").display()),
+    );
+    tmux.press("alice", "Enter");
+    tmux.wait_for("bob", "[file] plan.txt");
+    tmux.wait_for("alice", "[file] plan.txt");
+    let id = json(&bob, &["files", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tmux.type_text("bob", &format!("/save {id}"));
+    tmux.press("bob", "Enter");
+    tmux.wait_for("bob", "saved");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("plan.txt")).unwrap(),
+        "the plan, in a file"
+    );
+
     // The relay goes away: alice's screen says so and still takes a message, which waits
     // (pending) and is sent when the relay is back.
     let (data, addr) = relay.stop();
@@ -242,6 +267,7 @@ fn two_identities_chat_on_screen_and_every_device_agrees() {
         (false, "hi alice, before the chat".to_owned()),
         (true, "hello from the chat screen".to_owned()),
         (false, "line one\nline two".to_owned()),
+        (true, String::new()),
         (true, "written while the relay was down".to_owned()),
     ];
     assert_eq!(texts(&laptop, "bob"), expected);
