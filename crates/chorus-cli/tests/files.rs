@@ -41,9 +41,11 @@ fn alice_and_bob(dir: &Path, relay: &Relay) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_file_reaches_the_contact_and_every_sibling_of_the_sender_byte_for_byte() {
+fn a_file_reaches_every_device_of_the_contact_and_of_the_sender_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let (_relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    let (relay, laptop, phone, bob) = alice_on_two_devices_with_bob(dir.path());
+    let tablet = dir.path().join("bob tablet");
+    link(&bob, &tablet, &relay, "tablet");
     // Three parts, the last one short.
     let sent = contents(600_000);
     let path = write(dir.path(), "holiday photo.jpg", &sent);
@@ -86,6 +88,12 @@ fn a_file_reaches_the_contact_and_every_sibling_of_the_sender_byte_for_byte() {
     );
     let again = fails(&bob, &["save", &id, downloads.to_str().unwrap()], 7);
     assert!(again.contains("exists"), "{again}");
+    // The contact's other device reads the same message, and saves the same bytes.
+    ok(&tablet, &["sync"]);
+    assert_eq!(only_file(&tablet)["id"], id.as_str());
+    let copy = dir.path().join("tablet copy.jpg");
+    ok(&tablet, &["save", &id, copy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&copy).unwrap(), sent);
     // The sender's sibling has the key through the log, and saves it too.
     ok(&phone, &["sync"]);
     let mine = only_file(&phone);
