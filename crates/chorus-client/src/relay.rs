@@ -503,10 +503,7 @@ impl RelayClient {
         if answer == Answer::Bulk {
             req = req.header(reqwest::header::ACCEPT, binary::MEDIA_TYPE);
         }
-        let resp = req.send().await.map_err(|e| RelayError::Unreachable {
-            url: self.url.clone(),
-            reason: root_cause(&e),
-        })?;
+        let resp = self.send(req).await?;
         let labelled_binary = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -595,10 +592,7 @@ impl RelayClient {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req.send().await.map_err(|e| RelayError::Unreachable {
-            url: self.url.clone(),
-            reason: root_cause(&e),
-        })?;
+        let resp = self.send(req).await?;
         self.read_capped(resp).await.map(|(_, b)| b)
     }
 
@@ -628,17 +622,8 @@ impl RelayClient {
     ) -> Result<chorus_relay_api::FilePutResponse, RelayError> {
         let path = self.log_path(&format!("/files/{locator}/{part}?expires_ms={expires_ms}"))?;
         let token = self.token().await?;
-        let resp = self
-            .http
-            .put(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: root_cause(&e),
-            })?;
+        let put = self.http.put(format!("{}{path}", self.url));
+        let resp = self.send(put.bearer_auth(token).body(bytes)).await?;
         let (_, body) = self.read_capped(resp).await?;
         serde_json::from_slice(&body).map_err(|e| RelayError::BadResponse {
             url: self.url.clone(),
@@ -648,16 +633,23 @@ impl RelayClient {
 
     /// One encrypted part of a file (no session: whoever knows the locator).
     pub async fn file_part(&self, locator: Id32, part: u32) -> Result<Vec<u8>, RelayError> {
+        self.get_raw(&format!("/v1/files/{locator}/{part}")).await
+    }
+
+    /// One raw-bytes GET without a session (no JSON, no retries).
+    async fn get_raw(&self, path: &str) -> Result<Vec<u8>, RelayError> {
         let resp = self
-            .http
-            .get(format!("{}/v1/files/{locator}/{part}", self.url))
-            .send()
-            .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: root_cause(&e),
-            })?;
+            .send(self.http.get(format!("{}{path}", self.url)))
+            .await?;
         self.read_capped(resp).await.map(|(_, b)| b)
+    }
+
+    /// Sends a request; no answer at all is `Unreachable`, with the root cause only.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, RelayError> {
+        req.send().await.map_err(|e| RelayError::Unreachable {
+            url: self.url.clone(),
+            reason: root_cause(&e),
+        })
     }
 
     /// One call with retries; logs in (again) when the token is missing or expired.
@@ -1080,16 +1072,8 @@ impl RelayClient {
 
     /// The checkpoint blob the recovery slot's state names (no session needed).
     pub async fn recovery_checkpoint(&self, slot: Id32) -> Result<Vec<u8>, RelayError> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/recovery/{slot}/checkpoint", self.url))
-            .send()
+        self.get_raw(&format!("/v1/recovery/{slot}/checkpoint"))
             .await
-            .map_err(|e| RelayError::Unreachable {
-                url: self.url.clone(),
-                reason: root_cause(&e),
-            })?;
-        self.read_capped(resp).await.map(|(_, b)| b)
     }
 
     /// Registers `device_id` through the recovery slot (no session: the slot and the

@@ -10,7 +10,6 @@
 //!
 //! The two uses get independent keys, derived with HKDF-SHA256 from the epoch key.
 
-use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use rand_core::CryptoRng;
 use sha2::Sha256;
@@ -18,6 +17,7 @@ use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::CryptoError;
 use crate::aead::{NONCE_LEN, TAG_LEN, gcm_open, gcm_seal};
+use crate::kdf_label::expand32;
 
 const ENCRYPTION_INFO: &[u8] = b"Chorus_EpochKey_Encryption_v1";
 const STREAM_TAG_INFO: &[u8] = b"Chorus_EpochKey_StreamTag_v1";
@@ -35,13 +35,7 @@ pub struct EpochKey {
 impl ZeroizeOnDrop for EpochKey {}
 
 fn derive(raw: &[u8; 32], info: &[u8]) -> Box<Zeroizing<[u8; 32]>> {
-    let mut out = Box::new(Zeroizing::new([0u8; 32]));
-    // 32 bytes is far below HKDF-SHA256's output limit; this cannot fail.
-    #[allow(clippy::expect_used)]
-    Hkdf::<Sha256>::new(None, raw)
-        .expand(info, &mut out[..])
-        .expect("32 bytes is a valid HKDF length");
-    out
+    Box::new(expand32(raw, info))
 }
 
 impl EpochKey {

@@ -9,12 +9,11 @@
 //! invitation; the relay, which never sees the secret, can withhold it but not read or
 //! change it.
 
-use hkdf::Hkdf;
 use rand_core::CryptoRng;
-use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::FileKey;
+use crate::kdf_label::expand32;
 
 /// Bytes of an invitation secret (128 bits).
 pub const INVITATION_SECRET_LEN: usize = 16;
@@ -45,24 +44,14 @@ impl InvitationSecret {
         Zeroizing::new(**self.0)
     }
 
-    fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
-        let mut out = Zeroizing::new([0u8; 32]);
-        // 32 bytes is far below HKDF-SHA256's output limit; this cannot fail.
-        #[allow(clippy::expect_used)]
-        Hkdf::<Sha256>::new(None, &self.0[..])
-            .expand(info, &mut out[..])
-            .expect("32 bytes is a valid HKDF length");
-        out
-    }
-
     /// Where the sealed invitation lies on the relay.
     pub fn locator(&self) -> [u8; 32] {
-        *self.derive(LOCATOR_INFO)
+        *expand32(&self.0[..], LOCATOR_INFO)
     }
 
     /// The key the invitation is sealed under (as the one part of a file).
     pub fn key(&self) -> FileKey {
-        FileKey::from_bytes(&self.derive(KEY_INFO))
+        FileKey::from_bytes(&expand32(&self.0[..], KEY_INFO))
     }
 }
 

@@ -14,12 +14,11 @@
 //!   Sealed boxes address it as they address a device, so it is a [`DeviceDhSecret`]:
 //!   the key of a device that exists only on paper until the day it is needed.
 
-use hkdf::Hkdf;
 use rand_core::CryptoRng;
-use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::CryptoError;
+use crate::kdf_label::expand32;
 use crate::x25519::DeviceDhSecret;
 
 /// Random bytes in a recovery code (160 bits: more than the 128 the design asks for).
@@ -61,13 +60,7 @@ impl RecoveryCode {
     }
 
     fn expand(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
-        let mut out = Zeroizing::new([0u8; 32]);
-        // 32 bytes is far below HKDF-SHA256's output limit; this cannot fail.
-        #[allow(clippy::expect_used)]
-        Hkdf::<Sha256>::new(None, &self.0[..])
-            .expand(info, &mut out[..])
-            .expect("32 bytes is a valid HKDF length");
-        out
+        expand32(&self.0[..], info)
     }
 
     /// The public name of the identity's recovery kit at its relay.
