@@ -296,26 +296,12 @@ impl Payload {
 
 /// Checks a message text against [`MAX_TEXT_LEN`].
 pub fn check_text(text: &str) -> Result<(), WireError> {
-    if text.len() > MAX_TEXT_LEN {
-        return Err(WireError::TooLarge {
-            what: "message text",
-            max: MAX_TEXT_LEN,
-            actual: text.len(),
-        });
-    }
-    Ok(())
+    crate::check_len("message text", text.as_bytes(), MAX_TEXT_LEN)
 }
 
 /// Checks the text of a message that carries a file against [`MAX_CAPTION_LEN`].
 pub fn check_caption(text: &str) -> Result<(), WireError> {
-    if text.len() > MAX_CAPTION_LEN {
-        return Err(WireError::TooLarge {
-            what: "caption",
-            max: MAX_CAPTION_LEN,
-            actual: text.len(),
-        });
-    }
-    Ok(())
+    crate::check_len("caption", text.as_bytes(), MAX_CAPTION_LEN)
 }
 
 /// Whether `c` changes how the text around it looks without being seen itself:
