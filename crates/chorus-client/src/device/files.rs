@@ -225,7 +225,8 @@ impl Device {
 
     /// Fetches file `id` (as [`Self::files`] shows it, or a unique start of it of at
     /// least [`MIN_FILE_ID_LEN`] digits), checks it and writes it to `dest` — into it,
-    /// under the file's name, if `dest` is a directory. Never replaces a file, and
+    /// under the file's name (a leading dot made `_`), if `dest` is a directory. Never
+    /// replaces a file, and
     /// writes nothing unless the whole file checked out. Returns where it went.
     pub async fn save_file(
         &self,
@@ -235,7 +236,7 @@ impl Device {
     ) -> Result<PathBuf, ClientError> {
         let file = self.find_file(id).await?;
         let dest = match dest.is_dir() {
-            true => dest.join(&file.name),
+            true => dest.join(on_disk(&file.name)),
             false => dest.to_owned(),
         };
         if dest.exists() {
@@ -373,6 +374,18 @@ fn open_to_send(path: &Path) -> Result<(std::fs::File, u64, String), ClientError
     let name = normalize_display_name(name);
     check_file_name("file name", &name).map_err(|e| bad_name(e.to_string()))?;
     Ok((file, meta.len(), name))
+}
+
+/// The sender's name for a file as the name to save it under in a directory: a
+/// leading dot becomes `_`, so a contact's file cannot arrive hidden, or as one of the
+/// directory's configuration files (a `.profile` saved into a home directory that has
+/// none would run at the next login). Anything else was checked on arrival
+/// (`chorus_wire::check_file_name`: one plain name, nothing invisible).
+fn on_disk(name: &str) -> String {
+    match name.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => name.to_owned(),
+    }
 }
 
 fn unreadable(path: &Path, e: &std::io::Error) -> ClientError {
