@@ -49,6 +49,14 @@ pub const DEFAULT_BLOB_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
 /// (`chorus_wire::limits::MAX_FILE_LEN`), or thousands of photos.
 pub const DEFAULT_FILE_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// Most parts a file has: the largest file (`chorus_wire::limits::MAX_FILE_LEN`) in
+/// parts of `chorus_wire::limits::FILE_PART_LEN`. A part index beyond is refused.
+pub const MAX_FILE_PARTS: u32 = 400;
+
+/// Each file part counts at least this many bytes against the log's file quota, so
+/// many tiny parts cannot grow the database without bound while using none of it.
+pub const MIN_FILE_PART_CHARGE: usize = 1024;
+
 /// Default longest a file part is kept: a file is fetched by every device of its
 /// reader, some of which may be away for weeks (as long as envelopes wait).
 pub const DEFAULT_MAX_FILE_TTL: Duration = DEFAULT_MAILBOX_TTL;
@@ -162,6 +170,14 @@ pub const DEFAULT_PREKEY_FETCH_RATE: Rate = Rate {
     burst: 20.0,
 };
 
+/// Default file part fetches per client IP address (they need no session): the
+/// largest file (400 parts) at once, then ~25 MiB/s of parts, so one client that
+/// knows a locator cannot take the relay's bandwidth.
+pub const DEFAULT_FILE_FETCH_RATE: Rate = Rate {
+    per_sec: 100.0,
+    burst: 1000.0,
+};
+
 /// Default unauthenticated creations (logs, rendezvous channels, challenges) per
 /// client IP address.
 pub const DEFAULT_OPEN_RATE: Rate = Rate {
@@ -200,6 +216,8 @@ pub struct Limits {
     pub prekey_fetch_rate: Rate,
     /// Unauthenticated creations per client IP.
     pub open_rate: Rate,
+    /// File part fetches per client IP.
+    pub file_fetch_rate: Rate,
     /// Most live sessions held (all devices).
     pub max_sessions: usize,
     /// Most outstanding challenges held (all devices).
@@ -228,6 +246,7 @@ impl Default for Limits {
             append_rate: DEFAULT_APPEND_RATE,
             prekey_fetch_rate: DEFAULT_PREKEY_FETCH_RATE,
             open_rate: DEFAULT_OPEN_RATE,
+            file_fetch_rate: DEFAULT_FILE_FETCH_RATE,
             max_sessions: MAX_SESSIONS,
             max_pending_challenges: MAX_PENDING_CHALLENGES,
             max_rate_buckets: MAX_RATE_BUCKETS,
@@ -243,6 +262,18 @@ impl Limits {
         self.append_rate = Rate::UNLIMITED;
         self.prekey_fetch_rate = Rate::UNLIMITED;
         self.open_rate = Rate::UNLIMITED;
+        self.file_fetch_rate = Rate::UNLIMITED;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_part_bound_is_the_largest_files_part_count() {
+        let largest = chorus_wire::limits::MAX_FILE_LEN;
+        assert_eq!(MAX_FILE_PARTS, chorus_wire::parts_of(largest));
     }
 }

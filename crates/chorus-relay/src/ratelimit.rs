@@ -26,6 +26,8 @@ pub enum Kind {
     PrekeyFetch,
     /// Log, channel and challenge creation per IP.
     Open,
+    /// File part fetches per IP (no session: whoever knows a locator).
+    FileFetch,
 }
 
 #[derive(Clone, Copy)]

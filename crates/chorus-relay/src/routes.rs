@@ -24,8 +24,8 @@ use crate::clock::duration_ms;
 use crate::error::ApiError;
 use crate::extract::{Bulk, ClientIp, Q, Segs};
 use crate::limits::{
-    MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_FILE_PART_BYTES, MAX_PAGE,
-    MAX_PAGE_BYTES, MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
+    MAX_BATCH_READ_BYTES, MAX_BODY_BYTES, MAX_DEVICES_PER_LOG, MAX_FILE_PART_BYTES, MAX_FILE_PARTS,
+    MAX_PAGE, MAX_PAGE_BYTES, MAX_PREKEYS_STORED, RENDEZVOUS_TTL, REQUEST_TIMEOUT,
 };
 use crate::page;
 use crate::ratelimit::Kind;
@@ -140,6 +140,7 @@ fn allow(state: &AppState, kind: Kind, key: [u8; 32]) -> ApiResult<()> {
         Kind::Append => l.append_rate,
         Kind::PrekeyFetch => l.prekey_fetch_rate,
         Kind::Open => l.open_rate,
+        Kind::FileFetch => l.file_fetch_rate,
     };
     if state.rate().allow(kind, key, rate, state.now()) {
         Ok(())
@@ -960,10 +961,10 @@ async fn delete_blob(
 
 // ---------------------------------------------------------------- files
 
-/// The index of a file's part in a path: a decimal `u32`.
+/// The index of a file's part in a path: decimal, below [`MAX_FILE_PARTS`].
 fn part_index(part: &str) -> ApiResult<u32> {
     match part.parse::<u32>() {
-        Ok(n) if part.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        Ok(n) if part.bytes().all(|b| b.is_ascii_digit()) && n < MAX_FILE_PARTS => Ok(n),
         _ => Err(ApiError::invalid("bad_id")),
     }
 }
@@ -984,6 +985,10 @@ async fn put_file_part(
     let part = part_index(&part)?;
     if body.len() > MAX_FILE_PART_BYTES {
         return Err(ApiError::too_large("body_too_large"));
+    }
+    // Every sealed part holds at least its tag.
+    if body.len() < chorus_crypto::TAG_LEN {
+        return Err(ApiError::invalid("too_small"));
     }
     let now = state.now();
     let limits = state.limits();
@@ -1017,10 +1022,12 @@ async fn put_file_part(
 /// never sees.
 async fn get_file_part(
     State(state): State<AppState>,
+    ip: ClientIp,
     Segs((locator, part)): Segs<(String, String)>,
 ) -> ApiResult<Response> {
     let locator = Id32::parse(&locator)?;
     let part = part_index(&part)?;
+    allow(&state, Kind::FileFetch, ip.key())?;
     let (data, expires_ms) = state
         .store()
         .file_part(locator, part)

@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// Prekey bundle fetches per second per address (burst is 20×).
     #[arg(long, env = "CHORUS_RELAY_PREKEY_FETCH_RATE", default_value_t = limits::DEFAULT_PREKEY_FETCH_RATE.per_sec)]
     pub prekey_fetch_rate: f64,
+    /// File part fetches per second per client IP (burst is 10×).
+    #[arg(long, env = "CHORUS_RELAY_FILE_FETCH_RATE", default_value_t = limits::DEFAULT_FILE_FETCH_RATE.per_sec)]
+    pub file_fetch_rate: f64,
     /// Unauthenticated creations per second per client IP (burst is 10×).
     #[arg(long, env = "CHORUS_RELAY_OPEN_RATE", default_value_t = limits::DEFAULT_OPEN_RATE.per_sec)]
     pub open_rate: f64,
@@ -158,6 +161,7 @@ impl ServeArgs {
             append_rate: rate(self.append_rate, 10.0),
             prekey_fetch_rate: rate(self.prekey_fetch_rate, 20.0),
             open_rate: rate(self.open_rate, 10.0),
+            file_fetch_rate: rate(self.file_fetch_rate, 10.0),
             trusted_proxies: self.trusted_proxy.clone(),
             ..Limits::default()
         };

@@ -57,6 +57,7 @@ both_backends!(
     prekey_fetch_rate_at_bound_then_limited,
     blob_quota_and_size_bounds,
     limits_file_parts_are_fetched_by_locator_within_quota_and_expire,
+    limits_file_fetch_rate_at_bound_then_limited,
     rendezvous_channel_lives_ten_minutes_and_is_gone_after_close,
     presence_is_visible_to_siblings_and_fades,
     malformed_input_gets_a_code_and_changes_nothing,
@@ -2766,7 +2767,7 @@ async fn blob_quota_and_size_bounds(b: Backend) {
 /// until the sweep deletes it (and gives its bytes back to the quota).
 async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Backend) {
     let limits = Limits {
-        file_quota_bytes: 1000,
+        file_quota_bytes: 3000,
         max_file_ttl: Duration::from_secs(3600),
         ..Limits::default()
     };
@@ -2789,13 +2790,13 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
             Method::PUT,
             &put(&log, "0", now + 60_000),
             Some(&tok),
-            vec![1; 600],
+            vec![1; 1500],
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
         (v["used"].clone(), v["expires_ms"].clone()),
-        (json!(600), json!(now + 60_000))
+        (json!(1500), json!(now + 60_000))
     );
     // Asked to keep it longer than its bound: the relay says when it will delete it.
     let (s, v) = r
@@ -2803,20 +2804,21 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
             Method::PUT,
             &put(&log, "1", now + 10 * 3_600_000),
             Some(&tok),
-            vec![2; 400],
+            vec![2; 1500],
         )
         .await;
     assert_eq!(
         (s, v["expires_ms"].clone()),
         (StatusCode::OK, json!(now + 3_600_000))
     );
-    assert_eq!(v["used"], json!(1000), "exactly at quota");
+    assert_eq!(v["used"], json!(3000), "exactly at quota");
+    // The smallest part counts MIN_FILE_PART_CHARGE: over the quota.
     let (s, v) = r
         .raw(
             Method::PUT,
             &put(&log, "2", now + 60_000),
             Some(&tok),
-            vec![3; 1],
+            vec![3; 16],
         )
         .await;
     assert_eq!(
@@ -2831,7 +2833,7 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.bytes().await.unwrap().to_vec(), vec![1; 600]);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), vec![1; 1500]);
     let (s, _) = r.get(&get("2"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Another log cannot add a part to the file, or replace one.
@@ -2841,7 +2843,7 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
                 Method::PUT,
                 &put(&other_log, part, now + 60_000),
                 Some(&other_tok),
-                vec![9; 10],
+                vec![9; 20],
             )
             .await;
         assert_eq!(
@@ -2855,7 +2857,7 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
             Method::PUT,
             &put(&log, "3", now + 60_000),
             Some(&other_tok),
-            vec![9; 10],
+            vec![9; 20],
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -2868,13 +2870,40 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
         (s, v["error"].clone()),
         (StatusCode::PAYLOAD_TOO_LARGE, json!("body_too_large"))
     );
-    for part in ["-1", "x", "4294967296", "+1"] {
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&log, "0", now + 60_000),
+            Some(&tok),
+            vec![1; 15],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("too_small"))
+    );
+    let last = (MAX_FILE_PARTS - 1).to_string();
+    let (s, v) = r
+        .raw(
+            Method::PUT,
+            &put(&other_log, &last, now + 60_000),
+            Some(&other_tok),
+            vec![1; 16],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::CONFLICT, json!("file_taken")),
+        "the last index is an index"
+    );
+    let past = MAX_FILE_PARTS.to_string();
+    for part in ["-1", "x", "4294967296", "+1", past.as_str()] {
         let (s, v) = r
             .raw(
                 Method::PUT,
                 &put(&log, part, now + 60_000),
                 Some(&tok),
-                vec![1],
+                vec![1; 16],
             )
             .await;
         assert_eq!(
@@ -2890,20 +2919,27 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
         );
     }
     let (s, v) = r
-        .raw(Method::PUT, &put(&log, "0", now), Some(&tok), vec![1])
+        .raw(Method::PUT, &put(&log, "0", now), Some(&tok), vec![1; 16])
         .await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("expired"))
     );
     let no_expiry = format!("/v1/logs/{}/files/{}/0", log.0, locator.0);
-    let (s, v) = r.raw(Method::PUT, &no_expiry, Some(&tok), vec![1]).await;
+    let (s, v) = r
+        .raw(Method::PUT, &no_expiry, Some(&tok), vec![1; 16])
+        .await;
     assert_eq!(
         (s, v["error"].clone()),
         (StatusCode::BAD_REQUEST, json!("malformed"))
     );
     let (s, v) = r
-        .raw(Method::PUT, &put(&log, "0", now + 60_000), None, vec![1])
+        .raw(
+            Method::PUT,
+            &put(&log, "0", now + 60_000),
+            None,
+            vec![1; 16],
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let resp = r
@@ -2914,7 +2950,7 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
         .unwrap();
     assert_eq!(
         resp.bytes().await.unwrap().to_vec(),
-        vec![1; 600],
+        vec![1; 1500],
         "unchanged"
     );
     // Expired: said so until swept, then gone, and its bytes count no more.
@@ -2932,10 +2968,41 @@ async fn limits_file_parts_are_fetched_by_locator_within_quota_and_expire(b: Bac
             Method::PUT,
             &put(&log, "2", now + 120_000),
             Some(&tok),
-            vec![3; 600],
+            vec![3; 1500],
         )
         .await;
-    assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(1000)));
+    assert_eq!((s, v["used"].clone()), (StatusCode::OK, json!(3000)));
+}
+
+/// File parts need no session, so their fetches are bounded per client address.
+async fn limits_file_fetch_rate_at_bound_then_limited(b: Backend) {
+    let limits = Limits {
+        file_fetch_rate: chorus_relay::Rate {
+            per_sec: 1.0,
+            burst: 3.0,
+        },
+        ..Limits::default()
+    };
+    let Some(r) = Relay::with_limits(b, limits).await else {
+        return;
+    };
+    let (log, _, tok) = r.identity(33).await;
+    let locator = Hex32::from_u64(78);
+    let path = format!(
+        "/v1/logs/{}/files/{}/0?expires_ms={}",
+        log.0,
+        locator.0,
+        START_MS + 60_000
+    );
+    let (s, _) = r.raw(Method::PUT, &path, Some(&tok), vec![1; 100]).await;
+    assert_eq!(s, StatusCode::OK);
+    let get = format!("/v1/files/{}/0", locator.0);
+    for _ in 0..3 {
+        assert_eq!(r.get(&get, None).await.0, StatusCode::OK);
+    }
+    assert_eq!(r.get(&get, None).await.0, StatusCode::TOO_MANY_REQUESTS);
+    r.clock.advance(Duration::from_secs(1));
+    assert_eq!(r.get(&get, None).await.0, StatusCode::OK);
 }
 
 async fn rendezvous_channel_lives_ten_minutes_and_is_gone_after_close(b: Backend) {

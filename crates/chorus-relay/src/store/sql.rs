@@ -1197,7 +1197,9 @@ macro_rules! sql_store {
                     .fetch_optional(&mut *tx)
                     .await?
                     .unwrap_or(0);
-                    let new_used = used - old + int(p.data.len());
+                    // `size` holds what the part is charged, which the sweep gives back.
+                    let charge = int(p.data.len().max(crate::limits::MIN_FILE_PART_CHARGE));
+                    let new_used = used - old + charge;
                     let quota = int(p.quota);
                     if new_used > quota {
                         return Err(StoreError::QuotaExceeded { used, quota });
@@ -1212,7 +1214,7 @@ macro_rules! sql_store {
                     .bind(i64::from(p.part))
                     .bind(&p.log_id.0[..])
                     .bind(p.data)
-                    .bind(int(p.data.len()))
+                    .bind(charge)
                     .bind(p.expires_ms)
                     .execute(&mut *tx)
                     .await?;
