@@ -532,7 +532,16 @@ impl RelayClient {
     /// is untrusted); a non-success status becomes `Refused` with the relay's code.
     async fn read_capped(
         &self,
+        resp: reqwest::Response,
+    ) -> Result<(StatusCode, Vec<u8>), RelayError> {
+        self.read_capped_at(resp, MAX_RESPONSE_BYTES).await
+    }
+
+    /// [`Self::read_capped`] with a tighter bound `max` for what is known to be small.
+    async fn read_capped_at(
+        &self,
         mut resp: reqwest::Response,
+        max: usize,
     ) -> Result<(StatusCode, Vec<u8>), RelayError> {
         let status = resp.status();
         let mut bytes = Vec::new();
@@ -540,10 +549,10 @@ impl RelayClient {
             url: self.url.clone(),
             reason: root_cause(&e),
         })? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            if bytes.len() + chunk.len() > max {
                 return Err(RelayError::BadResponse {
                     url: self.url.clone(),
-                    reason: format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                    reason: format!("answer larger than {max} bytes"),
                 });
             }
             bytes.extend_from_slice(&chunk);
@@ -632,16 +641,20 @@ impl RelayClient {
     }
 
     /// One encrypted part of a file (no session: whoever knows the locator).
+    /// Never more than the largest part is read.
     pub async fn file_part(&self, locator: Id32, part: u32) -> Result<Vec<u8>, RelayError> {
-        self.get_raw(&format!("/v1/files/{locator}/{part}")).await
+        let path = format!("/v1/files/{locator}/{part}");
+        self.get_raw(&path, chorus_relay_api::limits::MAX_FILE_PART_BYTES)
+            .await
     }
 
-    /// One raw-bytes GET without a session (no JSON, no retries).
-    async fn get_raw(&self, path: &str) -> Result<Vec<u8>, RelayError> {
+    /// One raw-bytes GET without a session (no JSON, no retries), of at most `max`
+    /// bytes.
+    async fn get_raw(&self, path: &str, max: usize) -> Result<Vec<u8>, RelayError> {
         let resp = self
             .send(self.http.get(format!("{}{path}", self.url)))
             .await?;
-        self.read_capped(resp).await.map(|(_, b)| b)
+        self.read_capped_at(resp, max).await.map(|(_, b)| b)
     }
 
     /// Sends a request; no answer at all is `Unreachable`, with the root cause only.
@@ -1072,8 +1085,11 @@ impl RelayClient {
 
     /// The checkpoint blob the recovery slot's state names (no session needed).
     pub async fn recovery_checkpoint(&self, slot: Id32) -> Result<Vec<u8>, RelayError> {
-        self.get_raw(&format!("/v1/recovery/{slot}/checkpoint"))
-            .await
+        self.get_raw(
+            &format!("/v1/recovery/{slot}/checkpoint"),
+            MAX_RESPONSE_BYTES,
+        )
+        .await
     }
 
     /// Registers `device_id` through the recovery slot (no session: the slot and the
@@ -1406,6 +1422,34 @@ mod tests {
         );
         tokio::task::yield_now().await;
         assert!(!reached.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_file_part_larger_than_any_part_is_not_read_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A "relay" that answers a part fetch with 4 MiB.
+        let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", liar.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = liar.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let body = vec![0u8; 4 << 20];
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            }
+        });
+        let c = RelayClient::new(&url, Backoff::COMMAND).unwrap();
+        let e = match c.file_part(Id32([1; 32]), 0).await {
+            Ok(b) => panic!("read all {} bytes", b.len()),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&e, RelayError::BadResponse { reason, .. }
+                if reason.contains(&chorus_relay_api::limits::MAX_FILE_PART_BYTES.to_string())),
+            "{e:?}"
+        );
     }
 
     #[test]
