@@ -1887,14 +1887,11 @@ mod tests {
         // The QR, the line above the code and the code itself (wrapped at 80).
         let height = qr.lines().count() + 1 + code.len().div_ceil(80);
         assert!(width <= 80 && height <= 24, "{width}×{height}");
-        // With a usual relay URL, far inside.
+        // With a usual relay URL: what the README says (~70 characters, 37 × 19).
         let code = chorus_client::code::encode_short("https://relay.example.org", &secret);
         let qr = qr_text(&code).unwrap();
-        assert!(
-            code.len() <= 80 && qr.lines().count() <= 21,
-            "{}",
-            qr.lines().count()
-        );
+        let width = qr.lines().map(|l| l.chars().count()).max().unwrap();
+        assert_eq!((code.len(), width, qr.lines().count()), (69, 37, 19));
     }
 
     #[test]

@@ -415,3 +415,54 @@ fn fetch_error(file: &Attachment, e: crate::RelayError, now: i64) -> ClientError
         _ => e.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: &str) -> crate::RelayError {
+        crate::RelayError::Refused {
+            url: "http://relay".into(),
+            status: 404,
+            code: code.into(),
+        }
+    }
+
+    /// The relay's answers to a part fetch as the reader is told them (the CLI test
+    /// reaches expiry through the message's own time first, so the relay's `410` and a
+    /// `404` after the time are checked here).
+    #[test]
+    fn a_relay_that_deleted_a_file_says_expired_and_one_that_lost_it_says_missing() {
+        let file = Attachment {
+            relay_url: "http://relay".into(),
+            locator: [1; 32],
+            key: Zeroizing::new([2; 32]),
+            digest: [3; 32],
+            name: "a.txt".into(),
+            size: 1,
+            media_type: "text/plain".into(),
+            expires_ms: 1_000,
+        };
+        let says = |code, now| fetch_error(&file, refused(code), now);
+        assert!(matches!(
+            says("expired", 500),
+            ClientError::File(FileError::Expired { .. })
+        ));
+        assert!(matches!(
+            says("not_found", 1_000),
+            ClientError::File(FileError::Expired { .. })
+        ));
+        assert!(matches!(
+            says("not_found", 999),
+            ClientError::File(FileError::Missing(_))
+        ));
+        assert!(matches!(says("rate_limited", 500), ClientError::Relay(_)));
+    }
+
+    #[test]
+    fn a_leading_dot_is_made_visible_and_nothing_else_changes() {
+        assert_eq!(on_disk(".profile"), "_profile");
+        assert_eq!(on_disk("..x"), "_.x");
+        assert_eq!(on_disk("notes.txt"), "notes.txt");
+    }
+}
